@@ -1,0 +1,102 @@
+"""Command line: ``python -m pipeline {synth,datalist,evaluate,demo} ...``.
+
+Each sub-command only parses its arguments and calls one function of the package (as nnU-Net's entry
+points do); training and inference themselves run through ``python -m monai.bundle run ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from pipeline.synthetic import write_dataset
+
+    folders = write_dataset(args.out_dir, cases=args.cases, shape=tuple(args.shape), seed=args.seed, layout=args.layout)
+    print(f"wrote {len(folders)} synthetic case(s) of shape {tuple(args.shape)} to {args.out_dir}")
+    return 0
+
+
+def _datalist(args: argparse.Namespace) -> int:
+    from pipeline.datasets import write_datalist
+
+    dl = write_datalist(args.dataset_dir, args.out, folds=args.folds, seed=args.seed)
+    print(f"wrote {args.out}: {len(dl['training'])} labelled case(s) in {dl['folds']} folds, "
+          f"{len(dl['test'])} unlabelled; channels {', '.join(dl['channels'])}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pipeline.evaluation import evaluate_folders, format_table
+
+    summary = evaluate_folders(args.pred_dir, args.ref_dir, args.out, scheme=args.scheme)
+    print(format_table(summary))
+    print(f"wrote {args.out}/metrics.csv and {args.out}/summary.json")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pipeline.demo import run_demo
+
+    run_demo(data_dir=args.data_dir, run_dir=args.run_dir, cases=args.cases, shape=tuple(args.shape),
+             seed=args.seed, epochs=args.epochs, started_at=args.started_at)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pipeline.synthetic import DEFAULT_SHAPE
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write a synthetic BraTS-like dataset (BraTS 2021 layout)")
+    p.add_argument("out_dir")
+    p.add_argument("--cases", type=int, default=16)
+    p.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), metavar=("X", "Y", "Z"),
+                   help="volume size; 240 240 155 gives BraTS size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layout", default="brats2021")
+    p.set_defaults(func=_synth)
+
+    p = sub.add_parser("datalist", help="discover the cases of a dataset folder and write a datalist with folds")
+    p.add_argument("dataset_dir")
+    p.add_argument("--out", required=True, help="datalist JSON to write")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_datalist)
+
+    p = sub.add_parser("evaluate", help="score <case>.nii.gz predictions against reference labels")
+    p.add_argument("pred_dir")
+    p.add_argument("ref_dir", help="a dataset folder or a folder of <case>.nii.gz labels")
+    p.add_argument("--out", required=True, help="folder for metrics.csv and summary.json")
+    p.add_argument("--scheme", default="brats", choices=["brats", "brats2023", "labels"])
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("demo", help="synthetic data -> train -> infer -> evaluate, on the CPU in minutes")
+    p.add_argument("--data-dir", default="data/synthetic")
+    p.add_argument("--run-dir", default="runs/demo")
+    p.add_argument("--cases", type=int, default=16)
+    p.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), metavar=("X", "Y", "Z"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None, help="override demo.yaml's epochs")
+    p.add_argument("--started-at", type=float, default=None,
+                   help="epoch seconds when the demo began (the Makefile passes it so that set-up time counts)")
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:  # user-data errors: the message names the case, file and fix
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
