@@ -1,0 +1,60 @@
+# Two commands on a fresh clone: `make demo` and `make test`. Everything installs into .venv.
+# TORCH: the torch requirement. torch==2.13.0 is a CPU build that this project's machines keep on disk;
+# on a GPU machine use e.g. `make TORCH=torch train` to get pip's default (CUDA) build.
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+DATASET ?= data/synthetic
+RUN ?= runs/brats
+ARGS ?=
+CONFIGS := bundle/configs
+BUNDLE_ARGS := --meta_file $(CONFIGS)/metadata.json --logging_file $(CONFIGS)/logging.conf
+config = "['$(CONFIGS)/common.yaml','$(CONFIGS)/$(1).yaml']"
+
+.PHONY: venv demo test lint data datalist train infer evaluate metadata clean
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	touch $(STAMP)
+
+# synthetic data -> datalist -> train -> infer -> evaluate; the last line is `demo: mean Dice ... in N s`
+demo:
+	@t0=$$(date +%s); $(MAKE) --no-print-directory venv && $(PY) -m pipeline demo --started-at $$t0
+
+test: venv lint
+	$(PY) -m pytest -q
+
+lint: venv
+	$(PY) -m ruff check pipeline tests bench
+
+# ---- stages, one at a time (override DATASET=..., RUN=..., ARGS="--epochs 100 --fold 1") ------------------
+data: venv
+	$(PY) -m pipeline synth $(DATASET) --cases 16
+
+datalist: venv
+	$(PY) -m pipeline datalist $(DATASET) --out $(RUN)/datalist.json
+
+train: venv
+	$(PY) -m monai.bundle run training --config_file $(call config,train) $(BUNDLE_ARGS) \
+		--dataset_dir $(DATASET) --run_dir $(RUN) $(ARGS)
+
+infer: venv
+	$(PY) -m monai.bundle run inference --config_file $(call config,inference) $(BUNDLE_ARGS) \
+		--dataset_dir $(DATASET) --run_dir $(RUN) $(ARGS)
+
+evaluate: venv
+	$(PY) -m monai.bundle run evaluate --config_file $(call config,evaluate) $(BUNDLE_ARGS) \
+		--dataset_dir $(DATASET) --run_dir $(RUN) $(ARGS)
+
+metadata: venv
+	$(PY) -m monai.bundle verify_metadata --meta_file $(CONFIGS)/metadata.json \
+		--filepath ../shared/monai/meta_schema_20240725.json
+
+clean:
+	rm -rf runs data/synthetic .pytest_cache .ruff_cache

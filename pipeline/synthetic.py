@@ -1,0 +1,367 @@
+"""Synthetic BraTS-like cases: the embedded default dataset of the demo and of every test.
+
+Each case is a skull-stripped, brain-shaped volume on an exact-zero background with CSF, grey matter
+and white matter texture (cortical ribbon with sulci, deep grey nuclei, ventricles, a midline
+fissure), and one glioma: an irregular necrotic core (label 1) inside an enhancing rim (label 4)
+inside irregular oedema (label 2), so ET lies within TC (= 1|4) within WT (= 1|2|4), and WT lies
+within the brain. About one case in eight is a non-enhancing, low-grade-like tumour (no label 4;
+a small non-enhancing core labelled 1, or none), and about a quarter of the enhancing ones have only
+a thin rim and a small core.
+
+Appearance follows real scans: T1 WM > GM > CSF; T2 CSF > GM > WM; FLAIR CSF dark, GM > WM; T1ce like
+T1 but the enhancing tumour is far brighter than any normal tissue and necrosis is dark; oedema is
+bright on FLAIR and T2, the tumour core bright on T2. Every contrast has its own smooth
+multiplicative bias field, a random global scale and Rician noise of about 3 % of the tissue signal;
+the background stays exactly 0 and every brain voxel is >= 1 in every contrast.
+
+Arrays are indexed ``(X, Y, Z)`` like BraTS 2021 files (240 x 240 x 155, 1 mm, affine
+:data:`BRATS_AFFINE`). Written on disk in the BraTS 2021 layout::
+
+    <out_dir>/BraTS2021_00000/BraTS2021_00000_{t1,t1ce,t2,flair}.nii.gz   int16
+    <out_dir>/BraTS2021_00000/BraTS2021_00000_seg.nii.gz                  uint8, 0 / 1 NCR / 2 ED / 4 ET
+
+Case ``i`` of :func:`write_dataset` depends only on ``(seed, i)``. With ``seed=0`` and 16 cases, cases
+``BraTS2021_00002`` and ``BraTS2021_00007`` are the non-enhancing ones (see :func:`case_is_enhancing`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+#: The shape ``(X, Y, Z)`` of a default synthetic case: small enough for CPU training in minutes.
+DEFAULT_SHAPE: tuple[int, int, int] = (96, 96, 64)
+
+#: The header affine of real BraTS 2021 files (240 x 240 x 155): spacing 1 mm, x and y flipped, origin (0, 239, 0).
+BRATS_AFFINE: np.ndarray = np.array(
+    [[-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 239.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+)
+
+#: Layouts :func:`write_dataset` can write.
+SUPPORTED_LAYOUTS: tuple[str, ...] = ("brats2021",)
+
+#: Image keys of :func:`synth_case`, which are also the BraTS 2021 file suffixes, in channel order.
+CONTRASTS: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
+
+#: Fraction of :func:`write_dataset` cases drawn as non-enhancing (low-grade-like) tumours.
+NON_ENHANCING_FRACTION: float = 1 / 8
+
+#: Smallest accepted size of any axis: below it the anatomy and the tumour layers no longer fit.
+MIN_AXIS: int = 16
+
+# Internal tissue classes (not label values): the intensity tables below are indexed by them.
+_BG, _CSF, _GM, _WM, _NCR, _ED, _ET, _NET = range(8)
+
+# Base intensity of each class per contrast, columns BG CSF GM WM NCR ED ET NET (NET: a non-enhancing core).
+_INTENSITY: dict[str, np.ndarray] = {
+    "t1": np.array([0, 300, 600, 800, 280, 520, 650, 420], dtype=np.float32),
+    "t1ce": np.array([0, 330, 640, 820, 300, 560, 1500, 450], dtype=np.float32),
+    "t2": np.array([0, 2000, 1100, 750, 1900, 1500, 1300, 1700], dtype=np.float32),
+    "flair": np.array([0, 180, 650, 480, 600, 1300, 1000, 1050], dtype=np.float32),
+}
+# Relative amplitude of the within-class texture (tumour classes are more heterogeneous).
+_TEXTURE = np.array([0, 0.03, 0.03, 0.03, 0.10, 0.07, 0.10, 0.07], dtype=np.float32)
+# Noise sigma as a fraction of the GM intensity of each contrast.
+_NOISE = 0.03
+
+
+def brats_affine(shape: Sequence[int] = DEFAULT_SHAPE) -> np.ndarray:
+    """The BraTS 2021 style affine for an ``(X, Y, Z)`` grid: diag(-1, -1, 1), 1 mm, origin ``(0, Y - 1, 0)``.
+
+    Equals :data:`BRATS_AFFINE` for the real BraTS shape ``(240, 240, 155)``.
+    """
+    aff = BRATS_AFFINE.copy()
+    aff[1, 3] = float(int(shape[1]) - 1)
+    return aff
+
+
+def _check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
+    try:
+        out = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"shape must be three integers (X, Y, Z), got {shape!r}") from None
+    if len(out) != 3 or min(out) < MIN_AXIS:
+        raise ValueError(f"shape must be three integers (X, Y, Z), each >= {MIN_AXIS}, got {tuple(shape)!r}")
+    return out  # type: ignore[return-value]
+
+
+def _smooth_field(shape: Sequence[int], rng: np.random.Generator, spacing: float) -> np.ndarray:
+    """A smooth random field ``shape`` float32 with zero mean and unit variance at every voxel.
+
+    A lattice of Gaussian bumps ``spacing`` voxels apart with random weights, evaluated separably
+    (three small matrix products), so even a 240 x 240 x 155 field costs a fraction of a second.
+    """
+    spacing = max(float(spacing), 1.0)
+    mats = []
+    for n in shape:
+        k = int(np.ceil(n / spacing)) + 3
+        centres = (np.arange(k, dtype=np.float64) - 1.0) * spacing - 0.5 * ((k - 3) * spacing - n)
+        w = np.exp(-0.5 * ((np.arange(n)[:, None] - centres[None, :]) / spacing) ** 2)
+        w /= np.sqrt((w**2).sum(axis=1, keepdims=True))
+        mats.append(w.astype(np.float32))
+    wx, wy, wz = mats
+    coeffs = rng.standard_normal((wx.shape[1], wy.shape[1], wz.shape[1]), dtype=np.float32)
+    f = np.tensordot(coeffs, wz, axes=(2, 1))  # (kx, ky, Z)
+    f = np.tensordot(wy, f, axes=(1, 1)).transpose(1, 0, 2)  # (kx, Y, Z)
+    f = np.tensordot(wx, np.ascontiguousarray(f), axes=(1, 0))  # (X, Y, Z)
+    return f
+
+
+def _axes(shape: Sequence[int], centre: Sequence[float], semi: Sequence[float]) -> list[np.ndarray]:
+    """Normalised open-grid coordinates ``(i - centre) / semi`` per axis, shaped for broadcasting."""
+    out = []
+    for ax, (n, c, s) in enumerate(zip(shape, centre, semi, strict=True)):
+        v = (np.arange(n, dtype=np.float32) - np.float32(c)) / np.float32(s)
+        out.append(v.reshape([-1 if i == ax else 1 for i in range(3)]))
+    return out
+
+
+def _anatomy(shape: tuple[int, int, int], rng: np.random.Generator, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Tissue classes ``(X, Y, Z)`` uint8 (BG, CSF, GM, WM) and the normalised brain radius ``rho`` float32."""
+    size = np.array(shape, dtype=np.float64)
+    # Ellipsoid filling about 70-85 % of each axis, longest front-to-back (Y), like a skull-stripped brain.
+    semi = size * np.array([rng.uniform(0.36, 0.40), rng.uniform(0.38, 0.41), rng.uniform(0.36, 0.40)])
+    centre = (size - 1) / 2 + size * rng.uniform(-0.015, 0.015, 3)
+    u, v, w = _axes(shape, centre, semi)
+    deform = np.clip(_smooth_field(shape, rng, 0.3 * size.mean()), -2.5, 2.5)
+    rho = np.sqrt(u * u + v * v + w * w) / (1 + 0.04 * deform)
+    del deform
+    brain = rho < 1
+    cls = np.full(shape, _WM, dtype=np.uint8)
+
+    # Cortical ribbon of varying thickness (gyri), sulcal CSF cutting into it, a thin CSF film at the surface.
+    gyri = _smooth_field(shape, rng, 4.0 * scale)
+    cls[rho > 0.86 + 0.06 * gyri] = _GM
+    sulci = _smooth_field(shape, rng, 3.0 * scale)
+    cls[(rho > 0.90) & (np.abs(sulci) < 0.2)] = _CSF
+    cls[rho > 0.975] = _CSF
+    del gyri, sulci
+
+    # Deep grey nuclei and lateral ventricles, mirrored about the mid-sagittal plane, both deformed.
+    au = np.abs(u)
+    lumps = _smooth_field(shape, rng, 0.12 * size.mean())
+    nuclei = ((au - 0.30) / 0.13) ** 2 + (v / 0.22) ** 2 + ((w + 0.12) / 0.22) ** 2
+    cls[nuclei * (1 + 0.15 * lumps) < 1] = _GM
+    ventricles = ((au - 0.13) / rng.uniform(0.08, 0.12)) ** 2 + (v / 0.42) ** 2 + ((w - 0.08) / 0.18) ** 2
+    cls[ventricles * (1 + 0.15 * lumps) < 1] = _CSF
+    third = (u / 0.025) ** 2 + (v / 0.18) ** 2 + ((w + 0.05) / 0.15) ** 2  # third ventricle on the midline
+    cls[third < 1] = _CSF
+    # Interhemispheric fissure: a thin CSF sheet on the midline, upper part of the brain.
+    half_width = max(0.6, 0.5 * scale) / semi[0]
+    cls[(au < half_width) & (w > 0.0) & (rho > 0.35)] = _CSF
+    del au, lumps, nuclei, ventricles, third
+
+    cls[~brain] = _BG
+    return cls, rho.astype(np.float32)
+
+
+def _rotation(rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+def _tumour(cls: np.ndarray, rho: np.ndarray, rng: np.random.Generator, scale: float, enhancing: bool) -> None:
+    """Paint one glioma into the class map ``cls`` in place (NCR or NET core, ET rim, ED around)."""
+    shape = cls.shape
+    brain = cls != _BG
+    n_brain = int(brain.sum())
+    # Whole tumour about 2-10 % of the brain (target log-uniform in 1.8-8.5 %; the oedema's irregular outline
+    # adds about 15 % on average, CSF spaces take some away). A random ellipsoid orientation and elongation.
+    frac = float(np.exp(rng.uniform(np.log(0.018), np.log(0.085))))
+    r_wt = (3 * frac * n_brain / (4 * np.pi)) ** (1 / 3)
+    elong = np.exp(rng.uniform(-0.2, 0.2, 3))
+    elong /= np.prod(elong) ** (1 / 3)
+    mat = (_rotation(rng) / elong[:, None]).astype(np.float32)
+
+    thin = False
+    if enhancing:
+        thin = rng.random() < 0.25
+        r_tc = r_wt * (rng.uniform(0.35, 0.50) if thin else rng.uniform(0.60, 0.85))
+        rim = max(1.0, (rng.uniform(0.8, 1.2) if thin else rng.uniform(1.5, 3.0)) * scale)
+        r_ncr = r_tc - rim
+    else:
+        has_core = rng.random() < 0.6
+        r_tc = r_wt * rng.uniform(0.25, 0.50) if has_core else 0.0
+        r_ncr = r_tc
+    r_tc = max(r_tc, 2.0) if (enhancing or r_tc > 0) else 0.0
+
+    # Centre: deep enough in the brain (rho is the brain radius normalised to 1) that the core stays inside it.
+    deep = np.flatnonzero((rho < max(0.2, 0.92 - 1.3 * r_tc / (0.37 * min(shape)))).ravel())
+    centre = np.array(np.unravel_index(deep[rng.integers(deep.size)], shape), dtype=np.float64)
+    centre += rng.uniform(-0.5, 0.5, 3)
+
+    # Work in the tumour's bounding box only.
+    reach = 1.6 * r_wt * float(elong.max()) + 3
+    lo = np.maximum(np.floor(centre - reach).astype(int), 0)
+    hi = np.minimum(np.ceil(centre + reach).astype(int) + 1, shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    bshape = tuple(int(b - a) for a, b in zip(lo, hi, strict=True))
+    d = _axes(bshape, centre - lo, (1.0, 1.0, 1.0))
+    p = [mat[i, 0] * d[0] + mat[i, 1] * d[1] + mat[i, 2] * d[2] for i in range(3)]
+    q = np.sqrt(p[0] ** 2 + p[1] ** 2 + p[2] ** 2)
+    del p
+    # Irregular outlines: the radius is displaced by smooth noise (the same for the core and the necrosis,
+    # so the enhancing rim keeps its thickness); the oedema's outline is rougher and wider-ranging.
+    q_core = q - 0.15 * max(r_tc, 2.0) * np.clip(_smooth_field(bshape, rng, max(2.0, 0.4 * r_tc)), -2.5, 2.5)
+    q_ed = q - 0.22 * r_wt * np.clip(_smooth_field(bshape, rng, max(2.5, 0.35 * r_wt)), -2.5, 2.5)
+
+    sub = cls[box]
+    inside = sub != _BG
+    tc = (q_core < r_tc) & inside
+    ncr = (q_core < r_ncr) & inside if r_ncr > 0 else np.zeros_like(tc)
+    # Oedema spreads through tissue but not into CSF spaces; the core displaces whatever was there.
+    wt = ((q_ed < r_wt) & inside & (sub != _CSF)) | tc
+    sub[wt] = _ED
+    if enhancing:
+        sub[tc] = _ET
+        sub[ncr] = _NCR
+    else:
+        sub[tc] = _NET
+
+
+def synth_case(
+    shape: Sequence[int] = DEFAULT_SHAPE, *, rng: np.random.Generator, enhancing: bool = True
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Generate one synthetic BraTS-like case.
+
+    Args:
+        shape: grid size ``(X, Y, Z)``, each axis >= :data:`MIN_AXIS`; voxels are 1 mm.
+        rng: the only source of randomness: the same generator state gives identical arrays.
+        enhancing: ``True`` for a high-grade-like tumour (necrotic core 1 inside an enhancing rim 4,
+            about a quarter of them with only a thin rim and a small core); ``False`` for a
+            low-grade-like one with no label 4 and a small non-enhancing core (label 1) or none.
+
+    Returns:
+        ``(images, seg)``: ``images`` maps ``"t1"``, ``"t1ce"``, ``"t2"``, ``"flair"`` to ``(X, Y, Z)``
+        int16 arrays, exactly 0 outside the brain and >= 1 inside it; ``seg`` is ``(X, Y, Z)`` uint8 with
+        0 background, 1 NCR (necrotic / non-enhancing core), 2 ED (oedema), 4 ET (enhancing tumour).
+        ET lies within TC (1|4), TC within WT (1|2|4), WT within the brain (non-zero images).
+
+    Raises:
+        ValueError: ``shape`` is not three integers >= :data:`MIN_AXIS`.
+    """
+    shape = _check_shape(shape)
+    scale = float(np.mean(shape) / np.mean(DEFAULT_SHAPE))
+    cls, rho = _anatomy(shape, rng, scale)
+    _tumour(cls, rho, rng, scale, enhancing)
+    del rho
+    brain = cls != _BG
+
+    lut = np.array([0, 0, 0, 0, 1, 2, 4, 1], dtype=np.uint8)
+    seg = lut[cls]
+
+    texture = _smooth_field(shape, rng, 2.5 * scale)
+    texture *= _TEXTURE[cls]
+    texture += 1
+    images: dict[str, np.ndarray] = {}
+    for name in CONTRASTS:
+        table = _INTENSITY[name] * (1 + 0.04 * rng.standard_normal(8)).astype(np.float32)
+        table[_BG] = 0
+        img = table[cls]
+        img *= texture
+        # Partial-volume blur at tissue borders, then a smooth bias field and a per-case global scale.
+        img = ndimage.gaussian_filter(img, sigma=0.5, truncate=3.0)
+        bias = _smooth_field(shape, rng, 0.5 * float(np.mean(shape)))
+        img *= np.exp(0.12 * bias) * np.float32(rng.uniform(0.8, 1.25))
+        del bias
+        # Rician noise: magnitude of the signal plus complex Gaussian noise.
+        sigma = np.float32(_NOISE * _INTENSITY[name][_GM])
+        n1 = rng.standard_normal(shape, dtype=np.float32)
+        n1 *= sigma
+        img += n1
+        np.square(img, out=img)
+        rng.standard_normal(shape, dtype=np.float32, out=n1)
+        n1 *= sigma
+        np.square(n1, out=n1)
+        img += n1
+        del n1
+        np.sqrt(img, out=img)
+        np.rint(img, out=img)
+        np.clip(img, 1, np.iinfo(np.int16).max, out=img)
+        out = img.astype(np.int16)
+        out[~brain] = 0
+        images[name] = out
+    return images, seg
+
+
+def case_is_enhancing(seed: int, index: int) -> bool:
+    """Whether case ``index`` of :func:`write_dataset` with ``seed`` has an enhancing tumour.
+
+    The first draw of the case's generator ``np.random.default_rng([seed, index])`` decides it: about
+    :data:`NON_ENHANCING_FRACTION` of the cases are non-enhancing. With ``seed=0`` the non-enhancing
+    cases among the first 16 are exactly indices 2 and 7.
+    """
+    return bool(np.random.default_rng([seed, index]).random() >= NON_ENHANCING_FRACTION)
+
+
+def _save_nifti(arr: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """Write ``arr`` as gzip NIfTI at ``path`` atomically (temp file in the same folder, then ``os.replace``)."""
+    img = nib.Nifti1Image(arr, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_data_dtype(arr.dtype)
+    tmp = path.with_name(f".{path.name[: -len('.nii.gz')]}.tmp{os.getpid()}.nii.gz")
+    try:
+        nib.save(img, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_dataset(
+    out_dir: str | os.PathLike,
+    cases: int = 16,
+    shape: Sequence[int] = DEFAULT_SHAPE,
+    seed: int = 0,
+    layout: str = "brats2021",
+) -> list[Path]:
+    """Write ``cases`` synthetic cases under ``out_dir`` in a BraTS layout.
+
+    ``brats2021`` writes ``OUT_DIR/BraTS2021_{i:05d}/BraTS2021_{i:05d}_{t1,t1ce,t2,flair,seg}.nii.gz``:
+    images ``(X, Y, Z)`` int16, seg ``(X, Y, Z)`` uint8 (0, 1 NCR, 2 ED, 4 ET), affine
+    :func:`brats_affine` (``BRATS_AFFINE`` at 240 x 240 x 155), 1 mm zooms, qform/sform code 1.
+
+    Case ``i`` is drawn from ``np.random.default_rng([seed, i])`` only, so its arrays are identical
+    whatever ``cases`` is; its first draw makes about 1 case in 8 non-enhancing (see
+    :func:`case_is_enhancing`). Files of an existing case folder are overwritten (each file
+    atomically); nothing else in ``out_dir`` is touched or deleted.
+
+    Returns:
+        The case folders, in case order.
+
+    Raises:
+        ValueError: an unknown ``layout``, a negative ``cases`` or ``seed``, or a bad ``shape``.
+    """
+    if layout not in SUPPORTED_LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; supported layouts: {', '.join(SUPPORTED_LAYOUTS)}")
+    if int(cases) < 0:
+        raise ValueError(f"cases must be >= 0, got {cases}")
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    shape = _check_shape(shape)
+    affine = brats_affine(shape)
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    folders = []
+    for i in range(int(cases)):
+        rng = np.random.default_rng([int(seed), i])
+        enhancing = bool(rng.random() >= NON_ENHANCING_FRACTION)
+        images, seg = synth_case(shape, rng=rng, enhancing=enhancing)
+        case_id = f"BraTS2021_{i:05d}"
+        folder = out / case_id
+        folder.mkdir(exist_ok=True)
+        for name in CONTRASTS:
+            _save_nifti(images[name], affine, folder / f"{case_id}_{name}.nii.gz")
+        _save_nifti(seg, affine, folder / f"{case_id}_seg.nii.gz")
+        folders.append(folder)
+    return folders

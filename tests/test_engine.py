@@ -1,0 +1,58 @@
+"""Checkpoints are written whole or not at all; the best one is only replaced by a better one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from pipeline.engine import AtomicCheckpointSaver, atomic_torch_save, region_output_transform
+
+
+class _Unpicklable:
+    def __reduce__(self):  # noqa: ANN204
+        raise RuntimeError("disk full")  # stands for a failure in the middle of writing
+
+
+def test_atomic_save_leaves_the_old_checkpoint_intact_when_writing_fails(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    atomic_torch_save({"w": torch.ones(3)}, path)
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_torch_save({"w": torch.zeros(3), "bad": _Unpicklable()}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize(
+    ("metrics", "saved_at"),
+    [
+        pytest.param([0.2, 0.5, 0.4], 0.5, id="keeps_the_best_not_the_last"),
+        pytest.param([float("nan"), 0.3], 0.3, id="ignores_nan"),
+    ],
+)
+def test_best_checkpoint_follows_the_metric(tmp_path: Path, metrics: list[float], saved_at: float) -> None:
+    net = torch.nn.Linear(1, 1, bias=False)
+    saver = AtomicCheckpointSaver(str(tmp_path), net, "model.pt", mode="best", metric_name="dice")
+    for m in metrics:
+        with torch.no_grad():
+            net.weight.fill_(m)
+        saver(SimpleNamespace(state=SimpleNamespace(metrics={"dice": m})))
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert state["weight"].item() == pytest.approx(saved_at)
+
+
+def test_last_checkpoint_is_a_plain_state_dict_loadable_with_weights_only(tmp_path: Path) -> None:
+    net = torch.nn.Conv3d(4, 3, 1)
+    AtomicCheckpointSaver(str(tmp_path), net, "model_last.pt", mode="last")(SimpleNamespace(state=None))
+    fresh = torch.nn.Conv3d(4, 3, 1)
+    fresh.load_state_dict(torch.load(tmp_path / "model_last.pt", weights_only=True))
+    assert torch.equal(fresh.weight, net.weight)
+
+
+@pytest.mark.parametrize(("region", "channel"), [("TC", 0), ("WT", 1), ("ET", 2)])
+def test_region_output_transform_picks_the_region_channel(region: str, channel: int) -> None:
+    pred = torch.arange(3).view(3, 1, 1, 1).float()
+    preds, labels = region_output_transform(region)([{"pred": pred, "label": pred + 10}])
+    assert preds[0].item() == channel and labels[0].item() == channel + 10

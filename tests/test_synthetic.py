@@ -1,0 +1,258 @@
+"""Tests of the synthetic BraTS-like generator: layout on disk, labels, determinism, contrasts, variety."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.synthetic import (
+    BRATS_AFFINE,
+    CONTRASTS,
+    DEFAULT_SHAPE,
+    brats_affine,
+    case_is_enhancing,
+    synth_case,
+    write_dataset,
+)
+
+SMALL = (48, 48, 32)
+SUFFIXES = ("t1", "t1ce", "t2", "flair", "seg")
+
+
+def _load(folder: Path, suffix: str) -> nib.Nifti1Image:
+    return nib.load(folder / f"{folder.name}_{suffix}.nii.gz")
+
+
+def _arrays(folder: Path) -> dict[str, np.ndarray]:
+    return {s: np.asanyarray(_load(folder, s).dataobj) for s in SUFFIXES}
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    root = tmp_path_factory.mktemp("synth")
+    return root, write_dataset(root, cases=2, shape=SMALL, seed=0)
+
+
+CASE_PARAMS = [
+    pytest.param(0, True, id="seed0-enhancing"),
+    pytest.param(1, True, id="seed1-enhancing"),
+    pytest.param(7, True, id="seed7-enhancing"),
+    pytest.param(0, False, id="seed0-non-enhancing"),
+    pytest.param(3, False, id="seed3-non-enhancing"),
+]
+
+
+# --- layout on disk -------------------------------------------------------------------------------------------
+
+
+def test_write_dataset_uses_the_exact_brats2021_folder_and_file_names(small_dataset):
+    root, folders = small_dataset
+    assert folders == [root / "BraTS2021_00000", root / "BraTS2021_00001"]
+    assert sorted(p.name for p in root.iterdir()) == ["BraTS2021_00000", "BraTS2021_00001"]
+    for folder in folders:
+        expected = sorted(f"{folder.name}_{s}.nii.gz" for s in SUFFIXES)
+        assert sorted(p.name for p in folder.iterdir()) == expected
+
+
+def test_images_are_int16_and_the_segmentation_is_uint8_on_disk(small_dataset):
+    _, folders = small_dataset
+    for folder in folders:
+        for s in SUFFIXES:
+            img = _load(folder, s)
+            want = np.uint8 if s == "seg" else np.int16
+            assert img.get_data_dtype() == want
+            assert np.asanyarray(img.dataobj).dtype == want
+
+
+def test_every_file_has_the_brats_affine_1mm_zooms_and_scanner_qform_sform(small_dataset):
+    _, folders = small_dataset
+    for folder in folders:
+        for s in SUFFIXES:
+            img = _load(folder, s)
+            assert img.shape == SMALL
+            np.testing.assert_array_equal(img.affine, brats_affine(SMALL))
+            assert img.header.get_zooms() == (1.0, 1.0, 1.0)
+            assert int(img.header["qform_code"]) == 1 and int(img.header["sform_code"]) == 1
+            np.testing.assert_array_equal(img.get_qform(), brats_affine(SMALL))
+            np.testing.assert_array_equal(img.get_sform(), brats_affine(SMALL))
+
+
+def test_the_affine_is_the_real_brats_2021_one_at_the_brats_shape():
+    np.testing.assert_array_equal(BRATS_AFFINE, [[-1, 0, 0, 0], [0, -1, 0, 239], [0, 0, 1, 0], [0, 0, 0, 1]])
+    np.testing.assert_array_equal(brats_affine((240, 240, 155)), BRATS_AFFINE)
+    default = brats_affine(DEFAULT_SHAPE)
+    assert default[1, 3] == DEFAULT_SHAPE[1] - 1
+    np.testing.assert_array_equal(default[:3, :3], BRATS_AFFINE[:3, :3])
+
+
+def test_rewriting_overwrites_our_cases_and_leaves_other_files_alone(tmp_path):
+    first = write_dataset(tmp_path, cases=1, shape=SMALL, seed=0)
+    before = _arrays(first[0])
+    (tmp_path / "notes.txt").write_text("keep me")
+    (first[0] / "extra.txt").write_text("keep me too")
+    second = write_dataset(tmp_path, cases=1, shape=SMALL, seed=0)
+    assert second == first
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+    assert (first[0] / "extra.txt").read_text() == "keep me too"
+    after = _arrays(first[0])
+    for s in SUFFIXES:
+        np.testing.assert_array_equal(before[s], after[s])
+    leftovers = [p.name for p in first[0].iterdir() if p.name.startswith(".")]
+    assert leftovers == [], "temporary files must be renamed or removed"
+
+
+def test_an_unknown_layout_is_refused_with_a_message_naming_it_and_the_supported_ones(tmp_path):
+    with pytest.raises(ValueError, match=r"'brats2023'.*brats2021"):
+        write_dataset(tmp_path, cases=1, shape=SMALL, layout="brats2023")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [pytest.param((48, 48), id="two-axes"), pytest.param((8, 48, 32), id="axis-too-small")],
+)
+def test_a_bad_shape_is_refused(shape):
+    with pytest.raises(ValueError, match="shape"):
+        synth_case(shape, rng=np.random.default_rng(0))
+
+
+# --- labels and masks -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("seed", "enhancing"), CASE_PARAMS)
+def test_labels_are_brats_values_and_nest_et_in_tc_in_wt_in_the_brain(seed, enhancing):
+    images, seg = synth_case(SMALL, rng=np.random.default_rng(seed), enhancing=enhancing)
+    assert seg.shape == SMALL and seg.dtype == np.uint8
+    assert set(np.unique(seg).tolist()) <= {0, 1, 2, 4}
+    et, tc, wt = seg == 4, np.isin(seg, (1, 4)), seg > 0
+    assert wt.any()
+    assert not (et & ~tc).any() and not (tc & ~wt).any()
+    brain = images["t1"] != 0
+    for name in CONTRASTS:
+        assert images[name].shape == SMALL and images[name].dtype == np.int16
+        np.testing.assert_array_equal(images[name] != 0, brain)  # one brain mask, >= 1 inside, exactly 0 outside
+        assert images[name].min() == 0
+    assert not (wt & ~brain).any()
+
+
+def test_the_brain_fills_most_of_each_axis_and_the_border_is_background():
+    images, _ = synth_case(DEFAULT_SHAPE, rng=np.random.default_rng(0))
+    brain = images["t1"] != 0
+    for axis, n in enumerate(DEFAULT_SHAPE):
+        others = tuple(a for a in range(3) if a != axis)
+        extent = np.flatnonzero(brain.any(axis=others))
+        assert 0.65 * n <= extent.size <= 0.9 * n
+        assert extent[0] > 0 and extent[-1] < n - 1
+
+
+def test_the_whole_tumour_is_a_few_percent_of_the_brain_at_the_default_shape():
+    fractions = []
+    for seed in range(3):
+        images, seg = synth_case(DEFAULT_SHAPE, rng=np.random.default_rng(seed))
+        fractions.append((seg > 0).sum() / (images["t1"] != 0).sum())
+    assert all(0.01 <= f <= 0.13 for f in fractions), fractions
+
+
+# --- determinism ----------------------------------------------------------------------------------------------
+
+
+def test_the_same_seed_gives_identical_arrays_and_another_seed_different_ones():
+    a_img, a_seg = synth_case(SMALL, rng=np.random.default_rng([4, 2]))
+    b_img, b_seg = synth_case(SMALL, rng=np.random.default_rng([4, 2]))
+    c_img, c_seg = synth_case(SMALL, rng=np.random.default_rng([5, 2]))
+    np.testing.assert_array_equal(a_seg, b_seg)
+    for name in CONTRASTS:
+        np.testing.assert_array_equal(a_img[name], b_img[name])
+        assert not np.array_equal(a_img[name], c_img[name])
+    assert not np.array_equal(a_seg, c_seg)
+
+
+def test_a_case_is_identical_whether_two_or_four_cases_are_written(tmp_path):
+    two = write_dataset(tmp_path / "two", cases=2, shape=SMALL, seed=3)
+    four = write_dataset(tmp_path / "four", cases=4, shape=SMALL, seed=3)
+    other = write_dataset(tmp_path / "other", cases=2, shape=SMALL, seed=4)
+    for i in range(2):
+        a, b = _arrays(two[i]), _arrays(four[i])
+        for s in SUFFIXES:
+            np.testing.assert_array_equal(a[s], b[s])
+    assert not np.array_equal(_arrays(two[1])["t1"], _arrays(other[1])["t1"])
+
+
+# --- appearance -----------------------------------------------------------------------------------------------
+
+
+def _region_means(images: dict[str, np.ndarray], seg: np.ndarray) -> dict[tuple[str, str], float]:
+    normal = (images["t1"] != 0) & (seg == 0)
+    regions = {"normal": normal, "NCR": seg == 1, "ED": seg == 2, "ET": seg == 4, "TC": np.isin(seg, (1, 4))}
+    return {
+        (name, region): float(images[name][mask].astype(np.float64).mean())
+        for name in CONTRASTS
+        for region, mask in regions.items()
+        if mask.any()
+    }
+
+
+@pytest.mark.parametrize("seed", [pytest.param(s, id=f"seed{s}") for s in (0, 1, 2, 5, 11)])
+def test_each_tumour_region_has_its_real_scan_contrast(seed):
+    images, seg = synth_case(SMALL, rng=np.random.default_rng(seed), enhancing=True)
+    assert (seg == 4).any() and (seg == 2).any()
+    m = _region_means(images, seg)
+    assert m["t1ce", "ET"] > 1.4 * m["t1ce", "normal"], "ET must be far brighter than normal tissue on T1ce"
+    assert m["flair", "ED"] > 1.6 * m["flair", "normal"], "oedema must be bright on FLAIR"
+    assert m["t2", "ED"] > 1.15 * m["t2", "normal"], "oedema must be bright on T2"
+    assert m["t2", "TC"] > 1.15 * m["t2", "normal"], "the tumour core must be bright-ish on T2"
+    if (seg == 1).any():
+        assert m["t1ce", "NCR"] < 0.75 * m["t1ce", "ET"], "necrosis must be dark against the enhancing rim"
+        assert m["t1", "NCR"] < 0.8 * m["t1", "normal"], "necrosis must be dark on T1"
+
+
+def test_normal_tissue_is_bright_on_t1_where_it_is_dark_on_t2():
+    # WM > GM > CSF on T1 and the reverse on T2: over normal brain the two contrasts are anti-correlated.
+    images, seg = synth_case(SMALL, rng=np.random.default_rng(0))
+    normal = (images["t1"] != 0) & (seg == 0)
+    r = np.corrcoef(images["t1"][normal].astype(float), images["t2"][normal].astype(float))[0, 1]
+    assert r < -0.5
+
+
+# --- variety --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [pytest.param(s, id=f"seed{s}") for s in range(4)])
+def test_a_non_enhancing_case_has_no_label_4_but_still_a_tumour(seed):
+    _, seg = synth_case(SMALL, rng=np.random.default_rng(seed), enhancing=False)
+    assert not (seg == 4).any()
+    assert (seg == 2).any()
+
+
+def test_seed_0_with_16_cases_makes_exactly_cases_2_and_7_non_enhancing(tmp_path):
+    shape = (32, 32, 24)
+    folders = write_dataset(tmp_path, cases=16, shape=shape, seed=0)
+    has_et = [bool((np.asanyarray(_load(f, "seg").dataobj) == 4).any()) for f in folders]
+    assert [i for i, e in enumerate(has_et) if not e] == [2, 7]
+    assert has_et == [case_is_enhancing(0, i) for i in range(16)]
+
+
+def test_about_one_case_in_eight_is_non_enhancing():
+    non = sum(not case_is_enhancing(seed, i) for seed in range(4) for i in range(100))
+    assert 0.08 <= non / 400 <= 0.17
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    shape=st.tuples(st.integers(16, 40), st.integers(16, 40), st.integers(16, 32)),
+    seed=st.integers(0, 2**32 - 1),
+    enhancing=st.booleans(),
+)
+def test_any_small_shape_and_seed_gives_nested_labels_inside_a_zero_background_brain(shape, seed, enhancing):
+    images, seg = synth_case(shape, rng=np.random.default_rng(seed), enhancing=enhancing)
+    brain = images["t1"] != 0
+    assert seg.shape == shape and set(np.unique(seg).tolist()) <= {0, 1, 2, 4}
+    et, tc, wt = seg == 4, np.isin(seg, (1, 4)), seg > 0
+    assert not (et & ~tc).any() and not (tc & ~wt).any() and not (wt & ~brain).any()
+    assert wt.any() and brain.any() and not brain[0].any() and not brain[-1].any()
+    assert enhancing or not et.any()
