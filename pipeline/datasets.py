@@ -36,7 +36,7 @@ NIFTI_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii")
 
 @dataclass(frozen=True)
 class Case:
-    """One subject: ``images`` are the 4 contrast files in :data:`CHANNELS` order, ``label`` the segmentation or None."""
+    """One case: ``images``, the 4 contrast files in :data:`CHANNELS` order; ``label``, the segmentation or None."""
 
     case_id: str
     images: tuple[str, ...]
@@ -94,7 +94,7 @@ def discover_cases(root: str | os.PathLike) -> list[Case]:
         found = [_find_nifti(folder, f"{cid}_{s}") for s in BRATS2021_SUFFIXES]
         if not any(found):
             continue
-        missing = [f"{cid}_{s}.nii.gz" for s, p in zip(BRATS2021_SUFFIXES, found) if p is None]
+        missing = [f"{cid}_{s}.nii.gz" for s, p in zip(BRATS2021_SUFFIXES, found, strict=True) if p is None]
         if missing:
             problems.append(
                 f"case {cid}: missing {', '.join(missing)} in {folder}; every case needs all four contrasts "
@@ -162,7 +162,9 @@ def load_datalist(datalist: str | os.PathLike | None, dataset_dir: str | os.Path
     if datalist:
         path = Path(datalist)
         if not path.is_file():
-            raise DatasetError(f"datalist {path} does not exist; write one with: python -m pipeline datalist DATASET_DIR")
+            raise DatasetError(
+                f"datalist {path} does not exist; write one with: python -m pipeline datalist DATASET_DIR --out {path}"
+            )
         return json.loads(path.read_text())
     if not dataset_dir:
         raise DatasetError("neither a datalist nor a dataset_dir was given; pass --dataset_dir /path/to/BraTS")

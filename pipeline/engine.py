@@ -84,7 +84,9 @@ class AtomicCheckpointSaver:
 
 
 def region_dice(region: str | None = None):  # noqa: ANN201 - a monai.handlers.IgniteMetricHandler
-    """A validation Dice handler (``DiceMetric`` in an ignite metric) for one region (``"TC"``, ``"WT"``, ``"ET"``) or, with ``None``, all three.
+    """A validation Dice handler (``DiceMetric`` as an ignite metric) for one region, or all three with ``None``.
+
+    ``region`` is ``"TC"``, ``"WT"`` or ``"ET"``.
 
     Expects decollated ``pred`` and ``label`` of shape ``(3, H, W, D)``, binary, channels TC, WT, ET.
     ``ignore_empty=False``: a case whose reference region is empty scores 1 if the prediction is empty too
