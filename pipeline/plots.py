@@ -1,0 +1,189 @@
+"""Pictures: training curves, per-case overlays in three planes, and the box plot of Dice per region.
+
+All functions write a PNG and return its path; they use matplotlib's non-interactive Agg backend, so they
+run on a machine without a display. Volumes are shown in RAS orientation (``nib.as_closest_canonical``),
+axial slices with anterior up, as a radiologist scrolls them, whatever the file's voxel order.
+
+Region colours are the same everywhere: WT yellow, TC red, ET blue (solid lines: reference, dashed: prediction).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pipeline.labels import labels_to_regions  # noqa: E402
+
+REGION_COLOURS: dict[str, str] = {"WT": "#f2c12e", "TC": "#e0413a", "ET": "#2f7de1"}
+REGION_ORDER: tuple[str, ...] = ("ET", "TC", "WT")
+
+
+def _save(fig: plt.Figure, out: str | os.PathLike) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def _read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _floats(rows: list[dict[str, str]], key: str) -> np.ndarray:
+    return np.array([float(r[key]) if r.get(key) not in (None, "") else math.nan for r in rows])
+
+
+def plot_training_curves(history_csv: str | os.PathLike, out_png: str | os.PathLike) -> Path:
+    """nnU-Net-style progress plot from ``history.csv`` (:data:`pipeline.monitoring.HISTORY_COLUMNS`).
+
+    Top: training loss (left axis) and validation Dice per region and mean (right axis) by epoch.
+    Bottom: the learning rate by epoch.
+    """
+    rows = _read_csv(history_csv)
+    if not rows:
+        raise ValueError(f"{history_csv} has no epoch yet: nothing to plot")
+    epoch = _floats(rows, "epoch")
+    fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot(epoch, _floats(rows, "loss"), color="black", label="training loss")
+    ax.set_ylabel("loss")
+    ax2 = ax.twinx()
+    for key, label, style in (("val_dice_tc", "TC", "-"), ("val_dice_wt", "WT", "-"),
+                              ("val_dice_et", "ET", "-"), ("val_mean_dice", "mean", "--")):
+        values = _floats(rows, key)
+        keep = ~np.isnan(values)
+        if keep.any():
+            colour = REGION_COLOURS.get(label, "grey")
+            ax2.plot(epoch[keep], values[keep], style, marker="o", ms=3, color=colour, label=f"Dice {label}")
+    ax2.set_ylabel("validation Dice")
+    ax2.set_ylim(0, 1)
+    lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(lines, [line.get_label() for line in lines], loc="center right", fontsize=8)
+    ax.set_title("training progress")
+    ax_lr.plot(epoch, _floats(rows, "lr"), color="grey")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel("epoch")
+    return _save(fig, out_png)
+
+
+def plot_dice_boxplot(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, metric: str = "dice") -> Path:
+    """Box plot of ``metric`` per region from the evaluation's long-form ``metrics.csv``, one dot per case."""
+    rows = _read_csv(metrics_csv)
+    regions = [r for r in REGION_ORDER if any(row["region"] == r for row in rows)] or sorted(
+        {row["region"] for row in rows})
+    data = [[float(row[metric]) for row in rows if row["region"] == r] for r in regions]
+    fig, ax = plt.subplots(figsize=(1.6 * len(regions) + 2, 4))
+    ax.boxplot(data, showfliers=False)
+    ax.set_xticks(range(1, len(regions) + 1), regions)
+    rng = np.random.default_rng(0)  # fixed jitter: the same CSV always gives the same picture
+    for i, (region, values) in enumerate(zip(regions, data, strict=True), start=1):
+        ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=12, alpha=0.7,
+                   color=REGION_COLOURS.get(region, "grey"), zorder=3)
+    ax.set_ylabel(metric)
+    if metric in ("dice", "sensitivity", "specificity"):
+        ax.set_ylim(-0.02, 1.02)
+    n = len(data[0]) if data else 0
+    ax.set_title(f"{metric} per region ({n} cases)")
+    return _save(fig, out_png)
+
+
+def _canonical(path: str | os.PathLike) -> np.ndarray:
+    return np.asarray(nib.as_closest_canonical(nib.load(path)).dataobj)
+
+
+def tumour_centre(label: np.ndarray) -> tuple[int, int, int]:
+    """Voxel of the whole tumour's centre of mass in ``label`` ``(H, W, D)``; the volume centre when empty."""
+    idx = np.argwhere(label > 0)
+    if idx.size == 0:
+        return tuple(s // 2 for s in label.shape)
+    return tuple(int(round(c)) for c in idx.mean(axis=0))
+
+
+def _planes(volume: np.ndarray, centre: Sequence[int]) -> list[np.ndarray]:
+    """Axial, coronal and sagittal slices through ``centre`` of a RAS volume, oriented for display."""
+    x, y, z = centre
+    return [volume[:, :, z].T, volume[:, y, :].T, volume[x, :, :].T]
+
+
+def plot_case_overlay(images: dict[str, str | os.PathLike], out_png: str | os.PathLike,
+                      reference: str | os.PathLike | None = None, prediction: str | os.PathLike | None = None,
+                      scheme: str = "brats", title: str = "") -> Path:
+    """Contours of each region over FLAIR and T1ce, in three planes through the tumour's centre.
+
+    Args:
+        images: ``{"FLAIR": path, "T1ce": path}`` (any contrasts; one row each).
+        reference, prediction: BraTS label files ``(H, W, D)`` on the images' grid; either may be ``None``.
+            Reference contours are solid, prediction contours dashed.
+        scheme: the label scheme of both label files (``brats``: ET = 4, ``brats2023``: ET = 3).
+    """
+    labels = {name: _canonical(p) for name, p in (("reference", reference), ("prediction", prediction)) if p}
+    if not labels:
+        raise ValueError("plot_case_overlay needs a reference or a prediction to draw")
+    centre = tumour_centre(labels.get("reference", labels.get("prediction")))
+    regions = {name: labels_to_regions(lab, scheme) for name, lab in labels.items()}  # (3, H, W, D): TC, WT, ET
+    fig, axes = plt.subplots(len(images), 3, figsize=(10, 3.4 * len(images)), squeeze=False)
+    for row, (contrast, path) in enumerate(images.items()):
+        volume = _canonical(path).astype(np.float32)
+        for col, (plane, name) in enumerate(zip(_planes(volume, centre), ("axial", "coronal", "sagittal"),
+                                                strict=True)):
+            ax = axes[row, col]
+            ax.imshow(plane, cmap="gray", origin="lower", interpolation="nearest")
+            for which, style in (("reference", "solid"), ("prediction", "dashed")):
+                if which not in regions:
+                    continue
+                for c, region in enumerate(("TC", "WT", "ET")):
+                    mask = _planes(regions[which][c].astype(np.float32), centre)[col]
+                    if mask.any():
+                        ax.contour(mask, levels=[0.5], colors=REGION_COLOURS[region], linestyles=style,
+                                   linewidths=1.2, origin="lower")
+            ax.set_title(f"{contrast} {name}", fontsize=9)
+            ax.axis("off")
+    handles = [plt.Line2D([], [], color=REGION_COLOURS[r], label=r) for r in ("WT", "TC", "ET")]
+    handles += [plt.Line2D([], [], color="black", ls=ls, label=lab) for ls, lab in
+                (("-", "reference"), ("--", "prediction")) if lab in regions]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9)
+    fig.suptitle(title or Path(out_png).stem)
+    return _save(fig, out_png)
+
+
+def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike, dataset_dir: str | os.PathLike,
+                    scheme: str = "brats", max_cases: int = 3) -> list[Path]:
+    """The evaluation's pictures: ``dice_boxplot.png`` and overlays of the worst, median and best cases.
+
+    Cases are ranked by their mean Dice over regions in ``eval_dir/metrics.csv``; overlays are written to
+    ``eval_dir/overlays/<case>.png`` with FLAIR and T1ce from ``dataset_dir``.
+    """
+    from pipeline.datasets import discover_cases
+    from pipeline.labels import CHANNELS
+
+    eval_dir = Path(eval_dir)
+    out = [plot_dice_boxplot(eval_dir / "metrics.csv", eval_dir / "dice_boxplot.png")]
+    rows = _read_csv(eval_dir / "metrics.csv")
+    by_case: dict[str, list[float]] = {}
+    for row in rows:
+        by_case.setdefault(row["case"], []).append(float(row["dice"]))
+    ranked = sorted(by_case, key=lambda c: np.mean(by_case[c]))
+    if not ranked:
+        return out
+    picks = list(dict.fromkeys([ranked[0], ranked[len(ranked) // 2], ranked[-1]]))[:max_cases]
+    cases = {c.case_id: c for c in discover_cases(dataset_dir)}
+    for case_id in picks:
+        case, pred = cases.get(case_id), Path(pred_dir) / f"{case_id}.nii.gz"
+        if case is None or not pred.exists():
+            continue
+        images = {name: case.images[CHANNELS.index(name)] for name in ("FLAIR", "T1ce")}
+        title = f"{case_id}: mean Dice {np.mean(by_case[case_id]):.3f}"
+        out.append(plot_case_overlay(images, eval_dir / "overlays" / f"{case_id}.png", case.label, pred, scheme,
+                                     title))
+    return out

@@ -1,0 +1,84 @@
+"""The epoch summary line, history.csv, and the pictures (curves, box plot, overlays) are written and right."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from pipeline.monitoring import HISTORY_COLUMNS, EpochSummary
+from pipeline.plots import plot_case_overlay, plot_dice_boxplot, plot_training_curves, tumour_centre
+
+
+def _engine(epoch: int, lr: float) -> SimpleNamespace:
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    return SimpleNamespace(state=SimpleNamespace(epoch=epoch, max_epochs=3, output=None), optimizer=opt)
+
+
+def test_epoch_summary_logs_one_line_and_appends_history(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    evaluator = SimpleNamespace(state=SimpleNamespace(epoch=0, metrics={}))
+    summary = EpochSummary(evaluator, history_file=str(tmp_path / "history.csv"))
+    for epoch, losses in ((1, [1.0, 0.5]), (2, [0.25, 0.25])):
+        engine = _engine(epoch, lr=0.1 * epoch)
+        summary._epoch_started(engine)
+        for loss in losses:
+            engine.state.output = [{"loss": torch.tensor(loss)}]
+            summary._iteration_completed(engine)
+        if epoch == 2:  # validation ran this epoch
+            evaluator.state.epoch = 2
+            evaluator.state.metrics = {"val_mean_dice": 0.8, "val_dice_tc": 0.7, "val_dice_wt": 0.9, "val_dice_et": 0.8}
+        with caplog.at_level(logging.INFO, logger="pipeline.train"):
+            summary(engine)
+    lines = [r.getMessage() for r in caplog.records if r.name == "pipeline.train"]
+    assert len(lines) == 2
+    assert lines[0].startswith("epoch   1/3  loss 0.7500  lr 1.00e-01") and "Dice" not in lines[0]
+    assert "Dice TC 0.700 WT 0.900 ET 0.800 mean 0.800" in lines[1]
+    rows = list(csv.DictReader((tmp_path / "history.csv").open()))
+    assert tuple(rows[0]) == HISTORY_COLUMNS
+    assert [float(r["loss"]) for r in rows] == [0.75, 0.25]
+    assert rows[0]["val_mean_dice"] == "" and float(rows[1]["val_mean_dice"]) == 0.8
+
+
+def _is_png(path: Path) -> bool:
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_training_curves_png_from_history(tmp_path: Path) -> None:
+    hist = tmp_path / "history.csv"
+    with hist.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+        w.writeheader()
+        for e in range(1, 6):
+            w.writerow({"epoch": e, "loss": 1 / e, "lr": 0.001, "seconds": 1,
+                        **({"val_mean_dice": 0.5 + e / 20, "val_dice_tc": 0.5, "val_dice_wt": 0.6, "val_dice_et": 0.4}
+                           if e % 2 == 0 else {})})
+    assert _is_png(plot_training_curves(hist, tmp_path / "progress.png"))
+
+
+def test_box_plot_png_from_metrics_csv(tmp_path: Path) -> None:
+    csv_path = tmp_path / "metrics.csv"
+    rows = ["case,region,dice,sensitivity,specificity,hd95,pred_voxels,ref_voxels"]
+    rows += [f"c{i},{r},{0.5 + i / 10},1,1,1,1,1" for i in range(4) for r in ("ET", "TC", "WT")]
+    csv_path.write_text("\n".join(rows) + "\n")
+    assert _is_png(plot_dice_boxplot(csv_path, tmp_path / "box.png"))
+
+
+def test_tumour_centre_is_the_centre_of_mass_of_the_tumour() -> None:
+    label = np.zeros((10, 12, 14), np.uint8)
+    label[2:5, 6:9, 10:13] = 2
+    assert tumour_centre(label) == (3, 7, 11)
+    assert tumour_centre(np.zeros((4, 6, 8))) == (2, 3, 4)
+
+
+def test_case_overlay_png_on_a_synthetic_case(tiny_dataset: Path, tmp_path: Path) -> None:
+    case = tiny_dataset / "BraTS2021_00000"
+    images = {"FLAIR": case / "BraTS2021_00000_flair.nii.gz", "T1ce": case / "BraTS2021_00000_t1ce.nii.gz"}
+    seg = case / "BraTS2021_00000_seg.nii.gz"
+    assert nib.load(seg).get_fdata().any()
+    assert _is_png(plot_case_overlay(images, tmp_path / "overlay.png", reference=seg, prediction=seg))
