@@ -6,6 +6,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 DATASET ?= data/synthetic
 RUN ?= runs/brats
@@ -14,23 +15,28 @@ CONFIGS := bundle/configs
 BUNDLE_ARGS := --meta_file $(CONFIGS)/metadata.json --logging_file $(CONFIGS)/logging.conf
 config = "['$(CONFIGS)/common.yaml','$(CONFIGS)/$(1).yaml']"
 
-.PHONY: venv demo test lint data datalist train infer evaluate metadata clean
+.PHONY: venv demo test lint data datalist train infer evaluate cv infer-ensemble metadata clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
 	touch $(STAMP)
+
+# the test extras (pytest, ruff, onnx/onnxruntime, mlflow) on top
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	touch $(TEST_STAMP)
 
 # synthetic data -> datalist -> train -> infer -> evaluate; the last line is `demo: mean Dice ... in N s`
 demo:
 	@t0=$$(date +%s); $(MAKE) --no-print-directory venv && $(PY) -m pipeline demo --started-at $$t0
 
-test: venv lint
+test: lint
 	$(PY) -m pytest -q
 
-lint: venv
+lint: $(TEST_STAMP)
 	$(PY) -m ruff check pipeline tests bench
 
 # ---- stages, one at a time (override DATASET=..., RUN=..., ARGS="--epochs 100 --fold 1") ------------------
@@ -51,6 +57,21 @@ infer: venv
 evaluate: venv
 	$(PY) -m monai.bundle run evaluate --config_file $(call config,evaluate) $(BUNDLE_ARGS) \
 		--dataset_dir $(DATASET) --run_dir $(RUN) $(ARGS)
+
+# 5-fold cross-validation into $(RUN)/fold_<f>, then inference with the folds' mean probability
+FOLDS ?= 0 1 2 3 4
+cv: venv
+	$(PY) -m pipeline datalist $(DATASET) --out $(RUN)/datalist.json --folds $(words $(FOLDS))
+	for f in $(FOLDS); do \
+		$(PY) -m monai.bundle run training --config_file $(call config,train) $(BUNDLE_ARGS) --dataset_dir $(DATASET) \
+			--datalist $(RUN)/datalist.json --fold $$f --run_dir $(RUN)/fold_$$f $(ARGS) || exit 1; \
+	done
+
+infer-ensemble: venv
+	$(PY) -m monai.bundle run inference \
+		--config_file "['$(CONFIGS)/common.yaml','$(CONFIGS)/inference.yaml','$(CONFIGS)/ensemble.yaml']" \
+		$(BUNDLE_ARGS) --dataset_dir $(DATASET) --run_dir $(RUN) --output_dir $(RUN)/seg_ensemble \
+		--ensemble_folds "[$(shell echo $(FOLDS) | tr ' ' ',')]" $(ARGS)
 
 metadata: venv
 	$(PY) -m monai.bundle verify_metadata --meta_file $(CONFIGS)/metadata.json \

@@ -8,10 +8,14 @@ __version__ = "0.1.0"
 
 import importlib as _importlib
 
-_SUBMODULES = ("datasets", "demo", "engine", "evaluation", "inference", "labels", "metrics", "synthetic")
-
 
 def __getattr__(name: str):  # noqa: ANN202 - PEP 562: `import pipeline` then `pipeline.datasets` in bundle configs
-    if name in _SUBMODULES:
+    """Import a submodule on first use, so that bundle configs need only ``$import pipeline``."""
+    if name.startswith("_"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
         return _importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{name}":  # the submodule exists but one of its imports is missing
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

@@ -1,4 +1,4 @@
-"""Command line: ``python -m pipeline {synth,datalist,evaluate,demo} ...``.
+"""Command line: ``python -m pipeline {synth,datalist,check,evaluate,plot,demo} ...``.
 
 Each sub-command only parses its arguments and calls one function of the package (as nnU-Net's entry
 points do); training and inference themselves run through ``python -m monai.bundle run ...``.
@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -21,12 +22,22 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _datalist(args: argparse.Namespace) -> int:
-    from pipeline.datasets import write_datalist
+    from pipeline.datasets import detect_layout, write_datalist
 
-    dl = write_datalist(args.dataset_dir, args.out, folds=args.folds, seed=args.seed)
+    if args.layout == "auto":
+        print(f"dataset {Path(args.dataset_dir).resolve()}: {detect_layout(args.dataset_dir)}")
+    dl = write_datalist(args.dataset_dir, args.out, folds=args.folds, seed=args.seed, layout=args.layout,
+                        label_scheme=args.label_scheme)
     print(f"wrote {args.out}: {len(dl['training'])} labelled case(s) in {dl['folds']} folds, "
-          f"{len(dl['test'])} unlabelled; channels {', '.join(dl['channels'])}")
+          f"{len(dl['test'])} unlabelled; layout {dl['layout']}, label scheme {dl['label_scheme']}, "
+          f"channels {', '.join(dl['channels'])}")
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from pipeline.check import run
+
+    return run(args)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -35,6 +46,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     summary = evaluate_folders(args.pred_dir, args.ref_dir, args.out, scheme=args.scheme)
     print(format_table(summary))
     print(f"wrote {args.out}/metrics.csv and {args.out}/summary.json")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from pipeline import plots
+
+    if args.what == "curves":
+        paths = [plots.plot_training_curves(args.inputs[0], args.out or Path(args.inputs[0]).with_suffix(".png"))]
+    elif args.what == "boxplot":
+        paths = [plots.plot_dice_boxplot(args.inputs[0], args.out or Path(args.inputs[0]).parent / "dice_boxplot.png")]
+    else:  # evaluation: EVAL_DIR PRED_DIR DATASET_DIR
+        if len(args.inputs) != 3:
+            raise ValueError("plot evaluation needs EVAL_DIR PRED_DIR DATASET_DIR")
+        paths = plots.plot_evaluation(*args.inputs, scheme=args.scheme)
+    print("\n".join(str(p) for p in paths))
     return 0
 
 
@@ -52,13 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("synth", help="write a synthetic BraTS-like dataset (BraTS 2021 layout)")
+    p = sub.add_parser("synth", help="write a synthetic BraTS-like dataset (BraTS 2021, BraTS 2023 or MSD layout)")
     p.add_argument("out_dir")
     p.add_argument("--cases", type=int, default=16)
     p.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), metavar=("X", "Y", "Z"),
                    help="volume size; 240 240 155 gives BraTS size")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--layout", default="brats2021")
+    p.add_argument("--layout", default="brats2021", choices=["brats2021", "brats2023", "msd"])
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("datalist", help="discover the cases of a dataset folder and write a datalist with folds")
@@ -66,14 +92,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="datalist JSON to write")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layout", default="auto", choices=["auto", "brats2021", "brats2023", "msd"])
+    p.add_argument("--label_scheme", "--label-scheme", default="auto", choices=["auto", "brats", "brats2023", "msd"],
+                   help="recorded in the datalist; auto: the layout's")
     p.set_defaults(func=_datalist)
+
+    p = sub.add_parser("check", help="check every case of a dataset folder: one line per problem, exit 1 on errors")
+    from pipeline.check import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=_check)
 
     p = sub.add_parser("evaluate", help="score <case>.nii.gz predictions against reference labels")
     p.add_argument("pred_dir")
     p.add_argument("ref_dir", help="a dataset folder or a folder of <case>.nii.gz labels")
     p.add_argument("--out", required=True, help="folder for metrics.csv and summary.json")
-    p.add_argument("--scheme", default="brats", choices=["brats", "brats2023", "labels"])
+    p.add_argument("--scheme", default="brats", choices=["brats", "brats2023", "msd", "labels"])
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("plot", help="draw training curves, a Dice box plot, or an evaluation's pictures")
+    p.add_argument("what", choices=["curves", "boxplot", "evaluation"])
+    p.add_argument("inputs", nargs="+", help="curves: RUN_DIR/history.csv; boxplot: EVAL_DIR/metrics.csv; "
+                   "evaluation: EVAL_DIR PRED_DIR DATASET_DIR (box plot + overlays of the worst/median/best cases)")
+    p.add_argument("--out", default=None, help="PNG to write (curves, boxplot); default beside the input")
+    p.add_argument("--scheme", default="brats", choices=["brats", "brats2023"])
+    p.set_defaults(func=_plot)
 
     p = sub.add_parser("demo", help="synthetic data -> train -> infer -> evaluate, on the CPU in minutes")
     p.add_argument("--data-dir", default="data/synthetic")

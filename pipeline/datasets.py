@@ -1,12 +1,34 @@
-"""Dataset discovery and MONAI datalists for BraTS-style folders.
+"""Dataset discovery and MONAI datalists for the three supported dataset layouts.
 
-Layout handled here (BraTS 2018-2021)::
+Layouts, detected by :func:`detect_layout` (or named with ``layout=``), each with its own label scheme
+(:mod:`pipeline.labels`):
 
-    <root>/<case>/<case>_{t1,t1ce,t2,flair}.nii[.gz]   four contrasts, 3D, co-registered
-    <root>/<case>/<case>_seg.nii[.gz]                  labels 1 NCR, 2 ED, 4 ET (absent in validation sets)
+``brats2021``, BraTS 2018-2021, label scheme ``brats`` (1 NCR, 2 ED, 4 ET)::
 
-2018's ``HGG/`` and ``LGG/`` subfolders are searched too. Every case's images are listed in the
-project's channel order (:data:`pipeline.labels.CHANNELS`: T1, T1ce, T2, FLAIR).
+    <root>/<case>/<case>_{t1,t1ce,t2,flair}.nii[.gz]   four 3D contrasts, co-registered
+    <root>/<case>/<case>_seg.nii[.gz]                  labels (absent in validation sets)
+
+  2018's ``HGG/`` and ``LGG/`` subfolders are searched too.
+
+``brats2023``, BraTS 2023 and later (GLI; MEN, MET, PED, SSA use the same names), label scheme ``brats2023``
+(1 NCR, 2 ED, 3 ET)::
+
+    <root>/<case>/<case>-{t1n,t1c,t2w,t2f}.nii[.gz]    T1, T1ce, T2, FLAIR
+    <root>/<case>/<case>-seg.nii[.gz]
+
+``msd``, Medical Segmentation Decathlon Task01_BrainTumour, label scheme ``msd`` (1 ED, 2 NET, 3 ET)::
+
+    <root>/imagesTr/BRATS_001.nii.gz    one 4D file (X, Y, Z, 4), channels FLAIR, T1w, T1gd, T2w
+    <root>/labelsTr/BRATS_001.nii.gz    3D labels
+    <root>/imagesTs/BRATS_485.nii.gz    unlabelled cases
+
+  When ``dataset.json`` has a ``modality`` table, the channel order is read from it. macOS ``._*`` files
+  (present in the Decathlon archive) are ignored.
+
+Whatever the layout, a case reaches the network as 4 channels in :data:`pipeline.labels.CHANNELS` order
+(T1, T1ce, T2, FLAIR): a BraTS case lists its 4 files in that order; an MSD case lists its one 4D file and
+``channel_index``, the position in that file of each channel of ``CHANNELS`` (``(1, 2, 3, 0)`` for MSD's
+FLAIR, T1w, T1gd, T2w), which :class:`pipeline.transforms.SelectChannelsd` applies right after loading.
 
 A datalist is MONAI's decathlon-style JSON::
 
@@ -15,58 +37,177 @@ A datalist is MONAI's decathlon-style JSON::
      "training": [{"case": "BraTS2021_00000", "image": [t1, t1ce, t2, flair], "label": seg, "fold": 3}, ...],
      "test": [{"case": ..., "image": [...]}, ...]}      # cases without a label
 
+An MSD item is ``{"case": "BRATS_001", "image": [4D file], "channel_index": [1, 2, 3, 0], "label": ...}``.
 Paths in a datalist are absolute, so it can be used from any working directory.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import logging
 import os
 import random
+import types
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.labels import CHANNELS, REGIONS
+import numpy as np
+
+from pipeline.labels import CHANNELS, LABEL_SCHEMES, REGIONS
+
+logger = logging.getLogger(__name__)
 
 #: BraTS 2018-2021 file suffix of each channel, in :data:`CHANNELS` order.
 BRATS2021_SUFFIXES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
+#: BraTS 2023+ file suffix of each channel, in :data:`CHANNELS` order.
+BRATS2023_SUFFIXES: tuple[str, ...] = ("t1n", "t1c", "t2w", "t2f")
 NIFTI_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii")
+
+#: Channel order inside an MSD Task01 4D image (its ``dataset.json`` ``modality`` table).
+MSD_CHANNELS: tuple[str, ...] = ("FLAIR", "T1w", "T1gd", "T2w")
+#: MSD modality names (lower case) -> the project's channel names.
+_MSD_NAMES: dict[str, str] = {"flair": "FLAIR", "t2f": "FLAIR", "t1": "T1", "t1w": "T1", "t1n": "T1",
+                              "t1gd": "T1ce", "t1ce": "T1ce", "t1c": "T1ce", "t2": "T2", "t2w": "T2"}
+
+
+@dataclass(frozen=True)
+class LayoutSpec:
+    """A dataset layout: its title, default label scheme and, for the BraTS layouts, the file naming."""
+
+    name: str
+    title: str
+    label_scheme: str
+    suffixes: tuple[str, ...] = ()   # file suffix of each CHANNELS entry (BraTS layouts)
+    separator: str = "_"             # between the case id and the suffix
+    example: str = ""                # one line for messages
+
+
+LAYOUTS: dict[str, LayoutSpec] = {
+    "brats2021": LayoutSpec("brats2021", "BraTS 2018-2021", "brats", BRATS2021_SUFFIXES, "_",
+                            "<root>/<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz"),
+    "brats2023": LayoutSpec("brats2023", "BraTS 2023 and later", "brats2023", BRATS2023_SUFFIXES, "-",
+                            "<root>/<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz"),
+    "msd": LayoutSpec("msd", "Medical Segmentation Decathlon Task01_BrainTumour", "msd", (), "",
+                      "<root>/imagesTr/BRATS_001.nii.gz (4D) and <root>/labelsTr/BRATS_001.nii.gz"),
+}
 
 
 @dataclass(frozen=True)
 class Case:
-    """One case: ``images``, the 4 contrast files in :data:`CHANNELS` order; ``label``, the segmentation or None."""
+    """One case.
+
+    ``images``: the 4 contrast files in :data:`CHANNELS` order, or (MSD) one 4D file whose channel
+    ``channel_index[i]`` is ``CHANNELS[i]``; ``label``: the segmentation or None.
+    """
 
     case_id: str
     images: tuple[str, ...]
     label: str | None = None
+    channel_index: tuple[int, ...] | None = None
 
     def to_item(self) -> dict:
-        """The MONAI data dictionary: ``{"case", "image": [4 paths], "label"?: path}``."""
+        """The MONAI data dictionary: ``{"case", "image": [paths], "channel_index"?: [...], "label"?: path}``."""
         item: dict = {"case": self.case_id, "image": list(self.images)}
+        if self.channel_index is not None:
+            item["channel_index"] = list(self.channel_index)
         if self.label is not None:
             item["label"] = self.label
         return item
+
+    @classmethod
+    def from_item(cls, item: dict) -> Case:
+        """The case of a datalist item (see :meth:`to_item`)."""
+        image = item["image"]
+        images = (str(image),) if isinstance(image, (str, os.PathLike)) else tuple(str(p) for p in image)
+        index = item.get("channel_index")
+        return cls(str(item["case"]), images, str(item["label"]) if item.get("label") else None,
+                   tuple(int(i) for i in index) if index is not None else None)
+
+    def channel_file(self, channel: str) -> tuple[str, int | None]:
+        """``(file, index)`` of one channel of :data:`CHANNELS`: index is None for a 3D file, else the 4D position."""
+        i = CHANNELS.index(channel)
+        if self.channel_index is None:
+            return self.images[i], None
+        return self.images[0], self.channel_index[i]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem of a dataset: the case, the file (full path, or the folder), ``error`` or ``warning``, and
+    ``message``, one line that names the case and the file, says what is wrong and what to do."""
+
+    case: str
+    file: str
+    severity: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.severity.upper()}: {self.message}"
+
+
+@dataclass(frozen=True)
+class LayoutInfo:
+    """What :func:`detect_layout` found: the layout, its default label scheme and why it was chosen."""
+
+    layout: str
+    label_scheme: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"layout {self.layout} ({LAYOUTS[self.layout].title}), label scheme {self.label_scheme}: {self.reason}"
+
+
+@dataclass
+class DatasetScan:
+    """What :func:`scan_dataset` found: the layout, the complete cases and the problems of discovery."""
+
+    root: Path
+    layout: LayoutInfo
+    cases: list[Case] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
 
 
 class DatasetError(ValueError):
     """A dataset folder that cannot be used as it is; the message names the folder or case and the fix."""
 
 
-def _find_nifti(folder: Path, stem: str) -> Path | None:
+def _nifti_names(folder: Path) -> set[str]:
+    try:
+        return {e.name for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")}
+    except OSError:
+        return set()
+
+
+def _pick(names: set[str], stem: str) -> str | None:
     for ext in NIFTI_EXTENSIONS:
-        p = folder / f"{stem}{ext}"
-        if p.is_file():
-            return p
+        if f"{stem}{ext}" in names:
+            return f"{stem}{ext}"
     return None
+
+
+def _is_nifti(name: str) -> bool:
+    return name.endswith(NIFTI_EXTENSIONS) and not name.startswith(".")
+
+
+def _stem(name: str) -> str:
+    for ext in NIFTI_EXTENSIONS:
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
 
 
 def _case_folders(root: Path) -> list[Path]:
     """Case folders directly under ``root`` and under 2018's ``HGG``/``LGG`` subfolders, sorted by name."""
     folders = []
     for d in sorted(root.iterdir()):
-        if not d.is_dir():
+        if not d.is_dir() or d.name.startswith("."):
             continue
         if d.name in ("HGG", "LGG"):
             folders.extend(sorted(x for x in d.iterdir() if x.is_dir()))
@@ -75,42 +216,222 @@ def _case_folders(root: Path) -> list[Path]:
     return folders
 
 
-def discover_cases(root: str | os.PathLike) -> list[Case]:
-    """Find every BraTS 2018-2021 case under ``root``.
+def _existing_root(root: str | os.PathLike) -> Path:
+    path = Path(root).expanduser().resolve()
+    if not path.is_dir():
+        raise DatasetError(f"dataset folder {path} does not exist; pass --dataset_dir pointing at a BraTS download")
+    return path
 
-    A folder counts as a case when it holds at least one ``<folder>_<contrast>.nii[.gz]`` file. A case
-    with a contrast missing is an error naming the case and the missing file (one bad case must not be
-    dropped without a word); a case without ``_seg`` is returned with ``label=None``.
+
+def _brats_matches(folder: Path, names: set[str], spec: LayoutSpec) -> bool:
+    stems = [f"{folder.name}{spec.separator}{s}" for s in (*spec.suffixes, "seg")]
+    return any(_pick(names, s) for s in stems)
+
+
+def _no_case_message(root: Path) -> str:
+    layouts = "; ".join(f"{spec.title}: {spec.example}" for spec in LAYOUTS.values())
+    return (f"no BraTS case found in {root}: expected one of these layouts: {layouts}. "
+            "Generate a synthetic one with: python -m pipeline synth DIR [--layout brats2021|brats2023|msd]")
+
+
+def detect_layout(root: str | os.PathLike) -> LayoutInfo:
+    """Which layout the folder ``root`` has, and why (see the module docstring).
+
+    ``imagesTr/`` or ``imagesTs/`` makes it ``msd``; otherwise the case folders' file names decide between
+    ``brats2021`` (``<case>_t1.nii.gz``) and ``brats2023`` (``<case>-t1n.nii.gz``).
 
     Raises:
-        DatasetError: ``root`` is missing, holds no case, or a case lacks a contrast.
+        DatasetError: ``root`` is missing, holds no case of any layout, or holds case folders of both BraTS layouts.
     """
-    root = Path(root).expanduser().resolve()
-    if not root.is_dir():
-        raise DatasetError(f"dataset folder {root} does not exist; pass --dataset_dir pointing at a BraTS download")
-    cases, problems = [], []
+    root = _existing_root(root)
+    if (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir():
+        counts = {d: len([n for n in _nifti_names(root / d) if _is_nifti(n)]) for d in ("imagesTr", "labelsTr",
+                                                                                    "imagesTs")}
+        found = ", ".join(f"{d}/ ({n} file(s))" for d, n in counts.items() if (root / d).is_dir())
+        return LayoutInfo("msd", "msd", f"{root} holds {found}: one 4D image per case")
+    matches: dict[str, list[str]] = {"brats2021": [], "brats2023": []}
     for folder in _case_folders(root):
-        cid = folder.name
-        found = [_find_nifti(folder, f"{cid}_{s}") for s in BRATS2021_SUFFIXES]
-        if not any(found):
-            continue
-        missing = [f"{cid}_{s}.nii.gz" for s, p in zip(BRATS2021_SUFFIXES, found, strict=True) if p is None]
-        if missing:
-            problems.append(
-                f"case {cid}: missing {', '.join(missing)} in {folder}; every case needs all four contrasts "
-                f"({', '.join(BRATS2021_SUFFIXES)}): restore the file(s) or move the case out of the dataset folder"
-            )
-            continue
-        seg = _find_nifti(folder, f"{cid}_seg")
-        cases.append(Case(cid, tuple(str(p) for p in found), str(seg) if seg else None))
-    if problems:
-        raise DatasetError("\n".join(problems))
-    if not cases:
+        names = _nifti_names(folder)
+        for name in matches:
+            if _brats_matches(folder, names, LAYOUTS[name]):
+                matches[name].append(folder.name)
+    if matches["brats2021"] and matches["brats2023"]:
+        a, b = matches["brats2021"], matches["brats2023"]
         raise DatasetError(
-            f"no BraTS case found in {root}: expected <root>/<case>/<case>_{{t1,t1ce,t2,flair}}.nii.gz "
-            "(BraTS 2018-2021 layout). Generate a synthetic one with: python -m pipeline synth DIR"
+            f"{root} mixes two layouts: {len(a)} case folder(s) in the BraTS 2018-2021 layout (e.g. {a[0]}) and "
+            f"{len(b)} in the BraTS 2023 layout (e.g. {b[0]}); keep one layout per dataset folder "
+            "(their label numbering differs: ET is 4 in one and 3 in the other)"
         )
-    return cases
+    for name, folders in matches.items():
+        if folders:
+            spec = LAYOUTS[name]
+            first = folders[0]
+            files = ",".join(spec.suffixes)
+            return LayoutInfo(name, spec.label_scheme,
+                              f"{len(folders)} case folder(s) like {first}/{first}{spec.separator}{{{files}}}.nii.gz")
+    raise DatasetError(_no_case_message(root))
+
+
+def _scan_brats(root: Path, spec: LayoutSpec, scan: DatasetScan) -> None:
+    for folder in _case_folders(root):
+        cid, names = folder.name, _nifti_names(folder)
+        found = [_pick(names, f"{cid}{spec.separator}{s}") for s in spec.suffixes]
+        seg = _pick(names, f"{cid}{spec.separator}seg")
+        if not any(found) and seg is None:
+            stray = sorted(n for n in names if _is_nifti(n))
+            if stray:
+                scan.problems.append(Problem(cid, str(folder), "warning", (
+                    f"case {cid}: folder {folder} holds {len(stray)} NIfTI file(s) (e.g. {stray[0]}) but none named "
+                    f"{cid}{spec.separator}{{{','.join(spec.suffixes)},seg}}.nii.gz, so it is not used as a case; "
+                    "name the files after their folder, as in the rest of the dataset")))
+            continue
+        missing = [f"{cid}{spec.separator}{s}.nii.gz" for s, p in zip(spec.suffixes, found, strict=True) if p is None]
+        for name in missing:
+            scan.problems.append(Problem(cid, str(folder / name), "error", (
+                f"case {cid}: missing {name} in {folder}; every case needs all four contrasts "
+                f"({', '.join(spec.suffixes)}): restore the file or move the case out of the dataset folder")))
+        if missing:
+            continue
+        scan.cases.append(Case(cid, tuple(str(folder / p) for p in found), str(folder / seg) if seg else None))
+
+
+def msd_channel_index(modalities: Sequence[str]) -> tuple[int, ...]:
+    """Position in a 4D MSD image of each channel of :data:`CHANNELS`, from its modality names in file order.
+
+    ``("FLAIR", "T1w", "T1gd", "T2w")`` (Task01) gives ``(1, 2, 3, 0)``.
+
+    Raises:
+        DatasetError: a name is unknown, or the names do not cover the four contrasts exactly once.
+    """
+    mapped = [_MSD_NAMES.get(str(m).strip().lower()) for m in modalities]
+    if None in mapped or sorted(mapped) != sorted(CHANNELS):
+        raise DatasetError(
+            f"modalities {list(modalities)} do not name the four contrasts T1, T1ce (T1gd), T2 and FLAIR once each; "
+            f"known names: {sorted(_MSD_NAMES)}"
+        )
+    return tuple(mapped.index(c) for c in CHANNELS)
+
+
+def _msd_modalities(root: Path, scan: DatasetScan) -> tuple[int, ...]:
+    """The channel index from ``dataset.json``'s ``modality`` table, or MSD Task01's order without one."""
+    meta = root / "dataset.json"
+    default = msd_channel_index(MSD_CHANNELS)
+    if not meta.is_file():
+        return default
+    try:
+        table = json.loads(meta.read_text()).get("modality")
+        if table is None:
+            return default
+        names = [table[k] for k in sorted(table, key=int)]
+        return msd_channel_index(names)
+    except (ValueError, KeyError, AttributeError, TypeError, DatasetError) as e:
+        scan.problems.append(Problem("", str(meta), "error", (
+            f"dataset {root}: dataset.json's modality table cannot be read ({e}); expected e.g. "
+            '{"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}: fix it or remove the modality entry')))
+        return default
+
+
+def _scan_msd(root: Path, scan: DatasetScan) -> None:
+    index = _msd_modalities(root, scan)
+
+    def files(sub: str) -> dict[str, str]:
+        return {_stem(n): str(root / sub / n) for n in sorted(_nifti_names(root / sub)) if _is_nifti(n)}
+
+    images_tr, labels, images_ts = files("imagesTr"), files("labelsTr"), files("imagesTs")
+    for cid in sorted(set(labels) - set(images_tr)):
+        scan.problems.append(Problem(cid, str(root / "imagesTr" / f"{cid}.nii.gz"), "error", (
+            f"case {cid}: missing imagesTr/{cid}.nii.gz for the label labelsTr/{Path(labels[cid]).name}; "
+            "restore the image or move the label out of the dataset folder")))
+    for cid, image in images_tr.items():
+        label = labels.get(cid)
+        if label is None:
+            scan.problems.append(Problem(cid, image, "warning", (
+                f"case {cid}: imagesTr/{Path(image).name} has no label labelsTr/{cid}.nii.gz; it is used as an "
+                "unlabelled case (inference only): restore the label to train on it")))
+        scan.cases.append(Case(cid, (image,), label, index))
+    for cid, image in images_ts.items():
+        if cid in images_tr:
+            scan.problems.append(Problem(cid, image, "error", (
+                f"case {cid}: imagesTs/{Path(image).name} has the same case id as imagesTr/{Path(images_tr[cid]).name};"
+                " rename one of them")))
+            continue
+        scan.cases.append(Case(cid, (image,), None, index))
+
+
+def scan_dataset(root: str | os.PathLike, layout: str | None = None) -> DatasetScan:
+    """Find every case under ``root`` and every problem of discovery, without raising for one bad case.
+
+    Args:
+        root: the dataset folder.
+        layout: ``brats2021``, ``brats2023`` or ``msd``; None detects it (:func:`detect_layout`).
+
+    Returns:
+        The layout, the complete cases (sorted by case id within each subfolder) and the problems: a missing
+        contrast or MSD image is an error naming the case and the file; a case without a label is not a
+        problem (validation sets have none) except in MSD's ``imagesTr/`` (a warning).
+
+    Raises:
+        DatasetError: ``root`` is missing, the layout is unknown or cannot be detected.
+    """
+    path = _existing_root(root)
+    if layout is None or layout == "auto":
+        info = detect_layout(path)
+    elif layout in LAYOUTS:
+        info = LayoutInfo(layout, LAYOUTS[layout].label_scheme, "given")
+    else:
+        raise DatasetError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)} (or auto)")
+    scan = DatasetScan(path, info)
+    if info.layout == "msd":
+        _scan_msd(path, scan)
+    else:
+        _scan_brats(path, LAYOUTS[info.layout], scan)
+    return scan
+
+
+def discover_cases(root: str | os.PathLike, layout: str | None = None) -> list[Case]:
+    """Find every case under ``root`` (layout detected, or given as ``layout``).
+
+    A case with a contrast missing is an error naming the case and the missing file (one bad case must not be
+    dropped without a word); a case without a label is returned with ``label=None``. Warnings of discovery
+    are logged.
+
+    Raises:
+        DatasetError: ``root`` is missing, holds no case, or a case lacks a contrast (all such cases listed).
+    """
+    return _usable_cases(scan_dataset(root, layout))
+
+
+def _usable_cases(scan: DatasetScan) -> list[Case]:
+    """The cases of a scan; its warnings logged; an error listing every discovery error, or no case found."""
+    for p in scan.problems:
+        if p.severity != "error":
+            logger.warning("%s", p.message)
+    if scan.errors:
+        raise DatasetError("\n".join(p.message for p in scan.errors))
+    if not scan.cases:
+        raise DatasetError(_no_case_message(scan.root))
+    return scan.cases
+
+
+def resolve_label_scheme(label_scheme: str | None, datalist: str | os.PathLike | None = None,
+                         dataset_dir: str | os.PathLike | None = None) -> str:
+    """The label scheme to use: ``label_scheme`` itself, or for ``auto``/None the datalist's or the layout's.
+
+    Raises:
+        ValueError: an unknown scheme.
+        DatasetError: ``auto`` with neither a datalist nor a dataset folder whose layout can be detected.
+    """
+    if label_scheme and label_scheme != "auto":
+        if label_scheme not in LABEL_SCHEMES:
+            raise ValueError(f"unknown label_scheme {label_scheme!r}; expected auto or one of {sorted(LABEL_SCHEMES)}")
+        return str(label_scheme)
+    if datalist:
+        dl = load_datalist(datalist, None)
+        scheme = dl.get("label_scheme") or LAYOUTS.get(dl.get("layout", "brats2021"), LAYOUTS["brats2021"]).label_scheme
+        return str(scheme)
+    if not dataset_dir:
+        raise DatasetError("label_scheme auto needs a dataset_dir or a datalist to detect the layout from")
+    return detect_layout(dataset_dir).label_scheme
 
 
 def assign_folds(case_ids: Sequence[str], folds: int = 5, seed: int = 0) -> dict[str, int]:
@@ -127,15 +448,15 @@ def assign_folds(case_ids: Sequence[str], folds: int = 5, seed: int = 0) -> dict
     return {cid: i % folds for i, cid in enumerate(ids)}
 
 
-def build_datalist(root: str | os.PathLike, folds: int = 5, seed: int = 0) -> dict:
-    """Discover the cases under ``root`` and return a datalist (see the module docstring) with folds assigned."""
-    cases = discover_cases(root)
+def datalist_from_cases(cases: Sequence[Case], name: str, layout: str, label_scheme: str, folds: int = 5,
+                        seed: int = 0) -> dict:
+    """A datalist (see the module docstring) of ``cases``, folds assigned over the labelled ones."""
     labelled = [c for c in cases if c.label is not None]
     fold_of = assign_folds([c.case_id for c in labelled], folds, seed) if labelled else {}
     return {
-        "name": Path(root).resolve().name,
-        "layout": "brats2021",
-        "label_scheme": "brats",
+        "name": name,
+        "layout": layout,
+        "label_scheme": label_scheme,
         "channels": list(CHANNELS),
         "regions": list(REGIONS),
         "folds": folds,
@@ -145,9 +466,22 @@ def build_datalist(root: str | os.PathLike, folds: int = 5, seed: int = 0) -> di
     }
 
 
-def write_datalist(root: str | os.PathLike, out: str | os.PathLike, folds: int = 5, seed: int = 0) -> dict:
+def build_datalist(root: str | os.PathLike, folds: int = 5, seed: int = 0, *, layout: str | None = None,
+                   label_scheme: str | None = None) -> dict:
+    """Discover the cases under ``root`` and return a datalist (see the module docstring) with folds assigned.
+
+    The layout is detected unless given; the label scheme is the layout's unless given (``auto``/None).
+    """
+    scan = scan_dataset(root, layout)
+    cases = _usable_cases(scan)
+    scheme = resolve_label_scheme(label_scheme) if label_scheme not in (None, "auto") else scan.layout.label_scheme
+    return datalist_from_cases(cases, scan.root.name, scan.layout.layout, scheme, folds, seed)
+
+
+def write_datalist(root: str | os.PathLike, out: str | os.PathLike, folds: int = 5, seed: int = 0, *,
+                   layout: str | None = None, label_scheme: str | None = None) -> dict:
     """:func:`build_datalist` and write it to ``out`` as JSON (atomically: never a half-written file)."""
-    datalist = build_datalist(root, folds, seed)
+    datalist = build_datalist(root, folds, seed, layout=layout, label_scheme=label_scheme)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -171,6 +505,23 @@ def load_datalist(datalist: str | os.PathLike | None, dataset_dir: str | os.Path
     return build_datalist(dataset_dir, folds, seed)
 
 
+def split_items(dl: dict, fold: int = 0) -> tuple[list[dict], list[dict]]:
+    """``(train, validation)`` items of a datalist: fold ``fold`` of its labelled cases validates, the rest train.
+
+    Raises:
+        DatasetError: no labelled case, or ``fold`` is not one of the datalist's folds.
+    """
+    items = dl.get("training", [])
+    if not items:
+        raise DatasetError("the datalist has no labelled case (no segmentation file found): training needs labels")
+    present = sorted({int(it["fold"]) for it in items})
+    if fold not in present:
+        raise DatasetError(f"fold {fold} is not in the datalist (folds present: {present}); pass --fold one of those")
+    train = [it for it in items if int(it["fold"]) != fold]
+    val = [it for it in items if int(it["fold"]) == fold]
+    return train, val
+
+
 def training_split(datalist: str | os.PathLike | None, dataset_dir: str | os.PathLike | None,
                    fold: int = 0, folds: int = 5, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """``(train, validation)`` items: fold ``fold`` of the datalist's labelled cases validates, the rest train.
@@ -178,16 +529,7 @@ def training_split(datalist: str | os.PathLike | None, dataset_dir: str | os.Pat
     Raises:
         DatasetError: no labelled case, or ``fold`` is not one of the datalist's folds.
     """
-    dl = load_datalist(datalist, dataset_dir, folds, seed)
-    items = dl.get("training", [])
-    if not items:
-        raise DatasetError("the datalist has no labelled case (no *_seg file found): training needs labels")
-    present = sorted({int(it["fold"]) for it in items})
-    if fold not in present:
-        raise DatasetError(f"fold {fold} is not in the datalist (folds present: {present}); pass --fold one of those")
-    train = [it for it in items if int(it["fold"]) != fold]
-    val = [it for it in items if int(it["fold"]) == fold]
-    return train, val
+    return split_items(load_datalist(datalist, dataset_dir, folds, seed), fold)
 
 
 def inference_items(datalist: str | os.PathLike | None, dataset_dir: str | os.PathLike | None,
@@ -203,3 +545,74 @@ def inference_items(datalist: str | os.PathLike | None, dataset_dir: str | os.Pa
             return [it for it in dl.get("training", []) if int(it["fold"]) == int(fold)]
         return [*dl.get("training", []), *dl.get("test", [])]
     return [c.to_item() for c in discover_cases(dataset_dir)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Preprocessing cache
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _describe(obj: object, depth: int = 0) -> object:
+    """A JSON-able description of a transform's settings (class names and plain attribute values)."""
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return [_describe(x, depth + 1) for x in obj]
+    if isinstance(obj, dict):
+        return {str(k): _describe(v, depth + 1) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, type):
+        return obj.__qualname__
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype") and hasattr(obj, "shape"):  # NumPy/torch scalars and arrays
+        n = int(np.prod(obj.shape)) if obj.shape else 1
+        return obj.tolist() if n <= 64 else f"{type(obj).__name__}{tuple(obj.shape)}:{obj.dtype}"
+    if isinstance(obj, (types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial)):
+        return getattr(obj, "__qualname__", type(obj).__qualname__)
+    if depth < 6 and hasattr(obj, "__dict__"):
+        attrs = {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+        return {"class": type(obj).__qualname__, **{k: _describe(v, depth + 1) for k, v in sorted(attrs.items())}}
+    return type(obj).__qualname__
+
+
+def transform_hash(transforms: object) -> bytes:
+    """Hash of the class and settings of each transform (a ``PersistentDataset`` ``hash_transform``).
+
+    MONAI's own choices fall back to the class names only, so a changed ``roi_size`` would reuse a stale cache.
+    """
+    text = json.dumps(_describe(transforms), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16].encode()
+
+
+def item_hash(item: dict) -> bytes:
+    """Cache key of a datalist item: the item plus the size and modification time of each of its files,
+    so that a file replaced on disk (a re-downloaded case, say) is read and preprocessed again."""
+    stats = []
+    for key in sorted(item):
+        values = item[key] if isinstance(item[key], (list, tuple)) else [item[key]]
+        for v in values:
+            if isinstance(v, str) and v.endswith(NIFTI_EXTENSIONS):
+                try:
+                    st = os.stat(v)
+                    stats.append([v, st.st_size, st.st_mtime_ns])
+                except OSError:
+                    stats.append([v, None, None])
+    text = json.dumps([item, stats], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest().encode()
+
+
+def cached_dataset(data: Sequence[dict], transform: object, cache_dir: str | os.PathLike | None = None,
+                   cache_rate: float = 1.0, num_workers: int | None = 1) -> object:
+    """The training/validation dataset: MONAI ``CacheDataset`` (in memory), or ``PersistentDataset`` on disk.
+
+    With ``cache_dir`` empty, a ``CacheDataset`` keeps ``cache_rate`` of the preprocessed cases in memory for
+    this run. With ``cache_dir`` set, the deterministic preprocessing of each case (everything before the
+    first random transform) is written once to ``cache_dir/<hash>.pt`` and read back by every later epoch and
+    run, so gzip is decoded once per case. The key covers the item, its files' size and modification time
+    (:func:`item_hash`) and the preprocessing settings (:func:`transform_hash`): change either and the case is
+    preprocessed again. Delete the folder to reclaim the space.
+    """
+    from monai.data import CacheDataset, PersistentDataset
+
+    if cache_dir:
+        return PersistentDataset(data=data, transform=transform, cache_dir=str(cache_dir), hash_func=item_hash,
+                                 hash_transform=transform_hash)
+    return CacheDataset(data=data, transform=transform, cache_rate=cache_rate, num_workers=num_workers)

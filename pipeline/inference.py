@@ -2,8 +2,15 @@
 
 The bundle's inference post-processing is ``sigmoid -> Invertd (undo orientation/crop) -> threshold 0.5 ->``
 :class:`SaveBratsLabeld`. The saved file is ``OUTPUT_DIR/<case>.nii.gz``, ``(H, W, D)`` uint8 with labels
-{0, 1, 2, 4} (``brats``) or {0, 1, 2, 3} (``brats2023``), carrying the header (shape, affine, qform/sform)
-of the case's first input image, so that it overlays the input exactly in 3D Slicer or ITK-SNAP.
+{0, 1, 2, 4} (``brats``) or {0, 1, 2, 3} (``brats2023``; ``msd``: 1 ED, 2 NET, 3 ET), carrying the header
+(shape, affine, qform/sform) of the case's first input image, so that it overlays the input exactly in 3D Slicer
+or ITK-SNAP.
+
+A case whose images fail the data check is skipped, one that cannot be written is recorded, and the others go
+on; :class:`InferenceReport` ends the run with a summary of what failed and why, and exit status 1.
+
+Running inference again over the same folders skips the cases whose output is already there and whole
+(:func:`pending_items`; ``--overwrite true`` segments them again).
 """
 
 from __future__ import annotations
@@ -11,7 +18,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Hashable, Mapping
+import zlib
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -19,6 +27,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
+from nibabel.filebasedimages import ImageFileError
 
 from pipeline.labels import regions_to_labels
 
@@ -79,15 +88,19 @@ class SaveBratsLabeld(MapTransform):
         scheme: ``brats`` (ET = 4) or ``brats2023`` (ET = 3), see :mod:`pipeline.labels`.
         case_key: the item key with the case id.
         image_key: the loaded image whose first file gives the reference header.
+        report: an :class:`InferenceReport`: a case that cannot be written is recorded there (and logged) and
+            the next case goes on; without one the error is raised.
     """
 
     def __init__(self, keys: KeysCollection, output_dir: str, scheme: str = "brats", case_key: str = "case",
-                 image_key: str = "image", allow_missing_keys: bool = False) -> None:
+                 image_key: str = "image", allow_missing_keys: bool = False,
+                 report: InferenceReport | None = None) -> None:
         super().__init__(keys, allow_missing_keys)
         self.output_dir = Path(output_dir)
         self.scheme = scheme
         self.case_key = case_key
         self.image_key = image_key
+        self.report = report
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -98,7 +111,95 @@ class SaveBratsLabeld(MapTransform):
             if isinstance(regions, torch.Tensor):
                 regions = regions.detach().cpu().numpy()
             labels = regions_to_labels(np.asarray(regions) > 0.5, self.scheme)
-            path = write_label_like(labels, reference, self.output_dir / f"{case}.nii.gz", case=case)
+            out = self.output_dir / f"{case}.nii.gz"
+            try:
+                path = write_label_like(labels, reference, out, case=case)
+            except Exception as e:
+                if self.report is None:
+                    raise
+                self.report.fail(case, f"case {case}: writing {out} failed ({type(e).__name__}: {e})")
+                continue
             logger.info("case %s: wrote %s", case, path)
+            if self.report is not None:
+                self.report.wrote(case, path)
             d[f"{key}_path"] = str(path)
         return d
+
+
+class InferenceReport:
+    """What inference did with each case: written, or failed and why. :meth:`finish` prints the summary.
+
+    The data check (:func:`pipeline.check.checked_inference_items`) records the cases it leaves out, and
+    :class:`SaveBratsLabeld` the cases it cannot write; every other case is still segmented.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike = "") -> None:
+        self.output_dir = str(output_dir)
+        self.written: list[str] = []
+        self.failed: dict[str, list[str]] = {}
+
+    def fail(self, case: str, reason: str) -> None:
+        """Record (and log) that ``case`` failed; ``reason`` is one line naming the file and the fix."""
+        logger.error("%s", reason)
+        self.failed.setdefault(case, []).append(reason)
+
+    def wrote(self, case: str, path: str | os.PathLike) -> None:
+        self.written.append(case)
+
+    def summary(self) -> str:
+        """``inference: wrote N case(s) to DIR; M case(s) failed:`` then one line per failure."""
+        head = f"inference: wrote {len(self.written)} case(s) to {self.output_dir or 'the output folder'}"
+        if not self.failed:
+            return head + "; no case failed"
+        lines = [f"{head}; {len(self.failed)} case(s) failed and were skipped:"]
+        lines += [f"  {reason}" for reasons in self.failed.values() for reason in reasons]
+        return "\n".join(lines)
+
+    def finish(self) -> None:
+        """Print the summary; exit with status 1 (``SystemExit``) when any case failed."""
+        print(self.summary(), flush=True)
+        if self.failed:
+            raise SystemExit(1)
+
+
+def output_is_valid(out_path: str | os.PathLike, reference: str | os.PathLike) -> bool:
+    """Whether ``out_path`` is a whole segmentation of ``reference``: its header loads, its shape and affine are
+    the reference's, and all its voxels can be read (a truncated ``.nii.gz`` fails there)."""
+    try:
+        out, ref = nib.load(out_path), nib.load(reference)
+        if tuple(out.shape) != tuple(ref.shape[:3]) or not np.allclose(out.affine, ref.affine, atol=1e-4):
+            return False
+        np.asarray(out.dataobj)
+    except (OSError, EOFError, ValueError, zlib.error, ImageFileError):
+        return False
+    return True
+
+
+def pending_items(items: Sequence[dict], output_dir: str | os.PathLike, *, overwrite: bool | str = False) -> list[dict]:
+    """The items still to segment: those without a valid ``output_dir/<case>.nii.gz`` (every item with ``overwrite``).
+
+    Filtering before the network runs is what makes a second run over a folder cheap: after an interruption it
+    segments only what is missing. An output that exists but is not valid (:func:`output_is_valid`: another
+    shape, or truncated) is segmented again and replaced, and the log names it.
+    """
+    from pipeline.engine import as_bool
+
+    if as_bool(overwrite, "overwrite"):
+        return list(items)
+    todo, done, redo = [], 0, []
+    for item in items:
+        out = Path(output_dir) / f"{item['case']}.nii.gz"
+        if not out.exists():
+            todo.append(item)
+        elif output_is_valid(out, _reference_path(item["image"])):
+            done += 1
+        else:
+            redo.append(item["case"])
+            todo.append(item)
+    if redo:
+        logger.warning("segmenting again %d case(s) whose output is not a valid segmentation of the input: %s",
+                       len(redo), ", ".join(redo))
+    if done:
+        logger.info("skipping %d of %d case(s) already segmented in %s%s (pass --overwrite true to redo them)",
+                    done, len(items), output_dir, "" if todo else ": nothing to do")
+    return todo

@@ -7,6 +7,9 @@ This order is recorded in the datalist and in ``bundle/configs/metadata.json``.
 Label numbering of a segmentation file (``(H, W, D)`` uint8), by scheme:
     ``brats``      BraTS 2018-2021: 0 background, 1 NCR (necrotic core), 2 ED (oedema), 4 ET (enhancing tumour)
     ``brats2023``  BraTS 2023 and later: 1 NCR, 2 ED, 3 ET
+    ``msd``        Medical Segmentation Decathlon Task01_BrainTumour: 1 ED (oedema), 2 NET (non-enhancing tumour),
+                   3 ET. Its NET plays the part of BraTS's NCR (the non-enhancing core), so it is stored as "NCR":
+                   TC = 2 | 3, WT = 1 | 2 | 3, ET = 3, and segmentations of MSD data are written in MSD numbering.
 
 Regions (the 3 network output channels, sigmoid, ``(3, H, W, D)``) in MONAI's order, as made by
 ``monai.transforms.ConvertToMultiChannelBasedOnBratsClassesd``:
@@ -28,17 +31,19 @@ REGIONS: tuple[str, ...] = ("TC", "WT", "ET")
 LABEL_SCHEMES: dict[str, dict[str, int]] = {
     "brats": {"NCR": 1, "ED": 2, "ET": 4},
     "brats2023": {"NCR": 1, "ED": 2, "ET": 3},
+    "msd": {"NCR": 2, "ED": 1, "ET": 3},  # MSD Task01: 1 oedema, 2 non-enhancing tumour (as NCR), 3 enhancing
 }
 
 
 def scheme_labels(scheme: str) -> dict[str, int]:
-    """Return ``{"NCR": 1, "ED": 2, "ET": 4 or 3}`` for ``scheme``; a clear error for an unknown one."""
+    """Return ``{"NCR": ..., "ED": ..., "ET": ...}`` for ``scheme``; a clear error for an unknown one."""
     try:
         return LABEL_SCHEMES[scheme]
     except KeyError:
         raise ValueError(
             f"unknown label scheme {scheme!r}; expected one of {sorted(LABEL_SCHEMES)} "
-            "(brats: BraTS 2018-2021 with ET=4, brats2023: BraTS 2023+ with ET=3)"
+            "(brats: BraTS 2018-2021 with ET=4, brats2023: BraTS 2023+ with ET=3, "
+            "msd: Decathlon Task01 with 1 ED, 2 NET, 3 ET)"
         ) from None
 
 
@@ -62,7 +67,8 @@ def regions_to_labels(regions: np.ndarray, scheme: str = "brats") -> np.ndarray:
     """Binary regions ``(3, ...)`` (TC, WT, ET; bool or 0/1) -> BraTS labels ``(...)`` uint8.
 
     The BraTS convention: every WT voxel is oedema (2), TC overwrites it with necrosis (1) and ET
-    overwrites both with enhancing tumour (4, or 3 under ``brats2023``). So ET wins over TC over WT,
+    overwrites both with enhancing tumour (4, or 3 under ``brats2023``; under ``msd`` oedema is 1, the core 2 and
+    ET 3). So ET wins over TC over WT,
     and a voxel that the network calls TC or ET but not WT is still labelled (the regions need not nest).
     """
     if regions.shape[0] != len(REGIONS):

@@ -59,6 +59,7 @@ class EpochSummary:
         self._losses: list[float] = []
         self._started = time.perf_counter()
         self._lr = math.nan
+        self._history_checked = False
 
     def attach(self, engine) -> None:  # noqa: ANN001 - an ignite Engine
         from ignite.engine import Events
@@ -101,13 +102,27 @@ class EpochSummary:
         if self.history_file is not None:
             row = {"epoch": epoch, "loss": loss, "lr": lr, "seconds": round(seconds, 3),
                    **{k: val[k] for k in HISTORY_COLUMNS if k in val}}
-            self.history_file.parent.mkdir(parents=True, exist_ok=True)
-            new = not self.history_file.exists() or self.history_file.stat().st_size == 0
-            with self.history_file.open("a", newline="") as f:
+            self._append(row)
+
+    def _append(self, row: dict) -> None:
+        """Append ``row`` to the history; the first time, drop rows of this epoch or later left by a run that
+        was killed after writing them and resumed from an earlier checkpoint."""
+        path = self.history_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._history_checked and path.exists() and path.stat().st_size > 0:
+            with path.open(newline="") as f:
+                kept = [r for r in csv.DictReader(f) if int(float(r["epoch"])) < row["epoch"]]
+            with path.open("w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
-                if new:
-                    writer.writeheader()
-                writer.writerow(row)
+                writer.writeheader()
+                writer.writerows(kept)
+        self._history_checked = True
+        new = not path.exists() or path.stat().st_size == 0
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
 
     def _completed(self, engine) -> None:  # noqa: ANN001
         if not _is_rank0():

@@ -98,8 +98,11 @@ def plot_dice_boxplot(metrics_csv: str | os.PathLike, out_png: str | os.PathLike
     return _save(fig, out_png)
 
 
-def _canonical(path: str | os.PathLike) -> np.ndarray:
-    return np.asarray(nib.as_closest_canonical(nib.load(path)).dataobj)
+def _canonical(path: str | os.PathLike | tuple[str | os.PathLike, int | None]) -> np.ndarray:
+    """A volume in RAS voxel order; ``(path, c)`` picks channel ``c`` of a 4D file (MSD's images)."""
+    path, channel = path if isinstance(path, tuple) else (path, None)
+    volume = np.asarray(nib.as_closest_canonical(nib.load(path)).dataobj)
+    return volume if channel is None else volume[..., channel]
 
 
 def tumour_centre(label: np.ndarray) -> tuple[int, int, int]:
@@ -116,13 +119,14 @@ def _planes(volume: np.ndarray, centre: Sequence[int]) -> list[np.ndarray]:
     return [volume[:, :, z].T, volume[:, y, :].T, volume[x, :, :].T]
 
 
-def plot_case_overlay(images: dict[str, str | os.PathLike], out_png: str | os.PathLike,
+def plot_case_overlay(images: dict[str, str | os.PathLike | tuple], out_png: str | os.PathLike,
                       reference: str | os.PathLike | None = None, prediction: str | os.PathLike | None = None,
                       scheme: str = "brats", title: str = "") -> Path:
     """Contours of each region over FLAIR and T1ce, in three planes through the tumour's centre.
 
     Args:
-        images: ``{"FLAIR": path, "T1ce": path}`` (any contrasts; one row each).
+        images: ``{"FLAIR": path, "T1ce": path}`` (any contrasts; one row each); a value may also be
+            ``(path, channel)`` for one channel of a 4D file.
         reference, prediction: BraTS label files ``(H, W, D)`` on the images' grid; either may be ``None``.
             Reference contours are solid, prediction contours dashed.
         scheme: the label scheme of both label files (``brats``: ET = 4, ``brats2023``: ET = 3).
@@ -165,7 +169,6 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike, da
     ``eval_dir/overlays/<case>.png`` with FLAIR and T1ce from ``dataset_dir``.
     """
     from pipeline.datasets import discover_cases
-    from pipeline.labels import CHANNELS
 
     eval_dir = Path(eval_dir)
     out = [plot_dice_boxplot(eval_dir / "metrics.csv", eval_dir / "dice_boxplot.png")]
@@ -182,7 +185,7 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike, da
         case, pred = cases.get(case_id), Path(pred_dir) / f"{case_id}.nii.gz"
         if case is None or not pred.exists():
             continue
-        images = {name: case.images[CHANNELS.index(name)] for name in ("FLAIR", "T1ce")}
+        images = {name: case.channel_file(name) for name in ("FLAIR", "T1ce")}  # 3D files, or 4D + channel
         title = f"{case_id}: mean Dice {np.mean(by_case[case_id]):.3f}"
         out.append(plot_case_overlay(images, eval_dir / "overlays" / f"{case_id}.png", case.label, pred, scheme,
                                      title))

@@ -15,10 +15,17 @@ multiplicative bias field, a random global scale and Rician noise of about 3 % o
 the background stays exactly 0 and every brain voxel is >= 1 in every contrast.
 
 Arrays are indexed ``(X, Y, Z)`` like BraTS 2021 files (240 x 240 x 155, 1 mm, affine
-:data:`BRATS_AFFINE`). Written on disk in the BraTS 2021 layout::
+:data:`BRATS_AFFINE`). Written on disk in one of three layouts (:func:`write_dataset`, ``layout=``)::
 
-    <out_dir>/BraTS2021_00000/BraTS2021_00000_{t1,t1ce,t2,flair}.nii.gz   int16
-    <out_dir>/BraTS2021_00000/BraTS2021_00000_seg.nii.gz                  uint8, 0 / 1 NCR / 2 ED / 4 ET
+    brats2021  <out_dir>/BraTS2021_00000/BraTS2021_00000_{t1,t1ce,t2,flair}.nii.gz   int16
+               <out_dir>/BraTS2021_00000/BraTS2021_00000_seg.nii.gz                  uint8, 0 / 1 NCR / 2 ED / 4 ET
+    brats2023  <out_dir>/BraTS-GLI-00000-000/BraTS-GLI-00000-000-{t1n,t1c,t2w,t2f}.nii.gz  int16
+               <out_dir>/BraTS-GLI-00000-000/BraTS-GLI-00000-000-seg.nii.gz          uint8, 1 NCR / 2 ED / 3 ET
+    msd        <out_dir>/imagesTr/BRATS_001.nii.gz   float32 (X, Y, Z, 4): FLAIR, T1w, T1gd, T2w
+               <out_dir>/labelsTr/BRATS_001.nii.gz   uint8, 1 ED / 2 NET (our NCR) / 3 ET;  <out_dir>/dataset.json
+
+Case ``i`` holds the same arrays in every layout (only the file packing, the channel order and the label
+numbering differ), so a layout's reading can be checked against another's.
 
 Case ``i`` of :func:`write_dataset` depends only on ``(seed, i)``. With ``seed=0`` and 16 cases, cases
 ``BraTS2021_00002`` and ``BraTS2021_00007`` are the non-enhancing ones (see :func:`case_is_enhancing`).
@@ -26,6 +33,7 @@ Case ``i`` of :func:`write_dataset` depends only on ``(seed, i)``. With ``seed=0
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,7 +51,19 @@ BRATS_AFFINE: np.ndarray = np.array(
 )
 
 #: Layouts :func:`write_dataset` can write.
-SUPPORTED_LAYOUTS: tuple[str, ...] = ("brats2021",)
+SUPPORTED_LAYOUTS: tuple[str, ...] = ("brats2021", "brats2023", "msd")
+
+#: BraTS 2023 file suffix of each :data:`CONTRASTS` entry.
+BRATS2023_SUFFIX: dict[str, str] = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}
+
+#: Contrasts in the channel order of an MSD Task01 4D image (FLAIR, T1w, T1gd, T2w).
+MSD_ORDER: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
+
+#: Label value of our seg (0, 1 NCR, 2 ED, 4 ET) -> BraTS 2023 (ET 3) and MSD (1 ED, 2 NET, 3 ET) numbering.
+_LABEL_LUT: dict[str, np.ndarray] = {
+    "brats2023": np.array([0, 1, 2, 0, 3], dtype=np.uint8),
+    "msd": np.array([0, 2, 1, 0, 3], dtype=np.uint8),
+}
 
 #: Image keys of :func:`synth_case`, which are also the BraTS 2021 file suffixes, in channel order.
 CONTRASTS: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
@@ -325,19 +345,23 @@ def write_dataset(
     seed: int = 0,
     layout: str = "brats2021",
 ) -> list[Path]:
-    """Write ``cases`` synthetic cases under ``out_dir`` in a BraTS layout.
+    """Write ``cases`` synthetic cases under ``out_dir`` in one of the layouts of :mod:`pipeline.datasets`.
 
     ``brats2021`` writes ``OUT_DIR/BraTS2021_{i:05d}/BraTS2021_{i:05d}_{t1,t1ce,t2,flair,seg}.nii.gz``:
     images ``(X, Y, Z)`` int16, seg ``(X, Y, Z)`` uint8 (0, 1 NCR, 2 ED, 4 ET), affine
     :func:`brats_affine` (``BRATS_AFFINE`` at 240 x 240 x 155), 1 mm zooms, qform/sform code 1.
+    ``brats2023`` writes ``OUT_DIR/BraTS-GLI-{i:05d}-000/BraTS-GLI-{i:05d}-000-{t1n,t1c,t2w,t2f,seg}.nii.gz``,
+    the same arrays with ET labelled 3. ``msd`` writes ``OUT_DIR/imagesTr/BRATS_{i+1:03d}.nii.gz``, one
+    ``(X, Y, Z, 4)`` float32 image with channels FLAIR, T1w, T1gd, T2w, ``OUT_DIR/labelsTr/BRATS_{i+1:03d}.nii.gz``
+    (uint8, 1 ED, 2 NET, 3 ET) and ``OUT_DIR/dataset.json`` as in the Decathlon; the same grid and affine.
 
     Case ``i`` is drawn from ``np.random.default_rng([seed, i])`` only, so its arrays are identical
-    whatever ``cases`` is; its first draw makes about 1 case in 8 non-enhancing (see
-    :func:`case_is_enhancing`). Files of an existing case folder are overwritten (each file
-    atomically); nothing else in ``out_dir`` is touched or deleted.
+    whatever ``cases`` or ``layout`` is; its first draw makes about 1 case in 8 non-enhancing (see
+    :func:`case_is_enhancing`). Files of an existing case are overwritten (each file atomically);
+    nothing else in ``out_dir`` is touched or deleted.
 
     Returns:
-        The case folders, in case order.
+        The case folders (``msd``: the 4D image files), in case order.
 
     Raises:
         ValueError: an unknown ``layout``, a negative ``cases`` or ``seed``, or a bad ``shape``.
@@ -352,16 +376,53 @@ def write_dataset(
     affine = brats_affine(shape)
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    folders = []
+    written = []
     for i in range(int(cases)):
         rng = np.random.default_rng([int(seed), i])
         enhancing = bool(rng.random() >= NON_ENHANCING_FRACTION)
         images, seg = synth_case(shape, rng=rng, enhancing=enhancing)
-        case_id = f"BraTS2021_{i:05d}"
+        if layout == "msd":
+            written.append(_write_msd_case(out, f"BRATS_{i + 1:03d}", images, seg, affine))
+            continue
+        case_id, sep = (f"BraTS2021_{i:05d}", "_") if layout == "brats2021" else (f"BraTS-GLI-{i:05d}-000", "-")
         folder = out / case_id
         folder.mkdir(exist_ok=True)
         for name in CONTRASTS:
-            _save_nifti(images[name], affine, folder / f"{case_id}_{name}.nii.gz")
-        _save_nifti(seg, affine, folder / f"{case_id}_seg.nii.gz")
-        folders.append(folder)
-    return folders
+            suffix = name if layout == "brats2021" else BRATS2023_SUFFIX[name]
+            _save_nifti(images[name], affine, folder / f"{case_id}{sep}{suffix}.nii.gz")
+        labels = seg if layout == "brats2021" else _LABEL_LUT[layout][seg]
+        _save_nifti(labels, affine, folder / f"{case_id}{sep}seg.nii.gz")
+        written.append(folder)
+    if layout == "msd":
+        _write_msd_json(out, [p.name for p in written])
+    return written
+
+
+def _write_msd_case(out: Path, case_id: str, images: dict[str, np.ndarray], seg: np.ndarray,
+                    affine: np.ndarray) -> Path:
+    """``imagesTr/<case>.nii.gz`` (X, Y, Z, 4) float32 in MSD channel order and ``labelsTr/<case>.nii.gz``."""
+    (out / "imagesTr").mkdir(exist_ok=True)
+    (out / "labelsTr").mkdir(exist_ok=True)
+    image = np.stack([images[name] for name in MSD_ORDER], axis=-1).astype(np.float32)
+    path = out / "imagesTr" / f"{case_id}.nii.gz"
+    _save_nifti(image, affine, path)
+    _save_nifti(_LABEL_LUT["msd"][seg], affine, out / "labelsTr" / f"{case_id}.nii.gz")
+    return path
+
+
+def _write_msd_json(out: Path, names: Sequence[str]) -> None:
+    """``dataset.json`` in the Decathlon's form: modalities, labels and the training list."""
+    meta = {
+        "name": "BRATS",
+        "description": "Synthetic BraTS-like cases in the layout of Task01_BrainTumour (python -m pipeline synth)",
+        "tensorImageSize": "4D",
+        "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+        "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
+        "numTraining": len(names),
+        "numTest": 0,
+        "training": [{"image": f"./imagesTr/{n}", "label": f"./labelsTr/{n}"} for n in names],
+        "test": [],
+    }
+    tmp = out / f".dataset.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(meta, indent=4))
+    os.replace(tmp, out / "dataset.json")

@@ -20,7 +20,11 @@ TINY = ["--roi_size", "[32,32,32]", "--unet_channels", "[8,16,32]", "--num_res_u
 
 
 def _bundle(run_id: str, overlay: str, *args: str) -> subprocess.CompletedProcess:
-    files = repr([str(CONFIGS / "common.yaml"), str(CONFIGS / overlay)])
+    return _bundle_files(run_id, [overlay], *args)
+
+
+def _bundle_files(run_id: str, overlays: list[str], *args: str) -> subprocess.CompletedProcess:
+    files = repr([str(CONFIGS / "common.yaml"), *(str(CONFIGS / o) for o in overlays)])
     cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", files,
            "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"), *args]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)

@@ -45,6 +45,23 @@ def test_epoch_summary_logs_one_line_and_appends_history(tmp_path: Path, caplog:
     assert rows[0]["val_mean_dice"] == "" and float(rows[1]["val_mean_dice"]) == 0.8
 
 
+def test_a_resumed_run_replaces_history_rows_from_the_epoch_it_resumes_at(tmp_path: Path) -> None:
+    history = tmp_path / "history.csv"
+    first = EpochSummary(history_file=str(history))
+    for epoch in (1, 2, 3):  # killed after writing epoch 3's row, before its checkpoint
+        engine = _engine(epoch, lr=0.1)
+        first._epoch_started(engine)
+        first(engine)
+    resumed = EpochSummary(history_file=str(history))  # a new process resumes from epoch 2's checkpoint
+    for epoch in (3, 4):
+        engine = _engine(epoch, lr=0.2)
+        resumed._epoch_started(engine)
+        resumed(engine)
+    rows = list(csv.DictReader(history.open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert [float(r["lr"]) for r in rows] == [0.1, 0.1, 0.2, 0.2]
+
+
 def _is_png(path: Path) -> bool:
     return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
 
@@ -82,3 +99,25 @@ def test_case_overlay_png_on_a_synthetic_case(tiny_dataset: Path, tmp_path: Path
     seg = case / "BraTS2021_00000_seg.nii.gz"
     assert nib.load(seg).get_fdata().any()
     assert _is_png(plot_case_overlay(images, tmp_path / "overlay.png", reference=seg, prediction=seg))
+
+
+@pytest.mark.parametrize("layout", ["brats2021", "brats2023", "msd"])
+def test_evaluation_pictures_in_every_layout(layout_datasets: dict[str, Path], tmp_path: Path, layout: str) -> None:
+    """Box plot and overlays from an evaluation, with the references as predictions (MSD: 4D images)."""
+    import shutil
+
+    from pipeline.datasets import discover_cases
+    from pipeline.evaluation import evaluate_folders
+    from pipeline.plots import plot_evaluation
+
+    root = layout_datasets[layout]
+    pred = tmp_path / "seg"
+    pred.mkdir()
+    cases = discover_cases(root)
+    for c in cases:
+        shutil.copy(c.label, pred / f"{c.case_id}.nii.gz")
+    scheme = {"brats2021": "brats", "brats2023": "brats2023", "msd": "msd"}[layout]
+    evaluate_folders(pred, root, tmp_path / "eval", scheme=scheme)
+    paths = plot_evaluation(tmp_path / "eval", pred, root, scheme=scheme)
+    assert paths[0].name == "dice_boxplot.png"
+    assert len(paths) == 1 + min(3, len(cases)) and all(_is_png(p) for p in paths)

@@ -1,0 +1,550 @@
+"""Dataset integrity check: every problem of every case, each named with its case and file, before any time is spent.
+
+``python -m pipeline check DATASET_DIR [--jobs N] [--layout L] [--label_scheme S] [--headers-only]`` prints the
+detected layout, one line per problem and a summary, and exits 1 when there is an error (0 with warnings only).
+Training runs the same check before it caches anything (``data_check`` in ``common.yaml``); inference checks
+the images of the cases it is asked to segment and skips the bad ones.
+
+For each case, the headers of all its files are read first (cheap), then each file's data once:
+
+=========================  =========  ==================================================================
+check                      severity   notes
+=========================  =========  ==================================================================
+contrast or image missing  error      from discovery (:func:`pipeline.datasets.scan_dataset`)
+file unreadable            error      not NIfTI, empty, not gzip; a truncated or corrupt gzip (the whole
+                                      stream is decompressed, so its CRC and length are verified)
+dimensionality             error      BraTS: 3D files; MSD: one 4D ``(X, Y, Z, 4)`` image and a 3D label
+same shape                 error      every file of a case on one grid (first 3 axes)
+same affine                error      contrasts: MONAI's own ``numpy.allclose`` test (the loader stacks them);
+                                      label vs image: :data:`AFFINE_TOLERANCE` per entry
+spacing                    error      a zero, NaN or infinite voxel size (from the affine, as MONAI reads it)
+spacing                    warning    not within :data:`SPACING_TOLERANCE` of 1 mm (the pipeline does not resample)
+label values               error      a value outside the label scheme (the message says which scheme fits)
+label non-integer          error      a label map must hold whole numbers
+label empty                warning    only background: no tumour to learn from
+NaN / Inf                  error      counted per file (per channel of a 4D image)
+all-zero image             error      per contrast
+=========================  =========  ==================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from pipeline.datasets import (
+    LAYOUTS,
+    Case,
+    DatasetError,
+    LayoutInfo,
+    Problem,
+    datalist_from_cases,
+    inference_items,
+    load_datalist,
+    resolve_label_scheme,
+    scan_dataset,
+    split_items,
+    training_split,
+)
+from pipeline.labels import CHANNELS, LABEL_SCHEMES, allowed_labels
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Problem", "CheckReport", "DatasetCheckError", "check_case", "check_cases", "check_dataset",
+           "checked_training_split", "checked_inference_items", "main"]
+
+#: Largest difference of any affine entry (mm) between a label and its image still taken as the same grid.
+AFFINE_TOLERANCE: float = 1e-3
+#: Voxel size expected by a model trained on BraTS (mm).
+EXPECTED_SPACING: float = 1.0
+#: Relative deviation from :data:`EXPECTED_SPACING` beyond which a warning is given.
+SPACING_TOLERANCE: float = 0.05
+#: ``data_check`` modes of training (``common.yaml``).
+DATA_CHECK_MODES: tuple[str, ...] = ("strict", "skip", "off")
+
+_SCHEME_HINTS: dict[str, str] = {
+    "brats": "For BraTS 2018-2021 data set --label_scheme brats",
+    "brats2023": "For BraTS 2023+ data set --label_scheme brats2023",
+    "msd": "For Decathlon Task01 data set --label_scheme msd",
+}
+_MSD_FOLDERS = ("imagesTr", "labelsTr", "imagesTs")
+
+
+class DatasetCheckError(DatasetError):
+    """The dataset has errors; ``problems`` lists them all and the message holds one line per error."""
+
+    def __init__(self, message: str, problems: Sequence[Problem] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+@dataclass
+class CheckReport:
+    """The result of :func:`check_dataset`: the layout, the cases checked, every problem and the time taken."""
+
+    root: str
+    layout: LayoutInfo | None
+    label_scheme: str
+    cases: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity != "error"]
+
+    @property
+    def bad_cases(self) -> list[str]:
+        """Case ids with at least one error, in order (a dataset-level error has the case id ``""``)."""
+        return list(dict.fromkeys(p.case for p in self.errors))
+
+    def summary(self) -> str:
+        """One line: cases, errors, warnings, time."""
+        bad = [c for c in self.bad_cases if c]
+        good = len([c for c in self.cases if c not in set(bad)])
+        layout = self.layout.layout if self.layout else "datalist"
+        return (f"checked {len(self.cases)} case(s) in {self.seconds:.1f} s (layout {layout}, label scheme "
+                f"{self.label_scheme}): {len(self.errors)} error(s) in {len(bad)} case(s), "
+                f"{len(self.warnings)} warning(s); {good} case(s) without error")
+
+    def format(self) -> str:
+        """Every problem on its line (``ERROR: case ...``/``WARNING: case ...``), then the summary."""
+        return "\n".join([*(str(p) for p in self.problems), self.summary()])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One case
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _display(path: str | os.PathLike) -> str:
+    """A file as messages name it: its name, with the folder for MSD's ``imagesTr/``, ``labelsTr/``, ``imagesTs/``."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.parent.name in _MSD_FOLDERS else p.name
+
+
+def read_voxels(path: str | os.PathLike) -> np.ndarray:
+    """A NIfTI file's voxel array, read once, with the whole gzip stream checked.
+
+    nibabel stops decompressing once it has the voxels it needs, so a file cut short in its last block or with
+    a bad checksum reads without complaint; here the whole stream is decompressed (``gzip`` verifies the CRC
+    and the length) and nibabel parses the bytes in memory.
+
+    Raises:
+        EOFError, OSError, zlib.error, ValueError, nibabel errors: the file is truncated or corrupt.
+    """
+    path = os.fspath(path)
+    if not path.endswith(".gz"):
+        return np.asanyarray(nib.load(path).dataobj)
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    size = int.from_bytes(raw[:4], "little") if len(raw) >= 4 else 0
+    klass = nib.Nifti2Image if size in (540, 0x1C020000) else nib.Nifti1Image
+    return np.asanyarray(klass.from_bytes(raw).dataobj)
+
+
+@dataclass
+class _File:
+    path: str
+    kind: str           # "image" or "label"
+    what: str           # e.g. "the T1 contrast", "the 4D image", "the label"
+    header: object = None
+    ok_dims: bool = False
+
+
+def _label_values(arr: np.ndarray) -> tuple[set[int], bool]:
+    """The distinct values of a label map and whether they are all whole numbers, in one pass where possible."""
+    if arr.dtype.kind == "f":  # finite here: the caller reports NaN/Inf first
+        if not np.array_equal(arr, np.rint(arr)):
+            return {float(v) for v in np.unique(arr[arr != np.rint(arr)])[:5]}, False  # type: ignore[misc]
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind in "ub" or (arr.size and arr.min() >= 0 and arr.max() < 1 << 16):
+        counts = np.bincount(arr.ravel().astype(np.int64, copy=False)) if arr.size else np.zeros(0)
+        return {int(v) for v in np.flatnonzero(counts)}, True
+    return {int(v) for v in np.unique(arr)}, True
+
+
+def _scheme_hint(values: set[int], scheme: str) -> str:
+    fits = [s for s in LABEL_SCHEMES if s != scheme and values <= allowed_labels(s)]
+    if fits:
+        hints = [_SCHEME_HINTS.get(s, f"For that data set --label_scheme {s}") for s in fits]
+        return ". " + "; ".join([hints[0], *(h[0].lower() + h[1:] for h in hints[1:])])
+    return ". Relabel the file to the scheme's values, or check that it is a segmentation"
+
+
+def check_case(case: Case, scheme: str = "brats", *, labels: bool = True, data: bool = True) -> list[Problem]:
+    """Every problem of one case's files (see the module docstring), headers first, then each file's data once.
+
+    Args:
+        case: the case (a BraTS case's 4 files in channel order, or an MSD case's 4D file and channel index).
+        scheme: the label scheme the label values are checked against.
+        labels: check the label file too (inference does not need it).
+        data: read the voxels (False: headers only).
+
+    Returns:
+        The problems, in file order; none raised.
+    """
+    cid = case.case_id
+    problems: list[Problem] = []
+
+    def add(f: _File | str, severity: str, text: str) -> None:
+        path = f.path if isinstance(f, _File) else f
+        problems.append(Problem(cid, str(path), severity, f"case {cid}: {_display(path)} {text}"))
+
+    four_d = case.channel_index is not None
+    if len(case.images) != (1 if four_d else len(CHANNELS)):
+        problems.append(Problem(cid, ", ".join(case.images), "error", (
+            f"case {cid}: lists {len(case.images)} image file(s); expected {len(CHANNELS)} ({', '.join(CHANNELS)}) "
+            "or one 4D file with a channel_index: rebuild the datalist with python -m pipeline datalist")))
+        return problems
+    if four_d:
+        files = [_File(case.images[0], "image", "the 4D image")]
+    else:
+        files = [_File(p, "image", f"the {c} contrast") for p, c in zip(case.images, CHANNELS, strict=True)]
+    if labels and case.label:
+        files.append(_File(case.label, "label", "the label"))
+
+    # 1. headers: readable, dimensionality, spacing (a spacing warning once per case, on the first header read)
+    spacing_warned = False
+    for f in files:
+        if not os.path.isfile(f.path):
+            add(f, "error", f"does not exist ({f.what}); restore it (re-download or re-extract the case) "
+                            "or remove the case from the dataset")
+            continue
+        try:
+            f.header = nib.load(f.path)
+            shape = tuple(int(s) for s in f.header.shape)
+        except Exception as e:  # any reader failure is reported, never raised
+            add(f, "error", f"cannot be read as NIfTI ({type(e).__name__}: {e}); the file is corrupt, empty or not "
+                            "NIfTI: re-download or re-extract it")
+            continue
+        if f.kind == "image" and four_d:
+            need = len(case.channel_index or ())
+            if len(shape) != 4 or shape[3] < need:
+                add(f, "error", f"is {len(shape)}D with shape {shape}; expected a 4D (X, Y, Z, {need}) image holding "
+                                "the 4 contrasts (Decathlon layout): re-export the case as one 4D file, or use the "
+                                "BraTS layout with one 3D file per contrast")
+            else:
+                f.ok_dims = True
+        elif len(shape) != 3:
+            extra = (" with a single volume: save it as 3D (nibabel.squeeze_image)" if len(shape) == 4
+                     and shape[3] == 1 else "; a 4D file holding all contrasts belongs in the Decathlon layout "
+                     "(imagesTr/), not in a BraTS case folder" if f.kind == "image" else "")
+            add(f, "error", f"is {len(shape)}D with shape {shape}; expected a 3D (X, Y, Z) "
+                            f"{'label map' if f.kind == 'label' else 'volume'}{extra}")
+        else:
+            f.ok_dims = True
+        # MONAI (like ITK) takes the voxel size from the affine; nibabel already replaces a zero or negative pixdim
+        affine = np.asarray(f.header.affine, dtype=np.float64)
+        zooms = tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+        if not np.isfinite(affine).all() or not all(z > 1e-6 for z in zooms):
+            f.ok_dims = False  # its grid cannot be compared: the spacing is the fix to offer
+            add(f, "error", f"has voxel spacing {tuple(round(z, 4) for z in zooms)} mm (from its affine); every "
+                            "spacing must be a positive number: fix the header's affine (sform/qform), e.g. copy it "
+                            "from another file of the case")
+        elif not spacing_warned and any(abs(z - EXPECTED_SPACING) > SPACING_TOLERANCE * EXPECTED_SPACING
+                                        for z in zooms):
+            spacing_warned = True
+            add(f, "warning", f"has voxel spacing {tuple(round(z, 4) for z in zooms)} mm, not the "
+                              f"{EXPECTED_SPACING:g} mm of BraTS; the pipeline does not resample, so the network sees "
+                              "structures at another size: resample the case to 1 mm isotropic")
+
+    # 2. one grid: shape and affine against the first readable image with a sane header
+    grid = [f for f in files if f.header is not None and f.ok_dims]
+    ref = next((f for f in grid if f.kind == "image"), None)
+    if ref is not None:
+        ref_shape, ref_affine = tuple(ref.header.shape[:3]), np.asarray(ref.header.affine, dtype=np.float64)
+        for f in grid:
+            if f is ref:
+                continue
+            shape, affine = tuple(f.header.shape[:3]), np.asarray(f.header.affine, dtype=np.float64)
+            if shape != ref_shape:
+                add(f, "error", f"has shape {shape} but {_display(ref.path)} has {ref_shape}; every file of a case "
+                                f"must be on one grid: resample {_display(f.path)} onto {_display(ref.path)}'s grid "
+                                "or re-export the case")
+                continue
+            diff = float(np.abs(affine - ref_affine).max())
+            if f.kind == "image":
+                same, tol = np.allclose(affine, ref_affine), "numpy.allclose, the test MONAI's loader applies"
+            else:
+                same, tol = diff <= AFFINE_TOLERANCE, f"{AFFINE_TOLERANCE:g} mm"
+            if not same:
+                add(f, "error", f"has a different affine from {_display(ref.path)} (largest entry difference "
+                                f"{diff:.3g}, allowed {tol}); the files are not on one grid: resample "
+                                f"{_display(f.path)} onto {_display(ref.path)} or, if only the header is wrong, "
+                                f"copy {_display(ref.path)}'s affine into it")
+
+    if not data:
+        return problems
+
+    # 3. data, each file read once: truncation, NaN/Inf, all-zero, label values
+    allowed = allowed_labels(scheme) if labels else set()
+    for f in files:
+        if f.header is None:
+            continue
+        try:
+            arr = read_voxels(f.path)
+        except Exception as e:  # EOFError, OSError (gzip), zlib.error, ValueError, nibabel's: all reported
+            add(f, "error", f"is truncated or corrupt ({type(e).__name__}: {e}); the header reads but the voxel data "
+                            "do not: re-download or re-extract the file")
+            continue
+        if f.kind == "image":
+            vols = ([(arr[..., i], f" channel {i} ({_channel_name(case, i)})") for i in range(arr.shape[3])]
+                    if four_d and arr.ndim == 4 else [(arr, "")])
+            for vol, where in vols:
+                if vol.dtype.kind == "f" and not np.isfinite(vol).all():
+                    n_nan, n_inf = int(np.isnan(vol).sum()), int(np.isinf(vol).sum())
+                    add(f, "error", f"contains {n_nan} NaN and {n_inf} infinite voxel(s){where}; the intensity "
+                                    "normalisation would spread them over the whole case: replace them (e.g. with 0, "
+                                    "the background) or re-export the case")
+                elif not vol.any():
+                    add(f, "error", f"is all zero{where}: the contrast is blank (a failed export?); re-export it or "
+                                    "remove the case")
+        else:
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                add(f, "error", f"contains {int((~np.isfinite(arr)).sum())} NaN or infinite voxel(s); a label map "
+                                "holds whole numbers: re-export the segmentation")
+                continue
+            values, whole = _label_values(arr)
+            if not whole:
+                add(f, "error", f"holds non-integer values (e.g. {sorted(values)[:5]}); a label map holds whole "
+                                "numbers: threshold or re-export the segmentation")
+                continue
+            extra = values - allowed
+            if extra:
+                shown = ", ".join(str(v) for v in sorted(extra))
+                add(f, "error", f"contains label {shown}; expected {{{', '.join(map(str, sorted(allowed)))}}} for "
+                                f"label scheme '{scheme}'{_scheme_hint(values, scheme)}")
+            elif values <= {0}:
+                add(f, "warning", "contains only background (0): no tumour to learn from; check that it is the "
+                                  "right file")
+    return problems
+
+
+def _channel_name(case: Case, i: int) -> str:
+    index = list(case.channel_index or ())
+    return CHANNELS[index.index(i)] if i in index else "unused"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Many cases
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def check_cases(cases: Sequence[Case], scheme: str = "brats", *, jobs: int = 1, labels: bool = True,
+                data: bool = True, progress: Callable[[int, int], None] | None = None) -> list[Problem]:
+    """:func:`check_case` for every case, ``jobs`` processes at a time; the problems in case order."""
+    fn = partial(check_case, scheme=scheme, labels=labels, data=data)
+    results: list[list[Problem]] = [[] for _ in cases]
+    if jobs <= 1 or len(cases) <= 1:
+        for i, case in enumerate(cases):
+            results[i] = fn(case)
+            if progress:
+                progress(i + 1, len(cases))
+    else:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(cases))) as pool:
+            futures = {pool.submit(fn, case): i for i, case in enumerate(cases)}
+            for done, fut in enumerate(as_completed(futures), 1):
+                results[futures[fut]] = fut.result()
+                if progress:
+                    progress(done, len(cases))
+    return [p for r in results for p in r]
+
+
+def _progress_logger(started: float) -> Callable[[int, int], None]:
+    def report(done: int, total: int) -> None:
+        step = max(1, total // 10)
+        if total >= 20 and (done % step == 0 or done == total):
+            logger.info("checked %d/%d cases (%.0f s)", done, total, time.perf_counter() - started)
+    return report
+
+
+def check_dataset(root: str | os.PathLike, *, layout: str | None = None, label_scheme: str | None = "auto",
+                  jobs: int = 1, data: bool = True) -> CheckReport:
+    """Discover the cases under ``root`` and check them all: every problem, none raised.
+
+    Args:
+        root: the dataset folder (any layout of :mod:`pipeline.datasets`).
+        layout: None/``auto`` detects it.
+        label_scheme: ``auto``/None: the layout's (``brats2021`` -> ``brats``, ``brats2023``, ``msd``).
+        jobs: worker processes.
+        data: read the voxels (False: headers only).
+
+    Raises:
+        DatasetError: ``root`` is missing, or no layout can be detected in it (nothing to check).
+    """
+    started = time.perf_counter()
+    scan = scan_dataset(root, layout)
+    scheme = scan.layout.label_scheme if label_scheme in (None, "auto") else resolve_label_scheme(label_scheme)
+    problems = list(scan.problems)
+    if not scan.cases and not scan.errors:
+        example = LAYOUTS[scan.layout.layout].example
+        problems.append(Problem("", str(scan.root), "error",
+                                f"dataset {scan.root}: no case found for layout {scan.layout.layout} ({example})"))
+    problems += check_cases(scan.cases, scheme, jobs=jobs, data=data, progress=_progress_logger(started))
+    ids = list(dict.fromkeys([*(c.case_id for c in scan.cases), *(p.case for p in scan.problems if p.case)]))
+    return CheckReport(str(scan.root), scan.layout, scheme, ids, problems, time.perf_counter() - started)
+
+
+def _log_problems(problems: Sequence[Problem]) -> None:
+    for p in problems:
+        (logger.error if p.severity == "error" else logger.warning)("%s", p.message)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What training and inference call (bundle configs)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def checked_training_split(datalist: str | os.PathLike | None, dataset_dir: str | os.PathLike | None,
+                           fold: int = 0, folds: int = 5, seed: int = 0, *, label_scheme: str | None = "auto",
+                           mode: str = "strict", jobs: int = 1) -> tuple[list[dict], list[dict]]:
+    """``(train, validation)`` items as :func:`pipeline.datasets.training_split`, after checking their cases.
+
+    Args:
+        mode: ``strict``: any error (in discovery or in a case training uses) raises :class:`DatasetCheckError`
+            listing them all, before anything is cached; ``skip``: cases with errors are left out, each logged
+            with its reasons (folds are assigned before, so the other cases keep theirs); ``off``: no check.
+        jobs: worker processes of the check.
+
+    Raises:
+        DatasetCheckError: ``strict`` and an error; ``skip`` and no usable training or validation case left.
+        DatasetError: the folder or datalist cannot be used at all.
+    """
+    if mode not in DATA_CHECK_MODES:
+        raise ValueError(f"unknown data_check {mode!r}; expected one of {', '.join(DATA_CHECK_MODES)}")
+    if mode == "off":
+        return training_split(datalist, dataset_dir, fold, folds, seed)
+    started = time.perf_counter()
+    if datalist:
+        dl, problems = load_datalist(datalist, None), []
+        logger.info("datalist %s: layout %s, label scheme %s", datalist, dl.get("layout", "brats2021"),
+                    dl.get("label_scheme", "brats"))
+    else:
+        scan = scan_dataset(dataset_dir)
+        logger.info("dataset %s: %s", scan.root, scan.layout)
+        problems = list(scan.problems)
+        if not scan.cases and not scan.errors:
+            raise DatasetError(f"no case found in {scan.root} ({LAYOUTS[scan.layout.layout].example})")
+        dl = datalist_from_cases(scan.cases, scan.root.name, scan.layout.layout, scan.layout.label_scheme, folds, seed)
+    scheme = resolve_label_scheme(label_scheme, datalist, dataset_dir)
+    train, val = split_items(dl, fold)
+    cases = [Case.from_item(it) for it in (*train, *val)]
+    problems += check_cases(cases, scheme, jobs=jobs, progress=_progress_logger(started))
+    problems.sort(key=lambda p: p.case)  # stable: each case's problems stay in file order
+    errors = [p for p in problems if p.severity == "error"]
+    _log_problems([p for p in problems if p.severity != "error"])
+    logger.info("data check: discovery and %d labelled case(s) in %.1f s: %d error(s), %d warning(s)", len(cases),
+                time.perf_counter() - started, len(errors), len(problems) - len(errors))
+    if errors and mode == "strict":
+        bad = list(dict.fromkeys(p.case or "(dataset)" for p in errors))
+        where = datalist or dataset_dir
+        raise DatasetCheckError(
+            f"training refuses the dataset {where}: {len(errors)} error(s) in {len(bad)} case(s) "
+            f"({', '.join(bad[:10])}{', ...' if len(bad) > 10 else ''}):\n"
+            + "\n".join(p.message for p in errors)
+            + f"\nFix or remove these cases (re-check with: python -m pipeline check {where}), or pass "
+            "--data_check skip to train on the other cases.",
+            errors,
+        )
+    if errors:
+        bad = {p.case for p in errors}
+        for cid in dict.fromkeys(p.case for p in errors):
+            logger.warning("data check: leaving out case %s: %s", cid or "(dataset)",
+                           " | ".join(p.message for p in errors if p.case == cid))
+        train = [it for it in train if it["case"] not in bad]
+        val = [it for it in val if it["case"] not in bad]
+        if not train or not val:
+            raise DatasetCheckError(f"after leaving out the {len(bad)} case(s) with errors, no training or no "
+                                    f"validation case is left (fold {fold}); fix the cases listed above", errors)
+    return train, val
+
+
+def checked_inference_items(datalist: str | os.PathLike | None, dataset_dir: str | os.PathLike | None,
+                            fold: int | None = None, *, report: object = None, mode: str = "strict",
+                            jobs: int = 1) -> list[dict]:
+    """The items to segment (:func:`pipeline.datasets.inference_items`) whose images pass the check.
+
+    A case with an error (a missing or unreadable contrast, a wrong shape, NaN, ...) is logged and left
+    out, and ``report.fail(case, reason)`` records it (:class:`pipeline.inference.InferenceReport`); the
+    labels are not checked (inference does not read them). ``mode`` ``off`` skips the check.
+    """
+    started = time.perf_counter()
+    if datalist:
+        items, problems = inference_items(datalist, None, fold), []
+    else:
+        scan = scan_dataset(dataset_dir)
+        logger.info("dataset %s: %s", scan.root, scan.layout)
+        items, problems = [c.to_item() for c in scan.cases], list(scan.problems)
+        if not items and not scan.errors:
+            raise DatasetError(f"no case found in {scan.root} ({LAYOUTS[scan.layout.layout].example})")
+    if mode != "off":
+        problems += check_cases([Case.from_item(it) for it in items], jobs=jobs, labels=False,
+                                progress=_progress_logger(started))
+    problems.sort(key=lambda p: p.case)
+    _log_problems([p for p in problems if p.severity != "error"])
+    errors = [p for p in problems if p.severity == "error"]
+    for p in errors:
+        if report is not None:
+            report.fail(p.case or "(dataset)", p.message)
+        else:
+            logger.error("%s", p.message)
+    bad = {p.case for p in errors}
+    good = [it for it in items if it["case"] not in bad]
+    total = len({it["case"] for it in items} | {p.case for p in errors if p.case})
+    logger.info("data check: %d of %d case(s) can be segmented (%.1f s)", len(good), total,
+                time.perf_counter() - started)
+    return good
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``check`` sub-command's arguments."""
+    p.add_argument("dataset_dir")
+    p.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 8), help="worker processes (default: cores)")
+    p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS], help="default: detected")
+    p.add_argument("--label_scheme", "--label-scheme", default="auto", choices=["auto", *LABEL_SCHEMES],
+                   help="default: the layout's (brats2021 -> brats, brats2023 -> brats2023, msd -> msd)")
+    p.add_argument("--headers-only", action="store_true", help="read headers only (fast; no NaN, label or gzip check)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the check of ``args`` and print the layout, the problems and the summary; 1 on errors, else 0."""
+    report = check_dataset(args.dataset_dir, layout=args.layout, label_scheme=args.label_scheme,
+                           jobs=args.jobs, data=not args.headers_only)
+    print(f"dataset {report.root}: {report.layout}")
+    print(report.format())
+    return 1 if report.errors else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pipeline.check DATASET_DIR ...`` (the same as ``python -m pipeline check``)."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline check", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    import sys
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main())

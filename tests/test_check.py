@@ -1,0 +1,375 @@
+"""The data check names every planted fault with its case and file; training refuses, inference skips and reports.
+
+Each fault is planted in a copy of a 3-case fixture of every layout (tests/conftest.py, ``layout_datasets``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from pipeline.check import DatasetCheckError, check_dataset, checked_inference_items, main
+from pipeline.datasets import Case, discover_cases
+from pipeline.inference import InferenceReport, SaveBratsLabeld
+from tests.conftest import CONFIGS, LAYOUT_NAMES, REPO
+
+TINY = ["--roi_size", "[32,32,32]", "--unet_channels", "[8,16,32]", "--num_res_units", "1",
+        "--num_workers", "0", "--device", "cpu", "--check_jobs", "1"]
+BAD = 1  # the faults go into the second case of each fixture
+
+
+def _copy(layout_datasets: dict[str, Path], layout: str, dest: Path) -> tuple[Path, list[Case]]:
+    root = dest / layout
+    shutil.copytree(layout_datasets[layout], root)
+    return root, discover_cases(root)
+
+
+def _display(path: str) -> str:
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.parent.name in ("imagesTr", "labelsTr") else p.name
+
+
+def _rewrite(path: str, data: np.ndarray | None = None, affine: np.ndarray | None = None,
+             zooms: tuple[float, ...] | None = None) -> None:
+    """Save ``path`` again with new voxels, affine or header zooms (the rest of the header kept)."""
+    img = nib.load(path)
+    arr = np.asarray(img.dataobj) if data is None else data
+    header = img.header.copy()
+    header.set_data_dtype(arr.dtype)
+    out = nib.Nifti1Image(arr, img.affine if affine is None else affine, header=header)
+    if affine is not None:
+        out.set_sform(affine, code=1)
+        out.set_qform(affine, code=1)
+    if zooms is not None:
+        out.header["pixdim"][1:4] = zooms
+    nib.save(out, path)
+
+
+def _image(case: Case) -> str:
+    """The file holding the T1ce contrast (a BraTS file, or the MSD 4D image)."""
+    return case.images[1 if case.channel_index is None else 0]
+
+
+def _set_voxels(path: str, value: float, channel: int | None = None, dtype: type = np.float32) -> None:
+    arr = np.asarray(nib.load(path).dataobj).astype(dtype)
+    target = arr[..., channel] if channel is not None else arr
+    target[tuple(s // 2 for s in target.shape)] = value
+    _rewrite(path, arr)
+
+
+# Each fault plants one problem in a case and returns (file, severity, regex of the message after "case ID: ").
+def _missing_contrast(case: Case) -> tuple[str, str, str]:
+    path = case.images[-1]  # BraTS: the FLAIR (_flair / -t2f); MSD: the only image, its label stays
+    os.remove(path)
+    return path, "error", rf"missing {re.escape(_display(path))}"
+
+
+def _truncated_gzip(case: Case) -> tuple[str, str, str]:
+    path = _image(case)
+    raw = Path(path).read_bytes()
+    Path(path).write_bytes(raw[: len(raw) // 2])
+    return path, "error", rf"{re.escape(_display(path))} is truncated or corrupt \(EOFError"
+
+
+def _gzip_trailer_cut(case: Case) -> tuple[str, str, str]:
+    path = _image(case)  # nibabel alone reads this file without complaint: its voxels are all there
+    raw = Path(path).read_bytes()
+    Path(path).write_bytes(raw[:-4])
+    return path, "error", rf"{re.escape(_display(path))} is truncated or corrupt"
+
+
+def _not_nifti(case: Case) -> tuple[str, str, str]:
+    path = case.label
+    Path(path).write_bytes(b"<html>403 Forbidden</html>")
+    return path, "error", rf"{re.escape(_display(path))} cannot be read as NIfTI"
+
+
+def _wrong_dimensionality(case: Case) -> tuple[str, str, str]:
+    path = _image(case)
+    arr = np.asarray(nib.load(path).dataobj)
+    if case.channel_index is None:  # a BraTS contrast saved as 4D
+        _rewrite(path, np.stack([arr, arr], axis=-1))
+        return path, "error", rf"{re.escape(_display(path))} is 4D with shape \(32, 32, 24, 2\); expected a 3D"
+    _rewrite(path, arr[..., 0])  # an MSD image with one contrast only
+    return path, "error", rf"{re.escape(_display(path))} is 3D with shape \(32, 32, 24\); expected a 4D"
+
+
+def _shape_mismatch(case: Case) -> tuple[str, str, str]:
+    path = case.label
+    _rewrite(path, np.asarray(nib.load(path).dataobj)[:, :, :20])
+    return path, "error", rf"{re.escape(_display(path))} has shape \(32, 32, 20\) but .* has \(32, 32, 24\)"
+
+
+def _affine_mismatch(case: Case) -> tuple[str, str, str]:
+    path = case.images[2] if case.channel_index is None else case.label
+    affine = nib.load(path).affine.copy()
+    affine[0, 3] += 0.5
+    _rewrite(path, affine=affine)
+    return path, "error", rf"{re.escape(_display(path))} has a different affine from .*largest entry difference 0\.5"
+
+
+def _unexpected_label(case: Case) -> tuple[str, str, str]:
+    path = case.label
+    extra = 3 if "BraTS2021" in path else 4  # brats expects {0,1,2,4}; brats2023 and msd {0,1,2,3}
+    _set_voxels(path, extra, dtype=np.uint8)
+    return path, "error", rf"{re.escape(_display(path))} contains label {extra}; expected \{{0, 1, 2, [34]\}}"
+
+
+def _nan(case: Case) -> tuple[str, str, str]:
+    path = _image(case)
+    _set_voxels(path, np.nan, channel=None if case.channel_index is None else 2)
+    where = "" if case.channel_index is None else r" channel 2 \(T1ce\)"
+    return path, "error", rf"{re.escape(_display(path))} contains 1 NaN and 0 infinite voxel\(s\){where}"
+
+
+def _inf(case: Case) -> tuple[str, str, str]:
+    path = _image(case)
+    _set_voxels(path, np.inf, channel=None if case.channel_index is None else 3)
+    return path, "error", rf"{re.escape(_display(path))} contains 0 NaN and 1 infinite voxel\(s\)"
+
+
+def _all_zero(case: Case) -> tuple[str, str, str]:
+    path = _image(case)
+    arr = np.asarray(nib.load(path).dataobj).copy()
+    if case.channel_index is None:
+        arr[:] = 0
+    else:
+        arr[..., 0] = 0  # MSD channel 0 is the FLAIR
+    _rewrite(path, arr)
+    where = "" if case.channel_index is None else r" channel 0 \(FLAIR\)"
+    return path, "error", rf"{re.escape(_display(path))} is all zero{where}"
+
+
+def _zero_spacing(case: Case) -> tuple[str, str, str]:
+    path = case.images[0]
+    img = nib.load(path)
+    affine = img.affine.copy()
+    affine[:3, 0] = 0  # a header whose x axis has no length (a broken conversion)
+    broken = nib.Nifti1Image(np.asarray(img.dataobj), None, header=img.header.copy())
+    broken.set_sform(affine, code=2)
+    broken.set_qform(None, code=0)
+    nib.save(broken, path)
+    return path, "error", rf"{re.escape(_display(path))} has voxel spacing \(0\.0, 1\.0, 1\.0\) mm \(from its affine\)"
+
+
+def _half_mm_spacing(case: Case) -> tuple[str, str, str]:
+    affine = np.diag([-0.5, -0.5, 1.0, 1.0])
+    for path in {*case.images, case.label}:  # the whole case, consistently: a warning only
+        _rewrite(path, affine=affine, zooms=(0.5, 0.5, 1.0))
+    path = case.images[0]
+    return path, "warning", rf"{re.escape(_display(path))} has voxel spacing \(0\.5, 0\.5, 1\.0\) mm, not the 1 mm"
+
+
+def _empty_label(case: Case) -> tuple[str, str, str]:
+    path = case.label
+    _rewrite(path, np.zeros(nib.load(path).shape, np.uint8))
+    return path, "warning", rf"{re.escape(_display(path))} contains only background"
+
+
+def _non_integer_label(case: Case) -> tuple[str, str, str]:
+    path = case.label
+    _set_voxels(path, 1.5)
+    return path, "error", rf"{re.escape(_display(path))} holds non-integer values \(e\.g\. \[1\.5\]\)"
+
+
+FAULTS: dict[str, Callable[[Case], tuple[str, str, str]]] = {
+    "missing_contrast": _missing_contrast, "truncated_gzip": _truncated_gzip, "gzip_trailer_cut": _gzip_trailer_cut,
+    "not_nifti": _not_nifti, "wrong_dimensionality": _wrong_dimensionality, "shape_mismatch": _shape_mismatch,
+    "affine_mismatch": _affine_mismatch, "unexpected_label": _unexpected_label, "nan": _nan, "inf": _inf,
+    "all_zero_image": _all_zero, "zero_spacing": _zero_spacing, "half_mm_spacing_warns": _half_mm_spacing,
+    "empty_label_warns": _empty_label, "non_integer_label": _non_integer_label,
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUT_NAMES)
+def test_a_clean_dataset_has_no_problem(layout_datasets, layout: str, capsys: pytest.CaptureFixture) -> None:
+    assert main([str(layout_datasets[layout]), "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"layout {layout}" in out and "0 error(s) in 0 case(s), 0 warning(s); 3 case(s) without error" in out
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("layout", LAYOUT_NAMES)
+def test_each_fault_is_named_with_its_case_and_file(layout_datasets, tmp_path: Path, layout: str, fault: str) -> None:
+    root, cases = _copy(layout_datasets, layout, tmp_path)
+    bad = cases[BAD]
+    path, severity, pattern = FAULTS[fault](bad)
+    report = check_dataset(root, jobs=1)
+    assert [p.case for p in report.problems] == [bad.case_id], "\n".join(map(str, report.problems))
+    problem = report.problems[0]
+    assert problem.severity == severity and Path(problem.file) == Path(path)
+    assert re.match(rf"case {re.escape(bad.case_id)}: {pattern}", problem.message), problem.message
+    assert report.bad_cases == ([bad.case_id] if severity == "error" else [])
+
+
+def test_a_label_affine_within_the_tolerance_is_accepted(layout_datasets, tmp_path: Path) -> None:
+    root, cases = _copy(layout_datasets, "brats2021", tmp_path)
+    affine = nib.load(cases[0].label).affine.copy()
+    affine[0, 3] += 1e-4  # float rounding of another tool: not a problem
+    _rewrite(cases[0].label, affine=affine)
+    assert check_dataset(root).problems == []
+
+
+def test_the_wrong_brats_scheme_says_which_scheme_fits(layout_datasets, tmp_path: Path) -> None:
+    report = check_dataset(layout_datasets["brats2023"], label_scheme="brats")
+    assert report.errors and all(p.file.endswith("-seg.nii.gz") for p in report.errors)
+    assert re.search(r"contains label 3; expected \{0, 1, 2, 4\} for label scheme 'brats'\. "
+                     r"For BraTS 2023\+ data set --label_scheme brats2023", report.errors[0].message)
+
+
+def test_every_problem_of_several_cases_is_listed_and_the_cli_exits_1(layout_datasets, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    root, cases = _copy(layout_datasets, "brats2021", tmp_path)
+    _truncated_gzip(cases[0])
+    _unexpected_label(cases[0])
+    _missing_contrast(cases[2])
+    assert main([str(root), "--jobs", "2"]) == 1  # two processes: the same lines, in case order
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith(f"dataset {root}: layout brats2021")
+    assert [line.split(":")[1].strip() for line in lines[1:4]] == ["case BraTS2021_00002", "case BraTS2021_00000",
+                                                                  "case BraTS2021_00000"]
+    assert "BraTS2021_00000_t1ce.nii.gz is truncated or corrupt" in lines[2]
+    assert "BraTS2021_00000_seg.nii.gz contains label 3" in lines[3]
+    assert lines[-1].endswith("3 error(s) in 2 case(s), 0 warning(s); 1 case(s) without error")
+
+
+def test_warnings_alone_exit_0(layout_datasets, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root, cases = _copy(layout_datasets, "msd", tmp_path)
+    _half_mm_spacing(cases[0])
+    assert main([str(root), "--jobs", "1"]) == 0
+    assert "WARNING: case BRATS_001: imagesTr/BRATS_001.nii.gz has voxel spacing" in capsys.readouterr().out
+
+
+def test_headers_only_skips_the_voxels(layout_datasets, tmp_path: Path) -> None:
+    root, cases = _copy(layout_datasets, "brats2021", tmp_path)
+    _truncated_gzip(cases[0])
+    _shape_mismatch(cases[1])
+    assert [p.case for p in check_dataset(root, data=False).problems] == ["BraTS2021_00001"]
+
+
+# ---- training refuses, inference skips --------------------------------------------------------------------------
+
+
+def _train_parser(root: Path, **overrides: object) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "common.yaml"), str(CONFIGS / "train.yaml")])
+    parser.update({"dataset_dir": str(root), "device": "cpu", "num_workers": 0, "folds": 2, "check_jobs": 1,
+                   **overrides})
+    return parser
+
+
+def test_training_refuses_a_dataset_with_errors_before_caching(layout_datasets, tmp_path: Path) -> None:
+    root, cases = _copy(layout_datasets, "brats2023", tmp_path)
+    _nan(cases[0])
+    _missing_contrast(cases[2])
+    with pytest.raises(RuntimeError) as err:
+        _train_parser(root).get_parsed_content("initialize")  # what `monai.bundle run training` runs first
+    cause = err.value.__cause__
+    assert isinstance(cause, DatasetCheckError) and len(cause.problems) == 2
+    assert re.search(r"training refuses the dataset .*: 2 error\(s\) in 2 case\(s\)", str(cause))
+    assert "case BraTS-GLI-00000-000: BraTS-GLI-00000-000-t1c.nii.gz contains 1 NaN" in str(cause)
+    assert "case BraTS-GLI-00002-000: missing BraTS-GLI-00002-000-t2f.nii.gz" in str(cause)
+    assert "--data_check skip" in str(cause)
+
+
+def test_training_with_data_check_skip_trains_on_every_valid_case(layout_datasets, tmp_path: Path) -> None:
+    root, cases = _copy(layout_datasets, "msd", tmp_path)
+    for i in (4, 5, 6):
+        shutil.copy(root / "imagesTr" / f"BRATS_00{i - 3}.nii.gz", root / "imagesTr" / f"BRATS_00{i}.nii.gz")
+        shutil.copy(root / "labelsTr" / f"BRATS_00{i - 3}.nii.gz", root / "labelsTr" / f"BRATS_00{i}.nii.gz")
+    _unexpected_label(cases[BAD])
+    train, val = _train_parser(root, data_check="skip").get_parsed_content("split")
+    used = sorted(it["case"] for it in (*train, *val))
+    assert used == ["BRATS_001", "BRATS_003", "BRATS_004", "BRATS_005", "BRATS_006"]
+    assert all(it["channel_index"] == [1, 2, 3, 0] for it in train)
+
+
+def test_inference_items_skip_a_bad_case_and_record_why(layout_datasets, tmp_path: Path) -> None:
+    root, cases = _copy(layout_datasets, "brats2021", tmp_path)
+    _unexpected_label(cases[0])  # inference does not read labels: not a reason to skip
+    _all_zero(cases[BAD])
+    report = InferenceReport(tmp_path / "seg")
+    items = checked_inference_items(None, root, report=report)
+    assert [it["case"] for it in items] == ["BraTS2021_00000", "BraTS2021_00002"]
+    assert list(report.failed) == ["BraTS2021_00001"]
+    assert "BraTS2021_00001_t1ce.nii.gz is all zero" in report.failed["BraTS2021_00001"][0]
+    with pytest.raises(SystemExit) as stop:
+        report.finish()
+    assert stop.value.code == 1
+
+
+def test_a_case_that_cannot_be_written_is_recorded_and_the_next_goes_on(layout_datasets, tmp_path: Path) -> None:
+    case = discover_cases(layout_datasets["brats2021"])[0]
+    (tmp_path / "blocked").write_text("a file where the output folder should be")
+    report = InferenceReport(tmp_path / "blocked")
+    save = SaveBratsLabeld("pred", output_dir=str(tmp_path / "blocked"), report=report)
+    save({"case": case.case_id, "image": list(case.images), "pred": torch.zeros(3, 32, 32, 24)})
+    assert re.match(rf"case {case.case_id}: writing .*blocked/{case.case_id}\.nii\.gz failed",
+                    report.failed[case.case_id][0])
+    save.output_dir = tmp_path / "seg"
+    save({"case": case.case_id, "image": list(case.images), "pred": torch.zeros(3, 32, 32, 24)})
+    assert report.written == [case.case_id]
+    assert "1 case(s) failed and were skipped" in report.summary()
+
+
+def _bundle(run_id: str, overlay: str, *args: str) -> subprocess.CompletedProcess:
+    files = repr([str(CONFIGS / "common.yaml"), str(CONFIGS / overlay)])
+    cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", files,
+           "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+@pytest.mark.slow
+def test_bundle_inference_writes_every_valid_case_and_exits_1_naming_the_bad_one(layout_datasets,
+                                                                                 tmp_path: Path) -> None:
+    root, cases = _copy(layout_datasets, "msd", tmp_path)
+    path, _, _ = _truncated_gzip(cases[BAD])
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "common.yaml"), str(CONFIGS / "inference.yaml")])
+    parser.update({"unet_channels": [8, 16, 32], "num_res_units": 1, "device": "cpu"})
+    (tmp_path / "run" / "models").mkdir(parents=True)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), tmp_path / "run" / "models" / "model.pt")
+    out = tmp_path / "seg"
+    result = _bundle("inference", "inference.yaml", "--dataset_dir", str(root), "--run_dir", str(tmp_path / "run"),
+                     "--output_dir", str(out), *TINY)
+    log = result.stdout + result.stderr
+    assert result.returncode == 1, log[-3000:]
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["BRATS_001.nii.gz", "BRATS_003.nii.gz"]
+    summary = log[log.index("inference: wrote 2 case(s)"):]
+    assert "1 case(s) failed and were skipped" in summary
+    assert "case BRATS_002: imagesTr/BRATS_002.nii.gz is truncated or corrupt" in summary, summary
+    seg = nib.load(out / "BRATS_001.nii.gz")
+    assert seg.shape == (32, 32, 24) and set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 3}
+    assert Path(path).exists()  # the input is left alone
+
+
+@pytest.mark.slow
+def test_bundle_training_exits_before_caching_with_the_checks_messages(layout_datasets, tmp_path: Path) -> None:
+    root, cases = _copy(layout_datasets, "brats2021", tmp_path)
+    _shape_mismatch(cases[0])
+    result = _bundle("training", "train.yaml", "--dataset_dir", str(root), "--run_dir", str(tmp_path / "run"),
+                     "--folds", "2", "--epochs", "1", *TINY)
+    assert result.returncode != 0
+    assert "case BraTS2021_00000: BraTS2021_00000_seg.nii.gz has shape (32, 32, 20)" in result.stderr
+    assert not (tmp_path / "run" / "models").exists()
+
+
+def test_the_pipeline_command_line_runs_the_check_and_refuses_a_missing_folder(layout_datasets, tmp_path: Path,
+                                                                                capsys: pytest.CaptureFixture) -> None:
+    from pipeline.__main__ import main as pipeline_main
+
+    assert pipeline_main(["check", str(layout_datasets["brats2023"]), "--jobs", "1"]) == 0
+    assert "layout brats2023 (BraTS 2023 and later), label scheme brats2023" in capsys.readouterr().out
+    assert pipeline_main(["check", str(tmp_path / "absent")]) == 2
+    assert "does not exist" in capsys.readouterr().err

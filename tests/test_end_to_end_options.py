@@ -1,0 +1,71 @@
+"""Bundle options end to end: MLflow tracking offline, TTA and post-processing ids, a fold ensemble."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.test_end_to_end import TINY, _bundle, _bundle_files
+
+
+@pytest.fixture(scope="module")
+def tracked_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("mlflow")
+    run = tmp_path_factory.mktemp("tracked")
+    _bundle("training", "train.yaml", "--dataset_dir", str(tiny_dataset), "--run_dir", str(run), "--folds", "2",
+            "--epochs", "2", "--val_interval", "1", "--batch_size", "1", "--tracking", "mlflow", *TINY)
+    return run
+
+
+@pytest.mark.slow
+def test_training_writes_history_curves_and_tensorboard_events(tracked_run: Path) -> None:
+    assert (tracked_run / "history.csv").read_text().count("\n") == 3  # header + 2 epochs
+    assert (tracked_run / "progress.png").stat().st_size > 5000
+    assert list((tracked_run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_mlflow_tracking_records_the_run_in_a_local_store(tracked_run: Path) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tracked_run / 'mlruns.db'}")
+    experiment = client.get_experiment_by_name("brats")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    assert "val_mean_dice" in runs[0].data.metrics
+
+
+def _infer(tiny_dataset: Path, run: Path, out: Path, *extra: str, overlays: tuple[str, ...] = ()) -> None:
+    _bundle_files("inference", ["inference.yaml", *overlays], "--dataset_dir", str(tiny_dataset), "--run_dir",
+                  str(run), "--output_dir", str(out), *TINY, *extra)
+
+
+def _labels(folder: Path) -> dict[str, np.ndarray]:
+    return {p.name: np.asarray(nib.load(p).dataobj) for p in sorted(folder.glob("*.nii.gz"))}
+
+
+@pytest.mark.slow
+def test_ensemble_of_identical_folds_equals_the_single_model(tiny_dataset: Path, tracked_run: Path) -> None:
+    for fold in (0, 1):
+        dest = tracked_run / f"fold_{fold}" / "models"
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tracked_run / "models" / "model.pt", dest / "model.pt")
+    _infer(tiny_dataset, tracked_run, tracked_run / "seg_single")
+    _infer(tiny_dataset, tracked_run, tracked_run / "seg_ensemble", "--ensemble_folds", "[0,1]",
+           overlays=("ensemble.yaml",))
+    single, ensemble = _labels(tracked_run / "seg_single"), _labels(tracked_run / "seg_ensemble")
+    assert single.keys() == ensemble.keys() and len(single) == 4
+    for name in single:
+        np.testing.assert_array_equal(ensemble[name], single[name])
+
+
+@pytest.mark.slow
+def test_tta_and_post_processing_ids_run_and_write_every_case(tiny_dataset: Path, tracked_run: Path) -> None:
+    out = tracked_run / "seg_tta"
+    _infer(tiny_dataset, tracked_run, out, "--tta", "true", "--min_component_size", "10", "--min_et_voxels", "50")
+    labels = _labels(out)
+    assert len(labels) == 4 and all(set(np.unique(v)) <= {0, 1, 2, 4} for v in labels.values())

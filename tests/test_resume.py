@@ -1,0 +1,198 @@
+"""Surviving interruption: checkpoint.pt after every epoch, --resume true continues it exactly, a seed makes a run
+repeatable, and inference run again skips the cases already segmented."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.utils import set_determinism
+
+from pipeline.datasets import discover_cases
+from pipeline.engine import TrainingCheckpoint
+from pipeline.inference import pending_items, write_label_like
+from tests.conftest import CONFIGS, REPO
+from tests.test_distributed import TINY_NET, _cli_args, write_uneven_datalist
+
+#: fold 1 of the uneven datalist validates on 1 case; fold 0's 3 cases train: 3 steps per epoch with batch 1
+TRAIN = {"fold": 1, "batch_size": 1, "num_samples": 1, "warmup_epochs": 0, **TINY_NET}
+
+
+@pytest.fixture(scope="module")
+def uneven_datalist(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_uneven_datalist(tiny_dataset, tmp_path_factory.mktemp("datalist") / "datalist.json")
+
+
+def _parser(datalist: Path, run_dir: Path, **overrides: object) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "common.yaml"), str(CONFIGS / "train.yaml")])
+    parser.update({"datalist": str(datalist), "run_dir": str(run_dir), **TRAIN, **overrides})
+    return parser
+
+
+def _train(parser: ConfigParser, stop_after_epoch: int | None = None) -> dict[str, torch.Tensor]:
+    """Run `initialize` then the trainer in this process, as `monai.bundle run training` does; the weights."""
+    from ignite.engine import Events
+
+    parser.get_parsed_content("initialize")
+    trainer = parser.get_parsed_content("train#trainer")
+    if stop_after_epoch is not None:  # an interruption between two epochs
+        trainer.add_event_handler(Events.EPOCH_COMPLETED(once=stop_after_epoch), lambda e: e.terminate())
+    trainer.run()
+    return {k: v.clone() for k, v in parser.get_parsed_content("network").state_dict().items()}
+
+
+@pytest.fixture(autouse=True)
+def _forget_the_seed() -> None:
+    yield
+    set_determinism(seed=None)  # the training config seeds the global generators of this process
+
+
+def test_same_seed_and_data_give_the_same_weights_after_three_steps(uneven_datalist: Path, tmp_path: Path) -> None:
+    initial = _parser(uneven_datalist, tmp_path / "init")
+    initial.get_parsed_content("initialize")
+    start = {k: v.clone() for k, v in initial.get_parsed_content("network").state_dict().items()}
+    first = _train(_parser(uneven_datalist, tmp_path / "a", epochs=1, val_interval=10))
+    second = _train(_parser(uneven_datalist, tmp_path / "b", epochs=1, val_interval=10))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not all(torch.equal(first[k], start[k]) for k in first)  # three steps did move the weights
+
+
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(uneven_datalist: Path, tmp_path: Path) -> None:
+    """Model, optimiser, LR schedule, epoch counter, best metric and every random state come back: the run cut
+    after epoch 1 and resumed ends with the same weights, bit for bit, as the run that never stopped."""
+    plan = {"epochs": 3, "val_interval": 2}  # epoch 3 shows a schedule not restored (epoch 2's lr is the optimiser's)
+    whole = _train(_parser(uneven_datalist, tmp_path / "whole", **plan))
+    _train(_parser(uneven_datalist, tmp_path / "cut", **plan), stop_after_epoch=1)
+    assert torch.load(tmp_path / "cut/models/checkpoint.pt", weights_only=True)["trainer"]["epoch"] == 1
+    resumed = _train(_parser(uneven_datalist, tmp_path / "cut", resume=True, **plan))
+
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    a, b = (torch.load(tmp_path / run / "models/checkpoint.pt", weights_only=True) for run in ("whole", "cut"))
+    assert a["trainer"] == b["trainer"] == {"epoch": 3, "iteration": 9, "epoch_length": 3, "max_epochs": 3}
+    assert a["best_model"] == b["best_model"]
+    assert a["lr_scheduler"]["last_epoch"] == b["lr_scheduler"]["last_epoch"] == 3
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    best_a, best_b = (torch.load(tmp_path / run / "models/model.pt", weights_only=True) for run in ("whole", "cut"))
+    assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
+
+
+def test_after_a_resume_a_worse_metric_does_not_replace_the_best_model(tmp_path: Path) -> None:
+    from pipeline.engine import AtomicCheckpointSaver
+
+    def engine(dice: float) -> SimpleNamespace:
+        state = SimpleNamespace(epoch=1, iteration=1, epoch_length=1, max_epochs=3, metrics={"dice": dice})
+        return SimpleNamespace(state=state, data_loader=None, scaler=None)
+
+    def objects(weight: float) -> dict:
+        net = torch.nn.Linear(1, 1, bias=False)
+        torch.nn.init.constant_(net.weight, weight)
+        return {"model": net, "best_model": AtomicCheckpointSaver(str(tmp_path), net, mode="best", metric_name="dice")}
+
+    before = objects(0.8)
+    before["best_model"](engine(0.8))  # model.pt: weight 0.8
+    TrainingCheckpoint(str(tmp_path), before).save(engine(0.8))
+
+    after = objects(0.5)  # a new process, resumed; its network is then trained to 0.5 and validates worse
+    TrainingCheckpoint(str(tmp_path), after, resume=True).load(engine(0.8))
+    torch.nn.init.constant_(after["model"].weight, 0.5)
+    after["best_model"](engine(0.5))
+    assert after["best_model"].best == pytest.approx(0.8)
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["weight"].item() == pytest.approx(0.8)
+
+
+def test_resume_flag_from_the_command_line_must_be_true_or_false(tmp_path: Path) -> None:
+    assert TrainingCheckpoint(str(tmp_path), {}, resume="true").resume is True
+    assert TrainingCheckpoint(str(tmp_path), {}, resume="False").resume is False
+    with pytest.raises(ValueError, match="resume must be true or false, got 'maybe'"):
+        TrainingCheckpoint(str(tmp_path), {}, resume="maybe")
+
+
+def _epoch_in(checkpoint: Path) -> int:
+    return int(torch.load(checkpoint, weights_only=True)["trainer"]["epoch"])
+
+
+@pytest.mark.slow
+def test_training_killed_mid_epoch_resumes_and_completes_its_epochs(uneven_datalist: Path, tmp_path: Path) -> None:
+    run, epochs = tmp_path / "run", 4
+    checkpoint = run / "models" / "checkpoint.pt"
+    files = repr([str(CONFIGS / "common.yaml"), str(CONFIGS / "train.yaml")])
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", files,
+           "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"),
+           *_cli_args({"datalist": uneven_datalist, "run_dir": run, "epochs": epochs, "val_interval": 2,
+                       **TRAIN, "num_samples": 4})]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, seen = time.monotonic() + 120, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            stamp = checkpoint.stat().st_mtime_ns if checkpoint.exists() else None
+            if stamp != seen and stamp is not None:
+                seen = stamp
+                if _epoch_in(checkpoint) >= 2:  # epoch 3 has just begun
+                    break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    killed_at = _epoch_in(checkpoint)  # the file is whole: it loads
+    assert 2 <= killed_at < epochs
+
+    result = subprocess.run([*cmd, "--resume", "true"], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert f"resumed from {checkpoint}: {killed_at} of {epochs} epochs done" in log
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["trainer"]["epoch"] == epochs
+    assert state["trainer"]["iteration"] == epochs * state["trainer"]["epoch_length"]
+    for name in ("model.pt", "model_last.pt"):
+        torch.load(run / "models" / name, weights_only=True)
+    assert sorted(p.name for p in (run / "models").iterdir()) == ["checkpoint.pt", "model.pt", "model_last.pt"]
+
+
+# ---- inference ---------------------------------------------------------------------------------------------
+
+
+def test_inference_skips_cases_with_a_valid_output_and_redoes_broken_ones(tiny_dataset: Path, tmp_path: Path) -> None:
+    cases = discover_cases(tiny_dataset)
+    items = [c.to_item() for c in cases]
+    out = tmp_path / "seg"
+    shape = nib.load(cases[0].images[0]).shape
+    write_label_like(np.zeros(shape, np.uint8), cases[0].images[0], out / f"{cases[0].case_id}.nii.gz")  # done
+    whole = write_label_like(np.zeros(shape, np.uint8), cases[1].images[0], out / f"{cases[1].case_id}.nii.gz")
+    whole.write_bytes(whole.read_bytes()[:-40])  # truncated: the header loads, the voxels do not
+    nib.save(nib.Nifti1Image(np.zeros((5, 5, 5), np.uint8), np.eye(4)), out / f"{cases[2].case_id}.nii.gz")
+    with pytest.raises((EOFError, OSError)):  # what a reader of the truncated file would hit
+        gzip.decompress(whole.read_bytes())
+
+    assert [it["case"] for it in pending_items(items, out)] == [c.case_id for c in cases[1:]]
+    assert pending_items(items, out, overwrite="true") == items
+
+
+def test_inference_config_filters_the_cases_before_the_network_runs(tiny_dataset: Path, tmp_path: Path) -> None:
+    case = discover_cases(tiny_dataset)[0]
+    out = tmp_path / "seg"
+    write_label_like(np.zeros(nib.load(case.images[0]).shape, np.uint8), case.images[0], out / f"{case.case_id}.nii.gz")
+    counts = {}
+    for overwrite in (False, True):
+        parser = ConfigParser()
+        parser.read_config([str(CONFIGS / "common.yaml"), str(CONFIGS / "inference.yaml")])
+        parser.update({"dataset_dir": str(tiny_dataset), "output_dir": str(out), "device": "cpu",
+                       "overwrite": overwrite})
+        counts[overwrite] = len(parser.get_parsed_content("dataset"))
+    assert counts == {False: 3, True: 4}
