@@ -20,6 +20,7 @@ ET lies within TC, which lies within WT.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 #: Input channel names, in the order the network sees them.
 CHANNELS: tuple[str, ...] = ("T1", "T1ce", "T2", "FLAIR")
@@ -52,15 +53,18 @@ def allowed_labels(scheme: str) -> set[int]:
     return {0, *scheme_labels(scheme).values()}
 
 
-def labels_to_regions(label: np.ndarray, scheme: str = "brats") -> np.ndarray:
-    """BraTS labels ``(H, W, D)`` (any integer dtype) -> regions ``(3, H, W, D)`` bool, channels TC, WT, ET.
+def labels_to_regions(label: np.ndarray | torch.Tensor, scheme: str = "brats") -> np.ndarray | torch.Tensor:
+    """Labels ``(H, W, D)`` (any integer dtype) in ``scheme`` -> regions ``(3, H, W, D)`` bool: TC, WT, ET.
 
-    The NumPy twin of ``ConvertToMultiChannelBasedOnBratsClasses(et_label=...)``, used by the
-    evaluation and the tests so that both read labels the same way.
+    TC = NCR | ET, WT = NCR | ED | ET, ET = ET with the scheme's values; values outside the scheme count as
+    background (as in MONAI's ``ConvertToMultiChannelBasedOnBratsClasses``, whose TC is label 1 | ET and so
+    fits ``brats``/``brats2023`` but not ``msd``). A torch tensor (on any device) gives a torch tensor,
+    an array an array: the evaluation, the plots and the training transform all read labels through here.
     """
     lab = scheme_labels(scheme)
     ncr, ed, et = (label == lab["NCR"]), (label == lab["ED"]), (label == lab["ET"])
-    return np.stack([ncr | et, ncr | ed | et, et])
+    stack = torch.stack if isinstance(label, torch.Tensor) else np.stack
+    return stack([ncr | et, ncr | ed | et, et])
 
 
 def regions_to_labels(regions: np.ndarray, scheme: str = "brats") -> np.ndarray:

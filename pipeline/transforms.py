@@ -18,7 +18,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from pipeline.labels import CHANNELS, scheme_labels
+from pipeline.labels import CHANNELS, labels_to_regions, scheme_labels
 
 
 class SelectChannelsd(MapTransform):
@@ -68,7 +68,7 @@ class LabelsToRegionsd(MapTransform):
     def __init__(self, keys: KeysCollection, scheme: str = "brats", allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.scheme = scheme
-        self.labels: dict[str, int] = dict(scheme_labels(scheme))
+        scheme_labels(scheme)  # an unknown scheme fails here, when the config is built
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -80,6 +80,5 @@ class LabelsToRegionsd(MapTransform):
         """``(1, H, W, D)``/``(H, W, D)`` -> ``(3, H, W, D)`` bool (a MetaTensor stays one, with its metadata)."""
         if label.ndim == 4 and label.shape[0] == 1:
             label = label[0]
-        ncr, ed, et = (label == self.labels[k] for k in ("NCR", "ED", "ET"))
-        return torch.stack([ncr | et, ncr | ed | et, et], dim=0)
+        return labels_to_regions(label, self.scheme)
 
