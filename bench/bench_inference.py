@@ -1,0 +1,175 @@
+"""Inference time per BraTS-size volume, plain configuration vs fast.yaml, in one run; NIfTI writing apart.
+
+Usage::
+
+    python bench/bench_inference.py [--preset full|demo|tiny] [--tiny] [--device cpu|cuda] [--cases 6]
+                                    [--repeats 1] [--set ID=VALUE ...] [--ours-set ID=VALUE ...]
+
+Both configurations are built by MONAI's ``ConfigParser`` from the bundle's files, as ``monai.bundle run
+inference`` builds them, and segment the same synthetic cases (``pipeline.synthetic``) with the same weights
+(the network of common.yaml, randomly initialised with seed 0 and saved as the checkpoint):
+
+- plain: ``common.yaml + inference.yaml`` with ``amp false`` (float32, 2 DataLoader workers, 4 windows a pass);
+- ours: the same plus ``fast.yaml`` (bf16 AMP and cuDNN autotuning on CUDA, 8 windows a pass, more workers).
+
+``full`` (the default) segments 240 x 240 x 155 cases of 4 contrasts with a 128^3 sliding window, overlap 0.5,
+Gaussian blending. A volume's time runs from one finished case to the next: loading and preprocessing (in the
+loader's workers, overlapped), the sliding window, and the post-processing (sigmoid, inverting the crop and
+orientation, threshold, label conversion), less the writing of the NIfTI file, which is reported on its own
+(it depends on the disk and, through gzip, on the segmentation: random weights segment noise, which compresses
+worse than a real tumour). The first case is not counted (start-up, cuDNN autotuning). The post-processing is
+broken down by transform. The issue's target on one H100: <= 0.15 s per volume. ``demo`` and ``tiny`` as in
+``bench_training.py``; data are shared with it (``data/bench/<preset>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_training import PRESETS, build_parser, ensure_dataset, isolated_settings, parse_assignment  # noqa: E402
+
+from pipeline.fast import StepTimer, TimedTransform, machine, on_cuda  # noqa: E402
+
+#: cases segmented per configuration, by preset (the first is the warm-up)
+CASES = {"full": 6, "demo": 6, "tiny": 4}
+
+
+def save_random_checkpoint(overlays: list[str], ids: dict, path: Path) -> Path:
+    """The network of the configuration, initialised with seed 0, saved as a plain state dict (as training does)."""
+    parser = build_parser(overlays, {**ids, "device": "cpu"})
+    torch.manual_seed(0)
+    network = parser.get_parsed_content("network_def")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(network.state_dict(), path)
+    return path
+
+
+def _name(transform: object) -> str:
+    return type(transform).__name__.removesuffix("d")
+
+
+def run_config(name: str, overlays: list[str], ids: dict, *, device: str, cases: int) -> dict:
+    """Segment ``cases`` cases with the inference evaluator of ``overlays``; return the timings."""
+    parser = build_parser(overlays, ids)
+    # the first `cases` cases of the folder, without the data check (the benchmark's own synthetic data)
+    parser["infer_checked"] = f"$pipeline.datasets.inference_items(@datalist, @dataset_dir, @infer_fold)[:{cases}]"
+    evaluator = parser.get_parsed_content("evaluator")
+    post = parser.get_parsed_content("postprocessing")
+    timed = [TimedTransform(t, device) for t in post.transforms]
+    post.transforms = timed
+    timer = StepTimer(device, forward=True)
+    timer.attach(evaluator)
+    evaluator.run()
+    write = timed[-1].seconds[1:]  # SaveBratsLabeld, the last transform; the first case is not counted
+    if len(write) != len(timer.steps):
+        raise RuntimeError(f"{name}: {len(timer.steps)} timed cases but {len(write)} writes")
+    volume = [step - w for step, w in zip(timer.steps, write, strict=True)]
+    out = {"name": name, "volume": volume, "write": write, "network": timer.network, "data": timer.data,
+           "post": {_name(t.transform): t.seconds[1:] for t in timed[:-1]},
+           "amp": bool(evaluator.amp), "sw_batch_size": int(parser.get_parsed_content("inferer#sw_batch_size")),
+           "workers": int(parser.get_parsed_content("num_workers")),
+           "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if on_cuda(device) else None}
+    del evaluator, parser, post
+    gc.collect()
+    if on_cuda(device):
+        torch.cuda.empty_cache()
+    return out
+
+
+def combine(runs: list[dict]) -> dict:
+    """Pool the cases of several runs of one configuration and take medians."""
+    pooled = {k: [x for r in runs for x in r[k]] for k in ("volume", "write", "network", "data")}
+    post = {k: statistics.median([x for r in runs for x in r["post"][k]]) for k in runs[0]["post"]}
+    out = {**runs[0], **{k: statistics.median(v) for k, v in pooled.items()}, "post": post,
+           "cases": len(pooled["volume"]), "repeats": len(runs)}
+    if runs[0]["peak_gib"] is not None:
+        out["peak_gib"] = max(r["peak_gib"] for r in runs)
+    return out
+
+
+def report(r: dict) -> str:
+    post = ", ".join(f"{k} {v * 1000:.0f}" for k, v in r["post"].items())
+    line = (f"{r['name']:>5}: {r['volume']:.3f} s per volume (median of {r['cases']} cases, {r['repeats']} run(s)); "
+            f"writing the NIfTI {r['write']:.3f} s apart\n"
+            f"       of which sliding window {r['network']:.3f} s, waiting for data {r['data']:.3f} s; "
+            f"post-processing ms: {post}\n"
+            f"       amp {'on' if r['amp'] else 'off'}, sw_batch_size {r['sw_batch_size']}, "
+            f"{r['workers']} loader workers")
+    if r["peak_gib"] is not None:
+        line += f", peak GPU memory {r['peak_gib']:.2f} GiB"
+    return line
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="full")
+    ap.add_argument("--tiny", action="store_true", help="same as --preset tiny")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--cases", type=int, help="cases segmented per run, the first not counted (default by preset)")
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each configuration, alternating the order")
+    ap.add_argument("--data-dir", type=Path, help="synthetic cases (default data/bench/<preset>)")
+    ap.add_argument("--configs", nargs="+", choices=["plain", "ours"], default=["plain", "ours"])
+    ap.add_argument("--set", dest="both", type=parse_assignment, action="append", default=[], metavar="ID=VALUE")
+    ap.add_argument("--ours-set", dest="ours", type=parse_assignment, action="append", default=[],
+                    metavar="ID=VALUE")
+    args = ap.parse_args(argv)
+    preset_name = "tiny" if args.tiny else args.preset
+    preset = PRESETS[preset_name]
+    cases = args.cases or CASES[preset_name]
+    if not 2 <= cases <= preset["cases"]:
+        raise SystemExit(f"--cases must be 2 to {preset['cases']} (the first case is not counted), got {cases}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: no CUDA device here", file=sys.stderr)
+        return 2
+
+    print(machine(args.device))
+    data = ensure_dataset(args.data_dir or REPO / "data" / "bench" / preset_name, preset["cases"], preset["shape"])
+    work = Path(tempfile.mkdtemp(prefix="bench_inference_"))
+    common = {"dataset_dir": str(data), "device": args.device, "overwrite": True, "data_check": "off",
+              **preset["ids"], **dict(args.both)}
+    overlays = ["inference.yaml", *preset["overlays"]]
+    common["ckpt_path"] = str(save_random_checkpoint(overlays, common, work / "model.pt"))
+    plain = (overlays, {**common, "amp": False, "run_dir": str(work / "plain")})
+    ours = (["inference.yaml", "fast.yaml", *preset["overlays"]],  # demo.yaml after fast.yaml, as the README says
+            {**common, **dict(args.ours), "run_dir": str(work / "ours")})
+    print(f"preset {preset_name}: {cases} cases of {preset['shape']} from {data}, roi "
+          f"{build_parser(overlays, common).get_parsed_content('roi_size')}; plain = common + "
+          f"{' + '.join(plain[0])} (amp off); ours = common + {' + '.join(ours[0])}")
+    if args.both or args.ours:
+        print(f"overrides: both {dict(args.both)}; ours {dict(args.ours)}")
+    runs: dict[str, list[dict]] = {name: [] for name in args.configs}
+    try:
+        for r in range(args.repeats):  # alternate the order, so that neither always runs first
+            for name in args.configs if r % 2 == 0 else args.configs[::-1]:
+                overlays_, ids = plain if name == "plain" else ours
+                with isolated_settings():
+                    runs[name].append(run_config(name, overlays_, ids, device=args.device, cases=cases))
+                print(f"  run {r + 1}/{args.repeats} {name}: {statistics.median(runs[name][-1]['volume']):.3f} "
+                      "s per volume", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results = {name: combine(rs) for name, rs in runs.items()}
+    for name in args.configs:
+        print(report(results[name]), flush=True)
+    if "plain" in results and "ours" in results:
+        ratio = results["plain"]["volume"] / results["ours"]["volume"]
+        print(f"ratio plain/ours: {ratio:.2f}x faster per volume (writing excluded)")
+    if args.device == "cuda" and preset_name == "full" and "ours" in results:
+        print(f"target (one H100): <= 0.15 s per volume: ours {results['ours']['volume']:.3f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""fast.yaml (the GPU-resident path) and its benchmarks, on the CPU; the CUDA checks run where a GPU is."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.data import MetaTensor, ThreadDataLoader, get_track_meta
+
+from pipeline import fast
+from tests.conftest import CONFIGS, REPO
+
+sys.path.insert(0, str(REPO / "bench"))
+
+import bench_inference  # noqa: E402
+import bench_training  # noqa: E402
+
+#: a small network and patch, as the benchmarks' tiny preset
+TINY_IDS = {"roi_size": [32, 32, 32], "unet_channels": [8, 16, 32], "num_res_units": 1}
+
+
+def _parser(overlays: list[str], **overrides: object) -> ConfigParser:
+    parser = ConfigParser()
+    with warnings.catch_warnings():  # over inference.yaml MONAI warns that `+train` has nothing to merge into
+        warnings.filterwarnings("ignore", message=r"Can't merge entry \['\+train'\]")
+        parser.read_config([str(CONFIGS / name) for name in ("common.yaml", *overlays)])
+    parser.update({"device": "cpu", "data_check": "off", **TINY_IDS, **overrides})
+    return parser
+
+
+def _training(tiny_dataset: Path, run_dir: Path, fast_overlay: bool = True, **overrides: object) -> ConfigParser:
+    overlays = ["train.yaml", *(["fast.yaml"] if fast_overlay else []), "demo.yaml"]  # demo.yaml last
+    return _parser(overlays, dataset_dir=str(tiny_dataset), run_dir=str(run_dir), folds=2, **overrides)
+
+
+@pytest.fixture(scope="module")
+def bench_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The benchmarks' tiny preset data (5 cases of 48 x 48 x 32), written once for this module."""
+    preset = bench_training.PRESETS["tiny"]
+    return bench_training.ensure_dataset(tmp_path_factory.mktemp("bench") / "tiny", preset["cases"], preset["shape"])
+
+
+def test_fast_overlay_merges_over_training_and_inference(tiny_dataset: Path, tmp_path: Path) -> None:
+    trainer = _training(tiny_dataset, tmp_path).get_parsed_content("train#trainer")
+    assert isinstance(trainer.data_loader, ThreadDataLoader)
+    assert trainer.amp is False  # AMP stays off on the CPU
+    inference = _parser(["inference.yaml", "fast.yaml"], dataset_dir=str(tiny_dataset), run_dir=str(tmp_path))
+    evaluator = inference.get_parsed_content("evaluator")
+    assert evaluator.amp is False
+    assert inference.get_parsed_content("sliding_window_batch_size") == 4  # 8 on CUDA
+
+
+def test_fast_batches_have_the_shapes_and_dtypes_of_the_plain_ones_without_metadata(tiny_dataset: Path,
+                                                                                    tmp_path: Path) -> None:
+    plain = next(iter(_training(tiny_dataset, tmp_path / "plain", False).get_parsed_content("train#dataloader")))
+    parser = _training(tiny_dataset, tmp_path / "fast")
+    ours = next(iter(parser.get_parsed_content("train#dataloader")))
+    for key in ("image", "label"):
+        assert tuple(ours[key].shape) == tuple(plain[key].shape)
+        assert ours[key].dtype == plain[key].dtype == torch.float32
+        assert not isinstance(ours[key], MetaTensor)  # no metadata in the hot loop
+    assert get_track_meta()  # the random transforms restore MONAI's metadata tracking
+    with torch.no_grad():
+        out = parser.get_parsed_content("network")(ours["image"])
+    assert tuple(out.shape) == tuple(ours["label"].shape)
+
+
+def test_cache_dtype_and_device_ids_set_the_cached_volumes_which_the_patches_leave_unchanged(
+        tiny_dataset: Path, tmp_path: Path) -> None:
+    parser = _training(tiny_dataset, tmp_path, cache_image_dtype="$torch.bfloat16", cache_device="cpu")
+    loader = parser.get_parsed_content("train#dataloader")
+    cached = loader.dataset._cache[0]
+    assert cached["image"].dtype == torch.bfloat16 and cached["label"].dtype == torch.uint8
+    assert type(cached["image"]) is torch.Tensor and cached["image"].device.type == "cpu"
+    before = {k: cached[k].clone() for k in ("image", "label", "label_fg_indices")}
+    for _ in range(3):  # the cache is not copied per patch (copy_cache off): the transforms must not write to it
+        for batch in loader:
+            assert batch["image"].dtype == torch.float32
+    assert all(torch.equal(before[k], loader.dataset._cache[0][k]) for k in before)
+
+
+def test_cache_is_float16_in_ram_by_default_on_the_cpu_and_float32_on_request(tiny_dataset: Path,
+                                                                               tmp_path: Path) -> None:
+    cached = _training(tiny_dataset, tmp_path).get_parsed_content("train#dataset")._cache[0]
+    assert cached["image"].dtype == torch.float16 and cached["image"].device.type == "cpu"
+    parser = _training(tiny_dataset, tmp_path, cache_image_dtype="$torch.float32")
+    assert parser.get_parsed_content("train#dataset")._cache[0]["image"].dtype == torch.float32
+
+
+def test_mixed_precision_is_off_and_changes_nothing_on_the_cpu() -> None:
+    cudnn, dtype = torch.backends.cudnn.benchmark, torch.get_autocast_dtype("cuda")
+    assert fast.mixed_precision("cpu", torch.bfloat16) is False
+    assert (torch.backends.cudnn.benchmark, torch.get_autocast_dtype("cuda")) == (cudnn, dtype)
+
+
+def test_mixed_precision_rejects_a_full_precision_dtype() -> None:
+    with pytest.raises(ValueError, match="amp_dtype must be torch.bfloat16 or torch.float16"):
+        fast.mixed_precision("cpu", torch.float32)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_cache_is_half_precision_on_the_gpu_and_amp_uses_bf16(tiny_dataset: Path, tmp_path: Path) -> None:
+    parser = _training(tiny_dataset, tmp_path, device="cuda")
+    cached = parser.get_parsed_content("train#dataset")._cache[0]
+    assert cached["image"].dtype == torch.float16 and cached["image"].device.type == "cuda"
+    assert parser.get_parsed_content("amp") is True
+    assert torch.get_autocast_dtype("cuda") == fast.amp_dtype("cuda") and torch.backends.cudnn.benchmark
+    batch = next(iter(parser.get_parsed_content("train#dataloader")))
+    assert batch["image"].device.type == "cuda" and batch["label"].dtype == torch.float32
+
+
+def test_training_benchmark_prints_machine_figures_and_ratios(bench_data: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["--tiny", "--steps", "3", "--warmup", "1", "--data-dir", str(bench_data),
+            "--variant", "fp32:cache_image_dtype=$torch.float32"]
+    assert bench_training.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "CPU:" in out and "GPU:" in out and "torch 2" in out and "monai 1" in out
+    assert "plain:" in out and "ours:" in out and "patches/s" in out
+    assert "ratio ours/plain:" in out and "ratio fp32/plain:" in out
+
+
+def test_inference_benchmark_prints_seconds_per_volume_writing_apart_and_ratio(
+        bench_data: Path, capsys: pytest.CaptureFixture) -> None:
+    assert bench_inference.main(["--tiny", "--cases", "2", "--data-dir", str(bench_data)]) == 0
+    out = capsys.readouterr().out
+    assert "CPU:" in out and "monai 1" in out
+    assert out.count("s per volume (median of 1 cases") == 2 and "writing the NIfTI" in out
+    assert "ratio plain/ours:" in out
