@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -30,30 +29,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from pipeline.fast import machine  # noqa: E402
+
 BRATS2021_CASES = 1251
-
-
-def _machine() -> str:
-    import monai
-    import torch
-
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        total = next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
-        kib = int(total.split()[1])
-        mem = f", {kib / 2**20:.0f} GiB"
-    except (OSError, StopIteration, ValueError):
-        pass
-    return (f"{cpu}, {os.cpu_count()} core(s){mem}; Python {platform.python_version()}, torch {torch.__version__}, "
-            f"MONAI {monai.__version__}; load average {os.getloadavg()[0]:.2f}")
 
 
 def _times(fn, n: int) -> list[float]:  # noqa: ANN001
@@ -119,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         report = check_dataset(root, jobs=args.jobs)
         whole = time.perf_counter() - t
 
-        print(f"machine: {_machine()}")
+        print(f"machine: {machine()}")
         print(f"dataset: {root} ({n} case(s), layout {args.layout})")
         print(f"no cache (Dataset, every epoch): {_fmt(no_cache)} per case")
         print(f"first load (PersistentDataset, gzip decoded, .pt written): {_fmt(first)} per case")

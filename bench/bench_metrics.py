@@ -13,7 +13,6 @@ machine, each repeat and the median; the target is at most 2 s per case on a 2-c
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -24,9 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import monai  # noqa: E402
 
 from pipeline.evaluation import evaluate_case  # noqa: E402
+from pipeline.fast import machine  # noqa: E402
 
 SHAPE = (240, 240, 155)
 
@@ -51,24 +50,6 @@ def tumour(shape: tuple[int, int, int], centre: tuple[float, float, float], radi
     return lab
 
 
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    parts = [
-        f"CPU: {cpu} ({torch.get_num_threads()} torch threads)",
-        f"python {platform.python_version()}, torch {torch.__version__}, monai {monai.__version__}",
-    ]
-    if torch.cuda.is_available():
-        parts.append(f"GPU: {torch.cuda.get_device_name(0)}")
-    return "\n".join(parts)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -85,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     pred = torch.as_tensor(pred_np, device=args.device)
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
 
-    print(machine())
+    print(machine(args.device))
     print(f"case {SHAPE}, spacing {tuple(args.spacing)} mm, device {args.device}; voxels per region (pred/ref):")
     rows = evaluate_case(pred, ref, args.spacing, device=args.device)  # warm-up (and the numbers)
     for row in rows:

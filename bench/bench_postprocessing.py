@@ -11,7 +11,6 @@ table: mean Dice per region, mean HD95, and seconds per case.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pipeline.demo import bundle_command  # noqa: E402
+from pipeline.fast import machine  # noqa: E402
 
 #: name -> bundle overrides. Thresholds are scaled to the demo's 96 x 96 x 64 volumes (BraTS 2020's winner
 #: used 500 ET voxels on 240 x 240 x 155, 15x more voxels).
@@ -30,17 +30,6 @@ VARIANTS: dict[str, dict[str, object]] = {
     "ET < 50 voxels -> necrosis": {"min_et_voxels": 50},
     "all three": {"tta": True, "min_component_size": 20, "min_et_voxels": 50},
 }
-
-
-def machine() -> str:
-    import monai
-    import torch
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {torch.get_num_threads()} torch threads, {gpu}; Python {platform.python_version()}, "
-            f"torch {torch.__version__}, MONAI {monai.__version__}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no {run / 'models' / 'model.pt'}: run `make demo` first (or pass --run-dir)")
     heldout = run / "bench_pp" / "heldout"
     write_dataset(heldout, cases=args.cases, seed=args.seed)
-    print(f"machine: {machine()}")
+    print(f"machine: {machine(args.device)}")
     print(f"model: {run / 'models' / 'model.pt'}; {args.cases} held-out synthetic cases, seed {args.seed}\n")
     rows = []
     for name, overrides in VARIANTS.items():
