@@ -71,6 +71,8 @@ def run_config(name: str, overlays: list[str], ids: dict, *, device: str, cases:
     post.transforms = timed
     timer = StepTimer(device, forward=True)
     timer.attach(evaluator)
+    if on_cuda(device):
+        torch.cuda.reset_peak_memory_stats()
     evaluator.run()
     write = timed[-1].seconds[1:]  # SaveBratsLabeld, the last transform; the first case is not counted
     if len(write) != len(timer.steps):

@@ -276,10 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         print(report(results[name], args.data_only), flush=True)
     alone = " (loaders alone)" if args.data_only else ""
-    if "plain" in results:
-        for name in names[1:] if names[0] == "plain" else [n for n in names if n != "plain"]:
-            ratio = results[name]["items_per_s"] / results["plain"]["items_per_s"]
-            print(f"ratio {name}/plain: {ratio:.2f}x patches/s{alone}")
+    for base in ("plain", "ours"):  # every configuration against plain; the variants also against ours
+        others = [n for n in names if n != base and (base == "plain" or n != "plain")]
+        for name in others if base in results else []:
+            ratio = results[name]["items_per_s"] / results[base]["items_per_s"]
+            print(f"ratio {name}/{base}: {ratio:.2f}x patches/s{alone}")
     if args.device == "cuda" and preset_name == "full" and "ours" in results and not args.data_only:
         ours_rate = results["ours"]["items_per_s"]
         versus = f", {ours_rate / results['plain']['items_per_s']:.1f}x plain" if "plain" in results else ""

@@ -51,7 +51,9 @@ def test_fast_overlay_merges_over_training_and_inference(tiny_dataset: Path, tmp
     inference = _parser(["inference.yaml", "fast.yaml"], dataset_dir=str(tiny_dataset), run_dir=str(tmp_path))
     evaluator = inference.get_parsed_content("evaluator")
     assert evaluator.amp is False
-    assert inference.get_parsed_content("sliding_window_batch_size") == 4  # 8 on CUDA
+    # the CPU keeps its own settings: common.yaml's 4 windows per pass (8 on CUDA) and 2 workers
+    assert inference.get_parsed_content("inferer").sw_batch_size == 4
+    assert inference.get_parsed_content("num_workers") == 2
 
 
 def test_fast_batches_have_the_shapes_and_dtypes_of_the_plain_ones_without_metadata(tiny_dataset: Path,
@@ -107,8 +109,9 @@ def test_on_cuda_the_cache_is_half_precision_on_the_gpu_and_amp_uses_bf16(tiny_d
     parser = _training(tiny_dataset, tmp_path, device="cuda")
     cached = parser.get_parsed_content("train#dataset")._cache[0]
     assert cached["image"].dtype == torch.float16 and cached["image"].device.type == "cuda"
-    assert parser.get_parsed_content("amp") is True
-    assert torch.get_autocast_dtype("cuda") == fast.amp_dtype("cuda") and torch.backends.cudnn.benchmark
+    with bench_training.isolated_settings():  # the `amp` id sets them for the process: give them back after
+        assert parser.get_parsed_content("amp") is True
+        assert torch.get_autocast_dtype("cuda") == fast.amp_dtype("cuda") and torch.backends.cudnn.benchmark
     batch = next(iter(parser.get_parsed_content("train#dataloader")))
     assert batch["image"].device.type == "cuda" and batch["label"].dtype == torch.float32
 
