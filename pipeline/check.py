@@ -416,6 +416,10 @@ def checked_training_split(datalist: str | os.PathLike | None, dataset_dir: str 
                            mode: str = "strict", jobs: int = 1) -> tuple[list[dict], list[dict]]:
     """``(train, validation)`` items as :func:`pipeline.datasets.training_split`, after checking their cases.
 
+    With several processes (multi_gpu_train.yaml, once the process group is joined) rank 0 alone checks and
+    sends the split to the others (:func:`pipeline.engine.computed_on_main_process`); a refused dataset stops
+    every rank.
+
     Args:
         mode: ``strict``: any error (in discovery or in a case training uses) raises :class:`DatasetCheckError`
             listing them all, before anything is cached; ``skip``: cases with errors are left out, each logged
@@ -426,10 +430,19 @@ def checked_training_split(datalist: str | os.PathLike | None, dataset_dir: str 
         DatasetCheckError: ``strict`` and an error; ``skip`` and no usable training or validation case left.
         DatasetError: the folder or datalist cannot be used at all.
     """
+    from pipeline.engine import computed_on_main_process
+
     if mode not in DATA_CHECK_MODES:
         raise ValueError(f"unknown data_check {mode!r}; expected one of {', '.join(DATA_CHECK_MODES)}")
     if mode == "off":
         return training_split(datalist, dataset_dir, fold, folds, seed)
+    return computed_on_main_process(_checked_training_split, datalist, dataset_dir, fold, folds, seed,
+                                    label_scheme, mode, jobs)
+
+
+def _checked_training_split(datalist: str | os.PathLike | None, dataset_dir: str | os.PathLike | None,
+                            fold: int, folds: int, seed: int, label_scheme: str | None, mode: str,
+                            jobs: int) -> tuple[list[dict], list[dict]]:
     started = time.perf_counter()
     if datalist:
         dl, problems = load_datalist(datalist, None), []

@@ -21,6 +21,7 @@ import math
 import os
 import random
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -193,6 +194,35 @@ def rank() -> int:
 def is_main_process() -> bool:
     """True on rank 0, and in a run of one process: where logs, TensorBoard files and checkpoints are written."""
     return rank() == 0
+
+
+def computed_on_main_process(fn: Callable[..., object], *args: object, **kwargs: object) -> object:
+    """``fn(*args, **kwargs)`` computed by rank 0 alone and sent to every rank; in one process, just the call.
+
+    For work every rank needs the result of but only one should do, such as the data check before training
+    (minutes for a whole BraTS release, with ``check_jobs`` processes: 8 ranks doing it at once would compete
+    for the same cores and disks). The result must be picklable. If ``fn`` raises on rank 0, rank 0 raises
+    that exception and every other rank a ``RuntimeError`` carrying its type and message, so that all ranks
+    stop together instead of waiting for each other. Every rank must call this at the same point (a collective).
+    """
+    dist = _process_group()
+    if dist is None or dist.get_world_size() == 1:
+        return fn(*args, **kwargs)
+    payload: list[object] = [None]
+    error: BaseException | None = None
+    if dist.get_rank() == 0:
+        try:
+            payload[0] = ("ok", fn(*args, **kwargs))
+        except Exception as e:  # noqa: BLE001 - sent to the other ranks, then re-raised here
+            error = e
+            payload[0] = ("error", f"{type(e).__name__} on rank 0: {e}")
+    dist.broadcast_object_list(payload, src=0)
+    status, value = payload[0]
+    if error is not None:
+        raise error
+    if status == "error":
+        raise RuntimeError(str(value))
+    return value
 
 
 def local_device() -> torch.device:
@@ -469,8 +499,36 @@ class TrainingCheckpoint:
         atomic_torch_save(checkpoint, self.path)
         logger.debug("epoch %d: saved the training state to %s", s.epoch, self.path)
 
+    def _stretch_schedules(self, first_plan: int, planned: int, done: int) -> None:
+        """Make restored schedules with a length (MONAI's ``WarmupCosineSchedule.t_total``) end at ``planned``.
+
+        Restored as saved, a cosine schedule of the first start's length would rise again past its end (the
+        cosine beyond pi), so a run resumed with a larger ``--epochs`` would train its extra epochs at growing
+        rates. The rest of the schedule is stretched (or shrunk) instead: the rate jumps once, at the restart.
+        """
+        for name, obj in self.objects.items():
+            scheduler = _unwrap(obj)
+            if not isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler) or not hasattr(scheduler, "t_total"):
+                continue
+            before = scheduler.get_last_lr()[0]
+            scheduler.t_total = planned
+            with warnings.catch_warnings():  # get_lr() outside step(): the rate at last_epoch, which is wanted
+                warnings.simplefilter("ignore", UserWarning)
+                rates = scheduler.get_lr()
+            for group, lr in zip(scheduler.optimizer.param_groups, rates, strict=True):
+                group["lr"] = lr
+            after = rates[0]
+            scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+            if is_main_process():
+                logger.warning("%s: the first start planned %d epochs, this run %d: the %s now ends at epoch %d "
+                               "(learning rate after epoch %d: %.3g instead of %.3g)", self.path, first_plan,
+                               planned, name, planned, done, after, before)
+
     def load(self, engine) -> None:  # noqa: ANN001
         """Restore the checkpoint into the objects, the trainer state and the random generators.
+
+        A run resumed with another ``--epochs`` than its first start's keeps training to the new number, with
+        the learning-rate schedule stretched to end there (:meth:`_stretch_schedules`).
 
         Raises:
             ValueError: the checkpoint is beyond the planned epochs, or lacks one of ``objects``.
@@ -489,6 +547,9 @@ class TrainingCheckpoint:
         scaler = getattr(engine, "scaler", None)
         if scaler is not None and "scaler" in ckpt:
             scaler.load_state_dict(ckpt["scaler"])
+        first_plan = int(ckpt["trainer"].get("max_epochs", planned))
+        if first_plan != planned:
+            self._stretch_schedules(first_plan, planned, done)
         engine.state.epoch = done
         if int(ckpt["trainer"]["epoch_length"]) == engine.state.epoch_length:
             engine.state.iteration = int(ckpt["trainer"]["iteration"])

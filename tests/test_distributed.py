@@ -78,10 +78,52 @@ def test_init_distributed_outside_torchrun_says_how_to_launch(monkeypatch: pytes
 def test_multi_gpu_overlay_parses_over_train_yaml() -> None:
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / n) for n in ("common.yaml", "train.yaml", "multi_gpu_train.yaml")])
-    assert "init_distributed" in parser["initialize"][-1]  # appended (+initialize) after train.yaml's own
-    assert len(parser["initialize"]) > 1
+    # the group is joined first, so that rank 0 alone runs the data check (`split`) and sends the result
+    assert "init_distributed" in parser["initialize"][0] and parser["initialize"][1] == "$@split"
     assert "wrap_ddp" in parser["train#trainer#network"]
     assert parser["validate#evaluator#network"] == "@network"  # validation runs the plain module, no collectives
+
+
+def _rank_zero_work(path: str, fail: bool) -> list[int]:
+    """What only rank 0 should run: appends a line to ``path`` (to count the calls); raises if ``fail``."""
+    with open(path, "a") as f:
+        f.write(f"called by rank {engine.rank()}\n")
+    if fail:
+        raise ValueError("case BraTS2021_00007: label file unreadable")
+    return [engine.rank(), 42]
+
+
+def _computed_on_main_process_worker(rank: int, init_file: str, calls: str, results: str, fail: bool) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        outcome = repr(engine.computed_on_main_process(_rank_zero_work, calls, fail))
+    except Exception as e:  # noqa: BLE001 - the test reads what each rank saw
+        outcome = f"{type(e).__name__}: {e}"
+    finally:
+        dist.destroy_process_group()
+    Path(results, f"rank{rank}").write_text(outcome)
+
+
+@pytest.mark.parametrize("fail", [pytest.param(False, id="result_sent_to_every_rank"),
+                                  pytest.param(True, id="rank0_error_stops_every_rank")])
+def test_computed_on_main_process_runs_once_on_rank0(tmp_path: Path, fail: bool) -> None:
+    calls, results = tmp_path / "calls.txt", tmp_path / "results"
+    results.mkdir()
+    torch.multiprocessing.spawn(_computed_on_main_process_worker, nprocs=2,
+                                args=(str(tmp_path / "init"), str(calls), str(results), fail))
+    assert calls.read_text() == "called by rank 0\n"  # once, by rank 0
+    seen = [(results / f"rank{r}").read_text() for r in range(2)]
+    if fail:
+        assert seen[0] == "ValueError: case BraTS2021_00007: label file unreadable"
+        assert seen[1] == "RuntimeError: ValueError on rank 0: case BraTS2021_00007: label file unreadable"
+    else:
+        assert seen == ["[0, 42]", "[0, 42]"]  # rank 0's result on both
+
+
+def test_computed_on_main_process_is_the_call_in_one_process(tmp_path: Path) -> None:
+    assert engine.computed_on_main_process(_rank_zero_work, str(tmp_path / "calls.txt"), False) == [0, 42]
 
 
 def _one_process_dice(datalist: Path, run_dir: Path, checkpoint: Path) -> tuple[float, torch.Tensor]:
@@ -117,6 +159,7 @@ def test_two_gloo_processes_train_validate_and_equal_the_one_process_dice(uneven
     assert checkpoint["trainer"]["epoch"] == 2 and checkpoint["world_size"] == 2 and len(checkpoint["rng"]) == 2
     assert log.count("process 1 of 2 on cpu (backend gloo)") == 1
     assert log.count("saved best val_mean_dice") == 1  # logs and checkpoints: rank 0 only
+    assert log.count("data check: discovery and 4 labelled case(s)") == 1  # rank 0 alone checks the data
     assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
 
     # validated once, at epoch 2, with the weights that model.pt holds; 3 cases on 2 ranks: 2 + 1

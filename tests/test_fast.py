@@ -56,6 +56,47 @@ def test_fast_overlay_merges_over_training_and_inference(tiny_dataset: Path, tmp
     assert inference.get_parsed_content("num_workers") == 2
 
 
+def _conv_weights(network: torch.nn.Module) -> list[torch.Tensor]:
+    return [p for p in network.parameters() if p.dim() == 5]
+
+
+def test_fast_training_uses_channels_last_convolutions_on_the_cpu_and_inference_keeps_the_contiguous_layout(
+        tiny_dataset: Path, tmp_path: Path) -> None:
+    cl = torch.channels_last_3d
+    fast_net = _training(tiny_dataset, tmp_path).get_parsed_content("network")
+    weights = _conv_weights(fast_net)  # a 1x1x1 kernel is both layouts at once
+    assert all(w.is_contiguous(memory_format=cl) for w in weights)
+    assert sum(not w.is_contiguous() for w in weights) > len(weights) // 2
+    plain_net = _training(tiny_dataset, tmp_path, fast_overlay=False).get_parsed_content("network")
+    assert all(w.is_contiguous() for w in _conv_weights(plain_net))
+    inference = _parser(["inference.yaml", "fast.yaml"], dataset_dir=str(tiny_dataset), run_dir=str(tmp_path))
+    assert all(w.is_contiguous() for w in _conv_weights(inference.get_parsed_content("network")))
+
+
+def test_channels_last_network_trains_as_the_contiguous_one_and_its_checkpoint_loads_into_it(tmp_path: Path) -> None:
+    from monai.networks.nets import UNet
+
+    torch.manual_seed(0)
+    contiguous = UNet(3, 4, 3, (8, 16, 32), (2, 2), num_res_units=1, norm="instance")
+    channels_last = UNet(3, 4, 3, (8, 16, 32), (2, 2), num_res_units=1, norm="instance")
+    channels_last.load_state_dict(contiguous.state_dict())
+    channels_last.to(memory_format=torch.channels_last_3d)
+    x, y = torch.randn(2, 4, 32, 32, 32), (torch.rand(2, 3, 32, 32, 32) > 0.5).float()
+    for net in (contiguous, channels_last):  # one optimiser step each, from the same weights and batch
+        optimiser = torch.optim.SGD(net.parameters(), lr=0.1)
+        torch.nn.functional.binary_cross_entropy_with_logits(net(x), y).backward()
+        optimiser.step()
+    for a, b in zip(contiguous.state_dict().values(), channels_last.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    path = tmp_path / "model.pt"
+    torch.save(channels_last.state_dict(), path)  # as the checkpoint savers do
+    reloaded = UNet(3, 4, 3, (8, 16, 32), (2, 2), num_res_units=1, norm="instance")
+    reloaded.load_state_dict(torch.load(path, weights_only=True))
+    assert all(w.is_contiguous() for w in _conv_weights(reloaded))
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.eval()(x), channels_last.eval()(x), rtol=1e-4, atol=1e-5)
+
+
 def test_fast_batches_have_the_shapes_and_dtypes_of_the_plain_ones_without_metadata(tiny_dataset: Path,
                                                                                     tmp_path: Path) -> None:
     plain = next(iter(_training(tiny_dataset, tmp_path / "plain", False).get_parsed_content("train#dataloader")))

@@ -4,6 +4,7 @@ repeatable, and inference run again skips the cases already segmented."""
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import signal
 import subprocess
@@ -87,6 +88,24 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(uneven_datal
         assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
     best_a, best_b = (torch.load(tmp_path / run / "models/model.pt", weights_only=True) for run in ("whole", "cut"))
     assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
+
+
+def test_a_run_resumed_with_more_epochs_stretches_its_cosine_schedule_to_the_new_end(
+        uneven_datalist: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Restored as saved, the cosine of a 2-epoch plan would climb back to the peak rate by epoch 4."""
+    rate, run = 0.01, tmp_path / "run"
+    _train(_parser(uneven_datalist, run, epochs=2, val_interval=10, learning_rate=rate))
+    with caplog.at_level("WARNING", logger="pipeline.engine"):
+        parser = _parser(uneven_datalist, run, resume=True, epochs=4, val_interval=10, learning_rate=rate)
+        _train(parser)
+    assert "the first start planned 2 epochs, this run 4" in caplog.text
+    ckpt = torch.load(run / "models/checkpoint.pt", weights_only=True)
+    assert ckpt["trainer"]["epoch"] == 4 and ckpt["lr_scheduler"]["t_total"] == 4
+    # no warm-up: after epoch k of 4 the rate is the peak times (1 + cos(pi * k / 4)) / 2, computed here
+    optimiser = parser.get_parsed_content("train#optimizer")
+    assert optimiser.param_groups[0]["lr"] == pytest.approx(rate * (1 + math.cos(math.pi)) / 2, abs=1e-12)
+    seen = [float(v) for v in parser.get_parsed_content("train#lr_scheduler").get_last_lr()]
+    assert seen == pytest.approx([0.0])
 
 
 def test_after_a_resume_a_worse_metric_does_not_replace_the_best_model(tmp_path: Path) -> None:
