@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_training import PRESETS, build_parser, ensure_dataset, isolated_settings, parse_assignment  # noqa: E402
 
-from pipeline.fast import StepTimer, TimedTransform, machine, on_cuda  # noqa: E402
+from pipeline.fast import StepTimer, TimedTransform, amp_mode, machine, on_cuda  # noqa: E402
 
 #: cases segmented per configuration, by preset (the first is the warm-up)
 CASES = {"full": 6, "demo": 6, "tiny": 4}
@@ -80,7 +80,8 @@ def run_config(name: str, overlays: list[str], ids: dict, *, device: str, cases:
     volume = [step - w for step, w in zip(timer.steps, write, strict=True)]
     out = {"name": name, "volume": volume, "write": write, "network": timer.network, "data": timer.data,
            "post": {_name(t.transform): t.seconds[1:] for t in timed[:-1]},
-           "amp": bool(evaluator.amp), "sw_batch_size": int(parser.get_parsed_content("inferer#sw_batch_size")),
+           "amp": amp_mode(parser, bool(evaluator.amp)),
+           "sw_batch_size": int(parser.get_parsed_content("inferer#sw_batch_size")),
            "workers": int(parser.get_parsed_content("num_workers")),
            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if on_cuda(device) else None}
     del evaluator, parser, post
@@ -107,7 +108,7 @@ def report(r: dict) -> str:
             f"writing the NIfTI {r['write']:.3f} s apart\n"
             f"       of which sliding window {r['network']:.3f} s, waiting for data {r['data']:.3f} s; "
             f"post-processing ms: {post}\n"
-            f"       amp {'on' if r['amp'] else 'off'}, sw_batch_size {r['sw_batch_size']}, "
+            f"       amp {r['amp']}, sw_batch_size {r['sw_batch_size']}, "
             f"{r['workers']} loader workers")
     if r["peak_gib"] is not None:
         line += f", peak GPU memory {r['peak_gib']:.2f} GiB"

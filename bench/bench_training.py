@@ -53,7 +53,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline.fast import StepTimer, machine, on_cuda, synchronize  # noqa: E402
+from pipeline.fast import StepTimer, amp_mode, machine, on_cuda, synchronize  # noqa: E402
 
 CONFIGS = REPO / "bundle" / "configs"
 
@@ -178,7 +178,8 @@ def run_config(name: str, overlays: list[str], ids: dict, *, device: str, steps:
         trainer.run()
         patch = tuple(trainer.state.batch[0]["image"].shape)
     out = dict(name=name, timer=timer.drop(warmup), built_s=built, patch=patch,
-               patches_per_step=batch * samples, amp=bool(trainer.amp), loader=type(trainer.data_loader).__name__,
+               patches_per_step=batch * samples, amp=amp_mode(parser, bool(trainer.amp)),
+               loader=type(trainer.data_loader).__name__,
                resident_gib=resident / 2**30,
                peak_gib=(torch.cuda.max_memory_allocated() - base) / 2**30 if on_cuda(device) else None)
     del trainer, parser
@@ -211,7 +212,7 @@ def report(r: dict, data_only: bool = False) -> str:
     line = (f"{r['name']:>5}: {r['items_per_s']:8.2f} patches/s {what} {r['step_s'] * 1000:8.1f} ms "
             f"(min {r['min_s'] * 1000:.1f}, max {r['max_s'] * 1000:.1f}; waiting for data {r['data_s'] * 1000:.1f} ms) "
             f"over {r['steps']} steps ({r['repeats']} run(s)) of {r['items_per_step']:.0f} x {r['patch']}; "
-            f"{r['loader']}, amp {'on' if r['amp'] else 'off'}; caches and loaders built in {r['built_s']:.1f} s")
+            f"{r['loader']}, amp {r['amp']}; caches and loaders built in {r['built_s']:.1f} s")
     if r["peak_gib"] is not None:
         line += (f"; GPU memory: {r['resident_gib']:.2f} GiB before training (network, cache), "
                  f"peak {r['peak_gib']:.2f} GiB")

@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), metavar=("X", "Y", "Z"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="override demo.yaml's epochs")
-    p.add_argument("--plain", action="store_true", help="train without fast.yaml (the plain configuration)")
+    p.add_argument("--plain", action="store_true", help="train and infer without fast.yaml (the plain configuration)")
     p.add_argument("--started-at", type=float, default=None,
                    help="epoch seconds when the demo began (the Makefile passes it so that set-up time counts)")
     p.set_defaults(func=_demo)

@@ -1,8 +1,9 @@
 """What ``bundle/configs/fast.yaml`` calls, and the clocks of its benchmarks.
 
 ``fast.yaml`` caches the preprocessed training volumes on the training device in float16 and draws the patches
-there (:func:`without_metadata`, :func:`without_cache_copy`, a ``ThreadDataLoader``), and on CUDA trains and
-infers with bf16 autocast and cuDNN autotuning; see its header. Two of those cannot be said with ids alone:
+there (:func:`without_metadata`, :func:`without_cache_copy`, a ``ThreadDataLoader``), trains with channels-last-3d
+convolution weights on the CPU, and on CUDA trains and infers with bf16 autocast and cuDNN autotuning; see its
+header. Two of those cannot be said with ids alone:
 MONAI's engines take ``amp`` as a bool and the autocast dtype from ``amp_kwargs``, which one overlay cannot set on
 both the trainer (train.yaml) and the inference evaluator (inference.yaml), so :func:`mixed_precision` sets them
 for the process when the engines read the ``amp`` id.
@@ -69,6 +70,63 @@ def mixed_precision(device: str | torch.device, dtype: torch.dtype | str | None 
     torch.set_autocast_dtype("cuda", dtype)
     torch.backends.cudnn.benchmark = as_bool(cudnn_benchmark, "cudnn_benchmark")
     return True
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU computes bfloat16 natively (Intel AMX or AVX-512 BF16), so that oneDNN's bf16
+    convolutions beat float32; elsewhere bf16 is emulated and slower, and :func:`cpu_autocast` stays off."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(bool(check()) for check in checks if callable(check))
+
+
+def _to_float32(output: object) -> object:
+    if isinstance(output, torch.Tensor):
+        return output.float() if output.is_floating_point() else output
+    if isinstance(output, (list, tuple)):
+        return type(output)(_to_float32(o) for o in output)
+    return output
+
+
+def cpu_autocast(network: torch.nn.Module, enabled: bool | str = True,
+                 dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
+    """``network`` with its forward run under ``torch.autocast("cpu", dtype)`` when ``enabled``; returns it.
+
+    MONAI's engines autocast on CUDA only (their ``amp``); on a CPU with native bfloat16 (:func:`cpu_bf16_supported`)
+    fast.yaml turns this on for training and inference. Forward hooks enter and leave the autocast, so the
+    module, its ``state_dict`` keys and its checkpoints are unchanged; floating outputs come back as float32 (the
+    loss, the sigmoid and the sliding-window stitching stay in float32). Gradients flow back through the bf16
+    operations in bf16; the weights and the optimiser stay float32 (no loss scaling is needed: bf16 has float32's
+    exponent range). The autocast is left even when the forward raises.
+    """
+    from pipeline.engine import as_bool
+
+    if not as_bool(enabled, "cpu_amp"):
+        return network
+    entered: list[torch.autocast] = []
+
+    def enter(module: torch.nn.Module, args: object) -> None:
+        context = torch.autocast("cpu", dtype=dtype)
+        context.__enter__()
+        entered.append(context)
+
+    def leave(module: torch.nn.Module, args: object, output: object) -> object:
+        entered.pop().__exit__(None, None, None)
+        return _to_float32(output)
+
+    network.register_forward_pre_hook(enter)
+    network.register_forward_hook(leave, always_call=True)
+    return network
+
+
+def amp_mode(parser: object, engine_amp: bool) -> str:
+    """How a built configuration runs its network, for the benchmarks' reports: ``"on"`` (MONAI's AMP, CUDA),
+    ``"cpu bf16"`` (fast.yaml's :func:`cpu_autocast`) or ``"off"`` (float32). ``parser``: a ``ConfigParser``."""
+    if engine_amp:
+        return "on"
+    if parser.get("cpu_amp") is not None and parser.get_parsed_content("cpu_amp"):
+        return "cpu bf16"
+    return "off"
 
 
 def loader_workers(device: str | torch.device) -> int:

@@ -60,17 +60,78 @@ def _conv_weights(network: torch.nn.Module) -> list[torch.Tensor]:
     return [p for p in network.parameters() if p.dim() == 5]
 
 
-def test_fast_training_uses_channels_last_convolutions_on_the_cpu_and_inference_keeps_the_contiguous_layout(
+def test_fast_float32_training_uses_channels_last_convolutions_on_the_cpu_and_inference_keeps_the_contiguous_layout(
         tiny_dataset: Path, tmp_path: Path) -> None:
     cl = torch.channels_last_3d
-    fast_net = _training(tiny_dataset, tmp_path).get_parsed_content("network")
+    fast_net = _training(tiny_dataset, tmp_path, cpu_amp=False).get_parsed_content("network")
     weights = _conv_weights(fast_net)  # a 1x1x1 kernel is both layouts at once
     assert all(w.is_contiguous(memory_format=cl) for w in weights)
     assert sum(not w.is_contiguous() for w in weights) > len(weights) // 2
     plain_net = _training(tiny_dataset, tmp_path, fast_overlay=False).get_parsed_content("network")
     assert all(w.is_contiguous() for w in _conv_weights(plain_net))
-    inference = _parser(["inference.yaml", "fast.yaml"], dataset_dir=str(tiny_dataset), run_dir=str(tmp_path))
+    inference = _parser(["inference.yaml", "fast.yaml"], dataset_dir=str(tiny_dataset), run_dir=str(tmp_path),
+                        cpu_amp=False)
     assert all(w.is_contiguous() for w in _conv_weights(inference.get_parsed_content("network")))
+    # with bfloat16 autocast the contiguous layout is the faster one for training too (bench/RESULTS.md)
+    bf16_net = _training(tiny_dataset, tmp_path, cpu_amp=True).get_parsed_content("network")
+    assert all(w.is_contiguous() for w in _conv_weights(bf16_net))
+
+
+def test_fast_turns_on_cpu_bf16_autocast_exactly_where_the_cpu_computes_bf16(tiny_dataset: Path,
+                                                                             tmp_path: Path) -> None:
+    parser = _training(tiny_dataset, tmp_path)
+    assert parser.get_parsed_content("cpu_amp") == fast.cpu_bf16_supported()
+    assert fast.amp_mode(parser, False) == ("cpu bf16" if fast.cpu_bf16_supported() else "off")
+    plain = _training(tiny_dataset, tmp_path, fast_overlay=False)
+    assert fast.amp_mode(plain, False) == "off" and fast.amp_mode(plain, True) == "on"
+
+
+def _recording_dtypes(network: torch.nn.Module) -> list[torch.dtype]:
+    seen: list[torch.dtype] = []
+    first_conv = next(m for m in network.modules() if isinstance(m, torch.nn.Conv3d))
+    first_conv.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    return seen
+
+
+def test_cpu_autocast_computes_in_bf16_returns_float32_and_keeps_the_module_and_its_state_dict() -> None:
+    from monai.networks.nets import UNet
+
+    torch.manual_seed(0)
+    reference = UNet(3, 4, 3, (8, 16, 32), (2, 2), num_res_units=1, norm="instance")
+    wrapped = UNet(3, 4, 3, (8, 16, 32), (2, 2), num_res_units=1, norm="instance")
+    wrapped.load_state_dict(reference.state_dict())
+    assert fast.cpu_autocast(wrapped, True) is wrapped
+    assert list(wrapped.state_dict()) == list(reference.state_dict())
+    inner = _recording_dtypes(wrapped)
+    x = torch.randn(2, 4, 32, 32, 32)
+    out = wrapped(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the independent computation: autocast around the call
+        expected = reference(x)
+    assert inner == [torch.bfloat16] and out.dtype == torch.float32 and expected.dtype == torch.bfloat16
+    torch.testing.assert_close(out, expected.float(), rtol=0, atol=0)
+    assert not torch.is_autocast_enabled("cpu")  # left after the call
+    # the gradients of one step agree with float32's up to bf16 precision (cosine > 0.99 per weight)
+    y = (torch.rand(2, 3, 32, 32, 32) > 0.5).float()
+    for net in (reference, wrapped):
+        torch.nn.functional.binary_cross_entropy_with_logits(net(x), y).backward()
+    for a, b in zip(reference.parameters(), wrapped.parameters(), strict=True):
+        if a.dim() == 5:
+            assert torch.nn.functional.cosine_similarity(a.grad.flatten(), b.grad.flatten(), dim=0) > 0.99
+
+
+@pytest.mark.parametrize("enabled", [pytest.param(False, id="off_bool"), pytest.param("false", id="off_string")])
+def test_cpu_autocast_off_leaves_the_network_in_float32(enabled: object) -> None:
+    network = fast.cpu_autocast(torch.nn.Sequential(torch.nn.Conv3d(4, 2, 3)), enabled)
+    seen = _recording_dtypes(network)
+    assert network(torch.randn(1, 4, 8, 8, 8)).dtype == torch.float32 and seen == [torch.float32]
+
+
+def test_cpu_autocast_is_left_when_the_forward_raises() -> None:
+    network = fast.cpu_autocast(torch.nn.Conv3d(4, 2, 3), True)
+    with pytest.raises(RuntimeError):
+        network(torch.randn(1, 3, 8, 8, 8))  # 3 channels for a 4-channel convolution
+    assert not torch.is_autocast_enabled("cpu")
+    assert network(torch.randn(1, 4, 8, 8, 8)).dtype == torch.float32  # and the next call works
 
 
 def test_channels_last_network_trains_as_the_contiguous_one_and_its_checkpoint_loads_into_it(tmp_path: Path) -> None:
