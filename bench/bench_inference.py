@@ -10,7 +10,8 @@ inference`` builds them, and segment the same synthetic cases (``pipeline.synthe
 (the network of common.yaml, randomly initialised with seed 0 and saved as the checkpoint):
 
 - plain: ``common.yaml + inference.yaml`` with ``amp false`` (float32, 2 DataLoader workers, 4 windows a pass);
-- ours: the same plus ``fast.yaml`` (bf16 AMP and cuDNN autotuning on CUDA, 8 windows a pass, more workers).
+- ours: the same plus ``fast.yaml`` (bf16 AMP and cuDNN autotuning on CUDA, 8 windows a pass, more workers;
+  bf16 autocast on a CPU with native bf16).
 
 ``full`` (the default) segments 240 x 240 x 155 cases of 4 contrasts with a 128^3 sliding window, overlap 0.5,
 Gaussian blending. A volume's time runs from one finished case to the next: loading and preprocessing (in the

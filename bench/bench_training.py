@@ -12,7 +12,8 @@ training`` builds them, and trained on the same synthetic BraTS-layout cases (``
 - plain: ``common.yaml + train.yaml`` with ``amp false``: transforms on the CPU in ``DataLoader`` worker
   processes, float32 (the model zoo's way);
 - ours: the same plus ``fast.yaml`` (float16 cache on the training device, patches drawn there without metadata
-  or copies through a ``ThreadDataLoader``; on CUDA bf16 AMP and cuDNN autotuning).
+  or copies through a ``ThreadDataLoader``; on CUDA bf16 AMP and cuDNN autotuning; on a CPU with native bf16
+  (AMX, AVX-512 BF16) bf16 autocast, on other CPUs channels-last-3d convolutions).
 
 A step is the whole iteration, data included (:class:`pipeline.fast.StepTimer`): from one completed iteration
 to the next, the GPU synchronised, steps across an epoch end or a loader restart left out. The figure is the

@@ -88,34 +88,40 @@ def _to_float32(output: object) -> object:
     return output
 
 
+#: (network class, dtype) -> its subclass whose forward runs under CPU autocast (see :func:`cpu_autocast`)
+_AUTOCAST_CLASSES: dict[tuple[type, torch.dtype], type] = {}
+
+
+def _autocast_class(base: type, dtype: torch.dtype) -> type:
+    if (base, dtype) not in _AUTOCAST_CLASSES:
+        def forward(self: torch.nn.Module, *args: object, **kwargs: object) -> object:
+            with torch.autocast("cpu", dtype=dtype):
+                output = base.forward(self, *args, **kwargs)
+            return _to_float32(output)
+
+        name = f"CPUAutocast{base.__name__}"
+        _AUTOCAST_CLASSES[base, dtype] = type(name, (base,), {"forward": forward, "_autocast_base": base,
+                                                                "__doc__": f"{base.__name__} under CPU autocast"})
+    return _AUTOCAST_CLASSES[base, dtype]
+
+
 def cpu_autocast(network: torch.nn.Module, enabled: bool | str = True,
                  dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
     """``network`` with its forward run under ``torch.autocast("cpu", dtype)`` when ``enabled``; returns it.
 
     MONAI's engines autocast on CUDA only (their ``amp``); on a CPU with native bfloat16 (:func:`cpu_bf16_supported`)
-    fast.yaml turns this on for training and inference. Forward hooks enter and leave the autocast, so the
-    module, its ``state_dict`` keys and its checkpoints are unchanged; floating outputs come back as float32 (the
-    loss, the sigmoid and the sliding-window stitching stay in float32). Gradients flow back through the bf16
-    operations in bf16; the weights and the optimiser stay float32 (no loss scaling is needed: bf16 has float32's
-    exponent range). The autocast is left even when the forward raises.
+    fast.yaml turns this on for training and inference. The network becomes an instance of a subclass of its own
+    class whose ``forward`` is the original one inside the autocast, so its parameters, ``state_dict`` keys and
+    checkpoints are unchanged, a deep copy stays autocast, and ``torch.compile`` traces it. Floating outputs
+    come back as float32 (the loss, the sigmoid and the sliding-window stitching stay in float32). Gradients
+    flow back through the bf16 operations in bf16; the weights and the optimiser stay float32 (no loss scaling
+    is needed: bf16 has float32's exponent range).
     """
     from pipeline.engine import as_bool
 
-    if not as_bool(enabled, "cpu_amp"):
+    if not as_bool(enabled, "cpu_amp") or hasattr(type(network), "_autocast_base"):
         return network
-    entered: list[torch.autocast] = []
-
-    def enter(module: torch.nn.Module, args: object) -> None:
-        context = torch.autocast("cpu", dtype=dtype)
-        context.__enter__()
-        entered.append(context)
-
-    def leave(module: torch.nn.Module, args: object, output: object) -> object:
-        entered.pop().__exit__(None, None, None)
-        return _to_float32(output)
-
-    network.register_forward_pre_hook(enter)
-    network.register_forward_hook(leave, always_call=True)
+    network.__class__ = _autocast_class(type(network), dtype)
     return network
 
 
@@ -201,7 +207,8 @@ def machine(device: str | torch.device = "cpu") -> str:
                     break
     except OSError:
         pass
-    lines = [f"CPU: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
+    bf16 = "native bf16 (AMX / AVX-512 BF16)" if cpu_bf16_supported() else "no native bf16"
+    lines = [f"CPU: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {bf16}",
              f"python {platform.python_version()}, torch {torch.__version__}, monai {monai.__version__}"]
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)

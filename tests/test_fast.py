@@ -126,6 +126,19 @@ def test_cpu_autocast_off_leaves_the_network_in_float32(enabled: object) -> None
     assert network(torch.randn(1, 4, 8, 8, 8)).dtype == torch.float32 and seen == [torch.float32]
 
 
+def test_cpu_autocast_survives_a_deep_copy_and_torch_compile() -> None:
+    import copy
+
+    network = fast.cpu_autocast(torch.nn.Sequential(torch.nn.Conv3d(4, 2, 3)), True)
+    assert fast.cpu_autocast(network, True) is network and type(network).__mro__[1] is torch.nn.Sequential
+    twin = copy.deepcopy(network)
+    seen = _recording_dtypes(twin)
+    assert twin(torch.randn(1, 4, 8, 8, 8)).dtype == torch.float32 and seen == [torch.bfloat16]
+    compiled = torch.compile(network, backend="eager")  # dynamo traces the autocast; no C++ compiler needed
+    x = torch.randn(1, 4, 8, 8, 8)
+    torch.testing.assert_close(compiled(x), network(x))
+
+
 def test_cpu_autocast_is_left_when_the_forward_raises() -> None:
     network = fast.cpu_autocast(torch.nn.Conv3d(4, 2, 3), True)
     with pytest.raises(RuntimeError):
