@@ -30,6 +30,17 @@ def bundle_command(run_id: str, overlays: Sequence[str], **overrides: object) ->
     return cmd
 
 
+def demo_overlays(stage: str, fast: bool = True) -> list[str]:
+    """The overlays after common.yaml for a demo ``stage`` (``train``, ``inference`` or ``evaluate``).
+
+    ``fast`` merges ``fast.yaml`` before ``demo.yaml`` for training and inference (so that demo.yaml's CPU sizes
+    win); evaluation reads files only and never takes it.
+    """
+    if stage not in ("train", "inference", "evaluate"):
+        raise ValueError(f"unknown demo stage {stage!r}; expected train, inference or evaluate")
+    return [f"{stage}.yaml", *(["fast.yaml"] if fast and stage != "evaluate" else []), "demo.yaml"]
+
+
 def _stage(name: str, timings: dict[str, float], cmd: list[str] | None = None, fn=None) -> None:  # noqa: ANN001
     print(f"\n=== {name} ===", flush=True)
     t = time.perf_counter()
@@ -79,12 +90,11 @@ def run_demo(data_dir: str = "data/synthetic", run_dir: str = "runs/demo", cases
     train_overrides = {**common, "fold": DEMO_FOLD}
     if epochs is not None:
         train_overrides["epochs"] = epochs
-    train_overlays = ["train.yaml", *(["fast.yaml"] if fast else []), "demo.yaml"]
-    _stage("training", timings, bundle_command("training", train_overlays, **train_overrides))
-    infer_overlays = ["inference.yaml", *(["fast.yaml"] if fast else []), "demo.yaml"]
-    _stage("inference", timings, bundle_command("inference", infer_overlays, **common, infer_fold=DEMO_FOLD))
+    _stage("training", timings, bundle_command("training", demo_overlays("train", fast), **train_overrides))
+    _stage("inference", timings,
+           bundle_command("inference", demo_overlays("inference", fast), **common, infer_fold=DEMO_FOLD))
     _stage("evaluation", timings,
-           bundle_command("evaluate", ["evaluate.yaml", "demo.yaml"], **common, infer_fold=DEMO_FOLD))
+           bundle_command("evaluate", demo_overlays("evaluate"), **common, infer_fold=DEMO_FOLD))
 
     summary = json.loads((run / "eval" / "summary.json").read_text())
     print("\n=== results on the validation fold ===")

@@ -121,6 +121,33 @@ class AtomicCheckpointSaver:
             logger.info("saved best %s %.4f to %s", self.metric_name, self.best, self.path)
 
 
+class FinalValidationHandler:
+    """MONAI's ``ValidationHandler`` that also validates after the last epoch, whatever ``interval`` is.
+
+    With MONAI's own, a run whose length is not a multiple of ``val_interval`` ends with unvalidated epochs, and
+    one shorter than ``val_interval`` (``--epochs 5`` with the default 5 is fine, ``--epochs 3`` is not) never
+    validates: no ``model.pt`` is written and inference has no model. Epoch level only.
+
+    Args:
+        interval: validate every ``interval`` epochs, and after the last one.
+        validator: the validation engine (``validate#evaluator``).
+    """
+
+    def __init__(self, interval: int, validator: object) -> None:
+        from monai.handlers import ValidationHandler
+
+        self._handler = ValidationHandler(interval=int(interval), validator=validator, epoch_level=True)
+        self.interval = int(interval)
+
+    def _due(self, engine, epoch: int) -> bool:  # noqa: ANN001 - an ignite Engine
+        return epoch % self.interval == 0 or epoch == engine.state.max_epochs
+
+    def attach(self, engine) -> None:  # noqa: ANN001 - an ignite Engine
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=self._due), self._handler)
+
+
 def region_dice(region: str | None = None):  # noqa: ANN201 - a monai.handlers.IgniteMetricHandler
     """A validation Dice handler (``DiceMetric`` as an ignite metric) for one region, or all three with ``None``.
 

@@ -90,6 +90,25 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(uneven_datal
     assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
 
 
+@pytest.mark.parametrize(("epochs", "val_interval", "validated"), [
+    pytest.param(3, 2, [2, 3], id="interval_then_the_last_epoch"),
+    pytest.param(2, 5, [2], id="run_shorter_than_the_interval_still_validates_once"),
+    pytest.param(2, 1, [1, 2], id="last_epoch_on_the_interval_validated_once"),
+])
+def test_training_validates_every_interval_and_after_the_last_epoch(uneven_datalist: Path, tmp_path: Path,
+                                                                    epochs: int, val_interval: int,
+                                                                    validated: list[int]) -> None:
+    from ignite.engine import Events
+
+    parser = _parser(uneven_datalist, tmp_path, epochs=epochs, val_interval=val_interval)
+    seen: list[int] = []
+    parser.get_parsed_content("validate#evaluator").add_event_handler(
+        Events.COMPLETED, lambda engine: seen.append(engine.state.epoch))
+    _train(parser)
+    assert seen == validated
+    assert (tmp_path / "models" / "model.pt").is_file()  # inference has a model even after a short run
+
+
 def test_a_run_resumed_with_more_epochs_stretches_its_cosine_schedule_to_the_new_end(
         uneven_datalist: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Restored as saved, the cosine of a 2-epoch plan would climb back to the peak rate by epoch 4."""

@@ -1,0 +1,60 @@
+"""`make demo` (python -m pipeline demo): every stage through the MONAI CLI, the table and the `demo:` line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nibabel as nib
+import pytest
+
+from pipeline import demo
+from pipeline.__main__ import build_parser
+
+
+@pytest.mark.parametrize(
+    ("stage", "fast", "expected"),
+    [
+        pytest.param("train", True, ["train.yaml", "fast.yaml", "demo.yaml"], id="train_fast_before_demo"),
+        pytest.param("inference", True, ["inference.yaml", "fast.yaml", "demo.yaml"], id="inference_fast"),
+        pytest.param("evaluate", True, ["evaluate.yaml", "demo.yaml"], id="evaluate_never_fast"),
+        pytest.param("train", False, ["train.yaml", "demo.yaml"], id="train_plain"),
+        pytest.param("inference", False, ["inference.yaml", "demo.yaml"], id="inference_plain"),
+    ],
+)
+def test_demo_overlays_put_fast_yaml_before_demo_yaml_unless_plain(stage: str, fast: bool,
+                                                                  expected: list[str]) -> None:
+    assert demo.demo_overlays(stage, fast) == expected
+
+
+def test_demo_overlays_refuse_an_unknown_stage() -> None:
+    with pytest.raises(ValueError, match="unknown demo stage 'infer'"):
+        demo.demo_overlays("infer")
+
+
+@pytest.mark.parametrize(("argv", "fast"), [pytest.param([], True, id="default_fast"),
+                                            pytest.param(["--plain"], False, id="plain_flag")])
+def test_demo_command_line_chooses_the_configuration(monkeypatch: pytest.MonkeyPatch, argv: list[str],
+                                                     fast: bool) -> None:
+    seen: dict = {}
+    monkeypatch.setattr(demo, "run_demo", lambda **kwargs: seen.update(kwargs))
+    args = build_parser().parse_args(["demo", *argv])
+    assert args.func(args) == 0 and seen["fast"] is fast
+
+
+def test_demo_runs_every_stage_through_the_bundle_and_ends_with_the_demo_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data, run = tmp_path / "data", tmp_path / "run"
+    summary = demo.run_demo(data_dir=str(data), run_dir=str(run), cases=8, shape=(48, 48, 32), epochs=1)
+    out = capsys.readouterr().out
+    assert out.count("fast.yaml") == 2  # the training and inference command lines, not the evaluation's
+    for stage in ("synthetic data", "datalist", "training", "inference", "evaluation"):
+        assert f"--- {stage}: " in out
+    line = out.strip().splitlines()[-1]
+    assert re.fullmatch(r"demo: mean Dice \d\.\d{3} \(ET \d\.\d{3}, TC \d\.\d{3}, WT \d\.\d{3}\) in \d+ s", line)
+    dice = {r: summary["regions"][r]["dice"]["mean"] for r in ("ET", "TC", "WT")}
+    assert f"{sum(dice.values()) / 3:.3f}" in line  # the line reports the evaluation's own figures
+    segmentations = sorted((run / "seg").glob("*.nii.gz"))
+    assert len(segmentations) == 2  # fold 0 of 4 folds over 8 cases
+    assert nib.load(segmentations[0]).shape == (48, 48, 32)
+    assert (run / "models" / "model.pt").is_file() and (run / "eval" / "summary.json").is_file()
