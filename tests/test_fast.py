@@ -88,6 +88,16 @@ def test_fast_turns_on_cpu_bf16_autocast_exactly_where_the_cpu_computes_bf16(tin
     assert fast.amp_mode(plain, False) == "off" and fast.amp_mode(plain, True) == "on"
 
 
+@pytest.mark.parametrize("overlays", [pytest.param(["train.yaml", "fast.yaml"], id="training"),
+                                      pytest.param(["inference.yaml", "fast.yaml"], id="inference"),
+                                      pytest.param(["inference.yaml", "fast.yaml", "ensemble.yaml"], id="ensemble")])
+def test_cpu_amp_wraps_every_network_the_configs_build(overlays: list[str], tmp_path: Path) -> None:
+    parser = _parser(overlays, run_dir=str(tmp_path), cpu_amp=True, ensemble_folds=[0, 1])
+    assert hasattr(type(parser.get_parsed_content("network")), "_autocast_base")
+    parser = _parser(overlays, run_dir=str(tmp_path), cpu_amp=False, ensemble_folds=[0, 1])
+    assert not hasattr(type(parser.get_parsed_content("network")), "_autocast_base")
+
+
 def _recording_dtypes(network: torch.nn.Module) -> list[torch.dtype]:
     seen: list[torch.dtype] = []
     first_conv = next(m for m in network.modules() if isinstance(m, torch.nn.Conv3d))
