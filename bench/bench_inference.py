@@ -25,7 +25,6 @@ broken down by transform. The issue's target on one H100: <= 0.15 s per volume. 
 
 from __future__ import annotations
 
-import argparse
 import gc
 import shutil
 import statistics
@@ -39,9 +38,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_training import PRESETS, build_parser, ensure_dataset, isolated_settings, parse_assignment  # noqa: E402
+from bench_training import (  # noqa: E402
+    PRESETS,
+    argument_parser,
+    build_parser,
+    isolated_settings,
+    prepare,
+)
 
-from pipeline.fast import StepTimer, TimedTransform, amp_mode, machine, on_cuda  # noqa: E402
+from pipeline.fast import StepTimer, TimedTransform, amp_mode, on_cuda  # noqa: E402
 
 #: cases segmented per configuration, by preset (the first is the warm-up)
 CASES = {"full": 6, "demo": 6, "tiny": 4}
@@ -117,29 +122,15 @@ def report(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="full")
-    ap.add_argument("--tiny", action="store_true", help="same as --preset tiny")
-    ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    ap = argument_parser(__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, help="cases segmented per run, the first not counted (default by preset)")
-    ap.add_argument("--repeats", type=int, default=1, help="runs of each configuration, alternating the order")
-    ap.add_argument("--data-dir", type=Path, help="synthetic cases (default data/bench/<preset>)")
-    ap.add_argument("--configs", nargs="+", choices=["plain", "ours"], default=["plain", "ours"])
-    ap.add_argument("--set", dest="both", type=parse_assignment, action="append", default=[], metavar="ID=VALUE")
-    ap.add_argument("--ours-set", dest="ours", type=parse_assignment, action="append", default=[],
-                    metavar="ID=VALUE")
     args = ap.parse_args(argv)
     preset_name = "tiny" if args.tiny else args.preset
-    preset = PRESETS[preset_name]
     cases = args.cases or CASES[preset_name]
-    if not 2 <= cases <= preset["cases"]:
-        raise SystemExit(f"--cases must be 2 to {preset['cases']} (the first case is not counted), got {cases}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("--device cuda: no CUDA device here", file=sys.stderr)
-        return 2
-
-    print(machine(args.device))
-    data = ensure_dataset(args.data_dir or REPO / "data" / "bench" / preset_name, preset["cases"], preset["shape"])
+    if not 2 <= cases <= PRESETS[preset_name]["cases"]:
+        raise SystemExit(f"--cases must be 2 to {PRESETS[preset_name]['cases']} (the first case is not counted), "
+                         f"got {cases}")
+    preset_name, preset, data = prepare(args)
     work = Path(tempfile.mkdtemp(prefix="bench_inference_"))
     common = {"dataset_dir": str(data), "device": args.device, "overwrite": True, "data_check": "off",
               **preset["ids"], **dict(args.both)}

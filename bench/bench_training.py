@@ -220,32 +220,47 @@ def report(r: dict, data_only: bool = False) -> str:
     return line
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def argument_parser(description: str) -> argparse.ArgumentParser:
+    """The options both benchmarks take: preset, device, repeats, data folder, configurations, id overrides."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="full")
     ap.add_argument("--tiny", action="store_true", help="same as --preset tiny")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--steps", type=int, default=20, help="timed steps after the warm-up")
-    ap.add_argument("--warmup", type=int, default=5, help="steps not counted (cuDNN autotuning, allocator)")
     ap.add_argument("--repeats", type=int, default=1, help="runs of each configuration, alternating the order")
-    ap.add_argument("--data-only", action="store_true",
-                    help="time the training loaders alone, without the network: batches/s the data side can feed")
     ap.add_argument("--data-dir", type=Path, help="synthetic cases (default data/bench/<preset>)")
     ap.add_argument("--configs", nargs="+", choices=["plain", "ours"], default=["plain", "ours"])
     ap.add_argument("--set", dest="both", type=parse_assignment, action="append", default=[], metavar="ID=VALUE")
     ap.add_argument("--ours-set", dest="ours", type=parse_assignment, action="append", default=[],
                     metavar="ID=VALUE")
-    ap.add_argument("--variant", type=parse_variant, action="append", default=[], metavar="NAME:ID=VALUE",
-                    help="also run ours with ID=VALUE under NAME, in the same rotation (an ablation); repeatable")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def prepare(args: argparse.Namespace) -> tuple[str, dict, Path]:
+    """After parsing: the preset's name and settings and its data folder (written once); prints the machine.
+
+    Raises:
+        SystemExit: ``--device cuda`` without a CUDA device (exit status 2).
+    """
     preset_name = "tiny" if args.tiny else args.preset
     preset = PRESETS[preset_name]
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: no CUDA device here", file=sys.stderr)
-        return 2
-
+        raise SystemExit(2)
     print(machine(args.device))
     data = ensure_dataset(args.data_dir or REPO / "data" / "bench" / preset_name, preset["cases"], preset["shape"])
+    return preset_name, preset, data
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argument_parser(__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=20, help="timed steps after the warm-up")
+    ap.add_argument("--warmup", type=int, default=5, help="steps not counted (cuDNN autotuning, allocator)")
+    ap.add_argument("--data-only", action="store_true",
+                    help="time the training loaders alone, without the network: batches/s the data side can feed")
+    ap.add_argument("--variant", type=parse_variant, action="append", default=[], metavar="NAME:ID=VALUE",
+                    help="also run ours with ID=VALUE under NAME, in the same rotation (an ablation); repeatable")
+    args = ap.parse_args(argv)
+    preset_name, preset, data = prepare(args)
     work = Path(tempfile.mkdtemp(prefix="bench_training_"))
     common = {"dataset_dir": str(data), "folds": preset["folds"], "fold": 0, "data_check": "off",
               "device": args.device, "epochs": 1, "val_interval": 10**6, "warmup_epochs": 0, "seed": 0,

@@ -137,10 +137,9 @@ class FinalValidationHandler:
         from monai.handlers import ValidationHandler
 
         self._handler = ValidationHandler(interval=int(interval), validator=validator, epoch_level=True)
-        self.interval = int(interval)
 
     def _due(self, engine, epoch: int) -> bool:  # noqa: ANN001 - an ignite Engine
-        return epoch % self.interval == 0 or epoch == engine.state.max_epochs
+        return epoch % self._handler.interval == 0 or epoch == engine.state.max_epochs
 
     def attach(self, engine) -> None:  # noqa: ANN001 - an ignite Engine
         from ignite.engine import Events
