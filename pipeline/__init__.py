@@ -8,6 +8,12 @@ __version__ = "0.1.0"
 
 import importlib as _importlib
 
+from pipeline.errors import install_cli_excepthook as _install_hook
+from pipeline.errors import running_monai_cli as _running_monai_cli
+
+if _running_monai_cli():  # a refusal ends MONAI's CLI with its one line, not a traceback (pipeline.errors)
+    _install_hook()
+
 
 def __getattr__(name: str):  # noqa: ANN202 - PEP 562: `import pipeline` then `pipeline.datasets` in bundle configs
     """Import a submodule on first use, so that bundle configs need only ``$import pipeline``."""

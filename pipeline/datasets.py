@@ -56,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import UserError
 from pipeline.labels import CHANNELS, LABEL_SCHEMES, REGIONS
 
 logger = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ class DatasetScan:
         return [p for p in self.problems if p.severity == "error"]
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset folder that cannot be used as it is; the message names the folder or case and the fix."""
 
 
