@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import random
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -28,41 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.files import atomic_write, remove_temporaries
 from pipeline.labels import REGIONS
 
 logger = logging.getLogger(__name__)
 
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:
-    """``torch.save(obj, path)`` that never leaves a half-written ``path``: temp file, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (a power cut after it cannot bring the old file back)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows: folders cannot be opened; the rename itself is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """``torch.save(obj, path)`` that never leaves a half-written ``path`` (:func:`pipeline.files.atomic_write`)."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 class AtomicCheckpointSaver:
@@ -475,8 +448,7 @@ class TrainingCheckpoint:
         from ignite.engine import Events
 
         if is_main_process():
-            for tmp in self.path.parent.glob(".*.tmp"):  # left by a process killed while saving
-                tmp.unlink(missing_ok=True)
+            remove_temporaries(self.path.parent)  # left by a process killed while saving
         if self.resume and self.path.is_file():
             self.load(engine)
         elif self.resume:

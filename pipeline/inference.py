@@ -15,9 +15,9 @@ Running inference again over the same folders skips the cases whose output is al
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import tempfile
 import zlib
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -29,6 +29,8 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from nibabel.filebasedimages import ImageFileError
 
+from pipeline.errors import UserError
+from pipeline.files import FolderLock, atomic_write, atomic_write_text, check_output_location, gzip_is_whole
 from pipeline.labels import regions_to_labels
 
 logger = logging.getLogger(__name__)
@@ -66,16 +68,7 @@ def write_label_like(labels: np.ndarray, reference: str | os.PathLike, out_path:
     header.set_data_dtype(np.uint8)
     img = nib.Nifti1Image(np.asarray(labels, dtype=np.uint8), ref.affine, header=header)
     img.header.set_slope_inter(1.0, 0.0)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(out_path.suffixes[-2:]) if out_path.name.endswith(".nii.gz") else out_path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{case or 'seg'}.", suffix=suffix, dir=out_path.parent)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(out_path, lambda tmp: nib.save(img, tmp))
     return out_path
 
 
@@ -127,28 +120,47 @@ class SaveBratsLabeld(MapTransform):
 
 
 class InferenceReport:
-    """What inference did with each case: written, or failed and why. :meth:`finish` prints the summary.
+    """What inference did with each case: written, skipped (and why), or failed (and why). :meth:`finish` prints
+    the summary and releases the output folder.
 
-    The data check (:func:`pipeline.check.checked_inference_items`) records the cases it leaves out, and
-    :class:`SaveBratsLabeld` the cases it cannot write; every other case is still segmented.
+    The data check (:func:`pipeline.check.checked_inference_items`) records the cases it leaves out,
+    :func:`pending_items` the cases already segmented by the same model, and :class:`SaveBratsLabeld` the cases
+    written or that it cannot write. Each written case is recorded in ``<output_dir>/provenance.json`` with the
+    model that wrote it (``model``: :func:`pipeline.runs.model_id`), so that a later run can tell its own outputs
+    from another model's.
     """
 
-    def __init__(self, output_dir: str | os.PathLike = "") -> None:
+    def __init__(self, output_dir: str | os.PathLike = "", model: str | None = None) -> None:
         self.output_dir = str(output_dir)
+        self.model = model
         self.written: list[str] = []
+        self.skipped: dict[str, str] = {}
         self.failed: dict[str, list[str]] = {}
+        self.lock: FolderLock | None = None
 
     def fail(self, case: str, reason: str) -> None:
         """Record (and log) that ``case`` failed; ``reason`` is one line naming the file and the fix."""
         logger.error("%s", reason)
         self.failed.setdefault(case, []).append(reason)
 
+    def skip(self, case: str, reason: str) -> None:
+        self.skipped[case] = reason
+
     def wrote(self, case: str, path: str | os.PathLike) -> None:
         self.written.append(case)
+        if self.output_dir and self.model:
+            record = read_provenance(self.output_dir)
+            record[case] = {"model": self.model, "file": Path(path).name}
+            atomic_write_text(Path(self.output_dir) / PROVENANCE, json.dumps(record, indent=1, sort_keys=True))
 
     def summary(self) -> str:
-        """``inference: wrote N case(s) to DIR; M case(s) failed:`` then one line per failure."""
+        """``inference: wrote N case(s) to DIR; skipped K ...; M case(s) failed:`` then one line per failure."""
         head = f"inference: wrote {len(self.written)} case(s) to {self.output_dir or 'the output folder'}"
+        if self.skipped:
+            reasons: dict[str, int] = {}
+            for why in self.skipped.values():
+                reasons[why] = reasons.get(why, 0) + 1
+            head += "; skipped " + ", ".join(f"{n} {why}" for why, n in reasons.items())
         if not self.failed:
             return head + "; no case failed"
         lines = [f"{head}; {len(self.failed)} case(s) failed and were skipped:"]
@@ -156,15 +168,53 @@ class InferenceReport:
         return "\n".join(lines)
 
     def finish(self) -> None:
-        """Print the summary; exit with status 1 (``SystemExit``) when any case failed."""
+        """Print the summary, release the output folder; exit with status 1 (``SystemExit``) when any case failed."""
         print(self.summary(), flush=True)
+        if self.lock is not None:
+            self.lock.release()
         if self.failed:
             raise SystemExit(1)
 
 
+#: ``<output_dir>/provenance.json``: ``{case: {"model": model id, "file": name}}`` of every segmentation written.
+PROVENANCE = "provenance.json"
+
+
+def read_provenance(output_dir: str | os.PathLike) -> dict:
+    """The provenance record of an output folder (empty when there is none or it cannot be read)."""
+    try:
+        return json.loads((Path(output_dir) / PROVENANCE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _item_files(item: Mapping) -> list[str]:
+    image = item.get("image", [])
+    files = [image] if isinstance(image, (str, os.PathLike)) else list(image)
+    return [str(f) for f in (*files, *([item["label"]] if item.get("label") else []))]
+
+
+def guard_outputs(items: Sequence[Mapping], output_dir: str | os.PathLike, *, report: InferenceReport | None = None,
+                  dataset_dir: str | os.PathLike | None = None, datalist: str | os.PathLike | None = None) -> Path:
+    """Before anything is read or computed: refuse an output folder that is or holds an input of any case, or lies
+    in the dataset folder (:func:`pipeline.files.check_output_location`), and take its lock (one writer).
+
+    Raises:
+        UserError: the output folder is among the inputs, or another live process writes into it.
+    """
+    out = check_output_location(output_dir, [f for it in items for f in _item_files(it)], what="segmentations",
+                                option="--output_dir", dataset_dir=None if datalist else dataset_dir)
+    lock = FolderLock(out, what="inference").acquire()
+    if report is not None:
+        report.lock = lock
+    return out
+
+
 def output_is_valid(out_path: str | os.PathLike, reference: str | os.PathLike) -> bool:
-    """Whether ``out_path`` is a whole segmentation of ``reference``: its header loads, its shape and affine are
-    the reference's, and all its voxels can be read (a truncated ``.nii.gz`` fails there)."""
+    """Whether ``out_path`` is a whole segmentation of ``reference``: a ``.gz`` decompresses to its end (CRC and
+    length checked), its header loads, its shape and affine are the reference's, and all its voxels can be read."""
+    if str(out_path).endswith(".gz") and not gzip_is_whole(out_path):
+        return False
     try:
         out, ref = nib.load(out_path), nib.load(reference)
         if tuple(out.shape) != tuple(ref.shape[:3]) or not np.allclose(out.affine, ref.affine, atol=1e-4):
@@ -175,31 +225,52 @@ def output_is_valid(out_path: str | os.PathLike, reference: str | os.PathLike) -
     return True
 
 
-def pending_items(items: Sequence[dict], output_dir: str | os.PathLike, *, overwrite: bool | str = False) -> list[dict]:
-    """The items still to segment: those without a valid ``output_dir/<case>.nii.gz`` (every item with ``overwrite``).
+def pending_items(items: Sequence[dict], output_dir: str | os.PathLike, *, overwrite: bool | str = False,
+                  report: InferenceReport | None = None) -> list[dict]:
+    """The items still to segment, decided before the network runs.
 
-    Filtering before the network runs is what makes a second run over a folder cheap: after an interruption it
-    segments only what is missing. An output that exists but is not valid (:func:`output_is_valid`: another
-    shape, or truncated) is segmented again and replaced, and the log names it.
+    Without ``overwrite``: an item without ``output_dir/<case>.nii.gz`` is segmented; one whose output was written
+    by this same model (``report.model``, recorded in ``provenance.json``) and is whole (:func:`output_is_valid`)
+    is skipped; one whose output of this model is broken (a killed run) is segmented again. An output written by
+    another model, or of unknown origin, is never kept as if it were this model's: the run is refused, naming the
+    cases, unless ``overwrite`` (then every item is segmented and replaced).
+
+    Raises:
+        UserError: outputs of another model or of unknown origin exist and not ``overwrite``.
     """
     from pipeline.engine import as_bool
 
     if as_bool(overwrite, "overwrite"):
         return list(items)
-    todo, done, redo = [], 0, []
+    model = report.model if report is not None else None
+    provenance = read_provenance(output_dir)
+    todo, redo, foreign = [], [], []
     for item in items:
-        out = Path(output_dir) / f"{item['case']}.nii.gz"
+        case = str(item["case"])
+        out = Path(output_dir) / f"{case}.nii.gz"
         if not out.exists():
             todo.append(item)
+            continue
+        writer = provenance.get(case, {}).get("model")
+        if model is not None and writer != model:
+            foreign.append(f"{case} ({'model ' + writer if writer else 'no record of its model'})")
         elif output_is_valid(out, _reference_path(item["image"])):
-            done += 1
+            if report is not None:
+                report.skip(case, "already segmented by this model")
         else:
-            redo.append(item["case"])
+            redo.append(case)
             todo.append(item)
+    if foreign:
+        raise UserError(
+            f"{output_dir} already holds {len(foreign)} segmentation(s) not written by this model ({model}): "
+            f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}; pass another --output_dir, or "
+            "--overwrite true to replace them"
+        )
     if redo:
         logger.warning("segmenting again %d case(s) whose output is not a valid segmentation of the input: %s",
                        len(redo), ", ".join(redo))
+    done = len(items) - len(todo)
     if done:
-        logger.info("skipping %d of %d case(s) already segmented in %s%s (pass --overwrite true to redo them)",
-                    done, len(items), output_dir, "" if todo else ": nothing to do")
+        logger.info("skipping %d of %d case(s) already segmented by this model in %s%s (pass --overwrite true to "
+                    "redo them)", done, len(items), output_dir, "" if todo else ": nothing to do")
     return todo

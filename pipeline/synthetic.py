@@ -34,6 +34,7 @@ Case ``i`` of :func:`write_dataset` depends only on ``(seed, i)``. With ``seed=0
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
+
+from pipeline.errors import UserError
+from pipeline.files import atomic_write, atomic_write_text
+
+logger = logging.getLogger(__name__)
 
 #: The shape ``(X, Y, Z)`` of a default synthetic case: small enough for CPU training in minutes.
 DEFAULT_SHAPE: tuple[int, int, int] = (96, 96, 64)
@@ -329,13 +335,7 @@ def _save_nifti(arr: np.ndarray, affine: np.ndarray, path: Path) -> None:
     img.set_sform(affine, code=1)
     img.header.set_xyzt_units("mm", "sec")
     img.header.set_data_dtype(arr.dtype)
-    tmp = path.with_name(f".{path.name[: -len('.nii.gz')]}.tmp{os.getpid()}.nii.gz")
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda tmp: nib.save(img, tmp), durable=False)
 
 
 def write_dataset(
@@ -344,6 +344,8 @@ def write_dataset(
     shape: Sequence[int] = DEFAULT_SHAPE,
     seed: int = 0,
     layout: str = "brats2021",
+    *,
+    force: bool = False,
 ) -> list[Path]:
     """Write ``cases`` synthetic cases under ``out_dir`` in one of the layouts of :mod:`pipeline.datasets`.
 
@@ -357,7 +359,12 @@ def write_dataset(
 
     Case ``i`` is drawn from ``np.random.default_rng([seed, i])`` only, so its arrays are identical
     whatever ``cases`` or ``layout`` is; its first draw makes about 1 case in 8 non-enhancing (see
-    :func:`case_is_enhancing`). Files of an existing case are overwritten (each file atomically);
+    :func:`case_is_enhancing`).
+
+    The synthetic case names are BraTS's own (``BraTS2021_00000``), so a folder that already holds NIfTI files
+    is refused unless ``force``: a real download must never be overwritten by synthetic cases. A folder that
+    this function wrote with the same settings (recorded in ``OUT_DIR/synthetic.json``) is left as it is and
+    its cases are returned. With ``force`` the files of our cases are overwritten (each file atomically);
     nothing else in ``out_dir`` is touched or deleted.
 
     Returns:
@@ -365,6 +372,7 @@ def write_dataset(
 
     Raises:
         ValueError: an unknown ``layout``, a negative ``cases`` or ``seed``, or a bad ``shape``.
+        UserError: ``out_dir`` already holds NIfTI files other than these synthetic cases and not ``force``.
     """
     if layout not in SUPPORTED_LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; supported layouts: {', '.join(SUPPORTED_LAYOUTS)}")
@@ -375,6 +383,11 @@ def write_dataset(
     shape = _check_shape(shape)
     affine = brats_affine(shape)
     out = Path(out_dir).expanduser()
+    settings = {"cases": int(cases), "shape": list(shape), "seed": int(seed), "layout": layout}
+    existing = _existing_cases(out, settings)
+    if existing is not None:
+        return existing
+    _refuse_occupied(out, force)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for i in range(int(cases)):
@@ -395,7 +408,49 @@ def write_dataset(
         written.append(folder)
     if layout == "msd":
         _write_msd_json(out, [p.name for p in written])
+    names = [p.relative_to(out).as_posix() for p in written]
+    atomic_write_text(out / SETTINGS_FILE, json.dumps({**settings, "cases_written": names}))
     return written
+
+
+#: What :func:`write_dataset` records in its folder: its settings and the cases it wrote.
+SETTINGS_FILE = "synthetic.json"
+
+
+def _nifti_files(folder: Path, depth: int = 2) -> list[Path]:
+    """The NIfTI files in ``folder`` and its subfolders down to ``depth`` levels (a dataset's case folders)."""
+    found: list[Path] = []
+    if not folder.is_dir():
+        return found
+    for entry in sorted(folder.iterdir()):
+        if entry.is_file() and entry.name.endswith((".nii", ".nii.gz")):
+            found.append(entry)
+        elif entry.is_dir() and depth > 1:
+            found.extend(_nifti_files(entry, depth - 1))
+    return found
+
+
+def _existing_cases(out: Path, settings: dict) -> list[Path] | None:
+    """The cases of ``out`` when :func:`write_dataset` already wrote them there with ``settings``, else None."""
+    try:
+        recorded = json.loads((out / SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    names = recorded.pop("cases_written", None)
+    if recorded != settings or not names or not all((out / n).exists() for n in names):
+        return None
+    logger.info("%s already holds these %d synthetic case(s) (%s): nothing to write", out, len(names), SETTINGS_FILE)
+    return [out / n for n in names]
+
+
+def _refuse_occupied(out: Path, force: bool) -> None:
+    files = _nifti_files(out)
+    if files and not force:
+        raise UserError(
+            f"{out} already holds {len(files)} NIfTI file(s) (e.g. {files[0]}); synthetic cases carry BraTS's own "
+            "case names and would write over them: choose an empty folder, or pass --force to overwrite the "
+            "synthetic cases of that name"
+        )
 
 
 def _write_msd_case(out: Path, case_id: str, images: dict[str, np.ndarray], seg: np.ndarray,
@@ -423,6 +478,4 @@ def _write_msd_json(out: Path, names: Sequence[str]) -> None:
         "training": [{"image": f"./imagesTr/{n}", "label": f"./labelsTr/{n}"} for n in names],
         "test": [],
     }
-    tmp = out / f".dataset.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(meta, indent=4))
-    os.replace(tmp, out / "dataset.json")
+    atomic_write_text(out / "dataset.json", json.dumps(meta, indent=4))

@@ -53,7 +53,7 @@ CASE_PARAMS = [
 def test_write_dataset_uses_the_exact_brats2021_folder_and_file_names(small_dataset):
     root, folders = small_dataset
     assert folders == [root / "BraTS2021_00000", root / "BraTS2021_00001"]
-    assert sorted(p.name for p in root.iterdir()) == ["BraTS2021_00000", "BraTS2021_00001"]
+    assert sorted(p.name for p in root.iterdir()) == ["BraTS2021_00000", "BraTS2021_00001", "synthetic.json"]
     for folder in folders:
         expected = sorted(f"{folder.name}_{s}.nii.gz" for s in SUFFIXES)
         assert sorted(p.name for p in folder.iterdir()) == expected
