@@ -38,7 +38,15 @@ A datalist is MONAI's decathlon-style JSON::
      "test": [{"case": ..., "image": [...]}, ...]}      # cases without a label
 
 An MSD item is ``{"case": "BRATS_001", "image": [4D file], "channel_index": [1, 2, 3, 0], "label": ...}``.
-Paths in a datalist are absolute, so it can be used from any working directory.
+Paths in a written datalist are absolute, so it can be used from any working directory.
+
+A datalist JSON is validated when loaded (:func:`read_datalist`): case ids unique and safe as file names
+(outputs are ``<output_dir>/<case>.nii.gz``), 4 image files (reordered into ``CHANNELS`` order when their BraTS
+names show the contrasts in another order, refused when the names show anything else) or one 4D file with
+``channel_index``, every file present; relative paths are read from the JSON's own folder; the loaded items hold
+absolute paths. A MONAI model-zoo datalist (``training``/``validation``/``testing``, items without case or fold)
+is read with its own split: its ``validation`` cases are fold 0, its ``training`` cases fold 1 (``--fold 0``
+only), its ``testing`` cases ``test``.
 """
 
 from __future__ import annotations
@@ -229,7 +237,23 @@ def _brats_matches(folder: Path, names: set[str], spec: LayoutSpec) -> bool:
     return any(_pick(names, s) for s in stems)
 
 
+def _single_case_message(root: Path) -> str | None:
+    """The refusal of a dataset folder that is itself one BraTS case folder (``<root>/<root.name>_t1.nii.gz``...)."""
+    names = _nifti_names(root)
+    for spec in LAYOUTS.values():
+        if not spec.suffixes:
+            continue
+        found = [n for s in (*spec.suffixes, "seg") if (n := _pick(names, f"{root.name}{spec.separator}{s}"))]
+        if found:
+            return (f"{root} is a single case folder (it holds {', '.join(found)}); pass its parent folder as "
+                    f"--dataset_dir: --dataset_dir {root.parent}")
+    return None
+
+
 def _no_case_message(root: Path) -> str:
+    single = _single_case_message(root)
+    if single:
+        return single
     layouts = "; ".join(f"{spec.title}: {spec.example}" for spec in LAYOUTS.values())
     return (f"no BraTS case found in {root}: expected one of these layouts: {layouts}. "
             "Generate a synthetic one with: python -m pipeline synth DIR [--layout brats2021|brats2023|msd]")
@@ -273,7 +297,17 @@ def detect_layout(root: str | os.PathLike) -> LayoutInfo:
     raise DatasetError(_no_case_message(root))
 
 
+def _both_extensions(names: set[str], stem: str) -> tuple[str, str] | None:
+    """``(stem.nii, stem.nii.gz)`` when a folder holds both (which one is meant cannot be told), else None."""
+    pair = (f"{stem}.nii", f"{stem}.nii.gz")
+    return pair if all(n in names for n in pair) else None
+
+
 def _scan_brats(root: Path, spec: LayoutSpec, scan: DatasetScan) -> None:
+    """Cases of a BraTS layout. Refused (an error problem, the case left out): a contrast missing, a file present
+    as both ``.nii`` and ``.nii.gz``, and one case id in two folders (2018's ``HGG/X`` and ``LGG/X``)."""
+    found_in: dict[str, list[Path]] = {}
+    cases: list[Case] = []
     for folder in _case_folders(root):
         cid, names = folder.name, _nifti_names(folder)
         found = [_pick(names, f"{cid}{spec.separator}{s}") for s in spec.suffixes]
@@ -286,14 +320,31 @@ def _scan_brats(root: Path, spec: LayoutSpec, scan: DatasetScan) -> None:
                     f"{cid}{spec.separator}{{{','.join(spec.suffixes)},seg}}.nii.gz, so it is not used as a case; "
                     "name the files after their folder, as in the rest of the dataset")))
             continue
+        found_in.setdefault(cid, []).append(folder)
+        doubles = [d for s in (*spec.suffixes, "seg") if (d := _both_extensions(names, f"{cid}{spec.separator}{s}"))]
+        for nii, gz in doubles:
+            scan.problems.append(Problem(cid, str(folder / nii), "error", (
+                f"case {cid}: {folder} holds both {nii} and {gz}; keep one of the two (delete or move the other out "
+                "of the dataset folder)")))
         missing = [f"{cid}{spec.separator}{s}.nii.gz" for s, p in zip(spec.suffixes, found, strict=True) if p is None]
         for name in missing:
             scan.problems.append(Problem(cid, str(folder / name), "error", (
                 f"case {cid}: missing {name} in {folder}; every case needs all four contrasts "
                 f"({', '.join(spec.suffixes)}): restore the file or move the case out of the dataset folder")))
-        if missing:
+        if missing or doubles:
             continue
-        scan.cases.append(Case(cid, tuple(str(folder / p) for p in found), str(folder / seg) if seg else None))
+        cases.append(Case(cid, tuple(str(folder / p) for p in found), str(folder / seg) if seg else None))
+    for cid, folders in found_in.items():
+        if len(folders) > 1:
+            scan.problems.append(Problem(cid, str(folders[1]), "error", (
+                f"case {cid}: {len(folders)} case folders have the same case id: "
+                f"{' and '.join(str(f) for f in folders)}; "
+                "outputs are named after the case, so keep one of them (rename or move the other)")))
+    scan.cases.extend(c for c in cases if len(found_in[c.case_id]) == 1)
+    if not scan.cases and not scan.problems:
+        single = _single_case_message(root)
+        if single:
+            scan.problems.append(Problem("", str(root), "error", single))
 
 
 def msd_channel_index(modalities: Sequence[str]) -> tuple[int, ...]:
@@ -334,15 +385,34 @@ def _msd_modalities(root: Path, scan: DatasetScan) -> tuple[int, ...]:
 
 def _scan_msd(root: Path, scan: DatasetScan) -> None:
     index = _msd_modalities(root, scan)
+    doubled: set[str] = set()  # case ids with a file present as both .nii and .nii.gz: refused
 
     def files(sub: str) -> dict[str, str]:
-        return {_stem(n): str(root / sub / n) for n in sorted(_nifti_names(root / sub)) if _is_nifti(n)}
+        out: dict[str, str] = {}
+        names = _nifti_names(root / sub)
+        for n in sorted(names):
+            if not _is_nifti(n):
+                continue
+            cid = _stem(n)
+            pair = _both_extensions(names, cid)
+            if pair:
+                if n == pair[0]:
+                    scan.problems.append(Problem(cid, str(root / sub / n), "error", (
+                        f"case {cid}: {root / sub} holds both {pair[0]} and {pair[1]}; keep one of the two (delete "
+                        "or move the other out of the dataset folder)")))
+                doubled.add(cid)
+                continue
+            out[cid] = str(root / sub / n)
+        return out
 
     images_tr, labels, images_ts = files("imagesTr"), files("labelsTr"), files("imagesTs")
-    for cid in sorted(set(labels) - set(images_tr)):
+    for cid in sorted(set(labels) - set(images_tr) - doubled):
         scan.problems.append(Problem(cid, str(root / "imagesTr" / f"{cid}.nii.gz"), "error", (
             f"case {cid}: missing imagesTr/{cid}.nii.gz for the label labelsTr/{Path(labels[cid]).name}; "
             "restore the image or move the label out of the dataset folder")))
+    for cid in doubled:  # one of its files is doubled: the case is refused (its error is listed above)
+        images_tr.pop(cid, None)
+        images_ts.pop(cid, None)
     for cid, image in images_tr.items():
         label = labels.get(cid)
         if label is None:
@@ -368,8 +438,10 @@ def scan_dataset(root: str | os.PathLike, layout: str | None = None) -> DatasetS
 
     Returns:
         The layout, the complete cases (sorted by case id within each subfolder) and the problems: a missing
-        contrast or MSD image is an error naming the case and the file; a case without a label is not a
-        problem (validation sets have none) except in MSD's ``imagesTr/`` (a warning).
+        contrast or MSD image is an error naming the case and the file, and so are one case id in two folders
+        (2018's ``HGG/X`` and ``LGG/X``), a file present as both ``.nii`` and ``.nii.gz``, and (no case found)
+        a ``root`` that is itself one case folder; a case without a label is not a problem (validation sets
+        have none) except in MSD's ``imagesTr/`` (a warning). A refused case is not among the cases.
 
     Raises:
         DatasetError: ``root`` is missing, the layout is unknown or cannot be detected.
@@ -427,7 +499,7 @@ def resolve_label_scheme(label_scheme: str | None, datalist: str | os.PathLike |
             raise ValueError(f"unknown label_scheme {label_scheme!r}; expected auto or one of {sorted(LABEL_SCHEMES)}")
         return str(label_scheme)
     if datalist:
-        dl = load_datalist(datalist, None)
+        dl = load_datalist(datalist, dataset_dir)
         scheme = dl.get("label_scheme") or LAYOUTS.get(dl.get("layout", "brats2021"), LAYOUTS["brats2021"]).label_scheme
         return str(scheme)
     if not dataset_dir:
@@ -491,31 +563,367 @@ def write_datalist(root: str | os.PathLike, out: str | os.PathLike, folds: int =
     return datalist
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Datalists: one schema, validated when loaded
+# ----------------------------------------------------------------------------------------------------------------
+
+#: Top-level keys of a MONAI model-zoo datalist (e.g. ``brats_mri_segmentation``), which carries its own split.
+MODEL_ZOO_KEYS: tuple[str, ...] = ("training", "validation", "testing")
+#: Fold given to a model-zoo datalist's ``validation`` items (its one split) and to its ``training`` items.
+MODEL_ZOO_FOLDS: dict[str, int] = {"validation": 0, "training": 1}
+
+#: ``(separator, suffix)`` just before ``.nii``/``.nii.gz`` -> ``(channel of CHANNELS or "seg", layout)``.
+_NAMED: dict[tuple[str, str], tuple[str, str]] = {
+    **{("_", s): (c, "brats2021") for s, c in zip(BRATS2021_SUFFIXES, CHANNELS, strict=True)},
+    ("_", "seg"): ("seg", "brats2021"),
+    **{("-", s): (c, "brats2023") for s, c in zip(BRATS2023_SUFFIXES, CHANNELS, strict=True)},
+    ("-", "seg"): ("seg", "brats2023"),
+}
+
+
+def _named_split(path: str | os.PathLike) -> tuple[str, str, str] | None:
+    """``(case part of the stem, channel or "seg", layout)`` of a BraTS file name, or None (see :func:`named_as`)."""
+    name = Path(path).name
+    if not name.lower().endswith(NIFTI_EXTENSIONS):
+        return None
+    stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else name[: -len(".nii")]
+    for sep in ("_", "-"):
+        head, found, tail = stem.rpartition(sep)
+        if found and head and (sep, tail.lower()) in _NAMED:
+            return (head, *_NAMED[(sep, tail.lower())])
+    return None
+
+
+def named_as(path: str | os.PathLike) -> tuple[str, str] | None:
+    """What a file's BraTS name shows: ``(channel of CHANNELS or "seg", layout)``, or None when it shows nothing.
+
+    The suffix must sit exactly between the last ``_`` (BraTS 2018-2021: t1, t1ce, t2, flair, seg) or ``-``
+    (BraTS 2023: t1n, t1c, t2w, t2f, seg) and ``.nii``/``.nii.gz``: ``X_t1ce.nii.gz`` is T1ce (not T1),
+    ``X-t2f.nii.gz`` FLAIR; ``t1.nii.gz``, ``X_t1_reg.nii.gz`` and ``X_t1.mha`` show nothing.
+    """
+    found = _named_split(path)
+    return found[1:] if found else None
+
+
+def check_case_id(case_id: object, where: str) -> str:
+    """``case_id`` when it is safe as a file name, else :class:`DatasetError` (``where`` starts the message).
+
+    Outputs are written as ``<output_dir>/<case>.nii.gz``, so an id must be a plain, non-empty name: no ``/`` or
+    ``\\``, not ``.`` or ``..``, not absolute: nothing may ever be written outside ``output_dir``.
+    """
+    if case_id is None:
+        raise DatasetError(f"{where}: the item has no \"case\" id; give each item a plain case name such as "
+                           "BraTS2021_00000 (outputs are written as <output_dir>/<case>.nii.gz)")
+    if not isinstance(case_id, str) or not case_id.strip():
+        reason = "is empty" if isinstance(case_id, str) else f"is a {type(case_id).__name__}"
+    elif "/" in case_id or "\\" in case_id or os.path.isabs(case_id):
+        reason = "holds a path separator"
+    elif case_id in (".", ".."):
+        reason = f"is {case_id!r}"
+    elif "\0" in case_id:
+        reason = "holds a NUL character"
+    else:
+        return case_id
+    raise DatasetError(
+        f"{where}: case id {case_id!r} {reason}, so it cannot name a file (outputs are written as "
+        "<output_dir>/<case>.nii.gz, never outside it); rename the case to a plain name such as BraTS2021_00000"
+    )
+
+
+def _ordered_images(images: list[str], where: str) -> list[str]:
+    """The 4 image files in :data:`CHANNELS` order, checked against what their names show (:func:`named_as`).
+
+    Names that show nothing keep the given order; names that show the four contrasts once each in another order
+    are reordered (one INFO line: the names say it, it is not a guess); names that show anything else (a
+    contrast twice, a segmentation, a named file in another contrast's place) are refused.
+    """
+    chans = [s[0] if (s := named_as(p)) else None for p in images]
+    if not any(chans):
+        return images
+    if all(chans) and sorted(c for c in chans if c) == sorted(CHANNELS):
+        if chans != list(CHANNELS):
+            logger.info("%s: image files listed as %s (their names say so); reordered to %s", where,
+                        ", ".join(c for c in chans if c), ", ".join(CHANNELS))
+            return [images[chans.index(c)] for c in CHANNELS]
+        return images
+    known = [c for c in chans if c]
+    if "seg" in chans or len(set(known)) != len(known) or all(chans):
+        why = f"not the four contrasts {', '.join(CHANNELS)} once each"
+    elif any(c and c != CHANNELS[i] for i, c in enumerate(chans)):
+        why = "a named file is in another contrast's place and the other names do not show theirs"
+    else:
+        return images  # each named file is in its own place
+    names = ", ".join(f"{Path(p).name} ({c or 'name shows nothing'})" for p, c in zip(images, chans, strict=True))
+    raise DatasetError(f"{where}: image files {names}: {why}; list one file of each contrast, in the order "
+                       f"{', '.join(CHANNELS)} (a segmentation belongs in \"label\")")
+
+
+def _checked_channel_index(index: object, images: list, where: str) -> list[int]:
+    """An MSD item's ``channel_index`` (the position in its one 4D file of each channel of CHANNELS)."""
+    if len(images) != 1:
+        raise DatasetError(f"{where}: \"channel_index\" goes with one 4D image file, but \"image\" lists "
+                           f"{len(images)}; give one 4D file, or {len(CHANNELS)} files without \"channel_index\"")
+    if index is None:
+        raise DatasetError(
+            f"{where}: one image file {Path(str(images[0])).name} and no \"channel_index\"; a 4D image needs the "
+            f"position in it of {', '.join(CHANNELS)}: add e.g. \"channel_index\": [1, 2, 3, 0] for MSD's FLAIR, "
+            "T1w, T1gd, T2w ([0, 1, 2, 3] if the file holds them in that order)")
+    ok = isinstance(index, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in index)
+    if not ok or sorted(index) != list(range(len(CHANNELS))):  # type: ignore[arg-type]
+        raise DatasetError(f"{where}: \"channel_index\" is {index!r}; expected the position in the 4D image of "
+                           f"{', '.join(CHANNELS)}, a permutation of 0..{len(CHANNELS) - 1} such as [1, 2, 3, 0]")
+    return list(index)  # type: ignore[arg-type]
+
+
+def _model_zoo_case_id(item: dict) -> object:
+    """The case id of a model-zoo item (it has none): the label's stem without ``_seg``/``-seg``; else, for BraTS
+    names, the first image's stem without its contrast suffix (its case folder's name in a BraTS download);
+    else the first image's stem."""
+    label = item.get("label")
+    named = _named_split(label) if isinstance(label, (str, os.PathLike)) else None
+    if named and named[1] == "seg":
+        return named[0]
+    image = item.get("image")
+    first = image[0] if isinstance(image, list) and image else image
+    if not isinstance(first, (str, os.PathLike)):
+        return None
+    named = _named_split(first)
+    return named[0] if named else _stem(Path(first).name)
+
+
+@dataclass
+class _DatalistReader:
+    """Reads the items of one datalist JSON into the schema: case id, absolute existing paths, channel order."""
+
+    path: Path
+    model_zoo: bool
+    data_root: Path | None = None  # model-zoo lists: the data root their relative paths may start from
+    missing: list[str] = field(default_factory=list)  # one refusal line per missing file; the first is raised
+
+    def __post_init__(self) -> None:
+        self.base = Path(os.path.abspath(self.path.parent))
+
+    def file(self, value: object, what: str, where: str) -> str:
+        """``value`` as an absolute path (relative: from the datalist's folder); a missing file is noted."""
+        if not isinstance(value, str) or not value.strip():
+            raise DatasetError(f"{where}: {what} {value!r} is not a file path; give the path of a .nii.gz file")
+        given = os.path.expanduser(value)
+        found = os.path.abspath(os.path.join(self.base, given))
+        if os.path.isfile(found):
+            return found
+        if self.model_zoo and self.data_root is not None and not os.path.isabs(given):
+            in_root = os.path.abspath(os.path.join(self.data_root, given))
+            if os.path.isfile(in_root):
+                return in_root
+        if os.path.isabs(given):
+            self.missing.append(f"{where}: {what} {value} does not exist; fix the path or remove the case")
+        elif self.model_zoo:
+            root = f" nor in --dataset_dir {self.data_root}" if self.data_root is not None else ""
+            self.missing.append(
+                f"{where}: {what} {value} is not found in the datalist's folder {self.base}{root}; pass "
+                "--dataset_dir as the data root the datalist's paths are relative to, or make the paths absolute")
+        else:
+            self.missing.append(
+                f"{where}: {what} {value} is not found in the datalist's folder {self.base} (relative paths are "
+                "read from there); fix the path, or rewrite the datalist with: python -m pipeline datalist "
+                f"DATASET_DIR --out {self.path}")
+        return found
+
+    def item(self, raw: object, section: str, pos: int) -> dict:
+        """One item as ``{"case", "image": [4 paths] | [4D path], "channel_index"?, "label"?, "fold"?}``."""
+        where = f"datalist {self.path}: {section} item {pos}"
+        if not isinstance(raw, dict):
+            raise DatasetError(f"{where} is {type(raw).__name__}, not an object like "
+                               '{"case": ..., "image": [...], "label": ..., "fold": ...}')
+        item = dict(raw)
+        case = item.get("case", _model_zoo_case_id(item) if self.model_zoo else None)
+        item["case"] = check_case_id(case, where)
+        where = f"datalist {self.path}: case {item['case']}"
+        image = item.get("image")
+        images = [image] if isinstance(image, str) else image
+        if not isinstance(images, list) or not images:
+            raise DatasetError(f"{where}: \"image\" is {image!r}; expected a list of {len(CHANNELS)} files "
+                               f"({', '.join(CHANNELS)}) or one 4D file with \"channel_index\"")
+        index = item.get("channel_index")
+        if index is not None or len(images) == 1:
+            item["channel_index"] = _checked_channel_index(index, images, where)
+        elif len(images) != len(CHANNELS):
+            raise DatasetError(f"{where}: \"image\" lists {len(images)} file(s); expected {len(CHANNELS)} "
+                               f"({', '.join(CHANNELS)}) or one 4D file with \"channel_index\"")
+        item["image"] = [self.file(p, "image file", where) for p in images]
+        if len(item["image"]) == len(CHANNELS):
+            item["image"] = _ordered_images(item["image"], where)
+        elif (named_as(item["image"][0]) or ("",))[0] == "seg":
+            raise DatasetError(f"{where}: the 4D image {Path(item['image'][0]).name} is named as a segmentation; "
+                               "give the segmentation as \"label\" and the 4D image as \"image\"")
+        if item.get("label") is not None:
+            item["label"] = self.file(item["label"], "label file", where)
+            shown = named_as(item["label"])
+            if shown and shown[0] != "seg":
+                raise DatasetError(f"{where}: the label file {Path(item['label']).name} is named as the {shown[0]} "
+                                   "contrast; give the segmentation file as \"label\"")
+        elif section in ("training", "validation"):
+            raise DatasetError(f"{where}: a {section} item needs a \"label\" (its segmentation); add it, or move the "
+                               f"case to \"{'testing' if self.model_zoo else 'test'}\" (cases to segment only)")
+        else:
+            item.pop("label", None)
+        if self.model_zoo:
+            if section in MODEL_ZOO_FOLDS:
+                item["fold"] = MODEL_ZOO_FOLDS[section]
+        elif section == "training":
+            fold = item.get("fold")
+            if isinstance(fold, bool) or not isinstance(fold, int) or fold < 0:
+                raise DatasetError(f"{where}: \"fold\" is {fold!r}; every training item needs a fold number >= 0: "
+                                   "rewrite the datalist with: python -m pipeline datalist DATASET_DIR --out "
+                                   f"{self.path}")
+        return item
+
+
+def _is_model_zoo(raw: dict) -> bool:
+    """Whether a datalist is MONAI model-zoo style: ``validation``/``testing`` keys, or items without case/fold."""
+    if "validation" in raw or "testing" in raw:
+        return True
+    items = raw.get("training")
+    return bool(items) and isinstance(items, list) and all(
+        isinstance(it, dict) and "case" not in it and "fold" not in it for it in items)
+
+
+def read_datalist(path: str | os.PathLike, dataset_dir: str | os.PathLike | None = None) -> dict:
+    """A datalist JSON, validated, with absolute paths and the images in :data:`CHANNELS` order.
+
+    Two formats are read:
+
+    * ours (:func:`write_datalist`, see the module docstring): ``training`` (labelled, each with ``fold``) and
+      ``test``; relative paths are read from the JSON file's own folder (not the current directory).
+    * MONAI model-zoo (e.g. ``brats_mri_segmentation``): ``training``, ``validation`` and ``testing`` lists of
+      ``{"image": [...], "label": ...}`` without case or fold. It is read with its OWN split: its ``validation``
+      items become fold 0 and its ``training`` items fold 1 (so ``--fold 0`` validates on its validation cases,
+      none dropped), ``testing`` becomes ``test``, and ``"split": "model-zoo"`` is recorded. Case ids come from
+      the file names (:func:`_model_zoo_case_id`). A relative path not found from the JSON's folder is looked
+      for under ``dataset_dir`` (model-zoo lists are relative to their data root). The layout and label scheme
+      are recorded when the names show them.
+
+    Every item is checked: a case id unique and safe as a file name (:func:`check_case_id`); ``image`` 4 files
+    (reordered into CHANNELS order when their BraTS names show the four contrasts in another order, refused when
+    the names show anything but the four contrasts once each) or one 4D file with ``channel_index`` (a
+    permutation of 0..3); training and validation items labelled; every file present.
+
+    Raises:
+        DatasetError: the first problem, as one line naming the datalist, the case, the file and the fix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(
+            f"datalist {path} does not exist; write one with: python -m pipeline datalist DATASET_DIR --out {path}")
+    try:
+        raw = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DatasetError(f"datalist {path} is not valid JSON ({e}); fix it, or rewrite it with: "
+                           f"python -m pipeline datalist DATASET_DIR --out {path}") from None
+    sections = ("training", "test", *MODEL_ZOO_KEYS[1:])
+    if not isinstance(raw, dict) or not any(k in raw for k in sections):
+        raise DatasetError(f"datalist {path} has none of the keys training, test (ours) or training, validation, "
+                           f"testing (MONAI model-zoo); write one with: python -m pipeline datalist DATASET_DIR "
+                           f"--out {path}")
+    for key in sections:
+        if not isinstance(raw.get(key, []), list):
+            raise DatasetError(f"datalist {path}: \"{key}\" is {type(raw[key]).__name__}, not a list of items")
+    zoo = _is_model_zoo(raw)
+    if zoo and "test" in raw:
+        raise DatasetError(f"datalist {path} mixes our \"test\" key with MONAI model-zoo keys (validation, testing); "
+                           "keep one format")
+    for key in ("layout", "label_scheme"):
+        table = LAYOUTS if key == "layout" else LABEL_SCHEMES
+        if raw.get(key) is not None and raw[key] not in table:
+            raise DatasetError(f"datalist {path}: {key} {raw[key]!r} is unknown; expected one of {', '.join(table)}")
+    reader = _DatalistReader(path, zoo, Path(dataset_dir).expanduser() if dataset_dir else None)
+    parts = {key: [reader.item(it, key, i) for i, it in enumerate(raw.get(key, []))]
+             for key in ((*MODEL_ZOO_KEYS,) if zoo else ("training", "test"))}
+    _refuse_duplicate_ids(path, parts, zoo)
+    if reader.missing:
+        more = f" ({len(reader.missing) - 1} more file(s) missing)" if len(reader.missing) > 1 else ""
+        raise DatasetError(reader.missing[0] + more)
+    if not zoo:
+        return {**raw, "training": parts["training"], "test": parts["test"]}
+    return _model_zoo_datalist(path, raw, parts)
+
+
+def _refuse_duplicate_ids(path: Path, parts: dict[str, list[dict]], zoo: bool) -> None:
+    seen: dict[str, tuple[str, dict]] = {}
+    for section, items in parts.items():
+        for it in items:
+            cid = it["case"]
+            if cid not in seen:
+                seen[cid] = (section, it)
+                continue
+            other, first = seen[cid]
+            if zoo and {other, section} == {"training", "validation"}:
+                raise DatasetError(
+                    f"datalist {path}: case {cid} is both a validation case ({Path(first['image'][0]).name}) and a "
+                    f"training case ({Path(it['image'][0]).name}) of this model-zoo datalist; a case must not "
+                    "validate the model it trains: remove it from one of the two lists")
+            raise DatasetError(
+                f"datalist {path}: case id {cid} is used twice ({other}: {first['image'][0]}; {section}: "
+                f"{it['image'][0]}); outputs are named <case>.nii.gz, so ids must be unique: remove the duplicate "
+                "or rename one case")
+
+
+def _model_zoo_datalist(path: Path, raw: dict, parts: dict[str, list[dict]]) -> dict:
+    items = [it for key in MODEL_ZOO_KEYS for it in parts[key]]
+    layouts = {s[1] for it in items for p in it["image"] if (s := named_as(p))}
+    if any("channel_index" in it for it in items):
+        layouts.add("msd")
+    unnamed = [p for it in items if "channel_index" not in it for p in it["image"] if named_as(p) is None]
+    if unnamed:
+        logger.warning("datalist %s (MONAI model-zoo): image names such as %s do not show their contrast, so each "
+                       "item's 4 files are taken as %s in the listed order (the model-zoo brats_mri_segmentation "
+                       "bundle lists T1ce, T1, T2, FLAIR: reorder such lists)", path, Path(unnamed[0]).name,
+                       ", ".join(CHANNELS))
+    dl: dict = {"name": raw.get("name") or path.stem, "split": "model-zoo"}
+    if len(layouts) == 1:
+        layout = layouts.pop()
+        dl.update(layout=layout, label_scheme=LAYOUTS[layout].label_scheme)
+    logger.info("datalist %s (MONAI model-zoo): its %d validation case(s) are fold %d, its %d training case(s) fold "
+                "%d, its %d testing case(s) test", path, len(parts["validation"]), MODEL_ZOO_FOLDS["validation"],
+                len(parts["training"]), MODEL_ZOO_FOLDS["training"], len(parts["testing"]))
+    return {**dl, "channels": list(CHANNELS), "regions": list(REGIONS),
+            "training": [*parts["validation"], *parts["training"]], "test": parts["testing"]}
+
+
 def load_datalist(datalist: str | os.PathLike | None, dataset_dir: str | os.PathLike | None,
                   folds: int = 5, seed: int = 0) -> dict:
-    """The datalist from a JSON file when ``datalist`` is given, else discovered in ``dataset_dir``."""
+    """The datalist from a JSON file when ``datalist`` is given (validated, :func:`read_datalist`; ``dataset_dir``
+    is then only the data root of a model-zoo list's relative paths), else discovered in ``dataset_dir``."""
     if datalist:
-        path = Path(datalist)
-        if not path.is_file():
-            raise DatasetError(
-                f"datalist {path} does not exist; write one with: python -m pipeline datalist DATASET_DIR --out {path}"
-            )
-        return json.loads(path.read_text())
+        return read_datalist(datalist, dataset_dir)
     if not dataset_dir:
         raise DatasetError("neither a datalist nor a dataset_dir was given; pass --dataset_dir /path/to/BraTS")
     return build_datalist(dataset_dir, folds, seed)
 
 
+def _folds_present(dl: dict) -> list[int]:
+    return sorted({int(it["fold"]) for it in dl.get("training", [])})
+
+
 def split_items(dl: dict, fold: int = 0) -> tuple[list[dict], list[dict]]:
     """``(train, validation)`` items of a datalist: fold ``fold`` of its labelled cases validates, the rest train.
 
+    A model-zoo datalist (``"split": "model-zoo"``) has one split: ``fold`` 0, its validation cases.
+
     Raises:
-        DatasetError: no labelled case, or ``fold`` is not one of the datalist's folds.
+        DatasetError: no labelled case, ``fold`` is not one of the datalist's folds, or not 0 for a model-zoo list.
     """
     items = dl.get("training", [])
+    if dl.get("split") == "model-zoo":
+        if fold != MODEL_ZOO_FOLDS["validation"]:
+            raise DatasetError(f"fold {fold}: a model-zoo datalist has one split, its validation cases: use --fold 0")
+        if not any(int(it["fold"]) == fold for it in items):
+            raise DatasetError(f"the model-zoo datalist {dl.get('name', '')} has no validation case; add a "
+                               "\"validation\" list to it, or write a datalist with folds: python -m pipeline "
+                               "datalist DATASET_DIR --out datalist.json")
     if not items:
         raise DatasetError("the datalist has no labelled case (no segmentation file found): training needs labels")
-    present = sorted({int(it["fold"]) for it in items})
+    present = _folds_present(dl)
     if fold not in present:
         raise DatasetError(f"fold {fold} is not in the datalist (folds present: {present}); pass --fold one of those")
     train = [it for it in items if int(it["fold"]) != fold]
@@ -533,18 +941,43 @@ def training_split(datalist: str | os.PathLike | None, dataset_dir: str | os.Pat
     return split_items(load_datalist(datalist, dataset_dir, folds, seed), fold)
 
 
+def check_infer_fold(datalist: str | os.PathLike | None, fold: int | None) -> int | None:
+    """``fold`` as an int (None for all cases: None or negative); refused when set without a datalist.
+
+    Raises:
+        DatasetError: a fold without a datalist (folds are defined by a datalist).
+    """
+    if fold is None or int(fold) < 0:
+        return None
+    if not datalist:
+        raise DatasetError(
+            f"--infer_fold {fold} needs --datalist: folds are defined by a datalist (python -m pipeline datalist "
+            "DATASET_DIR --out datalist.json); without one every case of --dataset_dir is segmented, so drop "
+            "--infer_fold")
+    return int(fold)
+
+
 def inference_items(datalist: str | os.PathLike | None, dataset_dir: str | os.PathLike | None,
                     fold: int | None = None) -> list[dict]:
     """The items to segment: every case of ``dataset_dir`` (labelled or not), or of a datalist.
 
-    With a datalist and ``fold`` set, only that fold's labelled cases (the validation cases of a
-    training run); with a datalist and no fold, its ``training`` and ``test`` entries.
+    With a datalist and ``fold`` set (>= 0), only that fold's labelled cases (the validation cases of a
+    training run); with a datalist and no fold, its ``training`` and ``test`` entries. ``dataset_dir`` with a
+    datalist is only the data root of a model-zoo list's relative paths (:func:`read_datalist`).
+
+    Raises:
+        DatasetError: ``fold`` set without a datalist, or not one of the datalist's folds (those present listed).
     """
+    fold = check_infer_fold(datalist, fold)
     if datalist:
-        dl = load_datalist(datalist, None)
-        if fold is not None and int(fold) >= 0:
-            return [it for it in dl.get("training", []) if int(it["fold"]) == int(fold)]
-        return [*dl.get("training", []), *dl.get("test", [])]
+        dl = load_datalist(datalist, dataset_dir)
+        if fold is None:
+            return [*dl.get("training", []), *dl.get("test", [])]
+        present = _folds_present(dl)
+        if fold not in present:
+            raise DatasetError(f"fold {fold} is not in the datalist {datalist} (folds present: {present or 'none'}); "
+                               "pass --infer_fold one of those, or drop it to segment every case")
+        return [it for it in dl["training"] if int(it["fold"]) == fold]
     return [c.to_item() for c in discover_cases(dataset_dir)]
 
 

@@ -1,0 +1,408 @@
+"""Datalists are validated like datasets: one item schema, safe case ids, channel order from the file names,
+MONAI model-zoo lists read with their own split, inference folds, and the refusals of discovery."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from pipeline.datasets import (
+    BRATS2021_SUFFIXES,
+    BRATS2023_SUFFIXES,
+    DatasetError,
+    check_case_id,
+    discover_cases,
+    inference_items,
+    load_datalist,
+    named_as,
+    scan_dataset,
+    split_items,
+    write_datalist,
+)
+from pipeline.labels import CHANNELS
+from tests.conftest import LAYOUT_NAMES
+
+SUFFIXES = {"_": BRATS2021_SUFFIXES, "-": BRATS2023_SUFFIXES}
+
+
+def _nifti(path: Path, shape: tuple[int, ...] = (4, 4, 4)) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.zeros(shape, np.int16), np.eye(4)), path)
+    return str(path)
+
+
+def _case(root: Path, cid: str, sep: str = "_") -> dict[str, str]:
+    """A tiny BraTS case folder ``root/cid/cid{sep}{suffix}.nii.gz``: ``{channel or "seg": path}``."""
+    files = {c: _nifti(root / cid / f"{cid}{sep}{s}.nii.gz") for c, s in zip(CHANNELS, SUFFIXES[sep], strict=True)}
+    return {**files, "seg": _nifti(root / cid / f"{cid}{sep}seg.nii.gz")}
+
+
+def _item(files: dict[str, str], cid: str, fold: int | None = 0, order: tuple[str, ...] = CHANNELS) -> dict:
+    item = {"case": cid, "image": [files[c] for c in order], "label": files["seg"]}
+    return item if fold is None else {**item, "fold": fold}
+
+
+def _write(path: Path, datalist: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(datalist))
+    return path
+
+
+@pytest.fixture
+def two_cases(tmp_path: Path) -> dict[str, dict[str, str]]:
+    """Two tiny BraTS 2021 cases under ``tmp_path/data``."""
+    return {cid: _case(tmp_path / "data", cid) for cid in ("BraTS2021_00000", "BraTS2021_00001")}
+
+
+# ---- 1. one schema: safe unique ids, 4 images or a 4D image, files present, paths from the JSON's folder --------
+
+
+def test_relative_paths_are_read_from_the_datalists_folder_and_loaded_absolute(
+        two_cases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rel = {cid: {k: os.path.relpath(p, tmp_path / "lists") for k, p in files.items()}
+           for cid, files in two_cases.items()}
+    dl = _write(tmp_path / "lists" / "dl.json", {"training": [_item(f, cid, i) for i, (cid, f) in
+                                                              enumerate(rel.items())], "test": []})
+    monkeypatch.chdir(tmp_path / "data")  # not the datalist's folder: relative paths must not depend on it
+    loaded = load_datalist(str(dl), None)
+    for it in loaded["training"]:
+        assert it["image"] == [two_cases[it["case"]][c] for c in CHANNELS]
+        assert all(os.path.isabs(p) and os.path.isfile(p) for p in [*it["image"], it["label"]])
+
+
+@pytest.mark.parametrize("layout", [pytest.param(name, id=name) for name in LAYOUT_NAMES])
+def test_our_own_written_datalist_validates_and_loads_unchanged(layout_datasets, tmp_path: Path, layout: str) -> None:
+    out = tmp_path / "dl.json"
+    written = write_datalist(layout_datasets[layout], out, folds=3)
+    assert load_datalist(str(out), None) == written
+    assert set(json.loads(out.read_text())) == {"name", "layout", "label_scheme", "channels", "regions", "folds",
+                                                "seed", "training", "test"}
+
+
+@pytest.mark.parametrize(
+    ("case_id", "message"),
+    [
+        pytest.param("../../escape", "holds a path separator", id="parent_traversal"),
+        pytest.param("/tmp/escape", "holds a path separator", id="absolute"),
+        pytest.param("sub\\escape", "holds a path separator", id="backslash"),
+        pytest.param("..", "is '..'", id="dot_dot"),
+        pytest.param("", "is empty", id="empty"),
+    ],
+)
+def test_a_case_id_that_could_write_outside_output_dir_is_refused(two_cases, tmp_path: Path, case_id: str,
+                                                                   message: str) -> None:
+    files = two_cases["BraTS2021_00000"]
+    dl = _write(tmp_path / "dl.json", {"training": [_item(files, case_id)], "test": []})
+    output_dir = tmp_path / "deep" / "out"
+    output_dir.mkdir(parents=True)
+    with pytest.raises(DatasetError, match=rf"training item 0: case id .* {message}.*<output_dir>/<case>\.nii\.gz.*"
+                                           "rename the case"):
+        load_datalist(str(dl), None)
+    with pytest.raises(DatasetError, match=message):
+        check_case_id(case_id, "here")
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.relative_to(tmp_path).parts[0] not in ("data",
+                                                                                                        "dl.json")]
+    assert written == []  # refused before anything is written, inside output_dir or outside it
+
+
+def _bad(files: dict[str, str], tmp_path: Path, kind: str) -> dict:
+    """One faulty datalist item of ``kind`` built on a tiny case's files."""
+    item = _item(files, "BraTS2021_00000")
+    if kind == "three_images":
+        item["image"] = item["image"][:3]
+    elif kind == "missing_file":
+        item["image"][2] = "data/gone_t2.nii.gz"  # relative: read from the datalist's folder
+    elif kind == "missing_fold":
+        del item["fold"]
+    elif kind == "missing_label":
+        del item["label"]
+    elif kind == "label_is_a_contrast":
+        item["label"] = files["T2"]
+    elif kind == "no_case":
+        del item["case"]
+    elif kind == "4d_without_channel_index":
+        item["image"] = [_nifti(tmp_path / "msd" / "BRATS_001.nii.gz", (4, 4, 4, 4))]
+    elif kind == "channel_index_not_a_permutation":
+        item.update(image=[_nifti(tmp_path / "msd" / "BRATS_001.nii.gz", (4, 4, 4, 4))], channel_index=[0, 1, 2, 2])
+    return item
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        pytest.param("three_images", r"case BraTS2021_00000: \"image\" lists 3 file\(s\); expected 4", id="3_images"),
+        pytest.param("missing_file", r"case BraTS2021_00000: image file data/gone_t2\.nii\.gz is not found in the "
+                                     r"datalist's folder .*fix the path, or rewrite the datalist", id="missing_file"),
+        pytest.param("missing_fold", r"case BraTS2021_00000: \"fold\" is None; every training item needs a fold",
+                     id="missing_fold"),
+        pytest.param("missing_label", r"case BraTS2021_00000: a training item needs a \"label\".*move the case to "
+                                      r"\"test\"", id="missing_label"),
+        pytest.param("label_is_a_contrast", r"case BraTS2021_00000: the label file BraTS2021_00000_t2\.nii\.gz is "
+                                            r"named as the T2 contrast", id="label_is_a_contrast"),
+        pytest.param("no_case", r"training item 0: the item has no \"case\" id", id="no_case"),
+        pytest.param("4d_without_channel_index", r"one image file BRATS_001\.nii\.gz and no \"channel_index\"",
+                     id="4d_without_channel_index"),
+        pytest.param("channel_index_not_a_permutation", r"\"channel_index\" is \[0, 1, 2, 2\]; .*a permutation of "
+                                                        r"0\.\.3", id="channel_index_not_a_permutation"),
+    ],
+)
+def test_a_bad_item_is_refused_naming_the_case_the_file_and_the_fix(two_cases, tmp_path: Path, kind: str,
+                                                                    message: str) -> None:
+    dl = _write(tmp_path / "dl.json", {"training": [_bad(two_cases["BraTS2021_00000"], tmp_path, kind)], "test": []})
+    with pytest.raises(DatasetError, match=message) as err:
+        load_datalist(str(dl), None)
+    assert "\n" not in str(err.value) and str(dl) in str(err.value)
+
+
+def test_two_items_with_one_case_id_are_refused_naming_both(two_cases, tmp_path: Path) -> None:
+    a, b = two_cases.values()
+    dl = _write(tmp_path / "dl.json", {"training": [_item(a, "X")], "test": [_item(b, "X", fold=None)]})
+    with pytest.raises(DatasetError, match=r"case id X is used twice \(training: .*BraTS2021_00000_t1\.nii\.gz; "
+                                           r"test: .*BraTS2021_00001_t1\.nii\.gz\).*ids must be unique"):
+        load_datalist(str(dl), None)
+
+
+# ---- 2. channel order checked against the file names ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        pytest.param("X_t1.nii.gz", ("T1", "brats2021"), id="t1"),
+        pytest.param("X_t1ce.nii", ("T1ce", "brats2021"), id="t1ce_not_t1"),
+        pytest.param("BraTS-GLI-00000-000-t1n.nii.gz", ("T1", "brats2023"), id="t1n"),
+        pytest.param("BraTS-GLI-00000-000-t2f.nii.gz", ("FLAIR", "brats2023"), id="t2f"),
+        pytest.param("X_seg.nii.gz", ("seg", "brats2021"), id="seg"),
+        pytest.param("X_t1_reg.nii.gz", None, id="suffix_not_last"),
+        pytest.param("t1.nii.gz", None, id="no_case_part"),
+        pytest.param("X_t1.mha", None, id="not_nifti"),
+    ],
+)
+def test_a_file_name_shows_its_contrast_only_by_the_exact_suffix(name: str, shown: tuple[str, str] | None) -> None:
+    assert named_as(name) == shown
+
+
+@pytest.mark.parametrize(
+    ("sep", "order"),
+    [
+        pytest.param("_", ("T1ce", "T1", "T2", "FLAIR"), id="brats2021_model_zoo_order"),
+        pytest.param("-", ("FLAIR", "T1", "T1ce", "T2"), id="brats2023_msd_order"),
+    ],
+)
+def test_images_named_in_another_order_are_reordered_with_one_info_line(tmp_path: Path, caplog, sep: str,
+                                                                        order: tuple[str, ...]) -> None:
+    files = _case(tmp_path / "data", "CASE7", sep)
+    dl = _write(tmp_path / "dl.json", {"training": [_item(files, "CASE7", order=order)], "test": []})
+    with caplog.at_level(logging.INFO, logger="pipeline.datasets"):
+        item = load_datalist(str(dl), None)["training"][0]
+    assert item["image"] == [files[c] for c in CHANNELS]
+    lines = [r.getMessage() for r in caplog.records if "reordered" in r.getMessage()]
+    assert len(lines) == 1 and "case CASE7" in lines[0] and ", ".join(order) in lines[0]
+
+
+def test_images_in_channel_order_or_with_names_that_show_nothing_keep_their_order(tmp_path: Path, caplog) -> None:
+    named = _case(tmp_path / "data", "CASE1")
+    plain = {"case": "CASE2", "image": [_nifti(tmp_path / "plain" / f"scan{i}.nii.gz") for i in range(4)],
+             "label": _nifti(tmp_path / "plain" / "mask.nii.gz"), "fold": 0}
+    items = [_item(named, "CASE1"), plain]
+    dl = _write(tmp_path / "dl.json", {"training": items, "test": []})
+    with caplog.at_level(logging.INFO, logger="pipeline.datasets"):
+        loaded = load_datalist(str(dl), None)["training"]
+    assert loaded[0]["image"] == [named[c] for c in CHANNELS]
+    assert [Path(p).name for p in loaded[1]["image"]] == ["scan0.nii.gz", "scan1.nii.gz", "scan2.nii.gz",
+                                                          "scan3.nii.gz"]  # given order: the names show nothing
+    assert not [r for r in caplog.records if "reordered" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("order", "message"),
+    [
+        pytest.param(("T1", "T1", "T2", "FLAIR"), r"CASE3_t1\.nii\.gz \(T1\), CASE3_t1\.nii\.gz \(T1\).*not the four "
+                                                   "contrasts T1, T1ce, T2, FLAIR once each", id="t1_twice"),
+        pytest.param(("T1", "T1ce", "T2", "seg"), r"CASE3_seg\.nii\.gz \(seg\).*a segmentation belongs in "
+                                                  r"\"label\"", id="seg_as_image"),
+    ],
+)
+def test_names_that_are_not_the_four_contrasts_once_each_are_refused(tmp_path: Path, order: tuple[str, ...],
+                                                                     message: str) -> None:
+    files = _case(tmp_path / "data", "CASE3")
+    dl = _write(tmp_path / "dl.json", {"training": [_item(files, "CASE3", order=order)], "test": []})
+    with pytest.raises(DatasetError, match=rf"case CASE3: image files .*{message}"):
+        load_datalist(str(dl), None)
+
+
+@pytest.mark.parametrize(
+    ("index", "ok"),
+    [
+        pytest.param([1, 2, 3, 0], True, id="msd_task01"),
+        pytest.param([0, 1, 2, 3], True, id="identity"),
+        pytest.param([0, 1, 2], False, id="three_entries"),
+        pytest.param([0, 1, 2, 4], False, id="out_of_range"),
+    ],
+)
+def test_an_msd_channel_index_must_be_a_permutation_of_the_four_channels(tmp_path: Path, index: list[int],
+                                                                         ok: bool) -> None:
+    item = {"case": "BRATS_001", "image": ["imagesTr/BRATS_001.nii.gz"], "label": "labelsTr/BRATS_001.nii.gz",
+            "channel_index": index, "fold": 0}
+    _nifti(tmp_path / "imagesTr" / "BRATS_001.nii.gz", (4, 4, 4, 4))
+    _nifti(tmp_path / "labelsTr" / "BRATS_001.nii.gz")
+    dl = _write(tmp_path / "dl.json", {"layout": "msd", "training": [item], "test": []})
+    if ok:
+        assert load_datalist(str(dl), None)["training"][0]["channel_index"] == index
+    else:
+        with pytest.raises(DatasetError, match=r"case BRATS_001: \"channel_index\" is .*a permutation of 0\.\.3"):
+            load_datalist(str(dl), None)
+
+
+# ---- 3. MONAI model-zoo datalists: their own split ---------------------------------------------------------------
+
+
+def _model_zoo(root: Path, ids: dict[str, list[str]]) -> dict:
+    """A model-zoo style datalist (T1ce, T1, T2, FLAIR; paths relative to ``root``) of tiny cases under ``root``."""
+    out: dict = {}
+    for section, cids in ids.items():
+        out[section] = []
+        for cid in cids:
+            files = _case(root, cid)
+            item = {"image": [os.path.relpath(files[c], root) for c in ("T1ce", "T1", "T2", "FLAIR")]}
+            if section != "testing":
+                item["label"] = os.path.relpath(files["seg"], root)
+            out[section].append(item)
+    return out
+
+
+def test_a_model_zoo_datalist_keeps_its_own_split_with_validation_as_fold_0(tmp_path: Path) -> None:
+    root = tmp_path / "BraTS2018"
+    raw = _model_zoo(root, {"training": ["Brats18_A", "Brats18_B"], "validation": ["Brats18_C"],
+                            "testing": ["Brats18_D"]})
+    dl_path = _write(tmp_path / "configs" / "datalist.json", raw)  # not the data root: paths need --dataset_dir
+    dl = load_datalist(str(dl_path), root)
+    assert dl["split"] == "model-zoo" and dl["layout"] == "brats2021" and dl["label_scheme"] == "brats"
+    assert {it["case"]: it["fold"] for it in dl["training"]} == {"Brats18_C": 0, "Brats18_A": 1, "Brats18_B": 1}
+    assert [it["case"] for it in dl["test"]] == ["Brats18_D"]
+    assert [Path(p).name for p in dl["training"][0]["image"]] == [f"Brats18_C_{s}.nii.gz" for s in BRATS2021_SUFFIXES]
+    train, val = split_items(dl, 0)
+    assert [it["case"] for it in val] == ["Brats18_C"] and [it["case"] for it in train] == ["Brats18_A", "Brats18_B"]
+    with pytest.raises(DatasetError, match="a model-zoo datalist has one split, its validation cases: use --fold 0"):
+        split_items(dl, 1)
+
+
+def test_model_zoo_paths_are_read_from_the_json_folder_first(tmp_path: Path) -> None:
+    root = tmp_path / "BraTS2018"
+    dl_path = _write(root / "datalist.json", _model_zoo(root, {"training": ["A1"], "validation": ["A2"]}))
+    dl = load_datalist(str(dl_path), None)
+    assert all(Path(p).is_relative_to(root) for it in dl["training"] for p in it["image"])
+
+
+def test_a_model_zoo_datalist_whose_files_are_not_found_asks_for_the_data_root(tmp_path: Path) -> None:
+    root = tmp_path / "BraTS2018"
+    dl_path = _write(tmp_path / "configs" / "datalist.json", _model_zoo(root, {"training": ["A1"],
+                                                                               "validation": ["A2"]}))
+    with pytest.raises(DatasetError, match=r"case A1: image file A1/A1_t1ce\.nii\.gz is not found in the datalist's "
+                                           r"folder .*configs; pass --dataset_dir as the data root .* or make the "
+                                           r"paths absolute \(9 more file\(s\) missing\)$"):
+        load_datalist(str(dl_path), None)
+
+
+def test_a_model_zoo_case_in_both_validation_and_training_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "BraTS2018"
+    raw = _model_zoo(root, {"training": ["A1", "A2"], "validation": ["A2"]})
+    with pytest.raises(DatasetError, match=r"case A2 is both a validation case .* and a training case .*remove it "
+                                           "from one of the two lists"):
+        load_datalist(str(_write(root / "datalist.json", raw)), None)
+
+
+@pytest.mark.parametrize(
+    ("image", "label", "case"),
+    [
+        pytest.param("P1/P1_t1ce.nii.gz", "P1/P1_seg.nii.gz", "P1", id="label_seg_suffix"),
+        pytest.param("P2/P2-t1c.nii.gz", "P2/P2-seg.nii.gz", "P2", id="label_dash_seg_suffix"),
+        pytest.param("P3/P3_t1ce.nii.gz", None, "P3", id="brats_named_image_no_label"),
+        pytest.param("imagesTs/BRATS_485.nii.gz", None, "BRATS_485", id="image_stem"),
+    ],
+)
+def test_model_zoo_case_ids_come_from_the_file_names(tmp_path: Path, image: str, label: str | None,
+                                                     case: str) -> None:
+    item: dict = {"image": _nifti(tmp_path / image, (4, 4, 4, 4)), "channel_index": [0, 1, 2, 3]}
+    if label:
+        item["label"] = _nifti(tmp_path / label)
+    dl = load_datalist(str(_write(tmp_path / "dl.json", {"testing": [item]})), None)
+    assert [it["case"] for it in dl["test"]] == [case]
+
+
+# ---- 4. inference folds ------------------------------------------------------------------------------------------
+
+
+def test_an_inference_fold_without_a_datalist_is_refused(layout_datasets) -> None:
+    root = layout_datasets["brats2021"]
+    with pytest.raises(DatasetError, match="^--infer_fold 1 needs --datalist: .*drop --infer_fold$"):
+        inference_items(None, root, 1)
+    assert len(inference_items(None, root, None)) == len(inference_items(None, root, -1)) == 3
+
+
+def test_an_inference_fold_not_in_the_datalist_is_refused_listing_the_folds(layout_datasets, tmp_path: Path) -> None:
+    out = tmp_path / "dl.json"
+    write_datalist(layout_datasets["brats2021"], out, folds=2)
+    with pytest.raises(DatasetError, match=r"fold 5 is not in the datalist .*dl\.json \(folds present: \[0, 1\]\); "
+                                           "pass --infer_fold one of those"):
+        inference_items(str(out), None, 5)
+
+
+# ---- 5. discovery refusals ---------------------------------------------------------------------------------------
+
+
+def test_one_case_id_in_two_folders_is_refused_naming_both(layout_datasets, tmp_path: Path) -> None:
+    src = layout_datasets["brats2021"] / "BraTS2021_00000"
+    for grade in ("HGG", "LGG"):
+        shutil.copytree(src, tmp_path / grade / src.name)
+    shutil.copytree(layout_datasets["brats2021"] / "BraTS2021_00001", tmp_path / "HGG" / "BraTS2021_00001")
+    scan = scan_dataset(tmp_path)
+    assert [c.case_id for c in scan.cases] == ["BraTS2021_00001"]
+    both = f"{tmp_path / 'HGG' / src.name} and {tmp_path / 'LGG' / src.name}"
+    with pytest.raises(DatasetError, match=rf"case BraTS2021_00000: 2 case folders have the same case id: "
+                                           rf"{re.escape(both)}"):
+        discover_cases(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("layout", "relative"),
+    [
+        pytest.param("brats2021", "BraTS2021_00001/BraTS2021_00001_t1", id="brats2021_contrast"),
+        pytest.param("brats2023", "BraTS-GLI-00001-000/BraTS-GLI-00001-000-seg", id="brats2023_seg"),
+        pytest.param("msd", "imagesTr/BRATS_002", id="msd_image"),
+    ],
+)
+def test_a_file_present_as_both_nii_and_nii_gz_is_refused(layout_datasets, tmp_path: Path, layout: str,
+                                                          relative: str) -> None:
+    root = tmp_path / layout
+    shutil.copytree(layout_datasets[layout], root)
+    gz = root / f"{relative}.nii.gz"
+    shutil.copy(gz, root / f"{relative}.nii")
+    name = Path(relative).name
+    with pytest.raises(DatasetError, match=rf"holds both {name}\.nii and {name}\.nii\.gz; keep one of the two"):
+        discover_cases(root)
+
+
+@pytest.mark.parametrize(
+    ("layout", "layout_given"),
+    [
+        pytest.param("brats2021", None, id="brats2021_detected"),
+        pytest.param("brats2023", None, id="brats2023_detected"),
+        pytest.param("brats2021", "brats2021", id="brats2021_given"),
+    ],
+)
+def test_a_single_case_folder_given_as_dataset_says_to_pass_its_parent(layout_datasets, layout: str,
+                                                                       layout_given: str | None) -> None:
+    case = sorted(p for p in layout_datasets[layout].iterdir() if p.is_dir())[0]
+    with pytest.raises(DatasetError, match=rf"^{re.escape(str(case))} is a single case folder \(it holds "
+                                           rf"{case.name}.*\); pass its parent folder as --dataset_dir: "
+                                           rf"--dataset_dir {re.escape(str(case.parent))}$"):
+        discover_cases(case, layout_given)
