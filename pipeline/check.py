@@ -14,9 +14,13 @@ contrast or image missing  error      from discovery (:func:`pipeline.datasets.s
 file unreadable            error      not NIfTI, empty, not gzip; a truncated or corrupt gzip (the whole
                                       stream is decompressed, so its CRC and length are verified)
 dimensionality             error      BraTS: 3D files; MSD: one 4D ``(X, Y, Z, 4)`` image and a 3D label
+channel-first MSD image    error      ``(4, X, Y, Z)``: the loader would take the last axis as the channels
 same shape                 error      every file of a case on one grid (first 3 axes)
 same affine                error      contrasts: MONAI's own ``numpy.allclose`` test (the loader stacks them);
                                       label vs image: :data:`AFFINE_TOLERANCE` per entry
+orientation (label)        warning    the image's voxel grid stored in another voxel orientation (LPS vs RAS,
+                                      axes permuted): ``Orientationd`` reorients each key on loading
+orientation (contrast)     error      the same for a contrast: MONAI's loader refuses to stack it
 spacing                    error      a zero, NaN or infinite voxel size (from the affine, as MONAI reads it)
 spacing                    warning    not within :data:`SPACING_TOLERANCE` of 1 mm (the pipeline does not resample)
 label values               error      a value outside the label scheme (the message says which scheme fits)
@@ -25,6 +29,11 @@ label empty                warning    only background: no tumour to learn from
 NaN / Inf                  error      counted per file (per channel of a 4D image)
 all-zero image             error      per contrast
 =========================  =========  ==================================================================
+
+Geometry advice never changes what a voxel means: two files holding the same voxel centres in another voxel
+order get "reorient" advice, two genuinely different grids "resample", and "copy the affine" is offered only
+when no voxel centre would move by more than :data:`HEADER_ROUNDING` (see :func:`reorientation` and
+:func:`grid_distance`).
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.orientations import aff2axcodes, inv_ornt_aff, io_orientation, ornt_transform
 
 from pipeline.datasets import (
     LAYOUTS,
@@ -49,6 +59,7 @@ from pipeline.datasets import (
     DatasetError,
     LayoutInfo,
     Problem,
+    check_infer_fold,
     datalist_from_cases,
     inference_items,
     load_datalist,
@@ -62,7 +73,7 @@ from pipeline.labels import CHANNELS, LABEL_SCHEMES, allowed_labels
 logger = logging.getLogger(__name__)
 
 __all__ = ["Problem", "CheckReport", "DatasetCheckError", "check_case", "check_cases", "check_dataset",
-           "checked_training_split", "checked_inference_items", "main"]
+           "checked_training_split", "checked_inference_items", "grid_distance", "reorientation", "main"]
 
 #: Largest difference of any affine entry (mm) between a label and its image still taken as the same grid.
 AFFINE_TOLERANCE: float = 1e-3
@@ -70,6 +81,15 @@ AFFINE_TOLERANCE: float = 1e-3
 EXPECTED_SPACING: float = 1.0
 #: Relative deviation from :data:`EXPECTED_SPACING` beyond which a warning is given.
 SPACING_TOLERANCE: float = 0.05
+#: Largest distance (mm) between corresponding voxel centres of two grids that is taken as header rounding, not
+#: as another grid. Below it, "copy the affine" is safe advice: it moves no voxel centre by more than 1/100 of a
+#: BraTS voxel (resampling would blur more). Rounding stays far below it: a float32 sform keeps ~7 digits
+#: (1e-5 mm on a 100 mm origin), a qform's quaternion ~1e-6 per entry (~1e-4 mm across 240 voxels), and tools
+#: that round to 4 decimals 1e-4 mm; a half-voxel shift or another field of view is >= 0.1 mm. It is a distance
+#: between voxel centres (the largest over the grid's corners), not an affine entry difference: a 1e-2
+#: direction entry moves the far corner of a 240-voxel axis by 2.4 mm. A reorientation moves voxel centres
+#: by up to the field of view, so it can never pass for rounding.
+HEADER_ROUNDING: float = 1e-2
 #: ``data_check`` modes of training (``common.yaml``).
 DATA_CHECK_MODES: tuple[str, ...] = ("strict", "skip", "off")
 
@@ -165,6 +185,54 @@ class _File:
     what: str           # e.g. "the T1 contrast", "the 4D image", "the label"
     header: object = None
     ok_dims: bool = False
+    channel_axis: int = 3  # of a 4D image: 0 when it is stored channel-first (an error; its data checked per channel)
+
+
+def _corner_voxels(shape: Sequence[int]) -> np.ndarray:
+    """``(4, 8)`` homogeneous voxel indices of the 8 corner voxel centres of a 3D grid."""
+    axes = [(0.0, float(max(int(n), 1) - 1)) for n in shape[:3]]
+    corners = np.array(np.meshgrid(*axes, indexing="ij")).reshape(3, -1)
+    return np.vstack([corners, np.ones((1, corners.shape[1]))])
+
+
+def grid_distance(shape: Sequence[int], affine: np.ndarray, ref_affine: np.ndarray) -> float:
+    """Largest distance (mm) between a voxel centre of the grid ``shape`` placed by ``affine`` and by ``ref_affine``.
+
+    The affines are linear, so the largest distance over the grid is at one of its 8 corners.
+    """
+    diff = (np.asarray(affine, dtype=np.float64) - np.asarray(ref_affine, dtype=np.float64)) @ _corner_voxels(shape)
+    return float(np.sqrt((diff[:3] ** 2).sum(axis=0)).max())
+
+
+def reorientation(shape: Sequence[int], affine: np.ndarray, ref_shape: Sequence[int], ref_affine: np.ndarray,
+                  tolerance: float = HEADER_ROUNDING) -> np.ndarray | None:
+    """The nibabel orientation transform that puts a file's voxels in the reference's voxel order, when the two
+    hold the same voxel centres (within ``tolerance`` mm) in different voxel orientations; else None.
+
+    ``nibabel.orientations.apply_orientation(data, t)`` then gives ``ref_shape`` and voxels lined up with the
+    reference's (``img.as_reoriented(t)`` the whole image). None also when the orientations are the same (then
+    compare the affines) or when the grids differ beyond the reorientation (then resample).
+
+    Args:
+        shape, affine: the file's spatial shape (first 3 axes) and affine.
+        ref_shape, ref_affine: the reference's.
+    """
+    affine, ref_affine = np.asarray(affine, dtype=np.float64), np.asarray(ref_affine, dtype=np.float64)
+    ornt, ref_ornt = io_orientation(affine), io_orientation(ref_affine)
+    if np.array_equal(ornt, ref_ornt) or np.isnan(ornt).any() or np.isnan(ref_ornt).any():
+        return None
+    t = ornt_transform(ornt, ref_ornt)
+    new_shape = [0, 0, 0]
+    for axis, (to, _) in enumerate(t):
+        new_shape[int(to)] = int(shape[axis])
+    if tuple(new_shape) != tuple(int(n) for n in ref_shape[:3]):
+        return None
+    new_affine = affine @ inv_ornt_aff(t, tuple(int(n) for n in shape[:3]))
+    return t if grid_distance(ref_shape, new_affine, ref_affine) <= tolerance else None
+
+
+def _axcodes(affine: np.ndarray) -> str:
+    return "".join(str(c) for c in aff2axcodes(affine))
 
 
 def _label_values(arr: np.ndarray) -> tuple[set[int], bool]:
@@ -235,7 +303,15 @@ def check_case(case: Case, scheme: str = "brats", *, labels: bool = True, data: 
             continue
         if f.kind == "image" and four_d:
             need = len(case.channel_index or ())
-            if len(shape) != 4 or shape[3] < need:
+            if len(shape) == 4 and shape[0] == need and shape[3] != need:
+                # LoadImaged(ensure_channel_first) takes a 4D NIfTI's LAST axis as the channels: (4, X, Y, Z) would
+                # become Z "channels" of (4, X, Y) slabs, and the channel index would pick 4 of them
+                f.channel_axis = 0
+                add(f, "error", f"is stored channel-first with shape {shape}; the Decathlon layout keeps the {need} "
+                                f"contrasts on the last axis, (X, Y, Z, {need}), and the loader takes the last axis "
+                                "as the channels, so the contrasts would be mixed up: move the channel axis last "
+                                "(e.g. numpy.moveaxis(data, 0, -1), saved with nibabel under the same affine)")
+            elif len(shape) != 4 or shape[3] < need:
                 add(f, "error", f"is {len(shape)}D with shape {shape}; expected a 4D (X, Y, Z, {need}) image holding "
                                 "the 4 contrasts (Decathlon layout): re-export the case as one 4D file, or use the "
                                 "BraTS layout with one 3D file per contrast")
@@ -273,21 +349,32 @@ def check_case(case: Case, scheme: str = "brats", *, labels: bool = True, data: 
             if f is ref:
                 continue
             shape, affine = tuple(f.header.shape[:3]), np.asarray(f.header.affine, dtype=np.float64)
+            if reorientation(shape, affine, ref_shape, ref_affine) is not None:
+                add(f, *_reoriented(f, ref, affine, ref_affine))
+                continue
+            resample = (f"resample {_display(f.path)} onto {_display(ref.path)}'s grid (e.g. "
+                        f"nibabel.processing.resample_from_to{', order=0 for a label' if f.kind == 'label' else ''}"
+                        ", or 3D Slicer) or re-export the case")
             if shape != ref_shape:
                 add(f, "error", f"has shape {shape} but {_display(ref.path)} has {ref_shape}; every file of a case "
-                                f"must be on one grid: resample {_display(f.path)} onto {_display(ref.path)}'s grid "
-                                "or re-export the case")
+                                f"must be on one grid: {resample}")
                 continue
             diff = float(np.abs(affine - ref_affine).max())
             if f.kind == "image":
                 same, tol = np.allclose(affine, ref_affine), "numpy.allclose, the test MONAI's loader applies"
             else:
                 same, tol = diff <= AFFINE_TOLERANCE, f"{AFFINE_TOLERANCE:g} mm"
-            if not same:
-                add(f, "error", f"has a different affine from {_display(ref.path)} (largest entry difference "
-                                f"{diff:.3g}, allowed {tol}); the files are not on one grid: resample "
-                                f"{_display(f.path)} onto {_display(ref.path)} or, if only the header is wrong, "
-                                f"copy {_display(ref.path)}'s affine into it")
+            if same:
+                continue
+            distance = grid_distance(shape, affine, ref_affine)
+            if distance <= HEADER_ROUNDING:  # rounding only: copying moves no voxel centre by more than this
+                fix = (f"its voxel centres are within {distance:.2g} mm of {_display(ref.path)}'s (header rounding): "
+                       f"copy {_display(ref.path)}'s affine (sform and qform) into it")
+            else:
+                fix = (f"its voxel centres lie up to {distance:.3g} mm from {_display(ref.path)}'s, another grid: "
+                       f"{resample}")
+            add(f, "error", f"has a different affine from {_display(ref.path)} (largest entry difference {diff:.3g}, "
+                            f"allowed {tol}); {fix}")
 
     if not data:
         return problems
@@ -304,8 +391,8 @@ def check_case(case: Case, scheme: str = "brats", *, labels: bool = True, data: 
                             "do not: re-download or re-extract the file")
             continue
         if f.kind == "image":
-            vols = ([(arr[..., i], f" channel {i} ({_channel_name(case, i)})") for i in range(arr.shape[3])]
-                    if four_d and arr.ndim == 4 else [(arr, "")])
+            vols = ([(np.take(arr, i, axis=f.channel_axis), f" channel {i} ({_channel_name(case, i)})")
+                     for i in range(arr.shape[f.channel_axis])] if four_d and arr.ndim == 4 else [(arr, "")])
             for vol, where in vols:
                 if vol.dtype.kind == "f" and not np.isfinite(vol).all():
                     n_nan, n_inf = int(np.isnan(vol).sum()), int(np.isinf(vol).sum())
@@ -334,6 +421,33 @@ def check_case(case: Case, scheme: str = "brats", *, labels: bool = True, data: 
                 add(f, "warning", "contains only background (0): no tumour to learn from; check that it is the "
                                   "right file")
     return problems
+
+
+def _reoriented(f: _File, ref: _File, affine: np.ndarray, ref_affine: np.ndarray) -> tuple[str, str]:
+    """``(severity, text)`` for a file holding ``ref``'s voxel grid in another voxel orientation.
+
+    A label is loaded as its own key and ``Orientationd`` (``common.yaml``) turns each key to RAS by its own
+    affine, so it lines up with the image: a warning. The contrasts are stacked by ``LoadImaged`` as stored, and
+    MONAI's readers refuse files whose affines differ (``_copy_compatible_dict`` in ``monai/data/image_reader.py``,
+    a RuntimeError "affine matrix of all images should be the same for channel-wise concatenation"): an error,
+    with advice that keeps the voxels where they are. Copying the affine would mirror (or transpose) the image.
+
+    A label within :data:`HEADER_ROUNDING` of the image's voxel centres is accepted although the same label in
+    the image's orientation is held to :data:`AFFINE_TOLERANCE` per entry: ``Orientationd`` only flips and
+    permutes axes (it never resamples), so each label voxel lands on its image voxel whatever the rounding.
+    """
+    codes, ref_codes = _axcodes(affine), _axcodes(ref_affine)
+    name, ref_name = _display(f.path), _display(ref.path)
+    same = f"is stored in voxel orientation {codes}, {ref_name} in {ref_codes}: the same voxel grid in another order"
+    if f.kind == "label":
+        return "warning", (f"{same}; training loads it as its own key and reorients it and the image to RAS "
+                           "(Orientationd) and the evaluation reorders predictions onto it, so they line up. Do not "
+                           "edit its affine (that would flip or transpose the label)")
+    return "error", (f"{same}, and MONAI's loader stacks the contrasts as stored (it refuses files whose affines "
+                     f"differ): reorient {name} to {ref_name}'s orientation {ref_codes} (nibabel: img.as_reoriented("
+                     f"ornt_transform(io_orientation(img.affine), axcodes2ornt({tuple(ref_codes)!r}))), or 3D Slicer), "
+                     "or every file of the case to one orientation (nibabel.as_closest_canonical or fslreorient2std "
+                     "on each); do not edit its affine: that would flip or transpose the image")
 
 
 def _channel_name(case: Case, i: int) -> str:
@@ -445,7 +559,7 @@ def _checked_training_split(datalist: str | os.PathLike | None, dataset_dir: str
                             jobs: int) -> tuple[list[dict], list[dict]]:
     started = time.perf_counter()
     if datalist:
-        dl, problems = load_datalist(datalist, None), []
+        dl, problems = load_datalist(datalist, dataset_dir), []
         logger.info("datalist %s: layout %s, label scheme %s", datalist, dl.get("layout", "brats2021"),
                     dl.get("label_scheme", "brats"))
     else:
@@ -498,8 +612,9 @@ def checked_inference_items(datalist: str | os.PathLike | None, dataset_dir: str
     labels are not checked (inference does not read them). ``mode`` ``off`` skips the check.
     """
     started = time.perf_counter()
+    check_infer_fold(datalist, fold)
     if datalist:
-        items, problems = inference_items(datalist, None, fold), []
+        items, problems = inference_items(datalist, dataset_dir, fold), []
     else:
         scan = scan_dataset(dataset_dir)
         logger.info("dataset %s: %s", scan.root, scan.layout)

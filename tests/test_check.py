@@ -265,7 +265,7 @@ def _train_parser(root: Path, **overrides: object) -> ConfigParser:
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / "common.yaml"), str(CONFIGS / "train.yaml")])
     parser.update({"dataset_dir": str(root), "device": "cpu", "num_workers": 0, "folds": 2, "check_jobs": 1,
-                   **overrides})
+                   "run_dir": str(root.parent / "run"), **overrides})
     return parser
 
 
