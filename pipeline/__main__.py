@@ -16,7 +16,8 @@ from pathlib import Path
 def _synth(args: argparse.Namespace) -> int:
     from pipeline.synthetic import write_dataset
 
-    folders = write_dataset(args.out_dir, cases=args.cases, shape=tuple(args.shape), seed=args.seed, layout=args.layout)
+    folders = write_dataset(args.out_dir, cases=args.cases, shape=tuple(args.shape), seed=args.seed, layout=args.layout,
+                            force=args.force)
     print(f"wrote {len(folders)} synthetic case(s) of shape {tuple(args.shape)} to {args.out_dir}")
     return 0
 
@@ -43,7 +44,7 @@ def _check(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from pipeline.evaluation import evaluate_folders, format_table
 
-    summary = evaluate_folders(args.pred_dir, args.ref_dir, args.out, scheme=args.scheme)
+    summary = evaluate_folders(args.pred_dir, args.ref_dir, args.out, scheme=args.scheme, out_option="--out")
     print(format_table(summary))
     print(f"wrote {args.out}/metrics.csv and {args.out}/summary.json")
     return 0
@@ -51,6 +52,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _plot(args: argparse.Namespace) -> int:
     from pipeline import plots
+    from pipeline.errors import UserError
 
     if args.what == "curves":
         paths = [plots.plot_training_curves(args.inputs[0], args.out or Path(args.inputs[0]).with_suffix(".png"))]
@@ -58,8 +60,8 @@ def _plot(args: argparse.Namespace) -> int:
         paths = [plots.plot_dice_boxplot(args.inputs[0], args.out or Path(args.inputs[0]).parent / "dice_boxplot.png")]
     else:  # evaluation: EVAL_DIR PRED_DIR DATASET_DIR
         if len(args.inputs) != 3:
-            raise ValueError("plot evaluation needs EVAL_DIR PRED_DIR DATASET_DIR")
-        paths = plots.plot_evaluation(*args.inputs, scheme=args.scheme)
+            raise UserError(f"plot evaluation needs EVAL_DIR PRED_DIR DATASET_DIR, got {len(args.inputs)} path(s)")
+        paths = plots.plot_evaluation(*args.inputs, scheme=args.scheme, out_dir=args.out, out_option="--out")
     print("\n".join(str(p) for p in paths))
     return 0
 
@@ -85,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="volume size; 240 240 155 gives BraTS size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layout", default="brats2021", choices=["brats2021", "brats2023", "msd"])
+    p.add_argument("--force", action="store_true", help="write into a folder that already holds NIfTI files, "
+                   "overwriting cases of the same name (synthetic names are BraTS's own)")
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("datalist", help="discover the cases of a dataset folder and write a datalist with folds")
@@ -107,15 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pred_dir")
     p.add_argument("ref_dir", help="a dataset folder or a folder of <case>.nii.gz labels")
     p.add_argument("--out", required=True, help="folder for metrics.csv and summary.json")
-    p.add_argument("--scheme", default="brats", choices=["brats", "brats2023", "msd", "labels"])
+    p.add_argument("--scheme", default="auto", choices=["auto", "brats", "brats2023", "msd", "labels"],
+                   help="label numbering; auto: the reference dataset's layout's (a folder of labels needs a scheme)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("plot", help="draw training curves, a Dice box plot, or an evaluation's pictures")
     p.add_argument("what", choices=["curves", "boxplot", "evaluation"])
     p.add_argument("inputs", nargs="+", help="curves: RUN_DIR/history.csv; boxplot: EVAL_DIR/metrics.csv; "
                    "evaluation: EVAL_DIR PRED_DIR DATASET_DIR (box plot + overlays of the worst/median/best cases)")
-    p.add_argument("--out", default=None, help="PNG to write (curves, boxplot); default beside the input")
-    p.add_argument("--scheme", default="brats", choices=["brats", "brats2023"])
+    p.add_argument("--out", default=None, help="PNG to write (curves, boxplot), default beside the input; "
+                   "evaluation: folder for the pictures, default EVAL_DIR")
+    p.add_argument("--scheme", default="auto", choices=["auto", "brats", "brats2023", "msd", "labels"],
+                   help="label numbering of the overlays (evaluation); auto: the dataset's layout's")
     p.set_defaults(func=_plot)
 
     p = sub.add_parser("demo", help="synthetic data -> train -> infer -> evaluate, on the CPU in minutes")

@@ -1,11 +1,18 @@
 """BraTS region evaluation: per case and region Dice, sensitivity, specificity, HD95 and voxel counts.
 
-``python -m pipeline evaluate PRED_DIR REF_DIR --out OUT_DIR [--scheme brats|brats2023|labels]`` calls
-:func:`evaluate_folders` and prints :func:`format_table`; the bundle's evaluation calls :func:`evaluate_case`.
+``python -m pipeline evaluate PRED_DIR REF_DIR --out OUT_DIR [--scheme auto|brats|brats2023|msd|labels]`` calls
+:func:`evaluate_folders` and prints :func:`format_table`; so does the bundle's ``evaluate.yaml``.
+
+The reference is read from its layout only (:func:`reference_files`): a dataset folder gives its cases' label
+files (``_seg``, ``-seg``, ``labelsTr/``), never stray NIfTI files at its root; only a folder that is not a
+dataset is read as ``<case>.nii.gz`` labels. ``auto`` takes the label scheme of the dataset's layout. Before
+anything is read or written, the prediction folder must not be, contain or lie inside the reference folder,
+and the output folder must hold no input and lie outside the dataset (:func:`check_evaluation_folders`).
 
 Regions, by label scheme (:mod:`pipeline.labels`):
-    ``brats``/``brats2023``  ET (enhancing tumour), TC (tumour core = NCR + ET), WT (whole tumour = NCR + ED + ET),
-                             in that order, as BraTS papers print them; ET is label 4 (``brats``) or 3 (``brats2023``).
+    ``brats``/``brats2023``/``msd``  ET (enhancing tumour), TC (tumour core = NCR + ET), WT (whole tumour =
+                             NCR + ED + ET), in that order, as BraTS papers print them; ET is label 4 (``brats``) or
+                             3 (``brats2023``, ``msd``; MSD numbers ED 1 and the non-enhancing core 2).
     ``labels``               one region per non-zero label value present in the prediction or the reference of
                              a case, named ``label_<value>``, in increasing order.
 
@@ -21,6 +28,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +36,30 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from pipeline.datasets import NIFTI_EXTENSIONS, discover_cases
-from pipeline.labels import LABEL_SCHEMES, scheme_labels
+from pipeline.datasets import (
+    LAYOUTS,
+    NIFTI_EXTENSIONS,
+    DatasetError,
+    LayoutInfo,
+    _brats_matches,
+    _case_folders,
+    _nifti_names,
+    detect_layout,
+    discover_cases,
+)
+from pipeline.errors import UserError
+from pipeline.files import atomic_write_text, check_output_location
+from pipeline.labels import LABEL_SCHEMES, allowed_labels, scheme_labels
 from pipeline.metrics import HD95_EMPTY_PENALTY_MM, METRIC_KEYS, bounding_box, region_metrics
 
 logger = logging.getLogger(__name__)
 
-#: Label schemes accepted by :func:`evaluate_case` and the ``evaluate`` command.
+#: Label schemes accepted by :func:`evaluate_case`.
 SCHEMES: tuple[str, ...] = (*LABEL_SCHEMES, "labels")
+
+#: Label schemes accepted by :func:`evaluate_folders` and the ``evaluate`` command: ``auto`` is the reference
+#: dataset's layout's (:data:`pipeline.datasets.LAYOUTS`).
+FOLDER_SCHEMES: tuple[str, ...] = ("auto", *SCHEMES)
 
 #: BraTS region names in evaluation (and CSV/summary) order.
 BRATS_EVAL_REGIONS: tuple[str, ...] = ("ET", "TC", "WT")
@@ -90,18 +114,43 @@ def _integer_labels(x: torch.Tensor, what: str) -> torch.Tensor:
     return x
 
 
-def _check_scheme_values(x: torch.Tensor, scheme: str, what: str) -> None:
-    allowed = torch.tensor(sorted({0, *scheme_labels(scheme).values()}), dtype=x.dtype, device=x.device)
+def label_values_problem(values: Iterable[int], scheme: str, what: str, layout: str | None = None) -> str | None:
+    """The message for label ``values`` outside ``scheme`` (None when they all fit), with the fix.
+
+    Args:
+        values: the label values found (background 0 may be among them).
+        scheme: ``brats``, ``brats2023`` or ``msd``.
+        what: ``prediction`` or ``reference`` (or a file name), for the message.
+        layout: the reference dataset's layout (:data:`pipeline.datasets.LAYOUTS`), or None for a folder of
+            labels; when its scheme is not ``scheme``, the hint names the scheme of the layout.
+    """
+    allowed = allowed_labels(scheme)
+    bad = sorted({int(v) for v in values} - allowed)
+    if not bad:
+        return None
+    other = [s for s in LABEL_SCHEMES if s != scheme and set(bad) <= allowed_labels(s)]
+    spec = LAYOUTS.get(layout) if layout else None
+    if spec is not None and spec.label_scheme != scheme:
+        hint = f"; the reference dataset is in the {spec.title} layout: pass --scheme {spec.label_scheme}"
+    elif spec is not None and what == "reference":
+        hint = (f"; the dataset's labels do not follow the {spec.title} numbering: check it with "
+                "python -m pipeline check, or pass --scheme labels to score every value")
+    elif spec is not None:
+        fits = f" (its values fit scheme {other[0]})" if other else ""
+        hint = (f"; the reference dataset ({spec.title} layout) is numbered in scheme {scheme}{fits}: write the "
+                f"{what} in scheme {scheme} (re-run inference with --label_scheme {scheme})")
+    else:
+        hint = f"; the values fit --scheme {other[0]}" if other else "; use --scheme labels to score every value"
+    return (f"the {what} holds label value(s) {bad} that scheme {scheme!r} does not use "
+            f"(allowed {sorted(allowed)}){hint}")
+
+
+def _check_scheme_values(x: torch.Tensor, scheme: str, what: str, layout: str | None = None) -> None:
+    allowed = torch.tensor(sorted(allowed_labels(scheme)), dtype=x.dtype, device=x.device)
     bad = x[~torch.isin(x, allowed)]
     if bad.numel():
-        values = sorted(int(v) for v in torch.unique(bad).tolist())
-        other = [s for s in LABEL_SCHEMES if s != scheme and set(values) <= {0, *scheme_labels(s).values()}]
-        hint = f"; the values fit --scheme {other[0]}" if other else "; use --scheme labels to score every value"
-        msg = (
-            f"the {what} holds label value(s) {values} that scheme {scheme!r} does not use "
-            f"(allowed {sorted(allowed.tolist())}){hint}"
-        )
-        raise ValueError(msg)
+        msg = label_values_problem(torch.unique(bad).tolist(), scheme, what, layout)
+        raise UserError(msg)
 
 
 def _region_masks(x: torch.Tensor, scheme: str, values: Sequence[int] = ()) -> torch.Tensor:
@@ -127,6 +176,8 @@ def evaluate_case(
     spacing: float | Sequence[float] | None,
     scheme: str = "brats",
     device: torch.device | str | None = None,
+    *,
+    layout: str | None = None,
 ) -> list[dict]:
     """Metrics of every region of one case.
 
@@ -141,8 +192,10 @@ def evaluate_case(
             TC, WT, ET (:data:`pipeline.labels.REGIONS`).
         ref: the reference, same shape and kind as ``pred``.
         spacing: voxel size in mm along each spatial axis (the NIfTI header's zooms), one number, or None for 1.
-        scheme: ``brats`` (NCR 1, ED 2, ET 4), ``brats2023`` (ET 3) or ``labels`` (every non-zero value).
+        scheme: ``brats`` (NCR 1, ED 2, ET 4), ``brats2023`` (ET 3), ``msd`` (ED 1, NET 2, ET 3) or ``labels``
+            (every non-zero value).
         device: where to compute (e.g. ``"cuda"``); None: ``pred``'s device if it is a tensor, else the CPU.
+        layout: the reference dataset's layout, named in the fix when a label value does not fit ``scheme``.
 
     Returns:
         One dict per region: ``region`` (ET, TC, WT; or ``label_<v>``), ``dice``, ``sensitivity``,
@@ -182,8 +235,8 @@ def evaluate_case(
         values = sorted(_spatial_values(pc) | _spatial_values(rc))
         names = [f"label_{v}" for v in values]
     else:
-        _check_scheme_values(pc, scheme, "prediction")
-        _check_scheme_values(rc, scheme, "reference")
+        _check_scheme_values(pc, scheme, "prediction", layout)
+        _check_scheme_values(rc, scheme, "reference", layout)
         values, names = [], list(BRATS_EVAL_REGIONS)
     if not names:
         return []
@@ -217,25 +270,166 @@ def _nifti_files(folder: Path) -> dict[str, Path]:
     return found
 
 
-def reference_files(ref_dir: str | os.PathLike) -> dict[str, Path]:
-    """``{case id: label file}``: the NIfTI files directly in ``ref_dir``, else the labelled cases of a dataset.
+#: Where a layout keeps its label files, for messages.
+_LABEL_FILES: dict[str, str] = {
+    "brats2021": "<case>/<case>_seg.nii.gz", "brats2023": "<case>/<case>-seg.nii.gz", "msd": "labelsTr/<case>.nii.gz",
+}
 
-    A folder holding ``<case>.nii[.gz]`` files is a folder of labels (case id = file name without extension);
-    any other folder is read as a dataset by :func:`pipeline.datasets.discover_cases` and its cases with a
-    ``_seg`` file are used.
+
+@dataclass(frozen=True)
+class Reference:
+    """The reference labels: ``files`` ``{case id: label file}`` read from ``root`` through ``layout``
+    (None: ``root`` is a folder of ``<case>.nii.gz`` labels, not a dataset)."""
+
+    root: Path
+    files: dict[str, Path]
+    layout: LayoutInfo | None = None
+
+
+def _holds_cases(root: Path) -> bool:
+    """Whether ``root`` has case folders named as in a BraTS layout (as :func:`detect_layout` sees them)."""
+    specs = [spec for spec in LAYOUTS.values() if spec.suffixes]
+    return any(_brats_matches(folder, _nifti_names(folder), spec) for folder in _case_folders(root) for spec in specs)
+
+
+def read_reference(ref_dir: str | os.PathLike) -> Reference:
+    """The reference labels of ``ref_dir``, read through its layout when it is a dataset.
+
+    A dataset folder (one :func:`pipeline.datasets.detect_layout` recognises: BraTS case folders, or MSD's
+    ``imagesTr``/``imagesTs``) gives its labelled cases' label files only; NIfTI files lying at its root (predictions
+    written there by mistake, say) are never taken as labels, and a warning names them. Only a folder that
+    is not a dataset is read as a folder of ``<case>.nii[.gz]`` labels (case id = file name without extension).
+
+    Raises:
+        UserError: the folder is missing or holds no reference label; :class:`pipeline.datasets.DatasetError`
+            for a dataset that cannot be read (two layouts mixed, a case missing a contrast).
     """
     root = Path(ref_dir).expanduser()
     if not root.is_dir():
-        msg = f"reference folder {root} does not exist; pass a dataset folder or a folder of <case>.nii.gz labels"
-        raise ValueError(msg)
-    files = _nifti_files(root)
-    if files:
-        return files
-    labelled = {c.case_id: Path(c.label) for c in discover_cases(root) if c.label is not None}
+        raise UserError(f"reference folder {root} does not exist; pass a dataset folder or a folder of "
+                        "<case>.nii.gz labels")
+    try:
+        layout = detect_layout(root)
+    except DatasetError:
+        if _holds_cases(root):  # a dataset, but a broken one (e.g. two layouts mixed): say why
+            raise
+        layout = None
+    flat = _nifti_files(root)
+    if layout is None:
+        if not flat:
+            raise UserError(
+                f"no reference label in {root}: it is neither a dataset (BraTS case folders, or MSD imagesTr/ and "
+                "labelsTr/) nor a folder of <case>.nii.gz label files; pass the dataset folder or the labels' folder")
+        return Reference(root, flat, None)
+    labelled = {c.case_id: Path(c.label) for c in discover_cases(root, layout.layout) if c.label is not None}
     if not labelled:
-        msg = f"no reference label in {root}: its cases have no <case>_seg.nii.gz file"
-        raise ValueError(msg)
-    return labelled
+        raise UserError(f"no reference label in the dataset {root} ({LAYOUTS[layout.layout].title} layout): none of "
+                        f"its cases has a label file {_LABEL_FILES[layout.layout]}; pass a labelled dataset")
+    if flat:
+        names = sorted(f.name for f in flat.values())
+        logger.warning(
+            "reference dataset %s (%s layout): ignoring %d NIfTI file(s) at its root (%s): the reference labels are "
+            "its cases' %s files only; move files that are not part of the dataset out of it",
+            root, LAYOUTS[layout.layout].title, len(names), ", ".join(names[:5]) + (", ..." if len(names) > 5 else ""),
+            _LABEL_FILES[layout.layout])
+    return Reference(root, labelled, layout)
+
+
+def reference_files(ref_dir: str | os.PathLike) -> dict[str, Path]:
+    """``{case id: label file}`` of ``ref_dir``: a dataset's labelled cases, or a folder's ``<case>.nii.gz`` labels.
+
+    See :func:`read_reference`: a dataset is read through its layout only, never through NIfTI files at its root.
+    """
+    return read_reference(ref_dir).files
+
+
+def resolve_evaluation_scheme(scheme: str, reference: Reference) -> str:
+    """The label scheme to score with: ``scheme`` itself, or for ``auto`` the reference dataset's layout's.
+
+    An explicit BraTS-like scheme other than the layout's is used as asked, with a warning (the values
+    are still checked strictly).
+
+    Raises:
+        UserError: an unknown scheme, or ``auto`` with a folder of labels (no layout tells the numbering);
+            the message lists the values of its first file and the schemes they fit.
+    """
+    if scheme not in FOLDER_SCHEMES:
+        raise UserError(f"unknown scheme {scheme!r}; expected one of {', '.join(FOLDER_SCHEMES)}")
+    layout = reference.layout
+    if scheme != "auto":
+        if layout is not None and scheme in LABEL_SCHEMES and scheme != layout.label_scheme:
+            logger.warning("scoring with scheme %s, although the reference dataset %s is in the %s layout (scheme %s)",
+                           scheme, reference.root, LAYOUTS[layout.layout].title, layout.label_scheme)
+        return scheme
+    if layout is not None:
+        return layout.label_scheme
+    first = next(iter(sorted(reference.files.items())))[1]
+    values = sorted(int(v) for v in np.unique(_load_labels(first)[0]) if v != 0)
+    fits = [s for s in LABEL_SCHEMES if set(values) <= allowed_labels(s)]
+    raise UserError(
+        f"--scheme auto cannot tell the label numbering of {reference.root}: it is a folder of <case>.nii.gz labels, "
+        f"not a dataset with a layout ({first.name} holds {values}, which fit {', '.join(fits) or 'no BraTS scheme'}); "
+        "pass --scheme brats (ET 4), brats2023 (ET 3), msd (1 ED, 2 NET, 3 ET) or labels")
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_evaluation_folders(pred_dir: str | os.PathLike, reference: Reference) -> Path:
+    """Refuse a prediction folder that is, lies inside, or contains the reference folder.
+
+    Predictions written into a dataset could be taken for its files (and the reference for predictions).
+
+    Returns:
+        ``pred_dir``, as given (user-expanded).
+
+    Raises:
+        UserError: the prediction folder is missing, or overlaps the reference folder.
+    """
+    pred_root = Path(pred_dir).expanduser()
+    if not pred_root.is_dir():
+        raise UserError(f"prediction folder {pred_root} does not exist; pass the inference output folder of "
+                        "<case>.nii.gz files")
+    pred, ref = pred_root.resolve(), reference.root.resolve()
+    kind = "reference dataset folder" if reference.layout is not None else "reference folder"
+    fix = "keep predictions in a folder of their own, outside the reference (e.g. runs/<name>/seg), and pass that"
+    if pred == ref:
+        raise UserError(f"the prediction folder {pred} is the {kind}: predictions would be scored against "
+                        f"themselves or mixed with the labels; {fix}")
+    if _is_within(pred, ref):
+        raise UserError(f"the prediction folder {pred} lies inside the {kind} {ref}: predictions must never be "
+                        f"written among the reference files; {fix}")
+    if _is_within(ref, pred):
+        raise UserError(f"the {kind} {ref} lies inside the prediction folder {pred}; {fix}")
+    return pred_root
+
+
+def _on_reference_grid(cid: str, pred: np.ndarray, pred_affine: np.ndarray, pred_path: Path, ref: np.ndarray,
+                       ref_affine: np.ndarray, ref_path: Path) -> np.ndarray:
+    """``pred`` on the reference's voxel grid: as it is, or reordered when it holds the same grid in another voxel
+    orientation (LPS vs RAS, say); any other difference is refused with advice that keeps the image intact."""
+    from nibabel.orientations import apply_orientation
+
+    from pipeline.check import HEADER_ROUNDING, grid_distance, reorientation
+
+    if pred.shape == ref.shape and np.allclose(pred_affine, ref_affine, rtol=0.0, atol=AFFINE_TOLERANCE):
+        return pred
+    transform = reorientation(pred.shape, pred_affine, ref.shape, ref_affine)
+    if transform is not None:
+        logger.info("case %s: prediction %s is stored in another voxel orientation than the reference: reordered "
+                    "onto the reference's grid", cid, pred_path)
+        return np.ascontiguousarray(apply_orientation(pred, transform))
+    if pred.shape != ref.shape:
+        raise UserError(f"case {cid}: prediction {pred_path} has shape {pred.shape} but reference {ref_path} has "
+                        f"shape {ref.shape}; predictions must be written on the reference grid (resample onto it or "
+                        "re-run inference)")
+    if grid_distance(pred.shape, pred_affine, ref_affine) <= HEADER_ROUNDING:
+        fix = "the headers differ by rounding only: copy the reference's affine (sform and qform) into the prediction"
+    else:
+        fix = "resample the prediction onto the reference's grid (nearest neighbour) or re-run inference on it"
+    raise UserError(f"case {cid}: prediction {pred_path} and reference {ref_path} are on different grids (largest "
+                    f"affine difference {np.abs(pred_affine - ref_affine).max():.4g}); {fix}")
 
 
 def _load_labels(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
@@ -246,12 +440,6 @@ def _load_labels(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]
         data = data[..., 0]
     spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
     return data, np.asarray(image.affine, dtype=np.float64), spacing
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _json_safe(x: Any) -> Any:
@@ -311,50 +499,68 @@ def evaluate_folders(
     scheme: str = "brats",
     cases: Sequence[str] | None = None,
     device: torch.device | str | None = None,
+    *,
+    out_option: str = "--eval_dir",
 ) -> dict:
     """Score every reference case against ``PRED_DIR/<case>.nii.gz``; write ``metrics.csv`` and ``summary.json``.
 
-    Each file is read once. The spacing (mm) comes from the reference header's zooms.
+    Before anything is read or written: the prediction folder must not be, lie inside or contain the reference
+    folder (:func:`check_evaluation_folders`); ``out_dir`` must hold no prediction or reference file and lie
+    outside the reference dataset (:func:`pipeline.files.check_output_location`); at least one reference case
+    must have a prediction. Each file is then read once. The spacing (mm) comes from the reference header's zooms.
 
     ``OUT_DIR/metrics.csv``: long form, one row per case and region, columns exactly
     ``case,region,dice,sensitivity,specificity,hd95,pred_voxels,ref_voxels`` (floats at full precision).
     ``OUT_DIR/summary.json``: ``{"scheme", "cases", "regions": {region: {metric: {"mean", "std", "median",
-    "q1", "q3", "min", "max", "n"}}}, "mean_dice", "missing_predictions", "unmatched_predictions",
-    "hd95_empty_penalty_mm", "conventions"}``, metrics dice, sensitivity, specificity, hd95. Both files are
-    written atomically (a temporary file, then ``os.replace``).
+    "q1", "q3", "min", "max", "n"}}}, "mean_dice", "missing_predictions", "n_missing_predictions",
+    "unmatched_predictions", "reference", "reference_layout", "hd95_empty_penalty_mm", "conventions"}``,
+    metrics dice, sensitivity, specificity, hd95. Both files are written atomically.
 
     Args:
         pred_dir: folder of ``<case>.nii.gz`` (or ``.nii``) label maps, the inference output.
-        ref_dir: a dataset folder (:func:`pipeline.datasets.discover_cases`) or a folder of ``<case>.nii.gz`` labels.
+        ref_dir: a dataset folder, read through its layout (:func:`read_reference`), or a folder of
+            ``<case>.nii.gz`` labels.
         out_dir: created if needed.
-        scheme: ``brats``, ``brats2023`` or ``labels`` (see :func:`evaluate_case`).
+        scheme: ``auto`` (the reference dataset's layout's; a folder of labels needs an explicit scheme),
+            ``brats``, ``brats2023``, ``msd`` or ``labels`` (see :func:`evaluate_case`).
         cases: only these case ids (e.g. a validation fold); each must have a reference.
         device: where to compute, see :func:`evaluate_case`.
+        out_option: the option that chose ``out_dir``, named in a refusal (``--out`` on the command line).
 
     Returns:
         The summary dict written to ``summary.json`` (a statistic over no value is None, as in the file).
+        A reference case without prediction is scored as an empty prediction and listed in
+        ``missing_predictions`` (and counted in ``n_missing_predictions``).
 
     Raises:
-        ValueError: a folder is missing, a requested case has no reference, or a prediction's shape or affine
-            differs from its reference's (the message names the case and both files), or a label value does
-            not belong to ``scheme``.
+        UserError (a ValueError): a folder is missing or overlaps another (see above), no reference case has a
+            prediction, a requested case has no reference, a prediction's shape or affine differs from its
+            reference's (the message names the case and both files), or a label value does not belong to
+            ``scheme``. :class:`pipeline.datasets.DatasetError` for a dataset that cannot be read.
     """
-    if scheme not in SCHEMES:
-        msg = f"unknown scheme {scheme!r}; expected one of {list(SCHEMES)}"
-        raise ValueError(msg)
-    pred_root = Path(pred_dir).expanduser()
-    if not pred_root.is_dir():
-        msg = f"prediction folder {pred_root} does not exist; pass the inference output folder of <case>.nii.gz files"
-        raise ValueError(msg)
-    all_refs = reference_files(ref_dir)
+    if scheme not in FOLDER_SCHEMES:
+        raise UserError(f"unknown scheme {scheme!r}; expected one of {', '.join(FOLDER_SCHEMES)}")
+    reference = read_reference(ref_dir)
+    pred_root = check_evaluation_folders(pred_dir, reference)
+    all_refs = reference.files
     preds = _nifti_files(pred_root)
+    check_output_location(out_dir, [*preds.values(), *all_refs.values()], what="evaluation tables",
+                          option=out_option, dataset_dir=reference.root if reference.layout is not None else None)
     refs = all_refs
     if cases is not None:
         unknown = [c for c in cases if c not in all_refs]
         if unknown:
-            msg = f"case(s) {unknown} have no reference label in {ref_dir}; check the case ids or the folder"
-            raise ValueError(msg)
+            raise UserError(f"case(s) {unknown} have no reference label in {ref_dir}; check the case ids or the folder")
         refs = {c: all_refs[c] for c in cases}
+    if refs and not any(cid in preds for cid in refs):
+        first = sorted(refs)[0]
+        found = (f"; it holds {len(preds)} NIfTI file(s) named after no reference case (e.g. {sorted(preds)[0]})"
+                 if preds else "; it holds no .nii.gz file")
+        raise UserError(f"no prediction in {pred_root} for any of the {len(refs)} reference case(s) (expected e.g. "
+                        f"{pred_root / f'{first}.nii.gz'}){found}: pass the folder inference wrote its <case>.nii.gz "
+                        "files to")
+    scheme = resolve_evaluation_scheme(scheme, reference)
+    layout = reference.layout.layout if reference.layout is not None else None
     unmatched = sorted(set(preds) - set(all_refs))
 
     rows: list[dict] = []
@@ -370,42 +576,35 @@ def evaluate_folders(
             pred = np.zeros_like(ref)
         else:
             pred, pred_affine, _ = _load_labels(pred_path)
-            if pred.shape != ref.shape:
-                msg = (
-                    f"case {cid}: prediction {pred_path} has shape {pred.shape} but reference {ref_path} has shape "
-                    f"{ref.shape}; predictions must be written on the reference grid (resample or re-run inference)"
-                )
-                raise ValueError(msg)
-            if not np.allclose(pred_affine, ref_affine, rtol=0.0, atol=AFFINE_TOLERANCE):
-                msg = (
-                    f"case {cid}: prediction {pred_path} and reference {ref_path} have different affines "
-                    f"(largest difference {np.abs(pred_affine - ref_affine).max():.4g} > {AFFINE_TOLERANCE}); "
-                    "write the prediction with the reference's affine (e.g. copy its header) or resample it"
-                )
-                raise ValueError(msg)
+            pred = _on_reference_grid(cid, pred, pred_affine, pred_path, ref, ref_affine, ref_path)
         try:
-            case_rows = evaluate_case(pred, ref, spacing, scheme=scheme, device=device)
+            case_rows = evaluate_case(pred, ref, spacing, scheme=scheme, device=device, layout=layout)
         except ValueError as err:
             msg = f"case {cid} (prediction {pred_path or 'missing'}, reference {ref_path}): {err}"
-            raise ValueError(msg) from err
+            raise UserError(msg) from err
         rows.extend({"case": cid, **row} for row in case_rows)
 
     summary = summarize(rows, scheme, len(refs))
     summary["missing_predictions"] = missing
+    summary["n_missing_predictions"] = len(missing)
     summary["unmatched_predictions"] = unmatched
+    summary["reference"] = str(reference.root)
+    summary["reference_layout"] = layout or "labels folder"
+    if missing:
+        logger.warning("%d of %d case(s) have no prediction in %s and were scored as empty predictions",
+                       len(missing), len(refs), pred_root)
     if unmatched:
         logger.warning("%d prediction(s) with no reference, not scored: %s", len(unmatched), ", ".join(unmatched))
 
     out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (repr(row[k]) if isinstance(row[k], float) else row[k]) for k in CSV_COLUMNS})
-    _atomic_write(out / "metrics.csv", buf.getvalue())
+    atomic_write_text(out / "metrics.csv", buf.getvalue())
     summary = _json_safe(summary)
-    _atomic_write(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return summary
 
 
@@ -425,10 +624,12 @@ def format_table(summary: dict) -> str:
         lines.append(f"{name:<10}{cells[0]:>18}{cells[1]:>18}{cells[2]:>18}{cells[3]:>20}")
     mean_dice = summary.get("mean_dice")
     mean_text = f"{mean_dice:.4f}" if isinstance(mean_dice, float) and math.isfinite(mean_dice) else "n/a"
-    lines.append(f"mean Dice over regions: {mean_text} ({summary['cases']} cases, scheme {summary['scheme']})")
-    if summary.get("missing_predictions"):
-        missing = summary["missing_predictions"]
-        lines.append(f"missing predictions (scored as empty): {len(missing)}: {', '.join(missing)}")
+    missing = summary.get("missing_predictions") or []
+    lines.append(f"mean Dice over regions: {mean_text} ({summary['cases']} cases, {len(missing)} without prediction, "
+                 f"scheme {summary['scheme']})")
+    if missing:
+        lines.append(f"missing predictions (scored as empty): {len(missing)} of {summary['cases']} cases: "
+                     f"{', '.join(missing)}")
     if summary.get("unmatched_predictions"):
         lines.append(f"predictions without reference (not scored): {', '.join(summary['unmatched_predictions'])}")
     return "\n".join(lines)

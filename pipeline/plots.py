@@ -4,7 +4,8 @@ All functions write a PNG and return its path; they use matplotlib's non-interac
 run on a machine without a display. Volumes are shown in RAS orientation (``nib.as_closest_canonical``),
 axial slices with anterior up, as a radiologist scrolls them, whatever the file's voxel order.
 
-Region colours are the same everywhere: WT yellow, TC red, ET blue (solid lines: reference, dashed: prediction).
+Region colours are the same everywhere: WT yellow, TC red, ET blue (solid lines: reference, dashed: prediction);
+under the ``labels`` scheme each label value gets a colour of matplotlib's ``tab10`` cycle.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
+from pipeline.errors import UserError  # noqa: E402
 from pipeline.labels import labels_to_regions  # noqa: E402
 
 REGION_COLOURS: dict[str, str] = {"WT": "#f2c12e", "TC": "#e0413a", "ET": "#2f7de1"}
@@ -119,6 +121,18 @@ def _planes(volume: np.ndarray, centre: Sequence[int]) -> list[np.ndarray]:
     return [volume[:, :, z].T, volume[:, y, :].T, volume[x, :, :].T]
 
 
+def _contour_regions(labels: dict[str, np.ndarray], scheme: str) -> tuple[list[tuple[str, str]], dict[str, list]]:
+    """``([(region, colour)], {which: [mask per region]})``: TC, WT, ET of a BraTS-like scheme, or one region
+    per non-zero value present in any of ``labels`` under ``labels``."""
+    if scheme == "labels":
+        values = sorted(set().union(*(np.unique(lab).tolist() for lab in labels.values())) - {0})
+        cycle = plt.get_cmap("tab10").colors
+        names = [(f"label_{v:g}", matplotlib.colors.to_hex(cycle[i % len(cycle)])) for i, v in enumerate(values)]
+        return names, {which: [lab == v for v in values] for which, lab in labels.items()}
+    names = [(r, REGION_COLOURS[r]) for r in ("TC", "WT", "ET")]  # labels_to_regions' channel order
+    return names, {which: list(labels_to_regions(lab, scheme)) for which, lab in labels.items()}
+
+
 def plot_case_overlay(images: dict[str, str | os.PathLike | tuple], out_png: str | os.PathLike,
                       reference: str | os.PathLike | None = None, prediction: str | os.PathLike | None = None,
                       scheme: str = "brats", title: str = "") -> Path:
@@ -129,13 +143,14 @@ def plot_case_overlay(images: dict[str, str | os.PathLike | tuple], out_png: str
             ``(path, channel)`` for one channel of a 4D file.
         reference, prediction: BraTS label files ``(H, W, D)`` on the images' grid; either may be ``None``.
             Reference contours are solid, prediction contours dashed.
-        scheme: the label scheme of both label files (``brats``: ET = 4, ``brats2023``: ET = 3).
+        scheme: the label scheme of both label files (``brats``: ET = 4, ``brats2023``: ET = 3, ``msd``: 1 ED,
+            2 NET, 3 ET; ``labels``: one contour per label value).
     """
     labels = {name: _canonical(p) for name, p in (("reference", reference), ("prediction", prediction)) if p}
     if not labels:
         raise ValueError("plot_case_overlay needs a reference or a prediction to draw")
     centre = tumour_centre(labels.get("reference", labels.get("prediction")))
-    regions = {name: labels_to_regions(lab, scheme) for name, lab in labels.items()}  # (3, H, W, D): TC, WT, ET
+    names, regions = _contour_regions(labels, scheme)
     fig, axes = plt.subplots(len(images), 3, figsize=(10, 3.4 * len(images)), squeeze=False)
     for row, (contrast, path) in enumerate(images.items()):
         volume = _canonical(path).astype(np.float32)
@@ -146,14 +161,15 @@ def plot_case_overlay(images: dict[str, str | os.PathLike | tuple], out_png: str
             for which, style in (("reference", "solid"), ("prediction", "dashed")):
                 if which not in regions:
                     continue
-                for c, region in enumerate(("TC", "WT", "ET")):
-                    mask = _planes(regions[which][c].astype(np.float32), centre)[col]
+                for (_, colour), region_mask in zip(names, regions[which], strict=True):
+                    mask = _planes(region_mask.astype(np.float32), centre)[col]
                     if mask.any():
-                        ax.contour(mask, levels=[0.5], colors=REGION_COLOURS[region], linestyles=style,
-                                   linewidths=1.2, origin="lower")
+                        ax.contour(mask, levels=[0.5], colors=colour, linestyles=style, linewidths=1.2,
+                                   origin="lower")
             ax.set_title(f"{contrast} {name}", fontsize=9)
             ax.axis("off")
-    handles = [plt.Line2D([], [], color=REGION_COLOURS[r], label=r) for r in ("WT", "TC", "ET")]
+    legend = [n for r in ("WT", "TC", "ET") for n in names if n[0] == r] or names  # BraTS: outermost first
+    handles = [plt.Line2D([], [], color=colour, label=name) for name, colour in legend]
     handles += [plt.Line2D([], [], color="black", ls=ls, label=lab) for ls, lab in
                 (("-", "reference"), ("--", "prediction")) if lab in regions]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9)
@@ -161,32 +177,80 @@ def plot_case_overlay(images: dict[str, str | os.PathLike | tuple], out_png: str
     return _save(fig, out_png)
 
 
+def _check_label_file(path: str | os.PathLike, scheme: str, what: str, layout: str) -> None:
+    """A :class:`UserError` naming ``path`` when its values are not whole numbers of ``scheme``."""
+    from pipeline.evaluation import label_values_problem
+
+    values = np.unique(np.asanyarray(nib.load(os.fspath(path)).dataobj))
+    if not np.all(values == np.round(values)):
+        raise UserError(f"{what} {path} holds non-integer values: a label map is expected, threshold probabilities "
+                        "first")
+    problem = None if scheme == "labels" else label_values_problem(values.astype(np.int64).tolist(), scheme, what,
+                                                                    layout)
+    if problem:
+        raise UserError(f"{path}: {problem}")
+
+
 def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike, dataset_dir: str | os.PathLike,
-                    scheme: str = "brats", max_cases: int = 3) -> list[Path]:
+                    scheme: str = "auto", max_cases: int = 3, *, out_dir: str | os.PathLike | None = None,
+                    out_option: str = "--eval_dir") -> list[Path]:
     """The evaluation's pictures: ``dice_boxplot.png`` and overlays of the worst, median and best cases.
 
-    Cases are ranked by their mean Dice over regions in ``eval_dir/metrics.csv``; overlays are written to
-    ``eval_dir/overlays/<case>.png`` with FLAIR and T1ce from ``dataset_dir``.
-    """
-    from pipeline.datasets import discover_cases
+    Cases are ranked by their mean Dice over regions in ``eval_dir/metrics.csv``; the pictures are written to
+    ``out_dir`` (default ``eval_dir``): ``dice_boxplot.png`` and ``overlays/<case>.png`` with FLAIR and T1ce and
+    the reference label read through ``dataset_dir``'s layout (never NIfTI files at its root).
 
-    eval_dir = Path(eval_dir)
-    out = [plot_dice_boxplot(eval_dir / "metrics.csv", eval_dir / "dice_boxplot.png")]
-    rows = _read_csv(eval_dir / "metrics.csv")
+    Everything is checked before anything is drawn: ``dataset_dir`` is a dataset, the prediction folder does
+    not overlap it, the output folder holds no input and lies outside the dataset, and the label values of
+    the pictured cases fit ``scheme``.
+
+    Args:
+        scheme: ``auto`` (the dataset layout's), ``brats``, ``brats2023``, ``msd`` or ``labels``.
+        out_option: the option that chose the output folder, named in a refusal (``--out`` on the command line).
+
+    Raises:
+        UserError: no ``metrics.csv``, an unknown scheme, folders that overlap, or label values outside the scheme;
+            :class:`pipeline.datasets.DatasetError` when ``dataset_dir`` is not a dataset.
+    """
+    from pipeline.datasets import detect_layout, discover_cases
+    from pipeline.evaluation import FOLDER_SCHEMES, Reference, _nifti_files, check_evaluation_folders
+    from pipeline.files import check_output_location
+
+    eval_dir = Path(eval_dir).expanduser()
+    metrics = eval_dir / "metrics.csv"
+    if not metrics.is_file():
+        raise UserError(f"no {metrics}: run python -m pipeline evaluate PRED_DIR DATASET_DIR --out {eval_dir} first "
+                        "(or pass the folder that holds metrics.csv)")
+    if scheme not in FOLDER_SCHEMES:
+        raise UserError(f"unknown scheme {scheme!r}; expected one of {', '.join(FOLDER_SCHEMES)}")
+    layout = detect_layout(dataset_dir)
+    scheme = layout.label_scheme if scheme == "auto" else scheme
+    cases = {c.case_id: c for c in discover_cases(dataset_dir, layout.layout)}
+    labels = {cid: Path(c.label) for cid, c in cases.items() if c.label}
+    pred_root = check_evaluation_folders(pred_dir, Reference(Path(dataset_dir).expanduser(), labels, layout))
+    out = Path(out_dir).expanduser() if out_dir is not None else eval_dir
+    check_output_location(out, _nifti_files(pred_root).values(), what="pictures", option=out_option,
+                          dataset_dir=dataset_dir)
+
+    rows = _read_csv(metrics)
     by_case: dict[str, list[float]] = {}
     for row in rows:
         by_case.setdefault(row["case"], []).append(float(row["dice"]))
     ranked = sorted(by_case, key=lambda c: np.mean(by_case[c]))
-    if not ranked:
-        return out
-    picks = list(dict.fromkeys([ranked[0], ranked[len(ranked) // 2], ranked[-1]]))[:max_cases]
-    cases = {c.case_id: c for c in discover_cases(dataset_dir)}
+    picks = list(dict.fromkeys([ranked[0], ranked[len(ranked) // 2], ranked[-1]]))[:max_cases] if ranked else []
+    drawn = []
     for case_id in picks:
-        case, pred = cases.get(case_id), Path(pred_dir) / f"{case_id}.nii.gz"
+        case, pred = cases.get(case_id), pred_root / f"{case_id}.nii.gz"
         if case is None or not pred.exists():
             continue
+        if case.label:
+            _check_label_file(case.label, scheme, "reference", layout.layout)
+        _check_label_file(pred, scheme, "prediction", layout.layout)
+        drawn.append((case_id, case, pred))
+
+    paths = [plot_dice_boxplot(metrics, out / "dice_boxplot.png")]
+    for case_id, case, pred in drawn:
         images = {name: case.channel_file(name) for name in ("FLAIR", "T1ce")}  # 3D files, or 4D + channel
         title = f"{case_id}: mean Dice {np.mean(by_case[case_id]):.3f}"
-        out.append(plot_case_overlay(images, eval_dir / "overlays" / f"{case_id}.png", case.label, pred, scheme,
-                                     title))
-    return out
+        paths.append(plot_case_overlay(images, out / "overlays" / f"{case_id}.png", case.label, pred, scheme, title))
+    return paths

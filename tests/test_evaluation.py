@@ -309,7 +309,7 @@ def test_an_affine_mismatch_is_an_error_naming_the_case_and_both_files(folders: 
     pred = tumour((9, 10, 6), 5.0, seed=23)
     save(folders["preds"] / "case_a.nii.gz", pred, SPACING, shift=(0.0, 0.0, 2.0))
     with pytest.raises(ValueError, match=r"case case_a: prediction .*preds/case_a\.nii\.gz.*refs/case_a\.nii\.gz"
-                                         r".*different affines"):
+                                         r".*different grids .*resample the prediction onto the reference"):
         evaluate_folders(folders["preds"], folders["refs"], folders["out"])
 
 

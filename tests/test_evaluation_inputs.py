@@ -1,0 +1,312 @@
+"""Evaluation scores against the reference only: which files are the reference, which folders are refused,
+which label scheme is used, and what happens without predictions; through ``python -m pipeline evaluate|plot``.
+
+Every test checks the outcome (exit code, one-line message naming the folder or file and the fix, or the
+numbers) and that nothing was lost: the input files keep their checksums and nothing is written outside
+the output folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from pipeline.__main__ import main
+from pipeline.datasets import discover_cases
+from pipeline.evaluation import evaluate_folders
+
+SHAPE = (32, 32, 24)
+SCHEME_OF = {"brats2021": "brats", "brats2023": "brats2023", "msd": "msd"}
+ET_OF = {"brats2021": 4, "brats2023": 3, "msd": 3}
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file under ``root``."""
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def changed_files(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+
+
+def assert_only_written_under(root: Path, before: dict[str, str], out: Path) -> None:
+    """Files under ``root`` changed, added or removed since ``before`` all lie in ``out``."""
+    rel = out.relative_to(root).as_posix()
+    changed = changed_files(before, snapshot(root))
+    assert {k for k in changed if not (k == rel or k.startswith(rel + "/"))} == set()
+
+
+@pytest.fixture
+def make_dataset(tmp_path: Path) -> Callable[..., Path]:
+    """``make_dataset(layout, where="data")``: 3 synthetic cases of 32 x 32 x 24 voxels under ``tmp_path/where``."""
+    from pipeline.synthetic import write_dataset
+
+    def make(layout: str = "brats2021", where: str = "data") -> Path:
+        root = tmp_path / where
+        write_dataset(root, cases=3, shape=SHAPE, seed=3, layout=layout)
+        return root
+
+    return make
+
+
+def copy_labels(dataset: Path, pred: Path, cases: int | None = None) -> list[str]:
+    """Copy the dataset's labels to ``pred/<case>.nii.gz`` (perfect predictions); the case ids copied."""
+    pred.mkdir(parents=True, exist_ok=True)
+    labelled = [c for c in discover_cases(dataset) if c.label][:cases]
+    for c in labelled:
+        shutil.copy(c.label, pred / f"{c.case_id}.nii.gz")
+    return [c.case_id for c in labelled]
+
+
+def run(*argv: str | Path) -> int:
+    return main([str(a) for a in argv])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Which files are the reference
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", [pytest.param("brats2021", id="brats2021_case_folders"),
+                                    pytest.param("msd", id="msd_labelsTr")])
+def test_stray_nifti_files_at_a_dataset_root_are_not_taken_as_the_reference(
+        make_dataset, tmp_path: Path, layout: str, caplog: pytest.LogCaptureFixture) -> None:
+    data = make_dataset(layout)
+    ids = copy_labels(data, tmp_path / "pred")
+    for cid in ids:  # empty "predictions" written into the dataset root by mistake
+        nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.uint8), np.eye(4)), data / f"{cid}.nii.gz")
+    before = snapshot(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        rc = run("evaluate", tmp_path / "pred", data, "--out", tmp_path / "eval")
+    assert rc == 0
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["cases"] == 3 and summary["mean_dice"] == 1.0  # the layout's labels, not the empty stray files
+    assert summary["reference_layout"] == layout
+    assert any("ignoring 3 NIfTI file(s) at its root" in m and f"{ids[0]}.nii.gz" in m for m in caplog.messages)
+    assert_only_written_under(tmp_path, before, tmp_path / "eval")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Folders that overlap are refused before anything is read or written
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("data_at", "pred_at", "expected"), [
+    pytest.param("data", "data", "is the reference dataset folder", id="prediction_folder_is_the_dataset"),
+    pytest.param("data", "data/seg", "lies inside the reference dataset folder", id="prediction_folder_in_the_dataset"),
+    pytest.param("run/data", "run", "lies inside the prediction folder", id="dataset_inside_the_prediction_folder"),
+])
+def test_a_prediction_folder_overlapping_the_reference_dataset_is_refused(
+        make_dataset, tmp_path: Path, capsys: pytest.CaptureFixture, data_at: str, pred_at: str, expected: str) -> None:
+    data = make_dataset("brats2023", where=data_at)
+    pred = tmp_path / pred_at
+    if pred != data:
+        copy_labels(data, pred)
+    before = snapshot(tmp_path)
+    rc = run("evaluate", pred, data, "--out", tmp_path / "eval")
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and expected in err
+    assert str(pred.resolve()) in err and "keep predictions in a folder of their own" in err
+    assert snapshot(tmp_path) == before and not (tmp_path / "eval").exists()
+
+
+@pytest.mark.parametrize(("out_at", "expected"), [
+    pytest.param("data/eval", "is inside the dataset folder", id="out_inside_the_dataset"),
+    pytest.param("pred", "holds the input file", id="out_is_the_prediction_folder"),
+    pytest.param(".", "contains the dataset folder", id="out_contains_the_inputs"),
+])
+def test_an_output_folder_among_the_inputs_is_refused(
+        make_dataset, tmp_path: Path, capsys: pytest.CaptureFixture, out_at: str, expected: str) -> None:
+    data = make_dataset("brats2021")
+    copy_labels(data, tmp_path / "pred")
+    out = tmp_path / out_at
+    before = snapshot(tmp_path)
+    rc = run("evaluate", tmp_path / "pred", data, "--out", out)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and expected in err and str(out.resolve()) in err and "pass --out" in err
+    assert snapshot(tmp_path) == before and not list(tmp_path.rglob("metrics.csv"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The label scheme
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", [pytest.param("brats2023", id="brats2023_et_is_3"),
+                                    pytest.param("brats2021", id="brats2021_et_is_4"),
+                                    pytest.param("msd", id="msd_et_is_3_ed_is_1")])
+def test_auto_scheme_follows_the_reference_layout(make_dataset, tmp_path: Path, layout: str) -> None:
+    data = make_dataset(layout)
+    copy_labels(data, tmp_path / "pred")
+    before = snapshot(tmp_path)
+    assert run("evaluate", tmp_path / "pred", data, "--out", tmp_path / "eval") == 0  # --scheme auto by default
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["scheme"] == SCHEME_OF[layout]
+    assert all(summary["regions"][r]["dice"]["mean"] == 1.0 for r in ("ET", "TC", "WT"))
+    assert summary["regions"]["ET"]["dice"]["n"] == 3 and summary["n_missing_predictions"] == 0
+    et_voxels = {c.case_id: int((np.asanyarray(nib.load(c.label).dataobj) == ET_OF[layout]).sum())
+                 for c in discover_cases(data)}
+    rows = (tmp_path / "eval" / "metrics.csv").read_text().splitlines()[1:]
+    assert {r.split(",")[0]: int(r.split(",")[-1]) for r in rows if r.split(",")[1] == "ET"} == et_voxels
+    assert any(et_voxels.values())
+    assert_only_written_under(tmp_path, before, tmp_path / "eval")
+
+
+def test_a_scheme_that_contradicts_the_layout_names_the_layouts_scheme(
+        make_dataset, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = make_dataset("brats2023")
+    copy_labels(data, tmp_path / "pred")
+    before = snapshot(tmp_path)
+    rc = run("evaluate", tmp_path / "pred", data, "--out", tmp_path / "eval", "--scheme", "brats")
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "case BraTS-GLI-" in err and "-seg.nii.gz" in err and "[3]" in err
+    assert "the reference dataset is in the BraTS 2023 and later layout: pass --scheme brats2023" in err
+    assert snapshot(tmp_path) == before
+
+
+def test_auto_scheme_on_a_folder_of_labels_asks_for_an_explicit_scheme(
+        make_dataset, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = make_dataset("brats2023")
+    copy_labels(data, tmp_path / "labels")  # a flat folder of <case>.nii.gz labels: no layout
+    copy_labels(data, tmp_path / "pred")
+    before = snapshot(tmp_path)
+    assert run("evaluate", tmp_path / "pred", tmp_path / "labels", "--out", tmp_path / "eval") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path / "labels") in err
+    assert "--scheme auto cannot tell" in err and "pass --scheme brats (ET 4), brats2023 (ET 3)" in err
+    assert snapshot(tmp_path) == before
+    assert run("evaluate", tmp_path / "pred", tmp_path / "labels", "--out", tmp_path / "eval",
+               "--scheme", "brats2023") == 0
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["mean_dice"] == 1.0
+    assert_only_written_under(tmp_path, before, tmp_path / "eval")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Missing predictions
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("names", [pytest.param([], id="empty_prediction_folder"),
+                                   pytest.param(["patient_1", "patient_2"], id="files_named_after_no_case")])
+def test_no_prediction_at_all_is_a_nonzero_exit(
+        make_dataset, tmp_path: Path, capsys: pytest.CaptureFixture, names: list[str]) -> None:
+    data = make_dataset("brats2021")
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    label = discover_cases(data)[0].label
+    for name in names:
+        shutil.copy(label, pred / f"{name}.nii.gz")
+    before = snapshot(tmp_path)
+    rc = run("evaluate", pred, data, "--out", tmp_path / "eval")
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert f"no prediction in {pred} for any of the 3 reference case(s)" in err and "pass the folder inference" in err
+    assert (f"e.g. {names[0]}" if names else "holds no .nii.gz file") in err
+    assert snapshot(tmp_path) == before and not (tmp_path / "eval").exists()
+
+
+def test_missing_predictions_are_scored_empty_and_counted(
+        make_dataset, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = make_dataset("brats2021")
+    copy_labels(data, tmp_path / "pred", cases=2)
+    missing = discover_cases(data)[2].case_id
+    before = snapshot(tmp_path)
+    assert run("evaluate", tmp_path / "pred", data, "--out", tmp_path / "eval") == 0
+    out = capsys.readouterr().out
+    assert "(3 cases, 1 without prediction" in out
+    assert f"missing predictions (scored as empty): 1 of 3 cases: {missing}" in out
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert (summary["missing_predictions"], summary["n_missing_predictions"]) == ([missing], 1)
+    assert summary["regions"]["WT"]["dice"]["min"] == 0.0 and summary["regions"]["WT"]["dice"]["max"] == 1.0
+    assert_only_written_under(tmp_path, before, tmp_path / "eval")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pictures
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("layout", "scheme"), [pytest.param("msd", "msd", id="msd_explicit"),
+                                                pytest.param("msd", "auto", id="msd_auto"),
+                                                pytest.param("brats2023", "labels", id="labels_one_contour_per_value")])
+def test_plot_evaluation_accepts_every_scheme(make_dataset, tmp_path: Path, layout: str, scheme: str) -> None:
+    data = make_dataset(layout)
+    copy_labels(data, tmp_path / "pred")
+    # the bundle's calls (evaluate.yaml): positional folders, scheme as a keyword
+    evaluate_folders(tmp_path / "pred", data, tmp_path / "eval", scheme=SCHEME_OF[layout],
+                     cases=[c.case_id for c in discover_cases(data)])
+    before = snapshot(tmp_path)
+    assert run("plot", "evaluation", tmp_path / "eval", tmp_path / "pred", data, "--scheme", scheme) == 0
+    pictures = sorted(p.relative_to(tmp_path / "eval").as_posix() for p in (tmp_path / "eval").rglob("*.png"))
+    assert pictures[0] == "dice_boxplot.png" and len(pictures) == 4
+    assert all((tmp_path / "eval" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pictures)
+    assert_only_written_under(tmp_path, before, tmp_path / "eval")
+
+
+@pytest.mark.parametrize(("pred_at", "out_at", "expected"), [
+    pytest.param("pred", "data/pictures", "is inside the dataset folder", id="pictures_inside_the_dataset"),
+    pytest.param("pred", "pred", "holds the input file", id="pictures_among_the_predictions"),
+    pytest.param("data/seg", None, "lies inside the reference dataset folder", id="predictions_inside_the_dataset"),
+])
+def test_plot_evaluation_refuses_overlapping_folders(
+        make_dataset, tmp_path: Path, capsys: pytest.CaptureFixture, pred_at: str, out_at: str | None,
+        expected: str) -> None:
+    data = make_dataset("brats2021")
+    copy_labels(data, tmp_path / "pred")
+    evaluate_folders(tmp_path / "pred", data, tmp_path / "eval", scheme="brats")
+    if pred_at != "pred":
+        copy_labels(data, tmp_path / pred_at)
+    before = snapshot(tmp_path)
+    out = ["--out", tmp_path / out_at] if out_at else []
+    rc = run("plot", "evaluation", tmp_path / "eval", tmp_path / pred_at, data, *out)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and expected in err
+    assert snapshot(tmp_path) == before and not list(tmp_path.rglob("*.png"))
+
+
+def test_plot_evaluation_refuses_a_prediction_outside_the_scheme_before_drawing(
+        make_dataset, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = make_dataset("brats2023")
+    copy_labels(data, tmp_path / "pred")
+    evaluate_folders(tmp_path / "pred", data, tmp_path / "eval", scheme="brats2023")
+    case = next(c.case_id for c in discover_cases(data) if (np.asanyarray(nib.load(c.label).dataobj) == 3).any())
+    bad = tmp_path / "pred" / f"{case}.nii.gz"
+    image = nib.load(bad)
+    data4 = np.where(np.asanyarray(image.dataobj) == 3, 4, np.asanyarray(image.dataobj)).astype(np.uint8)
+    nib.save(nib.Nifti1Image(data4, image.affine), bad)  # written in BraTS 2021 numbering (ET 4)
+    before = snapshot(tmp_path)
+    assert run("plot", "evaluation", tmp_path / "eval", tmp_path / "pred", data) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(bad) in err and "[4]" in err
+    assert "write the prediction in scheme brats2023" in err
+    assert snapshot(tmp_path) == before and not list(tmp_path.rglob("*.png"))
+
+
+@pytest.mark.parametrize("orientation", [pytest.param(("R", "P", "S"), id="flipped_rps"),
+                                         pytest.param(("S", "P", "L"), id="permuted_spl")])
+def test_a_prediction_in_another_voxel_orientation_is_reordered_not_refused_or_mirrored(
+        make_dataset, tmp_path: Path, orientation: tuple[str, str, str]) -> None:
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+    data = make_dataset("brats2021")
+    cases = copy_labels(data, tmp_path / "pred")
+    for cid in cases:  # the same labels, the same physical grid, stored in another voxel order
+        path = tmp_path / "pred" / f"{cid}.nii.gz"
+        img = nib.load(path)
+        nib.save(img.as_reoriented(ornt_transform(io_orientation(img.affine), axcodes2ornt(orientation))), path)
+    assert nib.aff2axcodes(nib.load(tmp_path / "pred" / f"{cases[0]}.nii.gz").affine) == orientation
+    assert run("evaluate", tmp_path / "pred", data, "--out", tmp_path / "eval") == 0
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert all(summary["regions"][r]["dice"]["mean"] == 1.0 for r in ("ET", "TC", "WT"))
