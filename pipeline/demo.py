@@ -8,6 +8,7 @@ same commands as the README.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -63,6 +64,21 @@ def demo_line(summary: dict, seconds: float) -> str:
             f"in {seconds:.0f} s")
 
 
+def free_run_dir(run_dir: str | os.PathLike) -> Path:
+    """``run_dir`` if it holds no trained run, else the first ``<run_dir>_<n>`` that does not: a second ``make demo``
+    never writes over the first one's model, segmentations or numbers."""
+    from pipeline.runs import RUN_ARTEFACTS
+
+    base = Path(run_dir)
+    candidate, n = base, 1
+    while any((candidate / "models" / name).exists() for name in RUN_ARTEFACTS) or (candidate / "seg").exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}_{n}")
+    if candidate != base:
+        print(f"{base} holds an earlier demo run: this one goes to {candidate}", flush=True)
+    return candidate
+
+
 def run_demo(data_dir: str = "data/synthetic", run_dir: str = "runs/demo", cases: int = 16,
              shape: tuple[int, int, int] | None = None, seed: int = 0, epochs: int | None = None,
              started_at: float | None = None, fast: bool = True) -> dict:
@@ -80,7 +96,7 @@ def run_demo(data_dir: str = "data/synthetic", run_dir: str = "runs/demo", cases
 
     t0 = started_at if started_at is not None else time.time()
     shape = tuple(shape or DEFAULT_SHAPE)
-    run = Path(run_dir)
+    run = free_run_dir(run_dir)
     datalist = run / "datalist.json"
     common = {"dataset_dir": data_dir, "datalist": datalist, "run_dir": run}
     timings: dict[str, float] = {}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 import traceback
 from types import TracebackType
@@ -47,9 +48,11 @@ def user_message(exc: BaseException) -> str | None:
         if isinstance(e, UserError):
             return str(e)
     for e in chain:
-        if isinstance(e, ModuleNotFoundError) and e.name:
-            top = e.name.split(".")[0]
-            if top in OPTIONAL_PACKAGES:
+        if isinstance(e, ImportError):  # ModuleNotFoundError, and MONAI's OptionalImportError ("import mlflow ...")
+            name = (e.name or "").split(".")[0] if isinstance(e, ModuleNotFoundError) else ""
+            top = name if name in OPTIONAL_PACKAGES else next(
+                (p for p in OPTIONAL_PACKAGES if re.search(rf"\b{p}\b", str(e))), None)
+            if top:
                 return (f"the optional package {top} is not installed; install it with: "
                         f"pip install -e '.[{OPTIONAL_PACKAGES[top]}]'")
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):

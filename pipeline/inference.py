@@ -195,19 +195,52 @@ def _item_files(item: Mapping) -> list[str]:
 
 
 def guard_outputs(items: Sequence[Mapping], output_dir: str | os.PathLike, *, report: InferenceReport | None = None,
-                  dataset_dir: str | os.PathLike | None = None, datalist: str | os.PathLike | None = None) -> Path:
+                  dataset_dir: str | os.PathLike | None = None, datalist: str | os.PathLike | None = None,
+                  overwrite: bool | str = False) -> Path:
     """Before anything is read or computed: refuse an output folder that is or holds an input of any case, or lies
-    in the dataset folder (:func:`pipeline.files.check_output_location`), and take its lock (one writer).
+    in the dataset folder (:func:`pipeline.files.check_output_location`); take its lock (one writer); refuse
+    outputs of another model (:func:`foreign_outputs`) unless ``overwrite``.
 
     Raises:
-        UserError: the output folder is among the inputs, or another live process writes into it.
+        UserError: the output folder is among the inputs, another live process writes into it, or it holds
+            segmentations of these cases written by another model.
     """
+    from pipeline.engine import as_bool
+
     out = check_output_location(output_dir, [f for it in items for f in _item_files(it)], what="segmentations",
                                 option="--output_dir", dataset_dir=None if datalist else dataset_dir)
     lock = FolderLock(out, what="inference").acquire()
     if report is not None:
         report.lock = lock
+    if not as_bool(overwrite, "overwrite"):
+        _refuse_foreign(items, out, report.model if report is not None else None)
     return out
+
+
+def foreign_outputs(items: Sequence[Mapping], output_dir: str | os.PathLike, model: str | None) -> list[str]:
+    """``"<case> (model <id>)"`` for each item whose ``<case>.nii.gz`` exists in ``output_dir`` but was written by
+    another model than ``model``, or by an unknown one (no ``provenance.json`` entry); empty for ``model`` None."""
+    if model is None:
+        return []
+    provenance = read_provenance(output_dir)
+    foreign = []
+    for item in items:
+        case = str(item["case"])
+        if (Path(output_dir) / f"{case}.nii.gz").exists():
+            writer = provenance.get(case, {}).get("model")
+            if writer != model:
+                foreign.append(f"{case} ({'model ' + writer if writer else 'no record of its model'})")
+    return foreign
+
+
+def _refuse_foreign(items: Sequence[Mapping], output_dir: str | os.PathLike, model: str | None) -> None:
+    foreign = foreign_outputs(items, output_dir, model)
+    if foreign:
+        raise UserError(
+            f"{output_dir} already holds {len(foreign)} segmentation(s) not written by this model ({model}): "
+            f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}; pass another --output_dir, or "
+            "--overwrite true to replace them"
+        )
 
 
 def output_is_valid(out_path: str | os.PathLike, reference: str | os.PathLike) -> bool:
@@ -242,30 +275,19 @@ def pending_items(items: Sequence[dict], output_dir: str | os.PathLike, *, overw
 
     if as_bool(overwrite, "overwrite"):
         return list(items)
-    model = report.model if report is not None else None
-    provenance = read_provenance(output_dir)
-    todo, redo, foreign = [], [], []
+    _refuse_foreign(items, output_dir, report.model if report is not None else None)
+    todo, redo = [], []
     for item in items:
         case = str(item["case"])
         out = Path(output_dir) / f"{case}.nii.gz"
         if not out.exists():
             todo.append(item)
-            continue
-        writer = provenance.get(case, {}).get("model")
-        if model is not None and writer != model:
-            foreign.append(f"{case} ({'model ' + writer if writer else 'no record of its model'})")
         elif output_is_valid(out, _reference_path(item["image"])):
             if report is not None:
                 report.skip(case, "already segmented by this model")
         else:
             redo.append(case)
             todo.append(item)
-    if foreign:
-        raise UserError(
-            f"{output_dir} already holds {len(foreign)} segmentation(s) not written by this model ({model}): "
-            f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}; pass another --output_dir, or "
-            "--overwrite true to replace them"
-        )
     if redo:
         logger.warning("segmenting again %d case(s) whose output is not a valid segmentation of the input: %s",
                        len(redo), ", ".join(redo))

@@ -135,13 +135,23 @@ def write_ensemble_checkpoint(run_dir: str | os.PathLike, folds: Sequence[int]) 
     Returns the path (the ensemble config's ``ckpt_path``). Written atomically.
 
     Raises:
-        FileNotFoundError: a fold has no checkpoint; the message names the fold and the file.
+        UserError: a fold has no checkpoint (the fold and the file named), or the folds were trained with
+            different networks (their run.json records differ).
     """
     from pipeline.engine import atomic_torch_save
+    from pipeline.errors import UserError
+    from pipeline.runs import differing, read_record
 
     missing = [f"fold {f}: {fold_checkpoint(run_dir, f)}" for f in folds if not fold_checkpoint(run_dir, f).is_file()]
     if missing:
-        raise FileNotFoundError("no checkpoint for " + "; ".join(missing) + ". Train the folds first: make cv")
+        raise UserError("no checkpoint for " + "; ".join(missing) + ". Train the folds first: make cv")
+    networks = {f: (read_record(fold_checkpoint(run_dir, f).parent.parent) or {}).get("network") for f in folds}
+    first = networks[folds[0]]
+    for f, net in networks.items():
+        if net != first:
+            raise UserError(f"fold {f} of {run_dir} was trained with another network than fold {folds[0]} "
+                            f"({'; '.join(differing(first or {}, net or {}))}): an ensemble averages one architecture;"
+                            " retrain the fold or pass --ensemble_folds without it")
     state = {}
     for i, f in enumerate(folds):
         for k, v in torch.load(fold_checkpoint(run_dir, f), map_location="cpu", weights_only=True).items():

@@ -256,6 +256,13 @@ def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequen
 # ------------------------------------------------------------------------------------------------------------
 
 
+def run_of_checkpoint(ckpt_path: str | os.PathLike, run_dir: str | os.PathLike) -> str:
+    """The run folder whose ``run.json`` describes ``ckpt_path``: ``<run>/models/model.pt`` -> ``<run>`` when that
+    folder has a record, else ``run_dir``."""
+    candidate = Path(ckpt_path).parent.parent
+    return str(candidate) if (candidate / RUN_RECORD).is_file() else str(run_dir)
+
+
 def recorded_network(network_factory: functools.partial, run_dir: str | os.PathLike) -> torch.nn.Module:
     """The network of ``<run_dir>/run.json`` when there is one (logging the ids that differ from the config's),
     else the config's ``network_factory()``."""
@@ -277,6 +284,18 @@ def recorded_roi_size(roi_size: Sequence[int], run_dir: str | os.PathLike) -> li
     return [int(s) for s in (recorded or roi_size)]
 
 
+def checkpoint_file(ckpt_path: str | os.PathLike) -> Path:
+    """``ckpt_path`` if it is a non-empty file; else :class:`RunError` naming it and the way out."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise RunError(f"no checkpoint at {path}: train first (make train), or pass --run_dir (or --ckpt_path) "
+                       "pointing at a run's models/model.pt")
+    if path.stat().st_size == 0:
+        raise RunError(f"{path} is empty (0 bytes): a copy or a disk that failed; use {path.parent / 'model_last.pt'} "
+                       "(--ckpt_path) or retrain with --overwrite true")
+    return path
+
+
 def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, *, device: str | torch.device = "cpu",
                  run_dir: str | os.PathLike | None = None) -> torch.nn.Module:
     """Load a plain ``state_dict`` (``torch.load(..., weights_only=True)``) into ``network``, or refuse clearly.
@@ -288,13 +307,7 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, *, devi
         RunError: the file is missing, empty, truncated or not a checkpoint; or it does not fit the network
             (the differing ids of the run record named, or the first mismatching tensors).
     """
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise RunError(f"no checkpoint at {path}: train first (make train), or pass --ckpt_path (or --run_dir) "
-                       "pointing at a run's models/model.pt")
-    if path.stat().st_size == 0:
-        raise RunError(f"{path} is empty (0 bytes): a copy or a disk that failed; use {path.parent / 'model_last.pt'} "
-                       "(--ckpt_path) or retrain with --overwrite true")
+    path = checkpoint_file(ckpt_path)
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # truncated zip, pickle with code, anything torch cannot read safely
@@ -327,9 +340,16 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, *, devi
     return network
 
 
-def model_id(ckpt_path: str | os.PathLike, **settings: object) -> str:
+def model_id(ckpt_path: str | os.PathLike, **settings: object) -> str | None:
     """What identifies the writer of a segmentation: the checkpoint's SHA-256 and the inference settings that
-    change the output (TTA, post-processing, window, label scheme), hashed to 16 hex digits."""
-    text = json.dumps({"checkpoint": _sha256(ckpt_path), **{k: _plain(v) for k, v in sorted(settings.items())}},
-                      sort_keys=True)
+    change the output (TTA, post-processing, window, label scheme), hashed to 16 hex digits.
+
+    None when there is no usable checkpoint file: nothing can be segmented then, and :func:`load_weights` (run
+    first by the bundle's ``initialize``) says why.
+    """
+    path = Path(ckpt_path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    digest = _sha256(path)
+    text = json.dumps({"checkpoint": digest, **{k: _plain(v) for k, v in sorted(settings.items())}}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

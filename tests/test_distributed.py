@@ -78,8 +78,9 @@ def test_init_distributed_outside_torchrun_says_how_to_launch(monkeypatch: pytes
 def test_multi_gpu_overlay_parses_over_train_yaml() -> None:
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / n) for n in ("common.yaml", "train.yaml", "multi_gpu_train.yaml")])
-    # the group is joined first, so that rank 0 alone runs the data check (`split`) and sends the result
-    assert "init_distributed" in parser["initialize"][0] and parser["initialize"][1] == "$@split"
+    # the group is joined first, so that rank 0 alone checks the run folder and runs the data check (`split`)
+    assert "init_distributed" in parser["initialize"][0]
+    assert parser["initialize"][1:] == ["$@run_record", "$@split"]
     assert "wrap_ddp" in parser["train#trainer#network"]
     assert parser["validate#evaluator#network"] == "@network"  # validation runs the plain module, no collectives
 

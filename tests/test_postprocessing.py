@@ -11,6 +11,7 @@ import torch
 from monai.inferers import SimpleInferer
 from monai.transforms import RemoveSmallObjectsd
 
+from pipeline.errors import UserError
 from pipeline.postprocessing import (
     MirrorInferer,
     ProbabilityEnsemble,
@@ -124,7 +125,7 @@ def test_ensemble_checkpoint_of_the_folds_loads_each_fold_into_its_member(tmp_pa
 def test_ensemble_names_the_fold_without_a_checkpoint(tmp_path: Path) -> None:
     from pipeline.postprocessing import write_ensemble_checkpoint
 
-    with pytest.raises(FileNotFoundError, match=r"fold 3: .*fold_3/models/model.pt"):
+    with pytest.raises(UserError, match=r"fold 3: .*fold_3/models/model.pt"):
         write_ensemble_checkpoint(tmp_path, [3])
 
 
@@ -132,3 +133,19 @@ def test_logits_round_trip_probabilities() -> None:
     p = torch.tensor([0.01, 0.5, 0.99])
     torch.testing.assert_close(torch.sigmoid(probabilities_to_logits(p)), p)
     assert np.isfinite(probabilities_to_logits(torch.tensor([0.0, 1.0])).numpy()).all()
+
+
+def test_an_ensemble_of_folds_trained_with_different_networks_is_refused(tmp_path: Path) -> None:
+    import json
+
+    from pipeline.postprocessing import write_ensemble_checkpoint
+
+    for f, channels in ((0, [8, 16]), (1, [16, 32])):
+        ckpt = fold_checkpoint(tmp_path, f)
+        ckpt.parent.mkdir(parents=True)
+        torch.save(torch.nn.Conv3d(4, 3, 1).state_dict(), ckpt)
+        record = {"network": {"_target_": "UNet", "channels": channels}}
+        (ckpt.parent.parent / "run.json").write_text(json.dumps(record))
+    with pytest.raises(UserError, match=r"fold 1 .* another network than fold 0 \(channels: \[8, 16\] -> \[16, 32\]"):
+        write_ensemble_checkpoint(tmp_path, [0, 1])
+    assert not (tmp_path / "ensemble").exists()

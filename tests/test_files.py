@@ -1,0 +1,174 @@
+"""pipeline.files and pipeline.errors: whole files with the user's permissions, outputs never among the inputs,
+one writer per folder, refusals as one line."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from pipeline.errors import UserError, user_message
+from pipeline.files import FolderLock, atomic_write_text, check_output_location, gzip_is_whole
+
+
+@pytest.fixture
+def umask():
+    """Set a umask for one test and restore the previous one."""
+    previous = os.umask(0o022)
+    os.umask(previous)
+
+    def set_(value: int) -> None:
+        os.umask(value)
+
+    yield set_
+    os.umask(previous)
+
+
+def _write_model(path: Path) -> None:
+    from pipeline.engine import atomic_torch_save
+
+    atomic_torch_save({"w": torch.zeros(2)}, path)
+
+
+def _write_segmentation(path: Path) -> None:
+    from pipeline.inference import write_label_like
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ref = path.parent / "ref.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.eye(4)), ref)
+    write_label_like(np.zeros((4, 4, 4), np.uint8), ref, path, case="c")
+
+
+@pytest.mark.parametrize("write", [
+    pytest.param(_write_model, id="checkpoint"),
+    pytest.param(_write_segmentation, id="segmentation"),
+    pytest.param(lambda p: atomic_write_text(p, "x"), id="table"),
+])
+@pytest.mark.parametrize(("mask", "mode"), [pytest.param(0o022, 0o644, id="umask_022"),
+                                             pytest.param(0o027, 0o640, id="umask_027")])
+def test_written_files_follow_the_umask_like_any_other_file(tmp_path, umask, write, mask, mode):
+    umask(mask)
+    out = tmp_path / "out" / "x.nii.gz"
+    write(out)
+    assert out.stat().st_mode & 0o777 == mode
+    assert not [p.name for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    root = tmp_path / "data"
+    case = root / "Case_1"
+    case.mkdir(parents=True)
+    files = [case / f"Case_1_{s}.nii.gz" for s in ("t1", "t1ce", "t2", "flair", "seg")]
+    for f in files:
+        f.write_bytes(b"x")
+    return root, files
+
+
+@pytest.mark.parametrize(("where", "fragment"), [
+    pytest.param(lambda root: root, "is the dataset folder", id="the_dataset_itself"),
+    pytest.param(lambda root: root / "Case_1", "is inside the dataset folder", id="a_case_folder"),
+    pytest.param(lambda root: root / "out", "is inside the dataset folder", id="a_new_folder_in_the_dataset"),
+    pytest.param(lambda root: root.parent, "contains the dataset folder", id="a_folder_above_the_dataset"),
+])
+def test_an_output_folder_in_or_around_the_dataset_is_refused(dataset, where, fragment):
+    root, files = dataset
+    with pytest.raises(UserError, match=fragment) as err:
+        check_output_location(where(root), files, what="segmentations", option="--output_dir", dataset_dir=root)
+    assert "--output_dir" in str(err.value)
+
+
+def test_an_output_folder_holding_an_input_of_a_datalist_is_refused(dataset):
+    root, files = dataset
+    with pytest.raises(UserError, match="holds the input file .*Case_1_seg.nii.gz"):
+        check_output_location(root / "Case_1", files[4:], what="pictures", option="--eval_dir")
+
+
+def test_an_output_folder_beside_the_dataset_is_accepted(dataset, tmp_path):
+    root, files = dataset
+    out = check_output_location(tmp_path / "runs" / "seg", files, what="x", option="--output_dir", dataset_dir=root)
+    assert out == (tmp_path / "runs" / "seg").resolve() and not out.exists()
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / FolderLock.NAME).write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename,
+                                                            "what": "inference"}))
+        with pytest.raises(UserError, match=f"another process \\(pid {holder.pid}, inference\\)"):
+            FolderLock(tmp_path, what="inference").acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / FolderLock.NAME).write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename}))
+    lock = FolderLock(tmp_path, what="training").acquire()
+    assert json.loads((tmp_path / FolderLock.NAME).read_text())["pid"] == os.getpid()
+    lock.release()
+    assert not (tmp_path / FolderLock.NAME).exists()
+
+
+def _gz(tmp_path: Path) -> Path:
+    path = tmp_path / "x.nii.gz"
+    nib.save(nib.Nifti1Image(np.arange(4096, dtype=np.uint8).reshape(16, 16, 16), np.eye(4)), path)
+    return path
+
+
+@pytest.mark.parametrize(("damage", "whole"), [
+    pytest.param(lambda b: b, True, id="intact"),
+    pytest.param(lambda b: b[: len(b) // 2], False, id="truncated"),
+    pytest.param(lambda b: b[:-8] + bytes([b[-8] ^ 0xFF]) + b[-7:], False, id="crc_wrong"),
+])
+def test_a_gzip_file_is_whole_only_if_it_decompresses_to_its_end_with_the_right_crc(tmp_path, damage, whole):
+    path = _gz(tmp_path)
+    path.write_bytes(damage(path.read_bytes()))
+    assert gzip_is_whole(path) is whole
+
+
+def test_a_segmentation_with_a_wrong_crc_is_not_a_valid_output(tmp_path):
+    from pipeline.inference import output_is_valid
+
+    path = _gz(tmp_path)
+    assert output_is_valid(path, path)
+    data = path.read_bytes()
+    path.write_bytes(data[:-8] + bytes([data[-8] ^ 0xFF]) + data[-7:])
+    np.asarray(nib.load(path).dataobj)  # nibabel still decodes the voxels: only the CRC at the end tells
+    assert not output_is_valid(path, path)
+
+
+@pytest.mark.parametrize(("exc", "expected"), [
+    pytest.param(RuntimeError("Failed to evaluate ConfigExpression"), None, id="a_bug_keeps_its_traceback"),
+    pytest.param(OSError(errno.ENOSPC, "No space left on device", "/runs/x/model.pt"),
+                 "cannot write /runs/x/model.pt: the disk is full", id="disk_full"),
+    pytest.param(OSError(errno.EROFS, "Read-only file system", "/ro/seg"),
+                 "cannot write /ro/seg: the file system is read-only", id="read_only"),
+    pytest.param(ModuleNotFoundError("No module named 'mlflow'", name="mlflow"),
+                 "pip install -e '.[tracking]'", id="missing_optional_package"),
+    pytest.param(ImportError("import onnxruntime (No module named 'onnxruntime')."),
+                 "pip install -e '.[export]'", id="monai_optional_import"),
+])
+def test_user_message_names_the_file_and_the_fix(exc, expected):
+    message = user_message(exc)
+    assert message is None if expected is None else expected in message
+
+
+def test_a_user_error_inside_a_config_expression_is_found_through_the_chain():
+    try:
+        try:
+            raise UserError("case X: bad file; fix it")
+        except UserError as inner:
+            raise RuntimeError("Failed to evaluate ConfigExpression") from inner
+    except RuntimeError as outer:
+        assert user_message(outer) == "case X: bad file; fix it"

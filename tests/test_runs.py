@@ -1,0 +1,282 @@
+"""A run remembers what it is and is never silently replaced (pipeline.runs, pipeline.inference guards), and
+the paths a busy user walks through the MONAI CLI end with one clear line and nothing lost."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from monai.networks.nets import UNet
+
+from pipeline.errors import UserError
+from pipeline.runs import (
+    RunError,
+    load_weights,
+    read_record,
+    record_split,
+    recorded_network,
+    run_ids,
+    start_training,
+)
+from tests.conftest import CONFIGS, REPO
+
+SMALL = functools.partial(UNet, spatial_dims=3, in_channels=4, out_channels=3, channels=[4, 8], strides=[2],
+                          num_res_units=0)
+OTHER = functools.partial(UNet, spatial_dims=3, in_channels=4, out_channels=3, channels=[8, 16], strides=[2],
+                          num_res_units=0)
+
+
+def _ids(**change: object) -> dict:
+    return {**run_ids(dataset_dir="/data/BraTS", datalist=None, label_scheme="brats", fold=0, folds=5, seed=0,
+                      roi_size=[32, 32, 32]), **change}
+
+
+def _start(run: Path, *, resume: bool = False, overwrite: bool = False, factory=SMALL, **change: object) -> dict:
+    return start_training(run, run / "models", resume=resume, overwrite=overwrite, ids=_ids(**change),
+                          network_factory=factory)
+
+
+def _finish(run: Path) -> None:
+    """What training leaves behind: the checkpoints; and the lock released as at the end of the process."""
+    (run / "models").mkdir(parents=True, exist_ok=True)
+    for name in ("model.pt", "model_last.pt", "checkpoint.pt"):
+        torch.save(SMALL().state_dict(), run / "models" / name)
+    from pipeline import runs
+
+    for lock in runs._LOCKS.values():
+        lock.release()
+    runs._LOCKS.clear()
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_run_record_holds_the_ids_the_network_and_the_split(tmp_path):
+    run = tmp_path / "run"
+    _start(run)
+    split = ([{"case": "a"}, {"case": "b"}], [{"case": "c"}])
+    assert record_split(run, split) is split
+    record = read_record(run)
+    assert record["ids"]["fold"] == 0 and record["ids"]["roi_size"] == [32, 32, 32]
+    assert record["network"]["_target_"].endswith("UNet") and record["network"]["channels"] == [4, 8]
+    assert record["split"] == {"train": ["a", "b"], "validation": ["c"]}
+    assert json.loads((run / "datalist.json").read_text())["training"] == [*split[0], *split[1]]
+
+
+def test_training_into_a_finished_run_is_refused_and_leaves_it_intact(tmp_path):
+    run = tmp_path / "run"
+    _start(run)
+    _finish(run)
+    before = {p.name: _sha(p) for p in (run / "models").iterdir()}
+    with pytest.raises(RunError, match="already holds a run .*--resume true.*--overwrite true"):
+        _start(run)
+    assert {p.name: _sha(p) for p in (run / "models").iterdir()} == before
+
+
+def test_overwrite_by_name_deletes_the_old_checkpoints(tmp_path):
+    run = tmp_path / "run"
+    _start(run)
+    _finish(run)
+    _start(run, overwrite=True)
+    assert not list((run / "models").iterdir())
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    pytest.param({"fold": 1}, "fold: 0 -> 1", id="another_fold"),
+    pytest.param({"seed": 3}, "seed: 0 -> 3", id="another_split_seed"),
+    pytest.param({"dataset_dir": "/data/other"}, "dataset_dir: '/data/BraTS' -> '/data/other'", id="another_dataset"),
+    pytest.param({"label_scheme": "brats2023"}, "label_scheme: 'brats' -> 'brats2023'", id="another_scheme"),
+    pytest.param({"factory": OTHER}, "network channels: [4, 8] -> [8, 16]", id="another_network"),
+])
+def test_a_resume_with_other_settings_is_refused_naming_each_differing_id(tmp_path, change, named):
+    run = tmp_path / "run"
+    _start(run)
+    _finish(run)
+    with pytest.raises(RunError, match="--resume true") as err:
+        _start(run, resume=True, **change)
+    assert named in str(err.value)
+
+
+def test_a_resume_with_the_same_settings_goes_on(tmp_path):
+    run = tmp_path / "run"
+    _start(run)
+    record_split(run, ([{"case": "a"}], [{"case": "b"}]))
+    _finish(run)
+    assert _start(run, resume=True)["split"] == {"train": ["a"], "validation": ["b"]}
+
+
+def test_a_resume_whose_split_changed_is_refused_before_training_on_validation_cases(tmp_path):
+    run = tmp_path / "run"
+    _start(run)
+    record_split(run, ([{"case": "a"}, {"case": "b"}], [{"case": "c"}]))
+    _finish(run)
+    _start(run, resume=True)
+    with pytest.raises(RunError, match=r"validation cases changed \['a', 'c'\]"):
+        record_split(run, ([{"case": "b"}, {"case": "c"}], [{"case": "a"}]))
+
+
+def test_inference_builds_the_network_the_run_recorded(tmp_path):
+    run = tmp_path / "run"
+    _start(run, factory=OTHER)
+    net = recorded_network(SMALL, run)  # the config says SMALL; the run was trained with OTHER
+    assert net.model[0].conv.weight.shape[0] == 8
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    pytest.param(None, "no checkpoint at .*model.pt: train first", id="missing"),
+    pytest.param(b"", "is empty \\(0 bytes\\).*model_last.pt.*--overwrite true", id="zero_bytes"),
+    pytest.param("truncated", "cannot be read as a checkpoint.*model_last.pt.*--overwrite true", id="truncated"),
+    pytest.param("other_network", "does not fit the network .*run.json.*differently shaped", id="another_network"),
+])
+def test_a_bad_checkpoint_names_the_file_and_the_way_out(tmp_path, content, message):
+    run = tmp_path / "run"
+    _start(run, factory=OTHER)
+    path = run / "models" / "model.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if content == "truncated":
+        torch.save(SMALL().state_dict(), path)
+        path.write_bytes(path.read_bytes()[:200])
+    elif content == "other_network":
+        torch.save(OTHER().state_dict(), path)
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(RunError, match=message):
+        load_weights(SMALL(), path, run_dir=run)
+
+
+# ---- inference outputs ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def segmented(tiny_dataset, tmp_path):
+    """Outputs of model "A" for the tiny dataset's cases, as inference writes them."""
+    from pipeline.datasets import discover_cases
+    from pipeline.inference import InferenceReport, write_label_like
+
+    items = [c.to_item() for c in discover_cases(tiny_dataset)]
+    out = tmp_path / "seg"
+    report = InferenceReport(out, model="A")
+    import nibabel as nib
+
+    for it in items[:2]:
+        ref = nib.load(it["image"][0])
+        path = write_label_like(ref.get_fdata().astype("uint8") * 0, it["image"][0], out / f"{it['case']}.nii.gz")
+        report.wrote(it["case"], path)
+    return items, out
+
+
+def test_outputs_of_the_same_model_are_skipped_and_the_summary_says_why(segmented):
+    from pipeline.inference import InferenceReport, guard_outputs, pending_items
+
+    items, out = segmented
+    report = InferenceReport(out, model="A")
+    guard_outputs(items, out, report=report)
+    todo = pending_items(items, out, report=report)
+    assert [it["case"] for it in todo] == [it["case"] for it in items[2:]]
+    assert "skipped 2 already segmented by this model" in report.summary()
+    report.finish()
+
+
+@pytest.mark.parametrize("provenance", [pytest.param(True, id="another_model"),
+                                        pytest.param(False, id="no_record_of_the_model")])
+def test_outputs_of_another_model_are_refused_unless_overwrite(segmented, provenance):
+    from pipeline.inference import PROVENANCE, InferenceReport, guard_outputs
+
+    items, out = segmented
+    if not provenance:
+        (out / PROVENANCE).unlink()
+    before = {p.name: _sha(p) for p in out.glob("*.nii.gz")}
+    report = InferenceReport(out, model="B")
+    with pytest.raises(UserError, match="not written by this model \\(B\\).*--overwrite true"):
+        guard_outputs(items, out, report=report)
+    assert {p.name: _sha(p) for p in out.glob("*.nii.gz")} == before
+    report.lock.release()
+    guard_outputs(items, out, report=InferenceReport(out, model="B"), overwrite=True)
+
+
+# ---- through the MONAI CLI, as a user runs it --------------------------------------------------------------------
+
+TINY = ["--roi_size", "[32,32,32]", "--unet_channels", "[8,16,32]", "--num_res_units", "1", "--num_workers", "0",
+        "--device", "cpu"]
+
+
+def _cli(run_id: str, overlay: str, *args: str) -> subprocess.CompletedProcess:
+    files = repr([str(CONFIGS / "common.yaml"), str(CONFIGS / overlay)])
+    cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", files, "--meta_file",
+           str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def _last_line(result: subprocess.CompletedProcess) -> str:
+    return result.stderr.strip().splitlines()[-1]
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): _sha(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def cli_run(tiny_dataset, tmp_path_factory):
+    """A tiny run trained (1 epoch, demo-like network ids) and segmented once through the CLI."""
+    run = tmp_path_factory.mktemp("cli") / "run"
+    result = _cli("training", "train.yaml", "--dataset_dir", str(tiny_dataset), "--run_dir", str(run), "--folds", "2",
+                  "--epochs", "1", "--val_interval", "1", "--batch_size", "1", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # no network ids: the run's record gives them
+    result = _cli("inference", "inference.yaml", "--dataset_dir", str(tiny_dataset), "--run_dir", str(run),
+                  "--num_workers", "0", "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run
+
+
+@pytest.mark.slow
+def test_cli_training_again_into_a_finished_run_ends_with_one_line_and_keeps_the_run(cli_run, tiny_dataset):
+    before = _tree(cli_run / "models")
+    result = _cli("training", "train.yaml", "--dataset_dir", str(tiny_dataset), "--run_dir", str(cli_run),
+                  "--folds", "2", "--epochs", "1", *TINY)
+    assert result.returncode != 0
+    assert _last_line(result).startswith(f"error: {cli_run} already holds a run")
+    assert "Traceback" not in result.stderr
+    assert _tree(cli_run / "models") == before
+
+
+@pytest.mark.slow
+def test_cli_inference_again_skips_its_own_outputs_and_refuses_to_keep_another_models(cli_run, tiny_dataset):
+    before = _tree(cli_run / "seg")
+    again = _cli("inference", "inference.yaml", "--dataset_dir", str(tiny_dataset), "--run_dir", str(cli_run),
+                 "--num_workers", "0", "--device", "cpu")
+    assert again.returncode == 0 and "skipped 4 already segmented by this model" in again.stdout
+    other = _cli("inference", "inference.yaml", "--dataset_dir", str(tiny_dataset), "--run_dir", str(cli_run),
+                 "--num_workers", "0", "--device", "cpu", "--tta", "true")
+    assert other.returncode != 0 and "not written by this model" in _last_line(other)
+    assert _tree(cli_run / "seg") == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", [pytest.param(".", id="the_dataset"), pytest.param("BraTS2021_00000", id="a_case"),
+                                   pytest.param("out", id="inside_the_dataset")])
+def test_cli_inference_into_the_dataset_is_refused_before_anything_is_written(cli_run, tiny_dataset, where):
+    before = _tree(tiny_dataset)
+    result = _cli("inference", "inference.yaml", "--dataset_dir", str(tiny_dataset), "--run_dir", str(cli_run),
+                  "--output_dir", str(tiny_dataset / where), "--device", "cpu")
+    assert result.returncode != 0 and "--output_dir" in _last_line(result)
+    assert _tree(tiny_dataset) == before and not (tiny_dataset / "out").exists()
+
+
+@pytest.mark.slow
+def test_cli_inference_with_a_truncated_checkpoint_names_it_and_the_way_out(cli_run, tiny_dataset, tmp_path):
+    bad = tmp_path / "models" / "model.pt"
+    bad.parent.mkdir()
+    bad.write_bytes((cli_run / "models" / "model.pt").read_bytes()[:1000])
+    result = _cli("inference", "inference.yaml", "--dataset_dir", str(tiny_dataset), "--ckpt_path", str(bad),
+                  "--output_dir", str(tmp_path / "seg"), "--device", "cpu")
+    assert result.returncode != 0
+    assert _last_line(result).startswith(f"error: {bad} cannot be read as a checkpoint")
+    assert "model_last.pt" in _last_line(result) and not list((tmp_path / "seg").glob("*.nii.gz"))
