@@ -28,7 +28,7 @@ def _datalist(args: argparse.Namespace) -> int:
     if args.layout == "auto":
         print(f"dataset {Path(args.dataset_dir).resolve()}: {detect_layout(args.dataset_dir)}")
     dl = write_datalist(args.dataset_dir, args.out, folds=args.folds, seed=args.seed, layout=args.layout,
-                        label_scheme=args.label_scheme)
+                        label_scheme=args.label_scheme, force=args.force)
     print(f"wrote {args.out}: {len(dl['training'])} labelled case(s) in {dl['folds']} folds, "
           f"{len(dl['test'])} unlabelled; layout {dl['layout']}, label scheme {dl['label_scheme']}, "
           f"channels {', '.join(dl['channels'])}")
@@ -42,11 +42,16 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from pipeline.evaluation import evaluate_folders, format_table
+    from pipeline.errors import UserError
+    from pipeline.official import evaluate, format_summary
 
-    summary = evaluate_folders(args.pred_dir, args.ref_dir, args.out, scheme=args.scheme, out_option="--out")
-    print(format_table(summary))
-    print(f"wrote {args.out}/metrics.csv and {args.out}/summary.json")
+    if args.protocol == "legacy" and args.jobs is not None:
+        raise UserError("--jobs applies to --protocol official only (the legacy protocol runs in one process)")
+    summary = evaluate(args.protocol, args.pred_dir, args.ref_dir, args.out, scheme=args.scheme,
+                       challenge=args.challenge, jobs=args.jobs or 1, out_option="--out")
+    print(format_summary(summary))
+    files = "metrics.csv and summary.json" if args.protocol == "legacy" else "official.csv and official_summary.json"
+    print(f"wrote {files} to {args.out}")
     return 0
 
 
@@ -99,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", default="auto", choices=["auto", "brats2021", "brats2023", "msd"])
     p.add_argument("--label_scheme", "--label-scheme", default="auto", choices=["auto", "brats", "brats2023", "msd"],
                    help="recorded in the datalist; auto: the layout's")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file with other content")
     p.set_defaults(func=_datalist)
 
     p = sub.add_parser("check", help="check every case of a dataset folder: one line per problem, exit 1 on errors")
@@ -110,9 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="score <case>.nii.gz predictions against reference labels")
     p.add_argument("pred_dir")
     p.add_argument("ref_dir", help="a dataset folder or a folder of <case>.nii.gz labels")
-    p.add_argument("--out", required=True, help="folder for metrics.csv and summary.json")
-    p.add_argument("--scheme", default="auto", choices=["auto", "brats", "brats2023", "msd", "labels"],
-                   help="label numbering; auto: the reference dataset's layout's (a folder of labels needs a scheme)")
+    p.add_argument("--out", required=True, help="folder for metrics.csv and summary.json (--protocol official: "
+                   "official.csv and official_summary.json)")
+    p.add_argument("--scheme", default="auto", choices=["auto", "brats", "brats2023", "brats2024", "msd", "labels"],
+                   help="label numbering; auto: the reference dataset's layout's (a folder of labels needs a scheme); "
+                   "brats2024 (4 = resection cavity): --protocol official only")
+    p.add_argument("--protocol", default="legacy", choices=["legacy", "official"],
+                   help="legacy: our ET/TC/WT Dice, sensitivity, specificity, HD95; official: the BraTS package "
+                   "brats-evaluation's lesion-wise metrics (pip install -e '.[official]'); see docs/metrics.md")
+    p.add_argument("--challenge", default=None, type=str.lower,
+                   choices=["gli", "mets", "ped", "menrt", "menpre", "goat"],
+                   help="--protocol official: the package's config to score with; default gli (adult glioma)")
+    p.add_argument("--jobs", type=int, default=None, help="--protocol official: worker processes (default 1)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("plot", help="draw training curves, a Dice box plot, or an evaluation's pictures")

@@ -552,14 +552,26 @@ def build_datalist(root: str | os.PathLike, folds: int = 5, seed: int = 0, *, la
 
 
 def write_datalist(root: str | os.PathLike, out: str | os.PathLike, folds: int = 5, seed: int = 0, *,
-                   layout: str | None = None, label_scheme: str | None = None) -> dict:
-    """:func:`build_datalist` and write it to ``out`` as JSON (atomically: never a half-written file)."""
+                   layout: str | None = None, label_scheme: str | None = None, force: bool = False) -> dict:
+    """:func:`build_datalist` and write it to ``out`` as JSON (atomically: never a half-written file).
+
+    A datalist is an input of the runs trained on it: an existing ``out`` with other content (other folds, say)
+    is refused unless ``force``; the same content is left as it is.
+
+    Raises:
+        DatasetError: ``out`` exists with other content and not ``force``.
+    """
+    from pipeline.files import atomic_write_text
+
     datalist = build_datalist(root, folds, seed, layout=layout, label_scheme=label_scheme)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(datalist, indent=2))
-    os.replace(tmp, out)
+    text = json.dumps(datalist, indent=2)
+    if out.exists() and not force:
+        if out.read_text() == text:
+            return datalist
+        raise DatasetError(f"{out} already exists with other content (another split or dataset; runs may have been "
+                           "trained on it): write the new datalist elsewhere (--out), or pass --force to replace it")
+    atomic_write_text(out, text)
     return datalist
 
 

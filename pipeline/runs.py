@@ -186,8 +186,10 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
         raise RunError(f"{run} already holds a run ({names} in {ckpt}); pass --resume true to continue it, "
                        "--overwrite true to delete it and start afresh, or another --run_dir")
     if overwrite:
+        if record and record.get("datalist_written"):  # the split the old run made: not the user's file
+            found.append(run / "datalist.json")
         for path in found:
-            path.unlink()
+            path.unlink(missing_ok=True)
         if found:
             logger.warning("--overwrite true: deleted %s", ", ".join(str(p) for p in found))
         record = None
@@ -211,7 +213,8 @@ def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequen
                  datalist: str | None = None, started: object = None) -> tuple:
     """Record the training/validation case ids in ``run.json`` (rank 0), or check them on a resumed run.
 
-    When training made the split itself (no datalist), it is also saved as ``<run_dir>/datalist.json``.
+    When training made the split itself (no datalist), it is also saved as ``<run_dir>/datalist.json``, unless
+    a file of that name is already there (the user's: never replaced).
     ``started`` is the result of :func:`start_training`: passing it makes the bundle resolve that first.
 
     Returns:
@@ -238,8 +241,10 @@ def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequen
                        f"{' ...' if len(moved) > 5 else ''}, new cases {added[:5]}; a resumed run would train on its "
                        "own validation cases. Resume with the same data and datalist, or start another --run_dir")
     record["split"] = current
+    made = run / "datalist.json"
+    record["datalist_written"] = bool(not datalist and (not made.exists() or record.get("datalist_written")))
     _write_record(run, record)
-    if not datalist:
+    if record["datalist_written"]:
         from pipeline.datasets import CHANNELS, REGIONS
 
         ids = record.get("ids", {})

@@ -280,3 +280,26 @@ def test_cli_inference_with_a_truncated_checkpoint_names_it_and_the_way_out(cli_
     assert result.returncode != 0
     assert _last_line(result).startswith(f"error: {bad} cannot be read as a checkpoint")
     assert "model_last.pt" in _last_line(result) and not list((tmp_path / "seg").glob("*.nii.gz"))
+
+
+def test_a_datalist_the_user_put_in_the_run_folder_is_never_replaced_by_the_split(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "datalist.json").write_text('{"mine": true}')
+    _start(run)
+    record_split(run, ([{"case": "a"}], [{"case": "b"}]))
+    assert (run / "datalist.json").read_text() == '{"mine": true}'
+    assert read_record(run)["split"] == {"train": ["a"], "validation": ["b"]}
+
+
+def test_writing_a_datalist_over_one_with_another_split_is_refused_unless_forced(tiny_dataset, tmp_path):
+    from pipeline.datasets import DatasetError, write_datalist
+
+    out = tmp_path / "datalist.json"
+    write_datalist(tiny_dataset, out, folds=2)
+    before = out.read_text()
+    write_datalist(tiny_dataset, out, folds=2)  # the same content: nothing to do
+    with pytest.raises(DatasetError, match="already exists with other content.*--force"):
+        write_datalist(tiny_dataset, out, folds=4)
+    assert out.read_text() == before
+    assert json.loads(write_datalist(tiny_dataset, out, folds=4, force=True) and out.read_text())["folds"] == 4

@@ -256,3 +256,30 @@ def test_any_small_shape_and_seed_gives_nested_labels_inside_a_zero_background_b
     assert not (et & ~tc).any() and not (tc & ~wt).any() and not (wt & ~brain).any()
     assert wt.any() and brain.any() and not brain[0].any() and not brain[-1].any()
     assert enhancing or not et.any()
+
+
+@pytest.mark.parametrize("existing", [
+    pytest.param("BraTS2021_00000/BraTS2021_00000_t1.nii.gz", id="a_real_case_of_the_same_name"),
+    pytest.param("imagesTr/BRATS_001.nii.gz", id="a_decathlon_image"),
+    pytest.param("scan.nii", id="a_nifti_at_the_root"),
+])
+def test_synth_refuses_a_folder_that_already_holds_nifti_files_unless_forced(tmp_path, existing):
+    from pipeline.__main__ import main
+
+    target = tmp_path / existing
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(b"real data")
+    assert main(["synth", str(tmp_path), "--cases", "1", "--shape", *map(str, SMALL)]) == 2
+    assert target.read_bytes() == b"real data"
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [existing]
+    assert main(["synth", str(tmp_path), "--cases", "1", "--shape", *map(str, SMALL), "--force"]) == 0
+    assert (tmp_path / "BraTS2021_00000" / "BraTS2021_00000_seg.nii.gz").is_file()
+
+
+def test_synth_with_the_same_settings_again_leaves_its_cases_as_they_are(tmp_path):
+    first = write_dataset(tmp_path, cases=1, shape=SMALL, seed=0)
+    stamps = {p: p.stat().st_mtime_ns for p in first[0].iterdir()}
+    assert write_dataset(tmp_path, cases=1, shape=SMALL, seed=0) == first
+    assert {p: p.stat().st_mtime_ns for p in first[0].iterdir()} == stamps
+    with pytest.raises(ValueError, match="already holds 5 NIfTI file"):
+        write_dataset(tmp_path, cases=1, shape=SMALL, seed=1)
