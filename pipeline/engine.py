@@ -120,33 +120,45 @@ class FinalValidationHandler:
         engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=self._due), self._handler)
 
 
-def region_dice(region: str | None = None):  # noqa: ANN201 - a monai.handlers.IgniteMetricHandler
-    """A validation Dice handler (``DiceMetric`` as an ignite metric) for one region, or all three with ``None``.
+def region_dice(region: str | None = None, regions: Sequence[str] = REGIONS):  # noqa: ANN201 - an IgniteMetricHandler
+    """A validation Dice handler (``DiceMetric`` as an ignite metric) for one region, or all of them with ``None``.
 
-    ``region`` is ``"TC"``, ``"WT"`` or ``"ET"``.
+    ``region`` is one of ``regions``, the network's output channels (``TC``, ``WT``, ``ET`` for the BraTS
+    schemes; :attr:`pipeline.labels.Description.regions`).
 
-    Expects decollated ``pred`` and ``label`` of shape ``(3, H, W, D)``, binary, channels TC, WT, ET.
+    Expects decollated ``pred`` and ``label`` of shape ``(R, H, W, D)``, binary, channels ``regions``.
     ``ignore_empty=False``: a case whose reference region is empty scores 1 if the prediction is empty too
     and 0 otherwise, the BraTS convention (MONAI's default would give NaN and drop the case).
     """
     from monai.handlers import IgniteMetricHandler, from_engine
     from monai.metrics import DiceMetric
 
-    transform = from_engine(["pred", "label"]) if region is None else region_output_transform(region)
+    transform = from_engine(["pred", "label"]) if region is None else region_output_transform(region, regions)
     metric = DiceMetric(include_background=True, reduction="mean", ignore_empty=False)
     return IgniteMetricHandler(metric_fn=metric, output_transform=transform, save_details=False)
 
 
-def region_output_transform(region: str) -> Callable[[Sequence[dict]], tuple[list, list]]:
+def region_metrics(regions: Sequence[str]) -> dict:
+    """``{"val_dice_<region>": handler}`` for each region (lower case), the validation's additional metrics."""
+    return {dice_name(r): region_dice(r, regions) for r in regions}
+
+
+def dice_name(region: str) -> str:
+    """The metric (and ``history.csv`` column) name of a region's validation Dice: ``val_dice_tc``."""
+    return "val_dice_" + "".join(ch if ch.isalnum() else "_" for ch in region.lower())
+
+
+def region_output_transform(region: str, regions: Sequence[str] = REGIONS
+                            ) -> Callable[[Sequence[dict]], tuple[list, list]]:
     """An ignite ``output_transform`` picking one region channel of decollated ``pred``/``label``.
 
-    ``pred`` and ``label`` are ``(3, H, W, D)`` binary tensors, channels TC, WT, ET
-    (:data:`pipeline.labels.REGIONS`); the result feeds ``monai.handlers.MeanDice`` one region at a time.
+    ``pred`` and ``label`` are ``(R, H, W, D)`` binary tensors, channels ``regions``; the result feeds
+    ``monai.handlers.MeanDice`` one region at a time.
     """
     try:
-        c = REGIONS.index(region)
+        c = list(regions).index(region)
     except ValueError:
-        raise ValueError(f"unknown region {region!r}; expected one of {REGIONS}") from None
+        raise ValueError(f"unknown region {region!r}; expected one of {tuple(regions)}") from None
 
     def transform(output: Sequence[dict]) -> tuple[list, list]:
         return [o["pred"][c : c + 1] for o in output], [o["label"][c : c + 1] for o in output]

@@ -49,7 +49,7 @@ from pipeline.datasets import (
 )
 from pipeline.errors import UserError
 from pipeline.files import atomic_write_text, check_output_location
-from pipeline.labels import LABEL_SCHEMES, allowed_labels, scheme_labels
+from pipeline.labels import LABEL_SCHEMES, NNUNET_PREFIX, allowed_labels, describe, region_masks
 from pipeline.metrics import HD95_EMPTY_PENALTY_MM, METRIC_KEYS, bounding_box, region_metrics
 
 logger = logging.getLogger(__name__)
@@ -154,16 +154,13 @@ def _check_scheme_values(x: torch.Tensor, scheme: str, what: str, layout: str | 
 
 
 def _region_masks(x: torch.Tensor, scheme: str, values: Sequence[int] = ()) -> torch.Tensor:
-    """Label map ``(H, W, D)`` -> bool ``(R, H, W, D)``: ET, TC, WT (BraTS schemes) or one channel per value."""
+    """Label map ``(H, W, D)`` -> bool ``(R, H, W, D)``: the scheme's evaluated regions (ET, TC, WT for the BraTS
+    schemes; :attr:`pipeline.labels.Description.evaluated`) or, under ``labels``, one channel per value."""
     if scheme == "labels":
         if not values:
             return torch.zeros((0, *x.shape), dtype=torch.bool, device=x.device)
         return torch.stack([x == v for v in values])
-    lab = scheme_labels(scheme)
-    et = x == lab["ET"]
-    tc = et | (x == lab["NCR"])
-    wt = tc | (x == lab["ED"])
-    return torch.stack([et, tc, wt])
+    return region_masks(x, describe(scheme).evaluated)
 
 
 def _spatial_values(x: torch.Tensor) -> set[int]:
@@ -205,9 +202,8 @@ def evaluate_case(
     Raises:
         ValueError: unknown scheme, shapes differ, non-integer labels, or label values outside the scheme.
     """
-    if scheme not in SCHEMES:
-        msg = f"unknown scheme {scheme!r}; expected one of {list(SCHEMES)}"
-        raise ValueError(msg)
+    if scheme != "labels":
+        desc = describe(scheme)  # an unknown scheme is refused here, naming the choices
     if device is None and isinstance(ref, torch.Tensor) and not isinstance(pred, torch.Tensor):
         device = ref.device
     p = _as_tensor(pred, device)
@@ -216,10 +212,14 @@ def evaluate_case(
         msg = f"prediction shape {tuple(p.shape)} differs from reference shape {tuple(r.shape)}"
         raise ValueError(msg)
 
-    if scheme != "labels" and p.ndim == 4 and p.shape[0] == 3:  # network-order region channels TC, WT, ET
-        order = [2, 0, 1]  # -> ET, TC, WT
+    if scheme != "labels" and p.ndim == 4 and p.shape[0] == len(desc.regions):  # the network's region channels
+        network = list(desc.regions)
+        missing = [name for name in desc.evaluated if name not in network]
+        if missing:
+            raise ValueError(f"regions {missing} of scheme {desc.name} are not network outputs: evaluate label maps")
+        order = [network.index(name) for name in desc.evaluated]  # -> the evaluated order (ET, TC, WT)
         rows = region_metrics(p[order] != 0, r[order] != 0, spacing)
-        return [{"region": name, **row} for name, row in zip(BRATS_EVAL_REGIONS, rows, strict=True)]
+        return [{"region": name, **row} for name, row in zip(desc.evaluated, rows, strict=True)]
 
     if p.ndim != 3:
         msg = f"expected (H, W, D) label maps (or (3, H, W, D) region channels), got shape {tuple(p.shape)}"
@@ -237,7 +237,7 @@ def evaluate_case(
     else:
         _check_scheme_values(pc, scheme, "prediction", layout)
         _check_scheme_values(rc, scheme, "reference", layout)
-        values, names = [], list(BRATS_EVAL_REGIONS)
+        values, names = [], list(desc.evaluated)
     if not names:
         return []
     rows = region_metrics(
@@ -353,8 +353,9 @@ def resolve_evaluation_scheme(scheme: str, reference: Reference) -> str:
         UserError: an unknown scheme, or ``auto`` with a folder of labels (no layout tells the numbering);
             the message lists the values of its first file and the schemes they fit.
     """
-    if scheme not in FOLDER_SCHEMES:
-        raise UserError(f"unknown scheme {scheme!r}; expected one of {', '.join(FOLDER_SCHEMES)}")
+    if scheme not in FOLDER_SCHEMES and not str(scheme).startswith(NNUNET_PREFIX):
+        raise UserError(f"unknown scheme {scheme!r}; expected one of {', '.join(FOLDER_SCHEMES)} or "
+                        f"{NNUNET_PREFIX}<dataset.json>")
     layout = reference.layout
     if scheme != "auto":
         if layout is not None and scheme in LABEL_SCHEMES and scheme != layout.label_scheme:
@@ -475,7 +476,7 @@ def summarize(rows: Sequence[dict], scheme: str, n_cases: int) -> dict:
     if scheme == "labels":
         names = sorted({r["region"] for r in rows}, key=lambda n: int(n.split("_", 1)[1]))
     else:
-        names = list(BRATS_EVAL_REGIONS)
+        names = list(describe(scheme).evaluated)
     regions = {
         name: {m: _stats(r[m] for r in rows if r["region"] == name) for m in SUMMARY_METRICS} for name in names
     }
@@ -538,8 +539,9 @@ def evaluate_folders(
             reference's (the message names the case and both files), or a label value does not belong to
             ``scheme``. :class:`pipeline.datasets.DatasetError` for a dataset that cannot be read.
     """
-    if scheme not in FOLDER_SCHEMES:
-        raise UserError(f"unknown scheme {scheme!r}; expected one of {', '.join(FOLDER_SCHEMES)}")
+    if scheme not in FOLDER_SCHEMES and not str(scheme).startswith(NNUNET_PREFIX):
+        raise UserError(f"unknown scheme {scheme!r}; expected one of {', '.join(FOLDER_SCHEMES)} or "
+                        f"{NNUNET_PREFIX}<dataset.json>")
     reference = read_reference(ref_dir)
     pred_root = check_evaluation_folders(pred_dir, reference)
     all_refs = reference.files

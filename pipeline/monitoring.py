@@ -17,16 +17,25 @@ import csv
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+
+from pipeline.engine import dice_name
+from pipeline.labels import REGIONS
 
 logger = logging.getLogger("pipeline.train")
 
 #: Columns of ``history.csv``; validation columns are empty in epochs without validation.
 HISTORY_COLUMNS: tuple[str, ...] = (
     "epoch", "loss", "lr", "val_mean_dice", "val_dice_tc", "val_dice_wt", "val_dice_et", "seconds")
+
+
+def history_columns(regions: Sequence[str] = REGIONS) -> tuple[str, ...]:
+    """The columns of ``history.csv`` for a network with these output ``regions`` (:data:`HISTORY_COLUMNS` for
+    TC, WT, ET)."""
+    return ("epoch", "loss", "lr", "val_mean_dice", *(dice_name(r) for r in regions), "seconds")
 
 
 def _is_rank0() -> bool:
@@ -49,11 +58,14 @@ class EpochSummary:
         history_file: CSV to append to (created with a header; an existing one from a resumed run is kept).
         plot_file: PNG of the curves written at the end of training; ``None`` for none.
         summary_writer: a ``torch.utils.tensorboard.SummaryWriter`` for the learning rate; ``None`` for none.
+        regions: the network's output regions, whose validation Dice each epoch line and history row hold.
     """
 
     def __init__(self, evaluator=None, history_file: str | None = None, plot_file: str | None = None,  # noqa: ANN001
-                 summary_writer=None) -> None:  # noqa: ANN001
+                 summary_writer=None, regions: Sequence[str] = REGIONS) -> None:  # noqa: ANN001
         self.evaluator = evaluator
+        self.regions = tuple(regions)
+        self.columns = history_columns(self.regions)
         self.history_file = Path(history_file) if history_file else None
         self.plot_file = Path(plot_file) if plot_file else None
         self.writer = summary_writer
@@ -94,7 +106,7 @@ class EpochSummary:
         val = self._validation(epoch)
         line = f"epoch {epoch:>3}/{max_epochs}  loss {loss:.4f}  lr {lr:.2e}"
         if val:
-            dice = " ".join(f"{r} {val.get(f'val_dice_{r.lower()}', math.nan):.3f}" for r in ("TC", "WT", "ET"))
+            dice = " ".join(f"{r} {val.get(dice_name(r), math.nan):.3f}" for r in self.regions)
             line += f"  Dice {dice} mean {val.get('val_mean_dice', math.nan):.3f}"
         logger.info("%s  %.1f s", line, seconds)
         if self.writer is not None:
@@ -102,7 +114,7 @@ class EpochSummary:
             self.writer.add_scalar("epoch_loss", loss, epoch)
         if self.history_file is not None:
             row = {"epoch": epoch, "loss": loss, "lr": lr, "seconds": round(seconds, 3),
-                   **{k: val[k] for k in HISTORY_COLUMNS if k in val}}
+                   **{k: val[k] for k in self.columns if k in val}}
             self._append(row)
 
     def _append(self, row: dict) -> None:
@@ -114,13 +126,13 @@ class EpochSummary:
             with path.open(newline="") as f:
                 kept = [r for r in csv.DictReader(f) if int(float(r["epoch"])) < row["epoch"]]
             with path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+                writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
                 writer.writeheader()
                 writer.writerows(kept)
         self._history_checked = True
         new = not path.exists() or path.stat().st_size == 0
         with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
             if new:
                 writer.writeheader()
             writer.writerow(row)

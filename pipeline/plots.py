@@ -24,10 +24,17 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pipeline.errors import UserError  # noqa: E402
-from pipeline.labels import labels_to_regions  # noqa: E402
+from pipeline.labels import describe, region_masks  # noqa: E402
 
 REGION_COLOURS: dict[str, str] = {"WT": "#f2c12e", "TC": "#e0413a", "ET": "#2f7de1"}
-REGION_ORDER: tuple[str, ...] = ("ET", "TC", "WT")
+
+
+def region_colour(region: str, index: int = 0) -> str:
+    """The colour of a region in every picture: BraTS's three fixed, any other from matplotlib's tab10."""
+    if region in REGION_COLOURS:
+        return REGION_COLOURS[region]
+    cycle = plt.get_cmap("tab10").colors
+    return matplotlib.colors.to_hex(cycle[(index + 3) % len(cycle)])
 
 
 def _save(fig: plt.Figure, out: str | os.PathLike) -> Path:
@@ -61,8 +68,8 @@ def plot_training_curves(history_csv: str | os.PathLike, out_png: str | os.PathL
     ax.plot(epoch, _floats(rows, "loss"), color="black", label="training loss")
     ax.set_ylabel("loss")
     ax2 = ax.twinx()
-    for key, label, style in (("val_dice_tc", "TC", "-"), ("val_dice_wt", "WT", "-"),
-                              ("val_dice_et", "ET", "-"), ("val_mean_dice", "mean", "--")):
+    regions = [(k, k[len("val_dice_"):].upper(), "-") for k in rows[0] if k.startswith("val_dice_")]
+    for key, label, style in (*regions, ("val_mean_dice", "mean", "--")):  # the regions history.csv holds
         values = _floats(rows, key)
         keep = ~np.isnan(values)
         if keep.any():
@@ -82,8 +89,7 @@ def plot_training_curves(history_csv: str | os.PathLike, out_png: str | os.PathL
 def plot_dice_boxplot(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, metric: str = "dice") -> Path:
     """Box plot of ``metric`` per region from the evaluation's long-form ``metrics.csv``, one dot per case."""
     rows = _read_csv(metrics_csv)
-    regions = [r for r in REGION_ORDER if any(row["region"] == r for row in rows)] or sorted(
-        {row["region"] for row in rows})
+    regions = list(dict.fromkeys(row["region"] for row in rows))  # the evaluation's order (the description's)
     data = [[float(row[metric]) for row in rows if row["region"] == r] for r in regions]
     fig, ax = plt.subplots(figsize=(1.6 * len(regions) + 2, 4))
     ax.boxplot(data, showfliers=False)
@@ -91,7 +97,7 @@ def plot_dice_boxplot(metrics_csv: str | os.PathLike, out_png: str | os.PathLike
     rng = np.random.default_rng(0)  # fixed jitter: the same CSV always gives the same picture
     for i, (region, values) in enumerate(zip(regions, data, strict=True), start=1):
         ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=12, alpha=0.7,
-                   color=REGION_COLOURS.get(region, "grey"), zorder=3)
+                   color=region_colour(region, i), zorder=3)
     ax.set_ylabel(metric)
     if metric in ("dice", "sensitivity", "specificity"):
         ax.set_ylim(-0.02, 1.02)
@@ -129,8 +135,9 @@ def _contour_regions(labels: dict[str, np.ndarray], scheme: str) -> tuple[list[t
         cycle = plt.get_cmap("tab10").colors
         names = [(f"label_{v:g}", matplotlib.colors.to_hex(cycle[i % len(cycle)])) for i, v in enumerate(values)]
         return names, {which: [lab == v for v in values] for which, lab in labels.items()}
-    names = [(r, REGION_COLOURS[r]) for r in ("TC", "WT", "ET")]  # labels_to_regions' channel order
-    return names, {which: list(labels_to_regions(lab, scheme)) for which, lab in labels.items()}
+    evaluated = describe(scheme).evaluated  # the regions the evaluation reports, in its order
+    names = [(r, region_colour(r, i)) for i, r in enumerate(evaluated)]
+    return names, {which: list(region_masks(lab, evaluated)) for which, lab in labels.items()}
 
 
 def plot_case_overlay(images: dict[str, str | os.PathLike | tuple], out_png: str | os.PathLike,
@@ -168,7 +175,8 @@ def plot_case_overlay(images: dict[str, str | os.PathLike | tuple], out_png: str
                                    origin="lower")
             ax.set_title(f"{contrast} {name}", fontsize=9)
             ax.axis("off")
-    legend = [n for r in ("WT", "TC", "ET") for n in names if n[0] == r] or names  # BraTS: outermost first
+    order = ("WT", "TC", "ET")  # BraTS: outermost first, then the others
+    legend = [n for r in order for n in names if n[0] == r] + [n for n in names if n[0] not in order]
     handles = [plt.Line2D([], [], color=colour, label=name) for name, colour in legend]
     handles += [plt.Line2D([], [], color="black", ls=ls, label=lab) for ls, lab in
                 (("-", "reference"), ("--", "prediction")) if lab in regions]

@@ -1,9 +1,10 @@
 """Test-time augmentation, post-processing of the region masks, and fold ensembles.
 
-Everything here works on the network's 3 region channels TC, WT, ET (:data:`pipeline.labels.REGIONS`):
-logits ``(B, 3, H, W, D)`` for the inferers and the ensemble, binary masks ``(3, H, W, D)`` for the
-post-processing transforms. Probabilities are averaged, never logits, and handed back as logits
-(``logit(mean p)``) so that the bundle's ``Activationsd(sigmoid=True)`` recovers the mean probability exactly.
+Everything here works on the network's region channels (TC, WT, ET for the BraTS schemes;
+:attr:`pipeline.labels.Description.regions`): logits ``(B, R, H, W, D)`` for the inferers and the ensemble,
+binary masks ``(R, H, W, D)`` for the post-processing transforms. Probabilities are averaged, never logits,
+and handed back as logits (``logit(mean p)``) so that the bundle's ``Activationsd(sigmoid=True)`` recovers the
+mean probability exactly.
 """
 
 from __future__ import annotations
@@ -66,24 +67,30 @@ def with_tta(inferer: Inferer, tta: bool) -> Inferer:
 class SmallEnhancingToNecrosisd(MapTransform):
     """Relabel an enhancing tumour smaller than ``min_voxels`` as necrosis (non-enhancing core).
 
-    On binary regions ``(3, H, W, D)`` (TC, WT, ET): when ``0 < |ET| < min_voxels`` the ET channel is cleared
+    On binary regions ``(R, H, W, D)`` in ``regions`` order, which must hold TC, WT and ET (any order, other regions
+    untouched): when ``0 < |ET| < min_voxels`` the ET channel is cleared
     and its voxels stay in TC (and WT), so they are written as label 1. BraTS scores an empty ET as Dice 1
     when the reference ET is empty too, and a few false-positive ET voxels as 0, so a small predicted ET
     is more often a loss than a gain (Jiang et al., BraTS 2020 winner, used 500 voxels at 1 mm).
     ``min_voxels = 0`` turns it off.
     """
 
-    def __init__(self, keys: KeysCollection, min_voxels: int = 0, allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection, min_voxels: int = 0, allow_missing_keys: bool = False,
+                 regions: Sequence[str] = REGIONS) -> None:
         super().__init__(keys, allow_missing_keys)
         if min_voxels < 0:
             raise ValueError(f"min_voxels must be >= 0, got {min_voxels}")
         self.min_voxels = int(min_voxels)
+        self.regions = list(regions)
+        if self.min_voxels and not {"TC", "WT", "ET"} <= set(self.regions):
+            raise ValueError(f"min_et_voxels needs the regions TC, WT and ET; this network has {self.regions}: "
+                             "leave --min_et_voxels 0")
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
         if self.min_voxels == 0:
             return d
-        tc, wt, et = (REGIONS.index(r) for r in ("TC", "WT", "ET"))
+        tc, wt, et = (self.regions.index(r) for r in ("TC", "WT", "ET"))
         for key in self.key_iterator(d):
             regions = d[key]
             n_et = int((regions[et] > 0.5).sum())

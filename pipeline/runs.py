@@ -245,11 +245,12 @@ def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequen
     record["datalist_written"] = bool(not datalist and (not made.exists() or record.get("datalist_written")))
     _write_record(run, record)
     if record["datalist_written"]:
-        from pipeline.datasets import CHANNELS, REGIONS
+        from pipeline.labels import describe
 
         ids = record.get("ids", {})
+        desc = describe(ids.get("label_scheme") or "brats")
         dl = {"name": Path(str(ids.get("dataset_dir") or "")).name, "label_scheme": ids.get("label_scheme"),
-              "channels": list(CHANNELS), "regions": list(REGIONS), "folds": ids.get("folds"),
+              "channels": list(desc.channels), "regions": list(desc.regions), "folds": ids.get("folds"),
               "seed": ids.get("seed"), "training": sorted([*split[0], *split[1]], key=lambda it: str(it["case"])),
               "test": []}
         atomic_write_text(run / "datalist.json", json.dumps(dl, indent=2))
@@ -280,6 +281,25 @@ def recorded_network(network_factory: functools.partial, run_dir: str | os.PathL
         logger.info("network from %s (the run's own, not the config's: %s)", Path(run_dir) / RUN_RECORD,
                     "; ".join(diffs))
     return build_from_spec(spec)
+
+
+def check_regions(run_dir: str | os.PathLike, scheme: str) -> str:
+    """Refuse to write labels of ``scheme`` with a model trained on other regions (a ``brats2024`` model's four
+    outputs written as ``brats2023`` labels, say); returns ``scheme``.
+
+    Raises:
+        RunError: the run's recorded scheme has other regions than ``scheme``; both named, with the fix.
+    """
+    from pipeline.labels import describe
+
+    record = read_record(run_dir) if run_dir else None
+    trained = (record or {}).get("ids", {}).get("label_scheme")
+    if trained and list(describe(trained).regions) != list(describe(scheme).regions):
+        raise RunError(f"the model of {run_dir} was trained on scheme {trained} (regions "
+                       f"{', '.join(describe(trained).regions)}); the data to segment is read as {scheme} (regions "
+                       f"{', '.join(describe(scheme).regions)}): pass --label_scheme {trained} if the data is numbered "
+                       "that way, or use a model trained on this scheme")
+    return scheme
 
 
 def recorded_roi_size(roi_size: Sequence[int], run_dir: str | os.PathLike) -> list[int]:

@@ -18,7 +18,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from pipeline.labels import CHANNELS, labels_to_regions, scheme_labels
+from pipeline.labels import CHANNELS, describe, labels_to_regions
 
 
 class SelectChannelsd(MapTransform):
@@ -58,17 +58,17 @@ class SelectChannelsd(MapTransform):
 
 
 class LabelsToRegionsd(MapTransform):
-    """Label map ``(1, H, W, D)`` or ``(H, W, D)`` in ``scheme`` -> regions ``(3, H, W, D)`` bool: TC, WT, ET.
+    """Label map ``(1, H, W, D)`` or ``(H, W, D)`` in ``scheme`` -> regions ``(R, H, W, D)`` bool.
 
-    TC = NCR | ET, WT = NCR | ED | ET, ET = ET, with the values of ``scheme`` (``brats``: 1, 2, 4;
-    ``brats2023``: 1, 2, 3; ``msd``: NET 2 as NCR, ED 1, ET 3). Values outside the scheme count as background;
-    ``python -m pipeline check`` reports them.
+    The regions of the scheme's description (:func:`pipeline.labels.describe`), in its order: for ``brats``,
+    ``brats2023`` and ``msd`` TC = NCR | ET, WT = NCR | ED | ET, ET = ET with the scheme's values; ``brats2024``
+    WT, TC, ET and RC. Values outside the scheme count as background; ``python -m pipeline check`` reports them.
     """
 
     def __init__(self, keys: KeysCollection, scheme: str = "brats", allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.scheme = scheme
-        scheme_labels(scheme)  # an unknown scheme fails here, when the config is built
+        describe(scheme)  # an unknown scheme fails here, when the config is built
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -77,7 +77,7 @@ class LabelsToRegionsd(MapTransform):
         return d
 
     def regions(self, label: torch.Tensor) -> torch.Tensor:
-        """``(1, H, W, D)``/``(H, W, D)`` -> ``(3, H, W, D)`` bool (a MetaTensor stays one, with its metadata)."""
+        """``(1, H, W, D)``/``(H, W, D)`` -> ``(R, H, W, D)`` bool (a MetaTensor stays one, with its metadata)."""
         if label.ndim == 4 and label.shape[0] == 1:
             label = label[0]
         return labels_to_regions(label, self.scheme)
