@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "evaluation: EVAL_DIR PRED_DIR DATASET_DIR (box plot + overlays of the worst/median/best cases)")
     p.add_argument("--out", default=None, help="PNG to write (curves, boxplot), default beside the input; "
                    "evaluation: folder for the pictures, default EVAL_DIR")
-    p.add_argument("--scheme", default="auto", choices=["auto", "brats", "brats2023", "msd", "labels"],
+    p.add_argument("--scheme", default="auto", choices=["auto", "brats", "brats2023", "brats2024", "msd", "labels"],
                    help="label numbering of the overlays (evaluation); auto: the dataset's layout's")
     p.set_defaults(func=_plot)
 

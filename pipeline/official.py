@@ -373,7 +373,8 @@ def _parse(package: Any, parser: str, raw_json: Path, tmp: Path, **kwargs: Any) 
     """Run one of the package's parsers on ``raw_json``; the CSV text it writes (its output is logged at DEBUG)."""
     target = tmp / f"{parser}.csv"
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    with contextlib.redirect_stdout(out), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # pandas' std of a column holding inf
         getattr(package, parser)(json_path=os.fspath(raw_json), output_csv_path=os.fspath(target), **kwargs)
     logger.debug("brats-evaluation %s: %s", parser, out.getvalue().strip())
     if not target.is_file():
@@ -547,9 +548,10 @@ def _cell(stats: dict | None, digits: int) -> str:
 
 def format_official_table(summary: dict) -> str:
     """The official numbers as a BraTS paper prints them: per region (ET, TC, WT first) lesion-wise Dice and HD95
-    (mm) ``mean ± std`` over cases, lesion-detection F1, and the legacy (global) Dice and HD95."""
-    header = (f"{'Region':<8}{'LW Dice':>18}{'LW HD95 (mm)':>20}{'LW F1':>18}{'Dice (legacy)':>18}"
-              f"{'HD95 (legacy, mm)':>20}")
+    (mm) ``mean ± std`` over cases, lesion-detection F1, and the global ("legacy") Dice and HD95 (voxels: the
+    package computes global metrics without the spacing). ``inf``: some case matched none of its lesions."""
+    header = (f"{'Region':<8}{'LW Dice':>18}{'LW HD95 (mm)':>20}{'LW F1':>18}{'global Dice':>18}"
+              f"{'global HD95 (vox)':>20}")
     lines = [header, "-" * len(header)]
     for region in summary.get("region_order") or list(summary["regions"]):
         m = summary["regions"].get(region, {})
