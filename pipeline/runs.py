@@ -168,6 +168,7 @@ def start_training(run_dir: str | os.PathLike, ckpt_dir: str | os.PathLike, *, r
     """
     from pipeline.engine import as_bool, computed_on_main_process
 
+    check_roi_size(network_factory, ids.get("roi_size", ()))
     return computed_on_main_process(_start_training, str(run_dir), str(ckpt_dir), as_bool(resume, "resume"),
                                     as_bool(overwrite, "overwrite"), dict(ids), network_spec(network_factory))
 
@@ -378,3 +379,54 @@ def model_id(ckpt_path: str | os.PathLike, **settings: object) -> str | None:
     digest = _sha256(path)
     text = json.dumps({"checkpoint": digest, **{k: _plain(v) for k, v in sorted(settings.items())}}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Early checks
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _divisor(spec: Mapping) -> tuple[int, int, int] | None:
+    """How much a network of ``spec`` down-samples along each axis (roi_size must be a multiple), or None."""
+    name = str(spec.get("_target_", "")).rsplit(".", 1)[-1]
+    if name in ("UNet", "DynUNet"):
+        per_axis = [s if isinstance(s, (list, tuple)) else [s] * 3 for s in spec.get("strides") or []]
+    elif name == "SegResNet":
+        per_axis = [[2, 2, 2]] * (len(spec.get("blocks_down") or [1, 2, 2, 4]) - 1)
+    else:
+        return None
+    out = [1, 1, 1]
+    for s in per_axis:
+        out = [o * int(v) for o, v in zip(out, s, strict=True)]
+    return (out[0], out[1], out[2])
+
+
+def _size_option(sizes: Sequence[int]) -> str:
+    return "--roi_size [" + ",".join(str(s) for s in sizes) + "]"
+
+
+def check_roi_size(network_factory: functools.partial, roi_size: Sequence[int],
+                   run_dir: str | os.PathLike | None = None) -> list[int]:
+    """Refuse a patch size the network cannot take, before anything runs; returns ``roi_size``.
+
+    The network is ``network_factory``'s, or the one recorded in ``<run_dir>/run.json`` when there is one. Each
+    axis must be a multiple of the network's total down-sampling (16 for the default UNet, 8 for SegResNet, 32 for
+    the DynUNet overlay) and at least twice it (instance norm needs more than one voxel at the bottom).
+
+    Raises:
+        RunError: naming the network, its down-sampling and the nearest valid sizes.
+    """
+    record = read_record(run_dir) if run_dir else None
+    spec = (record or {}).get("network") or network_spec(network_factory)
+    divisor = _divisor(spec)
+    sizes = [int(s) for s in roi_size]
+    if divisor is None:
+        return sizes
+    if any(s % d or s < 2 * d for s, d in zip(sizes, divisor, strict=True)):
+        lower = tuple(max(2 * d, (s // d) * d) for s, d in zip(sizes, divisor, strict=True))
+        upper = tuple(max(2 * d, -(-s // d) * d) for s, d in zip(sizes, divisor, strict=True))
+        options = " or ".join(_size_option(o) for o in dict.fromkeys((lower, upper)))
+        name = str(spec["_target_"]).rsplit(".", 1)[-1]
+        raise RunError(f"roi_size {sizes} does not fit {name}: each axis must be a multiple of its down-sampling "
+                       f"{list(divisor)} and at least twice it; nearest valid: {options}")
+    return sizes
