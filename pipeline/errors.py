@@ -22,6 +22,7 @@ from types import TracebackType
 #: Optional packages -> the ``pip install`` extra that brings them (pyproject.toml).
 OPTIONAL_PACKAGES: dict[str, str] = {
     "mlflow": "tracking", "onnx": "export", "onnxruntime": "export", "onnxscript": "export", "jsonschema": "test",
+    "brats_evaluation": "official", "panoptica": "official",
 }
 
 

@@ -150,6 +150,34 @@ class EpochSummary:
                 logger.info("training curves: %s", self.plot_file)
             except Exception as e:  # a picture must never fail a finished training run
                 logger.warning("could not draw %s: %s", self.plot_file, e)
+        print(self.final_summary(engine), flush=True)
+
+    def final_summary(self, engine) -> str:  # noqa: ANN001 - the trainer
+        """What a user needs when training ends: device, cases, best Dice and its epoch, files, the next command."""
+        n_train = len(getattr(getattr(engine, "data_loader", None), "dataset", ()) or ())
+        loader = getattr(self.evaluator, "data_loader", None)
+        n_val = len(getattr(loader, "dataset", ()) or ())
+        rows = []
+        if self.history_file is not None and self.history_file.exists():
+            with self.history_file.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if r.get("val_mean_dice") not in (None, "")]
+        lines = [f"training finished: {engine.state.epoch} epoch(s) on {getattr(engine.state, 'device', None) or '?'}, "
+                 f"{n_train} training and {n_val} validation case(s)"
+                 f"{' per process' if torch.distributed.is_available() and torch.distributed.is_initialized() else ''}"]
+        if rows:
+            best = max(rows, key=lambda r: float(r["val_mean_dice"]))
+            per_region = ", ".join(f"{r} {float(best[dice_name(r)]):.3f}" for r in self.regions
+                                   if best.get(dice_name(r)))
+            lines.append(f"best validation mean Dice {float(best['val_mean_dice']):.4f} at epoch {best['epoch']} "
+                         f"({per_region})")
+        run = self.history_file.parent if self.history_file is not None else None
+        if run is not None:
+            from pipeline.runs import next_command
+
+            lines.append(f"model: {run / 'models' / 'model.pt'} (best), model_last.pt; record: {run / 'run.json'}; "
+                         f"history: {self.history_file}, {self.plot_file or ''}")
+            lines.append(f"next: {next_command(run)}")
+        return "\n".join(lines)
 
 
 def progress_bar(desc: str, unit: str = "it", output_transform: Callable | None = None):  # noqa: ANN201

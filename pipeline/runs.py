@@ -381,6 +381,24 @@ def model_id(ckpt_path: str | os.PathLike, **settings: object) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def next_command(run_dir: str | os.PathLike) -> str:
+    """The inference command for a finished run: its config files with ``train.yaml`` -> ``inference.yaml`` (and
+    without the multi-GPU overlay), ``--run_dir`` and its dataset; the network comes from ``run.json``."""
+    record = read_record(run_dir) or {}
+    files = []
+    for f in record.get("config_files") or ["bundle/configs/common.yaml", "bundle/configs/train.yaml"]:
+        name = Path(f).name
+        if name == "multi_gpu_train.yaml":
+            continue
+        files.append(str(Path(f).with_name("inference.yaml")) if name == "train.yaml" else f)
+    ids = record.get("ids", {})
+    datalist = ids.get("datalist") or (str(Path(run_dir) / "datalist.json") if record.get("datalist_written") else None)
+    configs = "[" + ",".join(f"'{f}'" for f in files) + "]"
+    where = (f"--datalist {datalist} --infer_fold {ids.get('fold', 0)}" if datalist
+             else f"--dataset_dir {ids.get('dataset_dir') or 'DATA'}")
+    return f'python -m monai.bundle run inference --config_file "{configs}" --run_dir {run_dir} {where}'
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Early checks
 # ------------------------------------------------------------------------------------------------------------

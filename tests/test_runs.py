@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -222,6 +223,9 @@ def _tree(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): _sha(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+CLI_OUTPUT: dict[str, str] = {}
+
+
 @pytest.fixture(scope="module")
 def cli_run(tiny_dataset, tmp_path_factory):
     """A tiny run trained (1 epoch, demo-like network ids) and segmented once through the CLI."""
@@ -229,6 +233,7 @@ def cli_run(tiny_dataset, tmp_path_factory):
     result = _cli("training", "train.yaml", "--dataset_dir", str(tiny_dataset), "--run_dir", str(run), "--folds", "2",
                   "--epochs", "1", "--val_interval", "1", "--batch_size", "1", *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
+    CLI_OUTPUT["training"] = result.stdout
     # no network ids: the run's record gives them
     result = _cli("inference", "inference.yaml", "--dataset_dir", str(tiny_dataset), "--run_dir", str(run),
                   "--num_workers", "0", "--device", "cpu")
@@ -303,3 +308,35 @@ def test_writing_a_datalist_over_one_with_another_split_is_refused_unless_forced
         write_datalist(tiny_dataset, out, folds=4)
     assert out.read_text() == before
     assert json.loads(write_datalist(tiny_dataset, out, folds=4, force=True) and out.read_text())["folds"] == 4
+
+
+@pytest.mark.parametrize(("roi", "message"), [
+    pytest.param([31, 32, 32], r"multiple of its down-sampling \[2, 2, 2\] and at least twice it; nearest valid: "
+                 r"--roi_size \[30,32,32\] or --roi_size \[32,32,32\]", id="odd_axis"),
+    pytest.param([2, 32, 32], r"nearest valid: --roi_size \[4,32,32\]$", id="too_small"),
+])
+def test_a_roi_size_the_network_cannot_take_is_refused_with_the_nearest_valid_sizes(tmp_path, roi, message):
+    from pipeline.runs import check_roi_size
+
+    with pytest.raises(RunError, match=message):
+        check_roi_size(OTHER, roi)
+    with pytest.raises(RunError, match="does not fit UNet"):
+        _start(tmp_path / "run", roi_size=roi)  # training refuses it before the run folder is touched
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_roi_size_the_network_takes_passes():
+    from pipeline.runs import check_roi_size
+
+    assert check_roi_size(OTHER, [32, 32, 32]) == [32, 32, 32]
+
+
+@pytest.mark.slow
+def test_cli_training_ends_with_a_summary_and_the_next_command_which_works(cli_run, tiny_dataset):
+    out = CLI_OUTPUT["training"]
+    assert re.search(r"training finished: 1 epoch\(s\) on cpu, 2 training and 2 validation case\(s\)", out)
+    assert re.search(r"best validation mean Dice \d\.\d{4} at epoch 1 \(TC \d\.\d{3}, WT \d\.\d{3}, ET", out)
+    command = out.strip().splitlines()[-1]
+    assert command.startswith("next: python -m monai.bundle run inference") and f"--run_dir {cli_run}" in command
+    assert f"--datalist {cli_run / 'datalist.json'} --infer_fold 0" in command
+    assert (cli_run / "seg" / "labels.ctbl").is_file() and (cli_run / "seg" / "labels_itksnap.txt").is_file()
