@@ -15,7 +15,7 @@ CONFIGS := bundle/configs
 BUNDLE_ARGS := --meta_file $(CONFIGS)/metadata.json --logging_file $(CONFIGS)/logging.conf
 config = "['$(CONFIGS)/common.yaml','$(CONFIGS)/$(1).yaml']"
 
-.PHONY: venv demo test lint data datalist train infer evaluate cv infer-ensemble metadata clean
+.PHONY: venv demo test lint data datalist train infer evaluate cv cv-summary infer-ensemble metadata clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -66,6 +66,11 @@ cv: venv
 		$(PY) -m monai.bundle run training --config_file $(call config,train) $(BUNDLE_ARGS) --dataset_dir $(DATASET) \
 			--datalist $(RUN)/datalist.json --fold $$f --run_dir $(RUN)/fold_$$f $(ARGS) || exit 1; \
 	done
+	$(PY) -m pipeline cv $(RUN) --dataset_dir $(DATASET)
+
+# the out-of-fold table of a finished `make cv` again (each fold segments its validation cases): RUN/cv_summary.json
+cv-summary: venv
+	$(PY) -m pipeline cv $(RUN) --dataset_dir $(DATASET)
 
 infer-ensemble: venv
 	$(PY) -m monai.bundle run inference \

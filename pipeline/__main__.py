@@ -17,7 +17,7 @@ def _synth(args: argparse.Namespace) -> int:
     from pipeline.synthetic import write_dataset
 
     folders = write_dataset(args.out_dir, cases=args.cases, shape=tuple(args.shape), seed=args.seed, layout=args.layout,
-                            force=args.force)
+                            force=args.force, channels=args.channels, rc=args.rc)
     print(f"wrote {len(folders)} synthetic case(s) of shape {tuple(args.shape)} to {args.out_dir}")
     return 0
 
@@ -71,6 +71,14 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cv(args: argparse.Namespace) -> int:
+    from pipeline.crossval import cross_validation_summary
+
+    cross_validation_summary(args.run_dir, args.dataset_dir, folds=args.folds, overlays=args.overlay,
+                             extra=[f"--{k}" if i % 2 == 0 else k for i, k in enumerate(args.set or [])])
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
@@ -85,13 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("synth", help="write a synthetic BraTS-like dataset (BraTS 2021, BraTS 2023 or MSD layout)")
+    p = sub.add_parser("synth", help="write a synthetic BraTS-like dataset (BraTS 2021, BraTS 2023, BraTS 2024 "
+                       "post-treatment, MSD or nnU-Net raw layout)")
     p.add_argument("out_dir")
     p.add_argument("--cases", type=int, default=16)
     p.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), metavar=("X", "Y", "Z"),
                    help="volume size; 240 240 155 gives BraTS size")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--layout", default="brats2021", choices=["brats2021", "brats2023", "msd"])
+    p.add_argument("--layout", default="brats2021", choices=["brats2021", "brats2023", "msd", "brats2024", "nnunet"],
+                   help="brats2024: BraTS 2023 names with 4 = resection cavity; nnunet: nnU-Net v2 raw format "
+                   "(dataset.json, imagesTr/<case>_0000.nii.gz, labelsTr/)")
+    p.add_argument("--channels", nargs="+", default=None, metavar="NAME",
+                   help="--layout nnunet: the contrasts to write, in order (T1 T1ce T2 FLAIR; e.g. T1ce alone)")
+    p.add_argument("--rc", action="store_true", help="--layout nnunet: add a resection cavity (label 4) beside the "
+                   "tumour in most cases")
     p.add_argument("--force", action="store_true", help="write into a folder that already holds NIfTI files, "
                    "overwriting cases of the same name (synthetic names are BraTS's own)")
     p.set_defaults(func=_synth)
@@ -101,9 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="datalist JSON to write")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--layout", default="auto", choices=["auto", "brats2021", "brats2023", "msd"])
-    p.add_argument("--label_scheme", "--label-scheme", default="auto", choices=["auto", "brats", "brats2023", "msd"],
-                   help="recorded in the datalist; auto: the layout's")
+    p.add_argument("--layout", default="auto", choices=["auto", "brats2021", "brats2023", "msd", "nnunet"])
+    p.add_argument("--label_scheme", "--label-scheme", default="auto",
+                   choices=["auto", "brats", "brats2023", "brats2024", "msd"],
+                   help="recorded in the datalist; auto: the layout's (nnunet: nnunet:<its dataset.json>)")
     p.add_argument("--force", action="store_true", help="replace an existing --out file with other content")
     p.set_defaults(func=_datalist)
 
@@ -139,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheme", default="auto", choices=["auto", "brats", "brats2023", "brats2024", "msd", "labels"],
                    help="label numbering of the overlays (evaluation); auto: the dataset's layout's")
     p.set_defaults(func=_plot)
+
+    p = sub.add_parser("cv", help="cross-validation summary: each fold segments its validation cases, all are "
+                       "evaluated together; RUN_DIR/cv_summary.json")
+    p.add_argument("run_dir", help="the make cv run: datalist.json and fold_<f>/")
+    p.add_argument("--dataset_dir", default=None, help="the dataset of the references (default: the folds' run.json)")
+    p.add_argument("--folds", type=int, nargs="+", default=None, help="default: every trained fold")
+    p.add_argument("--overlay", action="append", default=[], help="a bundle overlay after inference.yaml, e.g. "
+                   "fast.yaml (repeatable); the network comes from each fold's run.json")
+    p.add_argument("--set", nargs="+", metavar="ID VALUE", help="more bundle ids for inference: --set device cpu")
+    p.set_defaults(func=_cv)
 
     p = sub.add_parser("demo", help="synthetic data -> train -> infer -> evaluate, on the CPU in minutes")
     p.add_argument("--data-dir", default="data/synthetic")

@@ -10,10 +10,12 @@ For each case, the headers of all its files are read first (cheap), then each fi
 =========================  =========  ==================================================================
 check                      severity   notes
 =========================  =========  ==================================================================
-contrast or image missing  error      from discovery (:func:`pipeline.datasets.scan_dataset`)
+contrast or image missing  error      from discovery (:func:`pipeline.datasets.scan_dataset`); the number of
+                                      image files is the label scheme's channels (4 for BraTS/MSD, an
+                                      nnU-Net dataset's ``channel_names``)
 file unreadable            error      not NIfTI, empty, not gzip; a truncated or corrupt gzip (the whole
                                       stream is decompressed, so its CRC and length are verified)
-dimensionality             error      BraTS: 3D files; MSD: one 4D ``(X, Y, Z, 4)`` image and a 3D label
+dimensionality             error      BraTS, nnU-Net: 3D files; MSD: one 4D ``(X, Y, Z, 4)`` image and a 3D label
 channel-first MSD image    error      ``(4, X, Y, Z)``: the loader would take the last axis as the channels
 same shape                 error      every file of a case on one grid (first 3 axes)
 same affine                error      contrasts: MONAI's own ``numpy.allclose`` test (the loader stacks them);
@@ -23,7 +25,9 @@ orientation (label)        warning    the image's voxel grid stored in another v
 orientation (contrast)     error      the same for a contrast: MONAI's loader refuses to stack it
 spacing                    error      a zero, NaN or infinite voxel size (from the affine, as MONAI reads it)
 spacing                    warning    not within :data:`SPACING_TOLERANCE` of 1 mm (the pipeline does not resample)
-label values               error      a value outside the label scheme (the message says which scheme fits)
+label values               error      a value outside the label scheme (the message says which scheme fits
+                                      the layout's file naming: label 4 in BraTS 2023 naming is brats2024's
+                                      resection cavity; for an nnU-Net dataset, its dataset.json's labels)
 label non-integer          error      a label map must hold whole numbers
 label empty                warning    only background: no tumour to learn from
 NaN / Inf                  error      counted per file (per channel of a 4D image)
@@ -68,7 +72,8 @@ from pipeline.datasets import (
     split_items,
     training_split,
 )
-from pipeline.labels import CHANNELS, LABEL_SCHEMES, allowed_labels
+from pipeline.errors import UserError
+from pipeline.labels import CHANNELS, LABEL_SCHEMES, NNUNET_PREFIX, allowed_labels, describe
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +101,14 @@ DATA_CHECK_MODES: tuple[str, ...] = ("strict", "skip", "off")
 _SCHEME_HINTS: dict[str, str] = {
     "brats": "For BraTS 2018-2021 data set --label_scheme brats",
     "brats2023": "For BraTS 2023+ data set --label_scheme brats2023",
+    "brats2024": "BraTS 2024+ post-treatment glioma: 4 is the resection cavity, so for such data set "
+                 "--label_scheme brats2024",
     "msd": "For Decathlon Task01 data set --label_scheme msd",
 }
+#: Built-in label schemes whose numbering a layout's file naming allows: BraTS 2018-2021 names mean ET = 4, BraTS
+#: 2023+ names ET = 3 (and so 4 = brats2024's resection cavity), MSD names its own numbering.
+_LAYOUT_SCHEMES: dict[str, tuple[str, ...]] = {"brats2021": ("brats",), "brats2023": ("brats2023", "brats2024"),
+                                               "msd": ("msd",)}
 _MSD_FOLDERS = ("imagesTr", "labelsTr", "imagesTs")
 
 
@@ -247,22 +258,47 @@ def _label_values(arr: np.ndarray) -> tuple[set[int], bool]:
     return {int(v) for v in np.unique(arr)}, True
 
 
-def _scheme_hint(values: set[int], scheme: str) -> str:
+def _scheme_hint(values: set[int], scheme: str, layout: str | None = None) -> str:
+    """What to do about label values outside ``scheme``: the built-in schemes that hold them all, those that the
+    ``layout``'s file naming allows first (:data:`_LAYOUT_SCHEMES`), and of these the narrowest (a scheme is
+    not named when one with fewer values fits); else relabel. For an nnU-Net scheme: its dataset.json."""
+    desc = describe(scheme)
+    if desc.name.startswith(NNUNET_PREFIX):
+        return (f". If these are classes of the dataset, add them to the \"labels\" of "
+                f"{desc.name[len(NNUNET_PREFIX):]}; otherwise relabel the file, or check that it is a segmentation")
     fits = [s for s in LABEL_SCHEMES if s != scheme and values <= allowed_labels(s)]
+    named = [s for s in fits if s in _LAYOUT_SCHEMES.get(layout or "", ())]
+    fits = named or fits
+    fits = [s for s in fits if not any(allowed_labels(t) < allowed_labels(s) for t in fits)]
     if fits:
         hints = [_SCHEME_HINTS.get(s, f"For that data set --label_scheme {s}") for s in fits]
-        return ". " + "; ".join([hints[0], *(h[0].lower() + h[1:] for h in hints[1:])])
+        return ". " + "; ".join([hints[0], *(h[0].lower() + h[1:] if h.startswith("For ") else h for h in hints[1:])])
     return ". Relabel the file to the scheme's values, or check that it is a segmentation"
 
 
-def check_case(case: Case, scheme: str = "brats", *, labels: bool = True, data: bool = True) -> list[Problem]:
+def _not_3d_advice(shape: tuple[int, ...], kind: str, nnunet: bool) -> str:
+    """The end of the message for a file that should be 3D and is not."""
+    if len(shape) == 4 and shape[3] == 1:
+        return " with a single volume: save it as 3D (nibabel.squeeze_image)"
+    if kind != "image":
+        return ""
+    if nnunet:
+        return "; nnU-Net's raw format holds one 3D file per channel (<case>_0000, <case>_0001, ...)"
+    return "; a 4D file holding all contrasts belongs in the Decathlon layout (imagesTr/), not in a BraTS case folder"
+
+
+def check_case(case: Case, scheme: str = "brats", *, labels: bool = True, data: bool = True,
+               layout: str | None = None) -> list[Problem]:
     """Every problem of one case's files (see the module docstring), headers first, then each file's data once.
 
     Args:
-        case: the case (a BraTS case's 4 files in channel order, or an MSD case's 4D file and channel index).
-        scheme: the label scheme the label values are checked against.
+        case: the case (a BraTS case's 4 files in channel order, an MSD case's 4D file and channel index, or an
+            nnU-Net case's file per channel).
+        scheme: the label scheme (:func:`pipeline.labels.describe`): its channels are the image files expected,
+            its labels the values allowed.
         labels: check the label file too (inference does not need it).
         data: read the voxels (False: headers only).
+        layout: the dataset's layout, when known: it decides which scheme a wrong label value suggests.
 
     Returns:
         The problems, in file order; none raised.
@@ -274,16 +310,21 @@ def check_case(case: Case, scheme: str = "brats", *, labels: bool = True, data: 
         path = f.path if isinstance(f, _File) else f
         problems.append(Problem(cid, str(path), severity, f"case {cid}: {_display(path)} {text}"))
 
+    desc = describe(scheme)
+    channels, nnunet = desc.channels, desc.name.startswith(NNUNET_PREFIX)
     four_d = case.channel_index is not None
-    if len(case.images) != (1 if four_d else len(CHANNELS)):
+    n_files = 1 if four_d else len(channels)
+    if len(case.images) != n_files or (four_d and len(case.channel_index or ()) != len(channels)):
+        four_d_too = " or one 4D file with a channel_index" if channels == CHANNELS else ""
         problems.append(Problem(cid, ", ".join(case.images), "error", (
-            f"case {cid}: lists {len(case.images)} image file(s); expected {len(CHANNELS)} ({', '.join(CHANNELS)}) "
-            "or one 4D file with a channel_index: rebuild the datalist with python -m pipeline datalist")))
+            f"case {cid}: lists {len(case.images)} image file(s){' (4D)' if four_d else ''}; expected "
+            f"{len(channels)} ({', '.join(channels)}, the channels of label scheme {desc.name}){four_d_too}: "
+            "rebuild the datalist with python -m pipeline datalist")))
         return problems
     if four_d:
         files = [_File(case.images[0], "image", "the 4D image")]
     else:
-        files = [_File(p, "image", f"the {c} contrast") for p, c in zip(case.images, CHANNELS, strict=True)]
+        files = [_File(p, "image", f"the {c} contrast") for p, c in zip(case.images, channels, strict=True)]
     if labels and case.label:
         files.append(_File(case.label, "label", "the label"))
 
@@ -318,11 +359,8 @@ def check_case(case: Case, scheme: str = "brats", *, labels: bool = True, data: 
             else:
                 f.ok_dims = True
         elif len(shape) != 3:
-            extra = (" with a single volume: save it as 3D (nibabel.squeeze_image)" if len(shape) == 4
-                     and shape[3] == 1 else "; a 4D file holding all contrasts belongs in the Decathlon layout "
-                     "(imagesTr/), not in a BraTS case folder" if f.kind == "image" else "")
             add(f, "error", f"is {len(shape)}D with shape {shape}; expected a 3D (X, Y, Z) "
-                            f"{'label map' if f.kind == 'label' else 'volume'}{extra}")
+                            f"{'label map' if f.kind == 'label' else 'volume'}{_not_3d_advice(shape, f.kind, nnunet)}")
         else:
             f.ok_dims = True
         # MONAI (like ITK) takes the voxel size from the affine; nibabel already replaces a zero or negative pixdim
@@ -416,7 +454,7 @@ def check_case(case: Case, scheme: str = "brats", *, labels: bool = True, data: 
             if extra:
                 shown = ", ".join(str(v) for v in sorted(extra))
                 add(f, "error", f"contains label {shown}; expected {{{', '.join(map(str, sorted(allowed)))}}} for "
-                                f"label scheme '{scheme}'{_scheme_hint(values, scheme)}")
+                                f"label scheme '{scheme}'{_scheme_hint(values, scheme, layout)}")
             elif values <= {0}:
                 add(f, "warning", "contains only background (0): no tumour to learn from; check that it is the "
                                   "right file")
@@ -461,9 +499,10 @@ def _channel_name(case: Case, i: int) -> str:
 
 
 def check_cases(cases: Sequence[Case], scheme: str = "brats", *, jobs: int = 1, labels: bool = True,
-                data: bool = True, progress: Callable[[int, int], None] | None = None) -> list[Problem]:
+                data: bool = True, progress: Callable[[int, int], None] | None = None,
+                layout: str | None = None) -> list[Problem]:
     """:func:`check_case` for every case, ``jobs`` processes at a time; the problems in case order."""
-    fn = partial(check_case, scheme=scheme, labels=labels, data=data)
+    fn = partial(check_case, scheme=scheme, labels=labels, data=data, layout=layout)
     results: list[list[Problem]] = [[] for _ in cases]
     if jobs <= 1 or len(cases) <= 1:
         for i, case in enumerate(cases):
@@ -495,7 +534,9 @@ def check_dataset(root: str | os.PathLike, *, layout: str | None = None, label_s
     Args:
         root: the dataset folder (any layout of :mod:`pipeline.datasets`).
         layout: None/``auto`` detects it.
-        label_scheme: ``auto``/None: the layout's (``brats2021`` -> ``brats``, ``brats2023``, ``msd``).
+        label_scheme: ``auto``/None: the layout's (``brats2021`` -> ``brats``, ``brats2023``, ``msd``, an nnU-Net
+            dataset's ``nnunet:<root>/dataset.json``); or a built-in name (``brats2024`` for post-treatment
+            glioma) or ``nnunet:<dataset.json>``.
         jobs: worker processes.
         data: read the voxels (False: headers only).
 
@@ -510,7 +551,8 @@ def check_dataset(root: str | os.PathLike, *, layout: str | None = None, label_s
         example = LAYOUTS[scan.layout.layout].example
         problems.append(Problem("", str(scan.root), "error",
                                 f"dataset {scan.root}: no case found for layout {scan.layout.layout} ({example})"))
-    problems += check_cases(scan.cases, scheme, jobs=jobs, data=data, progress=_progress_logger(started))
+    problems += check_cases(scan.cases, scheme, jobs=jobs, data=data, progress=_progress_logger(started),
+                            layout=scan.layout.layout)
     ids = list(dict.fromkeys([*(c.case_id for c in scan.cases), *(p.case for p in scan.problems if p.case)]))
     return CheckReport(str(scan.root), scan.layout, scheme, ids, problems, time.perf_counter() - started)
 
@@ -572,7 +614,7 @@ def _checked_training_split(datalist: str | os.PathLike | None, dataset_dir: str
     scheme = resolve_label_scheme(label_scheme, datalist, dataset_dir)
     train, val = split_items(dl, fold)
     cases = [Case.from_item(it) for it in (*train, *val)]
-    problems += check_cases(cases, scheme, jobs=jobs, progress=_progress_logger(started))
+    problems += check_cases(cases, scheme, jobs=jobs, progress=_progress_logger(started), layout=dl.get("layout"))
     problems.sort(key=lambda p: p.case)  # stable: each case's problems stay in file order
     errors = [p for p in problems if p.severity == "error"]
     _log_problems([p for p in problems if p.severity != "error"])
@@ -604,25 +646,28 @@ def _checked_training_split(datalist: str | os.PathLike | None, dataset_dir: str
 
 def checked_inference_items(datalist: str | os.PathLike | None, dataset_dir: str | os.PathLike | None,
                             fold: int | None = None, *, report: object = None, mode: str = "strict",
-                            jobs: int = 1) -> list[dict]:
+                            jobs: int = 1, label_scheme: str | None = "auto") -> list[dict]:
     """The items to segment (:func:`pipeline.datasets.inference_items`) whose images pass the check.
 
     A case with an error (a missing or unreadable contrast, a wrong shape, NaN, ...) is logged and left
     out, and ``report.fail(case, reason)`` records it (:class:`pipeline.inference.InferenceReport`); the
-    labels are not checked (inference does not read them). ``mode`` ``off`` skips the check.
+    labels are not checked (inference does not read them). ``mode`` ``off`` skips the check. ``label_scheme``
+    (``auto``: the datalist's or the layout's) gives the channels each case must have.
     """
     started = time.perf_counter()
     check_infer_fold(datalist, fold)
     if datalist:
         items, problems = inference_items(datalist, dataset_dir, fold), []
+        scheme = resolve_label_scheme(label_scheme, datalist, dataset_dir)
     else:
         scan = scan_dataset(dataset_dir)
+        scheme = scan.layout.label_scheme if label_scheme in (None, "auto") else resolve_label_scheme(label_scheme)
         logger.info("dataset %s: %s", scan.root, scan.layout)
         items, problems = [c.to_item() for c in scan.cases], list(scan.problems)
         if not items and not scan.errors:
             raise DatasetError(f"no case found in {scan.root} ({LAYOUTS[scan.layout.layout].example})")
     if mode != "off":
-        problems += check_cases([Case.from_item(it) for it in items], jobs=jobs, labels=False,
+        problems += check_cases([Case.from_item(it) for it in items], scheme, jobs=jobs, labels=False,
                                 progress=_progress_logger(started))
     problems.sort(key=lambda p: p.case)
     _log_problems([p for p in problems if p.severity != "error"])
@@ -645,13 +690,26 @@ def checked_inference_items(datalist: str | os.PathLike | None, dataset_dir: str
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def label_scheme_argument(value: str) -> str:
+    """``--label_scheme``: ``auto``, a built-in scheme or ``nnunet:<dataset.json>`` (read, the path made absolute)."""
+    if value == "auto":
+        return value
+    try:
+        return resolve_label_scheme(value)
+    except (UserError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``check`` sub-command's arguments."""
     p.add_argument("dataset_dir")
     p.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 8), help="worker processes (default: cores)")
     p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS], help="default: detected")
-    p.add_argument("--label_scheme", "--label-scheme", default="auto", choices=["auto", *LABEL_SCHEMES],
-                   help="default: the layout's (brats2021 -> brats, brats2023 -> brats2023, msd -> msd)")
+    p.add_argument("--label_scheme", "--label-scheme", default="auto", type=label_scheme_argument,
+                   metavar="{" + ",".join(["auto", *LABEL_SCHEMES]) + f",{NNUNET_PREFIX}DATASET_JSON}}",
+                   help="default: the layout's (brats2021 -> brats, brats2023 -> brats2023, msd -> msd, nnunet -> "
+                   "nnunet:<its dataset.json>); brats2024 for BraTS 2024+ post-treatment glioma (4 = resection "
+                   "cavity)")
     p.add_argument("--headers-only", action="store_true", help="read headers only (fast; no NaN, label or gzip check)")
 
 

@@ -1,4 +1,4 @@
-"""Dataset discovery and MONAI datalists for the three supported dataset layouts.
+"""Dataset discovery and MONAI datalists for the four supported dataset layouts.
 
 Layouts, detected by :func:`detect_layout` (or named with ``layout=``), each with its own label scheme
 (:mod:`pipeline.labels`):
@@ -25,10 +25,24 @@ Layouts, detected by :func:`detect_layout` (or named with ``layout=``), each wit
   When ``dataset.json`` has a ``modality`` table, the channel order is read from it. macOS ``._*`` files
   (present in the Decathlon archive) are ignored.
 
-Whatever the layout, a case reaches the network as 4 channels in :data:`pipeline.labels.CHANNELS` order
-(T1, T1ce, T2, FLAIR): a BraTS case lists its 4 files in that order; an MSD case lists its one 4D file and
-``channel_index``, the position in that file of each channel of ``CHANNELS`` (``(1, 2, 3, 0)`` for MSD's
-FLAIR, T1w, T1gd, T2w), which :class:`pipeline.transforms.SelectChannelsd` applies right after loading.
+``nnunet``, nnU-Net v2's raw format (``nnUNet_raw/DatasetXXX_Name``), label scheme ``nnunet:<root>/dataset.json``
+(the dataset's own description, :func:`pipeline.labels.from_dataset_json`)::
+
+    <root>/dataset.json                          "channel_names" ({"0": "T1", ...}), "labels", "file_ending"
+    <root>/imagesTr/<case>_0000.nii.gz           one 3D file per channel: _0000, _0001, ... in channel_names order
+    <root>/labelsTr/<case>.nii.gz                labels in the dataset.json's numbering
+    <root>/imagesTs/<case>_0000.nii.gz           unlabelled cases (optional)
+
+  Detected by a ``dataset.json`` with ``channel_names`` (an MSD ``dataset.json`` has ``modality`` instead), before
+  MSD. Any number of channels (1 included); ``file_ending`` (default ``.nii.gz``) must be ``.nii.gz`` or ``.nii``.
+
+Whatever the layout, a case reaches the network as the channels of its label scheme's description
+(:func:`pipeline.labels.describe`, ``.channels``), in that order. For the BraTS and MSD layouts these are the 4
+channels of :data:`pipeline.labels.CHANNELS` (T1, T1ce, T2, FLAIR): a BraTS case lists its 4 files in that order;
+an MSD case lists its one 4D file and ``channel_index``, the position in that file of each channel of
+``CHANNELS`` (``(1, 2, 3, 0)`` for MSD's FLAIR, T1w, T1gd, T2w), which :class:`pipeline.transforms.SelectChannelsd`
+applies right after loading. An nnU-Net case lists its N channel files in ``channel_names`` order (no
+``channel_index``).
 
 A datalist is MONAI's decathlon-style JSON::
 
@@ -38,15 +52,20 @@ A datalist is MONAI's decathlon-style JSON::
      "test": [{"case": ..., "image": [...]}, ...]}      # cases without a label
 
 An MSD item is ``{"case": "BRATS_001", "image": [4D file], "channel_index": [1, 2, 3, 0], "label": ...}``.
+An nnU-Net dataset's datalist records its own description: ``"layout": "nnunet"``, ``"label_scheme":
+"nnunet:/abs/path/dataset.json"``, ``"channels"`` its ``channel_names`` in order (e.g. ``["T1ce"]``), ``"regions"``
+its label or region names; an item is ``{"case": "BraTS2021_00000", "image": [<case>_0000.nii.gz, ...], "label":
+...}`` with one file per channel. ``"channels"`` and ``"regions"`` are always those of the label scheme's
+description (:func:`pipeline.labels.describe`).
 Paths in a written datalist are absolute, so it can be used from any working directory.
 
 A datalist JSON is validated when loaded (:func:`read_datalist`): case ids unique and safe as file names
-(outputs are ``<output_dir>/<case>.nii.gz``), 4 image files (reordered into ``CHANNELS`` order when their BraTS
-names show the contrasts in another order, refused when the names show anything else) or one 4D file with
-``channel_index``, every file present; relative paths are read from the JSON's own folder; the loaded items hold
-absolute paths. A MONAI model-zoo datalist (``training``/``validation``/``testing``, items without case or fold)
-is read with its own split: its ``validation`` cases are fold 0, its ``training`` cases fold 1 (``--fold 0``
-only), its ``testing`` cases ``test``.
+(outputs are ``<output_dir>/<case>.nii.gz``), one image file per channel of the datalist's label scheme (4 for the
+BraTS schemes: reordered into ``CHANNELS`` order when their BraTS names show the contrasts in another order, refused
+when the names show anything else) or one 4D file with ``channel_index``, every file present; relative paths are
+read from the JSON's own folder; the loaded items hold absolute paths. A MONAI model-zoo datalist
+(``training``/``validation``/``testing``, items without case or fold) is read with its own split: its
+``validation`` cases are fold 0, its ``training`` cases fold 1 (``--fold 0`` only), its ``testing`` cases ``test``.
 """
 
 from __future__ import annotations
@@ -57,6 +76,7 @@ import json
 import logging
 import os
 import random
+import re
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,7 +85,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import UserError
-from pipeline.labels import CHANNELS, LABEL_SCHEMES, REGIONS
+from pipeline.labels import CHANNELS, LABEL_SCHEMES, NNUNET_PREFIX, REGIONS, Description, describe
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +121,19 @@ LAYOUTS: dict[str, LayoutSpec] = {
                             "<root>/<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz"),
     "msd": LayoutSpec("msd", "Medical Segmentation Decathlon Task01_BrainTumour", "msd", (), "",
                       "<root>/imagesTr/BRATS_001.nii.gz (4D) and <root>/labelsTr/BRATS_001.nii.gz"),
+    # its label scheme is the dataset's own dataset.json (nnunet_label_scheme(root)); this is the template
+    "nnunet": LayoutSpec("nnunet", "nnU-Net raw dataset (v2)", f"{NNUNET_PREFIX}<root>/dataset.json", (), "_",
+                         "<root>/dataset.json with channel_names, <root>/imagesTr/<case>_0000.nii.gz (one file per "
+                         "channel) and <root>/labelsTr/<case>.nii.gz"),
 }
+
+#: The stem of an nnU-Net image file: ``<case>_<XXXX>``, XXXX the channel number (0000, 0001, ...).
+_NNUNET_IMAGE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+def nnunet_label_scheme(root: str | os.PathLike) -> str:
+    """The label scheme of the nnU-Net raw dataset ``root``: ``nnunet:`` + the absolute path of its dataset.json."""
+    return f"{NNUNET_PREFIX}{Path(root).expanduser().resolve() / 'dataset.json'}"
 
 
 @dataclass(frozen=True)
@@ -109,7 +141,8 @@ class Case:
     """One case.
 
     ``images``: the 4 contrast files in :data:`CHANNELS` order, or (MSD) one 4D file whose channel
-    ``channel_index[i]`` is ``CHANNELS[i]``; ``label``: the segmentation or None.
+    ``channel_index[i]`` is ``CHANNELS[i]``, or (nnU-Net) one 3D file per channel of its ``dataset.json``, in
+    ``channel_names`` order; ``label``: the segmentation or None.
     """
 
     case_id: str
@@ -135,9 +168,10 @@ class Case:
         return cls(str(item["case"]), images, str(item["label"]) if item.get("label") else None,
                    tuple(int(i) for i in index) if index is not None else None)
 
-    def channel_file(self, channel: str) -> tuple[str, int | None]:
-        """``(file, index)`` of one channel of :data:`CHANNELS`: index is None for a 3D file, else the 4D position."""
-        i = CHANNELS.index(channel)
+    def channel_file(self, channel: str, channels: Sequence[str] = CHANNELS) -> tuple[str, int | None]:
+        """``(file, index)`` of one channel of ``channels`` (the description's channels, :data:`CHANNELS` by
+        default): index is None for a 3D file, else the 4D position."""
+        i = tuple(channels).index(channel)
         if self.channel_index is None:
             return self.images[i], None
         return self.images[0], self.channel_index[i]
@@ -256,19 +290,28 @@ def _no_case_message(root: Path) -> str:
         return single
     layouts = "; ".join(f"{spec.title}: {spec.example}" for spec in LAYOUTS.values())
     return (f"no BraTS case found in {root}: expected one of these layouts: {layouts}. "
-            "Generate a synthetic one with: python -m pipeline synth DIR [--layout brats2021|brats2023|msd]")
+            "Generate a synthetic one with: python -m pipeline synth DIR [--layout brats2021|brats2023|msd|nnunet]")
 
 
 def detect_layout(root: str | os.PathLike) -> LayoutInfo:
     """Which layout the folder ``root`` has, and why (see the module docstring).
 
-    ``imagesTr/`` or ``imagesTs/`` makes it ``msd``; otherwise the case folders' file names decide between
-    ``brats2021`` (``<case>_t1.nii.gz``) and ``brats2023`` (``<case>-t1n.nii.gz``).
+    A ``dataset.json`` with ``channel_names`` (nnU-Net v2) makes it ``nnunet``, its label scheme
+    ``nnunet:<root>/dataset.json``; else ``imagesTr/`` or ``imagesTs/`` makes it ``msd``; otherwise the case
+    folders' file names decide between ``brats2021`` (``<case>_t1.nii.gz``) and ``brats2023`` (``<case>-t1n.nii.gz``).
 
     Raises:
         DatasetError: ``root`` is missing, holds no case of any layout, or holds case folders of both BraTS layouts.
     """
     root = _existing_root(root)
+    meta = _nnunet_meta(root)
+    if meta is not None:
+        table = meta["channel_names"]
+        names = ", ".join(str(v) for v in table.values()) if isinstance(table, dict) else repr(table)
+        counts = {d: len(_nifti_names(root / d)) for d in ("imagesTr", "labelsTr", "imagesTs") if (root / d).is_dir()}
+        found = ", ".join(f"{d}/ ({n} file(s))" for d, n in counts.items()) or "no imagesTr/ yet"
+        return LayoutInfo("nnunet", nnunet_label_scheme(root),
+                          f"{root / 'dataset.json'} has channel_names ({names}): one file per channel; {found}")
     if (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir():
         counts = {d: len([n for n in _nifti_names(root / d) if _is_nifti(n)]) for d in ("imagesTr", "labelsTr",
                                                                                     "imagesTs")}
@@ -295,6 +338,19 @@ def detect_layout(root: str | os.PathLike) -> LayoutInfo:
             return LayoutInfo(name, spec.label_scheme,
                               f"{len(folders)} case folder(s) like {first}/{first}{spec.separator}{{{files}}}.nii.gz")
     raise DatasetError(_no_case_message(root))
+
+
+def _nnunet_meta(root: Path) -> dict | None:
+    """``root/dataset.json`` parsed when it is nnU-Net v2's (it has ``channel_names``), else None (MSD's has
+    ``modality``; an unreadable file is left to the MSD reading, which names it)."""
+    path = root / "dataset.json"
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and "channel_names" in meta else None
 
 
 def _both_extensions(names: set[str], stem: str) -> tuple[str, str] | None:
@@ -429,33 +485,147 @@ def _scan_msd(root: Path, scan: DatasetScan) -> None:
         scan.cases.append(Case(cid, (image,), None, index))
 
 
+def nnunet_description(root: str | os.PathLike, scheme: str | None = None) -> Description:
+    """The description of the nnU-Net raw dataset ``root`` (its ``dataset.json``; ``scheme`` another one).
+
+    Raises:
+        DatasetError: no readable nnU-Net v2 ``dataset.json`` (``channel_names``, ``labels``), or a ``file_ending``
+            other than ``.nii.gz``/``.nii`` (the pipeline reads NIfTI).
+    """
+    scheme = scheme or nnunet_label_scheme(root)
+    try:
+        desc = describe(scheme)
+    except UserError as e:
+        raise DatasetError(f"nnU-Net dataset {root}: {e}") from None
+    if desc.file_ending not in NIFTI_EXTENSIONS:
+        raise DatasetError(f"nnU-Net dataset {root}: file_ending {desc.file_ending!r} in its dataset.json; this "
+                           "pipeline reads NIfTI only: convert the images and labels to .nii.gz (e.g. with "
+                           "SimpleITK.WriteImage) and set \"file_ending\": \".nii.gz\"")
+    return desc
+
+
+def _nnunet_files(root: Path, sub: str, ending: str, scan: DatasetScan, images: bool) -> dict:
+    """``imagesTr``/``imagesTs``: ``{case: {channel number: path}}``; ``labelsTr``: ``{case: path}``. NIfTI files
+    named otherwise get one warning per folder (they are not used)."""
+    out: dict = {}
+    stray = []
+    for name in sorted(_nifti_names(root / sub)):
+        stem = name[: -len(ending)] if name.endswith(ending) else None
+        match = _NNUNET_IMAGE.match(stem) if stem and images else None
+        if stem and not images:
+            out[stem] = str(root / sub / name)
+        elif match:
+            out.setdefault(match["case"], {})[int(match["channel"])] = str(root / sub / name)
+        elif _is_nifti(name) or name.endswith(ending):
+            stray.append(name)
+    if stray:
+        pattern = "<case>_<XXXX>" if images else "<case>"
+        scan.problems.append(Problem("", str(root / sub / stray[0]), "warning", (
+            f"dataset {root}: {len(stray)} file(s) in {sub}/ (e.g. {stray[0]}) are not named {pattern}{ending} "
+            f"(nnU-Net raw format{', XXXX the channel number 0000, 0001, ...' if images else ''}; file_ending "
+            f"{ending} from dataset.json), so they are not used: rename them or move them out of {sub}/")))
+    return out
+
+
+def _nnunet_cases(root: Path, sub: str, files: dict[str, dict[int, str]], desc: Description,
+                  scan: DatasetScan) -> dict[str, tuple[str, ...]]:
+    """The cases of ``imagesTr``/``imagesTs`` with one file per channel; the others are errors naming each file."""
+    n, ending = len(desc.channels), desc.file_ending
+    table = ", ".join(f"{i:04d} {c}" for i, c in enumerate(desc.channels))
+    complete: dict[str, tuple[str, ...]] = {}
+    for cid, chans in sorted(files.items()):
+        extra = sorted(c for c in chans if c >= n)
+        for c in extra:
+            scan.problems.append(Problem(cid, chans[c], "error", (
+                f"case {cid}: {sub}/{Path(chans[c]).name} is channel {c}, but dataset.json's channel_names has "
+                f"{n} channel(s) ({table}): add the channel to channel_names or move the file out of {sub}/")))
+        missing = [c for c in range(n) if c not in chans]
+        for c in missing:
+            name = f"{cid}_{c:04d}{ending}"
+            scan.problems.append(Problem(cid, str(root / sub / name), "error", (
+                f"case {cid}: missing {sub}/{name} (channel {c}, {desc.channels[c]}); every case needs one file per "
+                f"channel of dataset.json's channel_names ({table}): restore the file or move the case's files out "
+                "of the dataset folder")))
+        if not extra and not missing:
+            complete[cid] = tuple(chans[c] for c in range(n))
+    return complete
+
+
+def _scan_nnunet(root: Path, scan: DatasetScan) -> None:
+    """Cases of an nnU-Net raw dataset: ``imagesTr`` (labelled from ``labelsTr``) and ``imagesTs``. Refused (an
+    error, the case left out): a channel file missing, a channel number beyond ``channel_names``, a label without
+    images, a case id in both ``imagesTr`` and ``imagesTs``. An ``imagesTr`` case without label is a warning (it
+    is used unlabelled), as in MSD."""
+    desc = nnunet_description(root, scan.layout.label_scheme)
+    ending = desc.file_ending
+    tr_files = _nnunet_files(root, "imagesTr", ending, scan, True)
+    labels = _nnunet_files(root, "labelsTr", ending, scan, False)
+    ts_files = _nnunet_files(root, "imagesTs", ending, scan, True)
+    images_tr = _nnunet_cases(root, "imagesTr", tr_files, desc, scan)
+    images_ts = _nnunet_cases(root, "imagesTs", ts_files, desc, scan)
+    for cid in sorted(set(labels) - set(tr_files)):
+        scan.problems.append(Problem(cid, str(root / "imagesTr" / f"{cid}_0000{ending}"), "error", (
+            f"case {cid}: no imagesTr/{cid}_0000{ending} (nor any channel file of it) for the label "
+            f"labelsTr/{Path(labels[cid]).name}; restore the images or move the label out of the dataset folder")))
+    for cid, images in images_tr.items():
+        label = labels.get(cid)
+        if label is None:
+            scan.problems.append(Problem(cid, images[0], "warning", (
+                f"case {cid}: imagesTr/{Path(images[0]).name} has no label labelsTr/{cid}{ending}; it is used as an "
+                "unlabelled case (inference only): restore the label to train on it")))
+        scan.cases.append(Case(cid, images, label))
+    for cid, images in images_ts.items():
+        if cid in tr_files:
+            scan.problems.append(Problem(cid, images[0], "error", (
+                f"case {cid}: imagesTs/{Path(images[0]).name} has the same case id as imagesTr/{cid}_0000{ending}; "
+                "rename one of them")))
+            continue
+        scan.cases.append(Case(cid, images, None))
+    _check_num_training(root, len([c for c in scan.cases if c.label is not None]), scan)
+
+
+def _check_num_training(root: Path, labelled: int, scan: DatasetScan) -> None:
+    """A warning when dataset.json's ``numTraining`` differs from the labelled cases found (nnU-Net refuses it)."""
+    number = (_nnunet_meta(root) or {}).get("numTraining")
+    if isinstance(number, int) and not isinstance(number, bool) and number != labelled:
+        scan.problems.append(Problem("", str(root / "dataset.json"), "warning", (
+            f"dataset {root}: dataset.json says numTraining {number} but imagesTr/ and labelsTr/ hold {labelled} "
+            "complete labelled case(s); nnU-Net's own tools refuse such a dataset: set numTraining to "
+            f"{labelled}")))
+
+
 def scan_dataset(root: str | os.PathLike, layout: str | None = None) -> DatasetScan:
     """Find every case under ``root`` and every problem of discovery, without raising for one bad case.
 
     Args:
         root: the dataset folder.
-        layout: ``brats2021``, ``brats2023`` or ``msd``; None detects it (:func:`detect_layout`).
+        layout: ``brats2021``, ``brats2023``, ``msd`` or ``nnunet``; None detects it (:func:`detect_layout`).
 
     Returns:
         The layout, the complete cases (sorted by case id within each subfolder) and the problems: a missing
-        contrast or MSD image is an error naming the case and the file, and so are one case id in two folders
+        contrast, MSD image or nnU-Net channel file is an error naming the case and the file, and so are one case
+        id in two folders
         (2018's ``HGG/X`` and ``LGG/X``), a file present as both ``.nii`` and ``.nii.gz``, and (no case found)
         a ``root`` that is itself one case folder; a case without a label is not a problem (validation sets
-        have none) except in MSD's ``imagesTr/`` (a warning). A refused case is not among the cases.
+        have none) except in ``imagesTr/`` (MSD, nnU-Net: a warning). A refused case is not among the cases.
 
     Raises:
-        DatasetError: ``root`` is missing, the layout is unknown or cannot be detected.
+        DatasetError: ``root`` is missing, the layout is unknown or cannot be detected; an nnU-Net dataset whose
+            ``dataset.json`` cannot be used (:func:`nnunet_description`).
     """
     path = _existing_root(root)
     if layout is None or layout == "auto":
         info = detect_layout(path)
     elif layout in LAYOUTS:
-        info = LayoutInfo(layout, LAYOUTS[layout].label_scheme, "given")
+        info = LayoutInfo(layout, nnunet_label_scheme(path) if layout == "nnunet" else LAYOUTS[layout].label_scheme,
+                          "given")
     else:
         raise DatasetError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)} (or auto)")
     scan = DatasetScan(path, info)
     if info.layout == "msd":
         _scan_msd(path, scan)
+    elif info.layout == "nnunet":
+        _scan_nnunet(path, scan)
     else:
         _scan_brats(path, LAYOUTS[info.layout], scan)
     return scan
@@ -490,13 +660,20 @@ def resolve_label_scheme(label_scheme: str | None, datalist: str | os.PathLike |
                          dataset_dir: str | os.PathLike | None = None) -> str:
     """The label scheme to use: ``label_scheme`` itself, or for ``auto``/None the datalist's or the layout's.
 
+    An ``nnunet:<dataset.json>`` scheme is checked (the file read, :func:`pipeline.labels.describe`) and returned
+    with the absolute path; an nnU-Net dataset's ``auto`` scheme is ``nnunet:<root>/dataset.json``.
+
     Raises:
-        ValueError: an unknown scheme.
+        ValueError: an unknown scheme (:class:`~pipeline.errors.UserError` for an unusable dataset.json).
         DatasetError: ``auto`` with neither a datalist nor a dataset folder whose layout can be detected.
     """
     if label_scheme and label_scheme != "auto":
+        if str(label_scheme).startswith(NNUNET_PREFIX):
+            return describe(str(label_scheme)).name
         if label_scheme not in LABEL_SCHEMES:
-            raise ValueError(f"unknown label_scheme {label_scheme!r}; expected auto or one of {sorted(LABEL_SCHEMES)}")
+            raise ValueError(f"unknown label_scheme {label_scheme!r}; expected auto or one of {sorted(LABEL_SCHEMES)} "
+                             f"(brats2024: BraTS 2024+ post-treatment glioma, 4 = resection cavity) or "
+                             f"{NNUNET_PREFIX}<path to an nnU-Net dataset.json>")
         return str(label_scheme)
     if datalist:
         dl = load_datalist(datalist, dataset_dir)
@@ -521,17 +698,38 @@ def assign_folds(case_ids: Sequence[str], folds: int = 5, seed: int = 0) -> dict
     return {cid: i % folds for i, cid in enumerate(ids)}
 
 
+def _check_channel_count(cases: Sequence[Case], desc: Description) -> None:
+    """Refuse cases whose image files do not give the description's channels (one file each, or a 4D file whose
+    ``channel_index`` names each)."""
+    n = len(desc.channels)
+    for c in cases:
+        got = len(c.channel_index) if c.channel_index is not None else len(c.images)
+        if got != n:
+            raise DatasetError(
+                f"label scheme {desc.name} names {n} channel(s) ({', '.join(desc.channels)}) but case {c.case_id} "
+                f"has {got} ({Path(c.images[0]).name}{', ...' if len(c.images) > 1 else ''}); use the dataset's own "
+                "label scheme (--label_scheme auto) or one whose channels are the dataset's")
+
+
 def datalist_from_cases(cases: Sequence[Case], name: str, layout: str, label_scheme: str, folds: int = 5,
                         seed: int = 0) -> dict:
-    """A datalist (see the module docstring) of ``cases``, folds assigned over the labelled ones."""
+    """A datalist (see the module docstring) of ``cases``, folds assigned over the labelled ones.
+
+    ``channels`` and ``regions`` are those of ``label_scheme``'s description (:func:`pipeline.labels.describe`).
+
+    Raises:
+        DatasetError: a case whose number of images is not the description's number of channels.
+    """
+    desc = describe(label_scheme)
+    _check_channel_count(cases, desc)
     labelled = [c for c in cases if c.label is not None]
     fold_of = assign_folds([c.case_id for c in labelled], folds, seed) if labelled else {}
     return {
         "name": name,
         "layout": layout,
         "label_scheme": label_scheme,
-        "channels": list(CHANNELS),
-        "regions": list(REGIONS),
+        "channels": list(desc.channels),
+        "regions": list(desc.regions),
         "folds": folds,
         "seed": seed,
         "training": [{**c.to_item(), "fold": fold_of[c.case_id]} for c in labelled],
@@ -670,20 +868,22 @@ def _ordered_images(images: list[str], where: str) -> list[str]:
                        f"{', '.join(CHANNELS)} (a segmentation belongs in \"label\")")
 
 
-def _checked_channel_index(index: object, images: list, where: str) -> list[int]:
-    """An MSD item's ``channel_index`` (the position in its one 4D file of each channel of CHANNELS)."""
+def _checked_channel_index(index: object, images: list, where: str,
+                           channels: Sequence[str] = CHANNELS) -> list[int]:
+    """An MSD item's ``channel_index`` (the position in its one 4D file of each channel of ``channels``)."""
+    n, names = len(channels), ", ".join(channels)
     if len(images) != 1:
         raise DatasetError(f"{where}: \"channel_index\" goes with one 4D image file, but \"image\" lists "
-                           f"{len(images)}; give one 4D file, or {len(CHANNELS)} files without \"channel_index\"")
+                           f"{len(images)}; give one 4D file, or {n} files without \"channel_index\"")
     if index is None:
         raise DatasetError(
             f"{where}: one image file {Path(str(images[0])).name} and no \"channel_index\"; a 4D image needs the "
-            f"position in it of {', '.join(CHANNELS)}: add e.g. \"channel_index\": [1, 2, 3, 0] for MSD's FLAIR, "
+            f"position in it of {names}: add e.g. \"channel_index\": [1, 2, 3, 0] for MSD's FLAIR, "
             "T1w, T1gd, T2w ([0, 1, 2, 3] if the file holds them in that order)")
     ok = isinstance(index, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in index)
-    if not ok or sorted(index) != list(range(len(CHANNELS))):  # type: ignore[arg-type]
+    if not ok or sorted(index) != list(range(n)):  # type: ignore[arg-type]
         raise DatasetError(f"{where}: \"channel_index\" is {index!r}; expected the position in the 4D image of "
-                           f"{', '.join(CHANNELS)}, a permutation of 0..{len(CHANNELS) - 1} such as [1, 2, 3, 0]")
+                           f"{names}, a permutation of 0..{n - 1} such as {list(range(n))[::-1]}")
     return list(index)  # type: ignore[arg-type]
 
 
@@ -711,6 +911,7 @@ class _DatalistReader:
     model_zoo: bool
     data_root: Path | None = None  # model-zoo lists: the data root their relative paths may start from
     missing: list[str] = field(default_factory=list)  # one refusal line per missing file; the first is raised
+    channels: tuple[str, ...] = CHANNELS  # the channels of the datalist's label scheme, one image file each
 
     def __post_init__(self) -> None:
         self.base = Path(os.path.abspath(self.path.parent))
@@ -742,7 +943,7 @@ class _DatalistReader:
         return found
 
     def item(self, raw: object, section: str, pos: int) -> dict:
-        """One item as ``{"case", "image": [4 paths] | [4D path], "channel_index"?, "label"?, "fold"?}``."""
+        """One item as ``{"case", "image": [a path per channel] | [4D path], "channel_index"?, "label"?, "fold"?}``."""
         where = f"datalist {self.path}: {section} item {pos}"
         if not isinstance(raw, dict):
             raise DatasetError(f"{where} is {type(raw).__name__}, not an object like "
@@ -753,21 +954,24 @@ class _DatalistReader:
         where = f"datalist {self.path}: case {item['case']}"
         image = item.get("image")
         images = [image] if isinstance(image, str) else image
+        n, names = len(self.channels), ", ".join(self.channels)
         if not isinstance(images, list) or not images:
-            raise DatasetError(f"{where}: \"image\" is {image!r}; expected a list of {len(CHANNELS)} files "
-                               f"({', '.join(CHANNELS)}) or one 4D file with \"channel_index\"")
+            raise DatasetError(f"{where}: \"image\" is {image!r}; expected a list of {n} file(s) "
+                               f"({names}) or one 4D file with \"channel_index\"")
         index = item.get("channel_index")
-        if index is not None or len(images) == 1:
-            item["channel_index"] = _checked_channel_index(index, images, where)
-        elif len(images) != len(CHANNELS):
-            raise DatasetError(f"{where}: \"image\" lists {len(images)} file(s); expected {len(CHANNELS)} "
-                               f"({', '.join(CHANNELS)}) or one 4D file with \"channel_index\"")
+        if index is not None or (len(images) == 1 and n != 1):
+            item["channel_index"] = _checked_channel_index(index, images, where, self.channels)
+        elif len(images) != n:
+            raise DatasetError(f"{where}: \"image\" lists {len(images)} file(s); expected {n} ({names}, the "
+                               "channels of the datalist's label scheme) or one 4D file with \"channel_index\"")
         item["image"] = [self.file(p, "image file", where) for p in images]
-        if len(item["image"]) == len(CHANNELS):
+        if "channel_index" not in item and self.channels == CHANNELS:
             item["image"] = _ordered_images(item["image"], where)
-        elif (named_as(item["image"][0]) or ("",))[0] == "seg":
-            raise DatasetError(f"{where}: the 4D image {Path(item['image'][0]).name} is named as a segmentation; "
-                               "give the segmentation as \"label\" and the 4D image as \"image\"")
+        elif any((named_as(p) or ("",))[0] == "seg" for p in item["image"]):
+            seg = next(p for p in item["image"] if (named_as(p) or ("",))[0] == "seg")
+            what = "4D image" if "channel_index" in item else "image"
+            raise DatasetError(f"{where}: the {what} {Path(seg).name} is named as a segmentation; give the "
+                               f"segmentation as \"label\" and the {what} as \"image\"")
         if item.get("label") is not None:
             item["label"] = self.file(item["label"], "label file", where)
             shown = named_as(item["label"])
@@ -815,10 +1019,12 @@ def read_datalist(path: str | os.PathLike, dataset_dir: str | os.PathLike | None
       for under ``dataset_dir`` (model-zoo lists are relative to their data root). The layout and label scheme
       are recorded when the names show them.
 
-    Every item is checked: a case id unique and safe as a file name (:func:`check_case_id`); ``image`` 4 files
-    (reordered into CHANNELS order when their BraTS names show the four contrasts in another order, refused when
-    the names show anything but the four contrasts once each) or one 4D file with ``channel_index`` (a
-    permutation of 0..3); training and validation items labelled; every file present.
+    Every item is checked: a case id unique and safe as a file name (:func:`check_case_id`); ``image`` one file
+    per channel of the datalist's label scheme (:func:`pipeline.labels.describe`; ``brats`` when it names neither
+    scheme nor layout): for the 4 BraTS channels reordered into CHANNELS order when their BraTS names show the
+    four contrasts in another order, refused when the names show anything but the four contrasts once each; or
+    one 4D file with ``channel_index`` (a permutation of 0..N-1); training and validation items labelled; every
+    file present. An nnU-Net datalist (``"label_scheme": "nnunet:<dataset.json>"``) needs that dataset.json.
 
     Raises:
         DatasetError: the first problem, as one line naming the datalist, the case, the file and the fix.
@@ -844,11 +1050,12 @@ def read_datalist(path: str | os.PathLike, dataset_dir: str | os.PathLike | None
     if zoo and "test" in raw:
         raise DatasetError(f"datalist {path} mixes our \"test\" key with MONAI model-zoo keys (validation, testing); "
                            "keep one format")
-    for key in ("layout", "label_scheme"):
-        table = LAYOUTS if key == "layout" else LABEL_SCHEMES
-        if raw.get(key) is not None and raw[key] not in table:
-            raise DatasetError(f"datalist {path}: {key} {raw[key]!r} is unknown; expected one of {', '.join(table)}")
-    reader = _DatalistReader(path, zoo, Path(dataset_dir).expanduser() if dataset_dir else None)
+    if isinstance(raw.get("label_scheme"), str) and raw["label_scheme"].startswith(NNUNET_PREFIX):
+        # a relative dataset.json is read from the datalist's folder, as its relative image paths are
+        given = raw["label_scheme"][len(NNUNET_PREFIX):]
+        raw = {**raw, "label_scheme": NNUNET_PREFIX + os.path.abspath(os.path.join(path.parent, given))}
+    channels = _datalist_channels(path, raw)
+    reader = _DatalistReader(path, zoo, Path(dataset_dir).expanduser() if dataset_dir else None, channels=channels)
     parts = {key: [reader.item(it, key, i) for i, it in enumerate(raw.get(key, []))]
              for key in ((*MODEL_ZOO_KEYS,) if zoo else ("training", "test"))}
     _refuse_duplicate_ids(path, parts, zoo)
@@ -858,6 +1065,39 @@ def read_datalist(path: str | os.PathLike, dataset_dir: str | os.PathLike | None
     if not zoo:
         return {**raw, "training": parts["training"], "test": parts["test"]}
     return _model_zoo_datalist(path, raw, parts)
+
+
+def _datalist_channels(path: Path, raw: dict) -> tuple[str, ...]:
+    """The channels a datalist's items must give: those of its label scheme's description (the layout's scheme when
+    it names none, ``brats`` without a layout); its ``channels``, when given, must be as many.
+
+    Raises:
+        DatasetError: an unknown layout or scheme, an nnU-Net scheme whose dataset.json cannot be used, a layout
+            ``nnunet`` without a scheme, ``channels`` of another length.
+    """
+    layout, scheme = raw.get("layout"), raw.get("label_scheme")
+    if layout is not None and layout not in LAYOUTS:
+        raise DatasetError(f"datalist {path}: layout {layout!r} is unknown; expected one of {', '.join(LAYOUTS)}")
+    if scheme is not None and not isinstance(scheme, str):
+        raise DatasetError(f"datalist {path}: label_scheme {scheme!r} is not a string; expected one of "
+                           f"{', '.join(LABEL_SCHEMES)} or {NNUNET_PREFIX}<path to dataset.json>")
+    if scheme is None and layout == "nnunet":
+        raise DatasetError(f"datalist {path}: layout nnunet and no label_scheme; add \"label_scheme\": "
+                           f"\"{NNUNET_PREFIX}/path/to/dataset.json\" (the dataset's own), or rewrite the datalist "
+                           f"with: python -m pipeline datalist DATASET_DIR --out {path}")
+    if scheme is not None and scheme not in LABEL_SCHEMES and not scheme.startswith(NNUNET_PREFIX):
+        raise DatasetError(f"datalist {path}: label_scheme {scheme!r} is unknown; expected one of "
+                           f"{', '.join(LABEL_SCHEMES)} or {NNUNET_PREFIX}<path to dataset.json>")
+    try:
+        desc = describe(scheme or LAYOUTS[layout or "brats2021"].label_scheme)
+    except UserError as e:
+        raise DatasetError(f"datalist {path}: {e}") from None
+    given = raw.get("channels")
+    if given is not None and (not isinstance(given, list) or len(given) != len(desc.channels)):
+        raise DatasetError(f"datalist {path}: \"channels\" is {given!r}, but its label scheme {desc.name} has "
+                           f"{len(desc.channels)} channel(s) ({', '.join(desc.channels)}); fix \"channels\" or "
+                           f"rewrite the datalist with: python -m pipeline datalist DATASET_DIR --out {path}")
+    return tuple(desc.channels)
 
 
 def _refuse_duplicate_ids(path: Path, parts: dict[str, list[dict]], zoo: bool) -> None:

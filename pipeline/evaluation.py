@@ -619,11 +619,12 @@ def _pm(stats: dict, digits: int) -> str:
 
 def format_table(summary: dict) -> str:
     """A plain-text table of a summary: one row per region, Dice/Sens/Spec/HD95 (mm) as ``mean ± std``."""
-    header = f"{'Region':<10}{'Dice':>18}{'Sens':>18}{'Spec':>18}{'HD95 (mm)':>20}"
+    width = max([10, *(len(name) + 2 for name in summary["regions"])])
+    header = f"{'Region':<{width}}{'Dice':>18}{'Sens':>18}{'Spec':>18}{'HD95 (mm)':>20}"
     lines = [header, "-" * len(header)]
     for name, m in summary["regions"].items():
         cells = [_pm(m["dice"], 4), _pm(m["sensitivity"], 4), _pm(m["specificity"], 4), _pm(m["hd95"], 2)]
-        lines.append(f"{name:<10}{cells[0]:>18}{cells[1]:>18}{cells[2]:>18}{cells[3]:>20}")
+        lines.append(f"{name:<{width}}{cells[0]:>18}{cells[1]:>18}{cells[2]:>18}{cells[3]:>20}")
     mean_dice = summary.get("mean_dice")
     mean_text = f"{mean_dice:.4f}" if isinstance(mean_dice, float) and math.isfinite(mean_dice) else "n/a"
     missing = summary.get("missing_predictions") or []

@@ -119,6 +119,60 @@ class SaveBratsLabeld(MapTransform):
         return d
 
 
+#: Sub-folder of ``output_dir`` for the region probabilities (``--save_probabilities true``).
+PROBABILITIES = "probabilities"
+#: Probabilities are stored as uint16 with this NIfTI scale (NIfTI-1 has no float16): steps of 1.5e-5.
+PROBABILITY_SCALE = 1.0 / 65535
+
+
+def write_probabilities_like(probabilities: np.ndarray, reference: str | os.PathLike, out_path: str | os.PathLike,
+                             regions: Sequence[str] = ()) -> Path:
+    """Write region probabilities ``(R, H, W, D)`` in [0, 1] as a 4D NIfTI ``(H, W, D, R)`` on ``reference``'s grid.
+
+    Stored as uint16 with ``scl_slope`` = 1/65535 (half the size of float32; NIfTI-1 has no float16), so every
+    reader (nibabel, 3D Slicer, ITK) gets floats back within 1.5e-5; the region names go in ``descrip``.
+    Written atomically.
+    """
+    ref = nib.load(reference)
+    p = np.clip(np.asarray(probabilities, dtype=np.float32), 0.0, 1.0)
+    if tuple(p.shape[1:]) != tuple(ref.shape[:3]):
+        raise ValueError(f"probabilities of shape {tuple(p.shape)} do not fit the input {reference} "
+                         f"{tuple(ref.shape[:3])}")
+    data = np.round(np.moveaxis(p, 0, -1) / PROBABILITY_SCALE).astype(np.uint16)
+    header = ref.header.copy()
+    header.set_data_dtype(np.uint16)
+    img = nib.Nifti1Image(data, ref.affine, header=header)
+    img.header.set_slope_inter(PROBABILITY_SCALE, 0.0)
+    img.header["descrip"] = ("regions " + ",".join(regions))[:79].encode()
+    return atomic_write(out_path, lambda tmp: nib.save(img, tmp))
+
+
+class SaveProbabilitiesd(MapTransform):
+    """With ``enabled``, write the region probabilities of ``keys`` (``(R, H, W, D)``, already inverted to the input
+    grid, before thresholding) to ``output_dir/probabilities/<case>.nii.gz`` for later ensembling or calibration."""
+
+    def __init__(self, keys: KeysCollection, output_dir: str, enabled: bool | str = False,
+                 regions: Sequence[str] = (), case_key: str = "case", image_key: str = "image",
+                 allow_missing_keys: bool = False) -> None:
+        from pipeline.engine import as_bool
+
+        super().__init__(keys, allow_missing_keys)
+        self.folder = Path(output_dir) / PROBABILITIES
+        self.enabled = as_bool(enabled, "save_probabilities")
+        self.regions = list(regions)
+        self.case_key, self.image_key = case_key, image_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        if not self.enabled:
+            return d
+        for key in self.key_iterator(d):
+            p = d[key].detach().cpu().numpy() if isinstance(d[key], torch.Tensor) else np.asarray(d[key])
+            write_probabilities_like(p, _reference_path(d[self.image_key]),
+                                     self.folder / f"{d[self.case_key]}.nii.gz", self.regions)
+        return d
+
+
 class InferenceReport:
     """What inference did with each case: written, skipped (and why), or failed (and why). :meth:`finish` prints
     the summary and releases the output folder.
@@ -259,7 +313,7 @@ def output_is_valid(out_path: str | os.PathLike, reference: str | os.PathLike) -
 
 
 def pending_items(items: Sequence[dict], output_dir: str | os.PathLike, *, overwrite: bool | str = False,
-                  report: InferenceReport | None = None) -> list[dict]:
+                  report: InferenceReport | None = None, probabilities: bool | str = False) -> list[dict]:
     """The items still to segment, decided before the network runs.
 
     Without ``overwrite``: an item without ``output_dir/<case>.nii.gz`` is segmented; one whose output was written
@@ -275,6 +329,7 @@ def pending_items(items: Sequence[dict], output_dir: str | os.PathLike, *, overw
 
     if as_bool(overwrite, "overwrite"):
         return list(items)
+    probabilities = as_bool(probabilities, "save_probabilities")
     _refuse_foreign(items, output_dir, report.model if report is not None else None)
     todo, redo = [], []
     for item in items:
@@ -282,6 +337,8 @@ def pending_items(items: Sequence[dict], output_dir: str | os.PathLike, *, overw
         out = Path(output_dir) / f"{case}.nii.gz"
         if not out.exists():
             todo.append(item)
+        elif probabilities and not (Path(output_dir) / PROBABILITIES / f"{case}.nii.gz").exists():
+            todo.append(item)  # segmented before without --save_probabilities: run again for them
         elif output_is_valid(out, _reference_path(item["image"])):
             if report is not None:
                 report.skip(case, "already segmented by this model")

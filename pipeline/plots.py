@@ -24,7 +24,7 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pipeline.errors import UserError  # noqa: E402
-from pipeline.labels import describe, region_masks  # noqa: E402
+from pipeline.labels import NNUNET_PREFIX, describe, region_masks  # noqa: E402
 
 REGION_COLOURS: dict[str, str] = {"WT": "#f2c12e", "TC": "#e0413a", "ET": "#2f7de1"}
 
@@ -229,7 +229,7 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike, da
     if not metrics.is_file():
         raise UserError(f"no {metrics}: run python -m pipeline evaluate PRED_DIR DATASET_DIR --out {eval_dir} first "
                         "(or pass the folder that holds metrics.csv)")
-    if scheme not in FOLDER_SCHEMES:
+    if scheme not in FOLDER_SCHEMES and not str(scheme).startswith(NNUNET_PREFIX):
         raise UserError(f"unknown scheme {scheme!r}; expected one of {', '.join(FOLDER_SCHEMES)}")
     layout = detect_layout(dataset_dir)
     scheme = layout.label_scheme if scheme == "auto" else scheme
@@ -256,9 +256,14 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike, da
         _check_label_file(pred, scheme, "prediction", layout.layout)
         drawn.append((case_id, case, pred))
 
+    from pipeline.datasets import CHANNELS
+
+    described = describe(scheme).channels if scheme != "labels" else CHANNELS
     paths = [plot_dice_boxplot(metrics, out / "dice_boxplot.png")]
     for case_id, case, pred in drawn:
-        images = {name: case.channel_file(name) for name in ("FLAIR", "T1ce")}  # 3D files, or 4D + channel
+        channels = described if len(described) == len(case.images) else CHANNELS  # MSD: one 4D file
+        shown = [c for want in ("FLAIR", "T1ce") for c in channels if c.lower() == want.lower()] or channels[:2]
+        images = {name: case.channel_file(name, channels) for name in shown}  # 3D files, or 4D + channel
         title = f"{case_id}: mean Dice {np.mean(by_case[case_id]):.3f}"
         paths.append(plot_case_overlay(images, out / "overlays" / f"{case_id}.png", case.label, pred, scheme, title))
     return paths

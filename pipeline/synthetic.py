@@ -15,7 +15,7 @@ multiplicative bias field, a random global scale and Rician noise of about 3 % o
 the background stays exactly 0 and every brain voxel is >= 1 in every contrast.
 
 Arrays are indexed ``(X, Y, Z)`` like BraTS 2021 files (240 x 240 x 155, 1 mm, affine
-:data:`BRATS_AFFINE`). Written on disk in one of three layouts (:func:`write_dataset`, ``layout=``)::
+:data:`BRATS_AFFINE`). Written on disk in one of five layouts (:func:`write_dataset`, ``layout=``)::
 
     brats2021  <out_dir>/BraTS2021_00000/BraTS2021_00000_{t1,t1ce,t2,flair}.nii.gz   int16
                <out_dir>/BraTS2021_00000/BraTS2021_00000_seg.nii.gz                  uint8, 0 / 1 NCR / 2 ED / 4 ET
@@ -23,9 +23,21 @@ Arrays are indexed ``(X, Y, Z)`` like BraTS 2021 files (240 x 240 x 155, 1 mm, a
                <out_dir>/BraTS-GLI-00000-000/BraTS-GLI-00000-000-seg.nii.gz          uint8, 1 NCR / 2 ED / 3 ET
     msd        <out_dir>/imagesTr/BRATS_001.nii.gz   float32 (X, Y, Z, 4): FLAIR, T1w, T1gd, T2w
                <out_dir>/labelsTr/BRATS_001.nii.gz   uint8, 1 ED / 2 NET (our NCR) / 3 ET;  <out_dir>/dataset.json
+    brats2024  the brats2023 names, seg uint8 1 NETC / 2 SNFH / 3 ET / 4 RC (resection cavity, BraTS 2024+
+               post-treatment glioma); read by the brats2023 layout, so it needs --label_scheme brats2024
+    nnunet     <out_dir>/imagesTr/BraTS2021_00000_{0000,0001,0002,0003}.nii.gz  int16, T1, T1ce, T2, FLAIR (or
+               the ``channels`` asked for, in that order); <out_dir>/labelsTr/BraTS2021_00000.nii.gz uint8 in
+               nnU-Net's Dataset137_BraTS21 numbering: 1 oedema / 2 non-enhancing (our NCR) / 3 enhancing, with
+               ``rc`` 4 resection cavity; <out_dir>/dataset.json (nnU-Net v2: channel_names, labels with the
+               regions "whole tumor" [1, 2, 3], "tumor core" [2, 3], "enhancing tumor" 3 (and "resection cavity" 4),
+               regions_class_order [1, 2, 3 (, 4)], file_ending .nii.gz)
 
 Case ``i`` holds the same arrays in every layout (only the file packing, the channel order and the label
-numbering differ), so a layout's reading can be checked against another's.
+numbering differ), so a layout's reading can be checked against another's. A resection cavity (``brats2024``,
+or ``rc=True`` with ``nnunet``) is drawn from a second generator of its own, ``(seed, i, RC_STREAM)``, in
+:data:`RC_FRACTION` of the cases: a fluid-filled blob (dark on T1, T1ce and FLAIR, bright on T2) inside the brain
+beside the tumour, never overlapping it; the rest of the case is unchanged except for the voxels around it
+(partial-volume blur).
 
 Case ``i`` of :func:`write_dataset` depends only on ``(seed, i)``. With ``seed=0`` and 16 cases, cases
 ``BraTS2021_00002`` and ``BraTS2021_00007`` are the non-enhancing ones (see :func:`case_is_enhancing`).
@@ -57,7 +69,7 @@ BRATS_AFFINE: np.ndarray = np.array(
 )
 
 #: Layouts :func:`write_dataset` can write.
-SUPPORTED_LAYOUTS: tuple[str, ...] = ("brats2021", "brats2023", "msd")
+SUPPORTED_LAYOUTS: tuple[str, ...] = ("brats2021", "brats2023", "msd", "brats2024", "nnunet")
 
 #: BraTS 2023 file suffix of each :data:`CONTRASTS` entry.
 BRATS2023_SUFFIX: dict[str, str] = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}
@@ -65,11 +77,25 @@ BRATS2023_SUFFIX: dict[str, str] = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "fl
 #: Contrasts in the channel order of an MSD Task01 4D image (FLAIR, T1w, T1gd, T2w).
 MSD_ORDER: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
 
-#: Label value of our seg (0, 1 NCR, 2 ED, 4 ET) -> BraTS 2023 (ET 3) and MSD (1 ED, 2 NET, 3 ET) numbering.
+#: Label value of our seg (0, 1 NCR, 2 ED, 4 ET; 3 RC with a resection cavity) -> BraTS 2023 (ET 3), MSD (1 ED,
+#: 2 NET, 3 ET), BraTS 2024 (1 NETC, 2 SNFH, 3 ET, 4 RC) and nnU-Net Dataset137 (1 ED, 2 NCR, 3 ET; 4 RC) numbering.
 _LABEL_LUT: dict[str, np.ndarray] = {
     "brats2023": np.array([0, 1, 2, 0, 3], dtype=np.uint8),
     "msd": np.array([0, 2, 1, 0, 3], dtype=np.uint8),
+    "brats2024": np.array([0, 1, 2, 4, 3], dtype=np.uint8),
+    "nnunet": np.array([0, 2, 1, 4, 3], dtype=np.uint8),
 }
+
+#: The channel name (:data:`pipeline.labels.CHANNELS`) of each :data:`CONTRASTS` entry, and the names accepted
+#: for it in ``channels`` (case-insensitive).
+CHANNEL_NAMES: dict[str, str] = {"t1": "T1", "t1ce": "T1ce", "t2": "T2", "flair": "FLAIR"}
+_CONTRAST_ALIASES: dict[str, str] = {"t1": "t1", "t1n": "t1", "t1w": "t1", "t1ce": "t1ce", "t1c": "t1ce",
+                                     "t1gd": "t1ce", "t2": "t2", "t2w": "t2", "flair": "flair", "t2f": "flair"}
+
+#: Fraction of the cases of a dataset with a resection cavity (``brats2024``, ``nnunet`` with ``rc``) that have one.
+RC_FRACTION: float = 7 / 8
+#: Third seed word of a case's resection-cavity generator ``np.random.default_rng([seed, i, RC_STREAM])``.
+RC_STREAM: int = 0x5243
 
 #: Image keys of :func:`synth_case`, which are also the BraTS 2021 file suffixes, in channel order.
 CONTRASTS: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
@@ -81,7 +107,7 @@ NON_ENHANCING_FRACTION: float = 1 / 8
 MIN_AXIS: int = 16
 
 # Internal tissue classes (not label values): the intensity tables below are indexed by them.
-_BG, _CSF, _GM, _WM, _NCR, _ED, _ET, _NET = range(8)
+_BG, _CSF, _GM, _WM, _NCR, _ED, _ET, _NET, _RC = range(9)
 
 # Base intensity of each class per contrast, columns BG CSF GM WM NCR ED ET NET (NET: a non-enhancing core).
 _INTENSITY: dict[str, np.ndarray] = {
@@ -90,8 +116,11 @@ _INTENSITY: dict[str, np.ndarray] = {
     "t2": np.array([0, 2000, 1100, 750, 1900, 1500, 1300, 1700], dtype=np.float32),
     "flair": np.array([0, 180, 650, 480, 600, 1300, 1000, 1050], dtype=np.float32),
 }
-# Relative amplitude of the within-class texture (tumour classes are more heterogeneous).
-_TEXTURE = np.array([0, 0.03, 0.03, 0.03, 0.10, 0.07, 0.10, 0.07], dtype=np.float32)
+# Base intensity of a resection cavity (class _RC) per contrast: fluid, like CSF; FLAIR a little brighter
+# (proteinaceous fluid). Kept apart from _INTENSITY so that cases without a cavity draw exactly as before.
+_RC_INTENSITY: dict[str, float] = {"t1": 320.0, "t1ce": 350.0, "t2": 1950.0, "flair": 260.0}
+# Relative amplitude of the within-class texture (tumour classes are more heterogeneous), columns as _INTENSITY, RC.
+_TEXTURE = np.array([0, 0.03, 0.03, 0.03, 0.10, 0.07, 0.10, 0.07, 0.03], dtype=np.float32)
 # Noise sigma as a fraction of the GM intensity of each contrast.
 _NOISE = 0.03
 
@@ -253,8 +282,45 @@ def _tumour(cls: np.ndarray, rho: np.ndarray, rng: np.random.Generator, scale: f
         sub[tc] = _NET
 
 
+def _cavity(cls: np.ndarray, rng: np.random.Generator, scale: float) -> None:
+    """Paint a resection cavity (class ``_RC``) into ``cls`` in place, drawn from ``rng`` only: an irregular
+    ellipsoid about 0.35-0.6 times the whole tumour's radius, inside the brain, centred 1-3 voxels beyond its own
+    radius from the tumour, so it lies beside the tumour and never on it. Left out when nothing fits."""
+    tumour = np.isin(cls, (_NCR, _ED, _ET, _NET))
+    brain = cls != _BG
+    if not tumour.any():
+        return
+    r_wt = (3 * float(tumour.sum()) / (4 * np.pi)) ** (1 / 3)
+    radius = max(1.5, rng.uniform(0.35, 0.6) * r_wt)
+    elong = np.exp(rng.uniform(-0.2, 0.2, 3))
+    elong /= np.prod(elong) ** (1 / 3)
+    mat = (_rotation(rng) / elong[:, None]).astype(np.float32)
+    from_tumour = ndimage.distance_transform_edt(~tumour)
+    from_edge = ndimage.distance_transform_edt(brain)
+    for r in (max(1.5, f * radius) for f in (1.0, 0.7, 0.5, 0.0)):  # smaller when the tumour leaves no room
+        near = (from_tumour >= r + 1) & (from_tumour <= r + 3) & (from_edge >= r + 1.5)
+        if near.any():
+            break
+    else:
+        return
+    flat = np.flatnonzero(near.ravel())
+    centre = np.array(np.unravel_index(flat[rng.integers(flat.size)], cls.shape), dtype=np.float64)
+    reach = 1.5 * r * float(elong.max()) + 2
+    lo = np.maximum(np.floor(centre - reach).astype(int), 0)
+    hi = np.minimum(np.ceil(centre + reach).astype(int) + 1, cls.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    bshape = tuple(int(b - a) for a, b in zip(lo, hi, strict=True))
+    d = _axes(bshape, centre - lo, (1.0, 1.0, 1.0))
+    p = [mat[i, 0] * d[0] + mat[i, 1] * d[1] + mat[i, 2] * d[2] for i in range(3)]
+    q = np.sqrt(p[0] ** 2 + p[1] ** 2 + p[2] ** 2)
+    q -= 0.12 * r * np.clip(_smooth_field(bshape, rng, max(2.0, 0.5 * r * scale)), -2.5, 2.5)
+    blob = (q < r) & brain[box] & ~tumour[box]
+    cls[box][blob] = _RC
+
+
 def synth_case(
-    shape: Sequence[int] = DEFAULT_SHAPE, *, rng: np.random.Generator, enhancing: bool = True
+    shape: Sequence[int] = DEFAULT_SHAPE, *, rng: np.random.Generator, enhancing: bool = True,
+    rc_rng: np.random.Generator | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Generate one synthetic BraTS-like case.
 
@@ -264,12 +330,17 @@ def synth_case(
         enhancing: ``True`` for a high-grade-like tumour (necrotic core 1 inside an enhancing rim 4,
             about a quarter of them with only a thin rim and a small core); ``False`` for a
             low-grade-like one with no label 4 and a small non-enhancing core (label 1) or none.
+        rc_rng: when given, a resection cavity (label 3 of ``seg``) is painted beside the tumour, drawn from
+            this generator only: ``rng`` makes the same draws with or without it, so the rest of the case is
+            unchanged (but for the blur at the cavity's border).
 
     Returns:
         ``(images, seg)``: ``images`` maps ``"t1"``, ``"t1ce"``, ``"t2"``, ``"flair"`` to ``(X, Y, Z)``
         int16 arrays, exactly 0 outside the brain and >= 1 inside it; ``seg`` is ``(X, Y, Z)`` uint8 with
-        0 background, 1 NCR (necrotic / non-enhancing core), 2 ED (oedema), 4 ET (enhancing tumour).
-        ET lies within TC (1|4), TC within WT (1|2|4), WT within the brain (non-zero images).
+        0 background, 1 NCR (necrotic / non-enhancing core), 2 ED (oedema), 4 ET (enhancing tumour) and,
+        with ``rc_rng`` only, 3 RC (resection cavity; :func:`write_dataset` renumbers it).
+        ET lies within TC (1|4), TC within WT (1|2|4), WT within the brain (non-zero images); RC within the
+        brain, outside WT.
 
     Raises:
         ValueError: ``shape`` is not three integers >= :data:`MIN_AXIS`.
@@ -279,9 +350,11 @@ def synth_case(
     cls, rho = _anatomy(shape, rng, scale)
     _tumour(cls, rho, rng, scale, enhancing)
     del rho
+    if rc_rng is not None:
+        _cavity(cls, rc_rng, scale)
     brain = cls != _BG
 
-    lut = np.array([0, 0, 0, 0, 1, 2, 4, 1], dtype=np.uint8)
+    lut = np.array([0, 0, 0, 0, 1, 2, 4, 1, 3], dtype=np.uint8)
     seg = lut[cls]
 
     texture = _smooth_field(shape, rng, 2.5 * scale)
@@ -291,6 +364,8 @@ def synth_case(
     for name in CONTRASTS:
         table = _INTENSITY[name] * (1 + 0.04 * rng.standard_normal(8)).astype(np.float32)
         table[_BG] = 0
+        if rc_rng is not None:
+            table = np.append(table, np.float32(_RC_INTENSITY[name] * (1 + 0.04 * rc_rng.standard_normal())))
         img = table[cls]
         img *= texture
         # Partial-volume blur at tissue borders, then a smooth bias field and a per-case global scale.
@@ -328,6 +403,37 @@ def case_is_enhancing(seed: int, index: int) -> bool:
     return bool(np.random.default_rng([seed, index]).random() >= NON_ENHANCING_FRACTION)
 
 
+def _rc_generator(seed: int, index: int) -> np.random.Generator | None:
+    """The resection-cavity generator of case ``index``, or None when the case has no cavity (its first draw)."""
+    rng = np.random.default_rng([int(seed), int(index), RC_STREAM])
+    return rng if rng.random() < RC_FRACTION else None
+
+
+def case_has_rc(seed: int, index: int) -> bool:
+    """Whether case ``index`` of :func:`write_dataset` with ``seed`` has a resection cavity when the layout draws
+    them (``brats2024``, ``nnunet`` with ``rc``): about :data:`RC_FRACTION` of the cases."""
+    return _rc_generator(seed, index) is not None
+
+
+def contrasts_of(channels: Sequence[str] | None) -> tuple[str, ...]:
+    """The :data:`CONTRASTS` keys of ``channels`` (names such as ``T1ce``, ``t1c``, ``FLAIR``, ``t2f``), in order;
+    all four for None.
+
+    Raises:
+        ValueError: an unknown name, a name given twice, or no name.
+    """
+    if channels is None:
+        return CONTRASTS
+    if isinstance(channels, str):
+        channels = [channels]
+    out = [_CONTRAST_ALIASES.get(str(c).strip().lower()) for c in channels]
+    known = ", ".join(sorted(_CONTRAST_ALIASES))
+    if not out or None in out or len(set(out)) != len(out):
+        raise ValueError(f"channels {list(channels)}: expected one or more of the four contrasts, each once, named "
+                         f"{known} (any case), e.g. T1ce or T1 T1ce T2 FLAIR")
+    return tuple(c for c in out if c)
+
+
 def _save_nifti(arr: np.ndarray, affine: np.ndarray, path: Path) -> None:
     """Write ``arr`` as gzip NIfTI at ``path`` atomically (temp file in the same folder, then ``os.replace``)."""
     img = nib.Nifti1Image(arr, affine)
@@ -346,6 +452,8 @@ def write_dataset(
     layout: str = "brats2021",
     *,
     force: bool = False,
+    channels: Sequence[str] | None = None,
+    rc: bool = False,
 ) -> list[Path]:
     """Write ``cases`` synthetic cases under ``out_dir`` in one of the layouts of :mod:`pipeline.datasets`.
 
@@ -356,6 +464,17 @@ def write_dataset(
     the same arrays with ET labelled 3. ``msd`` writes ``OUT_DIR/imagesTr/BRATS_{i+1:03d}.nii.gz``, one
     ``(X, Y, Z, 4)`` float32 image with channels FLAIR, T1w, T1gd, T2w, ``OUT_DIR/labelsTr/BRATS_{i+1:03d}.nii.gz``
     (uint8, 1 ED, 2 NET, 3 ET) and ``OUT_DIR/dataset.json`` as in the Decathlon; the same grid and affine.
+    ``brats2024`` writes the ``brats2023`` names with a resection cavity (seg 1 NETC, 2 SNFH, 3 ET, 4 RC).
+    ``nnunet`` writes nnU-Net v2's raw format: ``OUT_DIR/imagesTr/BraTS2021_{i:05d}_{k:04d}.nii.gz`` (int16, one
+    file per channel: T1, T1ce, T2, FLAIR, or ``channels``), ``OUT_DIR/labelsTr/BraTS2021_{i:05d}.nii.gz`` (uint8,
+    Dataset137_BraTS21's 1 oedema, 2 non-enhancing, 3 enhancing; 4 resection cavity with ``rc``) and
+    ``OUT_DIR/dataset.json`` (see the module docstring).
+
+    Args:
+        channels: ``nnunet`` only: the contrasts to write, in this order (e.g. ``("T1ce",)`` for a single-channel
+            dataset); names as :func:`contrasts_of` reads them. Default: all four.
+        rc: ``nnunet`` only: add a resection cavity (label 4, a region of its own in dataset.json) to
+            :data:`RC_FRACTION` of the cases (:func:`case_has_rc`); ``brats2024`` always does.
 
     Case ``i`` is drawn from ``np.random.default_rng([seed, i])`` only, so its arrays are identical
     whatever ``cases`` or ``layout`` is; its first draw makes about 1 case in 8 non-enhancing (see
@@ -368,10 +487,11 @@ def write_dataset(
     nothing else in ``out_dir`` is touched or deleted.
 
     Returns:
-        The case folders (``msd``: the 4D image files), in case order.
+        The case folders (``msd``: the 4D image files; ``nnunet``: the ``_0000`` image files), in case order.
 
     Raises:
-        ValueError: an unknown ``layout``, a negative ``cases`` or ``seed``, or a bad ``shape``.
+        ValueError: an unknown ``layout``, a negative ``cases`` or ``seed``, a bad ``shape``, ``channels`` or
+            ``rc`` with a layout that does not take them, or an unknown channel name.
         UserError: ``out_dir`` already holds NIfTI files other than these synthetic cases and not ``force``.
     """
     if layout not in SUPPORTED_LAYOUTS:
@@ -380,10 +500,23 @@ def write_dataset(
         raise ValueError(f"cases must be >= 0, got {cases}")
     if int(seed) < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
+    if channels is not None and layout != "nnunet":
+        raise ValueError(f"channels {list(channels)} apply to layout nnunet only; the {layout} layout holds the four "
+                         "contrasts")
+    if rc and layout not in ("nnunet", "brats2024"):
+        raise ValueError(f"rc (a resection cavity, label 4) applies to layout nnunet; for BraTS names use layout "
+                         f"brats2024 (it always adds one): in the {layout} layout's numbering 4 means something else "
+                         "or nothing")
+    contrasts = contrasts_of(channels)
+    with_rc = bool(rc) or layout == "brats2024"
     shape = _check_shape(shape)
     affine = brats_affine(shape)
     out = Path(out_dir).expanduser()
-    settings = {"cases": int(cases), "shape": list(shape), "seed": int(seed), "layout": layout}
+    settings: dict = {"cases": int(cases), "shape": list(shape), "seed": int(seed), "layout": layout}
+    if layout == "nnunet":  # new options only where they apply, so earlier folders' settings still match
+        settings["channels"] = [CHANNEL_NAMES[c] for c in contrasts]
+    if with_rc:
+        settings["rc"] = True
     existing = _existing_cases(out, settings)
     if existing is not None:
         return existing
@@ -393,9 +526,13 @@ def write_dataset(
     for i in range(int(cases)):
         rng = np.random.default_rng([int(seed), i])
         enhancing = bool(rng.random() >= NON_ENHANCING_FRACTION)
-        images, seg = synth_case(shape, rng=rng, enhancing=enhancing)
+        rc_rng = _rc_generator(seed, i) if with_rc else None
+        images, seg = synth_case(shape, rng=rng, enhancing=enhancing, rc_rng=rc_rng)
         if layout == "msd":
             written.append(_write_msd_case(out, f"BRATS_{i + 1:03d}", images, seg, affine))
+            continue
+        if layout == "nnunet":
+            written.append(_write_nnunet_case(out, f"BraTS2021_{i:05d}", images, seg, affine, contrasts))
             continue
         case_id, sep = (f"BraTS2021_{i:05d}", "_") if layout == "brats2021" else (f"BraTS-GLI-{i:05d}-000", "-")
         folder = out / case_id
@@ -408,6 +545,8 @@ def write_dataset(
         written.append(folder)
     if layout == "msd":
         _write_msd_json(out, [p.name for p in written])
+    if layout == "nnunet":
+        _write_nnunet_json(out, contrasts, len(written), with_rc)
     names = [p.relative_to(out).as_posix() for p in written]
     atomic_write_text(out / SETTINGS_FILE, json.dumps({**settings, "cases_written": names}))
     return written
@@ -479,3 +618,43 @@ def _write_msd_json(out: Path, names: Sequence[str]) -> None:
         "test": [],
     }
     atomic_write_text(out / "dataset.json", json.dumps(meta, indent=4))
+
+
+def _write_nnunet_case(out: Path, case_id: str, images: dict[str, np.ndarray], seg: np.ndarray, affine: np.ndarray,
+                       contrasts: Sequence[str]) -> Path:
+    """``imagesTr/<case>_<XXXX>.nii.gz``, one per contrast in ``contrasts`` order, and ``labelsTr/<case>.nii.gz``
+    in Dataset137 numbering (4 RC); returns the ``_0000`` file."""
+    (out / "imagesTr").mkdir(exist_ok=True)
+    (out / "labelsTr").mkdir(exist_ok=True)
+    paths = [out / "imagesTr" / f"{case_id}_{k:04d}.nii.gz" for k in range(len(contrasts))]
+    for path, name in zip(paths, contrasts, strict=True):
+        _save_nifti(images[name], affine, path)
+    _save_nifti(_LABEL_LUT["nnunet"][seg], affine, out / "labelsTr" / f"{case_id}.nii.gz")
+    return paths[0]
+
+
+def nnunet_dataset_json(contrasts: Sequence[str] = CONTRASTS, cases: int = 0, rc: bool = False) -> dict:
+    """The ``dataset.json`` of a synthetic nnU-Net dataset: nnU-Net v2 keys, the labels and regions of nnU-Net's
+    own BraTS 2021 conversion (Dataset137_BraTS21: 1 oedema, 2 non-enhancing, 3 enhancing; regions whole tumour,
+    tumour core, enhancing tumour written as 1, 2, 3), plus a fourth region "resection cavity" (label 4) with
+    ``rc``."""
+    labels: dict[str, int | list[int]] = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3],
+                                          "enhancing tumor": 3}
+    order = [1, 2, 3]
+    if rc:
+        labels["resection cavity"] = 4
+        order.append(4)
+    return {
+        "name": "Dataset137_BraTS21_synthetic",
+        "description": "Synthetic BraTS-like cases in nnU-Net v2's raw format (python -m pipeline synth --layout "
+                       "nnunet), labelled as nnU-Net's Dataset137_BraTS21" + (" plus 4 resection cavity" if rc else ""),
+        "channel_names": {str(k): CHANNEL_NAMES[c] for k, c in enumerate(contrasts)},
+        "labels": labels,
+        "regions_class_order": order,
+        "numTraining": int(cases),
+        "file_ending": ".nii.gz",
+    }
+
+
+def _write_nnunet_json(out: Path, contrasts: Sequence[str], cases: int, rc: bool) -> None:
+    atomic_write_text(out / "dataset.json", json.dumps(nnunet_dataset_json(contrasts, cases, rc), indent=4))

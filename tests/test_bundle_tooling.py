@@ -1,4 +1,5 @@
-"""MONAI's bundle tooling works on this bundle: verify_net_in_out, TorchScript and ONNX export match eager."""
+"""MONAI's bundle tooling works on this bundle: verify_net_in_out, TorchScript and ONNX export (dynamic batch and
+spatial axes) match eager."""
 
 from __future__ import annotations
 
@@ -69,17 +70,32 @@ def test_torchscript_export_gives_the_eager_outputs(checkpoint: Path, tmp_path: 
         torch.testing.assert_close(scripted(x), eager(x), atol=1e-5, rtol=1e-5)
 
 
-def test_onnx_export_gives_the_eager_outputs_in_onnxruntime(checkpoint: Path, tmp_path: Path) -> None:
+#: converter_kwargs of ``onnx_export`` (README, "Shipping a model"): named input and output, batch and the three
+#: spatial axes dynamic (torch's dynamo exporter turns ``dynamic_axes`` into dynamic shapes)
+DYNAMIC_AXES = {0: "batch", 2: "h", 3: "w", 4: "d"}
+ONNX_CONVERTER_KWARGS = {"input_names": ["image"], "output_names": ["pred"],
+                         "dynamic_axes": {"image": DYNAMIC_AXES, "pred": DYNAMIC_AXES}}
+
+
+def test_onnx_export_has_dynamic_axes_and_gives_the_eager_outputs_at_two_sizes(checkpoint: Path,
+                                                                                tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
     onnx_file = tmp_path / "model.onnx"
     _bundle("onnx_export", "network_def", "--filepath", str(onnx_file), "--ckpt_file", str(checkpoint),
             "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", _files("demo.yaml"),
-            "--input_shape", "[1,4,32,32,32]")
+            "--input_shape", "[1,4,32,32,32]", "--converter_kwargs", repr(ONNX_CONVERTER_KWARGS))
+    (graph_input,) = onnx.load(str(onnx_file)).graph.input
+    dims = [d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim]
+    assert (graph_input.name, dims) == ("image", ["batch", 4, "h", "w", "d"])
     eager = _network("demo.yaml").eval()
     eager.load_state_dict(torch.load(checkpoint, weights_only=True))
-    x = torch.randn(1, 4, 32, 32, 32)
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    with torch.no_grad():
-        torch.testing.assert_close(torch.from_numpy(got), eager(x), atol=1e-4, rtol=1e-4)
+    # the exported size, then another batch and shape (multiples of 8: demo.yaml's UNet down-samples 3 times)
+    for shape in [(1, 4, 32, 32, 32), (2, 4, 48, 64, 32)]:
+        x = torch.randn(shape)
+        (got,) = session.run(["pred"], {"image": x.numpy()})
+        assert got.shape == (shape[0], 3, *shape[2:])
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(got), eager(x), atol=1e-4, rtol=1e-4)

@@ -340,3 +340,22 @@ def test_cli_training_ends_with_a_summary_and_the_next_command_which_works(cli_r
     assert command.startswith("next: python -m monai.bundle run inference") and f"--run_dir {cli_run}" in command
     assert f"--datalist {cli_run / 'datalist.json'} --infer_fold 0" in command
     assert (cli_run / "seg" / "labels.ctbl").is_file() and (cli_run / "seg" / "labels_itksnap.txt").is_file()
+
+
+@pytest.mark.slow
+def test_cli_inference_saves_probabilities_that_threshold_to_the_written_labels(cli_run, tiny_dataset, tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    from pipeline.labels import regions_to_labels
+
+    out = tmp_path / "seg"
+    result = _cli("inference", "inference.yaml", "--dataset_dir", str(tiny_dataset), "--run_dir", str(cli_run),
+                  "--output_dir", str(out), "--save_probabilities", "true", "--num_workers", "0", "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    for label_file in sorted(out.glob("*.nii.gz")):
+        prob = nib.load(out / "probabilities" / label_file.name)
+        p = np.moveaxis(prob.get_fdata(), -1, 0)
+        assert p.shape[0] == 3 and 0.0 <= p.min() and p.max() <= 1.0
+        np.testing.assert_allclose(prob.affine, nib.load(label_file).affine)
+        np.testing.assert_array_equal(regions_to_labels(p > 0.5, "brats"), np.asarray(nib.load(label_file).dataobj))

@@ -107,8 +107,8 @@ def test_rewriting_overwrites_our_cases_and_leaves_other_files_alone(tmp_path):
 
 
 def test_an_unknown_layout_is_refused_with_a_message_naming_it_and_the_supported_ones(tmp_path):
-    with pytest.raises(ValueError, match=r"'nnunet'.*brats2021, brats2023, msd"):
-        write_dataset(tmp_path, cases=1, shape=SMALL, layout="nnunet")
+    with pytest.raises(ValueError, match=r"'decathlon'.*brats2021, brats2023, msd"):
+        write_dataset(tmp_path, cases=1, shape=SMALL, layout="decathlon")
     assert list(tmp_path.iterdir()) == []
 
 
