@@ -69,6 +69,7 @@ from pipeline.datasets import (
     load_datalist,
     resolve_label_scheme,
     scan_dataset,
+    single_case,
     split_items,
     training_split,
 )
@@ -659,6 +660,11 @@ def checked_inference_items(datalist: str | os.PathLike | None, dataset_dir: str
     if datalist:
         items, problems = inference_items(datalist, dataset_dir, fold), []
         scheme = resolve_label_scheme(label_scheme, datalist, dataset_dir)
+    elif one := single_case(dataset_dir):  # a case folder, or one case's files (nnU-Net's -i habit)
+        case, info = one
+        logger.info("%s: %s", dataset_dir, info.reason)
+        items, problems = [case.to_item()], []
+        scheme = info.label_scheme if label_scheme in (None, "auto") else resolve_label_scheme(label_scheme)
     else:
         scan = scan_dataset(dataset_dir)
         scheme = scan.layout.label_scheme if label_scheme in (None, "auto") else resolve_label_scheme(label_scheme)

@@ -681,7 +681,8 @@ def resolve_label_scheme(label_scheme: str | None, datalist: str | os.PathLike |
         return str(scheme)
     if not dataset_dir:
         raise DatasetError("label_scheme auto needs a dataset_dir or a datalist to detect the layout from")
-    return detect_layout(dataset_dir).label_scheme
+    one = single_case(dataset_dir)
+    return one[1].label_scheme if one else detect_layout(dataset_dir).label_scheme
 
 
 def assign_folds(case_ids: Sequence[str], folds: int = 5, seed: int = 0) -> dict[str, int]:
@@ -813,6 +814,33 @@ def named_as(path: str | os.PathLike) -> tuple[str, str] | None:
     """
     found = _named_split(path)
     return found[1:] if found else None
+
+
+def single_case(root: str | os.PathLike) -> tuple[Case, LayoutInfo] | None:
+    """One BraTS case whose files lie directly in ``root`` (nnU-Net's ``-i`` habit), or None.
+
+    ``root`` is a case folder (``<root>/<root.name>_t1.nii.gz`` ...) or any flat folder holding exactly one case's
+    four contrasts named ``<case>_{t1,t1ce,t2,flair}`` (BraTS 2018-2021) or ``<case>-{t1n,t1c,t2w,t2f}`` (BraTS 2023),
+    and optionally its ``seg``; no other NIfTI file. Used by inference only: training needs a dataset.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        return None
+    names = sorted(n for n in _nifti_names(root) if _is_nifti(n))
+    split = [_named_split(root / n) for n in names]
+    if not names or not all(split):
+        return None
+    prefixes = {sp[0] for sp in split}
+    layouts = {sp[2] for sp in split}
+    if len(prefixes) != 1 or len(layouts) != 1:
+        return None
+    (cid,), (layout,) = prefixes, layouts
+    by_channel = {sp[1]: str(root / n) for n, sp in zip(names, split, strict=True)}
+    if len(by_channel) != len(names) or not set(CHANNELS) <= set(by_channel):
+        return None
+    case = Case(cid, tuple(by_channel[c] for c in CHANNELS), by_channel.get("seg"))
+    spec = LAYOUTS[layout]
+    return case, LayoutInfo(layout, spec.label_scheme, f"{root} holds the files of one case, {cid}")
 
 
 def check_case_id(case_id: object, where: str) -> str:
@@ -1215,7 +1243,8 @@ def inference_items(datalist: str | os.PathLike | None, dataset_dir: str | os.Pa
 
     With a datalist and ``fold`` set (>= 0), only that fold's labelled cases (the validation cases of a
     training run); with a datalist and no fold, its ``training`` and ``test`` entries. ``dataset_dir`` with a
-    datalist is only the data root of a model-zoo list's relative paths (:func:`read_datalist`).
+    datalist is only the data root of a model-zoo list's relative paths (:func:`read_datalist`). A folder holding
+    one case's files (:func:`single_case`) gives that case.
 
     Raises:
         DatasetError: ``fold`` set without a datalist, or not one of the datalist's folds (those present listed).
@@ -1230,6 +1259,9 @@ def inference_items(datalist: str | os.PathLike | None, dataset_dir: str | os.Pa
             raise DatasetError(f"fold {fold} is not in the datalist {datalist} (folds present: {present or 'none'}); "
                                "pass --infer_fold one of those, or drop it to segment every case")
         return [it for it in dl["training"] if int(it["fold"]) == fold]
+    one = single_case(dataset_dir) if dataset_dir else None
+    if one:
+        return [one[0].to_item()]
     return [c.to_item() for c in discover_cases(dataset_dir)]
 
 

@@ -359,3 +359,30 @@ def test_cli_inference_saves_probabilities_that_threshold_to_the_written_labels(
         assert p.shape[0] == 3 and 0.0 <= p.min() and p.max() <= 1.0
         np.testing.assert_allclose(prob.affine, nib.load(label_file).affine)
         np.testing.assert_array_equal(regions_to_labels(p > 0.5, "brats"), np.asarray(nib.load(label_file).dataobj))
+
+
+def test_a_folder_of_one_cases_files_is_one_case_for_inference(tiny_dataset, tmp_path):
+    import shutil
+
+    from pipeline.datasets import inference_items, single_case
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for s in ("t1", "t1ce", "t2", "flair"):
+        shutil.copy(tiny_dataset / "BraTS2021_00001" / f"BraTS2021_00001_{s}.nii.gz", flat / f"patientA_{s}.nii.gz")
+    case, info = single_case(flat)
+    assert case.case_id == "patientA" and info.layout == "brats2021" and case.label is None
+    assert [p.rsplit("_", 1)[1] for p in case.images] == ["t1.nii.gz", "t1ce.nii.gz", "t2.nii.gz", "flair.nii.gz"]
+    assert [it["case"] for it in inference_items(None, tiny_dataset / "BraTS2021_00002")] == ["BraTS2021_00002"]
+    assert single_case(tiny_dataset) is None  # a dataset is not one case
+    (flat / "other_t1.nii.gz").write_bytes(b"")
+    assert single_case(flat) is None  # two cases' files: not one case
+
+
+@pytest.mark.slow
+def test_cli_inference_segments_a_single_case_folder(cli_run, tiny_dataset, tmp_path):
+    result = _cli("inference", "inference.yaml", "--dataset_dir", str(tiny_dataset / "BraTS2021_00003"),
+                  "--run_dir", str(cli_run), "--output_dir", str(tmp_path / "one"), "--num_workers", "0",
+                  "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "one").glob("*.nii.gz")) == ["BraTS2021_00003.nii.gz"]
