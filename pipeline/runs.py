@@ -448,3 +448,25 @@ def check_roi_size(network_factory: functools.partial, roi_size: Sequence[int],
         raise RunError(f"roi_size {sizes} does not fit {name}: each axis must be a multiple of its down-sampling "
                        f"{list(divisor)} and at least twice it; nearest valid: {options}")
     return sizes
+
+
+def write_metadata(run_dir: str | os.PathLike, meta: Mapping | None, description: object) -> Path | None:
+    """``<run_dir>/metadata.json``: the bundle's metadata (``@_meta_``) with ``network_data_format`` made from the
+    run's dataset description (input channels, output regions, their names), rank 0 only.
+
+    The bundle's own ``configs/metadata.json`` describes the default (BraTS: 4 channels, 3 regions); a run on other
+    data (BraTS 2024, an nnU-Net dataset) carries its own, so ``verify_net_in_out`` and exports of that run use it.
+    """
+    from pipeline.engine import is_main_process
+
+    if not is_main_process() or not meta:
+        return None
+    out = json.loads(json.dumps(meta, default=str))
+    fmt = out.setdefault("network_data_format", {})
+    image = fmt.setdefault("inputs", {}).setdefault("image", {})
+    pred = fmt.setdefault("outputs", {}).setdefault("pred", {})
+    channels, regions = list(description.channels), list(description.regions)
+    image.update(num_channels=len(channels), channel_def={str(i): c for i, c in enumerate(channels)})
+    pred.update(num_channels=len(regions), channel_def={str(i): r for i, r in enumerate(regions)})
+    out["label_scheme"] = description.name
+    return atomic_write_text(Path(run_dir) / "metadata.json", json.dumps(out, indent=2))

@@ -386,3 +386,15 @@ def test_cli_inference_segments_a_single_case_folder(cli_run, tiny_dataset, tmp_
                   "--device", "cpu")
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "one").glob("*.nii.gz")) == ["BraTS2021_00003.nii.gz"]
+
+
+def test_a_runs_metadata_describes_its_own_channels_and_regions(tmp_path):
+    from pipeline.labels import describe
+    from pipeline.runs import write_metadata
+
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    path = write_metadata(tmp_path, meta, describe("brats2024"))
+    fmt = json.loads(path.read_text())["network_data_format"]
+    assert fmt["outputs"]["pred"]["channel_def"] == {"0": "WT", "1": "TC", "2": "ET", "3": "RC"}
+    assert fmt["inputs"]["image"]["num_channels"] == 4 and fmt["outputs"]["pred"]["num_channels"] == 4
+    assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == 3  # the bundle's own is untouched
