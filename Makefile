@@ -13,7 +13,12 @@ RUN ?= runs/brats
 ARGS ?=
 CONFIGS := bundle/configs
 BUNDLE_ARGS := --meta_file $(CONFIGS)/metadata.json --logging_file $(CONFIGS)/logging.conf
-config = "['$(CONFIGS)/common.yaml','$(CONFIGS)/$(1).yaml']"
+# variants of the stages: make train FAST=1 NETWORK=segresnet DEMO=1 (the order is pipeline/bundle.py's)
+FAST ?=
+NETWORK ?= unet
+DEMO ?=
+VARIANTS = $(if $(FAST),--fast) --network $(NETWORK) $(if $(DEMO),--demo)
+config = "$(shell $(PY) -m pipeline.bundle configs $(1) $(VARIANTS) $(2) --configs $(CONFIGS))"
 
 .PHONY: venv demo test lint data datalist train infer evaluate cv cv-summary infer-ensemble metadata clean
 
@@ -47,7 +52,7 @@ datalist: venv
 	$(PY) -m pipeline datalist $(DATASET) --out $(RUN)/datalist.json
 
 train: venv
-	$(PY) -m monai.bundle run training --config_file $(call config,train) $(BUNDLE_ARGS) \
+	$(PY) -m monai.bundle run training --config_file $(call config,training) $(BUNDLE_ARGS) \
 		--dataset_dir $(DATASET) --run_dir $(RUN) $(ARGS)
 
 infer: venv
@@ -63,7 +68,7 @@ FOLDS ?= 0 1 2 3 4
 cv: venv
 	$(PY) -m pipeline datalist $(DATASET) --out $(RUN)/datalist.json --folds $(words $(FOLDS))
 	for f in $(FOLDS); do \
-		$(PY) -m monai.bundle run training --config_file $(call config,train) $(BUNDLE_ARGS) --dataset_dir $(DATASET) \
+		$(PY) -m monai.bundle run training --config_file $(call config,training) $(BUNDLE_ARGS) --dataset_dir $(DATASET) \
 			--datalist $(RUN)/datalist.json --fold $$f --run_dir $(RUN)/fold_$$f $(ARGS) || exit 1; \
 	done
 	$(PY) -m pipeline cv $(RUN) --dataset_dir $(DATASET)
@@ -73,9 +78,7 @@ cv-summary: venv
 	$(PY) -m pipeline cv $(RUN) --dataset_dir $(DATASET)
 
 infer-ensemble: venv
-	$(PY) -m monai.bundle run inference \
-		--config_file "['$(CONFIGS)/common.yaml','$(CONFIGS)/inference.yaml','$(CONFIGS)/ensemble.yaml']" \
-		$(BUNDLE_ARGS) --dataset_dir $(DATASET) --run_dir $(RUN) --output_dir $(RUN)/seg_ensemble \
+	$(PY) -m monai.bundle run inference --config_file $(call config,inference,--ensemble) $(BUNDLE_ARGS) --dataset_dir $(DATASET) --run_dir $(RUN) --output_dir $(RUN)/seg_ensemble \
 		--ensemble_folds "[$(shell echo $(FOLDS) | tr ' ' ',')]" $(ARGS)
 
 metadata: venv

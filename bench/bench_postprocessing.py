@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline.demo import bundle_command  # noqa: E402
+from pipeline.bundle import command  # noqa: E402
 from pipeline.fast import machine  # noqa: E402
 
 #: name -> bundle overrides. Thresholds are scaled to the demo's 96 x 96 x 64 volumes (BraTS 2020's winner
@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, overrides in VARIANTS.items():
         out = run / "bench_pp" / name.split()[0].lower().replace("<", "")
         seg = out / "seg"
-        cmd = bundle_command("inference", ["inference.yaml", "demo.yaml"], dataset_dir=heldout, run_dir=run,
-                             output_dir=seg, device=args.device, overwrite=True, **overrides)
+        cmd = command("inference", {"dataset_dir": heldout, "run_dir": run, "output_dir": seg, "device": args.device,
+                                    "overwrite": True, **overrides}, demo=True)
         t = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:

@@ -74,7 +74,7 @@ def _plot(args: argparse.Namespace) -> int:
 def _cv(args: argparse.Namespace) -> int:
     from pipeline.crossval import cross_validation_summary
 
-    cross_validation_summary(args.run_dir, args.dataset_dir, folds=args.folds, overlays=args.overlay,
+    cross_validation_summary(args.run_dir, args.dataset_dir, folds=args.folds, fast=args.fast,
                              extra=[f"--{k}" if i % 2 == 0 else k for i, k in enumerate(args.set or [])])
     return 0
 
@@ -161,8 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="the make cv run: datalist.json and fold_<f>/")
     p.add_argument("--dataset_dir", default=None, help="the dataset of the references (default: the folds' run.json)")
     p.add_argument("--folds", type=int, nargs="+", default=None, help="default: every trained fold")
-    p.add_argument("--overlay", action="append", default=[], help="a bundle overlay after inference.yaml, e.g. "
-                   "fast.yaml (repeatable); the network comes from each fold's run.json")
+    p.add_argument("--fast", action="store_true", help="infer with fast.yaml; the network comes from each fold's "
+                   "run.json")
     p.add_argument("--set", nargs="+", metavar="ID VALUE", help="more bundle ids for inference: --set device cpu")
     p.set_defaults(func=_cv)
 

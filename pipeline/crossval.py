@@ -29,12 +29,12 @@ from pipeline.errors import UserError
 from pipeline.files import atomic_write_text
 
 
-def _bundle_inference(fold_dir: Path, datalist: Path, fold: int, out: Path, overlays: Sequence[str],
+def _bundle_inference(fold_dir: Path, datalist: Path, fold: int, out: Path, fast: bool,
                       extra: Sequence[str]) -> None:
-    from pipeline.demo import bundle_command
+    from pipeline.bundle import command
 
-    cmd = bundle_command("inference", ["inference.yaml", *overlays], run_dir=fold_dir, datalist=datalist,
-                         infer_fold=fold, output_dir=out) + list(extra)
+    cmd = command("inference", {"run_dir": fold_dir, "datalist": datalist, "infer_fold": fold, "output_dir": out},
+                  fast=fast) + list(extra)
     print(" ".join(str(c) for c in cmd), flush=True)
     result = subprocess.run(cmd)
     if result.returncode != 0:
@@ -95,7 +95,7 @@ def _dataset_of(datalist: dict) -> str | None:
 
 
 def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike | None = None, *,
-                             folds: Sequence[int] | None = None, overlays: Sequence[str] = (),
+                             folds: Sequence[int] | None = None, fast: bool = False,
                              extra: Sequence[str] = ()) -> dict:
     """Out-of-fold inference and evaluation of a ``make cv`` run (module docstring); returns ``cv_summary.json``.
 
@@ -103,7 +103,7 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
         run_dir: the cross-validation run (``datalist.json`` and ``fold_<f>/``).
         dataset_dir: the dataset of the references; default: the folds' record (``run.json``).
         folds: the folds to use; default: every ``fold_<f>`` with a ``models/model.pt``.
-        overlays: bundle overlays after ``inference.yaml`` (e.g. ``fast.yaml``); the network comes from each fold.
+        fast: infer with ``fast.yaml`` (:mod:`pipeline.bundle`); the network comes from each fold's ``run.json``.
         extra: more ``--id value`` arguments for inference (``--device cpu``).
 
     Raises:
@@ -133,7 +133,7 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
         raise UserError(f"{run}: pass --dataset_dir, the dataset the folds were trained on")
     seg, eval_dir = run / "cv" / "seg", run / "cv" / "eval"
     for f in folds:
-        _bundle_inference(run / f"fold_{f}", datalist, f, seg, overlays, extra)
+        _bundle_inference(run / f"fold_{f}", datalist, f, seg, fast, extra)
     summary = evaluate_folders(seg, dataset, eval_dir, scheme=ids.get("label_scheme") or "auto",
                                cases=sorted(fold_of))
     table = fold_table(eval_dir / "metrics.csv", fold_of)

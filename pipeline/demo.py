@@ -10,36 +10,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 BUNDLE = Path(__file__).resolve().parent.parent / "bundle"
 CONFIGS = BUNDLE / "configs"
 DEMO_FOLDS = 4          # 16 cases: 12 train, 4 validate
 DEMO_FOLD = 0
-
-
-def bundle_command(run_id: str, overlays: Sequence[str], **overrides: object) -> list[str]:
-    """The ``python -m monai.bundle run <run_id>`` command line on common.yaml plus ``overlays``."""
-    files = repr([str(CONFIGS / name) for name in ("common.yaml", *overlays)])  # fire reads a list literal
-    cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", files,
-           "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf")]
-    for key, value in overrides.items():
-        cmd += [f"--{key}", str(value)]
-    return cmd
-
-
-def demo_overlays(stage: str, fast: bool = True) -> list[str]:
-    """The overlays after common.yaml for a demo ``stage`` (``train``, ``inference`` or ``evaluate``).
-
-    ``fast`` merges ``fast.yaml`` before ``demo.yaml`` for training and inference (so that demo.yaml's CPU sizes
-    win); evaluation reads files only and never takes it.
-    """
-    if stage not in ("train", "inference", "evaluate"):
-        raise ValueError(f"unknown demo stage {stage!r}; expected train, inference or evaluate")
-    return [f"{stage}.yaml", *(["fast.yaml"] if fast and stage != "evaluate" else []), "demo.yaml"]
 
 
 def _stage(name: str, timings: dict[str, float], cmd: list[str] | None = None, fn=None) -> None:  # noqa: ANN001
@@ -90,6 +67,7 @@ def run_demo(data_dir: str = "data/synthetic", run_dir: str = "runs/demo", cases
 
     Returns the evaluation summary (see :func:`pipeline.evaluation.evaluate_folders`).
     """
+    from pipeline.bundle import command
     from pipeline.datasets import write_datalist
     from pipeline.evaluation import format_table
     from pipeline.synthetic import DEFAULT_SHAPE, write_dataset
@@ -106,11 +84,11 @@ def run_demo(data_dir: str = "data/synthetic", run_dir: str = "runs/demo", cases
     train_overrides = {**common, "fold": DEMO_FOLD}
     if epochs is not None:
         train_overrides["epochs"] = epochs
-    _stage("training", timings, bundle_command("training", demo_overlays("train", fast), **train_overrides))
+    _stage("training", timings, command("training", train_overrides, fast=fast, demo=True))
     _stage("inference", timings,
-           bundle_command("inference", demo_overlays("inference", fast), **common, infer_fold=DEMO_FOLD))
+           command("inference", {**common, "infer_fold": DEMO_FOLD}, fast=fast, demo=True))
     _stage("evaluation", timings,
-           bundle_command("evaluate", demo_overlays("evaluate"), **common, infer_fold=DEMO_FOLD))
+           command("evaluate", {**common, "infer_fold": DEMO_FOLD}))
 
     summary = json.loads((run / "eval" / "summary.json").read_text())
     print("\n=== results on the validation fold ===")

@@ -49,6 +49,12 @@ def user_message(exc: BaseException) -> str | None:
         if isinstance(e, UserError):
             return str(e)
     for e in chain:
+        missing = re.search(r"the referring item `@([^`#]+)[^`]*` is not defined in the config content", str(e))
+        if isinstance(e, ValueError) and missing:
+            message = _overlay_alone(missing.group(1))
+            if message:
+                return message
+    for e in chain:
         if isinstance(e, ImportError):  # ModuleNotFoundError, and MONAI's OptionalImportError ("import mlflow ...")
             name = (e.name or "").split(".")[0] if isinstance(e, ModuleNotFoundError) else ""
             top = name if name in OPTIONAL_PACKAGES else next(
@@ -63,6 +69,25 @@ def user_message(exc: BaseException) -> str | None:
             return (f"cannot write {where}: {what}; free space or choose a writable folder "
                     "(--run_dir, --output_dir, --eval_dir)")
     return None
+
+
+def _overlay_alone(ref: str) -> str | None:
+    """The fix when MONAI misses ``@ref`` because common.yaml is not in ``--config_file`` (a stage given alone)."""
+    from pipeline.bundle import STAGES, common_ids, config_files, config_list
+
+    if ref not in common_ids():
+        return None
+    from pipeline.runs import _config_files  # the --config_file list of this command line
+
+    given = [os.path.basename(f) for f in _config_files(sys.argv)]
+    if "common.yaml" in given:
+        return None
+    stage = next((s for s in given if s in STAGES.values()), "train.yaml")
+    run_id = next(k for k, v in STAGES.items() if v == stage)
+    files = [os.path.relpath(f) for f in config_files(run_id)]
+    return (f"{stage} is an overlay on common.yaml (which defines @{ref}): pass --config_file "
+            f"\"{config_list(files)}\"; python -m pipeline.bundle configs {run_id} [--fast] [--network N] [--demo] "
+            "prints the list")
 
 
 def _hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:

@@ -12,26 +12,6 @@ from pipeline import demo
 from pipeline.__main__ import build_parser
 
 
-@pytest.mark.parametrize(
-    ("stage", "fast", "expected"),
-    [
-        pytest.param("train", True, ["train.yaml", "fast.yaml", "demo.yaml"], id="train_fast_before_demo"),
-        pytest.param("inference", True, ["inference.yaml", "fast.yaml", "demo.yaml"], id="inference_fast"),
-        pytest.param("evaluate", True, ["evaluate.yaml", "demo.yaml"], id="evaluate_never_fast"),
-        pytest.param("train", False, ["train.yaml", "demo.yaml"], id="train_plain"),
-        pytest.param("inference", False, ["inference.yaml", "demo.yaml"], id="inference_plain"),
-    ],
-)
-def test_demo_overlays_put_fast_yaml_before_demo_yaml_unless_plain(stage: str, fast: bool,
-                                                                  expected: list[str]) -> None:
-    assert demo.demo_overlays(stage, fast) == expected
-
-
-def test_demo_overlays_refuse_an_unknown_stage() -> None:
-    with pytest.raises(ValueError, match="unknown demo stage 'infer'"):
-        demo.demo_overlays("infer")
-
-
 @pytest.mark.parametrize(("argv", "fast"), [pytest.param([], True, id="default_fast"),
                                             pytest.param(["--plain"], False, id="plain_flag")])
 def test_demo_command_line_chooses_the_configuration(monkeypatch: pytest.MonkeyPatch, argv: list[str],
