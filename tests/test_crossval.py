@@ -46,7 +46,8 @@ def test_out_of_fold_evaluation_scores_every_case_once_by_the_fold_that_never_tr
     for f in (0, 1):
         cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", files, "--datalist",
                str(run / "datalist.json"), "--fold", str(f), "--run_dir", str(run / f"fold_{f}"), *TINY]
-        assert subprocess.run(cmd, cwd=REPO, capture_output=True, timeout=600).returncode == 0
+        result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
     assert main(["cv", str(run), "--set", "num_workers", "0", "device", "cpu"]) == 0
     summary = json.loads((run / "cv_summary.json").read_text())
     fold_of = {it["case"]: it["fold"] for it in dl["training"]}
