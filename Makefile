@@ -20,7 +20,7 @@ DEMO ?=
 VARIANTS = $(if $(FAST),--fast) --network $(NETWORK) $(if $(DEMO),--demo)
 config = "$(shell $(PY) -m pipeline.bundle configs $(1) $(VARIANTS) $(2) --configs $(CONFIGS))"
 
-.PHONY: venv demo test lint data datalist train infer evaluate cv cv-summary infer-ensemble metadata clean
+.PHONY: venv demo test test-fast lint data datalist train infer evaluate cv cv-summary infer-ensemble metadata clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -40,6 +40,10 @@ demo:
 
 test: lint
 	$(PY) -m pytest -q
+
+# the fast loop: everything but the end-to-end runs marked slow (about 2 minutes on 2 cores)
+test-fast: lint
+	$(PY) -m pytest -q -m "not slow"
 
 lint: $(TEST_STAMP)
 	$(PY) -m ruff check pipeline tests bench

@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline.fast import machine  # noqa: E402
+from bench.timing import machine  # noqa: E402
 
 BRATS2021_CASES = 1251
 

@@ -50,11 +50,10 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_training import build_parser, ensure_dataset  # noqa: E402
-
-from pipeline.fast import machine, on_cuda, synchronize  # noqa: E402
+from bench.bench_training import build_parser, ensure_dataset  # noqa: E402
+from bench.timing import machine, synchronize  # noqa: E402
+from pipeline.fast import on_cuda  # noqa: E402
 
 BRATS2021_CASES = 1251
 

@@ -36,17 +36,16 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_training import (  # noqa: E402
+from bench.bench_training import (  # noqa: E402
     PRESETS,
     argument_parser,
     build_parser,
     isolated_settings,
     prepare,
 )
-
-from pipeline.fast import StepTimer, TimedTransform, amp_mode, on_cuda  # noqa: E402
+from bench.timing import StepTimer, TimedTransform, amp_mode  # noqa: E402
+from pipeline.fast import on_cuda  # noqa: E402
 
 #: cases segmented per configuration, by preset (the first is the warm-up)
 CASES = {"full": 6, "demo": 6, "tiny": 4}

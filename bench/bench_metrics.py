@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+from bench.timing import machine  # noqa: E402
 from pipeline.evaluation import evaluate_case  # noqa: E402
-from pipeline.fast import machine  # noqa: E402
 
 SHAPE = (240, 240, 155)
 

@@ -9,7 +9,7 @@ prediction per case (the reference label shifted by 2 voxels along each axis, it
 times, on the same folders, ``pipeline.evaluation.evaluate_folders`` (legacy: MONAI HD95, ET/TC/WT) and
 ``pipeline.official.evaluate_official`` (the BraTS package brats-evaluation, challenge gli: six regions,
 lesion-wise). Reading the files is included in both; importing the packages (once per process) is not. Prints
-the machine (:func:`pipeline.fast.machine`), the seconds per case of each protocol and the two tables.
+the machine (:func:`bench.timing.machine`), the seconds per case of each protocol and the two tables.
 ``--tiny`` (48 x 48 x 32, 2 cases) runs in seconds.
 """
 
@@ -27,9 +27,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.timing import machine  # noqa: E402
 from pipeline.datasets import discover_cases  # noqa: E402
 from pipeline.evaluation import evaluate_folders, format_table  # noqa: E402
-from pipeline.fast import machine  # noqa: E402
 from pipeline.official import evaluate_official, format_official_table, official_evaluator  # noqa: E402
 from pipeline.synthetic import write_dataset  # noqa: E402
 

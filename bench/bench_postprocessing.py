@@ -18,8 +18,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.timing import machine  # noqa: E402
 from pipeline.bundle import command  # noqa: E402
-from pipeline.fast import machine  # noqa: E402
 
 #: name -> bundle overrides. Thresholds are scaled to the demo's 96 x 96 x 64 volumes (BraTS 2020's winner
 #: used 500 ET voxels on 240 x 240 x 155, 15x more voxels).

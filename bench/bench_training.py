@@ -15,7 +15,7 @@ training`` builds them, and trained on the same synthetic BraTS-layout cases (``
   or copies through a ``ThreadDataLoader``; on CUDA bf16 AMP and cuDNN autotuning; on a CPU with native bf16
   (AMX, AVX-512 BF16) bf16 autocast, on other CPUs channels-last-3d convolutions).
 
-A step is the whole iteration, data included (:class:`pipeline.fast.StepTimer`): from one completed iteration
+A step is the whole iteration, data included (:class:`bench.timing.StepTimer`): from one completed iteration
 to the next, the GPU synchronised, steps across an epoch end or a loader restart left out. The figure is the
 median step after ``--warmup`` steps (pooled over ``--repeats`` runs of each, the order rotated between runs),
 as patches/s (``batch_size * num_samples`` patches per step); on CUDA also the GPU memory held before training
@@ -54,7 +54,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline.fast import StepTimer, amp_mode, machine, on_cuda, synchronize  # noqa: E402
+from bench.timing import StepTimer, amp_mode, machine, synchronize  # noqa: E402
+from pipeline.fast import on_cuda  # noqa: E402
 
 CONFIGS = REPO / "bundle" / "configs"
 

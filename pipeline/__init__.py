@@ -1,7 +1,9 @@
 """BraTS segmentation pipeline on MONAI: what the bundle configs call and MONAI lacks.
 
-Flow: ``synthetic``/``datasets`` (data) -> ``transforms`` -> bundle network -> training -> ``inference``
--> ``metrics``/``evaluation`` (numbers) ; ``labels`` holds the one channel/label/region table.
+Flow: ``synthetic``/``datasets`` (data) -> ``check`` -> ``transforms`` -> bundle network -> training
+(``validation``, ``checkpoints``, ``distributed``, ``monitoring``) -> ``inference`` (``ensemble``,
+``postprocessing``) -> ``metrics``/``evaluation`` (numbers); ``labels`` holds the one channel/label/region table,
+``fast`` the fast path's settings, ``monai_workarounds`` the list of every place we work around MONAI.
 """
 
 __version__ = "0.1.0"
@@ -16,7 +18,11 @@ if _running_monai_cli():  # a refusal ends MONAI's CLI with its one line, not a 
 
 
 def __getattr__(name: str):  # noqa: ANN202 - PEP 562: `import pipeline` then `pipeline.datasets` in bundle configs
-    """Import a submodule on first use, so that bundle configs need only ``$import pipeline``."""
+    """Import a submodule on first use, so that bundle configs need only ``$import pipeline``.
+
+    MONAI 1.6.1 binds ``$import pipeline.datasets`` to the name ``"pipeline.datasets"``, so that
+    ``$pipeline.datasets.f()`` would fail (:mod:`pipeline.monai_workarounds`).
+    """
     if name.startswith("_"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:

@@ -200,6 +200,11 @@ class _File:
     channel_axis: int = 3  # of a 4D image: 0 when it is stored channel-first (an error; its data checked per channel)
 
 
+#: ``add(file, severity, text)``: records a problem of one of a case's files (a :class:`_File` or a path), its
+#: message ``case <id>: <file> <text>``.
+_Add = Callable[[_File | str, str, str], None]
+
+
 def _corner_voxels(shape: Sequence[int]) -> np.ndarray:
     """``(4, 8)`` homogeneous voxel indices of the 8 corner voxel centres of a 3D grid."""
     axes = [(0.0, float(max(int(n), 1) - 1)) for n in shape[:3]]
@@ -303,6 +308,10 @@ def check_case(case: Case, scheme: str = "brats", *, labels: bool = True, data: 
 
     Returns:
         The problems, in file order; none raised.
+
+    The checks run in three passes over the files, a function each: :func:`_check_headers` (readable,
+    dimensionality, spacing), :func:`_check_grid` (every file on the first image's grid) and, with ``data``,
+    :func:`_check_voxels` (each file's voxels, read once). A new check goes in the pass that reads what it needs.
     """
     cid = case.case_id
     problems: list[Problem] = []
@@ -312,7 +321,7 @@ def check_case(case: Case, scheme: str = "brats", *, labels: bool = True, data: 
         problems.append(Problem(cid, str(path), severity, f"case {cid}: {_display(path)} {text}"))
 
     desc = describe(scheme)
-    channels, nnunet = desc.channels, desc.name.startswith(NNUNET_PREFIX)
+    channels = desc.channels
     four_d = case.channel_index is not None
     n_files = 1 if four_d else len(channels)
     if len(case.images) != n_files or (four_d and len(case.channel_index or ()) != len(channels)):
@@ -329,7 +338,21 @@ def check_case(case: Case, scheme: str = "brats", *, labels: bool = True, data: 
     if labels and case.label:
         files.append(_File(case.label, "label", "the label"))
 
-    # 1. headers: readable, dimensionality, spacing (a spacing warning once per case, on the first header read)
+    _check_headers(files, case, add, nnunet=desc.name.startswith(NNUNET_PREFIX))
+    _check_grid(files, add)
+    if data:
+        _check_voxels(files, case, scheme, add, labels=labels, layout=layout)
+    return problems
+
+
+def _check_headers(files: list[_File], case: Case, add: _Add, *, nnunet: bool) -> None:
+    """Pass 1, the headers of ``files`` (cheap): each file exists and reads as NIfTI, has the dimensionality of its
+    kind (3D; MSD: one 4D image with the channels last), and a usable voxel spacing near 1 mm.
+
+    Fills in each :class:`_File`'s ``header``, ``ok_dims`` and ``channel_axis`` for the later passes.
+    """
+    four_d = case.channel_index is not None
+    # a spacing warning once per case, on the first header read
     spacing_warned = False
     for f in files:
         if not os.path.isfile(f.path):
@@ -379,46 +402,52 @@ def check_case(case: Case, scheme: str = "brats", *, labels: bool = True, data: 
                               f"{EXPECTED_SPACING:g} mm of BraTS; the pipeline does not resample, so the network sees "
                               "structures at another size: resample the case to 1 mm isotropic")
 
-    # 2. one grid: shape and affine against the first readable image with a sane header
+
+def _check_grid(files: list[_File], add: _Add) -> None:
+    """Pass 2, from the headers: every file on the grid of the first readable image with a sane header (the same
+    shape and affine, or the same voxel grid in another voxel orientation), with advice that keeps voxels intact."""
     grid = [f for f in files if f.header is not None and f.ok_dims]
     ref = next((f for f in grid if f.kind == "image"), None)
-    if ref is not None:
-        ref_shape, ref_affine = tuple(ref.header.shape[:3]), np.asarray(ref.header.affine, dtype=np.float64)
-        for f in grid:
-            if f is ref:
-                continue
-            shape, affine = tuple(f.header.shape[:3]), np.asarray(f.header.affine, dtype=np.float64)
-            if reorientation(shape, affine, ref_shape, ref_affine) is not None:
-                add(f, *_reoriented(f, ref, affine, ref_affine))
-                continue
-            resample = (f"resample {_display(f.path)} onto {_display(ref.path)}'s grid (e.g. "
-                        f"nibabel.processing.resample_from_to{', order=0 for a label' if f.kind == 'label' else ''}"
-                        ", or 3D Slicer) or re-export the case")
-            if shape != ref_shape:
-                add(f, "error", f"has shape {shape} but {_display(ref.path)} has {ref_shape}; every file of a case "
-                                f"must be on one grid: {resample}")
-                continue
-            diff = float(np.abs(affine - ref_affine).max())
-            if f.kind == "image":
-                same, tol = np.allclose(affine, ref_affine), "numpy.allclose, the test MONAI's loader applies"
-            else:
-                same, tol = diff <= AFFINE_TOLERANCE, f"{AFFINE_TOLERANCE:g} mm"
-            if same:
-                continue
-            distance = grid_distance(shape, affine, ref_affine)
-            if distance <= HEADER_ROUNDING:  # rounding only: copying moves no voxel centre by more than this
-                fix = (f"its voxel centres are within {distance:.2g} mm of {_display(ref.path)}'s (header rounding): "
-                       f"copy {_display(ref.path)}'s affine (sform and qform) into it")
-            else:
-                fix = (f"its voxel centres lie up to {distance:.3g} mm from {_display(ref.path)}'s, another grid: "
-                       f"{resample}")
-            add(f, "error", f"has a different affine from {_display(ref.path)} (largest entry difference {diff:.3g}, "
-                            f"allowed {tol}); {fix}")
+    if ref is None:
+        return
+    ref_shape, ref_affine = tuple(ref.header.shape[:3]), np.asarray(ref.header.affine, dtype=np.float64)
+    for f in grid:
+        if f is ref:
+            continue
+        shape, affine = tuple(f.header.shape[:3]), np.asarray(f.header.affine, dtype=np.float64)
+        if reorientation(shape, affine, ref_shape, ref_affine) is not None:
+            add(f, *_reoriented(f, ref, affine, ref_affine))
+            continue
+        resample = (f"resample {_display(f.path)} onto {_display(ref.path)}'s grid (e.g. "
+                    f"nibabel.processing.resample_from_to{', order=0 for a label' if f.kind == 'label' else ''}"
+                    ", or 3D Slicer) or re-export the case")
+        if shape != ref_shape:
+            add(f, "error", f"has shape {shape} but {_display(ref.path)} has {ref_shape}; every file of a case "
+                            f"must be on one grid: {resample}")
+            continue
+        diff = float(np.abs(affine - ref_affine).max())
+        if f.kind == "image":
+            same, tol = np.allclose(affine, ref_affine), "numpy.allclose, the test MONAI's loader applies"
+        else:
+            same, tol = diff <= AFFINE_TOLERANCE, f"{AFFINE_TOLERANCE:g} mm"
+        if same:
+            continue
+        distance = grid_distance(shape, affine, ref_affine)
+        if distance <= HEADER_ROUNDING:  # rounding only: copying moves no voxel centre by more than this
+            fix = (f"its voxel centres are within {distance:.2g} mm of {_display(ref.path)}'s (header rounding): "
+                   f"copy {_display(ref.path)}'s affine (sform and qform) into it")
+        else:
+            fix = (f"its voxel centres lie up to {distance:.3g} mm from {_display(ref.path)}'s, another grid: "
+                   f"{resample}")
+        add(f, "error", f"has a different affine from {_display(ref.path)} (largest entry difference {diff:.3g}, "
+                        f"allowed {tol}); {fix}")
 
-    if not data:
-        return problems
 
-    # 3. data, each file read once: truncation, NaN/Inf, all-zero, label values
+def _check_voxels(files: list[_File], case: Case, scheme: str, add: _Add, *, labels: bool,
+                  layout: str | None) -> None:
+    """Pass 3, each file's voxels read once (:func:`read_voxels`): truncation, NaN/Inf and all-zero contrasts in
+    the images; NaN/Inf, non-integer, out-of-scheme (``scheme``, with ``layout``'s hint) and empty label maps."""
+    four_d = case.channel_index is not None
     allowed = allowed_labels(scheme) if labels else set()
     for f in files:
         if f.header is None:
@@ -459,7 +488,6 @@ def check_case(case: Case, scheme: str = "brats", *, labels: bool = True, data: 
             elif values <= {0}:
                 add(f, "warning", "contains only background (0): no tumour to learn from; check that it is the "
                                   "right file")
-    return problems
 
 
 def _reoriented(f: _File, ref: _File, affine: np.ndarray, ref_affine: np.ndarray) -> tuple[str, str]:
@@ -574,7 +602,7 @@ def checked_training_split(datalist: str | os.PathLike | None, dataset_dir: str 
     """``(train, validation)`` items as :func:`pipeline.datasets.training_split`, after checking their cases.
 
     With several processes (multi_gpu_train.yaml, once the process group is joined) rank 0 alone checks and
-    sends the split to the others (:func:`pipeline.engine.computed_on_main_process`); a refused dataset stops
+    sends the split to the others (:func:`pipeline.distributed.computed_on_main_process`); a refused dataset stops
     every rank.
 
     Args:
@@ -587,7 +615,7 @@ def checked_training_split(datalist: str | os.PathLike | None, dataset_dir: str 
         DatasetCheckError: ``strict`` and an error; ``skip`` and no usable training or validation case left.
         DatasetError: the folder or datalist cannot be used at all.
     """
-    from pipeline.engine import computed_on_main_process
+    from pipeline.distributed import computed_on_main_process
 
     if mode not in DATA_CHECK_MODES:
         raise ValueError(f"unknown data_check {mode!r}; expected one of {', '.join(DATA_CHECK_MODES)}")

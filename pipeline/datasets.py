@@ -1294,7 +1294,8 @@ def _describe(obj: object, depth: int = 0) -> object:
 def transform_hash(transforms: object) -> bytes:
     """Hash of the class and settings of each transform (a ``PersistentDataset`` ``hash_transform``).
 
-    MONAI's own choices fall back to the class names only, so a changed ``roi_size`` would reuse a stale cache.
+    MONAI's own choices fall back to the class names only, so a changed ``roi_size`` would reuse a stale cache
+    (a MONAI 1.6.1 workaround, :mod:`pipeline.monai_workarounds`).
     """
     text = json.dumps(_describe(transforms), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16].encode()

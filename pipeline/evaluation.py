@@ -68,7 +68,7 @@ BRATS_EVAL_REGIONS: tuple[str, ...] = ("ET", "TC", "WT")
 CSV_COLUMNS: tuple[str, ...] = ("case", "region", *METRIC_KEYS)
 
 #: Metrics summarised in ``summary.json``.
-SUMMARY_METRICS: tuple[str, ...] = ("dice", "sensitivity", "specificity", "hd95")
+SUMMARY_METRICS: tuple[str, ...] = ("dice", "sensitivity", "specificity", "hd95", "nsd")
 
 #: Largest difference between the prediction's and the reference's affine entries (mm) still taken as equal.
 AFFINE_TOLERANCE: float = 1e-3
@@ -509,6 +509,8 @@ def evaluate_folders(
     folder (:func:`check_evaluation_folders`); ``out_dir`` must hold no prediction or reference file and lie
     outside the reference dataset (:func:`pipeline.files.check_output_location`); at least one reference case
     must have a prediction. Each file is then read once. The spacing (mm) comes from the reference header's zooms.
+    The three steps are functions of their own: :func:`pair_cases` (the refusals above), :func:`score_cases` and
+    :func:`write_tables`.
 
     ``OUT_DIR/metrics.csv``: long form, one row per case and region, columns exactly
     ``case,region,dice,sensitivity,specificity,hd95,pred_voxels,ref_voxels`` (floats at full precision).
@@ -542,6 +544,59 @@ def evaluate_folders(
     if scheme not in FOLDER_SCHEMES and not str(scheme).startswith(NNUNET_PREFIX):
         raise UserError(f"unknown scheme {scheme!r}; expected one of {', '.join(FOLDER_SCHEMES)} or "
                         f"{NNUNET_PREFIX}<dataset.json>")
+    pairs = pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option)
+    scheme = resolve_evaluation_scheme(scheme, pairs.reference)
+    layout = pairs.reference.layout.layout if pairs.reference.layout is not None else None
+    rows, missing = score_cases(pairs, scheme, device=device, layout=layout)
+
+    summary = summarize(rows, scheme, len(pairs.refs))
+    summary["missing_predictions"] = missing
+    summary["n_missing_predictions"] = len(missing)
+    summary["unmatched_predictions"] = pairs.unmatched
+    summary["reference"] = str(pairs.reference.root)
+    summary["reference_layout"] = layout or "labels folder"
+    if missing:
+        logger.warning("%d of %d case(s) have no prediction in %s and were scored as empty predictions",
+                       len(missing), len(pairs.refs), pairs.pred_root)
+    if pairs.unmatched:
+        logger.warning("%d prediction(s) with no reference, not scored: %s", len(pairs.unmatched),
+                       ", ".join(pairs.unmatched))
+    return write_tables(out_dir, rows, summary)
+
+
+@dataclass(frozen=True)
+class CasePairs:
+    """What :func:`pair_cases` found: the reference cases to score and the prediction files.
+
+    ``refs`` ``{case id: reference label file}`` (the requested cases, or every labelled reference case);
+    ``preds`` ``{case id: prediction file}``, every ``<case>.nii[.gz]`` directly in ``pred_root``, including those
+    with no reference (:attr:`unmatched`).
+    """
+
+    reference: Reference
+    pred_root: Path
+    refs: dict[str, Path]
+    preds: dict[str, Path]
+
+    @property
+    def unmatched(self) -> list[str]:
+        """The predictions' case ids that have no reference case (not scored), sorted."""
+        return sorted(set(self.preds) - set(self.reference.files))
+
+
+def pair_cases(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike, out_dir: str | os.PathLike,
+               cases: Sequence[str] | None = None, *, out_option: str = "--eval_dir") -> CasePairs:
+    """Pair each reference case with its prediction ``PRED_DIR/<case>.nii.gz``, refusing what cannot be scored.
+
+    Nothing is read but the folders' listings (and a dataset's layout): the reference through its layout
+    (:func:`read_reference`), the prediction folder apart from it (:func:`check_evaluation_folders`), the output
+    folder apart from both (:func:`pipeline.files.check_output_location`).
+
+    Raises:
+        UserError: a folder is missing or overlaps another, a requested case has no reference, or no reference
+            case has a prediction (the folder and an expected file named). :class:`pipeline.datasets.DatasetError`
+            for a dataset that cannot be read.
+    """
     reference = read_reference(ref_dir)
     pred_root = check_evaluation_folders(pred_dir, reference)
     all_refs = reference.files
@@ -561,18 +616,31 @@ def evaluate_folders(
         raise UserError(f"no prediction in {pred_root} for any of the {len(refs)} reference case(s) (expected e.g. "
                         f"{pred_root / f'{first}.nii.gz'}){found}: pass the folder inference wrote its <case>.nii.gz "
                         "files to")
-    scheme = resolve_evaluation_scheme(scheme, reference)
-    layout = reference.layout.layout if reference.layout is not None else None
-    unmatched = sorted(set(preds) - set(all_refs))
+    return CasePairs(reference, pred_root, refs, preds)
 
+
+def score_cases(pairs: CasePairs, scheme: str, *, device: torch.device | str | None = None,
+                layout: str | None = None) -> tuple[list[dict], list[str]]:
+    """Score every pair with :func:`evaluate_case`, each file read once, in case order.
+
+    A prediction in another voxel orientation of the reference's grid is reordered onto it; a reference case
+    without prediction is scored as an empty prediction (and logged).
+
+    Returns:
+        ``(rows, missing)``: one row per case and region (``{"case", "region", *METRIC_KEYS}``), and the case ids
+        that had no prediction.
+
+    Raises:
+        UserError: a prediction on another grid, or a label value outside ``scheme`` (the case and both files named).
+    """
     rows: list[dict] = []
     missing: list[str] = []
-    for cid in sorted(refs):
-        ref_path = refs[cid]
+    for cid in sorted(pairs.refs):
+        ref_path = pairs.refs[cid]
         ref, ref_affine, spacing = _load_labels(ref_path)
-        pred_path = preds.get(cid)
+        pred_path = pairs.preds.get(cid)
         if pred_path is None:
-            expected = pred_root / f"{cid}.nii.gz"
+            expected = pairs.pred_root / f"{cid}.nii.gz"
             logger.warning("case %s: no prediction %s; evaluated as an empty prediction", cid, expected)
             missing.append(cid)
             pred = np.zeros_like(ref)
@@ -585,19 +653,12 @@ def evaluate_folders(
             msg = f"case {cid} (prediction {pred_path or 'missing'}, reference {ref_path}): {err}"
             raise UserError(msg) from err
         rows.extend({"case": cid, **row} for row in case_rows)
+    return rows, missing
 
-    summary = summarize(rows, scheme, len(refs))
-    summary["missing_predictions"] = missing
-    summary["n_missing_predictions"] = len(missing)
-    summary["unmatched_predictions"] = unmatched
-    summary["reference"] = str(reference.root)
-    summary["reference_layout"] = layout or "labels folder"
-    if missing:
-        logger.warning("%d of %d case(s) have no prediction in %s and were scored as empty predictions",
-                       len(missing), len(refs), pred_root)
-    if unmatched:
-        logger.warning("%d prediction(s) with no reference, not scored: %s", len(unmatched), ", ".join(unmatched))
 
+def write_tables(out_dir: str | os.PathLike, rows: Sequence[dict], summary: dict) -> dict:
+    """Write ``OUT_DIR/metrics.csv`` (``rows``, columns :data:`CSV_COLUMNS`, floats at full precision) and
+    ``OUT_DIR/summary.json``, both atomically; return the summary as written (a NaN statistic becomes None)."""
     out = Path(out_dir).expanduser()
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")

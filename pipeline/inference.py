@@ -1,6 +1,13 @@
-"""Writing segmentations: network regions back to BraTS labels, in the input's own geometry.
+"""Inference: the network's prediction (with mirroring test-time augmentation), and writing segmentations.
 
-The bundle's inference post-processing is ``sigmoid -> Invertd (undo orientation/crop) -> threshold 0.5 ->``
+Prediction: the bundle's ``SlidingWindowInferer``, wrapped in :class:`MirrorInferer` with ``--tta true``
+(:func:`with_tta`). Inferers and ensembles (:mod:`pipeline.ensemble`) work on logits ``(B, R, H, W, D)`` of the
+network's region channels (TC, WT, ET for the BraTS schemes; :attr:`pipeline.labels.Description.regions`);
+probabilities are averaged, never logits, and handed back as logits (:func:`probabilities_to_logits`) so that
+the bundle's ``Activationsd(sigmoid=True)`` recovers the mean probability exactly.
+
+Writing: network regions back to BraTS labels, in the input's own geometry. The bundle's inference
+post-processing is ``sigmoid -> Invertd (undo orientation/crop) -> threshold 0.5 ->``
 :class:`SaveBratsLabeld`. The saved file is ``OUTPUT_DIR/<case>.nii.gz``, ``(H, W, D)`` uint8 with labels
 {0, 1, 2, 4} (``brats``) or {0, 1, 2, 3} (``brats2023``; ``msd``: 1 ED, 2 NET, 3 ET), carrying the header
 (shape, affine, qform/sform) of the case's first input image, so that it overlays the input exactly in 3D Slicer
@@ -15,6 +22,7 @@ Running inference again over the same folders skips the cases whose output is al
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -26,14 +34,61 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.inferers import Inferer
 from monai.transforms import MapTransform
 from nibabel.filebasedimages import ImageFileError
 
+from pipeline.config import as_bool
 from pipeline.errors import UserError
 from pipeline.files import FolderLock, atomic_write, atomic_write_text, check_output_location, gzip_is_whole
 from pipeline.labels import regions_to_labels
 
 logger = logging.getLogger(__name__)
+
+
+# ---- prediction: the inferer, with mirroring test-time augmentation --------------------------------------
+
+_EPS = 1e-6
+
+
+def probabilities_to_logits(p: torch.Tensor) -> torch.Tensor:
+    """``log(p / (1 - p))`` with ``p`` clamped to ``[1e-6, 1 - 1e-6]``: the inverse of the sigmoid."""
+    return torch.logit(p.clamp(_EPS, 1 - _EPS))
+
+
+class MirrorInferer(Inferer):
+    """Mirroring test-time augmentation (nnU-Net's): the mean sigmoid probability over every flip combination.
+
+    With the default three spatial axes that is 8 predictions per volume (identity, 3 single flips, 3 pairs,
+    all three), each flipped back before averaging; the result is returned as logits.
+
+    Args:
+        inferer: the inferer to run on each flipped input (e.g. the bundle's ``SlidingWindowInferer``).
+        axes: spatial axes (0, 1, 2 for ``H, W, D``) to mirror.
+    """
+
+    def __init__(self, inferer: Inferer, axes: Sequence[int] = (0, 1, 2)) -> None:
+        super().__init__()
+        self.inferer = inferer
+        self.flips = [tuple(a + 2 for a in combo) for r in range(len(axes) + 1)
+                      for combo in itertools.combinations(axes, r)]
+
+    def __call__(self, inputs: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:  # noqa: ANN001
+        total = None
+        for dims in self.flips:
+            x = torch.flip(inputs, dims) if dims else inputs
+            p = torch.sigmoid(self.inferer(x, network, *args, **kwargs).float())
+            p = torch.flip(p, dims) if dims else p
+            total = p if total is None else total + p
+        return probabilities_to_logits(total / len(self.flips))
+
+
+def with_tta(inferer: Inferer, tta: bool) -> Inferer:
+    """``inferer`` wrapped in :class:`MirrorInferer` when ``tta`` is true (the ``tta`` config id)."""
+    return MirrorInferer(inferer) if tta else inferer
+
+
+# ---- writing segmentations ----------------------------------------------------------------------------
 
 
 def _reference_path(image: object) -> str:
@@ -154,8 +209,6 @@ class SaveProbabilitiesd(MapTransform):
     def __init__(self, keys: KeysCollection, output_dir: str, enabled: bool | str = False,
                  regions: Sequence[str] = (), case_key: str = "case", image_key: str = "image",
                  allow_missing_keys: bool = False) -> None:
-        from pipeline.engine import as_bool
-
         super().__init__(keys, allow_missing_keys)
         self.folder = Path(output_dir) / PROBABILITIES
         self.enabled = as_bool(enabled, "save_probabilities")
@@ -259,8 +312,6 @@ def guard_outputs(items: Sequence[Mapping], output_dir: str | os.PathLike, *, re
         UserError: the output folder is among the inputs, another live process writes into it, or it holds
             segmentations of these cases written by another model.
     """
-    from pipeline.engine import as_bool
-
     out = check_output_location(output_dir, [f for it in items for f in _item_files(it)], what="segmentations",
                                 option="--output_dir", dataset_dir=None if datalist else dataset_dir)
     lock = FolderLock(out, what="inference").acquire()
@@ -325,8 +376,6 @@ def pending_items(items: Sequence[dict], output_dir: str | os.PathLike, *, overw
     Raises:
         UserError: outputs of another model or of unknown origin exist and not ``overwrite``.
     """
-    from pipeline.engine import as_bool
-
     if as_bool(overwrite, "overwrite"):
         return list(items)
     probabilities = as_bool(probabilities, "save_probabilities")

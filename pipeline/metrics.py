@@ -38,7 +38,9 @@ HD95_EMPTY_PENALTY_MM: float = 373.13
 HD95_PERCENTILE: float = 95.0
 
 #: Keys of one region's metrics, in the CSV's order.
-METRIC_KEYS: tuple[str, ...] = ("dice", "sensitivity", "specificity", "hd95", "pred_voxels", "ref_voxels")
+METRIC_KEYS: tuple[str, ...] = ("dice", "sensitivity", "specificity", "hd95", "nsd", "pred_voxels", "ref_voxels")
+#: Tolerance (mm) of the normalised surface distance (surface Dice) of the legacy protocol.
+NSD_TOLERANCE_MM: float = 1.0
 
 # Largest temporary of the CUDA distance transform, in elements (float32): 64 Mi elements = 256 MiB.
 _EDT_CHUNK_ELEMENTS = 64 * 1024 * 1024
@@ -412,6 +414,8 @@ def region_metrics(
         sensitivity = TP / (TP + FN)                  empty reference -> 1.0 (no positive to miss)
         specificity = TN / (TN + FP)                  no negative voxel in the reference -> 1.0
         hd95        = hd95(pred, ref, spacing)        both empty -> 0.0, exactly one empty -> empty_penalty
+        nsd         = (|d(P->R) <= t| + |d(R->P) <= t|) / (|surface P| + |surface R|)   t = NSD_TOLERANCE_MM
+                                                      both empty -> 1.0, exactly one empty -> 0.0
 
     The Dice and HD95 rules are the BraTS challenge's (BraTS 2021+: 373.13 mm, the diagonal of the
     BraTS volume); sensitivity and specificity take the limit of the article's 1e-8 smoothing, which is
@@ -462,11 +466,15 @@ def region_metrics(
         )
         if n_p == 0 and n_r == 0:
             hd.append(0.0)
+            rows[-1]["nsd"] = 1.0
         elif n_p == 0 or n_r == 0:
             hd.append(float(empty_penalty))
+            rows[-1]["nsd"] = 0.0
         else:
             d_pr, d_rp = surface_distances(p[i], r[i], sp, crop=True, method=method)
             hd.append(torch.maximum(_percentile(d_pr, HD95_PERCENTILE), _percentile(d_rp, HD95_PERCENTILE)))
+            within = int((d_pr <= NSD_TOLERANCE_MM).sum()) + int((d_rp <= NSD_TOLERANCE_MM).sum())
+            rows[-1]["nsd"] = within / (d_pr.numel() + d_rp.numel())
     pending = [i for i, h in enumerate(hd) if isinstance(h, torch.Tensor)]
     if pending:
         values = torch.stack([hd[i].to(torch.float32) for i in pending]).tolist()  # type: ignore[union-attr]

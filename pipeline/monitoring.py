@@ -1,7 +1,7 @@
 """Watching a run: one concise line per epoch, a history file for the curves, progress bars with an ETA.
 
 :class:`EpochSummary` is attached to the trainer after the validation handler
-(``pipeline.engine.FinalValidationHandler``, so this epoch's validation, when there is one, has already run) and
+(``pipeline.validation.FinalValidationHandler``, so this epoch's validation, when there is one, has already run) and
 logs::
 
     epoch  12/300  loss 0.2345  lr 9.87e-04  Dice TC 0.901 WT 0.874 ET 0.812 mean 0.862  41.2 s
@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
-from pipeline.engine import dice_name
+from pipeline.distributed import is_main_process
 from pipeline.labels import REGIONS
+from pipeline.validation import dice_name
 
 logger = logging.getLogger("pipeline.train")
 
@@ -36,11 +37,6 @@ def history_columns(regions: Sequence[str] = REGIONS) -> tuple[str, ...]:
     """The columns of ``history.csv`` for a network with these output ``regions`` (:data:`HISTORY_COLUMNS` for
     TC, WT, ET)."""
     return ("epoch", "loss", "lr", "val_mean_dice", *(dice_name(r) for r in regions), "seconds")
-
-
-def _is_rank0() -> bool:
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
-        torch.distributed.get_rank() == 0)
 
 
 def _loss_of(output: object) -> float:
@@ -97,7 +93,7 @@ class EpochSummary:
         return {k: float(v) for k, v in ev.state.metrics.items() if isinstance(v, (int, float))}
 
     def __call__(self, engine) -> None:  # noqa: ANN001
-        if not _is_rank0():
+        if not is_main_process():
             return
         epoch, max_epochs = engine.state.epoch, engine.state.max_epochs
         loss = sum(self._losses) / len(self._losses) if self._losses else math.nan
@@ -138,7 +134,7 @@ class EpochSummary:
             writer.writerow(row)
 
     def _completed(self, engine) -> None:  # noqa: ANN001
-        if not _is_rank0():
+        if not is_main_process():
             return
         if self.writer is not None:
             self.writer.flush()
@@ -188,11 +184,11 @@ def progress_bar(desc: str, unit: str = "it", output_transform: Callable | None 
     """
     from ignite.handlers import ProgressBar
 
-    bar = ProgressBar(persist=False, desc=desc, unit=unit, disable=None if _is_rank0() else True)
+    bar = ProgressBar(persist=False, desc=desc, unit=unit, disable=None if is_main_process() else True)
     if output_transform is None:
         return bar
 
-    class _Bar:  # MONAI calls attach(engine) with no arguments: bind the output transform here
+    class _Bar:  # MONAI calls attach(engine) with no arguments: bind the output transform here (monai_workarounds)
         def attach(self, engine) -> None:  # noqa: ANN001
             bar.attach(engine, output_transform=output_transform)
 

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from pipeline.config import as_bool
+from pipeline.distributed import computed_on_main_process, is_main_process
 from pipeline.errors import UserError
 from pipeline.files import FolderLock, atomic_write_text
 
@@ -166,8 +168,6 @@ def start_training(run_dir: str | os.PathLike, ckpt_dir: str | os.PathLike, *, r
         RunError: the run folder holds a run and neither ``resume`` nor ``overwrite`` is given; both are given;
             or ``resume`` with ids or a network other than the record's (each differing id named).
     """
-    from pipeline.engine import as_bool, computed_on_main_process
-
     check_roi_size(network_factory, ids.get("roi_size", ()))
     return computed_on_main_process(_start_training, str(run_dir), str(ckpt_dir), as_bool(resume, "resume"),
                                     as_bool(overwrite, "overwrite"), dict(ids), network_spec(network_factory))
@@ -224,8 +224,6 @@ def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequen
     Raises:
         RunError: the run was resumed and its recorded split differs (the cases named).
     """
-    from pipeline.engine import is_main_process
-
     if not is_main_process():
         return split
     run = Path(run_dir)
@@ -327,7 +325,7 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, *, devi
     """Load a plain ``state_dict`` (``torch.load(..., weights_only=True)``) into ``network``, or refuse clearly.
 
     An ensemble network (``networks.<i>.`` keys) takes the combined file of
-    :func:`pipeline.postprocessing.write_ensemble_checkpoint`.
+    :func:`pipeline.ensemble.write_ensemble_checkpoint`.
 
     Raises:
         RunError: the file is missing, empty, truncated or not a checkpoint; or it does not fit the network
@@ -457,8 +455,6 @@ def write_metadata(run_dir: str | os.PathLike, meta: Mapping | None, description
     The bundle's own ``configs/metadata.json`` describes the default (BraTS: 4 channels, 3 regions); a run on other
     data (BraTS 2024, an nnU-Net dataset) carries its own, so ``verify_net_in_out`` and exports of that run use it.
     """
-    from pipeline.engine import is_main_process
-
     if not is_main_process() or not meta:
         return None
     out = json.loads(json.dumps(meta, default=str))

@@ -7,7 +7,8 @@
 - :class:`LabelsToRegionsd`: a label map ``(1, H, W, D)`` in any label scheme (:data:`pipeline.labels.LABEL_SCHEMES`)
   -> the region channels ``(3, H, W, D)`` bool TC, WT, ET. For ``brats`` and ``brats2023`` it equals MONAI's
   ``ConvertToMultiChannelBasedOnBratsClassesd(et_label=4 or 3)``; that transform hard-codes TC as label 1 | ET,
-  which is oedema | ET under MSD's numbering (1 ED, 2 NET, 3 ET), hence this one.
+  which is oedema | ET under MSD's numbering (1 ED, 2 NET, 3 ET), hence this one (a MONAI 1.6.1 workaround,
+  :mod:`pipeline.monai_workarounds`).
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 #: the summary lines, ``name: number ...``, that the README and bench/RESULTS.md quote
@@ -14,6 +16,7 @@ FIGURES = ("step_s", "network_step_s", "epoch_h", "fold_epoch_h", "peak_rss_gib"
            "cache_mib_per_case", "val_cache_mib_per_case", "cache_fold_gib", "ram_fold_gib")
 
 
+@pytest.mark.slow
 def test_tiny_cost_benchmark_prints_positive_figures(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "bench/bench_cost.py", "--tiny", "--data-dir", str(tmp_path / "data"),
                              "--threads", "1"], capture_output=True, text=True, cwd=REPO, timeout=300)

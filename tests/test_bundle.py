@@ -77,6 +77,7 @@ def test_user_facing_ids_exist_under_their_documented_names() -> None:
     assert not missing, f"ids promised in the README are missing: {missing}"
 
 
+@pytest.mark.slow
 def test_metadata_is_valid_against_monais_schema() -> None:
     pytest.importorskip("jsonschema")
     result = subprocess.run(

@@ -44,6 +44,7 @@ def test_each_network_overlay_maps_four_contrasts_to_three_regions(overlays: lis
     assert tuple(out.shape) == (1, 3, size, size, size)
 
 
+@pytest.mark.slow
 def test_verify_net_in_out_passes_against_the_metadata() -> None:
     result = _bundle("verify_net_in_out", "network_def", "--meta_file", str(CONFIGS / "metadata.json"),
                      "--config_file", _files(), "--n", "2", "--any", "1", "--device", "cpu")
@@ -58,6 +59,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_torchscript_export_gives_the_eager_outputs(checkpoint: Path, tmp_path: Path) -> None:
     ts = tmp_path / "model.ts"
     _bundle("ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(checkpoint), "--meta_file",
@@ -77,6 +79,7 @@ ONNX_CONVERTER_KWARGS = {"input_names": ["image"], "output_names": ["pred"],
                          "dynamic_axes": {"image": DYNAMIC_AXES, "pred": DYNAMIC_AXES}}
 
 
+@pytest.mark.slow
 def test_onnx_export_has_dynamic_axes_and_gives_the_eager_outputs_at_two_sizes(checkpoint: Path,
                                                                                 tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")

@@ -22,6 +22,7 @@ def test_demo_command_line_chooses_the_configuration(monkeypatch: pytest.MonkeyP
     assert args.func(args) == 0 and seen["fast"] is fast
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_through_the_bundle_and_ends_with_the_demo_line(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     data, run = tmp_path / "data", tmp_path / "run"

@@ -14,7 +14,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from pipeline import engine
+from pipeline import distributed
 from pipeline.datasets import build_datalist
 from tests.conftest import CONFIGS, REPO
 
@@ -50,37 +50,38 @@ def _cli_args(overrides: dict) -> list[str]:
 )
 def test_shard_deals_cases_to_ranks(monkeypatch: pytest.MonkeyPatch, n_items: int, even_divisible: bool,
                                     expected: list[list[int]]) -> None:
-    monkeypatch.setattr(engine, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
     shards = []
     for r in range(2):
-        monkeypatch.setattr(engine, "rank", lambda r=r: r)
-        shards.append(engine.shard(list(range(n_items)), even_divisible=even_divisible))
+        monkeypatch.setattr(distributed, "rank", lambda r=r: r)
+        shards.append(distributed.shard(list(range(n_items)), even_divisible=even_divisible))
     assert shards == expected
 
 
 def test_shard_refuses_fewer_validation_cases_than_processes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "world_size", lambda: 4)
+    monkeypatch.setattr(distributed, "world_size", lambda: 4)
     with pytest.raises(ValueError, match="3 validation case.* cannot be shared by 4 processes"):
-        engine.shard([0, 1, 2], even_divisible=False)
+        distributed.shard([0, 1, 2], even_divisible=False)
 
 
 def test_shard_is_the_identity_in_one_process() -> None:
-    assert engine.shard([3, 1, 2], even_divisible=True, shuffle=True) == [3, 1, 2]
+    assert distributed.shard([3, 1, 2], even_divisible=True, shuffle=True) == [3, 1, 2]
 
 
 def test_init_distributed_outside_torchrun_says_how_to_launch(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)
     with pytest.raises(RuntimeError, match="torchrun --nproc_per_node=N"):
-        engine.init_distributed("cpu")
+        distributed.init_distributed("cpu")
 
 
 def test_multi_gpu_overlay_parses_over_train_yaml() -> None:
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / n) for n in ("common.yaml", "train.yaml", "multi_gpu_train.yaml")])
-    # the group is joined first, so that rank 0 alone checks the run folder and runs the data check (`split`)
-    assert "init_distributed" in parser["initialize"][0]
-    assert parser["initialize"][1:] == ["$@run_record", "$@split"]
+    # the group is joined before anything else runs, so that rank 0 alone checks the run folder and runs the data
+    # check (`split`)
+    steps = ["init_distributed" if "init_distributed" in step else step for step in parser["initialize"]]
+    assert steps.index("init_distributed") < steps.index("$@run_record") < steps.index("$@split")
     assert "wrap_ddp" in parser["train#trainer#network"]
     assert parser["validate#evaluator#network"] == "@network"  # validation runs the plain module, no collectives
 
@@ -88,10 +89,10 @@ def test_multi_gpu_overlay_parses_over_train_yaml() -> None:
 def _rank_zero_work(path: str, fail: bool) -> list[int]:
     """What only rank 0 should run: appends a line to ``path`` (to count the calls); raises if ``fail``."""
     with open(path, "a") as f:
-        f.write(f"called by rank {engine.rank()}\n")
+        f.write(f"called by rank {distributed.rank()}\n")
     if fail:
         raise ValueError("case BraTS2021_00007: label file unreadable")
-    return [engine.rank(), 42]
+    return [distributed.rank(), 42]
 
 
 def _computed_on_main_process_worker(rank: int, init_file: str, calls: str, results: str, fail: bool) -> None:
@@ -99,7 +100,7 @@ def _computed_on_main_process_worker(rank: int, init_file: str, calls: str, resu
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        outcome = repr(engine.computed_on_main_process(_rank_zero_work, calls, fail))
+        outcome = repr(distributed.computed_on_main_process(_rank_zero_work, calls, fail))
     except Exception as e:  # noqa: BLE001 - the test reads what each rank saw
         outcome = f"{type(e).__name__}: {e}"
     finally:
@@ -107,6 +108,7 @@ def _computed_on_main_process_worker(rank: int, init_file: str, calls: str, resu
     Path(results, f"rank{rank}").write_text(outcome)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fail", [pytest.param(False, id="result_sent_to_every_rank"),
                                   pytest.param(True, id="rank0_error_stops_every_rank")])
 def test_computed_on_main_process_runs_once_on_rank0(tmp_path: Path, fail: bool) -> None:
@@ -124,7 +126,7 @@ def test_computed_on_main_process_runs_once_on_rank0(tmp_path: Path, fail: bool)
 
 
 def test_computed_on_main_process_is_the_call_in_one_process(tmp_path: Path) -> None:
-    assert engine.computed_on_main_process(_rank_zero_work, str(tmp_path / "calls.txt"), False) == [0, 42]
+    assert distributed.computed_on_main_process(_rank_zero_work, str(tmp_path / "calls.txt"), False) == [0, 42]
 
 
 def _one_process_dice(datalist: Path, run_dir: Path, checkpoint: Path) -> tuple[float, torch.Tensor]:

@@ -66,7 +66,7 @@ def expected_brats_rows(pred: np.ndarray, ref: np.ndarray, spacing, scheme: str 
 def assert_rows_close(got: list[dict], expected: list[dict]) -> None:
     assert [r["region"] for r in got] == [r["region"] for r in expected]
     for g, e in zip(got, expected, strict=True):
-        assert set(g) == {"region", "dice", "sensitivity", "specificity", "hd95", "pred_voxels", "ref_voxels"}
+        assert set(g) == {"region", "dice", "sensitivity", "specificity", "hd95", "nsd", "pred_voxels", "ref_voxels"}
         for key in ("dice", "sensitivity", "specificity"):
             assert g[key] == pytest.approx(e[key], abs=1e-9), (g["region"], key)
         assert g["hd95"] == pytest.approx(e["hd95"], rel=1e-5), g["region"]
@@ -150,7 +150,7 @@ def test_region_channels_in_network_order_give_the_same_rows_as_label_maps() -> 
     )
     for a, b in zip(from_labels, from_regions, strict=True):
         assert a["region"] == b["region"]
-        for key in ("dice", "sensitivity", "specificity", "hd95", "pred_voxels", "ref_voxels"):
+        for key in ("dice", "sensitivity", "specificity", "hd95", "nsd", "pred_voxels", "ref_voxels"):
             assert a[key] == pytest.approx(b[key], rel=1e-12), key
 
 
@@ -205,7 +205,7 @@ def test_evaluate_case_on_cuda_equals_the_cpu_result() -> None:
     gpu = evaluate_case(torch.as_tensor(pred).cuda(), torch.as_tensor(ref).cuda(), (1.0, 1.2, 2.0))
     for a, b in zip(cpu, gpu, strict=True):
         assert b["region"] == a["region"]
-        for key in ("dice", "sensitivity", "specificity", "hd95", "pred_voxels", "ref_voxels"):
+        for key in ("dice", "sensitivity", "specificity", "hd95", "nsd", "pred_voxels", "ref_voxels"):
             assert b[key] == pytest.approx(a[key], rel=1e-6), key
 
 
@@ -243,7 +243,8 @@ def read_csv(path: Path) -> tuple[list[str], list[dict]]:
 def test_metrics_csv_has_exactly_the_columns_and_matches_the_independent_computation(folders: dict) -> None:
     evaluate_folders(folders["preds"], folders["refs"], folders["out"])
     columns, rows = read_csv(folders["out"] / "metrics.csv")
-    assert columns == ["case", "region", "dice", "sensitivity", "specificity", "hd95", "pred_voxels", "ref_voxels"]
+    assert columns == ["case", "region", "dice", "sensitivity", "specificity", "hd95", "nsd", "pred_voxels",
+                       "ref_voxels"]
     assert tuple(columns) == CSV_COLUMNS
     assert [(r["case"], r["region"]) for r in rows] == [(c, g) for c in ("case_a", "case_b", "case_c")
                                                          for g in ("ET", "TC", "WT")]

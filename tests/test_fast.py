@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 
@@ -11,13 +10,10 @@ import torch
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor, ThreadDataLoader, get_track_meta
 
+from bench import bench_inference, bench_training
+from bench.timing import amp_mode
 from pipeline import fast
-from tests.conftest import CONFIGS, REPO
-
-sys.path.insert(0, str(REPO / "bench"))
-
-import bench_inference  # noqa: E402
-import bench_training  # noqa: E402
+from tests.conftest import CONFIGS
 
 #: a small network and patch, as the benchmarks' tiny preset
 TINY_IDS = {"roi_size": [32, 32, 32], "unet_channels": [8, 16, 32], "num_res_units": 1}
@@ -83,9 +79,9 @@ def test_fast_turns_on_cpu_bf16_autocast_exactly_where_the_cpu_computes_bf16(tin
                                                                              tmp_path: Path) -> None:
     parser = _training(tiny_dataset, tmp_path)
     assert parser.get_parsed_content("cpu_amp") == fast.cpu_bf16_supported()
-    assert fast.amp_mode(parser, False) == ("cpu bf16" if fast.cpu_bf16_supported() else "off")
+    assert amp_mode(parser, False) == ("cpu bf16" if fast.cpu_bf16_supported() else "off")
     plain = _training(tiny_dataset, tmp_path, fast_overlay=False)
-    assert fast.amp_mode(plain, False) == "off" and fast.amp_mode(plain, True) == "on"
+    assert amp_mode(plain, False) == "off" and amp_mode(plain, True) == "on"
 
 
 @pytest.mark.parametrize("overlays", [pytest.param(["train.yaml", "fast.yaml"], id="training"),
@@ -243,6 +239,7 @@ def test_on_cuda_the_cache_is_half_precision_on_the_gpu_and_amp_uses_bf16(tiny_d
     assert batch["image"].device.type == "cuda" and batch["label"].dtype == torch.float32
 
 
+@pytest.mark.slow
 def test_training_benchmark_prints_machine_figures_and_ratios(bench_data: Path, capsys: pytest.CaptureFixture) -> None:
     argv = ["--tiny", "--steps", "3", "--warmup", "1", "--data-dir", str(bench_data),
             "--variant", "fp32:cache_image_dtype=$torch.float32"]

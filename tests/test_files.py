@@ -33,7 +33,7 @@ def umask():
 
 
 def _write_model(path: Path) -> None:
-    from pipeline.engine import atomic_torch_save
+    from pipeline.checkpoints import atomic_torch_save
 
     atomic_torch_save({"w": torch.zeros(2)}, path)
 

@@ -249,7 +249,7 @@ def test_the_cache_decodes_each_case_once_and_again_only_when_a_file_changes(lay
     root = tmp_path / "ds"
     shutil.copytree(layout_datasets["msd"], root)
     parser = _parser(root, cache_dir=str(tmp_path / "cache"), roi_size=[32, 32, 32])
-    transform = parser.get_parsed_content("validate#transforms")
+    transform = parser.get_parsed_content("validate#preprocessing")
     items = [c.to_item() for c in discover_cases(root)]
     first = [x["image"] for x in cached_dataset(items, transform, tmp_path / "cache")]
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 3
@@ -269,9 +269,9 @@ def test_the_cache_decodes_each_case_once_and_again_only_when_a_file_changes(lay
 
 
 def test_the_cache_key_changes_with_the_preprocessing_settings(layout_datasets) -> None:
-    a = _parser(layout_datasets["brats2021"], roi_size=[32, 32, 32]).get_parsed_content("train#transforms")
-    b = _parser(layout_datasets["brats2021"], roi_size=[48, 48, 48]).get_parsed_content("train#transforms")
-    again = _parser(layout_datasets["brats2021"], roi_size=[32, 32, 32]).get_parsed_content("train#transforms")
+    a = _parser(layout_datasets["brats2021"], roi_size=[32, 32, 32]).get_parsed_content("train#preprocessing")
+    b = _parser(layout_datasets["brats2021"], roi_size=[48, 48, 48]).get_parsed_content("train#preprocessing")
+    again = _parser(layout_datasets["brats2021"], roi_size=[32, 32, 32]).get_parsed_content("train#preprocessing")
     assert transform_hash(a.transforms[:6]) != transform_hash(b.transforms[:6])
     assert transform_hash(a.transforms[:6]) == transform_hash(again.transforms[:6])
 

@@ -635,3 +635,35 @@ def test_load_nii_to_array_returns_scaled_float_data_and_the_affine(tmp_path) ->
     np.testing.assert_allclose(aff, affine)
     with pytest.raises(ExpiredDeprecationError):  # why the article's loader no longer runs
         nib.load(path).get_data()
+
+
+@pytest.mark.parametrize("spacing", [pytest.param((1.0, 1.0, 1.0), id="isotropic"),
+                                     pytest.param((0.8, 1.0, 2.5), id="anisotropic")])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_legacy_nsd_equals_monais_surface_dice_at_the_same_tolerance(spacing, seed):
+    from monai.metrics import compute_surface_dice
+
+    from pipeline.metrics import NSD_TOLERANCE_MM, region_metrics
+
+    rng = np.random.default_rng(seed)
+    shape = (24, 22, 18)
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"))
+    def blob() -> np.ndarray:
+        centre = rng.uniform(6, 14, 3)
+        return (((grid - centre[:, None, None, None]) ** 2).sum(0) < rng.uniform(12, 30)).astype(bool)
+    pred, ref = blob(), blob()
+    ours = region_metrics(torch.as_tensor(pred[None]), torch.as_tensor(ref[None]), spacing)[0]["nsd"]
+    monai = compute_surface_dice(torch.as_tensor(pred[None, None]).float(), torch.as_tensor(ref[None, None]).float(),
+                                 class_thresholds=[NSD_TOLERANCE_MM], include_background=True, spacing=spacing)
+    assert ours == pytest.approx(float(monai), abs=1e-6)
+
+
+@pytest.mark.parametrize(("pred_on", "ref_on", "expected"), [pytest.param(False, False, 1.0, id="both_empty"),
+                                                             pytest.param(True, False, 0.0, id="reference_empty"),
+                                                             pytest.param(False, True, 0.0, id="prediction_empty")])
+def test_legacy_nsd_of_empty_regions_follows_the_dice_rule(pred_on, ref_on, expected):
+    from pipeline.metrics import region_metrics
+
+    pred, ref = torch.zeros(1, 8, 8, 8, dtype=torch.bool), torch.zeros(1, 8, 8, 8, dtype=torch.bool)
+    pred[0, 2:4, 2:4, 2:4], ref[0, 3:5, 3:5, 3:5] = pred_on, ref_on
+    assert region_metrics(pred, ref)[0]["nsd"] == expected

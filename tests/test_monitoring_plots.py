@@ -80,8 +80,8 @@ def test_training_curves_png_from_history(tmp_path: Path) -> None:
 
 def test_box_plot_png_from_metrics_csv(tmp_path: Path) -> None:
     csv_path = tmp_path / "metrics.csv"
-    rows = ["case,region,dice,sensitivity,specificity,hd95,pred_voxels,ref_voxels"]
-    rows += [f"c{i},{r},{0.5 + i / 10},1,1,1,1,1" for i in range(4) for r in ("ET", "TC", "WT")]
+    rows = ["case,region,dice,sensitivity,specificity,hd95,nsd,pred_voxels,ref_voxels"]
+    rows += [f"c{i},{r},{0.5 + i / 10},1,1,1,1,1,1" for i in range(4) for r in ("ET", "TC", "WT")]
     csv_path.write_text("\n".join(rows) + "\n")
     assert _is_png(plot_dice_boxplot(csv_path, tmp_path / "box.png"))
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pipeline.engine import AtomicCheckpointSaver, atomic_torch_save, region_output_transform
+from pipeline.checkpoints import AtomicCheckpointSaver, atomic_torch_save
 
 
 class _Unpicklable:
@@ -49,10 +49,3 @@ def test_last_checkpoint_is_a_plain_state_dict_loadable_with_weights_only(tmp_pa
     fresh = torch.nn.Conv3d(4, 3, 1)
     fresh.load_state_dict(torch.load(tmp_path / "model_last.pt", weights_only=True))
     assert torch.equal(fresh.weight, net.weight)
-
-
-@pytest.mark.parametrize(("region", "channel"), [("TC", 0), ("WT", 1), ("ET", 2)])
-def test_region_output_transform_picks_the_region_channel(region: str, channel: int) -> None:
-    pred = torch.arange(3).view(3, 1, 1, 1).float()
-    preds, labels = region_output_transform(region)([{"pred": pred, "label": pred + 10}])
-    assert preds[0].item() == channel and labels[0].item() == channel + 10

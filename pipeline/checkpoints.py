@@ -1,17 +1,17 @@
-"""Small pieces the training and validation engines of the bundle call (ignite handlers, output transforms).
+"""Checkpoints: the best and last models, written whole, and the training state that lets a run resume.
 
-MONAI's ``CheckpointSaver`` writes through ignite's ``DiskSaver(atomic=False)``, so a run killed while
-saving can leave a truncated ``model.pt`` that looks like the best model. :class:`AtomicCheckpointSaver`
-writes to a temporary file in the same folder, fsyncs it and renames it over the old one, so a checkpoint
-on disk is always whole.
+- :class:`AtomicCheckpointSaver`: ``model.pt`` (the best by the validation metric) and ``model_last.pt``, plain
+  ``state_dict`` files. MONAI's ``CheckpointSaver`` writes through ignite's ``DiskSaver(atomic=False)``, so a run
+  killed while saving can leave a truncated ``model.pt`` that looks like the best model (a MONAI 1.6.1
+  workaround, :mod:`pipeline.monai_workarounds`); this one writes to a temporary file in the same folder, fsyncs
+  it and renames it over the old one (:func:`atomic_torch_save`), so a checkpoint on disk is always whole.
+- :class:`TrainingCheckpoint`: after every epoch the whole training state (network, optimiser, LR schedule, AMP
+  scaler, epoch and iteration, best metric, random states) goes to ``checkpoint.pt``; with ``--resume true`` a
+  new run restores it and continues with the next epoch.
+- :func:`random_states` / :func:`set_random_states`: the Python, NumPy, torch and random-transform generator
+  states, as tensors (loadable with ``torch.load(..., weights_only=True)``).
 
-Resuming (:class:`TrainingCheckpoint`): after every epoch the whole training state (network, optimiser,
-LR schedule, AMP scaler, epoch and iteration, best metric, random states) goes to ``checkpoint.pt``; with
-``--resume true`` a new run restores it and continues with the next epoch.
-
-Several processes (``torchrun``, :func:`init_distributed`): one process per GPU (``nccl``), or several on the
-CPU (``gloo``), each training on its shard of the cases (:func:`shard`) through ``DistributedDataParallel``;
-checkpoints are written by rank 0 only.
+With several processes (:mod:`pipeline.distributed`) checkpoints are written by rank 0 only.
 """
 
 from __future__ import annotations
@@ -21,14 +21,15 @@ import math
 import os
 import random
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pipeline.config import as_bool
+from pipeline.distributed import is_main_process, process_group, rank, world_size
 from pipeline.files import atomic_write, remove_temporaries
-from pipeline.labels import REGIONS
 
 logger = logging.getLogger(__name__)
 
@@ -92,242 +93,6 @@ class AtomicCheckpointSaver:
         if is_main_process():
             atomic_torch_save(self._state_dict(), self.path)
             logger.info("saved best %s %.4f to %s", self.metric_name, self.best, self.path)
-
-
-class FinalValidationHandler:
-    """MONAI's ``ValidationHandler`` that also validates after the last epoch, whatever ``interval`` is.
-
-    With MONAI's own, a run whose length is not a multiple of ``val_interval`` ends with unvalidated epochs, and
-    one shorter than ``val_interval`` (``--epochs 5`` with the default 5 is fine, ``--epochs 3`` is not) never
-    validates: no ``model.pt`` is written and inference has no model. Epoch level only.
-
-    Args:
-        interval: validate every ``interval`` epochs, and after the last one.
-        validator: the validation engine (``validate#evaluator``).
-    """
-
-    def __init__(self, interval: int, validator: object) -> None:
-        from monai.handlers import ValidationHandler
-
-        self._handler = ValidationHandler(interval=int(interval), validator=validator, epoch_level=True)
-
-    def _due(self, engine, epoch: int) -> bool:  # noqa: ANN001 - an ignite Engine
-        return epoch % self._handler.interval == 0 or epoch == engine.state.max_epochs
-
-    def attach(self, engine) -> None:  # noqa: ANN001 - an ignite Engine
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=self._due), self._handler)
-
-
-def region_dice(region: str | None = None, regions: Sequence[str] = REGIONS):  # noqa: ANN201 - an IgniteMetricHandler
-    """A validation Dice handler (``DiceMetric`` as an ignite metric) for one region, or all of them with ``None``.
-
-    ``region`` is one of ``regions``, the network's output channels (``TC``, ``WT``, ``ET`` for the BraTS
-    schemes; :attr:`pipeline.labels.Description.regions`).
-
-    Expects decollated ``pred`` and ``label`` of shape ``(R, H, W, D)``, binary, channels ``regions``.
-    ``ignore_empty=False``: a case whose reference region is empty scores 1 if the prediction is empty too
-    and 0 otherwise, the BraTS convention (MONAI's default would give NaN and drop the case).
-    """
-    from monai.handlers import IgniteMetricHandler, from_engine
-    from monai.metrics import DiceMetric
-
-    transform = from_engine(["pred", "label"]) if region is None else region_output_transform(region, regions)
-    metric = DiceMetric(include_background=True, reduction="mean", ignore_empty=False)
-    return IgniteMetricHandler(metric_fn=metric, output_transform=transform, save_details=False)
-
-
-def region_metrics(regions: Sequence[str]) -> dict:
-    """``{"val_dice_<region>": handler}`` for each region (lower case), the validation's additional metrics."""
-    return {dice_name(r): region_dice(r, regions) for r in regions}
-
-
-def dice_name(region: str) -> str:
-    """The metric (and ``history.csv`` column) name of a region's validation Dice: ``val_dice_tc``."""
-    return "val_dice_" + "".join(ch if ch.isalnum() else "_" for ch in region.lower())
-
-
-def region_output_transform(region: str, regions: Sequence[str] = REGIONS
-                            ) -> Callable[[Sequence[dict]], tuple[list, list]]:
-    """An ignite ``output_transform`` picking one region channel of decollated ``pred``/``label``.
-
-    ``pred`` and ``label`` are ``(R, H, W, D)`` binary tensors, channels ``regions``; the result feeds
-    ``monai.handlers.MeanDice`` one region at a time.
-    """
-    try:
-        c = list(regions).index(region)
-    except ValueError:
-        raise ValueError(f"unknown region {region!r}; expected one of {tuple(regions)}") from None
-
-    def transform(output: Sequence[dict]) -> tuple[list, list]:
-        return [o["pred"][c : c + 1] for o in output], [o["label"][c : c + 1] for o in output]
-
-    return transform
-
-
-def as_bool(value: object, name: str = "flag") -> bool:
-    """A config flag given as a bool or, from the command line, as ``true``/``false`` (``yes``/``no``, ``1``/``0``).
-
-    ``--resume true`` reaches the bundle as the string ``"true"``, and ``bool("false")`` would be True.
-    """
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "1"):
-        return True
-    if text in ("false", "no", "0", "none", ""):
-        return False
-    raise ValueError(f"{name} must be true or false, got {value!r}")
-
-
-# ---- several processes (torchrun + torch.distributed) --------------------------------------------------
-
-
-def _process_group():  # noqa: ANN202 - torch.distributed, or None without a process group
-    import torch.distributed as dist
-
-    return dist if dist.is_available() and dist.is_initialized() else None
-
-
-def world_size() -> int:
-    """The number of processes of the run; 1 without a process group (a plain ``python -m monai.bundle``)."""
-    dist = _process_group()
-    return dist.get_world_size() if dist else 1
-
-
-def rank() -> int:
-    """This process's rank, 0 to ``world_size() - 1``; 0 without a process group."""
-    dist = _process_group()
-    return dist.get_rank() if dist else 0
-
-
-def is_main_process() -> bool:
-    """True on rank 0, and in a run of one process: where logs, TensorBoard files and checkpoints are written."""
-    return rank() == 0
-
-
-def computed_on_main_process(fn: Callable[..., object], *args: object, **kwargs: object) -> object:
-    """``fn(*args, **kwargs)`` computed by rank 0 alone and sent to every rank; in one process, just the call.
-
-    For work every rank needs the result of but only one should do, such as the data check before training
-    (minutes for a whole BraTS release, with ``check_jobs`` processes: 8 ranks doing it at once would compete
-    for the same cores and disks). The result must be picklable. If ``fn`` raises on rank 0, rank 0 raises
-    that exception and every other rank a ``RuntimeError`` carrying its type and message, so that all ranks
-    stop together instead of waiting for each other. Every rank must call this at the same point (a collective).
-    """
-    dist = _process_group()
-    if dist is None or dist.get_world_size() == 1:
-        return fn(*args, **kwargs)
-    payload: list[object] = [None]
-    error: BaseException | None = None
-    if dist.get_rank() == 0:
-        try:
-            payload[0] = ("ok", fn(*args, **kwargs))
-        except Exception as e:  # noqa: BLE001 - sent to the other ranks, then re-raised here
-            error = e
-            payload[0] = ("error", f"{type(e).__name__} on rank 0: {e}")
-    dist.broadcast_object_list(payload, src=0)
-    status, value = payload[0]
-    if error is not None:
-        raise error
-    if status == "error":
-        raise RuntimeError(str(value))
-    return value
-
-
-def local_device() -> torch.device:
-    """``cuda:<LOCAL_RANK>`` (torchrun sets LOCAL_RANK, one GPU per process) when CUDA is available, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
-def init_distributed(device: str | torch.device, *, seed: int | None = None, backend: str | None = None) -> int:
-    """Join the process group that ``torchrun`` describes in the environment; return this process's rank.
-
-    Args:
-        device: this process's device; ``cuda:<LOCAL_RANK>`` becomes the current CUDA device.
-        seed: when given, seeds this process with ``seed + rank`` (``monai.utils.set_determinism``), so each rank
-            draws its own patches and augmentations; the weights start equal on every rank anyway, because
-            ``DistributedDataParallel`` copies rank 0's at construction.
-        backend: ``None`` picks ``nccl`` on CUDA and ``gloo`` on the CPU.
-
-    Raises:
-        RuntimeError: the process was not started by ``torchrun`` (RANK, WORLD_SIZE, MASTER_ADDR or MASTER_PORT
-            missing from the environment).
-    """
-    import torch.distributed as dist
-
-    device = torch.device(device)
-    if not dist.is_initialized():
-        missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
-        if missing:
-            raise RuntimeError(
-                f"multi_gpu_train.yaml runs one process per device under torchrun, but {', '.join(missing)} "
-                "is not set: launch it as `torchrun --nproc_per_node=N -m monai.bundle run training ...`, or drop "
-                "multi_gpu_train.yaml from --config_file to train in one process"
-            )
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend or ("nccl" if device.type == "cuda" else "gloo"))
-    if seed is not None:
-        from monai.utils import set_determinism
-
-        set_determinism(seed=int(seed) + dist.get_rank())
-    logger.info("process %d of %d on %s (backend %s)", dist.get_rank(), dist.get_world_size(), device,
-                dist.get_backend())
-    return dist.get_rank()
-
-
-def finalize_distributed() -> None:
-    """Leave the process group at the end of a run (``finalize`` of multi_gpu_train.yaml)."""
-    dist = _process_group()
-    if dist:
-        dist.destroy_process_group()
-
-
-def shard(items: Sequence, *, even_divisible: bool, shuffle: bool = False, seed: int = 0) -> list:
-    """This rank's share of ``items``; all of them in a run of one process.
-
-    Each rank then caches only its own share (``CacheDataset``). ``even_divisible=True`` (training) pads with
-    repeated items so that every rank runs the same number of steps, as DDP requires; ``False`` (validation)
-    gives every item to exactly one rank (5 items on 2 ranks: 3 and 2), and the metrics, gathered across
-    ranks, equal a one-process evaluation. ``shuffle`` with ``seed`` mixes the items the same way on every
-    rank before dealing them (``monai.data.partition_dataset``).
-
-    Raises:
-        ValueError: no item, or (``even_divisible=False``) fewer items than processes.
-        RuntimeError: torchrun started several processes but this one has not joined the group yet.
-    """
-    from monai.data import partition_dataset
-
-    n, items = world_size(), list(items)
-    if n == 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise RuntimeError("the data were sharded before init_distributed joined the process group: keep "
-                           "`$pipeline.engine.init_distributed(...)` ahead of anything that builds a dataset")
-    if n == 1:
-        return items
-    if even_divisible and 0 < len(items) < n:
-        items = (items * n)[:n]  # fewer training cases than processes: some ranks repeat a case
-    if len(items) < n:
-        raise ValueError(
-            f"{len(items)} validation case(s) cannot be shared by {n} processes, each needs at least one: start "
-            "fewer processes (--nproc_per_node) or validate on more cases (--folds)"
-        )
-    return partition_dataset(items, num_partitions=n, shuffle=shuffle, seed=seed, even_divisible=even_divisible)[rank()]
-
-
-def wrap_ddp(network: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
-    """``DistributedDataParallel(network)`` for the trainer: gradients are averaged across ranks each step.
-
-    The evaluator and the checkpoint savers keep the plain ``network`` (its parameters are the same tensors),
-    so ``model.pt`` has no ``module.`` prefix and validation needs no collective call per forward pass.
-    """
-    from torch.nn.parallel import DistributedDataParallel
-
-    device = torch.device(device)
-    return DistributedDataParallel(network, device_ids=[device] if device.type == "cuda" else None)
 
 
 def _unwrap(obj: object) -> object:
@@ -474,7 +239,7 @@ class TrainingCheckpoint:
 
     def _check_ranks_agree(self, epoch: int) -> None:
         """Every rank must start from the same epoch: a node that cannot see ``save_dir`` would train on alone."""
-        dist = _process_group()
+        dist = process_group()
         if not dist or dist.get_world_size() == 1:
             return
         epochs: list = [None] * dist.get_world_size()
@@ -488,7 +253,7 @@ class TrainingCheckpoint:
     def save(self, engine) -> None:  # noqa: ANN001
         """Write the checkpoint (rank 0); every rank takes part, to hand over its random states."""
         states = [random_states(self._transforms(engine))]
-        dist = _process_group()
+        dist = process_group()
         if dist and dist.get_world_size() > 1:
             gathered: list = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, states[0])
