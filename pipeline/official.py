@@ -71,15 +71,13 @@ import numpy as np
 from pipeline.errors import UserError
 from pipeline.evaluation import (
     _load_labels,
-    _nifti_files,
     _on_reference_grid,
-    check_evaluation_folders,
     format_table,
     label_values_problem,
-    read_reference,
+    pair_cases,
     resolve_evaluation_scheme,
 )
-from pipeline.files import atomic_write_text, check_output_location
+from pipeline.files import atomic_write_text
 from pipeline.labels import LABEL_SCHEMES
 
 logger = logging.getLogger(__name__)
@@ -445,29 +443,15 @@ def evaluate_official(
         resolve_challenge(challenge, scheme)
     if not isinstance(jobs, int) or jobs < 1:
         raise UserError(f"jobs must be a whole number >= 1, got {jobs!r}")
-    reference = read_reference(ref_dir)
-    pred_root = check_evaluation_folders(pred_dir, reference)
-    all_refs = reference.files
-    preds = _nifti_files(pred_root)
-    check_output_location(out_dir, [*preds.values(), *all_refs.values()], what="official evaluation tables",
-                          option=out_option, dataset_dir=reference.root if reference.layout is not None else None)
-    refs = all_refs
-    if cases is not None:
-        unknown = [c for c in cases if c not in all_refs]
-        if unknown:
-            raise UserError(f"case(s) {unknown} have no reference label in {ref_dir}; check the case ids or the folder")
-        refs = {c: all_refs[c] for c in cases}
-    if not any(cid in preds for cid in refs):
-        first = sorted(refs)[0] if refs else "<case>"
-        raise UserError(f"no prediction in {pred_root} for any of the {len(refs)} reference case(s) (expected e.g. "
-                        f"{pred_root / f'{first}.nii.gz'}): pass the folder inference wrote its <case>.nii.gz files to")
+    pairs = pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option)
+    reference, pred_root, refs, preds = pairs.reference, pairs.pred_root, pairs.refs, pairs.preds
     if scheme == "auto" or scheme in LABEL_SCHEMES:
         scheme = resolve_evaluation_scheme(scheme, reference)
     key = resolve_challenge(challenge, scheme)
     mapping = official_label_map(scheme, key)
     package = _package()
     layout = reference.layout.layout if reference.layout is not None else None
-    unmatched = sorted(set(preds) - set(all_refs))
+    unmatched = pairs.unmatched
     missing = [cid for cid in sorted(refs) if cid not in preds]
     for cid in missing:
         logger.warning("case %s: no prediction %s; scored as the official package scores a missing prediction "
