@@ -10,7 +10,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from tests.conftest import CONFIGS, REPO
+from tests.conftest import CONFIGS, REPO, parse_bundle
 
 OVERLAYS = {
     "training": ["train.yaml"],
@@ -25,10 +25,8 @@ USER_IDS = ["dataset_dir", "datalist", "fold", "output_dir", "ckpt_dir", "epochs
 
 
 def _parser(overlays: list[str], **overrides: object) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "common.yaml"), *(str(CONFIGS / o) for o in overlays)])
-    parser.update({"device": "cpu", "num_workers": 0, **overrides})
-    return parser
+    return parse_bundle([CONFIGS / "common.yaml", *(CONFIGS / o for o in overlays)],
+                        {"device": "cpu", "num_workers": 0, **overrides})
 
 
 #: what each run id needs, beyond common.yaml's network_def and inferer

@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from monai.bundle import ConfigParser
 from pipeline.check import DatasetCheckError, check_dataset, checked_inference_items, main
 from pipeline.datasets import Case, discover_cases
 from pipeline.inference import InferenceReport, SaveBratsLabeld
-from tests.conftest import CONFIGS, LAYOUT_NAMES, REPO
+from tests.conftest import LAYOUT_NAMES, cli_overrides, parse_bundle, run_bundle
 
 TINY = ["--roi_size", "[32,32,32]", "--unet_channels", "[8,16,32]", "--num_res_units", "1",
         "--num_workers", "0", "--device", "cpu", "--check_jobs", "1"]
@@ -262,11 +261,8 @@ def test_headers_only_skips_the_voxels(layout_datasets, tmp_path: Path) -> None:
 
 
 def _train_parser(root: Path, **overrides: object) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "common.yaml"), str(CONFIGS / "train.yaml")])
-    parser.update({"dataset_dir": str(root), "device": "cpu", "num_workers": 0, "folds": 2, "check_jobs": 1,
-                   "run_dir": str(root.parent / "run"), **overrides})
-    return parser
+    return parse_bundle("training", {"dataset_dir": str(root), "device": "cpu", "num_workers": 0, "folds": 2,
+                                     "check_jobs": 1, "run_dir": str(root.parent / "run"), **overrides})
 
 
 def test_training_refuses_a_dataset_with_errors_before_caching(layout_datasets, tmp_path: Path) -> None:
@@ -323,11 +319,8 @@ def test_a_case_that_cannot_be_written_is_recorded_and_the_next_goes_on(layout_d
     assert "1 case(s) failed and were skipped" in report.summary()
 
 
-def _bundle(run_id: str, overlay: str, *args: str) -> subprocess.CompletedProcess:
-    files = repr([str(CONFIGS / "common.yaml"), str(CONFIGS / overlay)])
-    cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", files,
-           "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+def _bundle(run_id: str, *args: str) -> subprocess.CompletedProcess:
+    return run_bundle(run_id, cli_overrides(args), check=False)
 
 
 @pytest.mark.slow
@@ -335,13 +328,11 @@ def test_bundle_inference_writes_every_valid_case_and_exits_1_naming_the_bad_one
                                                                                  tmp_path: Path) -> None:
     root, cases = _copy(layout_datasets, "msd", tmp_path)
     path, _, _ = _truncated_gzip(cases[BAD])
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "common.yaml"), str(CONFIGS / "inference.yaml")])
-    parser.update({"unet_channels": [8, 16, 32], "num_res_units": 1, "device": "cpu"})
+    parser = parse_bundle("inference", {"unet_channels": [8, 16, 32], "num_res_units": 1, "device": "cpu"})
     (tmp_path / "run" / "models").mkdir(parents=True)
     torch.save(parser.get_parsed_content("network_def").state_dict(), tmp_path / "run" / "models" / "model.pt")
     out = tmp_path / "seg"
-    result = _bundle("inference", "inference.yaml", "--dataset_dir", str(root), "--run_dir", str(tmp_path / "run"),
+    result = _bundle("inference", "--dataset_dir", str(root), "--run_dir", str(tmp_path / "run"),
                      "--output_dir", str(out), *TINY)
     log = result.stdout + result.stderr
     assert result.returncode == 1, log[-3000:]
@@ -358,7 +349,7 @@ def test_bundle_inference_writes_every_valid_case_and_exits_1_naming_the_bad_one
 def test_bundle_training_exits_before_caching_with_the_checks_messages(layout_datasets, tmp_path: Path) -> None:
     root, cases = _copy(layout_datasets, "brats2021", tmp_path)
     _shape_mismatch(cases[0])
-    result = _bundle("training", "train.yaml", "--dataset_dir", str(root), "--run_dir", str(tmp_path / "run"),
+    result = _bundle("training", "--dataset_dir", str(root), "--run_dir", str(tmp_path / "run"),
                      "--folds", "2", "--epochs", "1", *TINY)
     assert result.returncode != 0
     assert "case BraTS2021_00000: BraTS2021_00000_seg.nii.gz has shape (32, 32, 20)" in result.stderr

@@ -5,13 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 
 from pipeline.crossval import fold_table, format_cv_table
-from tests.conftest import CONFIGS, REPO
+from tests.conftest import cli_overrides, run_bundle
 
 
 def test_the_fold_table_averages_each_folds_own_cases(tmp_path):
@@ -42,12 +40,9 @@ def test_out_of_fold_evaluation_scores_every_case_once_by_the_fold_that_never_tr
 
     run = tmp_path / "cv"
     dl = write_datalist(tiny_dataset, run / "datalist.json", folds=2)
-    files = repr([str(CONFIGS / "common.yaml"), str(CONFIGS / "train.yaml")])
     for f in (0, 1):
-        cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", files, "--datalist",
-               str(run / "datalist.json"), "--fold", str(f), "--run_dir", str(run / f"fold_{f}"), *TINY]
-        result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr[-3000:]
+        run_bundle("training", cli_overrides(["--datalist", str(run / "datalist.json"), "--fold", str(f),
+                                              "--run_dir", str(run / f"fold_{f}"), *TINY]))
     assert main(["cv", str(run), "--set", "num_workers", "0", "device", "cpu"]) == 0
     summary = json.loads((run / "cv_summary.json").read_text())
     fold_of = {it["case"]: it["fold"] for it in dl["training"]}

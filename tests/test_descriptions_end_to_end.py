@@ -4,8 +4,6 @@ description, with only --dataset_dir (and --label_scheme for BraTS 2024) changed
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
@@ -13,17 +11,14 @@ import pytest
 
 from pipeline.datasets import detect_layout, discover_cases
 from pipeline.labels import describe
-from tests.conftest import CONFIGS, REPO
+from tests.conftest import cli_overrides, run_bundle
 
 TINY = ["--roi_size", "[32,32,32]", "--unet_channels", "[8,16,32]", "--num_res_units", "1", "--num_workers", "0",
         "--device", "cpu"]
 
 
-def _cli(run_id: str, overlay: str, *args: str) -> None:
-    files = repr([str(CONFIGS / "common.yaml"), str(CONFIGS / overlay)])
-    cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", files, *args]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{run_id}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+def _cli(run_id: str, *args: str) -> None:
+    run_bundle(run_id, cli_overrides(args))
 
 
 @pytest.mark.slow
@@ -39,9 +34,9 @@ def test_training_inference_and_evaluation_follow_the_datasets_description(tmp_p
     scheme = scheme_args[1] if scheme_args else detect_layout(data).label_scheme
     desc = describe(scheme)
     common = ["--dataset_dir", str(data), "--run_dir", str(run), *scheme_args]
-    _cli("training", "train.yaml", *common, "--folds", "2", "--epochs", "1", "--batch_size", "1", *TINY)
-    _cli("inference", "inference.yaml", *common, "--num_workers", "0", "--device", "cpu")  # network from run.json
-    _cli("evaluate", "evaluate.yaml", *common)
+    _cli("training", *common, "--folds", "2", "--epochs", "1", "--batch_size", "1", *TINY)
+    _cli("inference", *common, "--num_workers", "0", "--device", "cpu")  # network from run.json
+    _cli("evaluate", *common)
 
     for case in discover_cases(data):
         seg = nib.load(run / "seg" / f"{case.case_id}.nii.gz")

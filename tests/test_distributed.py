@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from monai.bundle import ConfigParser
 
 from pipeline import distributed
+from pipeline.bundle import command
 from pipeline.datasets import build_datalist
-from tests.conftest import CONFIGS, REPO
+from tests.conftest import REPO, parse_bundle
 
 TINY_NET = {"roi_size": [32, 32, 32], "unet_channels": [8, 16, 32], "num_res_units": 1, "num_workers": 0,
             "device": "cpu"}
@@ -76,8 +76,7 @@ def test_init_distributed_outside_torchrun_says_how_to_launch(monkeypatch: pytes
 
 
 def test_multi_gpu_overlay_parses_over_train_yaml() -> None:
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / n) for n in ("common.yaml", "train.yaml", "multi_gpu_train.yaml")])
+    parser = parse_bundle("training", multi_gpu=True)
     # the group is joined before anything else runs, so that rank 0 alone checks the run folder and runs the data
     # check (`split`)
     steps = ["init_distributed" if "init_distributed" in step else step for step in parser["initialize"]]
@@ -131,9 +130,7 @@ def test_computed_on_main_process_is_the_call_in_one_process(tmp_path: Path) -> 
 
 def _one_process_dice(datalist: Path, run_dir: Path, checkpoint: Path) -> tuple[float, torch.Tensor]:
     """val_mean_dice of ``checkpoint`` on fold 0, evaluated by train.yaml's evaluator in this process."""
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "common.yaml"), str(CONFIGS / "train.yaml")])
-    parser.update({"datalist": str(datalist), "run_dir": str(run_dir), "fold": 0, **TINY_NET})
+    parser = parse_bundle("training", {"datalist": str(datalist), "run_dir": str(run_dir), "fold": 0, **TINY_NET})
     parser.get_parsed_content("network").load_state_dict(torch.load(checkpoint, weights_only=True))
     evaluator = parser.get_parsed_content("validate#evaluator")
     evaluator.run()
@@ -145,10 +142,8 @@ def _one_process_dice(datalist: Path, run_dir: Path, checkpoint: Path) -> tuple[
 def test_two_gloo_processes_train_validate_and_equal_the_one_process_dice(uneven_datalist: Path,
                                                                           tmp_path: Path) -> None:
     run = tmp_path / "run"
-    files = repr([str(CONFIGS / n) for n in ("common.yaml", "train.yaml", "multi_gpu_train.yaml")])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "monai.bundle", "run", "training", "--config_file", files,
-           "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"),
+           *command("training", multi_gpu=True)[1:],  # python -m monai.bundle run ... under torchrun
            *_cli_args({"datalist": uneven_datalist, "fold": 0, "run_dir": run, "val_interval": 2, "batch_size": 1,
                        **TINY_NET})]
 

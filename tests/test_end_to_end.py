@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -13,29 +12,20 @@ import numpy as np
 import pytest
 
 from pipeline.datasets import discover_cases
-from tests.conftest import CONFIGS, REPO
+from tests.conftest import cli_overrides, run_bundle
 
 TINY = ["--roi_size", "[32,32,32]", "--unet_channels", "[8,16,32]", "--num_res_units", "1",
         "--num_workers", "0", "--device", "cpu"]
 
 
-def _bundle(run_id: str, overlay: str, *args: str) -> subprocess.CompletedProcess:
-    return _bundle_files(run_id, [overlay], *args)
-
-
-def _bundle_files(run_id: str, overlays: list[str], *args: str) -> subprocess.CompletedProcess:
-    files = repr([str(CONFIGS / "common.yaml"), *(str(CONFIGS / o) for o in overlays)])
-    cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", files,
-           "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"), *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert result.returncode == 0, f"{run_id} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
+def _bundle(run_id: str, *args: str) -> subprocess.CompletedProcess:
+    return run_bundle(run_id, cli_overrides(args))
 
 
 @pytest.fixture(scope="module")
 def trained_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("run")
-    _bundle("training", "train.yaml", "--dataset_dir", str(tiny_dataset), "--run_dir", str(run),
+    _bundle("training", "--dataset_dir", str(tiny_dataset), "--run_dir", str(run),
             "--folds", "2", "--epochs", "2", "--val_interval", "1", "--batch_size", "1", *TINY)
     return run
 
@@ -52,7 +42,7 @@ def test_training_writes_best_and_last_checkpoints(trained_run: Path) -> None:
 @pytest.mark.slow
 def test_inference_writes_brats_labels_on_each_inputs_grid(tiny_dataset: Path, trained_run: Path) -> None:
     out = trained_run / "seg"
-    _bundle("inference", "inference.yaml", "--dataset_dir", str(tiny_dataset), "--run_dir", str(trained_run),
+    _bundle("inference", "--dataset_dir", str(tiny_dataset), "--run_dir", str(trained_run),
             "--output_dir", str(out), *TINY)
     cases = discover_cases(tiny_dataset)
     assert sorted(p.name for p in out.glob("*.nii.gz")) == sorted(f"{c.case_id}.nii.gz" for c in cases)
@@ -67,7 +57,7 @@ def test_inference_writes_brats_labels_on_each_inputs_grid(tiny_dataset: Path, t
 @pytest.mark.slow
 def test_evaluate_writes_metrics_for_every_case_and_region(tiny_dataset: Path, trained_run: Path) -> None:
     test_inference_writes_brats_labels_on_each_inputs_grid(tiny_dataset, trained_run)
-    result = _bundle("evaluate", "evaluate.yaml", "--dataset_dir", str(tiny_dataset), "--run_dir", str(trained_run),
+    result = _bundle("evaluate", "--dataset_dir", str(tiny_dataset), "--run_dir", str(trained_run),
                      *TINY)
     rows = list(csv.DictReader((trained_run / "eval" / "metrics.csv").open()))
     assert {(r["case"], r["region"]) for r in rows} == {

@@ -9,14 +9,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.test_end_to_end import TINY, _bundle, _bundle_files
+from tests.conftest import cli_overrides, run_bundle
+from tests.test_end_to_end import TINY, _bundle
 
 
 @pytest.fixture(scope="module")
 def tracked_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("mlflow")
     run = tmp_path_factory.mktemp("tracked")
-    _bundle("training", "train.yaml", "--dataset_dir", str(tiny_dataset), "--run_dir", str(run), "--folds", "2",
+    _bundle("training", "--dataset_dir", str(tiny_dataset), "--run_dir", str(run), "--folds", "2",
             "--epochs", "2", "--val_interval", "1", "--batch_size", "1", "--tracking", "mlflow", *TINY)
     return run
 
@@ -39,9 +40,9 @@ def test_mlflow_tracking_records_the_run_in_a_local_store(tracked_run: Path) -> 
     assert "val_mean_dice" in runs[0].data.metrics
 
 
-def _infer(tiny_dataset: Path, run: Path, out: Path, *extra: str, overlays: tuple[str, ...] = ()) -> None:
-    _bundle_files("inference", ["inference.yaml", *overlays], "--dataset_dir", str(tiny_dataset), "--run_dir",
-                  str(run), "--output_dir", str(out), *TINY, *extra)
+def _infer(tiny_dataset: Path, run: Path, out: Path, *extra: str, ensemble: bool = False) -> None:
+    run_bundle("inference", cli_overrides(["--dataset_dir", str(tiny_dataset), "--run_dir", str(run), "--output_dir",
+                                           str(out), *TINY, *extra]), ensemble=ensemble)
 
 
 def _labels(folder: Path) -> dict[str, np.ndarray]:
@@ -56,7 +57,7 @@ def test_ensemble_of_identical_folds_equals_the_single_model(tiny_dataset: Path,
         shutil.copy(tracked_run / "models" / "model.pt", dest / "model.pt")
     _infer(tiny_dataset, tracked_run, tracked_run / "seg_single")
     _infer(tiny_dataset, tracked_run, tracked_run / "seg_ensemble", "--ensemble_folds", "[0,1]",
-           overlays=("ensemble.yaml",))
+           ensemble=True)
     single, ensemble = _labels(tracked_run / "seg_single"), _labels(tracked_run / "seg_ensemble")
     assert single.keys() == ensemble.keys() and len(single) == 4
     for name in single:

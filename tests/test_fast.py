@@ -13,19 +13,17 @@ from monai.data import MetaTensor, ThreadDataLoader, get_track_meta
 from bench import bench_inference, bench_training
 from bench.timing import amp_mode
 from pipeline import fast
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, parse_bundle
 
 #: a small network and patch, as the benchmarks' tiny preset
 TINY_IDS = {"roi_size": [32, 32, 32], "unet_channels": [8, 16, 32], "num_res_units": 1}
 
 
 def _parser(overlays: list[str], **overrides: object) -> ConfigParser:
-    parser = ConfigParser()
     with warnings.catch_warnings():  # over inference.yaml MONAI warns that `+train` has nothing to merge into
         warnings.filterwarnings("ignore", message=r"Can't merge entry \['\+train'\]")
-        parser.read_config([str(CONFIGS / name) for name in ("common.yaml", *overlays)])
-    parser.update({"device": "cpu", "data_check": "off", **TINY_IDS, **overrides})
-    return parser
+        return parse_bundle([CONFIGS / name for name in ("common.yaml", *overlays)],
+                            {"device": "cpu", "data_check": "off", **TINY_IDS, **overrides})
 
 
 def _training(tiny_dataset: Path, run_dir: Path, fast_overlay: bool = True, **overrides: object) -> ConfigParser:

@@ -16,14 +16,11 @@ from monai.inferers import SimpleInferer
 from pipeline.datasets import discover_cases
 from pipeline.inference import MirrorInferer, probabilities_to_logits, with_tta, write_label_like
 from pipeline.labels import labels_to_regions
-from tests.conftest import CONFIGS
+from tests.conftest import parse_bundle
 
 
 def _inference_parser(tiny_dataset: Path, out: Path) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "common.yaml"), str(CONFIGS / "inference.yaml")])
-    parser.update({"dataset_dir": str(tiny_dataset), "output_dir": str(out), "device": "cpu"})
-    return parser
+    return parse_bundle("inference", {"dataset_dir": str(tiny_dataset), "output_dir": str(out), "device": "cpu"})
 
 
 def test_reference_regions_through_the_bundle_postprocessing_give_back_the_reference_labels(

@@ -28,7 +28,7 @@ from pipeline.datasets import (
 from pipeline.evaluation import evaluate_case, evaluate_folders
 from pipeline.labels import CHANNELS, labels_to_regions, regions_to_labels
 from pipeline.transforms import LabelsToRegionsd, SelectChannelsd
-from tests.conftest import CONFIGS, LAYOUT_NAMES, LAYOUT_SHAPE
+from tests.conftest import LAYOUT_NAMES, LAYOUT_SHAPE, parse_bundle
 
 CASE_IDS = {
     "brats2021": ["BraTS2021_00000", "BraTS2021_00001", "BraTS2021_00002"],
@@ -39,10 +39,7 @@ SCHEME = {"brats2021": "brats", "brats2023": "brats2023", "msd": "msd"}
 
 
 def _parser(dataset_dir: Path, **overrides: object) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "common.yaml"), str(CONFIGS / "train.yaml")])
-    parser.update({"dataset_dir": str(dataset_dir), "device": "cpu", "num_workers": 0, **overrides})
-    return parser
+    return parse_bundle("training", {"dataset_dir": str(dataset_dir), "device": "cpu", "num_workers": 0, **overrides})
 
 
 def _reference(brats2021: Path, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -212,10 +209,9 @@ def test_inference_postprocessing_writes_the_reference_labels_in_the_datasets_ow
     regions = labels_to_regions(np.asarray(ref.dataobj), SCHEME[layout]).astype(np.float32)
     regions_file = tmp_path / "regions.nii.gz"
     nib.save(nib.Nifti1Image(np.moveaxis(regions, 0, -1), ref.affine), regions_file)
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "common.yaml"), str(CONFIGS / "inference.yaml")])
-    parser.update({"dataset_dir": str(layout_datasets[layout]), "output_dir": str(tmp_path / "seg"), "device": "cpu",
-                   "data_keys": ["image", "regions"]})
+    parser = parse_bundle("inference", {"dataset_dir": str(layout_datasets[layout]),
+                                        "output_dir": str(tmp_path / "seg"), "device": "cpu",
+                                        "data_keys": ["image", "regions"]})
     pre, post = parser.get_parsed_content("preprocessing"), parser.get_parsed_content("postprocessing")
     item = pre({**case.to_item(), "regions": str(regions_file)})
     post({**item, "pred": (item["regions"].as_tensor() - 0.5) * 20})

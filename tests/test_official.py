@@ -386,10 +386,8 @@ def test_command_line_legacy_stays_the_default(tmp_path: Path) -> None:
 
 
 def test_bundle_protocol_switch_writes_the_official_files(tmp_path: Path) -> None:
-    from monai.bundle import ConfigParser
-
     from pipeline.synthetic import write_dataset
-    from tests.conftest import CONFIGS
+    from tests.conftest import parse_bundle
 
     data = tmp_path / "BraTS2021"
     write_dataset(data, cases=2, shape=(32, 32, 24), seed=3)
@@ -397,8 +395,7 @@ def test_bundle_protocol_switch_writes_the_official_files(tmp_path: Path) -> Non
     for case in sorted(p for p in data.iterdir() if p.is_dir()):
         label = nib.load(str(case / f"{case.name}_seg.nii.gz"))
         _save(seg / f"{case.name}.nii.gz", np.roll(np.asarray(label.dataobj), 1, axis=0), label.affine)
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "common.yaml"), str(CONFIGS / "evaluate.yaml")])
+    parser = parse_bundle("evaluate")
     assert parser["protocol"] == "legacy"
     parser.update({"device": "cpu", "dataset_dir": str(data), "run_dir": str(tmp_path / "run"),
                    "protocol": "official"})

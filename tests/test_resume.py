@@ -8,7 +8,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,10 +19,11 @@ import torch
 from monai.bundle import ConfigParser
 from monai.utils import set_determinism
 
+from pipeline.bundle import command
 from pipeline.checkpoints import TrainingCheckpoint
 from pipeline.datasets import discover_cases
 from pipeline.inference import pending_items, write_label_like
-from tests.conftest import CONFIGS, REPO
+from tests.conftest import REPO, parse_bundle
 from tests.test_distributed import TINY_NET, _cli_args, write_uneven_datalist
 
 #: fold 1 of the uneven datalist validates on 1 case; fold 0's 3 cases train: 3 steps per epoch with batch 1
@@ -36,10 +36,7 @@ def uneven_datalist(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 def _parser(datalist: Path, run_dir: Path, **overrides: object) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "common.yaml"), str(CONFIGS / "train.yaml")])
-    parser.update({"datalist": str(datalist), "run_dir": str(run_dir), **TRAIN, **overrides})
-    return parser
+    return parse_bundle("training", {"datalist": str(datalist), "run_dir": str(run_dir), **TRAIN, **overrides})
 
 
 def _train(parser: ConfigParser, stop_after_epoch: int | None = None) -> dict[str, torch.Tensor]:
@@ -166,9 +163,7 @@ def _epoch_in(checkpoint: Path) -> int:
 def test_training_killed_mid_epoch_resumes_and_completes_its_epochs(uneven_datalist: Path, tmp_path: Path) -> None:
     run, epochs = tmp_path / "run", 4
     checkpoint = run / "models" / "checkpoint.pt"
-    files = repr([str(CONFIGS / "common.yaml"), str(CONFIGS / "train.yaml")])
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", files,
-           "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"),
+    cmd = [*command("training"),
            *_cli_args({"datalist": uneven_datalist, "run_dir": run, "epochs": epochs, "val_interval": 2,
                        **TRAIN, "num_samples": 4})]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -228,9 +223,7 @@ def test_inference_config_filters_the_cases_before_the_network_runs(tiny_dataset
     write_label_like(np.zeros(nib.load(case.images[0]).shape, np.uint8), case.images[0], out / f"{case.case_id}.nii.gz")
     counts = {}
     for overwrite in (False, True):
-        parser = ConfigParser()
-        parser.read_config([str(CONFIGS / "common.yaml"), str(CONFIGS / "inference.yaml")])
-        parser.update({"dataset_dir": str(tiny_dataset), "output_dir": str(out), "device": "cpu",
-                       "overwrite": overwrite})
+        parser = parse_bundle("inference", {"dataset_dir": str(tiny_dataset), "output_dir": str(out), "device": "cpu",
+                                            "overwrite": overwrite})
         counts[overwrite] = len(parser.get_parsed_content("dataset"))
     assert counts == {False: 3, True: 4}

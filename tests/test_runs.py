@@ -8,7 +8,6 @@ import hashlib
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from pipeline.runs import (
     run_ids,
     start_training,
 )
-from tests.conftest import CONFIGS, REPO
+from tests.conftest import CONFIGS, cli_overrides, run_bundle
 
 SMALL = functools.partial(UNet, spatial_dims=3, in_channels=4, out_channels=3, channels=[4, 8], strides=[2],
                           num_res_units=0)
@@ -208,11 +207,8 @@ TINY = ["--roi_size", "[32,32,32]", "--unet_channels", "[8,16,32]", "--num_res_u
         "--device", "cpu"]
 
 
-def _cli(run_id: str, overlay: str, *args: str) -> subprocess.CompletedProcess:
-    files = repr([str(CONFIGS / "common.yaml"), str(CONFIGS / overlay)])
-    cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", files, "--meta_file",
-           str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+def _cli(run_id: str, *args: str) -> subprocess.CompletedProcess:
+    return run_bundle(run_id, cli_overrides(args), check=False)
 
 
 def _last_line(result: subprocess.CompletedProcess) -> str:
@@ -230,12 +226,12 @@ CLI_OUTPUT: dict[str, str] = {}
 def cli_run(tiny_dataset, tmp_path_factory):
     """A tiny run trained (1 epoch, demo-like network ids) and segmented once through the CLI."""
     run = tmp_path_factory.mktemp("cli") / "run"
-    result = _cli("training", "train.yaml", "--dataset_dir", str(tiny_dataset), "--run_dir", str(run), "--folds", "2",
+    result = _cli("training", "--dataset_dir", str(tiny_dataset), "--run_dir", str(run), "--folds", "2",
                   "--epochs", "1", "--val_interval", "1", "--batch_size", "1", *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
     CLI_OUTPUT["training"] = result.stdout
     # no network ids: the run's record gives them
-    result = _cli("inference", "inference.yaml", "--dataset_dir", str(tiny_dataset), "--run_dir", str(run),
+    result = _cli("inference", "--dataset_dir", str(tiny_dataset), "--run_dir", str(run),
                   "--num_workers", "0", "--device", "cpu")
     assert result.returncode == 0, result.stderr[-3000:]
     return run
@@ -244,7 +240,7 @@ def cli_run(tiny_dataset, tmp_path_factory):
 @pytest.mark.slow
 def test_cli_training_again_into_a_finished_run_ends_with_one_line_and_keeps_the_run(cli_run, tiny_dataset):
     before = _tree(cli_run / "models")
-    result = _cli("training", "train.yaml", "--dataset_dir", str(tiny_dataset), "--run_dir", str(cli_run),
+    result = _cli("training", "--dataset_dir", str(tiny_dataset), "--run_dir", str(cli_run),
                   "--folds", "2", "--epochs", "1", *TINY)
     assert result.returncode != 0
     assert _last_line(result).startswith(f"error: {cli_run} already holds a run")
@@ -255,10 +251,10 @@ def test_cli_training_again_into_a_finished_run_ends_with_one_line_and_keeps_the
 @pytest.mark.slow
 def test_cli_inference_again_skips_its_own_outputs_and_refuses_to_keep_another_models(cli_run, tiny_dataset):
     before = _tree(cli_run / "seg")
-    again = _cli("inference", "inference.yaml", "--dataset_dir", str(tiny_dataset), "--run_dir", str(cli_run),
+    again = _cli("inference", "--dataset_dir", str(tiny_dataset), "--run_dir", str(cli_run),
                  "--num_workers", "0", "--device", "cpu")
     assert again.returncode == 0 and "skipped 4 already segmented by this model" in again.stdout
-    other = _cli("inference", "inference.yaml", "--dataset_dir", str(tiny_dataset), "--run_dir", str(cli_run),
+    other = _cli("inference", "--dataset_dir", str(tiny_dataset), "--run_dir", str(cli_run),
                  "--num_workers", "0", "--device", "cpu", "--tta", "true")
     assert other.returncode != 0 and "not written by this model" in _last_line(other)
     assert _tree(cli_run / "seg") == before
@@ -269,7 +265,7 @@ def test_cli_inference_again_skips_its_own_outputs_and_refuses_to_keep_another_m
                                    pytest.param("out", id="inside_the_dataset")])
 def test_cli_inference_into_the_dataset_is_refused_before_anything_is_written(cli_run, tiny_dataset, where):
     before = _tree(tiny_dataset)
-    result = _cli("inference", "inference.yaml", "--dataset_dir", str(tiny_dataset), "--run_dir", str(cli_run),
+    result = _cli("inference", "--dataset_dir", str(tiny_dataset), "--run_dir", str(cli_run),
                   "--output_dir", str(tiny_dataset / where), "--device", "cpu")
     assert result.returncode != 0 and "--output_dir" in _last_line(result)
     assert _tree(tiny_dataset) == before and not (tiny_dataset / "out").exists()
@@ -280,7 +276,7 @@ def test_cli_inference_with_a_truncated_checkpoint_names_it_and_the_way_out(cli_
     bad = tmp_path / "models" / "model.pt"
     bad.parent.mkdir()
     bad.write_bytes((cli_run / "models" / "model.pt").read_bytes()[:1000])
-    result = _cli("inference", "inference.yaml", "--dataset_dir", str(tiny_dataset), "--ckpt_path", str(bad),
+    result = _cli("inference", "--dataset_dir", str(tiny_dataset), "--ckpt_path", str(bad),
                   "--output_dir", str(tmp_path / "seg"), "--device", "cpu")
     assert result.returncode != 0
     assert _last_line(result).startswith(f"error: {bad} cannot be read as a checkpoint")
@@ -350,7 +346,7 @@ def test_cli_inference_saves_probabilities_that_threshold_to_the_written_labels(
     from pipeline.labels import regions_to_labels
 
     out = tmp_path / "seg"
-    result = _cli("inference", "inference.yaml", "--dataset_dir", str(tiny_dataset), "--run_dir", str(cli_run),
+    result = _cli("inference", "--dataset_dir", str(tiny_dataset), "--run_dir", str(cli_run),
                   "--output_dir", str(out), "--save_probabilities", "true", "--num_workers", "0", "--device", "cpu")
     assert result.returncode == 0, result.stderr[-2000:]
     for label_file in sorted(out.glob("*.nii.gz")):
@@ -381,7 +377,7 @@ def test_a_folder_of_one_cases_files_is_one_case_for_inference(tiny_dataset, tmp
 
 @pytest.mark.slow
 def test_cli_inference_segments_a_single_case_folder(cli_run, tiny_dataset, tmp_path):
-    result = _cli("inference", "inference.yaml", "--dataset_dir", str(tiny_dataset / "BraTS2021_00003"),
+    result = _cli("inference", "--dataset_dir", str(tiny_dataset / "BraTS2021_00003"),
                   "--run_dir", str(cli_run), "--output_dir", str(tmp_path / "one"), "--num_workers", "0",
                   "--device", "cpu")
     assert result.returncode == 0, result.stderr[-2000:]
