@@ -48,7 +48,7 @@ from pipeline.datasets import (
     discover_cases,
 )
 from pipeline.errors import UserError
-from pipeline.files import atomic_write_text, check_output_location
+from pipeline.files import atomic_write_text, check_output_location, is_within
 from pipeline.labels import LABEL_SCHEMES, NNUNET_PREFIX, allowed_labels, describe, region_masks
 from pipeline.metrics import HD95_EMPTY_PENALTY_MM, METRIC_KEYS, bounding_box, region_metrics
 
@@ -373,10 +373,6 @@ def resolve_evaluation_scheme(scheme: str, reference: Reference) -> str:
         "pass --scheme brats (ET 4), brats2023 (ET 3), msd (1 ED, 2 NET, 3 ET) or labels")
 
 
-def _is_within(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
 def check_evaluation_folders(pred_dir: str | os.PathLike, reference: Reference) -> Path:
     """Refuse a prediction folder that is, lies inside, or contains the reference folder.
 
@@ -398,10 +394,10 @@ def check_evaluation_folders(pred_dir: str | os.PathLike, reference: Reference) 
     if pred == ref:
         raise UserError(f"the prediction folder {pred} is the {kind}: predictions would be scored against "
                         f"themselves or mixed with the labels; {fix}")
-    if _is_within(pred, ref):
+    if is_within(pred, ref):
         raise UserError(f"the prediction folder {pred} lies inside the {kind} {ref}: predictions must never be "
                         f"written among the reference files; {fix}")
-    if _is_within(ref, pred):
+    if is_within(ref, pred):
         raise UserError(f"the {kind} {ref} lies inside the prediction folder {pred}; {fix}")
     return pred_root
 

@@ -115,7 +115,8 @@ def _resolved(path: str | os.PathLike) -> Path:
     return Path(path).expanduser().resolve()
 
 
-def _is_within(path: Path, folder: Path) -> bool:
+def is_within(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it (both resolved)."""
     return path == folder or folder in path.parents
 
 
@@ -139,13 +140,13 @@ def check_output_location(output: str | os.PathLike, inputs: Iterable[str | os.P
     out = _resolved(output)
     if dataset_dir:
         data = _resolved(dataset_dir)
-        if _is_within(out, data) or _is_within(data, out):
-            rel = "is" if out == data else ("is inside" if _is_within(out, data) else "contains")
+        if is_within(out, data) or is_within(data, out):
+            rel = "is" if out == data else ("is inside" if is_within(out, data) else "contains")
             raise UserError(f"the output folder {out} {rel} the dataset folder {data}: {what} must never be written "
                             f"among the inputs; pass {option} a folder outside the dataset (e.g. runs/<name>)")
     for item in inputs:
         src = _resolved(item)
-        if _is_within(src, out):
+        if is_within(src, out):
             raise UserError(f"the output folder {out} holds the input file {src}: {what} would be written among the "
                             f"inputs (and could replace them); pass {option} a folder that holds no input")
     return out

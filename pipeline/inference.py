@@ -351,13 +351,21 @@ def _refuse_foreign(items: Sequence[Mapping], output_dir: str | os.PathLike, mod
 def output_is_valid(out_path: str | os.PathLike, reference: str | os.PathLike) -> bool:
     """Whether ``out_path`` is a whole segmentation of ``reference``: a ``.gz`` decompresses to its end (CRC and
     length checked), its header loads, its shape and affine are the reference's, and all its voxels can be read."""
-    if str(out_path).endswith(".gz") and not gzip_is_whole(out_path):
+    gz = str(out_path).endswith(".gz")
+    if gz and not gzip_is_whole(out_path):
         return False
     try:
         out, ref = nib.load(out_path), nib.load(reference)
         if tuple(out.shape) != tuple(ref.shape[:3]) or not np.allclose(out.affine, ref.affine, atol=1e-4):
             return False
-        np.asarray(out.dataobj)
+        needed = int(out.dataobj.offset) + int(np.prod(out.shape)) * out.get_data_dtype().itemsize
+        if gz:  # decoded once above; the gzip trailer's length (mod 2**32) must cover every voxel
+            with open(out_path, "rb") as f:
+                f.seek(-4, os.SEEK_END)
+                if int.from_bytes(f.read(4), "little") != needed % 2**32:
+                    return False
+        else:
+            np.asarray(out.dataobj)
     except (OSError, EOFError, ValueError, zlib.error, ImageFileError):
         return False
     return True

@@ -172,3 +172,16 @@ def test_a_user_error_inside_a_config_expression_is_found_through_the_chain():
             raise RuntimeError("Failed to evaluate ConfigExpression") from inner
     except RuntimeError as outer:
         assert user_message(outer) == "case X: bad file; fix it"
+
+
+def test_a_whole_gzip_holding_too_few_voxels_is_not_a_valid_output(tmp_path):
+    import gzip
+
+    from pipeline.inference import output_is_valid
+
+    path = _gz(tmp_path)
+    raw = gzip.decompress(path.read_bytes())
+    short = tmp_path / "short.nii.gz"
+    short.write_bytes(gzip.compress(raw[:-100]))  # a complete gzip stream of a cut-off image
+    assert gzip_is_whole(short) and output_is_valid(path, path)
+    assert not output_is_valid(short, path)
