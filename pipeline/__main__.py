@@ -18,8 +18,8 @@ def _synth(args: argparse.Namespace) -> int:
 
     folders = write_dataset(args.out_dir, cases=args.cases, shape=tuple(args.shape), seed=args.seed, layout=args.layout,
                             force=args.force, channels=args.channels, rc=args.rc)
-    print(f"{args.out_dir}: {len(folders)} synthetic case(s) of shape {tuple(args.shape)} (written now, or already there "
-          "from the same settings: see synthetic.json)")
+    print(f"{args.out_dir}: {len(folders)} synthetic case(s) of shape {tuple(args.shape)} (written now, or already "
+          "there from the same settings: see synthetic.json)")
     return 0
 
 
