@@ -39,13 +39,14 @@ sys.path.insert(0, str(REPO))
 
 from bench.bench_training import (  # noqa: E402
     PRESETS,
+    apply_process_settings,
     argument_parser,
     build_parser,
     isolated_settings,
     prepare,
 )
 from bench.timing import StepTimer, TimedTransform, amp_mode  # noqa: E402
-from pipeline.fast import on_cuda  # noqa: E402
+from pipeline.precision import on_cuda  # noqa: E402
 
 #: cases segmented per configuration, by preset (the first is the warm-up)
 CASES = {"full": 6, "demo": 6, "tiny": 4}
@@ -68,6 +69,7 @@ def _name(transform: object) -> str:
 def run_config(name: str, overlays: list[str], ids: dict, *, device: str, cases: int) -> dict:
     """Segment ``cases`` cases with the inference evaluator of ``overlays``; return the timings."""
     parser = build_parser(overlays, ids)
+    apply_process_settings(parser)
     # the first `cases` cases of the folder, without the data check (the benchmark's own synthetic data)
     parser["infer_checked"] = f"$pipeline.datasets.inference_items(@datalist, @dataset_dir, @infer_fold)[:{cases}]"
     evaluator = parser.get_parsed_content("evaluator")

@@ -55,7 +55,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.timing import StepTimer, amp_mode, machine, synchronize  # noqa: E402
-from pipeline.fast import on_cuda  # noqa: E402
+from pipeline.precision import on_cuda  # noqa: E402
 
 CONFIGS = REPO / "bundle" / "configs"
 
@@ -113,10 +113,18 @@ def build_parser(overlays: list[str], ids: dict):  # noqa: ANN201 - a monai.bund
     return parser
 
 
+def apply_process_settings(parser: object) -> None:
+    """What the stages' ``initialize`` sets for the process and the benchmarks, which skip it, need: cuDNN
+    autotuning (the ``cudnn_benchmark`` id). Call it inside :func:`isolated_settings`."""
+    from pipeline.precision import set_cudnn_benchmark
+
+    set_cudnn_benchmark(parser.get_parsed_content("cudnn_benchmark"))
+
+
 @contextlib.contextmanager
 def isolated_settings() -> Iterator[None]:
-    """Restore the process-wide settings a configuration may change (fast.yaml's cuDNN autotuning and autocast
-    dtype), so that a configuration run after another does not inherit them."""
+    """Restore the process-wide settings a configuration may change (cuDNN autotuning, set by the stages'
+    ``initialize``, and the CUDA autocast dtype), so that a configuration run after another does not inherit them."""
     saved = torch.backends.cudnn.benchmark, torch.get_autocast_dtype("cuda")
     try:
         yield
@@ -154,6 +162,7 @@ def run_config(name: str, overlays: list[str], ids: dict, *, device: str, steps:
     ``data_only``: draw the batches from the trainer's loader without training (the loader's own rate).
     """
     parser = build_parser(overlays, ids)
+    apply_process_settings(parser)
     batch, samples = int(parser.get_parsed_content("batch_size")), int(parser.get_parsed_content("num_samples"))
     train_cases = len(parser.get_parsed_content("split")[0])
     per_pass = -(-train_cases // batch)

@@ -18,12 +18,12 @@ from collections.abc import Callable, Hashable, Mapping
 
 import torch
 
-from pipeline.fast import cpu_bf16_supported, on_cuda
+from pipeline.precision import cpu_bf16_supported, on_cuda
 
 
 def amp_mode(parser: object, engine_amp: bool) -> str:
     """How a built configuration runs its network, for the benchmarks' reports: ``"on"`` (MONAI's AMP, CUDA),
-    ``"cpu bf16"`` (fast.yaml's :func:`pipeline.fast.cpu_autocast`) or ``"off"`` (float32).
+    ``"cpu bf16"`` (fast.yaml's :func:`pipeline.precision.cpu_autocast`) or ``"off"`` (float32).
     ``parser``: a ``ConfigParser``."""
     if engine_amp:
         return "on"

@@ -3,7 +3,8 @@
 Flow: ``synthetic``/``datasets`` (data) -> ``check`` -> ``transforms`` -> bundle network -> training
 (``validation``, ``checkpoints``, ``distributed``, ``monitoring``) -> ``inference`` (``ensemble``,
 ``postprocessing``) -> ``metrics``/``evaluation`` (numbers); ``labels`` holds the one channel/label/region table,
-``fast`` the fast path's settings, ``monai_workarounds`` the list of every place we work around MONAI.
+``precision`` where the network computes in half precision, ``fast`` the fast path's caching and loading,
+``monai_workarounds`` the list of every place we work around MONAI.
 """
 
 __version__ = "0.1.0"

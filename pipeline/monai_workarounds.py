@@ -43,14 +43,9 @@ orientation   1.6.1  every Orientationd built without labels    none: common.yam
                      warns (FutureWarning) that the default     leaves labels unset                notice is dropped
                      became None (the meta-tensor's space)      (labels: null would silence
                                                                 it and change nothing)
-CPU autocast  1.6.1  the engines enter torch.autocast("cuda",   fast.cpu_autocast (network of      the engines autocast
-                     ...) only: no mixed precision on the CPU   common.yaml and ensemble.yaml;     on their device's
+CPU autocast  1.6.1  the engines enter torch.autocast("cuda",   precision.cpu_autocast (network    the engines autocast
+                     ...) only: no mixed precision on the CPU   of common.yaml and ensemble.yaml;  on their device's
                                                                 fast.yaml cpu_amp)                 type
-AMP dtype     1.6.1  the engines take amp as a bool and the     fast.mixed_precision (the          amp (one id, read by
-                     dtype from each engine's amp_kwargs,       amp id sets the process's          every stage) can
-                     which one overlay (fast.yaml) cannot set   autocast dtype)                    carry the dtype
-                     on the trainer and on the inference
-                     evaluator at once
 cache copy    1.6.1  CacheDataset deep-copies the cached item   fast.without_cache_copy            never: a safe
                      on every draw (copy_cache=True): ~100 MB                                      default, not a
                      per BraTS case                                                                defect; it goes when

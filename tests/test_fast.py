@@ -12,7 +12,7 @@ from monai.data import MetaTensor, ThreadDataLoader, get_track_meta
 
 from bench import bench_inference, bench_training
 from bench.timing import amp_mode
-from pipeline import fast
+from pipeline import precision
 from tests.conftest import CONFIGS, parse_bundle
 
 #: a small network and patch, as the benchmarks' tiny preset
@@ -76,8 +76,8 @@ def test_fast_float32_training_uses_channels_last_convolutions_on_the_cpu_and_in
 def test_fast_turns_on_cpu_bf16_autocast_exactly_where_the_cpu_computes_bf16(tiny_dataset: Path,
                                                                              tmp_path: Path) -> None:
     parser = _training(tiny_dataset, tmp_path)
-    assert parser.get_parsed_content("cpu_amp") == fast.cpu_bf16_supported()
-    assert amp_mode(parser, False) == ("cpu bf16" if fast.cpu_bf16_supported() else "off")
+    assert parser.get_parsed_content("cpu_amp") == precision.cpu_bf16_supported()
+    assert amp_mode(parser, False) == ("cpu bf16" if precision.cpu_bf16_supported() else "off")
     plain = _training(tiny_dataset, tmp_path, fast_overlay=False)
     assert amp_mode(plain, False) == "off" and amp_mode(plain, True) == "on"
 
@@ -90,67 +90,6 @@ def test_cpu_amp_wraps_every_network_the_configs_build(overlays: list[str], tmp_
     assert hasattr(type(parser.get_parsed_content("network")), "_autocast_base")
     parser = _parser(overlays, run_dir=str(tmp_path), cpu_amp=False, ensemble_folds=[0, 1])
     assert not hasattr(type(parser.get_parsed_content("network")), "_autocast_base")
-
-
-def _recording_dtypes(network: torch.nn.Module) -> list[torch.dtype]:
-    seen: list[torch.dtype] = []
-    first_conv = next(m for m in network.modules() if isinstance(m, torch.nn.Conv3d))
-    first_conv.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
-    return seen
-
-
-def test_cpu_autocast_computes_in_bf16_returns_float32_and_keeps_the_module_and_its_state_dict() -> None:
-    from monai.networks.nets import UNet
-
-    torch.manual_seed(0)
-    reference = UNet(3, 4, 3, (8, 16, 32), (2, 2), num_res_units=1, norm="instance")
-    wrapped = UNet(3, 4, 3, (8, 16, 32), (2, 2), num_res_units=1, norm="instance")
-    wrapped.load_state_dict(reference.state_dict())
-    assert fast.cpu_autocast(wrapped, True) is wrapped
-    assert list(wrapped.state_dict()) == list(reference.state_dict())
-    inner = _recording_dtypes(wrapped)
-    x = torch.randn(2, 4, 32, 32, 32)
-    out = wrapped(x)
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # the independent computation: autocast around the call
-        expected = reference(x)
-    assert inner == [torch.bfloat16] and out.dtype == torch.float32 and expected.dtype == torch.bfloat16
-    torch.testing.assert_close(out, expected.float(), rtol=0, atol=0)
-    assert not torch.is_autocast_enabled("cpu")  # left after the call
-    # the gradients of one step agree with float32's up to bf16 precision (cosine > 0.99 per weight)
-    y = (torch.rand(2, 3, 32, 32, 32) > 0.5).float()
-    for net in (reference, wrapped):
-        torch.nn.functional.binary_cross_entropy_with_logits(net(x), y).backward()
-    for a, b in zip(reference.parameters(), wrapped.parameters(), strict=True):
-        if a.dim() == 5:
-            assert torch.nn.functional.cosine_similarity(a.grad.flatten(), b.grad.flatten(), dim=0) > 0.99
-
-
-@pytest.mark.parametrize("enabled", [pytest.param(False, id="off_bool"), pytest.param("false", id="off_string")])
-def test_cpu_autocast_off_leaves_the_network_in_float32(enabled: object) -> None:
-    network = fast.cpu_autocast(torch.nn.Sequential(torch.nn.Conv3d(4, 2, 3)), enabled)
-    seen = _recording_dtypes(network)
-    assert network(torch.randn(1, 4, 8, 8, 8)).dtype == torch.float32 and seen == [torch.float32]
-
-
-def test_cpu_autocast_survives_a_deep_copy_and_torch_compile() -> None:
-    import copy
-
-    network = fast.cpu_autocast(torch.nn.Sequential(torch.nn.Conv3d(4, 2, 3)), True)
-    assert fast.cpu_autocast(network, True) is network and type(network).__mro__[1] is torch.nn.Sequential
-    twin = copy.deepcopy(network)
-    seen = _recording_dtypes(twin)
-    assert twin(torch.randn(1, 4, 8, 8, 8)).dtype == torch.float32 and seen == [torch.bfloat16]
-    compiled = torch.compile(network, backend="eager")  # dynamo traces the autocast; no C++ compiler needed
-    x = torch.randn(1, 4, 8, 8, 8)
-    torch.testing.assert_close(compiled(x), network(x))
-
-
-def test_cpu_autocast_is_left_when_the_forward_raises() -> None:
-    network = fast.cpu_autocast(torch.nn.Conv3d(4, 2, 3), True)
-    with pytest.raises(RuntimeError):
-        network(torch.randn(1, 3, 8, 8, 8))  # 3 channels for a 4-channel convolution
-    assert not torch.is_autocast_enabled("cpu")
-    assert network(torch.randn(1, 4, 8, 8, 8)).dtype == torch.float32  # and the next call works
 
 
 def test_channels_last_network_trains_as_the_contiguous_one_and_its_checkpoint_loads_into_it(tmp_path: Path) -> None:
@@ -214,25 +153,14 @@ def test_cache_is_float16_in_ram_by_default_on_the_cpu_and_float32_on_request(ti
     assert parser.get_parsed_content("train#dataset")._cache[0]["image"].dtype == torch.float32
 
 
-def test_mixed_precision_is_off_and_changes_nothing_on_the_cpu() -> None:
-    cudnn, dtype = torch.backends.cudnn.benchmark, torch.get_autocast_dtype("cuda")
-    assert fast.mixed_precision("cpu", torch.bfloat16) is False
-    assert (torch.backends.cudnn.benchmark, torch.get_autocast_dtype("cuda")) == (cudnn, dtype)
-
-
-def test_mixed_precision_rejects_a_full_precision_dtype() -> None:
-    with pytest.raises(ValueError, match="amp_dtype must be torch.bfloat16 or torch.float16"):
-        fast.mixed_precision("cpu", torch.float32)
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_on_cuda_the_cache_is_half_precision_on_the_gpu_and_amp_uses_bf16(tiny_dataset: Path, tmp_path: Path) -> None:
     parser = _training(tiny_dataset, tmp_path, device="cuda")
     cached = parser.get_parsed_content("train#dataset")._cache[0]
     assert cached["image"].dtype == torch.float16 and cached["image"].device.type == "cuda"
-    with bench_training.isolated_settings():  # the `amp` id sets them for the process: give them back after
-        assert parser.get_parsed_content("amp") is True
-        assert torch.get_autocast_dtype("cuda") == fast.amp_dtype("cuda") and torch.backends.cudnn.benchmark
+    trainer = parser.get_parsed_content("train#trainer")
+    assert trainer.amp is True and trainer.amp_kwargs == {"dtype": precision.amp_dtype("cuda")}
+    assert parser.get_parsed_content("cudnn_benchmark") is True
     batch = next(iter(parser.get_parsed_content("train#dataloader")))
     assert batch["image"].device.type == "cuda" and batch["label"].dtype == torch.float32
 

@@ -1,0 +1,156 @@
+"""pipeline.precision: where the network computes in half precision (CUDA AMP ids, CPU bf16 autocast, cuDNN
+autotuning), and that resolving the bundle's ids never changes a process-wide setting."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from pipeline import precision
+from tests.conftest import CONFIGS, parse_bundle
+
+TINY_IDS = {"roi_size": [32, 32, 32], "unet_channels": [8, 16, 32], "num_res_units": 1, "device": "cpu"}
+
+
+def _process_settings() -> tuple[bool, torch.dtype]:
+    return torch.backends.cudnn.benchmark, torch.get_autocast_dtype("cuda")
+
+
+@pytest.fixture
+def restored_settings() -> Iterator[None]:
+    """Give back cuDNN autotuning and the CUDA autocast dtype, which a test may change."""
+    saved = _process_settings()
+    yield
+    torch.backends.cudnn.benchmark = saved[0]
+    torch.set_autocast_dtype("cuda", saved[1])
+
+
+def _parser(overlays: list[str], **overrides: object) -> ConfigParser:
+    with warnings.catch_warnings():  # over inference.yaml MONAI warns that `+train` has nothing to merge into
+        warnings.filterwarnings("ignore", message=r"Can't merge entry \['\+train'\]")
+        return parse_bundle([CONFIGS / name for name in ("common.yaml", *overlays)],
+                            {"data_check": "off", **TINY_IDS, **overrides})
+
+
+@pytest.mark.parametrize("dtype, expected", [
+    pytest.param(torch.bfloat16, torch.bfloat16, id="bfloat16"),
+    pytest.param(torch.float16, torch.float16, id="float16"),
+    pytest.param("bfloat16", torch.bfloat16, id="name"),
+    pytest.param("torch.float16", torch.float16, id="qualified_name"),
+])
+def test_autocast_kwargs_carry_a_half_precision_dtype(dtype: object, expected: torch.dtype) -> None:
+    assert precision.autocast_kwargs(dtype) == {"dtype": expected}
+
+
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="float32"), pytest.param("int8", id="int8")])
+def test_autocast_kwargs_refuse_a_full_precision_or_integer_dtype(dtype: object) -> None:
+    with pytest.raises(ValueError, match="amp_dtype must be torch.bfloat16 or torch.float16"):
+        precision.autocast_kwargs(dtype)
+
+
+@pytest.mark.parametrize("value, expected", [pytest.param(True, True, id="true"),
+                                             pytest.param("false", False, id="false_string")])
+def test_set_cudnn_benchmark_sets_the_process_setting(value: object, expected: bool, restored_settings: None) -> None:
+    torch.backends.cudnn.benchmark = not expected
+    precision.set_cudnn_benchmark(value)
+    assert torch.backends.cudnn.benchmark is expected
+
+
+@pytest.mark.parametrize("overlays, engines", [
+    pytest.param(["train.yaml"], ["train#trainer", "validate#evaluator"], id="training"),
+    pytest.param(["train.yaml", "fast.yaml"], ["train#trainer", "validate#evaluator"], id="training_fast"),
+    pytest.param(["inference.yaml"], ["evaluator"], id="inference"),
+    pytest.param(["inference.yaml", "fast.yaml"], ["evaluator"], id="inference_fast"),
+])
+def test_every_engine_gets_the_amp_dtype_and_resolving_the_ids_changes_no_process_setting(
+        overlays: list[str], engines: list[str], tiny_dataset: Path, tmp_path: Path, restored_settings: None) -> None:
+    torch.backends.cudnn.benchmark = False
+    torch.set_autocast_dtype("cuda", torch.float16)
+    before = _process_settings()
+    parser = _parser(overlays, dataset_dir=str(tiny_dataset), run_dir=str(tmp_path), folds=2)
+    dtype = parser.get_parsed_content("amp_dtype")
+    assert dtype in (torch.float16, torch.bfloat16)
+    for engine_id in engines:
+        engine = parser.get_parsed_content(engine_id)
+        assert engine.amp is precision.on_cuda("cpu") and engine.amp_kwargs == {"dtype": dtype}
+    parser.get_parsed_content("cudnn_benchmark")
+    assert _process_settings() == before
+
+
+def test_training_initialize_sets_cudnn_autotuning_after_seeding(tiny_dataset: Path, tmp_path: Path,
+                                                                 restored_settings: None) -> None:
+    """``set_determinism`` turns autotuning off; the explicit step after it sets the ``cudnn_benchmark`` id."""
+    for wanted in (True, False):
+        torch.backends.cudnn.benchmark = not wanted
+        parser = _parser(["train.yaml"], dataset_dir=str(tiny_dataset), run_dir=str(tmp_path / f"run_{wanted}"),
+                         folds=2, cudnn_benchmark=wanted)
+        for i in range(len(parser["initialize"])):
+            parser.get_parsed_content(f"initialize#{i}")
+        assert torch.backends.cudnn.benchmark is wanted
+
+
+def _recording_dtypes(network: torch.nn.Module) -> list[torch.dtype]:
+    seen: list[torch.dtype] = []
+    first_conv = next(m for m in network.modules() if isinstance(m, torch.nn.Conv3d))
+    first_conv.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    return seen
+
+
+def test_cpu_autocast_computes_in_bf16_returns_float32_and_keeps_the_module_and_its_state_dict() -> None:
+    from monai.networks.nets import UNet
+
+    torch.manual_seed(0)
+    reference = UNet(3, 4, 3, (8, 16, 32), (2, 2), num_res_units=1, norm="instance")
+    wrapped = UNet(3, 4, 3, (8, 16, 32), (2, 2), num_res_units=1, norm="instance")
+    wrapped.load_state_dict(reference.state_dict())
+    assert precision.cpu_autocast(wrapped, True) is wrapped
+    assert list(wrapped.state_dict()) == list(reference.state_dict())
+    inner = _recording_dtypes(wrapped)
+    x = torch.randn(2, 4, 32, 32, 32)
+    out = wrapped(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the independent computation: autocast around the call
+        expected = reference(x)
+    assert inner == [torch.bfloat16] and out.dtype == torch.float32 and expected.dtype == torch.bfloat16
+    torch.testing.assert_close(out, expected.float(), rtol=0, atol=0)
+    assert not torch.is_autocast_enabled("cpu")  # left after the call
+    # the gradients of one step agree with float32's up to bf16 precision (cosine > 0.99 per weight)
+    y = (torch.rand(2, 3, 32, 32, 32) > 0.5).float()
+    for net in (reference, wrapped):
+        torch.nn.functional.binary_cross_entropy_with_logits(net(x), y).backward()
+    for a, b in zip(reference.parameters(), wrapped.parameters(), strict=True):
+        if a.dim() == 5:
+            assert torch.nn.functional.cosine_similarity(a.grad.flatten(), b.grad.flatten(), dim=0) > 0.99
+
+
+@pytest.mark.parametrize("enabled", [pytest.param(False, id="off_bool"), pytest.param("false", id="off_string")])
+def test_cpu_autocast_off_leaves_the_network_in_float32(enabled: object) -> None:
+    network = precision.cpu_autocast(torch.nn.Sequential(torch.nn.Conv3d(4, 2, 3)), enabled)
+    seen = _recording_dtypes(network)
+    assert network(torch.randn(1, 4, 8, 8, 8)).dtype == torch.float32 and seen == [torch.float32]
+
+
+def test_cpu_autocast_survives_a_deep_copy_and_torch_compile() -> None:
+    import copy
+
+    network = precision.cpu_autocast(torch.nn.Sequential(torch.nn.Conv3d(4, 2, 3)), True)
+    assert precision.cpu_autocast(network, True) is network and type(network).__mro__[1] is torch.nn.Sequential
+    twin = copy.deepcopy(network)
+    seen = _recording_dtypes(twin)
+    assert twin(torch.randn(1, 4, 8, 8, 8)).dtype == torch.float32 and seen == [torch.bfloat16]
+    compiled = torch.compile(network, backend="eager")  # dynamo traces the autocast; no C++ compiler needed
+    x = torch.randn(1, 4, 8, 8, 8)
+    torch.testing.assert_close(compiled(x), network(x))
+
+
+def test_cpu_autocast_is_left_when_the_forward_raises() -> None:
+    network = precision.cpu_autocast(torch.nn.Conv3d(4, 2, 3), True)
+    with pytest.raises(RuntimeError):
+        network(torch.randn(1, 3, 8, 8, 8))  # 3 channels for a 4-channel convolution
+    assert not torch.is_autocast_enabled("cpu")
+    assert network(torch.randn(1, 4, 8, 8, 8)).dtype == torch.float32  # and the next call works
+
