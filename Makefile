@@ -29,10 +29,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e .
 	touch $(STAMP)
 
-# the test extras (pytest, ruff, onnx/onnxruntime, mlflow) on top
+# the test extras (pytest, ruff, onnx/onnxruntime, mlflow, the official BraTS evaluation) on top
 $(TEST_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
 	touch $(TEST_STAMP)
+
+# one optional extra of pyproject.toml on top of venv: make extra-export | extra-official | extra-tracking |
+# extra-metadata (the commands that need one name it; make test installs them all)
+extra-%: $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[$*]"
 
 # synthetic data -> datalist -> train -> infer -> evaluate; the last line is `demo: mean Dice ... in N s`
 demo:
@@ -85,9 +90,10 @@ infer-ensemble: venv
 	$(PY) -m monai.bundle run inference --config_file $(call config,inference,--ensemble) $(BUNDLE_ARGS) --dataset_dir $(DATASET) --run_dir $(RUN) --output_dir $(RUN)/seg_ensemble \
 		--ensemble_folds "[$(shell echo $(FOLDS) | tr ' ' ',')]" $(ARGS)
 
-metadata: venv
+# the bundle's metadata.json against MONAI's schema (the copy in tests/data: nothing is downloaded)
+metadata: extra-metadata
 	$(PY) -m monai.bundle verify_metadata --meta_file $(CONFIGS)/metadata.json \
-		--filepath ../shared/monai/meta_schema_20240725.json
+		--filepath tests/data/meta_schema_20240725.json
 
 clean:
 	rm -rf runs data/synthetic .pytest_cache .ruff_cache
