@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "brats2024 (4 = resection cavity): --protocol official only")
     p.add_argument("--protocol", default="legacy", choices=["legacy", "official"],
                    help="legacy: our ET/TC/WT Dice, sensitivity, specificity, HD95; official: the BraTS package "
-                   "brats-evaluation's lesion-wise metrics (pip install -e '.[official]'); see docs/metrics.md")
+                   "brats-evaluation's lesion-wise metrics (make extra-official); see docs/metrics.md")
     p.add_argument("--challenge", default=None, type=str.lower,
                    choices=["gli", "mets", "ped", "menrt", "menpre", "goat"],
                    help="--protocol official: the package's config to score with; default gli (adult glioma)")

@@ -21,7 +21,7 @@ from types import TracebackType
 
 #: Optional packages -> the ``pip install`` extra that brings them (pyproject.toml).
 OPTIONAL_PACKAGES: dict[str, str] = {
-    "mlflow": "tracking", "onnx": "export", "onnxruntime": "export", "onnxscript": "export", "jsonschema": "test",
+    "mlflow": "tracking", "onnx": "export", "onnxruntime": "export", "onnxscript": "export", "jsonschema": "metadata",
     "brats_evaluation": "official", "panoptica": "official",
 }
 
@@ -60,8 +60,9 @@ def user_message(exc: BaseException) -> str | None:
             top = name if name in OPTIONAL_PACKAGES else next(
                 (p for p in OPTIONAL_PACKAGES if re.search(rf"\b{p}\b", str(e))), None)
             if top:
-                return (f"the optional package {top} is not installed; install it with: "
-                        f"pip install -e '.[{OPTIONAL_PACKAGES[top]}]'")
+                extra = OPTIONAL_PACKAGES[top]
+                return (f"the optional package {top} is not installed; install it with: make extra-{extra} "
+                        f"(or pip install -e '.[{extra}]')")
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
             what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
                     errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}[e.errno]

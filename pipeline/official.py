@@ -164,7 +164,7 @@ def _package() -> Any:
     except ImportError as err:
         raise UserError(
             f"--protocol official needs the packages brats-evaluation and panoptica ({err}); install them with: "
-            "pip install -e '.[official]'") from err
+            "make extra-official (or pip install -e '.[official]')") from err
     return brats_evaluation
 
 

@@ -1,9 +1,8 @@
-"""pipeline.files and pipeline.errors: whole files with the user's permissions, outputs never among the inputs,
-one writer per folder, refusals as one line."""
+"""pipeline.files: whole files with the user's permissions, outputs never among the inputs, one writer per
+folder."""
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import subprocess
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.errors import UserError, user_message
+from pipeline.errors import UserError
 from pipeline.files import FolderLock, atomic_write_text, check_output_location, gzip_is_whole
 
 
@@ -146,32 +145,6 @@ def test_a_segmentation_with_a_wrong_crc_is_not_a_valid_output(tmp_path):
     path.write_bytes(data[:-8] + bytes([data[-8] ^ 0xFF]) + data[-7:])
     np.asarray(nib.load(path).dataobj)  # nibabel still decodes the voxels: only the CRC at the end tells
     assert not output_is_valid(path, path)
-
-
-@pytest.mark.parametrize(("exc", "expected"), [
-    pytest.param(RuntimeError("Failed to evaluate ConfigExpression"), None, id="a_bug_keeps_its_traceback"),
-    pytest.param(OSError(errno.ENOSPC, "No space left on device", "/runs/x/model.pt"),
-                 "cannot write /runs/x/model.pt: the disk is full", id="disk_full"),
-    pytest.param(OSError(errno.EROFS, "Read-only file system", "/ro/seg"),
-                 "cannot write /ro/seg: the file system is read-only", id="read_only"),
-    pytest.param(ModuleNotFoundError("No module named 'mlflow'", name="mlflow"),
-                 "pip install -e '.[tracking]'", id="missing_optional_package"),
-    pytest.param(ImportError("import onnxruntime (No module named 'onnxruntime')."),
-                 "pip install -e '.[export]'", id="monai_optional_import"),
-])
-def test_user_message_names_the_file_and_the_fix(exc, expected):
-    message = user_message(exc)
-    assert message is None if expected is None else expected in message
-
-
-def test_a_user_error_inside_a_config_expression_is_found_through_the_chain():
-    try:
-        try:
-            raise UserError("case X: bad file; fix it")
-        except UserError as inner:
-            raise RuntimeError("Failed to evaluate ConfigExpression") from inner
-    except RuntimeError as outer:
-        assert user_message(outer) == "case X: bad file; fix it"
 
 
 def test_a_whole_gzip_holding_too_few_voxels_is_not_a_valid_output(tmp_path):

@@ -1,0 +1,46 @@
+"""pipeline.errors: a refusal is one line naming the file and the fix; a bug keeps its traceback."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from pipeline.errors import OPTIONAL_PACKAGES, UserError, user_message
+
+
+@pytest.mark.parametrize(("exc", "expected"), [
+    pytest.param(RuntimeError("Failed to evaluate ConfigExpression"), None, id="a_bug_keeps_its_traceback"),
+    pytest.param(OSError(errno.ENOSPC, "No space left on device", "/runs/x/model.pt"),
+                 "cannot write /runs/x/model.pt: the disk is full", id="disk_full"),
+    pytest.param(OSError(errno.EROFS, "Read-only file system", "/ro/seg"),
+                 "cannot write /ro/seg: the file system is read-only", id="read_only"),
+    pytest.param(ModuleNotFoundError("No module named 'mlflow'", name="mlflow"),
+                 "make extra-tracking (or pip install -e '.[tracking]')", id="missing_optional_package"),
+    pytest.param(ImportError("import onnxruntime (No module named 'onnxruntime')."),
+                 "make extra-export (or pip install -e '.[export]')", id="monai_optional_import"),
+])
+def test_user_message_names_the_file_and_the_fix(exc, expected):
+    message = user_message(exc)
+    assert message is None if expected is None else expected in message
+
+
+def test_a_user_error_inside_a_config_expression_is_found_through_the_chain():
+    try:
+        try:
+            raise UserError("case X: bad file; fix it")
+        except UserError as inner:
+            raise RuntimeError("Failed to evaluate ConfigExpression") from inner
+    except RuntimeError as outer:
+        assert user_message(outer) == "case X: bad file; fix it"
+
+
+def test_every_optional_package_names_an_extra_of_pyproject() -> None:
+    import tomllib
+
+    from tests.conftest import REPO
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for package, extra in OPTIONAL_PACKAGES.items():
+        requirement = package.replace("_", "-")
+        assert any(r.startswith(requirement) for r in extras[extra]), f"{package}: not in the extra {extra}"
