@@ -194,7 +194,7 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
         if found:
             logger.warning("--overwrite true: deleted %s", ", ".join(str(p) for p in found))
         record = None
-    if resume and record is not None:
+    if resume and record is not None and found:  # a checkpoint to continue: it must be the same run
         diffs = differing({k: record.get("ids", {}).get(k) for k in RESUME_IDS}, {k: ids.get(k) for k in RESUME_IDS})
         diffs += [f"network {d}" for d in differing(record.get("network", {}), network)]
         if diffs:
@@ -203,9 +203,13 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
     elif resume and found:
         raise RunError(f"--resume true: {run} holds {found[0].name} but no {RUN_RECORD}, so what it was trained on "
                        "cannot be checked; pass --overwrite true to start afresh, or another --run_dir")
+    if resume and not found:
+        logger.info("--resume true: no checkpoint in %s, so training starts at epoch 1 with these settings", ckpt)
     new = {"command": list(sys.argv), "config_files": _config_files(sys.argv), "ids": ids, "network": network}
-    if resume and record is not None:
+    if resume and record is not None and found:
         new["split"] = record.get("split")
+    if record and record.get("datalist_written"):  # its datalist.json is training's own: rewritten with the new split
+        new["datalist_written"] = True
     _write_record(run, new)
     return new
 

@@ -104,6 +104,36 @@ def test_a_resume_with_other_settings_is_refused_naming_each_differing_id(tmp_pa
     assert named in str(err.value)
 
 
+@pytest.mark.parametrize("change", [pytest.param({"dataset_dir": "/data/fixed"}, id="another_dataset"),
+                                    pytest.param({"fold": 2}, id="another_fold")])
+def test_a_resume_without_a_checkpoint_starts_afresh_with_the_new_settings(tmp_path, change):
+    """A start refused by the data check, or killed before its first checkpoint, leaves run.json and nothing to
+    resume: a job script's --resume true with corrected settings starts afresh instead of being refused."""
+    run = tmp_path / "run"
+    _start(run)
+    record_split(run, ([{"case": "a"}], [{"case": "b"}]))
+    started = _start(run, resume=True, **change)
+    assert "split" not in started
+    assert {k: read_record(run)["ids"][k] for k in change} == change
+    assert record_split(run, ([{"case": "c"}], [{"case": "d"}]))  # the new split is recorded, not refused
+    assert read_record(run)["split"] == {"train": ["c"], "validation": ["d"]}
+
+
+def test_a_new_start_rewrites_the_split_file_an_unfinished_run_wrote_but_never_the_users(tmp_path):
+    run = tmp_path / "run"
+    _start(run)
+    record_split(run, ([{"case": "a"}], [{"case": "b"}]))
+    _start(run, dataset_dir="/data/fixed")
+    record_split(run, ([{"case": "c"}], [{"case": "d"}]))
+    assert [it["case"] for it in json.loads((run / "datalist.json").read_text())["training"]] == ["c", "d"]
+    user = tmp_path / "user_run"
+    user.mkdir()
+    (user / "datalist.json").write_text('{"training": []}')  # the user's own file in the run folder
+    _start(user)
+    record_split(user, ([{"case": "a"}], [{"case": "b"}]))
+    assert (user / "datalist.json").read_text() == '{"training": []}'
+
+
 def test_a_resume_with_the_same_settings_goes_on(tmp_path):
     run = tmp_path / "run"
     _start(run)
