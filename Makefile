@@ -1,6 +1,7 @@
 # Two commands on a fresh clone: `make demo` and `make test`. Everything installs into .venv.
-# TORCH: the torch requirement. torch==2.13.0 is a CPU build that this project's machines keep on disk;
-# on a GPU machine use e.g. `make TORCH=torch train` to get pip's default (CUDA) build.
+# TORCH: the torch requirement, read at the first install only. This project's machines keep a CPU build of
+# torch==2.13.0; from PyPI on Linux it is the CUDA build. Another: `make TORCH="torch>=2.8" venv` on a fresh
+# clone (an existing .venv keeps its torch: rm -rf .venv first).
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV := .venv
@@ -34,10 +35,16 @@ $(TEST_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
 	touch $(TEST_STAMP)
 
-# one optional extra of pyproject.toml on top of venv: make extra-export | extra-official | extra-tracking |
-# extra-metadata (the commands that need one name it; make test installs them all)
-extra-%: $(STAMP)
+# one optional extra of pyproject.toml on top of venv, installed once: make extra-export | extra-official |
+# extra-tracking | extra-metadata (the commands that need one name it; make test installs them all)
+EXTRAS := export tracking official metadata
+.PRECIOUS: $(VENV)/.installed-%
+extra-%: $(VENV)/.installed-%
+	@:
+$(VENV)/.installed-%: $(STAMP)
+	@case " $(EXTRAS) " in *" $* "*) ;; *) echo "error: no extra '$*'; the extras: $(EXTRAS)" >&2; exit 2;; esac
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[$*]"
+	touch $@
 
 # synthetic data -> datalist -> train -> infer -> evaluate; the last line is `demo: mean Dice ... in N s`
 demo:

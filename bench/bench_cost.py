@@ -53,6 +53,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.bench_training import apply_process_settings, build_parser, ensure_dataset  # noqa: E402
 from bench.timing import machine, synchronize  # noqa: E402
+from pipeline.config import as_bool  # noqa: E402
 from pipeline.precision import on_cuda  # noqa: E402
 
 BRATS2021_CASES = 1251
@@ -159,7 +160,7 @@ def train_steps(parser, cached: list[dict], device: str, steps: int, warmup: int
     optimizer = parser.get_parsed_content("train#optimizer")
     if {id(p) for group in optimizer.param_groups for p in group["params"]} != {id(p) for p in network.parameters()}:
         raise RuntimeError("train#optimizer does not hold the parameters of `network`")
-    amp = bool(parser.get_parsed_content("amp")) and on_cuda(device)
+    amp = as_bool(parser.get_parsed_content("amp"), "amp") and on_cuda(device)
     amp_kwargs = parser.get_parsed_content("amp_kwargs")  # the engines' autocast dtype
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     network.train()
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.datasets import discover_cases
 
         overlays, parser = build(preset, data, work, args.device, args.fast)
-        apply_process_settings(parser)  # one configuration per process: nothing to restore
+        apply_process_settings(parser, training=True)  # one configuration per process: nothing to restore
         batch_size, num_samples = (int(parser.get_parsed_content(k)) for k in ("batch_size", "num_samples"))
         roi, channels = parser.get_parsed_content("roi_size"), parser.get_parsed_content("unet_channels")
         print(f"configuration: common.yaml + {' + '.join(overlays)}; UNet {channels}, "

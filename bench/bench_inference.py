@@ -69,7 +69,7 @@ def _name(transform: object) -> str:
 def run_config(name: str, overlays: list[str], ids: dict, *, device: str, cases: int) -> dict:
     """Segment ``cases`` cases with the inference evaluator of ``overlays``; return the timings."""
     parser = build_parser(overlays, ids)
-    apply_process_settings(parser)
+    apply_process_settings(parser, training=False)
     # the first `cases` cases of the folder, without the data check (the benchmark's own synthetic data)
     parser["infer_checked"] = f"$pipeline.datasets.inference_items(@datalist, @dataset_dir, @infer_fold)[:{cases}]"
     evaluator = parser.get_parsed_content("evaluator")

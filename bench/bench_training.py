@@ -113,24 +113,28 @@ def build_parser(overlays: list[str], ids: dict):  # noqa: ANN201 - a monai.bund
     return parser
 
 
-def apply_process_settings(parser: object) -> None:
-    """What the stages' ``initialize`` sets for the process and the benchmarks, which skip it, need: cuDNN
+def apply_process_settings(parser: object, *, training: bool) -> None:
+    """The process settings the stages' ``initialize`` makes, for the benchmarks, which skip it: training seeds
+    with ``seed`` (``set_determinism``, which also makes cuDNN deterministic), then both stages set cuDNN
     autotuning (the ``cudnn_benchmark`` id). Call it inside :func:`isolated_settings`."""
+    from monai.utils import set_determinism
+
     from pipeline.precision import set_cudnn_benchmark
 
+    if training:
+        set_determinism(seed=parser.get_parsed_content("seed"))
     set_cudnn_benchmark(parser.get_parsed_content("cudnn_benchmark"))
 
 
 @contextlib.contextmanager
 def isolated_settings() -> Iterator[None]:
-    """Restore the process-wide settings a configuration may change (cuDNN autotuning, set by the stages'
-    ``initialize``, and the CUDA autocast dtype), so that a configuration run after another does not inherit them."""
-    saved = torch.backends.cudnn.benchmark, torch.get_autocast_dtype("cuda")
+    """Restore the process-wide settings a configuration may change (cuDNN autotuning and determinism, set as the
+    stages' ``initialize`` sets them), so that a configuration run after another does not inherit them."""
+    saved = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
     try:
         yield
     finally:
-        torch.backends.cudnn.benchmark = saved[0]
-        torch.set_autocast_dtype("cuda", saved[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved
 
 
 def time_loader(loader: object, device: str, count: int) -> tuple[StepTimer, tuple[int, ...]]:
@@ -162,7 +166,7 @@ def run_config(name: str, overlays: list[str], ids: dict, *, device: str, steps:
     ``data_only``: draw the batches from the trainer's loader without training (the loader's own rate).
     """
     parser = build_parser(overlays, ids)
-    apply_process_settings(parser)
+    apply_process_settings(parser, training=True)
     batch, samples = int(parser.get_parsed_content("batch_size")), int(parser.get_parsed_content("num_samples"))
     train_cases = len(parser.get_parsed_content("split")[0])
     per_pass = -(-train_cases // batch)

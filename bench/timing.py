@@ -22,11 +22,11 @@ from pipeline.precision import cpu_bf16_supported, on_cuda
 
 
 def amp_mode(parser: object, engine_amp: bool) -> str:
-    """How a built configuration runs its network, for the benchmarks' reports: ``"on"`` (MONAI's AMP, CUDA),
-    ``"cpu bf16"`` (fast.yaml's :func:`pipeline.precision.cpu_autocast`) or ``"off"`` (float32).
-    ``parser``: a ``ConfigParser``."""
+    """How a built configuration runs its network, for the benchmarks' reports: ``"on (torch.bfloat16)"`` (MONAI's
+    AMP on CUDA, with the engines' ``amp_kwargs`` dtype), ``"cpu bf16"`` (fast.yaml's
+    :func:`pipeline.precision.cpu_autocast`) or ``"off"`` (float32). ``parser``: a ``ConfigParser``."""
     if engine_amp:
-        return "on"
+        return f"on ({parser.get_parsed_content('amp_kwargs')['dtype']})"
     if parser.get("cpu_amp") is not None and parser.get_parsed_content("cpu_amp"):
         return "cpu bf16"
     return "off"

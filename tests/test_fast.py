@@ -80,7 +80,7 @@ def test_fast_turns_on_cpu_bf16_autocast_exactly_where_the_cpu_computes_bf16(tin
     assert parser.get_parsed_content("cpu_amp") == precision.cpu_bf16_supported()
     assert amp_mode(parser, False) == ("cpu bf16" if precision.cpu_bf16_supported() else "off")
     plain = _training(tiny_dataset, tmp_path, fast_overlay=False)
-    assert amp_mode(plain, False) == "off" and amp_mode(plain, True) == "on"
+    assert amp_mode(plain, False) == "off" and amp_mode(plain, True) == "on (torch.float16)"
 
 
 @pytest.mark.parametrize("overlays", [pytest.param(["train.yaml", "fast.yaml"], id="training"),

@@ -17,17 +17,34 @@ from tests.conftest import CONFIGS, parse_bundle
 TINY_IDS = {"roi_size": [32, 32, 32], "unet_channels": [8, 16, 32], "num_res_units": 1, "device": "cpu"}
 
 
-def _process_settings() -> tuple[bool, torch.dtype]:
-    return torch.backends.cudnn.benchmark, torch.get_autocast_dtype("cuda")
+def _process_settings() -> tuple[bool, bool, torch.dtype]:
+    return torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.get_autocast_dtype("cuda")
 
 
 @pytest.fixture
 def restored_settings() -> Iterator[None]:
-    """Give back cuDNN autotuning and the CUDA autocast dtype, which a test may change."""
+    """Give back what a test may change for the process: cuDNN autotuning and determinism, the CUDA autocast
+    dtype, and the random generators (a training ``initialize`` seeds them)."""
+    import random
+
+    import numpy as np
+
     saved = _process_settings()
+    rng = random.getstate(), np.random.get_state(), torch.get_rng_state()
     yield
-    torch.backends.cudnn.benchmark = saved[0]
-    torch.set_autocast_dtype("cuda", saved[1])
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
+    torch.set_autocast_dtype("cuda", saved[2])
+    random.setstate(rng[0])
+    np.random.set_state(rng[1])
+    torch.set_rng_state(rng[2])
+
+
+@pytest.fixture
+def simulated_bf16_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The configs' view of a CUDA device with bfloat16 (``on_cuda`` true, bf16 supported), on this CPU: the
+    engines are built as on a GPU; nothing here runs a CUDA kernel."""
+    monkeypatch.setattr(precision, "on_cuda", lambda device: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
 
 
 def _parser(overlays: list[str], **overrides: object) -> ConfigParser:
@@ -80,6 +97,57 @@ def test_every_engine_gets_the_amp_dtype_and_resolving_the_ids_changes_no_proces
         assert engine.amp is precision.on_cuda("cpu") and engine.amp_kwargs == {"dtype": dtype}
     parser.get_parsed_content("cudnn_benchmark")
     assert _process_settings() == before
+
+
+@pytest.mark.parametrize("overlays, engines, dtype", [
+    pytest.param(["train.yaml"], ["train#trainer", "validate#evaluator"], torch.float16, id="training"),
+    pytest.param(["train.yaml", "fast.yaml"], ["train#trainer", "validate#evaluator"], torch.bfloat16,
+                 id="training_fast"),
+    pytest.param(["inference.yaml"], ["evaluator"], torch.float16, id="inference"),
+    pytest.param(["inference.yaml", "fast.yaml"], ["evaluator"], torch.bfloat16, id="inference_fast"),
+])
+def test_on_a_bf16_gpu_fast_gives_every_engine_bf16_amp_without_touching_the_process(
+        overlays: list[str], engines: list[str], dtype: torch.dtype, tiny_dataset: Path, tmp_path: Path,
+        simulated_bf16_gpu: None, restored_settings: None) -> None:
+    torch.backends.cudnn.benchmark = False
+    torch.set_autocast_dtype("cuda", torch.float16)
+    before = _process_settings()
+    parser = _parser(overlays, dataset_dir=str(tiny_dataset), run_dir=str(tmp_path), folds=2,
+                     cache_device="cpu", num_workers=0)
+    with warnings.catch_warnings():  # torch warns that a GradScaler on a machine without CUDA is disabled
+        warnings.simplefilter("ignore")
+        built = [parser.get_parsed_content(engine_id) for engine_id in engines]
+    for engine in built:
+        assert engine.amp is True and engine.amp_kwargs == {"dtype": dtype}
+    assert parser.get_parsed_content("cudnn_benchmark") is ("fast.yaml" in overlays)
+    assert _process_settings() == before  # the old `amp` id set the autocast dtype and cuDNN autotuning here
+
+
+@pytest.mark.parametrize("value, expected", [pytest.param("false", False, id="false_string"),
+                                             pytest.param("true", True, id="true_string")])
+def test_amp_given_on_the_command_line_as_a_string_is_read_as_a_flag(value: str, expected: bool, tiny_dataset: Path,
+                                                                     tmp_path: Path) -> None:
+    parser = _parser(["train.yaml"], dataset_dir=str(tiny_dataset), run_dir=str(tmp_path), folds=2, amp=value)
+    with warnings.catch_warnings():  # torch warns that a GradScaler on a machine without CUDA is disabled
+        warnings.simplefilter("ignore")
+        assert parser.get_parsed_content("train#trainer").amp is expected
+        assert parser.get_parsed_content("validate#evaluator").amp is expected
+
+
+@pytest.mark.parametrize("run_id, variants, seeding", [
+    pytest.param("training", {}, "set_determinism", id="training"),
+    pytest.param("training", {"multi_gpu": True}, "init_distributed", id="multi_gpu_training"),
+    pytest.param("inference", {}, None, id="inference"),
+])
+def test_every_stage_sets_cudnn_autotuning_in_initialize_after_any_seeding(run_id: str, variants: dict,
+                                                                           seeding: str | None) -> None:
+    """``set_determinism`` turns autotuning off, so the step that sets it must come after the seeding; a stage
+    that replaces ``initialize`` (multi_gpu_train.yaml) must keep it."""
+    steps = [str(step) for step in parse_bundle(run_id, **variants)["initialize"]]
+    at = [i for i, step in enumerate(steps) if "set_cudnn_benchmark(@cudnn_benchmark)" in step]
+    assert len(at) == 1
+    if seeding:
+        assert [i for i, step in enumerate(steps) if seeding in step][0] < at[0]
 
 
 def test_training_initialize_sets_cudnn_autotuning_after_seeding(tiny_dataset: Path, tmp_path: Path,
