@@ -64,6 +64,8 @@ def test_fast_float32_training_uses_channels_last_convolutions_on_the_cpu_and_in
     weights = _conv_weights(fast_net)  # a 1x1x1 kernel is both layouts at once
     assert all(w.is_contiguous(memory_format=cl) for w in weights)
     assert sum(not w.is_contiguous() for w in weights) > len(weights) // 2
+    from_cli = _training(tiny_dataset, tmp_path, cpu_amp="false").get_parsed_content("network")  # --cpu_amp false
+    assert all(w.is_contiguous(memory_format=cl) for w in _conv_weights(from_cli))
     plain_net = _training(tiny_dataset, tmp_path, fast_overlay=False).get_parsed_content("network")
     assert all(w.is_contiguous() for w in _conv_weights(plain_net))
     inference = _parser(["inference.yaml", "fast.yaml"], dataset_dir=str(tiny_dataset), run_dir=str(tmp_path),
