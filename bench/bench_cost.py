@@ -116,7 +116,7 @@ def _median(xs: list[float]) -> str:
 
 
 def build(preset: dict, data: Path, work: Path, device: str, fast: bool):  # noqa: ANN201 - a ConfigParser
-    overlays = ["train.yaml", *(["fast.yaml"] if fast else [])]
+    overlays = ["train.yaml", *(["variants/fast.yaml"] if fast else [])]
     ids = {"dataset_dir": str(data), "data_check": "off", "device": device, "run_dir": str(work / "run"),
            "num_workers": 0, "seed": 0, **preset["ids"]}
     return overlays, build_parser(overlays, ids)

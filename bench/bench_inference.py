@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     overlays = ["inference.yaml", *preset["overlays"]]
     common["ckpt_path"] = str(save_random_checkpoint(overlays, common, work / "model.pt"))
     plain = (overlays, {**common, "amp": False, "run_dir": str(work / "plain")})
-    ours = (["inference.yaml", "fast.yaml", *preset["overlays"]],  # demo.yaml after fast.yaml, as the README says
+    ours = (["inference.yaml", "variants/fast.yaml", *preset["overlays"]],  # demo.yaml after fast.yaml (README)
             {**common, **dict(args.ours), "run_dir": str(work / "ours")})
     print(f"preset {preset_name}: {cases} cases of {preset['shape']} from {data}, roi "
           f"{build_parser(overlays, common).get_parsed_content('roi_size')}; plain = common + "

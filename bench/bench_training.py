@@ -62,8 +62,8 @@ CONFIGS = REPO / "bundle" / "configs"
 #: preset -> case shape, cases, folds (the validation fold is one of them), extra overlays, config overrides
 PRESETS: dict[str, dict] = {
     "full": {"shape": (240, 240, 155), "cases": 10, "folds": 5, "overlays": [], "ids": {}},
-    "demo": {"shape": (96, 96, 64), "cases": 10, "folds": 5, "overlays": ["demo.yaml"], "ids": {}},
-    "tiny": {"shape": (48, 48, 32), "cases": 5, "folds": 5, "overlays": ["demo.yaml"],
+    "demo": {"shape": (96, 96, 64), "cases": 10, "folds": 5, "overlays": ["variants/demo.yaml"], "ids": {}},
+    "tiny": {"shape": (48, 48, 32), "cases": 5, "folds": 5, "overlays": ["variants/demo.yaml"],
              "ids": {"roi_size": [32, 32, 32], "unet_channels": [8, 16, 32], "num_res_units": 1}},
 }
 
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     common = {"dataset_dir": str(data), "folds": preset["folds"], "fold": 0, "data_check": "off",
               "device": args.device, "epochs": 1, "val_interval": 10**6, "warmup_epochs": 0, "seed": 0,
               **preset["ids"], **dict(args.both)}
-    ours = (["train.yaml", "fast.yaml", *preset["overlays"]], {**common, **dict(args.ours)})  # demo.yaml last
+    ours = (["train.yaml", "variants/fast.yaml", *preset["overlays"]], {**common, **dict(args.ours)})  # demo.yaml last
     configs = {"plain": (["train.yaml", *preset["overlays"]], {**common, "amp": False}), "ours": ours}
     configs = {name: configs[name] for name in args.configs}
     for name, (key, value) in args.variant:

@@ -1,14 +1,14 @@
 """The order in which the bundle's config files are merged: the one place that builds the list.
 
-MONAI merges ``--config_file`` lists left to right, a later file replacing the ids it defines. The bundle has
-three kinds of file in ``bundle/configs/``:
+MONAI merges ``--config_file`` lists left to right, a later file replacing the ids it defines. The bundle's
+``configs/`` folder shows the kinds of file:
 
 - **common**: ``common.yaml``, everything shared (data ids, description, network, preprocessing, inferer).
 - **stages**: ``train.yaml`` (run id ``training``), ``inference.yaml`` (``inference``), ``evaluate.yaml``
-  (``evaluate``): each an overlay on common.yaml, never a config of its own.
-- **variants** and **networks**: ``fast.yaml`` (speed), a network overlay (``segresnet.yaml``, ``dynunet.yaml``;
-  the UNet of common.yaml is the default), ``ensemble.yaml`` (inference from several folds), ``demo.yaml``
-  (CPU-sized network and patch), ``multi_gpu_train.yaml`` (DDP under torchrun).
+  (``evaluate``), beside it: each an overlay on common.yaml, never a config of its own.
+- **networks** (``networks/``): ``segresnet.yaml``, ``dynunet.yaml`` (the UNet of common.yaml is the default).
+- **variants** (``variants/``): ``fast.yaml`` (speed), ``ensemble.yaml`` (inference from several folds),
+  ``demo.yaml`` (CPU-sized network and patch), ``multi_gpu_train.yaml`` (DDP under torchrun).
 
 The order, and why::
 
@@ -34,7 +34,11 @@ CONFIGS = Path(__file__).resolve().parent.parent / "bundle" / "configs"
 #: Run id -> its stage overlay.
 STAGES: dict[str, str] = {"training": "train.yaml", "inference": "inference.yaml", "evaluate": "evaluate.yaml"}
 #: Network name -> its overlay (None: common.yaml's UNet).
-NETWORKS: dict[str, str | None] = {"unet": None, "segresnet": "segresnet.yaml", "dynunet": "dynunet.yaml"}
+NETWORKS: dict[str, str | None] = {"unet": None, "segresnet": "networks/segresnet.yaml",
+                                   "dynunet": "networks/dynunet.yaml"}
+#: Variant -> its overlay.
+VARIANTS: dict[str, str] = {"fast": "variants/fast.yaml", "ensemble": "variants/ensemble.yaml",
+                            "demo": "variants/demo.yaml", "multi_gpu": "variants/multi_gpu_train.yaml"}
 
 
 def config_files(run_id: str, *, fast: bool = False, network: str = "unet", ensemble: bool = False,
@@ -54,15 +58,15 @@ def config_files(run_id: str, *, fast: bool = False, network: str = "unet", ense
         raise UserError("multi_gpu_train.yaml applies to training only; inference runs in one process")
     names = ["common.yaml", STAGES[run_id]]
     if fast and run_id != "evaluate":
-        names.append("fast.yaml")
+        names.append(VARIANTS["fast"])
     if NETWORKS[network] and run_id != "evaluate":
         names.append(NETWORKS[network])
     if ensemble:
-        names.append("ensemble.yaml")
+        names.append(VARIANTS["ensemble"])
     if demo and run_id != "evaluate":
-        names.append("demo.yaml")
+        names.append(VARIANTS["demo"])
     if multi_gpu:
-        names.append("multi_gpu_train.yaml")
+        names.append(VARIANTS["multi_gpu"])
     return [str(Path(configs) / n) for n in names]
 
 

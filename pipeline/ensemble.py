@@ -1,6 +1,6 @@
 """Fold ensembles: the mean probability of the cross-validation folds' networks, loaded as one model.
 
-``bundle/configs/ensemble.yaml`` builds a :class:`ProbabilityEnsemble` of ``len(ensemble_folds)`` copies of the
+``bundle/configs/variants/ensemble.yaml`` builds a :class:`ProbabilityEnsemble` of ``len(ensemble_folds)`` copies of the
 network (:func:`ensemble_of`) and loads the file :func:`write_ensemble_checkpoint` combines from the folds'
 ``model.pt`` (:func:`fold_checkpoint`, where ``make cv`` leaves them). Like :class:`pipeline.inference.MirrorInferer`
 it takes logits ``(B, R, H, W, D)`` of the network's region channels, averages sigmoid probabilities, never logits,

@@ -1,4 +1,4 @@
-"""What ``bundle/configs/fast.yaml`` calls for data loading and caching on the fast path.
+"""What ``bundle/configs/variants/fast.yaml`` calls for data loading and caching on the fast path.
 
 ``fast.yaml`` caches the preprocessed training volumes on the training device in float16 and draws the patches
 there (:func:`without_metadata`, :func:`without_cache_copy`, a ``ThreadDataLoader`` with :func:`loader_workers`);

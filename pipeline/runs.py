@@ -383,12 +383,25 @@ def model_id(ckpt_path: str | os.PathLike, **settings: object) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _moved_overlay(path: str) -> str:
+    """``path`` of a run recorded before the overlays moved into ``configs/variants/`` and ``configs/networks/``
+    (``bundle/configs/fast.yaml`` -> ``bundle/configs/variants/fast.yaml``); any other path as it is."""
+    from pipeline.bundle import NETWORKS, VARIANTS
+
+    p = Path(path)
+    moved = {Path(rel).name: rel for rel in [*VARIANTS.values(), *filter(None, NETWORKS.values())]}
+    if p.name in moved and p.parent.name == "configs" and not p.exists():
+        return str(p.parent / moved[p.name])
+    return path
+
+
 def next_command(run_dir: str | os.PathLike) -> str:
     """The inference command for a finished run: its config files with ``train.yaml`` -> ``inference.yaml`` (and
     without the multi-GPU overlay), ``--run_dir`` and its dataset; the network comes from ``run.json``."""
     record = read_record(run_dir) or {}
     files = []
     for f in record.get("config_files") or ["bundle/configs/common.yaml", "bundle/configs/train.yaml"]:
+        f = _moved_overlay(f)
         name = Path(f).name
         if name == "multi_gpu_train.yaml":
             continue

@@ -17,8 +17,8 @@ OVERLAYS = {
     "training": ["train.yaml"],
     "inference": ["inference.yaml"],
     "evaluate": ["evaluate.yaml"],
-    "demo_training": ["train.yaml", "demo.yaml"],
-    "demo_inference": ["inference.yaml", "demo.yaml"],
+    "demo_training": ["train.yaml", "variants/demo.yaml"],
+    "demo_inference": ["inference.yaml", "variants/demo.yaml"],
 }
 
 
@@ -54,8 +54,8 @@ def test_config_parses_and_defines_its_run_id(name: str) -> None:
 
 
 def test_training_config_instantiates_trainer_and_evaluator(tiny_dataset: Path, tmp_path: Path) -> None:
-    parser = _parser(["train.yaml", "demo.yaml"], dataset_dir=str(tiny_dataset), run_dir=str(tmp_path), folds=2,
-                     roi_size=[32, 32, 32], unet_channels=[8, 16, 32])
+    parser = _parser(["train.yaml", "variants/demo.yaml"], dataset_dir=str(tiny_dataset), run_dir=str(tmp_path),
+                     folds=2, roi_size=[32, 32, 32], unet_channels=[8, 16, 32])
     trainer = parser.get_parsed_content("train#trainer")
     evaluator = parser.get_parsed_content("validate#evaluator")
     assert trainer.state.max_epochs == parser.get_parsed_content("epochs")
@@ -68,7 +68,7 @@ def test_training_config_instantiates_trainer_and_evaluator(tiny_dataset: Path, 
 
 
 @pytest.mark.parametrize("overlays", [pytest.param(["train.yaml"], id="default"),
-                                      pytest.param(["train.yaml", "demo.yaml"], id="demo")])
+                                      pytest.param(["train.yaml", "variants/demo.yaml"], id="demo")])
 def test_network_maps_four_contrasts_to_three_regions(overlays: list[str]) -> None:
     parser = _parser(overlays)
     net = parser.get_parsed_content("network_def")
@@ -81,7 +81,7 @@ def test_network_maps_four_contrasts_to_three_regions(overlays: list[str]) -> No
 
 def test_user_facing_ids_exist_under_their_documented_names() -> None:
     assert len(USER_IDS) >= 25 and {"dataset_dir", "amp_dtype", "cudnn_benchmark", "dist_backend"} <= set(USER_IDS)
-    parser = _parser(["train.yaml", "inference.yaml", "evaluate.yaml", "multi_gpu_train.yaml"])
+    parser = _parser(["train.yaml", "inference.yaml", "evaluate.yaml", "variants/multi_gpu_train.yaml"])
     missing = [k for k in USER_IDS if k not in parser]
     assert not missing, f"ids promised in the README are missing: {missing}"
 

@@ -14,18 +14,21 @@ from tests.conftest import REPO
 
 
 def _names(files: list[str]) -> list[str]:
-    return [Path(f).name for f in files]
+    """The files relative to the configs folder: ``variants/fast.yaml``, ``networks/segresnet.yaml``, ..."""
+    return [Path(f).relative_to(CONFIGS).as_posix() for f in files]
 
 
 @pytest.mark.parametrize(("run_id", "variants", "expected"), [
     pytest.param("training", {}, ["common.yaml", "train.yaml"], id="plain_training"),
-    pytest.param("training", {"fast": True, "demo": True}, ["common.yaml", "train.yaml", "fast.yaml", "demo.yaml"],
-                 id="fast_before_demo"),
+    pytest.param("training", {"fast": True, "demo": True},
+                 ["common.yaml", "train.yaml", "variants/fast.yaml", "variants/demo.yaml"], id="fast_before_demo"),
     pytest.param("training", {"network": "segresnet", "demo": True, "multi_gpu": True},
-                 ["common.yaml", "train.yaml", "segresnet.yaml", "demo.yaml", "multi_gpu_train.yaml"],
+                 ["common.yaml", "train.yaml", "networks/segresnet.yaml", "variants/demo.yaml",
+                  "variants/multi_gpu_train.yaml"],
                  id="network_then_demo_then_multi_gpu_last"),
     pytest.param("inference", {"fast": True, "network": "dynunet", "ensemble": True},
-                 ["common.yaml", "inference.yaml", "fast.yaml", "dynunet.yaml", "ensemble.yaml"],
+                 ["common.yaml", "inference.yaml", "variants/fast.yaml", "networks/dynunet.yaml",
+                  "variants/ensemble.yaml"],
                  id="ensemble_after_the_network"),
     pytest.param("evaluate", {"fast": True, "demo": True, "network": "segresnet"}, ["common.yaml", "evaluate.yaml"],
                  id="evaluation_reads_files_only"),

@@ -14,9 +14,9 @@ from monai.bundle import ConfigParser
 from tests.conftest import CONFIGS, REPO
 
 #: (overlays, smallest patch whose bottleneck keeps > 1 voxel for instance norm)
-NETWORK_OVERLAYS = [pytest.param([], 32, id="unet"), pytest.param(["demo.yaml"], 32, id="demo_unet"),
-                    pytest.param(["segresnet.yaml"], 32, id="segresnet"),
-                    pytest.param(["dynunet.yaml"], 64, id="dynunet_five_downsamplings")]
+NETWORK_OVERLAYS = [pytest.param([], 32, id="unet"), pytest.param(["variants/demo.yaml"], 32, id="demo_unet"),
+                    pytest.param(["networks/segresnet.yaml"], 32, id="segresnet"),
+                    pytest.param(["networks/dynunet.yaml"], 64, id="dynunet_five_downsamplings")]
 
 
 def _files(*overlays: str) -> str:
@@ -55,7 +55,7 @@ def test_verify_net_in_out_passes_against_the_metadata() -> None:
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    torch.save(_network("demo.yaml").state_dict(), path)
+    torch.save(_network("variants/demo.yaml").state_dict(), path)
     return path
 
 
@@ -63,8 +63,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_torchscript_export_gives_the_eager_outputs(checkpoint: Path, tmp_path: Path) -> None:
     ts = tmp_path / "model.ts"
     _bundle("ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(checkpoint), "--meta_file",
-            str(CONFIGS / "metadata.json"), "--config_file", _files("demo.yaml"), "--key_in_ckpt", "")
-    eager = _network("demo.yaml").eval()
+            str(CONFIGS / "metadata.json"), "--config_file", _files("variants/demo.yaml"), "--key_in_ckpt", "")
+    eager = _network("variants/demo.yaml").eval()
     eager.load_state_dict(torch.load(checkpoint, weights_only=True))
     scripted = torch.jit.load(str(ts)).eval()
     x = torch.randn(1, 4, 32, 32, 32)
@@ -87,12 +87,12 @@ def test_onnx_export_has_dynamic_axes_and_gives_the_eager_outputs_at_two_sizes(c
     pytest.importorskip("onnxscript")
     onnx_file = tmp_path / "model.onnx"
     _bundle("onnx_export", "network_def", "--filepath", str(onnx_file), "--ckpt_file", str(checkpoint),
-            "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", _files("demo.yaml"),
+            "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", _files("variants/demo.yaml"),
             "--input_shape", "[1,4,32,32,32]", "--converter_kwargs", repr(ONNX_CONVERTER_KWARGS))
     (graph_input,) = onnx.load(str(onnx_file)).graph.input
     dims = [d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim]
     assert (graph_input.name, dims) == ("image", ["batch", 4, "h", "w", "d"])
-    eager = _network("demo.yaml").eval()
+    eager = _network("variants/demo.yaml").eval()
     eager.load_state_dict(torch.load(checkpoint, weights_only=True))
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     # the exported size, then another batch and shape (multiples of 8: demo.yaml's UNet down-samples 3 times)

@@ -28,7 +28,7 @@ def test_demo_runs_every_stage_through_the_bundle_and_ends_with_the_demo_line(
     data, run = tmp_path / "data", tmp_path / "run"
     summary = demo.run_demo(data_dir=str(data), run_dir=str(run), cases=8, shape=(48, 48, 32), epochs=1)
     out = capsys.readouterr().out
-    assert out.count("fast.yaml") == 2  # the training and inference command lines, not the evaluation's
+    assert out.count("variants/fast.yaml") == 2  # the training and inference command lines, not the evaluation's
     for stage in ("synthetic data", "datalist", "training", "inference", "evaluation"):
         assert f"--- {stage}: " in out
     line = out.strip().splitlines()[-1]

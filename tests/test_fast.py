@@ -27,7 +27,7 @@ def _parser(overlays: list[str], **overrides: object) -> ConfigParser:
 
 
 def _training(tiny_dataset: Path, run_dir: Path, fast_overlay: bool = True, **overrides: object) -> ConfigParser:
-    overlays = ["train.yaml", *(["fast.yaml"] if fast_overlay else []), "demo.yaml"]  # demo.yaml last
+    overlays = ["train.yaml", *(["variants/fast.yaml"] if fast_overlay else []), "variants/demo.yaml"]  # demo.yaml last
     return _parser(overlays, dataset_dir=str(tiny_dataset), run_dir=str(run_dir), folds=2, **overrides)
 
 
@@ -42,7 +42,7 @@ def test_fast_overlay_merges_over_training_and_inference(tiny_dataset: Path, tmp
     trainer = _training(tiny_dataset, tmp_path).get_parsed_content("train#trainer")
     assert isinstance(trainer.data_loader, ThreadDataLoader)
     assert trainer.amp is False  # AMP stays off on the CPU
-    inference = _parser(["inference.yaml", "fast.yaml"], dataset_dir=str(tiny_dataset), run_dir=str(tmp_path))
+    inference = _parser(["inference.yaml", "variants/fast.yaml"], dataset_dir=str(tiny_dataset), run_dir=str(tmp_path))
     evaluator = inference.get_parsed_content("evaluator")
     assert evaluator.amp is False
     # on the CPU fast.yaml's own windows per pass (measured fastest there), while the
@@ -68,7 +68,7 @@ def test_fast_float32_training_uses_channels_last_convolutions_on_the_cpu_and_in
     assert all(w.is_contiguous(memory_format=cl) for w in _conv_weights(from_cli))
     plain_net = _training(tiny_dataset, tmp_path, fast_overlay=False).get_parsed_content("network")
     assert all(w.is_contiguous() for w in _conv_weights(plain_net))
-    inference = _parser(["inference.yaml", "fast.yaml"], dataset_dir=str(tiny_dataset), run_dir=str(tmp_path),
+    inference = _parser(["inference.yaml", "variants/fast.yaml"], dataset_dir=str(tiny_dataset), run_dir=str(tmp_path),
                         cpu_amp=False)
     assert all(w.is_contiguous() for w in _conv_weights(inference.get_parsed_content("network")))
     # with bfloat16 autocast the contiguous layout is the faster one for training too (bench/RESULTS.md)
@@ -85,9 +85,10 @@ def test_fast_turns_on_cpu_bf16_autocast_exactly_where_the_cpu_computes_bf16(tin
     assert amp_mode(plain, False) == "off" and amp_mode(plain, True) == "on (torch.float16)"
 
 
-@pytest.mark.parametrize("overlays", [pytest.param(["train.yaml", "fast.yaml"], id="training"),
-                                      pytest.param(["inference.yaml", "fast.yaml"], id="inference"),
-                                      pytest.param(["inference.yaml", "fast.yaml", "ensemble.yaml"], id="ensemble")])
+@pytest.mark.parametrize("overlays", [pytest.param(["train.yaml", "variants/fast.yaml"], id="training"),
+                                      pytest.param(["inference.yaml", "variants/fast.yaml"], id="inference"),
+                                      pytest.param(["inference.yaml", "variants/fast.yaml", "variants/ensemble.yaml"],
+                                                   id="ensemble")])
 def test_cpu_amp_wraps_every_network_the_configs_build(overlays: list[str], tmp_path: Path) -> None:
     parser = _parser(overlays, run_dir=str(tmp_path), cpu_amp=True, ensemble_folds=[0, 1])
     assert hasattr(type(parser.get_parsed_content("network")), "_autocast_base")

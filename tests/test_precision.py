@@ -80,9 +80,9 @@ def test_set_cudnn_benchmark_sets_the_process_setting(value: object, expected: b
 
 @pytest.mark.parametrize("overlays, engines", [
     pytest.param(["train.yaml"], ["train#trainer", "validate#evaluator"], id="training"),
-    pytest.param(["train.yaml", "fast.yaml"], ["train#trainer", "validate#evaluator"], id="training_fast"),
+    pytest.param(["train.yaml", "variants/fast.yaml"], ["train#trainer", "validate#evaluator"], id="training_fast"),
     pytest.param(["inference.yaml"], ["evaluator"], id="inference"),
-    pytest.param(["inference.yaml", "fast.yaml"], ["evaluator"], id="inference_fast"),
+    pytest.param(["inference.yaml", "variants/fast.yaml"], ["evaluator"], id="inference_fast"),
 ])
 def test_every_engine_gets_the_amp_dtype_and_resolving_the_ids_changes_no_process_setting(
         overlays: list[str], engines: list[str], tiny_dataset: Path, tmp_path: Path, restored_settings: None) -> None:
@@ -101,10 +101,10 @@ def test_every_engine_gets_the_amp_dtype_and_resolving_the_ids_changes_no_proces
 
 @pytest.mark.parametrize("overlays, engines, dtype", [
     pytest.param(["train.yaml"], ["train#trainer", "validate#evaluator"], torch.float16, id="training"),
-    pytest.param(["train.yaml", "fast.yaml"], ["train#trainer", "validate#evaluator"], torch.bfloat16,
+    pytest.param(["train.yaml", "variants/fast.yaml"], ["train#trainer", "validate#evaluator"], torch.bfloat16,
                  id="training_fast"),
     pytest.param(["inference.yaml"], ["evaluator"], torch.float16, id="inference"),
-    pytest.param(["inference.yaml", "fast.yaml"], ["evaluator"], torch.bfloat16, id="inference_fast"),
+    pytest.param(["inference.yaml", "variants/fast.yaml"], ["evaluator"], torch.bfloat16, id="inference_fast"),
 ])
 def test_on_a_bf16_gpu_fast_gives_every_engine_bf16_amp_without_touching_the_process(
         overlays: list[str], engines: list[str], dtype: torch.dtype, tiny_dataset: Path, tmp_path: Path,
@@ -119,7 +119,7 @@ def test_on_a_bf16_gpu_fast_gives_every_engine_bf16_amp_without_touching_the_pro
         built = [parser.get_parsed_content(engine_id) for engine_id in engines]
     for engine in built:
         assert engine.amp is True and engine.amp_kwargs == {"dtype": dtype}
-    assert parser.get_parsed_content("cudnn_benchmark") is ("fast.yaml" in overlays)
+    assert parser.get_parsed_content("cudnn_benchmark") is ("variants/fast.yaml" in overlays)
     assert _process_settings() == before  # the old `amp` id set the autocast dtype and cuDNN autotuning here
 
 

@@ -18,13 +18,14 @@ from pipeline.errors import UserError
 from pipeline.runs import (
     RunError,
     load_weights,
+    next_command,
     read_record,
     record_split,
     recorded_network,
     run_ids,
     start_training,
 )
-from tests.conftest import CONFIGS, cli_overrides, run_bundle
+from tests.conftest import CONFIGS, REPO, cli_overrides, run_bundle
 
 SMALL = functools.partial(UNet, spatial_dims=3, in_channels=4, out_channels=3, channels=[4, 8], strides=[2],
                           num_res_units=0)
@@ -424,3 +425,15 @@ def test_a_runs_metadata_describes_its_own_channels_and_regions(tmp_path):
     assert fmt["outputs"]["pred"]["channel_def"] == {"0": "WT", "1": "TC", "2": "ET", "3": "RC"}
     assert fmt["inputs"]["image"]["num_channels"] == 4 and fmt["outputs"]["pred"]["num_channels"] == 4
     assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == 3  # the bundle's own is untouched
+
+
+def test_the_next_command_of_a_run_recorded_before_the_overlays_moved_names_files_that_exist(tmp_path):
+    """Runs recorded before ``configs/variants/`` and ``configs/networks/`` name ``configs/fast.yaml`` and so on."""
+    old = [str(REPO / "bundle" / "configs" / name) for name in
+           ("common.yaml", "train.yaml", "fast.yaml", "segresnet.yaml", "demo.yaml", "multi_gpu_train.yaml")]
+    (tmp_path / "run.json").write_text(json.dumps({"config_files": old, "ids": {"dataset_dir": "/data/x"}}))
+    command = next_command(tmp_path)
+    files = re.search(r"--config_file \"\[(.*?)\]\"", command).group(1).replace("'", "").split(",")
+    assert [Path(f).relative_to(CONFIGS).as_posix() for f in files] == [
+        "common.yaml", "inference.yaml", "variants/fast.yaml", "networks/segresnet.yaml", "variants/demo.yaml"]
+    assert all(Path(f).is_file() for f in files)
