@@ -19,7 +19,7 @@ FAST ?=
 NETWORK ?= unet
 DEMO ?=
 VARIANTS = $(if $(FAST),--fast) --network $(NETWORK) $(if $(DEMO),--demo)
-config = "$(shell $(PY) -m pipeline.bundle configs $(1) $(VARIANTS) $(2) --configs $(CONFIGS))"
+config = "$(or $(shell $(PY) -m pipeline.bundle configs $(1) $(VARIANTS) $(2) --configs $(CONFIGS)),$(error no config list for NETWORK=$(NETWORK) (the line above says why)))"
 
 .PHONY: venv demo test test-fast lint data datalist train infer evaluate cv cv-summary infer-ensemble metadata clean
 

@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     from monai.data import Dataset
     from monai.transforms import Compose
 
+    from pipeline.bundle import config_files
     from pipeline.check import check_case, check_dataset
     from pipeline.datasets import cached_dataset, discover_cases
     from pipeline.synthetic import write_dataset
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         n = len(items)
 
         cfg = ConfigParser()
-        cfg.read_config([str(REPO / "bundle/configs/common.yaml"), str(REPO / "bundle/configs/train.yaml")])
+        cfg.read_config(config_files("training"))  # the bundle's own order (pipeline.bundle)
         cfg.update({"dataset_dir": str(root), "device": "cpu", "num_workers": 0})
         transform = Compose(cfg.get_parsed_content("preprocessing"))
 

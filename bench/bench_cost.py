@@ -51,7 +51,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.bench_training import apply_process_settings, build_parser, ensure_dataset  # noqa: E402
+from bench.bench_training import apply_process_settings, build_parser, describe, ensure_dataset  # noqa: E402
 from bench.timing import machine, synchronize  # noqa: E402
 from pipeline.config import as_bool  # noqa: E402
 from pipeline.precision import on_cuda  # noqa: E402
@@ -116,10 +116,9 @@ def _median(xs: list[float]) -> str:
 
 
 def build(preset: dict, data: Path, work: Path, device: str, fast: bool):  # noqa: ANN201 - a ConfigParser
-    overlays = ["train.yaml", *(["variants/fast.yaml"] if fast else [])]
     ids = {"dataset_dir": str(data), "data_check": "off", "device": device, "run_dir": str(work / "run"),
            "num_workers": 0, "seed": 0, **preset["ids"]}
-    return overlays, build_parser(overlays, ids)
+    return describe("training", {"fast": fast}), build_parser("training", {"fast": fast}, ids)
 
 
 def cache_cases(parser, items: list[dict], fast: bool) -> tuple[list[dict], list[float], list[dict]]:  # noqa: ANN001
@@ -231,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         apply_process_settings(parser, training=True)  # one configuration per process: nothing to restore
         batch_size, num_samples = (int(parser.get_parsed_content(k)) for k in ("batch_size", "num_samples"))
         roi, channels = parser.get_parsed_content("roi_size"), parser.get_parsed_content("unet_channels")
-        print(f"configuration: common.yaml + {' + '.join(overlays)}; UNet {channels}, "
+        print(f"configuration: common.yaml + {overlays}; UNet {channels}, "
               f"{parser.get_parsed_content('num_res_units')} residual unit(s), patch {roi}, batch_size {batch_size} "
               f"x num_samples {num_samples} = {batch_size * num_samples} patches a step; "
               f"data: 2 synthetic cases of {preset['shape']} in {data}", flush=True)

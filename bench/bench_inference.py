@@ -42,6 +42,7 @@ from bench.bench_training import (  # noqa: E402
     apply_process_settings,
     argument_parser,
     build_parser,
+    describe,
     isolated_settings,
     prepare,
 )
@@ -52,9 +53,9 @@ from pipeline.precision import on_cuda  # noqa: E402
 CASES = {"full": 6, "demo": 6, "tiny": 4}
 
 
-def save_random_checkpoint(overlays: list[str], ids: dict, path: Path) -> Path:
+def save_random_checkpoint(variants: dict, ids: dict, path: Path) -> Path:
     """The network of the configuration, initialised with seed 0, saved as a plain state dict (as training does)."""
-    parser = build_parser(overlays, {**ids, "device": "cpu"})
+    parser = build_parser("inference", variants, {**ids, "device": "cpu"})
     torch.manual_seed(0)
     network = parser.get_parsed_content("network_def")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,9 +67,9 @@ def _name(transform: object) -> str:
     return type(transform).__name__.removesuffix("d")
 
 
-def run_config(name: str, overlays: list[str], ids: dict, *, device: str, cases: int) -> dict:
-    """Segment ``cases`` cases with the inference evaluator of ``overlays``; return the timings."""
-    parser = build_parser(overlays, ids)
+def run_config(name: str, variants: dict, ids: dict, *, device: str, cases: int) -> dict:
+    """Segment ``cases`` cases with the inference evaluator of ``variants``; return the timings."""
+    parser = build_parser("inference", variants, ids)
     apply_process_settings(parser, training=False)
     # the first `cases` cases of the folder, without the data check (the benchmark's own synthetic data)
     parser["infer_checked"] = f"$pipeline.datasets.inference_items(@datalist, @dataset_dir, @infer_fold)[:{cases}]"
@@ -135,23 +136,22 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench_inference_"))
     common = {"dataset_dir": str(data), "device": args.device, "overwrite": True, "data_check": "off",
               **preset["ids"], **dict(args.both)}
-    overlays = ["inference.yaml", *preset["overlays"]]
-    common["ckpt_path"] = str(save_random_checkpoint(overlays, common, work / "model.pt"))
-    plain = (overlays, {**common, "amp": False, "run_dir": str(work / "plain")})
-    ours = (["inference.yaml", "variants/fast.yaml", *preset["overlays"]],  # demo.yaml after fast.yaml (README)
-            {**common, **dict(args.ours), "run_dir": str(work / "ours")})
+    variants = dict(preset["variants"])
+    common["ckpt_path"] = str(save_random_checkpoint(variants, common, work / "model.pt"))
+    plain = (variants, {**common, "amp": False, "run_dir": str(work / "plain")})
+    ours = ({"fast": True, **variants}, {**common, **dict(args.ours), "run_dir": str(work / "ours")})
     print(f"preset {preset_name}: {cases} cases of {preset['shape']} from {data}, roi "
-          f"{build_parser(overlays, common).get_parsed_content('roi_size')}; plain = common + "
-          f"{' + '.join(plain[0])} (amp off); ours = common + {' + '.join(ours[0])}")
+          f"{build_parser('inference', variants, common).get_parsed_content('roi_size')}; plain = common + "
+          f"{describe('inference', plain[0])} (amp off); ours = common + {describe('inference', ours[0])}")
     if args.both or args.ours:
         print(f"overrides: both {dict(args.both)}; ours {dict(args.ours)}")
     runs: dict[str, list[dict]] = {name: [] for name in args.configs}
     try:
         for r in range(args.repeats):  # alternate the order, so that neither always runs first
             for name in args.configs if r % 2 == 0 else args.configs[::-1]:
-                overlays_, ids = plain if name == "plain" else ours
+                variants_, ids = plain if name == "plain" else ours
                 with isolated_settings():
-                    runs[name].append(run_config(name, overlays_, ids, device=args.device, cases=cases))
+                    runs[name].append(run_config(name, variants_, ids, device=args.device, cases=cases))
                 print(f"  run {r + 1}/{args.repeats} {name}: {statistics.median(runs[name][-1]['volume']):.3f} "
                       "s per volume", flush=True)
     finally:

@@ -57,13 +57,12 @@ sys.path.insert(0, str(REPO))
 from bench.timing import StepTimer, amp_mode, machine, synchronize  # noqa: E402
 from pipeline.precision import on_cuda  # noqa: E402
 
-CONFIGS = REPO / "bundle" / "configs"
-
-#: preset -> case shape, cases, folds (the validation fold is one of them), extra overlays, config overrides
+#: preset -> case shape, cases, folds (the validation fold is one of them), variants of both configurations
+#: (``pipeline.bundle.config_files``: ``demo=True`` merges demo.yaml, after fast.yaml in ours), config overrides
 PRESETS: dict[str, dict] = {
-    "full": {"shape": (240, 240, 155), "cases": 10, "folds": 5, "overlays": [], "ids": {}},
-    "demo": {"shape": (96, 96, 64), "cases": 10, "folds": 5, "overlays": ["variants/demo.yaml"], "ids": {}},
-    "tiny": {"shape": (48, 48, 32), "cases": 5, "folds": 5, "overlays": ["variants/demo.yaml"],
+    "full": {"shape": (240, 240, 155), "cases": 10, "folds": 5, "variants": {}, "ids": {}},
+    "demo": {"shape": (96, 96, 64), "cases": 10, "folds": 5, "variants": {"demo": True}, "ids": {}},
+    "tiny": {"shape": (48, 48, 32), "cases": 5, "folds": 5, "variants": {"demo": True},
              "ids": {"roi_size": [32, 32, 32], "unet_channels": [8, 16, 32], "num_res_units": 1}},
 }
 
@@ -101,16 +100,27 @@ def ensure_dataset(root: Path, cases: int, shape: tuple[int, int, int]) -> Path:
     return root
 
 
-def build_parser(overlays: list[str], ids: dict):  # noqa: ANN201 - a monai.bundle.ConfigParser
-    """common.yaml + ``overlays`` merged as ``monai.bundle run`` merges them, then ``ids`` set (``--id value``)."""
+def build_parser(run_id: str, variants: dict, ids: dict):  # noqa: ANN201 - a monai.bundle.ConfigParser
+    """The bundle of ``python -m monai.bundle run <run_id>`` with ``variants`` (``fast=``, ``demo=``, ``network=``:
+    :func:`pipeline.bundle.config_files`, the one place that orders the files), then ``ids`` set (``--id value``)."""
     from monai.bundle import ConfigParser
+
+    from pipeline.bundle import config_files
 
     parser = ConfigParser()
     with warnings.catch_warnings():  # fast.yaml over inference.yaml: its training part has nothing to merge into
         warnings.filterwarnings("ignore", message=r"Can't merge entry \['\+train'\]")
-        parser.read_config([str(CONFIGS / name) for name in ("common.yaml", *overlays)])
+        parser.read_config(config_files(run_id, **variants))
     parser.update(ids)
     return parser
+
+
+def describe(run_id: str, variants: dict) -> str:
+    """The configuration's files after common.yaml, for the reports: ``train.yaml + variants/fast.yaml + ...``."""
+    from pipeline.bundle import CONFIGS as BUNDLE_CONFIGS
+    from pipeline.bundle import config_files
+
+    return " + ".join(Path(f).relative_to(BUNDLE_CONFIGS).as_posix() for f in config_files(run_id, **variants)[1:])
 
 
 def apply_process_settings(parser: object, *, training: bool) -> None:
@@ -159,13 +169,13 @@ def time_loader(loader: object, device: str, count: int) -> tuple[StepTimer, tup
     return timer, shape
 
 
-def run_config(name: str, overlays: list[str], ids: dict, *, device: str, steps: int, warmup: int,
+def run_config(name: str, variants: dict, ids: dict, *, device: str, steps: int, warmup: int,
                data_only: bool = False) -> dict:
-    """Build the trainer of ``overlays`` with ``ids``, train ``warmup + steps`` timed steps, return the figures.
+    """Build the trainer of ``variants`` with ``ids``, train ``warmup + steps`` timed steps, return the figures.
 
     ``data_only``: draw the batches from the trainer's loader without training (the loader's own rate).
     """
-    parser = build_parser(overlays, ids)
+    parser = build_parser("training", variants, ids)
     apply_process_settings(parser, training=True)
     batch, samples = int(parser.get_parsed_content("batch_size")), int(parser.get_parsed_content("num_samples"))
     train_cases = len(parser.get_parsed_content("split")[0])
@@ -279,24 +289,24 @@ def main(argv: list[str] | None = None) -> int:
     common = {"dataset_dir": str(data), "folds": preset["folds"], "fold": 0, "data_check": "off",
               "device": args.device, "epochs": 1, "val_interval": 10**6, "warmup_epochs": 0, "seed": 0,
               **preset["ids"], **dict(args.both)}
-    ours = (["train.yaml", "variants/fast.yaml", *preset["overlays"]], {**common, **dict(args.ours)})  # demo.yaml last
-    configs = {"plain": (["train.yaml", *preset["overlays"]], {**common, "amp": False}), "ours": ours}
+    ours = ({"fast": True, **preset["variants"]}, {**common, **dict(args.ours)})
+    configs = {"plain": (dict(preset["variants"]), {**common, "amp": False}), "ours": ours}
     configs = {name: configs[name] for name in args.configs}
     for name, (key, value) in args.variant:
-        overlays, ids = configs.get(name, ours)
-        configs[name] = (overlays, {**ids, key: value})
+        variants, ids = configs.get(name, ours)
+        configs[name] = (variants, {**ids, key: value})
     print(f"preset {preset_name}: {preset['cases']} cases of {preset['shape']} in {data}")
-    for name, (overlays, ids) in configs.items():
+    for name, (variants, ids) in configs.items():
         extra = {k: v for k, v in ids.items() if common.get(k, object()) != v}
-        print(f"  {name} = common + {' + '.join(overlays)}" + (f", {extra}" if extra else ""))
+        print(f"  {name} = common + {describe('training', variants)}" + (f", {extra}" if extra else ""))
     names = list(configs)
     runs: dict[str, list[dict]] = {name: [] for name in names}
     try:
         for r in range(args.repeats):  # rotate the order, so that no configuration always runs first
             for name in names[r % len(names):] + names[: r % len(names)]:
-                overlays, ids = configs[name]
+                variants, ids = configs[name]
                 with isolated_settings():
-                    runs[name].append(run_config(name, overlays, {**ids, "run_dir": str(work / f"{name}_{r}")},
+                    runs[name].append(run_config(name, variants, {**ids, "run_dir": str(work / f"{name}_{r}")},
                                                  device=args.device, steps=args.steps, warmup=args.warmup,
                                                  data_only=args.data_only))
                 rate = combine(runs[name][-1:], args.data_only)["items_per_s"]

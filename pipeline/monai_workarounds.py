@@ -76,5 +76,8 @@ progress bar  1.6.1  the engines attach each handler as         monitoring.progr
 HD95 on CUDA  1.6.1  surface distances go through NumPy/SciPy   metrics.surface_distances          surface distances
                      on the host unless cuCIM and CuPy are      (method="torch" on CUDA)           stay on the tensors'
                      installed                                                                     device
+CLI flags     1.6.1  python -m monai.bundle run (fire) passes   config.as_bool (every flag id:     the CLI reads
+                     --amp false as the string "false", which   the engines' amp, fast.yaml's      true/false as
+                     Python reads as true: AMP stays on         cpu_amp, resume, overwrite, tta)   booleans
 ============  =====  =========================================  =================================  =====================
 """

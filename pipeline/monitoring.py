@@ -114,24 +114,26 @@ class EpochSummary:
             self._append(row)
 
     def _append(self, row: dict) -> None:
-        """Append ``row`` to the history; the first time, drop rows of this epoch or later left by a run that
-        was killed after writing them and resumed from an earlier checkpoint."""
+        """Add ``row`` to the history, rewriting the file whole (atomically: a killed run never leaves half a
+        line); the first time, drop rows of this epoch or later left by a run that was killed after writing them
+        and resumed from an earlier checkpoint."""
+        import io
+
+        from pipeline.files import atomic_write_text
+
         path = self.history_file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not self._history_checked and path.exists() and path.stat().st_size > 0:
+        rows: list[dict] = []
+        if path.exists() and path.stat().st_size > 0:
             with path.open(newline="") as f:
-                kept = [r for r in csv.DictReader(f) if int(float(r["epoch"])) < row["epoch"]]
-            with path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(kept)
+                rows = list(csv.DictReader(f))
+            if not self._history_checked:
+                rows = [r for r in rows if int(float(r["epoch"])) < row["epoch"]]
         self._history_checked = True
-        new = not path.exists() or path.stat().st_size == 0
-        with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows([*rows, row])
+        atomic_write_text(path, text.getvalue())
 
     def _completed(self, engine) -> None:  # noqa: ANN001
         if not is_main_process():

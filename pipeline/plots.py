@@ -38,10 +38,15 @@ def region_colour(region: str, index: int = 0) -> str:
 
 
 def _save(fig: plt.Figure, out: str | os.PathLike) -> Path:
+    """``fig`` as ``out`` (its suffix, e.g. ``.png``, chooses the format), written whole or not at all."""
+    from pipeline.files import atomic_write
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches="tight", format=out.suffix[1:]),
+                     durable=False)
+    finally:
+        plt.close(fig)
     return out
 
 

@@ -13,12 +13,14 @@ from monai.bundle import ConfigParser
 
 from tests.conftest import CONFIGS, REPO, parse_bundle
 
-OVERLAYS = {
-    "training": ["train.yaml"],
-    "inference": ["inference.yaml"],
-    "evaluate": ["evaluate.yaml"],
-    "demo_training": ["train.yaml", "variants/demo.yaml"],
-    "demo_inference": ["inference.yaml", "variants/demo.yaml"],
+#: name -> (run id, variants of pipeline.bundle.config_files)
+BUNDLES = {
+    "training": ("training", {}),
+    "inference": ("inference", {}),
+    "evaluate": ("evaluate", {}),
+    "demo_training": ("training", {"demo": True}),
+    "demo_inference": ("inference", {"demo": True}),
+    "multi_gpu_training": ("training", {"multi_gpu": True}),
 }
 
 
@@ -34,9 +36,8 @@ def _readme_ids() -> list[str]:
 USER_IDS = _readme_ids()
 
 
-def _parser(overlays: list[str], **overrides: object) -> ConfigParser:
-    return parse_bundle([CONFIGS / "common.yaml", *(CONFIGS / o for o in overlays)],
-                        {"device": "cpu", "num_workers": 0, **overrides})
+def _parser(run_id: str, variants: dict | None = None, **overrides: object) -> ConfigParser:
+    return parse_bundle(run_id, {"device": "cpu", "num_workers": 0, **overrides}, **(variants or {}))
 
 
 #: what each run id needs, beyond common.yaml's network_def and inferer
@@ -45,16 +46,16 @@ REQUIRED = {"training": ["train#trainer", "validate#evaluator", "initialize"],
             "evaluate": ["summary", "eval_cases"]}
 
 
-@pytest.mark.parametrize("name", list(OVERLAYS))
+@pytest.mark.parametrize("name", list(BUNDLES))
 def test_config_parses_and_defines_its_run_id(name: str) -> None:
-    parser = _parser(OVERLAYS[name])
-    run_id = name.removeprefix("demo_")
+    run_id, variants = BUNDLES[name]
+    parser = _parser(run_id, variants)
     for key in (run_id, "network_def", "inferer", *REQUIRED[run_id]):
         assert parser.get(key) is not None, f"{name}: missing id {key}"
 
 
 def test_training_config_instantiates_trainer_and_evaluator(tiny_dataset: Path, tmp_path: Path) -> None:
-    parser = _parser(["train.yaml", "variants/demo.yaml"], dataset_dir=str(tiny_dataset), run_dir=str(tmp_path),
+    parser = _parser("training", {"demo": True}, dataset_dir=str(tiny_dataset), run_dir=str(tmp_path),
                      folds=2, roi_size=[32, 32, 32], unet_channels=[8, 16, 32])
     trainer = parser.get_parsed_content("train#trainer")
     evaluator = parser.get_parsed_content("validate#evaluator")
@@ -67,22 +68,10 @@ def test_training_config_instantiates_trainer_and_evaluator(tiny_dataset: Path, 
     assert batch["label"].dtype == torch.float32
 
 
-@pytest.mark.parametrize("overlays", [pytest.param(["train.yaml"], id="default"),
-                                      pytest.param(["train.yaml", "variants/demo.yaml"], id="demo")])
-def test_network_maps_four_contrasts_to_three_regions(overlays: list[str]) -> None:
-    parser = _parser(overlays)
-    net = parser.get_parsed_content("network_def")
-    roi = parser.get_parsed_content("roi_size")
-    size = [r // 2 if r > 64 else r for r in roi]  # any multiple of the total stride will do; keep it small
-    with torch.no_grad():
-        out = net(torch.zeros(1, 4, *size))
-    assert tuple(out.shape) == (1, 3, *size)
-
-
 def test_user_facing_ids_exist_under_their_documented_names() -> None:
     assert len(USER_IDS) >= 25 and {"dataset_dir", "amp_dtype", "cudnn_benchmark", "dist_backend"} <= set(USER_IDS)
-    parser = _parser(["train.yaml", "inference.yaml", "evaluate.yaml", "variants/multi_gpu_train.yaml"])
-    missing = [k for k in USER_IDS if k not in parser]
+    parsers = [_parser(run_id, variants) for run_id, variants in BUNDLES.values()]
+    missing = [k for k in USER_IDS if not any(k in parser for parser in parsers)]
     assert not missing, f"ids promised in the README are missing: {missing}"
 
 
@@ -96,3 +85,33 @@ def test_metadata_is_valid_against_monais_schema() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "metadata is verified with no error" in result.stdout + result.stderr
+
+
+def test_metadata_lists_the_packages_of_pyproject() -> None:
+    """metadata.json's required packages are pyproject's dependencies (torch, MONAI and numpy have their own
+    fields), its optional ones the packages of the extras a user installs (test tools aside)."""
+    import json
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[<>=!~\[ ;]", r, maxsplit=1)[0].lower() for r in requirements}
+
+    assert set(meta["required_packages_version"]) == names(project["dependencies"]) - {"torch", "monai", "numpy"}
+    extras = project["optional-dependencies"]
+    assert set(meta["optional_packages_version"]) == names([r for k, v in extras.items() if k != "test" for r in v])
+    assert meta["monai_version"] == next(r.split("==")[1] for r in project["dependencies"] if r.startswith("monai"))
+
+
+@pytest.mark.parametrize("value, mirrored", [pytest.param("false", False, id="false_string"),
+                                             pytest.param("true", True, id="true_string"),
+                                             pytest.param(False, False, id="false_yaml")])
+def test_tta_given_on_the_command_line_as_a_string_is_read_as_a_flag(value: object, mirrored: bool) -> None:
+    from pipeline.inference import MirrorInferer
+
+    parser = _parser("inference", tta=value)
+    assert isinstance(parser.get_parsed_content("inference_inferer"), MirrorInferer) is mirrored
+    assert parser.get_parsed_content("tta_enabled") is mirrored  # what provenance.json records

@@ -9,18 +9,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from monai.bundle import ConfigParser
 
-from tests.conftest import CONFIGS, REPO
+from pipeline.bundle import config_files, config_list
+from tests.conftest import CONFIGS, REPO, parse_bundle
 
-#: (overlays, smallest patch whose bottleneck keeps > 1 voxel for instance norm)
-NETWORK_OVERLAYS = [pytest.param([], 32, id="unet"), pytest.param(["variants/demo.yaml"], 32, id="demo_unet"),
-                    pytest.param(["networks/segresnet.yaml"], 32, id="segresnet"),
-                    pytest.param(["networks/dynunet.yaml"], 64, id="dynunet_five_downsamplings")]
+#: (variants of pipeline.bundle, smallest patch whose bottleneck keeps > 1 voxel for instance norm)
+NETWORK_OVERLAYS = [pytest.param({}, 32, id="unet"), pytest.param({"demo": True}, 32, id="demo_unet"),
+                    pytest.param({"network": "segresnet"}, 32, id="segresnet"),
+                    pytest.param({"network": "dynunet"}, 64, id="dynunet_five_downsamplings")]
 
 
-def _files(*overlays: str) -> str:
-    return repr([str(CONFIGS / "common.yaml"), str(CONFIGS / "inference.yaml"), *(str(CONFIGS / o) for o in overlays)])
+def _files(**variants: object) -> str:
+    """The inference bundle's ``--config_file`` list with ``variants`` (``demo=True``, ``network=...``)."""
+    return config_list(config_files("inference", **variants))
 
 
 def _bundle(*args: str) -> subprocess.CompletedProcess:
@@ -30,15 +31,14 @@ def _bundle(*args: str) -> subprocess.CompletedProcess:
     return result
 
 
-def _network(*overlays: str) -> torch.nn.Module:
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "common.yaml"), *(str(CONFIGS / o) for o in overlays)])
-    return parser.get_parsed_content("network_def")
+def _network(**variants: object) -> torch.nn.Module:
+    """The network the training bundle with ``variants`` builds (its config's, no run record)."""
+    return parse_bundle("training", **variants).get_parsed_content("network_def")
 
 
-@pytest.mark.parametrize(("overlays", "size"), NETWORK_OVERLAYS)
-def test_each_network_overlay_maps_four_contrasts_to_three_regions(overlays: list[str], size: int) -> None:
-    net = _network(*overlays).eval()
+@pytest.mark.parametrize(("variants", "size"), NETWORK_OVERLAYS)
+def test_each_network_overlay_maps_four_contrasts_to_three_regions(variants: dict, size: int) -> None:
+    net = _network(**variants).eval()
     with torch.no_grad():
         out = net(torch.randn(1, 4, size, size, size))
     assert tuple(out.shape) == (1, 3, size, size, size)
@@ -55,7 +55,7 @@ def test_verify_net_in_out_passes_against_the_metadata() -> None:
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    torch.save(_network("variants/demo.yaml").state_dict(), path)
+    torch.save(_network(demo=True).state_dict(), path)
     return path
 
 
@@ -63,8 +63,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_torchscript_export_gives_the_eager_outputs(checkpoint: Path, tmp_path: Path) -> None:
     ts = tmp_path / "model.ts"
     _bundle("ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(checkpoint), "--meta_file",
-            str(CONFIGS / "metadata.json"), "--config_file", _files("variants/demo.yaml"), "--key_in_ckpt", "")
-    eager = _network("variants/demo.yaml").eval()
+            str(CONFIGS / "metadata.json"), "--config_file", _files(demo=True), "--key_in_ckpt", "")
+    eager = _network(demo=True).eval()
     eager.load_state_dict(torch.load(checkpoint, weights_only=True))
     scripted = torch.jit.load(str(ts)).eval()
     x = torch.randn(1, 4, 32, 32, 32)
@@ -87,12 +87,12 @@ def test_onnx_export_has_dynamic_axes_and_gives_the_eager_outputs_at_two_sizes(c
     pytest.importorskip("onnxscript")
     onnx_file = tmp_path / "model.onnx"
     _bundle("onnx_export", "network_def", "--filepath", str(onnx_file), "--ckpt_file", str(checkpoint),
-            "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", _files("variants/demo.yaml"),
+            "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", _files(demo=True),
             "--input_shape", "[1,4,32,32,32]", "--converter_kwargs", repr(ONNX_CONVERTER_KWARGS))
     (graph_input,) = onnx.load(str(onnx_file)).graph.input
     dims = [d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim]
     assert (graph_input.name, dims) == ("image", ["batch", 4, "h", "w", "d"])
-    eager = _network("variants/demo.yaml").eval()
+    eager = _network(demo=True).eval()
     eager.load_state_dict(torch.load(checkpoint, weights_only=True))
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     # the exported size, then another batch and shape (multiples of 8: demo.yaml's UNet down-samples 3 times)

@@ -39,11 +39,17 @@ def test_training_writes_best_and_last_checkpoints(trained_run: Path) -> None:
         assert any(k.endswith("weight") for k in state)
 
 
-@pytest.mark.slow
-def test_inference_writes_brats_labels_on_each_inputs_grid(tiny_dataset: Path, trained_run: Path) -> None:
-    out = trained_run / "seg"
+@pytest.fixture(scope="module")
+def segmented_run(tiny_dataset: Path, trained_run: Path) -> Path:
+    """The trained run after the README's inference command: ``<run>/seg/<case>.nii.gz``."""
     _bundle("inference", "--dataset_dir", str(tiny_dataset), "--run_dir", str(trained_run),
-            "--output_dir", str(out), *TINY)
+            "--output_dir", str(trained_run / "seg"), *TINY)
+    return trained_run
+
+
+@pytest.mark.slow
+def test_inference_writes_brats_labels_on_each_inputs_grid(tiny_dataset: Path, segmented_run: Path) -> None:
+    out = segmented_run / "seg"
     cases = discover_cases(tiny_dataset)
     assert sorted(p.name for p in out.glob("*.nii.gz")) == sorted(f"{c.case_id}.nii.gz" for c in cases)
     for c in cases:
@@ -55,10 +61,9 @@ def test_inference_writes_brats_labels_on_each_inputs_grid(tiny_dataset: Path, t
 
 
 @pytest.mark.slow
-def test_evaluate_writes_metrics_for_every_case_and_region(tiny_dataset: Path, trained_run: Path) -> None:
-    test_inference_writes_brats_labels_on_each_inputs_grid(tiny_dataset, trained_run)
-    result = _bundle("evaluate", "--dataset_dir", str(tiny_dataset), "--run_dir", str(trained_run),
-                     *TINY)
+def test_evaluate_writes_metrics_for_every_case_and_region(tiny_dataset: Path, segmented_run: Path) -> None:
+    trained_run = segmented_run
+    result = _bundle("evaluate", "--dataset_dir", str(tiny_dataset), "--run_dir", str(trained_run), *TINY)
     rows = list(csv.DictReader((trained_run / "eval" / "metrics.csv").open()))
     assert {(r["case"], r["region"]) for r in rows} == {
         (c.case_id, reg) for c in discover_cases(tiny_dataset) for reg in ("ET", "TC", "WT")}

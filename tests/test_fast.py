@@ -13,22 +13,22 @@ from monai.data import MetaTensor, ThreadDataLoader, get_track_meta
 from bench import bench_inference, bench_training
 from bench.timing import amp_mode
 from pipeline import precision
-from tests.conftest import CONFIGS, parse_bundle
+from tests.conftest import parse_bundle
 
 #: a small network and patch, as the benchmarks' tiny preset
 TINY_IDS = {"roi_size": [32, 32, 32], "unet_channels": [8, 16, 32], "num_res_units": 1}
 
 
-def _parser(overlays: list[str], **overrides: object) -> ConfigParser:
+def _parser(run_id: str, variants: dict, **overrides: object) -> ConfigParser:
+    """The bundle of ``run_id`` with ``variants`` (``fast=``, ``demo=``, ``ensemble=``; pipeline.bundle's order)."""
     with warnings.catch_warnings():  # over inference.yaml MONAI warns that `+train` has nothing to merge into
         warnings.filterwarnings("ignore", message=r"Can't merge entry \['\+train'\]")
-        return parse_bundle([CONFIGS / name for name in ("common.yaml", *overlays)],
-                            {"device": "cpu", "data_check": "off", **TINY_IDS, **overrides})
+        return parse_bundle(run_id, {"device": "cpu", "data_check": "off", **TINY_IDS, **overrides}, **variants)
 
 
 def _training(tiny_dataset: Path, run_dir: Path, fast_overlay: bool = True, **overrides: object) -> ConfigParser:
-    overlays = ["train.yaml", *(["variants/fast.yaml"] if fast_overlay else []), "variants/demo.yaml"]  # demo.yaml last
-    return _parser(overlays, dataset_dir=str(tiny_dataset), run_dir=str(run_dir), folds=2, **overrides)
+    return _parser("training", {"fast": fast_overlay, "demo": True}, dataset_dir=str(tiny_dataset),
+                   run_dir=str(run_dir), folds=2, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +42,13 @@ def test_fast_overlay_merges_over_training_and_inference(tiny_dataset: Path, tmp
     trainer = _training(tiny_dataset, tmp_path).get_parsed_content("train#trainer")
     assert isinstance(trainer.data_loader, ThreadDataLoader)
     assert trainer.amp is False  # AMP stays off on the CPU
-    inference = _parser(["inference.yaml", "variants/fast.yaml"], dataset_dir=str(tiny_dataset), run_dir=str(tmp_path))
+    inference = _parser("inference", {"fast": True}, dataset_dir=str(tiny_dataset), run_dir=str(tmp_path))
     evaluator = inference.get_parsed_content("evaluator")
     assert evaluator.amp is False
     # on the CPU fast.yaml's own windows per pass (measured fastest there), while the
     # plain configuration keeps common.yaml's; on the CPU the loader workers stay common.yaml's too
     assert inference.get_parsed_content("inferer").sw_batch_size == inference["cpu_sliding_window_batch_size"]
-    plain = _parser(["inference.yaml"], dataset_dir=str(tiny_dataset), run_dir=str(tmp_path))
+    plain = _parser("inference", {}, dataset_dir=str(tiny_dataset), run_dir=str(tmp_path))
     assert plain.get_parsed_content("inferer").sw_batch_size == plain["sliding_window_batch_size"]
     assert inference.get_parsed_content("num_workers") == plain.get_parsed_content("num_workers")
 
@@ -68,7 +68,7 @@ def test_fast_float32_training_uses_channels_last_convolutions_on_the_cpu_and_in
     assert all(w.is_contiguous(memory_format=cl) for w in _conv_weights(from_cli))
     plain_net = _training(tiny_dataset, tmp_path, fast_overlay=False).get_parsed_content("network")
     assert all(w.is_contiguous() for w in _conv_weights(plain_net))
-    inference = _parser(["inference.yaml", "variants/fast.yaml"], dataset_dir=str(tiny_dataset), run_dir=str(tmp_path),
+    inference = _parser("inference", {"fast": True}, dataset_dir=str(tiny_dataset), run_dir=str(tmp_path),
                         cpu_amp=False)
     assert all(w.is_contiguous() for w in _conv_weights(inference.get_parsed_content("network")))
     # with bfloat16 autocast the contiguous layout is the faster one for training too (bench/RESULTS.md)
@@ -85,14 +85,14 @@ def test_fast_turns_on_cpu_bf16_autocast_exactly_where_the_cpu_computes_bf16(tin
     assert amp_mode(plain, False) == "off" and amp_mode(plain, True) == "on (torch.float16)"
 
 
-@pytest.mark.parametrize("overlays", [pytest.param(["train.yaml", "variants/fast.yaml"], id="training"),
-                                      pytest.param(["inference.yaml", "variants/fast.yaml"], id="inference"),
-                                      pytest.param(["inference.yaml", "variants/fast.yaml", "variants/ensemble.yaml"],
-                                                   id="ensemble")])
-def test_cpu_amp_wraps_every_network_the_configs_build(overlays: list[str], tmp_path: Path) -> None:
-    parser = _parser(overlays, run_dir=str(tmp_path), cpu_amp=True, ensemble_folds=[0, 1])
+@pytest.mark.parametrize("run_id, variants", [pytest.param("training", {"fast": True}, id="training"),
+                                              pytest.param("inference", {"fast": True}, id="inference"),
+                                              pytest.param("inference", {"fast": True, "ensemble": True},
+                                                           id="ensemble")])
+def test_cpu_amp_wraps_every_network_the_configs_build(run_id: str, variants: dict, tmp_path: Path) -> None:
+    parser = _parser(run_id, variants, run_dir=str(tmp_path), cpu_amp=True, ensemble_folds=[0, 1])
     assert hasattr(type(parser.get_parsed_content("network")), "_autocast_base")
-    parser = _parser(overlays, run_dir=str(tmp_path), cpu_amp=False, ensemble_folds=[0, 1])
+    parser = _parser(run_id, variants, run_dir=str(tmp_path), cpu_amp=False, ensemble_folds=[0, 1])
     assert not hasattr(type(parser.get_parsed_content("network")), "_autocast_base")
 
 

@@ -12,7 +12,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from pipeline import precision
-from tests.conftest import CONFIGS, parse_bundle
+from tests.conftest import parse_bundle
 
 TINY_IDS = {"roi_size": [32, 32, 32], "unet_channels": [8, 16, 32], "num_res_units": 1, "device": "cpu"}
 
@@ -47,11 +47,11 @@ def simulated_bf16_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
 
 
-def _parser(overlays: list[str], **overrides: object) -> ConfigParser:
+def _parser(run_id: str, variants: dict, **overrides: object) -> ConfigParser:
+    """The bundle of ``run_id`` with ``variants`` (``fast=``; pipeline.bundle's order), tiny and on the CPU."""
     with warnings.catch_warnings():  # over inference.yaml MONAI warns that `+train` has nothing to merge into
         warnings.filterwarnings("ignore", message=r"Can't merge entry \['\+train'\]")
-        return parse_bundle([CONFIGS / name for name in ("common.yaml", *overlays)],
-                            {"data_check": "off", **TINY_IDS, **overrides})
+        return parse_bundle(run_id, {"data_check": "off", **TINY_IDS, **overrides}, **variants)
 
 
 @pytest.mark.parametrize("dtype, expected", [
@@ -78,18 +78,19 @@ def test_set_cudnn_benchmark_sets_the_process_setting(value: object, expected: b
     assert torch.backends.cudnn.benchmark is expected
 
 
-@pytest.mark.parametrize("overlays, engines", [
-    pytest.param(["train.yaml"], ["train#trainer", "validate#evaluator"], id="training"),
-    pytest.param(["train.yaml", "variants/fast.yaml"], ["train#trainer", "validate#evaluator"], id="training_fast"),
-    pytest.param(["inference.yaml"], ["evaluator"], id="inference"),
-    pytest.param(["inference.yaml", "variants/fast.yaml"], ["evaluator"], id="inference_fast"),
+@pytest.mark.parametrize("run_id, fast, engines", [
+    pytest.param("training", False, ["train#trainer", "validate#evaluator"], id="training"),
+    pytest.param("training", True, ["train#trainer", "validate#evaluator"], id="training_fast"),
+    pytest.param("inference", False, ["evaluator"], id="inference"),
+    pytest.param("inference", True, ["evaluator"], id="inference_fast"),
 ])
 def test_every_engine_gets_the_amp_dtype_and_resolving_the_ids_changes_no_process_setting(
-        overlays: list[str], engines: list[str], tiny_dataset: Path, tmp_path: Path, restored_settings: None) -> None:
+        run_id: str, fast: bool, engines: list[str], tiny_dataset: Path, tmp_path: Path,
+        restored_settings: None) -> None:
     torch.backends.cudnn.benchmark = False
     torch.set_autocast_dtype("cuda", torch.float16)
     before = _process_settings()
-    parser = _parser(overlays, dataset_dir=str(tiny_dataset), run_dir=str(tmp_path), folds=2)
+    parser = _parser(run_id, {"fast": fast}, dataset_dir=str(tiny_dataset), run_dir=str(tmp_path), folds=2)
     dtype = parser.get_parsed_content("amp_dtype")
     assert dtype in (torch.float16, torch.bfloat16)
     for engine_id in engines:
@@ -99,27 +100,26 @@ def test_every_engine_gets_the_amp_dtype_and_resolving_the_ids_changes_no_proces
     assert _process_settings() == before
 
 
-@pytest.mark.parametrize("overlays, engines, dtype", [
-    pytest.param(["train.yaml"], ["train#trainer", "validate#evaluator"], torch.float16, id="training"),
-    pytest.param(["train.yaml", "variants/fast.yaml"], ["train#trainer", "validate#evaluator"], torch.bfloat16,
-                 id="training_fast"),
-    pytest.param(["inference.yaml"], ["evaluator"], torch.float16, id="inference"),
-    pytest.param(["inference.yaml", "variants/fast.yaml"], ["evaluator"], torch.bfloat16, id="inference_fast"),
+@pytest.mark.parametrize("run_id, fast, engines, dtype", [
+    pytest.param("training", False, ["train#trainer", "validate#evaluator"], torch.float16, id="training"),
+    pytest.param("training", True, ["train#trainer", "validate#evaluator"], torch.bfloat16, id="training_fast"),
+    pytest.param("inference", False, ["evaluator"], torch.float16, id="inference"),
+    pytest.param("inference", True, ["evaluator"], torch.bfloat16, id="inference_fast"),
 ])
 def test_on_a_bf16_gpu_fast_gives_every_engine_bf16_amp_without_touching_the_process(
-        overlays: list[str], engines: list[str], dtype: torch.dtype, tiny_dataset: Path, tmp_path: Path,
+        run_id: str, fast: bool, engines: list[str], dtype: torch.dtype, tiny_dataset: Path, tmp_path: Path,
         simulated_bf16_gpu: None, restored_settings: None) -> None:
     torch.backends.cudnn.benchmark = False
     torch.set_autocast_dtype("cuda", torch.float16)
     before = _process_settings()
-    parser = _parser(overlays, dataset_dir=str(tiny_dataset), run_dir=str(tmp_path), folds=2,
+    parser = _parser(run_id, {"fast": fast}, dataset_dir=str(tiny_dataset), run_dir=str(tmp_path), folds=2,
                      cache_device="cpu", num_workers=0)
     with warnings.catch_warnings():  # torch warns that a GradScaler on a machine without CUDA is disabled
         warnings.simplefilter("ignore")
         built = [parser.get_parsed_content(engine_id) for engine_id in engines]
     for engine in built:
         assert engine.amp is True and engine.amp_kwargs == {"dtype": dtype}
-    assert parser.get_parsed_content("cudnn_benchmark") is ("variants/fast.yaml" in overlays)
+    assert parser.get_parsed_content("cudnn_benchmark") is fast
     assert _process_settings() == before  # the old `amp` id set the autocast dtype and cuDNN autotuning here
 
 
@@ -127,7 +127,7 @@ def test_on_a_bf16_gpu_fast_gives_every_engine_bf16_amp_without_touching_the_pro
                                              pytest.param("true", True, id="true_string")])
 def test_amp_given_on_the_command_line_as_a_string_is_read_as_a_flag(value: str, expected: bool, tiny_dataset: Path,
                                                                      tmp_path: Path) -> None:
-    parser = _parser(["train.yaml"], dataset_dir=str(tiny_dataset), run_dir=str(tmp_path), folds=2, amp=value)
+    parser = _parser("training", {}, dataset_dir=str(tiny_dataset), run_dir=str(tmp_path), folds=2, amp=value)
     with warnings.catch_warnings():  # torch warns that a GradScaler on a machine without CUDA is disabled
         warnings.simplefilter("ignore")
         assert parser.get_parsed_content("train#trainer").amp is expected
@@ -155,7 +155,7 @@ def test_training_initialize_sets_cudnn_autotuning_after_seeding(tiny_dataset: P
     """``set_determinism`` turns autotuning off; the explicit step after it sets the ``cudnn_benchmark`` id."""
     for wanted in (True, False):
         torch.backends.cudnn.benchmark = not wanted
-        parser = _parser(["train.yaml"], dataset_dir=str(tiny_dataset), run_dir=str(tmp_path / f"run_{wanted}"),
+        parser = _parser("training", {}, dataset_dir=str(tiny_dataset), run_dir=str(tmp_path / f"run_{wanted}"),
                          folds=2, cudnn_benchmark=wanted)
         for i in range(len(parser["initialize"])):
             parser.get_parsed_content(f"initialize#{i}")
