@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -115,3 +116,19 @@ def test_tta_given_on_the_command_line_as_a_string_is_read_as_a_flag(value: obje
     parser = _parser("inference", tta=value)
     assert isinstance(parser.get_parsed_content("inference_inferer"), MirrorInferer) is mirrored
     assert parser.get_parsed_content("tta_enabled") is mirrored  # what provenance.json records
+
+
+def test_building_the_training_components_writes_nothing_until_initialize_records_the_run(tiny_dataset: Path,
+                                                                                       tmp_path: Path) -> None:
+    """The datasets, loaders and engines resolve without acting: the lock, run.json and datalist.json come from
+    `initialize`'s explicit steps (run_record, split_record)."""
+    run = tmp_path / "run"
+    parser = _parser("training", {"demo": True}, dataset_dir=str(tiny_dataset), run_dir=str(run), folds=2,
+                     roi_size=[32, 32, 32], unet_channels=[8, 16, 32], data_check="off")
+    parser.get_parsed_content("train#trainer")
+    parser.get_parsed_content("validate#evaluator")
+    assert not run.exists() or not [p for p in run.rglob("*") if p.is_file() and p.parent.name != "tensorboard"]
+    for step in range(len(parser["initialize"])):
+        parser.get_parsed_content(f"initialize#{step}")
+    record = json.loads((run / "run.json").read_text())
+    assert sum(len(cases) for cases in record["split"].values()) == 4 and (run / "datalist.json").is_file()

@@ -80,7 +80,7 @@ def test_multi_gpu_overlay_parses_over_train_yaml() -> None:
     # the group is joined before anything else runs, so that rank 0 alone checks the run folder and runs the data
     # check (`split`)
     steps = ["init_distributed" if "init_distributed" in step else step for step in parser["initialize"]]
-    assert steps.index("init_distributed") < steps.index("$@run_record") < steps.index("$@split")
+    assert steps.index("init_distributed") < steps.index("$@run_record") < steps.index("$@split_record")
     assert "wrap_ddp" in parser["train#trainer#network"]
     assert parser["validate#evaluator#network"] == "@network"  # validation runs the plain module, no collectives
 
