@@ -219,11 +219,12 @@ def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequen
     """Record the training/validation case ids in ``run.json`` (rank 0), or check them on a resumed run.
 
     When training made the split itself (no datalist), it is also saved as ``<run_dir>/datalist.json``, unless
-    a file of that name is already there (the user's: never replaced).
+    a file of that name is already there and is not training's own (the user's: never replaced).
     ``started`` is the result of :func:`start_training`: passing it makes the bundle resolve that first.
+    train.yaml calls it as the ``initialize`` step ``split_record``.
 
     Returns:
-        ``split`` itself, so that the bundle's ``split`` id can pass through here.
+        ``split`` itself.
 
     Raises:
         RunError: the run was resumed and its recorded split differs (the cases named).
