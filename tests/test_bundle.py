@@ -44,7 +44,7 @@ def _parser(run_id: str, variants: dict | None = None, **overrides: object) -> C
 #: what each run id needs, beyond common.yaml's network_def and inferer
 REQUIRED = {"training": ["train#trainer", "validate#evaluator", "initialize"],
             "inference": ["preprocessing", "postprocessing", "evaluator"],
-            "evaluate": ["summary", "eval_cases"]}
+            "evaluate": ["eval_cases"]}
 
 
 @pytest.mark.parametrize("name", list(BUNDLES))
