@@ -40,6 +40,20 @@ def test_mlflow_tracking_records_the_run_in_a_local_store(tracked_run: Path) -> 
     assert "val_mean_dice" in runs[0].data.metrics
 
 
+@pytest.mark.slow
+def test_tracked_inference_records_in_the_runs_store_and_leaves_the_segmentation_folder_clean(
+        tiny_dataset: Path, tracked_run: Path) -> None:
+    import mlflow
+
+    out = tracked_run / "seg_tracked"
+    _infer(tiny_dataset, tracked_run, out, "--tracking", "mlflow")
+    assert sorted(p.name for p in out.glob("*.nii.gz"))
+    assert not [p.name for p in out.iterdir() if p.name.startswith(("config_", "mlruns"))]
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tracked_run / 'mlruns.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("brats").experiment_id])
+    assert len(runs) == 2  # the training run and this inference
+
+
 def _infer(tiny_dataset: Path, run: Path, out: Path, *extra: str, ensemble: bool = False) -> None:
     run_bundle("inference", cli_overrides(["--dataset_dir", str(tiny_dataset), "--run_dir", str(run), "--output_dir",
                                            str(out), *TINY, *extra]), ensemble=ensemble)
