@@ -53,7 +53,6 @@ sys.path.insert(0, str(REPO))
 
 from bench.bench_training import apply_process_settings, build_parser, describe, ensure_dataset  # noqa: E402
 from bench.timing import machine, synchronize  # noqa: E402
-from pipeline.config import as_bool  # noqa: E402
 from pipeline.precision import on_cuda  # noqa: E402
 
 BRATS2021_CASES = 1251
@@ -159,7 +158,7 @@ def train_steps(parser, cached: list[dict], device: str, steps: int, warmup: int
     optimizer = parser.get_parsed_content("train#optimizer")
     if {id(p) for group in optimizer.param_groups for p in group["params"]} != {id(p) for p in network.parameters()}:
         raise RuntimeError("train#optimizer does not hold the parameters of `network`")
-    amp = as_bool(parser.get_parsed_content("amp"), "amp") and on_cuda(device)
+    amp = parser.get_parsed_content("amp_enabled") and on_cuda(device)
     amp_kwargs = parser.get_parsed_content("amp_kwargs")  # the engines' autocast dtype
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     network.train()

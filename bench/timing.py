@@ -18,7 +18,6 @@ from collections.abc import Callable, Hashable, Mapping
 
 import torch
 
-from pipeline.config import as_bool
 from pipeline.precision import cpu_bf16_supported, on_cuda
 
 
@@ -28,7 +27,7 @@ def amp_mode(parser: object, engine_amp: bool) -> str:
     :func:`pipeline.precision.cpu_autocast`) or ``"off"`` (float32). ``parser``: a ``ConfigParser``."""
     if engine_amp:
         return f"on ({parser.get_parsed_content('amp_kwargs')['dtype']})"
-    if parser.get("cpu_amp") is not None and as_bool(parser.get_parsed_content("cpu_amp"), "cpu_amp"):
+    if parser.get_parsed_content("cpu_amp_enabled"):
         return "cpu bf16"
     return "off"
 

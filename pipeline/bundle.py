@@ -15,10 +15,11 @@ The order, and why::
     common -> stage -> fast -> network -> ensemble -> demo -> multi_gpu_train
 
 fast before demo (the demo's CPU sizes win), the network before the ensemble (which wraps it) and the demo
-(whose sizes apply to it), multi-GPU last (it replaces ``initialize`` and the samplers). ``fast`` does nothing for
-evaluation, ``ensemble`` only applies to inference and ``multi_gpu`` only to training; asking for them elsewhere
-is refused. ``python -m pipeline.bundle configs training --fast --network segresnet`` prints the list (the
-Makefile uses it); :func:`command` builds the whole ``python -m monai.bundle run`` command line.
+(whose sizes apply to it), multi-GPU last (it replaces the seeding step of ``initialize`` and the samplers).
+``fast`` does nothing for evaluation, ``ensemble`` only applies to inference and ``multi_gpu`` only to training;
+asking for them elsewhere is refused. ``python -m pipeline.bundle configs training --fast --network segresnet``
+prints the list (the Makefile uses it); :func:`command` builds the whole ``python -m monai.bundle run`` command
+line.
 """
 
 from __future__ import annotations

@@ -81,6 +81,10 @@ def test_multi_gpu_overlay_parses_over_train_yaml() -> None:
     # check (`split`)
     steps = ["init_distributed" if "init_distributed" in step else step for step in parser["initialize"]]
     assert steps.index("init_distributed") < steps.index("$@run_record") < steps.index("$@split_record")
+    # train.yaml's steps, with only its seeding replaced (multi_gpu_train.yaml sets `initialize#1`)
+    single = parse_bundle("training")["initialize"]
+    assert [s for s in single if "set_determinism" not in s] == [s for s in steps if s != "init_distributed"]
+    assert len(single) == len(steps)
     assert "wrap_ddp" in parser["train#trainer#network"]
     assert parser["validate#evaluator#network"] == "@network"  # validation runs the plain module, no collectives
 
