@@ -9,7 +9,7 @@ dataset, then times, per case, with the training preprocessing of the bundle (``
 - ``no cache``: MONAI ``Dataset``, what every epoch costs without a cache (decode every gzip, preprocess);
 - ``first``: ``PersistentDataset`` with an empty ``cache_dir`` (decode, preprocess, write the ``.pt``);
 - ``second``: a new ``PersistentDataset`` on the same folder, as a second run sees it (read the ``.pt``);
-- ``check``: ``pipeline.check.check_case`` (headers, then every file's voxels once), and the whole dataset
+- ``check``: ``pipeline.data.check.check_case`` (headers, then every file's voxels once), and the whole dataset
   with ``--jobs`` processes, extrapolated to the 1,251 cases of BraTS 2021.
 
 Prints the machine, the median and range of each, and the cache size per case.
@@ -61,9 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     from monai.transforms import Compose
 
     from pipeline.bundle import config_files
-    from pipeline.check import check_case, check_dataset
-    from pipeline.datasets import cached_dataset, discover_cases
-    from pipeline.synthetic import write_dataset
+    from pipeline.data.check import check_case, check_dataset
+    from pipeline.data.layouts import discover_cases
+    from pipeline.data.synthetic import write_dataset
+    from pipeline.training.cache import cached_dataset
 
     work = Path(tempfile.mkdtemp(prefix="bench_cache_"))
     try:

@@ -9,7 +9,7 @@ The pieces are built by MONAI's ``ConfigParser`` from the bundle's own files, as
 builds them: ``common.yaml + train.yaml`` (what ``make train`` and the README's training command run; ``--fast``
 adds ``fast.yaml``): the network of common.yaml (UNet 16-256, 2 residual units), 128^3 patches, ``batch_size`` 2
 x ``num_samples`` 2 = 4 patches a step, Dice loss on sigmoids, AdamW. Data: 2 synthetic cases of 240 x 240 x 155
-voxels, 4 contrasts (``pipeline.synthetic``, written once to ``--data-dir``, default ``data/bench/cost_full``).
+voxels, 4 contrasts (``pipeline.data.synthetic``, written once to ``--data-dir``, default ``data/bench/cost_full``).
 
 Measured, in one process:
 
@@ -53,7 +53,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.bench_training import apply_process_settings, build_parser, describe, ensure_dataset  # noqa: E402
 from bench.timing import machine, synchronize  # noqa: E402
-from pipeline.precision import on_cuda  # noqa: E402
+from pipeline.model.precision import on_cuda  # noqa: E402
 
 BRATS2021_CASES = 1251
 
@@ -142,12 +142,12 @@ def train_steps(parser, cached: list[dict], device: str, steps: int, warmup: int
     """Run ``warmup + steps`` training steps on batches drawn from ``cached``; the timings and memory peaks.
 
     As the trainer's loader: plain, a deep copy of the cached item per draw and MONAI metadata tracked; with
-    ``fast`` (fast.yaml) neither (``pipeline.fast.without_cache_copy``, ``without_metadata``).
+    ``fast`` (fast.yaml) neither (``pipeline.training.fast.without_cache_copy``, ``without_metadata``).
     """
     from monai.data import list_data_collate
     from monai.transforms import Compose
 
-    from pipeline.fast import without_metadata
+    from pipeline.training.fast import without_metadata
 
     batch_size = int(parser.get_parsed_content("batch_size"))
     transforms = parser.get_parsed_content("random_transforms")
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     data = ensure_dataset(args.data_dir or REPO / "data" / "bench" / f"cost_{name}", 2, preset["shape"])
     work = Path(tempfile.mkdtemp(prefix="bench_cost_"))
     try:
-        from pipeline.datasets import discover_cases
+        from pipeline.data.layouts import discover_cases
 
         overlays, parser = build(preset, data, work, args.device, args.fast)
         apply_process_settings(parser, training=True)  # one configuration per process: nothing to restore

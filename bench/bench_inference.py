@@ -6,7 +6,7 @@ Usage::
                                     [--repeats 1] [--set ID=VALUE ...] [--ours-set ID=VALUE ...]
 
 Both configurations are built by MONAI's ``ConfigParser`` from the bundle's files, as ``monai.bundle run
-inference`` builds them, and segment the same synthetic cases (``pipeline.synthetic``) with the same weights
+inference`` builds them, and segment the same synthetic cases (``pipeline.data.synthetic``) with the same weights
 (the network of common.yaml, randomly initialised with seed 0 and saved as the checkpoint):
 
 - plain: ``common.yaml + inference.yaml`` with ``amp false`` (float32, 2 DataLoader workers, 4 windows a pass);
@@ -47,7 +47,7 @@ from bench.bench_training import (  # noqa: E402
     prepare,
 )
 from bench.timing import StepTimer, TimedTransform, amp_mode  # noqa: E402
-from pipeline.precision import on_cuda  # noqa: E402
+from pipeline.model.precision import on_cuda  # noqa: E402
 
 #: cases segmented per configuration, by preset (the first is the warm-up)
 CASES = {"full": 6, "demo": 6, "tiny": 4}
@@ -72,7 +72,7 @@ def run_config(name: str, variants: dict, ids: dict, *, device: str, cases: int)
     parser = build_parser("inference", variants, ids)
     apply_process_settings(parser, training=False)
     # the first `cases` cases of the folder, without the data check (the benchmark's own synthetic data)
-    parser["infer_checked"] = f"$pipeline.datasets.inference_items(@datalist, @dataset_dir, @infer_fold)[:{cases}]"
+    parser["infer_checked"] = f"$@data.inference_items(@infer_fold)[:{cases}]"
     evaluator = parser.get_parsed_content("evaluator")
     post = parser.get_parsed_content("postprocessing")
     timed = [TimedTransform(t, device) for t in post.transforms]

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 from bench.timing import machine  # noqa: E402
-from pipeline.evaluation import evaluate_case  # noqa: E402
+from pipeline.evaluation.regions import evaluate_case  # noqa: E402
 
 SHAPE = (240, 240, 155)
 

@@ -4,10 +4,10 @@ Usage::
 
     python bench/bench_official.py [--cases 2] [--shape 240 240 155] [--jobs 1] [--tiny] [--work DIR]
 
-Writes ``--cases`` synthetic cases (:func:`pipeline.synthetic.write_dataset`, BraTS 2021 layout, ET 4) and a
+Writes ``--cases`` synthetic cases (:func:`pipeline.data.synthetic.write_dataset`, BraTS 2021 layout, ET 4) and a
 prediction per case (the reference label shifted by 2 voxels along each axis, its first oedema slab removed), then
-times, on the same folders, ``pipeline.evaluation.evaluate_folders`` (legacy: MONAI HD95, ET/TC/WT) and
-``pipeline.official.evaluate_official`` (the BraTS package brats-evaluation, challenge gli: six regions,
+times, on the same folders, ``pipeline.evaluation.regions.evaluate_folders`` (legacy: MONAI HD95, ET/TC/WT) and
+``pipeline.evaluation.official.evaluate_official`` (the BraTS package brats-evaluation, challenge gli: six regions,
 lesion-wise). Reading the files is included in both; importing the packages (once per process) is not. Prints
 the machine (:func:`bench.timing.machine`), the seconds per case of each protocol and the two tables.
 ``--tiny`` (48 x 48 x 32, 2 cases) runs in seconds.
@@ -28,10 +28,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.timing import machine  # noqa: E402
-from pipeline.datasets import discover_cases  # noqa: E402
-from pipeline.evaluation import evaluate_folders, format_table  # noqa: E402
-from pipeline.official import evaluate_official, format_official_table, official_evaluator  # noqa: E402
-from pipeline.synthetic import write_dataset  # noqa: E402
+from pipeline.data.layouts import discover_cases  # noqa: E402
+from pipeline.data.synthetic import write_dataset  # noqa: E402
+from pipeline.evaluation.official import evaluate_official, format_official_table, official_evaluator  # noqa: E402
+from pipeline.evaluation.regions import evaluate_folders, format_table  # noqa: E402
 
 
 def write_predictions(data: Path, pred_dir: Path) -> int:

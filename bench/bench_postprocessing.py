@@ -4,7 +4,7 @@
 
 Writes ``--cases`` new synthetic cases with a seed the demo never trained on, runs the bundle's inference
 once per variant (``python -m monai.bundle run inference`` with demo.yaml and the run's ``model.pt``),
-evaluates each with :func:`pipeline.evaluation.evaluate_folders`, and prints the machine and a Markdown
+evaluates each with :func:`pipeline.evaluation.regions.evaluate_folders`, and prints the machine and a Markdown
 table: mean Dice per region, mean HD95, and seconds per case.
 """
 
@@ -35,8 +35,8 @@ VARIANTS: dict[str, dict[str, object]] = {
 def main(argv: list[str] | None = None) -> int:
     import subprocess
 
-    from pipeline.evaluation import evaluate_folders
-    from pipeline.synthetic import write_dataset
+    from pipeline.data.synthetic import write_dataset
+    from pipeline.evaluation.regions import evaluate_folders
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", default="runs/demo", help="a run of the demo (holds models/model.pt)")

@@ -7,7 +7,7 @@ Usage::
                                    [--set ID=VALUE ...] [--ours-set ID=VALUE ...] [--variant NAME:ID=VALUE ...]
 
 Both configurations are built by MONAI's ``ConfigParser`` from the bundle's own files, as ``monai.bundle run
-training`` builds them, and trained on the same synthetic BraTS-layout cases (``pipeline.synthetic``):
+training`` builds them, and trained on the same synthetic BraTS-layout cases (``pipeline.data.synthetic``):
 
 - plain: ``common.yaml + train.yaml`` with ``amp false``: transforms on the CPU in ``DataLoader`` worker
   processes, float32 (the model zoo's way);
@@ -55,7 +55,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.timing import StepTimer, amp_mode, machine, synchronize  # noqa: E402
-from pipeline.precision import on_cuda  # noqa: E402
+from pipeline.model.precision import on_cuda  # noqa: E402
 
 #: preset -> case shape, cases, folds (the validation fold is one of them), variants of both configurations
 #: (``pipeline.bundle.config_files``: ``demo=True`` merges demo.yaml, after fast.yaml in ours), config overrides
@@ -86,7 +86,7 @@ def parse_variant(text: str) -> tuple[str, tuple[str, object]]:
 
 def ensure_dataset(root: Path, cases: int, shape: tuple[int, int, int]) -> Path:
     """``cases`` synthetic cases of ``shape`` under ``root``, written unless the last one is already there."""
-    from pipeline.synthetic import write_dataset
+    from pipeline.data.synthetic import write_dataset
 
     last = root / f"BraTS2021_{cases - 1:05d}" / f"BraTS2021_{cases - 1:05d}_seg.nii.gz"
     if last.is_file():
@@ -129,7 +129,7 @@ def apply_process_settings(parser: object, *, training: bool) -> None:
     autotuning (the ``cudnn_benchmark`` id). Call it inside :func:`isolated_settings`."""
     from monai.utils import set_determinism
 
-    from pipeline.precision import set_cudnn_benchmark
+    from pipeline.model.precision import set_cudnn_benchmark
 
     if training:
         set_determinism(seed=parser.get_parsed_content("seed"))

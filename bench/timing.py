@@ -18,13 +18,13 @@ from collections.abc import Callable, Hashable, Mapping
 
 import torch
 
-from pipeline.precision import cpu_bf16_supported, on_cuda
+from pipeline.model.precision import cpu_bf16_supported, on_cuda
 
 
 def amp_mode(parser: object, engine_amp: bool) -> str:
     """How a built configuration runs its network, for the benchmarks' reports: ``"on (torch.bfloat16)"`` (MONAI's
     AMP on CUDA, with the engines' ``amp_kwargs`` dtype), ``"cpu bf16"`` (fast.yaml's
-    :func:`pipeline.precision.cpu_autocast`) or ``"off"`` (float32). ``parser``: a ``ConfigParser``."""
+    :func:`pipeline.model.precision.cpu_autocast`) or ``"off"`` (float32). ``parser``: a ``ConfigParser``."""
     if engine_amp:
         return f"on ({parser.get_parsed_content('amp_kwargs')['dtype']})"
     if parser.get_parsed_content("cpu_amp_enabled"):

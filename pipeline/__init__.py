@@ -1,34 +1,26 @@
 """BraTS segmentation pipeline on MONAI: what the bundle configs call and MONAI lacks.
 
-Flow: ``synthetic``/``datasets`` (data) -> ``check`` -> ``transforms`` -> bundle network -> training
-(``validation``, ``checkpoints``, ``distributed``, ``monitoring``) -> ``inference`` (``ensemble``,
-``postprocessing``) -> ``metrics``/``evaluation`` (numbers); ``labels`` holds the one channel/label/region table,
-``precision`` where the network computes in half precision, ``fast`` the fast path's caching and loading,
-``monai_workarounds`` the list of every place we work around MONAI.
+The layout is the flow: `core` (errors, files, NIfTI, config values) -> `data` (layouts, datalists, the check,
+label schemes, one `DataSource` per stage) -> `model` (run record, network, weights, precision) -> `training` |
+`inference` | `evaluation`; at the top `bundle` (the config lists), `demo` and the command line. The places where
+we work around MONAI are listed in `monai_workarounds`.
 """
 
 __version__ = "0.1.0"
 
-import importlib as _importlib
-
-from pipeline.errors import install_cli_excepthook as _install_hook
-from pipeline.errors import running_monai_cli as _running_monai_cli
-
-if _running_monai_cli():  # a refusal ends MONAI's CLI with its one line, not a traceback (pipeline.errors)
-    _install_hook()
+from pipeline.core.errors import install_cli_excepthook, register_hint, running_monai_cli
+from pipeline.core.lazy import submodules
 
 
-def __getattr__(name: str):  # noqa: ANN202 - PEP 562: `import pipeline` then `pipeline.datasets` in bundle configs
-    """Import a submodule on first use, so that bundle configs need only ``$import pipeline``.
+def _bundle_hint(exc: BaseException) -> str | None:
+    """The one line for a stage config given without common.yaml (`pipeline.bundle.overlay_hint`)."""
+    from pipeline.bundle import overlay_hint  # only when such an error happens: bundle imports the model's record
 
-    MONAI 1.6.1 binds ``$import pipeline.datasets`` to the name ``"pipeline.datasets"``, so that
-    ``$pipeline.datasets.f()`` would fail (:mod:`pipeline.monai_workarounds`).
-    """
-    if name.startswith("_"):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    try:
-        return _importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"{__name__}.{name}":  # the submodule exists but one of its imports is missing
-            raise
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    return overlay_hint(exc)
+
+
+register_hint(_bundle_hint)
+if running_monai_cli():  # a refusal ends MONAI's CLI with its one line, not a traceback (pipeline.core.errors)
+    install_cli_excepthook()
+
+__getattr__ = submodules(__name__)

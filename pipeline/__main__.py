@@ -1,21 +1,38 @@
-"""Command line: ``python -m pipeline {synth,datalist,check,evaluate,plot,demo} ...``.
+"""Command line: ``python -m pipeline {synth,datalist,check,evaluate,plot,cv,demo} ...``.
 
-Each sub-command only parses its arguments and calls one function of the package (as nnU-Net's entry
-points do); training and inference themselves run through ``python -m monai.bundle run ...``.
+Each sub-command only parses its arguments and calls one function of the package (as nnU-Net's entry points do);
+training and inference themselves run through ``python -m monai.bundle run ...``. A refusal ends with one
+``error:`` line (exit 2); anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipeline.core.errors import UserError, user_message
+from pipeline.data.check import check_dataset
+from pipeline.data.datalist import write_datalist
+from pipeline.data.labels import BUILTIN, NNUNET_PREFIX, scheme_name
+from pipeline.data.layouts import LAYOUTS, detect_layout
+from pipeline.data.synthetic import DEFAULT_SHAPE, SUPPORTED_LAYOUTS, write_dataset
+from pipeline import demo
+from pipeline.evaluation.crossval import cross_validation_summary
+from pipeline.evaluation.evaluate import PROTOCOLS, evaluate, format_summary
+from pipeline.evaluation.official import CHALLENGES
+from pipeline.evaluation.plots import plot_dice_boxplot, plot_evaluation
+from pipeline.training.monitoring import plot_training_curves
+
+#: ``--scheme`` of evaluate and plot: a label scheme, or ``labels`` (one region per label value).
+SCHEME_CHOICES = ("auto", *BUILTIN, "labels")
+
 
 def _synth(args: argparse.Namespace) -> int:
-    from pipeline.synthetic import write_dataset
-
     folders = write_dataset(args.out_dir, cases=args.cases, shape=tuple(args.shape), seed=args.seed, layout=args.layout,
                             force=args.force, channels=args.channels, rc=args.rc)
     print(f"{args.out_dir}: {len(folders)} synthetic case(s) of shape {tuple(args.shape)} (written now, or already "
@@ -24,8 +41,6 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _datalist(args: argparse.Namespace) -> int:
-    from pipeline.datasets import detect_layout, write_datalist
-
     if args.layout == "auto":
         print(f"dataset {Path(args.dataset_dir).resolve()}: {detect_layout(args.dataset_dir)}")
     dl = write_datalist(args.dataset_dir, args.out, folds=args.folds, seed=args.seed, layout=args.layout,
@@ -36,16 +51,42 @@ def _datalist(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(args: argparse.Namespace) -> int:
-    from pipeline.check import run
+def label_scheme_argument(value: str) -> str:
+    """``--label_scheme``: ``auto``, a built-in scheme or ``nnunet:<dataset.json>`` (read, the path made absolute)."""
+    try:
+        return scheme_name(value, auto=True)
+    except (UserError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
-    return run(args)
+
+def scheme_argument(value: str) -> str:
+    """``--scheme`` of evaluate and plot: `SCHEME_CHOICES` or ``nnunet:<dataset.json>``."""
+    return value if value in ("auto", "labels") else label_scheme_argument(value)
+
+
+def _check_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``check`` sub-command's arguments."""
+    p.add_argument("dataset_dir")
+    p.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 8), help="worker processes (default: cores)")
+    p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS], help="default: detected")
+    p.add_argument("--label_scheme", "--label-scheme", default="auto", type=label_scheme_argument,
+                   metavar="{" + ",".join(["auto", *BUILTIN]) + f",{NNUNET_PREFIX}DATASET_JSON}}",
+                   help="default: the layout's (brats2021 -> brats, brats2023 -> brats2023, msd -> msd, nnunet -> "
+                   "nnunet:<its dataset.json>); brats2024 for BraTS 2024+ post-treatment glioma (4 = resection "
+                   "cavity)")
+    p.add_argument("--headers-only", action="store_true", help="read headers only (fast; no NaN, label or gzip check)")
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    """Run the check of ``args`` and print the layout, the problems and the summary; 1 on errors, else 0."""
+    report = check_dataset(args.dataset_dir, layout=args.layout, label_scheme=args.label_scheme,
+                           jobs=args.jobs, data=not args.headers_only)
+    print(f"dataset {report.root}: {report.layout}")
+    print(report.format())
+    return 1 if report.errors else 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from pipeline.errors import UserError
-    from pipeline.official import evaluate, format_summary
-
     if args.protocol == "legacy" and args.jobs is not None:
         raise UserError("--jobs applies to --protocol official only (the legacy protocol runs in one process)")
     summary = evaluate(args.protocol, args.pred_dir, args.ref_dir, args.out, scheme=args.scheme,
@@ -57,40 +98,31 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from pipeline import plots
-    from pipeline.errors import UserError
-
     if args.what == "curves":
-        paths = [plots.plot_training_curves(args.inputs[0], args.out or Path(args.inputs[0]).with_suffix(".png"))]
+        paths = [plot_training_curves(args.inputs[0], args.out or Path(args.inputs[0]).with_suffix(".png"))]
     elif args.what == "boxplot":
-        paths = [plots.plot_dice_boxplot(args.inputs[0], args.out or Path(args.inputs[0]).parent / "dice_boxplot.png")]
+        paths = [plot_dice_boxplot(args.inputs[0], args.out or Path(args.inputs[0]).parent / "dice_boxplot.png")]
     else:  # evaluation: EVAL_DIR PRED_DIR DATASET_DIR
         if len(args.inputs) != 3:
             raise UserError(f"plot evaluation needs EVAL_DIR PRED_DIR DATASET_DIR, got {len(args.inputs)} path(s)")
-        paths = plots.plot_evaluation(*args.inputs, scheme=args.scheme, out_dir=args.out, out_option="--out")
+        paths = plot_evaluation(*args.inputs, scheme=args.scheme, out_dir=args.out, out_option="--out")
     print("\n".join(str(p) for p in paths))
     return 0
 
 
 def _cv(args: argparse.Namespace) -> int:
-    from pipeline.crossval import cross_validation_summary
-
     cross_validation_summary(args.run_dir, args.dataset_dir, folds=args.folds, fast=args.fast,
                              extra=[f"--{k}" if i % 2 == 0 else k for i, k in enumerate(args.set or [])])
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from pipeline.demo import run_demo
-
-    run_demo(data_dir=args.data_dir, run_dir=args.run_dir, cases=args.cases, shape=tuple(args.shape),
+    demo.run_demo(data_dir=args.data_dir, run_dir=args.run_dir, cases=args.cases, shape=tuple(args.shape),
              seed=args.seed, epochs=args.epochs, started_at=args.started_at, fast=not args.plain)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipeline.synthetic import DEFAULT_SHAPE
-
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -101,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), metavar=("X", "Y", "Z"),
                    help="volume size; 240 240 155 gives BraTS size")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--layout", default="brats2021", choices=["brats2021", "brats2023", "msd", "brats2024", "nnunet"],
+    p.add_argument("--layout", default="brats2021", choices=SUPPORTED_LAYOUTS,
                    help="brats2024: BraTS 2023 names with 4 = resection cavity; nnunet: nnU-Net v2 raw format "
                    "(dataset.json, imagesTr/<case>_0000.nii.gz, labelsTr/)")
     p.add_argument("--channels", nargs="+", default=None, metavar="NAME",
@@ -117,32 +149,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="datalist JSON to write")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--layout", default="auto", choices=["auto", "brats2021", "brats2023", "msd", "nnunet"])
-    p.add_argument("--label_scheme", "--label-scheme", default="auto",
-                   choices=["auto", "brats", "brats2023", "brats2024", "msd"],
+    p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS])
+    p.add_argument("--label_scheme", "--label-scheme", default="auto", type=label_scheme_argument,
+                   metavar="{" + ",".join(["auto", *BUILTIN]) + f",{NNUNET_PREFIX}DATASET_JSON}}",
                    help="recorded in the datalist; auto: the layout's (nnunet: nnunet:<its dataset.json>)")
     p.add_argument("--force", action="store_true", help="replace an existing --out file with other content")
     p.set_defaults(func=_datalist)
 
     p = sub.add_parser("check", help="check every case of a dataset folder: one line per problem, exit 1 on errors")
-    from pipeline.check import add_arguments
-
-    add_arguments(p)
-    p.set_defaults(func=_check)
+    _check_arguments(p)
+    p.set_defaults(func=_run_check)
 
     p = sub.add_parser("evaluate", help="score <case>.nii.gz predictions against reference labels")
     p.add_argument("pred_dir")
     p.add_argument("ref_dir", help="a dataset folder or a folder of <case>.nii.gz labels")
     p.add_argument("--out", required=True, help="folder for metrics.csv and summary.json (--protocol official: "
                    "official.csv and official_summary.json)")
-    p.add_argument("--scheme", default="auto", choices=["auto", "brats", "brats2023", "brats2024", "msd", "labels"],
+    p.add_argument("--scheme", default="auto", type=scheme_argument,
+                   metavar="{" + ",".join(SCHEME_CHOICES) + f",{NNUNET_PREFIX}DATASET_JSON}}",
                    help="label numbering; auto: the reference dataset's layout's (a folder of labels needs a scheme); "
                    "brats2024 (4 = resection cavity): --protocol official only")
-    p.add_argument("--protocol", default="legacy", choices=["legacy", "official"],
+    p.add_argument("--protocol", default="legacy", choices=PROTOCOLS,
                    help="legacy: our ET/TC/WT Dice, sensitivity, specificity, HD95; official: the BraTS package "
                    "brats-evaluation's lesion-wise metrics (make extra-official); see docs/metrics.md")
     p.add_argument("--challenge", default=None, type=str.lower,
-                   choices=["gli", "mets", "ped", "menrt", "menpre", "goat"],
+                   choices=list(CHALLENGES),
                    help="--protocol official: the package's config to score with; default gli (adult glioma)")
     p.add_argument("--jobs", type=int, default=None, help="--protocol official: worker processes (default 1)")
     p.set_defaults(func=_evaluate)
@@ -153,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "evaluation: EVAL_DIR PRED_DIR DATASET_DIR (box plot + overlays of the worst/median/best cases)")
     p.add_argument("--out", default=None, help="PNG to write (curves, boxplot), default beside the input; "
                    "evaluation: folder for the pictures, default EVAL_DIR")
-    p.add_argument("--scheme", default="auto", choices=["auto", "brats", "brats2023", "brats2024", "msd", "labels"],
+    p.add_argument("--scheme", default="auto", type=scheme_argument,
+                   metavar="{" + ",".join(SCHEME_CHOICES) + f",{NNUNET_PREFIX}DATASET_JSON}}",
                    help="label numbering of the overlays (evaluation); auto: the dataset's layout's")
     p.set_defaults(func=_plot)
 
@@ -186,8 +218,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:  # user-data errors: the message names the case, file and fix
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:  # a refusal, a full or read-only disk: one line; anything else is a bug: its traceback
+        message = user_message(e)
+        if message is None:
+            raise
+        if os.environ.get("PIPELINE_TRACEBACK"):
+            traceback.print_exc()
+        sys.stderr.flush()
+        print(f"error: {message}", file=sys.stderr, flush=True)
         return 2
 
 

@@ -18,18 +18,21 @@ fast before demo (the demo's CPU sizes win), the network before the ensemble (wh
 (whose sizes apply to it), multi-GPU last (it replaces the seeding step of ``initialize`` and the samplers).
 ``fast`` does nothing for evaluation, ``ensemble`` only applies to inference and ``multi_gpu`` only to training;
 asking for them elsewhere is refused. ``python -m pipeline.bundle configs training --fast --network segresnet``
-prints the list (the Makefile uses it); :func:`command` builds the whole ``python -m monai.bundle run`` command
+prints the list (the Makefile uses it); `command` builds the whole ``python -m monai.bundle run`` command
 line.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.errors import UserError
+from pipeline.core.config import config_files_in_argv
+from pipeline.core.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "bundle" / "configs"
 #: Run id -> its stage overlay.
@@ -95,6 +98,65 @@ def common_ids(configs: str | Path = CONFIGS) -> set[str]:
         return set(yaml.safe_load((Path(configs) / "common.yaml").read_text()) or {})
     except (OSError, yaml.YAMLError):
         return set()
+
+
+def overlay_alone(ref: str) -> str | None:
+    """The fix when MONAI misses ``@ref`` because common.yaml is not in ``--config_file`` (a stage given alone)."""
+    if ref not in common_ids():
+        return None
+    given = [os.path.basename(f) for f in config_files_in_argv(sys.argv)]
+    if "common.yaml" in given:
+        return None
+    stage = next((s for s in given if s in STAGES.values()), "train.yaml")
+    run_id = next(k for k, v in STAGES.items() if v == stage)
+    files = [os.path.relpath(f) for f in config_files(run_id)]
+    return (f"{stage} is an overlay on common.yaml (which defines @{ref}): pass --config_file "
+            f"\"{config_list(files)}\"; python -m pipeline.bundle configs {run_id} [--fast] [--network N] [--demo] "
+            "prints the list")
+
+
+def overlay_hint(exc: BaseException) -> str | None:
+    """The one line for MONAI's "the referring item `@x` is not defined" when a stage is given without common.yaml
+    (registered with `pipeline.core.errors.register_hint` by `import pipeline`)."""
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        missing = re.search(r"the referring item `@([^`#]+)[^`]*` is not defined in the config content", str(exc))
+        if isinstance(exc, ValueError) and missing:
+            return overlay_alone(missing.group(1))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def moved_overlay(path: str) -> str:
+    """``path`` of a run recorded before the overlays moved into ``configs/variants/`` and ``configs/networks/``
+    (``bundle/configs/fast.yaml`` -> ``bundle/configs/variants/fast.yaml``); any other path as it is."""
+    p = Path(path)
+    moved = {Path(rel).name: rel for rel in [*VARIANTS.values(), *filter(None, NETWORKS.values())]}
+    if p.name in moved and p.parent.name == "configs" and not p.exists():
+        return str(p.parent / moved[p.name])
+    return path
+
+
+def next_command(run_dir: str | os.PathLike) -> str:
+    """The inference command for a finished run: its config files with ``train.yaml`` -> ``inference.yaml`` (and
+    without the multi-GPU overlay), ``--run_dir`` and its dataset; the network comes from ``run.json``."""
+    from pipeline.model.record import read_record  # here: the Makefile runs this module often, without torch
+
+    record = read_record(run_dir) or {}
+    files = []
+    for f in record.get("config_files") or ["bundle/configs/common.yaml", "bundle/configs/train.yaml"]:
+        f = moved_overlay(f)
+        name = Path(f).name
+        if name == "multi_gpu_train.yaml":
+            continue
+        files.append(str(Path(f).with_name("inference.yaml")) if name == "train.yaml" else f)
+    ids = record.get("ids", {})
+    datalist = ids.get("datalist") or (str(Path(run_dir) / "datalist.json") if record.get("datalist_written") else None)
+    configs = "[" + ",".join(f"'{f}'" for f in files) + "]"
+    where = (f"--datalist {datalist} --infer_fold {ids.get('fold', 0)}" if datalist
+             else f"--dataset_dir {ids.get('dataset_dir') or 'DATA'}")
+    return f'python -m monai.bundle run inference --config_file "{configs}" --run_dir {run_dir} {where}'
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -44,7 +44,7 @@ def demo_line(summary: dict, seconds: float) -> str:
 def free_run_dir(run_dir: str | os.PathLike) -> Path:
     """``run_dir`` if it holds no trained run, else the first ``<run_dir>_<n>`` that does not: a second ``make demo``
     never writes over the first one's model, segmentations or numbers."""
-    from pipeline.runs import RUN_ARTEFACTS
+    from pipeline.model.record import RUN_ARTEFACTS
 
     base = Path(run_dir)
     candidate, n = base, 1
@@ -65,12 +65,12 @@ def run_demo(data_dir: str = "data/synthetic", run_dir: str = "runs/demo", cases
     metadata or copies, bfloat16 autocast on a CPU that has it, else channels-last-3d training; bench/RESULTS.md);
     False runs the plain configuration. Evaluation is the same either way.
 
-    Returns the evaluation summary (see :func:`pipeline.evaluation.evaluate_folders`).
+    Returns the evaluation summary (see `pipeline.evaluation.regions.evaluate_folders`).
     """
     from pipeline.bundle import command
-    from pipeline.datasets import write_datalist
-    from pipeline.evaluation import format_table
-    from pipeline.synthetic import DEFAULT_SHAPE, write_dataset
+    from pipeline.data.datalist import write_datalist
+    from pipeline.data.synthetic import DEFAULT_SHAPE, write_dataset
+    from pipeline.evaluation.regions import format_table
 
     t0 = started_at if started_at is not None else time.time()
     shape = tuple(shape or DEFAULT_SHAPE)

@@ -67,7 +67,7 @@ def run_bundle(run_id: str, overrides: dict | None = None, *, check: bool = True
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """4 synthetic cases of 48 x 48 x 32 voxels in the BraTS 2021 layout (read-only for tests)."""
-    from pipeline.synthetic import write_dataset
+    from pipeline.data.synthetic import write_dataset
 
     root = tmp_path_factory.mktemp("tiny") / "BraTS2021"
     write_dataset(root, cases=4, shape=TINY_SHAPE, seed=7)
@@ -83,7 +83,7 @@ LAYOUT_NAMES = ("brats2021", "brats2023", "msd")
 def layout_datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """3 synthetic cases of 32 x 32 x 24 voxels in each layout, ``{layout: root}``; the same arrays in each
     (seed 5). Read-only: copy one before planting a fault."""
-    from pipeline.synthetic import write_dataset
+    from pipeline.data.synthetic import write_dataset
 
     base = tmp_path_factory.mktemp("layouts")
     out = {}

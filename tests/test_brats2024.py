@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from pipeline.check import _scheme_hint, check_dataset
-from pipeline.check import main as check_main
-from pipeline.datasets import build_datalist, discover_cases, load_datalist
-from pipeline.labels import CHANNELS, labels_to_regions, regions_to_labels
-from pipeline.synthetic import case_has_rc, write_dataset
+from pipeline.__main__ import main as check_main
+from pipeline.data.check import _scheme_hint, check_dataset
+from pipeline.data.datalist import build_datalist
+from pipeline.data.labels import CHANNELS, labels_to_regions, regions_to_labels
+from pipeline.data.layouts import discover_cases
+from pipeline.data.source import DataSource
+from pipeline.data.synthetic import case_has_rc, write_dataset
 from tests.conftest import LAYOUT_SHAPE
 
 SEED = 0  # with 4 cases: case 2 has no resection cavity, the others have one
@@ -97,7 +99,7 @@ def test_the_check_with_the_layouts_scheme_names_label_4_and_suggests_brats2024(
 
 def test_the_check_with_brats2024_passes(post_treatment, capsys: pytest.CaptureFixture) -> None:
     assert check_dataset(post_treatment["brats2024"], label_scheme="brats2024").problems == []
-    assert check_main([str(post_treatment["brats2024"]), "--jobs", "1", "--label_scheme", "brats2024"]) == 0
+    assert check_main(["check", str(post_treatment["brats2024"]), "--jobs", "1", "--label_scheme", "brats2024"]) == 0
     assert "label scheme brats2024): 0 error(s)" in capsys.readouterr().out
 
 
@@ -145,4 +147,4 @@ def test_a_brats2024_datalist_records_its_four_regions_and_loads_unchanged(post_
     assert (dl["layout"], dl["label_scheme"]) == ("brats2023", "brats2024")
     assert (dl["channels"], dl["regions"]) == (list(CHANNELS), ["WT", "TC", "ET", "RC"])
     (tmp_path / "dl.json").write_text(json.dumps(dl))
-    assert load_datalist(str(tmp_path / "dl.json"), None) == dl
+    assert DataSource(None, str(tmp_path / "dl.json")).datalist == dl

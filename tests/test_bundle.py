@@ -44,7 +44,7 @@ def _parser(run_id: str, variants: dict | None = None, **overrides: object) -> C
 #: what each run id needs, beyond common.yaml's network_def and inferer
 REQUIRED = {"training": ["train#trainer", "validate#evaluator", "initialize"],
             "inference": ["preprocessing", "postprocessing", "evaluator"],
-            "evaluate": ["eval_cases"]}
+            "evaluate": ["reference"]}
 
 
 @pytest.mark.parametrize("name", list(BUNDLES))
@@ -111,7 +111,7 @@ def test_metadata_lists_the_packages_of_pyproject() -> None:
                                              pytest.param("true", True, id="true_string"),
                                              pytest.param(False, False, id="false_yaml")])
 def test_tta_given_on_the_command_line_as_a_string_is_read_as_a_flag(value: object, mirrored: bool) -> None:
-    from pipeline.inference import MirrorInferer
+    from pipeline.inference.predict import MirrorInferer
 
     parser = _parser("inference", tta=value)
     assert isinstance(parser.get_parsed_content("inference_inferer"), MirrorInferer) is mirrored

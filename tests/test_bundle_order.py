@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.bundle import CONFIGS, command, config_files
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 from tests.conftest import REPO
 
 

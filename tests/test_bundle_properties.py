@@ -7,7 +7,7 @@ import shutil
 import pytest
 from monai.bundle import ConfigWorkflow
 
-from pipeline.files import is_within
+from pipeline.core.files import is_within
 from tests.conftest import CONFIGS, REPO, parse_bundle
 
 TINY = {"device": "cpu", "num_workers": 0, "roi_size": [32, 32, 32], "unet_channels": [8, 16, 32],

@@ -18,9 +18,12 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from pipeline.check import DatasetCheckError, check_dataset, checked_inference_items, main
-from pipeline.datasets import Case, discover_cases
-from pipeline.inference import InferenceReport, SaveBratsLabeld
+from pipeline.__main__ import main
+from pipeline.data.check import DatasetCheckError, check_dataset
+from pipeline.data.layouts import Case, discover_cases
+from pipeline.data.source import DataSource
+from pipeline.inference.outputs import InferenceReport
+from pipeline.inference.predict import SaveBratsLabeld
 from tests.conftest import LAYOUT_NAMES, cli_overrides, parse_bundle, run_bundle
 
 TINY = ["--roi_size", "[32,32,32]", "--unet_channels", "[8,16,32]", "--num_res_units", "1",
@@ -193,7 +196,7 @@ FAULTS: dict[str, Callable[[Case], tuple[str, str, str]]] = {
 
 @pytest.mark.parametrize("layout", LAYOUT_NAMES)
 def test_a_clean_dataset_has_no_problem(layout_datasets, layout: str, capsys: pytest.CaptureFixture) -> None:
-    assert main([str(layout_datasets[layout]), "--jobs", "1"]) == 0
+    assert main(["check", str(layout_datasets[layout]), "--jobs", "1"]) == 0
     out = capsys.readouterr().out
     assert f"layout {layout}" in out and "0 error(s) in 0 case(s), 0 warning(s); 3 case(s) without error" in out
 
@@ -233,7 +236,7 @@ def test_every_problem_of_several_cases_is_listed_and_the_cli_exits_1(layout_dat
     _truncated_gzip(cases[0])
     _unexpected_label(cases[0])
     _missing_contrast(cases[2])
-    assert main([str(root), "--jobs", "2"]) == 1  # two processes: the same lines, in case order
+    assert main(["check", str(root), "--jobs", "2"]) == 1  # two processes: the same lines, in case order
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith(f"dataset {root}: layout brats2021")
     assert [line.split(":")[1].strip() for line in lines[1:4]] == ["case BraTS2021_00002", "case BraTS2021_00000",
@@ -246,7 +249,7 @@ def test_every_problem_of_several_cases_is_listed_and_the_cli_exits_1(layout_dat
 def test_warnings_alone_exit_0(layout_datasets, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root, cases = _copy(layout_datasets, "msd", tmp_path)
     _half_mm_spacing(cases[0])
-    assert main([str(root), "--jobs", "1"]) == 0
+    assert main(["check", str(root), "--jobs", "1"]) == 0
     assert "WARNING: case BRATS_001: imagesTr/BRATS_001.nii.gz has voxel spacing" in capsys.readouterr().out
 
 
@@ -296,7 +299,7 @@ def test_inference_items_skip_a_bad_case_and_record_why(layout_datasets, tmp_pat
     _unexpected_label(cases[0])  # inference does not read labels: not a reason to skip
     _all_zero(cases[BAD])
     report = InferenceReport(tmp_path / "seg")
-    items = checked_inference_items(None, root, report=report)
+    items = DataSource(root).checked_inference_items(report=report)
     assert [it["case"] for it in items] == ["BraTS2021_00000", "BraTS2021_00002"]
     assert list(report.failed) == ["BraTS2021_00001"]
     assert "BraTS2021_00001_t1ce.nii.gz is all zero" in report.failed["BraTS2021_00001"][0]

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pipeline.checkpoints import AtomicCheckpointSaver, atomic_torch_save
+from pipeline.model.weights import atomic_torch_save
+from pipeline.training.checkpoints import AtomicCheckpointSaver
 
 
 class _Unpicklable:

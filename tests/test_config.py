@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import as_bool
+from pipeline.core.config import as_bool
 
 
 @pytest.mark.parametrize("value, expected", [

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from pipeline.crossval import fold_table, format_cv_table
+from pipeline.evaluation.crossval import fold_table, format_cv_table
 from tests.conftest import cli_overrides, run_bundle
 
 
@@ -36,7 +36,7 @@ TINY = ["--roi_size", "[32,32,32]", "--unet_channels", "[8,16,32]", "--num_res_u
 @pytest.mark.slow
 def test_out_of_fold_evaluation_scores_every_case_once_by_the_fold_that_never_trained_on_it(tiny_dataset, tmp_path):
     from pipeline.__main__ import main
-    from pipeline.datasets import write_datalist
+    from pipeline.data.datalist import write_datalist
 
     run = tmp_path / "cv"
     dl = write_datalist(tiny_dataset, run / "datalist.json", folds=2)

@@ -8,15 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.datasets import (
-    DatasetError,
-    assign_folds,
-    discover_cases,
-    inference_items,
-    training_split,
-    write_datalist,
-)
-from pipeline.labels import CHANNELS
+from pipeline.data.datalist import assign_folds, write_datalist
+from pipeline.data.labels import CHANNELS
+from pipeline.data.layouts import DatasetError, discover_cases
+from pipeline.data.source import DataSource
 
 
 def test_discovery_lists_four_contrasts_in_channel_order_and_the_label(tiny_dataset: Path) -> None:
@@ -58,10 +53,10 @@ def test_datalist_records_channels_and_every_case_with_a_fold(tiny_dataset: Path
 def test_training_split_validates_on_the_chosen_fold_only(tiny_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "datalist.json"
     write_datalist(tiny_dataset, out, folds=2, seed=0)
-    train, val = training_split(str(out), None, fold=1)
+    train, val = DataSource(None, str(out)).split(1)
     assert {it["fold"] for it in val} == {1} and {it["fold"] for it in train} == {0}
     assert not {it["case"] for it in train} & {it["case"] for it in val}
-    assert [it["case"] for it in inference_items(str(out), None, fold=1)] == [it["case"] for it in val]
+    assert [it["case"] for it in DataSource(None, str(out)).inference_items(1)] == [it["case"] for it in val]
 
 
 def test_a_missing_contrast_is_an_error_naming_the_case_and_file(tiny_dataset: Path, tmp_path: Path) -> None:
@@ -96,4 +91,4 @@ def test_an_unusable_dataset_folder_says_what_to_do(tmp_path: Path, make, messag
 
 def test_a_fold_outside_the_datalist_is_refused(tiny_dataset: Path) -> None:
     with pytest.raises(DatasetError, match="fold 7 is not in the datalist"):
-        training_split(None, tiny_dataset, fold=7, folds=2)
+        DataSource(tiny_dataset, folds=2).split(7)

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.errors import UserError
-from pipeline.labels import BUILTIN, NNUNET_PREFIX, describe, from_dataset_json, labels_to_regions, regions_to_labels
+from pipeline.core.errors import UserError
+from pipeline.data.labels import (
+    BUILTIN,
+    NNUNET_PREFIX,
+    describe,
+    from_dataset_json,
+    labels_to_regions,
+    regions_to_labels,
+)
 
 #: nnU-Net's own BraTS 2021 conversion (Dataset137_BraTS21): 1 oedema, 2 non-enhancing, 3 enhancing.
 DATASET137 = {

@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pipeline.datasets import detect_layout, discover_cases
-from pipeline.labels import describe
+from pipeline.data.labels import describe
+from pipeline.data.layouts import detect_layout, discover_cases
 from tests.conftest import cli_overrides, run_bundle
 
 TINY = ["--roi_size", "[32,32,32]", "--unet_channels", "[8,16,32]", "--num_res_units", "1", "--num_workers", "0",
@@ -27,7 +27,7 @@ def _cli(run_id: str, *args: str) -> None:
     pytest.param({"layout": "nnunet", "channels": ("T1ce",), "rc": True}, [], id="nnunet_one_channel_with_rc"),
 ])
 def test_training_inference_and_evaluation_follow_the_datasets_description(tmp_path, synth, scheme_args):
-    from pipeline.synthetic import write_dataset
+    from pipeline.data.synthetic import write_dataset
 
     data, run = tmp_path / "data", tmp_path / "run"
     write_dataset(data, cases=4, shape=(40, 40, 32), seed=2, **synth)

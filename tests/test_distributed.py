@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import distributed
 from pipeline.bundle import command
-from pipeline.datasets import build_datalist
+from pipeline.core import distributed
+from pipeline.data.datalist import build_datalist
 from tests.conftest import REPO, parse_bundle
 
 TINY_NET = {"roi_size": [32, 32, 32], "unet_channels": [8, 16, 32], "num_res_units": 1, "num_workers": 0,

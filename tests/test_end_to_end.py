@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pipeline.datasets import discover_cases
+from pipeline.data.layouts import discover_cases
 from tests.conftest import cli_overrides, run_bundle
 
 TINY = ["--roi_size", "[32,32,32]", "--unet_channels", "[8,16,32]", "--num_res_units", "1",

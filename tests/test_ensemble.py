@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.ensemble import ProbabilityEnsemble, ensemble_of, fold_checkpoint, write_ensemble_checkpoint
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
+from pipeline.inference.ensemble import ProbabilityEnsemble, ensemble_of, fold_checkpoint, write_ensemble_checkpoint
 
 
 def test_ensemble_is_the_mean_probability_of_its_members() -> None:

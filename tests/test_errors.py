@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-from pipeline.errors import OPTIONAL_PACKAGES, UserError, user_message
+from pipeline.core.errors import OPTIONAL_PACKAGES, UserError, user_message
 
 
 @pytest.mark.parametrize(("exc", "expected"), [

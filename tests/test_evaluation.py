@@ -14,8 +14,8 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
-from pipeline.evaluation import CSV_COLUMNS, evaluate_case, evaluate_folders, format_table
-from pipeline.labels import labels_to_regions, scheme_labels
+from pipeline.data.labels import labels_to_regions, scheme_labels
+from pipeline.evaluation.regions import CSV_COLUMNS, evaluate_case, evaluate_folders, format_table
 
 SHAPE = (22, 20, 14)
 PENALTY = 373.13
@@ -58,7 +58,7 @@ def expected_row(pred: np.ndarray, ref: np.ndarray, spacing) -> dict:
 
 
 def expected_brats_rows(pred: np.ndarray, ref: np.ndarray, spacing, scheme: str = "brats") -> list[dict]:
-    """ET, TC, WT rows through :func:`pipeline.labels.labels_to_regions` (channels TC, WT, ET)."""
+    """ET, TC, WT rows through :func:`pipeline.data.labels.labels_to_regions` (channels TC, WT, ET)."""
     rp, rr = labels_to_regions(pred, scheme), labels_to_regions(ref, scheme)
     return [{"region": name, **expected_row(rp[i], rr[i], spacing)} for name, i in (("ET", 2), ("TC", 0), ("WT", 1))]
 
@@ -281,7 +281,7 @@ def test_summary_holds_the_statistics_of_the_csv_columns(folders: dict) -> None:
 
 
 def test_a_missing_prediction_is_scored_empty_reported_and_logged(folders: dict, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="pipeline.evaluation"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.evaluation.regions"):
         summary = evaluate_folders(folders["preds"], folders["refs"], folders["out"])
     assert summary["missing_predictions"] == ["case_c"]
     assert any("case_c" in m and str(folders["preds"] / "case_c.nii.gz") in m for m in caplog.messages)
@@ -346,7 +346,7 @@ def test_brats2023_and_labels_schemes_through_folders(tmp_path: Path) -> None:
 
 
 def test_a_dataset_folder_is_a_valid_reference_and_cases_restrict_the_evaluation(tiny_dataset: Path, tmp_path) -> None:
-    from pipeline.datasets import discover_cases
+    from pipeline.data.layouts import discover_cases
 
     cases = [c for c in discover_cases(tiny_dataset) if c.label]
     preds = tmp_path / "preds"

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from pipeline.__main__ import main
-from pipeline.datasets import discover_cases
-from pipeline.evaluation import evaluate_folders
+from pipeline.data.layouts import discover_cases
+from pipeline.evaluation.regions import evaluate_folders
 
 SHAPE = (32, 32, 24)
 SCHEME_OF = {"brats2021": "brats", "brats2023": "brats2023", "msd": "msd"}
@@ -48,7 +48,7 @@ def assert_only_written_under(root: Path, before: dict[str, str], out: Path) -> 
 @pytest.fixture
 def make_dataset(tmp_path: Path) -> Callable[..., Path]:
     """``make_dataset(layout, where="data")``: 3 synthetic cases of 32 x 32 x 24 voxels under ``tmp_path/where``."""
-    from pipeline.synthetic import write_dataset
+    from pipeline.data.synthetic import write_dataset
 
     def make(layout: str = "brats2021", where: str = "data") -> Path:
         root = tmp_path / where

@@ -12,7 +12,7 @@ from monai.data import MetaTensor, ThreadDataLoader, get_track_meta
 
 from bench import bench_inference, bench_training
 from bench.timing import amp_mode
-from pipeline import precision
+from pipeline.model import precision
 from tests.conftest import parse_bundle
 
 #: a small network and patch, as the benchmarks' tiny preset

@@ -1,4 +1,4 @@
-"""pipeline.files: whole files with the user's permissions, outputs never among the inputs, one writer per
+"""pipeline.core.files: whole files with the user's permissions, outputs never among the inputs, one writer per
 folder."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.errors import UserError
-from pipeline.files import FolderLock, atomic_write_text, check_output_location, gzip_is_whole
+from pipeline.core.errors import UserError
+from pipeline.core.files import FolderLock, atomic_write_text, check_output_location, gzip_is_whole
 
 
 @pytest.fixture
@@ -32,13 +32,13 @@ def umask():
 
 
 def _write_model(path: Path) -> None:
-    from pipeline.checkpoints import atomic_torch_save
+    from pipeline.model.weights import atomic_torch_save
 
     atomic_torch_save({"w": torch.zeros(2)}, path)
 
 
 def _write_segmentation(path: Path) -> None:
-    from pipeline.inference import write_label_like
+    from pipeline.inference.predict import write_label_like
 
     path.parent.mkdir(parents=True, exist_ok=True)
     ref = path.parent / "ref.nii.gz"
@@ -137,7 +137,7 @@ def test_a_gzip_file_is_whole_only_if_it_decompresses_to_its_end_with_the_right_
 
 
 def test_a_segmentation_with_a_wrong_crc_is_not_a_valid_output(tmp_path):
-    from pipeline.inference import output_is_valid
+    from pipeline.inference.outputs import output_is_valid
 
     path = _gz(tmp_path)
     assert output_is_valid(path, path)
@@ -150,7 +150,7 @@ def test_a_segmentation_with_a_wrong_crc_is_not_a_valid_output(tmp_path):
 def test_a_whole_gzip_holding_too_few_voxels_is_not_a_valid_output(tmp_path):
     import gzip
 
-    from pipeline.inference import output_is_valid
+    from pipeline.inference.outputs import output_is_valid
 
     path = _gz(tmp_path)
     raw = gzip.decompress(path.read_bytes())

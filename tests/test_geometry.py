@@ -20,18 +20,20 @@ import pytest
 from monai.transforms import Compose, LoadImaged, Orientationd
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
-from pipeline.check import HEADER_ROUNDING, check_case, checked_inference_items, reorientation
-from pipeline.datasets import Case, discover_cases
-from pipeline.inference import InferenceReport
-from pipeline.transforms import SelectChannelsd
+from pipeline.core.nifti import HEADER_ROUNDING, reorientation
+from pipeline.data.check import check_case
+from pipeline.data.layouts import Case, discover_cases
+from pipeline.data.source import DataSource
+from pipeline.data.transforms import SelectChannelsd
+from pipeline.inference.outputs import InferenceReport
 
-SHAPE = (32, 32, 24)  # synthetic cases are stored LPS, BraTS's own orientation (pipeline.synthetic.brats_affine)
+SHAPE = (32, 32, 24)  # synthetic cases are stored LPS, BraTS's own orientation (pipeline.data.synthetic.brats_affine)
 
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One synthetic case per layout, ``{layout: root}``; read-only: copy before changing a file."""
-    from pipeline.synthetic import write_dataset
+    from pipeline.data.synthetic import write_dataset
 
     base = tmp_path_factory.mktemp("geometry")
     for layout in ("brats2021", "msd"):
@@ -147,7 +149,7 @@ def test_a_contrast_in_another_orientation_is_refused_with_advice_to_reorient_it
         _monai_stacks(case)
     assert "affine matrix of all images should be the same for channel-wise concatenation" in str(refused.value)
     report = InferenceReport(tmp_path / "seg")
-    assert checked_inference_items(None, root, report=report) == []
+    assert DataSource(root).checked_inference_items(report=report) == []
     assert "reorient" in report.failed[case.case_id][0]
     assert _checksums(root) == before
 
@@ -201,7 +203,7 @@ def test_a_genuinely_different_grid_is_refused_with_advice_to_resample(pristine,
                                               pytest.param("label", 5e-3, id="label_origin_off_by_5e-3_mm")])
 def test_header_rounding_is_an_error_whose_fix_is_to_copy_the_affine(pristine, tmp_path: Path, which: str,
                                                                      delta: float) -> None:
-    # decided in pipeline.check.HEADER_ROUNDING: voxel centres within 0.01 mm are the same grid badly rounded; the
+    # decided in pipeline.core.nifti.HEADER_ROUNDING: voxel centres within 0.01 mm are the same grid badly rounded; the
     # contrasts still fail MONAI's numpy.allclose (the loader would refuse them) and the label the 1e-3 mm per entry
     root, case = _copy(pristine, "brats2021", tmp_path)
     path = case.images[3] if which == "contrast" else case.label
@@ -238,6 +240,6 @@ def test_a_channel_first_msd_image_is_refused_by_the_check_and_at_inference(pris
                         r"\(4, 32, 32, 24\); .*: move the channel axis last \(e\.g\. numpy\.moveaxis\(data, 0, -1\)",
                         problems[0].message), problems[0].message
     report = InferenceReport(tmp_path / "seg")
-    assert checked_inference_items(None, root, report=report) == []
+    assert DataSource(root).checked_inference_items(report=report) == []
     assert "imagesTr/BRATS_001.nii.gz is stored channel-first" in report.failed["BRATS_001"][0]
     assert _checksums(root) == before

@@ -13,9 +13,9 @@ import torch
 from monai.bundle import ConfigParser
 from monai.inferers import SimpleInferer
 
-from pipeline.datasets import discover_cases
-from pipeline.inference import MirrorInferer, probabilities_to_logits, with_tta, write_label_like
-from pipeline.labels import labels_to_regions
+from pipeline.data.labels import labels_to_regions
+from pipeline.data.layouts import discover_cases
+from pipeline.inference.predict import MirrorInferer, probabilities_to_logits, with_tta, write_label_like
 from tests.conftest import parse_bundle
 
 

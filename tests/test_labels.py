@@ -7,7 +7,7 @@ import pytest
 import torch
 from monai.transforms import ConvertToMultiChannelBasedOnBratsClasses
 
-from pipeline.labels import REGIONS, allowed_labels, labels_to_regions, regions_to_labels, scheme_labels
+from pipeline.data.labels import REGIONS, allowed_labels, labels_to_regions, regions_to_labels, scheme_labels
 
 
 def _random_labels(scheme: str, shape=(12, 10, 8), seed=0) -> np.ndarray:

@@ -15,19 +15,14 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import ConvertToMultiChannelBasedOnBratsClasses
 
-from pipeline.datasets import (
-    DatasetError,
-    build_datalist,
-    cached_dataset,
-    detect_layout,
-    discover_cases,
-    msd_channel_index,
-    resolve_label_scheme,
-    transform_hash,
-)
-from pipeline.evaluation import evaluate_case, evaluate_folders
-from pipeline.labels import CHANNELS, labels_to_regions, regions_to_labels
-from pipeline.transforms import LabelsToRegionsd, SelectChannelsd
+from pipeline.data.datalist import build_datalist
+from pipeline.data.labels import CHANNELS, labels_to_regions, regions_to_labels
+from pipeline.data.layouts import DatasetError, detect_layout, discover_cases
+from pipeline.data.layouts.msd import msd_channel_index
+from pipeline.data.source import DataSource
+from pipeline.data.transforms import LabelsToRegionsd, SelectChannelsd
+from pipeline.evaluation.regions import evaluate_case, evaluate_folders
+from pipeline.training.cache import cached_dataset, transform_hash
 from tests.conftest import LAYOUT_NAMES, LAYOUT_SHAPE, parse_bundle
 
 CASE_IDS = {
@@ -142,10 +137,10 @@ def test_dataset_json_sets_the_msd_channel_order_and_a_bad_table_is_named(layout
 
 def test_label_scheme_auto_follows_the_layout_and_an_explicit_scheme_wins(layout_datasets) -> None:
     for layout in LAYOUT_NAMES:
-        assert resolve_label_scheme("auto", None, layout_datasets[layout]) == SCHEME[layout]
-    assert resolve_label_scheme("brats2023", None, layout_datasets["brats2021"]) == "brats2023"
+        assert DataSource(layout_datasets[layout], label_scheme="auto").scheme == SCHEME[layout]
+    assert DataSource(layout_datasets["brats2021"], label_scheme="brats2023").scheme == "brats2023"
     with pytest.raises(ValueError, match="unknown label_scheme 'brats2019'"):
-        resolve_label_scheme("brats2019", None, layout_datasets["brats2021"])
+        DataSource(layout_datasets["brats2021"], label_scheme="brats2019").scheme
 
 
 # ---- every layout reaches the network as the same channels and regions ---------------------------------------

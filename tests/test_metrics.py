@@ -1,4 +1,4 @@
-"""Parity suite: the article's metrics, ours (``pipeline.metrics``) and MONAI's, case by case.
+"""Parity suite: the article's metrics, ours (``pipeline.evaluation.metrics``) and MONAI's, case by case.
 
 Every difference between the three is named by a test here and listed in the parity table of
 ``docs/metrics.md``. The article's original functions are copied verbatim below as ``article_*``.
@@ -26,7 +26,7 @@ from monai.metrics.utils import get_edge_surface_distance
 from nibabel.deprecator import ExpiredDeprecationError
 from scipy.spatial.distance import cdist
 
-from pipeline.metrics import (
+from pipeline.evaluation.metrics import (
     HD95_EMPTY_PENALTY_MM,
     SMOOTH,
     dice,
@@ -604,7 +604,7 @@ def test_torch_distance_path_used_on_cuda_never_goes_through_numpy(monkeypatch: 
     def no_numpy(*args, **kwargs):
         raise AssertionError("a tensor went through NumPy")
 
-    monkeypatch.setattr("pipeline.metrics._auto_method", lambda device: "torch")
+    monkeypatch.setattr("pipeline.evaluation.metrics._auto_method", lambda device: "torch")
     monkeypatch.setattr(torch.Tensor, "numpy", no_numpy)
     monkeypatch.setattr(torch.Tensor, "__array__", no_numpy)
     rows = region_metrics(a[None], b[None], (1.0, 2.0, 1.5))
@@ -643,7 +643,7 @@ def test_load_nii_to_array_returns_scaled_float_data_and_the_affine(tmp_path) ->
 def test_legacy_nsd_equals_monais_surface_dice_at_the_same_tolerance(spacing, seed):
     from monai.metrics import compute_surface_dice
 
-    from pipeline.metrics import NSD_TOLERANCE_MM, region_metrics
+    from pipeline.evaluation.metrics import NSD_TOLERANCE_MM, region_metrics
 
     rng = np.random.default_rng(seed)
     shape = (24, 22, 18)
@@ -662,7 +662,7 @@ def test_legacy_nsd_equals_monais_surface_dice_at_the_same_tolerance(spacing, se
                                                              pytest.param(True, False, 0.0, id="reference_empty"),
                                                              pytest.param(False, True, 0.0, id="prediction_empty")])
 def test_legacy_nsd_of_empty_regions_follows_the_dice_rule(pred_on, ref_on, expected):
-    from pipeline.metrics import region_metrics
+    from pipeline.evaluation.metrics import region_metrics
 
     pred, ref = torch.zeros(1, 8, 8, 8, dtype=torch.bool), torch.zeros(1, 8, 8, 8, dtype=torch.bool)
     pred[0, 2:4, 2:4, 2:4], ref[0, 3:5, 3:5, 3:5] = pred_on, ref_on

@@ -51,11 +51,11 @@ def test_each_workaround_was_written_for_the_installed_monai(row: list[str]) -> 
 
 @pytest.mark.parametrize("row", [pytest.param(row, id=row[TOPIC]) for row in ROWS])
 def test_each_workaround_names_code_or_config_that_exists(row: list[str]) -> None:
-    modules = {m.name for m in pkgutil.iter_modules(pipeline.__path__)}
+    modules = {m.name.removeprefix("pipeline.") for m in pkgutil.walk_packages(pipeline.__path__, "pipeline.")}
     where = row[WHERE]
     configs = re.findall(r"\b(\w+\.yaml)\b", where)
     code = re.sub(r"\b\w+\.yaml\b", "", where)
-    named = [(module, name) for module, name in re.findall(r"\b([a-z_]+)\.([A-Za-z_]\w*)\b", code)
+    named = [(module, name) for module, name in re.findall(r"\b([a-z_]+(?:\.[a-z_]+)*)\.([A-Za-z_]\w*)\b", code)
              if module in modules]
     for module, name in named:
         assert hasattr(importlib.import_module(f"pipeline.{module}"), name), f"{row[TOPIC]}: pipeline.{module}.{name}"

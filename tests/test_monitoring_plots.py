@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.monitoring import HISTORY_COLUMNS, EpochSummary
-from pipeline.plots import plot_case_overlay, plot_dice_boxplot, plot_training_curves, tumour_centre
+from pipeline.evaluation.plots import plot_case_overlay, plot_dice_boxplot, tumour_centre
+from pipeline.training.monitoring import HISTORY_COLUMNS, EpochSummary, plot_training_curves
 
 
 def _engine(epoch: int, lr: float) -> SimpleNamespace:
@@ -106,9 +106,9 @@ def test_evaluation_pictures_in_every_layout(layout_datasets: dict[str, Path], t
     """Box plot and overlays from an evaluation, with the references as predictions (MSD: 4D images)."""
     import shutil
 
-    from pipeline.datasets import discover_cases
-    from pipeline.evaluation import evaluate_folders
-    from pipeline.plots import plot_evaluation
+    from pipeline.data.layouts import discover_cases
+    from pipeline.evaluation.plots import plot_evaluation
+    from pipeline.evaluation.regions import evaluate_folders
 
     root = layout_datasets[layout]
     pred = tmp_path / "seg"

@@ -12,22 +12,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pipeline.check import check_case, check_dataset, checked_inference_items
-from pipeline.check import main as check_main
-from pipeline.datasets import (
-    Case,
-    DatasetError,
-    build_datalist,
-    detect_layout,
-    discover_cases,
-    load_datalist,
-    resolve_label_scheme,
-    scan_dataset,
-    write_datalist,
-)
-from pipeline.errors import UserError
-from pipeline.labels import CHANNELS, describe, labels_to_regions, regions_to_labels
-from pipeline.synthetic import case_has_rc, write_dataset
+from pipeline.__main__ import main as check_main
+from pipeline.core.errors import UserError
+from pipeline.data.check import check_case, check_dataset
+from pipeline.data.datalist import build_datalist, write_datalist
+from pipeline.data.labels import CHANNELS, describe, labels_to_regions, regions_to_labels
+from pipeline.data.layouts import Case, DatasetError, detect_layout, discover_cases, scan_dataset
+from pipeline.data.source import DataSource
+from pipeline.data.synthetic import case_has_rc, write_dataset
 from tests.conftest import LAYOUT_SHAPE
 
 SEED = 5  # the seed of conftest's layout_datasets: case i holds the same arrays here
@@ -79,7 +71,7 @@ def test_a_dataset_json_with_channel_names_is_detected_as_nnunet_with_its_own_sc
     info = detect_layout(root)
     assert (info.layout, info.label_scheme) == ("nnunet", _scheme(root))
     assert "channel_names (T1, T1ce, T2, FLAIR)" in info.reason and "layout nnunet" in str(info)
-    assert resolve_label_scheme("auto", None, root) == _scheme(root)
+    assert DataSource(root).scheme == _scheme(root)
 
 
 @pytest.mark.parametrize(("layout", "scheme"), [pytest.param("msd", "msd", id="msd_modality_table"),
@@ -239,7 +231,7 @@ def test_the_resection_cavity_lies_outside_the_tumour_of_the_same_case(nnunet_da
 def test_the_check_accepts_a_valid_nnunet_dataset(nnunet_datasets, name: str, capsys: pytest.CaptureFixture) -> None:
     report = check_dataset(nnunet_datasets[name])
     assert report.problems == [] and report.label_scheme == _scheme(nnunet_datasets[name])
-    assert check_main([str(nnunet_datasets[name]), "--jobs", "1", "--label_scheme",
+    assert check_main(["check", str(nnunet_datasets[name]), "--jobs", "1", "--label_scheme",
                        _scheme(nnunet_datasets[name])]) == 0
     assert "layout nnunet" in capsys.readouterr().out
 
@@ -284,7 +276,7 @@ def test_the_check_wants_one_file_per_channel_of_the_description(nnunet_datasets
 
 
 def test_inference_checks_the_channels_of_the_datasets_own_description(nnunet_datasets) -> None:
-    items = checked_inference_items(None, nnunet_datasets["t1ce"])
+    items = DataSource(nnunet_datasets["t1ce"]).checked_inference_items()
     assert [it["case"] for it in items] == CASES and all(len(it["image"]) == 1 for it in items)
 
 
@@ -297,7 +289,7 @@ def test_inference_checks_the_channels_of_the_datasets_own_description(nnunet_da
 def test_the_check_command_line_refuses_a_scheme_it_cannot_describe(nnunet_datasets, scheme: str, message: str,
                                                                      capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        check_main([str(nnunet_datasets["four"]), "--label_scheme", scheme])
+        check_main(["check", str(nnunet_datasets["four"]), "--label_scheme", scheme])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
@@ -314,8 +306,8 @@ def test_a_written_datalist_carries_the_description_and_loads_unchanged(nnunet_d
     assert (written["layout"], written["label_scheme"], written["channels"]) == ("nnunet", _scheme(root), channels)
     assert written["regions"] == ["whole tumor", "tumor core", "enhancing tumor"]
     assert all(len(it["image"]) == len(channels) and "channel_index" not in it for it in written["training"])
-    assert load_datalist(str(out), None) == written
-    assert resolve_label_scheme("auto", out) == _scheme(root)
+    assert DataSource(None, str(out)).datalist == written
+    assert DataSource(None, out).scheme == _scheme(root)
 
 
 def test_a_datalist_item_with_another_number_of_images_is_refused(nnunet_datasets, tmp_path: Path) -> None:
@@ -324,7 +316,7 @@ def test_a_datalist_item_with_another_number_of_images_is_refused(nnunet_dataset
     dl["training"][0]["image"] = four["training"][0]["image"][:2]
     (tmp_path / "dl.json").write_text(json.dumps(dl))
     with pytest.raises(DatasetError, match=r"case BraTS2021_0000\d: \"image\" lists 2 file\(s\); expected 1 \(T1ce"):
-        load_datalist(str(tmp_path / "dl.json"), None)
+        DataSource(None, str(tmp_path / "dl.json")).datalist
 
 
 def test_a_datalist_whose_dataset_json_is_gone_is_refused_naming_it(nnunet_datasets, tmp_path: Path) -> None:
@@ -332,7 +324,7 @@ def test_a_datalist_whose_dataset_json_is_gone_is_refused_naming_it(nnunet_datas
     write_datalist(root, tmp_path / "dl.json", folds=3)
     (root / "dataset.json").unlink()
     with pytest.raises(DatasetError, match=r"dl\.json: label scheme nnunet:.*dataset\.json does not exist"):
-        load_datalist(str(tmp_path / "dl.json"), None)
+        DataSource(None, str(tmp_path / "dl.json")).datalist
 
 
 def test_a_built_in_scheme_whose_channels_are_not_the_datasets_is_refused(nnunet_datasets) -> None:

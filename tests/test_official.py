@@ -1,4 +1,4 @@
-"""The official BraTS evaluation (``pipeline.official``) against the package ``brats-evaluation`` itself.
+"""The official BraTS evaluation (``pipeline.evaluation.official``) against the package ``brats-evaluation`` itself.
 
 The reference numbers come from the package's own entry points chained as its command line chains them
 (``brats-evaluate``: ``evaluate_single_exam`` per case with the bundled config, ``{"metrics", "missings"}`` JSON;
@@ -25,14 +25,10 @@ pytest.importorskip("brats_evaluation", reason="pip install -e '.[official]'")
 import brats_evaluation  # noqa: E402
 from panoptica import Panoptica_Evaluator  # noqa: E402
 
-from pipeline.errors import UserError  # noqa: E402
-from pipeline.evaluation import evaluate_folders  # noqa: E402
-from pipeline.official import (  # noqa: E402
-    evaluate,
-    evaluate_official,
-    format_official_table,
-    official_label_map,
-)
+from pipeline.core.errors import UserError  # noqa: E402
+from pipeline.evaluation.evaluate import evaluate  # noqa: E402
+from pipeline.evaluation.official import evaluate_official, format_official_table, official_label_map  # noqa: E402
+from pipeline.evaluation.regions import evaluate_folders  # noqa: E402
 
 #: the package's global NSD warns about its default threshold; pandas warns computing the std of inf values
 pytestmark = [pytest.mark.filterwarnings("ignore:The threshold is set to 0.5:UserWarning"),
@@ -385,7 +381,7 @@ def test_command_line_legacy_stays_the_default(tmp_path: Path) -> None:
 
 
 def test_bundle_protocol_switch_writes_the_official_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from pipeline.synthetic import write_dataset
+    from pipeline.data.synthetic import write_dataset
     from tests.conftest import parse_bundle
 
     data = tmp_path / "BraTS2021"

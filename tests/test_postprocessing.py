@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.transforms import RemoveSmallObjectsd
 
-from pipeline.postprocessing import SmallEnhancingToNecrosisd
+from pipeline.inference.postprocessing import SmallEnhancingToNecrosisd
 
 
 def _regions(et_voxels: int) -> torch.Tensor:
@@ -31,7 +31,7 @@ def test_small_enhancing_tumour_is_relabelled_as_necrosis(et_voxels: int, min_vo
     out = SmallEnhancingToNecrosisd("pred", min_voxels)({"pred": r})["pred"]
     assert int(out[2].sum()) == (et_voxels if et_kept else 0)
     assert torch.equal(out[0], r[0]) and torch.equal(out[1], r[1])  # the voxels stay tumour core and WT
-    from pipeline.labels import regions_to_labels
+    from pipeline.data.labels import regions_to_labels
 
     labels = regions_to_labels(out.numpy() > 0.5)
     assert int((labels == 4).sum()) == (et_voxels if et_kept else 0)

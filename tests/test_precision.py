@@ -1,4 +1,4 @@
-"""pipeline.precision: where the network computes in half precision (CUDA AMP ids, CPU bf16 autocast, cuDNN
+"""pipeline.model.precision: where the network computes in half precision (CUDA AMP ids, CPU bf16 autocast, cuDNN
 autotuning), and that resolving the bundle's ids never changes a process-wide setting."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from pipeline import precision
+from pipeline.model import precision
 from tests.conftest import parse_bundle
 
 TINY_IDS = {"roi_size": [32, 32, 32], "unet_channels": [8, 16, 32], "num_res_units": 1, "device": "cpu"}

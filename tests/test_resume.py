@@ -20,9 +20,10 @@ from monai.bundle import ConfigParser
 from monai.utils import set_determinism
 
 from pipeline.bundle import command
-from pipeline.checkpoints import TrainingCheckpoint
-from pipeline.datasets import discover_cases
-from pipeline.inference import pending_items, write_label_like
+from pipeline.data.layouts import discover_cases
+from pipeline.inference.outputs import pending_items
+from pipeline.inference.predict import write_label_like
+from pipeline.training.checkpoints import TrainingCheckpoint
 from tests.conftest import REPO, parse_bundle
 from tests.test_distributed import TINY_NET, _cli_args, write_uneven_datalist
 
@@ -111,7 +112,7 @@ def test_a_run_resumed_with_more_epochs_stretches_its_cosine_schedule_to_the_new
     """Restored as saved, the cosine of a 2-epoch plan would climb back to the peak rate by epoch 4."""
     rate, run = 0.01, tmp_path / "run"
     _train(_parser(uneven_datalist, run, epochs=2, val_interval=10, learning_rate=rate))
-    with caplog.at_level("WARNING", logger="pipeline.checkpoints"):
+    with caplog.at_level("WARNING", logger="pipeline.training.checkpoints"):
         parser = _parser(uneven_datalist, run, resume=True, epochs=4, val_interval=10, learning_rate=rate)
         _train(parser)
     assert "the first start planned 2 epochs, this run 4" in caplog.text
@@ -125,7 +126,7 @@ def test_a_run_resumed_with_more_epochs_stretches_its_cosine_schedule_to_the_new
 
 
 def test_after_a_resume_a_worse_metric_does_not_replace_the_best_model(tmp_path: Path) -> None:
-    from pipeline.checkpoints import AtomicCheckpointSaver
+    from pipeline.training.checkpoints import AtomicCheckpointSaver
 
     def engine(dice: float) -> SimpleNamespace:
         state = SimpleNamespace(epoch=1, iteration=1, epoch_length=1, max_epochs=3, metrics={"dice": dice})

@@ -14,17 +14,12 @@ import pytest
 import torch
 from monai.networks.nets import UNet
 
-from pipeline.errors import UserError
-from pipeline.runs import (
-    RunError,
-    load_weights,
-    next_command,
-    read_record,
-    record_split,
-    recorded_network,
-    run_ids,
-    start_training,
-)
+from pipeline.bundle import next_command
+from pipeline.core.errors import UserError
+from pipeline.data.source import DataSource
+from pipeline.model.network import NetworkError, recorded_network
+from pipeline.model.record import RunError, read_record, record_split, release_run_locks, run_ids, start_training
+from pipeline.model.weights import WeightsError, load_weights
 from tests.conftest import CONFIGS, REPO, cli_overrides, run_bundle
 
 SMALL = functools.partial(UNet, spatial_dims=3, in_channels=4, out_channels=3, channels=[4, 8], strides=[2],
@@ -34,8 +29,7 @@ OTHER = functools.partial(UNet, spatial_dims=3, in_channels=4, out_channels=3, c
 
 
 def _ids(**change: object) -> dict:
-    return {**run_ids(dataset_dir="/data/BraTS", datalist=None, label_scheme="brats", fold=0, folds=5, seed=0,
-                      roi_size=[32, 32, 32]), **change}
+    return {**run_ids(DataSource("/data/BraTS", label_scheme="brats"), fold=0, roi_size=[32, 32, 32]), **change}
 
 
 def _start(run: Path, *, resume: bool = False, overwrite: bool = False, factory=SMALL, **change: object) -> dict:
@@ -48,11 +42,7 @@ def _finish(run: Path) -> None:
     (run / "models").mkdir(parents=True, exist_ok=True)
     for name in ("model.pt", "model_last.pt", "checkpoint.pt"):
         torch.save(SMALL().state_dict(), run / "models" / name)
-    from pipeline import runs
-
-    for lock in runs._LOCKS.values():
-        lock.release()
-    runs._LOCKS.clear()
+    release_run_locks()
 
 
 def _sha(path: Path) -> str:
@@ -156,7 +146,7 @@ def test_a_resume_whose_split_changed_is_refused_before_training_on_validation_c
 def test_inference_builds_the_network_the_run_recorded(tmp_path):
     run = tmp_path / "run"
     _start(run, factory=OTHER)
-    net = recorded_network(SMALL, run)  # the config says SMALL; the run was trained with OTHER
+    net = recorded_network(SMALL, read_record(run))  # the config says SMALL; the run was trained with OTHER
     assert net.model[0].conv.weight.shape[0] == 8
 
 
@@ -178,8 +168,8 @@ def test_a_bad_checkpoint_names_the_file_and_the_way_out(tmp_path, content, mess
         torch.save(OTHER().state_dict(), path)
     elif content is not None:
         path.write_bytes(content)
-    with pytest.raises(RunError, match=message):
-        load_weights(SMALL(), path, run_dir=run)
+    with pytest.raises(WeightsError, match=message):
+        load_weights(SMALL(), path, record=read_record(run))
 
 
 # ---- inference outputs ------------------------------------------------------------------------------------------
@@ -188,8 +178,9 @@ def test_a_bad_checkpoint_names_the_file_and_the_way_out(tmp_path, content, mess
 @pytest.fixture
 def segmented(tiny_dataset, tmp_path):
     """Outputs of model "A" for the tiny dataset's cases, as inference writes them."""
-    from pipeline.datasets import discover_cases
-    from pipeline.inference import InferenceReport, write_label_like
+    from pipeline.data.layouts import discover_cases
+    from pipeline.inference.outputs import InferenceReport
+    from pipeline.inference.predict import write_label_like
 
     items = [c.to_item() for c in discover_cases(tiny_dataset)]
     out = tmp_path / "seg"
@@ -204,7 +195,7 @@ def segmented(tiny_dataset, tmp_path):
 
 
 def test_outputs_of_the_same_model_are_skipped_and_the_summary_says_why(segmented):
-    from pipeline.inference import InferenceReport, guard_outputs, pending_items
+    from pipeline.inference.outputs import InferenceReport, guard_outputs, pending_items
 
     items, out = segmented
     report = InferenceReport(out, model="A")
@@ -218,7 +209,7 @@ def test_outputs_of_the_same_model_are_skipped_and_the_summary_says_why(segmente
 @pytest.mark.parametrize("provenance", [pytest.param(True, id="another_model"),
                                         pytest.param(False, id="no_record_of_the_model")])
 def test_outputs_of_another_model_are_refused_unless_overwrite(segmented, provenance):
-    from pipeline.inference import PROVENANCE, InferenceReport, guard_outputs
+    from pipeline.inference.outputs import PROVENANCE, InferenceReport, guard_outputs
 
     items, out = segmented
     if not provenance:
@@ -325,7 +316,8 @@ def test_a_datalist_the_user_put_in_the_run_folder_is_never_replaced_by_the_spli
 
 
 def test_writing_a_datalist_over_one_with_another_split_is_refused_unless_forced(tiny_dataset, tmp_path):
-    from pipeline.datasets import DatasetError, write_datalist
+    from pipeline.data.datalist import write_datalist
+    from pipeline.data.layouts import DatasetError
 
     out = tmp_path / "datalist.json"
     write_datalist(tiny_dataset, out, folds=2)
@@ -343,17 +335,17 @@ def test_writing_a_datalist_over_one_with_another_split_is_refused_unless_forced
     pytest.param([2, 32, 32], r"nearest valid: --roi_size \[4,32,32\]$", id="too_small"),
 ])
 def test_a_roi_size_the_network_cannot_take_is_refused_with_the_nearest_valid_sizes(tmp_path, roi, message):
-    from pipeline.runs import check_roi_size
+    from pipeline.model.network import check_roi_size
 
-    with pytest.raises(RunError, match=message):
+    with pytest.raises(NetworkError, match=message):
         check_roi_size(OTHER, roi)
-    with pytest.raises(RunError, match="does not fit UNet"):
+    with pytest.raises(NetworkError, match="does not fit UNet"):
         _start(tmp_path / "run", roi_size=roi)  # training refuses it before the run folder is touched
     assert not (tmp_path / "run").exists()
 
 
 def test_a_roi_size_the_network_takes_passes():
-    from pipeline.runs import check_roi_size
+    from pipeline.model.network import check_roi_size
 
     assert check_roi_size(OTHER, [32, 32, 32]) == [32, 32, 32]
 
@@ -374,7 +366,7 @@ def test_cli_inference_saves_probabilities_that_threshold_to_the_written_labels(
     import nibabel as nib
     import numpy as np
 
-    from pipeline.labels import regions_to_labels
+    from pipeline.data.labels import regions_to_labels
 
     out = tmp_path / "seg"
     result = _cli("inference", "--dataset_dir", str(tiny_dataset), "--run_dir", str(cli_run),
@@ -391,7 +383,8 @@ def test_cli_inference_saves_probabilities_that_threshold_to_the_written_labels(
 def test_a_folder_of_one_cases_files_is_one_case_for_inference(tiny_dataset, tmp_path):
     import shutil
 
-    from pipeline.datasets import inference_items, single_case
+    from pipeline.data.layouts.brats import single_case
+    from pipeline.data.source import DataSource
 
     flat = tmp_path / "flat"
     flat.mkdir()
@@ -400,7 +393,7 @@ def test_a_folder_of_one_cases_files_is_one_case_for_inference(tiny_dataset, tmp
     case, info = single_case(flat)
     assert case.case_id == "patientA" and info.layout == "brats2021" and case.label is None
     assert [p.rsplit("_", 1)[1] for p in case.images] == ["t1.nii.gz", "t1ce.nii.gz", "t2.nii.gz", "flair.nii.gz"]
-    assert [it["case"] for it in inference_items(None, tiny_dataset / "BraTS2021_00002")] == ["BraTS2021_00002"]
+    assert [it["case"] for it in DataSource(tiny_dataset / "BraTS2021_00002").inference_items()] == ["BraTS2021_00002"]
     assert single_case(tiny_dataset) is None  # a dataset is not one case
     (flat / "other_t1.nii.gz").write_bytes(b"")
     assert single_case(flat) is None  # two cases' files: not one case
@@ -416,8 +409,8 @@ def test_cli_inference_segments_a_single_case_folder(cli_run, tiny_dataset, tmp_
 
 
 def test_a_runs_metadata_describes_its_own_channels_and_regions(tmp_path):
-    from pipeline.labels import describe
-    from pipeline.runs import write_metadata
+    from pipeline.data.labels import describe
+    from pipeline.model.record import write_metadata
 
     meta = json.loads((CONFIGS / "metadata.json").read_text())
     path = write_metadata(tmp_path, meta, describe("brats2024"))

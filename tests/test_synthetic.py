@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.synthetic import (
+from pipeline.data.synthetic import (
     BRATS_AFFINE,
     CONTRASTS,
     DEFAULT_SHAPE,

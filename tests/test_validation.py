@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.validation import region_output_transform
+from pipeline.training.validation import region_output_transform
 
 
 @pytest.mark.parametrize(("region", "channel"), [("TC", 0), ("WT", 1), ("ET", 2)])

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from pipeline.labels import BUILTIN, describe
-from pipeline.viewing import itksnap_table, slicer_table, write_viewer_tables
+from pipeline.data.labels import BUILTIN, describe
+from pipeline.inference.viewing import itksnap_table, slicer_table, write_viewer_tables
 
 
 @pytest.mark.parametrize("scheme", [pytest.param(name, id=name) for name in BUILTIN])

@@ -1,0 +1,83 @@
+"""Config values as the bundle and the command line hand them over, read once where they are used.
+
+`python -m monai.bundle run ... --resume true` passes the string "true" (and `bool("false")` is True); a number
+given as a path arrives as an int. The readers here turn such values into what is meant, or refuse them with a
+`UserError` that names the option."""
+
+from __future__ import annotations
+
+import ast
+import os
+from collections.abc import Mapping, Sequence
+
+from pipeline.core.errors import UserError
+
+
+def as_bool(value: object, name: str = "flag") -> bool:
+    """A config flag given as a bool or, from the command line, as ``true``/``false`` (``yes``/``no``, ``1``/``0``).
+
+    ``--resume true`` reaches the bundle as the string ``"true"``, and ``bool("false")`` would be True.
+
+    Raises:
+        ValueError: ``value`` is none of these (the message names the flag ``name``).
+    """
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1"):
+        return True
+    if text in ("false", "no", "0", "none", ""):
+        return False
+    raise UserError(f"--{name} must be true or false, got {value!r}")
+
+
+def as_int(value: object, name: str, *, minimum: int | None = None) -> int:
+    """A whole-number option as the CLI hands it over (``3``, ``"3"``), at least ``minimum``.
+
+    Raises:
+        UserError: not a whole number (``--infer_fold abc``), or below ``minimum`` (``--epochs 0``), naming ``--name``.
+    """
+    if isinstance(value, bool):
+        raise UserError(f"--{name} must be a whole number, got {value!r}")
+    try:
+        number = int(str(value).strip()) if not isinstance(value, int) else value
+    except ValueError:
+        raise UserError(f"--{name} must be a whole number, got {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise UserError(f"--{name} must be at least {minimum}, got {number}")
+    return number
+
+
+def as_path(value: object, name: str) -> str:
+    """A path option as the CLI hands it over: ``--run_dir 20241204`` arrives as an int, and is the folder
+    ``20241204``.
+
+    Raises:
+        UserError: an empty value or one that is no path (a list, a bool), naming ``--name``.
+    """
+    if isinstance(value, bool) or value is None or not isinstance(value, (str, int, os.PathLike)):
+        raise UserError(f"--{name} must be a path, got {value!r}")
+    text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+    if not text.strip():
+        raise UserError(f"--{name} must be a path, got an empty value")
+    return text
+
+
+def differing(recorded: Mapping, current: Mapping) -> list[str]:
+    """``"key: recorded -> current"`` for each key whose values differ (keys of either side)."""
+    return [f"{k}: {recorded.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(recorded) | set(current))
+            if recorded.get(k) != current.get(k)]
+
+
+def config_files_in_argv(argv: Sequence[str]) -> list[str]:
+    """The ``--config_file`` list of a ``python -m monai.bundle`` command line, as given."""
+    for i, arg in enumerate(argv):
+        value = arg.split("=", 1)[1] if arg.startswith("--config_file=") else (
+            argv[i + 1] if arg == "--config_file" and i + 1 < len(argv) else None)
+        if value is not None:
+            try:
+                parsed = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                parsed = value.split(",")
+            return [str(p) for p in (parsed if isinstance(parsed, (list, tuple)) else [parsed])]
+    return []

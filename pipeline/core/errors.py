@@ -1,0 +1,100 @@
+"""User errors: one line that names the case, the file and what to do, printed last, through both CLIs.
+
+Every refusal of user input raises a `UserError` (or a subclass) whose message is that line. A full or read-only
+disk and a missing optional package are turned into such a line too (`user_message`); other modules add hints for
+other exceptions with `register_hint`. Under `python -m monai.bundle` the hook installed by `import pipeline`
+prints `error: <the line>` as the last thing and exits 1 (`PIPELINE_TRACEBACK=1` shows the traceback)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable
+from types import TracebackType
+
+#: Optional packages -> the ``pip install`` extra that brings them (pyproject.toml).
+OPTIONAL_PACKAGES: dict[str, str] = {
+    "mlflow": "tracking", "onnx": "export", "onnxruntime": "export", "onnxscript": "export", "jsonschema": "metadata",
+    "brats_evaluation": "official", "panoptica": "official",
+}
+
+
+class UserError(ValueError):
+    """Input the pipeline refuses; the message is one line naming the case or file and the fix."""
+
+
+#: Functions that turn an exception other than a UserError into the one line to show (None: not theirs).
+_HINTS: list[Callable[[BaseException], str | None]] = []
+
+
+def register_hint(hint: Callable[[BaseException], str | None]) -> None:
+    """Add ``hint(exc) -> line or None`` to what `user_message` asks for an exception that is not a UserError."""
+    if hint not in _HINTS:
+        _HINTS.append(hint)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+def user_message(exc: BaseException) -> str | None:
+    """The one line to show for ``exc`` (or any exception it was raised from), or None for a genuine bug.
+
+    A `UserError` gives its own message; an ``OSError`` of a full or read-only disk, or of a missing
+    permission, names the file and the fix; a missing optional package names the extra to install.
+    """
+    chain = _chain(exc)
+    for e in chain:
+        if isinstance(e, UserError):
+            return str(e)
+    for hint in _HINTS:
+        message = hint(exc)
+        if message:
+            return message
+    for e in chain:
+        if isinstance(e, ImportError):  # ModuleNotFoundError, and MONAI's OptionalImportError ("import mlflow ...")
+            name = (e.name or "").split(".")[0] if isinstance(e, ModuleNotFoundError) else ""
+            top = name if name in OPTIONAL_PACKAGES else next(
+                (p for p in OPTIONAL_PACKAGES if re.search(rf"\b{p}\b", str(e))), None)
+            if top:
+                extra = OPTIONAL_PACKAGES[top]
+                return (f"the optional package {top} is not installed; install it with: make extra-{extra} "
+                        f"(or pip install -e '.[{extra}]')")
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+            what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+                    errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}[e.errno]
+            where = e.filename or "an output file"
+            return (f"cannot write {where}: {what}; free space or choose a writable folder "
+                    "(--run_dir, --output_dir, --eval_dir)")
+    return None
+
+
+def _hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    message = user_message(exc)
+    if message is None:
+        sys.__excepthook__(exc_type, exc, tb)
+        return
+    if os.environ.get("PIPELINE_TRACEBACK"):
+        traceback.print_exception(exc_type, exc, tb)
+    sys.stderr.flush()
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def install_cli_excepthook() -> None:
+    """Print user errors as one last line (see the module docstring); other exceptions are printed as usual."""
+    if sys.excepthook is not _hook:
+        sys.excepthook = _hook
+
+
+def running_monai_cli() -> bool:
+    """Whether this process is ``python -m monai.bundle ...`` (MONAI's CLI, also under torchrun)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return bool(spec is not None and spec.name.startswith("monai.bundle"))

@@ -1,0 +1,247 @@
+"""Writing files safely: whole files only, the user's permissions, never over an input, one writer per folder.
+
+- `atomic_write` (and `atomic_write_text`): every file the project writes goes to a temporary name
+  in its folder, is flushed to disk and renamed over the target, so a reader (or a resumed run) never sees a
+  half-written checkpoint, segmentation or table. The file gets the mode ``0666 & ~umask`` (0644 under the
+  usual umask 022), as a plain ``open()`` would give: ``tempfile.mkstemp`` alone would leave 0600, which
+  hides models and segmentations from the other users of a shared server.
+- `check_output_location`: an output folder that is, or holds, an input file of any case (or lies
+  inside the dataset folder) is refused before any work is done.
+- `FolderLock`: two processes writing one output folder: the second refuses; a lock left by a killed
+  process is recognised (its process id is gone) and taken over.
+- `gzip_is_whole`: a ``.gz`` file decompresses to its end, CRC and length included.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gzip
+import hashlib
+import json
+import logging
+import os
+import socket
+import tempfile
+import threading
+import zlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from pipeline.core.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+_UMASK_LOCK = threading.Lock()
+
+
+def file_mode() -> int:
+    """``0o666 & ~umask``: the mode ``open(path, "w")`` gives a new file in this process."""
+    with _UMASK_LOCK:
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make a rename in ``folder`` durable (a power cut after it cannot bring the old file back)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows: folders cannot be opened; the rename itself is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, durable: bool = True) -> Path:
+    """Call ``write(tmp)`` to fill a temporary file beside ``path``, then rename it to ``path``.
+
+    The temporary name keeps ``path``'s suffixes (``.nii.gz``, ``.pt``), so writers that choose the format
+    from the name (nibabel) write the right one. With ``durable`` the data and the rename are fsynced.
+    The file gets `file_mode`. On any error the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, *, durable: bool = False) -> Path:
+    """`atomic_write` of a text file (UTF-8)."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), durable=durable)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's content, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def remove_temporaries(folder: str | os.PathLike) -> None:
+    """Delete the temporary files `atomic_write` leaves when its process is killed mid-write."""
+    for tmp in Path(folder).glob(".*.tmp*"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+
+
+def gzip_is_whole(path: str | os.PathLike, chunk: int = 1 << 22) -> bool:
+    """Whether a ``.gz`` file decompresses completely (gzip checks its CRC and length at the end)."""
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(chunk):
+                pass
+    except (OSError, EOFError, zlib.error):
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Outputs never touch inputs
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _resolved(path: str | os.PathLike) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def is_within(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it (both resolved)."""
+    return path == folder or folder in path.parents
+
+
+def check_output_location(output: str | os.PathLike, inputs: Iterable[str | os.PathLike], *, what: str,
+                          option: str, dataset_dir: str | os.PathLike | None = None) -> Path:
+    """Refuse an output folder that is, or holds, an input file, or that lies inside the dataset folder.
+
+    Args:
+        output: the folder the command will write into.
+        inputs: every input file of every case (images and labels).
+        what: what is written, for the message (``segmentations``, ``evaluation tables``, ``pictures``).
+        option: the option that chooses ``output`` (``--output_dir``), for the message.
+        dataset_dir: the dataset folder, when there is one: nothing is written inside it.
+
+    Returns:
+        ``output``, resolved.
+
+    Raises:
+        UserError: naming the input file (or the dataset folder) and the option to change.
+    """
+    out = _resolved(output)
+    if dataset_dir:
+        data = _resolved(dataset_dir)
+        if is_within(out, data) or is_within(data, out):
+            rel = "is" if out == data else ("is inside" if is_within(out, data) else "contains")
+            raise UserError(f"the output folder {out} {rel} the dataset folder {data}: {what} must never be written "
+                            f"among the inputs; pass {option} a folder outside the dataset (e.g. runs/<name>)")
+    for item in inputs:
+        src = _resolved(item)
+        if is_within(src, out):
+            raise UserError(f"the output folder {out} holds the input file {src}: {what} would be written among the "
+                            f"inputs (and could replace them); pass {option} a folder that holds no input")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# One writer per folder
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+class FolderLock:
+    """``<folder>/.lock``, held by one process while it writes into ``folder``.
+
+    The file holds the process id and host name. A second process refuses with a line naming the holder;
+    a lock whose process no longer runs on this host (killed) is taken over with a warning. A lock from
+    another host cannot be checked: the message says to delete it if no run is going on there.
+    The lock is released by `release`, and at the latest when the process exits.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, folder: str | os.PathLike, *, what: str) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / self.NAME
+        self.what = what
+        self.held = False
+
+    def _owner(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self) -> FolderLock:
+        """Take the lock, or raise `UserError` if another live process holds it."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "what": self.what}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, file_mode())
+            except FileExistsError:
+                owner = self._owner()
+                pid, host = int(owner.get("pid", -1) or -1), owner.get("host")
+                if pid == os.getpid() and host == me["host"]:
+                    self.held = True
+                    return self
+                if host == me["host"] and pid > 0 and _pid_alive(pid):
+                    raise UserError(
+                        f"{self.folder} is being written by another process (pid {pid}, {owner.get('what', '?')}): "
+                        f"wait for it to finish, or pass another folder; if no such process runs, delete {self.path}"
+                    ) from None
+                if host not in (None, me["host"]):
+                    raise UserError(
+                        f"{self.folder} is locked by a process on host {host} (pid {pid}, {owner.get('what', '?')}): "
+                        f"wait for it to finish; if no run is going on there, delete {self.path}"
+                    ) from None
+                logger.warning("%s: taking over the lock of process %s, which is no longer running (killed?)",
+                               self.folder, pid)
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            atexit.register(self.release)
+            return self
+        raise UserError(f"could not lock {self.folder}: {self.path} keeps reappearing; is another run starting?")
+
+    def release(self) -> None:
+        """Remove the lock if this process holds it."""
+        if self.held and self._owner().get("pid") == os.getpid():
+            self.path.unlink(missing_ok=True)
+        self.held = False
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

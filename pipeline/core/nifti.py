@@ -1,0 +1,162 @@
+"""NIfTI files: naming and listing, reading voxels whole, and comparing voxel grids.
+
+Arrays are read as stored, ``(X, Y, Z)`` or ``(X, Y, Z, C)``; an affine is the 4 x 4 voxel-to-world matrix in mm."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.orientations import aff2axcodes, inv_ornt_aff, io_orientation, ornt_transform
+
+from pipeline.core.files import atomic_write
+
+NIFTI_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii")
+
+
+#: Largest difference between the prediction's and the reference's affine entries (mm) still taken as equal.
+AFFINE_TOLERANCE: float = 1e-3
+
+
+#: Largest distance (mm) between corresponding voxel centres of two grids that is taken as header rounding, not
+#: as another grid. Below it, "copy the affine" is safe advice: it moves no voxel centre by more than 1/100 of a
+#: BraTS voxel (resampling would blur more). Rounding stays far below it: a float32 sform keeps ~7 digits
+#: (1e-5 mm on a 100 mm origin), a qform's quaternion ~1e-6 per entry (~1e-4 mm across 240 voxels), and tools
+#: that round to 4 decimals 1e-4 mm; a half-voxel shift or another field of view is >= 0.1 mm. It is a distance
+#: between voxel centres (the largest over the grid's corners), not an affine entry difference: a 1e-2
+#: direction entry moves the far corner of a 240-voxel axis by 2.4 mm. A reorientation moves voxel centres
+#: by up to the field of view, so it can never pass for rounding.
+HEADER_ROUNDING: float = 1e-2
+
+
+def nifti_names(folder: Path) -> set[str]:
+    """The names of the visible files directly in ``folder`` (empty when it cannot be listed)."""
+    try:
+        return {e.name for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")}
+    except OSError:
+        return set()
+
+
+def pick_nifti(names: set[str], stem: str) -> str | None:
+    """``stem.nii.gz`` or ``stem.nii``, whichever ``names`` holds (``.nii.gz`` first), else None."""
+    for ext in NIFTI_EXTENSIONS:
+        if f"{stem}{ext}" in names:
+            return f"{stem}{ext}"
+    return None
+
+
+def is_nifti(name: str) -> bool:
+    """Whether a file name is a visible NIfTI file (``.nii.gz`` or ``.nii``)."""
+    return name.endswith(NIFTI_EXTENSIONS) and not name.startswith(".")
+
+
+def nifti_stem(name: str) -> str:
+    """A file name without its NIfTI extension."""
+    for ext in NIFTI_EXTENSIONS:
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def nifti_files(folder: Path) -> dict[str, Path]:
+    """``{case id: file}`` of the ``*.nii.gz``/``*.nii`` files directly in ``folder`` (``.nii.gz`` wins a tie)."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or not is_nifti(path.name):
+            continue
+        cid = nifti_stem(path.name)
+        if cid not in found or path.name.endswith(".nii.gz"):
+            found[cid] = path
+    return found
+
+
+def read_voxels(path: str | os.PathLike) -> np.ndarray:
+    """A NIfTI file's voxel array, read once, with the whole gzip stream checked.
+
+    nibabel stops decompressing once it has the voxels it needs, so a file cut short in its last block or with
+    a bad checksum reads without complaint; here the whole stream is decompressed (``gzip`` verifies the CRC
+    and the length) and nibabel parses the bytes in memory.
+
+    Raises:
+        EOFError, OSError, zlib.error, ValueError, nibabel errors: the file is truncated or corrupt.
+    """
+    path = os.fspath(path)
+    if not path.endswith(".gz"):
+        return np.asanyarray(nib.load(path).dataobj)
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    size = int.from_bytes(raw[:4], "little") if len(raw) >= 4 else 0
+    klass = nib.Nifti2Image if size in (540, 0x1C020000) else nib.Nifti1Image
+    return np.asanyarray(klass.from_bytes(raw).dataobj)
+
+
+def load_labels(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """``(labels (X, Y, Z), affine (4, 4), spacing in mm)`` of a label file, read once, in its stored dtype."""
+    image = nib.load(os.fspath(path))
+    data = np.asanyarray(image.dataobj)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
+    return data, np.asarray(image.affine, dtype=np.float64), spacing
+
+
+def _corner_voxels(shape: Sequence[int]) -> np.ndarray:
+    """``(4, 8)`` homogeneous voxel indices of the 8 corner voxel centres of a 3D grid."""
+    axes = [(0.0, float(max(int(n), 1) - 1)) for n in shape[:3]]
+    corners = np.array(np.meshgrid(*axes, indexing="ij")).reshape(3, -1)
+    return np.vstack([corners, np.ones((1, corners.shape[1]))])
+
+
+def grid_distance(shape: Sequence[int], affine: np.ndarray, ref_affine: np.ndarray) -> float:
+    """Largest distance (mm) between a voxel centre of the grid ``shape`` placed by ``affine`` and by ``ref_affine``.
+
+    The affines are linear, so the largest distance over the grid is at one of its 8 corners.
+    """
+    diff = (np.asarray(affine, dtype=np.float64) - np.asarray(ref_affine, dtype=np.float64)) @ _corner_voxels(shape)
+    return float(np.sqrt((diff[:3] ** 2).sum(axis=0)).max())
+
+
+def reorientation(shape: Sequence[int], affine: np.ndarray, ref_shape: Sequence[int], ref_affine: np.ndarray,
+                  tolerance: float = HEADER_ROUNDING) -> np.ndarray | None:
+    """The nibabel orientation transform that puts a file's voxels in the reference's voxel order, when the two
+    hold the same voxel centres (within ``tolerance`` mm) in different voxel orientations; else None.
+
+    ``nibabel.orientations.apply_orientation(data, t)`` then gives ``ref_shape`` and voxels lined up with the
+    reference's (``img.as_reoriented(t)`` the whole image). None also when the orientations are the same (then
+    compare the affines) or when the grids differ beyond the reorientation (then resample).
+
+    Args:
+        shape, affine: the file's spatial shape (first 3 axes) and affine.
+        ref_shape, ref_affine: the reference's.
+    """
+    affine, ref_affine = np.asarray(affine, dtype=np.float64), np.asarray(ref_affine, dtype=np.float64)
+    ornt, ref_ornt = io_orientation(affine), io_orientation(ref_affine)
+    if np.array_equal(ornt, ref_ornt) or np.isnan(ornt).any() or np.isnan(ref_ornt).any():
+        return None
+    t = ornt_transform(ornt, ref_ornt)
+    new_shape = [0, 0, 0]
+    for axis, (to, _) in enumerate(t):
+        new_shape[int(to)] = int(shape[axis])
+    if tuple(new_shape) != tuple(int(n) for n in ref_shape[:3]):
+        return None
+    new_affine = affine @ inv_ornt_aff(t, tuple(int(n) for n in shape[:3]))
+    return t if grid_distance(ref_shape, new_affine, ref_affine) <= tolerance else None
+
+
+def axcodes(affine: np.ndarray) -> str:
+    """The voxel orientation of an affine, e.g. ``LPS``."""
+    return "".join(str(c) for c in aff2axcodes(affine))
+
+
+def save_nifti(arr: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """Write ``arr`` as gzip NIfTI at ``path`` atomically (temp file in the same folder, then ``os.replace``)."""
+    img = nib.Nifti1Image(arr, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_data_dtype(arr.dtype)
+    atomic_write(path, lambda tmp: nib.save(img, tmp), durable=False)

@@ -1,0 +1,419 @@
+"""Datalists: one schema (MONAI's decathlon-style JSON with case ids, folds, layout, scheme and channels),
+built from discovered cases, written atomically, and read back validated. The schema is in `docs/datasets.md`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.core.errors import UserError
+from pipeline.data.labels import CHANNELS, LABEL_SCHEMES, NNUNET_PREFIX, Description, describe, scheme_name
+from pipeline.data.layouts import LAYOUTS, Case, DatasetError, scan_dataset, usable_cases
+from pipeline.data.layouts.brats import named_as
+from pipeline.data.modelzoo import MODEL_ZOO_FOLDS, MODEL_ZOO_KEYS, is_model_zoo, model_zoo_case_id, model_zoo_datalist
+
+logger = logging.getLogger(__name__)
+
+
+def assign_folds(case_ids: Sequence[str], folds: int = 5, seed: int = 0) -> dict[str, int]:
+    """Split cases into ``folds`` disjoint folds of near-equal size, shuffled by ``seed``.
+
+    The split depends only on the sorted case ids and the seed, so it is the same on every machine.
+    """
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2 to leave a validation fold, got {folds}")
+    ids = sorted(case_ids)
+    if len(ids) < folds:
+        raise DatasetError(f"{len(ids)} labelled case(s) cannot be split into {folds} folds; pass --folds {len(ids)}")
+    random.Random(seed).shuffle(ids)
+    return {cid: i % folds for i, cid in enumerate(ids)}
+
+
+def _check_channel_count(cases: Sequence[Case], desc: Description) -> None:
+    """Refuse cases whose image files do not give the description's channels (one file each, or a 4D file whose
+    ``channel_index`` names each)."""
+    n = len(desc.channels)
+    for c in cases:
+        got = len(c.channel_index) if c.channel_index is not None else len(c.images)
+        if got != n:
+            raise DatasetError(
+                f"label scheme {desc.name} names {n} channel(s) ({', '.join(desc.channels)}) but case {c.case_id} "
+                f"has {got} ({Path(c.images[0]).name}{', ...' if len(c.images) > 1 else ''}); use the dataset's own "
+                "label scheme (--label_scheme auto) or one whose channels are the dataset's")
+
+
+def datalist_from_cases(cases: Sequence[Case], name: str, layout: str, label_scheme: str, folds: int = 5,
+                        seed: int = 0) -> dict:
+    """A datalist (see the module docstring) of ``cases``, folds assigned over the labelled ones.
+
+    ``channels`` and ``regions`` are those of ``label_scheme``'s description (`pipeline.data.labels.describe`).
+
+    Raises:
+        DatasetError: a case whose number of images is not the description's number of channels.
+    """
+    desc = describe(label_scheme)
+    _check_channel_count(cases, desc)
+    labelled = [c for c in cases if c.label is not None]
+    fold_of = assign_folds([c.case_id for c in labelled], folds, seed) if labelled else {}
+    return {
+        "name": name,
+        "layout": layout,
+        "label_scheme": label_scheme,
+        "channels": list(desc.channels),
+        "regions": list(desc.regions),
+        "folds": folds,
+        "seed": seed,
+        "training": [{**c.to_item(), "fold": fold_of[c.case_id]} for c in labelled],
+        "test": [c.to_item() for c in cases if c.label is None],
+    }
+
+
+def build_datalist(root: str | os.PathLike, folds: int = 5, seed: int = 0, *, layout: str | None = None,
+                   label_scheme: str | None = None) -> dict:
+    """Discover the cases under ``root`` and return a datalist (see the module docstring) with folds assigned.
+
+    The layout is detected unless given; the label scheme is the layout's unless given (``auto``/None).
+    """
+    scan = scan_dataset(root, layout)
+    cases = usable_cases(scan)
+    scheme = scheme_name(label_scheme) if label_scheme not in (None, "auto") else scan.layout.label_scheme
+    return datalist_from_cases(cases, scan.root.name, scan.layout.layout, scheme, folds, seed)
+
+
+def write_datalist(root: str | os.PathLike, out: str | os.PathLike, folds: int = 5, seed: int = 0, *,
+                   layout: str | None = None, label_scheme: str | None = None, force: bool = False) -> dict:
+    """`build_datalist` and write it to ``out`` as JSON (atomically: never a half-written file).
+
+    A datalist is an input of the runs trained on it: an existing ``out`` with other content (other folds, say)
+    is refused unless ``force``; the same content is left as it is.
+
+    Raises:
+        DatasetError: ``out`` exists with other content and not ``force``.
+    """
+    from pipeline.core.files import atomic_write_text
+
+    datalist = build_datalist(root, folds, seed, layout=layout, label_scheme=label_scheme)
+    out = Path(out)
+    text = json.dumps(datalist, indent=2)
+    if out.exists() and not force:
+        if out.read_text() == text:
+            return datalist
+        raise DatasetError(f"{out} already exists with other content (another split or dataset; runs may have been "
+                           "trained on it): write the new datalist elsewhere (--out), or pass --force to replace it")
+    atomic_write_text(out, text)
+    return datalist
+
+
+def check_case_id(case_id: object, where: str) -> str:
+    """``case_id`` when it is safe as a file name, else `DatasetError` (``where`` starts the message).
+
+    Outputs are written as ``<output_dir>/<case>.nii.gz``, so an id must be a plain, non-empty name: no ``/`` or
+    ``\\``, not ``.`` or ``..``, not absolute: nothing may ever be written outside ``output_dir``.
+    """
+    if case_id is None:
+        raise DatasetError(f"{where}: the item has no \"case\" id; give each item a plain case name such as "
+                           "BraTS2021_00000 (outputs are written as <output_dir>/<case>.nii.gz)")
+    if not isinstance(case_id, str) or not case_id.strip():
+        reason = "is empty" if isinstance(case_id, str) else f"is a {type(case_id).__name__}"
+    elif "/" in case_id or "\\" in case_id or os.path.isabs(case_id):
+        reason = "holds a path separator"
+    elif case_id in (".", ".."):
+        reason = f"is {case_id!r}"
+    elif "\0" in case_id:
+        reason = "holds a NUL character"
+    else:
+        return case_id
+    raise DatasetError(
+        f"{where}: case id {case_id!r} {reason}, so it cannot name a file (outputs are written as "
+        "<output_dir>/<case>.nii.gz, never outside it); rename the case to a plain name such as BraTS2021_00000"
+    )
+
+
+def _ordered_images(images: list[str], where: str) -> list[str]:
+    """The 4 image files in `CHANNELS` order, checked against what their names show (`named_as`).
+
+    Names that show nothing keep the given order; names that show the four contrasts once each in another order
+    are reordered (one INFO line: the names say it, it is not a guess); names that show anything else (a
+    contrast twice, a segmentation, a named file in another contrast's place) are refused.
+    """
+    chans = [s[0] if (s := named_as(p)) else None for p in images]
+    if not any(chans):
+        return images
+    if all(chans) and sorted(c for c in chans if c) == sorted(CHANNELS):
+        if chans != list(CHANNELS):
+            logger.info("%s: image files listed as %s (their names say so); reordered to %s", where,
+                        ", ".join(c for c in chans if c), ", ".join(CHANNELS))
+            return [images[chans.index(c)] for c in CHANNELS]
+        return images
+    known = [c for c in chans if c]
+    if "seg" in chans or len(set(known)) != len(known) or all(chans):
+        why = f"not the four contrasts {', '.join(CHANNELS)} once each"
+    elif any(c and c != CHANNELS[i] for i, c in enumerate(chans)):
+        why = "a named file is in another contrast's place and the other names do not show theirs"
+    else:
+        return images  # each named file is in its own place
+    names = ", ".join(f"{Path(p).name} ({c or 'name shows nothing'})" for p, c in zip(images, chans, strict=True))
+    raise DatasetError(f"{where}: image files {names}: {why}; list one file of each contrast, in the order "
+                       f"{', '.join(CHANNELS)} (a segmentation belongs in \"label\")")
+
+
+def _checked_channel_index(index: object, images: list, where: str,
+                           channels: Sequence[str] = CHANNELS) -> list[int]:
+    """An MSD item's ``channel_index`` (the position in its one 4D file of each channel of ``channels``)."""
+    n, names = len(channels), ", ".join(channels)
+    if len(images) != 1:
+        raise DatasetError(f"{where}: \"channel_index\" goes with one 4D image file, but \"image\" lists "
+                           f"{len(images)}; give one 4D file, or {n} files without \"channel_index\"")
+    if index is None:
+        raise DatasetError(
+            f"{where}: one image file {Path(str(images[0])).name} and no \"channel_index\"; a 4D image needs the "
+            f"position in it of {names}: add e.g. \"channel_index\": [1, 2, 3, 0] for MSD's FLAIR, "
+            "T1w, T1gd, T2w ([0, 1, 2, 3] if the file holds them in that order)")
+    ok = isinstance(index, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in index)
+    if not ok or sorted(index) != list(range(n)):  # type: ignore[arg-type]
+        raise DatasetError(f"{where}: \"channel_index\" is {index!r}; expected the position in the 4D image of "
+                           f"{names}, a permutation of 0..{n - 1} such as {list(range(n))[::-1]}")
+    return list(index)  # type: ignore[arg-type]
+
+
+@dataclass
+class _DatalistReader:
+    """Reads the items of one datalist JSON into the schema: case id, absolute existing paths, channel order."""
+
+    path: Path
+    model_zoo: bool
+    data_root: Path | None = None  # model-zoo lists: the data root their relative paths may start from
+    missing: list[str] = field(default_factory=list)  # one refusal line per missing file; the first is raised
+    channels: tuple[str, ...] = CHANNELS  # the channels of the datalist's label scheme, one image file each
+
+    def __post_init__(self) -> None:
+        self.base = Path(os.path.abspath(self.path.parent))
+
+    def file(self, value: object, what: str, where: str) -> str:
+        """``value`` as an absolute path (relative: from the datalist's folder); a missing file is noted."""
+        if not isinstance(value, str) or not value.strip():
+            raise DatasetError(f"{where}: {what} {value!r} is not a file path; give the path of a .nii.gz file")
+        given = os.path.expanduser(value)
+        found = os.path.abspath(os.path.join(self.base, given))
+        if os.path.isfile(found):
+            return found
+        if self.model_zoo and self.data_root is not None and not os.path.isabs(given):
+            in_root = os.path.abspath(os.path.join(self.data_root, given))
+            if os.path.isfile(in_root):
+                return in_root
+        if os.path.isabs(given):
+            self.missing.append(f"{where}: {what} {value} does not exist; fix the path or remove the case")
+        elif self.model_zoo:
+            root = f" nor in --dataset_dir {self.data_root}" if self.data_root is not None else ""
+            self.missing.append(
+                f"{where}: {what} {value} is not found in the datalist's folder {self.base}{root}; pass "
+                "--dataset_dir as the data root the datalist's paths are relative to, or make the paths absolute")
+        else:
+            self.missing.append(
+                f"{where}: {what} {value} is not found in the datalist's folder {self.base} (relative paths are "
+                "read from there); fix the path, or rewrite the datalist with: python -m pipeline datalist "
+                f"DATASET_DIR --out {self.path}")
+        return found
+
+    def item(self, raw: object, section: str, pos: int) -> dict:
+        """One item as ``{"case", "image": [a path per channel] | [4D path], "channel_index"?, "label"?, "fold"?}``."""
+        where = f"datalist {self.path}: {section} item {pos}"
+        if not isinstance(raw, dict):
+            raise DatasetError(f"{where} is {type(raw).__name__}, not an object like "
+                               '{"case": ..., "image": [...], "label": ..., "fold": ...}')
+        item = dict(raw)
+        case = item.get("case", model_zoo_case_id(item) if self.model_zoo else None)
+        item["case"] = check_case_id(case, where)
+        where = f"datalist {self.path}: case {item['case']}"
+        image = item.get("image")
+        images = [image] if isinstance(image, str) else image
+        n, names = len(self.channels), ", ".join(self.channels)
+        if not isinstance(images, list) or not images:
+            raise DatasetError(f"{where}: \"image\" is {image!r}; expected a list of {n} file(s) "
+                               f"({names}) or one 4D file with \"channel_index\"")
+        index = item.get("channel_index")
+        if index is not None or (len(images) == 1 and n != 1):
+            item["channel_index"] = _checked_channel_index(index, images, where, self.channels)
+        elif len(images) != n:
+            raise DatasetError(f"{where}: \"image\" lists {len(images)} file(s); expected {n} ({names}, the "
+                               "channels of the datalist's label scheme) or one 4D file with \"channel_index\"")
+        item["image"] = [self.file(p, "image file", where) for p in images]
+        if "channel_index" not in item and self.channels == CHANNELS:
+            item["image"] = _ordered_images(item["image"], where)
+        elif any((named_as(p) or ("",))[0] == "seg" for p in item["image"]):
+            seg = next(p for p in item["image"] if (named_as(p) or ("",))[0] == "seg")
+            what = "4D image" if "channel_index" in item else "image"
+            raise DatasetError(f"{where}: the {what} {Path(seg).name} is named as a segmentation; give the "
+                               f"segmentation as \"label\" and the {what} as \"image\"")
+        if item.get("label") is not None:
+            item["label"] = self.file(item["label"], "label file", where)
+            shown = named_as(item["label"])
+            if shown and shown[0] != "seg":
+                raise DatasetError(f"{where}: the label file {Path(item['label']).name} is named as the {shown[0]} "
+                                   "contrast; give the segmentation file as \"label\"")
+        elif section in ("training", "validation"):
+            raise DatasetError(f"{where}: a {section} item needs a \"label\" (its segmentation); add it, or move the "
+                               f"case to \"{'testing' if self.model_zoo else 'test'}\" (cases to segment only)")
+        else:
+            item.pop("label", None)
+        if self.model_zoo:
+            if section in MODEL_ZOO_FOLDS:
+                item["fold"] = MODEL_ZOO_FOLDS[section]
+        elif section == "training":
+            fold = item.get("fold")
+            if isinstance(fold, bool) or not isinstance(fold, int) or fold < 0:
+                raise DatasetError(f"{where}: \"fold\" is {fold!r}; every training item needs a fold number >= 0: "
+                                   "rewrite the datalist with: python -m pipeline datalist DATASET_DIR --out "
+                                   f"{self.path}")
+        return item
+
+
+def read_datalist(path: str | os.PathLike, dataset_dir: str | os.PathLike | None = None) -> dict:
+    """A datalist JSON, validated, with absolute paths and the images in `CHANNELS` order.
+
+    Two formats are read:
+
+    * ours (`write_datalist`, see the module docstring): ``training`` (labelled, each with ``fold``) and
+      ``test``; relative paths are read from the JSON file's own folder (not the current directory).
+    * MONAI model-zoo (e.g. ``brats_mri_segmentation``): ``training``, ``validation`` and ``testing`` lists of
+      ``{"image": [...], "label": ...}`` without case or fold. It is read with its OWN split: its ``validation``
+      items become fold 0 and its ``training`` items fold 1 (so ``--fold 0`` validates on its validation cases,
+      none dropped), ``testing`` becomes ``test``, and ``"split": "model-zoo"`` is recorded. Case ids come from
+      the file names (`model_zoo_case_id`). A relative path not found from the JSON's folder is looked
+      for under ``dataset_dir`` (model-zoo lists are relative to their data root). The layout and label scheme
+      are recorded when the names show them.
+
+    Every item is checked: a case id unique and safe as a file name (`check_case_id`); ``image`` one file
+    per channel of the datalist's label scheme (`pipeline.data.labels.describe`; ``brats`` when it names neither
+    scheme nor layout): for the 4 BraTS channels reordered into CHANNELS order when their BraTS names show the
+    four contrasts in another order, refused when the names show anything but the four contrasts once each; or
+    one 4D file with ``channel_index`` (a permutation of 0..N-1); training and validation items labelled; every
+    file present. An nnU-Net datalist (``"label_scheme": "nnunet:<dataset.json>"``) needs that dataset.json.
+
+    Raises:
+        DatasetError: the first problem, as one line naming the datalist, the case, the file and the fix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(
+            f"datalist {path} does not exist; write one with: python -m pipeline datalist DATASET_DIR --out {path}")
+    try:
+        raw = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DatasetError(f"datalist {path} is not valid JSON ({e}); fix it, or rewrite it with: "
+                           f"python -m pipeline datalist DATASET_DIR --out {path}") from None
+    sections = ("training", "test", *MODEL_ZOO_KEYS[1:])
+    if not isinstance(raw, dict) or not any(k in raw for k in sections):
+        raise DatasetError(f"datalist {path} has none of the keys training, test (ours) or training, validation, "
+                           f"testing (MONAI model-zoo); write one with: python -m pipeline datalist DATASET_DIR "
+                           f"--out {path}")
+    for key in sections:
+        if not isinstance(raw.get(key, []), list):
+            raise DatasetError(f"datalist {path}: \"{key}\" is {type(raw[key]).__name__}, not a list of items")
+    zoo = is_model_zoo(raw)
+    if zoo and "test" in raw:
+        raise DatasetError(f"datalist {path} mixes our \"test\" key with MONAI model-zoo keys (validation, testing); "
+                           "keep one format")
+    if isinstance(raw.get("label_scheme"), str) and raw["label_scheme"].startswith(NNUNET_PREFIX):
+        # a relative dataset.json is read from the datalist's folder, as its relative image paths are
+        given = raw["label_scheme"][len(NNUNET_PREFIX):]
+        raw = {**raw, "label_scheme": NNUNET_PREFIX + os.path.abspath(os.path.join(path.parent, given))}
+    channels = _datalist_channels(path, raw)
+    reader = _DatalistReader(path, zoo, Path(dataset_dir).expanduser() if dataset_dir else None, channels=channels)
+    parts = {key: [reader.item(it, key, i) for i, it in enumerate(raw.get(key, []))]
+             for key in ((*MODEL_ZOO_KEYS,) if zoo else ("training", "test"))}
+    _refuse_duplicate_ids(path, parts, zoo)
+    if reader.missing:
+        more = f" ({len(reader.missing) - 1} more file(s) missing)" if len(reader.missing) > 1 else ""
+        raise DatasetError(reader.missing[0] + more)
+    if not zoo:
+        return {**raw, "training": parts["training"], "test": parts["test"]}
+    return model_zoo_datalist(path, raw, parts)
+
+
+def _datalist_channels(path: Path, raw: dict) -> tuple[str, ...]:
+    """The channels a datalist's items must give: those of its label scheme's description (the layout's scheme when
+    it names none, ``brats`` without a layout); its ``channels``, when given, must be as many.
+
+    Raises:
+        DatasetError: an unknown layout or scheme, an nnU-Net scheme whose dataset.json cannot be used, a layout
+            ``nnunet`` without a scheme, ``channels`` of another length.
+    """
+    layout, scheme = raw.get("layout"), raw.get("label_scheme")
+    if layout is not None and layout not in LAYOUTS:
+        raise DatasetError(f"datalist {path}: layout {layout!r} is unknown; expected one of {', '.join(LAYOUTS)}")
+    if scheme is not None and not isinstance(scheme, str):
+        raise DatasetError(f"datalist {path}: label_scheme {scheme!r} is not a string; expected one of "
+                           f"{', '.join(LABEL_SCHEMES)} or {NNUNET_PREFIX}<path to dataset.json>")
+    if scheme is None and layout == "nnunet":
+        raise DatasetError(f"datalist {path}: layout nnunet and no label_scheme; add \"label_scheme\": "
+                           f"\"{NNUNET_PREFIX}/path/to/dataset.json\" (the dataset's own), or rewrite the datalist "
+                           f"with: python -m pipeline datalist DATASET_DIR --out {path}")
+    if scheme is not None and scheme not in LABEL_SCHEMES and not scheme.startswith(NNUNET_PREFIX):
+        raise DatasetError(f"datalist {path}: label_scheme {scheme!r} is unknown; expected one of "
+                           f"{', '.join(LABEL_SCHEMES)} or {NNUNET_PREFIX}<path to dataset.json>")
+    try:
+        desc = describe(scheme or LAYOUTS[layout or "brats2021"].label_scheme)
+    except UserError as e:
+        raise DatasetError(f"datalist {path}: {e}") from None
+    given = raw.get("channels")
+    if given is not None and (not isinstance(given, list) or len(given) != len(desc.channels)):
+        raise DatasetError(f"datalist {path}: \"channels\" is {given!r}, but its label scheme {desc.name} has "
+                           f"{len(desc.channels)} channel(s) ({', '.join(desc.channels)}); fix \"channels\" or "
+                           f"rewrite the datalist with: python -m pipeline datalist DATASET_DIR --out {path}")
+    return tuple(desc.channels)
+
+
+def _refuse_duplicate_ids(path: Path, parts: dict[str, list[dict]], zoo: bool) -> None:
+    seen: dict[str, tuple[str, dict]] = {}
+    for section, items in parts.items():
+        for it in items:
+            cid = it["case"]
+            if cid not in seen:
+                seen[cid] = (section, it)
+                continue
+            other, first = seen[cid]
+            if zoo and {other, section} == {"training", "validation"}:
+                raise DatasetError(
+                    f"datalist {path}: case {cid} is both a validation case ({Path(first['image'][0]).name}) and a "
+                    f"training case ({Path(it['image'][0]).name}) of this model-zoo datalist; a case must not "
+                    "validate the model it trains: remove it from one of the two lists")
+            raise DatasetError(
+                f"datalist {path}: case id {cid} is used twice ({other}: {first['image'][0]}; {section}: "
+                f"{it['image'][0]}); outputs are named <case>.nii.gz, so ids must be unique: remove the duplicate "
+                "or rename one case")
+
+
+def folds_present(dl: dict) -> list[int]:
+    return sorted({int(it["fold"]) for it in dl.get("training", [])})
+
+
+def split_items(dl: dict, fold: int = 0) -> tuple[list[dict], list[dict]]:
+    """``(train, validation)`` items of a datalist: fold ``fold`` of its labelled cases validates, the rest train.
+
+    A model-zoo datalist (``"split": "model-zoo"``) has one split: ``fold`` 0, its validation cases.
+
+    Raises:
+        DatasetError: no labelled case, ``fold`` is not one of the datalist's folds, or not 0 for a model-zoo list.
+    """
+    items = dl.get("training", [])
+    if dl.get("split") == "model-zoo":
+        if fold != MODEL_ZOO_FOLDS["validation"]:
+            raise DatasetError(f"fold {fold}: a model-zoo datalist has one split, its validation cases: use --fold 0")
+        if not any(int(it["fold"]) == fold for it in items):
+            raise DatasetError(f"the model-zoo datalist {dl.get('name', '')} has no validation case; add a "
+                               "\"validation\" list to it, or write a datalist with folds: python -m pipeline "
+                               "datalist DATASET_DIR --out datalist.json")
+    if not items:
+        raise DatasetError("the datalist has no labelled case (no segmentation file found): training needs labels")
+    present = folds_present(dl)
+    if fold not in present:
+        raise DatasetError(f"fold {fold} is not in the datalist (folds present: {present}); pass --fold one of those")
+    train = [it for it in items if int(it["fold"]) != fold]
+    val = [it for it in items if int(it["fold"]) == fold]
+    return train, val

@@ -1,0 +1,275 @@
+"""The one table of channels, label numbering and regions: a dataset `Description`, in nnU-Net v2's vocabulary.
+
+Arrays: an image is ``(C, H, W, D)`` float32 in ``channels`` order; a label map ``(H, W, D)`` of whole numbers;
+regions ``(R, H, W, D)`` bool in ``regions`` order. The schemes, their numbering and why regions are written back
+largest first are in `docs/datasets.md`."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.core.errors import UserError
+
+#: Input channel names of the BraTS layouts, in the order the network sees them.
+CHANNELS: tuple[str, ...] = ("T1", "T1ce", "T2", "FLAIR")
+
+
+#: Network output channels of the ``brats``, ``brats2023`` and ``msd`` schemes (MONAI's order).
+REGIONS: tuple[str, ...] = ("TC", "WT", "ET")
+
+
+#: Contrast names as datasets spell them (lower case) -> the channel names of `CHANNELS` (MSD's modality table,
+#: BraTS 2023 suffixes, synthetic channels).
+CONTRAST_NAMES: dict[str, str] = {"flair": "FLAIR", "t2f": "FLAIR", "t1": "T1", "t1w": "T1", "t1n": "T1",
+                                  "t1gd": "T1ce", "t1ce": "T1ce", "t1c": "T1ce", "t2": "T2", "t2w": "T2"}
+
+#: Prefix of a scheme that names an nnU-Net ``dataset.json``.
+NNUNET_PREFIX = "nnunet:"
+
+
+@dataclass(frozen=True)
+class Description:
+    """What a dataset's files hold and what the network learns (see the module docstring).
+
+    Attributes:
+        name: the scheme name (``brats2024``) or ``nnunet:<path to dataset.json>``.
+        title: one line for messages.
+        channels: channel names, in the order the network sees them (nnU-Net ``channel_names``).
+        labels: class name -> label value, background excluded (nnU-Net ``labels`` without regions).
+        regions: region name -> label values, in network output order (one sigmoid channel each).
+        regions_class_order: the label value each region channel is written as.
+        evaluated: region name -> label values, in the order reports list them.
+        roles: BraTS roles -> label value where they exist: ``NCR`` (the non-enhancing core: NCR, NETC or
+            MSD's NET), ``ED`` (oedema, SNFH), ``ET``, ``RC`` (resection cavity).
+        file_ending: the file ending of the dataset's images.
+    """
+
+    name: str
+    title: str
+    channels: tuple[str, ...]
+    labels: Mapping[str, int]
+    regions: Mapping[str, tuple[int, ...]]
+    regions_class_order: tuple[int, ...]
+    evaluated: Mapping[str, tuple[int, ...]]
+    roles: Mapping[str, int] = field(default_factory=dict)
+    file_ending: str = ".nii.gz"
+
+    def __post_init__(self) -> None:
+        if len(self.regions_class_order) != len(self.regions):
+            raise UserError(f"{self.name}: regions_class_order has {len(self.regions_class_order)} entries for "
+                            f"{len(self.regions)} regions; give one label value per region")
+        if not self.channels or not self.regions:
+            raise UserError(f"{self.name}: a description needs at least one channel and one region")
+
+    @property
+    def allowed(self) -> set[int]:
+        """The label values a segmentation may hold, background 0 included."""
+        return {0, *self.labels.values()}
+
+    @property
+    def write_order(self) -> list[int]:
+        """Region channels in the order they are written: larger regions first, then channel order."""
+        return sorted(range(len(self.regions)), key=lambda i: -len(tuple(self.regions.values())[i]))
+
+    def to_dataset_json(self) -> dict:
+        """This description in nnU-Net v2's ``dataset.json`` vocabulary."""
+        labels: dict[str, int | list[int]] = {"background": 0}
+        for name, values in self.regions.items():
+            labels[name] = list(values) if len(values) > 1 else values[0]
+        return {"channel_names": {str(i): c for i, c in enumerate(self.channels)}, "labels": labels,
+                "regions_class_order": list(self.regions_class_order), "file_ending": self.file_ending}
+
+
+_BRATS_CHANNELS = CHANNELS
+
+
+BUILTIN: dict[str, Description] = {
+    "brats": Description(
+        "brats", "BraTS 2018-2021 (1 NCR, 2 ED, 4 ET)", _BRATS_CHANNELS, {"NCR": 1, "ED": 2, "ET": 4},
+        {"TC": (1, 4), "WT": (1, 2, 4), "ET": (4,)}, (1, 2, 4),
+        {"ET": (4,), "TC": (1, 4), "WT": (1, 2, 4)}, {"NCR": 1, "ED": 2, "ET": 4}),
+    "brats2023": Description(
+        "brats2023", "BraTS 2023+ (1 NETC, 2 SNFH, 3 ET)", _BRATS_CHANNELS, {"NETC": 1, "SNFH": 2, "ET": 3},
+        {"TC": (1, 3), "WT": (1, 2, 3), "ET": (3,)}, (1, 2, 3),
+        {"ET": (3,), "TC": (1, 3), "WT": (1, 2, 3)}, {"NCR": 1, "ED": 2, "ET": 3}),
+    "brats2024": Description(
+        "brats2024", "BraTS 2024+ post-treatment glioma (1 NETC, 2 SNFH, 3 ET, 4 RC)", _BRATS_CHANNELS,
+        {"NETC": 1, "SNFH": 2, "ET": 3, "RC": 4},
+        {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,), "RC": (4,)}, (2, 1, 3, 4),
+        {"ET": (3,), "NETC": (1,), "SNFH": (2,), "RC": (4,), "TC": (1, 3), "WT": (1, 2, 3)},
+        {"NCR": 1, "ED": 2, "ET": 3, "RC": 4}),
+    "msd": Description(
+        "msd", "Decathlon Task01 (1 ED, 2 NET, 3 ET)", _BRATS_CHANNELS, {"ED": 1, "NET": 2, "ET": 3},
+        {"TC": (2, 3), "WT": (1, 2, 3), "ET": (3,)}, (2, 1, 3),
+        {"ET": (3,), "TC": (2, 3), "WT": (1, 2, 3)}, {"NCR": 2, "ED": 1, "ET": 3}),
+}
+
+
+#: Label value of each BraTS role, per built-in scheme (``NCR``, ``ED``, ``ET`` and, for brats2024, ``RC``).
+LABEL_SCHEMES: dict[str, dict[str, int]] = {name: dict(d.roles) for name, d in BUILTIN.items()}
+
+
+def _values(value: object, where: str) -> tuple[int, ...]:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    try:
+        out = tuple(int(v) for v in values)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: label value {value!r} is not a whole number or a list of them") from None
+    if not out or any(v < 0 for v in out):
+        raise UserError(f"{where}: label value {value!r} must be one or more whole numbers >= 0")
+    return out
+
+
+def from_dataset_json(meta: Mapping, name: str = "nnunet") -> Description:
+    """A `Description` from an nnU-Net v2 ``dataset.json`` (already parsed).
+
+    ``labels`` maps names to a value, or to a list of values for a region (region-based training, which needs
+    ``regions_class_order``); plain labels become one region each, written as their own value.
+
+    Raises:
+        UserError: missing ``channel_names``/``labels``, non-integer values, or regions without
+            ``regions_class_order`` (one value per region).
+    """
+    where = f"dataset description {name}"
+    try:
+        channel_table = meta["channel_names"]
+        label_table = meta["labels"]
+    except (KeyError, TypeError):
+        raise UserError(f"{where}: dataset.json needs 'channel_names' and 'labels' (nnU-Net v2 format), e.g. "
+                        '{"channel_names": {"0": "T1"}, "labels": {"background": 0, "tumour": 1}, '
+                        '"file_ending": ".nii.gz"}') from None
+    try:
+        channels = tuple(str(channel_table[k]) for k in sorted(channel_table, key=int))
+    except (ValueError, TypeError, AttributeError):
+        raise UserError(f"{where}: channel_names must map 0, 1, ... to names, got {channel_table!r}") from None
+    entries = {str(k): _values(v, f"{where}, label {k!r}") for k, v in label_table.items()}
+    entries = {k: v for k, v in entries.items() if v != (0,)}
+    if not entries:
+        raise UserError(f"{where}: 'labels' has no foreground label")
+    region_based = any(len(v) > 1 for v in entries.values())
+    if region_based:
+        order = meta.get("regions_class_order")
+        if order is None or len(order) != len(entries):
+            raise UserError(f"{where}: labels with region lists need 'regions_class_order' with one label value per "
+                            f"region ({len(entries)}: {', '.join(entries)}), e.g. {list(range(1, len(entries) + 1))}")
+        order = _values(list(order), f"{where}, regions_class_order")
+        plain = sorted({v for values in entries.values() for v in values})
+        labels = {f"label {v}": v for v in plain}
+    else:
+        order = tuple(v[0] for v in entries.values())
+        labels = {k: v[0] for k, v in entries.items()}
+    return Description(name, f"nnU-Net dataset {meta.get('name', name)}", channels, labels, entries, order, entries,
+                       {}, str(meta.get("file_ending", ".nii.gz")))
+
+
+@functools.lru_cache(maxsize=32)
+def _load_dataset_json(path: str, mtime_ns: int) -> Description:
+    try:
+        meta = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} cannot be read as a dataset.json ({e}); fix or restore it") from None
+    return from_dataset_json(meta, f"{NNUNET_PREFIX}{path}")
+
+
+def describe(scheme: str | Description) -> Description:
+    """The `Description` of a scheme: a built-in name, ``nnunet:<dataset.json>``, or a Description.
+
+    Raises:
+        ValueError: an unknown scheme (the choices named).
+    """
+    if isinstance(scheme, Description):
+        return scheme
+    scheme = str(scheme)
+    if scheme in BUILTIN:
+        return BUILTIN[scheme]
+    if scheme.startswith(NNUNET_PREFIX):
+        path = os.path.abspath(scheme[len(NNUNET_PREFIX):])
+        try:
+            mtime = os.stat(path).st_mtime_ns
+        except OSError:
+            raise UserError(f"label scheme {scheme}: {path} does not exist; point it at the dataset.json of an "
+                            "nnU-Net raw dataset") from None
+        return _load_dataset_json(path, mtime)
+    raise UserError(
+        f"unknown label scheme {scheme!r}; expected one of {sorted(BUILTIN)} "
+        "(brats: BraTS 2018-2021 with ET=4, brats2023: BraTS 2023+ with ET=3, brats2024: BraTS 2024+ "
+        "post-treatment glioma with 4 = resection cavity, msd: Decathlon Task01 with 1 ED, 2 NET, 3 ET) "
+        f"or {NNUNET_PREFIX}<path to dataset.json>"
+    )
+
+
+def scheme_name(scheme: str | Description, *, auto: bool = False) -> str:
+    """The name of a scheme: a built-in name, or ``nnunet:`` + the absolute dataset.json; with ``auto``, ``auto``
+    itself is accepted too (resolved later from the data).
+
+    Raises:
+        UserError: an unknown scheme (the choices named), or an unusable dataset.json.
+    """
+    if auto and scheme in (None, "", "auto"):
+        return "auto"
+    if isinstance(scheme, str) and scheme not in BUILTIN and not scheme.startswith(NNUNET_PREFIX):
+        raise UserError(f"unknown label_scheme {scheme!r}; expected {'auto or ' if auto else ''}one of "
+                        f"{sorted(BUILTIN)} (brats2024: BraTS 2024+ post-treatment glioma, 4 = resection cavity) or "
+                        f"{NNUNET_PREFIX}<path to an nnU-Net dataset.json>")
+    return describe(scheme).name
+
+
+def scheme_labels(scheme: str | Description) -> dict[str, int]:
+    """The label value of each BraTS role (``NCR``, ``ED``, ``ET``, ``RC``) that ``scheme`` has."""
+    return dict(describe(scheme).roles)
+
+
+def allowed_labels(scheme: str | Description) -> set[int]:
+    """The label values a segmentation may hold under ``scheme``, background 0 included."""
+    return describe(scheme).allowed
+
+
+def _isin(label: np.ndarray | torch.Tensor, values: Sequence[int]) -> np.ndarray | torch.Tensor:
+    if len(values) == 1:
+        return label == values[0]
+    if isinstance(label, torch.Tensor):
+        return torch.isin(label, torch.tensor(list(values), dtype=label.dtype, device=label.device))
+    return np.isin(label, values)
+
+
+def region_masks(label: np.ndarray | torch.Tensor, regions: Mapping[str, Sequence[int]]) -> np.ndarray | torch.Tensor:
+    """Labels ``(...)`` -> one bool mask per region of ``regions`` (name -> label values), stacked ``(R, ...)``."""
+    stack = torch.stack if isinstance(label, torch.Tensor) else np.stack
+    return stack([_isin(label, values) for values in regions.values()])
+
+
+def labels_to_regions(label: np.ndarray | torch.Tensor, scheme: str | Description = "brats"
+                      ) -> np.ndarray | torch.Tensor:
+    """Labels ``(H, W, D)`` (any integer dtype) in ``scheme`` -> the network's regions ``(R, H, W, D)`` bool.
+
+    For ``brats``/``brats2023``/``msd``: TC, WT, ET; values outside the scheme count as background (as in MONAI's
+    ``ConvertToMultiChannelBasedOnBratsClasses``, whose TC is label 1 | ET and so fits ``brats``/``brats2023`` but not
+    ``msd``). A torch tensor (on any device) gives a torch tensor, an array an array: the evaluation, the plots and
+    the training transform all read labels through here.
+    """
+    return region_masks(label, describe(scheme).regions)
+
+
+def regions_to_labels(regions: np.ndarray, scheme: str | Description = "brats") -> np.ndarray:
+    """Binary regions ``(R, ...)`` (bool or 0/1, in the scheme's region order) -> labels ``(...)`` uint8.
+
+    Each region is written as its ``regions_class_order`` value, larger regions first (module docstring): under
+    ``brats`` every WT voxel is oedema (2), TC overwrites it with necrosis (1) and ET overwrites both with 4. So a
+    voxel that the network calls TC or ET but not WT is still labelled (the regions need not nest).
+    """
+    desc = describe(scheme)
+    if regions.shape[0] != len(desc.regions):
+        raise ValueError(f"expected {len(desc.regions)} region channels {tuple(desc.regions)} for scheme "
+                         f"{desc.name}, got shape {tuple(regions.shape)}")
+    out = np.zeros(np.asarray(regions[0]).shape, dtype=np.uint8)
+    for i in desc.write_order:
+        out[np.asarray(regions[i]).astype(bool)] = desc.regions_class_order[i]
+    return out

@@ -1,0 +1,109 @@
+"""The dataset layouts, one module each (`brats`, `msd`, `nnunet`), and the registry that detects and scans."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from pipeline.data.layouts import brats, msd, nnunet
+from pipeline.data.layouts.base import (
+    Case,
+    DatasetError,
+    DatasetScan,
+    LayoutInfo,
+    LayoutSpec,
+    Problem,
+    existing_root,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LAYOUTS", "Case", "DatasetError", "DatasetScan", "LayoutInfo", "LayoutSpec", "Problem", "detect_layout",
+           "discover_cases", "no_case_message", "scan_dataset", "usable_cases"]
+
+
+#: Every layout by name, in the order they are detected (nnU-Net's dataset.json before MSD's folders).
+LAYOUTS: dict[str, LayoutSpec] = {**brats.SPECS, "msd": msd.MSD, "nnunet": nnunet.NNUNET}
+
+
+def no_case_message(root: Path) -> str:
+    """Why ``root`` holds no case of any layout, and what the layouts look like."""
+    single = brats.single_case_message(root)
+    if single:
+        return single
+    layouts = "; ".join(f"{spec.title}: {spec.example}" for spec in LAYOUTS.values())
+    return (f"no BraTS case found in {root}: expected one of these layouts: {layouts}. "
+            "Generate a synthetic one with: python -m pipeline synth DIR [--layout brats2021|brats2023|msd|nnunet]")
+
+
+def detect_layout(root: str | os.PathLike) -> LayoutInfo:
+    """Which layout the folder ``root`` has, and why.
+
+    A ``dataset.json`` with ``channel_names`` (nnU-Net v2) makes it ``nnunet``; else ``imagesTr/`` or
+    ``imagesTs/`` makes it ``msd``; otherwise the case folders' file names decide between ``brats2021`` and
+    ``brats2023``.
+
+    Raises:
+        DatasetError: ``root`` is missing, holds no case of any layout, or holds case folders of both BraTS layouts.
+    """
+    path = existing_root(root)
+    for detect in (nnunet.detect, msd.detect, brats.detect):
+        info = detect(path)
+        if info is not None:
+            return info
+    raise DatasetError(no_case_message(path))
+
+
+def scan_dataset(root: str | os.PathLike, layout: str | None = None) -> DatasetScan:
+    """Find every case under ``root`` and every problem of discovery, without raising for one bad case.
+
+    Args:
+        root: the dataset folder.
+        layout: ``brats2021``, ``brats2023``, ``msd`` or ``nnunet``; None detects it (`detect_layout`).
+
+    Returns:
+        The layout, the complete cases and the problems (a missing file, one case id twice, a file as both
+        ``.nii`` and ``.nii.gz``, ...); a refused case is not among the cases.
+
+    Raises:
+        DatasetError: ``root`` is missing, the layout is unknown or cannot be detected; an nnU-Net dataset whose
+            ``dataset.json`` cannot be used.
+    """
+    path = existing_root(root)
+    if layout is None or layout == "auto":
+        info = detect_layout(path)
+    elif layout in LAYOUTS:
+        scheme = nnunet.nnunet_label_scheme(path) if layout == "nnunet" else LAYOUTS[layout].label_scheme
+        info = LayoutInfo(layout, scheme, "given", LAYOUTS[layout].title)
+    else:
+        raise DatasetError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)} (or auto)")
+    scan = DatasetScan(path, info)
+    if info.layout == "msd":
+        msd.scan_msd(path, scan)
+    elif info.layout == "nnunet":
+        nnunet.scan_nnunet(path, scan)
+    else:
+        brats.scan_brats(path, LAYOUTS[info.layout], scan)
+    return scan
+
+
+def usable_cases(scan: DatasetScan) -> list[Case]:
+    """The cases of a scan; its warnings logged; an error listing every discovery error, or no case found."""
+    for p in scan.problems:
+        if p.severity != "error":
+            logger.warning("%s", p.message)
+    if scan.errors:
+        raise DatasetError("\n".join(p.message for p in scan.errors))
+    if not scan.cases:
+        raise DatasetError(no_case_message(scan.root))
+    return scan.cases
+
+
+def discover_cases(root: str | os.PathLike, layout: str | None = None) -> list[Case]:
+    """Every case under ``root`` (layout detected, or given); warnings logged.
+
+    Raises:
+        DatasetError: ``root`` is missing, holds no case, or a case lacks a file (all such cases listed).
+    """
+    return usable_cases(scan_dataset(root, layout))

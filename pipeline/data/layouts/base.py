@@ -1,0 +1,124 @@
+"""What every dataset layout yields: `Case`s, the `Problem`s of discovery, and the layout's `LayoutSpec`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.core.errors import UserError
+from pipeline.data.labels import CHANNELS
+
+
+@dataclass(frozen=True)
+class LayoutSpec:
+    """A dataset layout: its title, default label scheme and, for the BraTS layouts, the file naming."""
+
+    name: str
+    title: str
+    label_scheme: str
+    suffixes: tuple[str, ...] = ()   # file suffix of each CHANNELS entry (BraTS layouts)
+    separator: str = "_"             # between the case id and the suffix
+    example: str = ""                # one line for messages
+
+
+@dataclass(frozen=True)
+class Case:
+    """One case.
+
+    ``images``: the 4 contrast files in `CHANNELS` order, or (MSD) one 4D file whose channel
+    ``channel_index[i]`` is ``CHANNELS[i]``, or (nnU-Net) one 3D file per channel of its ``dataset.json``, in
+    ``channel_names`` order; ``label``: the segmentation or None.
+    """
+
+    case_id: str
+    images: tuple[str, ...]
+    label: str | None = None
+    channel_index: tuple[int, ...] | None = None
+
+    def to_item(self) -> dict:
+        """The MONAI data dictionary: ``{"case", "image": [paths], "channel_index"?: [...], "label"?: path}``."""
+        item: dict = {"case": self.case_id, "image": list(self.images)}
+        if self.channel_index is not None:
+            item["channel_index"] = list(self.channel_index)
+        if self.label is not None:
+            item["label"] = self.label
+        return item
+
+    @classmethod
+    def from_item(cls, item: dict) -> Case:
+        """The case of a datalist item (see `to_item`)."""
+        image = item["image"]
+        images = (str(image),) if isinstance(image, (str, os.PathLike)) else tuple(str(p) for p in image)
+        index = item.get("channel_index")
+        return cls(str(item["case"]), images, str(item["label"]) if item.get("label") else None,
+                   tuple(int(i) for i in index) if index is not None else None)
+
+    def channel_file(self, channel: str, channels: Sequence[str] = CHANNELS) -> tuple[str, int | None]:
+        """``(file, index)`` of one channel of ``channels`` (the description's channels, `CHANNELS` by
+        default): index is None for a 3D file, else the 4D position."""
+        i = tuple(channels).index(channel)
+        if self.channel_index is None:
+            return self.images[i], None
+        return self.images[0], self.channel_index[i]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem of a dataset: the case, the file (full path, or the folder), ``error`` or ``warning``, and
+    ``message``, one line that names the case and the file, says what is wrong and what to do."""
+
+    case: str
+    file: str
+    severity: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.severity.upper()}: {self.message}"
+
+
+@dataclass(frozen=True)
+class LayoutInfo:
+    """What `detect_layout` found: the layout, its default label scheme and why it was chosen."""
+
+    layout: str
+    label_scheme: str
+    reason: str
+    title: str = ""  # the layout's title, for messages
+
+    def __str__(self) -> str:
+        title = f" ({self.title})" if self.title else ""
+        return f"layout {self.layout}{title}, label scheme {self.label_scheme}: {self.reason}"
+
+
+@dataclass
+class DatasetScan:
+    """What `scan_dataset` found: the layout, the complete cases and the problems of discovery."""
+
+    root: Path
+    layout: LayoutInfo
+    cases: list[Case] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+
+class DatasetError(UserError):
+    """A dataset folder that cannot be used as it is; the message names the folder or case and the fix."""
+
+
+def existing_root(root: str | os.PathLike) -> Path:
+    """``root`` resolved, or a DatasetError when it is not a folder."""
+    path = Path(root).expanduser().resolve()
+    if not path.is_dir():
+        raise DatasetError(f"dataset folder {path} does not exist; pass --dataset_dir pointing at a BraTS download")
+    return path
+
+
+def both_extensions(names: set[str], stem: str) -> tuple[str, str] | None:
+    """``(stem.nii, stem.nii.gz)`` when a folder holds both (which one is meant cannot be told), else None."""
+    pair = (f"{stem}.nii", f"{stem}.nii.gz")
+    return pair if all(n in names for n in pair) else None

@@ -1,0 +1,70 @@
+"""MONAI model-zoo datalists (``training``/``validation``/``testing``, items without case or fold), read with
+their own split: ``validation`` is fold 0, ``training`` fold 1, ``testing`` the cases to segment."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from pipeline.core.nifti import nifti_stem
+from pipeline.data.labels import CHANNELS, REGIONS
+from pipeline.data.layouts import LAYOUTS
+from pipeline.data.layouts.brats import named_as, named_split
+
+logger = logging.getLogger(__name__)
+
+
+#: Top-level keys of a MONAI model-zoo datalist (e.g. ``brats_mri_segmentation``), which carries its own split.
+MODEL_ZOO_KEYS: tuple[str, ...] = ("training", "validation", "testing")
+
+
+#: Fold given to a model-zoo datalist's ``validation`` items (its one split) and to its ``training`` items.
+MODEL_ZOO_FOLDS: dict[str, int] = {"validation": 0, "training": 1}
+
+
+def model_zoo_case_id(item: dict) -> object:
+    """The case id of a model-zoo item (it has none): the label's stem without ``_seg``/``-seg``; else, for BraTS
+    names, the first image's stem without its contrast suffix (its case folder's name in a BraTS download);
+    else the first image's stem."""
+    label = item.get("label")
+    named = named_split(label) if isinstance(label, (str, os.PathLike)) else None
+    if named and named[1] == "seg":
+        return named[0]
+    image = item.get("image")
+    first = image[0] if isinstance(image, list) and image else image
+    if not isinstance(first, (str, os.PathLike)):
+        return None
+    named = named_split(first)
+    return named[0] if named else nifti_stem(Path(first).name)
+
+
+def is_model_zoo(raw: dict) -> bool:
+    """Whether a datalist is MONAI model-zoo style: ``validation``/``testing`` keys, or items without case/fold."""
+    if "validation" in raw or "testing" in raw:
+        return True
+    items = raw.get("training")
+    return bool(items) and isinstance(items, list) and all(
+        isinstance(it, dict) and "case" not in it and "fold" not in it for it in items)
+
+
+def model_zoo_datalist(path: Path, raw: dict, parts: dict[str, list[dict]]) -> dict:
+    items = [it for key in MODEL_ZOO_KEYS for it in parts[key]]
+    layouts = {s[1] for it in items for p in it["image"] if (s := named_as(p))}
+    if any("channel_index" in it for it in items):
+        layouts.add("msd")
+    unnamed = [p for it in items if "channel_index" not in it for p in it["image"] if named_as(p) is None]
+    if unnamed:
+        logger.warning("datalist %s (MONAI model-zoo): image names such as %s do not show their contrast, so each "
+                       "item's 4 files are taken as %s in the listed order (the model-zoo brats_mri_segmentation "
+                       "bundle lists T1ce, T1, T2, FLAIR: reorder such lists)", path, Path(unnamed[0]).name,
+                       ", ".join(CHANNELS))
+    dl: dict = {"name": raw.get("name") or path.stem, "split": "model-zoo"}
+    if len(layouts) == 1:
+        layout = layouts.pop()
+        dl.update(layout=layout, label_scheme=LAYOUTS[layout].label_scheme)
+    logger.info("datalist %s (MONAI model-zoo): its %d validation case(s) are fold %d, its %d training case(s) fold "
+                "%d, its %d testing case(s) test", path, len(parts["validation"]), MODEL_ZOO_FOLDS["validation"],
+                len(parts["training"]), MODEL_ZOO_FOLDS["training"], len(parts["testing"]))
+    return {**dl, "channels": list(CHANNELS), "regions": list(REGIONS),
+            "training": [*parts["validation"], *parts["training"]], "test": parts["testing"]}

@@ -1,0 +1,660 @@
+"""Synthetic BraTS-like cases: the embedded default dataset of the demo and of every test.
+
+Each case is a skull-stripped, brain-shaped volume on an exact-zero background with CSF, grey matter
+and white matter texture (cortical ribbon with sulci, deep grey nuclei, ventricles, a midline
+fissure), and one glioma: an irregular necrotic core (label 1) inside an enhancing rim (label 4)
+inside irregular oedema (label 2), so ET lies within TC (= 1|4) within WT (= 1|2|4), and WT lies
+within the brain. About one case in eight is a non-enhancing, low-grade-like tumour (no label 4;
+a small non-enhancing core labelled 1, or none), and about a quarter of the enhancing ones have only
+a thin rim and a small core.
+
+Appearance follows real scans: T1 WM > GM > CSF; T2 CSF > GM > WM; FLAIR CSF dark, GM > WM; T1ce like
+T1 but the enhancing tumour is far brighter than any normal tissue and necrosis is dark; oedema is
+bright on FLAIR and T2, the tumour core bright on T2. Every contrast has its own smooth
+multiplicative bias field, a random global scale and Rician noise of about 3 % of the tissue signal;
+the background stays exactly 0 and every brain voxel is >= 1 in every contrast.
+
+Arrays are indexed ``(X, Y, Z)`` like BraTS 2021 files (240 x 240 x 155, 1 mm, affine
+`BRATS_AFFINE`). Written on disk in one of five layouts (`write_dataset`, ``layout=``)::
+
+    brats2021  <out_dir>/BraTS2021_00000/BraTS2021_00000_{t1,t1ce,t2,flair}.nii.gz   int16
+               <out_dir>/BraTS2021_00000/BraTS2021_00000_seg.nii.gz                  uint8, 0 / 1 NCR / 2 ED / 4 ET
+    brats2023  <out_dir>/BraTS-GLI-00000-000/BraTS-GLI-00000-000-{t1n,t1c,t2w,t2f}.nii.gz  int16
+               <out_dir>/BraTS-GLI-00000-000/BraTS-GLI-00000-000-seg.nii.gz          uint8, 1 NCR / 2 ED / 3 ET
+    msd        <out_dir>/imagesTr/BRATS_001.nii.gz   float32 (X, Y, Z, 4): FLAIR, T1w, T1gd, T2w
+               <out_dir>/labelsTr/BRATS_001.nii.gz   uint8, 1 ED / 2 NET (our NCR) / 3 ET;  <out_dir>/dataset.json
+    brats2024  the brats2023 names, seg uint8 1 NETC / 2 SNFH / 3 ET / 4 RC (resection cavity, BraTS 2024+
+               post-treatment glioma); read by the brats2023 layout, so it needs --label_scheme brats2024
+    nnunet     <out_dir>/imagesTr/BraTS2021_00000_{0000,0001,0002,0003}.nii.gz  int16, T1, T1ce, T2, FLAIR (or
+               the ``channels`` asked for, in that order); <out_dir>/labelsTr/BraTS2021_00000.nii.gz uint8 in
+               nnU-Net's Dataset137_BraTS21 numbering: 1 oedema / 2 non-enhancing (our NCR) / 3 enhancing, with
+               ``rc`` 4 resection cavity; <out_dir>/dataset.json (nnU-Net v2: channel_names, labels with the
+               regions "whole tumor" [1, 2, 3], "tumor core" [2, 3], "enhancing tumor" 3 (and "resection cavity" 4),
+               regions_class_order [1, 2, 3 (, 4)], file_ending .nii.gz)
+
+Case ``i`` holds the same arrays in every layout (only the file packing, the channel order and the label
+numbering differ), so a layout's reading can be checked against another's. A resection cavity (``brats2024``,
+or ``rc=True`` with ``nnunet``) is drawn from a second generator of its own, ``(seed, i, RC_STREAM)``, in
+`RC_FRACTION` of the cases: a fluid-filled blob (dark on T1, T1ce and FLAIR, bright on T2) inside the brain
+beside the tumour, never overlapping it; the rest of the case is unchanged except for the voxels around it
+(partial-volume blur).
+
+Case ``i`` of `write_dataset` depends only on ``(seed, i)``. With ``seed=0`` and 16 cases, cases
+``BraTS2021_00002`` and ``BraTS2021_00007`` are the non-enhancing ones (see `case_is_enhancing`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from pipeline.core.errors import UserError
+from pipeline.core.files import atomic_write, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+#: The shape ``(X, Y, Z)`` of a default synthetic case: small enough for CPU training in minutes.
+DEFAULT_SHAPE: tuple[int, int, int] = (96, 96, 64)
+
+#: The header affine of real BraTS 2021 files (240 x 240 x 155): spacing 1 mm, x and y flipped, origin (0, 239, 0).
+BRATS_AFFINE: np.ndarray = np.array(
+    [[-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 239.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+)
+
+#: Layouts `write_dataset` can write.
+SUPPORTED_LAYOUTS: tuple[str, ...] = ("brats2021", "brats2023", "msd", "brats2024", "nnunet")
+
+#: BraTS 2023 file suffix of each `CONTRASTS` entry.
+BRATS2023_SUFFIX: dict[str, str] = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}
+
+#: Contrasts in the channel order of an MSD Task01 4D image (FLAIR, T1w, T1gd, T2w).
+MSD_ORDER: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
+
+#: Label value of our seg (0, 1 NCR, 2 ED, 4 ET; 3 RC with a resection cavity) -> BraTS 2023 (ET 3), MSD (1 ED,
+#: 2 NET, 3 ET), BraTS 2024 (1 NETC, 2 SNFH, 3 ET, 4 RC) and nnU-Net Dataset137 (1 ED, 2 NCR, 3 ET; 4 RC) numbering.
+_LABEL_LUT: dict[str, np.ndarray] = {
+    "brats2023": np.array([0, 1, 2, 0, 3], dtype=np.uint8),
+    "msd": np.array([0, 2, 1, 0, 3], dtype=np.uint8),
+    "brats2024": np.array([0, 1, 2, 4, 3], dtype=np.uint8),
+    "nnunet": np.array([0, 2, 1, 4, 3], dtype=np.uint8),
+}
+
+#: The channel name (`pipeline.data.labels.CHANNELS`) of each `CONTRASTS` entry, and the names accepted
+#: for it in ``channels`` (case-insensitive).
+CHANNEL_NAMES: dict[str, str] = {"t1": "T1", "t1ce": "T1ce", "t2": "T2", "flair": "FLAIR"}
+_CONTRAST_ALIASES: dict[str, str] = {"t1": "t1", "t1n": "t1", "t1w": "t1", "t1ce": "t1ce", "t1c": "t1ce",
+                                     "t1gd": "t1ce", "t2": "t2", "t2w": "t2", "flair": "flair", "t2f": "flair"}
+
+#: Fraction of the cases of a dataset with a resection cavity (``brats2024``, ``nnunet`` with ``rc``) that have one.
+RC_FRACTION: float = 7 / 8
+#: Third seed word of a case's resection-cavity generator ``np.random.default_rng([seed, i, RC_STREAM])``.
+RC_STREAM: int = 0x5243
+
+#: Image keys of `synth_case`, which are also the BraTS 2021 file suffixes, in channel order.
+CONTRASTS: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
+
+#: Fraction of `write_dataset` cases drawn as non-enhancing (low-grade-like) tumours.
+NON_ENHANCING_FRACTION: float = 1 / 8
+
+#: Smallest accepted size of any axis: below it the anatomy and the tumour layers no longer fit.
+MIN_AXIS: int = 16
+
+# Internal tissue classes (not label values): the intensity tables below are indexed by them.
+_BG, _CSF, _GM, _WM, _NCR, _ED, _ET, _NET, _RC = range(9)
+
+# Base intensity of each class per contrast, columns BG CSF GM WM NCR ED ET NET (NET: a non-enhancing core).
+_INTENSITY: dict[str, np.ndarray] = {
+    "t1": np.array([0, 300, 600, 800, 280, 520, 650, 420], dtype=np.float32),
+    "t1ce": np.array([0, 330, 640, 820, 300, 560, 1500, 450], dtype=np.float32),
+    "t2": np.array([0, 2000, 1100, 750, 1900, 1500, 1300, 1700], dtype=np.float32),
+    "flair": np.array([0, 180, 650, 480, 600, 1300, 1000, 1050], dtype=np.float32),
+}
+# Base intensity of a resection cavity (class _RC) per contrast: fluid, like CSF; FLAIR a little brighter
+# (proteinaceous fluid). Kept apart from _INTENSITY so that cases without a cavity draw exactly as before.
+_RC_INTENSITY: dict[str, float] = {"t1": 320.0, "t1ce": 350.0, "t2": 1950.0, "flair": 260.0}
+# Relative amplitude of the within-class texture (tumour classes are more heterogeneous), columns as _INTENSITY, RC.
+_TEXTURE = np.array([0, 0.03, 0.03, 0.03, 0.10, 0.07, 0.10, 0.07, 0.03], dtype=np.float32)
+# Noise sigma as a fraction of the GM intensity of each contrast.
+_NOISE = 0.03
+
+
+def brats_affine(shape: Sequence[int] = DEFAULT_SHAPE) -> np.ndarray:
+    """The BraTS 2021 style affine for an ``(X, Y, Z)`` grid: diag(-1, -1, 1), 1 mm, origin ``(0, Y - 1, 0)``.
+
+    Equals `BRATS_AFFINE` for the real BraTS shape ``(240, 240, 155)``.
+    """
+    aff = BRATS_AFFINE.copy()
+    aff[1, 3] = float(int(shape[1]) - 1)
+    return aff
+
+
+def _check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
+    try:
+        out = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"shape must be three integers (X, Y, Z), got {shape!r}") from None
+    if len(out) != 3 or min(out) < MIN_AXIS:
+        raise ValueError(f"shape must be three integers (X, Y, Z), each >= {MIN_AXIS}, got {tuple(shape)!r}")
+    return out  # type: ignore[return-value]
+
+
+def _smooth_field(shape: Sequence[int], rng: np.random.Generator, spacing: float) -> np.ndarray:
+    """A smooth random field ``shape`` float32 with zero mean and unit variance at every voxel.
+
+    A lattice of Gaussian bumps ``spacing`` voxels apart with random weights, evaluated separably
+    (three small matrix products), so even a 240 x 240 x 155 field costs a fraction of a second.
+    """
+    spacing = max(float(spacing), 1.0)
+    mats = []
+    for n in shape:
+        k = int(np.ceil(n / spacing)) + 3
+        centres = (np.arange(k, dtype=np.float64) - 1.0) * spacing - 0.5 * ((k - 3) * spacing - n)
+        w = np.exp(-0.5 * ((np.arange(n)[:, None] - centres[None, :]) / spacing) ** 2)
+        w /= np.sqrt((w**2).sum(axis=1, keepdims=True))
+        mats.append(w.astype(np.float32))
+    wx, wy, wz = mats
+    coeffs = rng.standard_normal((wx.shape[1], wy.shape[1], wz.shape[1]), dtype=np.float32)
+    f = np.tensordot(coeffs, wz, axes=(2, 1))  # (kx, ky, Z)
+    f = np.tensordot(wy, f, axes=(1, 1)).transpose(1, 0, 2)  # (kx, Y, Z)
+    f = np.tensordot(wx, np.ascontiguousarray(f), axes=(1, 0))  # (X, Y, Z)
+    return f
+
+
+def _axes(shape: Sequence[int], centre: Sequence[float], semi: Sequence[float]) -> list[np.ndarray]:
+    """Normalised open-grid coordinates ``(i - centre) / semi`` per axis, shaped for broadcasting."""
+    out = []
+    for ax, (n, c, s) in enumerate(zip(shape, centre, semi, strict=True)):
+        v = (np.arange(n, dtype=np.float32) - np.float32(c)) / np.float32(s)
+        out.append(v.reshape([-1 if i == ax else 1 for i in range(3)]))
+    return out
+
+
+def _anatomy(shape: tuple[int, int, int], rng: np.random.Generator, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Tissue classes ``(X, Y, Z)`` uint8 (BG, CSF, GM, WM) and the normalised brain radius ``rho`` float32."""
+    size = np.array(shape, dtype=np.float64)
+    # Ellipsoid filling about 70-85 % of each axis, longest front-to-back (Y), like a skull-stripped brain.
+    semi = size * np.array([rng.uniform(0.36, 0.40), rng.uniform(0.38, 0.41), rng.uniform(0.36, 0.40)])
+    centre = (size - 1) / 2 + size * rng.uniform(-0.015, 0.015, 3)
+    u, v, w = _axes(shape, centre, semi)
+    deform = np.clip(_smooth_field(shape, rng, 0.3 * size.mean()), -2.5, 2.5)
+    rho = np.sqrt(u * u + v * v + w * w) / (1 + 0.04 * deform)
+    del deform
+    brain = rho < 1
+    cls = np.full(shape, _WM, dtype=np.uint8)
+
+    # Cortical ribbon of varying thickness (gyri), sulcal CSF cutting into it, a thin CSF film at the surface.
+    gyri = _smooth_field(shape, rng, 4.0 * scale)
+    cls[rho > 0.86 + 0.06 * gyri] = _GM
+    sulci = _smooth_field(shape, rng, 3.0 * scale)
+    cls[(rho > 0.90) & (np.abs(sulci) < 0.2)] = _CSF
+    cls[rho > 0.975] = _CSF
+    del gyri, sulci
+
+    # Deep grey nuclei and lateral ventricles, mirrored about the mid-sagittal plane, both deformed.
+    au = np.abs(u)
+    lumps = _smooth_field(shape, rng, 0.12 * size.mean())
+    nuclei = ((au - 0.30) / 0.13) ** 2 + (v / 0.22) ** 2 + ((w + 0.12) / 0.22) ** 2
+    cls[nuclei * (1 + 0.15 * lumps) < 1] = _GM
+    ventricles = ((au - 0.13) / rng.uniform(0.08, 0.12)) ** 2 + (v / 0.42) ** 2 + ((w - 0.08) / 0.18) ** 2
+    cls[ventricles * (1 + 0.15 * lumps) < 1] = _CSF
+    third = (u / 0.025) ** 2 + (v / 0.18) ** 2 + ((w + 0.05) / 0.15) ** 2  # third ventricle on the midline
+    cls[third < 1] = _CSF
+    # Interhemispheric fissure: a thin CSF sheet on the midline, upper part of the brain.
+    half_width = max(0.6, 0.5 * scale) / semi[0]
+    cls[(au < half_width) & (w > 0.0) & (rho > 0.35)] = _CSF
+    del au, lumps, nuclei, ventricles, third
+
+    cls[~brain] = _BG
+    return cls, rho.astype(np.float32)
+
+
+def _rotation(rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+def _tumour(cls: np.ndarray, rho: np.ndarray, rng: np.random.Generator, scale: float, enhancing: bool) -> None:
+    """Paint one glioma into the class map ``cls`` in place (NCR or NET core, ET rim, ED around)."""
+    shape = cls.shape
+    brain = cls != _BG
+    n_brain = int(brain.sum())
+    # Whole tumour about 2-10 % of the brain (target log-uniform in 1.8-8.5 %; the oedema's irregular outline
+    # adds about 15 % on average, CSF spaces take some away). A random ellipsoid orientation and elongation.
+    frac = float(np.exp(rng.uniform(np.log(0.018), np.log(0.085))))
+    r_wt = (3 * frac * n_brain / (4 * np.pi)) ** (1 / 3)
+    elong = np.exp(rng.uniform(-0.2, 0.2, 3))
+    elong /= np.prod(elong) ** (1 / 3)
+    mat = (_rotation(rng) / elong[:, None]).astype(np.float32)
+
+    thin = False
+    if enhancing:
+        thin = rng.random() < 0.25
+        r_tc = r_wt * (rng.uniform(0.35, 0.50) if thin else rng.uniform(0.60, 0.85))
+        rim = max(1.0, (rng.uniform(0.8, 1.2) if thin else rng.uniform(1.5, 3.0)) * scale)
+        r_ncr = r_tc - rim
+    else:
+        has_core = rng.random() < 0.6
+        r_tc = r_wt * rng.uniform(0.25, 0.50) if has_core else 0.0
+        r_ncr = r_tc
+    r_tc = max(r_tc, 2.0) if (enhancing or r_tc > 0) else 0.0
+
+    # Centre: deep enough in the brain (rho is the brain radius normalised to 1) that the core stays inside it.
+    deep = np.flatnonzero((rho < max(0.2, 0.92 - 1.3 * r_tc / (0.37 * min(shape)))).ravel())
+    centre = np.array(np.unravel_index(deep[rng.integers(deep.size)], shape), dtype=np.float64)
+    centre += rng.uniform(-0.5, 0.5, 3)
+
+    # Work in the tumour's bounding box only.
+    reach = 1.6 * r_wt * float(elong.max()) + 3
+    lo = np.maximum(np.floor(centre - reach).astype(int), 0)
+    hi = np.minimum(np.ceil(centre + reach).astype(int) + 1, shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    bshape = tuple(int(b - a) for a, b in zip(lo, hi, strict=True))
+    d = _axes(bshape, centre - lo, (1.0, 1.0, 1.0))
+    p = [mat[i, 0] * d[0] + mat[i, 1] * d[1] + mat[i, 2] * d[2] for i in range(3)]
+    q = np.sqrt(p[0] ** 2 + p[1] ** 2 + p[2] ** 2)
+    del p
+    # Irregular outlines: the radius is displaced by smooth noise (the same for the core and the necrosis,
+    # so the enhancing rim keeps its thickness); the oedema's outline is rougher and wider-ranging.
+    q_core = q - 0.15 * max(r_tc, 2.0) * np.clip(_smooth_field(bshape, rng, max(2.0, 0.4 * r_tc)), -2.5, 2.5)
+    q_ed = q - 0.22 * r_wt * np.clip(_smooth_field(bshape, rng, max(2.5, 0.35 * r_wt)), -2.5, 2.5)
+
+    sub = cls[box]
+    inside = sub != _BG
+    tc = (q_core < r_tc) & inside
+    ncr = (q_core < r_ncr) & inside if r_ncr > 0 else np.zeros_like(tc)
+    # Oedema spreads through tissue but not into CSF spaces; the core displaces whatever was there.
+    wt = ((q_ed < r_wt) & inside & (sub != _CSF)) | tc
+    sub[wt] = _ED
+    if enhancing:
+        sub[tc] = _ET
+        sub[ncr] = _NCR
+    else:
+        sub[tc] = _NET
+
+
+def _cavity(cls: np.ndarray, rng: np.random.Generator, scale: float) -> None:
+    """Paint a resection cavity (class ``_RC``) into ``cls`` in place, drawn from ``rng`` only: an irregular
+    ellipsoid about 0.35-0.6 times the whole tumour's radius, inside the brain, centred 1-3 voxels beyond its own
+    radius from the tumour, so it lies beside the tumour and never on it. Left out when nothing fits."""
+    tumour = np.isin(cls, (_NCR, _ED, _ET, _NET))
+    brain = cls != _BG
+    if not tumour.any():
+        return
+    r_wt = (3 * float(tumour.sum()) / (4 * np.pi)) ** (1 / 3)
+    radius = max(1.5, rng.uniform(0.35, 0.6) * r_wt)
+    elong = np.exp(rng.uniform(-0.2, 0.2, 3))
+    elong /= np.prod(elong) ** (1 / 3)
+    mat = (_rotation(rng) / elong[:, None]).astype(np.float32)
+    from_tumour = ndimage.distance_transform_edt(~tumour)
+    from_edge = ndimage.distance_transform_edt(brain)
+    for r in (max(1.5, f * radius) for f in (1.0, 0.7, 0.5, 0.0)):  # smaller when the tumour leaves no room
+        near = (from_tumour >= r + 1) & (from_tumour <= r + 3) & (from_edge >= r + 1.5)
+        if near.any():
+            break
+    else:
+        return
+    flat = np.flatnonzero(near.ravel())
+    centre = np.array(np.unravel_index(flat[rng.integers(flat.size)], cls.shape), dtype=np.float64)
+    reach = 1.5 * r * float(elong.max()) + 2
+    lo = np.maximum(np.floor(centre - reach).astype(int), 0)
+    hi = np.minimum(np.ceil(centre + reach).astype(int) + 1, cls.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    bshape = tuple(int(b - a) for a, b in zip(lo, hi, strict=True))
+    d = _axes(bshape, centre - lo, (1.0, 1.0, 1.0))
+    p = [mat[i, 0] * d[0] + mat[i, 1] * d[1] + mat[i, 2] * d[2] for i in range(3)]
+    q = np.sqrt(p[0] ** 2 + p[1] ** 2 + p[2] ** 2)
+    q -= 0.12 * r * np.clip(_smooth_field(bshape, rng, max(2.0, 0.5 * r * scale)), -2.5, 2.5)
+    blob = (q < r) & brain[box] & ~tumour[box]
+    cls[box][blob] = _RC
+
+
+def synth_case(
+    shape: Sequence[int] = DEFAULT_SHAPE, *, rng: np.random.Generator, enhancing: bool = True,
+    rc_rng: np.random.Generator | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Generate one synthetic BraTS-like case.
+
+    Args:
+        shape: grid size ``(X, Y, Z)``, each axis >= `MIN_AXIS`; voxels are 1 mm.
+        rng: the only source of randomness: the same generator state gives identical arrays.
+        enhancing: ``True`` for a high-grade-like tumour (necrotic core 1 inside an enhancing rim 4,
+            about a quarter of them with only a thin rim and a small core); ``False`` for a
+            low-grade-like one with no label 4 and a small non-enhancing core (label 1) or none.
+        rc_rng: when given, a resection cavity (label 3 of ``seg``) is painted beside the tumour, drawn from
+            this generator only: ``rng`` makes the same draws with or without it, so the rest of the case is
+            unchanged (but for the blur at the cavity's border).
+
+    Returns:
+        ``(images, seg)``: ``images`` maps ``"t1"``, ``"t1ce"``, ``"t2"``, ``"flair"`` to ``(X, Y, Z)``
+        int16 arrays, exactly 0 outside the brain and >= 1 inside it; ``seg`` is ``(X, Y, Z)`` uint8 with
+        0 background, 1 NCR (necrotic / non-enhancing core), 2 ED (oedema), 4 ET (enhancing tumour) and,
+        with ``rc_rng`` only, 3 RC (resection cavity; `write_dataset` renumbers it).
+        ET lies within TC (1|4), TC within WT (1|2|4), WT within the brain (non-zero images); RC within the
+        brain, outside WT.
+
+    Raises:
+        ValueError: ``shape`` is not three integers >= `MIN_AXIS`.
+    """
+    shape = _check_shape(shape)
+    scale = float(np.mean(shape) / np.mean(DEFAULT_SHAPE))
+    cls, rho = _anatomy(shape, rng, scale)
+    _tumour(cls, rho, rng, scale, enhancing)
+    del rho
+    if rc_rng is not None:
+        _cavity(cls, rc_rng, scale)
+    brain = cls != _BG
+
+    lut = np.array([0, 0, 0, 0, 1, 2, 4, 1, 3], dtype=np.uint8)
+    seg = lut[cls]
+
+    texture = _smooth_field(shape, rng, 2.5 * scale)
+    texture *= _TEXTURE[cls]
+    texture += 1
+    images: dict[str, np.ndarray] = {}
+    for name in CONTRASTS:
+        table = _INTENSITY[name] * (1 + 0.04 * rng.standard_normal(8)).astype(np.float32)
+        table[_BG] = 0
+        if rc_rng is not None:
+            table = np.append(table, np.float32(_RC_INTENSITY[name] * (1 + 0.04 * rc_rng.standard_normal())))
+        img = table[cls]
+        img *= texture
+        # Partial-volume blur at tissue borders, then a smooth bias field and a per-case global scale.
+        img = ndimage.gaussian_filter(img, sigma=0.5, truncate=3.0)
+        bias = _smooth_field(shape, rng, 0.5 * float(np.mean(shape)))
+        img *= np.exp(0.12 * bias) * np.float32(rng.uniform(0.8, 1.25))
+        del bias
+        # Rician noise: magnitude of the signal plus complex Gaussian noise.
+        sigma = np.float32(_NOISE * _INTENSITY[name][_GM])
+        n1 = rng.standard_normal(shape, dtype=np.float32)
+        n1 *= sigma
+        img += n1
+        np.square(img, out=img)
+        rng.standard_normal(shape, dtype=np.float32, out=n1)
+        n1 *= sigma
+        np.square(n1, out=n1)
+        img += n1
+        del n1
+        np.sqrt(img, out=img)
+        np.rint(img, out=img)
+        np.clip(img, 1, np.iinfo(np.int16).max, out=img)
+        out = img.astype(np.int16)
+        out[~brain] = 0
+        images[name] = out
+    return images, seg
+
+
+def case_is_enhancing(seed: int, index: int) -> bool:
+    """Whether case ``index`` of `write_dataset` with ``seed`` has an enhancing tumour.
+
+    The first draw of the case's generator ``np.random.default_rng([seed, index])`` decides it: about
+    `NON_ENHANCING_FRACTION` of the cases are non-enhancing. With ``seed=0`` the non-enhancing
+    cases among the first 16 are exactly indices 2 and 7.
+    """
+    return bool(np.random.default_rng([seed, index]).random() >= NON_ENHANCING_FRACTION)
+
+
+def _rc_generator(seed: int, index: int) -> np.random.Generator | None:
+    """The resection-cavity generator of case ``index``, or None when the case has no cavity (its first draw)."""
+    rng = np.random.default_rng([int(seed), int(index), RC_STREAM])
+    return rng if rng.random() < RC_FRACTION else None
+
+
+def case_has_rc(seed: int, index: int) -> bool:
+    """Whether case ``index`` of `write_dataset` with ``seed`` has a resection cavity when the layout draws
+    them (``brats2024``, ``nnunet`` with ``rc``): about `RC_FRACTION` of the cases."""
+    return _rc_generator(seed, index) is not None
+
+
+def contrasts_of(channels: Sequence[str] | None) -> tuple[str, ...]:
+    """The `CONTRASTS` keys of ``channels`` (names such as ``T1ce``, ``t1c``, ``FLAIR``, ``t2f``), in order;
+    all four for None.
+
+    Raises:
+        ValueError: an unknown name, a name given twice, or no name.
+    """
+    if channels is None:
+        return CONTRASTS
+    if isinstance(channels, str):
+        channels = [channels]
+    out = [_CONTRAST_ALIASES.get(str(c).strip().lower()) for c in channels]
+    known = ", ".join(sorted(_CONTRAST_ALIASES))
+    if not out or None in out or len(set(out)) != len(out):
+        raise ValueError(f"channels {list(channels)}: expected one or more of the four contrasts, each once, named "
+                         f"{known} (any case), e.g. T1ce or T1 T1ce T2 FLAIR")
+    return tuple(c for c in out if c)
+
+
+def save_nifti(arr: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """Write ``arr`` as gzip NIfTI at ``path`` atomically (temp file in the same folder, then ``os.replace``)."""
+    img = nib.Nifti1Image(arr, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_data_dtype(arr.dtype)
+    atomic_write(path, lambda tmp: nib.save(img, tmp), durable=False)
+
+
+def write_dataset(
+    out_dir: str | os.PathLike,
+    cases: int = 16,
+    shape: Sequence[int] = DEFAULT_SHAPE,
+    seed: int = 0,
+    layout: str = "brats2021",
+    *,
+    force: bool = False,
+    channels: Sequence[str] | None = None,
+    rc: bool = False,
+) -> list[Path]:
+    """Write ``cases`` synthetic cases under ``out_dir`` in one of the layouts of `pipeline.data.layouts`.
+
+    ``brats2021`` writes ``OUT_DIR/BraTS2021_{i:05d}/BraTS2021_{i:05d}_{t1,t1ce,t2,flair,seg}.nii.gz``:
+    images ``(X, Y, Z)`` int16, seg ``(X, Y, Z)`` uint8 (0, 1 NCR, 2 ED, 4 ET), affine
+    `brats_affine` (``BRATS_AFFINE`` at 240 x 240 x 155), 1 mm zooms, qform/sform code 1.
+    ``brats2023`` writes ``OUT_DIR/BraTS-GLI-{i:05d}-000/BraTS-GLI-{i:05d}-000-{t1n,t1c,t2w,t2f,seg}.nii.gz``,
+    the same arrays with ET labelled 3. ``msd`` writes ``OUT_DIR/imagesTr/BRATS_{i+1:03d}.nii.gz``, one
+    ``(X, Y, Z, 4)`` float32 image with channels FLAIR, T1w, T1gd, T2w, ``OUT_DIR/labelsTr/BRATS_{i+1:03d}.nii.gz``
+    (uint8, 1 ED, 2 NET, 3 ET) and ``OUT_DIR/dataset.json`` as in the Decathlon; the same grid and affine.
+    ``brats2024`` writes the ``brats2023`` names with a resection cavity (seg 1 NETC, 2 SNFH, 3 ET, 4 RC).
+    ``nnunet`` writes nnU-Net v2's raw format: ``OUT_DIR/imagesTr/BraTS2021_{i:05d}_{k:04d}.nii.gz`` (int16, one
+    file per channel: T1, T1ce, T2, FLAIR, or ``channels``), ``OUT_DIR/labelsTr/BraTS2021_{i:05d}.nii.gz`` (uint8,
+    Dataset137_BraTS21's 1 oedema, 2 non-enhancing, 3 enhancing; 4 resection cavity with ``rc``) and
+    ``OUT_DIR/dataset.json`` (see the module docstring).
+
+    Args:
+        channels: ``nnunet`` only: the contrasts to write, in this order (e.g. ``("T1ce",)`` for a single-channel
+            dataset); names as `contrasts_of` reads them. Default: all four.
+        rc: ``nnunet`` only: add a resection cavity (label 4, a region of its own in dataset.json) to
+            `RC_FRACTION` of the cases (`case_has_rc`); ``brats2024`` always does.
+
+    Case ``i`` is drawn from ``np.random.default_rng([seed, i])`` only, so its arrays are identical
+    whatever ``cases`` or ``layout`` is; its first draw makes about 1 case in 8 non-enhancing (see
+    `case_is_enhancing`).
+
+    The synthetic case names are BraTS's own (``BraTS2021_00000``), so a folder that already holds NIfTI files
+    is refused unless ``force``: a real download must never be overwritten by synthetic cases. A folder that
+    this function wrote with the same settings (recorded in ``OUT_DIR/synthetic.json``) is left as it is and
+    its cases are returned. With ``force`` the files of our cases are overwritten (each file atomically);
+    nothing else in ``out_dir`` is touched or deleted.
+
+    Returns:
+        The case folders (``msd``: the 4D image files; ``nnunet``: the ``_0000`` image files), in case order.
+
+    Raises:
+        ValueError: an unknown ``layout``, a negative ``cases`` or ``seed``, a bad ``shape``, ``channels`` or
+            ``rc`` with a layout that does not take them, or an unknown channel name.
+        UserError: ``out_dir`` already holds NIfTI files other than these synthetic cases and not ``force``.
+    """
+    if layout not in SUPPORTED_LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; supported layouts: {', '.join(SUPPORTED_LAYOUTS)}")
+    if int(cases) < 0:
+        raise ValueError(f"cases must be >= 0, got {cases}")
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if channels is not None and layout != "nnunet":
+        raise ValueError(f"channels {list(channels)} apply to layout nnunet only; the {layout} layout holds the four "
+                         "contrasts")
+    if rc and layout not in ("nnunet", "brats2024"):
+        raise ValueError(f"rc (a resection cavity, label 4) applies to layout nnunet; for BraTS names use layout "
+                         f"brats2024 (it always adds one): in the {layout} layout's numbering 4 means something else "
+                         "or nothing")
+    contrasts = contrasts_of(channels)
+    with_rc = bool(rc) or layout == "brats2024"
+    shape = _check_shape(shape)
+    affine = brats_affine(shape)
+    out = Path(out_dir).expanduser()
+    settings: dict = {"cases": int(cases), "shape": list(shape), "seed": int(seed), "layout": layout}
+    if layout == "nnunet":  # new options only where they apply, so earlier folders' settings still match
+        settings["channels"] = [CHANNEL_NAMES[c] for c in contrasts]
+    if with_rc:
+        settings["rc"] = True
+    existing = _existing_cases(out, settings)
+    if existing is not None:
+        return existing
+    _refuse_occupied(out, force)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i in range(int(cases)):
+        rng = np.random.default_rng([int(seed), i])
+        enhancing = bool(rng.random() >= NON_ENHANCING_FRACTION)
+        rc_rng = _rc_generator(seed, i) if with_rc else None
+        images, seg = synth_case(shape, rng=rng, enhancing=enhancing, rc_rng=rc_rng)
+        if layout == "msd":
+            written.append(_write_msd_case(out, f"BRATS_{i + 1:03d}", images, seg, affine))
+            continue
+        if layout == "nnunet":
+            written.append(_write_nnunet_case(out, f"BraTS2021_{i:05d}", images, seg, affine, contrasts))
+            continue
+        case_id, sep = (f"BraTS2021_{i:05d}", "_") if layout == "brats2021" else (f"BraTS-GLI-{i:05d}-000", "-")
+        folder = out / case_id
+        folder.mkdir(exist_ok=True)
+        for name in CONTRASTS:
+            suffix = name if layout == "brats2021" else BRATS2023_SUFFIX[name]
+            save_nifti(images[name], affine, folder / f"{case_id}{sep}{suffix}.nii.gz")
+        labels = seg if layout == "brats2021" else _LABEL_LUT[layout][seg]
+        save_nifti(labels, affine, folder / f"{case_id}{sep}seg.nii.gz")
+        written.append(folder)
+    if layout == "msd":
+        _write_msd_json(out, [p.name for p in written])
+    if layout == "nnunet":
+        _write_nnunet_json(out, contrasts, len(written), with_rc)
+    names = [p.relative_to(out).as_posix() for p in written]
+    atomic_write_text(out / SETTINGS_FILE, json.dumps({**settings, "cases_written": names}))
+    return written
+
+
+#: What `write_dataset` records in its folder: its settings and the cases it wrote.
+SETTINGS_FILE = "synthetic.json"
+
+
+def _nifti_files(folder: Path, depth: int = 2) -> list[Path]:
+    """The NIfTI files in ``folder`` and its subfolders down to ``depth`` levels (a dataset's case folders)."""
+    found: list[Path] = []
+    if not folder.is_dir():
+        return found
+    for entry in sorted(folder.iterdir()):
+        if entry.is_file() and entry.name.endswith((".nii", ".nii.gz")):
+            found.append(entry)
+        elif entry.is_dir() and depth > 1:
+            found.extend(_nifti_files(entry, depth - 1))
+    return found
+
+
+def _existing_cases(out: Path, settings: dict) -> list[Path] | None:
+    """The cases of ``out`` when `write_dataset` already wrote them there with ``settings``, else None."""
+    try:
+        recorded = json.loads((out / SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    names = recorded.pop("cases_written", None)
+    if recorded != settings or not names or not all((out / n).exists() for n in names):
+        return None
+    logger.info("%s already holds these %d synthetic case(s) (%s): nothing to write", out, len(names), SETTINGS_FILE)
+    return [out / n for n in names]
+
+
+def _refuse_occupied(out: Path, force: bool) -> None:
+    files = _nifti_files(out)
+    if files and not force:
+        raise UserError(
+            f"{out} already holds {len(files)} NIfTI file(s) (e.g. {files[0]}); synthetic cases carry BraTS's own "
+            "case names and would write over them: choose an empty folder, or pass --force to overwrite the "
+            "synthetic cases of that name"
+        )
+
+
+def _write_msd_case(out: Path, case_id: str, images: dict[str, np.ndarray], seg: np.ndarray,
+                    affine: np.ndarray) -> Path:
+    """``imagesTr/<case>.nii.gz`` (X, Y, Z, 4) float32 in MSD channel order and ``labelsTr/<case>.nii.gz``."""
+    (out / "imagesTr").mkdir(exist_ok=True)
+    (out / "labelsTr").mkdir(exist_ok=True)
+    image = np.stack([images[name] for name in MSD_ORDER], axis=-1).astype(np.float32)
+    path = out / "imagesTr" / f"{case_id}.nii.gz"
+    save_nifti(image, affine, path)
+    save_nifti(_LABEL_LUT["msd"][seg], affine, out / "labelsTr" / f"{case_id}.nii.gz")
+    return path
+
+
+def _write_msd_json(out: Path, names: Sequence[str]) -> None:
+    """``dataset.json`` in the Decathlon's form: modalities, labels and the training list."""
+    meta = {
+        "name": "BRATS",
+        "description": "Synthetic BraTS-like cases in the layout of Task01_BrainTumour (python -m pipeline synth)",
+        "tensorImageSize": "4D",
+        "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+        "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
+        "numTraining": len(names),
+        "numTest": 0,
+        "training": [{"image": f"./imagesTr/{n}", "label": f"./labelsTr/{n}"} for n in names],
+        "test": [],
+    }
+    atomic_write_text(out / "dataset.json", json.dumps(meta, indent=4))
+
+
+def _write_nnunet_case(out: Path, case_id: str, images: dict[str, np.ndarray], seg: np.ndarray, affine: np.ndarray,
+                       contrasts: Sequence[str]) -> Path:
+    """``imagesTr/<case>_<XXXX>.nii.gz``, one per contrast in ``contrasts`` order, and ``labelsTr/<case>.nii.gz``
+    in Dataset137 numbering (4 RC); returns the ``_0000`` file."""
+    (out / "imagesTr").mkdir(exist_ok=True)
+    (out / "labelsTr").mkdir(exist_ok=True)
+    paths = [out / "imagesTr" / f"{case_id}_{k:04d}.nii.gz" for k in range(len(contrasts))]
+    for path, name in zip(paths, contrasts, strict=True):
+        save_nifti(images[name], affine, path)
+    save_nifti(_LABEL_LUT["nnunet"][seg], affine, out / "labelsTr" / f"{case_id}.nii.gz")
+    return paths[0]
+
+
+def nnunet_dataset_json(contrasts: Sequence[str] = CONTRASTS, cases: int = 0, rc: bool = False) -> dict:
+    """The ``dataset.json`` of a synthetic nnU-Net dataset: nnU-Net v2 keys, the labels and regions of nnU-Net's
+    own BraTS 2021 conversion (Dataset137_BraTS21: 1 oedema, 2 non-enhancing, 3 enhancing; regions whole tumour,
+    tumour core, enhancing tumour written as 1, 2, 3), plus a fourth region "resection cavity" (label 4) with
+    ``rc``."""
+    labels: dict[str, int | list[int]] = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3],
+                                          "enhancing tumor": 3}
+    order = [1, 2, 3]
+    if rc:
+        labels["resection cavity"] = 4
+        order.append(4)
+    return {
+        "name": "Dataset137_BraTS21_synthetic",
+        "description": "Synthetic BraTS-like cases in nnU-Net v2's raw format (python -m pipeline synth --layout "
+                       "nnunet), labelled as nnU-Net's Dataset137_BraTS21" + (" plus 4 resection cavity" if rc else ""),
+        "channel_names": {str(k): CHANNEL_NAMES[c] for k, c in enumerate(contrasts)},
+        "labels": labels,
+        "regions_class_order": order,
+        "numTraining": int(cases),
+        "file_ending": ".nii.gz",
+    }
+
+
+def _write_nnunet_json(out: Path, contrasts: Sequence[str], cases: int, rc: bool) -> None:
+    atomic_write_text(out / "dataset.json", json.dumps(nnunet_dataset_json(contrasts, cases, rc), indent=4))

@@ -1,0 +1,146 @@
+"""Cross-validation as nnU-Net users know it: each fold's model segments its own validation cases, and all of
+them are evaluated together (out-of-fold), with a table per fold and overall.
+
+``make cv`` trains fold ``f`` of ``<run_dir>/datalist.json`` into ``<run_dir>/fold_<f>``; then
+``python -m pipeline cv RUN_DIR`` (``make cv-summary``):
+
+1. infers each fold's validation cases with that fold's model, through the bundle's own inference command
+   (network from the fold's ``run.json``), into ``<run_dir>/cv/seg/<case>.nii.gz``;
+2. evaluates them all against their references (`pipeline.evaluation.regions.evaluate_folders`) into
+   ``<run_dir>/cv/eval`` (``metrics.csv``, ``summary.json``);
+3. writes ``<run_dir>/cv_summary.json``: per fold and overall, the mean of each evaluated region's Dice and HD95,
+   and prints the table.
+
+Every case is segmented by the one model that never trained on it, so the overall row estimates performance on
+unseen data (nnU-Net's ``summary.json`` of its cross-validation).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.core.errors import UserError
+from pipeline.core.files import atomic_write_text
+from pipeline.data.source import DataSource
+
+
+def _bundle_inference(fold_dir: Path, datalist: Path, fold: int, out: Path, fast: bool,
+                      extra: Sequence[str]) -> None:
+    from pipeline.bundle import command
+
+    cmd = command("inference", {"run_dir": fold_dir, "datalist": datalist, "infer_fold": fold, "output_dir": out},
+                  fast=fast) + list(extra)
+    print(" ".join(str(c) for c in cmd), flush=True)
+    result = subprocess.run(cmd)
+    if result.returncode != 0:
+        raise UserError(f"cross-validation: inference of fold {fold} ({fold_dir}) failed with exit code "
+                        f"{result.returncode}; see its message above")
+
+
+def _mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def fold_table(metrics_csv: str | os.PathLike, fold_of: dict[str, int]) -> dict:
+    """``{"folds": {fold: {region: {"dice", "hd95", "cases"}}}, "overall": {...}}`` from a long-form metrics.csv."""
+    with open(metrics_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    regions = list(dict.fromkeys(r["region"] for r in rows))
+
+    def summary(selected: list[dict]) -> dict:
+        return {region: {"dice": _mean([float(r["dice"]) for r in selected if r["region"] == region]),
+                         "hd95": _mean([float(r["hd95"]) for r in selected if r["region"] == region]),
+                         "cases": len({r["case"] for r in selected if r["region"] == region})}
+                for region in regions}
+
+    folds = sorted(set(fold_of.values()))
+    return {"folds": {str(f): summary([r for r in rows if fold_of.get(r["case"]) == f]) for f in folds},
+            "overall": summary(rows)}
+
+
+def format_cv_table(table: dict) -> str:
+    """One row per fold and the overall row: mean Dice per region, then the mean over regions."""
+    regions = list(table["overall"])
+    header = f"{'fold':<8}{'cases':>6}" + "".join(f"{r:>12}" for r in regions) + f"{'mean':>10}"
+    lines = ["cross-validation, out-of-fold Dice (each case by the fold that never trained on it)", header,
+             "-" * len(header)]
+    for name, regs in [*table["folds"].items(), ("all", table["overall"])]:
+        dices = [regs[r]["dice"] for r in regions]
+        cases = max((regs[r]["cases"] for r in regions), default=0)
+        lines.append(f"{name:<8}{cases:>6}" + "".join(f"{d:>12.4f}" for d in dices) + f"{_mean(dices):>10.4f}")
+    return "\n".join(lines)
+
+
+def _dataset_of(datalist: dict) -> str | None:
+    """The dataset folder holding a datalist's labels: their common folder or its parent, whichever has a layout."""
+    from pipeline.data.layouts import DatasetError, detect_layout
+
+    labels = [str(it["label"]) for it in datalist.get("training", []) if it.get("label")]
+    if not labels:
+        return None
+    common = Path(os.path.commonpath(labels))
+    for candidate in (common, common.parent):
+        try:
+            detect_layout(candidate)
+        except DatasetError:
+            continue
+        return str(candidate)
+    return None
+
+
+def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike | None = None, *,
+                             folds: Sequence[int] | None = None, fast: bool = False,
+                             extra: Sequence[str] = ()) -> dict:
+    """Out-of-fold inference and evaluation of a ``make cv`` run (module docstring); returns ``cv_summary.json``.
+
+    Args:
+        run_dir: the cross-validation run (``datalist.json`` and ``fold_<f>/``).
+        dataset_dir: the dataset of the references; default: the folds' record (``run.json``).
+        folds: the folds to use; default: every ``fold_<f>`` with a ``models/model.pt``.
+        fast: infer with ``fast.yaml`` (`pipeline.bundle`); the network comes from each fold's ``run.json``.
+        extra: more ``--id value`` arguments for inference (``--device cpu``).
+
+    Raises:
+        UserError: no datalist, no trained fold, or a fold's inference failed.
+    """
+    from pipeline.evaluation.regions import evaluate_folders
+    from pipeline.model.record import read_record
+
+    run = Path(run_dir)
+    datalist = run / "datalist.json"
+    if not datalist.is_file():
+        raise UserError(f"no {datalist}: run make cv first (it writes the folds there and trains each one)")
+    trained = sorted(int(p.name.split("_", 1)[1]) for p in run.glob("fold_*")
+                     if p.name.split("_", 1)[1].isdigit() and (p / "models" / "model.pt").is_file())
+    folds = list(folds) if folds is not None else trained
+    missing = [f for f in folds if f not in trained]
+    if not folds or missing:
+        raise UserError(f"{run}: no trained model for fold(s) {missing or '(none)'} (fold_<f>/models/model.pt); "
+                        "train them first: make cv")
+    dl = DataSource(dataset_dir, datalist).datalist
+    fold_of = {str(it["case"]): int(it["fold"]) for it in dl.get("training", []) if int(it["fold"]) in folds}
+    record = read_record(run / f"fold_{folds[0]}") or {}
+    ids = record.get("ids", {})
+    dataset = dataset_dir or ids.get("dataset_dir") or _dataset_of(dl)
+    if not dataset:
+        raise UserError(f"{run}: pass --dataset_dir, the dataset the folds were trained on")
+    seg, eval_dir = run / "cv" / "seg", run / "cv" / "eval"
+    for f in folds:
+        _bundle_inference(run / f"fold_{f}", datalist, f, seg, fast, extra)
+    summary = evaluate_folders(seg, dataset, eval_dir, scheme=ids.get("label_scheme") or "auto",
+                               cases=sorted(fold_of))
+    table = fold_table(eval_dir / "metrics.csv", fold_of)
+    result = {"folds": folds, "segmentations": str(seg), "evaluation": str(eval_dir), **table,
+              "mean_dice": summary.get("mean_dice")}
+    atomic_write_text(run / "cv_summary.json", json.dumps(result, indent=2, default=str))
+    print(format_cv_table(table))
+    print(f"wrote {run / 'cv_summary.json'} (segmentations {seg}, evaluation {eval_dir})", flush=True)
+    return result
+

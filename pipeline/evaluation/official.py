@@ -1,0 +1,590 @@
+"""The official BraTS evaluation: lesion-wise metrics computed by the challenge's own package.
+
+``python -m pipeline evaluate PRED_DIR REF_DIR --out OUT --protocol official [--challenge gli] [--jobs N]`` calls
+`evaluate_official` and prints `format_official_table`; the bundle's ``evaluate.yaml`` does the same with
+``--protocol official`` (both go through `evaluate`, which keeps ``legacy``, our own protocol, the default).
+
+Since 2023 BraTS ranks by lesion-wise metrics computed by ``brats-evaluation`` (PyPI, built on ``panoptica``). This
+module does not re-implement them: every case is scored by the package's own per-exam function
+``brats_evaluation.evaluate_single_exam`` with the package's bundled config of the challenge
+(``brats_evaluation.config_path``), and the table is written by the package's own parser
+``brats_evaluation.parse_seg_results`` (and ``parse_mets_results`` for ``mets``), chained exactly as the package's
+command line ``brats-evaluate`` then ``brats-parse-metrics`` chain them: per-exam dicts ->
+``{"metrics": [...], "missings": [...]}`` JSON -> parser -> CSV. What is ours:
+
+* Pairing by our layouts: the reference is read through `pipeline.evaluation.reference.read_reference` (a dataset's
+  label files, or a folder of ``<case>.nii.gz`` labels), predictions are ``PRED_DIR/<case>.nii.gz``, with the
+  same refusals as the legacy protocol (prediction folder overlapping the reference, output folder among the
+  inputs, a prediction on another grid). The package's CLI instead pairs flat folders by a numeric id in the
+  file name.
+* Label numbering: every scheme is converted to the challenge's numbering before scoring
+  (`official_label_map`): for the glioma-numbered configs (gli, mets, goat, menpre: 1 NETC, 2 SNFH, 3 ET,
+  4 RC) ``brats`` maps 4 -> 3, ``brats2023`` is as is, ``msd`` maps 1 ED -> 2, 2 NET -> 1, 3 -> 3, and
+  ``brats2024`` (BraTS 2024 glioma, 4 = resection cavity) is as is. Fed unconverted, a BraTS 2021 ET (4) would
+  be scored as a resection cavity.
+* The converted labels of each case are written, with the reference's header, to a temporary NIfTI pair that
+  the package reads itself, so that it sees the same voxel spacing as when it reads the original files.
+* A case the package cannot score is refused with one line (its CLI prints a warning and drops the case from
+  the table, which would raise the means).
+* ``subject_id`` is our case id (the package's CLI writes the reference file name).
+
+Missing predictions are scored the package's way: listed under ``missings`` and filled in by its parser, after
+the scored cases, with 373 in every HD95 column except the standard deviations and 0 everywhere else, whether or
+not the reference has the region (an empty prediction file instead gives NaN where the reference is empty too).
+
+Files in ``OUT``:
+    ``official.csv``              the package parser's table: one row per case (``subject_id``, then per region
+                                  ``all_instance_{tp,fp,fn,prec,rec,f1}_R``, ``global_{dsc,nsd,hd95}_R``,
+                                  ``lesionwise_{dsc,nsd,hd95}_{mean,std}_R``), then its ``mean``, ``std`` (pandas,
+                                  ddof 1) and ``median`` rows; NaN is an empty cell, infinity ``inf``.
+    ``official_mets.csv``         ``mets`` only: the package's mets parser (large/small lesions, thresholds
+                                  `METS_VOLUME_THRESHOLD` and `METS_OVERLAP_THRESHOLD`).
+    ``official_panoptica.json``   the per-exam results, what the package's ``brats-evaluate --summary_json`` writes.
+    ``official_summary.json``     per region and column the ``mean``/``std``/``median`` rows, the challenge, the
+                                  label map, the package versions, missing and unmatched cases; NaN is null and
+                                  infinity the string ``"inf"``.
+
+Definitions and the differences from the legacy protocol: ``docs/metrics.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from pipeline.core.errors import UserError
+from pipeline.core.files import atomic_write_text
+from pipeline.core.nifti import load_labels
+from pipeline.data.labels import LABEL_SCHEMES
+from pipeline.evaluation.reference import on_reference_grid, pair_cases, resolve_evaluation_scheme
+from pipeline.evaluation.regions import format_table, label_values_problem
+
+logger = logging.getLogger(__name__)
+
+#: Evaluation protocols of the ``evaluate`` command and of ``evaluate.yaml``.
+PROTOCOLS: tuple[str, ...] = ("legacy", "official")
+
+#: ``--challenge`` -> the name of the package's bundled config (``config_<name>.yaml``; its names are case-sensitive).
+CHALLENGES: dict[str, str] = {
+    "gli": "gli", "mets": "mets", "ped": "ped", "menrt": "MenRT", "menpre": "MenPre", "goat": "GoAT",
+}
+
+#: Tumour class -> label value in each challenge's numbering (the label groups of its bundled config).
+#: gli/mets/goat/menpre: 1 NETC (non-enhancing core, our NCR), 2 SNFH (our ED), 3 ET, 4 RC (resection cavity; gli
+#: and mets only). ped: 1 ET, 2 NET, 3 CC (cyst), 4 ED. menrt: 1 GTV only, which no tumour-class scheme gives.
+CHALLENGE_NUMBERING: dict[str, dict[str, int]] = {
+    "gli": {"NCR": 1, "ED": 2, "ET": 3, "RC": 4},
+    "mets": {"NCR": 1, "ED": 2, "ET": 3, "RC": 4},
+    "goat": {"NCR": 1, "ED": 2, "ET": 3},
+    "menpre": {"NCR": 1, "ED": 2, "ET": 3},
+    "ped": {"ET": 1, "NCR": 2, "ED": 4},
+    "menrt": {},
+}
+
+#: Our label schemes (`pipeline.data.labels`, plus ``brats2024``: BraTS 2024 glioma, 4 = RC) -> {value: class}.
+SCHEME_CLASSES: dict[str, dict[int, str]] = {
+    **{s: {v: c for c, v in lab.items()} for s, lab in LABEL_SCHEMES.items()},
+    "brats2024": {1: "NCR", 2: "ED", 3: "ET", 4: "RC"},
+}
+
+#: Label schemes `evaluate_official` accepts (``auto``: the reference dataset's layout's).
+OFFICIAL_SCHEMES: tuple[str, ...] = ("auto", *SCHEME_CLASSES)
+
+#: ``--challenge`` when none is given: every scheme numbers adult glioma (MSD Task01 is BraTS 2016/2017 data),
+#: and ``gli`` is the adult-glioma challenge, whose config scores ET, TC, WT plus NETC, SNFH and RC.
+DEFAULT_CHALLENGE: dict[str, str] = {s: "gli" for s in SCHEME_CLASSES}
+
+#: The package CLI's defaults for ``brats-parse-metrics mets``: lesion volume (mm³) from which a lesion is
+#: "large", and the Dice from which a small lesion counts as detected.
+METS_VOLUME_THRESHOLD: float = 20.0
+METS_OVERLAP_THRESHOLD: float = 0.1
+
+#: Region order of the printed table: BraTS papers' ET, TC, WT first, then the config's other groups.
+PAPER_ORDER: tuple[str, ...] = ("et", "tc", "wt")
+
+#: Metric columns of the package's parsers, ``<stem>_<region>``.
+SEG_STEMS: tuple[str, ...] = (
+    "all_instance_tp", "all_instance_fp", "all_instance_fn", "all_instance_prec", "all_instance_rec",
+    "all_instance_f1", "global_dsc", "global_nsd", "global_hd95", "lesionwise_dsc_mean", "lesionwise_dsc_std",
+    "lesionwise_nsd_mean", "lesionwise_nsd_std", "lesionwise_hd95_mean", "lesionwise_hd95_std",
+)
+
+#: Rows the package's parser appends after the cases.
+STAT_ROWS: tuple[str, ...] = ("mean", "std", "median")
+
+CONVENTIONS: dict[str, str] = {
+    "lesions": "26-connected components (cc3d) of each region, matched one-to-one by Dice > 1e-6 "
+               "(maximum bipartite matching); computed by panoptica with the package's config",
+    "lesionwise_dsc_mean": "mean Dice over the matched lesions (panoptica sq_dsc); no lesion matched -> 0; "
+                           "no lesion in either -> NaN",
+    "lesionwise_hd95_mean": "mean HD95 over the matched lesions; no lesion matched -> inf; no lesion in either -> NaN",
+    "all_instance_f1": "lesion detection F1 = 2TP / (2TP + FP + FN) (panoptica rq)",
+    "global_dsc": "Dice of the whole region (the legacy Dice), NaN when both are empty",
+    "lesionwise_spacing": "lesion-wise HD95/NSD use the spacing SimpleITK reads (x, y, z) on its (z, y, x) "
+                          "array: right for isotropic voxels (BraTS: 1 mm), axes swapped otherwise",
+    "global_hd95": "95th percentile of both directed surface distances pooled, in voxels (no spacing); no "
+                   "overlapping voxel (one empty, or disjoint) -> 373; both empty -> NaN",
+    "global_nsd": "normalised surface Dice at 0.5 voxel, no spacing",
+    "missing_prediction": "373 in every HD95 column but the standard deviations, 0 in every other column",
+    "statistics": "mean, std (ddof 1) and median rows of pandas over the cases, NaN skipped",
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The package
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _package() -> Any:
+    """The ``brats_evaluation`` module, or a refusal that says how to install it."""
+    try:
+        import brats_evaluation
+        import panoptica  # noqa: F401
+    except ImportError as err:
+        raise UserError(
+            f"--protocol official needs the packages brats-evaluation and panoptica ({err}); install them with: "
+            "make extra-official (or pip install -e '.[official]')") from err
+    return brats_evaluation
+
+
+def package_versions() -> dict[str, str]:
+    """``{"brats-evaluation": version, "panoptica": version}`` of the installed packages."""
+    return {name: metadata.version(name) for name in ("brats-evaluation", "panoptica")}
+
+
+_EVALUATORS: dict[str, Any] = {}
+
+
+def official_evaluator(challenge: str) -> Any:
+    """The package's ``Panoptica_Evaluator`` of ``challenge``, loaded from its bundled config once per process."""
+    config = CHALLENGES[challenge]
+    if config not in _EVALUATORS:
+        package = _package()
+        from panoptica import Panoptica_Evaluator
+
+        _EVALUATORS[config] = Panoptica_Evaluator.load_from_config(str(package.config_path(config)))
+    return _EVALUATORS[config]
+
+
+def json_default(x: Any) -> Any:
+    """NumPy scalars -> Python numbers for ``json.dump`` of the package's per-exam dicts.
+
+    panoptica counts voxels with ``np.count_nonzero``, which returns a NumPy integer from NumPy 2.3 on (a Python
+    int before): the package's own CLI then fails writing its JSON. The values are the same.
+    """
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(f"Object of type {type(x).__name__} is not JSON serializable")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Label numbering
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def resolve_challenge(challenge: str | None, scheme: str) -> str:
+    """``challenge`` in lower case, or the default of ``scheme`` (`DEFAULT_CHALLENGE`) when None."""
+    if challenge is None:
+        return DEFAULT_CHALLENGE.get(scheme, "gli")
+    key = str(challenge).lower()
+    if key not in CHALLENGES:
+        raise UserError(f"unknown challenge {challenge!r}; the package brats-evaluation has configs for "
+                        f"{', '.join(CHALLENGES)}: pass one of them to --challenge")
+    return key
+
+
+def _check_scheme(scheme: str) -> None:
+    if scheme == "labels":
+        raise UserError("--scheme labels cannot be scored by the official BraTS evaluation: it scores tumour regions "
+                        "in a challenge's numbering; pass --scheme brats (ET 4), brats2023 (ET 3), brats2024 (ET 3, "
+                        "RC 4) or msd, or use --protocol legacy for label-wise numbers")
+    if scheme not in OFFICIAL_SCHEMES:
+        raise UserError(f"unknown scheme {scheme!r} for the official BraTS evaluation; expected one of "
+                        f"{', '.join(OFFICIAL_SCHEMES)}")
+
+
+def official_label_map(scheme: str, challenge: str | None = None) -> dict[int, int]:
+    """``{our label value: the challenge's value}`` for a label map in ``scheme`` (background 0 stays 0).
+
+    gli (and mets, goat, menpre): ``brats`` {1: 1, 2: 2, 4: 3}; ``brats2023`` {1: 1, 2: 2, 3: 3}; ``msd``
+    {1: 2, 2: 1, 3: 3}; ``brats2024`` {1: 1, 2: 2, 3: 3, 4: 4}.
+
+    Raises:
+        UserError: ``labels``, an unknown scheme or challenge, or a class the challenge does not number (RC under
+            ped, anything under menrt).
+    """
+    _check_scheme(scheme)
+    if scheme == "auto":
+        raise UserError("official_label_map needs the resolved scheme, not auto")
+    key = resolve_challenge(challenge, scheme)
+    target = CHALLENGE_NUMBERING[key]
+    classes = SCHEME_CLASSES[scheme]
+    missing = [c for c in classes.values() if c not in target]
+    if missing:
+        numbered = ", ".join(f"{v} {c}" for c, v in sorted(target.items(), key=lambda kv: kv[1])) or "1 GTV only"
+        raise UserError(f"challenge {key} numbers {numbered}: scheme {scheme}'s {', '.join(missing)} has no label "
+                        f"there; pick the challenge of your data (--challenge {' | '.join(CHALLENGES)})")
+    return {v: target[c] for v, c in classes.items()}
+
+
+def to_official(labels: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
+    """A label map ``(H, W, D)`` renumbered by ``mapping`` (`official_label_map`), uint8; values checked first."""
+    lut = np.zeros(max(mapping) + 1, dtype=np.uint8)
+    for ours, theirs in mapping.items():
+        lut[ours] = theirs
+    return lut[labels.astype(np.intp, copy=False)]
+
+
+def _label_problem(values: Sequence[int], scheme: str, what: str, layout: str | None) -> str | None:
+    if scheme in LABEL_SCHEMES:
+        return label_values_problem(values, scheme, what, layout)
+    allowed = {0, *SCHEME_CLASSES[scheme]}
+    bad = sorted(set(values) - allowed)
+    if not bad:
+        return None
+    return f"the {what} holds label value(s) {bad} that scheme {scheme!r} does not use (allowed {sorted(allowed)})"
+
+
+def _checked_labels(data: np.ndarray, scheme: str, what: str, layout: str | None) -> np.ndarray:
+    values = np.unique(data)
+    if data.dtype.kind == "f" and not np.all(values == np.round(values)):
+        raise UserError(f"the {what} holds non-integer values: a label map is expected, threshold probabilities first")
+    problem = _label_problem([int(v) for v in values], scheme, what, layout)
+    if problem:
+        raise UserError(problem)
+    return data
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One case
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Task:
+    case: str
+    pred: Path
+    ref: Path
+    mapping: dict[int, int]
+    challenge: str
+    scheme: str
+    layout: str | None
+    tmp: Path
+
+
+def _write_on_header(path: Path, data: np.ndarray, header: nib.Nifti1Header) -> None:
+    image = nib.Nifti1Image(data, None, header=header.copy())  # the reference's affine, qform/sform and pixdim
+    image.set_data_dtype(np.uint8)
+    nib.save(image, os.fspath(path))
+
+
+def _score_case(task: _Task) -> dict:
+    """The package's per-exam dict of one case (its ``evaluate_single_exam``), on the converted labels."""
+    package = _package()
+    ref_image = nib.load(os.fspath(task.ref))
+    ref, ref_affine, _ = load_labels(task.ref)
+    pred, pred_affine, _ = load_labels(task.pred)
+    pred = on_reference_grid(task.case, pred, pred_affine, task.pred, ref, ref_affine, task.ref)
+    where = f"case {task.case} (prediction {task.pred}, reference {task.ref})"
+    try:
+        pred = _checked_labels(pred, task.scheme, "prediction", task.layout)
+        ref = _checked_labels(ref, task.scheme, "reference", task.layout)
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
+    folder = Path(tempfile.mkdtemp(dir=task.tmp))  # the package wants the same suffixes: no case id in the names
+    pred_file, ref_file = folder / "prediction.nii", folder / "reference.nii"
+    header = ref_image.header
+    try:
+        _write_on_header(pred_file, to_official(pred, task.mapping), header)
+        _write_on_header(ref_file, to_official(ref, task.mapping), header)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), warnings.catch_warnings():
+            # the package's global NSD has no spacing and warns that its 0.5 (voxel) threshold is a default
+            warnings.filterwarnings("ignore", message="The threshold is set to 0.5", category=UserWarning)
+            result = package.evaluate_single_exam(
+                prediction_filepath=os.fspath(pred_file), reference_filepath=os.fspath(ref_file),
+                subject_identifier=task.case, evaluator=official_evaluator(task.challenge))
+    finally:
+        pred_file.unlink(missing_ok=True)
+        ref_file.unlink(missing_ok=True)
+        folder.rmdir()
+    if out.getvalue().strip():
+        logger.debug("brats-evaluation, case %s: %s", task.case, out.getvalue().strip())
+    if "error" in result:
+        raise UserError(f"{where}: the official package could not score it: {result['error']}")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Folders
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _read_table(text: str) -> tuple[list[str], list[dict[str, str]]]:
+    reader = csv.DictReader(io.StringIO(text))
+    return list(reader.fieldnames or []), list(reader)
+
+
+def _number(cell: str | None) -> float:
+    """A CSV cell of the package's table -> float: empty -> NaN, ``inf`` -> infinity."""
+    if cell is None or cell == "":
+        return math.nan
+    return float(cell)
+
+
+def _statistics(columns: list[str], rows: list[dict[str, str]], regions: Sequence[str]) -> dict:
+    """``{region: {stem: {"mean", "std", "median"}}}`` from the parser's statistic rows."""
+    stats = {r["subject_id"]: r for r in rows if r["subject_id"] in STAT_ROWS}
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for column in columns:
+        region = next((g for g in sorted(regions, key=len, reverse=True) if column.endswith(f"_{g}")), None)
+        if region is None:
+            continue
+        stem = column[: -len(region) - 1]
+        out.setdefault(region, {})[stem] = {k: _number(stats[k].get(column)) if k in stats else math.nan
+                                            for k in STAT_ROWS}
+    return out
+
+
+def _parse(package: Any, parser: str, raw_json: Path, tmp: Path, **kwargs: Any) -> str:
+    """Run one of the package's parsers on ``raw_json``; the CSV text it writes (its output is logged at DEBUG)."""
+    target = tmp / f"{parser}.csv"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # pandas' std of a column holding inf
+        getattr(package, parser)(json_path=os.fspath(raw_json), output_csv_path=os.fspath(target), **kwargs)
+    logger.debug("brats-evaluation %s: %s", parser, out.getvalue().strip())
+    if not target.is_file():
+        raise UserError(f"the package's {parser} wrote no table from {raw_json}: {out.getvalue().strip()[-300:]}")
+    return target.read_text(encoding="utf-8")
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, float) and math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return x
+
+
+def _score_all(tasks: list[_Task], jobs: int) -> list[dict]:
+    if jobs <= 1 or len(tasks) <= 1:
+        return [_score_case(t) for t in tasks]
+    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
+        return list(pool.map(_score_case, tasks))
+
+
+def evaluate_official(
+    pred_dir: str | os.PathLike,
+    ref_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    scheme: str = "auto",
+    challenge: str | None = None,
+    jobs: int = 1,
+    cases: Sequence[str] | None = None,
+    out_option: str = "--out",
+) -> dict:
+    """Score ``PRED_DIR/<case>.nii.gz`` against the reference with the official BraTS package (see the module doc).
+
+    Before anything is read or written, as in `pipeline.evaluation.regions.evaluate_folders`: the prediction folder
+    must not be, lie inside or contain the reference folder; ``out_dir`` must hold no input and lie outside the
+    reference dataset; at least one reference case must have a prediction; a prediction must lie on its
+    reference's grid (or be the same grid in another voxel order, then reordered); label values must fit
+    ``scheme``.
+
+    Args:
+        pred_dir: folder of ``<case>.nii.gz`` (or ``.nii``) label maps.
+        ref_dir: a dataset folder (read through its layout) or a folder of ``<case>.nii.gz`` labels.
+        out_dir: created if needed; gets ``official.csv``, ``official_summary.json``, ``official_panoptica.json``
+            (and ``official_mets.csv`` for ``mets``).
+        scheme: ``auto`` (the dataset layout's), ``brats``, ``brats2023``, ``brats2024`` or ``msd``; converted to
+            the challenge's numbering (`official_label_map`).
+        challenge: gli, mets, ped, menrt, menpre or goat (the package's bundled configs); None: gli for every
+            scheme (`DEFAULT_CHALLENGE`).
+        jobs: worker processes, one case each at a time.
+        cases: only these case ids; each must have a reference.
+        out_option: the option that chose ``out_dir``, named in a refusal.
+
+    Returns:
+        The summary written to ``official_summary.json``.
+
+    Raises:
+        UserError: the refusals above, ``--scheme labels``, an unknown scheme or challenge, a scheme the challenge
+            does not number, the packages not installed, or a case the package cannot score.
+    """
+    _check_scheme(scheme)
+    if scheme != "auto":
+        resolve_challenge(challenge, scheme)
+    if not isinstance(jobs, int) or jobs < 1:
+        raise UserError(f"jobs must be a whole number >= 1, got {jobs!r}")
+    pairs = pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option)
+    reference, pred_root, refs, preds = pairs.reference, pairs.pred_root, pairs.refs, pairs.preds
+    if scheme == "auto" or scheme in LABEL_SCHEMES:
+        scheme = resolve_evaluation_scheme(scheme, reference)
+    key = resolve_challenge(challenge, scheme)
+    mapping = official_label_map(scheme, key)
+    package = _package()
+    layout = reference.layout.layout if reference.layout is not None else None
+    unmatched = pairs.unmatched
+    missing = [cid for cid in sorted(refs) if cid not in preds]
+    for cid in missing:
+        logger.warning("case %s: no prediction %s; scored as the official package scores a missing prediction "
+                       "(373 in HD95 columns, 0 elsewhere)", cid, pred_root / f"{cid}.nii.gz")
+
+    out = Path(out_dir).expanduser()
+    with tempfile.TemporaryDirectory(prefix="brats-official-") as tmp_name:
+        tmp = Path(tmp_name)
+        tasks = [_Task(cid, preds[cid], refs[cid], mapping, key, scheme, layout, tmp)
+                 for cid in sorted(refs) if cid in preds]
+        results = _score_all(tasks, jobs)
+        raw = {"metrics": results, "missings": missing}
+        raw_json = tmp / "official_panoptica.json"
+        raw_text = json.dumps(raw, indent=4, default=json_default)
+        raw_json.write_text(raw_text, encoding="utf-8")
+        table = _parse(package, "parse_seg_results", raw_json, tmp)
+        mets_table = None
+        if key == "mets":
+            mets_table = _parse(package, "parse_mets_results", raw_json, tmp, vol_threshold=METS_VOLUME_THRESHOLD,
+                                overlap_threshold=METS_OVERLAP_THRESHOLD)
+
+    regions = [g for g in results[0] if g not in ("subject_name", "error")] if results else []
+    columns, rows = _read_table(table)
+    summary: dict[str, Any] = {
+        "protocol": "official",
+        "challenge": key,
+        "config": f"config_{CHALLENGES[key]}.yaml",
+        "packages": package_versions(),
+        "scheme": scheme,
+        "label_map": {str(k): v for k, v in sorted(mapping.items())},
+        "cases": len(refs),
+        "regions": _statistics(columns, rows, regions),
+        "region_order": [g for g in PAPER_ORDER if g in regions] + [g for g in regions if g not in PAPER_ORDER],
+        "missing_predictions": missing,
+        "n_missing_predictions": len(missing),
+        "unmatched_predictions": unmatched,
+        "reference": str(reference.root),
+        "reference_layout": layout or "labels folder",
+        "files": {"table": "official.csv", "per_exam": "official_panoptica.json"},
+        "conventions": dict(CONVENTIONS),
+    }
+    if mets_table is not None:
+        mets_columns, mets_rows = _read_table(mets_table)
+        summary["mets"] = {"volume_threshold_mm3": METS_VOLUME_THRESHOLD, "overlap_threshold": METS_OVERLAP_THRESHOLD,
+                           "regions": _statistics(mets_columns, mets_rows, regions)}
+        summary["files"]["mets_table"] = "official_mets.csv"
+    if missing:
+        logger.warning("%d of %d case(s) have no prediction in %s", len(missing), len(refs), pred_root)
+    if unmatched:
+        logger.warning("%d prediction(s) with no reference, not scored: %s", len(unmatched), ", ".join(unmatched))
+
+    atomic_write_text(out / "official_panoptica.json", raw_text + "\n")
+    atomic_write_text(out / "official.csv", table)
+    if mets_table is not None:
+        atomic_write_text(out / "official_mets.csv", mets_table)
+    summary = _json_safe(summary)
+    atomic_write_text(out / "official_summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tables and the protocol switch
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _cell(stats: dict | None, digits: int) -> str:
+    if not stats:
+        return "n/a"
+    mean, std = stats.get("mean"), stats.get("std")
+    if mean == "inf":
+        return "inf"
+    if not isinstance(mean, (int, float)) or not math.isfinite(mean):
+        return "n/a"
+    if not isinstance(std, (int, float)) or not math.isfinite(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def format_official_table(summary: dict) -> str:
+    """The official numbers as a BraTS paper prints them: per region (ET, TC, WT first) lesion-wise Dice and HD95
+    (mm) ``mean ± std`` over cases, lesion-detection F1, and the global ("legacy") Dice and HD95 (voxels: the
+    package computes global metrics without the spacing). ``inf``: some case matched none of its lesions."""
+    header = (f"{'Region':<8}{'LW Dice':>18}{'LW HD95 (mm)':>20}{'LW F1':>18}{'global Dice':>18}"
+              f"{'global HD95 (vox)':>20}")
+    lines = [header, "-" * len(header)]
+    for region in summary.get("region_order") or list(summary["regions"]):
+        m = summary["regions"].get(region, {})
+        cells = [_cell(m.get("lesionwise_dsc_mean"), 4), _cell(m.get("lesionwise_hd95_mean"), 2),
+                 _cell(m.get("all_instance_f1"), 4), _cell(m.get("global_dsc"), 4), _cell(m.get("global_hd95"), 2)]
+        lines.append(f"{region.upper():<8}{cells[0]:>18}{cells[1]:>20}{cells[2]:>18}{cells[3]:>18}{cells[4]:>20}")
+    versions = ", ".join(f"{k} {v}" for k, v in summary.get("packages", {}).items())
+    missing = summary.get("missing_predictions") or []
+    lines.append(f"official BraTS evaluation, challenge {summary['challenge']} ({versions}); {summary['cases']} cases, "
+                 f"{len(missing)} without prediction, scheme {summary['scheme']}; mean ± std (ddof 1) over cases, "
+                 "NaN skipped")
+    if missing:
+        lines.append(f"missing predictions (373 / 0 as the package scores them): {', '.join(missing)}")
+    if summary.get("unmatched_predictions"):
+        lines.append(f"predictions without reference (not scored): {', '.join(summary['unmatched_predictions'])}")
+    return "\n".join(lines)
+
+
+def check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise UserError(f"unknown protocol {protocol!r}; expected {' or '.join(PROTOCOLS)} (legacy: our ET/TC/WT "
+                        "Dice and HD95; official: the BraTS package's lesion-wise metrics)")
+
+
+def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+             scheme: str = "auto", cases: Sequence[str] | None = None, challenge: str | None = None, jobs: int = 1,
+             out_option: str = "--eval_dir") -> dict:
+    """The evaluation of ``protocol``: ``legacy`` (`pipeline.evaluation.regions.evaluate_folders`: metrics.csv,
+    summary.json) or ``official`` (`evaluate_official`: official.csv, official_summary.json)."""
+    check_protocol(protocol)
+    if protocol == "legacy":
+        if challenge is not None:
+            raise UserError(f"challenge {challenge!r} applies to the official protocol only: pass --protocol official "
+                            "(bundle: --protocol official), or leave the challenge out")
+        from pipeline.evaluation.regions import evaluate_folders
+
+        return evaluate_folders(pred_dir, ref_dir, out_dir, scheme=scheme, cases=cases, out_option=out_option)
+    return evaluate_official(pred_dir, ref_dir, out_dir, scheme=scheme, challenge=challenge, jobs=jobs, cases=cases,
+                             out_option=out_option)
+
+
+def format_summary(summary: dict) -> str:
+    """The table of either protocol's summary (`format_official_table` or the legacy ``format_table``)."""
+    return format_official_table(summary) if summary.get("protocol") == "official" else format_table(summary)
+
+
+def plots(protocol: str, eval_dir: str | os.PathLike, pred_dir: str | os.PathLike, dataset_dir: str | os.PathLike,
+          scheme: str = "auto") -> list[Path]:
+    """The legacy evaluation's pictures (`pipeline.evaluation.plots.plot_evaluation`); none for the official protocol,
+    whose table has no per-region Dice of ours to rank cases by (run the legacy protocol for pictures)."""
+    check_protocol(protocol)
+    if protocol == "official":
+        logger.info("no pictures for --protocol official; the legacy protocol draws them (metrics.csv)")
+        return []
+    from pipeline.evaluation.plots import plot_evaluation
+
+    return plot_evaluation(eval_dir, pred_dir, dataset_dir, scheme=scheme)

@@ -1,0 +1,230 @@
+"""Pictures: training curves, per-case overlays in three planes, and the box plot of Dice per region.
+
+All functions write a PNG and return its path; they use matplotlib's non-interactive Agg backend, so they
+run on a machine without a display. Volumes are shown in RAS orientation (``nib.as_closest_canonical``),
+axial slices with anterior up, as a radiologist scrolls them, whatever the file's voxel order.
+
+Region colours are the same everywhere: WT yellow, TC red, ET blue (solid lines: reference, dashed: prediction);
+under the ``labels`` scheme each label value gets a colour of matplotlib's ``tab10`` cycle.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+import nibabel as nib
+import numpy as np
+
+from pipeline.core.errors import UserError
+from pipeline.core.figures import plt, region_colour, save_figure
+from pipeline.core.files import check_output_location
+from pipeline.core.nifti import nifti_files
+from pipeline.data.labels import CHANNELS, NNUNET_PREFIX, describe, region_masks
+from pipeline.data.layouts import detect_layout, discover_cases
+from pipeline.evaluation.reference import (
+    FOLDER_SCHEMES,
+    Reference,
+    check_evaluation_folders,
+    resolve_evaluation_scheme,
+)
+from pipeline.evaluation.regions import label_values_problem
+
+
+def _read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _floats(rows: list[dict[str, str]], key: str) -> np.ndarray:
+    return np.array([float(r[key]) if r.get(key) not in (None, "") else math.nan for r in rows])
+
+
+
+
+def plot_dice_boxplot(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, metric: str = "dice") -> Path:
+    """Box plot of ``metric`` per region from the evaluation's long-form ``metrics.csv``, one dot per case."""
+    rows = _read_csv(metrics_csv)
+    regions = list(dict.fromkeys(row["region"] for row in rows))  # the evaluation's order (the description's)
+    data = [[float(row[metric]) for row in rows if row["region"] == r] for r in regions]
+    fig, ax = plt.subplots(figsize=(1.6 * len(regions) + 2, 4))
+    ax.boxplot(data, showfliers=False)
+    ax.set_xticks(range(1, len(regions) + 1), regions)
+    rng = np.random.default_rng(0)  # fixed jitter: the same CSV always gives the same picture
+    for i, (region, values) in enumerate(zip(regions, data, strict=True), start=1):
+        ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=12, alpha=0.7,
+                   color=region_colour(region, i), zorder=3)
+    ax.set_ylabel(metric)
+    if metric in ("dice", "sensitivity", "specificity"):
+        ax.set_ylim(-0.02, 1.02)
+    n = len(data[0]) if data else 0
+    ax.set_title(f"{metric} per region ({n} cases)")
+    return save_figure(fig, out_png)
+
+
+def _canonical(path: str | os.PathLike | tuple[str | os.PathLike, int | None]) -> np.ndarray:
+    """A volume in RAS voxel order; ``(path, c)`` picks channel ``c`` of a 4D file (MSD's images)."""
+    path, channel = path if isinstance(path, tuple) else (path, None)
+    volume = np.asarray(nib.as_closest_canonical(nib.load(path)).dataobj)
+    return volume if channel is None else volume[..., channel]
+
+
+def tumour_centre(label: np.ndarray) -> tuple[int, int, int]:
+    """Voxel of the whole tumour's centre of mass in ``label`` ``(H, W, D)``; the volume centre when empty."""
+    idx = np.argwhere(label > 0)
+    if idx.size == 0:
+        return tuple(s // 2 for s in label.shape)
+    return tuple(int(round(c)) for c in idx.mean(axis=0))
+
+
+def _planes(volume: np.ndarray, centre: Sequence[int]) -> list[np.ndarray]:
+    """Axial, coronal and sagittal slices through ``centre`` of a RAS volume, oriented for display."""
+    x, y, z = centre
+    return [volume[:, :, z].T, volume[:, y, :].T, volume[x, :, :].T]
+
+
+def _contour_regions(labels: dict[str, np.ndarray], scheme: str) -> tuple[list[tuple[str, str]], dict[str, list]]:
+    """``([(region, colour)], {which: [mask per region]})``: TC, WT, ET of a BraTS-like scheme, or one region
+    per non-zero value present in any of ``labels`` under ``labels``."""
+    if scheme == "labels":
+        values = sorted(set().union(*(np.unique(lab).tolist() for lab in labels.values())) - {0})
+        cycle = plt.get_cmap("tab10").colors
+        names = [(f"label_{v:g}", matplotlib.colors.to_hex(cycle[i % len(cycle)])) for i, v in enumerate(values)]
+        return names, {which: [lab == v for v in values] for which, lab in labels.items()}
+    evaluated = describe(scheme).evaluated  # the regions the evaluation reports, in its order
+    names = [(r, region_colour(r, i)) for i, r in enumerate(evaluated)]
+    return names, {which: list(region_masks(lab, evaluated)) for which, lab in labels.items()}
+
+
+def plot_case_overlay(images: dict[str, str | os.PathLike | tuple], out_png: str | os.PathLike,
+                      reference: str | os.PathLike | None = None, prediction: str | os.PathLike | None = None,
+                      scheme: str = "brats", title: str = "") -> Path:
+    """Contours of each region over FLAIR and T1ce, in three planes through the tumour's centre.
+
+    Args:
+        images: ``{"FLAIR": path, "T1ce": path}`` (any contrasts; one row each); a value may also be
+            ``(path, channel)`` for one channel of a 4D file.
+        reference, prediction: BraTS label files ``(H, W, D)`` on the images' grid; either may be ``None``.
+            Reference contours are solid, prediction contours dashed.
+        scheme: the label scheme of both label files (``brats``: ET = 4, ``brats2023``: ET = 3, ``msd``: 1 ED,
+            2 NET, 3 ET; ``labels``: one contour per label value).
+    """
+    labels = {name: _canonical(p) for name, p in (("reference", reference), ("prediction", prediction)) if p}
+    if not labels:
+        raise ValueError("plot_case_overlay needs a reference or a prediction to draw")
+    centre = tumour_centre(labels.get("reference", labels.get("prediction")))
+    names, regions = _contour_regions(labels, scheme)
+    fig, axes = plt.subplots(len(images), 3, figsize=(10, 3.4 * len(images)), squeeze=False)
+    for row, (contrast, path) in enumerate(images.items()):
+        volume = _canonical(path).astype(np.float32)
+        for col, (plane, name) in enumerate(zip(_planes(volume, centre), ("axial", "coronal", "sagittal"),
+                                                strict=True)):
+            ax = axes[row, col]
+            ax.imshow(plane, cmap="gray", origin="lower", interpolation="nearest")
+            for which, style in (("reference", "solid"), ("prediction", "dashed")):
+                if which not in regions:
+                    continue
+                for (_, colour), region_mask in zip(names, regions[which], strict=True):
+                    mask = _planes(region_mask.astype(np.float32), centre)[col]
+                    if mask.any():
+                        ax.contour(mask, levels=[0.5], colors=colour, linestyles=style, linewidths=1.2,
+                                   origin="lower")
+            ax.set_title(f"{contrast} {name}", fontsize=9)
+            ax.axis("off")
+    order = ("WT", "TC", "ET")  # BraTS: outermost first, then the others
+    legend = [n for r in order for n in names if n[0] == r] + [n for n in names if n[0] not in order]
+    handles = [plt.Line2D([], [], color=colour, label=name) for name, colour in legend]
+    handles += [plt.Line2D([], [], color="black", ls=ls, label=lab) for ls, lab in
+                (("-", "reference"), ("--", "prediction")) if lab in regions]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9)
+    fig.suptitle(title or Path(out_png).stem)
+    return save_figure(fig, out_png)
+
+
+def _check_label_file(path: str | os.PathLike, scheme: str, what: str, layout: str) -> None:
+    """A `UserError` naming ``path`` when its values are not whole numbers of ``scheme``."""
+    values = np.unique(np.asanyarray(nib.load(os.fspath(path)).dataobj))
+    if not np.all(values == np.round(values)):
+        raise UserError(f"{what} {path} holds non-integer values: a label map is expected, threshold probabilities "
+                        "first")
+    problem = None if scheme == "labels" else label_values_problem(values.astype(np.int64).tolist(), scheme, what,
+                                                                    layout)
+    if problem:
+        raise UserError(f"{path}: {problem}")
+
+
+def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike, dataset_dir: str | os.PathLike | Reference,
+                    scheme: str = "auto", max_cases: int = 3, *, out_dir: str | os.PathLike | None = None,
+                    out_option: str = "--eval_dir") -> list[Path]:
+    """The evaluation's pictures: ``dice_boxplot.png`` and overlays of the worst, median and best cases.
+
+    Cases are ranked by their mean Dice over regions in ``eval_dir/metrics.csv``; the pictures are written to
+    ``out_dir`` (default ``eval_dir``): ``dice_boxplot.png`` and ``overlays/<case>.png`` with FLAIR and T1ce and
+    the reference label read through ``dataset_dir``'s layout (never NIfTI files at its root).
+
+    Everything is checked before anything is drawn: ``dataset_dir`` is a dataset, the prediction folder does
+    not overlap it, the output folder holds no input and lies outside the dataset, and the label values of
+    the pictured cases fit ``scheme``.
+
+    Args:
+        scheme: ``auto`` (the dataset layout's), ``brats``, ``brats2023``, ``msd`` or ``labels``.
+        out_option: the option that chose the output folder, named in a refusal (``--out`` on the command line).
+
+    Raises:
+        UserError: no ``metrics.csv``, an unknown scheme, folders that overlap, or label values outside the scheme;
+            `pipeline.data.layouts.DatasetError` when ``dataset_dir`` is not a dataset.
+    """
+    eval_dir = Path(eval_dir).expanduser()
+    metrics = eval_dir / "metrics.csv"
+    if not metrics.is_file():
+        raise UserError(f"no {metrics}: run python -m pipeline evaluate PRED_DIR DATASET_DIR --out {eval_dir} first "
+                        "(or pass the folder that holds metrics.csv)")
+    if scheme not in FOLDER_SCHEMES and not str(scheme).startswith(NNUNET_PREFIX):
+        raise UserError(f"unknown scheme {scheme!r}; expected one of {', '.join(FOLDER_SCHEMES)}")
+    if isinstance(dataset_dir, Reference):
+        reference = dataset_dir
+    else:
+        info = detect_layout(dataset_dir)
+        found = {c.case_id: c for c in discover_cases(dataset_dir, info.layout)}
+        reference = Reference(Path(dataset_dir).expanduser(), {cid: Path(c.label) for cid, c in found.items()
+                                                               if c.label}, info, cases=found)
+    if reference.layout is None or not reference.cases:
+        raise UserError(f"pictures need the images of the reference cases: pass a dataset folder, not a folder of "
+                        f"labels ({reference.root})")
+    layout = reference.layout
+    scheme = resolve_evaluation_scheme(scheme, reference)
+    cases = reference.cases
+    pred_root = check_evaluation_folders(pred_dir, reference)
+    out = Path(out_dir).expanduser() if out_dir is not None else eval_dir
+    check_output_location(out, nifti_files(pred_root).values(), what="pictures", option=out_option,
+                          dataset_dir=reference.root)
+
+    rows = _read_csv(metrics)
+    by_case: dict[str, list[float]] = {}
+    for row in rows:
+        by_case.setdefault(row["case"], []).append(float(row["dice"]))
+    ranked = sorted(by_case, key=lambda c: np.mean(by_case[c]))
+    picks = list(dict.fromkeys([ranked[0], ranked[len(ranked) // 2], ranked[-1]]))[:max_cases] if ranked else []
+    drawn = []
+    for case_id in picks:
+        case, pred = cases.get(case_id), pred_root / f"{case_id}.nii.gz"
+        if case is None or not pred.exists():
+            continue
+        if case.label:
+            _check_label_file(case.label, scheme, "reference", layout.layout)
+        _check_label_file(pred, scheme, "prediction", layout.layout)
+        drawn.append((case_id, case, pred))
+
+    described = describe(scheme).channels if scheme != "labels" else CHANNELS
+    paths = [plot_dice_boxplot(metrics, out / "dice_boxplot.png")]
+    for case_id, case, pred in drawn:
+        channels = described if len(described) == len(case.images) else CHANNELS  # MSD: one 4D file
+        shown = [c for want in ("FLAIR", "T1ce") for c in channels if c.lower() == want.lower()] or channels[:2]
+        images = {name: case.channel_file(name, channels) for name in shown}  # 3D files, or 4D + channel
+        title = f"{case_id}: mean Dice {np.mean(by_case[case_id]):.3f}"
+        paths.append(plot_case_overlay(images, out / "overlays" / f"{case_id}.png", case.label, pred, scheme, title))
+    return paths

@@ -1,0 +1,280 @@
+"""What an evaluation scores against: the reference labels read through their layout, each paired with its
+prediction file, with the folder rules that keep predictions, references and outputs apart."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from nibabel.orientations import apply_orientation
+
+from pipeline.core.errors import UserError
+from pipeline.core.files import check_output_location, is_within
+from pipeline.core.nifti import (
+    AFFINE_TOLERANCE,
+    HEADER_ROUNDING,
+    grid_distance,
+    load_labels,
+    nifti_files,
+    nifti_names,
+    reorientation,
+)
+from pipeline.data.labels import LABEL_SCHEMES, NNUNET_PREFIX, allowed_labels
+from pipeline.data.layouts import LAYOUTS, Case, DatasetError, LayoutInfo, detect_layout, discover_cases
+from pipeline.data.layouts.brats import case_folders, holds_case
+from pipeline.data.source import DataSource
+
+logger = logging.getLogger(__name__)
+
+
+#: Label schemes accepted by `evaluate_case`.
+SCHEMES: tuple[str, ...] = (*LABEL_SCHEMES, "labels")
+
+
+#: Label schemes accepted by `evaluate_folders` and the ``evaluate`` command: ``auto`` is the reference
+#: dataset's layout's (`pipeline.data.layouts.LAYOUTS`).
+FOLDER_SCHEMES: tuple[str, ...] = ("auto", *SCHEMES)
+
+
+#: Where a layout keeps its label files, for messages.
+_LABEL_FILES: dict[str, str] = {
+    "brats2021": "<case>/<case>_seg.nii.gz", "brats2023": "<case>/<case>-seg.nii.gz", "msd": "labelsTr/<case>.nii.gz",
+}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The reference labels: ``files`` ``{case id: label file}`` read from ``root`` through ``layout``
+    (None: ``root`` is a folder of ``<case>.nii.gz`` labels, not a dataset)."""
+
+    root: Path
+    files: dict[str, Path]
+    layout: LayoutInfo | None = None
+    scheme: str | None = None  # the data's own scheme when it was resolved with it (a DataSource), else the layout's
+    cases: dict[str, Case] = field(default_factory=dict)  # the cases with their images, when read from a dataset
+
+
+def _holds_cases(root: Path) -> bool:
+    """Whether ``root`` has case folders named as in a BraTS layout (as `detect_layout` sees them)."""
+    specs = [spec for spec in LAYOUTS.values() if spec.suffixes]
+    return any(holds_case(folder, nifti_names(folder), spec) for folder in case_folders(root) for spec in specs)
+
+
+def read_reference(ref_dir: str | os.PathLike) -> Reference:
+    """The reference labels of ``ref_dir``, read through its layout when it is a dataset.
+
+    A dataset folder (one `pipeline.data.layouts.detect_layout` recognises: BraTS case folders, or MSD's
+    ``imagesTr``/``imagesTs``) gives its labelled cases' label files only; NIfTI files lying at its root (predictions
+    written there by mistake, say) are never taken as labels, and a warning names them. Only a folder that
+    is not a dataset is read as a folder of ``<case>.nii[.gz]`` labels (case id = file name without extension).
+
+    Raises:
+        UserError: the folder is missing or holds no reference label; `pipeline.data.layouts.DatasetError`
+            for a dataset that cannot be read (two layouts mixed, a case missing a contrast).
+    """
+    root = Path(ref_dir).expanduser()
+    if not root.is_dir():
+        raise UserError(f"reference folder {root} does not exist; pass a dataset folder or a folder of "
+                        "<case>.nii.gz labels")
+    try:
+        layout = detect_layout(root)
+    except DatasetError:
+        if _holds_cases(root):  # a dataset, but a broken one (e.g. two layouts mixed): say why
+            raise
+        layout = None
+    flat = nifti_files(root)
+    if layout is None:
+        if not flat:
+            raise UserError(
+                f"no reference label in {root}: it is neither a dataset (BraTS case folders, or MSD imagesTr/ and "
+                "labelsTr/) nor a folder of <case>.nii.gz label files; pass the dataset folder or the labels' folder")
+        return Reference(root, flat, None)
+    cases = {c.case_id: c for c in discover_cases(root, layout.layout) if c.label is not None}
+    labelled = {cid: Path(c.label) for cid, c in cases.items()}
+    if not labelled:
+        raise UserError(f"no reference label in the dataset {root} ({LAYOUTS[layout.layout].title} layout): none of "
+                        f"its cases has a label file {_LABEL_FILES[layout.layout]}; pass a labelled dataset")
+    if flat:
+        names = sorted(f.name for f in flat.values())
+        logger.warning(
+            "reference dataset %s (%s layout): ignoring %d NIfTI file(s) at its root (%s): the reference labels are "
+            "its cases' %s files only; move files that are not part of the dataset out of it",
+            root, LAYOUTS[layout.layout].title, len(names), ", ".join(names[:5]) + (", ..." if len(names) > 5 else ""),
+            _LABEL_FILES[layout.layout])
+    return Reference(root, labelled, layout, cases=cases)
+
+
+def reference_of(data: DataSource, fold: object = None) -> Reference:
+    """The reference labels of a stage's data: the labelled cases of ``data.inference_items(fold)`` (every case, or
+    one fold of a datalist), with the data's scheme; the root is the dataset folder, or the folder that holds every
+    label file of a datalist.
+
+    Raises:
+        UserError: no labelled case among them.
+    """
+    items = [it for it in data.inference_items(fold) if it.get("label")]
+    files = {str(it["case"]): Path(it["label"]) for it in items}
+    if not files:
+        raise UserError(f"no reference label among the cases of {data.where}: evaluation needs labelled cases (a "
+                        "segmentation per case); pass a labelled dataset or datalist")
+    if data.datalist_path:
+        root = Path(os.path.commonpath([str(p.parent) for p in files.values()]))
+        layout = data.datalist.get("layout")
+        info = LayoutInfo(layout, data.scheme, f"datalist {data.datalist_path}", LAYOUTS[layout].title) \
+            if layout in LAYOUTS else None
+    else:
+        root = data.scan.root if not data.single else Path(data.dataset_dir).expanduser().resolve()
+        info = data.scan.layout if not data.single else data.single[1]
+    return Reference(root, files, info, data.scheme, {str(it["case"]): Case.from_item(it) for it in items})
+
+
+def reference_files(ref_dir: str | os.PathLike) -> dict[str, Path]:
+    """``{case id: label file}`` of ``ref_dir``: a dataset's labelled cases, or a folder's ``<case>.nii.gz`` labels.
+
+    See `read_reference`: a dataset is read through its layout only, never through NIfTI files at its root.
+    """
+    return read_reference(ref_dir).files
+
+
+def resolve_evaluation_scheme(scheme: str, reference: Reference) -> str:
+    """The label scheme to score with: ``scheme`` itself, or for ``auto`` the reference dataset's layout's.
+
+    An explicit BraTS-like scheme other than the layout's is used as asked, with a warning (the values
+    are still checked strictly).
+
+    Raises:
+        UserError: an unknown scheme, or ``auto`` with a folder of labels (no layout tells the numbering);
+            the message lists the values of its first file and the schemes they fit.
+    """
+    if scheme not in FOLDER_SCHEMES and not str(scheme).startswith(NNUNET_PREFIX):
+        raise UserError(f"unknown scheme {scheme!r}; expected one of {', '.join(FOLDER_SCHEMES)} or "
+                        f"{NNUNET_PREFIX}<dataset.json>")
+    layout = reference.layout
+    if scheme == "auto" and reference.scheme:
+        return reference.scheme
+    if scheme != "auto":
+        if layout is not None and scheme in LABEL_SCHEMES and scheme != layout.label_scheme:
+            logger.warning("scoring with scheme %s, although the reference dataset %s is in the %s layout (scheme %s)",
+                           scheme, reference.root, LAYOUTS[layout.layout].title, layout.label_scheme)
+        return scheme
+    if layout is not None:
+        return layout.label_scheme
+    first = next(iter(sorted(reference.files.items())))[1]
+    values = sorted(int(v) for v in np.unique(load_labels(first)[0]) if v != 0)
+    fits = [s for s in LABEL_SCHEMES if set(values) <= allowed_labels(s)]
+    raise UserError(
+        f"--scheme auto cannot tell the label numbering of {reference.root}: it is a folder of <case>.nii.gz labels, "
+        f"not a dataset with a layout ({first.name} holds {values}, which fit {', '.join(fits) or 'no BraTS scheme'}); "
+        "pass --scheme brats (ET 4), brats2023 (ET 3), msd (1 ED, 2 NET, 3 ET) or labels")
+
+
+def check_evaluation_folders(pred_dir: str | os.PathLike, reference: Reference) -> Path:
+    """Refuse a prediction folder that is, lies inside, or contains the reference folder.
+
+    Predictions written into a dataset could be taken for its files (and the reference for predictions).
+
+    Returns:
+        ``pred_dir``, as given (user-expanded).
+
+    Raises:
+        UserError: the prediction folder is missing, or overlaps the reference folder.
+    """
+    pred_root = Path(pred_dir).expanduser()
+    if not pred_root.is_dir():
+        raise UserError(f"prediction folder {pred_root} does not exist; pass the inference output folder of "
+                        "<case>.nii.gz files")
+    pred, ref = pred_root.resolve(), reference.root.resolve()
+    kind = "reference dataset folder" if reference.layout is not None else "reference folder"
+    fix = "keep predictions in a folder of their own, outside the reference (e.g. runs/<name>/seg), and pass that"
+    if pred == ref:
+        raise UserError(f"the prediction folder {pred} is the {kind}: predictions would be scored against "
+                        f"themselves or mixed with the labels; {fix}")
+    if is_within(pred, ref):
+        raise UserError(f"the prediction folder {pred} lies inside the {kind} {ref}: predictions must never be "
+                        f"written among the reference files; {fix}")
+    if is_within(ref, pred):
+        raise UserError(f"the {kind} {ref} lies inside the prediction folder {pred}; {fix}")
+    return pred_root
+
+
+def on_reference_grid(cid: str, pred: np.ndarray, pred_affine: np.ndarray, pred_path: Path, ref: np.ndarray,
+                       ref_affine: np.ndarray, ref_path: Path) -> np.ndarray:
+    """``pred`` on the reference's voxel grid: as it is, or reordered when it holds the same grid in another voxel
+    orientation (LPS vs RAS, say); any other difference is refused with advice that keeps the image intact."""
+    if pred.shape == ref.shape and np.allclose(pred_affine, ref_affine, rtol=0.0, atol=AFFINE_TOLERANCE):
+        return pred
+    transform = reorientation(pred.shape, pred_affine, ref.shape, ref_affine)
+    if transform is not None:
+        logger.info("case %s: prediction %s is stored in another voxel orientation than the reference: reordered "
+                    "onto the reference's grid", cid, pred_path)
+        return np.ascontiguousarray(apply_orientation(pred, transform))
+    if pred.shape != ref.shape:
+        raise UserError(f"case {cid}: prediction {pred_path} has shape {pred.shape} but reference {ref_path} has "
+                        f"shape {ref.shape}; predictions must be written on the reference grid (resample onto it or "
+                        "re-run inference)")
+    if grid_distance(pred.shape, pred_affine, ref_affine) <= HEADER_ROUNDING:
+        fix = "the headers differ by rounding only: copy the reference's affine (sform and qform) into the prediction"
+    else:
+        fix = "resample the prediction onto the reference's grid (nearest neighbour) or re-run inference on it"
+    raise UserError(f"case {cid}: prediction {pred_path} and reference {ref_path} are on different grids (largest "
+                    f"affine difference {np.abs(pred_affine - ref_affine).max():.4g}); {fix}")
+
+
+@dataclass(frozen=True)
+class CasePairs:
+    """What `pair_cases` found: the reference cases to score and the prediction files.
+
+    ``refs`` ``{case id: reference label file}`` (the requested cases, or every labelled reference case);
+    ``preds`` ``{case id: prediction file}``, every ``<case>.nii[.gz]`` directly in ``pred_root``, including those
+    with no reference (`unmatched`).
+    """
+
+    reference: Reference
+    pred_root: Path
+    refs: dict[str, Path]
+    preds: dict[str, Path]
+
+    @property
+    def unmatched(self) -> list[str]:
+        """The predictions' case ids that have no reference case (not scored), sorted."""
+        return sorted(set(self.preds) - set(self.reference.files))
+
+
+def pair_cases(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Reference, out_dir: str | os.PathLike,
+               cases: Sequence[str] | None = None, *, out_option: str = "--eval_dir") -> CasePairs:
+    """Pair each reference case with its prediction ``PRED_DIR/<case>.nii.gz``, refusing what cannot be scored.
+
+    Nothing is read but the folders' listings (and a dataset's layout): the reference through its layout
+    (`read_reference`), the prediction folder apart from it (`check_evaluation_folders`), the output
+    folder apart from both (`pipeline.core.files.check_output_location`).
+
+    Raises:
+        UserError: a folder is missing or overlaps another, a requested case has no reference, or no reference
+            case has a prediction (the folder and an expected file named). `pipeline.data.layouts.DatasetError`
+            for a dataset that cannot be read.
+    """
+    reference = ref_dir if isinstance(ref_dir, Reference) else read_reference(ref_dir)
+    pred_root = check_evaluation_folders(pred_dir, reference)
+    all_refs = reference.files
+    preds = nifti_files(pred_root)
+    check_output_location(out_dir, [*preds.values(), *all_refs.values()], what="evaluation tables",
+                          option=out_option, dataset_dir=reference.root if reference.layout is not None else None)
+    refs = all_refs
+    if cases is not None:
+        unknown = [c for c in cases if c not in all_refs]
+        if unknown:
+            raise UserError(f"case(s) {unknown} have no reference label in {reference.root}; check the case ids or the "
+                            "folder")
+        refs = {c: all_refs[c] for c in cases}
+    if refs and not any(cid in preds for cid in refs):
+        first = sorted(refs)[0]
+        found = (f"; it holds {len(preds)} NIfTI file(s) named after no reference case (e.g. {sorted(preds)[0]})"
+                 if preds else "; it holds no .nii.gz file")
+        raise UserError(f"no prediction in {pred_root} for any of the {len(refs)} reference case(s) (expected e.g. "
+                        f"{pred_root / f'{first}.nii.gz'}){found}: pass the folder inference wrote its <case>.nii.gz "
+                        "files to")
+    return CasePairs(reference, pred_root, refs, preds)

@@ -1,0 +1,85 @@
+"""Fold ensembles: the mean probability of the cross-validation folds' networks, loaded as one model.
+
+``bundle/configs/variants/ensemble.yaml`` builds a `ProbabilityEnsemble` of ``len(ensemble_folds)`` copies of the
+network (`ensemble_of`) and loads the file `write_ensemble_checkpoint` combines from the folds'
+``model.pt`` (`fold_checkpoint`, where ``make cv`` leaves them). Like `pipeline.inference.predict.MirrorInferer`
+it takes logits ``(B, R, H, W, D)`` of the network's region channels, averages sigmoid probabilities, never logits,
+and hands the mean back as logits (`pipeline.inference.predict.probabilities_to_logits`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from pipeline.inference.predict import probabilities_to_logits
+
+logger = logging.getLogger(__name__)
+
+
+class ProbabilityEnsemble(torch.nn.Module):
+    """The mean sigmoid probability of several networks with the same input and output, returned as logits.
+
+    Its ``state_dict`` keys are ``networks.<i>.<key of network i>``: `write_ensemble_checkpoint`
+    writes such a file from the folds' checkpoints, so MONAI's ``CheckpointLoader`` loads it like any model.
+    """
+
+    def __init__(self, networks: Sequence[torch.nn.Module]) -> None:
+        super().__init__()
+        if not networks:
+            raise ValueError("an ensemble needs at least one network")
+        self.networks = torch.nn.ModuleList(networks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.stack([torch.sigmoid(net(x).float()) for net in self.networks]).mean(0)
+        return probabilities_to_logits(p)
+
+
+def ensemble_of(network: torch.nn.Module, n: int) -> ProbabilityEnsemble:
+    """``n`` independent copies of ``network`` (the bundle's ``network_def``) as a `ProbabilityEnsemble`."""
+    import copy
+
+    return ProbabilityEnsemble([copy.deepcopy(network) for _ in range(n)])
+
+
+def fold_checkpoint(run_dir: str | os.PathLike, fold: int) -> Path:
+    """Where cross-validation training (``make cv``) leaves fold ``fold``'s best model."""
+    return Path(run_dir) / f"fold_{fold}" / "models" / "model.pt"
+
+
+def write_ensemble_checkpoint(run_dir: str | os.PathLike, folds: Sequence[int]) -> str:
+    """Combine the folds' ``model.pt`` into ``run_dir/ensemble/model.pt`` for a `ProbabilityEnsemble`.
+
+    Returns the path (the ensemble config's ``ckpt_path``). Written atomically.
+
+    Raises:
+        UserError: a fold has no checkpoint (the fold and the file named), or the folds were trained with
+            different networks (their run.json records differ).
+    """
+    from pipeline.core.config import differing
+    from pipeline.core.errors import UserError
+    from pipeline.model.record import read_record
+    from pipeline.model.weights import atomic_torch_save
+
+    missing = [f"fold {f}: {fold_checkpoint(run_dir, f)}" for f in folds if not fold_checkpoint(run_dir, f).is_file()]
+    if missing:
+        raise UserError("no checkpoint for " + "; ".join(missing) + ". Train the folds first: make cv")
+    networks = {f: (read_record(fold_checkpoint(run_dir, f).parent.parent) or {}).get("network") for f in folds}
+    first = networks[folds[0]]
+    for f, net in networks.items():
+        if net != first:
+            raise UserError(f"fold {f} of {run_dir} was trained with another network than fold {folds[0]} "
+                            f"({'; '.join(differing(first or {}, net or {}))}): an ensemble averages one architecture;"
+                            " retrain the fold or pass --ensemble_folds without it")
+    state = {}
+    for i, f in enumerate(folds):
+        for k, v in torch.load(fold_checkpoint(run_dir, f), map_location="cpu", weights_only=True).items():
+            state[f"networks.{i}.{k}"] = v
+    out = Path(run_dir) / "ensemble" / "model.pt"
+    atomic_torch_save(state, out)
+    logger.info("ensemble of folds %s: %s", list(folds), out)
+    return str(out)

@@ -1,0 +1,111 @@
+"""Runtime precision: where the network computes in half precision, on CUDA and on the CPU.
+
+The ids (common.yaml; fast.yaml changes them):
+
+- ``amp`` (`on_cuda`): MONAI's engines autocast on CUDA; ``amp_dtype`` the dtype, handed to every engine as
+  ``amp_kwargs`` (`autocast_kwargs`): common.yaml float16 (torch's CUDA default), fast.yaml `amp_dtype`
+  (bfloat16 where the GPU has it).
+- ``cudnn_benchmark``: cuDNN autotuning, set by an explicit ``initialize`` step of each stage
+  (`set_cudnn_benchmark`), never as a side effect of resolving an id.
+- ``cpu_amp``: MONAI's engines autocast on CUDA only, so on a CPU with native bfloat16 `cpu_autocast` wraps
+  the network (common.yaml and ensemble.yaml build it through it; a no-op unless ``cpu_amp``), a MONAI 1.6.1
+  workaround listed in `pipeline.monai_workarounds`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.core.config import as_bool
+
+
+def on_cuda(device: str | torch.device) -> bool:
+    """Whether ``device`` is a CUDA device and CUDA is available in this process."""
+    return torch.device(device).type == "cuda" and torch.cuda.is_available()
+
+
+def amp_dtype(device: str | torch.device) -> torch.dtype:
+    """The autocast dtype for ``device``: ``bfloat16`` where the GPU supports it (Ampere and later), else ``float16``.
+
+    bf16 has float32's exponent range, so losses and gradients cannot overflow; MONAI's ``GradScaler`` stays on
+    and is harmless. On the CPU AMP is off (the ``amp`` id is false) and the dtype is not used.
+    """
+    if on_cuda(device) and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def autocast_kwargs(dtype: torch.dtype | str) -> dict[str, torch.dtype]:
+    """The engines' ``amp_kwargs`` for the ``amp_dtype`` id: ``{"dtype": dtype}``, passed to MONAI's
+    ``torch.autocast("cuda", **amp_kwargs)`` by the trainer and the evaluators alike.
+
+    Args:
+        dtype: ``torch.bfloat16`` / ``torch.float16`` or their names (``"bfloat16"``, ``"torch.float16"``).
+
+    Raises:
+        ValueError: ``dtype`` is not a half-precision floating type.
+    """
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.removeprefix("torch."), dtype)
+    if dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError(f"amp_dtype must be torch.bfloat16 or torch.float16, got {dtype!r}")
+    return {"dtype": dtype}
+
+
+def set_cudnn_benchmark(enabled: bool | str) -> None:
+    """Set ``torch.backends.cudnn.benchmark`` for this process: the ``cudnn_benchmark`` id, an ``initialize`` step
+    of training and inference. Autotuning picks the fastest convolution algorithm for each input shape once,
+    which pays off when shapes repeat (training patches, sliding windows); it is off by default and only fast.yaml
+    turns it on, on CUDA. ``true``/``false`` strings from the command line are accepted."""
+    torch.backends.cudnn.benchmark = as_bool(enabled, "cudnn_benchmark")
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU computes bfloat16 natively (Intel AMX or AVX-512 BF16), so that oneDNN's bf16
+    convolutions beat float32; elsewhere bf16 is emulated and slower, and `cpu_autocast` stays off."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(bool(check()) for check in checks if callable(check))
+
+
+def _to_float32(output: object) -> object:
+    if isinstance(output, torch.Tensor):
+        return output.float() if output.is_floating_point() else output
+    if isinstance(output, (list, tuple)):
+        return type(output)(_to_float32(o) for o in output)
+    return output
+
+
+#: (network class, dtype) -> its subclass whose forward runs under CPU autocast (see `cpu_autocast`)
+_AUTOCAST_CLASSES: dict[tuple[type, torch.dtype], type] = {}
+
+
+def _autocast_class(base: type, dtype: torch.dtype) -> type:
+    if (base, dtype) not in _AUTOCAST_CLASSES:
+        def forward(self: torch.nn.Module, *args: object, **kwargs: object) -> object:
+            with torch.autocast("cpu", dtype=dtype):
+                output = base.forward(self, *args, **kwargs)
+            return _to_float32(output)
+
+        name = f"CPUAutocast{base.__name__}"
+        _AUTOCAST_CLASSES[base, dtype] = type(name, (base,), {"forward": forward, "_autocast_base": base,
+                                                                "__doc__": f"{base.__name__} under CPU autocast"})
+    return _AUTOCAST_CLASSES[base, dtype]
+
+
+def cpu_autocast(network: torch.nn.Module, enabled: bool | str = True,
+                 dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
+    """``network`` with its forward run under ``torch.autocast("cpu", dtype)`` when ``enabled``; returns it.
+
+    MONAI's engines autocast on CUDA only (their ``amp``); on a CPU with native bfloat16 (`cpu_bf16_supported`)
+    fast.yaml turns this on for training and inference. The network becomes an instance of a subclass of its own
+    class whose ``forward`` is the original one inside the autocast, so its parameters, ``state_dict`` keys and
+    checkpoints are unchanged, a deep copy stays autocast, and ``torch.compile`` traces it. Floating outputs
+    come back as float32 (the loss, the sigmoid and the sliding-window stitching stay in float32). Gradients
+    flow back through the bf16 operations in bf16; the weights and the optimiser stay float32 (no loss scaling
+    is needed: bf16 has float32's exponent range).
+    """
+    if not as_bool(enabled, "cpu_amp") or hasattr(type(network), "_autocast_base"):
+        return network
+    network.__class__ = _autocast_class(type(network), dtype)
+    return network

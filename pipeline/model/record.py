@@ -1,0 +1,235 @@
+"""A run remembers what it is: ``<run_dir>/run.json``, written when training starts and checked on resume.
+
+The record holds the command line, the ids that shape the network and the data, the network and the split; the
+refusals that protect a finished run are described in `docs/after-training.md`."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from pipeline.core.config import as_bool, as_int, config_files_in_argv, differing
+from pipeline.core.distributed import computed_on_main_process, is_main_process
+from pipeline.core.errors import UserError
+from pipeline.core.files import FolderLock, atomic_write_text, file_sha256
+from pipeline.data.labels import Description, describe
+from pipeline.data.source import DataSource
+from pipeline.model.network import check_roi_size, network_spec
+
+logger = logging.getLogger(__name__)
+
+
+RUN_RECORD = "run.json"
+
+
+#: What a finished or interrupted training leaves in ``ckpt_dir``.
+RUN_ARTEFACTS = ("checkpoint.pt", "model.pt", "model_last.pt")
+
+
+#: Ids that must equal the record's for ``--resume true``.
+RESUME_IDS = ("dataset_dir", "datalist", "datalist_sha256", "label_scheme", "fold", "folds", "seed")
+
+
+_LOCKS: dict[str, FolderLock] = {}
+
+
+class RunError(UserError):
+    """A run folder that cannot be used as asked; the message names the folder, the ids and the way out."""
+
+
+def read_record(run_dir: str | os.PathLike) -> dict | None:
+    """``<run_dir>/run.json``, or None when the folder has none."""
+    path = Path(run_dir) / RUN_RECORD
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise RunError(f"{path} cannot be read ({e}); restore it, or pass another --run_dir") from None
+
+
+def write_record(run_dir: str | os.PathLike, record: Mapping) -> None:
+    atomic_write_text(Path(run_dir) / RUN_RECORD, json.dumps(record, indent=2, default=str))
+
+
+def release_run_locks() -> None:
+    """Release the run folders this process locked for training (as the end of the process would)."""
+    for lock in _LOCKS.values():
+        lock.release()
+    _LOCKS.clear()
+
+
+def run_ids(data: DataSource, *, fold: object, roi_size: Sequence[int]) -> dict:
+    """The ids recorded for a training run on ``data`` (paths resolved, the datalist's content hashed)."""
+    dataset_dir, datalist = data.dataset_dir, data.datalist_path
+    return {
+        "dataset_dir": str(Path(dataset_dir).expanduser().resolve()) if dataset_dir and not datalist else None,
+        "datalist": str(Path(datalist).expanduser().resolve()) if datalist else None,
+        "datalist_sha256": file_sha256(datalist) if datalist and Path(datalist).is_file() else None,
+        "label_scheme": str(data.scheme),
+        "fold": as_int(fold, "fold", minimum=0),
+        "folds": data.folds,
+        "seed": data.seed,
+        "roi_size": [int(s) for s in roi_size],
+    }
+
+
+def _artefacts(ckpt_dir: Path) -> list[Path]:
+    return [ckpt_dir / name for name in RUN_ARTEFACTS if (ckpt_dir / name).exists()]
+
+
+def start_training(run_dir: str | os.PathLike, ckpt_dir: str | os.PathLike, *, resume: bool | str,
+                   overwrite: bool | str, ids: Mapping, network_factory: functools.partial) -> dict:
+    """Before any work: lock the run folder, refuse to replace a run, check a resume, write ``run.json``.
+
+    Runs on rank 0 alone under several processes (the others get its result, or its refusal).
+
+    Raises:
+        RunError: the run folder holds a run and neither ``resume`` nor ``overwrite`` is given; both are given;
+            or ``resume`` with ids or a network other than the record's (each differing id named).
+    """
+    check_roi_size(network_factory, ids.get("roi_size", ()))
+    return computed_on_main_process(_start_training, str(run_dir), str(ckpt_dir), as_bool(resume, "resume"),
+                                    as_bool(overwrite, "overwrite"), dict(ids), network_spec(network_factory))
+
+
+def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, ids: dict, network: dict) -> dict:
+    run, ckpt = Path(run_dir), Path(ckpt_dir)
+    if resume and overwrite:
+        raise RunError("--resume true and --overwrite true contradict each other: pass one of them")
+    lock = _LOCKS.get(str(run.resolve())) or FolderLock(run, what="training")
+    lock.acquire()
+    _LOCKS[str(run.resolve())] = lock
+    found = _artefacts(ckpt)
+    record = read_record(run)
+    if found and not (resume or overwrite):
+        names = ", ".join(p.name for p in found)
+        raise RunError(f"{run} already holds a run ({names} in {ckpt}); pass --resume true to continue it, "
+                       "--overwrite true to delete it and start afresh, or another --run_dir")
+    if overwrite:
+        if record and record.get("datalist_written"):  # the split the old run made: not the user's file
+            found.append(run / "datalist.json")
+        for path in found:
+            path.unlink(missing_ok=True)
+        if found:
+            logger.warning("--overwrite true: deleted %s", ", ".join(str(p) for p in found))
+        record = None
+    if resume and record is not None and found:  # a checkpoint to continue: it must be the same run
+        diffs = differing({k: record.get("ids", {}).get(k) for k in RESUME_IDS}, {k: ids.get(k) for k in RESUME_IDS})
+        diffs += [f"network {d}" for d in differing(record.get("network", {}), network)]
+        if diffs:
+            raise RunError(f"--resume true: this run ({run / RUN_RECORD}) was started with other settings: "
+                           f"{'; '.join(diffs)}. Pass the recorded values to continue it, or another --run_dir")
+    elif resume and found:
+        raise RunError(f"--resume true: {run} holds {found[0].name} but no {RUN_RECORD}, so what it was trained on "
+                       "cannot be checked; pass --overwrite true to start afresh, or another --run_dir")
+    if resume and not found:
+        logger.info("--resume true: no checkpoint in %s, so training starts at epoch 1 with these settings", ckpt)
+    new = {"command": list(sys.argv), "config_files": config_files_in_argv(sys.argv), "ids": ids, "network": network}
+    if resume and record is not None and found:
+        new["split"] = record.get("split")
+    if record and record.get("datalist_written"):  # its datalist.json is training's own: rewritten with the new split
+        new["datalist_written"] = True
+    write_record(run, new)
+    return new
+
+
+def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequence[dict]], *,
+                 datalist: str | None = None, started: object = None) -> tuple:
+    """Record the training/validation case ids in ``run.json`` (rank 0), or check them on a resumed run.
+
+    When training made the split itself (no datalist), it is also saved as ``<run_dir>/datalist.json``, unless
+    a file of that name is already there and is not training's own (the user's: never replaced).
+    ``started`` is the result of `start_training`: passing it makes the bundle resolve that first.
+    train.yaml calls it as the ``initialize`` step ``split_record``.
+
+    Returns:
+        ``split`` itself.
+
+    Raises:
+        RunError: the run was resumed and its recorded split differs (the cases named).
+    """
+    if not is_main_process():
+        return split
+    run = Path(run_dir)
+    record = read_record(run) or {}
+    current = {"train": sorted(str(it["case"]) for it in split[0]),
+               "validation": sorted(str(it["case"]) for it in split[1])}
+    old = record.get("split")
+    if old and old != current:
+        moved = sorted(set(old.get("validation", [])) ^ set(current["validation"]))
+        added = sorted((set(current["train"]) | set(current["validation"]))
+                       - (set(old.get("train", [])) | set(old.get("validation", []))))
+        raise RunError(f"--resume true: the split differs from the one this run was started with "
+                       f"({run / RUN_RECORD}): validation cases changed {moved[:5]}"
+                       f"{' ...' if len(moved) > 5 else ''}, new cases {added[:5]}; a resumed run would train on its "
+                       "own validation cases. Resume with the same data and datalist, or start another --run_dir")
+    record["split"] = current
+    made = run / "datalist.json"
+    record["datalist_written"] = bool(not datalist and (not made.exists() or record.get("datalist_written")))
+    write_record(run, record)
+    if record["datalist_written"]:
+        from pipeline.data.labels import describe
+
+        ids = record.get("ids", {})
+        desc = describe(ids.get("label_scheme") or "brats")
+        dl = {"name": Path(str(ids.get("dataset_dir") or "")).name, "label_scheme": ids.get("label_scheme"),
+              "channels": list(desc.channels), "regions": list(desc.regions), "folds": ids.get("folds"),
+              "seed": ids.get("seed"), "training": sorted([*split[0], *split[1]], key=lambda it: str(it["case"])),
+              "test": []}
+        atomic_write_text(run / "datalist.json", json.dumps(dl, indent=2))
+    return split
+
+
+def run_of_checkpoint(ckpt_path: str | os.PathLike, run_dir: str | os.PathLike) -> str:
+    """The run folder whose ``run.json`` describes ``ckpt_path``: ``<run>/models/model.pt`` -> ``<run>`` when that
+    folder has a record, else ``run_dir``."""
+    candidate = Path(ckpt_path).parent.parent
+    return str(candidate) if (candidate / RUN_RECORD).is_file() else str(run_dir)
+
+
+def check_regions(record: Mapping | None, description: Description) -> Description:
+    """Refuse to write labels of ``description`` with a model trained on other regions (a ``brats2024`` model's four
+    outputs written as ``brats2023`` labels, say); returns ``description``.
+
+    Raises:
+        RunError: the run's recorded scheme has other regions than the data's; both named, with the fix.
+    """
+    trained = (record or {}).get("ids", {}).get("label_scheme")
+    if trained and list(describe(trained).regions) != list(description.regions):
+        raise RunError(f"the model was trained on scheme {trained} (regions {', '.join(describe(trained).regions)}); "
+                       f"the data to segment is read as {description.name} (regions "
+                       f"{', '.join(description.regions)}): pass --label_scheme {trained} if the data is numbered "
+                       "that way, or use a model trained on this scheme")
+    return description
+
+
+def recorded_roi_size(roi_size: Sequence[int], record: Mapping | None) -> list[int]:
+    """The run's training patch size (the sliding window of its inference), else ``roi_size``."""
+    recorded = (record or {}).get("ids", {}).get("roi_size")
+    return [int(s) for s in (recorded or roi_size)]
+
+
+def write_metadata(run_dir: str | os.PathLike, meta: Mapping | None, description: object) -> Path | None:
+    """``<run_dir>/metadata.json``: the bundle's metadata (``@_meta_``) with ``network_data_format`` made from the
+    run's dataset description (input channels, output regions, their names), rank 0 only.
+
+    The bundle's own ``configs/metadata.json`` describes the default (BraTS: 4 channels, 3 regions); a run on other
+    data (BraTS 2024, an nnU-Net dataset) carries its own, so ``verify_net_in_out`` and exports of that run use it.
+    """
+    if not is_main_process() or not meta:
+        return None
+    out = json.loads(json.dumps(meta, default=str))
+    fmt = out.setdefault("network_data_format", {})
+    image = fmt.setdefault("inputs", {}).setdefault("image", {})
+    pred = fmt.setdefault("outputs", {}).setdefault("pred", {})
+    channels, regions = list(description.channels), list(description.regions)
+    image.update(num_channels=len(channels), channel_def={str(i): c for i, c in enumerate(channels)})
+    pred.update(num_channels=len(regions), channel_def={str(i): r for i, r in enumerate(regions)})
+    out["label_scheme"] = description.name
+    return atomic_write_text(Path(run_dir) / "metadata.json", json.dumps(out, indent=2))

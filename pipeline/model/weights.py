@@ -1,0 +1,96 @@
+"""Model weights: written whole (`atomic_torch_save`), loaded with ``weights_only=True`` or refused in one
+line (`load_weights`), and identified by their hash and the settings that change the output (`model_id`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from pipeline.core.errors import UserError
+from pipeline.core.files import atomic_write, file_sha256
+from pipeline.model.network import plain_value
+
+
+def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:
+    """``torch.save(obj, path)`` that never leaves a half-written ``path`` (`pipeline.core.files.atomic_write`)."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+class WeightsError(UserError):
+    """A checkpoint that cannot be used; the message names the file and the way out."""
+
+
+
+def checkpoint_file(ckpt_path: str | os.PathLike) -> Path:
+    """``ckpt_path`` if it is a non-empty file; else `WeightsError` naming it and the way out."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise WeightsError(f"no checkpoint at {path}: train first (make train), or pass --run_dir (or --ckpt_path) "
+                       "pointing at a run's models/model.pt")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{path} is empty (0 bytes): a copy or a disk that failed; use {path.parent / 'model_last.pt'} "
+                       "(--ckpt_path) or retrain with --overwrite true")
+    return path
+
+
+def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, *, device: str | torch.device = "cpu",
+                 record: Mapping | None = None) -> torch.nn.Module:
+    """Load a plain ``state_dict`` (``torch.load(..., weights_only=True)``) into ``network``, or refuse clearly.
+
+    An ensemble network (``networks.<i>.`` keys) takes the combined file of
+    `pipeline.inference.ensemble.write_ensemble_checkpoint`.
+
+    Raises:
+        WeightsError: the file is missing, empty, truncated or not a checkpoint; or it does not fit the network
+            (the differing ids of the run record named, or the first mismatching tensors).
+    """
+    path = checkpoint_file(ckpt_path)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # truncated zip, pickle with code, anything torch cannot read safely
+        raise WeightsError(f"{path} cannot be read as a checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                       f"use {path.parent / 'model_last.pt'} (--ckpt_path) or retrain with --overwrite true") from None
+    if isinstance(state, Mapping) and "model" in state and not any(k.endswith(".weight") for k in state):
+        state = state["model"]  # checkpoint.pt: the full training state
+    target = network.module if hasattr(network, "module") else network
+    own = target.state_dict()
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"{path} holds a {type(state).__name__}, not a state_dict; pass a model.pt written by training")
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        hint = ""
+        if record and "network" in record:
+            hint = f" (its run.json: network {record['network'].get('_target_')})"
+        first = ""
+        if shapes:
+            k = shapes[0]
+            first = f"{k}: checkpoint {tuple(state[k].shape)}, network {tuple(own[k].shape)}"
+        raise WeightsError(
+            f"{path} does not fit the network{hint}: {len(missing)} missing, {len(unexpected)} unexpected and "
+            f"{len(shapes)} differently shaped tensor(s){', e.g. ' + first if first else ''}; it was trained with "
+            "other network ids: run inference with --run_dir of that run (its run.json gives the network), or pass "
+            "the same network overlay and ids (demo.yaml, segresnet.yaml, unet_channels, ...) as in training")
+    target.load_state_dict(state)
+    return network
+
+
+def model_id(ckpt_path: str | os.PathLike, **settings: object) -> str | None:
+    """What identifies the writer of a segmentation: the checkpoint's SHA-256 and the inference settings that
+    change the output (TTA, post-processing, window, label scheme), hashed to 16 hex digits.
+
+    None when there is no usable checkpoint file: nothing can be segmented then, and `load_weights` (run
+    first by the bundle's ``initialize``) says why.
+    """
+    path = Path(ckpt_path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    digest = file_sha256(path)
+    text = json.dumps({"checkpoint": digest, **{k: plain_value(v) for k, v in sorted(settings.items())}}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

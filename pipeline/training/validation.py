@@ -1,0 +1,86 @@
+"""Validation during training: when the evaluator runs, and the Dice it reports per region.
+
+- `FinalValidationHandler`: validate every ``val_interval`` epochs and after the last one.
+- `region_dice` / `region_metrics`: the evaluator's ``val_mean_dice`` and one ``val_dice_<region>``
+  per network output channel (`dice_name`), BraTS's empty-region convention included.
+
+Both replace MONAI 1.6.1 handlers that cannot be told what is needed here (`pipeline.monai_workarounds`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from pipeline.data.labels import REGIONS
+
+
+class FinalValidationHandler:
+    """MONAI's ``ValidationHandler`` that also validates after the last epoch, whatever ``interval`` is.
+
+    With MONAI's own, a run whose length is not a multiple of ``val_interval`` ends with unvalidated epochs, and
+    one shorter than ``val_interval`` (``--epochs 5`` with the default 5 is fine, ``--epochs 3`` is not) never
+    validates: no ``model.pt`` is written and inference has no model. Epoch level only.
+
+    Args:
+        interval: validate every ``interval`` epochs, and after the last one.
+        validator: the validation engine (``validate#evaluator``).
+    """
+
+    def __init__(self, interval: int, validator: object) -> None:
+        from monai.handlers import ValidationHandler
+
+        self._handler = ValidationHandler(interval=int(interval), validator=validator, epoch_level=True)
+
+    def _due(self, engine, epoch: int) -> bool:  # noqa: ANN001 - an ignite Engine
+        return epoch % self._handler.interval == 0 or epoch == engine.state.max_epochs
+
+    def attach(self, engine) -> None:  # noqa: ANN001 - an ignite Engine
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=self._due), self._handler)
+
+
+def region_dice(region: str | None = None, regions: Sequence[str] = REGIONS):  # noqa: ANN201 - an IgniteMetricHandler
+    """A validation Dice handler (``DiceMetric`` as an ignite metric) for one region, or all of them with ``None``.
+
+    ``region`` is one of ``regions``, the network's output channels (``TC``, ``WT``, ``ET`` for the BraTS
+    schemes; `pipeline.data.labels.Description.regions`).
+
+    Expects decollated ``pred`` and ``label`` of shape ``(R, H, W, D)``, binary, channels ``regions``.
+    ``ignore_empty=False``: a case whose reference region is empty scores 1 if the prediction is empty too
+    and 0 otherwise, the BraTS convention (MONAI's default would give NaN and drop the case).
+    """
+    from monai.handlers import IgniteMetricHandler, from_engine
+    from monai.metrics import DiceMetric
+
+    transform = from_engine(["pred", "label"]) if region is None else region_output_transform(region, regions)
+    metric = DiceMetric(include_background=True, reduction="mean", ignore_empty=False)
+    return IgniteMetricHandler(metric_fn=metric, output_transform=transform, save_details=False)
+
+
+def region_metrics(regions: Sequence[str]) -> dict:
+    """``{"val_dice_<region>": handler}`` for each region (lower case), the validation's additional metrics."""
+    return {dice_name(r): region_dice(r, regions) for r in regions}
+
+
+def dice_name(region: str) -> str:
+    """The metric (and ``history.csv`` column) name of a region's validation Dice: ``val_dice_tc``."""
+    return "val_dice_" + "".join(ch if ch.isalnum() else "_" for ch in region.lower())
+
+
+def region_output_transform(region: str, regions: Sequence[str] = REGIONS
+                            ) -> Callable[[Sequence[dict]], tuple[list, list]]:
+    """An ignite ``output_transform`` picking one region channel of decollated ``pred``/``label``.
+
+    ``pred`` and ``label`` are ``(R, H, W, D)`` binary tensors, channels ``regions``; the result feeds
+    ``monai.handlers.MeanDice`` one region at a time.
+    """
+    try:
+        c = list(regions).index(region)
+    except ValueError:
+        raise ValueError(f"unknown region {region!r}; expected one of {tuple(regions)}") from None
+
+    def transform(output: Sequence[dict]) -> tuple[list, list]:
+        return [o["pred"][c : c + 1] for o in output], [o["label"][c : c + 1] for o in output]
+
+    return transform
