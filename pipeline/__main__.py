@@ -15,13 +15,13 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipeline import demo
 from pipeline.core.errors import UserError, user_message
 from pipeline.data.check import check_dataset
 from pipeline.data.datalist import write_datalist
 from pipeline.data.labels import BUILTIN, NNUNET_PREFIX, scheme_name
 from pipeline.data.layouts import LAYOUTS, detect_layout
 from pipeline.data.synthetic import DEFAULT_SHAPE, SUPPORTED_LAYOUTS, write_dataset
-from pipeline import demo
 from pipeline.evaluation.crossval import cross_validation_summary
 from pipeline.evaluation.evaluate import PROTOCOLS, evaluate, format_summary
 from pipeline.evaluation.official import CHALLENGES

@@ -14,10 +14,9 @@ from scipy import ndimage
 
 from pipeline.__main__ import main as check_main
 from pipeline.data.check import _scheme_hint, check_dataset
-from pipeline.data.datalist import build_datalist
+from pipeline.data.datalist import build_datalist, read_datalist
 from pipeline.data.labels import CHANNELS, labels_to_regions, regions_to_labels
 from pipeline.data.layouts import discover_cases
-from pipeline.data.source import DataSource
 from pipeline.data.synthetic import case_has_rc, write_dataset
 from tests.conftest import LAYOUT_SHAPE
 
@@ -147,4 +146,4 @@ def test_a_brats2024_datalist_records_its_four_regions_and_loads_unchanged(post_
     assert (dl["layout"], dl["label_scheme"]) == ("brats2023", "brats2024")
     assert (dl["channels"], dl["regions"]) == (list(CHANNELS), ["WT", "TC", "ET", "RC"])
     (tmp_path / "dl.json").write_text(json.dumps(dl))
-    assert DataSource(None, str(tmp_path / "dl.json")).datalist == dl
+    assert read_datalist(str(tmp_path / "dl.json")) == dl

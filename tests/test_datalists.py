@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pipeline.data.datalist import check_case_id, split_items, write_datalist
+from pipeline.data.datalist import check_case_id, read_datalist, split_items, write_datalist
 from pipeline.data.labels import CHANNELS
 from pipeline.data.layouts import DatasetError, discover_cases, scan_dataset
 from pipeline.data.layouts.brats import BRATS2021_SUFFIXES, BRATS2023_SUFFIXES, named_as
@@ -63,7 +63,7 @@ def test_relative_paths_are_read_from_the_datalists_folder_and_loaded_absolute(
     dl = _write(tmp_path / "lists" / "dl.json", {"training": [_item(f, cid, i) for i, (cid, f) in
                                                               enumerate(rel.items())], "test": []})
     monkeypatch.chdir(tmp_path / "data")  # not the datalist's folder: relative paths must not depend on it
-    loaded = DataSource(None, str(dl)).datalist
+    loaded = read_datalist(str(dl))
     for it in loaded["training"]:
         assert it["image"] == [two_cases[it["case"]][c] for c in CHANNELS]
         assert all(os.path.isabs(p) and os.path.isfile(p) for p in [*it["image"], it["label"]])
@@ -73,7 +73,7 @@ def test_relative_paths_are_read_from_the_datalists_folder_and_loaded_absolute(
 def test_our_own_written_datalist_validates_and_loads_unchanged(layout_datasets, tmp_path: Path, layout: str) -> None:
     out = tmp_path / "dl.json"
     written = write_datalist(layout_datasets[layout], out, folds=3)
-    assert DataSource(None, str(out)).datalist == written
+    assert read_datalist(str(out)) == written
     assert set(json.loads(out.read_text())) == {"name", "layout", "label_scheme", "channels", "regions", "folds",
                                                 "seed", "training", "test"}
 
@@ -96,7 +96,7 @@ def test_a_case_id_that_could_write_outside_output_dir_is_refused(two_cases, tmp
     output_dir.mkdir(parents=True)
     with pytest.raises(DatasetError, match=rf"training item 0: case id .* {message}.*<output_dir>/<case>\.nii\.gz.*"
                                            "rename the case"):
-        DataSource(None, str(dl)).datalist
+        read_datalist(str(dl))
     with pytest.raises(DatasetError, match=message):
         check_case_id(case_id, "here")
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.relative_to(tmp_path).parts[0] not in ("data",
@@ -149,7 +149,7 @@ def test_a_bad_item_is_refused_naming_the_case_the_file_and_the_fix(two_cases, t
                                                                     message: str) -> None:
     dl = _write(tmp_path / "dl.json", {"training": [_bad(two_cases["BraTS2021_00000"], tmp_path, kind)], "test": []})
     with pytest.raises(DatasetError, match=message) as err:
-        DataSource(None, str(dl)).datalist
+        read_datalist(str(dl))
     assert "\n" not in str(err.value) and str(dl) in str(err.value)
 
 
@@ -158,7 +158,7 @@ def test_two_items_with_one_case_id_are_refused_naming_both(two_cases, tmp_path:
     dl = _write(tmp_path / "dl.json", {"training": [_item(a, "X")], "test": [_item(b, "X", fold=None)]})
     with pytest.raises(DatasetError, match=r"case id X is used twice \(training: .*BraTS2021_00000_t1\.nii\.gz; "
                                            r"test: .*BraTS2021_00001_t1\.nii\.gz\).*ids must be unique"):
-        DataSource(None, str(dl)).datalist
+        read_datalist(str(dl))
 
 
 # ---- 2. channel order checked against the file names ------------------------------------------------------------
@@ -193,7 +193,7 @@ def test_images_named_in_another_order_are_reordered_with_one_info_line(tmp_path
     files = _case(tmp_path / "data", "CASE7", sep)
     dl = _write(tmp_path / "dl.json", {"training": [_item(files, "CASE7", order=order)], "test": []})
     with caplog.at_level(logging.INFO, logger="pipeline.data.datalist"):
-        item = DataSource(None, str(dl)).datalist["training"][0]
+        item = read_datalist(str(dl))["training"][0]
     assert item["image"] == [files[c] for c in CHANNELS]
     lines = [r.getMessage() for r in caplog.records if "reordered" in r.getMessage()]
     assert len(lines) == 1 and "case CASE7" in lines[0] and ", ".join(order) in lines[0]
@@ -206,7 +206,7 @@ def test_images_in_channel_order_or_with_names_that_show_nothing_keep_their_orde
     items = [_item(named, "CASE1"), plain]
     dl = _write(tmp_path / "dl.json", {"training": items, "test": []})
     with caplog.at_level(logging.INFO, logger="pipeline.data.datalist"):
-        loaded = DataSource(None, str(dl)).datalist["training"]
+        loaded = read_datalist(str(dl))["training"]
     assert loaded[0]["image"] == [named[c] for c in CHANNELS]
     assert [Path(p).name for p in loaded[1]["image"]] == ["scan0.nii.gz", "scan1.nii.gz", "scan2.nii.gz",
                                                           "scan3.nii.gz"]  # given order: the names show nothing
@@ -227,7 +227,7 @@ def test_names_that_are_not_the_four_contrasts_once_each_are_refused(tmp_path: P
     files = _case(tmp_path / "data", "CASE3")
     dl = _write(tmp_path / "dl.json", {"training": [_item(files, "CASE3", order=order)], "test": []})
     with pytest.raises(DatasetError, match=rf"case CASE3: image files .*{message}"):
-        DataSource(None, str(dl)).datalist
+        read_datalist(str(dl))
 
 
 @pytest.mark.parametrize(
@@ -247,10 +247,10 @@ def test_an_msd_channel_index_must_be_a_permutation_of_the_four_channels(tmp_pat
     _nifti(tmp_path / "labelsTr" / "BRATS_001.nii.gz")
     dl = _write(tmp_path / "dl.json", {"layout": "msd", "training": [item], "test": []})
     if ok:
-        assert DataSource(None, str(dl)).datalist["training"][0]["channel_index"] == index
+        assert read_datalist(str(dl))["training"][0]["channel_index"] == index
     else:
         with pytest.raises(DatasetError, match=r"case BRATS_001: \"channel_index\" is .*a permutation of 0\.\.3"):
-            DataSource(None, str(dl)).datalist
+            read_datalist(str(dl))
 
 
 # ---- 3. MONAI model-zoo datalists: their own split ---------------------------------------------------------------
@@ -275,7 +275,7 @@ def test_a_model_zoo_datalist_keeps_its_own_split_with_validation_as_fold_0(tmp_
     raw = _model_zoo(root, {"training": ["Brats18_A", "Brats18_B"], "validation": ["Brats18_C"],
                             "testing": ["Brats18_D"]})
     dl_path = _write(tmp_path / "configs" / "datalist.json", raw)  # not the data root: paths need --dataset_dir
-    dl = DataSource(root, str(dl_path)).datalist
+    dl = read_datalist(str(dl_path), root)
     assert dl["split"] == "model-zoo" and dl["layout"] == "brats2021" and dl["label_scheme"] == "brats"
     assert {it["case"]: it["fold"] for it in dl["training"]} == {"Brats18_C": 0, "Brats18_A": 1, "Brats18_B": 1}
     assert [it["case"] for it in dl["test"]] == ["Brats18_D"]
@@ -289,7 +289,7 @@ def test_a_model_zoo_datalist_keeps_its_own_split_with_validation_as_fold_0(tmp_
 def test_model_zoo_paths_are_read_from_the_json_folder_first(tmp_path: Path) -> None:
     root = tmp_path / "BraTS2018"
     dl_path = _write(root / "datalist.json", _model_zoo(root, {"training": ["A1"], "validation": ["A2"]}))
-    dl = DataSource(None, str(dl_path)).datalist
+    dl = read_datalist(str(dl_path))
     assert all(Path(p).is_relative_to(root) for it in dl["training"] for p in it["image"])
 
 
@@ -300,7 +300,7 @@ def test_a_model_zoo_datalist_whose_files_are_not_found_asks_for_the_data_root(t
     with pytest.raises(DatasetError, match=r"case A1: image file A1/A1_t1ce\.nii\.gz is not found in the datalist's "
                                            r"folder .*configs; pass --dataset_dir as the data root .* or make the "
                                            r"paths absolute \(9 more file\(s\) missing\)$"):
-        DataSource(None, str(dl_path)).datalist
+        read_datalist(str(dl_path))
 
 
 def test_a_model_zoo_case_in_both_validation_and_training_is_refused(tmp_path: Path) -> None:
@@ -308,7 +308,7 @@ def test_a_model_zoo_case_in_both_validation_and_training_is_refused(tmp_path: P
     raw = _model_zoo(root, {"training": ["A1", "A2"], "validation": ["A2"]})
     with pytest.raises(DatasetError, match=r"case A2 is both a validation case .* and a training case .*remove it "
                                            "from one of the two lists"):
-        DataSource(None, str(_write(root / "datalist.json", raw))).datalist
+        read_datalist(str(_write(root / "datalist.json", raw)))
 
 
 @pytest.mark.parametrize(
@@ -325,7 +325,7 @@ def test_model_zoo_case_ids_come_from_the_file_names(tmp_path: Path, image: str,
     item: dict = {"image": _nifti(tmp_path / image, (4, 4, 4, 4)), "channel_index": [0, 1, 2, 3]}
     if label:
         item["label"] = _nifti(tmp_path / label)
-    dl = DataSource(None, str(_write(tmp_path / "dl.json", {"testing": [item]}))).datalist
+    dl = read_datalist(str(_write(tmp_path / "dl.json", {"testing": [item]})))
     assert [it["case"] for it in dl["test"]] == [case]
 
 

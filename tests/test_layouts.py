@@ -140,7 +140,7 @@ def test_label_scheme_auto_follows_the_layout_and_an_explicit_scheme_wins(layout
         assert DataSource(layout_datasets[layout], label_scheme="auto").scheme == SCHEME[layout]
     assert DataSource(layout_datasets["brats2021"], label_scheme="brats2023").scheme == "brats2023"
     with pytest.raises(ValueError, match="unknown label_scheme 'brats2019'"):
-        DataSource(layout_datasets["brats2021"], label_scheme="brats2019").scheme
+        DataSource(layout_datasets["brats2021"], label_scheme="brats2019")
 
 
 # ---- every layout reaches the network as the same channels and regions ---------------------------------------

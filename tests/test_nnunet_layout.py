@@ -15,7 +15,7 @@ import pytest
 from pipeline.__main__ import main as check_main
 from pipeline.core.errors import UserError
 from pipeline.data.check import check_case, check_dataset
-from pipeline.data.datalist import build_datalist, write_datalist
+from pipeline.data.datalist import build_datalist, read_datalist, write_datalist
 from pipeline.data.labels import CHANNELS, describe, labels_to_regions, regions_to_labels
 from pipeline.data.layouts import Case, DatasetError, detect_layout, discover_cases, scan_dataset
 from pipeline.data.source import DataSource
@@ -306,7 +306,7 @@ def test_a_written_datalist_carries_the_description_and_loads_unchanged(nnunet_d
     assert (written["layout"], written["label_scheme"], written["channels"]) == ("nnunet", _scheme(root), channels)
     assert written["regions"] == ["whole tumor", "tumor core", "enhancing tumor"]
     assert all(len(it["image"]) == len(channels) and "channel_index" not in it for it in written["training"])
-    assert DataSource(None, str(out)).datalist == written
+    assert read_datalist(str(out)) == written
     assert DataSource(None, out).scheme == _scheme(root)
 
 
@@ -316,7 +316,7 @@ def test_a_datalist_item_with_another_number_of_images_is_refused(nnunet_dataset
     dl["training"][0]["image"] = four["training"][0]["image"][:2]
     (tmp_path / "dl.json").write_text(json.dumps(dl))
     with pytest.raises(DatasetError, match=r"case BraTS2021_0000\d: \"image\" lists 2 file\(s\); expected 1 \(T1ce"):
-        DataSource(None, str(tmp_path / "dl.json")).datalist
+        read_datalist(str(tmp_path / "dl.json"))
 
 
 def test_a_datalist_whose_dataset_json_is_gone_is_refused_naming_it(nnunet_datasets, tmp_path: Path) -> None:
@@ -324,7 +324,7 @@ def test_a_datalist_whose_dataset_json_is_gone_is_refused_naming_it(nnunet_datas
     write_datalist(root, tmp_path / "dl.json", folds=3)
     (root / "dataset.json").unlink()
     with pytest.raises(DatasetError, match=r"dl\.json: label scheme nnunet:.*dataset\.json does not exist"):
-        DataSource(None, str(tmp_path / "dl.json")).datalist
+        read_datalist(str(tmp_path / "dl.json"))
 
 
 def test_a_built_in_scheme_whose_channels_are_not_the_datasets_is_refused(nnunet_datasets) -> None:

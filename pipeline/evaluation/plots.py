@@ -157,7 +157,8 @@ def _check_label_file(path: str | os.PathLike, scheme: str, what: str, layout: s
         raise UserError(f"{path}: {problem}")
 
 
-def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike, dataset_dir: str | os.PathLike | Reference,
+def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
+                    dataset_dir: str | os.PathLike | Reference,
                     scheme: str = "auto", max_cases: int = 3, *, out_dir: str | os.PathLike | None = None,
                     out_option: str = "--eval_dir") -> list[Path]:
     """The evaluation's pictures: ``dice_boxplot.png`` and overlays of the worst, median and best cases.

@@ -1,4 +1,5 @@
-"""Inference: prediction and writing, the output folder's guard and provenance, ensembles, post-processing, viewer tables."""
+"""Inference: prediction and writing, the output folder's guard and provenance, ensembles, post-processing, viewer
+tables."""
 
 from pipeline.core.lazy import submodules
 

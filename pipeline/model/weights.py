@@ -33,7 +33,8 @@ def checkpoint_file(ckpt_path: str | os.PathLike) -> Path:
         raise WeightsError(f"no checkpoint at {path}: train first (make train), or pass --run_dir (or --ckpt_path) "
                        "pointing at a run's models/model.pt")
     if path.stat().st_size == 0:
-        raise WeightsError(f"{path} is empty (0 bytes): a copy or a disk that failed; use {path.parent / 'model_last.pt'} "
+        raise WeightsError(f"{path} is empty (0 bytes): a copy or a disk that failed; use "
+                           f"{path.parent / 'model_last.pt'} "
                        "(--ckpt_path) or retrain with --overwrite true")
     return path
 
@@ -53,14 +54,16 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, *, devi
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # truncated zip, pickle with code, anything torch cannot read safely
-        raise WeightsError(f"{path} cannot be read as a checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        raise WeightsError(f"{path} cannot be read as a checkpoint ({type(e).__name__}: {first}); "
                        f"use {path.parent / 'model_last.pt'} (--ckpt_path) or retrain with --overwrite true") from None
     if isinstance(state, Mapping) and "model" in state and not any(k.endswith(".weight") for k in state):
         state = state["model"]  # checkpoint.pt: the full training state
     target = network.module if hasattr(network, "module") else network
     own = target.state_dict()
     if not isinstance(state, Mapping):
-        raise WeightsError(f"{path} holds a {type(state).__name__}, not a state_dict; pass a model.pt written by training")
+        raise WeightsError(f"{path} holds a {type(state).__name__}, not a state_dict; pass a model.pt written by "
+                           "training")
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
@@ -92,5 +95,6 @@ def model_id(ckpt_path: str | os.PathLike, **settings: object) -> str | None:
     if not path.is_file() or path.stat().st_size == 0:
         return None
     digest = file_sha256(path)
-    text = json.dumps({"checkpoint": digest, **{k: plain_value(v) for k, v in sorted(settings.items())}}, sort_keys=True)
+    values = {k: plain_value(v) for k, v in sorted(settings.items())}
+    text = json.dumps({"checkpoint": digest, **values}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

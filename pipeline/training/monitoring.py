@@ -1,7 +1,8 @@
 """Watching a run: one concise line per epoch, a history file for the curves, progress bars with an ETA.
 
 `EpochSummary` is attached to the trainer after the validation handler
-(``pipeline.training.validation.FinalValidationHandler``, so this epoch's validation, when there is one, has already run) and
+(``pipeline.training.validation.FinalValidationHandler``, so this epoch's validation, when there is one, has already
+run) and
 logs::
 
     epoch  12/300  loss 0.2345  lr 9.87e-04  Dice TC 0.901 WT 0.874 ET 0.812 mean 0.862  41.2 s
