@@ -13,6 +13,12 @@ import subprocess
 import time
 from pathlib import Path
 
+from pipeline.bundle import command
+from pipeline.data.datalist import write_datalist
+from pipeline.data.synthetic import DEFAULT_SHAPE, write_dataset
+from pipeline.evaluation.regions import format_table
+from pipeline.model.record import RUN_ARTEFACTS
+
 BUNDLE = Path(__file__).resolve().parent.parent / "bundle"
 CONFIGS = BUNDLE / "configs"
 DEMO_FOLDS = 4          # 16 cases: 12 train, 4 validate
@@ -44,7 +50,6 @@ def demo_line(summary: dict, seconds: float) -> str:
 def free_run_dir(run_dir: str | os.PathLike) -> Path:
     """``run_dir`` if it holds no trained run, else the first ``<run_dir>_<n>`` that does not: a second ``make demo``
     never writes over the first one's model, segmentations or numbers."""
-    from pipeline.model.record import RUN_ARTEFACTS
 
     base = Path(run_dir)
     candidate, n = base, 1
@@ -67,10 +72,6 @@ def run_demo(data_dir: str = "data/synthetic", run_dir: str = "runs/demo", cases
 
     Returns the evaluation summary (see `pipeline.evaluation.regions.evaluate_folders`).
     """
-    from pipeline.bundle import command
-    from pipeline.data.datalist import write_datalist
-    from pipeline.data.synthetic import DEFAULT_SHAPE, write_dataset
-    from pipeline.evaluation.regions import format_table
 
     t0 = started_at if started_at is not None else time.time()
     shape = tuple(shape or DEFAULT_SHAPE)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.core.errors import UserError
+from pipeline.core.files import atomic_write_text
 from pipeline.data.labels import CHANNELS, LABEL_SCHEMES, NNUNET_PREFIX, Description, describe, scheme_name
 from pipeline.data.layouts import LAYOUTS, Case, DatasetError, scan_dataset, usable_cases
 from pipeline.data.layouts.brats import named_as
@@ -95,7 +96,6 @@ def write_datalist(root: str | os.PathLike, out: str | os.PathLike, folds: int =
     Raises:
         DatasetError: ``out`` exists with other content and not ``force``.
     """
-    from pipeline.core.files import atomic_write_text
 
     datalist = build_datalist(root, folds, seed, layout=layout, label_scheme=label_scheme)
     out = Path(out)

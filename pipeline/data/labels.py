@@ -90,26 +90,61 @@ class Description:
 
 _BRATS_CHANNELS = CHANNELS
 
+#: The one numbering table: the label value of each tumour role (NCR: the non-enhancing core, NCR/NETC/NET; ED:
+#: oedema, ED/SNFH; ET: enhancing tumour; RC: resection cavity) in every numbering the pipeline reads or writes.
+#: The built-in schemes; ``nnunet-brats21``, nnU-Net's own BraTS 2021 conversion (Dataset137); ``challenge <c>``,
+#: the official BraTS evaluation's configs (ped numbers its classes otherwise; menrt scores one GTV label only).
+NUMBERING: dict[str, dict[str, int]] = {
+    "brats": {"NCR": 1, "ED": 2, "ET": 4},
+    "brats2023": {"NCR": 1, "ED": 2, "ET": 3},
+    "brats2024": {"NCR": 1, "ED": 2, "ET": 3, "RC": 4},
+    "msd": {"NCR": 2, "ED": 1, "ET": 3},
+    "nnunet-brats21": {"ED": 1, "NCR": 2, "ET": 3, "RC": 4},
+    "challenge gli": {"NCR": 1, "ED": 2, "ET": 3, "RC": 4},
+    "challenge mets": {"NCR": 1, "ED": 2, "ET": 3, "RC": 4},
+    "challenge goat": {"NCR": 1, "ED": 2, "ET": 3},
+    "challenge menpre": {"NCR": 1, "ED": 2, "ET": 3},
+    "challenge ped": {"ET": 1, "NCR": 2, "ED": 4},
+    "challenge menrt": {},
+}
+
+
+def relabel(labels: np.ndarray, roles: Mapping[int, str], numbering: str) -> np.ndarray:
+    """A label map ``(...)`` whose values are the keys of ``roles`` (value -> role) renumbered into ``numbering``
+    (a key of `NUMBERING`), uint8; background 0 stays 0.
+
+    Raises:
+        UserError: a role the numbering has no value for (e.g. RC in ``brats``).
+    """
+    target = NUMBERING[numbering]
+    missing = sorted({r for r in roles.values() if r not in target})
+    if missing:
+        raise UserError(f"numbering {numbering} has no label for {', '.join(missing)}")
+    lut = np.zeros(max([0, *roles]) + 1, dtype=np.uint8)
+    for value, role in roles.items():
+        lut[value] = target[role]
+    return lut[np.asarray(labels).astype(np.intp, copy=False)]
+
 
 BUILTIN: dict[str, Description] = {
     "brats": Description(
         "brats", "BraTS 2018-2021 (1 NCR, 2 ED, 4 ET)", _BRATS_CHANNELS, {"NCR": 1, "ED": 2, "ET": 4},
         {"TC": (1, 4), "WT": (1, 2, 4), "ET": (4,)}, (1, 2, 4),
-        {"ET": (4,), "TC": (1, 4), "WT": (1, 2, 4)}, {"NCR": 1, "ED": 2, "ET": 4}),
+        {"ET": (4,), "TC": (1, 4), "WT": (1, 2, 4)}, NUMBERING["brats"]),
     "brats2023": Description(
         "brats2023", "BraTS 2023+ (1 NETC, 2 SNFH, 3 ET)", _BRATS_CHANNELS, {"NETC": 1, "SNFH": 2, "ET": 3},
         {"TC": (1, 3), "WT": (1, 2, 3), "ET": (3,)}, (1, 2, 3),
-        {"ET": (3,), "TC": (1, 3), "WT": (1, 2, 3)}, {"NCR": 1, "ED": 2, "ET": 3}),
+        {"ET": (3,), "TC": (1, 3), "WT": (1, 2, 3)}, NUMBERING["brats2023"]),
     "brats2024": Description(
         "brats2024", "BraTS 2024+ post-treatment glioma (1 NETC, 2 SNFH, 3 ET, 4 RC)", _BRATS_CHANNELS,
         {"NETC": 1, "SNFH": 2, "ET": 3, "RC": 4},
         {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,), "RC": (4,)}, (2, 1, 3, 4),
         {"ET": (3,), "NETC": (1,), "SNFH": (2,), "RC": (4,), "TC": (1, 3), "WT": (1, 2, 3)},
-        {"NCR": 1, "ED": 2, "ET": 3, "RC": 4}),
+        NUMBERING["brats2024"]),
     "msd": Description(
         "msd", "Decathlon Task01 (1 ED, 2 NET, 3 ET)", _BRATS_CHANNELS, {"ED": 1, "NET": 2, "ET": 3},
         {"TC": (2, 3), "WT": (1, 2, 3), "ET": (3,)}, (2, 1, 3),
-        {"ET": (3,), "TC": (2, 3), "WT": (1, 2, 3)}, {"NCR": 2, "ED": 1, "ET": 3}),
+        {"ET": (3,), "TC": (2, 3), "WT": (1, 2, 3)}, NUMBERING["msd"]),
 }
 
 

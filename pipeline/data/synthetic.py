@@ -1,46 +1,10 @@
 """Synthetic BraTS-like cases: the embedded default dataset of the demo and of every test.
 
-Each case is a skull-stripped, brain-shaped volume on an exact-zero background with CSF, grey matter
-and white matter texture (cortical ribbon with sulci, deep grey nuclei, ventricles, a midline
-fissure), and one glioma: an irregular necrotic core (label 1) inside an enhancing rim (label 4)
-inside irregular oedema (label 2), so ET lies within TC (= 1|4) within WT (= 1|2|4), and WT lies
-within the brain. About one case in eight is a non-enhancing, low-grade-like tumour (no label 4;
-a small non-enhancing core labelled 1, or none), and about a quarter of the enhancing ones have only
-a thin rim and a small core.
-
-Appearance follows real scans: T1 WM > GM > CSF; T2 CSF > GM > WM; FLAIR CSF dark, GM > WM; T1ce like
-T1 but the enhancing tumour is far brighter than any normal tissue and necrosis is dark; oedema is
-bright on FLAIR and T2, the tumour core bright on T2. Every contrast has its own smooth
-multiplicative bias field, a random global scale and Rician noise of about 3 % of the tissue signal;
-the background stays exactly 0 and every brain voxel is >= 1 in every contrast.
-
-Arrays are indexed ``(X, Y, Z)`` like BraTS 2021 files (240 x 240 x 155, 1 mm, affine
-`BRATS_AFFINE`). Written on disk in one of five layouts (`write_dataset`, ``layout=``)::
-
-    brats2021  <out_dir>/BraTS2021_00000/BraTS2021_00000_{t1,t1ce,t2,flair}.nii.gz   int16
-               <out_dir>/BraTS2021_00000/BraTS2021_00000_seg.nii.gz                  uint8, 0 / 1 NCR / 2 ED / 4 ET
-    brats2023  <out_dir>/BraTS-GLI-00000-000/BraTS-GLI-00000-000-{t1n,t1c,t2w,t2f}.nii.gz  int16
-               <out_dir>/BraTS-GLI-00000-000/BraTS-GLI-00000-000-seg.nii.gz          uint8, 1 NCR / 2 ED / 3 ET
-    msd        <out_dir>/imagesTr/BRATS_001.nii.gz   float32 (X, Y, Z, 4): FLAIR, T1w, T1gd, T2w
-               <out_dir>/labelsTr/BRATS_001.nii.gz   uint8, 1 ED / 2 NET (our NCR) / 3 ET;  <out_dir>/dataset.json
-    brats2024  the brats2023 names, seg uint8 1 NETC / 2 SNFH / 3 ET / 4 RC (resection cavity, BraTS 2024+
-               post-treatment glioma); read by the brats2023 layout, so it needs --label_scheme brats2024
-    nnunet     <out_dir>/imagesTr/BraTS2021_00000_{0000,0001,0002,0003}.nii.gz  int16, T1, T1ce, T2, FLAIR (or
-               the ``channels`` asked for, in that order); <out_dir>/labelsTr/BraTS2021_00000.nii.gz uint8 in
-               nnU-Net's Dataset137_BraTS21 numbering: 1 oedema / 2 non-enhancing (our NCR) / 3 enhancing, with
-               ``rc`` 4 resection cavity; <out_dir>/dataset.json (nnU-Net v2: channel_names, labels with the
-               regions "whole tumor" [1, 2, 3], "tumor core" [2, 3], "enhancing tumor" 3 (and "resection cavity" 4),
-               regions_class_order [1, 2, 3 (, 4)], file_ending .nii.gz)
-
-Case ``i`` holds the same arrays in every layout (only the file packing, the channel order and the label
-numbering differ), so a layout's reading can be checked against another's. A resection cavity (``brats2024``,
-or ``rc=True`` with ``nnunet``) is drawn from a second generator of its own, ``(seed, i, RC_STREAM)``, in
-`RC_FRACTION` of the cases: a fluid-filled blob (dark on T1, T1ce and FLAIR, bright on T2) inside the brain
-beside the tumour, never overlapping it; the rest of the case is unchanged except for the voxels around it
-(partial-volume blur).
-
-Case ``i`` of `write_dataset` depends only on ``(seed, i)``. With ``seed=0`` and 16 cases, cases
-``BraTS2021_00002`` and ``BraTS2021_00007`` are the non-enhancing ones (see `case_is_enhancing`).
+Each case is a skull-stripped brain with CSF, grey and white matter texture and one glioma (necrotic core, enhancing
+rim, oedema; one case in eight non-enhancing), four contrasts with bias fields and Rician noise, arrays ``(X, Y, Z)``
+as in BraTS 2021 (1 mm, affine `BRATS_AFFINE`). Case ``i`` depends only on ``(seed, i)`` and holds the same arrays in
+every layout it is written in (`write_dataset`: the layouts' own writers and numbering). How the anatomy, the tumour
+and the resection cavity are drawn: `docs/datasets.md`.
 """
 
 from __future__ import annotations
@@ -51,12 +15,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
 from pipeline.core.errors import UserError
-from pipeline.core.files import atomic_write, atomic_write_text
+from pipeline.core.files import atomic_write_text
+from pipeline.data.labels import CONTRAST_NAMES, NUMBERING, relabel
+from pipeline.data.layouts import brats, msd, nnunet
 
 logger = logging.getLogger(__name__)
 
@@ -68,29 +33,19 @@ BRATS_AFFINE: np.ndarray = np.array(
     [[-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 239.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
 )
 
+#: What the generator's label codes are (its seg: 1 NCR, 2 ED, 4 ET, 3 RC), to be written in a dataset's numbering
+#: (`pipeline.data.labels.NUMBERING`).
+ROLES: dict[int, str] = {1: "NCR", 2: "ED", 4: "ET", 3: "RC"}
+#: The numbering each layout is written in.
+LAYOUT_NUMBERING: dict[str, str] = {"brats2021": "brats", "brats2023": "brats2023", "brats2024": "brats2024",
+                                    "msd": "msd", "nnunet": "nnunet-brats21"}
+
 #: Layouts `write_dataset` can write.
 SUPPORTED_LAYOUTS: tuple[str, ...] = ("brats2021", "brats2023", "msd", "brats2024", "nnunet")
 
-#: BraTS 2023 file suffix of each `CONTRASTS` entry.
-BRATS2023_SUFFIX: dict[str, str] = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}
 
-#: Contrasts in the channel order of an MSD Task01 4D image (FLAIR, T1w, T1gd, T2w).
-MSD_ORDER: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
-
-#: Label value of our seg (0, 1 NCR, 2 ED, 4 ET; 3 RC with a resection cavity) -> BraTS 2023 (ET 3), MSD (1 ED,
-#: 2 NET, 3 ET), BraTS 2024 (1 NETC, 2 SNFH, 3 ET, 4 RC) and nnU-Net Dataset137 (1 ED, 2 NCR, 3 ET; 4 RC) numbering.
-_LABEL_LUT: dict[str, np.ndarray] = {
-    "brats2023": np.array([0, 1, 2, 0, 3], dtype=np.uint8),
-    "msd": np.array([0, 2, 1, 0, 3], dtype=np.uint8),
-    "brats2024": np.array([0, 1, 2, 4, 3], dtype=np.uint8),
-    "nnunet": np.array([0, 2, 1, 4, 3], dtype=np.uint8),
-}
-
-#: The channel name (`pipeline.data.labels.CHANNELS`) of each `CONTRASTS` entry, and the names accepted
-#: for it in ``channels`` (case-insensitive).
+#: The channel name (`pipeline.data.labels.CHANNELS`) of each `CONTRASTS` entry.
 CHANNEL_NAMES: dict[str, str] = {"t1": "T1", "t1ce": "T1ce", "t2": "T2", "flair": "FLAIR"}
-_CONTRAST_ALIASES: dict[str, str] = {"t1": "t1", "t1n": "t1", "t1w": "t1", "t1ce": "t1ce", "t1c": "t1ce",
-                                     "t1gd": "t1ce", "t2": "t2", "t2w": "t2", "flair": "flair", "t2f": "flair"}
 
 #: Fraction of the cases of a dataset with a resection cavity (``brats2024``, ``nnunet`` with ``rc``) that have one.
 RC_FRACTION: float = 7 / 8
@@ -426,22 +381,13 @@ def contrasts_of(channels: Sequence[str] | None) -> tuple[str, ...]:
         return CONTRASTS
     if isinstance(channels, str):
         channels = [channels]
-    out = [_CONTRAST_ALIASES.get(str(c).strip().lower()) for c in channels]
-    known = ", ".join(sorted(_CONTRAST_ALIASES))
+    by_name = {name: key for key, name in CHANNEL_NAMES.items()}
+    out = [by_name.get(CONTRAST_NAMES.get(str(c).strip().lower(), "")) for c in channels]
+    known = ", ".join(sorted(CONTRAST_NAMES))
     if not out or None in out or len(set(out)) != len(out):
         raise ValueError(f"channels {list(channels)}: expected one or more of the four contrasts, each once, named "
                          f"{known} (any case), e.g. T1ce or T1 T1ce T2 FLAIR")
     return tuple(c for c in out if c)
-
-
-def save_nifti(arr: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    """Write ``arr`` as gzip NIfTI at ``path`` atomically (temp file in the same folder, then ``os.replace``)."""
-    img = nib.Nifti1Image(arr, affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_xyzt_units("mm", "sec")
-    img.header.set_data_dtype(arr.dtype)
-    atomic_write(path, lambda tmp: nib.save(img, tmp), durable=False)
 
 
 def write_dataset(
@@ -457,43 +403,30 @@ def write_dataset(
 ) -> list[Path]:
     """Write ``cases`` synthetic cases under ``out_dir`` in one of the layouts of `pipeline.data.layouts`.
 
-    ``brats2021`` writes ``OUT_DIR/BraTS2021_{i:05d}/BraTS2021_{i:05d}_{t1,t1ce,t2,flair,seg}.nii.gz``:
-    images ``(X, Y, Z)`` int16, seg ``(X, Y, Z)`` uint8 (0, 1 NCR, 2 ED, 4 ET), affine
-    `brats_affine` (``BRATS_AFFINE`` at 240 x 240 x 155), 1 mm zooms, qform/sform code 1.
-    ``brats2023`` writes ``OUT_DIR/BraTS-GLI-{i:05d}-000/BraTS-GLI-{i:05d}-000-{t1n,t1c,t2w,t2f,seg}.nii.gz``,
-    the same arrays with ET labelled 3. ``msd`` writes ``OUT_DIR/imagesTr/BRATS_{i+1:03d}.nii.gz``, one
-    ``(X, Y, Z, 4)`` float32 image with channels FLAIR, T1w, T1gd, T2w, ``OUT_DIR/labelsTr/BRATS_{i+1:03d}.nii.gz``
-    (uint8, 1 ED, 2 NET, 3 ET) and ``OUT_DIR/dataset.json`` as in the Decathlon; the same grid and affine.
-    ``brats2024`` writes the ``brats2023`` names with a resection cavity (seg 1 NETC, 2 SNFH, 3 ET, 4 RC).
-    ``nnunet`` writes nnU-Net v2's raw format: ``OUT_DIR/imagesTr/BraTS2021_{i:05d}_{k:04d}.nii.gz`` (int16, one
-    file per channel: T1, T1ce, T2, FLAIR, or ``channels``), ``OUT_DIR/labelsTr/BraTS2021_{i:05d}.nii.gz`` (uint8,
-    Dataset137_BraTS21's 1 oedema, 2 non-enhancing, 3 enhancing; 4 resection cavity with ``rc``) and
-    ``OUT_DIR/dataset.json`` (see the module docstring).
+    The layout's own writer writes each case (names, channel packing), and its seg in the layout's numbering
+    (`LAYOUT_NUMBERING`): ``brats2021`` ``BraTS2021_00000/BraTS2021_00000_{t1,t1ce,t2,flair,seg}.nii.gz`` (images
+    int16, seg uint8 1 NCR, 2 ED, 4 ET); ``brats2023`` ``BraTS-GLI-00000-000/...-{t1n,t1c,t2w,t2f,seg}`` (ET 3);
+    ``brats2024`` the same names with a resection cavity (4 RC); ``msd`` ``imagesTr/BRATS_001.nii.gz`` 4D float32
+    (FLAIR, T1w, T1gd, T2w), ``labelsTr/`` (1 ED, 2 NET, 3 ET) and ``dataset.json``; ``nnunet`` nnU-Net v2's raw
+    format in nnU-Net's Dataset137 numbering (1 oedema, 2 non-enhancing, 3 enhancing, 4 RC with ``rc``).
 
     Args:
-        channels: ``nnunet`` only: the contrasts to write, in this order (e.g. ``("T1ce",)`` for a single-channel
-            dataset); names as `contrasts_of` reads them. Default: all four.
-        rc: ``nnunet`` only: add a resection cavity (label 4, a region of its own in dataset.json) to
-            `RC_FRACTION` of the cases (`case_has_rc`); ``brats2024`` always does.
+        channels: ``nnunet`` only: the contrasts to write, in this order (e.g. ``("T1ce",)``). Default: all four.
+        rc: ``nnunet`` only: a resection cavity in `RC_FRACTION` of the cases; ``brats2024`` always has one.
+        force: write into a folder that already holds NIfTI files (overwriting cases of the same name).
 
-    Case ``i`` is drawn from ``np.random.default_rng([seed, i])`` only, so its arrays are identical
-    whatever ``cases`` or ``layout`` is; its first draw makes about 1 case in 8 non-enhancing (see
-    `case_is_enhancing`).
-
-    The synthetic case names are BraTS's own (``BraTS2021_00000``), so a folder that already holds NIfTI files
-    is refused unless ``force``: a real download must never be overwritten by synthetic cases. A folder that
-    this function wrote with the same settings (recorded in ``OUT_DIR/synthetic.json``) is left as it is and
-    its cases are returned. With ``force`` the files of our cases are overwritten (each file atomically);
-    nothing else in ``out_dir`` is touched or deleted.
+    A folder this function wrote with the same settings (``synthetic.json``) is left as it is; a folder holding
+    other NIfTI files is refused unless ``force`` (synthetic names are BraTS's own).
 
     Returns:
         The case folders (``msd``: the 4D image files; ``nnunet``: the ``_0000`` image files), in case order.
 
     Raises:
-        ValueError: an unknown ``layout``, a negative ``cases`` or ``seed``, a bad ``shape``, ``channels`` or
-            ``rc`` with a layout that does not take them, or an unknown channel name.
+        ValueError: an unknown ``layout``, a negative ``cases`` or ``seed``, a bad ``shape``, ``channels`` or ``rc``
+            with a layout that does not take them, or an unknown channel name.
         UserError: ``out_dir`` already holds NIfTI files other than these synthetic cases and not ``force``.
     """
+
     if layout not in SUPPORTED_LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; supported layouts: {', '.join(SUPPORTED_LAYOUTS)}")
     if int(cases) < 0:
@@ -523,30 +456,28 @@ def write_dataset(
     _refuse_occupied(out, force)
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    roles = {code: role for code, role in ROLES.items() if with_rc or role != "RC"}
     for i in range(int(cases)):
         rng = np.random.default_rng([int(seed), i])
         enhancing = bool(rng.random() >= NON_ENHANCING_FRACTION)
         rc_rng = _rc_generator(seed, i) if with_rc else None
         images, seg = synth_case(shape, rng=rng, enhancing=enhancing, rc_rng=rc_rng)
+        by_channel = {CHANNEL_NAMES[key]: image for key, image in images.items()}
+        labels = relabel(seg, roles, LAYOUT_NUMBERING[layout])
         if layout == "msd":
-            written.append(_write_msd_case(out, f"BRATS_{i + 1:03d}", images, seg, affine))
-            continue
-        if layout == "nnunet":
-            written.append(_write_nnunet_case(out, f"BraTS2021_{i:05d}", images, seg, affine, contrasts))
-            continue
-        case_id, sep = (f"BraTS2021_{i:05d}", "_") if layout == "brats2021" else (f"BraTS-GLI-{i:05d}-000", "-")
-        folder = out / case_id
-        folder.mkdir(exist_ok=True)
-        for name in CONTRASTS:
-            suffix = name if layout == "brats2021" else BRATS2023_SUFFIX[name]
-            save_nifti(images[name], affine, folder / f"{case_id}{sep}{suffix}.nii.gz")
-        labels = seg if layout == "brats2021" else _LABEL_LUT[layout][seg]
-        save_nifti(labels, affine, folder / f"{case_id}{sep}seg.nii.gz")
-        written.append(folder)
+            written.append(msd.write_case(out, f"BRATS_{i + 1:03d}", by_channel, labels, affine))
+        elif layout == "nnunet":
+            written.append(nnunet.write_case(out, f"BraTS2021_{i:05d}", [images[c] for c in contrasts], labels,
+                                             affine))
+        elif layout == "brats2021":
+            written.append(brats.write_case(out, f"BraTS2021_{i:05d}", by_channel, labels, affine, brats.BRATS2021))
+        else:
+            written.append(brats.write_case(out, f"BraTS-GLI-{i:05d}-000", by_channel, labels, affine,
+                                            brats.BRATS2023))
     if layout == "msd":
-        _write_msd_json(out, [p.name for p in written])
+        msd.write_dataset_json(out, [p.name for p in written])
     if layout == "nnunet":
-        _write_nnunet_json(out, contrasts, len(written), with_rc)
+        nnunet.write_dataset_json(out, nnunet_dataset_json(contrasts, len(written), with_rc))
     names = [p.relative_to(out).as_posix() for p in written]
     atomic_write_text(out / SETTINGS_FILE, json.dumps({**settings, "cases_written": names}))
     return written
@@ -592,58 +523,18 @@ def _refuse_occupied(out: Path, force: bool) -> None:
         )
 
 
-def _write_msd_case(out: Path, case_id: str, images: dict[str, np.ndarray], seg: np.ndarray,
-                    affine: np.ndarray) -> Path:
-    """``imagesTr/<case>.nii.gz`` (X, Y, Z, 4) float32 in MSD channel order and ``labelsTr/<case>.nii.gz``."""
-    (out / "imagesTr").mkdir(exist_ok=True)
-    (out / "labelsTr").mkdir(exist_ok=True)
-    image = np.stack([images[name] for name in MSD_ORDER], axis=-1).astype(np.float32)
-    path = out / "imagesTr" / f"{case_id}.nii.gz"
-    save_nifti(image, affine, path)
-    save_nifti(_LABEL_LUT["msd"][seg], affine, out / "labelsTr" / f"{case_id}.nii.gz")
-    return path
-
-
-def _write_msd_json(out: Path, names: Sequence[str]) -> None:
-    """``dataset.json`` in the Decathlon's form: modalities, labels and the training list."""
-    meta = {
-        "name": "BRATS",
-        "description": "Synthetic BraTS-like cases in the layout of Task01_BrainTumour (python -m pipeline synth)",
-        "tensorImageSize": "4D",
-        "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
-        "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
-        "numTraining": len(names),
-        "numTest": 0,
-        "training": [{"image": f"./imagesTr/{n}", "label": f"./labelsTr/{n}"} for n in names],
-        "test": [],
-    }
-    atomic_write_text(out / "dataset.json", json.dumps(meta, indent=4))
-
-
-def _write_nnunet_case(out: Path, case_id: str, images: dict[str, np.ndarray], seg: np.ndarray, affine: np.ndarray,
-                       contrasts: Sequence[str]) -> Path:
-    """``imagesTr/<case>_<XXXX>.nii.gz``, one per contrast in ``contrasts`` order, and ``labelsTr/<case>.nii.gz``
-    in Dataset137 numbering (4 RC); returns the ``_0000`` file."""
-    (out / "imagesTr").mkdir(exist_ok=True)
-    (out / "labelsTr").mkdir(exist_ok=True)
-    paths = [out / "imagesTr" / f"{case_id}_{k:04d}.nii.gz" for k in range(len(contrasts))]
-    for path, name in zip(paths, contrasts, strict=True):
-        save_nifti(images[name], affine, path)
-    save_nifti(_LABEL_LUT["nnunet"][seg], affine, out / "labelsTr" / f"{case_id}.nii.gz")
-    return paths[0]
-
-
 def nnunet_dataset_json(contrasts: Sequence[str] = CONTRASTS, cases: int = 0, rc: bool = False) -> dict:
     """The ``dataset.json`` of a synthetic nnU-Net dataset: nnU-Net v2 keys, the labels and regions of nnU-Net's
     own BraTS 2021 conversion (Dataset137_BraTS21: 1 oedema, 2 non-enhancing, 3 enhancing; regions whole tumour,
     tumour core, enhancing tumour written as 1, 2, 3), plus a fourth region "resection cavity" (label 4) with
     ``rc``."""
-    labels: dict[str, int | list[int]] = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3],
-                                          "enhancing tumor": 3}
-    order = [1, 2, 3]
+    n = NUMBERING["nnunet-brats21"]
+    labels: dict[str, int | list[int]] = {"background": 0, "whole tumor": sorted([n["ED"], n["NCR"], n["ET"]]),
+                                          "tumor core": sorted([n["NCR"], n["ET"]]), "enhancing tumor": n["ET"]}
+    order = [n["ED"], n["NCR"], n["ET"]]
     if rc:
-        labels["resection cavity"] = 4
-        order.append(4)
+        labels["resection cavity"] = n["RC"]
+        order.append(n["RC"])
     return {
         "name": "Dataset137_BraTS21_synthetic",
         "description": "Synthetic BraTS-like cases in nnU-Net v2's raw format (python -m pipeline synth --layout "
@@ -656,5 +547,3 @@ def nnunet_dataset_json(contrasts: Sequence[str] = CONTRASTS, cases: int = 0, rc
     }
 
 
-def _write_nnunet_json(out: Path, contrasts: Sequence[str], cases: int, rc: bool) -> None:
-    atomic_write_text(out / "dataset.json", json.dumps(nnunet_dataset_json(contrasts, cases, rc), indent=4))

@@ -25,14 +25,17 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipeline.bundle import command
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text
+from pipeline.data.layouts import DatasetError, detect_layout
 from pipeline.data.source import DataSource
+from pipeline.evaluation.regions import evaluate_folders
+from pipeline.model.record import read_record
 
 
 def _bundle_inference(fold_dir: Path, datalist: Path, fold: int, out: Path, fast: bool,
                       extra: Sequence[str]) -> None:
-    from pipeline.bundle import command
 
     cmd = command("inference", {"run_dir": fold_dir, "datalist": datalist, "infer_fold": fold, "output_dir": out},
                   fast=fast) + list(extra)
@@ -80,7 +83,6 @@ def format_cv_table(table: dict) -> str:
 
 def _dataset_of(datalist: dict) -> str | None:
     """The dataset folder holding a datalist's labels: their common folder or its parent, whichever has a layout."""
-    from pipeline.data.layouts import DatasetError, detect_layout
 
     labels = [str(it["label"]) for it in datalist.get("training", []) if it.get("label")]
     if not labels:
@@ -110,8 +112,6 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
     Raises:
         UserError: no datalist, no trained fold, or a fold's inference failed.
     """
-    from pipeline.evaluation.regions import evaluate_folders
-    from pipeline.model.record import read_record
 
     run = Path(run_dir)
     datalist = run / "datalist.json"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from pipeline.core.errors import UserError
 from pipeline.evaluation.official import evaluate_official, format_official_table
-from pipeline.evaluation.regions import format_table
+from pipeline.evaluation.plots import plot_evaluation
+from pipeline.evaluation.regions import evaluate_folders, format_table
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathL
         if challenge is not None:
             raise UserError(f"challenge {challenge!r} applies to the official protocol only: pass --protocol official "
                             "(bundle: --protocol official), or leave the challenge out")
-        from pipeline.evaluation.regions import evaluate_folders
 
         return evaluate_folders(pred_dir, ref_dir, out_dir, scheme=scheme, cases=cases, out_option=out_option)
     return evaluate_official(pred_dir, ref_dir, out_dir, scheme=scheme, challenge=challenge, jobs=jobs, cases=cases,
@@ -55,6 +55,5 @@ def plots(protocol: str, eval_dir: str | os.PathLike, pred_dir: str | os.PathLik
     if protocol == "official":
         logger.info("no pictures for --protocol official; the legacy protocol draws them (metrics.csv)")
         return []
-    from pipeline.evaluation.plots import plot_evaluation
 
     return plot_evaluation(eval_dir, pred_dir, dataset_dir, scheme=scheme)

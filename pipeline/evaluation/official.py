@@ -71,37 +71,24 @@ import numpy as np
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text
 from pipeline.core.nifti import load_labels
-from pipeline.data.labels import LABEL_SCHEMES
+from pipeline.data.labels import LABEL_SCHEMES, NUMBERING
 from pipeline.evaluation.reference import on_reference_grid, pair_cases, resolve_evaluation_scheme
-from pipeline.evaluation.regions import format_table, label_values_problem
+from pipeline.evaluation.regions import label_values_problem
 
 logger = logging.getLogger(__name__)
 
-#: Evaluation protocols of the ``evaluate`` command and of ``evaluate.yaml``.
-PROTOCOLS: tuple[str, ...] = ("legacy", "official")
 
 #: ``--challenge`` -> the name of the package's bundled config (``config_<name>.yaml``; its names are case-sensitive).
 CHALLENGES: dict[str, str] = {
     "gli": "gli", "mets": "mets", "ped": "ped", "menrt": "MenRT", "menpre": "MenPre", "goat": "GoAT",
 }
 
-#: Tumour class -> label value in each challenge's numbering (the label groups of its bundled config).
-#: gli/mets/goat/menpre: 1 NETC (non-enhancing core, our NCR), 2 SNFH (our ED), 3 ET, 4 RC (resection cavity; gli
-#: and mets only). ped: 1 ET, 2 NET, 3 CC (cyst), 4 ED. menrt: 1 GTV only, which no tumour-class scheme gives.
-CHALLENGE_NUMBERING: dict[str, dict[str, int]] = {
-    "gli": {"NCR": 1, "ED": 2, "ET": 3, "RC": 4},
-    "mets": {"NCR": 1, "ED": 2, "ET": 3, "RC": 4},
-    "goat": {"NCR": 1, "ED": 2, "ET": 3},
-    "menpre": {"NCR": 1, "ED": 2, "ET": 3},
-    "ped": {"ET": 1, "NCR": 2, "ED": 4},
-    "menrt": {},
-}
+#: Tumour class -> label value in each challenge's numbering (the label groups of its bundled config), from the one
+#: numbering table (`pipeline.data.labels.NUMBERING`, ``challenge <name>``).
+CHALLENGE_NUMBERING: dict[str, dict[str, int]] = {c: NUMBERING[f"challenge {c}"] for c in CHALLENGES}
 
-#: Our label schemes (`pipeline.data.labels`, plus ``brats2024``: BraTS 2024 glioma, 4 = RC) -> {value: class}.
-SCHEME_CLASSES: dict[str, dict[int, str]] = {
-    **{s: {v: c for c, v in lab.items()} for s, lab in LABEL_SCHEMES.items()},
-    "brats2024": {1: "NCR", 2: "ED", 3: "ET", 4: "RC"},
-}
+#: Our label schemes (`pipeline.data.labels.LABEL_SCHEMES`) -> {value: class}.
+SCHEME_CLASSES: dict[str, dict[int, str]] = {s: {v: c for c, v in lab.items()} for s, lab in LABEL_SCHEMES.items()}
 
 #: Label schemes `evaluate_official` accepts (``auto``: the reference dataset's layout's).
 OFFICIAL_SCHEMES: tuple[str, ...] = ("auto", *SCHEME_CLASSES)
@@ -549,42 +536,9 @@ def format_official_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def check_protocol(protocol: str) -> None:
-    if protocol not in PROTOCOLS:
-        raise UserError(f"unknown protocol {protocol!r}; expected {' or '.join(PROTOCOLS)} (legacy: our ET/TC/WT "
-                        "Dice and HD95; official: the BraTS package's lesion-wise metrics)")
 
 
-def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-             scheme: str = "auto", cases: Sequence[str] | None = None, challenge: str | None = None, jobs: int = 1,
-             out_option: str = "--eval_dir") -> dict:
-    """The evaluation of ``protocol``: ``legacy`` (`pipeline.evaluation.regions.evaluate_folders`: metrics.csv,
-    summary.json) or ``official`` (`evaluate_official`: official.csv, official_summary.json)."""
-    check_protocol(protocol)
-    if protocol == "legacy":
-        if challenge is not None:
-            raise UserError(f"challenge {challenge!r} applies to the official protocol only: pass --protocol official "
-                            "(bundle: --protocol official), or leave the challenge out")
-        from pipeline.evaluation.regions import evaluate_folders
-
-        return evaluate_folders(pred_dir, ref_dir, out_dir, scheme=scheme, cases=cases, out_option=out_option)
-    return evaluate_official(pred_dir, ref_dir, out_dir, scheme=scheme, challenge=challenge, jobs=jobs, cases=cases,
-                             out_option=out_option)
 
 
-def format_summary(summary: dict) -> str:
-    """The table of either protocol's summary (`format_official_table` or the legacy ``format_table``)."""
-    return format_official_table(summary) if summary.get("protocol") == "official" else format_table(summary)
 
 
-def plots(protocol: str, eval_dir: str | os.PathLike, pred_dir: str | os.PathLike, dataset_dir: str | os.PathLike,
-          scheme: str = "auto") -> list[Path]:
-    """The legacy evaluation's pictures (`pipeline.evaluation.plots.plot_evaluation`); none for the official protocol,
-    whose table has no per-region Dice of ours to rank cases by (run the legacy protocol for pictures)."""
-    check_protocol(protocol)
-    if protocol == "official":
-        logger.info("no pictures for --protocol official; the legacy protocol draws them (metrics.csv)")
-        return []
-    from pipeline.evaluation.plots import plot_evaluation
-
-    return plot_evaluation(eval_dir, pred_dir, dataset_dir, scheme=scheme)

@@ -16,7 +16,11 @@ from pathlib import Path
 
 import torch
 
+from pipeline.core.config import differing
+from pipeline.core.errors import UserError
 from pipeline.inference.predict import probabilities_to_logits
+from pipeline.model.record import read_record
+from pipeline.model.weights import atomic_torch_save
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +64,6 @@ def write_ensemble_checkpoint(run_dir: str | os.PathLike, folds: Sequence[int]) 
         UserError: a fold has no checkpoint (the fold and the file named), or the folds were trained with
             different networks (their run.json records differ).
     """
-    from pipeline.core.config import differing
-    from pipeline.core.errors import UserError
-    from pipeline.model.record import read_record
-    from pipeline.model.weights import atomic_torch_save
 
     missing = [f"fold {f}: {fold_checkpoint(run_dir, f)}" for f in folds if not fold_checkpoint(run_dir, f).is_file()]
     if missing:

@@ -174,7 +174,6 @@ def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequen
     record["datalist_written"] = bool(not datalist and (not made.exists() or record.get("datalist_written")))
     write_record(run, record)
     if record["datalist_written"]:
-        from pipeline.data.labels import describe
 
         ids = record.get("ids", {})
         desc = describe(ids.get("label_scheme") or "brats")

@@ -27,6 +27,7 @@ import torch
 
 from pipeline.core.distributed import is_main_process
 from pipeline.core.figures import REGION_COLOURS, plt, save_figure
+from pipeline.core.files import atomic_write_text
 from pipeline.data.labels import REGIONS
 from pipeline.training.validation import dice_name
 
@@ -126,7 +127,6 @@ class EpochSummary:
         and resumed from an earlier checkpoint."""
         import io
 
-        from pipeline.core.files import atomic_write_text
 
         path = self.history_file
         rows: list[dict] = []

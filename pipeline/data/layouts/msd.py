@@ -128,7 +128,7 @@ def write_case(out: Path, case_id: str, images: dict[str, np.ndarray], seg: np.n
     return path
 
 
-def _write_msd_json(out: Path, names: Sequence[str]) -> None:
+def write_dataset_json(out: Path, names: Sequence[str]) -> None:
     """``dataset.json`` in the Decathlon's form: modalities, labels and the training list."""
     meta = {
         "name": "BRATS",

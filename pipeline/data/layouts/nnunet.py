@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.errors import UserError
+from pipeline.core.files import atomic_write_text
 from pipeline.core.nifti import NIFTI_EXTENSIONS, is_nifti, nifti_names, save_nifti
 from pipeline.data.labels import NNUNET_PREFIX, Description, describe
 from pipeline.data.layouts.base import Case, DatasetError, DatasetScan, LayoutInfo, LayoutSpec, Problem
@@ -165,6 +166,12 @@ def _check_num_training(root: Path, labelled: int, scan: DatasetScan) -> None:
             f"dataset {root}: dataset.json says numTraining {number} but imagesTr/ and labelsTr/ hold {labelled} "
             "complete labelled case(s); nnU-Net's own tools refuse such a dataset: set numTraining to "
             f"{labelled}")))
+
+
+def write_dataset_json(out: Path, meta: dict) -> Path:
+    """Write ``out/dataset.json`` (nnU-Net v2: ``channel_names``, ``labels``, ``regions_class_order``,
+    ``file_ending``, ...), atomically."""
+    return atomic_write_text(out / "dataset.json", json.dumps(meta, indent=4))
 
 
 def write_case(out: Path, case_id: str, images: Sequence[np.ndarray], seg: np.ndarray,
