@@ -53,9 +53,9 @@ demo:
 test: lint
 	$(PY) -m pytest -q
 
-# the fast loop: everything but the end-to-end runs marked slow (about 2 minutes on 2 cores)
+# the fast loop: everything but tests/e2e (the runs through the MONAI CLI and the scripts; about 2 minutes on 2 cores)
 test-fast: lint
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q --ignore=tests/e2e
 
 lint: $(TEST_STAMP)
 	$(PY) -m ruff check pipeline tests bench
@@ -97,10 +97,10 @@ infer-ensemble: venv
 	$(PY) -m monai.bundle run inference --config_file $(call config,inference,--ensemble) $(BUNDLE_ARGS) --dataset_dir $(DATASET) --run_dir $(RUN) --output_dir $(RUN)/seg_ensemble \
 		--ensemble_folds "[$(shell echo $(FOLDS) | tr ' ' ',')]" $(ARGS)
 
-# the bundle's metadata.json against MONAI's schema (the copy in tests/data: nothing is downloaded)
+# the bundle's metadata.json against MONAI's schema (the copy in tests/resources: nothing is downloaded)
 metadata: extra-metadata
 	$(PY) -m monai.bundle verify_metadata --meta_file $(CONFIGS)/metadata.json \
-		--filepath tests/data/meta_schema_20240725.json
+		--filepath tests/resources/meta_schema_20240725.json
 
 clean:
 	rm -rf runs data/synthetic .pytest_cache .ruff_cache

@@ -18,6 +18,7 @@ from collections.abc import Callable, Hashable, Mapping
 
 import torch
 
+from pipeline.model import precision
 from pipeline.model.precision import cpu_bf16_supported, on_cuda
 
 
@@ -25,11 +26,8 @@ def amp_mode(parser: object, engine_amp: bool) -> str:
     """How a built configuration runs its network, for the benchmarks' reports: ``"on (torch.bfloat16)"`` (MONAI's
     AMP on CUDA, with the engines' ``amp_kwargs`` dtype), ``"cpu bf16"`` (fast.yaml's
     :func:`pipeline.model.precision.cpu_autocast`) or ``"off"`` (float32). ``parser``: a ``ConfigParser``."""
-    if engine_amp:
-        return f"on ({parser.get_parsed_content('amp_kwargs')['dtype']})"
-    if parser.get_parsed_content("cpu_amp_enabled"):
-        return "cpu bf16"
-    return "off"
+    return precision.mode(engine_amp, parser.get_parsed_content("amp_kwargs")["dtype"],
+                          parser.get_parsed_content("cpu_amp_enabled"))
 
 
 def machine(device: str | torch.device = "cpu") -> str:

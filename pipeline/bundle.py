@@ -138,12 +138,13 @@ def moved_overlay(path: str) -> str:
     return path
 
 
-def next_command(run_dir: str | os.PathLike) -> str:
+def next_command(run_dir: str | os.PathLike, record: dict | None = None) -> str:
     """The inference command for a finished run: its config files with ``train.yaml`` -> ``inference.yaml`` (and
     without the multi-GPU overlay), ``--run_dir`` and its dataset; the network comes from ``run.json``."""
-    from pipeline.model.record import read_record  # here: the Makefile runs this module often, without torch
+    if record is None:
+        from pipeline.model.record import read_record  # here: the Makefile runs this module often, without torch
 
-    record = read_record(run_dir) or {}
+        record = read_record(run_dir) or {}
     files = []
     for f in record.get("config_files") or ["bundle/configs/common.yaml", "bundle/configs/train.yaml"]:
         f = moved_overlay(f)
@@ -157,6 +158,14 @@ def next_command(run_dir: str | os.PathLike) -> str:
     where = (f"--datalist {datalist} --infer_fold {ids.get('fold', 0)}" if datalist
              else f"--dataset_dir {ids.get('dataset_dir') or 'DATA'}")
     return f'python -m monai.bundle run inference --config_file "{configs}" --run_dir {run_dir} {where}'
+
+
+def print_next_command(run_dir: str | os.PathLike, record: dict | None) -> None:
+    """Print ``next: <the inference command>`` of a finished training run (rank 0; train.yaml's ``finalize``)."""
+    from pipeline.core.distributed import is_main_process  # here: the Makefile runs this module often, without torch
+
+    if is_main_process():
+        print(f"next: {next_command(run_dir, record)}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from tests.conftest import CONFIGS, REPO, parse_bundle
+from tests.helpers import CONFIGS, REPO, parse_bundle
 
 #: name -> (run id, variants of pipeline.bundle.config_files)
 BUNDLES = {
@@ -74,18 +72,6 @@ def test_user_facing_ids_exist_under_their_documented_names() -> None:
     parsers = [_parser(run_id, variants) for run_id, variants in BUNDLES.values()]
     missing = [k for k in USER_IDS if not any(k in parser for parser in parsers)]
     assert not missing, f"ids promised in the README are missing: {missing}"
-
-
-@pytest.mark.slow
-def test_metadata_is_valid_against_monais_schema() -> None:
-    pytest.importorskip("jsonschema")
-    result = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"),
-         "--filepath", str(REPO / "tests" / "data" / "meta_schema_20240725.json")],
-        capture_output=True, text=True, cwd=REPO,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "metadata is verified with no error" in result.stdout + result.stderr
 
 
 def test_metadata_lists_the_packages_of_pyproject() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.bundle import CONFIGS, command, config_files
 from pipeline.core.errors import UserError
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def _names(files: list[str]) -> list[str]:
@@ -62,10 +62,3 @@ def test_the_makefile_prints_the_same_list():
     assert eval(out) == config_files("training", fast=True, network="segresnet")  # noqa: S307
 
 
-@pytest.mark.slow
-def test_a_stage_config_given_alone_ends_with_one_line_naming_the_list():
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(CONFIGS / "train.yaml")]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert result.returncode != 0
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: train.yaml is an overlay on common.yaml") and "common.yaml" in last

@@ -8,13 +8,11 @@ import pytest
 from monai.bundle import ConfigWorkflow
 
 from pipeline.core.files import is_within
-from tests.conftest import CONFIGS, REPO, parse_bundle
+from tests.helpers import CONFIGS, REPO, TINY_IDS, parse_bundle
 
-TINY = {"device": "cpu", "num_workers": 0, "roi_size": [32, 32, 32], "unet_channels": [8, 16, 32],
-        "num_res_units": 1, "check_jobs": 1}
+TINY = {**TINY_IDS, "check_jobs": 1}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("workflow_type", "stage"), [pytest.param("train", "train.yaml", id="training"),
                                                       pytest.param("infer", "inference.yaml", id="inference")])
 def test_monais_property_check_passes(tiny_dataset, tmp_path, workflow_type, stage):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pipeline.bundle import config_files, config_list
-from tests.conftest import CONFIGS, REPO, parse_bundle
+from tests.helpers import REPO, parse_bundle
 
 #: (variants of pipeline.bundle, smallest patch whose bottleneck keeps > 1 voxel for instance norm)
 NETWORK_OVERLAYS = [pytest.param({}, 32, id="unet"), pytest.param({"demo": True}, 32, id="demo_unet"),
@@ -44,32 +44,12 @@ def test_each_network_overlay_maps_four_contrasts_to_three_regions(variants: dic
     assert tuple(out.shape) == (1, 3, size, size, size)
 
 
-@pytest.mark.slow
-def test_verify_net_in_out_passes_against_the_metadata() -> None:
-    result = _bundle("verify_net_in_out", "network_def", "--meta_file", str(CONFIGS / "metadata.json"),
-                     "--config_file", _files(), "--n", "2", "--any", "1", "--device", "cpu")
-    assert "verified with no error" in result.stdout + result.stderr
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
     torch.save(_network(demo=True).state_dict(), path)
     return path
-
-
-@pytest.mark.slow
-def test_torchscript_export_gives_the_eager_outputs(checkpoint: Path, tmp_path: Path) -> None:
-    ts = tmp_path / "model.ts"
-    _bundle("ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(checkpoint), "--meta_file",
-            str(CONFIGS / "metadata.json"), "--config_file", _files(demo=True), "--key_in_ckpt", "")
-    eager = _network(demo=True).eval()
-    eager.load_state_dict(torch.load(checkpoint, weights_only=True))
-    scripted = torch.jit.load(str(ts)).eval()
-    x = torch.randn(1, 4, 32, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(scripted(x), eager(x), atol=1e-5, rtol=1e-5)
 
 
 #: converter_kwargs of ``onnx_export`` (README, "Shipping a model"): named input and output, batch and the three
@@ -79,26 +59,3 @@ ONNX_CONVERTER_KWARGS = {"input_names": ["image"], "output_names": ["pred"],
                          "dynamic_axes": {"image": DYNAMIC_AXES, "pred": DYNAMIC_AXES}}
 
 
-@pytest.mark.slow
-def test_onnx_export_has_dynamic_axes_and_gives_the_eager_outputs_at_two_sizes(checkpoint: Path,
-                                                                                tmp_path: Path) -> None:
-    ort = pytest.importorskip("onnxruntime")
-    onnx = pytest.importorskip("onnx")
-    pytest.importorskip("onnxscript")
-    onnx_file = tmp_path / "model.onnx"
-    _bundle("onnx_export", "network_def", "--filepath", str(onnx_file), "--ckpt_file", str(checkpoint),
-            "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", _files(demo=True),
-            "--input_shape", "[1,4,32,32,32]", "--converter_kwargs", repr(ONNX_CONVERTER_KWARGS))
-    (graph_input,) = onnx.load(str(onnx_file)).graph.input
-    dims = [d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim]
-    assert (graph_input.name, dims) == ("image", ["batch", 4, "h", "w", "d"])
-    eager = _network(demo=True).eval()
-    eager.load_state_dict(torch.load(checkpoint, weights_only=True))
-    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
-    # the exported size, then another batch and shape (multiples of 8: demo.yaml's UNet down-samples 3 times)
-    for shape in [(1, 4, 32, 32, 32), (2, 4, 48, 64, 32)]:
-        x = torch.randn(shape)
-        (got,) = session.run(["pred"], {"image": x.numpy()})
-        assert got.shape == (shape[0], 3, *shape[2:])
-        with torch.no_grad():
-            torch.testing.assert_close(torch.from_numpy(got), eager(x), atol=1e-4, rtol=1e-4)

@@ -11,7 +11,7 @@ import pytest
 
 import pipeline
 import pipeline.monai_workarounds
-from tests.conftest import CONFIGS
+from tests.helpers import CONFIGS
 
 TOPIC, VERSION, WHAT, WHERE, LET_GO = range(5)
 

@@ -52,6 +52,14 @@ def autocast_kwargs(dtype: torch.dtype | str) -> dict[str, torch.dtype]:
     return {"dtype": dtype}
 
 
+def mode(engine_amp: bool, amp_dtype: torch.dtype, cpu_amp: bool) -> str:
+    """How a network computes, for reports: ``"on (torch.bfloat16)"`` (the engines' AMP on CUDA, with its dtype),
+    ``"cpu bf16"`` (`cpu_autocast`) or ``"off"`` (float32)."""
+    if engine_amp:
+        return f"on ({amp_dtype})"
+    return "cpu bf16" if cpu_amp else "off"
+
+
 def set_cudnn_benchmark(enabled: bool | str) -> None:
     """Set ``torch.backends.cudnn.benchmark`` for this process: the ``cudnn_benchmark`` id, an ``initialize`` step
     of training and inference. Autotuning picks the fastest convolution algorithm for each input shape once,

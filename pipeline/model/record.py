@@ -145,7 +145,8 @@ def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequen
 
     When training made the split itself (no datalist), it is also saved as ``<run_dir>/datalist.json``, unless
     a file of that name is already there and is not training's own (the user's: never replaced).
-    ``started`` is the result of `start_training`: passing it makes the bundle resolve that first.
+    ``started`` is the record `start_training` wrote (passing it makes the bundle resolve that first; it is not
+    read again).
     train.yaml calls it as the ``initialize`` step ``split_record``.
 
     Returns:
@@ -157,7 +158,7 @@ def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequen
     if not is_main_process():
         return split
     run = Path(run_dir)
-    record = read_record(run) or {}
+    record = dict(started) if isinstance(started, Mapping) else (read_record(run) or {})
     current = {"train": sorted(str(it["case"]) for it in split[0]),
                "validation": sorted(str(it["case"]) for it in split[1])}
     old = record.get("split")

@@ -60,19 +60,16 @@ class EpochSummary:
         plot_file: PNG of the curves written at the end of training; ``None`` for none.
         summary_writer: a ``torch.utils.tensorboard.SummaryWriter`` for the learning rate; ``None`` for none.
         regions: the network's output regions, whose validation Dice each epoch line and history row hold.
-        next_command: the command that segments with the trained model, printed when training ends.
     """
 
     def __init__(self, evaluator=None, history_file: str | None = None, plot_file: str | None = None,  # noqa: ANN001
-                 summary_writer=None, regions: Sequence[str] = REGIONS,  # noqa: ANN001
-                 next_command: str | None = None) -> None:
+                 summary_writer=None, regions: Sequence[str] = REGIONS) -> None:  # noqa: ANN001
         self.evaluator = evaluator
         self.regions = tuple(regions)
         self.columns = history_columns(self.regions)
         self.history_file = Path(history_file) if history_file else None
         self.plot_file = Path(plot_file) if plot_file else None
         self.writer = summary_writer
-        self.next_command = next_command
         self._losses: list[float] = []
         self._started = time.perf_counter()
         self._lr = math.nan
@@ -177,8 +174,6 @@ class EpochSummary:
         if run is not None:
             lines.append(f"model: {run / 'models' / 'model.pt'} (best), model_last.pt; record: {run / 'run.json'}; "
                          f"history: {self.history_file}, {self.plot_file or ''}")
-            if self.next_command:
-                lines.append(f"next: {self.next_command}")
         return "\n".join(lines)
 
 

@@ -18,7 +18,7 @@ from pipeline.data.datalist import build_datalist, read_datalist
 from pipeline.data.labels import CHANNELS, labels_to_regions, regions_to_labels
 from pipeline.data.layouts import discover_cases
 from pipeline.data.synthetic import case_has_rc, write_dataset
-from tests.conftest import LAYOUT_SHAPE
+from tests.helpers import LAYOUT_SHAPE
 
 SEED = 0  # with 4 cases: case 2 has no resection cavity, the others have one
 N_CASES = 4

@@ -3,32 +3,17 @@ one-process evaluation of the same cases (CI runs 2 CPU processes with gloo; no 
 
 from __future__ import annotations
 
-import itertools
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from pipeline.bundle import command
 from pipeline.core import distributed
-from pipeline.data.datalist import build_datalist
-from tests.conftest import REPO, parse_bundle
+from tests.helpers import TINY_IDS, parse_bundle, write_uneven_datalist
 
-TINY_NET = {"roi_size": [32, 32, 32], "unet_channels": [8, 16, 32], "num_res_units": 1, "num_workers": 0,
-            "device": "cpu"}
+TINY_NET = TINY_IDS
 
 
-def write_uneven_datalist(dataset: Path, path: Path) -> Path:
-    """The 4 tiny cases as a datalist: fold 0 holds 3 cases, fold 1 one case (3 does not divide by 2)."""
-    datalist = build_datalist(dataset, folds=2, seed=0)
-    for i, item in enumerate(sorted(datalist["training"], key=lambda it: it["case"])):
-        item["fold"] = 0 if i < 3 else 1
-    path.write_text(json.dumps(datalist))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +21,6 @@ def uneven_datalist(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory
     return write_uneven_datalist(tiny_dataset, tmp_path_factory.mktemp("datalist") / "datalist.json")
 
 
-def _cli_args(overrides: dict) -> list[str]:
-    return [a for k, v in overrides.items() for a in (f"--{k}", json.dumps(v) if isinstance(v, list) else str(v))]
 
 
 @pytest.mark.parametrize(
@@ -111,7 +94,6 @@ def _computed_on_main_process_worker(rank: int, init_file: str, calls: str, resu
     Path(results, f"rank{rank}").write_text(outcome)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("fail", [pytest.param(False, id="result_sent_to_every_rank"),
                                   pytest.param(True, id="rank0_error_stops_every_rank")])
 def test_computed_on_main_process_runs_once_on_rank0(tmp_path: Path, fail: bool) -> None:
@@ -142,34 +124,3 @@ def _one_process_dice(datalist: Path, run_dir: Path, checkpoint: Path) -> tuple[
     return float(evaluator.state.metrics["val_mean_dice"]), per_case
 
 
-@pytest.mark.slow
-def test_two_gloo_processes_train_validate_and_equal_the_one_process_dice(uneven_datalist: Path,
-                                                                          tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           *command("training", multi_gpu=True)[1:],  # python -m monai.bundle run ... under torchrun
-           *_cli_args({"datalist": uneven_datalist, "fold": 0, "run_dir": run, "val_interval": 2, "batch_size": 1,
-                       **TINY_NET})]
-
-    # --resume true with no checkpoint yet starts at epoch 1, after the ranks have agreed on it
-    result = subprocess.run([*cmd, "--epochs", "2", "--resume", "true"], capture_output=True, text=True, cwd=REPO,
-                            timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-4000:]
-
-    checkpoint = torch.load(run / "models" / "checkpoint.pt", weights_only=True)
-    assert checkpoint["trainer"]["epoch"] == 2 and checkpoint["world_size"] == 2 and len(checkpoint["rng"]) == 2
-    assert log.count("process 1 of 2 on cpu (backend gloo)") == 1
-    assert log.count("saved best val_mean_dice") == 1  # logs and checkpoints: rank 0 only
-    assert log.count("data check: discovery and 4 labelled case(s)") == 1  # rank 0 alone checks the data
-    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
-
-    # validated once, at epoch 2, with the weights that model.pt holds; 3 cases on 2 ranks: 2 + 1
-    two_process = checkpoint["best_model"]["best"]
-    one_process, per_case = _one_process_dice(uneven_datalist, tmp_path / "eval", run / "models" / "model.pt")
-    assert two_process == pytest.approx(one_process, rel=1e-5, abs=1e-7)
-    # the comparison would catch a case dropped or counted twice: each such mean is far from the true one
-    means = per_case.mean(dim=1)
-    assert len(means) == 3
-    for rows in [*itertools.combinations(range(3), 2), *([*range(3), i] for i in range(3))]:
-        assert abs(float(means[list(rows)].mean()) - one_process) > 1e-4, rows

@@ -382,7 +382,7 @@ def test_command_line_legacy_stays_the_default(tmp_path: Path) -> None:
 
 def test_bundle_protocol_switch_writes_the_official_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from pipeline.data.synthetic import write_dataset
-    from tests.conftest import parse_bundle
+    from tests.helpers import parse_bundle
 
     data = tmp_path / "BraTS2021"
     write_dataset(data, cases=2, shape=(32, 32, 24), seed=3)

@@ -20,7 +20,7 @@ from pipeline.data.labels import CHANNELS, describe, labels_to_regions, regions_
 from pipeline.data.layouts import Case, DatasetError, detect_layout, discover_cases, scan_dataset
 from pipeline.data.source import DataSource
 from pipeline.data.synthetic import case_has_rc, write_dataset
-from tests.conftest import LAYOUT_SHAPE
+from tests.helpers import LAYOUT_SHAPE
 
 SEED = 5  # the seed of conftest's layout_datasets: case i holds the same arrays here
 CASES = ["BraTS2021_00000", "BraTS2021_00001", "BraTS2021_00002"]

@@ -11,17 +11,15 @@ import pytest
 
 from pipeline.data.labels import describe
 from pipeline.data.layouts import detect_layout, discover_cases
-from tests.conftest import cli_overrides, run_bundle
+from tests.helpers import TINY_ARGS, cli_overrides, run_bundle
 
-TINY = ["--roi_size", "[32,32,32]", "--unet_channels", "[8,16,32]", "--num_res_units", "1", "--num_workers", "0",
-        "--device", "cpu"]
+TINY = TINY_ARGS
 
 
 def _cli(run_id: str, *args: str) -> None:
     run_bundle(run_id, cli_overrides(args))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("synth", "scheme_args"), [
     pytest.param({"layout": "brats2024"}, ["--label_scheme", "brats2024"], id="brats2024_post_treatment_rc"),
     pytest.param({"layout": "nnunet", "channels": ("T1ce",), "rc": True}, [], id="nnunet_one_channel_with_rc"),

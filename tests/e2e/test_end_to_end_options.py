@@ -9,8 +9,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.conftest import cli_overrides, run_bundle
-from tests.test_end_to_end import TINY, _bundle
+from tests.helpers import TINY_ARGS as TINY
+from tests.helpers import cli_overrides, run_bundle
+
+
+def _bundle(run_id: str, *args: str):  # noqa: ANN202
+    return run_bundle(run_id, cli_overrides(args))
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +26,12 @@ def tracked_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return run
 
 
-@pytest.mark.slow
 def test_training_writes_history_curves_and_tensorboard_events(tracked_run: Path) -> None:
     assert (tracked_run / "history.csv").read_text().count("\n") == 3  # header + 2 epochs
     assert (tracked_run / "progress.png").stat().st_size > 5000
     assert list((tracked_run / "tensorboard").glob("events.out.tfevents.*"))
 
 
-@pytest.mark.slow
 def test_mlflow_tracking_records_the_run_in_a_local_store(tracked_run: Path) -> None:
     import mlflow
 
@@ -40,7 +42,6 @@ def test_mlflow_tracking_records_the_run_in_a_local_store(tracked_run: Path) -> 
     assert "val_mean_dice" in runs[0].data.metrics
 
 
-@pytest.mark.slow
 def test_tracked_inference_records_in_the_runs_store_and_leaves_the_segmentation_folder_clean(
         tiny_dataset: Path, tracked_run: Path) -> None:
     import mlflow
@@ -63,7 +64,6 @@ def _labels(folder: Path) -> dict[str, np.ndarray]:
     return {p.name: np.asarray(nib.load(p).dataobj) for p in sorted(folder.glob("*.nii.gz"))}
 
 
-@pytest.mark.slow
 def test_ensemble_of_identical_folds_equals_the_single_model(tiny_dataset: Path, tracked_run: Path) -> None:
     for fold in (0, 1):
         dest = tracked_run / f"fold_{fold}" / "models"
@@ -78,7 +78,6 @@ def test_ensemble_of_identical_folds_equals_the_single_model(tiny_dataset: Path,
         np.testing.assert_array_equal(ensemble[name], single[name])
 
 
-@pytest.mark.slow
 def test_tta_and_post_processing_ids_run_and_write_every_case(tiny_dataset: Path, tracked_run: Path) -> None:
     out = tracked_run / "seg_tta"
     _infer(tiny_dataset, tracked_run, out, "--tta", "true", "--min_component_size", "10", "--min_et_voxels", "50")

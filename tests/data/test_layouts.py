@@ -23,7 +23,7 @@ from pipeline.data.source import DataSource
 from pipeline.data.transforms import LabelsToRegionsd, SelectChannelsd
 from pipeline.evaluation.regions import evaluate_case, evaluate_folders
 from pipeline.training.cache import cached_dataset, transform_hash
-from tests.conftest import LAYOUT_NAMES, LAYOUT_SHAPE, parse_bundle
+from tests.helpers import LAYOUT_NAMES, LAYOUT_SHAPE, parse_bundle
 
 CASE_IDS = {
     "brats2021": ["BraTS2021_00000", "BraTS2021_00001", "BraTS2021_00002"],

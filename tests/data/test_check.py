@@ -24,10 +24,9 @@ from pipeline.data.layouts import Case, discover_cases
 from pipeline.data.source import DataSource
 from pipeline.inference.outputs import InferenceReport
 from pipeline.inference.predict import SaveBratsLabeld
-from tests.conftest import LAYOUT_NAMES, cli_overrides, parse_bundle, run_bundle
+from tests.helpers import LAYOUT_NAMES, TINY_ARGS, cli_overrides, parse_bundle, run_bundle
 
-TINY = ["--roi_size", "[32,32,32]", "--unet_channels", "[8,16,32]", "--num_res_units", "1",
-        "--num_workers", "0", "--device", "cpu", "--check_jobs", "1"]
+TINY = [*TINY_ARGS, "--check_jobs", "1"]
 BAD = 1  # the faults go into the second case of each fixture
 
 
@@ -324,39 +323,6 @@ def test_a_case_that_cannot_be_written_is_recorded_and_the_next_goes_on(layout_d
 
 def _bundle(run_id: str, *args: str) -> subprocess.CompletedProcess:
     return run_bundle(run_id, cli_overrides(args), check=False)
-
-
-@pytest.mark.slow
-def test_bundle_inference_writes_every_valid_case_and_exits_1_naming_the_bad_one(layout_datasets,
-                                                                                 tmp_path: Path) -> None:
-    root, cases = _copy(layout_datasets, "msd", tmp_path)
-    path, _, _ = _truncated_gzip(cases[BAD])
-    parser = parse_bundle("inference", {"unet_channels": [8, 16, 32], "num_res_units": 1, "device": "cpu"})
-    (tmp_path / "run" / "models").mkdir(parents=True)
-    torch.save(parser.get_parsed_content("network_def").state_dict(), tmp_path / "run" / "models" / "model.pt")
-    out = tmp_path / "seg"
-    result = _bundle("inference", "--dataset_dir", str(root), "--run_dir", str(tmp_path / "run"),
-                     "--output_dir", str(out), *TINY)
-    log = result.stdout + result.stderr
-    assert result.returncode == 1, log[-3000:]
-    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["BRATS_001.nii.gz", "BRATS_003.nii.gz"]
-    summary = log[log.index("inference: wrote 2 case(s)"):]
-    assert "1 case(s) failed and were skipped" in summary
-    assert "case BRATS_002: imagesTr/BRATS_002.nii.gz is truncated or corrupt" in summary, summary
-    seg = nib.load(out / "BRATS_001.nii.gz")
-    assert seg.shape == (32, 32, 24) and set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 3}
-    assert Path(path).exists()  # the input is left alone
-
-
-@pytest.mark.slow
-def test_bundle_training_exits_before_caching_with_the_checks_messages(layout_datasets, tmp_path: Path) -> None:
-    root, cases = _copy(layout_datasets, "brats2021", tmp_path)
-    _shape_mismatch(cases[0])
-    result = _bundle("training", "--dataset_dir", str(root), "--run_dir", str(tmp_path / "run"),
-                     "--folds", "2", "--epochs", "1", *TINY)
-    assert result.returncode != 0
-    assert "case BraTS2021_00000: BraTS2021_00000_seg.nii.gz has shape (32, 32, 20)" in result.stderr
-    assert not (tmp_path / "run" / "models").exists()
 
 
 def test_the_pipeline_command_line_runs_the_check_and_refuses_a_missing_folder(layout_datasets, tmp_path: Path,

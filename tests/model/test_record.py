@@ -20,7 +20,7 @@ from pipeline.data.source import DataSource
 from pipeline.model.network import NetworkError, recorded_network
 from pipeline.model.record import RunError, read_record, record_split, release_run_locks, run_ids, start_training
 from pipeline.model.weights import WeightsError, load_weights
-from tests.conftest import CONFIGS, REPO, cli_overrides, run_bundle
+from tests.helpers import CONFIGS, REPO, TINY_ARGS, cli_overrides, run_bundle
 
 SMALL = functools.partial(UNet, spatial_dims=3, in_channels=4, out_channels=3, channels=[4, 8], strides=[2],
                           num_res_units=0)
@@ -225,8 +225,7 @@ def test_outputs_of_another_model_are_refused_unless_overwrite(segmented, proven
 
 # ---- through the MONAI CLI, as a user runs it --------------------------------------------------------------------
 
-TINY = ["--roi_size", "[32,32,32]", "--unet_channels", "[8,16,32]", "--num_res_units", "1", "--num_workers", "0",
-        "--device", "cpu"]
+TINY = TINY_ARGS
 
 
 def _cli(run_id: str, *args: str) -> subprocess.CompletedProcess:
@@ -259,30 +258,6 @@ def cli_run(tiny_dataset, tmp_path_factory):
     return run
 
 
-@pytest.mark.slow
-def test_cli_training_again_into_a_finished_run_ends_with_one_line_and_keeps_the_run(cli_run, tiny_dataset):
-    before = _tree(cli_run / "models")
-    result = _cli("training", "--dataset_dir", str(tiny_dataset), "--run_dir", str(cli_run),
-                  "--folds", "2", "--epochs", "1", *TINY)
-    assert result.returncode != 0
-    assert _last_line(result).startswith(f"error: {cli_run} already holds a run")
-    assert "Traceback" not in result.stderr
-    assert _tree(cli_run / "models") == before
-
-
-@pytest.mark.slow
-def test_cli_inference_again_skips_its_own_outputs_and_refuses_to_keep_another_models(cli_run, tiny_dataset):
-    before = _tree(cli_run / "seg")
-    again = _cli("inference", "--dataset_dir", str(tiny_dataset), "--run_dir", str(cli_run),
-                 "--num_workers", "0", "--device", "cpu")
-    assert again.returncode == 0 and "skipped 4 already segmented by this model" in again.stdout
-    other = _cli("inference", "--dataset_dir", str(tiny_dataset), "--run_dir", str(cli_run),
-                 "--num_workers", "0", "--device", "cpu", "--tta", "true")
-    assert other.returncode != 0 and "not written by this model" in _last_line(other)
-    assert _tree(cli_run / "seg") == before
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("where", [pytest.param(".", id="the_dataset"), pytest.param("BraTS2021_00000", id="a_case"),
                                    pytest.param("out", id="inside_the_dataset")])
 def test_cli_inference_into_the_dataset_is_refused_before_anything_is_written(cli_run, tiny_dataset, where):
@@ -291,18 +266,6 @@ def test_cli_inference_into_the_dataset_is_refused_before_anything_is_written(cl
                   "--output_dir", str(tiny_dataset / where), "--device", "cpu")
     assert result.returncode != 0 and "--output_dir" in _last_line(result)
     assert _tree(tiny_dataset) == before and not (tiny_dataset / "out").exists()
-
-
-@pytest.mark.slow
-def test_cli_inference_with_a_truncated_checkpoint_names_it_and_the_way_out(cli_run, tiny_dataset, tmp_path):
-    bad = tmp_path / "models" / "model.pt"
-    bad.parent.mkdir()
-    bad.write_bytes((cli_run / "models" / "model.pt").read_bytes()[:1000])
-    result = _cli("inference", "--dataset_dir", str(tiny_dataset), "--ckpt_path", str(bad),
-                  "--output_dir", str(tmp_path / "seg"), "--device", "cpu")
-    assert result.returncode != 0
-    assert _last_line(result).startswith(f"error: {bad} cannot be read as a checkpoint")
-    assert "model_last.pt" in _last_line(result) and not list((tmp_path / "seg").glob("*.nii.gz"))
 
 
 def test_a_datalist_the_user_put_in_the_run_folder_is_never_replaced_by_the_split(tmp_path):
@@ -350,36 +313,6 @@ def test_a_roi_size_the_network_takes_passes():
     assert check_roi_size(OTHER, [32, 32, 32]) == [32, 32, 32]
 
 
-@pytest.mark.slow
-def test_cli_training_ends_with_a_summary_and_the_next_command_which_works(cli_run, tiny_dataset):
-    out = CLI_OUTPUT["training"]
-    assert re.search(r"training finished: 1 epoch\(s\) on cpu, 2 training and 2 validation case\(s\)", out)
-    assert re.search(r"best validation mean Dice \d\.\d{4} at epoch 1 \(TC \d\.\d{3}, WT \d\.\d{3}, ET", out)
-    command = out.strip().splitlines()[-1]
-    assert command.startswith("next: python -m monai.bundle run inference") and f"--run_dir {cli_run}" in command
-    assert f"--datalist {cli_run / 'datalist.json'} --infer_fold 0" in command
-    assert (cli_run / "seg" / "labels.ctbl").is_file() and (cli_run / "seg" / "labels_itksnap.txt").is_file()
-
-
-@pytest.mark.slow
-def test_cli_inference_saves_probabilities_that_threshold_to_the_written_labels(cli_run, tiny_dataset, tmp_path):
-    import nibabel as nib
-    import numpy as np
-
-    from pipeline.data.labels import regions_to_labels
-
-    out = tmp_path / "seg"
-    result = _cli("inference", "--dataset_dir", str(tiny_dataset), "--run_dir", str(cli_run),
-                  "--output_dir", str(out), "--save_probabilities", "true", "--num_workers", "0", "--device", "cpu")
-    assert result.returncode == 0, result.stderr[-2000:]
-    for label_file in sorted(out.glob("*.nii.gz")):
-        prob = nib.load(out / "probabilities" / label_file.name)
-        p = np.moveaxis(prob.get_fdata(), -1, 0)
-        assert p.shape[0] == 3 and 0.0 <= p.min() and p.max() <= 1.0
-        np.testing.assert_allclose(prob.affine, nib.load(label_file).affine)
-        np.testing.assert_array_equal(regions_to_labels(p > 0.5, "brats"), np.asarray(nib.load(label_file).dataobj))
-
-
 def test_a_folder_of_one_cases_files_is_one_case_for_inference(tiny_dataset, tmp_path):
     import shutil
 
@@ -397,15 +330,6 @@ def test_a_folder_of_one_cases_files_is_one_case_for_inference(tiny_dataset, tmp
     assert single_case(tiny_dataset) is None  # a dataset is not one case
     (flat / "other_t1.nii.gz").write_bytes(b"")
     assert single_case(flat) is None  # two cases' files: not one case
-
-
-@pytest.mark.slow
-def test_cli_inference_segments_a_single_case_folder(cli_run, tiny_dataset, tmp_path):
-    result = _cli("inference", "--dataset_dir", str(tiny_dataset / "BraTS2021_00003"),
-                  "--run_dir", str(cli_run), "--output_dir", str(tmp_path / "one"), "--num_workers", "0",
-                  "--device", "cpu")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert sorted(p.name for p in (tmp_path / "one").glob("*.nii.gz")) == ["BraTS2021_00003.nii.gz"]
 
 
 def test_a_runs_metadata_describes_its_own_channels_and_regions(tmp_path):

@@ -38,7 +38,7 @@ def test_a_user_error_inside_a_config_expression_is_found_through_the_chain():
 def test_every_optional_package_names_an_extra_of_pyproject() -> None:
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     for package, extra in OPTIONAL_PACKAGES.items():

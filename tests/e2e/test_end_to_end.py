@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 from pipeline.data.layouts import discover_cases
-from tests.conftest import cli_overrides, run_bundle
+from tests.helpers import TINY_ARGS, cli_overrides, run_bundle
 
-TINY = ["--roi_size", "[32,32,32]", "--unet_channels", "[8,16,32]", "--num_res_units", "1",
-        "--num_workers", "0", "--device", "cpu"]
+TINY = TINY_ARGS
 
 
 def _bundle(run_id: str, *args: str) -> subprocess.CompletedProcess:
@@ -30,7 +29,6 @@ def trained_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return run
 
 
-@pytest.mark.slow
 def test_training_writes_best_and_last_checkpoints(trained_run: Path) -> None:
     import torch
 
@@ -47,7 +45,6 @@ def segmented_run(tiny_dataset: Path, trained_run: Path) -> Path:
     return trained_run
 
 
-@pytest.mark.slow
 def test_inference_writes_brats_labels_on_each_inputs_grid(tiny_dataset: Path, segmented_run: Path) -> None:
     out = segmented_run / "seg"
     cases = discover_cases(tiny_dataset)
@@ -60,7 +57,6 @@ def test_inference_writes_brats_labels_on_each_inputs_grid(tiny_dataset: Path, s
         assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 4}
 
 
-@pytest.mark.slow
 def test_evaluate_writes_metrics_for_every_case_and_region(tiny_dataset: Path, segmented_run: Path) -> None:
     trained_run = segmented_run
     result = _bundle("evaluate", "--dataset_dir", str(tiny_dataset), "--run_dir", str(trained_run), *TINY)

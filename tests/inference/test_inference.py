@@ -16,7 +16,7 @@ from monai.inferers import SimpleInferer
 from pipeline.data.labels import labels_to_regions
 from pipeline.data.layouts import discover_cases
 from pipeline.inference.predict import MirrorInferer, probabilities_to_logits, with_tta, write_label_like
-from tests.conftest import parse_bundle
+from tests.helpers import parse_bundle
 
 
 def _inference_parser(tiny_dataset: Path, out: Path) -> ConfigParser:

@@ -1,4 +1,4 @@
-"""fast.yaml (the GPU-resident path) and its benchmarks, on the CPU; the CUDA checks run where a GPU is."""
+"""fast.yaml (the GPU-resident path) on the CPU; the CUDA checks run where a GPU is."""
 
 from __future__ import annotations
 
@@ -10,13 +10,11 @@ import torch
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor, ThreadDataLoader, get_track_meta
 
-from bench import bench_inference, bench_training
-from bench.timing import amp_mode
 from pipeline.model import precision
-from tests.conftest import parse_bundle
+from tests.helpers import TINY_NETWORK, parse_bundle
 
 #: a small network and patch, as the benchmarks' tiny preset
-TINY_IDS = {"roi_size": [32, 32, 32], "unet_channels": [8, 16, 32], "num_res_units": 1}
+TINY_IDS = TINY_NETWORK
 
 
 def _parser(run_id: str, variants: dict, **overrides: object) -> ConfigParser:
@@ -31,11 +29,10 @@ def _training(tiny_dataset: Path, run_dir: Path, fast_overlay: bool = True, **ov
                    run_dir=str(run_dir), folds=2, **overrides)
 
 
-@pytest.fixture(scope="module")
-def bench_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The benchmarks' tiny preset data (5 cases of 48 x 48 x 32), written once for this module."""
-    preset = bench_training.PRESETS["tiny"]
-    return bench_training.ensure_dataset(tmp_path_factory.mktemp("bench") / "tiny", preset["cases"], preset["shape"])
+def precision_mode(parser: ConfigParser, engine_amp: bool) -> str:
+    """How a built configuration runs its network (`pipeline.model.precision.mode`)."""
+    return precision.mode(engine_amp, parser.get_parsed_content("amp_kwargs")["dtype"],
+                          parser.get_parsed_content("cpu_amp_enabled"))
 
 
 def test_fast_overlay_merges_over_training_and_inference(tiny_dataset: Path, tmp_path: Path) -> None:
@@ -80,9 +77,9 @@ def test_fast_turns_on_cpu_bf16_autocast_exactly_where_the_cpu_computes_bf16(tin
                                                                              tmp_path: Path) -> None:
     parser = _training(tiny_dataset, tmp_path)
     assert parser.get_parsed_content("cpu_amp") == precision.cpu_bf16_supported()
-    assert amp_mode(parser, False) == ("cpu bf16" if precision.cpu_bf16_supported() else "off")
+    assert precision_mode(parser, False) == ("cpu bf16" if precision.cpu_bf16_supported() else "off")
     plain = _training(tiny_dataset, tmp_path, fast_overlay=False)
-    assert amp_mode(plain, False) == "off" and amp_mode(plain, True) == "on (torch.float16)"
+    assert precision_mode(plain, False) == "off" and precision_mode(plain, True) == "on (torch.float16)"
 
 
 @pytest.mark.parametrize("run_id, variants", [pytest.param("training", {"fast": True}, id="training"),
@@ -167,23 +164,3 @@ def test_on_cuda_the_cache_is_half_precision_on_the_gpu_and_amp_uses_bf16(tiny_d
     assert parser.get_parsed_content("cudnn_benchmark") is True
     batch = next(iter(parser.get_parsed_content("train#dataloader")))
     assert batch["image"].device.type == "cuda" and batch["label"].dtype == torch.float32
-
-
-@pytest.mark.slow
-def test_training_benchmark_prints_machine_figures_and_ratios(bench_data: Path, capsys: pytest.CaptureFixture) -> None:
-    argv = ["--tiny", "--steps", "3", "--warmup", "1", "--data-dir", str(bench_data),
-            "--variant", "fp32:cache_image_dtype=$torch.float32"]
-    assert bench_training.main(argv) == 0
-    out = capsys.readouterr().out
-    assert "CPU:" in out and "GPU:" in out and "torch 2" in out and "monai 1" in out
-    assert "plain:" in out and "ours:" in out and "patches/s" in out
-    assert "ratio ours/plain:" in out and "ratio fp32/plain:" in out
-
-
-def test_inference_benchmark_prints_seconds_per_volume_writing_apart_and_ratio(
-        bench_data: Path, capsys: pytest.CaptureFixture) -> None:
-    assert bench_inference.main(["--tiny", "--cases", "2", "--data-dir", str(bench_data)]) == 0
-    out = capsys.readouterr().out
-    assert "CPU:" in out and "monai 1" in out
-    assert out.count("s per volume (median of 1 cases") == 2 and "writing the NIfTI" in out
-    assert "ratio plain/ours:" in out

@@ -12,9 +12,9 @@ import torch
 from monai.bundle import ConfigParser
 
 from pipeline.model import precision
-from tests.conftest import parse_bundle
+from tests.helpers import TINY_NETWORK, parse_bundle
 
-TINY_IDS = {"roi_size": [32, 32, 32], "unet_channels": [8, 16, 32], "num_res_units": 1, "device": "cpu"}
+TINY_IDS = {**TINY_NETWORK, "device": "cpu"}
 
 
 def _process_settings() -> tuple[bool, bool, torch.dtype]:

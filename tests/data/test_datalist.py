@@ -19,7 +19,7 @@ from pipeline.data.labels import CHANNELS
 from pipeline.data.layouts import DatasetError, discover_cases, scan_dataset
 from pipeline.data.layouts.brats import BRATS2021_SUFFIXES, BRATS2023_SUFFIXES, named_as
 from pipeline.data.source import DataSource
-from tests.conftest import LAYOUT_NAMES
+from tests.helpers import LAYOUT_NAMES
 
 SUFFIXES = {"_": BRATS2021_SUFFIXES, "-": BRATS2023_SUFFIXES}
 

@@ -1,0 +1,29 @@
+"""End to end through the MONAI CLI (or the scripts a user runs): crossval."""
+
+from __future__ import annotations
+
+import json
+
+from tests.helpers import TINY_ARGS, cli_overrides, run_bundle
+
+TINY = [*TINY_ARGS, "--epochs", "1", "--batch_size", "1"]
+
+
+def test_out_of_fold_evaluation_scores_every_case_once_by_the_fold_that_never_trained_on_it(tiny_dataset, tmp_path):
+    from pipeline.__main__ import main
+    from pipeline.data.datalist import write_datalist
+
+    run = tmp_path / "cv"
+    dl = write_datalist(tiny_dataset, run / "datalist.json", folds=2)
+    for f in (0, 1):
+        run_bundle("training", cli_overrides(["--datalist", str(run / "datalist.json"), "--fold", str(f),
+                                              "--run_dir", str(run / f"fold_{f}"), *TINY]))
+    assert main(["cv", str(run), "--set", "num_workers", "0", "device", "cpu"]) == 0
+    summary = json.loads((run / "cv_summary.json").read_text())
+    fold_of = {it["case"]: it["fold"] for it in dl["training"]}
+    assert sorted(p.name[: -len(".nii.gz")] for p in (run / "cv" / "seg").glob("*.nii.gz")) == sorted(fold_of)
+    provenance = json.loads((run / "cv" / "seg" / "provenance.json").read_text())
+    models = {f: {provenance[c]["model"] for c, g in fold_of.items() if g == f} for f in (0, 1)}
+    assert all(len(m) == 1 for m in models.values()) and models[0] != models[1]  # one model per fold, each its own
+    assert summary["overall"]["WT"]["cases"] == len(fold_of)
+    assert {k: v["WT"]["cases"] for k, v in summary["folds"].items()} == {"0": 2, "1": 2}

@@ -1,0 +1,29 @@
+"""End to end through the MONAI CLI (or the scripts a user runs): demo."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nibabel as nib
+import pytest
+
+from pipeline import demo
+
+
+def test_demo_runs_every_stage_through_the_bundle_and_ends_with_the_demo_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data, run = tmp_path / "data", tmp_path / "run"
+    summary = demo.run_demo(data_dir=str(data), run_dir=str(run), cases=8, shape=(48, 48, 32), epochs=1)
+    out = capsys.readouterr().out
+    assert out.count("variants/fast.yaml") == 2  # the training and inference command lines, not the evaluation's
+    for stage in ("synthetic data", "datalist", "training", "inference", "evaluation"):
+        assert f"--- {stage}: " in out
+    line = out.strip().splitlines()[-1]
+    assert re.fullmatch(r"demo: mean Dice \d\.\d{3} \(ET \d\.\d{3}, TC \d\.\d{3}, WT \d\.\d{3}\) in \d+ s", line)
+    dice = {r: summary["regions"][r]["dice"]["mean"] for r in ("ET", "TC", "WT")}
+    assert f"{sum(dice.values()) / 3:.3f}" in line  # the line reports the evaluation's own figures
+    segmentations = sorted((run / "seg").glob("*.nii.gz"))
+    assert len(segmentations) == 2  # fold 0 of 4 folds over 8 cases
+    assert nib.load(segmentations[0]).shape == (48, 48, 32)
+    assert (run / "models" / "model.pt").is_file() and (run / "eval" / "summary.json").is_file()
