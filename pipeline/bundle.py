@@ -1,25 +1,11 @@
 """The order in which the bundle's config files are merged: the one place that builds the list.
 
-MONAI merges ``--config_file`` lists left to right, a later file replacing the ids it defines. The bundle's
-``configs/`` folder shows the kinds of file:
+MONAI merges ``--config_file`` lists left to right, a later file replacing the ids it defines::
 
-- **common**: ``common.yaml``, everything shared (data ids, description, network, preprocessing, inferer).
-- **stages**: ``train.yaml`` (run id ``training``), ``inference.yaml`` (``inference``), ``evaluate.yaml``
-  (``evaluate``), beside it: each an overlay on common.yaml, never a config of its own.
-- **networks** (``networks/``): ``segresnet.yaml``, ``dynunet.yaml`` (the UNet of common.yaml is the default).
-- **variants** (``variants/``): ``fast.yaml`` (speed), ``ensemble.yaml`` (inference from several folds),
-  ``demo.yaml`` (CPU-sized network and patch), ``multi_gpu_train.yaml`` (DDP under torchrun).
+    common -> stage -> fast -> network -> budget -> ensemble -> demo -> multi_gpu_train
 
-The order, and why::
-
-    common -> stage -> fast -> network -> ensemble -> demo -> multi_gpu_train
-
-fast before demo (the demo's CPU sizes win), the network before the ensemble (which wraps it) and the demo
-(whose sizes apply to it), multi-GPU last (it replaces the seeding step of ``initialize`` and the samplers).
-``fast`` does nothing for evaluation, ``ensemble`` only applies to inference and ``multi_gpu`` only to training;
-asking for them elsewhere is refused. ``python -m pipeline.bundle configs training --fast --network segresnet``
-prints the list (the Makefile uses it); `command` builds the whole ``python -m monai.bundle run`` command
-line.
+`config_files` builds the list (the Makefile, the demo, the benchmarks and the tests use it), `command` the whole
+``python -m monai.bundle run`` line; why this order: `bundle/docs/README.md`.
 """
 
 from __future__ import annotations
@@ -41,12 +27,14 @@ STAGES: dict[str, str] = {"training": "train.yaml", "inference": "inference.yaml
 NETWORKS: dict[str, str | None] = {"unet": None, "segresnet": "networks/segresnet.yaml",
                                    "dynunet": "networks/dynunet.yaml"}
 #: Variant -> its overlay.
-VARIANTS: dict[str, str] = {"fast": "variants/fast.yaml", "ensemble": "variants/ensemble.yaml",
-                            "demo": "variants/demo.yaml", "multi_gpu": "variants/multi_gpu_train.yaml"}
+VARIANTS: dict[str, str] = {"fast": "variants/fast.yaml", "budget": "variants/budget.yaml",
+                            "ensemble": "variants/ensemble.yaml", "demo": "variants/demo.yaml",
+                            "multi_gpu": "variants/multi_gpu_train.yaml"}
 
 
-def config_files(run_id: str, *, fast: bool = False, network: str = "unet", ensemble: bool = False,
-                 demo: bool = False, multi_gpu: bool = False, configs: str | Path = CONFIGS) -> list[str]:
+def config_files(run_id: str, *, fast: bool = False, network: str = "unet", budget: bool = False,
+                 ensemble: bool = False, demo: bool = False, multi_gpu: bool = False,
+                 configs: str | Path = CONFIGS) -> list[str]:
     """The ``--config_file`` list for ``python -m monai.bundle run <run_id>``, in the module docstring's order.
 
     Raises:
@@ -65,6 +53,8 @@ def config_files(run_id: str, *, fast: bool = False, network: str = "unet", ense
         names.append(VARIANTS["fast"])
     if NETWORKS[network] and run_id != "evaluate":
         names.append(NETWORKS[network])
+    if budget and run_id != "evaluate":
+        names.append(VARIANTS["budget"])
     if ensemble:
         names.append(VARIANTS["ensemble"])
     if demo and run_id != "evaluate":
@@ -174,14 +164,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_id", choices=list(STAGES))
     parser.add_argument("--fast", action="store_true")
     parser.add_argument("--network", default="unet", choices=list(NETWORKS))
+    parser.add_argument("--budget", action="store_true")
     parser.add_argument("--ensemble", action="store_true")
     parser.add_argument("--demo", action="store_true")
     parser.add_argument("--multi-gpu", dest="multi_gpu", action="store_true")
     parser.add_argument("--configs", default=str(CONFIGS), help="the bundle's configs folder")
     args = parser.parse_args(argv)
     try:
-        print(config_list(config_files(args.run_id, fast=args.fast, network=args.network, ensemble=args.ensemble,
-                                       demo=args.demo, multi_gpu=args.multi_gpu, configs=args.configs)))
+        print(config_list(config_files(args.run_id, fast=args.fast, network=args.network, budget=args.budget,
+                                       ensemble=args.ensemble, demo=args.demo, multi_gpu=args.multi_gpu,
+                                       configs=args.configs)))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,15 +1,8 @@
 """Writing files safely: whole files only, the user's permissions, never over an input, one writer per folder.
 
-- `atomic_write` (and `atomic_write_text`): every file the project writes goes to a temporary name
-  in its folder, is flushed to disk and renamed over the target, so a reader (or a resumed run) never sees a
-  half-written checkpoint, segmentation or table. The file gets the mode ``0666 & ~umask`` (0644 under the
-  usual umask 022), as a plain ``open()`` would give: ``tempfile.mkstemp`` alone would leave 0600, which
-  hides models and segmentations from the other users of a shared server.
-- `check_output_location`: an output folder that is, or holds, an input file of any case (or lies
-  inside the dataset folder) is refused before any work is done.
-- `FolderLock`: two processes writing one output folder: the second refuses; a lock left by a killed
-  process is recognised (its process id is gone) and taken over.
-- `gzip_is_whole`: a ``.gz`` file decompresses to its end, CRC and length included.
+`atomic_write` fills a temporary file beside the target and renames it (mode ``0666 & ~umask``, as ``open()``);
+`check_output_location` refuses an output folder among the inputs; `FolderLock` keeps one writer per folder (a lock
+left by a killed process is taken over); `gzip_is_whole` checks a ``.gz`` to its end.
 """
 
 from __future__ import annotations

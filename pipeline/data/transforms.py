@@ -1,15 +1,20 @@
-"""The two MONAI transforms that make every layout look the same to the network: `SelectChannelsd` (an MSD 4D
-image's channels into the description's order) and `LabelsToRegionsd` (labels ``(1, H, W, D)`` -> regions
-``(R, H, W, D)`` bool in the description's order)."""
+"""The MONAI transforms of the shared preprocessing: `SelectChannelsd` (an MSD 4D image's channels into the
+description's order), `LabelsToRegionsd` (labels ``(1, H, W, D)`` -> regions ``(R, H, W, D)`` bool in the
+description's order) and `ResampleToSpacingd` (a coarser voxel for a budget, inverted onto the input's grid)."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from monai.config import KeysCollection
-from monai.transforms import MapTransform
+from monai.data import MetaTensor
+from monai.transforms import InvertibleTransform, MapTransform
+from monai.transforms.inverse import TraceableTransform
+from monai.utils import TraceKeys
 
+from pipeline.core.errors import UserError
 from pipeline.data.labels import CHANNELS, describe, labels_to_regions
 
 
@@ -73,3 +78,77 @@ class LabelsToRegionsd(MapTransform):
         if label.ndim == 4 and label.shape[0] == 1:
             label = label[0]
         return labels_to_regions(label, self.scheme)
+
+
+class ResampleToSpacingd(MapTransform, InvertibleTransform):
+    """Resample ``(C, H, W, D)`` volumes to a voxel ``spacing`` (mm) by area averaging, and back by linear
+    interpolation when inverted (a prediction made at that spacing returns to the input's grid).
+
+    Area averaging is the right low-pass for a downsampling: a label region becomes the fraction of each coarse
+    voxel it covers (a soft target), and a thin enhancing rim is not lost between samples. The grids share their
+    outer corners (``align_corners=False``), and the affine follows. ``spacing`` None leaves the data as it is.
+    Floating output (float32); an axis that would be upsampled is interpolated linearly instead.
+
+    Args:
+        keys: the image (and, in training, the label regions).
+        spacing: the target voxel size in mm, one number or one per axis, or None.
+    """
+
+    def __init__(self, keys: KeysCollection, spacing: float | Sequence[float] | None = None,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if spacing is None or spacing == "" or (isinstance(spacing, str) and spacing.lower() == "none"):
+            self.spacing = None
+        else:
+            values = [float(s) for s in (spacing if isinstance(spacing, (list, tuple)) else [spacing] * 3)]
+            if len(values) != 3 or min(values) <= 0:
+                raise UserError(f"--spacing must be a positive voxel size in mm, or three, got {spacing!r}")
+            self.spacing = values
+
+    def _size(self, img: torch.Tensor) -> list[int]:
+        pixdim = [float(p) for p in (img.pixdim if isinstance(img, MetaTensor) else [1.0, 1.0, 1.0])]
+        return [max(1, round(n * p / s)) for n, p, s in zip(img.shape[1:], pixdim, self.spacing, strict=True)]
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            if not isinstance(img, MetaTensor):
+                img = MetaTensor(img)
+            old = [int(n) for n in img.shape[1:]]
+            new = old if self.spacing is None else self._size(img)
+            d[key] = _resample(img, new, old, transform_info=self.get_transform_info(), trace=True)
+        return d
+
+    def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            transform = self.pop_transform(d[key])
+            old = [int(n) for n in transform[TraceKeys.ORIG_SIZE]]
+            with self.trace_transform(False):
+                d[key] = _resample(d[key], old, [int(n) for n in d[key].shape[1:]], transform_info=None, trace=False)
+        return d
+
+
+def _resample(img: MetaTensor, new: Sequence[int], old: Sequence[int], *, transform_info: dict | None,
+              trace: bool) -> MetaTensor:
+    """``img`` ``(C, *old)`` resized to ``new``: area averaging where every axis shrinks, else linear; the affine
+    scaled about the grids' common outer corners."""
+    ratio = [o / n for o, n in zip(old, new, strict=True)]
+    xform = torch.eye(4, dtype=torch.double)
+    for axis, r in enumerate(ratio):
+        xform[axis, axis], xform[axis, 3] = r, 0.5 * r - 0.5
+    meta = TraceableTransform.track_transform_meta(img, sp_size=list(new), affine=xform, orig_size=list(old),
+                                                   transform_info=transform_info, lazy=False) if trace else None
+    x = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
+    if list(new) != list(old):
+        x = x.float()[None]
+        mode = "area" if all(n <= o for n, o in zip(new, old, strict=True)) else "trilinear"
+        x = (F.interpolate(x, size=list(new), mode=mode) if mode == "area"
+             else F.interpolate(x, size=list(new), mode=mode, align_corners=False))[0]
+    out = MetaTensor(x, meta=dict(img.meta)) if isinstance(img, MetaTensor) else MetaTensor(x)
+    out.applied_operations = list(img.applied_operations) if isinstance(img, MetaTensor) else []
+    if meta is not None:
+        return out.copy_meta_from(meta)
+    out.affine = out.affine @ xform.to(out.affine.dtype)  # output voxel -> input voxel, as in the forward pass
+    return out

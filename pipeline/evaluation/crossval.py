@@ -1,18 +1,8 @@
-"""Cross-validation as nnU-Net users know it: each fold's model segments its own validation cases, and all of
-them are evaluated together (out-of-fold), with a table per fold and overall.
+"""Cross-validation as nnU-Net users know it: each fold's model segments its own validation cases, all of them are
+evaluated together (out-of-fold), with a table per fold and overall (``RUN_DIR/cv_summary.json``).
 
-``make cv`` trains fold ``f`` of ``<run_dir>/datalist.json`` into ``<run_dir>/fold_<f>``; then
-``python -m pipeline cv RUN_DIR`` (``make cv-summary``):
-
-1. infers each fold's validation cases with that fold's model, through the bundle's own inference command
-   (network from the fold's ``run.json``), into ``<run_dir>/cv/seg/<case>.nii.gz``;
-2. evaluates them all against their references (`pipeline.evaluation.regions.evaluate_folders`) into
-   ``<run_dir>/cv/eval`` (``metrics.csv``, ``summary.json``);
-3. writes ``<run_dir>/cv_summary.json``: per fold and overall, the mean of each evaluated region's Dice and HD95,
-   and prints the table.
-
-Every case is segmented by the one model that never trained on it, so the overall row estimates performance on
-unseen data (nnU-Net's ``summary.json`` of its cross-validation).
+``make cv`` trains fold ``f`` into ``<run_dir>/fold_<f>``; `cross_validation_summary` infers each fold's validation
+cases with that fold's model through the bundle's inference command, evaluates them together and writes the table.
 """
 
 from __future__ import annotations

@@ -1,20 +1,9 @@
 """Segmentation metrics: the article's ``dice``/``sensitivity``/``specificity`` (fixed), its NIfTI loader, and the
-per-region BraTS metrics (Dice, sensitivity, specificity, HD95) on torch tensors, CPU or CUDA.
+per-region BraTS metrics (Dice, sensitivity, specificity, HD95, NSD) on torch tensors, CPU or CUDA.
 
-Two layers:
-
-* The article's functions (`dice`, `sensitivity`, `specificity`) keep its signatures and its
-  semantics: one number for the whole batch (counts summed over every case, and over every channel of a
-  one-hot tensor), with the article's ``1e-8`` smoothing. Fixed: counts are exact integers (int64, never
-  float32 sums), sensitivity and specificity treat every non-zero value as foreground (so a ``1`` and a ``2``
-  count alike, the bug the article warns about), inputs of any memory layout work (``reshape``, not ``view``),
-  the target follows the prediction's device, and the result is a Python ``float`` computed in float64 from
-  one device-to-host copy of the counts.
-* `region_metrics` and `hd95`: per-region numbers with the BraTS challenge's rules for empty
-  regions and MONAI's HD95 (`monai.metrics.compute_hausdorff_distance` with ``percentile=95``), computed on
-  the masks' device: on CUDA nothing goes through NumPy.
-
-The conventions and the parity table against MONAI are in ``docs/metrics.md``.
+The article's functions keep its signatures and semantics (one number per batch, its 1e-8 smoothing) with exact
+integer counts; `region_metrics` applies the BraTS rules for empty regions and MONAI's HD95. Conventions and the
+parity table against MONAI: `docs/metrics.md`.
 """
 
 from __future__ import annotations

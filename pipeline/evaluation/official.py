@@ -1,50 +1,10 @@
-"""The official BraTS evaluation: lesion-wise metrics computed by the challenge's own package.
+"""The official BraTS evaluation: lesion-wise metrics computed by the challenge's own package (brats-evaluation).
 
-``python -m pipeline evaluate PRED_DIR REF_DIR --out OUT --protocol official [--challenge gli] [--jobs N]`` calls
-`evaluate_official` and prints `format_official_table`; the bundle's ``evaluate.yaml`` does the same with
-``--protocol official`` (both go through `evaluate`, which keeps ``legacy``, our own protocol, the default).
-
-Since 2023 BraTS ranks by lesion-wise metrics computed by ``brats-evaluation`` (PyPI, built on ``panoptica``). This
-module does not re-implement them: every case is scored by the package's own per-exam function
-``brats_evaluation.evaluate_single_exam`` with the package's bundled config of the challenge
-(``brats_evaluation.config_path``), and the table is written by the package's own parser
-``brats_evaluation.parse_seg_results`` (and ``parse_mets_results`` for ``mets``), chained exactly as the package's
-command line ``brats-evaluate`` then ``brats-parse-metrics`` chain them: per-exam dicts ->
-``{"metrics": [...], "missings": [...]}`` JSON -> parser -> CSV. What is ours:
-
-* Pairing by our layouts: the reference is read through `pipeline.evaluation.reference.read_reference` (a dataset's
-  label files, or a folder of ``<case>.nii.gz`` labels), predictions are ``PRED_DIR/<case>.nii.gz``, with the
-  same refusals as the legacy protocol (prediction folder overlapping the reference, output folder among the
-  inputs, a prediction on another grid). The package's CLI instead pairs flat folders by a numeric id in the
-  file name.
-* Label numbering: every scheme is converted to the challenge's numbering before scoring
-  (`official_label_map`): for the glioma-numbered configs (gli, mets, goat, menpre: 1 NETC, 2 SNFH, 3 ET,
-  4 RC) ``brats`` maps 4 -> 3, ``brats2023`` is as is, ``msd`` maps 1 ED -> 2, 2 NET -> 1, 3 -> 3, and
-  ``brats2024`` (BraTS 2024 glioma, 4 = resection cavity) is as is. Fed unconverted, a BraTS 2021 ET (4) would
-  be scored as a resection cavity.
-* The converted labels of each case are written, with the reference's header, to a temporary NIfTI pair that
-  the package reads itself, so that it sees the same voxel spacing as when it reads the original files.
-* A case the package cannot score is refused with one line (its CLI prints a warning and drops the case from
-  the table, which would raise the means).
-* ``subject_id`` is our case id (the package's CLI writes the reference file name).
-
-Missing predictions are scored the package's way: listed under ``missings`` and filled in by its parser, after
-the scored cases, with 373 in every HD95 column except the standard deviations and 0 everywhere else, whether or
-not the reference has the region (an empty prediction file instead gives NaN where the reference is empty too).
-
-Files in ``OUT``:
-    ``official.csv``              the package parser's table: one row per case (``subject_id``, then per region
-                                  ``all_instance_{tp,fp,fn,prec,rec,f1}_R``, ``global_{dsc,nsd,hd95}_R``,
-                                  ``lesionwise_{dsc,nsd,hd95}_{mean,std}_R``), then its ``mean``, ``std`` (pandas,
-                                  ddof 1) and ``median`` rows; NaN is an empty cell, infinity ``inf``.
-    ``official_mets.csv``         ``mets`` only: the package's mets parser (large/small lesions, thresholds
-                                  `METS_VOLUME_THRESHOLD` and `METS_OVERLAP_THRESHOLD`).
-    ``official_panoptica.json``   the per-exam results, what the package's ``brats-evaluate --summary_json`` writes.
-    ``official_summary.json``     per region and column the ``mean``/``std``/``median`` rows, the challenge, the
-                                  label map, the package versions, missing and unmatched cases; NaN is null and
-                                  infinity the string ``"inf"``.
-
-Definitions and the differences from the legacy protocol: ``docs/metrics.md``.
+Every case is scored by the package's per-exam function with the package's bundled config of the challenge, and
+the table is written by the package's own parser, chained as its command line chains them. Ours: pairing by our
+layouts (`pipeline.evaluation.reference`), the label numbering converted to the challenge's
+(`official_label_map`, from `pipeline.data.labels.NUMBERING`), a case the package cannot score refused in one
+line. The files written, the conventions and the differences from our protocol: `docs/metrics.md`.
 """
 
 from __future__ import annotations

@@ -1,15 +1,8 @@
 """Runtime precision: where the network computes in half precision, on CUDA and on the CPU.
 
-The ids (common.yaml; fast.yaml changes them):
-
-- ``amp`` (`on_cuda`): MONAI's engines autocast on CUDA; ``amp_dtype`` the dtype, handed to every engine as
-  ``amp_kwargs`` (`autocast_kwargs`): common.yaml float16 (torch's CUDA default), fast.yaml `amp_dtype`
-  (bfloat16 where the GPU has it).
-- ``cudnn_benchmark``: cuDNN autotuning, set by an explicit ``initialize`` step of each stage
-  (`set_cudnn_benchmark`), never as a side effect of resolving an id.
-- ``cpu_amp``: MONAI's engines autocast on CUDA only, so on a CPU with native bfloat16 `cpu_autocast` wraps
-  the network (common.yaml and ensemble.yaml build it through it; a no-op unless ``cpu_amp``), a MONAI 1.6.1
-  workaround listed in `pipeline.monai_workarounds`.
+``amp`` (`on_cuda`) and ``amp_dtype`` give MONAI's engines their autocast on CUDA (`autocast_kwargs`); cuDNN
+autotuning is an explicit ``initialize`` step (`set_cudnn_benchmark`); on a CPU with native bfloat16 `cpu_autocast`
+wraps the network (MONAI's engines autocast on CUDA only: `pipeline.monai_workarounds`).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ RUN_ARTEFACTS = ("checkpoint.pt", "model.pt", "model_last.pt")
 
 
 #: Ids that must equal the record's for ``--resume true``.
-RESUME_IDS = ("dataset_dir", "datalist", "datalist_sha256", "label_scheme", "fold", "folds", "seed")
+RESUME_IDS = ("dataset_dir", "datalist", "datalist_sha256", "label_scheme", "fold", "folds", "seed", "spacing")
 
 
 _LOCKS: dict[str, FolderLock] = {}
@@ -64,7 +64,7 @@ def release_run_locks() -> None:
     _LOCKS.clear()
 
 
-def run_ids(data: DataSource, *, fold: object, roi_size: Sequence[int]) -> dict:
+def run_ids(data: DataSource, *, fold: object, roi_size: Sequence[int], spacing: object = None) -> dict:
     """The ids recorded for a training run on ``data`` (paths resolved, the datalist's content hashed)."""
     dataset_dir, datalist = data.dataset_dir, data.datalist_path
     return {
@@ -76,6 +76,7 @@ def run_ids(data: DataSource, *, fold: object, roi_size: Sequence[int]) -> dict:
         "folds": data.folds,
         "seed": data.seed,
         "roi_size": [int(s) for s in roi_size],
+        "spacing": spacing_value(spacing),
     }
 
 
@@ -207,6 +208,19 @@ def check_regions(record: Mapping | None, description: Description) -> Descripti
                        f"{', '.join(description.regions)}): pass --label_scheme {trained} if the data is numbered "
                        "that way, or use a model trained on this scheme")
     return description
+
+
+def spacing_value(spacing: object) -> list[float] | None:
+    """The ``spacing`` id as recorded: None, or three voxel sizes in mm."""
+    if spacing is None or spacing == "" or (isinstance(spacing, str) and spacing.lower() in ("none", "null")):
+        return None
+    values = spacing if isinstance(spacing, (list, tuple)) else [spacing] * 3
+    return [float(v) for v in values]
+
+
+def recorded_spacing(record: Mapping | None) -> list[float] | None:
+    """The voxel size (mm) the run trained at, which its inference resamples to; None: the data's own."""
+    return spacing_value((record or {}).get("ids", {}).get("spacing"))
 
 
 def recorded_roi_size(roi_size: Sequence[int], record: Mapping | None) -> list[int]:

@@ -1,17 +1,9 @@
 """Checkpoints: the best and last models, written whole, and the training state that lets a run resume.
 
-- `AtomicCheckpointSaver`: ``model.pt`` (the best by the validation metric) and ``model_last.pt``, plain
-  ``state_dict`` files. MONAI's ``CheckpointSaver`` writes through ignite's ``DiskSaver(atomic=False)``, so a run
-  killed while saving can leave a truncated ``model.pt`` that looks like the best model (a MONAI 1.6.1
-  workaround, `pipeline.monai_workarounds`); this one writes to a temporary file in the same folder, fsyncs
-  it and renames it over the old one (`atomic_torch_save`), so a checkpoint on disk is always whole.
-- `TrainingCheckpoint`: after every epoch the whole training state (network, optimiser, LR schedule, AMP
-  scaler, epoch and iteration, best metric, random states) goes to ``checkpoint.pt``; with ``--resume true`` a
-  new run restores it and continues with the next epoch.
-- `random_states` / `set_random_states`: the Python, NumPy, torch and random-transform generator
-  states, as tensors (loadable with ``torch.load(..., weights_only=True)``).
-
-With several processes (`pipeline.core.distributed`) checkpoints are written by rank 0 only.
+`AtomicCheckpointSaver` writes ``model.pt`` (the best by validation Dice) and ``model_last.pt`` atomically (MONAI's
+saver does not: `pipeline.monai_workarounds`); `TrainingCheckpoint` keeps ``checkpoint.pt`` (network, optimiser,
+schedule, scaler, epoch, best metric, random states) after every epoch and restores it with ``--resume true``.
+With several processes only rank 0 writes.
 """
 
 from __future__ import annotations

@@ -1,20 +1,14 @@
-"""Watching a run: one concise line per epoch, a history file for the curves, progress bars with an ETA.
+"""Watching a run: one line per epoch, ``history.csv`` and its curves (``progress.png``), progress bars with an ETA.
 
-`EpochSummary` is attached to the trainer after the validation handler
-(``pipeline.training.validation.FinalValidationHandler``, so this epoch's validation, when there is one, has already
-run) and
-logs::
+`EpochSummary` runs after the validation handler, so an epoch's line holds its validation Dice when there is one::
 
     epoch  12/300  loss 0.2345  lr 9.87e-04  Dice TC 0.901 WT 0.874 ET 0.812 mean 0.862  41.2 s
-
-It appends the same figures to ``history.csv`` (columns `HISTORY_COLUMNS`), writes the learning rate to
-TensorBoard when given a writer, and at the end of training draws ``progress.png`` from the history
-(`pipeline.training.monitoring.plot_training_curves`). In a distributed run only rank 0 logs and writes.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
@@ -29,19 +23,20 @@ from pipeline.core.distributed import is_main_process
 from pipeline.core.figures import REGION_COLOURS, plt, save_figure
 from pipeline.core.files import atomic_write_text
 from pipeline.data.labels import REGIONS
+from pipeline.training.budget import Clock
 from pipeline.training.validation import dice_name
 
 logger = logging.getLogger("pipeline.train")
 
 #: Columns of ``history.csv``; validation columns are empty in epochs without validation.
 HISTORY_COLUMNS: tuple[str, ...] = (
-    "epoch", "loss", "lr", "val_mean_dice", "val_dice_tc", "val_dice_wt", "val_dice_et", "seconds")
+    "epoch", "loss", "lr", "val_mean_dice", "val_dice_tc", "val_dice_wt", "val_dice_et", "seconds", "elapsed")
 
 
 def history_columns(regions: Sequence[str] = REGIONS) -> tuple[str, ...]:
     """The columns of ``history.csv`` for a network with these output ``regions`` (`HISTORY_COLUMNS` for
     TC, WT, ET)."""
-    return ("epoch", "loss", "lr", "val_mean_dice", *(dice_name(r) for r in regions), "seconds")
+    return ("epoch", "loss", "lr", "val_mean_dice", *(dice_name(r) for r in regions), "seconds", "elapsed")
 
 
 def _loss_of(output: object) -> float:
@@ -60,16 +55,21 @@ class EpochSummary:
         plot_file: PNG of the curves written at the end of training; ``None`` for none.
         summary_writer: a ``torch.utils.tensorboard.SummaryWriter`` for the learning rate; ``None`` for none.
         regions: the network's output regions, whose validation Dice each epoch line and history row hold.
+        clock: the time budget (`pipeline.training.budget.Clock`), shown instead of the epoch count; ``elapsed``
+            (seconds of training so far, validation included) is the clock's, else the sum of the epochs'.
     """
 
     def __init__(self, evaluator=None, history_file: str | None = None, plot_file: str | None = None,  # noqa: ANN001
-                 summary_writer=None, regions: Sequence[str] = REGIONS) -> None:  # noqa: ANN001
+                 summary_writer=None, regions: Sequence[str] = REGIONS, clock: Clock | None = None,  # noqa: ANN001
+                 ) -> None:
         self.evaluator = evaluator
         self.regions = tuple(regions)
         self.columns = history_columns(self.regions)
         self.history_file = Path(history_file) if history_file else None
         self.plot_file = Path(plot_file) if plot_file else None
         self.writer = summary_writer
+        self.clock = clock
+        self._elapsed = 0.0
         self._losses: list[float] = []
         self._started = time.perf_counter()
         self._lr = math.nan
@@ -105,7 +105,10 @@ class EpochSummary:
         lr = self._lr
         seconds = time.perf_counter() - self._started
         val = self._validation(epoch)
-        line = f"epoch {epoch:>3}/{max_epochs}  loss {loss:.4f}  lr {lr:.2e}"
+        self._elapsed = self.clock.elapsed() if self.clock is not None else self._elapsed + seconds
+        progress = (f"{self._elapsed / 60:.1f}/{self.clock.budget / 60:g} min" if self.clock is not None
+                    else f"/{max_epochs}")
+        line = f"epoch {epoch:>3}{progress if self.clock is None else ' ' + progress}  loss {loss:.4f}  lr {lr:.2e}"
         if val:
             dice = " ".join(f"{r} {val.get(dice_name(r), math.nan):.3f}" for r in self.regions)
             line += f"  Dice {dice} mean {val.get('val_mean_dice', math.nan):.3f}"
@@ -115,16 +118,14 @@ class EpochSummary:
             self.writer.add_scalar("epoch_loss", loss, epoch)
         if self.history_file is not None:
             row = {"epoch": epoch, "loss": loss, "lr": lr, "seconds": round(seconds, 3),
+                   "elapsed": round(self._elapsed, 3),
                    **{k: val[k] for k in self.columns if k in val}}
             self._append(row)
 
     def _append(self, row: dict) -> None:
         """Add ``row`` to the history, rewriting the file whole (atomically: a killed run never leaves half a
         line); the first time, drop rows of this epoch or later left by a run that was killed after writing them
-        and resumed from an earlier checkpoint."""
-        import io
-
-
+        and resumed from an earlier checkpoint (whose last kept row's ``elapsed`` the epoch clock continues)."""
         path = self.history_file
         rows: list[dict] = []
         if path.exists() and path.stat().st_size > 0:
@@ -132,6 +133,9 @@ class EpochSummary:
                 rows = list(csv.DictReader(f))
             if not self._history_checked:
                 rows = [r for r in rows if int(float(r["epoch"])) < row["epoch"]]
+                if self.clock is None and rows and rows[-1].get("elapsed"):
+                    self._elapsed += float(rows[-1]["elapsed"])
+                    row["elapsed"] = round(self._elapsed, 3)
         self._history_checked = True
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=self.columns, extrasaction="ignore")

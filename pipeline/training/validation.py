@@ -1,6 +1,6 @@
 """Validation during training: when the evaluator runs, and the Dice it reports per region.
 
-- `FinalValidationHandler`: validate every ``val_interval`` epochs and after the last one.
+- `FinalValidationHandler`: validate every ``val_interval`` epochs and after the last one (or by the clock).
 - `region_dice` / `region_metrics`: the evaluator's ``val_mean_dice`` and one ``val_dice_<region>``
   per network output channel (`dice_name`), BraTS's empty-region convention included.
 
@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from ignite.engine import Events
+from monai.handlers import IgniteMetricHandler, ValidationHandler, from_engine
+from monai.metrics import DiceMetric
+
+from pipeline.core.config import as_int
 from pipeline.data.labels import REGIONS
+from pipeline.training.budget import Clock
 
 
 class FinalValidationHandler:
@@ -21,23 +27,43 @@ class FinalValidationHandler:
     one shorter than ``val_interval`` (``--epochs 5`` with the default 5 is fine, ``--epochs 3`` is not) never
     validates: no ``model.pt`` is written and inference has no model. Epoch level only.
 
+    On a time budget (``clock``, `pipeline.training.budget.Clock`) it validates by the clock instead: every
+    ``val_every_min`` minutes and once more when the budget is spent; then it stops the trainer. An epoch that
+    overruns the budget ends after its current iteration.
+
     Args:
         interval: validate every ``interval`` epochs, and after the last one.
         validator: the validation engine (``validate#evaluator``).
+        clock: the training budget, or None (epochs).
     """
 
-    def __init__(self, interval: int, validator: object) -> None:
-        from monai.handlers import ValidationHandler
-
-        self._handler = ValidationHandler(interval=int(interval), validator=validator, epoch_level=True)
+    def __init__(self, interval: int, validator: object, clock: Clock | None = None) -> None:
+        self._handler = ValidationHandler(interval=as_int(interval, "val_interval", minimum=1), validator=validator,
+                                          epoch_level=True)
+        self.clock = clock
 
     def _due(self, engine, epoch: int) -> bool:  # noqa: ANN001 - an ignite Engine
         return epoch % self._handler.interval == 0 or epoch == engine.state.max_epochs
 
-    def attach(self, engine) -> None:  # noqa: ANN001 - an ignite Engine
-        from ignite.engine import Events
+    def _by_clock(self, engine) -> None:  # noqa: ANN001
+        if not self.clock.validation_due():
+            return
+        self._handler(engine)
+        self.clock.validated()
+        if self.clock.expired():
+            engine.terminate()
 
-        engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=self._due), self._handler)
+    def _budget_spent(self, engine) -> None:  # noqa: ANN001
+        if self.clock.expired():
+            engine.terminate_epoch()  # the epoch ends here; EPOCH_COMPLETED validates and stops
+
+    def attach(self, engine) -> None:  # noqa: ANN001 - an ignite Engine
+        if self.clock is None:
+            engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=self._due), self._handler)
+            return
+        self.clock.attach(engine)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._budget_spent)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._by_clock)
 
 
 def region_dice(region: str | None = None, regions: Sequence[str] = REGIONS):  # noqa: ANN201 - an IgniteMetricHandler
@@ -50,9 +76,6 @@ def region_dice(region: str | None = None, regions: Sequence[str] = REGIONS):  #
     ``ignore_empty=False``: a case whose reference region is empty scores 1 if the prediction is empty too
     and 0 otherwise, the BraTS convention (MONAI's default would give NaN and drop the case).
     """
-    from monai.handlers import IgniteMetricHandler, from_engine
-    from monai.metrics import DiceMetric
-
     transform = from_engine(["pred", "label"]) if region is None else region_output_transform(region, regions)
     metric = DiceMetric(include_background=True, reduction="mean", ignore_empty=False)
     return IgniteMetricHandler(metric_fn=metric, output_transform=transform, save_details=False)

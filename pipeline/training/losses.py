@@ -1,0 +1,37 @@
+"""The training loss of region-based segmentation: soft Dice plus binary cross-entropy, one sigmoid per region.
+
+MONAI 1.6.1's ``DiceCELoss(sigmoid=True)`` takes a softmax cross-entropy across the channels, wrong for regions that
+overlap (`pipeline.monai_workarounds`); nnU-Net's region training uses Dice + BCE, which this is.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class DiceBCELoss(torch.nn.Module):
+    """``dice_weight * (1 - soft Dice) + bce_weight * BCE`` of logits ``(B, R, H, W, D)`` against targets in [0, 1]
+    of the same shape (soft targets, as after a resampling, are fine).
+
+    The Dice is computed per region over the whole batch (nnU-Net's batch Dice: a patch without a region does not
+    reward an empty prediction by itself) and averaged over the regions.
+    """
+
+    def __init__(self, dice_weight: float = 1.0, bce_weight: float = 1.0, smooth: float = 1e-5) -> None:
+        super().__init__()
+        self.dice_weight, self.bce_weight, self.smooth = float(dice_weight), float(bce_weight), float(smooth)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits, target = logits.float(), target.float()
+        if logits.shape != target.shape:
+            raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ in shape")
+        prob = torch.sigmoid(logits)
+        dims = (0, *range(2, logits.ndim))
+        intersection = (prob * target).sum(dims)
+        total = prob.sum(dims) + target.sum(dims)
+        dice = (2 * intersection + self.smooth) / (total + self.smooth)
+        loss = self.dice_weight * (1 - dice.mean())
+        if self.bce_weight:
+            loss = loss + self.bce_weight * F.binary_cross_entropy_with_logits(logits, target)
+        return loss
