@@ -90,7 +90,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.protocol == "legacy" and args.jobs is not None:
         raise UserError("--jobs applies to --protocol official only (the legacy protocol runs in one process)")
     summary = evaluate(args.protocol, args.pred_dir, args.ref_dir, args.out, scheme=args.scheme,
-                       challenge=args.challenge, jobs=args.jobs or 1, out_option="--out")
+                       challenge=args.challenge, jobs=args.jobs or 1, out_option="--out",
+                       allow_mixed=args.allow_mixed)
     print(format_summary(summary))
     files = "metrics.csv and summary.json" if args.protocol == "legacy" else "official.csv and official_summary.json"
     print(f"wrote {files} to {args.out}")
@@ -176,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=list(CHALLENGES),
                    help="--protocol official: the package's config to score with; default gli (adult glioma)")
     p.add_argument("--jobs", type=int, default=None, help="--protocol official: worker processes (default 1)")
+    p.add_argument("--allow-mixed", "--allow_mixed", dest="allow_mixed", action="store_true",
+                   help="score predictions of several models, or of inputs changed since, together (refused without)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("plot", help="draw training curves, a Dice box plot, or an evaluation's pictures")

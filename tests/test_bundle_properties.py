@@ -7,7 +7,7 @@ import shutil
 import pytest
 from monai.bundle import ConfigWorkflow
 
-from pipeline.core.files import is_within
+from pipeline.core.guard import is_within
 from tests.helpers import CONFIGS, REPO, TINY_IDS, parse_bundle
 
 TINY = {**TINY_IDS, "check_jobs": 1}
@@ -30,7 +30,7 @@ def test_monais_property_check_passes(tiny_dataset, tmp_path, workflow_type, sta
     workflow.initialize()
     assert workflow.check_properties() == []
     assert _bundle_files() == bundle_before  # the bundle folder is read, never written
-    assert workflow.parser["output_dir"] == ("@run_dir" if workflow_type == "train" else "$@run_dir + '/seg'")
+    assert workflow.parser["output_dir"] == ("@run_path" if workflow_type == "train" else "$@run_path + '/seg'")
     shutil.rmtree(run, ignore_errors=True)
 
 

@@ -8,16 +8,18 @@ left by a killed process is taken over); `gzip_is_whole` checks a ``.gz`` to its
 from __future__ import annotations
 
 import atexit
+import errno
 import gzip
 import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.core.errors import UserError
@@ -69,12 +71,31 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, dura
                 os.fsync(f.fileno())
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except Exception as e:  # a writer that hides the disk's error (torch: "[enforce fail ...] file write failed")
+        tmp.unlink(missing_ok=True)
+        if _disk_full(path.parent):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from e
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     if durable:
         fsync_dir(path.parent)
     return path
+
+
+#: Free bytes below which a failed write is taken for a full disk.
+DISK_FULL_BYTES = 1 << 20
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < DISK_FULL_BYTES
+    except OSError:
+        return False
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, durable: bool = False) -> Path:
@@ -110,52 +131,6 @@ def gzip_is_whole(path: str | os.PathLike, chunk: int = 1 << 22) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Outputs never touch inputs
-# ------------------------------------------------------------------------------------------------------------
-
-
-def _resolved(path: str | os.PathLike) -> Path:
-    return Path(path).expanduser().resolve()
-
-
-def is_within(path: Path, folder: Path) -> bool:
-    """Whether ``path`` is ``folder`` or lies below it (both resolved)."""
-    return path == folder or folder in path.parents
-
-
-def check_output_location(output: str | os.PathLike, inputs: Iterable[str | os.PathLike], *, what: str,
-                          option: str, dataset_dir: str | os.PathLike | None = None) -> Path:
-    """Refuse an output folder that is, or holds, an input file, or that lies inside the dataset folder.
-
-    Args:
-        output: the folder the command will write into.
-        inputs: every input file of every case (images and labels).
-        what: what is written, for the message (``segmentations``, ``evaluation tables``, ``pictures``).
-        option: the option that chooses ``output`` (``--output_dir``), for the message.
-        dataset_dir: the dataset folder, when there is one: nothing is written inside it.
-
-    Returns:
-        ``output``, resolved.
-
-    Raises:
-        UserError: naming the input file (or the dataset folder) and the option to change.
-    """
-    out = _resolved(output)
-    if dataset_dir:
-        data = _resolved(dataset_dir)
-        if is_within(out, data) or is_within(data, out):
-            rel = "is" if out == data else ("is inside" if is_within(out, data) else "contains")
-            raise UserError(f"the output folder {out} {rel} the dataset folder {data}: {what} must never be written "
-                            f"among the inputs; pass {option} a folder outside the dataset (e.g. runs/<name>)")
-    for item in inputs:
-        src = _resolved(item)
-        if is_within(src, out):
-            raise UserError(f"the output folder {out} holds the input file {src}: {what} would be written among the "
-                            f"inputs (and could replace them); pass {option} a folder that holds no input")
-    return out
-
-
-# ------------------------------------------------------------------------------------------------------------
 # One writer per folder
 # ------------------------------------------------------------------------------------------------------------
 
@@ -188,10 +163,18 @@ class FolderLock:
         self.held = False
 
     def _owner(self) -> dict:
+        """The lock's holder; a lock file that is not such a record (emptied, edited) holds nothing."""
         try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
+            owner = json.loads(self.path.read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
             return {}
+        if not isinstance(owner, dict):
+            return {}
+        try:
+            pid = int(owner.get("pid", -1) or -1)
+        except (TypeError, ValueError):
+            return {}
+        return {**owner, "pid": pid} if isinstance(owner.get("host", ""), (str, type(None))) else {}
 
     def acquire(self) -> FolderLock:
         """Take the lock, or raise `UserError` if another live process holds it."""

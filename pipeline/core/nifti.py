@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.filebasedimages import ImageFileError
 from nibabel.orientations import aff2axcodes, inv_ornt_aff, io_orientation, ornt_transform
 
+from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write
 
 NIFTI_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii")
@@ -63,14 +66,20 @@ def nifti_stem(name: str) -> str:
 
 
 def nifti_files(folder: Path) -> dict[str, Path]:
-    """``{case id: file}`` of the ``*.nii.gz``/``*.nii`` files directly in ``folder`` (``.nii.gz`` wins a tie)."""
+    """``{case id: file}`` of the ``*.nii.gz``/``*.nii`` files directly in ``folder``.
+
+    Raises:
+        UserError: a case present as both ``<case>.nii`` and ``<case>.nii.gz`` (which one is meant cannot be told).
+    """
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if not path.is_file() or not is_nifti(path.name):
             continue
         cid = nifti_stem(path.name)
-        if cid not in found or path.name.endswith(".nii.gz"):
-            found[cid] = path
+        if cid in found:
+            raise UserError(f"{folder} holds both {found[cid].name} and {path.name}: which one is case {cid} cannot "
+                            "be told; keep one of the two (move the other out of the folder)")
+        found[cid] = path
     return found
 
 
@@ -95,9 +104,19 @@ def read_voxels(path: str | os.PathLike) -> np.ndarray:
 
 
 def load_labels(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """``(labels (X, Y, Z), affine (4, 4), spacing in mm)`` of a label file, read once, in its stored dtype."""
-    image = nib.load(os.fspath(path))
-    data = np.asanyarray(image.dataobj)
+    """``(labels (X, Y, Z), affine (4, 4), spacing in mm)`` of a label file, read once, in its stored dtype.
+
+    Raises:
+        UserError: the file is empty, truncated, corrupt or not NIfTI (named, with the fix).
+    """
+    try:
+        image = nib.load(os.fspath(path))
+        data = np.asanyarray(image.dataobj)
+    except (OSError, EOFError, ValueError, zlib.error, ImageFileError) as e:
+        if isinstance(e, OSError) and e.errno is not None and not isinstance(e, gzip.BadGzipFile):
+            raise  # a disk's error, not the file's content: the error funnel names it
+        raise UserError(f"{path} cannot be read as NIfTI ({type(e).__name__}: {str(e)[:120]}); it is empty, "
+                        "truncated or not NIfTI: write it again (re-run inference) or restore it") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     spacing = tuple(float(z) for z in image.header.get_zooms()[:3])

@@ -237,14 +237,16 @@ def _check_headers(files: list[_File], case: Case, add: _Add, *, nnunet: bool) -
             continue
         if f.kind == "image" and four_d:
             need = len(case.channel_index or ())
-            if len(shape) == 4 and shape[0] == need and shape[3] != need:
-                # LoadImaged(ensure_channel_first) takes a 4D NIfTI's LAST axis as the channels: (4, X, Y, Z) would
-                # become Z "channels" of (4, X, Y) slabs, and the channel index would pick 4 of them
-                f.channel_axis = 0
-                add(f, "error", f"is stored channel-first with shape {shape}; the Decathlon layout keeps the {need} "
-                                f"contrasts on the last axis, (X, Y, Z, {need}), and the loader takes the last axis "
-                                "as the channels, so the contrasts would be mixed up: move the channel axis last "
-                                "(e.g. numpy.moveaxis(data, 0, -1), saved with nibabel under the same affine)")
+            if len(shape) == 4 and shape[3] != need and need in shape[:3]:
+                # LoadImaged(ensure_channel_first) takes a 4D NIfTI's LAST axis as the channels: (4, X, Y, Z) or
+                # (X, Y, 4, Z) would become Z "channels" of slabs, and the channel index would pick 4 of them
+                f.channel_axis = shape[:3].index(need)
+                where = "first" if f.channel_axis == 0 else f"on axis {f.channel_axis}"
+                add(f, "error", f"is stored with its channels {where}, shape {shape}; the Decathlon layout keeps the "
+                                f"{need} contrasts on the last axis, (X, Y, Z, {need}), and the loader takes the last "
+                                "axis as the channels, so the contrasts would be mixed up: move the channel axis last "
+                                f"(e.g. numpy.moveaxis(data, {f.channel_axis}, -1), saved with nibabel under the same "
+                                "affine)")
             elif len(shape) != 4 or shape[3] < need:
                 add(f, "error", f"is {len(shape)}D with shape {shape}; expected a 4D (X, Y, Z, {need}) image holding "
                                 "the 4 contrasts (Decathlon layout): re-export the case as one 4D file, or use the "

@@ -7,12 +7,14 @@ import json
 import logging
 import os
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text
+from pipeline.core.guard import OutputGuard
 from pipeline.data.labels import CHANNELS, LABEL_SCHEMES, NNUNET_PREFIX, Description, describe, scheme_name
 from pipeline.data.layouts import LAYOUTS, Case, DatasetError, scan_dataset, usable_cases
 from pipeline.data.layouts.brats import named_as
@@ -93,12 +95,19 @@ def write_datalist(root: str | os.PathLike, out: str | os.PathLike, folds: int =
     A datalist is an input of the runs trained on it: an existing ``out`` with other content (other folds, say)
     is refused unless ``force``; the same content is left as it is.
 
+    ``out`` may never be one of the dataset's files or lie in its folder (`pipeline.core.guard.OutputGuard`), even
+    with ``force``.
+
     Raises:
         DatasetError: ``out`` exists with other content and not ``force``.
+        UserError: ``out`` is an input of the dataset or lies in its folder.
     """
-
-    datalist = build_datalist(root, folds, seed, layout=layout, label_scheme=label_scheme)
-    out = Path(out)
+    scan = scan_dataset(root, layout)
+    cases = usable_cases(scan)
+    guard = OutputGuard([f for c in cases for f in c.files], roots=[scan.root])
+    out = guard.file(out, what="a datalist", option="--out")
+    scheme = scheme_name(label_scheme) if label_scheme not in (None, "auto") else scan.layout.label_scheme
+    datalist = datalist_from_cases(cases, scan.root.name, scan.layout.layout, scheme, folds, seed)
     text = json.dumps(datalist, indent=2)
     if out.exists() and not force:
         if out.read_text() == text:
@@ -245,6 +254,8 @@ class _DatalistReader:
         item["image"] = [self.file(p, "image file", where) for p in images]
         if "channel_index" not in item and self.channels == CHANNELS:
             item["image"] = _ordered_images(item["image"], where)
+        elif "channel_index" not in item:
+            item["image"] = _numbered_images(item["image"], where)
         elif any((named_as(p) or ("",))[0] == "seg" for p in item["image"]):
             seg = next(p for p in item["image"] if (named_as(p) or ("",))[0] == "seg")
             what = "4D image" if "channel_index" in item else "image"
@@ -371,9 +382,17 @@ def _datalist_channels(path: Path, raw: dict) -> tuple[str, ...]:
 
 def _refuse_duplicate_ids(path: Path, parts: dict[str, list[dict]], zoo: bool) -> None:
     seen: dict[str, tuple[str, dict]] = {}
+    owner: dict[object, str] = {}  # each file (resolved, or by inode) -> the case that lists it
     for section, items in parts.items():
         for it in items:
             cid = it["case"]
+            for f in (*it["image"], *([it["label"]] if it.get("label") else [])):
+                key = _file_key(f)
+                if key in owner and owner[key] != cid:
+                    raise DatasetError(
+                        f"datalist {path}: cases {owner[key]} and {cid} list the same file {f}: one case under two "
+                        "ids (in two folds it would validate the model that trained on it); keep one of the two")
+                owner.setdefault(key, cid)
             if cid not in seen:
                 seen[cid] = (section, it)
                 continue
@@ -387,6 +406,36 @@ def _refuse_duplicate_ids(path: Path, parts: dict[str, list[dict]], zoo: bool) -
                 f"datalist {path}: case id {cid} is used twice ({other}: {first['image'][0]}; {section}: "
                 f"{it['image'][0]}); outputs are named <case>.nii.gz, so ids must be unique: remove the duplicate "
                 "or rename one case")
+
+
+def _file_key(path: str) -> object:
+    """What identifies a file whatever path reaches it: its device and inode (its resolved path if it cannot be
+    read)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return st.st_dev, st.st_ino
+
+
+#: An nnU-Net image file name: ``<case>_<XXXX>.nii[.gz]``, XXXX the channel number.
+_CHANNEL_NUMBER = re.compile(r"_(\d{4})\.nii(\.gz)?$")
+
+
+def _numbered_images(images: list[str], where: str) -> list[str]:
+    """Image files named ``<case>_XXXX`` (nnU-Net) in channel order: reordered by XXXX when listed otherwise (the
+    names say it); refused when the numbers are not 0..N-1 once each. Other names keep the listed order."""
+    numbers = [int(m.group(1)) if (m := _CHANNEL_NUMBER.search(Path(p).name)) else None for p in images]
+    if any(n is None for n in numbers):
+        return images
+    if sorted(numbers) != list(range(len(images))):
+        names = ", ".join(Path(p).name for p in images)
+        raise DatasetError(f"{where}: image files {names} are numbered {numbers}; an nnU-Net case lists channels "
+                           f"_0000 to _{len(images) - 1:04d} once each: fix the list")
+    if numbers != sorted(numbers):
+        logger.info("%s: image files listed as channels %s (their names say so); reordered to 0..%d", where,
+                    numbers, len(images) - 1)
+    return [images[numbers.index(i)] for i in range(len(images))]
 
 
 def folds_present(dl: dict) -> list[int]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from pipeline.core.config import as_int, as_path
 from pipeline.core.distributed import computed_on_main_process
 from pipeline.core.errors import UserError
+from pipeline.core.guard import OutputGuard
 from pipeline.data.check import (
     DATA_CHECK_MODES,
     DatasetCheckError,
@@ -129,6 +130,21 @@ class DataSource:
                         "3 regions)", self.dataset_dir)
             return BUILTIN["brats"]
         return describe(self.scheme)
+
+    @functools.cached_property
+    def guard(self) -> OutputGuard:
+        """The output guard of this data: every file of every case (of the datalist, or found in the dataset folder),
+        the dataset folder, and the datalist file (never written or deleted)."""
+        if self.datalist_path:
+            dl = self.datalist
+            items = [*dl.get("training", []), *dl.get("test", [])]
+        elif self.single:
+            items = [self.single[0].to_item()]
+        else:
+            items = [c.to_item() for c in self.scan.cases]
+        files = [f for it in items for f in Case.from_item(it).files]
+        roots = [self.dataset_dir] if self.dataset_dir and Path(self.dataset_dir).expanduser().is_dir() else []
+        return OutputGuard(files, roots, protect=[self.datalist_path] if self.datalist_path else [])
 
     @property
     def where(self) -> str:

@@ -453,7 +453,10 @@ def write_dataset(
     existing = _existing_cases(out, settings)
     if existing is not None:
         return existing
-    _refuse_occupied(out, force)
+    ids = [f"BRATS_{i + 1:03d}" if layout == "msd" else f"BraTS2021_{i:05d}" if layout in ("brats2021", "nnunet")
+           else f"BraTS-GLI-{i:05d}-000" for i in range(int(cases))]
+    _refuse_occupied(out, force, _planned(out, layout, ids))
+    before = set(_files(out))
     out.mkdir(parents=True, exist_ok=True)
     written = []
     roles = {code: role for code, role in ROLES.items() if with_rc or role != "RC"}
@@ -479,7 +482,9 @@ def write_dataset(
     if layout == "nnunet":
         nnunet.write_dataset_json(out, nnunet_dataset_json(contrasts, len(written), with_rc))
     names = [p.relative_to(out).as_posix() for p in written]
-    atomic_write_text(out / SETTINGS_FILE, json.dumps({**settings, "cases_written": names}))
+    files = sorted({f.relative_to(out).as_posix() for f in _files(out) if f not in before} | {
+        f.relative_to(out).as_posix() for f in _ours(out) if f.exists() and f != out / SETTINGS_FILE})
+    atomic_write_text(out / SETTINGS_FILE, json.dumps({**settings, "cases_written": names, "files_written": files}))
     return written
 
 
@@ -487,18 +492,33 @@ def write_dataset(
 SETTINGS_FILE = "synthetic.json"
 
 
-def _nifti_files(folder: Path, depth: int = 2) -> list[Path]:
-    """The NIfTI files in ``folder`` and its subfolders down to ``depth`` levels (a dataset's case folders)."""
-    found: list[Path] = []
+def _files(folder: Path) -> list[Path]:
+    """Every file below ``folder``, at any depth (a BraTS 2018 download keeps its images three levels down)."""
     if not folder.is_dir():
-        return found
-    for entry in sorted(folder.iterdir()):
-        if entry.is_file() and entry.name.endswith((".nii", ".nii.gz")):
-            found.append(entry)
-        elif entry.is_dir() and depth > 1:
-            found.extend(_nifti_files(entry, depth - 1))
-    return found
+        return []
+    return sorted(Path(root) / name for root, _, names in os.walk(folder) for name in names)
 
+
+def _ours(out: Path) -> set[Path]:
+    """The files an earlier `write_dataset` wrote in ``out`` (its ``synthetic.json``), and that record itself."""
+    try:
+        recorded = json.loads((out / SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(recorded, dict):
+        return set()
+    ours = {out / SETTINGS_FILE, *(out / f for f in recorded.get("files_written") or [])}
+    for name in recorded.get("cases_written") or []:  # records before files_written: the case folders' files
+        path = out / name
+        ours |= set(_files(path)) if path.is_dir() else {path}
+    return ours
+
+
+def _planned(out: Path, layout: str, case_ids: list[str]) -> list[Path]:
+    """Where the cases (and the dataset.json) will be written: a BraTS case folder, or the MSD/nnU-Net files."""
+    if layout in ("msd", "nnunet"):
+        return [out / "dataset.json", *(out / sub / cid for sub in ("imagesTr", "labelsTr") for cid in case_ids)]
+    return [out / cid for cid in case_ids]
 
 def _existing_cases(out: Path, settings: dict) -> list[Path] | None:
     """The cases of ``out`` when `write_dataset` already wrote them there with ``settings``, else None."""
@@ -506,22 +526,38 @@ def _existing_cases(out: Path, settings: dict) -> list[Path] | None:
         recorded = json.loads((out / SETTINGS_FILE).read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(recorded, dict):
+        return None
     names = recorded.pop("cases_written", None)
+    recorded.pop("files_written", None)
     if recorded != settings or not names or not all((out / n).exists() for n in names):
         return None
     logger.info("%s already holds these %d synthetic case(s) (%s): nothing to write", out, len(names), SETTINGS_FILE)
     return [out / n for n in names]
 
 
-def _refuse_occupied(out: Path, force: bool) -> None:
-    files = _nifti_files(out)
-    if files and not force:
-        raise UserError(
-            f"{out} already holds {len(files)} NIfTI file(s) (e.g. {files[0]}); synthetic cases carry BraTS's own "
-            "case names and would write over them: choose an empty folder, or pass --force to overwrite the "
-            "synthetic cases of that name"
-        )
+def _refuse_occupied(out: Path, force: bool, planned: list[Path]) -> None:
+    """Refuse a folder holding files that synth did not write (at any depth, of any kind); with ``force`` write
+    beside them, but never over one of them.
 
+    Raises:
+        UserError: naming a foreign file and the way out.
+    """
+    ours = _ours(out)
+    existing = [f for f in _files(out) if f != out / SETTINGS_FILE]
+    foreign = [f for f in existing if f not in ours]
+    if foreign and not force:
+        raise UserError(f"{out} already holds {len(foreign)} file(s) that synth did not write (e.g. {foreign[0]}); "
+                        "synthetic cases carry BraTS's own case names and could replace them: choose an empty folder "
+                        "(--force writes beside them, never over them)")
+    if existing and not force:
+        raise UserError(f"{out} already holds {len(existing)} file(s) of synthetic cases written with other settings "
+                        f"(see {out / SETTINGS_FILE}): choose another folder, or pass --force to replace them")
+    hit = [f for f in foreign for target in planned
+           if f == target or target in f.parents or (f.parent == target.parent and f.name.startswith(target.name))]
+    if hit:
+        raise UserError(f"{hit[0]} was not written by synth and a synthetic case would replace it: --force never "
+                        "writes over a file synth did not write; choose an empty folder")
 
 def nnunet_dataset_json(contrasts: Sequence[str] = CONTRASTS, cases: int = 0, rc: bool = False) -> dict:
     """The ``dataset.json`` of a synthetic nnU-Net dataset: nnU-Net v2 keys, the labels and regions of nnU-Net's

@@ -44,11 +44,13 @@ class SelectChannelsd(MapTransform):
         for key in self.key_iterator(d):
             img = d[key]
             n = int(img.shape[0])
-            if len(order) != len(CHANNELS) or not all(0 <= i < n for i in order):
+            if len(order) != len(CHANNELS) or not all(0 <= i < n for i in order) or n < len(order) or (
+                    n != len(order) and len(order) in tuple(img.shape[1:])):
                 source = getattr(img, "meta", {}).get("filename_or_obj", key)
-                raise ValueError(
-                    f"case {d.get('case', '?')}: {source} has {n} channel(s) but {self.index_key} is {order}; "
-                    f"expected {len(CHANNELS)} distinct positions below {n} (one per channel {', '.join(CHANNELS)})"
+                raise UserError(
+                    f"case {d.get('case', '?')}: {source} loads as {n} channel(s) of shape {tuple(img.shape[1:])} but "
+                    f"{self.index_key} is {order}: its {len(order)} contrasts must lie on the last axis of the file, "
+                    f"(X, Y, Z, {len(order)}); check it with python -m pipeline check and move the channel axis last"
                 )
             d[key] = img[order]
         return d

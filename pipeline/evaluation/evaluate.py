@@ -28,7 +28,7 @@ def check_protocol(protocol: str) -> None:
 
 def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
              scheme: str = "auto", cases: Sequence[str] | None = None, challenge: str | None = None, jobs: int = 1,
-             out_option: str = "--eval_dir") -> dict:
+             out_option: str = "--eval_dir", allow_mixed: bool | str = False) -> dict:
     """The evaluation of ``protocol``: ``legacy`` (`pipeline.evaluation.regions.evaluate_folders`: metrics.csv,
     summary.json) or ``official`` (`evaluate_official`: official.csv, official_summary.json)."""
     check_protocol(protocol)
@@ -36,10 +36,10 @@ def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathL
         if challenge is not None:
             raise UserError(f"challenge {challenge!r} applies to the official protocol only: pass --protocol official "
                             "(bundle: --protocol official), or leave the challenge out")
-
-        return evaluate_folders(pred_dir, ref_dir, out_dir, scheme=scheme, cases=cases, out_option=out_option)
+        return evaluate_folders(pred_dir, ref_dir, out_dir, scheme=scheme, cases=cases, out_option=out_option,
+                                allow_mixed=allow_mixed)
     return evaluate_official(pred_dir, ref_dir, out_dir, scheme=scheme, challenge=challenge, jobs=jobs, cases=cases,
-                             out_option=out_option)
+                             out_option=out_option, allow_mixed=allow_mixed)
 
 
 def format_summary(summary: dict) -> str:

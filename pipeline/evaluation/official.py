@@ -351,6 +351,7 @@ def evaluate_official(
     jobs: int = 1,
     cases: Sequence[str] | None = None,
     out_option: str = "--out",
+    allow_mixed: bool | str = False,
 ) -> dict:
     """Score ``PRED_DIR/<case>.nii.gz`` against the reference with the official BraTS package (see the module doc).
 
@@ -385,7 +386,7 @@ def evaluate_official(
         resolve_challenge(challenge, scheme)
     if not isinstance(jobs, int) or jobs < 1:
         raise UserError(f"jobs must be a whole number >= 1, got {jobs!r}")
-    pairs = pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option)
+    pairs = pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option, allow_mixed=allow_mixed)
     reference, pred_root, refs, preds = pairs.reference, pairs.pred_root, pairs.refs, pairs.preds
     if scheme == "auto" or scheme in LABEL_SCHEMES:
         scheme = resolve_evaluation_scheme(scheme, reference)
@@ -428,6 +429,7 @@ def evaluate_official(
         "regions": _statistics(columns, rows, regions),
         "region_order": [g for g in PAPER_ORDER if g in regions] + [g for g in regions if g not in PAPER_ORDER],
         "missing_predictions": missing,
+        "models": {m: len(c) for m, c in pairs.models.items()},
         "n_missing_predictions": len(missing),
         "unmatched_predictions": unmatched,
         "reference": str(reference.root),

@@ -22,7 +22,7 @@ import numpy as np
 
 from pipeline.core.errors import UserError
 from pipeline.core.figures import plt, region_colour, save_figure
-from pipeline.core.files import check_output_location
+from pipeline.core.guard import OutputGuard
 from pipeline.core.nifti import nifti_files
 from pipeline.data.labels import CHANNELS, NNUNET_PREFIX, describe, region_masks
 from pipeline.data.layouts import detect_layout, discover_cases
@@ -200,9 +200,9 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
     scheme = resolve_evaluation_scheme(scheme, reference)
     cases = reference.cases
     pred_root = check_evaluation_folders(pred_dir, reference)
-    out = Path(out_dir).expanduser() if out_dir is not None else eval_dir
-    check_output_location(out, nifti_files(pred_root).values(), what="pictures", option=out_option,
-                          dataset_dir=reference.root)
+    preds = nifti_files(pred_root)
+    guard = OutputGuard([*preds.values(), *reference.files.values()], roots=[reference.root, pred_root])
+    out = guard.folder(out_dir if out_dir is not None else eval_dir, what="pictures", option=out_option)
 
     rows = _read_csv(metrics)
     by_case: dict[str, list[float]] = {}

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 from nibabel.orientations import apply_orientation
 
+from pipeline.core.config import as_bool, as_path
 from pipeline.core.errors import UserError
-from pipeline.core.files import check_output_location, is_within
+from pipeline.core.guard import OutputGuard, is_within
 from pipeline.core.nifti import (
     AFFINE_TOLERANCE,
     HEADER_ROUNDING,
@@ -23,9 +24,10 @@ from pipeline.core.nifti import (
     nifti_names,
     reorientation,
 )
+from pipeline.core.provenance import Provenance
 from pipeline.data.labels import LABEL_SCHEMES, NNUNET_PREFIX, allowed_labels
 from pipeline.data.layouts import LAYOUTS, Case, DatasetError, LayoutInfo, detect_layout, discover_cases
-from pipeline.data.layouts.brats import case_folders, holds_case
+from pipeline.data.layouts.brats import case_folders, holds_case, single_case
 from pipeline.data.source import DataSource
 
 logger = logging.getLogger(__name__)
@@ -80,6 +82,13 @@ def read_reference(ref_dir: str | os.PathLike) -> Reference:
     if not root.is_dir():
         raise UserError(f"reference folder {root} does not exist; pass a dataset folder or a folder of "
                         "<case>.nii.gz labels")
+    one = single_case(root)
+    if one is not None:  # one case's folder, as inference takes it
+        case, info = one
+        if not case.label:
+            raise UserError(f"the case folder {root} holds no label file of case {case.case_id}; pass a labelled "
+                            "case or dataset")
+        return Reference(root, {case.case_id: Path(case.label)}, info, cases={case.case_id: case})
     try:
         layout = detect_layout(root)
     except DatasetError:
@@ -237,6 +246,7 @@ class CasePairs:
     pred_root: Path
     refs: dict[str, Path]
     preds: dict[str, Path]
+    models: dict[str, list[str]] = field(default_factory=dict)  # the scored predictions by the model that wrote them
 
     @property
     def unmatched(self) -> list[str]:
@@ -245,7 +255,8 @@ class CasePairs:
 
 
 def pair_cases(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Reference, out_dir: str | os.PathLike,
-               cases: Sequence[str] | None = None, *, out_option: str = "--eval_dir") -> CasePairs:
+               cases: Sequence[str] | None = None, *, out_option: str = "--eval_dir",
+               allow_mixed: bool | str = False) -> CasePairs:
     """Pair each reference case with its prediction ``PRED_DIR/<case>.nii.gz``, refusing what cannot be scored.
 
     Nothing is read but the folders' listings (and a dataset's layout): the reference through its layout
@@ -258,11 +269,11 @@ def pair_cases(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Referen
             for a dataset that cannot be read.
     """
     reference = ref_dir if isinstance(ref_dir, Reference) else read_reference(ref_dir)
-    pred_root = check_evaluation_folders(pred_dir, reference)
+    pred_root = check_evaluation_folders(as_path(pred_dir, "output_dir"), reference)
     all_refs = reference.files
     preds = nifti_files(pred_root)
-    check_output_location(out_dir, [*preds.values(), *all_refs.values()], what="evaluation tables",
-                          option=out_option, dataset_dir=reference.root if reference.layout is not None else None)
+    guard = OutputGuard([*preds.values(), *all_refs.values()], roots=[reference.root, pred_root])
+    guard.folder(out_dir, what="evaluation tables", option=out_option)
     refs = all_refs
     if cases is not None:
         unknown = [c for c in cases if c not in all_refs]
@@ -277,4 +288,44 @@ def pair_cases(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Referen
         raise UserError(f"no prediction in {pred_root} for any of the {len(refs)} reference case(s) (expected e.g. "
                         f"{pred_root / f'{first}.nii.gz'}){found}: pass the folder inference wrote its <case>.nii.gz "
                         "files to")
-    return CasePairs(reference, pred_root, refs, preds)
+    for cid, ref in refs.items():
+        pred = preds.get(cid)
+        if pred is not None and (_same_file(pred, ref) or is_within(pred.resolve(), reference.root.resolve())):
+            raise UserError(f"case {cid}: the prediction {pred} is the reference's own file ({ref}, through a link): "
+                            "it would score itself; pass the folder of predictions inference wrote")
+    scored = sorted(c for c in refs if c in preds)
+    return CasePairs(reference, pred_root, refs, preds, check_provenance(pred_root, scored, allow_mixed))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_provenance(pred_root: Path, cases: Sequence[str], allow_mixed: bool | str = False) -> dict[str, list[str]]:
+    """``{model id or "unknown": [cases]}`` of the scored predictions, from the folder's provenance record.
+
+    Raises:
+        UserError: without ``allow_mixed``, predictions written by more than one model (or some by an unknown one
+            beside a known one), or predictions whose inputs changed since they were written (stale).
+    """
+    record = Provenance(pred_root)
+    if not record.cases:
+        return {"unknown": list(cases)} if cases else {}
+    models = dict(record.models(cases))
+    if as_bool(allow_mixed, "allow_mixed"):
+        return models
+    if len(models) > 1:
+        parts = "; ".join(f"{m}: {len(c)} case(s), e.g. {c[0]}" for m, c in models.items())
+        raise UserError(f"{pred_root} mixes the segmentations of {len(models)} models ({parts}; provenance.json): one "
+                        "mean over them would describe no model. Re-run inference with one model (--overwrite true), "
+                        "or pass --allow_mixed true to score them together")
+    stale = {c: changed for c in cases if (changed := record.changed_inputs(c))}
+    if stale:
+        case, changed = next(iter(stale.items()))
+        raise UserError(f"{len(stale)} prediction(s) in {pred_root} are stale: their inputs changed since they were "
+                        f"written (case {case}: {changed[0]}); re-run inference on that folder (it redoes them), or "
+                        "pass --allow_mixed true to score them as they are")
+    return models

@@ -272,6 +272,7 @@ def evaluate_folders(
     device: torch.device | str | None = None,
     *,
     out_option: str = "--eval_dir",
+    allow_mixed: bool | str = False,
 ) -> dict:
     """Score every reference case against ``PRED_DIR/<case>.nii.gz``; write ``metrics.csv`` and ``summary.json``.
 
@@ -314,13 +315,14 @@ def evaluate_folders(
     if scheme not in FOLDER_SCHEMES and not str(scheme).startswith(NNUNET_PREFIX):
         raise UserError(f"unknown scheme {scheme!r}; expected one of {', '.join(FOLDER_SCHEMES)} or "
                         f"{NNUNET_PREFIX}<dataset.json>")
-    pairs = pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option)
+    pairs = pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option, allow_mixed=allow_mixed)
     scheme = resolve_evaluation_scheme(scheme, pairs.reference)
     layout = pairs.reference.layout.layout if pairs.reference.layout is not None else None
     rows, missing = score_cases(pairs, scheme, device=device, layout=layout)
 
     summary = summarize(rows, scheme, len(pairs.refs))
     summary["missing_predictions"] = missing
+    summary["models"] = {m: len(c) for m, c in pairs.models.items()}
     summary["n_missing_predictions"] = len(missing)
     summary["unmatched_predictions"] = pairs.unmatched
     summary["reference"] = str(pairs.reference.root)

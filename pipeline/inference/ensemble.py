@@ -20,7 +20,7 @@ from pipeline.core.config import differing
 from pipeline.core.errors import UserError
 from pipeline.inference.predict import probabilities_to_logits
 from pipeline.model.record import read_record
-from pipeline.model.weights import atomic_torch_save
+from pipeline.model.weights import atomic_torch_save, read_state
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ def write_ensemble_checkpoint(run_dir: str | os.PathLike, folds: Sequence[int]) 
                             " retrain the fold or pass --ensemble_folds without it")
     state = {}
     for i, f in enumerate(folds):
-        for k, v in torch.load(fold_checkpoint(run_dir, f), map_location="cpu", weights_only=True).items():
+        fix = f"retrain fold {f} (make cv), or pass --ensemble_folds without it"
+        for k, v in read_state(fold_checkpoint(run_dir, f), fix=fix).items():
             state[f"networks.{i}.{k}"] = v
     out = Path(run_dir) / "ensemble" / "model.pt"
     atomic_torch_save(state, out)

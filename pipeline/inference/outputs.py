@@ -3,7 +3,6 @@ segmentation, the cases still to do, and the report that ends the run."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import zlib
@@ -16,7 +15,9 @@ from nibabel.filebasedimages import ImageFileError
 
 from pipeline.core.config import as_bool
 from pipeline.core.errors import UserError
-from pipeline.core.files import FolderLock, atomic_write_text, check_output_location, gzip_is_whole
+from pipeline.core.files import FolderLock, gzip_is_whole
+from pipeline.core.provenance import Provenance, input_identity
+from pipeline.data.source import DataSource
 from pipeline.inference.predict import PROBABILITIES, reference_path
 
 logger = logging.getLogger(__name__)
@@ -27,10 +28,9 @@ class InferenceReport:
     the summary and releases the output folder.
 
     The data check (`pipeline.data.source.DataSource.checked_inference_items`) records the cases it leaves out,
-    `pending_items` the cases already segmented by the same model, and `SaveBratsLabeld` the cases
-    written or that it cannot write. Each written case is recorded in ``<output_dir>/provenance.json`` with the
-    model that wrote it (``model``: `pipeline.model.weights.model_id`), so that a later run can tell its own outputs
-    from another model's.
+    `pending_items` the cases already segmented by this model from these inputs, `SaveProbabilitiesd` and
+    `SaveBratsLabeld` what they write. Each written case goes into the folder's provenance record
+    (`pipeline.core.provenance.Provenance`: the model, and the identity of its inputs).
     """
 
     def __init__(self, output_dir: str | os.PathLike = "", model: str | None = None) -> None:
@@ -39,7 +39,16 @@ class InferenceReport:
         self.written: list[str] = []
         self.skipped: dict[str, str] = {}
         self.failed: dict[str, list[str]] = {}
+        self.probabilities: set[str] = set()
         self.lock: FolderLock | None = None
+        self._provenance: Provenance | None = None
+
+    @property
+    def provenance(self) -> Provenance:
+        """The output folder's record, read once."""
+        if self._provenance is None:
+            self._provenance = Provenance(self.output_dir)
+        return self._provenance
 
     def fail(self, case: str, reason: str) -> None:
         """Record (and log) that ``case`` failed; ``reason`` is one line naming the file and the fix."""
@@ -49,12 +58,22 @@ class InferenceReport:
     def skip(self, case: str, reason: str) -> None:
         self.skipped[case] = reason
 
-    def wrote(self, case: str, path: str | os.PathLike) -> None:
+    def wrote_probabilities(self, case: str) -> None:
+        self.probabilities.add(case)
+
+    def wrote(self, case: str, path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()) -> None:
+        """Record that ``case``'s segmentation was written to ``path`` from the files ``inputs``. Probabilities of
+        the case left by an earlier writer and not written again now are stale: they are deleted."""
         self.written.append(case)
-        if self.output_dir and self.model:
-            record = read_provenance(self.output_dir)
-            record[case] = {"model": self.model, "file": Path(path).name}
-            atomic_write_text(Path(self.output_dir) / PROVENANCE, json.dumps(record, indent=1, sort_keys=True))
+        if not self.output_dir:
+            return
+        stale = Path(self.output_dir) / PROBABILITIES / f"{case}.nii.gz"
+        if case not in self.probabilities and stale.exists():
+            stale.unlink()
+            logger.info("case %s: deleted %s, written by an earlier run of this folder for a segmentation that is "
+                        "now replaced", case, stale)
+        self.provenance.record(case, model=self.model, file=Path(path).name, inputs=input_identity(inputs),
+                               probabilities=self.model if case in self.probabilities else None)
 
     def summary(self) -> str:
         """``inference: wrote N case(s) to DIR; skipped K ...; M case(s) failed:`` then one line per failure."""
@@ -79,70 +98,51 @@ class InferenceReport:
             raise SystemExit(1)
 
 
-#: ``<output_dir>/provenance.json``: ``{case: {"model": model id, "file": name}}`` of every segmentation written.
-PROVENANCE = "provenance.json"
-
-
-def read_provenance(output_dir: str | os.PathLike) -> dict:
-    """The provenance record of an output folder (empty when there is none or it cannot be read)."""
-    try:
-        return json.loads((Path(output_dir) / PROVENANCE).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def item_files(item: Mapping) -> list[str]:
+def image_files(item: Mapping) -> list[str]:
+    """The image files of a datalist item, the inputs of its segmentation."""
     image = item.get("image", [])
-    files = [image] if isinstance(image, (str, os.PathLike)) else list(image)
-    return [str(f) for f in (*files, *([item["label"]] if item.get("label") else []))]
+    return [str(f) for f in ([image] if isinstance(image, (str, os.PathLike)) else image)]
 
-
-def guard_outputs(items: Sequence[Mapping], output_dir: str | os.PathLike, *, report: InferenceReport | None = None,
-                  dataset_dir: str | os.PathLike | None = None, datalist: str | os.PathLike | None = None,
-                  overwrite: bool | str = False) -> Path:
-    """Before anything is read or computed: refuse an output folder that is or holds an input of any case, or lies
-    in the dataset folder (`pipeline.core.files.check_output_location`); take its lock (one writer); refuse
-    outputs of another model (`foreign_outputs`) unless ``overwrite``.
+def guard_outputs(data: DataSource, items: Sequence[Mapping], output_dir: object, *,
+                  report: InferenceReport | None = None, overwrite: bool | str = False) -> Path:
+    """Before anything is read or computed: refuse an output folder among the inputs of ``data`` (its guard:
+    `pipeline.core.guard.OutputGuard`); take its lock (one writer); refuse outputs of another model
+    (`foreign_outputs`) unless ``overwrite``.
 
     Raises:
         UserError: the output folder is among the inputs, another live process writes into it, or it holds
             segmentations of these cases written by another model.
     """
-    out = check_output_location(output_dir, [f for it in items for f in item_files(it)], what="segmentations",
-                                option="--output_dir", dataset_dir=None if datalist else dataset_dir)
+    out = data.guard.folder(output_dir, what="segmentations", option="--output_dir")
     lock = FolderLock(out, what="inference").acquire()
     if report is not None:
         report.lock = lock
     if not as_bool(overwrite, "overwrite"):
-        _refuse_foreign(items, out, report.model if report is not None else None)
+        _refuse_foreign(items, out, report)
     return out
 
-
-def foreign_outputs(items: Sequence[Mapping], output_dir: str | os.PathLike, model: str | None) -> list[str]:
+def foreign_outputs(items: Sequence[Mapping], output_dir: str | os.PathLike, report: InferenceReport | None
+                    ) -> list[str]:
     """``"<case> (model <id>)"`` for each item whose ``<case>.nii.gz`` exists in ``output_dir`` but was written by
-    another model than ``model``, or by an unknown one (no ``provenance.json`` entry); empty for ``model`` None."""
-    if model is None:
+    another model than ``report.model``, or by an unknown one (no provenance record); empty without a model."""
+    if report is None or report.model is None:
         return []
-    provenance = read_provenance(output_dir)
     foreign = []
     for item in items:
         case = str(item["case"])
         if (Path(output_dir) / f"{case}.nii.gz").exists():
-            writer = provenance.get(case, {}).get("model")
-            if writer != model:
+            writer = report.provenance.model_of(case)
+            if writer != report.model:
                 foreign.append(f"{case} ({'model ' + writer if writer else 'no record of its model'})")
     return foreign
 
-
-def _refuse_foreign(items: Sequence[Mapping], output_dir: str | os.PathLike, model: str | None) -> None:
-    foreign = foreign_outputs(items, output_dir, model)
+def _refuse_foreign(items: Sequence[Mapping], output_dir: str | os.PathLike, report: InferenceReport | None) -> None:
+    foreign = foreign_outputs(items, output_dir, report)
     if foreign:
         raise UserError(
-            f"{output_dir} already holds {len(foreign)} segmentation(s) not written by this model ({model}): "
-            f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}; pass another --output_dir, or "
-            "--overwrite true to replace them"
-        )
-
+            f"{output_dir} already holds {len(foreign)} segmentation(s) not written by this model "
+            f"({report.model if report else None}): {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}; "
+            "pass another --output_dir, or --overwrite true to replace them")
 
 def output_is_valid(out_path: str | os.PathLike, reference: str | os.PathLike) -> bool:
     """Whether ``out_path`` is a whole segmentation of ``reference``: a ``.gz`` decompresses to its end (CRC and
@@ -171,11 +171,11 @@ def pending_items(items: Sequence[dict], output_dir: str | os.PathLike, *, overw
                   report: InferenceReport | None = None, probabilities: bool | str = False) -> list[dict]:
     """The items still to segment, decided before the network runs.
 
-    Without ``overwrite``: an item without ``output_dir/<case>.nii.gz`` is segmented; one whose output was written
-    by this same model (``report.model``, recorded in ``provenance.json``) and is whole (`output_is_valid`)
-    is skipped; one whose output of this model is broken (a killed run) is segmented again. An output written by
-    another model, or of unknown origin, is never kept as if it were this model's: the run is refused, naming the
-    cases, unless ``overwrite`` (then every item is segmented and replaced).
+    Without ``overwrite`` a case is skipped only when its output is whole (`output_is_valid`) and its provenance
+    record says this model (``report.model``) wrote it from inputs of the same identity (path, size, time, hash)
+    and, with ``probabilities``, wrote its probabilities too; a case whose inputs changed since is segmented again.
+    An output of another model, or of unknown origin, is never kept as if it were this model's: the run is refused,
+    naming the cases, unless ``overwrite`` (then every item is segmented and replaced).
 
     Raises:
         UserError: outputs of another model or of unknown origin exist and not ``overwrite``.
@@ -183,21 +183,30 @@ def pending_items(items: Sequence[dict], output_dir: str | os.PathLike, *, overw
     if as_bool(overwrite, "overwrite"):
         return list(items)
     probabilities = as_bool(probabilities, "save_probabilities")
-    _refuse_foreign(items, output_dir, report.model if report is not None else None)
-    todo, redo = [], []
+    _refuse_foreign(items, output_dir, report)
+    record = report.provenance if report is not None else Provenance(output_dir)
+    todo, redo, changed = [], [], []
     for item in items:
         case = str(item["case"])
         out = Path(output_dir) / f"{case}.nii.gz"
+        model = report.model if report is not None else record.model_of(case)
         if not out.exists():
             todo.append(item)
-        elif probabilities and not (Path(output_dir) / PROBABILITIES / f"{case}.nii.gz").exists():
+        elif not record.matches(case, model, input_identity(image_files(item))):
+            changed.append(case)
+            todo.append(item)
+        elif probabilities and (record.cases[case].get("probabilities") != model
+                                or not (Path(output_dir) / PROBABILITIES / f"{case}.nii.gz").exists()):
             todo.append(item)  # segmented before without --save_probabilities: run again for them
         elif output_is_valid(out, reference_path(item["image"])):
             if report is not None:
-                report.skip(case, "already segmented by this model")
+                report.skip(case, "already segmented by this model from these inputs")
         else:
             redo.append(case)
             todo.append(item)
+    if changed:
+        logger.warning("segmenting again %d case(s) whose inputs changed since this model segmented them (or whose "
+                       "record predates input tracking): %s", len(changed), ", ".join(changed))
     if redo:
         logger.warning("segmenting again %d case(s) whose output is not a valid segmentation of the input: %s",
                        len(redo), ", ".join(redo))

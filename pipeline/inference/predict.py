@@ -78,6 +78,28 @@ def reference_path(image: object) -> str:
     return str(ref)
 
 
+#: The item key that carries a case's input files to the writers (joined by ``os.pathsep``: it survives batching).
+INPUTS_KEY = "inputs"
+
+
+def with_inputs(items: Sequence[Mapping]) -> list[dict]:
+    """The items, each with its image files under `INPUTS_KEY` (the provenance of what is written from it)."""
+    out = []
+    for item in items:
+        image = item.get("image", [])
+        files = [image] if isinstance(image, (str, os.PathLike)) else list(image)
+        out.append({**item, INPUTS_KEY: os.pathsep.join(str(f) for f in files)})
+    return out
+
+
+def input_files(d: Mapping, image_key: str = "image") -> list[str]:
+    """A loaded item's input files: its `INPUTS_KEY`, else the image's own file name."""
+    joined = d.get(INPUTS_KEY)
+    if isinstance(joined, (list, tuple)):
+        joined = joined[0] if joined else ""
+    return str(joined).split(os.pathsep) if joined else [reference_path(d[image_key])]
+
+
 def write_label_like(labels: np.ndarray, reference: str | os.PathLike, out_path: str | os.PathLike,
                      case: str = "") -> Path:
     """Write ``labels`` ``(H, W, D)`` as uint8 NIfTI with the header and affine of ``reference``.
@@ -148,7 +170,7 @@ class SaveBratsLabeld(MapTransform):
                 continue
             logger.info("case %s: wrote %s", case, path)
             if self.report is not None:
-                self.report.wrote(case, path)
+                self.report.wrote(case, path, input_files(d, self.image_key))
             d[f"{key}_path"] = str(path)
         return d
 
@@ -189,12 +211,13 @@ class SaveProbabilitiesd(MapTransform):
 
     def __init__(self, keys: KeysCollection, output_dir: str, enabled: bool | str = False,
                  regions: Sequence[str] = (), case_key: str = "case", image_key: str = "image",
-                 allow_missing_keys: bool = False) -> None:
+                 allow_missing_keys: bool = False, report: InferenceReport | None = None) -> None:
         super().__init__(keys, allow_missing_keys)
         self.folder = Path(output_dir) / PROBABILITIES
         self.enabled = as_bool(enabled, "save_probabilities")
         self.regions = list(regions)
         self.case_key, self.image_key = case_key, image_key
+        self.report = report
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -204,4 +227,6 @@ class SaveProbabilitiesd(MapTransform):
             p = d[key].detach().cpu().numpy() if isinstance(d[key], torch.Tensor) else np.asarray(d[key])
             write_probabilities_like(p, reference_path(d[self.image_key]),
                                      self.folder / f"{d[self.case_key]}.nii.gz", self.regions)
+            if self.report is not None:
+                self.report.wrote_probabilities(str(d[self.case_key]))
         return d

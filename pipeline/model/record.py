@@ -13,11 +13,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pipeline.core.config import as_bool, as_int, config_files_in_argv, differing
+from pipeline.core.config import as_bool, as_int, as_path, config_files_in_argv, differing
 from pipeline.core.distributed import computed_on_main_process, is_main_process
 from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, atomic_write_text, file_sha256
-from pipeline.data.labels import Description, describe
+from pipeline.core.guard import OutputGuard
+from pipeline.data.labels import CONTRAST_NAMES, Description, describe
 from pipeline.data.source import DataSource
 from pipeline.model.network import check_roi_size, network_spec
 
@@ -72,6 +73,7 @@ def run_ids(data: DataSource, *, fold: object, roi_size: Sequence[int], spacing:
         "datalist": str(Path(datalist).expanduser().resolve()) if datalist else None,
         "datalist_sha256": file_sha256(datalist) if datalist and Path(datalist).is_file() else None,
         "label_scheme": str(data.scheme),
+        "channels": list(data.description.channels),
         "fold": as_int(fold, "fold", minimum=0),
         "folds": data.folds,
         "seed": data.seed,
@@ -84,22 +86,27 @@ def _artefacts(ckpt_dir: Path) -> list[Path]:
     return [ckpt_dir / name for name in RUN_ARTEFACTS if (ckpt_dir / name).exists()]
 
 
-def start_training(run_dir: str | os.PathLike, ckpt_dir: str | os.PathLike, *, resume: bool | str,
-                   overwrite: bool | str, ids: Mapping, network_factory: functools.partial) -> dict:
-    """Before any work: lock the run folder, refuse to replace a run, check a resume, write ``run.json``.
+def start_training(run_dir: object, ckpt_dir: object, *, resume: bool | str, overwrite: bool | str, ids: Mapping,
+                   network_factory: functools.partial, guard: OutputGuard | None = None) -> dict:
+    """Before any work: refuse a run folder among the inputs (``guard``, the data's), lock it, refuse to replace a
+    run, check a resume, write ``run.json``. ``--overwrite`` deletes only what a run wrote there, never an input.
 
     Runs on rank 0 alone under several processes (the others get its result, or its refusal).
 
     Raises:
         RunError: the run folder holds a run and neither ``resume`` nor ``overwrite`` is given; both are given;
             or ``resume`` with ids or a network other than the record's (each differing id named).
+        UserError: the run folder is, holds or lies among the inputs.
     """
     check_roi_size(network_factory, ids.get("roi_size", ()))
-    return computed_on_main_process(_start_training, str(run_dir), str(ckpt_dir), as_bool(resume, "resume"),
-                                    as_bool(overwrite, "overwrite"), dict(ids), network_spec(network_factory))
+    run = str(guard.folder(run_dir, what="a training run", option="--run_dir") if guard is not None
+              else as_path(run_dir, "run_dir"))
+    return computed_on_main_process(_start_training, run, as_path(ckpt_dir, "ckpt_dir"), as_bool(resume, "resume"),
+                                    as_bool(overwrite, "overwrite"), dict(ids), network_spec(network_factory), guard)
 
 
-def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, ids: dict, network: dict) -> dict:
+def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, ids: dict, network: dict,
+                    guard: OutputGuard | None) -> dict:
     run, ckpt = Path(run_dir), Path(ckpt_dir)
     if resume and overwrite:
         raise RunError("--resume true and --overwrite true contradict each other: pass one of them")
@@ -115,6 +122,10 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
     if overwrite:
         if record and record.get("datalist_written"):  # the split the old run made: not the user's file
             found.append(run / "datalist.json")
+        kept = [p for p in found if guard is not None and not guard.may_delete(p)]
+        found = [p for p in found if p not in kept]
+        if kept:
+            logger.warning("--overwrite true: kept %s, an input of this run", ", ".join(str(p) for p in kept))
         for path in found:
             path.unlink(missing_ok=True)
         if found:
@@ -221,6 +232,48 @@ def spacing_value(spacing: object) -> list[float] | None:
 def recorded_spacing(record: Mapping | None) -> list[float] | None:
     """The voxel size (mm) the run trained at, which its inference resamples to; None: the data's own."""
     return spacing_value((record or {}).get("ids", {}).get("spacing"))
+
+
+def _canonical(channel: str) -> str:
+    return CONTRAST_NAMES.get(str(channel).strip().lower(), str(channel))
+
+
+def channel_order(record: Mapping | None, description: Description) -> list[int] | None:
+    """How the data's channels must be reordered for the model: None when they are the run's (or it recorded none),
+    else the position in the data of each channel the model takes, matched by name (T1c is T1ce, t2f is FLAIR).
+
+    Raises:
+        RunError: the data's channels are not the model's (names differ, or their number): both named.
+    """
+    trained = [str(c) for c in ((record or {}).get("ids", {}).get("channels") or [])]
+    data = [str(c) for c in description.channels]
+    if not trained or [_canonical(c) for c in trained] == [_canonical(c) for c in data]:
+        return None
+    if sorted(map(_canonical, trained)) != sorted(map(_canonical, data)):
+        raise RunError(f"the model was trained on the channels {', '.join(trained)}; the data to segment has "
+                       f"{', '.join(data)} ({description.name}): segment data with the model's channels, or use a "
+                       "model trained on these")
+    canonical = [_canonical(c) for c in data]
+    return [canonical.index(_canonical(c)) for c in trained]
+
+
+def match_channels(items: Sequence[dict], record: Mapping | None, description: Description) -> list[dict]:
+    """``items`` with their image files (or 4D channel index) in the model's channel order (`channel_order`),
+    matched by name, never by position; logged once when they are reordered."""
+    order = channel_order(record, description)
+    if order is None:
+        return list(items)
+    logger.info("the data lists its channels as %s, the model takes %s: each case's images reordered by name",
+                ", ".join(description.channels), ", ".join(description.channels[i] for i in order))
+    out = []
+    for item in items:
+        item = dict(item)
+        if item.get("channel_index") is not None:
+            item["channel_index"] = [item["channel_index"][i] for i in order]
+        else:
+            item["image"] = [item["image"][i] for i in order]
+        out.append(item)
+    return out
 
 
 def recorded_roi_size(roi_size: Sequence[int], record: Mapping | None) -> list[int]:

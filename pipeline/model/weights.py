@@ -26,17 +26,27 @@ class WeightsError(UserError):
 
 
 
-def checkpoint_file(ckpt_path: str | os.PathLike) -> Path:
-    """``ckpt_path`` if it is a non-empty file; else `WeightsError` naming it and the way out."""
-    path = Path(ckpt_path)
+def checkpoint_file(ckpt_path: str | os.PathLike, *, fix: str | None = None) -> Path:
+    """``ckpt_path`` if it is a non-empty file; else `WeightsError` naming it and the way out (``fix``)."""
+    path = Path(str(ckpt_path))
     if not path.is_file():
-        raise WeightsError(f"no checkpoint at {path}: train first (make train), or pass --run_dir (or --ckpt_path) "
-                       "pointing at a run's models/model.pt")
+        raise WeightsError(f"no checkpoint at {path}: " + (fix or "train first (make train), or pass --run_dir (or "
+                                                             "--ckpt_path) pointing at a run's models/model.pt"))
     if path.stat().st_size == 0:
-        raise WeightsError(f"{path} is empty (0 bytes): a copy or a disk that failed; use "
-                           f"{path.parent / 'model_last.pt'} "
-                       "(--ckpt_path) or retrain with --overwrite true")
+        raise WeightsError(f"{path} is empty (0 bytes): a copy or a disk that failed; " + (
+            fix or f"use {path.parent / 'model_last.pt'} (--ckpt_path) or retrain with --overwrite true"))
     return path
+
+
+def read_state(path: str | os.PathLike, *, device: str | torch.device = "cpu", fix: str) -> object:
+    """``torch.load(path, weights_only=True)``, or a `WeightsError` naming the file and ``fix`` when it is missing,
+    empty, truncated or not a checkpoint (a pickle with code included)."""
+    path = checkpoint_file(path, fix=fix)
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # truncated zip, pickle with code, anything torch cannot read safely
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        raise WeightsError(f"{path} cannot be read as a checkpoint ({type(e).__name__}: {first}); {fix}") from None
 
 
 def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, *, device: str | torch.device = "cpu",
@@ -51,12 +61,8 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, *, devi
             (the differing ids of the run record named, or the first mismatching tensors).
     """
     path = checkpoint_file(ckpt_path)
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # truncated zip, pickle with code, anything torch cannot read safely
-        first = str(e).splitlines()[0][:200] if str(e) else ""
-        raise WeightsError(f"{path} cannot be read as a checkpoint ({type(e).__name__}: {first}); "
-                       f"use {path.parent / 'model_last.pt'} (--ckpt_path) or retrain with --overwrite true") from None
+    state = read_state(path, device=device, fix=f"use {path.parent / 'model_last.pt'} (--ckpt_path) or retrain with "
+                                                "--overwrite true")
     if isinstance(state, Mapping) and "model" in state and not any(k.endswith(".weight") for k in state):
         state = state["model"]  # checkpoint.pt: the full training state
     target = network.module if hasattr(network, "module") else network

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import warnings
 from collections.abc import Mapping
@@ -21,14 +20,11 @@ import torch
 
 from pipeline.core.config import as_bool
 from pipeline.core.distributed import is_main_process, process_group, rank, world_size
-from pipeline.core.files import atomic_write, remove_temporaries
+from pipeline.core.errors import UserError
+from pipeline.core.files import remove_temporaries
+from pipeline.model.weights import atomic_torch_save, read_state
 
 logger = logging.getLogger(__name__)
-
-
-def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:
-    """``torch.save(obj, path)`` that never leaves a half-written ``path`` (`pipeline.core.files.atomic_write`)."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 class AtomicCheckpointSaver:
@@ -300,14 +296,18 @@ class TrainingCheckpoint:
         Raises:
             ValueError: the checkpoint is beyond the planned epochs, or lacks one of ``objects``.
         """
-        ckpt = torch.load(self.path, map_location="cpu", weights_only=True)
+        ckpt = read_state(self.path, fix="it was cut short (a killed run, a full disk): pass --overwrite true to start "
+                                         "afresh, or --resume false with another --run_dir")
+        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("trainer"), dict):
+            raise UserError(f"{self.path} is not a training state (a model.pt copied in its place?): pass --overwrite "
+                            "true to start afresh, or another --run_dir")
         done, planned = int(ckpt["trainer"]["epoch"]), int(engine.state.max_epochs)
         if done > planned:
-            raise ValueError(f"{self.path} has {done} epochs done, more than --epochs {planned}: pass --epochs "
+            raise UserError(f"{self.path} has {done} epochs done, more than --epochs {planned}: pass --epochs "
                              f"{done} or more to continue it, or another --run_dir to start afresh")
         missing = [name for name in self.objects if name not in ckpt]
         if missing:
-            raise ValueError(f"{self.path} has no {missing} state: it was written by another configuration; "
+            raise UserError(f"{self.path} has no {missing} state: it was written by another configuration; "
                              "pass another --run_dir (or --resume false) to start afresh")
         for name, obj in self.objects.items():
             _unwrap(obj).load_state_dict(ckpt[name])

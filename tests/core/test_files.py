@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from pipeline.core.errors import UserError
-from pipeline.core.files import FolderLock, atomic_write_text, check_output_location, gzip_is_whole
+from pipeline.core.files import FolderLock, atomic_write_text, gzip_is_whole
 
 
 @pytest.fixture
@@ -59,42 +59,6 @@ def test_written_files_follow_the_umask_like_any_other_file(tmp_path, umask, wri
     write(out)
     assert out.stat().st_mode & 0o777 == mode
     assert not [p.name for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary left
-
-
-@pytest.fixture
-def dataset(tmp_path):
-    root = tmp_path / "data"
-    case = root / "Case_1"
-    case.mkdir(parents=True)
-    files = [case / f"Case_1_{s}.nii.gz" for s in ("t1", "t1ce", "t2", "flair", "seg")]
-    for f in files:
-        f.write_bytes(b"x")
-    return root, files
-
-
-@pytest.mark.parametrize(("where", "fragment"), [
-    pytest.param(lambda root: root, "is the dataset folder", id="the_dataset_itself"),
-    pytest.param(lambda root: root / "Case_1", "is inside the dataset folder", id="a_case_folder"),
-    pytest.param(lambda root: root / "out", "is inside the dataset folder", id="a_new_folder_in_the_dataset"),
-    pytest.param(lambda root: root.parent, "contains the dataset folder", id="a_folder_above_the_dataset"),
-])
-def test_an_output_folder_in_or_around_the_dataset_is_refused(dataset, where, fragment):
-    root, files = dataset
-    with pytest.raises(UserError, match=fragment) as err:
-        check_output_location(where(root), files, what="segmentations", option="--output_dir", dataset_dir=root)
-    assert "--output_dir" in str(err.value)
-
-
-def test_an_output_folder_holding_an_input_of_a_datalist_is_refused(dataset):
-    root, files = dataset
-    with pytest.raises(UserError, match="holds the input file .*Case_1_seg.nii.gz"):
-        check_output_location(root / "Case_1", files[4:], what="pictures", option="--eval_dir")
-
-
-def test_an_output_folder_beside_the_dataset_is_accepted(dataset, tmp_path):
-    root, files = dataset
-    out = check_output_location(tmp_path / "runs" / "seg", files, what="x", option="--output_dir", dataset_dir=root)
-    assert out == (tmp_path / "runs" / "seg").resolve() and not out.exists()
 
 
 def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):

@@ -316,6 +316,7 @@ def test_a_case_that_cannot_be_written_is_recorded_and_the_next_goes_on(layout_d
     assert re.match(rf"case {case.case_id}: writing .*blocked/{case.case_id}\.nii\.gz failed",
                     report.failed[case.case_id][0])
     save.output_dir = tmp_path / "seg"
+    report.output_dir = str(tmp_path / "seg")  # (in the bundle both are the one output_dir)
     save({"case": case.case_id, "image": list(case.images), "pred": torch.zeros(3, 32, 32, 24)})
     assert report.written == [case.case_id]
     assert "1 case(s) failed and were skipped" in report.summary()

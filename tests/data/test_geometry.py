@@ -236,10 +236,10 @@ def test_a_channel_first_msd_image_is_refused_by_the_check_and_at_inference(pris
     for data in (True, False):  # the header says it: headers-only finds it too
         problems = check_case(case, "msd", data=data)
         assert [(p.severity, Path(p.file)) for p in problems] == [("error", Path(image))], "\n".join(map(str, problems))
-        assert re.match(r"case BRATS_001: imagesTr/BRATS_001\.nii\.gz is stored channel-first with shape "
+        assert re.match(r"case BRATS_001: imagesTr/BRATS_001\.nii\.gz is stored with its channels first, shape "
                         r"\(4, 32, 32, 24\); .*: move the channel axis last \(e\.g\. numpy\.moveaxis\(data, 0, -1\)",
                         problems[0].message), problems[0].message
     report = InferenceReport(tmp_path / "seg")
     assert DataSource(root).checked_inference_items(report=report) == []
-    assert "imagesTr/BRATS_001.nii.gz is stored channel-first" in report.failed["BRATS_001"][0]
+    assert "imagesTr/BRATS_001.nii.gz is stored with its channels first" in report.failed["BRATS_001"][0]
     assert _checksums(root) == before

@@ -186,7 +186,7 @@ def test_select_channels_leaves_a_brats_item_alone_and_names_the_case_when_the_i
     assert torch.equal(out["image"], image)
     out = SelectChannelsd("image")({"case": "BRATS_007", "image": image, "channel_index": [1, 2, 3, 0]})
     assert out["image"].flatten().tolist() == [1.0, 2.0, 3.0, 0.0] and "channel_index" not in out
-    with pytest.raises(ValueError, match=r"case BRATS_007: BRATS_007\.nii\.gz has 4 channel\(s\)"):
+    with pytest.raises(ValueError, match=r"case BRATS_007: BRATS_007\.nii\.gz loads as 4 channel\(s\)"):
         SelectChannelsd("image")({"case": "BRATS_007", "image": image, "channel_index": [1, 2, 3, 4]})
 
 
@@ -263,8 +263,8 @@ def test_the_cache_key_changes_with_the_preprocessing_settings(layout_datasets) 
     a = _parser(layout_datasets["brats2021"], roi_size=[32, 32, 32]).get_parsed_content("train#preprocessing")
     b = _parser(layout_datasets["brats2021"], roi_size=[48, 48, 48]).get_parsed_content("train#preprocessing")
     again = _parser(layout_datasets["brats2021"], roi_size=[32, 32, 32]).get_parsed_content("train#preprocessing")
-    assert transform_hash(a.transforms[:6]) != transform_hash(b.transforms[:6])
-    assert transform_hash(a.transforms[:6]) == transform_hash(again.transforms[:6])
+    assert transform_hash(a.transforms[:7]) != transform_hash(b.transforms[:7])
+    assert transform_hash(a.transforms[:7]) == transform_hash(again.transforms[:7])
 
 
 def test_the_datalist_command_prints_the_detected_layout(layout_datasets, tmp_path: Path,

@@ -368,4 +368,4 @@ def test_the_synth_command_writes_a_single_channel_dataset_and_records_its_optio
 def test_the_older_layouts_record_no_new_option(layout_datasets) -> None:
     for layout in ("brats2021", "brats2023", "msd"):
         settings = json.loads((layout_datasets[layout] / "synthetic.json").read_text())
-        assert set(settings) == {"cases", "shape", "seed", "layout", "cases_written"}
+        assert set(settings) == {"cases", "shape", "seed", "layout", "cases_written", "files_written"}

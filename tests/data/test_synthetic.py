@@ -272,8 +272,12 @@ def test_synth_refuses_a_folder_that_already_holds_nifti_files_unless_forced(tmp
     assert main(["synth", str(tmp_path), "--cases", "1", "--shape", *map(str, SMALL)]) == 2
     assert target.read_bytes() == b"real data"
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [existing]
-    assert main(["synth", str(tmp_path), "--cases", "1", "--shape", *map(str, SMALL), "--force"]) == 0
-    assert (tmp_path / "BraTS2021_00000" / "BraTS2021_00000_seg.nii.gz").is_file()
+    forced = main(["synth", str(tmp_path), "--cases", "1", "--shape", *map(str, SMALL), "--force"])
+    assert target.read_bytes() == b"real data"  # --force writes beside the user's files, never over one
+    if existing.startswith("BraTS2021_00000/"):
+        assert forced == 2  # a synthetic case of that name would replace it: refused
+    else:
+        assert forced == 0 and (tmp_path / "BraTS2021_00000" / "BraTS2021_00000_seg.nii.gz").is_file()
 
 
 def test_synth_with_the_same_settings_again_leaves_its_cases_as_they_are(tmp_path):
@@ -281,5 +285,5 @@ def test_synth_with_the_same_settings_again_leaves_its_cases_as_they_are(tmp_pat
     stamps = {p: p.stat().st_mtime_ns for p in first[0].iterdir()}
     assert write_dataset(tmp_path, cases=1, shape=SMALL, seed=0) == first
     assert {p: p.stat().st_mtime_ns for p in first[0].iterdir()} == stamps
-    with pytest.raises(ValueError, match="already holds 5 NIfTI file"):
+    with pytest.raises(ValueError, match="already holds 5 file.s. of synthetic cases written with other settings"):
         write_dataset(tmp_path, cases=1, shape=SMALL, seed=1)

@@ -121,9 +121,9 @@ def test_a_prediction_folder_overlapping_the_reference_dataset_is_refused(
 
 
 @pytest.mark.parametrize(("out_at", "expected"), [
-    pytest.param("data/eval", "is inside the dataset folder", id="out_inside_the_dataset"),
-    pytest.param("pred", "holds the input file", id="out_is_the_prediction_folder"),
-    pytest.param(".", "contains the dataset folder", id="out_contains_the_inputs"),
+    pytest.param("data/eval", "lies inside the input folder", id="out_inside_the_dataset"),
+    pytest.param("pred", "is the input folder", id="out_is_the_prediction_folder"),
+    pytest.param(".", "contains the input folder", id="out_contains_the_inputs"),
 ])
 def test_an_output_folder_among_the_inputs_is_refused(
         make_dataset, tmp_path: Path, capsys: pytest.CaptureFixture, out_at: str, expected: str) -> None:
@@ -256,8 +256,8 @@ def test_plot_evaluation_accepts_every_scheme(make_dataset, tmp_path: Path, layo
 
 
 @pytest.mark.parametrize(("pred_at", "out_at", "expected"), [
-    pytest.param("pred", "data/pictures", "is inside the dataset folder", id="pictures_inside_the_dataset"),
-    pytest.param("pred", "pred", "holds the input file", id="pictures_among_the_predictions"),
+    pytest.param("pred", "data/pictures", "lies inside the input folder", id="pictures_inside_the_dataset"),
+    pytest.param("pred", "pred", "is the input folder", id="pictures_among_the_predictions"),
     pytest.param("data/seg", None, "lies inside the reference dataset folder", id="predictions_inside_the_dataset"),
 ])
 def test_plot_evaluation_refuses_overlapping_folders(

@@ -350,7 +350,7 @@ def test_prediction_folder_inside_the_reference_is_refused(tmp_path: Path) -> No
 
 def test_output_folder_among_the_inputs_is_refused(tmp_path: Path) -> None:
     pred_dir, ref_dir = _write_cases(tmp_path / "data", {"case": _pair("shifted")})
-    with pytest.raises(UserError, match="holds the input file"):
+    with pytest.raises(UserError, match="contains the input folder"):
         evaluate_official(pred_dir, ref_dir, tmp_path / "data", scheme="brats2023")
 
 

@@ -190,8 +190,13 @@ def segmented(tiny_dataset, tmp_path):
     for it in items[:2]:
         ref = nib.load(it["image"][0])
         path = write_label_like(ref.get_fdata().astype("uint8") * 0, it["image"][0], out / f"{it['case']}.nii.gz")
-        report.wrote(it["case"], path)
+        report.wrote(it["case"], path, it["image"])
     return items, out
+
+
+def tiny_dataset_of(items: list[dict]) -> Path:
+    """The dataset folder of BraTS items (the parent of their case folders)."""
+    return Path(items[0]["image"][0]).parent.parent
 
 
 def test_outputs_of_the_same_model_are_skipped_and_the_summary_says_why(segmented):
@@ -199,7 +204,7 @@ def test_outputs_of_the_same_model_are_skipped_and_the_summary_says_why(segmente
 
     items, out = segmented
     report = InferenceReport(out, model="A")
-    guard_outputs(items, out, report=report)
+    guard_outputs(DataSource(tiny_dataset_of(items)), items, out, report=report)
     todo = pending_items(items, out, report=report)
     assert [it["case"] for it in todo] == [it["case"] for it in items[2:]]
     assert "skipped 2 already segmented by this model" in report.summary()
@@ -209,18 +214,20 @@ def test_outputs_of_the_same_model_are_skipped_and_the_summary_says_why(segmente
 @pytest.mark.parametrize("provenance", [pytest.param(True, id="another_model"),
                                         pytest.param(False, id="no_record_of_the_model")])
 def test_outputs_of_another_model_are_refused_unless_overwrite(segmented, provenance):
-    from pipeline.inference.outputs import PROVENANCE, InferenceReport, guard_outputs
+    from pipeline.core.provenance import PROVENANCE
+    from pipeline.inference.outputs import InferenceReport, guard_outputs
 
     items, out = segmented
+    data = DataSource(tiny_dataset_of(items))
     if not provenance:
         (out / PROVENANCE).unlink()
     before = {p.name: _sha(p) for p in out.glob("*.nii.gz")}
     report = InferenceReport(out, model="B")
     with pytest.raises(UserError, match="not written by this model \\(B\\).*--overwrite true"):
-        guard_outputs(items, out, report=report)
+        guard_outputs(data, items, out, report=report)
     assert {p.name: _sha(p) for p in out.glob("*.nii.gz")} == before
     report.lock.release()
-    guard_outputs(items, out, report=InferenceReport(out, model="B"), overwrite=True)
+    guard_outputs(data, items, out, report=InferenceReport(out, model="B"), overwrite=True)
 
 
 # ---- through the MONAI CLI, as a user runs it --------------------------------------------------------------------

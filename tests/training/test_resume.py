@@ -16,7 +16,7 @@ from monai.bundle import ConfigParser
 from monai.utils import set_determinism
 
 from pipeline.data.layouts import discover_cases
-from pipeline.inference.outputs import pending_items
+from pipeline.inference.outputs import InferenceReport, pending_items
 from pipeline.inference.predict import write_label_like
 from pipeline.training.checkpoints import TrainingCheckpoint
 from tests.helpers import TINY_IDS as TINY_NET
@@ -163,21 +163,27 @@ def test_inference_skips_cases_with_a_valid_output_and_redoes_broken_ones(tiny_d
     items = [c.to_item() for c in cases]
     out = tmp_path / "seg"
     shape = nib.load(cases[0].images[0]).shape
-    write_label_like(np.zeros(shape, np.uint8), cases[0].images[0], out / f"{cases[0].case_id}.nii.gz")  # done
-    whole = write_label_like(np.zeros(shape, np.uint8), cases[1].images[0], out / f"{cases[1].case_id}.nii.gz")
+    report = InferenceReport(out, model="A")
+    for case in cases[:3]:  # written by model A from these inputs (provenance.json)
+        path = write_label_like(np.zeros(shape, np.uint8), case.images[0], out / f"{case.case_id}.nii.gz")
+        report.wrote(case.case_id, path, case.images)
+    whole = out / f"{cases[1].case_id}.nii.gz"
     whole.write_bytes(whole.read_bytes()[:-40])  # truncated: the header loads, the voxels do not
     nib.save(nib.Nifti1Image(np.zeros((5, 5, 5), np.uint8), np.eye(4)), out / f"{cases[2].case_id}.nii.gz")
     with pytest.raises((EOFError, OSError)):  # what a reader of the truncated file would hit
         gzip.decompress(whole.read_bytes())
 
-    assert [it["case"] for it in pending_items(items, out)] == [c.case_id for c in cases[1:]]
-    assert pending_items(items, out, overwrite="true") == items
+    again = InferenceReport(out, model="A")
+    assert [it["case"] for it in pending_items(items, out, report=again)] == [c.case_id for c in cases[1:]]
+    assert pending_items(items, out, overwrite="true", report=again) == items
 
 
 def test_inference_config_filters_the_cases_before_the_network_runs(tiny_dataset: Path, tmp_path: Path) -> None:
     case = discover_cases(tiny_dataset)[0]
     out = tmp_path / "seg"
-    write_label_like(np.zeros(nib.load(case.images[0]).shape, np.uint8), case.images[0], out / f"{case.case_id}.nii.gz")
+    path = write_label_like(np.zeros(nib.load(case.images[0]).shape, np.uint8), case.images[0],
+                            out / f"{case.case_id}.nii.gz")
+    InferenceReport(out, model=None).wrote(case.case_id, path, case.images)  # no checkpoint here: model id None
     counts = {}
     for overwrite in (False, True):
         parser = parse_bundle("inference", {"dataset_dir": str(tiny_dataset), "output_dir": str(out), "device": "cpu",

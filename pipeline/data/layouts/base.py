@@ -55,6 +55,11 @@ class Case:
         return cls(str(item["case"]), images, str(item["label"]) if item.get("label") else None,
                    tuple(int(i) for i in index) if index is not None else None)
 
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Every file of the case: its images, then its label if it has one."""
+        return (*self.images, *((self.label,) if self.label else ()))
+
     def channel_file(self, channel: str, channels: Sequence[str] = CHANNELS) -> tuple[str, int | None]:
         """``(file, index)`` of one channel of ``channels`` (the description's channels, `CHANNELS` by
         default): index is None for a 3D file, else the 4D position."""

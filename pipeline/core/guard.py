@@ -1,0 +1,121 @@
+"""One output guard: nothing is written among the inputs, whatever the writer and however the inputs are reached.
+
+An `OutputGuard` knows every input file of the data a command reads (images, labels, a datalist, predictions to
+score) and the dataset folders they live in, by their resolved paths and their inodes, so that a symlinked "subset"
+folder or a hardlink is recognised as the original. Every writer asks it first: `folder` for an output folder (it
+may not be, hold or lie inside an input folder, nor hold an input file), `file` for an output file (it may not be an
+input, by path or inode, nor lie in a dataset folder), `may_delete` before an ``--overwrite`` deletes anything.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from pipeline.core.config import as_path
+from pipeline.core.errors import UserError
+
+#: Sub-folders of a dataset that hold its files (MSD, nnU-Net): the dataset folder is their parent.
+DATASET_SUBFOLDERS = ("imagesTr", "labelsTr", "imagesTs")
+#: Sub-folders of a BraTS 2018 download that hold its case folders.
+GRADE_FOLDERS = ("HGG", "LGG")
+
+
+def _real(path: str | os.PathLike) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def is_within(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it (both resolved)."""
+    return path == folder or folder in path.parents
+
+
+def dataset_root(file: Path) -> Path:
+    """The dataset folder an input file belongs to: the parent of ``imagesTr/``-like folders, of a BraTS case folder
+    (``<root>/<case>/<case>_t1.nii.gz``, and above 2018's ``HGG``/``LGG``), else the file's own folder."""
+    parent = file.parent
+    if parent.name in DATASET_SUBFOLDERS:
+        return parent.parent
+    if file.name.startswith(parent.name) and parent.name:
+        root = parent.parent
+        return root.parent if root.name in GRADE_FOLDERS else root
+    return parent
+
+
+class OutputGuard:
+    """The inputs of one command, and the refusals that keep its outputs away from them (module docstring).
+
+    Args:
+        files: every input file of the data (as given: symlinks are followed, hardlinks recognised by inode).
+        roots: the input folders (a dataset folder); the folders of ``files`` are added (`dataset_root`), both as
+            given and resolved, so that a folder of symlinks protects the original dataset too.
+        protect: input files that are never written or deleted but whose folder may receive outputs (a datalist
+            kept in its run folder).
+    """
+
+    def __init__(self, files: Iterable[str | os.PathLike] = (), roots: Iterable[str | os.PathLike] = (),
+                 protect: Iterable[str | os.PathLike] = ()) -> None:
+        given = [Path(f).expanduser() for f in files]
+        kept = [Path(f).expanduser() for f in protect if f]
+        self.files = {_real(f) for f in given}
+        self.protected = self.files | {_real(f) for f in kept}
+        self.inodes = {i for f in (*given, *kept) if (i := _inode(f)) is not None}
+        folders = {_real(r) for r in roots if r}
+        for f in given:
+            folders.add(_real(dataset_root(f.absolute())))
+            folders.add(dataset_root(_real(f)))
+        self.roots = sorted(folders)
+
+    def _is_input(self, path: Path) -> bool:
+        return _real(path) in self.protected or (_inode(path) or (None, None)) in self.inodes
+
+    def folder(self, output: object, *, what: str, option: str) -> Path:
+        """``output`` (resolved) if it may receive ``what``: it is not, does not lie inside and does not hold an
+        input folder, and holds no input file.
+
+        Raises:
+            UserError: naming the folder, the input and the option to change.
+        """
+        out = _real(as_path(output, option.lstrip("-")))
+        for root in self.roots:
+            if is_within(out, root) or is_within(root, out):
+                rel = "is" if out == root else ("lies inside" if is_within(out, root) else "contains")
+                raise UserError(f"the output folder {out} {rel} the input folder {root}: {what} must never be "
+                                f"written among the inputs; pass {option} a folder outside it (e.g. runs/<name>)")
+        for f in self.files:
+            if is_within(f, out):
+                raise UserError(f"the output folder {out} holds the input file {f}: {what} would be written among "
+                                f"the inputs (and could replace them); pass {option} a folder that holds no input")
+        return out
+
+    def file(self, output: object, *, what: str, option: str) -> Path:
+        """``output`` (resolved) if it may be written as ``what``: not an input file (by path, symlink or hardlink),
+        not inside an input folder.
+
+        Raises:
+            UserError: naming the file, the input and the option to change.
+        """
+        path = Path(as_path(output, option.lstrip("-"))).expanduser()
+        if self._is_input(path):
+            raise UserError(f"{path} is an input of this command ({_real(path)}): writing {what} there would "
+                            f"replace it; pass {option} another file")
+        out = _real(path)
+        for root in self.roots:
+            if is_within(out, root):
+                raise UserError(f"{out} lies inside the input folder {root}: {what} must never be written among "
+                                f"the inputs; pass {option} a file outside it")
+        return out
+
+    def may_delete(self, path: str | os.PathLike) -> bool:
+        """Whether ``path`` is no input and lies in no input folder (what ``--overwrite`` may delete)."""
+        p = Path(path)
+        return not self._is_input(p) and not any(is_within(_real(p), root) for root in self.roots)

@@ -1,0 +1,93 @@
+"""The one output guard: outputs never among the inputs, however the inputs are reached (links included)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.core.errors import UserError
+from pipeline.core.guard import OutputGuard
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> tuple[Path, list[Path]]:
+    root = tmp_path / "data"
+    case = root / "Case_1"
+    case.mkdir(parents=True)
+    files = [case / f"Case_1_{s}.nii.gz" for s in ("t1", "t1ce", "t2", "flair", "seg")]
+    for f in files:
+        f.write_bytes(b"x")
+    return root, files
+
+
+@pytest.mark.parametrize(("where", "fragment"), [
+    pytest.param(lambda root: root, "is the input folder", id="the_dataset_itself"),
+    pytest.param(lambda root: root / "Case_1", "lies inside the input folder", id="a_case_folder"),
+    pytest.param(lambda root: root / "out", "lies inside the input folder", id="a_new_folder_in_the_dataset"),
+    pytest.param(lambda root: root.parent, "contains the input folder", id="a_folder_above_the_dataset"),
+])
+def test_an_output_folder_in_or_around_the_dataset_is_refused(dataset, where, fragment) -> None:
+    root, files = dataset
+    with pytest.raises(UserError, match=fragment) as err:
+        OutputGuard(files, roots=[root]).folder(where(root), what="segmentations", option="--output_dir")
+    assert "--output_dir" in str(err.value)
+
+
+def test_the_dataset_folder_is_known_from_its_files_alone(dataset) -> None:
+    root, files = dataset  # a datalist lists files, not the dataset folder: BraTS naming shows it
+    with pytest.raises(UserError, match=f"lies inside the input folder {root}"):
+        OutputGuard(files).folder(root / "seg", what="segmentations", option="--output_dir")
+
+
+@pytest.mark.parametrize("sub", ["imagesTs", "labelsTr"])
+def test_a_decathlon_folder_beside_the_listed_files_is_refused(tmp_path: Path, sub: str) -> None:
+    image = tmp_path / "Task01" / "imagesTr" / "BRATS_001.nii.gz"
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b"x")
+    with pytest.raises(UserError, match="lies inside the input folder"):
+        OutputGuard([image]).folder(tmp_path / "Task01" / sub, what="segmentations", option="--output_dir")
+
+
+def test_a_folder_of_symlinked_cases_protects_the_original_dataset(dataset, tmp_path: Path) -> None:
+    root, files = dataset
+    subset = tmp_path / "subset" / "Case_1"
+    subset.mkdir(parents=True)
+    links = []
+    for f in files:
+        (subset / f.name).symlink_to(f)
+        links.append(subset / f.name)
+    guard = OutputGuard(links, roots=[tmp_path / "subset"])
+    with pytest.raises(UserError, match=f"input folder {root}"):
+        guard.folder(root / "seg", what="segmentations", option="--output_dir")
+
+
+def test_an_output_file_that_is_an_input_through_a_hardlink_is_refused(dataset, tmp_path: Path) -> None:
+    root, files = dataset
+    link = tmp_path / "elsewhere.nii.gz"
+    os.link(files[4], link)
+    with pytest.raises(UserError, match="is an input of this command"):
+        OutputGuard(files, roots=[root]).file(link, what="a datalist", option="--out")
+    assert not OutputGuard(files, roots=[root]).may_delete(link)
+
+
+def test_a_protected_file_is_never_written_but_its_folder_may_receive_outputs(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    datalist = run / "datalist.json"
+    datalist.write_text("{}")
+    guard = OutputGuard([], protect=[datalist])
+    assert guard.folder(run, what="a training run", option="--run_dir") == run.resolve()
+    with pytest.raises(UserError, match="is an input"):
+        guard.file(datalist, what="a datalist", option="--out")
+    assert not guard.may_delete(datalist) and guard.may_delete(run / "models" / "model.pt")
+
+
+def test_an_output_folder_beside_the_dataset_is_accepted_and_a_number_is_a_path(dataset, tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    root, files = dataset
+    out = OutputGuard(files, roots=[root]).folder(tmp_path / "runs" / "seg", what="x", option="--output_dir")
+    assert out == (tmp_path / "runs" / "seg").resolve() and not out.exists()
+    monkeypatch.chdir(tmp_path)
+    assert OutputGuard(files, roots=[root]).folder(20241204, what="x", option="--run_dir") == tmp_path / "20241204"
