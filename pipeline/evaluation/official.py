@@ -32,6 +32,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text
 from pipeline.core.nifti import load_labels
 from pipeline.data.labels import LABEL_SCHEMES, NUMBERING
+from pipeline.evaluation.metrics import HD95_EMPTY_PENALTY_MM
 from pipeline.evaluation.reference import on_reference_grid, pair_cases, resolve_evaluation_scheme
 from pipeline.evaluation.regions import label_values_problem
 
@@ -72,6 +73,10 @@ SEG_STEMS: tuple[str, ...] = (
     "lesionwise_nsd_mean", "lesionwise_nsd_std", "lesionwise_hd95_mean", "lesionwise_hd95_std",
 )
 
+#: The printed table's value of an unreachable distance (the package's ``inf``: no lesion matched): what its parser
+#: gives a missing prediction's HD95 (the BraTS volume's diagonal, `pipeline.evaluation.metrics`).
+UNREACHABLE_MM: float = HD95_EMPTY_PENALTY_MM
+
 #: Rows the package's parser appends after the cases.
 STAT_ROWS: tuple[str, ...] = ("mean", "std", "median")
 
@@ -83,8 +88,8 @@ CONVENTIONS: dict[str, str] = {
     "lesionwise_hd95_mean": "mean HD95 over the matched lesions; no lesion matched -> inf; no lesion in either -> NaN",
     "all_instance_f1": "lesion detection F1 = 2TP / (2TP + FP + FN) (panoptica rq)",
     "global_dsc": "Dice of the whole region (the legacy Dice), NaN when both are empty",
-    "lesionwise_spacing": "lesion-wise HD95/NSD use the spacing SimpleITK reads (x, y, z) on its (z, y, x) "
-                          "array: right for isotropic voxels (BraTS: 1 mm), axes swapped otherwise",
+    "lesionwise_spacing": "the package pairs SimpleITK's (z, y, x) array with the (x, y, z) spacing it reads; the "
+                          "files it is given carry their voxel sizes in reverse order, so each axis meets its own",
     "global_hd95": "95th percentile of both directed surface distances pooled, in voxels (no spacing); no "
                    "overlapping voxel (one empty, or disjoint) -> 373; both empty -> NaN",
     "global_nsd": "normalised surface Dice at 0.5 voxel, no spacing",
@@ -235,8 +240,12 @@ class _Task:
     tmp: Path
 
 
-def _write_on_header(path: Path, data: np.ndarray, header: nib.Nifti1Header) -> None:
-    image = nib.Nifti1Image(data, None, header=header.copy())  # the reference's affine, qform/sform and pixdim
+def _write_for_package(path: Path, data: np.ndarray, zooms: Sequence[float]) -> None:
+    """``data`` ``(X, Y, Z)`` as the package must read it: its lesion-wise distances pair SimpleITK's ``(z, y, x)``
+    array with the ``(x, y, z)`` spacing SimpleITK reads, so the file's voxel sizes are written in reverse order
+    (z, y, x) and each array axis meets its own spacing (measured: `docs/metrics.md`)."""
+    affine = np.diag([*[float(z) for z in reversed(list(zooms)[:3])], 1.0])
+    image = nib.Nifti1Image(np.asarray(data, dtype=np.uint8), affine)
     image.set_data_dtype(np.uint8)
     nib.save(image, os.fspath(path))
 
@@ -256,10 +265,10 @@ def _score_case(task: _Task) -> dict:
         raise UserError(f"{where}: {err}") from None
     folder = Path(tempfile.mkdtemp(dir=task.tmp))  # the package wants the same suffixes: no case id in the names
     pred_file, ref_file = folder / "prediction.nii", folder / "reference.nii"
-    header = ref_image.header
+    zooms = ref_image.header.get_zooms()[:3]
     try:
-        _write_on_header(pred_file, to_official(pred, task.mapping), header)
-        _write_on_header(ref_file, to_official(ref, task.mapping), header)
+        _write_for_package(pred_file, to_official(pred, task.mapping), zooms)
+        _write_for_package(ref_file, to_official(ref, task.mapping), zooms)
         out = io.StringIO()
         with contextlib.redirect_stdout(out), warnings.catch_warnings():
             # the package's global NSD has no spacing and warns that its 0.5 (voxel) threshold is a default
@@ -427,6 +436,8 @@ def evaluate_official(
         "label_map": {str(k): v for k, v in sorted(mapping.items())},
         "cases": len(refs),
         "regions": _statistics(columns, rows, regions),
+        "table": table_statistics(columns, rows, regions),
+        "table_parser": "parse_seg_results",
         "region_order": [g for g in PAPER_ORDER if g in regions] + [g for g in regions if g not in PAPER_ORDER],
         "missing_predictions": missing,
         "models": {m: len(c) for m, c in pairs.models.items()},
@@ -434,14 +445,16 @@ def evaluate_official(
         "unmatched_predictions": unmatched,
         "reference": str(reference.root),
         "reference_layout": layout or "labels folder",
-        "files": {"table": "official.csv", "per_exam": "official_panoptica.json"},
+        "files": {"table": "official.csv", "per_exam": "official_panoptica.json", "table_file": "official.csv"},
         "conventions": dict(CONVENTIONS),
     }
     if mets_table is not None:
         mets_columns, mets_rows = _read_table(mets_table)
         summary["mets"] = {"volume_threshold_mm3": METS_VOLUME_THRESHOLD, "overlap_threshold": METS_OVERLAP_THRESHOLD,
                            "regions": _statistics(mets_columns, mets_rows, regions)}
-        summary["files"]["mets_table"] = "official_mets.csv"
+        summary["table"] = table_statistics(mets_columns, mets_rows, regions)  # the MET parser's, printed
+        summary["table_parser"] = "parse_mets_results"
+        summary["files"]["mets_table"] = summary["files"]["table_file"] = "official_mets.csv"
     if missing:
         logger.warning("%d of %d case(s) have no prediction in %s", len(missing), len(refs), pred_root)
     if unmatched:
@@ -465,8 +478,6 @@ def _cell(stats: dict | None, digits: int) -> str:
     if not stats:
         return "n/a"
     mean, std = stats.get("mean"), stats.get("std")
-    if mean == "inf":
-        return "inf"
     if not isinstance(mean, (int, float)) or not math.isfinite(mean):
         return "n/a"
     if not isinstance(std, (int, float)) or not math.isfinite(std):
@@ -474,33 +485,57 @@ def _cell(stats: dict | None, digits: int) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+#: The columns of the printed table: the parser's per-case column stem, the heading, the digits.
+TABLE_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("lesionwise_dsc_mean", "LW Dice", 4), ("lesionwise_hd95_mean", "LW HD95 (mm)", 2), ("all_instance_f1", "LW F1", 4),
+    ("global_dsc", "global Dice", 4), ("global_hd95", "global HD95 (vox)", 2))
+
+
+def table_statistics(columns: list[str], rows: list[dict[str, str]], regions: Sequence[str]) -> dict:
+    """``{region: {stem: {"mean", "std", "n"}}}`` of the printed table, from the parser's per-case rows: over the cases
+    with a value (NaN: a region absent from both, skipped as the parser does), std with ddof 1; an unreachable
+    distance (``inf``: no lesion matched) counts as `UNREACHABLE_MM`, the value the package gives a missing
+    prediction, so that no row prints ``inf``."""
+    cases = [r for r in rows if r["subject_id"] not in STAT_ROWS]
+    out: dict[str, dict] = {}
+    for region in regions:
+        for stem, _, _ in TABLE_COLUMNS:
+            column = f"{stem}_{region}"
+            if column not in columns:
+                continue
+            values = [_number(r.get(column)) for r in cases]
+            values = [UNREACHABLE_MM if math.isinf(v) else v for v in values if not math.isnan(v)]
+            n = len(values)
+            mean = sum(values) / n if n else math.nan
+            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
+            out.setdefault(region, {})[stem] = {"mean": mean, "std": std, "n": n}
+    return out
+
+
 def format_official_table(summary: dict) -> str:
-    """The official numbers as a BraTS paper prints them: per region (ET, TC, WT first) lesion-wise Dice and HD95
-    (mm) ``mean ± std`` over cases, lesion-detection F1, and the global ("legacy") Dice and HD95 (voxels: the
-    package computes global metrics without the spacing). ``inf``: some case matched none of its lesions."""
-    header = (f"{'Region':<8}{'LW Dice':>18}{'LW HD95 (mm)':>20}{'LW F1':>18}{'global Dice':>18}"
-              f"{'global HD95 (vox)':>20}")
+    """The official numbers as a BraTS paper prints them: per region (ET, TC, WT first) and the number of cases it
+    averages, lesion-wise Dice and HD95 (mm) ``mean ± std``, lesion-detection F1, and the global ("legacy") Dice and
+    HD95 (voxels: the package computes global metrics without the spacing); for ``mets``, the MET parser's own
+    table. An unreachable distance counts as `UNREACHABLE_MM`."""
+    table = summary.get("table") or {}
+    header = f"{'Region':<8}{'n':>4}" + "".join(f"{title:>20}" for _, title, _ in TABLE_COLUMNS)
     lines = [header, "-" * len(header)]
-    for region in summary.get("region_order") or list(summary["regions"]):
-        m = summary["regions"].get(region, {})
-        cells = [_cell(m.get("lesionwise_dsc_mean"), 4), _cell(m.get("lesionwise_hd95_mean"), 2),
-                 _cell(m.get("all_instance_f1"), 4), _cell(m.get("global_dsc"), 4), _cell(m.get("global_hd95"), 2)]
-        lines.append(f"{region.upper():<8}{cells[0]:>18}{cells[1]:>20}{cells[2]:>18}{cells[3]:>18}{cells[4]:>20}")
+    for region in summary.get("region_order") or list(table):
+        m = table.get(region, {})
+        n = max((c.get("n", 0) for c in m.values()), default=0)
+        cells = [_cell(m.get(stem), digits) for stem, _, digits in TABLE_COLUMNS]
+        lines.append(f"{region.upper():<8}{n:>4}" + "".join(f"{c:>20}" for c in cells))
     versions = ", ".join(f"{k} {v}" for k, v in summary.get("packages", {}).items())
     missing = summary.get("missing_predictions") or []
-    lines.append(f"official BraTS evaluation, challenge {summary['challenge']} ({versions}); {summary['cases']} cases, "
-                 f"{len(missing)} without prediction, scheme {summary['scheme']}; mean ± std (ddof 1) over cases, "
-                 "NaN skipped")
+    parser = summary.get("table_parser", "parse_seg_results")
+    lines.append(f"official BraTS evaluation, challenge {summary['challenge']} ({versions}; the package's {parser}: "
+                 f"{summary.get('files', {}).get('table_file', 'official.csv')}); {summary['cases']} cases, "
+                 f"{len(missing)} without prediction, scheme {summary['scheme']}; mean ± std (ddof 1) over the n "
+                 f"cases with a value, no lesion matched = {UNREACHABLE_MM:g} mm")
     if missing:
         lines.append(f"missing predictions (373 / 0 as the package scores them): {', '.join(missing)}")
     if summary.get("unmatched_predictions"):
         lines.append(f"predictions without reference (not scored): {', '.join(summary['unmatched_predictions'])}")
     return "\n".join(lines)
-
-
-
-
-
-
 
 

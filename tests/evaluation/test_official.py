@@ -126,10 +126,28 @@ def _numpy_item(x: object) -> object:
     return x.item()  # type: ignore[attr-defined]
 
 
+def _spacing_reversed(src: Path, dst: Path) -> Path:
+    """``src`` with its voxel sizes stated in reverse order, as the package pairs them with SimpleITK's array."""
+    img = nib.load(src)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), np.diag([*reversed(img.header.get_zooms()[:3]), 1.0])), dst)
+    return dst
+
+
 def package_tables(pred_dir: Path, ref_dir: Path, tmp: Path, config: str = "gli") -> dict[str, str]:
     """The package's own tables for ``ref_dir/<case>.nii.gz`` vs ``pred_dir/<case>.nii.gz`` (ET 3 numbering):
     ``brats-evaluate`` (one ``evaluate_single_exam`` per sorted reference file, ``missings`` for those without
-    prediction, the JSON) then ``brats-parse-metrics seg`` (and ``mets`` with its CLI defaults)."""
+    prediction, the JSON) then ``brats-parse-metrics seg`` (and ``mets`` with its CLI defaults). Each file is given
+    with its voxel sizes in reverse order, so that the package pairs each array axis with its own spacing."""
+    given = {"pkg_pred": pred_dir, "pkg_ref": ref_dir}
+    for name, folder in given.items():
+        for f in sorted(folder.glob("*.nii.gz")):
+            _spacing_reversed(f, tmp / name / f.name)
+        (tmp / name).mkdir(exist_ok=True)
+    return _package_tables(tmp / "pkg_pred", tmp / "pkg_ref", tmp, config)
+
+
+def _package_tables(pred_dir: Path, ref_dir: Path, tmp: Path, config: str) -> dict[str, str]:
     evaluator = Panoptica_Evaluator.load_from_config(str(brats_evaluation.config_path(config)))
     results: dict[str, list] = {"metrics": [], "missings": []}
     for ref in sorted(ref_dir.glob("*.nii.gz")):
@@ -193,6 +211,16 @@ def test_every_column_equals_the_packages_own_chain(tmp_path: Path, situation: s
     package = package_tables(pred_dir, ref_dir, tmp_path)
     assert_same_table((tmp_path / "out" / "official.csv").read_text(), package["official.csv"])
     assert ours["challenge"] == "gli" and ours["cases"] == 1
+
+
+def test_on_anisotropic_voxels_a_lesions_hd95_is_the_legacy_one_in_mm(tmp_path: Path) -> None:
+    ref = tumour((20, 20, 15), 5)
+    pred = np.roll(ref, 3, axis=0)  # 3 voxels along x: 3 mm at 1 x 1.5 x 3 mm (9 mm if x took z's spacing)
+    pred_dir, ref_dir = _write_cases(tmp_path / "data", {"case_a": (pred, ref)}, ANISO)
+    official = evaluate_official(pred_dir, ref_dir, tmp_path / "official", scheme="brats2023")
+    legacy = evaluate_folders(pred_dir, ref_dir, tmp_path / "legacy", scheme="brats2023")
+    lesionwise = official["regions"]["et"]["lesionwise_hd95_mean"]["mean"]
+    assert lesionwise == pytest.approx(legacy["regions"]["ET"]["hd95"]["mean"], abs=0.01) == 3.0
 
 
 def test_all_situations_in_one_folder_give_the_packages_rows_and_statistics(tmp_path: Path) -> None:
@@ -464,21 +492,22 @@ def test_disjoint_lesions_get_373_officially_and_their_distance_in_legacy(tmp_pa
     assert 20 < float(legacy["WT"]["hd95"]) < 40
 
 
-def test_global_hd95_is_pooled_and_in_voxels_lesionwise_hd95_uses_the_spacing_reversed(tmp_path: Path) -> None:
+def test_global_hd95_is_pooled_and_in_voxels_lesionwise_hd95_uses_each_axis_spacing(tmp_path: Path) -> None:
     """On 1 x 1.5 x 3 mm voxels: the package's global HD95 ignores the spacing (voxel units, pooled percentile);
-    its lesion-wise HD95 uses the spacing SimpleITK reports (x, y, z) on SimpleITK's (z, y, x) array, i.e. the
-    axes swapped; the legacy HD95 is MONAI's max of the two directed 95th percentiles, in mm."""
+    its lesion-wise HD95 pairs SimpleITK's (z, y, x) array with the spacing as SimpleITK reports it, so the adapter
+    states the voxel sizes in reverse order and each axis gets its own; the legacy HD95 is MONAI's max of the two
+    directed 95th percentiles, in mm."""
     pred, ref = _pair("shifted")
     official, legacy = _both(tmp_path, "shifted", ANISO)
     et_pred, et_ref = pred == ET, ref == ET
     assert _column(official, "case", "global_hd95_et") == pytest.approx(pooled_hd95(et_pred, et_ref, (1, 1, 1)))
     assert _column(official, "case", "lesionwise_hd95_mean_et") == pytest.approx(
-        pooled_hd95(et_pred, et_ref, (3.0, 1.5, 1.0)))
+        pooled_hd95(et_pred, et_ref, (1.0, 1.5, 3.0)))
     d = cdist(_surface(et_pred) * [1, 1.5, 3], _surface(et_ref) * [1, 1.5, 3])
     monai = max(np.percentile(d.min(axis=1), 95), np.percentile(d.min(axis=0), 95))
     assert float(legacy["ET"]["hd95"]) == pytest.approx(monai, rel=1e-5)
     assert monai == pytest.approx(3.0)  # the shift is 3 voxels of 1 mm along x: 3 mm
-    assert _column(official, "case", "lesionwise_hd95_mean_et") == pytest.approx(9.0)  # x read as 3 mm voxels
+    assert _column(official, "case", "lesionwise_hd95_mean_et") == pytest.approx(3.0)  # not 9: x is not z's 3 mm
 
 
 def test_lesionwise_dice_of_the_seg_parser_ignores_missed_lesions_the_mets_parser_counts_them(tmp_path: Path) -> None:
