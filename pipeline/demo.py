@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from pipeline.bundle import command
+from pipeline.core.errors import UserError
 from pipeline.data.datalist import write_datalist
 from pipeline.data.synthetic import DEFAULT_SHAPE, write_dataset
 from pipeline.evaluation.regions import format_table
@@ -61,6 +62,16 @@ def free_run_dir(run_dir: str | os.PathLike) -> Path:
     return candidate
 
 
+def demo_data(data_dir: str | os.PathLike, **settings: object) -> list[Path]:
+    """The demo's synthetic cases in ``data_dir`` (`pipeline.data.synthetic.write_dataset`): a folder holding other
+    files is refused with the demo's own way out (it has no ``--force``)."""
+    try:
+        return write_dataset(data_dir, **settings)
+    except UserError as e:
+        raise UserError(f"{e}; for the demo, pass --data-dir a new folder (python -m pipeline demo --data-dir "
+                        "DIR)") from None
+
+
 def run_demo(data_dir: str = "data/synthetic", run_dir: str = "runs/demo", cases: int = 16,
              shape: tuple[int, int, int] | None = None, seed: int = 0, epochs: int | None = None,
              started_at: float | None = None, fast: bool = True) -> dict:
@@ -80,7 +91,7 @@ def run_demo(data_dir: str = "data/synthetic", run_dir: str = "runs/demo", cases
     common = {"dataset_dir": data_dir, "datalist": datalist, "run_dir": run}
     timings: dict[str, float] = {}
 
-    _stage("synthetic data", timings, fn=lambda: write_dataset(data_dir, cases=cases, shape=shape, seed=seed))
+    _stage("synthetic data", timings, fn=lambda: demo_data(data_dir, cases=cases, shape=shape, seed=seed))
     _stage("datalist", timings, fn=lambda: write_datalist(data_dir, datalist, folds=DEMO_FOLDS, seed=seed))
     train_overrides = {**common, "fold": DEMO_FOLD}
     if epochs is not None:

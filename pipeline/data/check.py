@@ -37,11 +37,11 @@ DATA_CHECK_MODES: tuple[str, ...] = ("strict", "skip", "off")
 
 
 _SCHEME_HINTS: dict[str, str] = {
-    "brats": "For BraTS 2018-2021 data set --label_scheme brats",
-    "brats2023": "For BraTS 2023+ data set --label_scheme brats2023",
+    "brats": "For BraTS 2018-2021 data set {option} brats",
+    "brats2023": "For BraTS 2023+ data set {option} brats2023",
     "brats2024": "BraTS 2024+ post-treatment glioma: 4 is the resection cavity, so for such data set "
-                 "--label_scheme brats2024",
-    "msd": "For Decathlon Task01 data set --label_scheme msd",
+                 "{option} brats2024",
+    "msd": "For Decathlon Task01 data set {option} msd",
 }
 
 
@@ -133,10 +133,11 @@ def _label_values(arr: np.ndarray) -> tuple[set[int], bool]:
     return {int(v) for v in np.unique(arr)}, True
 
 
-def _scheme_hint(values: set[int], scheme: str, layout: str | None = None) -> str:
-    """What to do about label values outside ``scheme``: the built-in schemes that hold them all, those that the
-    ``layout``'s file naming allows first (`_LAYOUT_SCHEMES`), and of these the narrowest (a scheme is
-    not named when one with fewer values fits); else relabel. For an nnU-Net scheme: its dataset.json."""
+def scheme_hint(values: set[int], scheme: str, layout: str | None = None, option: str = "--label_scheme") -> str:
+    """What to do about label values outside ``scheme`` (the one hint, for the check, training and evaluation): the
+    built-in schemes that hold them all, those that the ``layout``'s file naming allows first (`_LAYOUT_SCHEMES`),
+    and of these the narrowest (a scheme is not named when one with fewer values fits); else relabel. For an
+    nnU-Net scheme: its dataset.json. ``option`` is the flag that sets the scheme (``--scheme`` for evaluate)."""
     desc = describe(scheme)
     if desc.name.startswith(NNUNET_PREFIX):
         return (f". If these are classes of the dataset, add them to the \"labels\" of "
@@ -146,7 +147,7 @@ def _scheme_hint(values: set[int], scheme: str, layout: str | None = None) -> st
     fits = named or fits
     fits = [s for s in fits if not any(allowed_labels(t) < allowed_labels(s) for t in fits)]
     if fits:
-        hints = [_SCHEME_HINTS.get(s, f"For that data set --label_scheme {s}") for s in fits]
+        hints = [_SCHEME_HINTS.get(s, "For that data set {option} " + s).format(option=option) for s in fits]
         return ". " + "; ".join([hints[0], *(h[0].lower() + h[1:] if h.startswith("For ") else h for h in hints[1:])])
     return ". Relabel the file to the scheme's values, or check that it is a segmentation"
 
@@ -355,7 +356,7 @@ def _check_voxels(files: list[_File], case: Case, scheme: str, add: _Add, *, lab
             if extra:
                 shown = ", ".join(str(v) for v in sorted(extra))
                 add(f, "error", f"contains label {shown}; expected {{{', '.join(map(str, sorted(allowed)))}}} for "
-                                f"label scheme '{scheme}'{_scheme_hint(values, scheme, layout)}")
+                                f"label scheme '{scheme}'{scheme_hint(values, scheme, layout)}")
             elif values <= {0}:
                 add(f, "warning", "contains only background (0): no tumour to learn from; check that it is the "
                                   "right file")

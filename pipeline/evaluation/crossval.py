@@ -18,8 +18,8 @@ from pathlib import Path
 from pipeline.bundle import command
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text
-from pipeline.data.layouts import DatasetError, detect_layout
 from pipeline.data.source import DataSource
+from pipeline.evaluation.reference import reference_of
 from pipeline.evaluation.regions import evaluate_folders
 from pipeline.model.record import read_record
 
@@ -71,22 +71,6 @@ def format_cv_table(table: dict) -> str:
     return "\n".join(lines)
 
 
-def _dataset_of(datalist: dict) -> str | None:
-    """The dataset folder holding a datalist's labels: their common folder or its parent, whichever has a layout."""
-
-    labels = [str(it["label"]) for it in datalist.get("training", []) if it.get("label")]
-    if not labels:
-        return None
-    common = Path(os.path.commonpath(labels))
-    for candidate in (common, common.parent):
-        try:
-            detect_layout(candidate)
-        except DatasetError:
-            continue
-        return str(candidate)
-    return None
-
-
 def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike | None = None, *,
                              folds: Sequence[int] | None = None, fast: bool = False,
                              extra: Sequence[str] = ()) -> dict:
@@ -94,7 +78,8 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
 
     Args:
         run_dir: the cross-validation run (``datalist.json`` and ``fold_<f>/``).
-        dataset_dir: the dataset of the references; default: the folds' record (``run.json``).
+        dataset_dir: the data root of a model-zoo datalist's relative paths (the references are the datalist's
+            own label files).
         folds: the folds to use; default: every ``fold_<f>`` with a ``models/model.pt``.
         fast: infer with ``fast.yaml`` (`pipeline.bundle`); the network comes from each fold's ``run.json``.
         extra: more ``--id value`` arguments for inference (``--device cpu``).
@@ -114,18 +99,24 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
     if not folds or missing:
         raise UserError(f"{run}: no trained model for fold(s) {missing or '(none)'} (fold_<f>/models/model.pt); "
                         "train them first: make cv")
-    dl = DataSource(dataset_dir, datalist).datalist
-    fold_of = {str(it["case"]): int(it["fold"]) for it in dl.get("training", []) if int(it["fold"]) in folds}
-    record = read_record(run / f"fold_{folds[0]}") or {}
-    ids = record.get("ids", {})
-    dataset = dataset_dir or ids.get("dataset_dir") or _dataset_of(dl)
-    if not dataset:
-        raise UserError(f"{run}: pass --dataset_dir, the dataset the folds were trained on")
+    data = DataSource(dataset_dir, datalist)
+    fold_of = {str(it["case"]): int(it["fold"]) for it in data.datalist.get("training", [])
+               if int(it["fold"]) in folds}
+    records = {f: read_record(run / f"fold_{f}") or {} for f in folds}
+    for f, record in records.items():  # each case is scored by the fold that validated on it: its recorded split
+        recorded = set((record.get("split") or {}).get("validation") or [])
+        listed = {c for c, fold in fold_of.items() if fold == f}
+        if recorded and recorded != listed:
+            moved = sorted(recorded ^ listed)
+            raise UserError(f"{datalist} lists other validation cases for fold {f} than fold_{f} was trained with "
+                            f"({run / f'fold_{f}' / 'run.json'}: {', '.join(moved[:5])}"
+                            f"{' ...' if len(moved) > 5 else ''} differ): an out-of-fold table would score cases the fold trained on; restore the "
+                            "datalist the folds were trained on, or retrain them (make cv)")
+    scheme = (records[folds[0]].get("ids") or {}).get("label_scheme") or "auto"
     seg, eval_dir = run / "cv" / "seg", run / "cv" / "eval"
     for f in folds:
         _bundle_inference(run / f"fold_{f}", datalist, f, seg, fast, extra)
-    summary = evaluate_folders(seg, dataset, eval_dir, scheme=ids.get("label_scheme") or "auto",
-                               cases=sorted(fold_of))
+    summary = evaluate_folders(seg, reference_of(data), eval_dir, scheme=scheme, cases=sorted(fold_of))
     table = fold_table(eval_dir / "metrics.csv", fold_of)
     result = {"folds": folds, "segmentations": str(seg), "evaluation": str(eval_dir), **table,
               "mean_dice": summary.get("mean_dice")}

@@ -205,7 +205,7 @@ def to_official(labels: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
 
 def _label_problem(values: Sequence[int], scheme: str, what: str, layout: str | None) -> str | None:
     if scheme in LABEL_SCHEMES:
-        return label_values_problem(values, scheme, what, layout)
+        return label_values_problem(values, scheme, what, layout, official=True)
     allowed = {0, *SCHEME_CLASSES[scheme]}
     bad = sorted(set(values) - allowed)
     if not bad:
@@ -259,8 +259,8 @@ def _score_case(task: _Task) -> dict:
     pred = on_reference_grid(task.case, pred, pred_affine, task.pred, ref, ref_affine, task.ref)
     where = f"case {task.case} (prediction {task.pred}, reference {task.ref})"
     try:
+        ref = _checked_labels(ref, task.scheme, "reference", task.layout)  # the reference first: it tells the fix
         pred = _checked_labels(pred, task.scheme, "prediction", task.layout)
-        ref = _checked_labels(ref, task.scheme, "reference", task.layout)
     except UserError as err:
         raise UserError(f"{where}: {err}") from None
     folder = Path(tempfile.mkdtemp(dir=task.tmp))  # the package wants the same suffixes: no case id in the names

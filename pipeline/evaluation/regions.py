@@ -19,8 +19,8 @@ import torch
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text
 from pipeline.core.nifti import load_labels
-from pipeline.data.labels import LABEL_SCHEMES, NNUNET_PREFIX, allowed_labels, describe, region_masks
-from pipeline.data.layouts import LAYOUTS
+from pipeline.data.check import scheme_hint
+from pipeline.data.labels import NNUNET_PREFIX, allowed_labels, describe, region_masks
 from pipeline.evaluation.metrics import HD95_EMPTY_PENALTY_MM, METRIC_KEYS, bounding_box, region_metrics
 from pipeline.evaluation.reference import (
     FOLDER_SCHEMES,
@@ -81,36 +81,34 @@ def _integer_labels(x: torch.Tensor, what: str) -> torch.Tensor:
     return x
 
 
-def label_values_problem(values: Iterable[int], scheme: str, what: str, layout: str | None = None) -> str | None:
-    """The message for label ``values`` outside ``scheme`` (None when they all fit), with the fix.
+def label_values_problem(values: Iterable[int], scheme: str, what: str, layout: str | None = None, *,
+                         official: bool = False) -> str | None:
+    """The message for label ``values`` outside ``scheme`` (None when they all fit), with the fix the scheme
+    detector gives (`pipeline.data.check.scheme_hint`: the scheme the values and the layout's naming fit).
 
     Args:
         values: the label values found (background 0 may be among them).
-        scheme: ``brats``, ``brats2023`` or ``msd``.
-        what: ``prediction`` or ``reference`` (or a file name), for the message.
-        layout: the reference dataset's layout (`pipeline.data.layouts.LAYOUTS`), or None for a folder of
-            labels; when its scheme is not ``scheme``, the hint names the scheme of the layout.
+        scheme: the scheme scored with.
+        what: ``reference`` (or a file name), or ``prediction``: its reference (checked first) fits ``scheme``, so the
+            fix is to write the prediction in it.
+        layout: the reference dataset's layout, or None for a folder of labels.
+        official: for the official protocol, which scores a challenge's numbering only (no ``--scheme labels``).
     """
+    found = {int(v) for v in values}
     allowed = allowed_labels(scheme)
-    bad = sorted({int(v) for v in values} - allowed)
+    bad = sorted(found - allowed)
     if not bad:
         return None
-    other = [s for s in LABEL_SCHEMES if s != scheme and set(bad) <= allowed_labels(s)]
-    spec = LAYOUTS.get(layout) if layout else None
-    if spec is not None and spec.label_scheme != scheme:
-        hint = f"; the reference dataset is in the {spec.title} layout: pass --scheme {spec.label_scheme}"
-    elif spec is not None and what == "reference":
-        hint = (f"; the dataset's labels do not follow the {spec.title} numbering: check it with "
-                "python -m pipeline check, or pass --scheme labels to score every value")
-    elif spec is not None:
-        fits = f" (its values fit scheme {other[0]})" if other else ""
-        hint = (f"; the reference dataset ({spec.title} layout) is numbered in scheme {scheme}{fits}: write the "
-                f"{what} in scheme {scheme} (re-run inference with --label_scheme {scheme})")
-    else:
-        hint = f"; the values fit --scheme {other[0]}" if other else "; use --scheme labels to score every value"
+    if what == "prediction":  # the reference, checked first, is in this scheme: the prediction is not in its numbering
+        hint = (f"; the reference is numbered in scheme {scheme}: write the prediction in scheme {scheme} (re-run "
+                f"inference with --label_scheme {scheme})")
+        return (f"the {what} holds label value(s) {bad} that scheme {scheme!r} does not use "
+                f"(allowed {sorted(allowed)}){hint}")
+    hint = scheme_hint(found, scheme, layout, option="--scheme")
+    if hint.startswith(". Relabel") and not official:
+        hint = "; score every value with --scheme labels (legacy protocol), or relabel the file"
     return (f"the {what} holds label value(s) {bad} that scheme {scheme!r} does not use "
             f"(allowed {sorted(allowed)}){hint}")
-
 
 def _check_scheme_values(x: torch.Tensor, scheme: str, what: str, layout: str | None = None) -> None:
     allowed = torch.tensor(sorted(allowed_labels(scheme)), dtype=x.dtype, device=x.device)
@@ -202,8 +200,8 @@ def evaluate_case(
         values = sorted(_spatial_values(pc) | _spatial_values(rc))
         names = [f"label_{v}" for v in values]
     else:
+        _check_scheme_values(rc, scheme, "reference", layout)  # the reference first: it tells the fix
         _check_scheme_values(pc, scheme, "prediction", layout)
-        _check_scheme_values(rc, scheme, "reference", layout)
         values, names = [], list(desc.evaluated)
     if not names:
         return []

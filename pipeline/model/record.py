@@ -216,8 +216,9 @@ def check_regions(record: Mapping | None, description: Description) -> Descripti
     if trained and list(describe(trained).regions) != list(description.regions):
         raise RunError(f"the model was trained on scheme {trained} (regions {', '.join(describe(trained).regions)}); "
                        f"the data to segment is read as {description.name} (regions "
-                       f"{', '.join(description.regions)}): pass --label_scheme {trained} if the data is numbered "
-                       "that way, or use a model trained on this scheme")
+                       f"{', '.join(description.regions)}): segment it with a model trained on its regions; only if "
+                       f"the data really is numbered as {trained} (python -m pipeline check DATA --label_scheme "
+                       f"{trained} says so) pass --label_scheme {trained}")
     return description
 
 

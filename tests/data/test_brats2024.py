@@ -13,7 +13,7 @@ import pytest
 from scipy import ndimage
 
 from pipeline.__main__ import main as check_main
-from pipeline.data.check import _scheme_hint, check_dataset
+from pipeline.data.check import check_dataset, scheme_hint
 from pipeline.data.datalist import build_datalist, read_datalist
 from pipeline.data.labels import CHANNELS, labels_to_regions, regions_to_labels
 from pipeline.data.layouts import discover_cases
@@ -114,7 +114,7 @@ def test_the_check_with_brats2024_passes(post_treatment, capsys: pytest.CaptureF
 def test_a_wrong_label_value_suggests_the_scheme_the_file_naming_allows(values: set[int], scheme: str,
                                                                          layout: str | None,
                                                                          suggested: list[str]) -> None:
-    hint = _scheme_hint(values, scheme, layout)
+    hint = scheme_hint(values, scheme, layout)
     named = sorted(set(re.findall(r"--label_scheme (\w+)", hint)))
     assert named == sorted(suggested), hint
     assert ("Relabel the file" in hint) == (not suggested)

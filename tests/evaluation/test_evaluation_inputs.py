@@ -172,7 +172,7 @@ def test_a_scheme_that_contradicts_the_layout_names_the_layouts_scheme(
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1
     assert "case BraTS-GLI-" in err and "-seg.nii.gz" in err and "[3]" in err
-    assert "the reference dataset is in the BraTS 2023 and later layout: pass --scheme brats2023" in err
+    assert "For BraTS 2023+ data set --scheme brats2023" in err
     assert snapshot(tmp_path) == before
 
 
