@@ -111,7 +111,8 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
             raise UserError(f"{datalist} lists other validation cases for fold {f} than fold_{f} was trained with "
                             f"({run / f'fold_{f}' / 'run.json'}: {', '.join(moved[:5])}"
                             f"{' ...' if len(moved) > 5 else ''} differ): an out-of-fold table would score cases the "
-                            "fold trained on; restore the datalist the folds were trained on, or retrain them (make cv)")
+                            "fold trained on; restore the datalist the folds were trained on, or retrain them "
+                            "(make cv)")
     scheme = (records[folds[0]].get("ids") or {}).get("label_scheme") or "auto"
     seg, eval_dir = run / "cv" / "seg", run / "cv" / "eval"
     for f in folds:
