@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from collections.abc import Sequence
@@ -96,3 +97,19 @@ def write_uneven_datalist(dataset: Path, path: Path) -> Path:
         item["fold"] = 0 if i < 3 else 1
     path.write_text(json.dumps(datalist))
     return path
+
+
+def checksums(*roots: Path) -> dict[str, str]:
+    """``{path: sha256}`` of every file below ``roots``: what "nothing was lost" compares."""
+    out = {}
+    for root in roots:
+        for p in sorted(Path(root).rglob("*")):
+            if p.is_file() and not p.is_symlink():
+                out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def last_line(result: subprocess.CompletedProcess) -> str:
+    """The last line a command printed: its last line on stderr (where errors and logs go), else on stdout."""
+    lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
+    return lines[-1] if lines else ""

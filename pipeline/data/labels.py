@@ -50,6 +50,8 @@ class Description:
         roles: BraTS roles -> label value where they exist: ``NCR`` (the non-enhancing core: NCR, NETC or
             MSD's NET), ``ED`` (oedema, SNFH), ``ET``, ``RC`` (resection cavity).
         file_ending: the file ending of the dataset's images.
+        ignore: the value of nnU-Net's ``ignore`` label (unannotated voxels), or None: its voxels are left out of
+            the loss, the validation Dice and the evaluation, as nnU-Net does.
     """
 
     name: str
@@ -61,6 +63,7 @@ class Description:
     evaluated: Mapping[str, tuple[int, ...]]
     roles: Mapping[str, int] = field(default_factory=dict)
     file_ending: str = ".nii.gz"
+    ignore: int | None = None  # nnU-Net's ``ignore`` label: voxels neither trained on nor scored
 
     def __post_init__(self) -> None:
         if len(self.regions_class_order) != len(self.regions):
@@ -71,8 +74,8 @@ class Description:
 
     @property
     def allowed(self) -> set[int]:
-        """The label values a segmentation may hold, background 0 included."""
-        return {0, *self.labels.values()}
+        """The label values a label file may hold, background 0 (and the ``ignore`` label) included."""
+        return {0, *self.labels.values(), *(() if self.ignore is None else (self.ignore,))}
 
     @property
     def write_order(self) -> list[int]:
@@ -187,6 +190,9 @@ def from_dataset_json(meta: Mapping, name: str = "nnunet") -> Description:
         raise UserError(f"{where}: channel_names must map 0, 1, ... to names, got {channel_table!r}") from None
     entries = {str(k): _values(v, f"{where}, label {k!r}") for k, v in label_table.items()}
     entries = {k: v for k, v in entries.items() if v != (0,)}
+    ignore = entries.pop("ignore", None)
+    if ignore is not None and (len(ignore) != 1 or ignore[0] < max(v for vs in entries.values() for v in vs)):
+        raise UserError(f"{where}: the 'ignore' label must be one value, the highest (nnU-Net's rule), got {ignore}")
     if not entries:
         raise UserError(f"{where}: 'labels' has no foreground label")
     region_based = any(len(v) > 1 for v in entries.values())
@@ -202,7 +208,7 @@ def from_dataset_json(meta: Mapping, name: str = "nnunet") -> Description:
         order = tuple(v[0] for v in entries.values())
         labels = {k: v[0] for k, v in entries.items()}
     return Description(name, f"nnU-Net dataset {meta.get('name', name)}", channels, labels, entries, order, entries,
-                       {}, str(meta.get("file_ending", ".nii.gz")))
+                       {}, str(meta.get("file_ending", ".nii.gz")), ignore[0] if ignore else None)
 
 
 @functools.lru_cache(maxsize=32)
@@ -291,6 +297,19 @@ def labels_to_regions(label: np.ndarray | torch.Tensor, scheme: str | Descriptio
     the training transform all read labels through here.
     """
     return region_masks(label, describe(scheme).regions)
+
+
+#: The region target of an ``ignore`` voxel (every region channel): the loss and the validation Dice leave out
+#: targets above 1 (`pipeline.training.losses.IgnoreMasked`); it survives a uint8 cache.
+IGNORE_TARGET = 255
+
+
+def regions_with_ignore(label: torch.Tensor, description: Description) -> torch.Tensor:
+    """Labels ``(H, W, D)`` -> regions ``(R, H, W, D)`` uint8 with `IGNORE_TARGET` in every channel where the label
+    is the description's ``ignore`` value."""
+    regions = region_masks(label, description.regions).to(torch.uint8)
+    ignored = label == description.ignore
+    return torch.where(ignored[None].expand_as(regions), torch.full_like(regions, IGNORE_TARGET), regions)
 
 
 def regions_to_labels(regions: np.ndarray, scheme: str | Description = "brats") -> np.ndarray:

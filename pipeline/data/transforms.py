@@ -15,7 +15,7 @@ from monai.transforms.inverse import TraceableTransform
 from monai.utils import TraceKeys
 
 from pipeline.core.errors import UserError
-from pipeline.data.labels import CHANNELS, describe, labels_to_regions
+from pipeline.data.labels import CHANNELS, describe, labels_to_regions, regions_with_ignore
 
 
 class SelectChannelsd(MapTransform):
@@ -79,6 +79,9 @@ class LabelsToRegionsd(MapTransform):
         """``(1, H, W, D)``/``(H, W, D)`` -> ``(R, H, W, D)`` bool (a MetaTensor stays one, with its metadata)."""
         if label.ndim == 4 and label.shape[0] == 1:
             label = label[0]
+        description = describe(self.scheme)
+        if description.ignore is not None:
+            return regions_with_ignore(torch.as_tensor(label), description)
         return labels_to_regions(label, self.scheme)
 
 

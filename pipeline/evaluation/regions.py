@@ -203,6 +203,9 @@ def evaluate_case(
         _check_scheme_values(rc, scheme, "reference", layout)  # the reference first: it tells the fix
         _check_scheme_values(pc, scheme, "prediction", layout)
         values, names = [], list(desc.evaluated)
+        if desc.ignore is not None:  # nnU-Net's ignore label: those voxels are scored in neither
+            scored = rc != desc.ignore
+            pc, rc = torch.where(scored, pc, torch.zeros_like(pc)), torch.where(scored, rc, torch.zeros_like(rc))
     if not names:
         return []
     rows = region_metrics(

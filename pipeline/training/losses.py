@@ -10,6 +10,23 @@ import torch
 import torch.nn.functional as F
 
 
+class IgnoreMasked(torch.nn.Module):
+    """``loss`` with nnU-Net's ``ignore`` voxels left out: where a target exceeds 1
+    (`pipeline.data.labels.IGNORE_TARGET`), the logit is set to -20 and the target to 0, so that such a voxel adds
+    nothing to a Dice and nothing to a BCE, and no gradient. Targets in [0, 1] pass unchanged."""
+
+    def __init__(self, loss: torch.nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ignored = target > 1
+        if bool(ignored.any()):
+            logits = torch.where(ignored, torch.full_like(logits, -20.0), logits)
+            target = torch.where(ignored, torch.zeros_like(target), target)
+        return self.loss(logits, target)
+
+
 class DiceBCELoss(torch.nn.Module):
     """``dice_weight * (1 - soft Dice) + bce_weight * BCE`` of logits ``(B, R, H, W, D)`` against targets in [0, 1]
     of the same shape (soft targets, as after a resampling, are fine).

@@ -9,11 +9,13 @@ Both replace MONAI 1.6.1 handlers that cannot be told what is needed here (`pipe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+import torch
 from ignite.engine import Events
 from monai.handlers import IgniteMetricHandler, ValidationHandler, from_engine
 from monai.metrics import DiceMetric
+from monai.transforms import MapTransform
 
 from pipeline.core.config import as_int
 from pipeline.data.labels import REGIONS
@@ -64,6 +66,19 @@ class FinalValidationHandler:
         self.clock.attach(engine)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._budget_spent)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._by_clock)
+
+
+class IgnoreMaskd(MapTransform):
+    """Where the label (the last key) is nnU-Net's ``ignore`` (a target above 1), set every key to 0, so that the
+    validation Dice leaves those voxels out (`pipeline.data.labels.IGNORE_TARGET`)."""
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        ignored = d[self.keys[-1]] > 1
+        if bool(ignored.any()):
+            for key in self.key_iterator(d):
+                d[key] = torch.where(ignored, torch.zeros_like(d[key]), d[key])
+        return d
 
 
 def region_dice(region: str | None = None, regions: Sequence[str] = REGIONS):  # noqa: ANN201 - an IgniteMetricHandler
