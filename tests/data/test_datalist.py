@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pipeline.data.datalist import check_case_id, read_datalist, split_items, write_datalist
+from pipeline.data.datalist import build_datalist, check_case_id, read_datalist, split_items, write_datalist
 from pipeline.data.labels import CHANNELS
 from pipeline.data.layouts import DatasetError, discover_cases, scan_dataset
 from pipeline.data.layouts.brats import BRATS2021_SUFFIXES, BRATS2023_SUFFIXES, named_as
@@ -397,3 +397,28 @@ def test_a_single_case_folder_given_as_dataset_says_to_pass_its_parent(layout_da
                                            rf"{case.name}.*\); pass its parent folder as --dataset_dir: "
                                            rf"--dataset_dir {re.escape(str(case.parent))}$"):
         discover_cases(case, layout_given)
+
+
+def test_nnunet_channel_files_listed_out_of_order_are_put_in_order_by_their_numbers(tmp_path: Path) -> None:
+    from pipeline.data.synthetic import write_dataset
+
+    root = tmp_path / "nnunet"
+    write_dataset(root, cases=2, shape=(32, 32, 24), layout="nnunet", channels=["T1ce", "FLAIR"])
+    dl = build_datalist(root, folds=2)
+    for item in dl["training"]:
+        item["image"] = item["image"][::-1]  # _0001 listed before _0000
+    path = _write(tmp_path / "dl.json", dl)
+    for item in read_datalist(path)["training"]:
+        assert [Path(p).name[-11:-7] for p in item["image"]] == ["0000", "0001"]
+    broken = json.loads(path.read_text())
+    broken["training"][0]["image"] = [broken["training"][0]["image"][0]] * 2
+    with pytest.raises(DatasetError, match="numbered \\[1, 1\\]"):
+        read_datalist(_write(tmp_path / "broken.json", broken))
+
+
+def test_the_same_files_under_two_case_ids_are_refused(tiny_dataset: Path, tmp_path: Path) -> None:
+    dl = build_datalist(tiny_dataset, folds=2)
+    twin = {**dl["training"][0], "case": "twin", "fold": 1 - dl["training"][0]["fold"]}
+    dl["training"].append(twin)
+    with pytest.raises(DatasetError, match=f"cases {dl['training'][0]['case']} and twin list the same file"):
+        read_datalist(_write(tmp_path / "dl.json", dl))

@@ -1,0 +1,91 @@
+"""Pairing by resolved file: a prediction that is the reference's own file (through a link) is refused, so is a case
+present twice, a fold's validation cases are the ones its run recorded, and nnU-Net's ignore label is not scored."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from pipeline.__main__ import main as pipeline_main
+from pipeline.core.errors import UserError
+from pipeline.data.datalist import build_datalist
+from pipeline.data.labels import from_dataset_json
+from pipeline.evaluation.crossval import cross_validation_summary
+from pipeline.evaluation.regions import evaluate_case
+from tests.helpers import checksums
+
+
+def _labels(data: Path) -> list[Path]:
+    return sorted(data.rglob("*_seg.nii.gz"))
+
+
+@pytest.mark.parametrize("link", [pytest.param(os.symlink, id="symlink"), pytest.param(os.link, id="hardlink")])
+def test_a_prediction_that_is_the_references_own_file_is_refused(link, tiny_dataset: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for label in _labels(tiny_dataset):
+        link(label, pred / f"{label.parent.name}.nii.gz")
+    before = checksums(tiny_dataset)
+    assert pipeline_main(["evaluate", str(pred), str(tiny_dataset), "--out", str(tmp_path / "eval")]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "is the reference's own file" in line
+    assert checksums(tiny_dataset) == before and not (tmp_path / "eval").exists()
+
+
+def test_a_case_present_as_nii_and_nii_gz_is_refused(tiny_dataset: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for label in _labels(tiny_dataset):
+        shutil.copy(label, pred / f"{label.parent.name}.nii.gz")
+    first = _labels(tiny_dataset)[0]
+    img = nib.load(first)
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.uint8), img.affine), pred / f"{first.parent.name}.nii")
+    assert pipeline_main(["evaluate", str(pred), str(tiny_dataset), "--out", str(tmp_path / "eval")]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"holds both {first.parent.name}.nii and {first.parent.name}.nii.gz" in line
+
+
+def test_a_single_case_folder_is_evaluated_as_its_own_reference(tiny_dataset: Path, tmp_path: Path) -> None:
+    case = sorted(p for p in tiny_dataset.iterdir() if p.is_dir())[0]
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    shutil.copy(next(case.glob("*_seg.nii.gz")), pred / f"{case.name}.nii.gz")
+    assert pipeline_main(["evaluate", str(pred), str(case), "--out", str(tmp_path / "eval")]) == 0
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["cases"] == 1 and summary["mean_dice"] == 1.0
+
+
+def test_cross_validation_refuses_a_datalist_whose_folds_are_not_the_recorded_splits(tiny_dataset: Path,
+                                                                                      tmp_path: Path) -> None:
+    run = tmp_path / "cv"
+    dl = build_datalist(tiny_dataset, folds=2, seed=0)
+    run.mkdir()
+    (run / "datalist.json").write_text(json.dumps(dl))
+    for f in (0, 1):  # each fold's run records the validation cases it was trained with: the other fold's here
+        (run / f"fold_{f}" / "models").mkdir(parents=True)
+        (run / f"fold_{f}" / "models" / "model.pt").write_bytes(b"x")
+        validation = [it["case"] for it in dl["training"] if it["fold"] != f]
+        (run / f"fold_{f}" / "run.json").write_text(json.dumps({"split": {"validation": validation}}))
+    with pytest.raises(UserError, match="lists other validation cases for fold 0 than fold_0 was trained with"):
+        cross_validation_summary(run)
+    assert not (run / "cv").exists()  # refused before any inference
+
+
+def test_the_ignore_label_of_an_nnunet_set_is_scored_in_neither_image() -> None:
+    desc = from_dataset_json({"channel_names": {"0": "T1"}, "labels": {"background": 0, "tumour": 1, "ignore": 2}},
+                             "nnunet:test")
+    ref = torch.zeros(8, 8, 8, dtype=torch.uint8)
+    ref[2:5, 2:5, 2:5] = 1
+    ref[5:8, 5:8, 5:8] = 2  # not annotated
+    pred = (ref > 0).to(torch.uint8)  # the tumour, and "tumour" where nobody annotated
+    rows = evaluate_case(pred, ref, 1.0, scheme=desc)
+    assert desc.ignore == 2 and [r["region"] for r in rows] == ["tumour"] and rows[0]["dice"] == 1.0
