@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pipeline import demo
 from pipeline.core.errors import UserError, user_message
+from pipeline.core.guard import OutputGuard
 from pipeline.data.check import check_dataset
 from pipeline.data.datalist import write_datalist
 from pipeline.data.labels import BUILTIN, NNUNET_PREFIX, scheme_name
@@ -99,10 +100,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    if args.what == "curves":
-        paths = [plot_training_curves(args.inputs[0], args.out or Path(args.inputs[0]).with_suffix(".png"))]
-    elif args.what == "boxplot":
-        paths = [plot_dice_boxplot(args.inputs[0], args.out or Path(args.inputs[0]).parent / "dice_boxplot.png")]
+    if args.what in ("curves", "boxplot"):  # one table in, one PNG out: never over the table (or any file it links)
+        table = Path(args.inputs[0])
+        default = table.with_suffix(".png") if args.what == "curves" else table.parent / "dice_boxplot.png"
+        out = OutputGuard([], protect=[table]).file(args.out or default, what="a picture", option="--out")
+        draw = plot_training_curves if args.what == "curves" else plot_dice_boxplot
+        paths = [draw(table, out)]
     else:  # evaluation: EVAL_DIR PRED_DIR DATASET_DIR
         if len(args.inputs) != 3:
             raise UserError(f"plot evaluation needs EVAL_DIR PRED_DIR DATASET_DIR, got {len(args.inputs)} path(s)")

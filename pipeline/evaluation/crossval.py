@@ -117,7 +117,8 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
     seg, eval_dir = run / "cv" / "seg", run / "cv" / "eval"
     for f in folds:
         _bundle_inference(run / f"fold_{f}", datalist, f, seg, fast, extra)
-    summary = evaluate_folders(seg, reference_of(data), eval_dir, scheme=scheme, cases=sorted(fold_of))
+    summary = evaluate_folders(seg, reference_of(data), eval_dir, scheme=scheme, cases=sorted(fold_of),
+                               allow_mixed=True)  # one model per fold, by design: each case by the fold that left it out
     table = fold_table(eval_dir / "metrics.csv", fold_of)
     result = {"folds": folds, "segmentations": str(seg), "evaluation": str(eval_dir), **table,
               "mean_dice": summary.get("mean_dice")}

@@ -170,7 +170,8 @@ def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequen
     if not is_main_process():
         return split
     run = Path(run_dir)
-    record = dict(started) if isinstance(started, Mapping) else (read_record(run) or {})
+    # the record start_training wrote, completed in place: the bundle's `run_record` then holds the whole record
+    record = started if isinstance(started, dict) else (read_record(run) or {})
     current = {"train": sorted(str(it["case"]) for it in split[0]),
                "validation": sorted(str(it["case"]) for it in split[1])}
     old = record.get("split")
