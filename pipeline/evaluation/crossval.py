@@ -118,7 +118,7 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
     for f in folds:
         _bundle_inference(run / f"fold_{f}", datalist, f, seg, fast, extra)
     summary = evaluate_folders(seg, reference_of(data), eval_dir, scheme=scheme, cases=sorted(fold_of),
-                               allow_mixed=True)  # one model per fold, by design: each case by the fold that left it out
+                               allow_mixed=True)  # one model per fold by design: each case by the fold that left it out
     table = fold_table(eval_dir / "metrics.csv", fold_of)
     result = {"folds": folds, "segmentations": str(seg), "evaluation": str(eval_dir), **table,
               "mean_dice": summary.get("mean_dice")}
