@@ -1,0 +1,134 @@
+"""Accuracy on real tumours within a time budget, through the bundle's own commands; the time-to-Dice curve.
+
+Usage::
+
+    python bench/bench_accuracy.py --train-dir DIR --test-dir DIR --minutes M [--device cpu|cuda] [--out DIR]
+                                   [--recipe budget|default] [--set ID VALUE ...] [--seed 0]
+
+1. trains on every case of ``--train-dir`` with ``monai.bundle run training`` and the budget recipe (``fast.yaml``
+   and ``budget.yaml``: ``--time_budget_min M``), its own validation fold choosing the best model;
+2. segments every case of ``--test-dir`` with ``monai.bundle run inference`` (the run's own recipe, TTA included);
+3. scores them with ``monai.bundle run evaluate`` (legacy protocol: Dice per region, BraTS's empty-region rules);
+4. writes ``OUT/time_to_dice.png`` and ``OUT/time_to_dice.csv`` (validation Dice against training minutes), prints
+   the machine, and ends with exactly one line::
+
+    accuracy: mean Dice 0.812 (ET 0.741, TC 0.803, WT 0.893) on 24 test cases, 45.0 min of training on cpu ...
+
+(one line, ending ``(30 training cases)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.timing import machine  # noqa: E402
+from pipeline.bundle import command  # noqa: E402
+from pipeline.core.figures import plt, save_figure  # noqa: E402
+from pipeline.data.layouts import discover_cases  # noqa: E402
+
+#: The recipes: the bundle variants each trains and infers with.
+RECIPES = {"budget": {"fast": True, "budget": True}, "default": {"fast": True}}
+
+
+def _run(step: str, cmd: list[str], log: Path) -> float:
+    """Run one bundle command, its output to ``log``; its wall-clock seconds. Exits with the log's tail on failure."""
+    print(f"--- {step}: {' '.join(cmd)}", flush=True)
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        print(log.read_text()[-4000:], file=sys.stderr)
+        raise SystemExit(f"bench_accuracy: {step} failed (exit {result.returncode}); its log: {log}")
+    print(f"--- {step}: {seconds / 60:.1f} min", flush=True)
+    return seconds
+
+
+def time_to_dice(history: Path, out: Path, title: str) -> list[dict]:
+    """``[{"minutes", "epoch", "val_mean_dice", "val_dice_<region>"...}]`` of each validation in ``history.csv``,
+    written to ``out/time_to_dice.csv`` and drawn as ``out/time_to_dice.png``."""
+    with open(history, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val_mean_dice")]
+    points = [{"minutes": round(float(r["elapsed"]) / 60, 2), "epoch": int(float(r["epoch"])),
+               **{k: round(float(v), 4) for k, v in r.items() if k.startswith("val_") and v}} for r in rows]
+    if not points:
+        return points
+    with open(out / "time_to_dice.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(points[0]))
+        writer.writeheader()
+        writer.writerows(points)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in [k for k in points[0] if k.startswith("val_")]:
+        label = "mean" if key == "val_mean_dice" else key[len("val_dice_"):].upper()
+        ax.plot([p["minutes"] for p in points], [p[key] for p in points], "--" if label == "mean" else "-",
+                marker="o", ms=3, label=label)
+    ax.set_xlabel("training time (min)")
+    ax.set_ylabel("validation Dice")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title(title, fontsize=9)
+    save_figure(fig, out / "time_to_dice.png")
+    return points
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--train-dir", required=True, help="a BraTS dataset folder: every case trains or validates")
+    p.add_argument("--test-dir", required=True, help="a labelled BraTS dataset folder of other patients")
+    p.add_argument("--minutes", type=float, required=True, help="the training budget (time_budget_min)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--out", default="runs/bench_accuracy", help="folder of the run, segmentations and evaluation")
+    p.add_argument("--recipe", default="budget", choices=list(RECIPES))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", nargs=2, action="append", default=[], metavar=("ID", "VALUE"),
+                   help="another bundle id for training and inference (an ablation): --set learning_rate 0.003")
+    args = p.parse_args(argv)
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    run = out / "run"
+    print(machine(args.device), flush=True)
+    n_train = len(discover_cases(args.train_dir))
+    n_test = len([c for c in discover_cases(args.test_dir) if c.label])
+    extra = {k: v for k, v in args.set}
+    variants = RECIPES[args.recipe]
+    common = {"device": args.device, "seed": args.seed, "run_dir": run, **extra}
+    train_s = _run("training", command("training", {**common, "dataset_dir": Path(args.train_dir).resolve(),
+                                                     "time_budget_min": args.minutes}, **variants),
+                   out / "training.log")
+    _run("inference", command("inference", {**common, "dataset_dir": Path(args.test_dir).resolve(),
+                                            "output_dir": out / "seg"}, **variants), out / "inference.log")
+    _run("evaluation", command("evaluate", {"dataset_dir": Path(args.test_dir).resolve(), "run_dir": run,
+                                            "output_dir": out / "seg", "eval_dir": out / "eval"}),
+         out / "evaluation.log")
+
+    summary = json.loads((out / "eval" / "summary.json").read_text())
+    dice = {r: summary["regions"][r]["dice"]["mean"] for r in ("ET", "TC", "WT")}
+    history = json.loads((run / "run.json").read_text())
+    points = time_to_dice(run / "history.csv", out, f"{args.recipe} recipe, {args.minutes:g} min on {args.device}, "
+                                                    f"{n_train} training cases")
+    for point in points:
+        print(f"  {point['minutes']:6.1f} min  epoch {point['epoch']:4d}  val mean Dice {point['val_mean_dice']:.4f}")
+    record = {"minutes": args.minutes, "device": args.device, "recipe": args.recipe, "set": extra,
+              "train_cases": n_train, "test_cases": n_test, "training_wall_s": round(train_s, 1), "dice": dice,
+              "mean_dice": sum(dice.values()) / 3, "hd95": {r: summary["regions"][r]["hd95"]["mean"] for r in dice},
+              "split": history.get("split"), "time_to_dice": points}
+    (out / "accuracy.json").write_text(json.dumps(record, indent=2))
+    print(f"accuracy: mean Dice {record['mean_dice']:.3f} (ET {dice['ET']:.3f}, TC {dice['TC']:.3f}, "
+          f"WT {dice['WT']:.3f}) on {n_test} test cases, {args.minutes:.1f} min of training on {args.device} "
+          f"({n_train} training cases)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
