@@ -1,0 +1,75 @@
+"""ResampleToSpacingd: area averaging to a coarser voxel, the affine following the grid, and the inverse back onto
+the input's grid (how a budget model's prediction returns to the case's voxels)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from pipeline.core.errors import UserError
+from pipeline.data.transforms import ResampleToSpacingd
+
+
+def _volume(shape: tuple[int, int, int], pixdim: tuple[float, float, float], channels: int = 2) -> MetaTensor:
+    affine = torch.diag(torch.tensor([*pixdim, 1.0], dtype=torch.float64))
+    affine[:3, 3] = torch.tensor([-10.0, 5.0, 2.5], dtype=torch.float64)
+    x = torch.rand(channels, *shape, generator=torch.Generator().manual_seed(0))
+    return MetaTensor(x, affine=affine)
+
+
+@pytest.mark.parametrize(("shape", "pixdim", "spacing", "expected"), [
+    ((24, 20, 16), (1.0, 1.0, 1.0), 2.0, (12, 10, 8)),
+    ((24, 20, 16), (1.0, 1.0, 1.0), 1.5, (16, 13, 11)),
+    ((24, 20, 12), (0.5, 0.5, 1.5), 2.0, (6, 5, 9)),  # anisotropic, as BraTS-MET
+    ((24, 20, 6), (1.0, 1.0, 3.0), 2.0, (12, 10, 9)),  # thick slices: that axis upsampled linearly
+])
+def test_resampling_reaches_the_spacing_with_the_affine_following(shape: tuple, pixdim: tuple, spacing: float,
+                                                                   expected: tuple) -> None:
+    img = _volume(shape, pixdim)
+    out = ResampleToSpacingd("image", spacing)({"image": img})["image"]
+    assert tuple(out.shape[1:]) == expected and out.dtype == torch.float32
+    # the grids share their outer corners: the world position of the outer corner of voxel 0 is unchanged
+    corner = np.array([-0.5, -0.5, -0.5, 1.0])
+    np.testing.assert_allclose((out.affine.numpy() @ corner)[:3], (img.affine.numpy() @ corner)[:3], atol=1e-9)
+    far = np.array([*(np.array(expected) - 0.5), 1.0])
+    np.testing.assert_allclose((out.affine.numpy() @ far)[:3],
+                               (img.affine.numpy() @ np.array([*(np.array(shape) - 0.5), 1.0]))[:3], atol=1e-9)
+
+
+def test_area_averaging_keeps_a_region_as_the_fraction_it_covers() -> None:
+    label = torch.zeros(1, 8, 8, 8)
+    label[0, 0, 0, 0] = 1.0  # one voxel of a thin rim: an eighth of a 2 mm voxel, not lost between samples
+    label[0, 4:6, 4:6, 4:6] = 1.0
+    out = ResampleToSpacingd("label", 2.0)({"label": MetaTensor(label)})["label"]
+    assert out[0, 0, 0, 0] == pytest.approx(1 / 8)
+    assert out[0, 2, 2, 2] == pytest.approx(1.0)
+    assert float(out.sum()) * 8 == pytest.approx(float(label.sum()))
+
+
+def test_the_inverse_returns_a_prediction_onto_the_input_grid() -> None:
+    img = _volume((24, 20, 16), (1.0, 1.0, 1.0), channels=1)
+    resample = ResampleToSpacingd("image", 2.0)
+    coarse = resample({"image": img})
+    back = resample.inverse(coarse)["image"]
+    assert tuple(back.shape) == tuple(img.shape)
+    np.testing.assert_allclose(back.affine.numpy(), img.affine.numpy(), atol=1e-9)
+    smooth = MetaTensor(torch.linspace(0, 1, 24)[None, :, None, None].expand(1, 24, 20, 16).clone(),
+                        affine=img.affine)
+    back = resample.inverse(resample({"image": smooth}))["image"]
+    inner = (slice(None), slice(2, -2))  # a linear ramp survives area down + linear up inside the border
+    np.testing.assert_allclose(back[inner].numpy(), smooth[inner].numpy(), atol=1e-6)
+
+
+def test_no_spacing_leaves_the_volume_as_it_is() -> None:
+    img = _volume((10, 9, 8), (1.0, 1.0, 1.0))
+    for spacing in (None, "", "none"):
+        out = ResampleToSpacingd("image", spacing)({"image": img})["image"]
+        assert torch.equal(out.as_tensor(), img.as_tensor())
+
+
+@pytest.mark.parametrize("spacing", [0, -1.0, [1.0, 2.0]])
+def test_a_bad_spacing_is_refused_naming_the_option(spacing: object) -> None:
+    with pytest.raises(UserError, match="--spacing"):
+        ResampleToSpacingd("image", spacing)
