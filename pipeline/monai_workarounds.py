@@ -11,9 +11,9 @@ version. ``tests/test_monai_workarounds.py`` holds the table to the installed MO
 ============  =====  ====================================  ==========================================  =================
 topic         MONAI  what MONAI does                       where (in pipeline)                         goes when MONAI
 ============  =====  ====================================  ==========================================  =================
-loss          1.6.1  DiceCELoss(sigmoid=True) takes a      train.yaml train#loss: DiceLoss on sigmoid  DiceCELoss
-                     softmax cross-entropy across the      outputs alone (a config comment)            computes a
-                     channels whenever there are more                                                  per-channel BCE
+loss          1.6.1  DiceCELoss(sigmoid=True) takes a      training.losses.DiceBCELoss (budget.yaml);  DiceCELoss
+                     softmax cross-entropy across the      train.yaml train#loss: DiceLoss on sigmoid  computes a
+                     channels whenever there are more      outputs alone (a config comment)            per-channel BCE
                      than one: wrong for TC, WT, ET,                                                   with sigmoid=True
                      which overlap
 val Dice      1.6.1  the MeanDice handler cannot set       training.validation.region_dice             MeanDice takes
@@ -88,5 +88,15 @@ CLI flags     1.6.1  python -m monai.bundle run (fire)     core.config.as_bool (
                      passes --amp false as the string      engines' amp, training.fast.yaml's          true/false as
                      "false", which Python reads as true:  cpu_amp, resume, overwrite, tta)            booleans
                      AMP stays on
+compile       1.6.1  SupervisedTrainer(compile=True)       model.compiled.CompiledNetwork (train.yaml  the trainer falls
+                     compiles without a fallback (a        train#trainer#network, with --compile)      back to eager and
+                     machine without a compiler fails at                                               passes plain
+                     the first step) and warns at every                                                tensors silently
+                     iteration for MetaTensor inputs
+step capture  1.6.1  SupervisedTrainer._iteration fires    model.compiled.CompiledNetwork with         the trainer takes
+                     events between the forward pass, the  compile_mode reduce-overhead: CUDA graphs   a compiled step
+                     loss, the backward pass and the       of the forward and backward graphs; the     function
+                     optimizer step: the whole step        fused AdamW step apart
+                     cannot be captured as one CUDA graph
 ============  =====  ====================================  ==========================================  =================
 """

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -19,6 +19,8 @@ from pipeline.core.files import FolderLock, gzip_is_whole
 from pipeline.core.provenance import Provenance, input_identity
 from pipeline.data.source import DataSource
 from pipeline.inference.predict import PROBABILITIES, reference_path
+from pipeline.inference.writers import BackgroundWriters
+from pipeline.inference.writers import writer_threads as writer_threads_of
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +33,16 @@ class InferenceReport:
     `pending_items` the cases already segmented by this model from these inputs, `SaveProbabilitiesd` and
     `SaveBratsLabeld` what they write. Each written case goes into the folder's provenance record
     (`pipeline.core.provenance.Provenance`: the model, and the identity of its inputs).
+
+    The files are written by ``writer_threads`` background threads (`pipeline.inference.writers`; 0: in the
+    calling thread); `finish` waits for every write before it reports.
     """
 
-    def __init__(self, output_dir: str | os.PathLike = "", model: str | None = None) -> None:
+    def __init__(self, output_dir: str | os.PathLike = "", model: str | None = None,
+                 writer_threads: object = 0) -> None:
         self.output_dir = str(output_dir)
         self.model = model
+        self.writers = BackgroundWriters(writer_threads_of(writer_threads))
         self.written: list[str] = []
         self.skipped: dict[str, str] = {}
         self.failed: dict[str, list[str]] = {}
@@ -60,6 +67,13 @@ class InferenceReport:
 
     def wrote_probabilities(self, case: str) -> None:
         self.probabilities.add(case)
+
+    def write(self, case: str, out: str | os.PathLike, write: Callable[[], object],
+              done: Callable[[object], None]) -> None:
+        """Run ``write()`` (which writes ``out``) in a writer thread after the earlier writes of ``case``, then
+        ``done(result)``; a write that raises fails the case (one line naming ``out``) and the others go on."""
+        self.writers.submit(case, write, done, lambda e: self.fail(
+            case, f"case {case}: writing {out} failed ({type(e).__name__}: {e})"))
 
     def wrote(self, case: str, path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()) -> None:
         """Record that ``case``'s segmentation was written to ``path`` from the files ``inputs``. Probabilities of
@@ -90,7 +104,9 @@ class InferenceReport:
         return "\n".join(lines)
 
     def finish(self) -> None:
-        """Print the summary, release the output folder; exit with status 1 (``SystemExit``) when any case failed."""
+        """Wait for the writers, print the summary, release the output folder; exit with status 1
+        (``SystemExit``) when any case failed."""
+        self.writers.close()
         print(self.summary(), flush=True)
         if self.lock is not None:
             self.lock.release()

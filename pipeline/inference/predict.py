@@ -10,6 +10,7 @@ import itertools
 import logging
 import os
 from collections.abc import Hashable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -137,8 +138,9 @@ class SaveBratsLabeld(MapTransform):
         scheme: ``brats`` (ET = 4) or ``brats2023`` (ET = 3), see `pipeline.data.labels`.
         case_key: the item key with the case id.
         image_key: the loaded image whose first file gives the reference header.
-        report: an `InferenceReport`: a case that cannot be written is recorded there (and logged) and
-            the next case goes on; without one the error is raised.
+        report: an `InferenceReport`: the file is written by its writer threads while the next case runs, and
+            recorded there when written; a case that cannot be written is recorded as failed (and logged) and the
+            others go on. Without one the file is written at once and an error raised.
     """
 
     def __init__(self, keys: KeysCollection, output_dir: str, scheme: str = "brats", case_key: str = "case",
@@ -161,18 +163,19 @@ class SaveBratsLabeld(MapTransform):
                 regions = regions.detach().cpu().numpy()
             labels = regions_to_labels(np.asarray(regions) > 0.5, self.scheme)
             out = self.output_dir / f"{case}.nii.gz"
-            try:
-                path = write_label_like(labels, reference, out, case=case)
-            except Exception as e:
-                if self.report is None:
-                    raise
-                self.report.fail(case, f"case {case}: writing {out} failed ({type(e).__name__}: {e})")
-                continue
-            logger.info("case %s: wrote %s", case, path)
-            if self.report is not None:
-                self.report.wrote(case, path, input_files(d, self.image_key))
-            d[f"{key}_path"] = str(path)
+            if self.report is None:
+                write_label_like(labels, reference, out, case=case)
+                logger.info("case %s: wrote %s", case, out)
+            else:  # in a writer thread; the report records it when written, or the failure
+                inputs = input_files(d, self.image_key)
+                self.report.write(case, out, partial(write_label_like, labels, reference, out, case=case),
+                                  partial(self._written, case, inputs))
+            d[f"{key}_path"] = str(out)
         return d
+
+    def _written(self, case: str, inputs: list[str], path: Path) -> None:
+        logger.info("case %s: wrote %s", case, path)
+        self.report.wrote(case, path, inputs)
 
 
 #: Sub-folder of ``output_dir`` for the region probabilities (``--save_probabilities true``).
@@ -225,8 +228,12 @@ class SaveProbabilitiesd(MapTransform):
             return d
         for key in self.key_iterator(d):
             p = d[key].detach().cpu().numpy() if isinstance(d[key], torch.Tensor) else np.asarray(d[key])
-            write_probabilities_like(p, reference_path(d[self.image_key]),
-                                     self.folder / f"{d[self.case_key]}.nii.gz", self.regions)
-            if self.report is not None:
-                self.report.wrote_probabilities(str(d[self.case_key]))
+            case = str(d[self.case_key])
+            out = self.folder / f"{case}.nii.gz"
+            p = np.array(p, copy=True)  # the write may run after later transforms; they get their own array
+            write = partial(write_probabilities_like, p, reference_path(d[self.image_key]), out, self.regions)
+            if self.report is None:
+                write()
+            else:  # before the case's segmentation, which records it (same writer queue, in order)
+                self.report.write(case, out, write, lambda _, case=case: self.report.wrote_probabilities(case))
         return d

@@ -1,21 +1,25 @@
 """What ``bundle/configs/variants/fast.yaml`` calls for data loading and caching on the fast path.
 
 ``fast.yaml`` caches the preprocessed training volumes on the training device in float16 and draws the patches
-there (`without_metadata`, `without_cache_copy`, a ``ThreadDataLoader`` with `loader_workers`);
-see its header. Its precision settings (bf16 autocast on CUDA and on CPUs with native bf16, cuDNN autotuning) are
-ids read by `pipeline.model.precision`. The benchmarks' clocks, which time these settings, are in
-``bench/timing.py``.
+there (`without_metadata`, `without_cache_copy`, a ``ThreadDataLoader`` with `loader_workers`), on CUDA as many
+patches per step as the GPU's memory holds (`samples_per_volume`); see its header. Its precision settings (bf16
+autocast on CUDA and on CPUs with native bf16, cuDNN autotuning) are ids read by `pipeline.model.precision`. The
+benchmarks' clocks, which time these settings, are in ``bench/timing.py``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 
 import torch
 from monai.transforms import Compose
 
+from pipeline.core.config import as_int
 from pipeline.model.precision import on_cuda
+
+logger = logging.getLogger(__name__)
 
 
 def loader_workers(device: str | torch.device) -> int:
@@ -75,3 +79,60 @@ def without_cache_copy(dataset: object) -> object:
     if hasattr(dataset, "copy_cache"):
         dataset.copy_cache = False
     return dataset
+
+
+#: At most this many patches per step when chosen from the GPU's memory (16 of 128^3 measured fastest on an H200
+#: with the default UNet, bench/RESULTS.md; more gives no more patches/s and fewer steps per budget).
+MAX_PATCHES_PER_STEP = 16
+
+
+def patch_memory(network: torch.nn.Module, in_channels: int, roi_size: Sequence[int], device: str | torch.device,
+                 amp_dtype: torch.dtype | None = None) -> int:
+    """Bytes of GPU memory one training patch takes beyond the network's own: the peak of a forward and
+    backward pass of one zero patch (under autocast in ``amp_dtype``), less the memory held before it. The
+    gradients it leaves are cleared; no random number is drawn, so seeded runs are unchanged."""
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    x = torch.zeros(1, in_channels, *[int(s) for s in roi_size], device=device)
+    with torch.autocast("cuda", dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        out = network(x)
+        out = out[0] if isinstance(out, (list, tuple)) else out
+        loss = out.float().mean()
+    loss.backward()
+    network.zero_grad(set_to_none=True)
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - base
+    del x, out, loss
+    torch.cuda.empty_cache()
+    return int(peak)
+
+
+def patches_for_memory(free_bytes: int, per_patch: int, batch_size: int, minimum: int,
+                       fraction: float = 0.5, maximum: int = MAX_PATCHES_PER_STEP) -> int:
+    """Patches per step for ``free_bytes`` of memory at ``per_patch`` bytes each, using ``fraction`` of it (the
+    rest for the cache growth and the allocator): a multiple of ``batch_size``, from ``minimum`` to ``maximum``."""
+    fits = int(free_bytes * fraction) // max(1, per_patch)
+    patches = min(max(fits, minimum), max(maximum, minimum))
+    return max(batch_size, patches - patches % batch_size)
+
+
+def samples_per_volume(num_samples: object, batch_size: object, patches_per_step: object, device: str | torch.device,
+                       network: torch.nn.Module | None = None, in_channels: int = 4,
+                       roi_size: Sequence[int] = (128, 128, 128), amp_dtype: torch.dtype | None = None) -> int:
+    """fast.yaml's patches per volume (``train_num_samples``): ``num_samples``, or on CUDA with
+    ``patches_per_step`` ``auto`` as many as half the free GPU memory holds (`patch_memory`,
+    `patches_for_memory`), divided by ``batch_size``; a number sets the patches per step outright."""
+    samples, batch = as_int(num_samples, "num_samples", minimum=1), as_int(batch_size, "batch_size", minimum=1)
+    choice = str(patches_per_step).strip().lower()
+    if choice in ("off", "none", "") or (choice == "auto" and (not on_cuda(device) or network is None)):
+        return samples
+    if choice != "auto":
+        return max(1, as_int(patches_per_step, "patches_per_step", minimum=1) // batch)
+    free, _ = torch.cuda.mem_get_info(device)
+    per_patch = patch_memory(network, in_channels, roi_size, device, amp_dtype)
+    patches = patches_for_memory(free, per_patch, batch, minimum=samples * batch)
+    logger.info(
+        "patches per step from the GPU's memory: %d (%.2f GiB a patch of %s, %.1f GiB free)", patches,
+        per_patch / 2**30, list(roi_size), free / 2**30)
+    return patches // batch

@@ -37,6 +37,7 @@ def test_training_benchmark_prints_machine_figures_and_ratios(tmp_path: Path) ->
     assert "CPU:" in out and "GPU:" in out and "torch 2" in out and "monai 1" in out
     assert "plain:" in out and "ours:" in out and "patches/s" in out
     assert "ratio ours/plain:" in out and "ratio fp32/plain:" in out
+    assert out.count("GFLOP per patch forward") == 3 and "TFLOP/s for the training step" in out
 
 
 def test_inference_benchmark_prints_seconds_per_volume_writing_apart_and_ratio(tmp_path: Path) -> None:
@@ -45,5 +46,6 @@ def test_inference_benchmark_prints_seconds_per_volume_writing_apart_and_ratio(t
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     out = result.stdout
     assert "CPU:" in out and "monai 1" in out
-    assert out.count("s per volume (median of 1 cases") == 2 and "writing the NIfTI" in out
-    assert "ratio plain/ours:" in out
+    assert out.count("s per volume (median of 1 cases") == 3 and "writing the NIfTI" in out  # plain, ours, ours_sync
+    assert "writer thread(s)" in out and out.count("end to end, every file written") == 3
+    assert "ratio plain/ours:" in out and "background writers:" in out

@@ -164,3 +164,24 @@ def test_on_cuda_the_cache_is_half_precision_on_the_gpu_and_amp_uses_bf16(tiny_d
     assert parser.get_parsed_content("cudnn_benchmark") is True
     batch = next(iter(parser.get_parsed_content("train#dataloader")))
     assert batch["image"].device.type == "cuda" and batch["label"].dtype == torch.float32
+
+
+@pytest.mark.parametrize(("free_gib", "per_patch_gib", "batch", "minimum", "expected"), [
+    (139, 0.62, 2, 4, 16),    # an H200: capped at MAX_PATCHES_PER_STEP
+    (20, 0.62, 2, 4, 16),     # 10 GiB usable / 0.62 = 16
+    (12, 0.62, 2, 4, 8),      # 6 GiB / 0.62 = 9 -> 8, a multiple of the batch
+    (2, 0.62, 2, 4, 4),       # too little: never below the configured patches
+    (12, 0.62, 3, 3, 9),
+])
+def test_patches_per_step_follow_the_gpu_memory(free_gib: float, per_patch_gib: float, batch: int, minimum: int,
+                                                expected: int) -> None:
+    from pipeline.training.fast import patches_for_memory
+
+    assert patches_for_memory(int(free_gib * 2**30), int(per_patch_gib * 2**30), batch, minimum) == expected
+
+
+@pytest.mark.parametrize(("choice", "expected"), [("auto", 2), ("off", 2), (8, 4), ("6", 3)])
+def test_patches_per_step_on_the_cpu_are_the_configured_ones_unless_set(choice: object, expected: int) -> None:
+    from pipeline.training.fast import samples_per_volume
+
+    assert samples_per_volume(2, 2, choice, "cpu", network=torch.nn.Conv3d(4, 3, 1)) == expected

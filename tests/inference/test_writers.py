@@ -1,0 +1,102 @@
+"""Background writers: a case's writes in submission order (probabilities before the segmentation that records
+them), a bounded number in flight, a failed write reported as the case's failure while the others go on, and
+`wait` returning only when every file is written."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.core.errors import UserError
+from pipeline.inference.outputs import InferenceReport
+from pipeline.inference.writers import BackgroundWriters, default_threads, writer_threads
+
+
+@pytest.mark.parametrize(("value", "threads"), [(0, 0), ("2", 2), ("auto", default_threads())])
+def test_writer_threads_are_read_from_the_config(value: object, threads: int) -> None:
+    assert writer_threads(value) == threads
+    assert 1 <= default_threads() <= 4
+
+
+@pytest.mark.parametrize("value", ["-1", "many"])
+def test_a_bad_number_of_writer_threads_is_refused_naming_the_option(value: str) -> None:
+    with pytest.raises(UserError, match="writer_threads"):
+        writer_threads(value)
+
+
+@pytest.mark.parametrize("threads", [0, 1, 3])
+def test_writes_of_one_case_keep_their_order(threads: int) -> None:
+    writers, done = BackgroundWriters(threads), []
+    for case in ("a", "b", "c"):
+        # the first write of each case is the slow one: a later write of the case must still come after it
+        writers.submit(case, lambda c=case: (time.sleep(0.05), f"{c}1")[1], done.append, pytest.fail)
+        writers.submit(case, lambda c=case: f"{c}2", done.append, pytest.fail)
+    writers.close()
+    assert sorted(done) == ["a1", "a2", "b1", "b2", "c1", "c2"]
+    for case in "abc":
+        assert done.index(f"{case}1") < done.index(f"{case}2")
+
+
+def test_no_more_writes_in_flight_than_allowed() -> None:
+    writers, running, most, lock = BackgroundWriters(2, max_pending=2), [0], [0], threading.Lock()
+
+    def write() -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+
+    for i in range(8):
+        writers.submit(str(i), write, lambda _: None, pytest.fail)
+        with lock:
+            assert len(writers._pending) <= 2  # submit blocks until a slot frees
+    writers.close()
+    assert most[0] <= 2
+
+
+def test_a_failed_write_is_reported_and_the_others_are_written() -> None:
+    writers, done, failed = BackgroundWriters(2), [], []
+
+    def broken() -> None:
+        raise OSError(28, "No space left on device")
+
+    writers.submit("a", lambda: "a", done.append, failed.append)
+    writers.submit("b", broken, done.append, failed.append)
+    writers.submit("b", lambda: "b2", done.append, failed.append)  # waits for the failed one, then runs
+    writers.submit("c", lambda: "c", done.append, failed.append)
+    writers.close()
+    assert sorted(done) == ["a", "b2", "c"]
+    assert len(failed) == 1 and isinstance(failed[0], OSError)
+
+
+def test_wait_returns_when_every_write_has_ended() -> None:
+    writers, done = BackgroundWriters(1), []
+    for i in range(4):
+        writers.submit(str(i), lambda i=i: (time.sleep(0.02), i)[1], done.append, pytest.fail)
+    writers.wait()
+    assert sorted(done) == [0, 1, 2, 3]
+    writers.submit("late", lambda: "late", done.append, pytest.fail)  # still usable after a wait
+    writers.close()
+    assert done[-1] == "late"
+
+
+def test_a_write_that_fails_in_a_thread_fails_its_case_and_the_others_are_written(tmp_path: Path) -> None:
+    report = InferenceReport(tmp_path, model="m", writer_threads=2)
+
+    def refused() -> Path:
+        raise OSError(28, "No space left on device")
+
+    report.write("a", tmp_path / "a.nii.gz", refused, lambda path: report.wrote("a", path))
+    for case in ("b", "c"):
+        path = tmp_path / f"{case}.nii.gz"
+        report.write(case, path, lambda p=path: (p.write_bytes(b"x"), p)[1], lambda p, c=case: report.wrote(c, p))
+    with pytest.raises(SystemExit) as stop:
+        report.finish()  # waits for the threads, then reports
+    assert stop.value.code == 1
+    assert sorted(report.written) == ["b", "c"] and list(report.failed) == ["a"]
+    assert f"case a: writing {tmp_path / 'a.nii.gz'} failed (OSError" in report.summary()
