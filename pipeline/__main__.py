@@ -1,8 +1,9 @@
-"""Command line: ``python -m pipeline {synth,datalist,check,evaluate,plot,cv,demo} ...``.
+"""Command line: ``python -m pipeline {train,infer,evaluate,compare,check,demo,synth,datalist,plot,cv} ...``.
 
 Each sub-command only parses its arguments and calls one function of the package (as nnU-Net's entry points do);
-training and inference themselves run through ``python -m monai.bundle run ...``. A refusal ends with one
-``error:`` line (exit 2); anything else is a bug and shows its traceback.
+``train`` and ``infer`` run the bundle (``python -m monai.bundle run ...``, printed) through `pipeline.commands`.
+MONAI's harmless notices are silenced (`pipeline.monai_workarounds.quiet`; ``--verbose`` keeps them). A refusal
+ends with one ``error:`` line (exit 2); anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -15,18 +16,21 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline import demo
+from pipeline import commands, demo
+from pipeline.bundle import NETWORKS
 from pipeline.core.errors import UserError, user_message
 from pipeline.core.guard import OutputGuard
-from pipeline.data.check import check_dataset
+from pipeline.data.check import check_dataset, check_label_folder, is_label_folder
 from pipeline.data.datalist import write_datalist
 from pipeline.data.labels import BUILTIN, NNUNET_PREFIX, scheme_name
 from pipeline.data.layouts import LAYOUTS, detect_layout
 from pipeline.data.synthetic import DEFAULT_SHAPE, SUPPORTED_LAYOUTS, write_dataset
+from pipeline.evaluation.compare import compare
 from pipeline.evaluation.crossval import cross_validation_summary
-from pipeline.evaluation.evaluate import PROTOCOLS, evaluate, format_summary
+from pipeline.evaluation.evaluate import PROTOCOLS, evaluate, format_summary, plots, write_report
 from pipeline.evaluation.official import CHALLENGES
 from pipeline.evaluation.plots import plot_dice_boxplot, plot_evaluation
+from pipeline.monai_workarounds import quiet
 from pipeline.training.monitoring import plot_training_curves
 
 #: ``--scheme`` of evaluate and plot: a label scheme, or ``labels`` (one region per label value).
@@ -79,7 +83,13 @@ def _check_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    """Run the check of ``args`` and print the layout, the problems and the summary; 1 on errors, else 0."""
+    """Run the check of ``args`` and print the layout, the problems and the summary; 1 on errors, else 0. A flat
+    folder of ``<case>.nii.gz`` label maps is checked as labels of ``--label_scheme``."""
+    if args.layout == "auto" and is_label_folder(args.dataset_dir):
+        report = check_label_folder(args.dataset_dir, args.label_scheme, data=not args.headers_only)
+        print(f"labels folder {report.root}: {len(report.cases)} label file(s), scheme {report.label_scheme}")
+        print(report.format())
+        return 1 if report.errors else 0
     report = check_dataset(args.dataset_dir, layout=args.layout, label_scheme=args.label_scheme,
                            jobs=args.jobs, data=not args.headers_only)
     print(f"dataset {report.root}: {report.layout}")
@@ -90,13 +100,48 @@ def _run_check(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     if args.protocol == "legacy" and args.jobs is not None:
         raise UserError("--jobs applies to --protocol official only (the legacy protocol runs in one process)")
-    summary = evaluate(args.protocol, args.pred_dir, args.ref_dir, args.out, scheme=args.scheme,
+    out = args.out or commands.default_evaluation(args.pred_dir)
+    summary = evaluate(args.protocol, args.pred_dir, args.ref_dir, out, scheme=args.scheme,
                        challenge=args.challenge, jobs=args.jobs or 1, out_option="--out",
-                       allow_mixed=args.allow_mixed)
+                       allow_mixed=args.allow_mixed, overwrite=args.overwrite)
     print(format_summary(summary))
     files = "metrics.csv and summary.json" if args.protocol == "legacy" else "official.csv and official_summary.json"
-    print(f"wrote {files} to {args.out}")
+    print(f"wrote {files} to {out}")
+    if args.protocol == "legacy" and not args.no_pictures and commands.has_images(args.ref_dir):
+        for path in plots(args.protocol, out, args.pred_dir, args.ref_dir, scheme=args.scheme):
+            print(f"  {path}")
+    print(f"report: {write_report(out)}")
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    out = args.out or f"comparison_{commands.dataset_name(args.ref_dir)}"
+    result = compare(args.ref_dir, args.pred_dirs, out, names=args.names, scheme=args.scheme,
+                     official=args.official, challenge=args.challenge, allow_mixed=args.allow_mixed,
+                     overwrite=args.overwrite)
+    columns, table = result["columns"], result["table"]
+    show = ["algorithm", "rank", "mean rank", "mean Dice", *[c for c in columns if c.startswith("Dice ")]]
+    index = [columns.index(c) for c in show]
+    print("  ".join(f"{c:>12}" for c in show))
+    for row in table:
+        print("  ".join(f"{row[i]:>12.4f}" if isinstance(row[i], float) else f"{row[i]!s:>12}" for i in index))
+    for t in result["tests"]:
+        print(f"Wilcoxon {t['better']} vs {t['worse']}: n {t['n']}, mean difference {t['mean_difference']:+.4f}, "
+              f"p {t['p_value']:.4g}")
+    print(f"wrote comparison.csv, ranking.csv, wilcoxon.csv, comparison_boxplot.png to {out}")
+    print(f"report: {result['files']['report']}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    return commands.train(args.dataset, args.run, minutes=args.minutes, network=args.network, plain=args.plain,
+                          fold=args.fold, device=args.device, resume=args.resume, sets=args.set,
+                          verbose=args.verbose)
+
+
+def _infer(args: argparse.Namespace) -> int:
+    return commands.infer(args.input, args.output, args.run, tta=args.tta, device=args.device,
+                          overwrite=args.overwrite, sets=args.set, verbose=args.verbose)
 
 
 def _plot(args: argparse.Namespace) -> int:
@@ -160,15 +205,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing --out file with other content")
     p.set_defaults(func=_datalist)
 
-    p = sub.add_parser("check", help="check every case of a dataset folder: one line per problem, exit 1 on errors")
+    p = sub.add_parser("check", help="check every case of a dataset folder, or a folder of <case>.nii.gz labels "
+                       "with --label_scheme: one line per problem, exit 1 on errors")
     _check_arguments(p)
     p.set_defaults(func=_run_check)
 
-    p = sub.add_parser("evaluate", help="score <case>.nii.gz predictions against reference labels")
+    p = sub.add_parser("train", help="train a model on a dataset folder (any BraTS edition, the Decathlon, nnU-Net)")
+    p.add_argument("dataset", help="the dataset folder")
+    p.add_argument("--run", default=None, help="the run folder (default runs/<dataset name>)")
+    p.add_argument("--minutes", type=float, default=None, help="train for this many minutes with the budget recipe "
+                   "(variants/budget.yaml); default: train.yaml's 300 epochs")
+    p.add_argument("--network", default="unet", choices=list(NETWORKS))
+    p.add_argument("--plain", action="store_true", help="without fast.yaml (the plain configuration)")
+    p.add_argument("--fold", type=int, default=0, help="the fold that validates (default 0 of 5)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: a GPU if there is one)")
+    p.add_argument("--resume", action="store_true", help="continue a stopped run")
+    p.add_argument("--set", nargs="+", metavar="ID VALUE", help="more bundle ids: --set learning_rate 0.002")
+    p.add_argument("--verbose", action="store_true", help="show MONAI's notices too")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("infer", help="segment a folder of cases with a trained run")
+    p.add_argument("-i", "--input", required=True, help="a dataset folder, one case's folder, or a datalist")
+    p.add_argument("-o", "--output", default=None, help="the segmentation folder (default <run>/seg_<input name>)")
+    p.add_argument("--run", required=True, help="the trained run (python -m pipeline train's --run)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="mirroring test-time augmentation (default: the run's recipe)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--overwrite", action="store_true", help="segment again cases already segmented in --output")
+    p.add_argument("--set", nargs="+", metavar="ID VALUE", help="more bundle ids: --set min_et_voxels 50")
+    p.add_argument("--verbose", action="store_true", help="show MONAI's notices too")
+    p.set_defaults(func=_infer)
+
+    p = sub.add_parser("evaluate", help="score <case>.nii.gz predictions against reference labels; report.html")
     p.add_argument("pred_dir")
     p.add_argument("ref_dir", help="a dataset folder or a folder of <case>.nii.gz labels")
-    p.add_argument("--out", required=True, help="folder for metrics.csv and summary.json (--protocol official: "
-                   "official.csv and official_summary.json)")
+    p.add_argument("--out", "-o", default=None, help="folder for metrics.csv, summary.json, the pictures and "
+                   "report.html (default beside pred_dir: seg_<data> -> eval_<data>, else <pred_dir>_eval)")
     p.add_argument("--scheme", default="auto", type=scheme_argument,
                    metavar="{" + ",".join(SCHEME_CHOICES) + f",{NNUNET_PREFIX}DATASET_JSON}}",
                    help="label numbering; auto: the reference dataset's layout's (a folder of labels needs a scheme); "
@@ -182,7 +254,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=None, help="--protocol official: worker processes (default 1)")
     p.add_argument("--allow-mixed", "--allow_mixed", dest="allow_mixed", action="store_true",
                    help="score predictions of several models, or of inputs changed since, together (refused without)")
+    p.add_argument("--overwrite", action="store_true", help="replace an evaluation of other predictions or another "
+                   "reference in --out (refused without)")
+    p.add_argument("--no-pictures", action="store_true", help="no box plot and overlays (legacy protocol)")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("compare", help="several algorithms on one reference: table, BraTS ranking, Wilcoxon tests, "
+                       "box plot, report.html")
+    p.add_argument("ref_dir", help="a dataset folder or a folder of <case>.nii.gz labels")
+    p.add_argument("pred_dirs", nargs="+", help="two or more prediction folders, one per algorithm")
+    p.add_argument("--out", "-o", default=None, help="default comparison_<reference name>")
+    p.add_argument("--names", nargs="+", default=None, help="one name per prediction folder (default: the folders')")
+    p.add_argument("--scheme", default="auto", type=scheme_argument,
+                   metavar="{" + ",".join(SCHEME_CHOICES) + f",{NNUNET_PREFIX}DATASET_JSON}}",
+                   help="label numbering; auto: the reference dataset's layout's (a folder of labels needs one)")
+    p.add_argument("--official", action="store_true", help="also the BraTS package's lesion-wise Dice (make "
+                   "extra-official)")
+    p.add_argument("--challenge", default=None, type=str.lower, choices=list(CHALLENGES))
+    p.add_argument("--allow-mixed", "--allow_mixed", dest="allow_mixed", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier evaluations in --out")
+    p.set_defaults(func=_compare)
 
     p = sub.add_parser("plot", help="draw training curves, a Dice box plot, or an evaluation's pictures")
     p.add_argument("what", choices=["curves", "boxplot", "evaluation"])
@@ -222,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    quiet(verbose=getattr(args, "verbose", False))
     try:
         return args.func(args)
     except Exception as e:  # a refusal, a full or read-only disk: one line; anything else is a bug: its traceback

@@ -26,6 +26,8 @@ STAGES: dict[str, str] = {"training": "train.yaml", "inference": "inference.yaml
 #: Network name -> its overlay (None: common.yaml's UNet).
 NETWORKS: dict[str, str | None] = {"unet": None, "segresnet": "networks/segresnet.yaml",
                                    "dynunet": "networks/dynunet.yaml"}
+#: Set by the verbs of ``python -m pipeline`` (`pipeline.commands`): the run's ``next:`` line names them.
+VERB_ENV = "PIPELINE_VERB"
 #: Variant -> its overlay.
 VARIANTS: dict[str, str] = {"fast": "variants/fast.yaml", "budget": "variants/budget.yaml",
                             "ensemble": "variants/ensemble.yaml", "demo": "variants/demo.yaml",
@@ -69,11 +71,14 @@ def config_list(files: Sequence[str]) -> str:
     return repr([str(f) for f in files])
 
 
-def command(run_id: str, overrides: dict | None = None, *, configs: str | Path = CONFIGS,
+def command(run_id: str, overrides: dict | None = None, *, configs: str | Path = CONFIGS, quiet: bool = False,
             **variants: object) -> list[str]:
-    """``[python, -m, monai.bundle, run, run_id, --config_file, [...], --meta_file, ..., --id, value, ...]``."""
+    """``[python, -m, monai.bundle, run, run_id, --config_file, [...], --meta_file, ..., --id, value, ...]``;
+    with ``quiet``, ``-m pipeline.bundle`` instead: the same run with MONAI's harmless notices silenced
+    (`pipeline.monai_workarounds.quiet`)."""
     files = config_files(run_id, configs=configs, **variants)  # type: ignore[arg-type]
-    cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", config_list(files),
+    cmd = [sys.executable, "-m", "pipeline.bundle" if quiet else "monai.bundle", "run", run_id, "--config_file",
+           config_list(files),
            "--meta_file", str(Path(configs) / "metadata.json"), "--logging_file", str(Path(configs) / "logging.conf")]
     for key, value in (overrides or {}).items():
         cmd += [f"--{key}", str(value)]
@@ -128,26 +133,64 @@ def moved_overlay(path: str) -> str:
     return path
 
 
-def next_command(run_dir: str | os.PathLike, record: dict | None = None) -> str:
-    """The inference command for a finished run: its config files with ``train.yaml`` -> ``inference.yaml`` (and
-    without the multi-GPU overlay), ``--run_dir`` and its dataset; the network comes from ``run.json``."""
+def inference_files(run_dir: str | os.PathLike, record: dict | None = None) -> list[str]:
+    """The inference config list of a trained run: its recorded config files with ``train.yaml`` ->
+    ``inference.yaml``, without the multi-GPU and budget-free overlays; common + inference without a record."""
     if record is None:
         from pipeline.model.record import read_record  # here: the Makefile runs this module often, without torch
 
         record = read_record(run_dir) or {}
     files = []
-    for f in record.get("config_files") or ["bundle/configs/common.yaml", "bundle/configs/train.yaml"]:
+    for f in record.get("config_files") or [str(CONFIGS / "common.yaml"), str(CONFIGS / "train.yaml")]:
         f = moved_overlay(f)
         name = Path(f).name
         if name == "multi_gpu_train.yaml":
             continue
         files.append(str(Path(f).with_name("inference.yaml")) if name == "train.yaml" else f)
+    return files
+
+
+def inference_command(run_dir: str | os.PathLike, overrides: dict | None = None, *, quiet: bool = False,
+                      record: dict | None = None) -> list[str]:
+    """The ``python -m monai.bundle run inference`` command of a trained run (`inference_files`), with
+    ``--run_dir`` and ``overrides``; ``quiet`` as in `command`."""
+    files = inference_files(run_dir, record)
+    cmd = [sys.executable, "-m", "pipeline.bundle" if quiet else "monai.bundle", "run", "inference",
+           "--config_file", config_list(files), "--meta_file", str(CONFIGS / "metadata.json"),
+           "--logging_file", str(CONFIGS / "logging.conf"), "--run_dir", str(run_dir)]
+    for key, value in (overrides or {}).items():
+        cmd += [f"--{key}", str(value)]
+    return cmd
+
+
+def python_path() -> str:
+    """This install's interpreter as a user types it in a fresh shell: relative to the working folder when inside
+    it (``.venv/bin/python``); ``python`` there may be another one, without MONAI."""
+    exe = Path(sys.executable)
+    try:
+        return str(exe.relative_to(Path.cwd()))
+    except ValueError:
+        return str(exe)
+
+
+def next_command(run_dir: str | os.PathLike, record: dict | None = None) -> str:
+    """The inference command for a finished run: its config files with ``train.yaml`` -> ``inference.yaml`` (and
+    without the multi-GPU overlay), ``--run_dir`` and its dataset; the network comes from ``run.json``. Under the
+    verbs (`VERB_ENV`): ``python -m pipeline infer -i DATASET --run RUN``."""
+    if record is None:
+        from pipeline.model.record import read_record
+
+        record = read_record(run_dir) or {}
     ids = record.get("ids", {})
     datalist = ids.get("datalist") or (str(Path(run_dir) / "datalist.json") if record.get("datalist_written") else None)
-    configs = "[" + ",".join(f"'{f}'" for f in files) + "]"
+    if os.environ.get(VERB_ENV):
+        data = ids.get("dataset_dir") or datalist or "DATASET"
+        return f"{python_path()} -m pipeline infer -i {data} --run {run_dir}"
+    configs = "[" + ",".join(f"'{f}'" for f in inference_files(run_dir, record)) + "]"
     where = (f"--datalist {datalist} --infer_fold {ids.get('fold', 0)}" if datalist
              else f"--dataset_dir {ids.get('dataset_dir') or 'DATA'}")
-    return f'python -m monai.bundle run inference --config_file "{configs}" --run_dir {run_dir} {where}'
+    return (f'{python_path()} -m monai.bundle run inference --config_file "{configs}" --run_dir {run_dir} '
+            f"{where}")
 
 
 def print_next_command(run_dir: str | os.PathLike, record: dict | None) -> None:
@@ -158,9 +201,28 @@ def print_next_command(run_dir: str | os.PathLike, record: dict | None) -> None:
         print(f"next: {next_command(run_dir, record)}", flush=True)
 
 
+def run_quietly(argv: Sequence[str]) -> None:
+    """``python -m pipeline.bundle run ...``: ``python -m monai.bundle run ...`` with MONAI's harmless notices
+    silenced (`pipeline.monai_workarounds.quiet`; ``PIPELINE_VERBOSE=1`` keeps them)."""
+    import runpy
+
+    from pipeline.core.errors import install_cli_excepthook
+    from pipeline.monai_workarounds import quiet
+
+    install_cli_excepthook()  # as `import pipeline` does under MONAI's CLI: a refusal ends with its one line
+    quiet(verbose=bool(os.environ.get("PIPELINE_VERBOSE")))
+    sys.argv = ["python -m monai.bundle", *argv]
+    runpy.run_module("monai.bundle", run_name="__main__", alter_sys=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        run_quietly(argv)
+        return 0
     parser = argparse.ArgumentParser(prog="python -m pipeline.bundle", description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["configs"], help="configs: print the --config_file list")
+    parser.add_argument("what", choices=["configs", "run"], help="configs: print the --config_file list; run: "
+                        "python -m monai.bundle run ... with MONAI's harmless notices silenced")
     parser.add_argument("run_id", choices=list(STAGES))
     parser.add_argument("--fast", action="store_true")
     parser.add_argument("--network", default="unet", choices=list(NETWORKS))

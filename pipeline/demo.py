@@ -1,19 +1,19 @@
 """``make demo``: synthetic data -> datalist -> training -> inference -> evaluation, each stage timed.
 
-Training, inference and evaluation run as the user would run them, through
-``python -m monai.bundle run ...`` subprocesses on this repository's bundle, so the demo exercises the
-same commands as the README.
+Training, inference and evaluation run as the user would run them, through ``python -m monai.bundle run ...``
+subprocesses on this repository's bundle (each line printed; run with MONAI's harmless notices silenced,
+`pipeline.commands.run_stage`), so the demo exercises the same commands as the README. It ends with the three
+commands that do the same on one's own data.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
-from pipeline.bundle import command
+from pipeline.commands import next_steps, run_stage
 from pipeline.core.errors import UserError
 from pipeline.data.datalist import write_datalist
 from pipeline.data.synthetic import DEFAULT_SHAPE, write_dataset
@@ -26,14 +26,16 @@ DEMO_FOLDS = 4          # 16 cases: 12 train, 4 validate
 DEMO_FOLD = 0
 
 
-def _stage(name: str, timings: dict[str, float], cmd: list[str] | None = None, fn=None) -> None:  # noqa: ANN001
+def _stage(name: str, timings: dict[str, float], bundle: tuple[str, dict, dict] | None = None,
+           fn=None) -> None:  # noqa: ANN001
+    """Run one stage: ``bundle`` ``(run_id, ids, variants)`` through `run_stage`, or ``fn()``; time it."""
     print(f"\n=== {name} ===", flush=True)
     t = time.perf_counter()
-    if cmd is not None:
-        print(" ".join(cmd), flush=True)
-        result = subprocess.run(cmd)
-        if result.returncode != 0:
-            raise SystemExit(f"demo: stage '{name}' failed with exit code {result.returncode} (see the log above)")
+    if bundle is not None:
+        run_id, ids, variants = bundle
+        returncode = run_stage(run_id, ids, verb=False, **variants)
+        if returncode != 0:
+            raise SystemExit(f"demo: stage '{name}' failed with exit code {returncode} (see the log above)")
     else:
         fn()
     timings[name] = time.perf_counter() - t
@@ -96,16 +98,18 @@ def run_demo(data_dir: str = "data/synthetic", run_dir: str = "runs/demo", cases
     train_overrides = {**common, "fold": DEMO_FOLD}
     if epochs is not None:
         train_overrides["epochs"] = epochs
-    _stage("training", timings, command("training", train_overrides, fast=fast, demo=True))
-    _stage("inference", timings,
-           command("inference", {**common, "infer_fold": DEMO_FOLD}, fast=fast, demo=True))
-    _stage("evaluation", timings,
-           command("evaluate", {**common, "infer_fold": DEMO_FOLD}))
+    _stage("training", timings, ("training", train_overrides, {"fast": fast, "demo": True}))
+    _stage("inference", timings, ("inference", {**common, "infer_fold": DEMO_FOLD}, {"fast": fast, "demo": True}))
+    _stage("evaluation", timings, ("evaluate", {**common, "infer_fold": DEMO_FOLD}, {}))
 
     summary = json.loads((run / "eval" / "summary.json").read_text())
     print("\n=== results on the validation fold ===")
     print(format_table(summary))
     print("\nstage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
-    print(f"segmentations: {run / 'seg'}  metrics: {run / 'eval'}  model: {run / 'models' / 'model.pt'}")
+    print(f"segmentations: {run / 'seg'}  metrics and report.html: {run / 'eval'}  model: "
+          f"{run / 'models' / 'model.pt'}")
+    print("\nyour own data: train on the cases of TRAIN (a BraTS download, the Decathlon's Task01, an nnU-Net "
+          "dataset), segment and score other patients' in TEST:")
+    print("\n".join(f"  {line}" for line in next_steps()))
     print(demo_line(summary, time.time() - t0), flush=True)
     return summary

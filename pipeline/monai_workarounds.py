@@ -43,10 +43,15 @@ regions       1.6.1  ConvertToMultiChannelBasedOnBratsCl   sesd  data.transforms
 imports       1.6.1  $import a.b in a bundle config binds  __getattr__ (submodules load on first use:  $import a.b binds
                      the name "a.b", not a: $a.b.f() then  configs $import pipeline)                   a, as Python's
                      fails                                                                             import does
-orientation   1.6.1  every Orientationd built without      none: common.yaml orient leaves labels      the deprecation
-                     labels warns (FutureWarning) that     unset (labels: null would silence it and    notice is dropped
-                     the default became None (the          change nothing)
+orientation   1.6.1  every Orientationd built without      common.yaml orient gives labels: null (the  the deprecation
+                     labels warns (FutureWarning) that     new default, said out loud: no warning, no  notice is dropped
+                     the default became None (the          change)
                      meta-tensor's space)
+quiet         1.6.1  prints notices that are harmless      monai_workarounds.QUIET,                    the notices go
+                     here at every run: the config-        monai_workarounds.quiet (python -m          or can be turned
+                     security notice, the overlays'        pipeline, its verbs, the demo)              off
+                     folders, fast.yaml's training part
+                     over inference.yaml
 CPU autocast  1.6.1  the engines enter                     model.precision.cpu_autocast (network of    the engines
                      torch.autocast("cuda", ...) only: no  common.yaml and ensemble.yaml;              autocast on their
                      mixed precision on the CPU            training.fast.yaml cpu_amp)                 device's type
@@ -100,3 +105,45 @@ step capture  1.6.1  SupervisedTrainer._iteration fires    model.compiled.Compil
                      cannot be captured as one CUDA graph
 ============  =====  ====================================  ==========================================  =================
 """
+
+from __future__ import annotations  # noqa: E402 - after the table, which is this module's docstring
+
+import builtins  # noqa: E402
+import logging  # noqa: E402
+import re  # noqa: E402
+import warnings  # noqa: E402
+
+#: MONAI's messages that are harmless here, silenced by `quiet` (``--verbose`` shows them): (MONAI version,
+#: category or logger, message pattern, why it is harmless). ``tests/test_monai_workarounds.py`` holds each to the
+#: installed MONAI's source.
+QUIET: tuple[tuple[str, str, str, str], ...] = (
+    ("1.6.1", "UserWarning", r"parsing config_file ",
+     "monai.bundle.scripts.create_workflow's notice that configs run code: the bundle's configs are this "
+     "repository's code, reviewed as such"),
+    ("1.6.1", "UserWarning", r"Can't merge entry \['\+train'\]",
+     "monai.bundle.utils.merge_kv: fast.yaml's training part has nothing to merge into over inference.yaml"),
+    ("1.6.1", "monai.bundle.workflows", r"Not all config files are in ",
+     "ConfigWorkflow: the overlays live in configs/variants and configs/networks; --meta_file and "
+     "--logging_file are always given"),
+)
+
+
+class _Drop(logging.Filter):
+    def __init__(self, pattern: str) -> None:
+        super().__init__()
+        self.pattern = re.compile(pattern)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.pattern.match(record.getMessage())
+
+
+def quiet(verbose: bool = False) -> None:
+    """Silence the `QUIET` messages in this process (warnings filters, logging filters); nothing with
+    ``verbose``. Called by ``python -m pipeline`` and by ``python -m pipeline.bundle run``, the verbs' launcher."""
+    if verbose:
+        return
+    for _, kind, pattern, _ in QUIET:
+        if kind.endswith("Warning"):
+            warnings.filterwarnings("ignore", message=pattern, category=getattr(builtins, kind))
+        else:
+            logging.getLogger(kind).addFilter(_Drop(pattern))

@@ -113,3 +113,21 @@ def last_line(result: subprocess.CompletedProcess) -> str:
     """The last line a command printed: its last line on stderr (where errors and logs go), else on stdout."""
     lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
     return lines[-1] if lines else ""
+
+
+def corrupted_predictions(tiny_dataset: Path, out: Path, erode: int) -> Path:
+    """Predictions = the reference labels with ``erode`` planes of the tumour removed on each side along x
+    (more planes: a worse algorithm)."""
+    import nibabel as nib
+    import numpy as np
+
+    out.mkdir(parents=True)
+    for label in sorted(tiny_dataset.rglob("*_seg.nii.gz")):
+        img = nib.load(label)
+        arr = np.asarray(img.dataobj).copy()
+        xs = np.flatnonzero(arr.any(axis=(1, 2)))
+        if erode and len(xs):
+            arr[: xs[0] + erode] = 0
+            arr[xs[-1] + 1 - erode:] = 0
+        nib.save(nib.Nifti1Image(arr, img.affine, img.header), out / f"{label.parent.name}.nii.gz")
+    return out

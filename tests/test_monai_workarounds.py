@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+from pathlib import Path
 
 import monai
 import pytest
@@ -65,3 +66,28 @@ def test_each_workaround_names_code_or_config_that_exists(row: list[str]) -> Non
         named.append(("", "__getattr__"))
         assert callable(vars(pipeline).get("__getattr__"))
     assert named or configs, f"{row[TOPIC]}: 'where' names no pipeline object or config: {where!r}"
+
+
+@pytest.mark.parametrize("row", pipeline.monai_workarounds.QUIET, ids=lambda r: r[2][:24])
+def test_each_silenced_notice_is_still_raised_by_the_installed_monai(row: tuple[str, str, str, str]) -> None:
+    version, _, pattern, _ = row
+    assert version == monai.__version__
+    literal = re.sub(r"\\(.)", r"\1", pattern).split("[")[0].strip()  # the pattern's leading text
+    source = "\n".join(p.read_text(errors="ignore") for p in Path(monai.__file__).parent.rglob("*.py"))
+    assert literal in source, f"MONAI {monai.__version__} no longer says {literal!r}: drop the filter"
+
+
+def test_quiet_silences_the_listed_notices_and_verbose_keeps_them() -> None:
+    import logging
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipeline.monai_workarounds.quiet()
+        warnings.warn("parsing config_file ['a.yaml']: any ...", UserWarning, stacklevel=1)
+        warnings.warn("Can't merge entry ['+train'], 'x' is not in target dict", UserWarning, stacklevel=1)
+        warnings.warn("something else", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["something else"]
+    logger = logging.getLogger("monai.bundle.workflows")
+    record = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, "Not all config files are in x", (), None)
+    assert not all(f.filter(record) for f in logger.filters)

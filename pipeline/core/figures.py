@@ -1,5 +1,5 @@
-"""Pictures: matplotlib's non-interactive Agg backend, one colour per region in every picture, PNGs written
-whole."""
+"""Pictures: matplotlib's non-interactive Agg backend, PNGs written whole; region colours come from
+`pipeline.data.colours` (the viewers' table)."""
 
 from __future__ import annotations
 
@@ -13,22 +13,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from pipeline.core.files import atomic_write  # noqa: E402
 
-REGION_COLOURS: dict[str, str] = {"WT": "#f2c12e", "TC": "#e0413a", "ET": "#2f7de1"}
 
-
-def region_colour(region: str, index: int = 0) -> str:
-    """The colour of a region in every picture: BraTS's three fixed, any other from matplotlib's tab10."""
-    if region in REGION_COLOURS:
-        return REGION_COLOURS[region]
+def region_colour(region: str, index: int = 0, colours: dict[str, str] | None = None) -> str:
+    """The colour of a region: from ``colours`` (`pipeline.data.colours.region_colours`, the viewers' table),
+    else matplotlib's tab10 by ``index``."""
+    if colours and region in colours:
+        return colours[region]
     cycle = plt.get_cmap("tab10").colors
     return matplotlib.colors.to_hex(cycle[(index + 3) % len(cycle)])
 
 
-def save_figure(fig: plt.Figure, out: str | os.PathLike) -> Path:
+def save_figure(fig: plt.Figure, out: str | os.PathLike, dpi: int = 100) -> Path:
     """``fig`` as ``out`` (its suffix, e.g. ``.png``, chooses the format), written whole or not at all."""
     out = Path(out)
     try:
-        atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches="tight", format=out.suffix[1:]),
+        atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=out.suffix[1:]),
                      durable=False)
     finally:
         plt.close(fig)

@@ -72,6 +72,7 @@ class CheckReport:
     cases: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     seconds: float = 0.0
+    kind: str = "datalist"  # what was checked without a layout: a datalist's cases, or a "labels folder"
 
     @property
     def errors(self) -> list[Problem]:
@@ -90,7 +91,7 @@ class CheckReport:
         """One line: cases, errors, warnings, time."""
         bad = [c for c in self.bad_cases if c]
         good = len([c for c in self.cases if c not in set(bad)])
-        layout = self.layout.layout if self.layout else "datalist"
+        layout = self.layout.layout if self.layout else self.kind
         return (f"checked {len(self.cases)} case(s) in {self.seconds:.1f} s (layout {layout}, label scheme "
                 f"{self.label_scheme}): {len(self.errors)} error(s) in {len(bad)} case(s), "
                 f"{len(self.warnings)} warning(s); {good} case(s) without error")
@@ -456,3 +457,55 @@ def check_dataset(root: str | os.PathLike, *, layout: str | None = None, label_s
 def log_problems(problems: Sequence[Problem]) -> None:
     for p in problems:
         (logger.error if p.severity == "error" else logger.warning)("%s", p.message)
+
+
+def is_label_folder(root: str | os.PathLike) -> bool:
+    """Whether ``root`` is a flat folder of ``<case>.nii.gz`` label maps (predictions or references), not a dataset."""
+    from pipeline.core.nifti import nifti_files
+
+    folder = Path(root).expanduser()
+    return folder.is_dir() and bool(nifti_files(folder)) and not any(p.is_dir() and not p.name.startswith(".")
+                                                                      and p.name != "probabilities"
+                                                                      for p in folder.iterdir())
+
+
+def check_label_folder(root: str | os.PathLike, label_scheme: str, *, data: bool = True) -> CheckReport:
+    """Check a flat folder of ``<case>.nii.gz`` label maps under ``label_scheme``: each file is whole and readable,
+    3D, and (``data``) holds whole numbers of the scheme only; every problem, none raised.
+
+    Raises:
+        DatasetError: ``label_scheme`` is ``auto`` (a folder of labels does not say its numbering).
+    """
+    from pipeline.core.nifti import nifti_files
+
+    started = time.perf_counter()
+    if label_scheme in (None, "auto"):
+        raise DatasetError(f"{root} is a folder of label files, which does not say its numbering: pass "
+                           "--label_scheme (brats: ET = 4; brats2023: ET = 3; brats2024; msd; nnunet:<dataset.json>)")
+    scheme = scheme_name(label_scheme)
+    allowed = describe(scheme).allowed
+    files = nifti_files(Path(root).expanduser())
+    problems = []
+    for case, path in sorted(files.items()):
+        def add(text: str, severity: str = "error", case: str = case, path: Path = path) -> None:
+            problems.append(Problem(case, str(path), severity, f"case {case}: {path.name} {text}"))
+
+        try:
+            img = nib.load(path)
+            if len(img.shape) != 3:
+                add(f"has shape {tuple(img.shape)}: a label map is 3D (X, Y, Z)")
+                continue
+            if not data:
+                continue
+            values, whole = _label_values(read_voxels(path))
+        except Exception as e:  # noqa: BLE001 - an unreadable file is this case's problem, the others go on
+            add(f"cannot be read ({type(e).__name__}: {e}); write it again")
+            continue
+        if not whole:
+            add(f"holds non-integer values {sorted(values)[:5]}: a label map is expected (threshold probabilities "
+                "first)")
+        elif values - allowed:
+            add(f"holds label values {sorted(values - allowed)} outside {scheme} (allowed {sorted(allowed)}): "
+                "check --label_scheme or the file")
+    return CheckReport(str(Path(root).expanduser().resolve()), None, scheme, sorted(files), problems,
+                       time.perf_counter() - started, kind="labels folder")

@@ -3,15 +3,20 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipeline.core.config import as_bool
 from pipeline.core.errors import UserError
 from pipeline.evaluation.official import evaluate_official, format_official_table
-from pipeline.evaluation.plots import plot_evaluation
+from pipeline.evaluation.plots import plot_evaluation, run_name
+from pipeline.evaluation.reference import Reference
 from pipeline.evaluation.regions import evaluate_folders, format_table
+from pipeline.evaluation.report import Report
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +31,63 @@ def check_protocol(protocol: str) -> None:
                         "Dice and HD95; official: the BraTS package's lesion-wise metrics)")
 
 
+#: The files an evaluation writes into its folder (both protocols, the pictures, the report).
+EVALUATION_FILES = ("metrics.csv", "summary.json", "official.csv", "official_mets.csv", "official_summary.json",
+                    "official_panoptica.json", "dice_boxplot.png", "report.html")
+SUMMARIES = ("summary.json", "official_summary.json")
+
+
+def _root(folder: str | os.PathLike | Reference) -> str:
+    return os.path.realpath(folder.root if isinstance(folder, Reference) else os.fspath(folder))
+
+
+def evaluated_pair(out_dir: str | os.PathLike) -> tuple[str, str] | None:
+    """``(predictions, reference)`` of the evaluation already in ``out_dir`` (from its summaries), or None."""
+    for name in SUMMARIES:
+        try:
+            summary = json.loads((Path(out_dir) / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(summary, dict) and summary.get("reference"):
+            return str(summary.get("predictions") or ""), str(summary["reference"])
+    return None
+
+
+def check_replacement(out_dir: str | os.PathLike, pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Reference,
+                      *, overwrite: bool | str = False, out_option: str = "--out") -> None:
+    """Refuse to write an evaluation into a folder that holds the evaluation of other predictions or another
+    reference (an evaluation never silently replaces another); with ``overwrite`` delete that one's files first.
+
+    Raises:
+        UserError: ``out_dir`` holds another evaluation and not ``overwrite`` (naming both, and the way out).
+    """
+    pair = evaluated_pair(out_dir)
+    if pair is None:
+        return
+    old_pred, old_ref = pair
+    same_pred = not old_pred or os.path.realpath(old_pred) == _root(pred_dir)
+    if same_pred and os.path.realpath(old_ref) == _root(ref_dir):
+        return
+    if not as_bool(overwrite, "overwrite"):
+        raise UserError(f"{out_dir} holds the evaluation of {old_pred or 'other predictions'} against {old_ref}; "
+                        f"this one scores {os.fspath(pred_dir)} against {_root(ref_dir)}: pass another {out_option} "
+                        "(one folder per evaluation), or --overwrite to replace it")
+    out = Path(out_dir)
+    for name in EVALUATION_FILES:
+        (out / name).unlink(missing_ok=True)
+    for png in (out / "overlays").glob("*.png"):
+        png.unlink()
+    logger.info("%s: replaced the evaluation of %s against %s (--overwrite)", out_dir, old_pred, old_ref)
+
+
 def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
              scheme: str = "auto", cases: Sequence[str] | None = None, challenge: str | None = None, jobs: int = 1,
-             out_option: str = "--eval_dir", allow_mixed: bool | str = False) -> dict:
+             out_option: str = "--eval_dir", allow_mixed: bool | str = False, overwrite: bool | str = False) -> dict:
     """The evaluation of ``protocol``: ``legacy`` (`pipeline.evaluation.regions.evaluate_folders`: metrics.csv,
-    summary.json) or ``official`` (`evaluate_official`: official.csv, official_summary.json)."""
+    summary.json) or ``official`` (`evaluate_official`: official.csv, official_summary.json), into a folder that
+    holds no other evaluation (`check_replacement`)."""
     check_protocol(protocol)
+    check_replacement(out_dir, pred_dir, ref_dir, overwrite=overwrite, out_option=out_option)
     if protocol == "legacy":
         if challenge is not None:
             raise UserError(f"challenge {challenge!r} applies to the official protocol only: pass --protocol official "
@@ -57,3 +113,57 @@ def plots(protocol: str, eval_dir: str | os.PathLike, pred_dir: str | os.PathLik
         return []
 
     return plot_evaluation(eval_dir, pred_dir, dataset_dir, scheme=scheme)
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_report(eval_dir: str | os.PathLike, name: str | None = None) -> Path:
+    """``EVAL_DIR/report.html`` from what the folder holds: the legacy protocol's summary, per-case table, box plot
+    and overlays (worst, median, best), the official protocol's table; each protocol present gets its section."""
+    out = Path(eval_dir)
+    legacy, official = out / "summary.json", out / "official_summary.json"
+    if not legacy.is_file() and not official.is_file():
+        raise UserError(f"no evaluation in {out}: run python -m pipeline evaluate PRED REF --out {out} first")
+    first = json.loads((legacy if legacy.is_file() else official).read_text(encoding="utf-8"))
+    name = name or run_name(first.get("predictions") or out)
+    report = Report(f"{name} on {Path(first['reference']).name}")
+    report.paragraph(f"Predictions: {first.get('predictions', '?')}. Reference: {first['reference']} "
+                     f"({first.get('reference_layout', '?')}, scheme {first.get('scheme', '?')}).", note=True)
+    if legacy.is_file():
+        summary = json.loads(legacy.read_text(encoding="utf-8"))
+        regions = list(summary["regions"])
+        report.heading("Legacy protocol: Dice, sensitivity, specificity, HD95 per region (docs/metrics.md)")
+        metrics = ("dice", "sensitivity", "specificity", "hd95")
+        report.table(["region", *[f"{m} {s}" for m in metrics for s in ("mean", "median")]],
+                     [[r, *[summary["regions"][r][m][s] for m in metrics for s in ("mean", "median")]]
+                      for r in regions], sortable=False)
+        mean = [line for line in format_table(summary).splitlines() if line.startswith("mean Dice over regions")]
+        report.paragraph(mean[0] if mean else "", note=True)
+        rows = _read_rows(out / "metrics.csv")
+        by_case: dict[str, dict[str, dict[str, str]]] = {}
+        for row in rows:
+            by_case.setdefault(row["case"], {})[row["region"]] = row
+        report.heading("Per case (click a column to sort)")
+        table = []
+        for case, per in by_case.items():
+            dice = [float(per[r]["dice"]) for r in regions if r in per]
+            table.append([case, sum(dice) / len(dice) if dice else None,
+                          *[float(per[r]["dice"]) if r in per else None for r in regions],
+                          *[float(per[r]["hd95"]) if r in per and per[r]["hd95"] else None for r in regions]])
+        report.table(["case", "mean Dice", *[f"Dice {r}" for r in regions], *[f"HD95 {r}" for r in regions]], table)
+        report.heading("Pictures")
+        pictures = [(out / "dice_boxplot.png", "Dice per region, one dot per case")]
+        means = {row[0]: row[1] for row in table if row[1] is not None}
+        ranked = sorted(means, key=means.get)  # worst first
+        overlays = {p.stem: p for p in (out / "overlays").glob("*.png")}
+        pictures += [(overlays[c], f"{c}: rank {len(ranked) - ranked.index(c)} of {len(ranked)}, mean Dice "
+                      f"{means[c]:.3f}") for c in ranked if c in overlays]
+        report.pictures(pictures)
+    if official.is_file():
+        summary = json.loads(official.read_text(encoding="utf-8"))
+        report.heading(f"Official protocol: the BraTS package, challenge {summary.get('challenge')}")
+        report.preformatted(format_official_table(summary))
+    return report.write(out / "report.html")

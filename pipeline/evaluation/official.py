@@ -444,6 +444,7 @@ def evaluate_official(
         "n_missing_predictions": len(missing),
         "unmatched_predictions": unmatched,
         "reference": str(reference.root),
+        "predictions": str(pred_root),
         "reference_layout": layout or "labels folder",
         "files": {"table": "official.csv", "per_exam": "official_panoptica.json", "table_file": "official.csv"},
         "conventions": dict(CONVENTIONS),

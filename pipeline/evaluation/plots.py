@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.patches
 import nibabel as nib
 import numpy as np
 
@@ -24,6 +25,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.figures import plt, region_colour, save_figure
 from pipeline.core.guard import OutputGuard
 from pipeline.core.nifti import nifti_files
+from pipeline.data.colours import region_colours
 from pipeline.data.labels import CHANNELS, NNUNET_PREFIX, describe, region_masks
 from pipeline.data.layouts import detect_layout, discover_cases
 from pipeline.evaluation.reference import (
@@ -33,6 +35,9 @@ from pipeline.evaluation.reference import (
     resolve_evaluation_scheme,
 )
 from pipeline.evaluation.regions import label_values_problem
+
+#: Region colours of the pictures drawn from tables (box plots): the viewers' colours of every BraTS region name.
+REGION_COLOURS = region_colours("brats2024")
 
 
 def _read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
@@ -46,8 +51,10 @@ def _floats(rows: list[dict[str, str]], key: str) -> np.ndarray:
 
 
 
-def plot_dice_boxplot(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, metric: str = "dice") -> Path:
-    """Box plot of ``metric`` per region from the evaluation's long-form ``metrics.csv``, one dot per case."""
+def plot_dice_boxplot(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, metric: str = "dice",
+                      name: str = "") -> Path:
+    """Box plot of ``metric`` per region from the evaluation's long-form ``metrics.csv``, one dot per case;
+    ``name`` (the run or algorithm) in the title."""
     rows = _read_csv(metrics_csv)
     regions = list(dict.fromkeys(row["region"] for row in rows))  # the evaluation's order (the description's)
     data = [[float(row[metric]) for row in rows if row["region"] == r] for r in regions]
@@ -56,14 +63,14 @@ def plot_dice_boxplot(metrics_csv: str | os.PathLike, out_png: str | os.PathLike
     ax.set_xticks(range(1, len(regions) + 1), regions)
     rng = np.random.default_rng(0)  # fixed jitter: the same CSV always gives the same picture
     for i, (region, values) in enumerate(zip(regions, data, strict=True), start=1):
-        ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=12, alpha=0.7,
-                   color=region_colour(region, i), zorder=3)
+        ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=14, alpha=0.8, edgecolors="black",
+                   linewidths=0.4, color=region_colour(region, i, REGION_COLOURS), zorder=3)
     ax.set_ylabel(metric)
     if metric in ("dice", "sensitivity", "specificity"):
         ax.set_ylim(-0.02, 1.02)
     n = len(data[0]) if data else 0
-    ax.set_title(f"{metric} per region ({n} cases)")
-    return save_figure(fig, out_png)
+    ax.set_title(f"{name + ': ' if name else ''}{metric} per region ({n} cases)")
+    return save_figure(fig, out_png, dpi=150)
 
 
 def _canonical(path: str | os.PathLike | tuple[str | os.PathLike, int | None]) -> np.ndarray:
@@ -87,62 +94,102 @@ def _planes(volume: np.ndarray, centre: Sequence[int]) -> list[np.ndarray]:
     return [volume[:, :, z].T, volume[:, y, :].T, volume[x, :, :].T]
 
 
+#: The markers at the (left, right, bottom, top) edges of each plane as `_planes` orients it (``origin="lower"``,
+#: RAS voxels): the patient's left on the left, as neurologists view (the legend says so).
+MARKERS = {"axial": ("L", "R", "P", "A"), "coronal": ("L", "R", "I", "S"), "sagittal": ("P", "A", "I", "S")}
+
+
+def brain_box(volume: np.ndarray, margin: int = 4) -> tuple[slice, slice, slice]:
+    """The bounding box of the non-zero voxels of ``volume`` ``(H, W, D)`` (the skull-stripped brain), widened by
+    ``margin`` voxels; the whole volume when it is empty."""
+    idx = np.argwhere(volume != 0)
+    if idx.size == 0:
+        return tuple(slice(0, n) for n in volume.shape)  # type: ignore[return-value]
+    lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
+    return tuple(slice(max(0, int(a) - margin), min(n, int(b) + margin))  # type: ignore[return-value]
+                 for a, b, n in zip(lo, hi, volume.shape, strict=True))
+
+
 def _contour_regions(labels: dict[str, np.ndarray], scheme: str) -> tuple[list[tuple[str, str]], dict[str, list]]:
-    """``([(region, colour)], {which: [mask per region]})``: TC, WT, ET of a BraTS-like scheme, or one region
-    per non-zero value present in any of ``labels`` under ``labels``."""
+    """``([(region, colour)], {which: [mask per region]})``: the evaluated regions of a scheme in the viewers'
+    colours (`pipeline.data.colours`), largest first, or one region per non-zero value present in any of
+    ``labels`` under ``labels``."""
     if scheme == "labels":
         values = sorted(set().union(*(np.unique(lab).tolist() for lab in labels.values())) - {0})
         cycle = plt.get_cmap("tab10").colors
         names = [(f"label_{v:g}", matplotlib.colors.to_hex(cycle[i % len(cycle)])) for i, v in enumerate(values)]
         return names, {which: [lab == v for v in values] for which, lab in labels.items()}
-    evaluated = describe(scheme).evaluated  # the regions the evaluation reports, in its order
-    names = [(r, region_colour(r, i)) for i, r in enumerate(evaluated)]
-    return names, {which: list(region_masks(lab, evaluated)) for which, lab in labels.items()}
+    evaluated = describe(scheme).evaluated  # the regions the evaluation reports
+    colours = region_colours(scheme)
+    order = sorted(evaluated, key=lambda r: -len(evaluated[r]))  # filled largest first, the smaller on top
+    names = [(r, region_colour(r, i, colours)) for i, r in enumerate(order)]
+    masks = {which: list(region_masks(lab, {r: evaluated[r] for r in order})) for which, lab in labels.items()}
+    return names, masks
+
+
+def _mark(ax: plt.Axes, plane: str) -> None:
+    """Write the plane's orientation letters at its edges."""
+    left, right, bottom, top = MARKERS[plane]
+    style = {"color": "white", "fontsize": 8, "fontweight": "bold", "transform": ax.transAxes}
+    ax.text(0.02, 0.5, left, ha="left", va="center", **style)
+    ax.text(0.98, 0.5, right, ha="right", va="center", **style)
+    ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
+    ax.text(0.5, 0.98, top, ha="center", va="top", **style)
 
 
 def plot_case_overlay(images: dict[str, str | os.PathLike | tuple], out_png: str | os.PathLike,
                       reference: str | os.PathLike | None = None, prediction: str | os.PathLike | None = None,
                       scheme: str = "brats", title: str = "") -> Path:
-    """Contours of each region over FLAIR and T1ce, in three planes through the tumour's centre.
+    """Each region over FLAIR and T1ce, in three planes through the tumour's centre, cropped to the brain: the
+    reference filled at low opacity, the prediction as a thick outline, in the viewers' colours; orientation
+    letters at the edges; 2x resolution (200 dpi).
 
     Args:
         images: ``{"FLAIR": path, "T1ce": path}`` (any contrasts; one row each); a value may also be
             ``(path, channel)`` for one channel of a 4D file.
-        reference, prediction: BraTS label files ``(H, W, D)`` on the images' grid; either may be ``None``.
-            Reference contours are solid, prediction contours dashed.
+        reference, prediction: label files ``(H, W, D)`` on the images' grid; either may be ``None``.
         scheme: the label scheme of both label files (``brats``: ET = 4, ``brats2023``: ET = 3, ``msd``: 1 ED,
-            2 NET, 3 ET; ``labels``: one contour per label value).
+            2 NET, 3 ET; ``labels``: one region per label value).
+        title: the picture's title (the run, the case and its rank, by `plot_evaluation`).
     """
     labels = {name: _canonical(p) for name, p in (("reference", reference), ("prediction", prediction)) if p}
     if not labels:
         raise ValueError("plot_case_overlay needs a reference or a prediction to draw")
     centre = tumour_centre(labels.get("reference", labels.get("prediction")))
     names, regions = _contour_regions(labels, scheme)
-    fig, axes = plt.subplots(len(images), 3, figsize=(10, 3.4 * len(images)), squeeze=False)
-    for row, (contrast, path) in enumerate(images.items()):
-        volume = _canonical(path).astype(np.float32)
-        for col, (plane, name) in enumerate(zip(_planes(volume, centre), ("axial", "coronal", "sagittal"),
-                                                strict=True)):
+    volumes = {contrast: _canonical(path).astype(np.float32) for contrast, path in images.items()}
+    box = brain_box(np.sum([np.abs(v) for v in volumes.values()], axis=0))
+    crops = [(box[0], box[1]), (box[0], box[2]), (box[1], box[2])]  # (horizontal, vertical) of each plane
+    plane_names = ("axial", "coronal", "sagittal")
+    fig, axes = plt.subplots(len(images), 3, figsize=(10, 3.6 * len(images)), squeeze=False)
+    for row, (contrast, volume) in enumerate(volumes.items()):
+        for col, (plane, name) in enumerate(zip(_planes(volume, centre), plane_names, strict=True)):
             ax = axes[row, col]
-            ax.imshow(plane, cmap="gray", origin="lower", interpolation="nearest")
-            for which, style in (("reference", "solid"), ("prediction", "dashed")):
-                if which not in regions:
-                    continue
-                for (_, colour), region_mask in zip(names, regions[which], strict=True):
-                    mask = _planes(region_mask.astype(np.float32), centre)[col]
-                    if mask.any():
-                        ax.contour(mask, levels=[0.5], colors=colour, linestyles=style, linewidths=1.2,
-                                   origin="lower")
+            h, v = crops[col]
+            ax.imshow(plane[v, h], cmap="gray", origin="lower", interpolation="nearest")
+            for which in ("reference", "prediction"):
+                for (_, colour), region_mask in zip(names, regions.get(which, []), strict=False):
+                    mask = _planes(region_mask.astype(np.float32), centre)[col][v, h]
+                    if not mask.any():
+                        continue
+                    if which == "reference":
+                        rgba = np.zeros((*mask.shape, 4), dtype=np.float32)
+                        rgba[..., :3] = matplotlib.colors.to_rgb(colour)
+                        rgba[..., 3] = 0.35 * mask
+                        ax.imshow(rgba, origin="lower", interpolation="nearest")
+                    else:
+                        ax.contour(mask, levels=[0.5], colors=colour, linewidths=2.0, origin="lower")
+            _mark(ax, name)
             ax.set_title(f"{contrast} {name}", fontsize=9)
             ax.axis("off")
-    order = ("WT", "TC", "ET")  # BraTS: outermost first, then the others
-    legend = [n for r in order for n in names if n[0] == r] + [n for n in names if n[0] not in order]
-    handles = [plt.Line2D([], [], color=colour, label=name) for name, colour in legend]
-    handles += [plt.Line2D([], [], color="black", ls=ls, label=lab) for ls, lab in
-                (("-", "reference"), ("--", "prediction")) if lab in regions]
+    handles = [matplotlib.patches.Patch(color=colour, label=region) for region, colour in names]
+    if "reference" in regions:
+        handles.append(matplotlib.patches.Patch(facecolor="grey", alpha=0.35, label="reference (filled)"))
+    if "prediction" in regions:
+        handles.append(plt.Line2D([], [], color="grey", lw=2, label="prediction (outline)"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9)
-    fig.suptitle(title or Path(out_png).stem)
-    return save_figure(fig, out_png)
+    fig.suptitle((title or Path(out_png).stem) + "\n(patient's left on the left)", fontsize=10)
+    return save_figure(fig, out_png, dpi=200)
 
 
 def _check_label_file(path: str | os.PathLike, scheme: str, what: str, layout: str) -> None:
@@ -157,10 +204,16 @@ def _check_label_file(path: str | os.PathLike, scheme: str, what: str, layout: s
         raise UserError(f"{path}: {problem}")
 
 
+def run_name(pred_dir: str | os.PathLike) -> str:
+    """The name of the predictions in titles: ``run/seg`` for a run's segmentation folder, else the folder's name."""
+    p = Path(pred_dir).resolve()
+    return f"{p.parent.name}/{p.name}" if (p.parent / "run.json").exists() else p.name
+
+
 def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
                     dataset_dir: str | os.PathLike | Reference,
                     scheme: str = "auto", max_cases: int = 3, *, out_dir: str | os.PathLike | None = None,
-                    out_option: str = "--eval_dir") -> list[Path]:
+                    out_option: str = "--eval_dir", name: str | None = None) -> list[Path]:
     """The evaluation's pictures: ``dice_boxplot.png`` and overlays of the worst, median and best cases.
 
     Cases are ranked by their mean Dice over regions in ``eval_dir/metrics.csv``; the pictures are written to
@@ -174,6 +227,7 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
     Args:
         scheme: ``auto`` (the dataset layout's), ``brats``, ``brats2023``, ``msd`` or ``labels``.
         out_option: the option that chose the output folder, named in a refusal (``--out`` on the command line).
+        name: the run or algorithm in the titles (default: `run_name` of the prediction folder).
 
     Raises:
         UserError: no ``metrics.csv``, an unknown scheme, folders that overlap, or label values outside the scheme;
@@ -209,6 +263,7 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
     for row in rows:
         by_case.setdefault(row["case"], []).append(float(row["dice"]))
     ranked = sorted(by_case, key=lambda c: np.mean(by_case[c]))
+    ranks = {ranked[0]: "worst", ranked[len(ranked) // 2]: "median", ranked[-1]: "best"} if ranked else {}
     picks = list(dict.fromkeys([ranked[0], ranked[len(ranked) // 2], ranked[-1]]))[:max_cases] if ranked else []
     drawn = []
     for case_id in picks:
@@ -221,11 +276,13 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
         drawn.append((case_id, case, pred))
 
     described = describe(scheme).channels if scheme != "labels" else CHANNELS
-    paths = [plot_dice_boxplot(metrics, out / "dice_boxplot.png")]
+    name = name or run_name(pred_root)
+    paths = [plot_dice_boxplot(metrics, out / "dice_boxplot.png", name=name)]
     for case_id, case, pred in drawn:
         channels = described if len(described) == len(case.images) else CHANNELS  # MSD: one 4D file
         shown = [c for want in ("FLAIR", "T1ce") for c in channels if c.lower() == want.lower()] or channels[:2]
         images = {name: case.channel_file(name, channels) for name in shown}  # 3D files, or 4D + channel
-        title = f"{case_id}: mean Dice {np.mean(by_case[case_id]):.3f}"
+        title = (f"{name}: {case_id}, {ranks[case_id]} of {len(ranked)} cases (mean Dice "
+                 f"{np.mean(by_case[case_id]):.3f}, rank {ranked[::-1].index(case_id) + 1} of {len(ranked)})")
         paths.append(plot_case_overlay(images, out / "overlays" / f"{case_id}.png", case.label, pred, scheme, title))
     return paths

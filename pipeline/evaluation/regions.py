@@ -327,6 +327,7 @@ def evaluate_folders(
     summary["n_missing_predictions"] = len(missing)
     summary["unmatched_predictions"] = pairs.unmatched
     summary["reference"] = str(pairs.reference.root)
+    summary["predictions"] = str(pairs.pred_root)
     summary["reference_layout"] = layout or "labels folder"
     if missing:
         logger.warning("%d of %d case(s) have no prediction in %s and were scored as empty predictions",

@@ -1,10 +1,11 @@
 """Looking at the result: colour tables so that 3D Slicer and ITK-SNAP show each label by its name.
 
 Inference writes, beside the segmentations, ``labels.ctbl`` (a 3D Slicer colour table: ``value name R G B A``) and
-``labels_itksnap.txt`` (an ITK-SNAP label description), both from the dataset's description
-(`pipeline.data.labels`). In Slicer: load the input image and ``<case>.nii.gz`` as a segmentation, then the colour
-table (Data > Add data, or drag the ``.ctbl``), and pick it in Segmentations > Import/Export; in ITK-SNAP:
-File > Open main image, Segmentation > Open segmentation, Segmentation > Import label descriptions.
+``labels_itksnap.txt`` (an ITK-SNAP label description), both from the dataset's description and the colours of
+`pipeline.data.colours` (the pictures' too). In Slicer: load the input image and ``<case>.nii.gz`` as a
+segmentation, then the colour table (Data > Add data, or drag the ``.ctbl``), and pick it in Segmentations >
+Import/Export; in ITK-SNAP: File > Open main image, Segmentation > Open segmentation, Segmentation > Import label
+descriptions.
 """
 
 from __future__ import annotations
@@ -13,24 +14,8 @@ import os
 from pathlib import Path
 
 from pipeline.core.files import atomic_write_text
-from pipeline.data.labels import Description, describe
-
-#: The colours of the BraTS labels in every viewer, by role (the BraTS papers' usual red, green, yellow).
-ROLE_COLOURS: dict[str, tuple[int, int, int]] = {
-    "NCR": (255, 0, 0), "NETC": (255, 0, 0), "NET": (255, 0, 0), "ED": (0, 200, 0), "SNFH": (0, 200, 0),
-    "ET": (255, 255, 0), "RC": (0, 128, 255),
-}
-_OTHERS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
-
-
-def colour_table(scheme: str | Description) -> list[tuple[int, str, tuple[int, int, int]]]:
-    """``[(value, name, (r, g, b))]`` of each label of ``scheme``, background excluded, by value."""
-    desc = describe(scheme)
-    rows = []
-    for i, (name, value) in enumerate(sorted(desc.labels.items(), key=lambda kv: kv[1])):
-        rows.append((int(value), name, ROLE_COLOURS.get(name, _OTHERS[i % len(_OTHERS)])))
-    return rows
+from pipeline.data.colours import colour_table
+from pipeline.data.labels import Description
 
 
 def slicer_table(scheme: str | Description) -> str:

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from pipeline.core.distributed import is_main_process
-from pipeline.core.figures import REGION_COLOURS, plt, save_figure
+from pipeline.core.figures import plt, region_colour, save_figure
 from pipeline.core.files import atomic_write_text
+from pipeline.data.colours import region_colours
 from pipeline.data.labels import REGIONS
 from pipeline.training.budget import Clock
 from pipeline.training.validation import dice_name
@@ -205,12 +206,14 @@ def plot_training_curves(history_csv: str | os.PathLike, out_png: str | os.PathL
     ax.set_ylabel("loss")
     ax2 = ax.twinx()
     regions = [(k, k[len("val_dice_"):].upper(), "-") for k in rows[0] if k.startswith("val_dice_")]
-    for key, label, style in (*regions, ("val_mean_dice", "mean", "--")):  # the regions history.csv holds
+    colours = region_colours("brats2024")  # WT, TC, ET, RC in the viewers' colours; other names: tab10
+    for i, (key, label, style) in enumerate((*regions, ("val_mean_dice", "mean", "--"))):  # history.csv's regions
         values = _floats(rows, key)
         keep = ~np.isnan(values)
         if keep.any():
-            colour = REGION_COLOURS.get(label, "grey")
-            ax2.plot(epoch[keep], values[keep], style, marker="o", ms=3, color=colour, label=f"Dice {label}")
+            colour = "grey" if label == "mean" else region_colour(label, i, colours)
+            ax2.plot(epoch[keep], values[keep], style, marker="o", ms=4, mec="black", mew=0.5, color=colour,
+                     label=f"Dice {label}")
     ax2.set_ylabel("validation Dice")
     ax2.set_ylim(0, 1)
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]

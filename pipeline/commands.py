@@ -1,0 +1,146 @@
+"""The verbs of ``python -m pipeline``: ``train``, ``infer``, ``evaluate`` and ``compare`` on one's own data.
+
+``train`` and ``infer`` build the bundle's config list through `pipeline.bundle`, print the equivalent
+``python -m monai.bundle run ...`` line (the bundle stays the engine and the documented model-zoo path), run it
+with MONAI's harmless notices silenced (`pipeline.monai_workarounds.quiet`), and end with a ``next:`` line that
+works in a fresh shell (`python_command`: the interpreter of this install, by its path). Outputs go to folders
+named after the dataset (`default_output`), so that two datasets never share one.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from pipeline.bundle import VERB_ENV, command, inference_command, python_path
+from pipeline.core.errors import UserError
+from pipeline.model.record import read_record
+
+
+def shown(path: str | os.PathLike) -> str:
+    """``path`` as the user would type it here: relative to the working folder when inside it."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve())) if p.is_absolute() or p.exists() else str(p)
+    except ValueError:
+        return str(p)
+
+
+def python_command() -> str:
+    """The command that runs this install's Python in a fresh shell (`pipeline.bundle.python_path`)."""
+    return python_path()
+
+
+def display(cmd: Sequence[str]) -> str:
+    """A command list as one shell line: this install's Python by `python_command`, paths shortened."""
+    parts = [python_command() if i == 0 else shown(a) if os.path.isabs(a) and os.path.exists(a) else a
+             for i, a in enumerate(cmd)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def run_stage(run_id: str, overrides: Mapping[str, object], *, verbose: bool = False, verb: bool = True,
+              **variants: object) -> int:
+    """Print the ``python -m monai.bundle run`` line of ``run_id``, then run it quietly (`pipeline.bundle.command`
+    with ``quiet``); returns its exit status. ``verb``: the run's ``next:`` line names the verbs."""
+    print("$ " + display(command(run_id, dict(overrides), **variants)), flush=True)
+    env = dict(os.environ)
+    if verbose:
+        env["PIPELINE_VERBOSE"] = "1"
+    if verb:
+        env[VERB_ENV] = "1"
+    return subprocess.run(command(run_id, dict(overrides), quiet=True, **variants), env=env).returncode
+
+
+def dataset_name(path: str | os.PathLike) -> str:
+    """A dataset's name for folder names: its folder's name (a datalist: its file's stem)."""
+    p = Path(path).expanduser().resolve()
+    return p.stem if p.is_file() else p.name
+
+
+def default_output(run_dir: str | os.PathLike, dataset: str | os.PathLike, what: str = "seg") -> Path:
+    """``<run_dir>/<what>_<dataset name>``: one folder per dataset (``runs/brats/seg_BraTS2021``)."""
+    return Path(run_dir) / f"{what}_{dataset_name(dataset)}"
+
+
+def _ids(pairs: Sequence[str] | None) -> dict[str, str]:
+    """``--set ID VALUE [ID VALUE ...]`` as ``{ID: VALUE}``."""
+    pairs = list(pairs or [])
+    if len(pairs) % 2:
+        raise UserError(f"--set takes ID VALUE pairs, got {len(pairs)} word(s): {' '.join(pairs)}")
+    return dict(zip(pairs[::2], pairs[1::2], strict=True))
+
+
+def train(dataset: str, run: str | None = None, *, minutes: float | None = None, network: str = "unet",
+          plain: bool = False, fold: int = 0, device: str | None = None, resume: bool = False,
+          sets: Sequence[str] | None = None, verbose: bool = False) -> int:
+    """``python -m pipeline train DATASET``: train on every case of ``DATASET`` (fold ``fold`` validates) into
+    ``run`` (default ``runs/<dataset name>``); ``minutes``: the budget recipe (budget.yaml) for that long."""
+    if not Path(dataset).expanduser().exists():
+        raise UserError(f"no dataset at {dataset}: pass the folder of a BraTS download, the Decathlon's "
+                        "Task01_BrainTumour or an nnU-Net raw dataset")
+    run = run or str(Path("runs") / dataset_name(dataset))
+    ids: dict[str, object] = {"dataset_dir": dataset, "run_dir": run, "fold": fold, **_ids(sets)}
+    if minutes is not None:
+        ids["time_budget_min"] = minutes
+    if device:
+        ids["device"] = device
+    if resume:
+        ids["resume"] = True
+    return run_stage("training", ids, verbose=verbose, fast=not plain, network=network, budget=minutes is not None)
+
+
+def infer(input_dir: str, output: str | None, run: str, *, tta: bool | None = None, device: str | None = None,
+          overwrite: bool = False, sets: Sequence[str] | None = None, verbose: bool = False) -> int:
+    """``python -m pipeline infer -i INPUT -o OUTPUT --run RUN``: segment every case of ``INPUT`` (a dataset
+    folder, one case's folder, or a datalist) with the run's model; ``OUTPUT`` default ``<RUN>/seg_<INPUT name>``."""
+    if read_record(run) is None and not (Path(run) / "models" / "model.pt").exists():
+        raise UserError(f"{run} is not a trained run (no run.json, no models/model.pt): pass --run the run_dir of "
+                        "python -m pipeline train")
+    output = output or str(default_output(run, input_dir))
+    where = ({"datalist": input_dir} if str(input_dir).endswith(".json") else {"dataset_dir": input_dir})
+    ids: dict[str, object] = {**where, "output_dir": output, **_ids(sets)}
+    if tta is not None:
+        ids["tta"] = tta
+    if device:
+        ids["device"] = device
+    if overwrite:
+        ids["overwrite"] = True
+    cmd = inference_command(run, ids)
+    print("$ " + display(cmd), flush=True)
+    env = dict(os.environ, **({"PIPELINE_VERBOSE": "1"} if verbose else {}))
+    rc = subprocess.run(inference_command(run, ids, quiet=True), env=env).returncode
+    if rc == 0:
+        print(f"next: {python_command()} -m pipeline evaluate {shlex.quote(shown(output))} "
+              f"{shlex.quote(shown(input_dir))}", flush=True)
+    return rc
+
+
+def next_steps(train_dir: str = "TRAIN", test_dir: str = "TEST") -> list[str]:
+    """The three commands that train on ``train_dir``, segment ``test_dir`` (other patients) and score them."""
+    py, run = python_command(), f"runs/{dataset_name(train_dir)}"
+    return [f"{py} -m pipeline train {train_dir} --minutes 45",
+            f"{py} -m pipeline infer -i {test_dir} --run {run}",
+            f"{py} -m pipeline evaluate {run}/seg_{dataset_name(test_dir)} {test_dir}"]
+
+
+def default_evaluation(pred_dir: str | os.PathLike) -> Path:
+    """Where an evaluation of ``pred_dir`` goes by default, beside it: ``seg_<dataset>`` -> ``eval_<dataset>``,
+    ``seg`` -> ``eval`` (a run's), any other ``<name>`` -> ``<name>_eval``."""
+    p = Path(pred_dir)
+    if p.name.startswith("seg_"):
+        return p.with_name("eval_" + p.name[4:])
+    return p.with_name("eval" if p.name == "seg" else f"{p.name}_eval")
+
+
+def has_images(ref_dir: str | os.PathLike) -> bool:
+    """Whether ``ref_dir`` is a dataset (images beside the labels: pictures can be drawn), not a folder of labels."""
+    from pipeline.data.layouts import DatasetError, detect_layout
+
+    try:
+        detect_layout(ref_dir)
+    except (DatasetError, UserError, OSError):
+        return False
+    return True

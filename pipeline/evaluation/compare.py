@@ -1,0 +1,221 @@
+"""Several algorithms on one reference: one table, a ranking as the BraTS challenge ranks, paired tests, a grouped
+box plot and a report.
+
+`compare` evaluates each prediction folder with the legacy protocol into ``OUT/<name>/`` (and, with
+``official``, the BraTS package's protocol beside it), then writes ``comparison.csv`` (per algorithm: mean and
+median Dice per region, mean HD95, lesion-wise Dice where available), ``ranking.csv`` (each case, region and metric
+ranks the algorithms, Dice high and HD95 low first, ties sharing their mean rank; an algorithm's score is the mean
+of its ranks, as BraTS ranks), ``wilcoxon.csv`` (paired Wilcoxon signed-rank tests of the per-case mean Dice
+between neighbours in the ranking), ``comparison_boxplot.png`` and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import rankdata, wilcoxon
+
+from pipeline.core.errors import UserError
+from pipeline.core.figures import plt, save_figure
+from pipeline.core.files import atomic_write_text
+from pipeline.evaluation.evaluate import evaluate
+from pipeline.evaluation.plots import run_name
+from pipeline.evaluation.report import Report
+
+#: The metrics that rank: (column of metrics.csv, higher is better)
+RANKED = (("dice", True), ("hd95", False))
+
+
+def algorithm_names(pred_dirs: Sequence[str | os.PathLike], names: Sequence[str] | None = None) -> list[str]:
+    """One unique name per prediction folder: ``names`` as given, else `run_name` of each (``run/seg``), numbered
+    where two folders share a name."""
+    if names is not None:
+        if len(names) != len(pred_dirs) or len(set(names)) != len(names):
+            raise UserError(f"--names needs {len(pred_dirs)} different names, one per prediction folder, got "
+                            f"{list(names)}")
+        return list(names)
+    base = [run_name(p).replace("/", "_") for p in pred_dirs]
+    return [b if base.count(b) == 1 else f"{b}_{base[:i + 1].count(b)}" for i, b in enumerate(base)]
+
+
+def read_metrics(metrics_csv: str | os.PathLike) -> dict[str, dict[str, dict[str, float]]]:
+    """``{case: {region: {metric: value}}}`` of an evaluation's ``metrics.csv``."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    with open(metrics_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            out.setdefault(row["case"], {})[row["region"]] = {
+                k: float(v) if v not in ("", None) else math.nan for k, v in row.items() if k not in ("case", "region")}
+    return out
+
+
+def brats_ranking(scores: dict[str, dict[str, dict[str, dict[str, float]]]]) -> dict[str, float]:
+    """``{algorithm: mean rank}``, best first: for each case, region and metric of `RANKED`, the algorithms are
+    ranked (1 best; ties share their mean rank; a missing or NaN value ranks last), and each algorithm's ranks
+    are averaged, as the BraTS challenges rank."""
+    algorithms = list(scores)
+    first = scores[algorithms[0]]
+    ranks: dict[str, list[float]] = {a: [] for a in algorithms}
+    for case in first:
+        for region in first[case]:
+            for metric, higher in RANKED:
+                values = []
+                for a in algorithms:
+                    v = scores[a].get(case, {}).get(region, {}).get(metric, math.nan)
+                    values.append(-math.inf if math.isnan(v) and higher else math.inf if math.isnan(v) else v)
+                r = rankdata([-v for v in values] if higher else values, method="average")
+                for a, rank in zip(algorithms, r, strict=True):
+                    ranks[a].append(float(rank))
+    mean = {a: float(np.mean(r)) if r else math.nan for a, r in ranks.items()}
+    return dict(sorted(mean.items(), key=lambda kv: kv[1]))
+
+
+def case_means(per_case: dict[str, dict[str, dict[str, float]]], cases: Sequence[str]) -> np.ndarray:
+    """The mean Dice over regions of each of ``cases`` (NaN where a case is missing)."""
+    return np.array([np.mean([m["dice"] for m in per_case[c].values()]) if c in per_case else math.nan
+                     for c in cases])
+
+
+def paired_tests(scores: dict, order: Sequence[str]) -> list[dict]:
+    """Wilcoxon signed-rank tests (two-sided) of the per-case mean Dice of each algorithm against the next in
+    ``order``, on the cases both have; identical scores give p = 1."""
+    tests = []
+    cases = sorted(set.intersection(*(set(scores[a]) for a in order)))
+    for a, b in zip(order, order[1:], strict=False):
+        x, y = case_means(scores[a], cases), case_means(scores[b], cases)
+        keep = ~(np.isnan(x) | np.isnan(y))
+        x, y = x[keep], y[keep]
+        if len(x) == 0 or np.allclose(x, y):
+            stat, p = 0.0, 1.0
+        else:
+            result = wilcoxon(x, y, alternative="two-sided")
+            stat, p = float(result.statistic), float(result.pvalue)
+        tests.append({"better": a, "worse": b, "n": int(len(x)), "mean_difference": float(np.mean(x - y)) if len(x)
+                      else math.nan, "statistic": stat, "p_value": p})
+    return tests
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
+    lines = [",".join(columns)] + [",".join("" if v is None else (repr(v) if isinstance(v, float) else str(v))
+                                            for v in row) for row in rows]
+    return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def grouped_boxplot(scores: dict, regions: Sequence[str], out_png: Path, title: str) -> Path:
+    """Dice per region (groups) and algorithm (boxes side by side, one colour each), one dot per case."""
+    algorithms = list(scores)
+    cycle = plt.get_cmap("tab10").colors
+    width = 0.8 / len(algorithms)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(regions) * len(algorithms) * 0.6 + 2), 4.5))
+    rng = np.random.default_rng(0)
+    for k, a in enumerate(algorithms):
+        data = [[m[r]["dice"] for m in scores[a].values() if r in m] for r in regions]
+        positions = [i + 1 - 0.4 + width * (k + 0.5) for i in range(len(regions))]
+        box = ax.boxplot(data, positions=positions, widths=width * 0.85, showfliers=False, patch_artist=True)
+        for patch in box["boxes"]:
+            patch.set(facecolor=cycle[k % len(cycle)], alpha=0.35)
+        for pos, values in zip(positions, data, strict=True):
+            ax.scatter(pos + rng.uniform(-width / 4, width / 4, len(values)), values, s=9,
+                       color=cycle[k % len(cycle)], edgecolors="black", linewidths=0.3, zorder=3)
+        ax.plot([], [], "s", color=cycle[k % len(cycle)], label=a)
+    ax.set_xticks(range(1, len(regions) + 1), regions)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("Dice")
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(title)
+    return save_figure(fig, out_png, dpi=150)
+
+
+def compare(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
+            names: Sequence[str] | None = None, scheme: str = "auto", official: bool = False,
+            challenge: str | None = None, allow_mixed: bool = False, overwrite: bool = False) -> dict:
+    """Evaluate every folder of ``pred_dirs`` against ``ref_dir`` and compare them (the module docstring).
+
+    Returns ``{"algorithms", "table", "ranking", "tests", "files"}`` (also written as ``comparison.json``).
+
+    Raises:
+        UserError: fewer than two folders, names that are not unique, or any refusal of the evaluation (a
+            folder overlapping the reference, no prediction, labels outside the scheme).
+    """
+    if len(pred_dirs) < 2:
+        raise UserError(f"compare needs two or more prediction folders, got {len(pred_dirs)}")
+    names = algorithm_names(pred_dirs, names)
+    out = Path(out_dir)
+    scores, summaries, officials = {}, {}, {}
+    for name, pred in zip(names, pred_dirs, strict=True):
+        print(f"evaluating {name}: {pred}", flush=True)
+        summaries[name] = evaluate("legacy", pred, ref_dir, out / name, scheme=scheme, out_option="--out",
+                                   allow_mixed=allow_mixed, overwrite=overwrite)
+        scores[name] = read_metrics(out / name / "metrics.csv")
+        if official:
+            officials[name] = evaluate("official", pred, ref_dir, out / name, scheme=scheme, challenge=challenge,
+                                       out_option="--out", allow_mixed=allow_mixed, overwrite=overwrite)
+    regions = list(next(iter(summaries.values()))["regions"])
+    ranking = brats_ranking(scores)
+    order = list(ranking)
+    tests = paired_tests(scores, order)
+
+    columns = ["algorithm", "rank", "mean rank", "mean Dice", "median of case means"]
+    columns += [f"Dice {r}" for r in regions] + [f"median Dice {r}" for r in regions]
+    columns += [f"HD95 {r} (mm)" for r in regions] + ["cases", "missing"]
+    official_regions = sorted({r for s in officials.values() for r in s.get("table", {})})
+    columns += [f"LW Dice {r.upper()}" for r in official_regions]
+    table = []
+    for position, name in enumerate(order, start=1):
+        s = summaries[name]
+        means = case_means(scores[name], sorted(scores[name]))
+        row = [name, position, ranking[name], s["mean_dice"], float(np.nanmedian(means)) if len(means) else math.nan]
+        row += [s["regions"][r]["dice"]["mean"] for r in regions]
+        row += [s["regions"][r]["dice"]["median"] for r in regions]
+        row += [s["regions"][r]["hd95"]["mean"] for r in regions]
+        row += [s["cases"], s["n_missing_predictions"]]
+        row += [officials.get(name, {}).get("table", {}).get(r, {}).get("lesionwise_dsc_mean", {}).get("mean")
+                for r in official_regions]
+        table.append(row)
+
+    files = {"table": _write_csv(out / "comparison.csv", columns, table),
+             "ranking": _write_csv(out / "ranking.csv", ["algorithm", "mean rank"],
+                                   [[a, r] for a, r in ranking.items()]),
+             "tests": _write_csv(out / "wilcoxon.csv", ["better", "worse", "n", "mean_difference", "statistic",
+                                                        "p_value"], [list(t.values()) for t in tests])}
+    title = f"{len(names)} algorithms on {Path(ref_dir).resolve().name}"
+    files["boxplot"] = grouped_boxplot(scores, regions, out / "comparison_boxplot.png", title)
+    result = {"algorithms": {n: str(Path(p).resolve()) for n, p in zip(names, pred_dirs, strict=True)},
+              "reference": str(Path(ref_dir).resolve()), "columns": columns, "table": table, "ranking": ranking,
+              "tests": tests, "files": {k: str(v) for k, v in files.items()}}
+    files["report"] = comparison_report(result, out, regions, scores)
+    result["files"]["report"] = str(files["report"])
+    atomic_write_text(out / "comparison.json", json.dumps(result, indent=1, default=float))
+    return result
+
+
+def comparison_report(result: dict, out: Path, regions: Sequence[str], scores: dict) -> Path:
+    """``OUT/report.html``: the table, the ranking, the tests, the box plot and the per-case mean Dice."""
+    report = Report(f"Comparison of {len(result['algorithms'])} algorithms on {Path(result['reference']).name}")
+    report.paragraph(f"Reference: {result['reference']}. Legacy protocol (our ET/TC/WT Dice and HD95, "
+                     "docs/metrics.md); each algorithm's own evaluation is in its sub-folder.", note=True)
+    report.heading("Table")
+    report.table(result["columns"], result["table"])
+    report.heading("Ranking")
+    report.paragraph("Each case, region and metric (Dice: higher first; HD95: lower first) ranks the algorithms, "
+                     "ties sharing their mean rank; an algorithm's score is the mean of its ranks, as the BraTS "
+                     "challenges rank.", note=True)
+    report.table(["algorithm", "mean rank"], [[a, r] for a, r in result["ranking"].items()])
+    report.heading("Paired tests")
+    report.paragraph("Wilcoxon signed-rank test (two-sided) of the per-case mean Dice, each algorithm against the "
+                     "next in the ranking, on the cases both have.", note=True)
+    report.table(["better", "worse", "n", "mean difference", "statistic", "p value"],
+                 [list(t.values()) for t in result["tests"]])
+    report.heading("Dice per region")
+    report.pictures([(result["files"]["boxplot"], "Dice per region and algorithm, one dot per case")])
+    report.heading("Per case")
+    algorithms = list(result["algorithms"])
+    cases = sorted(set().union(*(set(scores[a]) for a in algorithms)))
+    rows = [[c, *[float(case_means(scores[a], [c])[0]) for a in algorithms]] for c in cases]
+    report.table(["case", *[f"{a} mean Dice" for a in algorithms]], rows)
+    return report.write(out / "report.html")

@@ -1,0 +1,98 @@
+"""compare: the BraTS ranking (per case, region and metric; ties share their mean rank) against a ranking counted
+by hand, the paired tests against scipy on aligned cases, and five algorithms of known quality ranked in order
+with one command, its table, tests, box plot and report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import wilcoxon
+
+from pipeline.__main__ import main as pipeline_main
+from pipeline.core.errors import UserError
+from pipeline.evaluation.compare import algorithm_names, brats_ranking, paired_tests
+from tests.helpers import checksums, corrupted_predictions
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(path.read_text().splitlines()))
+
+
+def _scores(table: dict[str, list[tuple[float, float]]]) -> dict:
+    """``{algorithm: [(dice, hd95) per case]}`` -> the nested scores of one region ``WT``."""
+    return {a: {f"c{i}": {"WT": {"dice": d, "hd95": h}} for i, (d, h) in enumerate(rows)} for a, rows in table.items()}
+
+
+def test_ranking_averages_the_ranks_of_every_case_and_metric_as_brats_does() -> None:
+    scores = _scores({"a": [(0.9, 2.0), (0.8, 5.0)], "b": [(0.9, 3.0), (0.6, 4.0)], "c": [(0.5, 9.0), (0.7, 9.0)]})
+    # by hand: case 0 Dice a=b=1.5 c=3, HD95 a=1 b=2 c=3; case 1 Dice a=1 c=2 b=3, HD95 b=1 a=2 c=3
+    expected = {"a": (1.5 + 1 + 1 + 2) / 4, "b": (1.5 + 2 + 3 + 1) / 4, "c": (3 + 3 + 2 + 3) / 4}
+    ranking = brats_ranking(scores)
+    assert list(ranking) == ["a", "b", "c"]
+    for name, value in expected.items():
+        assert ranking[name] == pytest.approx(value)
+
+
+def test_a_missing_value_ranks_last() -> None:
+    scores = _scores({"a": [(math.nan, math.nan)], "b": [(0.1, 50.0)]})
+    assert list(brats_ranking(scores)) == ["b", "a"]
+
+
+def test_paired_tests_compare_neighbours_on_the_same_cases() -> None:
+    rng = np.random.default_rng(0)
+    better = rng.uniform(0.7, 0.9, 12)
+    worse = better - rng.uniform(0.0, 0.2, 12)
+    scores = _scores({"good": [(d, 1.0) for d in better], "bad": [(d, 1.0) for d in worse]})
+    scores["bad"] = dict(reversed(list(scores["bad"].items())))  # another case order: paired by case, not position
+    (test,) = paired_tests(scores, ["good", "bad"])
+    assert test["n"] == 12 and test["p_value"] == pytest.approx(wilcoxon(better, worse).pvalue)
+    assert test["mean_difference"] == pytest.approx(float(np.mean(better - worse)))
+    (same,) = paired_tests({"x": scores["good"], "y": scores["good"]}, ["x", "y"])
+    assert same["p_value"] == 1.0
+
+
+def test_names_are_unique_and_given_names_are_checked(tmp_path: Path) -> None:
+    assert algorithm_names([tmp_path / "a" / "seg", tmp_path / "b" / "seg"]) == ["seg_1", "seg_2"]
+    with pytest.raises(UserError, match="--names"):
+        algorithm_names([tmp_path / "a", tmp_path / "b"], ["x", "x"])
+
+
+def test_compare_ranks_five_algorithms_in_order_of_quality_in_one_command(tiny_dataset: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    folders = [corrupted_predictions(tiny_dataset, tmp_path / f"alg{e}", e) for e in (3, 0, 4, 1, 2)]
+    before = checksums(tiny_dataset)
+    out = tmp_path / "cmp"
+    assert pipeline_main(["compare", str(tiny_dataset), *map(str, folders), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Wilcoxon" in printed and "report:" in printed
+    ranking = [row["algorithm"] for row in _rows(out / "ranking.csv")]
+    assert ranking == ["alg0", "alg1", "alg2", "alg3", "alg4"]
+    table = list(_rows(out / "comparison.csv"))
+    assert [row["algorithm"] for row in table] == ranking and float(table[0]["mean Dice"]) == pytest.approx(1.0)
+    tests = list(_rows(out / "wilcoxon.csv"))
+    assert [(t["better"], t["worse"]) for t in tests] == list(zip(ranking, ranking[1:], strict=False))
+    result = json.loads((out / "comparison.json").read_text())
+    assert set(result["algorithms"]) == set(ranking)
+    for name in ranking:  # each algorithm's own evaluation beside the comparison
+        assert (out / name / "metrics.csv").is_file() and (out / name / "summary.json").is_file()
+    assert (out / "comparison_boxplot.png").stat().st_size > 10_000
+    html = (out / "report.html").read_text()
+    assert html.count("<tr>") >= 5 + 5 + 4 + len(list(tiny_dataset.glob("*/"))) and "data:image/png;base64" in html
+    assert checksums(tiny_dataset) == before
+
+
+def test_compare_accepts_a_folder_of_reference_labels_with_a_scheme(tiny_dataset: Path, tmp_path: Path) -> None:
+    refs = tmp_path / "labels"
+    refs.mkdir()
+    for label in sorted(tiny_dataset.rglob("*_seg.nii.gz")):
+        shutil.copy(label, refs / f"{label.parent.name}.nii.gz")
+    folders = [corrupted_predictions(tiny_dataset, tmp_path / f"alg{e}", e) for e in (2, 0)]
+    out = tmp_path / "cmp"
+    assert pipeline_main(["compare", str(refs), *map(str, folders), "--out", str(out), "--scheme", "brats"]) == 0
+    assert [row["algorithm"] for row in _rows(out / "ranking.csv")] == ["alg0", "alg2"]
