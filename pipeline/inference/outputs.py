@@ -134,7 +134,7 @@ def guard_outputs(data: DataSource, items: Sequence[Mapping], output_dir: object
     if report is not None:
         report.lock = lock
     try:
-        refuse_other_dataset(data, items, out, report.provenance if report is not None else Provenance(out))
+        refuse_other_dataset(data, out, report.provenance if report is not None else Provenance(out))
         if not as_bool(overwrite, "overwrite"):
             _refuse_foreign(items, out, report)
     except BaseException:
@@ -143,21 +143,20 @@ def guard_outputs(data: DataSource, items: Sequence[Mapping], output_dir: object
     return out
 
 
-def refuse_other_dataset(data: DataSource, items: Sequence[Mapping], output_dir: Path, record: Provenance) -> None:
-    """One output folder per dataset: refuse to write into a folder whose provenance records segmentations of
-    another dataset's cases (cases not among ``items`` whose inputs lie outside ``data``'s folders). One case's
-    folder at a time (``data.single``) may fill a folder case by case.
+def refuse_other_dataset(data: DataSource, output_dir: Path, record: Provenance) -> None:
+    """One output folder per dataset: refuse to write into a folder whose provenance records segmentations made
+    from inputs outside ``data``'s folders (another dataset's, even under the same case names). One case's folder
+    at a time (``data.single``) may fill a folder case by case.
 
     Raises:
         UserError: naming such a case, its input and another folder to use.
     """
     if data.single is not None:
         return
-    ours = {str(item["case"]) for item in items}
     roots = [str(r) for r in data.guard.roots]
     for case, entry in record.cases.items():
         paths = [str(i.get("path", "")) for i in entry.get("inputs") or []]
-        if case in ours or not paths:
+        if not paths:
             continue
         if not any(os.path.realpath(p).startswith(tuple(os.path.join(r, "") for r in roots)) for p in paths):
             name = Path(data.dataset_dir or data.datalist_path or "data").expanduser().resolve()

@@ -1,0 +1,119 @@
+"""The verbs of ``python -m pipeline``: train, infer and evaluate with short commands, each printing the equivalent
+``python -m monai.bundle run`` line, no MONAI notice, and a ``next:`` line that runs as printed in a fresh shell
+(without the venv on PATH); outputs in folders named after the dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.commands import next_steps
+from tests.e2e.test_demo import MONAI_NOTICES
+from tests.helpers import REPO, TINY_IDS
+
+#: A fresh shell: the system's PATH only, no virtual environment activated.
+FRESH = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8"}
+
+
+def _run(args: list[str] | str, cwd: Path) -> str:
+    shell = isinstance(args, str)
+    result = subprocess.run(args if shell else [sys.executable, "-m", "pipeline", *args], capture_output=True,
+                            text=True, cwd=cwd, timeout=600, shell=shell, env=FRESH if shell else None)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    for notice in MONAI_NOTICES:
+        assert notice not in output, notice
+    return result.stdout
+
+
+def _next(stdout: str) -> str:
+    line = [line for line in stdout.splitlines() if line.startswith("next: ")][-1]
+    return line.removeprefix("next: ")
+
+
+def test_train_infer_evaluate_through_the_verbs_and_their_next_lines(tiny_dataset: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"  # the user's folder: runs/ and outputs go here
+    work.mkdir()
+    data = work / "BraTS_small"
+    shutil.copytree(tiny_dataset, data)
+    tiny = [w for k, v in {**TINY_IDS, "epochs": 1, "folds": 2, "batch_size": 1}.items()
+            for w in (k, json.dumps(v).replace(" ", "") if isinstance(v, list) else str(v))]
+    out = _run(["train", str(data), "--plain", "--set", *tiny], work)
+    assert re.search(r"^\$ \S+ -m monai\.bundle run training ", out, flags=re.MULTILINE)
+    assert (work / "runs" / "BraTS_small" / "models" / "model.pt").is_file()  # runs/<dataset name>
+
+    infer = _next(out)  # python -m pipeline infer -i DATA --run runs/BraTS_small, by the venv's python
+    assert " -m pipeline infer -i " in infer and infer.split()[0] != "python"
+    out = _run(infer, work)
+    assert re.search(r"^\$ \S+ -m monai\.bundle run inference ", out, flags=re.MULTILINE)
+    seg = work / "runs" / "BraTS_small" / "seg_BraTS_small"
+    assert len(list(seg.glob("*.nii.gz"))) == 4
+
+    out = _run(_next(out), work)  # python -m pipeline evaluate SEG DATA
+    evaluation = work / "runs" / "BraTS_small" / "eval_BraTS_small"
+    assert (evaluation / "summary.json").is_file() and (evaluation / "report.html").is_file()
+    assert "report:" in out
+
+
+def test_the_documented_commands_are_short() -> None:
+    for line in next_steps("data/BraTS2021_train", "data/BraTS2021_test"):
+        assert len(line) < 100, line
+    readme = (REPO / "README.md").read_text()
+    quick = re.search(r"<!-- own-data -->\n```bash\n(.*?)```", readme, flags=re.DOTALL)
+    assert quick, "README: the own-data block (<!-- own-data --> then a bash block)"
+    commands = [c for c in quick.group(1).splitlines() if c.strip() and not c.startswith("#")]
+    assert len(commands) == 3 and all(len(c) < 100 for c in commands), commands
+
+
+def test_inference_refuses_a_folder_of_another_datasets_segmentations(tiny_dataset: Path, trained_run: Path,
+                                                                      tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(tiny_dataset, other)
+    seg = tmp_path / "seg"
+    _run(["infer", "-i", str(tiny_dataset), "-o", str(seg), "--run", str(trained_run)], tmp_path)
+    result = subprocess.run([sys.executable, "-m", "pipeline", "infer", "-i", str(other), "-o", str(seg), "--run",
+                             str(trained_run)], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "another dataset" in last and "seg_other" in last
+
+
+def test_an_evaluation_never_replaces_another(tiny_dataset: Path, tmp_path: Path) -> None:
+    from tests.helpers import corrupted_predictions
+
+    a = corrupted_predictions(tiny_dataset, tmp_path / "a", 1)
+    b = corrupted_predictions(tiny_dataset, tmp_path / "b", 2)
+    out = tmp_path / "eval"
+    _run(["evaluate", str(a), str(tiny_dataset), "--out", str(out), "--no-pictures"], tmp_path)
+    _run(["evaluate", str(a), str(tiny_dataset), "--out", str(out), "--no-pictures"], tmp_path)  # the same: again
+    before = (out / "metrics.csv").read_text()
+    result = subprocess.run([sys.executable, "-m", "pipeline", "evaluate", str(b), str(tiny_dataset), "--out",
+                             str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 2 and "holds the evaluation of" in result.stderr.strip().splitlines()[-1]
+    assert (out / "metrics.csv").read_text() == before
+    _run(["evaluate", str(b), str(tiny_dataset), "--out", str(out), "--overwrite"], tmp_path)
+    assert json.loads((out / "summary.json").read_text())["predictions"] == str(b.resolve())
+
+
+@pytest.mark.parametrize("scheme", ["brats", "brats2023"])
+def test_check_reads_a_folder_of_labels_with_a_scheme(tiny_dataset: Path, tmp_path: Path, scheme: str) -> None:
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for label in sorted(tiny_dataset.rglob("*_seg.nii.gz")):
+        shutil.copy(label, labels / f"{label.parent.name}.nii.gz")
+    result = subprocess.run([sys.executable, "-m", "pipeline", "check", str(labels), "--label_scheme", scheme],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    if scheme == "brats":  # BraTS 2021 labels 1, 2, 4
+        assert result.returncode == 0 and "4 case(s)" in result.stdout and "labels folder" in result.stdout
+    else:  # 4 is not a label of BraTS 2023 (ET = 3)
+        assert result.returncode == 1 and "outside brats2023" in result.stdout
+    auto = subprocess.run([sys.executable, "-m", "pipeline", "check", str(labels)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert auto.returncode == 2 and "--label_scheme" in auto.stderr.strip().splitlines()[-1]
