@@ -7,6 +7,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 TEST_STAMP := $(VENV)/.installed-test
 
 DATASET ?= data/synthetic
@@ -21,7 +22,7 @@ DEMO ?=
 VARIANTS = $(if $(FAST),--fast) --network $(NETWORK) $(if $(DEMO),--demo)
 config = "$(or $(shell $(PY) -m pipeline.bundle configs $(1) $(VARIANTS) $(2) --configs $(CONFIGS)),$(error no config list for NETWORK=$(NETWORK) (the line above says why)))"
 
-.PHONY: venv demo test test-fast lint data datalist train infer evaluate cv cv-summary infer-ensemble metadata clean
+.PHONY: venv demo test test-fast lint browser data datalist train infer evaluate cv cv-summary infer-ensemble metadata clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -30,10 +31,26 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e .
 	touch $(STAMP)
 
-# the test extras (pytest, ruff, onnx/onnxruntime, mlflow, the official BraTS evaluation) on top
-$(TEST_STAMP): $(STAMP)
+# the developer's tools (pytest, hypothesis, ruff: a few MB) on top; `make test-fast` needs only these
+$(DEV_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(DEV_STAMP)
+
+# every extra (onnx/onnxruntime, mlflow, the official BraTS evaluation: about 500 MB) on top, for `make test`
+$(TEST_STAMP): $(DEV_STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
 	touch $(TEST_STAMP)
+
+# a headless browser for the report test (tests/e2e/test_report_browser.py): Debian's Chromium, installed once
+# when missing (as root; otherwise the command to run is printed)
+BROWSER_BIN := $(firstword $(shell command -v chromium chromium-browser google-chrome 2>/dev/null))
+browser:
+	@if [ -n "$(BROWSER_BIN)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Chromium (Debian's package) for the report test"; \
+		apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; }; \
+	else echo "error: the report test needs Chromium: sudo apt-get install chromium" >&2; exit 2; fi
 
 # one optional extra of pyproject.toml on top of venv, installed once: make extra-export | extra-official |
 # extra-tracking | extra-metadata (the commands that need one name it; make test installs them all)
@@ -50,14 +67,15 @@ $(VENV)/.installed-%: $(STAMP)
 demo:
 	@t0=$$(date +%s); $(MAKE) --no-print-directory venv && $(PY) -m pipeline demo --started-at $$t0
 
-test: lint
+test: lint $(TEST_STAMP) browser
 	$(PY) -m pytest -q
 
-# the fast loop: everything but tests/e2e (the runs through the MONAI CLI and the scripts; about 2 minutes on 2 cores)
+# the fast loop: everything but tests/e2e (the runs through the MONAI CLI, the scripts and the browser); the tests
+# of an extra that is not installed are skipped (make test installs them all)
 test-fast: lint
 	$(PY) -m pytest -q --ignore=tests/e2e
 
-lint: $(TEST_STAMP)
+lint: $(DEV_STAMP)
 	$(PY) -m ruff check pipeline tests bench
 
 # ---- stages, one at a time (override DATASET=..., RUN=..., ARGS="--epochs 100 --fold 1") ------------------
@@ -71,13 +89,12 @@ train: venv
 	$(PY) -m monai.bundle run training --config_file $(call config,training) $(BUNDLE_ARGS) \
 		--dataset_dir $(DATASET) --run_dir $(RUN) $(ARGS)
 
+# inference and evaluation go to folders named after the dataset: $(RUN)/seg_<name>, $(RUN)/eval_<name>
 infer: venv
-	$(PY) -m monai.bundle run inference --config_file $(call config,inference) $(BUNDLE_ARGS) \
-		--dataset_dir $(DATASET) --run_dir $(RUN) $(ARGS)
+	$(PY) -m pipeline infer -i $(DATASET) --run $(RUN) $(ARGS)
 
 evaluate: venv
-	$(PY) -m monai.bundle run evaluate --config_file $(call config,evaluate) $(BUNDLE_ARGS) \
-		--dataset_dir $(DATASET) --run_dir $(RUN) $(ARGS)
+	$(PY) -m pipeline evaluate $(RUN)/seg_$(notdir $(abspath $(DATASET))) $(DATASET) $(ARGS)
 
 # 5-fold cross-validation into $(RUN)/fold_<f>, then inference with the folds' mean probability
 FOLDS ?= 0 1 2 3 4
