@@ -10,7 +10,6 @@ import pytest
 
 from pipeline import demo
 
-
 #: What MONAI prints that the demo and the verbs silence or avoid (pipeline.monai_workarounds.QUIET, labels: null)
 MONAI_NOTICES = ("UserWarning", "FutureWarning", "Not all config files", "Detected deprecated name",
                  "Can't merge entry", "parsing config_file")
