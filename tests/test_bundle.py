@@ -24,14 +24,14 @@ BUNDLES = {
 
 
 def _readme_ids() -> list[str]:
-    """The ids of the README's table "Ids you can override" (first column; ``a`` / ``b`` rows name two)."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    table = text.split("### Ids you can override", 1)[1].split("\n#", 1)[0]
+    """The ids of docs/usage.md's table "Ids you can override" (first column; ``a`` / ``b`` rows name two)."""
+    text = (REPO / "docs" / "usage.md").read_text(encoding="utf-8")
+    table = text.split("## Ids you can override", 1)[1].split("\n#", 1)[0]
     rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
     return [name for cell in rows for name in re.findall(r"`([\w#]+)`", cell)]
 
 
-#: ids the README promises can be overridden with --id value
+#: ids the docs promise can be overridden with --id value
 USER_IDS = _readme_ids()
 
 
@@ -71,7 +71,7 @@ def test_user_facing_ids_exist_under_their_documented_names() -> None:
     assert len(USER_IDS) >= 25 and {"dataset_dir", "amp_dtype", "cudnn_benchmark", "dist_backend"} <= set(USER_IDS)
     parsers = [_parser(run_id, variants) for run_id, variants in BUNDLES.values()]
     missing = [k for k in USER_IDS if not any(k in parser for parser in parsers)]
-    assert not missing, f"ids promised in the README are missing: {missing}"
+    assert not missing, f"ids promised in docs/usage.md are missing: {missing}"
 
 
 def test_metadata_lists_the_packages_of_pyproject() -> None:

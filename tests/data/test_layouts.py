@@ -210,6 +210,7 @@ def test_inference_postprocessing_writes_the_reference_labels_in_the_datasets_ow
     pre, post = parser.get_parsed_content("preprocessing"), parser.get_parsed_content("postprocessing")
     item = pre({**case.to_item(), "regions": str(regions_file)})
     post({**item, "pred": (item["regions"].as_tensor() - 0.5) * 20})
+    parser.get_parsed_content("infer_report").writers.wait()  # written by a background thread
     out = nib.load(tmp_path / "seg" / f"{case.case_id}.nii.gz")
     assert out.shape == ref.shape == LAYOUT_SHAPE
     np.testing.assert_allclose(out.affine, ref.affine)

@@ -392,7 +392,8 @@ def test_command_line_official_protocol_writes_and_prints_the_paper_table(tmp_pa
                  "--protocol", "official", "--challenge", "gli", "--jobs", "2"])
     printed = capsys.readouterr().out
     assert code == 0
-    assert {p.name for p in out.iterdir()} == {"official.csv", "official_summary.json", "official_panoptica.json"}
+    assert {p.name for p in out.iterdir()} == {"official.csv", "official_summary.json", "official_panoptica.json",
+                                               "report.html"}
     assert "LW Dice" in printed and "ET " in printed and "±" in printed
     summary = json.loads((out / "official_summary.json").read_text())
     assert format_official_table(summary).splitlines()[2].startswith("ET")
@@ -403,7 +404,7 @@ def test_command_line_legacy_stays_the_default(tmp_path: Path) -> None:
 
     pred_dir, ref_dir = _write_cases(tmp_path / "data", {"case_a": _pair("shifted")}, relabel={ET: 4})
     assert main(["evaluate", str(pred_dir), str(ref_dir), "--out", str(tmp_path / "out"), "--scheme", "brats"]) == 0
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"metrics.csv", "summary.json"}
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"metrics.csv", "summary.json", "report.html"}
     assert main(["evaluate", str(pred_dir), str(ref_dir), "--out", str(tmp_path / "o2"), "--scheme", "brats",
                  "--challenge", "gli"]) == 2
 
@@ -428,7 +429,7 @@ def test_bundle_protocol_switch_writes_the_official_files(tmp_path: Path, capsys
     summary = json.loads((tmp_path / "run" / "eval" / "official_summary.json").read_text())
     assert summary["protocol"] == "official" and summary["scheme"] == "brats" and summary["label_map"]["4"] == 3
     assert (tmp_path / "run" / "eval" / "official.csv").is_file()
-    assert "LW Dice" in printed and printed.rstrip().endswith("pictures:")  # no pictures for the official protocol
+    assert "LW Dice" in printed and "pictures:\nreport: " in printed  # no pictures for the official protocol
 
 
 def test_missing_package_is_refused_with_the_install_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -43,6 +43,7 @@ def test_reference_regions_through_the_bundle_postprocessing_give_back_the_refer
     logits = (item["regions"].as_tensor() - 0.5) * 20  # sigmoid > 0.5 exactly on the regions
     post({**item, "pred": logits})
 
+    parser.get_parsed_content("infer_report").writers.wait()  # written by a background thread
     out = nib.load(tmp_path / "seg" / f"{case.case_id}.nii.gz")
     assert out.get_data_dtype() == np.uint8
     assert out.shape == ref.shape
