@@ -172,43 +172,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description="BraTS segmentation on MONAI: train, "
+                                     "infer, evaluate and compare on your data (python -m pipeline VERB --help)")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("synth", help="write a synthetic BraTS-like dataset (BraTS 2021, BraTS 2023, BraTS 2024 "
-                       "post-treatment, MSD or nnU-Net raw layout)")
-    p.add_argument("out_dir")
-    p.add_argument("--cases", type=int, default=16)
-    p.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), metavar=("X", "Y", "Z"),
-                   help="volume size; 240 240 155 gives BraTS size")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--layout", default="brats2021", choices=SUPPORTED_LAYOUTS,
-                   help="brats2024: BraTS 2023 names with 4 = resection cavity; nnunet: nnU-Net v2 raw format "
-                   "(dataset.json, imagesTr/<case>_0000.nii.gz, labelsTr/)")
-    p.add_argument("--channels", nargs="+", default=None, metavar="NAME",
-                   help="--layout nnunet: the contrasts to write, in order (T1 T1ce T2 FLAIR; e.g. T1ce alone)")
-    p.add_argument("--rc", action="store_true", help="--layout nnunet: add a resection cavity (label 4) beside the "
-                   "tumour in most cases")
-    p.add_argument("--force", action="store_true", help="write into a folder that already holds NIfTI files, "
-                   "overwriting cases of the same name (synthetic names are BraTS's own)")
-    p.set_defaults(func=_synth)
-
-    p = sub.add_parser("datalist", help="discover the cases of a dataset folder and write a datalist with folds")
-    p.add_argument("dataset_dir")
-    p.add_argument("--out", required=True, help="datalist JSON to write")
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS])
-    p.add_argument("--label_scheme", "--label-scheme", default="auto", type=label_scheme_argument,
-                   metavar="{" + ",".join(["auto", *BUILTIN]) + f",{NNUNET_PREFIX}DATASET_JSON}}",
-                   help="recorded in the datalist; auto: the layout's (nnunet: nnunet:<its dataset.json>)")
-    p.add_argument("--force", action="store_true", help="replace an existing --out file with other content")
-    p.set_defaults(func=_datalist)
-
-    p = sub.add_parser("check", help="check every case of a dataset folder, or a folder of <case>.nii.gz labels "
-                       "with --label_scheme: one line per problem, exit 1 on errors")
-    _check_arguments(p)
-    p.set_defaults(func=_run_check)
 
     p = sub.add_parser("train", help="train a model on a dataset folder (any BraTS edition, the Decathlon, nnU-Net)")
     p.add_argument("dataset", help="the dataset folder")
@@ -244,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheme", default="auto", type=scheme_argument,
                    metavar="{" + ",".join(SCHEME_CHOICES) + f",{NNUNET_PREFIX}DATASET_JSON}}",
                    help="label numbering; auto: the reference dataset's layout's (a folder of labels needs a scheme); "
-                   "brats2024 (4 = resection cavity): --protocol official only")
+                   "brats2024: 4 = resection cavity (both protocols)")
     p.add_argument("--protocol", default="legacy", choices=PROTOCOLS,
                    help="legacy: our ET/TC/WT Dice, sensitivity, specificity, HD95; official: the BraTS package "
                    "brats-evaluation's lesion-wise metrics (make extra-official); see docs/metrics.md")
@@ -275,6 +241,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace earlier evaluations in --out")
     p.set_defaults(func=_compare)
 
+    p = sub.add_parser("check", help="check every case of a dataset folder, or a folder of <case>.nii.gz labels "
+                       "with --label_scheme: one line per problem, exit 1 on errors")
+    _check_arguments(p)
+    p.set_defaults(func=_run_check)
+
+    p = sub.add_parser("demo", help="synthetic data -> train -> infer -> evaluate, on the CPU in minutes")
+    p.add_argument("--data-dir", default="data/synthetic")
+    p.add_argument("--run-dir", default="runs/demo")
+    p.add_argument("--cases", type=int, default=16)
+    p.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), metavar=("X", "Y", "Z"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None, help="override demo.yaml's epochs")
+    p.add_argument("--plain", action="store_true", help="train and infer without fast.yaml (the plain configuration)")
+    p.add_argument("--started-at", type=float, default=None,
+                   help="epoch seconds when the demo began (the Makefile passes it so that set-up time counts)")
+    p.set_defaults(func=_demo)
+    p = sub.add_parser("synth", help="write a synthetic BraTS-like dataset (BraTS 2021, BraTS 2023, BraTS 2024 "
+                       "post-treatment, MSD or nnU-Net raw layout)")
+    p.add_argument("out_dir")
+    p.add_argument("--cases", type=int, default=16)
+    p.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), metavar=("X", "Y", "Z"),
+                   help="volume size; 240 240 155 gives BraTS size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layout", default="brats2021", choices=SUPPORTED_LAYOUTS,
+                   help="brats2024: BraTS 2023 names with 4 = resection cavity; nnunet: nnU-Net v2 raw format "
+                   "(dataset.json, imagesTr/<case>_0000.nii.gz, labelsTr/)")
+    p.add_argument("--channels", nargs="+", default=None, metavar="NAME",
+                   help="--layout nnunet: the contrasts to write, in order (T1 T1ce T2 FLAIR; e.g. T1ce alone)")
+    p.add_argument("--rc", action="store_true", help="--layout nnunet: add a resection cavity (label 4) beside the "
+                   "tumour in most cases")
+    p.add_argument("--force", action="store_true", help="write into a folder that already holds NIfTI files, "
+                   "overwriting cases of the same name (synthetic names are BraTS's own)")
+    p.set_defaults(func=_synth)
+
+    p = sub.add_parser("datalist", help="discover the cases of a dataset folder and write a datalist with folds")
+    p.add_argument("dataset_dir")
+    p.add_argument("--out", required=True, help="datalist JSON to write")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS])
+    p.add_argument("--label_scheme", "--label-scheme", default="auto", type=label_scheme_argument,
+                   metavar="{" + ",".join(["auto", *BUILTIN]) + f",{NNUNET_PREFIX}DATASET_JSON}}",
+                   help="recorded in the datalist; auto: the layout's (nnunet: nnunet:<its dataset.json>)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file with other content")
+    p.set_defaults(func=_datalist)
+
     p = sub.add_parser("plot", help="draw training curves, a Dice box plot, or an evaluation's pictures")
     p.add_argument("what", choices=["curves", "boxplot", "evaluation"])
     p.add_argument("inputs", nargs="+", help="curves: RUN_DIR/history.csv; boxplot: EVAL_DIR/metrics.csv; "
@@ -296,17 +308,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", nargs="+", metavar="ID VALUE", help="more bundle ids for inference: --set device cpu")
     p.set_defaults(func=_cv)
 
-    p = sub.add_parser("demo", help="synthetic data -> train -> infer -> evaluate, on the CPU in minutes")
-    p.add_argument("--data-dir", default="data/synthetic")
-    p.add_argument("--run-dir", default="runs/demo")
-    p.add_argument("--cases", type=int, default=16)
-    p.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), metavar=("X", "Y", "Z"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=None, help="override demo.yaml's epochs")
-    p.add_argument("--plain", action="store_true", help="train and infer without fast.yaml (the plain configuration)")
-    p.add_argument("--started-at", type=float, default=None,
-                   help="epoch seconds when the demo began (the Makefile passes it so that set-up time counts)")
-    p.set_defaults(func=_demo)
     return parser
 
 
