@@ -18,11 +18,23 @@ from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, gzip_is_whole
 from pipeline.core.provenance import Provenance, input_identity
 from pipeline.data.source import DataSource
-from pipeline.inference.predict import PROBABILITIES, reference_path
 from pipeline.inference.writers import BackgroundWriters
 from pipeline.inference.writers import writer_threads as writer_threads_of
 
 logger = logging.getLogger(__name__)
+
+#: Sub-folder of ``output_dir`` for the region probabilities (``--save_probabilities true``).
+PROBABILITIES = "probabilities"
+
+
+def reference_path(image: object) -> str:
+    """The first input file of a loaded image (``MetaTensor.meta['filename_or_obj']``) or of a path list."""
+    ref = image.meta["filename_or_obj"] if hasattr(image, "meta") else image
+    if isinstance(ref, (list, tuple)):
+        ref = ref[0]
+    return str(ref)
+
+
 
 
 class InferenceReport:

@@ -12,7 +12,6 @@ import os
 from collections.abc import Hashable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
@@ -24,9 +23,7 @@ from monai.transforms import MapTransform
 from pipeline.core.config import as_bool
 from pipeline.core.files import atomic_write
 from pipeline.data.labels import regions_to_labels
-
-if TYPE_CHECKING:
-    from pipeline.inference.outputs import InferenceReport
+from pipeline.inference.outputs import PROBABILITIES, InferenceReport, reference_path
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +66,6 @@ class MirrorInferer(Inferer):
 def with_tta(inferer: Inferer, tta: bool) -> Inferer:
     """``inferer`` wrapped in `MirrorInferer` when ``tta`` is true (the ``tta`` config id)."""
     return MirrorInferer(inferer) if tta else inferer
-
-
-def reference_path(image: object) -> str:
-    """The first input file of a loaded image (``MetaTensor.meta['filename_or_obj']``) or of a path list."""
-    ref = image.meta["filename_or_obj"] if hasattr(image, "meta") else image
-    if isinstance(ref, (list, tuple)):
-        ref = ref[0]
-    return str(ref)
 
 
 #: The item key that carries a case's input files to the writers (joined by ``os.pathsep``: it survives batching).
@@ -177,9 +166,6 @@ class SaveBratsLabeld(MapTransform):
         logger.info("case %s: wrote %s", case, path)
         self.report.wrote(case, path, inputs)
 
-
-#: Sub-folder of ``output_dir`` for the region probabilities (``--save_probabilities true``).
-PROBABILITIES = "probabilities"
 
 
 #: Probabilities are stored as uint16 with this NIfTI scale (NIfTI-1 has no float16): steps of 1.5e-5.
