@@ -11,6 +11,7 @@ TINY = [*TINY_ARGS, "--epochs", "1", "--batch_size", "1"]
 
 def test_out_of_fold_evaluation_scores_every_case_once_by_the_fold_that_never_trained_on_it(tiny_dataset, tmp_path):
     from pipeline.__main__ import main
+    from pipeline.core.provenance import Provenance
     from pipeline.data.datalist import write_datalist
 
     run = tmp_path / "cv"
@@ -22,8 +23,8 @@ def test_out_of_fold_evaluation_scores_every_case_once_by_the_fold_that_never_tr
     summary = json.loads((run / "cv_summary.json").read_text())
     fold_of = {it["case"]: it["fold"] for it in dl["training"]}
     assert sorted(p.name[: -len(".nii.gz")] for p in (run / "cv" / "seg").glob("*.nii.gz")) == sorted(fold_of)
-    provenance = json.loads((run / "cv" / "seg" / "provenance.json").read_text())
-    models = {f: {provenance[c]["model"] for c, g in fold_of.items() if g == f} for f in (0, 1)}
+    provenance = Provenance(run / "cv" / "seg")
+    models = {f: {provenance.model_of(c) for c, g in fold_of.items() if g == f} for f in (0, 1)}
     assert all(len(m) == 1 for m in models.values()) and models[0] != models[1]  # one model per fold, each its own
     assert summary["overall"]["WT"]["cases"] == len(fold_of)
     assert {k: v["WT"]["cases"] for k, v in summary["folds"].items()} == {"0": 2, "1": 2}
