@@ -1,6 +1,10 @@
-"""Measure TTA and each post-processing step, with and without, on held-out synthetic cases.
+"""Measure TTA and each post-processing step, with and without, on held-out synthetic cases or a run's own
+validation cases (real ones: no test case chooses the post-processing).
 
     python bench/bench_postprocessing.py --run-dir runs/demo      # after `make demo`
+    python bench/bench_postprocessing.py --run-dir runs/accA45/run --budget \
+        --datalist runs/accA45/run/datalist.json --fold 0 \
+        --reference data/splits/A/train              # BraTS-size thresholds, the budget recipe
 
 Writes ``--cases`` new synthetic cases with a seed the demo never trained on, runs the bundle's inference
 once per variant (``python -m monai.bundle run inference`` with demo.yaml and the run's ``model.pt``),
@@ -31,6 +35,16 @@ VARIANTS: dict[str, dict[str, object]] = {
     "all three": {"tta": True, "min_component_size": 20, "min_et_voxels": 50},
 }
 
+#: The same at BraTS size (240 x 240 x 155, 1 mm): the budget recipe has TTA on, so "plain" is TTA off.
+REAL_VARIANTS: dict[str, dict[str, object]] = {
+    "no TTA": {"tta": False},
+    "mirror TTA (8 flips)": {"tta": True},
+    "remove components < 200 voxels": {"tta": True, "min_component_size": 200},
+    "remove components < 1000 voxels": {"tta": True, "min_component_size": 1000},
+    "ET < 200 voxels -> necrosis": {"tta": True, "min_et_voxels": 200},
+    "ET < 500 voxels -> necrosis": {"tta": True, "min_et_voxels": 500},
+}
+
 
 def main(argv: list[str] | None = None) -> int:
     import subprocess
@@ -43,7 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=16)
     parser.add_argument("--seed", type=int, default=1, help="the demo trains on seed 0's cases")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--datalist", help="score this datalist's --fold cases (a run's validation) instead")
+    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--reference", help="with --datalist: the dataset folder holding the cases' labels")
+    parser.add_argument("--budget", action="store_true", help="the run is of the budget recipe (fast + budget)")
     args = parser.parse_args(argv)
+    if args.datalist:
+        return _validation(args)
 
     run = Path(args.run_dir)
     if not (run / "models" / "model.pt").is_file():
@@ -68,11 +88,47 @@ def main(argv: list[str] | None = None) -> int:
         hd95 = sum(s["regions"][r]["hd95"]["mean"] for r in ("ET", "TC", "WT")) / 3
         rows.append((name, dice, sum(dice.values()) / 3, hd95, seconds))
         print(f"{name}: mean Dice {rows[-1][2]:.4f}", flush=True)
+    _table(rows)
+    return 0
+
+
+def _table(rows: list) -> None:
     print("\n| variant | Dice ET | Dice TC | Dice WT | mean Dice | mean HD95 (mm) | s / case (incl. start-up) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, dice, mean, hd95, seconds in rows:
         print(f"| {name} | {dice['ET']:.4f} | {dice['TC']:.4f} | {dice['WT']:.4f} | {mean:.4f} | {hd95:.2f} | "
               f"{seconds:.2f} |")
+
+
+def _validation(args: argparse.Namespace) -> int:
+    """Each REAL_VARIANT on the ``--fold`` cases of ``--datalist`` (the run's validation cases)."""
+    import json
+    import subprocess
+
+    from pipeline.evaluation.regions import evaluate_folders
+
+    run, datalist = Path(args.run_dir), Path(args.datalist).resolve()
+    items = [i for i in json.loads(datalist.read_text())["training"] if i.get("fold") == args.fold]
+    cases = sorted(str(i["case"]) for i in items)
+    print(f"machine: {machine(args.device)}")
+    print(f"model: {run / 'models' / 'model.pt'}; {len(items)} validation cases (fold {args.fold} of {datalist})\n")
+    rows = []
+    for name, overrides in REAL_VARIANTS.items():
+        out = run.parent / "bench_pp" / name.split()[0].lower() / "_".join(map(str, overrides.values()))
+        cmd = command("inference", {"datalist": datalist, "infer_fold": args.fold, "run_dir": run,
+                                    "output_dir": out / "seg", "device": args.device, "overwrite": True,
+                                    **overrides}, fast=args.budget, budget=args.budget)
+        t = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"inference for '{name}' failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+        seconds = (time.perf_counter() - t) / len(items)
+        s = evaluate_folders(out / "seg", args.reference, out / "eval", cases=cases)
+        dice = {r: s["regions"][r]["dice"]["mean"] for r in ("ET", "TC", "WT")}
+        hd95 = sum(s["regions"][r]["hd95"]["mean"] for r in ("ET", "TC", "WT")) / 3
+        rows.append((name, dice, sum(dice.values()) / 3, hd95, seconds))
+        print(f"{name}: mean Dice {rows[-1][2]:.4f}", flush=True)
+    _table(rows)
     return 0
 
 

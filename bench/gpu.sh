@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU figure of bench/RESULTS.md in ONE call of the device tool (at most 8 minutes), each step with its own
-# time limit, in the order of what matters most; logs under $OUT, a digest in $OUT/summary.log.
+# time limit (together 480 s), in the order of what matters most; logs under $OUT, a digest in $OUT/summary.log.
 #
 #   on the lent machine (../shared/gpu/README.md; carry .whl):   bash bench/gpu.sh
 #   rehearsal on the CPU, tiny sizes (about 6 minutes on 2 cores): SIZE=tiny DEVICE=cpu OUT=/tmp/gpu bash bench/gpu.sh
@@ -43,23 +43,23 @@ if [ "$SIZE" = tiny ]; then
     DEMO_ARGS=(--cases 8 --shape 48 48 32 --epochs 2)
 else
     PRESET=(--preset full); TRAIN_STEPS=(--steps 40 --warmup 10); INFER_CASES=(--cases 6)
-    SYNTH_SHAPE=(240 240 155); SYNTH_CASES=10; TEST_CASES=4; MINUTES=1.5
+    SYNTH_SHAPE=(240 240 155); SYNTH_CASES=10; TEST_CASES=4; MINUTES=1
     DEMO_ARGS=()
 fi
 
-step machine 20 bash -c "nvidia-smi || true; $PY -c 'import torch, monai; print(torch.__version__, monai.__version__, torch.cuda.is_available())'; nproc; free -g"
-step data 90 $PY bench/bench_training.py "${PRESET[@]}" --device "$DEVICE" --data-only --configs ours --steps 2 --warmup 1
-step train_unet 170 $PY bench/bench_training.py "${PRESET[@]}" --device "$DEVICE" "${TRAIN_STEPS[@]}" \
+step machine 15 bash -c "nvidia-smi || true; $PY -c 'import torch, monai; print(torch.__version__, monai.__version__, torch.cuda.is_available())'; nproc; free -g"
+step data 40 $PY bench/bench_training.py "${PRESET[@]}" --device "$DEVICE" --data-only --configs ours --steps 2 --warmup 1
+step train_unet 120 $PY bench/bench_training.py "${PRESET[@]}" --device "$DEVICE" "${TRAIN_STEPS[@]}" \
     --variant "graphs:compile_mode=reduce-overhead" --variant "eager:compile=false"
-step infer 100 $PY bench/bench_inference.py "${PRESET[@]}" --device "$DEVICE" "${INFER_CASES[@]}"
-step train_dynunet 100 $PY bench/bench_training.py "${PRESET[@]}" --device "$DEVICE" "${TRAIN_STEPS[@]}" \
+step infer 50 $PY bench/bench_inference.py "${PRESET[@]}" --device "$DEVICE" "${INFER_CASES[@]}"
+step train_dynunet 60 $PY bench/bench_training.py "${PRESET[@]}" --device "$DEVICE" "${TRAIN_STEPS[@]}" \
     --network dynunet --configs ours
-step demo 60 $PY -m pipeline demo --data-dir "$OUT/demo_data" --run-dir "$OUT/demo_run" "${DEMO_ARGS[@]}"
-step accuracy_data 60 bash -c "$PY -m pipeline synth $OUT/acc/train --cases $SYNTH_CASES --shape ${SYNTH_SHAPE[*]} --seed 11 \
+step demo 45 $PY -m pipeline demo --data-dir "$OUT/demo_data" --run-dir "$OUT/demo_run" "${DEMO_ARGS[@]}"
+step accuracy_data 25 bash -c "$PY -m pipeline synth $OUT/acc/train --cases $SYNTH_CASES --shape ${SYNTH_SHAPE[*]} --seed 11 \
     && $PY -m pipeline synth $OUT/acc/test --cases $TEST_CASES --shape ${SYNTH_SHAPE[*]} --seed 12"
-step accuracy 150 $PY bench/bench_accuracy.py --train-dir "$OUT/acc/train" --test-dir "$OUT/acc/test" \
+step accuracy 90 $PY bench/bench_accuracy.py --train-dir "$OUT/acc/train" --test-dir "$OUT/acc/test" \
     --minutes "$MINUTES" --device "$DEVICE" --out "$OUT/acc/run"
-step cuda_tests 45 $PY -m pytest -q -p no:cacheprovider tests/model/test_compiled.py tests/training/test_fast.py \
+step cuda_tests 35 $PY -m pytest -q -p no:cacheprovider tests/model/test_compiled.py tests/training/test_fast.py \
     tests/model/test_precision.py -k "cuda or compile"
 # keep the device's return small: the figures and curves, not the runs
 rm -rf "$OUT/demo_data" "$OUT/acc/train" "$OUT/acc/test" "$OUT/demo_run/models" "$OUT/acc/run/run/models" \

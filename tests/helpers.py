@@ -56,8 +56,9 @@ def run_bundle(run_id: str, overrides: dict | None = None, *, check: bool = True
     """``python -m monai.bundle run <run_id>`` as ``pipeline.bundle.command`` builds it (``--id value`` for each
     override), in the repository; with ``check`` the exit status must be 0 (the log's tail shown otherwise)."""
     from pipeline.bundle import command
+    from tests.warm import run_module
 
-    result = subprocess.run(command(run_id, overrides, **variants), capture_output=True, text=True, cwd=REPO,
+    result = run_module(command(run_id, overrides, **variants), capture_output=True, text=True, cwd=REPO,
                             timeout=timeout)
     if check:
         assert result.returncode == 0, f"{run_id} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"

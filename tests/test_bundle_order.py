@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 from pipeline.bundle import CONFIGS, command, config_files
 from pipeline.core.errors import UserError
 from tests.helpers import REPO
+from tests.warm import run_module
 
 
 def _names(files: list[str]) -> list[str]:
@@ -57,7 +57,7 @@ def test_the_command_line_carries_the_list_and_the_overrides():
 
 
 def test_the_makefile_prints_the_same_list():
-    out = subprocess.run([sys.executable, "-m", "pipeline.bundle", "configs", "training", "--fast", "--network",
+    out = run_module([sys.executable, "-m", "pipeline.bundle", "configs", "training", "--fast", "--network",
                           "segresnet"], capture_output=True, text=True, cwd=REPO, check=True).stdout
     assert eval(out) == config_files("training", fast=True, network="segresnet")  # noqa: S307
 

@@ -12,6 +12,7 @@ import torch
 
 from pipeline.bundle import config_files, config_list
 from tests.helpers import REPO, parse_bundle
+from tests.warm import run_module
 
 #: (variants of pipeline.bundle, smallest patch whose bottleneck keeps > 1 voxel for instance norm)
 NETWORK_OVERLAYS = [pytest.param({}, 32, id="unet"), pytest.param({"demo": True}, 32, id="demo_unet"),
@@ -25,7 +26,7 @@ def _files(**variants: object) -> str:
 
 
 def _bundle(*args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "monai.bundle", *args], capture_output=True, text=True, cwd=REPO,
+    result = run_module([sys.executable, "-m", "monai.bundle", *args], capture_output=True, text=True, cwd=REPO,
                             timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result

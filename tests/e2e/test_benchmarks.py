@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 from tests.helpers import REPO
+from tests.warm import run_module
 
 #: the summary lines, ``name: number ...``, that the README and bench/RESULTS.md quote
 FIGURES = ("step_s", "network_step_s", "epoch_h", "fold_epoch_h", "peak_rss_gib", "step_rss_gib",
@@ -15,7 +15,7 @@ FIGURES = ("step_s", "network_step_s", "epoch_h", "fold_epoch_h", "peak_rss_gib"
 
 
 def test_tiny_cost_benchmark_prints_positive_figures(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "bench/bench_cost.py", "--tiny", "--data-dir", str(tmp_path / "data"),
+    result = run_module([sys.executable, "bench/bench_cost.py", "--tiny", "--data-dir", str(tmp_path / "data"),
                              "--threads", "1"], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     figures = dict(re.findall(r"^(\w+): ([0-9.]+|n/a)\b", result.stdout, flags=re.MULTILINE))
@@ -28,7 +28,7 @@ def test_tiny_cost_benchmark_prints_positive_figures(tmp_path: Path) -> None:
 
 
 def test_training_benchmark_prints_machine_figures_and_ratios(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "bench/bench_training.py", "--tiny", "--steps", "3", "--warmup", "1",
+    result = run_module([sys.executable, "bench/bench_training.py", "--tiny", "--steps", "3", "--warmup", "1",
                              "--data-dir", str(tmp_path / "data"),
                              "--variant", "fp32:cache_image_dtype=$torch.float32"],
                             capture_output=True, text=True, cwd=REPO, timeout=600)
@@ -41,7 +41,7 @@ def test_training_benchmark_prints_machine_figures_and_ratios(tmp_path: Path) ->
 
 
 def test_inference_benchmark_prints_seconds_per_volume_writing_apart_and_ratio(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "bench/bench_inference.py", "--tiny", "--cases", "2", "--data-dir",
+    result = run_module([sys.executable, "bench/bench_inference.py", "--tiny", "--cases", "2", "--data-dir",
                              str(tmp_path / "data")], capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     out = result.stdout

@@ -11,6 +11,7 @@ import torch
 
 from pipeline.bundle import config_files, config_list
 from tests.helpers import CONFIGS, REPO, parse_bundle
+from tests.warm import run_module
 
 
 def _files(**variants: object) -> str:
@@ -19,7 +20,7 @@ def _files(**variants: object) -> str:
 
 
 def _bundle(*args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "monai.bundle", *args], capture_output=True, text=True, cwd=REPO,
+    result = run_module([sys.executable, "-m", "monai.bundle", *args], capture_output=True, text=True, cwd=REPO,
                             timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result

@@ -16,12 +16,13 @@ import pytest
 from pipeline.bundle import command
 from pipeline.data.synthetic import write_dataset
 from tests.helpers import REPO, TINY_IDS, checksums, last_line
+from tests.warm import run_module
 
 SHAPE = (48, 48, 32)
 
 
 def _bundle(run_id: str, **ids: object) -> subprocess.CompletedProcess:
-    return subprocess.run(command(run_id, {**TINY_IDS, **ids}), capture_output=True, text=True, cwd=REPO,
+    return run_module(command(run_id, {**TINY_IDS, **ids}), capture_output=True, text=True, cwd=REPO,
                           timeout=600)
 
 
@@ -68,7 +69,7 @@ def test_a_decathlon_image_with_its_channels_not_last_is_refused_by_the_check_an
     img = nib.load(image)
     nib.save(nib.Nifti1Image(np.moveaxis(np.asarray(img.dataobj), -1, 2), img.affine), image)  # (X, Y, 4, Z)
     before = checksums(data)
-    check = subprocess.run([sys.executable, "-m", "pipeline", "check", str(data), "--jobs", "1"], capture_output=True,
+    check = run_module([sys.executable, "-m", "pipeline", "check", str(data), "--jobs", "1"], capture_output=True,
                            text=True, cwd=REPO, timeout=300)
     assert check.returncode == 1 and "stored with its channels on axis 2" in check.stdout
     result = _bundle("inference", dataset_dir=data, run_dir=trained_run, output_dir=tmp_path / "seg")

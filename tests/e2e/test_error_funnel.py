@@ -14,10 +14,11 @@ from pipeline.__main__ import main as pipeline_main
 from pipeline.bundle import command
 from pipeline.core import files
 from tests.helpers import REPO, TINY_IDS, last_line
+from tests.warm import run_module
 
 
 def _bundle(run_id: str, cwd: Path = REPO, variants: dict | None = None, **ids: object) -> subprocess.CompletedProcess:
-    return subprocess.run(command(run_id, {**TINY_IDS, **ids}, **(variants or {})), capture_output=True, text=True,
+    return run_module(command(run_id, {**TINY_IDS, **ids}, **(variants or {})), capture_output=True, text=True,
                           cwd=cwd, timeout=600)
 
 

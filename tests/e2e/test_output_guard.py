@@ -13,10 +13,11 @@ import pytest
 from pipeline.__main__ import main as pipeline_main
 from pipeline.bundle import command
 from tests.helpers import REPO, TINY_IDS, checksums, last_line
+from tests.warm import run_module
 
 
 def _bundle(run_id: str, **ids: object) -> subprocess.CompletedProcess:
-    return subprocess.run(command(run_id, {**TINY_IDS, **ids}), capture_output=True, text=True, cwd=REPO,
+    return run_module(command(run_id, {**TINY_IDS, **ids}), capture_output=True, text=True, cwd=REPO,
                           timeout=600)
 
 

@@ -17,10 +17,11 @@ from pipeline.__main__ import main as pipeline_main
 from pipeline.bundle import command
 from pipeline.core.provenance import PROVENANCE
 from tests.helpers import REPO, TINY_IDS, checksums, last_line
+from tests.warm import run_module
 
 
 def _infer(data: Path, run: Path, out: Path, **ids: object) -> subprocess.CompletedProcess:
-    result = subprocess.run(command("inference", {**TINY_IDS, "dataset_dir": data, "run_dir": run, "output_dir": out,
+    result = run_module(command("inference", {**TINY_IDS, "dataset_dir": data, "run_dir": run, "output_dir": out,
                                                   **ids}), capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -77,7 +78,7 @@ def test_evaluation_refuses_mixed_models_and_stale_outputs_unless_told(data: Pat
     out = tmp_path / "seg"
     _infer(data, trained_run, out)
     assert pipeline_main(["datalist", str(data), "--out", str(tmp_path / "dl.json"), "--folds", "2"]) == 0
-    subprocess.run(command("inference", {**TINY_IDS, "datalist": tmp_path / "dl.json", "infer_fold": 0,
+    run_module(command("inference", {**TINY_IDS, "datalist": tmp_path / "dl.json", "infer_fold": 0,
                                          "run_dir": trained_run, "output_dir": out, "tta": "true",
                                          "overwrite": "true"}), cwd=REPO, check=True, capture_output=True, timeout=600)
     assert len({e["model"] for e in _record(out).values()}) == 2
@@ -95,7 +96,7 @@ def test_evaluation_refuses_predictions_of_inputs_changed_since(data: Path, trai
     out = tmp_path / "seg"
     _infer(data, trained_run, out)
     _change_an_image(sorted(p for p in data.iterdir() if p.is_dir())[0])
-    result = subprocess.run(command("evaluate", {"dataset_dir": data, "run_dir": trained_run, "output_dir": out,
+    result = run_module(command("evaluate", {"dataset_dir": data, "run_dir": trained_run, "output_dir": out,
                                                  "eval_dir": tmp_path / "eval"}),
                             capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode != 0 and "stale" in last_line(result) and last_line(result).startswith("error: ")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from pipeline.data import source
 from pipeline.data.layouts import brats
 from pipeline.model import record
 from tests.helpers import CONFIGS, REPO, TINY_IDS, cli_args, write_uneven_datalist
+from tests.warm import run_module
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_a_typo_in_a_value_ends_in_one_error_line_through_the_cli(ids: dict, nam
     cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", repr(config_files(run_id)),
            *cli_args({**TINY_IDS, "dataset_dir": tiny_dataset, "run_dir": run, "folds": 2,
                       "output_dir": tmp_path / "seg", **ids})]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    result = run_module(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and named in last, result.stderr[-2000:]

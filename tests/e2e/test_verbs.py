@@ -17,6 +17,7 @@ import pytest
 from pipeline.commands import next_steps
 from tests.e2e.test_demo import MONAI_NOTICES
 from tests.helpers import REPO, TINY_IDS
+from tests.warm import run_module
 
 #: A fresh shell: the system's PATH only, no virtual environment activated.
 FRESH = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8"}
@@ -24,8 +25,10 @@ FRESH = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), "LANG"
 
 def _run(args: list[str] | str, cwd: Path) -> str:
     shell = isinstance(args, str)
-    result = subprocess.run(args if shell else [sys.executable, "-m", "pipeline", *args], capture_output=True,
-                            text=True, cwd=cwd, timeout=600, shell=shell, env=FRESH if shell else None)
+    if shell:
+        result = subprocess.run(args, capture_output=True, text=True, cwd=cwd, timeout=600, shell=True, env=FRESH)
+    else:
+        result = run_module([sys.executable, "-m", "pipeline", *args], cwd=cwd, timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     for notice in MONAI_NOTICES:
@@ -78,7 +81,7 @@ def test_inference_refuses_a_folder_of_another_datasets_segmentations(tiny_datas
     shutil.copytree(tiny_dataset, other)
     seg = tmp_path / "seg"
     _run(["infer", "-i", str(tiny_dataset), "-o", str(seg), "--run", str(trained_run)], tmp_path)
-    result = subprocess.run([sys.executable, "-m", "pipeline", "infer", "-i", str(other), "-o", str(seg), "--run",
+    result = run_module([sys.executable, "-m", "pipeline", "infer", "-i", str(other), "-o", str(seg), "--run",
                              str(trained_run)], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
@@ -94,7 +97,7 @@ def test_an_evaluation_never_replaces_another(tiny_dataset: Path, tmp_path: Path
     _run(["evaluate", str(a), str(tiny_dataset), "--out", str(out), "--no-pictures"], tmp_path)
     _run(["evaluate", str(a), str(tiny_dataset), "--out", str(out), "--no-pictures"], tmp_path)  # the same: again
     before = (out / "metrics.csv").read_text()
-    result = subprocess.run([sys.executable, "-m", "pipeline", "evaluate", str(b), str(tiny_dataset), "--out",
+    result = run_module([sys.executable, "-m", "pipeline", "evaluate", str(b), str(tiny_dataset), "--out",
                              str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert result.returncode == 2 and "holds the evaluation of" in result.stderr.strip().splitlines()[-1]
     assert (out / "metrics.csv").read_text() == before
@@ -108,12 +111,12 @@ def test_check_reads_a_folder_of_labels_with_a_scheme(tiny_dataset: Path, tmp_pa
     labels.mkdir()
     for label in sorted(tiny_dataset.rglob("*_seg.nii.gz")):
         shutil.copy(label, labels / f"{label.parent.name}.nii.gz")
-    result = subprocess.run([sys.executable, "-m", "pipeline", "check", str(labels), "--label_scheme", scheme],
+    result = run_module([sys.executable, "-m", "pipeline", "check", str(labels), "--label_scheme", scheme],
                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
     if scheme == "brats":  # BraTS 2021 labels 1, 2, 4
         assert result.returncode == 0 and "4 case(s)" in result.stdout and "labels folder" in result.stdout
     else:  # 4 is not a label of BraTS 2023 (ET = 3)
         assert result.returncode == 1 and "outside brats2023" in result.stdout
-    auto = subprocess.run([sys.executable, "-m", "pipeline", "check", str(labels)], capture_output=True, text=True,
+    auto = run_module([sys.executable, "-m", "pipeline", "check", str(labels)], capture_output=True, text=True,
                           cwd=tmp_path, timeout=300)
     assert auto.returncode == 2 and "--label_scheme" in auto.stderr.strip().splitlines()[-1]

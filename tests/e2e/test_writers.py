@@ -4,7 +4,6 @@ probabilities, the same provenance record; the files are fast-compressed uint8 a
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -14,10 +13,11 @@ from pipeline.bundle import command
 from pipeline.core.files import gzip_is_whole
 from pipeline.core.provenance import PROVENANCE
 from tests.helpers import REPO, TINY_IDS
+from tests.warm import run_module
 
 
 def _infer(data: Path, run: Path, out: Path, threads: int) -> str:
-    result = subprocess.run(command("inference", {**TINY_IDS, "dataset_dir": data, "run_dir": run, "output_dir": out,
+    result = run_module(command("inference", {**TINY_IDS, "dataset_dir": data, "run_dir": run, "output_dir": out,
                                                   "save_probabilities": True, "writer_threads": threads}),
                             capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
