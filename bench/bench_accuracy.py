@@ -7,7 +7,7 @@ Usage::
 
 1. trains on every case of ``--train-dir`` with ``monai.bundle run training`` and the budget recipe (``fast.yaml``
    and ``budget.yaml``: ``--time_budget_min M``), its own validation fold choosing the best model;
-2. segments every case of ``--test-dir`` with ``monai.bundle run inference`` (the run's own recipe, TTA included);
+2. segments every case of ``--test-dir`` with ``monai.bundle run inference`` (the run's own recipe);
 3. scores them with ``monai.bundle run evaluate`` (legacy protocol: Dice per region, BraTS's empty-region rules);
 4. writes ``OUT/time_to_dice.png`` and ``OUT/time_to_dice.csv`` (validation Dice against training minutes), prints
    the machine, and ends with exactly one line::

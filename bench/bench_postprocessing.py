@@ -35,14 +35,15 @@ VARIANTS: dict[str, dict[str, object]] = {
     "all three": {"tta": True, "min_component_size": 20, "min_et_voxels": 50},
 }
 
-#: The same at BraTS size (240 x 240 x 155, 1 mm): the budget recipe has TTA on, so "plain" is TTA off.
+#: The same at BraTS size (240 x 240 x 155, 1 mm), around the budget recipe (TTA off, no post-processing).
 REAL_VARIANTS: dict[str, dict[str, object]] = {
-    "no TTA": {"tta": False},
+    "the budget recipe": {},
     "mirror TTA (8 flips)": {"tta": True},
-    "remove components < 200 voxels": {"tta": True, "min_component_size": 200},
-    "remove components < 1000 voxels": {"tta": True, "min_component_size": 1000},
-    "ET < 200 voxels -> necrosis": {"tta": True, "min_et_voxels": 200},
-    "ET < 500 voxels -> necrosis": {"tta": True, "min_et_voxels": 500},
+    "remove components < 1000 voxels": {"min_component_size": 1000},
+    "ET < 500 voxels -> necrosis": {"min_et_voxels": 500},
+    "tumour components < 0.1 of the largest dropped": {"min_tumour_fraction": 0.1},
+    "tumour components < 0.3 of the largest dropped": {"min_tumour_fraction": 0.3},
+    "largest tumour component only": {"min_tumour_fraction": 1.0},
 }
 
 
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datalist", help="score this datalist's --fold cases (a run's validation) instead")
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--reference", help="with --datalist: the dataset folder holding the cases' labels")
+    parser.add_argument("--only", help="with --datalist: the variants whose name contains this text")
     parser.add_argument("--budget", action="store_true", help="the run is of the budget recipe (fast + budget)")
     args = parser.parse_args(argv)
     if args.datalist:
@@ -114,7 +116,9 @@ def _validation(args: argparse.Namespace) -> int:
     print(f"model: {run / 'models' / 'model.pt'}; {len(items)} validation cases (fold {args.fold} of {datalist})\n")
     rows = []
     for name, overrides in REAL_VARIANTS.items():
-        out = run.parent / "bench_pp" / name.split()[0].lower() / "_".join(map(str, overrides.values()))
+        if args.only and args.only not in name:
+            continue
+        out = run.parent / "bench_pp" / ("_".join(f"{k}_{v}" for k, v in overrides.items()) or "plain")
         cmd = command("inference", {"datalist": datalist, "infer_fold": args.fold, "run_dir": run,
                                     "output_dir": out / "seg", "device": args.device, "overwrite": True,
                                     **overrides}, fast=args.budget, budget=args.budget)

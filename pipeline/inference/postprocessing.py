@@ -1,6 +1,7 @@
 """Post-processing of the predicted region masks, after thresholding and before the labels are written.
 
-`SmallEnhancingToNecrosisd` (``--min_et_voxels``, inference.yaml) works on binary masks ``(R, H, W, D)`` of
+`KeepMainTumourd` (``--min_tumour_fraction``) and `SmallEnhancingToNecrosisd` (``--min_et_voxels``, inference.yaml)
+work on binary masks ``(R, H, W, D)`` of
 the network's region channels (TC, WT, ET for the BraTS schemes; `pipeline.data.labels.Description.regions`).
 Test-time augmentation is part of the prediction (`pipeline.inference.predict`), fold ensembles are in
 `pipeline.inference.ensemble`.
@@ -11,13 +12,60 @@ from __future__ import annotations
 import logging
 from collections.abc import Hashable, Mapping, Sequence
 
+import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from pipeline.core.errors import UserError
 from pipeline.data.labels import REGIONS
 
 logger = logging.getLogger(__name__)
+
+
+class KeepMainTumourd(MapTransform):
+    """Drop the whole-tumour components smaller than ``fraction`` of the largest one, with the core and enhancing
+    voxels inside them: scattered false positives away from the tumour (nnU-Net's "largest component"
+    post-processing, softened so that a second lesion of comparable size stays).
+
+    On binary regions ``(R, H, W, D)`` in ``regions`` order, which must hold WT (26-connected components of WT;
+    every region is cleared outside the kept ones, so TC and ET stay inside WT). ``fraction = 0`` turns it off;
+    1 keeps the largest component only (and those of equal size).
+    """
+
+    def __init__(self, keys: KeysCollection, fraction: float = 0.0, allow_missing_keys: bool = False,
+                 regions: Sequence[str] = REGIONS) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if not 0 <= fraction <= 1:
+            raise UserError(f"min_tumour_fraction must be between 0 and 1, got {fraction}")
+        self.fraction = float(fraction)
+        self.regions = list(regions)
+        if self.fraction and "WT" not in self.regions:
+            raise UserError(f"min_tumour_fraction needs the region WT; this network has {self.regions}: "
+                             "leave --min_tumour_fraction 0")
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        from scipy import ndimage
+
+        d = dict(data)
+        if self.fraction == 0:
+            return d
+        wt = self.regions.index("WT")
+        for key in self.key_iterator(d):
+            regions = d[key]
+            components, n = ndimage.label(np.asarray(regions[wt].detach().cpu()) > 0.5, structure=np.ones((3, 3, 3)))
+            if n <= 1:
+                continue
+            sizes = np.bincount(components.ravel())[1:]
+            kept = np.flatnonzero(sizes >= self.fraction * sizes.max()) + 1
+            if len(kept) == n:
+                continue
+            keep = torch.as_tensor(np.isin(components, kept), device=regions.device)
+            d[key] = regions * keep.to(regions.dtype)
+            logger.info("%s: %d of %d whole-tumour components (%d voxels) smaller than %g of the largest removed",
+                        d.get("case", key), n - len(kept), n, int(sizes.sum() - sizes[kept - 1].sum()),
+                        self.fraction)
+        return d
 
 
 class SmallEnhancingToNecrosisd(MapTransform):
@@ -35,11 +83,11 @@ class SmallEnhancingToNecrosisd(MapTransform):
                  regions: Sequence[str] = REGIONS) -> None:
         super().__init__(keys, allow_missing_keys)
         if min_voxels < 0:
-            raise ValueError(f"min_voxels must be >= 0, got {min_voxels}")
+            raise UserError(f"min_voxels must be >= 0, got {min_voxels}")
         self.min_voxels = int(min_voxels)
         self.regions = list(regions)
         if self.min_voxels and not {"TC", "WT", "ET"} <= set(self.regions):
-            raise ValueError(f"min_et_voxels needs the regions TC, WT and ET; this network has {self.regions}: "
+            raise UserError(f"min_et_voxels needs the regions TC, WT and ET; this network has {self.regions}: "
                              "leave --min_et_voxels 0")
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:

@@ -44,3 +44,44 @@ def test_component_removal_drops_small_islands_per_region() -> None:
     r[2, 10, 1, 1] = 1       # a 1-voxel ET island
     out = RemoveSmallObjectsd("pred", min_size=5, connectivity=3, independent_channels=True)({"pred": r})["pred"]
     assert int(out[1].sum()) == 125 and int(out[2].sum()) == 0
+
+
+@pytest.mark.parametrize(
+    ("fraction", "kept_islands"),
+    [
+        pytest.param(0.0, 2, id="zero_is_off"),
+        pytest.param(0.03, 2, id="both_islands_above_the_share"),
+        pytest.param(0.05, 1, id="the_smaller_island_goes"),
+        pytest.param(0.2, 0, id="both_islands_go_with_their_core_and_et"),
+        pytest.param(1.0, 0, id="largest_only"),
+    ],
+)
+def test_whole_tumour_components_below_a_share_of_the_largest_are_dropped(fraction: float,
+                                                                           kept_islands: int) -> None:
+    from scipy import ndimage
+
+    from pipeline.inference.postprocessing import KeepMainTumourd
+
+    r = torch.zeros(3, 40, 40, 40)                 # TC, WT, ET
+    r[1, 2:14, 2:14, 2:14] = 1                     # the tumour: 1,728 WT voxels
+    r[0, 4:10, 4:10, 4:10] = r[2, 5:8, 5:8, 5:8] = 1
+    r[1, 30:35, 30:35, 30:35] = 1                  # an island of 125 voxels (7 %), with core and ET inside
+    r[0, 31:34, 31:34, 31:34] = r[2, 32, 32, 32] = 1
+    r[1, 20:24, 30:34, 2:6] = 1                    # another of 64 (4 %)
+    out = KeepMainTumourd("pred", fraction)({"pred": r})["pred"]
+    _, n = ndimage.label(out[1].numpy() > 0.5, structure=torch.ones(3, 3, 3).numpy())
+    assert n == 1 + kept_islands
+    assert torch.equal(out[:, 2:14, 2:14, 2:14], r[:, 2:14, 2:14, 2:14])   # the tumour itself is untouched
+    island = slice(30, 35)                                                  # the larger island, core and ET
+    assert bool(out[:, island, island, island].any()) == (kept_islands >= 1)
+    assert bool(out[2, island, island, island].any()) == (kept_islands >= 1)
+    assert bool(((out[0] > 0) & (out[1] == 0)).any()) is False              # TC and ET stay inside WT
+    assert bool(((out[2] > 0) & (out[0] == 0)).any()) is False
+
+
+def test_dropping_components_needs_the_whole_tumour_region() -> None:
+    from pipeline.core.errors import UserError
+    from pipeline.inference.postprocessing import KeepMainTumourd
+
+    with pytest.raises(UserError, match="min_tumour_fraction needs the region WT"):
+        KeepMainTumourd("pred", 0.1, regions=("ET", "RC"))
