@@ -185,3 +185,15 @@ def test_patches_per_step_on_the_cpu_are_the_configured_ones_unless_set(choice: 
     from pipeline.training.fast import samples_per_volume
 
     assert samples_per_volume(2, 2, choice, "cpu", network=torch.nn.Conv3d(4, 3, 1)) == expected
+
+
+def test_the_patches_rule_builds_no_network_so_seeded_initial_weights_stay_where_they_were() -> None:
+    """fast.yaml's ``train_num_samples`` once referred to ``@network``: the network was built earlier than without
+    fast.yaml and its seeded weights moved (the demo's Dice changed). It refers to the factory now."""
+    parser = parse_bundle("training", {"device": "cpu", "channels": ["T1", "T1ce", "T2", "FLAIR"]}, fast=True)
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    assert parser.get_parsed_content("train_num_samples") == parser.get_parsed_content("num_samples")
+    assert "network" not in parser.ref_resolver.resolved_content and "network_def" not in (
+        parser.ref_resolver.resolved_content)
+    assert torch.equal(torch.get_rng_state(), state)
