@@ -48,6 +48,23 @@ def as_int(value: object, name: str, *, minimum: int | None = None) -> int:
     return number
 
 
+def as_fraction(value: object, name: str) -> float:
+    """A share from 0 to 1 as the CLI hands it over (``0.1``, ``"0.1"``).
+
+    Raises:
+        UserError: not a number (``--min_tumour_fraction abc``) or outside 0-1, naming ``--name``.
+    """
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(str(value).strip())
+    except ValueError:
+        raise UserError(f"--{name} must be a number from 0 to 1, got {value!r}") from None
+    if not 0 <= number <= 1:
+        raise UserError(f"--{name} must be a number from 0 to 1, got {number:g}")
+    return number
+
+
 def as_path(value: object, name: str) -> str:
     """A path option as the CLI hands it over: ``--run_dir 20241204`` arrives as an int, and is the folder
     ``20241204``.

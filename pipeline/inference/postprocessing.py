@@ -17,6 +17,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from pipeline.core.config import as_fraction, as_int
 from pipeline.core.errors import UserError
 from pipeline.data.labels import REGIONS
 
@@ -33,12 +34,10 @@ class KeepMainTumourd(MapTransform):
     1 keeps the largest component only (and those of equal size).
     """
 
-    def __init__(self, keys: KeysCollection, fraction: float = 0.0, allow_missing_keys: bool = False,
+    def __init__(self, keys: KeysCollection, fraction: float | str = 0.0, allow_missing_keys: bool = False,
                  regions: Sequence[str] = REGIONS) -> None:
         super().__init__(keys, allow_missing_keys)
-        if not 0 <= fraction <= 1:
-            raise UserError(f"min_tumour_fraction must be between 0 and 1, got {fraction}")
-        self.fraction = float(fraction)
+        self.fraction = as_fraction(fraction, "min_tumour_fraction")
         self.regions = list(regions)
         if self.fraction and "WT" not in self.regions:
             raise UserError(f"min_tumour_fraction needs the region WT; this network has {self.regions}: "
@@ -79,12 +78,10 @@ class SmallEnhancingToNecrosisd(MapTransform):
     ``min_voxels = 0`` turns it off.
     """
 
-    def __init__(self, keys: KeysCollection, min_voxels: int = 0, allow_missing_keys: bool = False,
+    def __init__(self, keys: KeysCollection, min_voxels: int | str = 0, allow_missing_keys: bool = False,
                  regions: Sequence[str] = REGIONS) -> None:
         super().__init__(keys, allow_missing_keys)
-        if min_voxels < 0:
-            raise UserError(f"min_voxels must be >= 0, got {min_voxels}")
-        self.min_voxels = int(min_voxels)
+        self.min_voxels = as_int(min_voxels, "min_et_voxels", minimum=0)
         self.regions = list(regions)
         if self.min_voxels and not {"TC", "WT", "ET"} <= set(self.regions):
             raise UserError(f"min_et_voxels needs the regions TC, WT and ET; this network has {self.regions}: "

@@ -21,3 +21,22 @@ def test_as_bool_reads_a_flag_whichever_way_it_came(value: object, expected: boo
 def test_as_bool_names_the_flag_when_the_value_is_not_one() -> None:
     with pytest.raises(ValueError, match="resume must be true or false, got 'maybe'"):
         as_bool("maybe", "resume")
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    pytest.param(0.1, 0.1, id="number"), pytest.param("0.25", 0.25, id="text_from_the_cli"),
+    pytest.param(0, 0.0, id="zero"), pytest.param(1, 1.0, id="one")])
+def test_a_share_reads_numbers_and_their_text(value: object, expected: float) -> None:
+    from pipeline.core.config import as_fraction
+
+    assert as_fraction(value, "share") == expected
+
+
+@pytest.mark.parametrize("value", [pytest.param("abc", id="text"), pytest.param(-0.1, id="negative"),
+                                   pytest.param(1.5, id="above_one"), pytest.param(True, id="a_flag")])
+def test_a_share_outside_0_to_1_or_not_a_number_is_one_line_naming_the_flag(value: object) -> None:
+    from pipeline.core.config import as_fraction
+    from pipeline.core.errors import UserError
+
+    with pytest.raises(UserError, match=r"^--share must be a number from 0 to 1, got "):
+        as_fraction(value, "share")

@@ -94,10 +94,18 @@ def test_a_datalist_fold_is_read_and_validated_once(stage: str, trained: Path, t
     pytest.param({"roi_size": "[32,32]"}, "--roi_size must be three positive whole numbers", id="roi_size_2d"),
     pytest.param({"infer_fold": "abc"}, "--infer_fold must be a whole number, got 'abc'", id="infer_fold_text"),
     pytest.param({"folds": 1}, "--folds must be at least 2, got 1", id="one_fold"),
+    pytest.param({"min_tumour_fraction": "abc"}, "--min_tumour_fraction must be a number from 0 to 1, got 'abc'",
+                 id="tumour_fraction_text"),
+    pytest.param({"min_tumour_fraction": 2}, "--min_tumour_fraction must be a number from 0 to 1, got 2",
+                 id="tumour_fraction_above_one"),
+    pytest.param({"min_et_voxels": "abc"}, "--min_et_voxels must be a whole number, got 'abc'", id="et_voxels_text"),
+    pytest.param({"min_component_size": "-5"}, "--min_component_size must be at least 0, got -5",
+                 id="component_size_negative"),
 ])
 def test_a_typo_in_a_value_ends_in_one_error_line_through_the_cli(ids: dict, named: str, tiny_dataset: Path,
                                                                   trained: Path, tmp_path: Path) -> None:
-    run_id = "inference" if "infer_fold" in ids else "training"
+    run_id = "inference" if {"infer_fold", "min_tumour_fraction", "min_et_voxels", "min_component_size"} & set(ids) \
+        else "training"
     run = trained if run_id == "inference" else tmp_path / "run"
     cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", repr(config_files(run_id)),
            *cli_args({**TINY_IDS, "dataset_dir": tiny_dataset, "run_dir": run, "folds": 2,
