@@ -102,8 +102,8 @@ def test_a_datalist_fold_is_read_and_validated_once(stage: str, trained: Path, t
     pytest.param({"min_component_size": "-5"}, "--min_component_size must be at least 0, got -5",
                  id="component_size_negative"),
 ])
-def test_a_typo_in_a_value_ends_in_one_error_line_through_the_cli(ids: dict, named: str, tiny_dataset: Path,
-                                                                  trained: Path, tmp_path: Path) -> None:
+def test_a_typo_in_a_value_ends_in_one_error_line_through_the_cli_and_writes_nothing(
+        ids: dict, named: str, tiny_dataset: Path, trained: Path, tmp_path: Path) -> None:
     run_id = "inference" if {"infer_fold", "min_tumour_fraction", "min_et_voxels", "min_component_size"} & set(ids) \
         else "training"
     run = trained if run_id == "inference" else tmp_path / "run"
@@ -115,3 +115,4 @@ def test_a_typo_in_a_value_ends_in_one_error_line_through_the_cli(ids: dict, nam
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and named in last, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "seg").exists(), "a refused inference wrote into its output folder"
