@@ -3,11 +3,13 @@
 Usage::
 
     python bench/bench_accuracy.py --train-dir DIR --test-dir DIR --minutes M [--device cpu|cuda] [--out DIR]
-                                   [--recipe budget|default] [--set ID VALUE ...] [--seed 0]
+                                   [--recipe budget|default] [--folds K] [--set ID VALUE ...] [--seed 0]
 
 1. trains on every case of ``--train-dir`` with ``monai.bundle run training`` and the budget recipe (``fast.yaml``
-   and ``budget.yaml``: ``--time_budget_min M``), its own validation fold choosing the best model;
-2. segments every case of ``--test-dir`` with ``monai.bundle run inference`` (the run's own recipe);
+   and ``budget.yaml``: ``--time_budget_min M``), its own validation fold choosing the best model; with
+   ``--folds K`` the budget is split over K models (folds 0..K-1 of a 5-fold datalist, M/K minutes each);
+2. segments every case of ``--test-dir`` with ``monai.bundle run inference`` (the run's own recipe; with
+   ``--folds K``, the mean probability of the K models: ``variants/ensemble.yaml``);
 3. scores them with ``monai.bundle run evaluate`` (legacy protocol: Dice per region, BraTS's empty-region rules);
 4. writes ``OUT/time_to_dice.png`` and ``OUT/time_to_dice.csv`` (validation Dice against training minutes), prints
    the machine, and ends with exactly one line::
@@ -37,6 +39,8 @@ from pipeline.data.layouts import discover_cases  # noqa: E402
 
 #: The recipes: the bundle variants each trains and infers with.
 RECIPES = {"budget": {"fast": True, "budget": True}, "default": {"fast": True}}
+#: The datalist's folds when the budget trains several models (``--folds K`` trains folds 0..K-1).
+FOLDS = 5
 
 
 def _run(step: str, cmd: list[str], log: Path) -> float:
@@ -90,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/bench_accuracy", help="folder of the run, segmentations and evaluation")
     p.add_argument("--recipe", default="budget", choices=list(RECIPES))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--folds", type=int, default=1,
+                   help="K > 1: the budget split over K models (folds 0..K-1 of a 5-fold datalist, M/K minutes "
+                        "each), their mean probability segments the test cases (nnU-Net's fold ensemble)")
     p.add_argument("--set", nargs=2, action="append", default=[], metavar=("ID", "VALUE"),
                    help="another bundle id for training and inference (an ablation): --set learning_rate 0.003")
     args = p.parse_args(argv)
@@ -103,23 +110,40 @@ def main(argv: list[str] | None = None) -> int:
     extra = {k: v for k, v in args.set}
     variants = RECIPES[args.recipe]
     common = {"device": args.device, "seed": args.seed, "run_dir": run, **extra}
-    train_s = _run("training", command("training", {**common, "dataset_dir": Path(args.train_dir).resolve(),
-                                                     "time_budget_min": args.minutes}, **variants),
-                   out / "training.log")
-    _run("inference", command("inference", {**common, "dataset_dir": Path(args.test_dir).resolve(),
-                                            "output_dir": out / "seg"}, **variants), out / "inference.log")
-    _run("evaluation", command("evaluate", {"dataset_dir": Path(args.test_dir).resolve(), "run_dir": run,
+    train_dir, test_dir = Path(args.train_dir).resolve(), Path(args.test_dir).resolve()
+    if args.folds > 1:
+        if not 1 < args.folds <= FOLDS:
+            raise SystemExit(f"bench_accuracy: --folds must be 2 to {FOLDS}, got {args.folds}")
+        datalist = run / "datalist.json"
+        subprocess.run([sys.executable, "-m", "pipeline", "datalist", str(train_dir), "--out", str(datalist),
+                        "--folds", str(FOLDS)], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+        runs = [run / f"fold_{f}" for f in range(args.folds)]
+        train_s = sum(_run(f"training fold {f}", command("training", {
+            **common, "dataset_dir": train_dir, "datalist": datalist, "fold": f, "run_dir": fold_run,
+            "time_budget_min": round(args.minutes / args.folds, 3)}, **variants), out / f"training_fold_{f}.log")
+            for f, fold_run in enumerate(runs))
+        inference = {**common, "ensemble_folds": f"[{','.join(map(str, range(args.folds)))}]"}
+        variants = {**variants, "ensemble": True}
+    else:
+        runs = [run]
+        train_s = _run("training", command("training", {**common, "dataset_dir": train_dir,
+                                                         "time_budget_min": args.minutes}, **variants),
+                       out / "training.log")
+        inference = common
+    _run("inference", command("inference", {**inference, "dataset_dir": test_dir, "output_dir": out / "seg"},
+                              **variants), out / "inference.log")
+    _run("evaluation", command("evaluate", {"dataset_dir": test_dir, "run_dir": runs[0],
                                             "output_dir": out / "seg", "eval_dir": out / "eval"}),
          out / "evaluation.log")
 
     summary = json.loads((out / "eval" / "summary.json").read_text())
     dice = {r: summary["regions"][r]["dice"]["mean"] for r in ("ET", "TC", "WT")}
-    history = json.loads((run / "run.json").read_text())
-    points = time_to_dice(run / "history.csv", out, f"{args.recipe} recipe, {args.minutes:g} min on {args.device}, "
-                                                    f"{n_train} training cases")
+    history = json.loads((runs[0] / "run.json").read_text())
+    points = time_to_dice(runs[0] / "history.csv", out, f"{args.recipe} recipe, {args.minutes / len(runs):g} min "
+                          f"on {args.device}, {n_train} training cases" + (" (fold 0)" if len(runs) > 1 else ""))
     for point in points:
         print(f"  {point['minutes']:6.1f} min  epoch {point['epoch']:4d}  val mean Dice {point['val_mean_dice']:.4f}")
-    record = {"minutes": args.minutes, "device": args.device, "recipe": args.recipe, "set": extra,
+    record = {"minutes": args.minutes, "device": args.device, "recipe": args.recipe, "set": extra, "folds": len(runs),
               "train_cases": n_train, "test_cases": n_test, "training_wall_s": round(train_s, 1), "dice": dice,
               "mean_dice": sum(dice.values()) / 3, "hd95": {r: summary["regions"][r]["hd95"]["mean"] for r in dice},
               "split": history.get("split"), "time_to_dice": points}
