@@ -67,7 +67,7 @@ def item_hash(item: dict) -> bytes:
 
 
 def cached_dataset(data: Sequence[dict], transform: object, cache_dir: str | os.PathLike | None = None,
-                   cache_rate: float = 1.0, num_workers: int | None = 1, image_channels: int | None = None) -> object:
+                   cache_rate: float = 1.0, num_workers: int | None = 1) -> object:
     """The training/validation dataset: MONAI ``CacheDataset`` (in memory), or ``PersistentDataset`` on disk.
 
     With ``cache_dir`` empty, a ``CacheDataset`` keeps ``cache_rate`` of the preprocessed cases in memory for
@@ -75,19 +75,15 @@ def cached_dataset(data: Sequence[dict], transform: object, cache_dir: str | os.
     first random transform) is written once to ``cache_dir/<hash>.pt`` and read back by every later epoch and
     run, so gzip is decoded once per case. The key covers the item, its files' size and modification time
     (`item_hash`) and the preprocessing settings (`transform_hash`): change either and the case is
-    preprocessed again. Delete the folder to reclaim the space.
-
-    With ``image_channels``, every cached image must hold that many channels (`check_cached_channels`).
+    preprocessed again. Delete the folder to reclaim the space. train.yaml checks both caches before training
+    (`check_cached_channels`).
     """
     from monai.data import CacheDataset, PersistentDataset
 
     if cache_dir:
         return PersistentDataset(data=data, transform=transform, cache_dir=str(cache_dir), hash_func=item_hash,
                                  hash_transform=transform_hash)
-    dataset = CacheDataset(data=data, transform=transform, cache_rate=cache_rate, num_workers=num_workers)
-    if image_channels is not None:
-        check_cached_channels(dataset, int(image_channels))
-    return dataset
+    return CacheDataset(data=data, transform=transform, cache_rate=cache_rate, num_workers=num_workers)
 
 
 def check_cached_channels(dataset: object, channels: int, key: str = "image") -> list[str]:

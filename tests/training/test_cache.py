@@ -40,10 +40,11 @@ def test_an_image_that_preprocesses_to_other_channels_refuses_the_run_naming_the
 
 
 @pytest.mark.parametrize("stage", ["train", "validate"])
-def test_both_stages_check_their_cache(stage: str) -> None:
+def test_training_checks_both_caches_before_it_runs(stage: str) -> None:
     import yaml
 
     from tests.helpers import REPO
 
-    config = yaml.safe_load((REPO / "bundle/configs/train.yaml").read_text())
-    assert config[stage]["dataset"]["image_channels"] == "$len(@channels)"
+    steps = yaml.safe_load((REPO / "bundle/configs/train.yaml").read_text())["training"]
+    check = f"$pipeline.training.cache.check_cached_channels(@{stage}#dataset, len(@channels))"
+    assert check in steps and steps.index(check) < steps.index("$@train#trainer.run()")
