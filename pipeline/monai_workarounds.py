@@ -71,6 +71,13 @@ contrasts     1.6.1  LoadImaged stacks a case's files      data.check.check_case
                      (_copy_compatible_dict), else it                                                  once); keep its
                      raises naming neither the case nor                                                test equal to
                      the fix                                                                           MONAI's
+nifti reader  1.6.1  NibabelReader.read keeps its files    data.reader.NiftiReader (common.yaml        get_data takes
+                     on the instance and get_data zips     load_image reader)                          the files with
+                     the images with them: threads                                                 the images, not
+                     sharing one LoadImaged (a                                                     from the reader
+                     CacheDataset fill) stack a case's
+                     4 contrasts as 1 when another
+                     thread reads a label in between
 cache key     1.6.1  PersistentDataset's hash_transform    training.cache.transform_hash               the transform
                      falls back to the class names                                                     hash covers the
                      (transforms are not                                                               transforms'

@@ -90,11 +90,10 @@ def check_cached_channels(dataset: object, channels: int, key: str = "image") ->
     """Check that each cached item of a MONAI ``CacheDataset`` has ``channels`` image channels ``(C, H, W, D)``;
     preprocess a wrong one again, alone, and refuse the run if it is still wrong. Returns the cases redone.
 
-    Why: on 2026-12-05 one training run in about four (2 caching threads, 24 real BraTS cases) cached one case's
-    image with 1 channel instead of 4, nondeterministically (the same case, the same seed, other runs fine; with
-    one caching thread 8 runs of 8 were fine). The trainer's collate then failed in the loader's thread, the
-    batches were dropped with a traceback in the log and the run went on, or ended in a traceback. The race
-    itself is not found yet (docs/recipe.md); this makes it impossible to train on such an item.
+    Why: one training run in about four (2 caching threads, 24 real BraTS cases) cached one case's image with 1
+    channel instead of 4, a race in MONAI 1.6.1's NIfTI reader between the cache's threads, fixed by
+    `pipeline.data.reader.NiftiReader` (docs/recipe.md). This stays as the check before the first epoch, so that
+    no other cause can train on such an item: the trainer's collate would fail in the loader's thread.
     """
     from pipeline.core.errors import UserError
 
