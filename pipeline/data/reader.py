@@ -21,18 +21,22 @@ class NiftiReader(NibabelReader):
     each stack their own case: ``read(files)`` then ``get_data(images)`` -> ``(C, H, W, D)`` for ``C`` files
     (``LoadImaged(ensure_channel_first=True)``), as MONAI's reader does in one thread."""
 
+    def _files_by_thread(self) -> dict[int, Sequence[str]]:
+        """Thread id -> files of its last ``read`` (created on first use: an unpickled copy has it too)."""
+        return self.__dict__.setdefault("_files", {})
+
     @property
     def filenames(self) -> Sequence[str]:
         """The files of this thread's last ``read`` (MONAI's ``get_data`` zips the images with them)."""
-        return self.__dict__.setdefault("_files_by_thread", {}).get(threading.get_ident(), ())
+        return self._files_by_thread().get(threading.get_ident(), ())
 
     @filenames.setter
     def filenames(self, value: Sequence[str]) -> None:
-        self.__dict__.setdefault("_files_by_thread", {})[threading.get_ident()] = value
+        self._files_by_thread()[threading.get_ident()] = value
 
     def get_data(self, img: object) -> tuple:
         """MONAI's ``get_data`` on this thread's files; forgets them afterwards (a pool's threads come and go)."""
         try:
             return super().get_data(img)
         finally:
-            self.__dict__.setdefault("_files_by_thread", {}).pop(threading.get_ident(), None)
+            self._files_by_thread().pop(threading.get_ident(), None)
