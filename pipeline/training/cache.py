@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import logging
 import os
 import types
 from collections.abc import Sequence
@@ -14,8 +13,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from pipeline.core.nifti import NIFTI_EXTENSIONS
-
-logger = logging.getLogger(__name__)
 
 
 def _describe(obj: object, depth: int = 0) -> object:
@@ -75,8 +72,7 @@ def cached_dataset(data: Sequence[dict], transform: object, cache_dir: str | os.
     first random transform) is written once to ``cache_dir/<hash>.pt`` and read back by every later epoch and
     run, so gzip is decoded once per case. The key covers the item, its files' size and modification time
     (`item_hash`) and the preprocessing settings (`transform_hash`): change either and the case is
-    preprocessed again. Delete the folder to reclaim the space. train.yaml checks both caches before training
-    (`check_cached_channels`).
+    preprocessed again. Delete the folder to reclaim the space.
     """
     from monai.data import CacheDataset, PersistentDataset
 
@@ -84,32 +80,3 @@ def cached_dataset(data: Sequence[dict], transform: object, cache_dir: str | os.
         return PersistentDataset(data=data, transform=transform, cache_dir=str(cache_dir), hash_func=item_hash,
                                  hash_transform=transform_hash)
     return CacheDataset(data=data, transform=transform, cache_rate=cache_rate, num_workers=num_workers)
-
-
-def check_cached_channels(dataset: object, channels: int, key: str = "image") -> list[str]:
-    """Check that each cached item of a MONAI ``CacheDataset`` has ``channels`` image channels ``(C, H, W, D)``;
-    preprocess a wrong one again, alone, and refuse the run if it is still wrong. Returns the cases redone.
-
-    Why: one training run in about four (2 caching threads, 24 real BraTS cases) cached one case's image with 1
-    channel instead of 4, a race in MONAI 1.6.1's NIfTI reader between the cache's threads, fixed by
-    `pipeline.data.reader.NiftiReader` (docs/recipe.md). This stays as the check before the first epoch, so that
-    no other cause can train on such an item: the trainer's collate would fail in the loader's thread.
-    """
-    from pipeline.core.errors import UserError
-
-    cache = getattr(dataset, "_cache", None)
-    if not cache:
-        return []
-    redone = []
-    for index, item in enumerate(cache):
-        if not isinstance(item, dict) or key not in item or int(item[key].shape[0]) == channels:
-            continue
-        case = str(item.get("case", index))
-        logger.warning("case %s: its preprocessed image has %d channel(s), not %d; preprocessing it again",
-                       case, int(item[key].shape[0]), channels)
-        cache[index] = dataset._load_cache_item(index)  # noqa: SLF001 - MONAI 1.6's own single-item cache fill
-        if int(cache[index][key].shape[0]) != channels:
-            raise UserError(f"case {case}: its image preprocesses to {int(cache[index][key].shape[0])} channel(s), "
-                            f"not {channels}: check it with python -m pipeline check")
-        redone.append(case)
-    return redone
