@@ -135,8 +135,8 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     return commands.train(args.dataset, args.run, minutes=args.minutes, network=args.network, plain=args.plain,
-                          fold=args.fold, device=args.device, resume=args.resume, sets=args.set,
-                          verbose=args.verbose)
+                          fold=args.fold, device=args.device, resume=args.resume, overwrite=args.overwrite,
+                          sets=args.set, verbose=args.verbose)
 
 
 def _infer(args: argparse.Namespace) -> int:
@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model on a dataset folder (any BraTS edition, the Decathlon, nnU-Net)")
     p.add_argument("dataset", help="the dataset folder")
-    p.add_argument("--run", default=None, help="the run folder (default runs/<dataset name>)")
+    p.add_argument("--run", "--run_dir", dest="run", default=None, help="the run folder (default runs/<dataset name>)")
     p.add_argument("--minutes", type=float, default=None, help="train for this many minutes with the budget recipe "
                    "(variants/budget.yaml); default: train.yaml's 300 epochs")
     p.add_argument("--network", default="unet", choices=list(NETWORKS))
@@ -186,14 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold", type=int, default=0, help="the fold that validates (default 0 of 5)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: a GPU if there is one)")
     p.add_argument("--resume", action="store_true", help="continue a stopped run")
+    p.add_argument("--overwrite", action="store_true", help="delete the run's checkpoints and start afresh")
     p.add_argument("--set", nargs="+", metavar="ID VALUE", help="more bundle ids: --set learning_rate 0.002")
     p.add_argument("--verbose", action="store_true", help="show MONAI's notices too")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("infer", help="segment a folder of cases with a trained run")
     p.add_argument("-i", "--input", required=True, help="a dataset folder, one case's folder, or a datalist")
-    p.add_argument("-o", "--output", default=None, help="the segmentation folder (default <run>/seg_<input name>)")
-    p.add_argument("--run", required=True, help="the trained run (python -m pipeline train's --run)")
+    p.add_argument("-o", "--output", "--output_dir", dest="output", default=None,
+                   help="the segmentation folder (default <run>/seg_<input name>)")
+    p.add_argument("--run", "--run_dir", dest="run", required=True,
+                   help="the trained run (python -m pipeline train's --run)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="mirroring test-time augmentation (default: the run's recipe)")
     p.add_argument("--device", default=None)
@@ -311,9 +314,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The bundle's on/off ids, which its refusals spell ``--resume true``: here they are flags (``--resume``).
+SWITCHES = ("--resume", "--overwrite")
+
+
+def bundle_spelling(argv: Sequence[str]) -> list[str]:
+    """``argv`` with the bundle's spelling of a switch read as this CLI's: ``--resume true`` -> ``--resume``,
+    ``--overwrite false`` -> nothing. With the bundle's ``--run_dir`` and ``--output_dir`` (aliases of ``--run``
+    and ``--output``), a hint in a refusal works through both CLIs, whichever wrote it."""
+    out: list[str] = []
+    words = list(argv)
+    while words:
+        word = words.pop(0)
+        flag, _, value = word.partition("=")
+        if flag in SWITCHES and not value and words and words[0].lower() in ("true", "false"):
+            value = words.pop(0)
+        if flag in SWITCHES and value.lower() in ("true", "false"):  # another value: argparse refuses it
+            out += [flag] if value.lower() == "true" else []
+        else:
+            out.append(word)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(bundle_spelling(sys.argv[1:] if argv is None else argv))
     quiet(verbose=getattr(args, "verbose", False))
     try:
         return args.func(args)

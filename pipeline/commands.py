@@ -75,7 +75,7 @@ def _ids(pairs: Sequence[str] | None) -> dict[str, str]:
 
 def train(dataset: str, run: str | None = None, *, minutes: float | None = None, network: str = "unet",
           plain: bool = False, fold: int = 0, device: str | None = None, resume: bool = False,
-          sets: Sequence[str] | None = None, verbose: bool = False) -> int:
+          overwrite: bool = False, sets: Sequence[str] | None = None, verbose: bool = False) -> int:
     """``python -m pipeline train DATASET``: train on every case of ``DATASET`` (fold ``fold`` validates) into
     ``run`` (default ``runs/<dataset name>``); ``minutes``: the budget recipe (budget.yaml) for that long."""
     if not Path(dataset).expanduser().exists():
@@ -89,6 +89,8 @@ def train(dataset: str, run: str | None = None, *, minutes: float | None = None,
         ids["device"] = device
     if resume:
         ids["resume"] = True
+    if overwrite:
+        ids["overwrite"] = True
     return run_stage("training", ids, verbose=verbose, fast=not plain, network=network, budget=minutes is not None)
 
 
