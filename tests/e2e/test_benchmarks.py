@@ -89,3 +89,13 @@ def test_tumour_fraction_benchmark_drops_a_far_false_lesion_and_scores_it_as_an_
     assert wt_dice["0.5"] == pytest.approx(np.mean([e[1] for e in expected.values()]), abs=1e-4)
     assert wt_dice["0.5"] > wt_dice["0"]
     assert "CPU:" in result.stdout and "cases that change" in result.stdout
+
+
+def test_reader_race_benchmark_counts_short_images_per_reader_and_none_with_ours(tiny_dataset: Path) -> None:
+    result = run_module([sys.executable, "bench/bench_reader_race.py", str(tiny_dataset), "--rounds", "2"],
+                        capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "CPU:" in out and "4 cases of" in out and "2 caching threads" in out
+    assert re.search(r"^MONAI NibabelReader: [0-2] of 2 fills", out, flags=re.MULTILINE), out
+    assert "NiftiReader: 0 of 2 fills with a short image (0 of 8 images)" in out
