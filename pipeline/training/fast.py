@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from monai.transforms import Compose
@@ -43,23 +45,48 @@ class WithoutMetadata(Compose):
     half the budget.
     The random training transforms need neither (nothing inverts them), so fast.yaml runs them through this, on
     the plain tensors of its cache; the deterministic preprocessing before it keeps its metadata (orientation
-    needs the affine). The previous setting is restored after each call. The setting is process-wide: while a
-    ``ThreadDataLoader`` thread is inside this, the trainer's own thread creates no ``MetaTensor`` either, which
-    it does not need; validation runs after the loader's thread has finished the epoch.
+    needs the affine). The setting is process-wide: it is off while any thread is inside this and back to what the
+    first caller found when the last one leaves (`_tracking_off`). While a ``ThreadDataLoader`` thread is inside,
+    the trainer's own thread creates no ``MetaTensor`` either, which it does not need; validation runs after the
+    loader's thread has finished the epoch.
 
     Being a ``Compose`` subclass, it is not flattened into the dataset's ``Compose`` and counts as random, so
     ``CacheDataset`` caches everything before it.
     """
 
     def __call__(self, input_, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN204 - as Compose.__call__
-        from monai.data import get_track_meta, set_track_meta
-
-        previous = get_track_meta()
-        set_track_meta(False)
-        try:
+        with _tracking_off():
             return super().__call__(input_, *args, **kwargs)
-        finally:
-            set_track_meta(previous)
+
+
+#: Callers inside `WithoutMetadata` now, and the tracking setting the first of them found (under `_TRACKING_LOCK`).
+_TRACKING_LOCK = threading.Lock()
+_tracking_state: dict = {"inside": 0, "previous": True}
+
+
+@contextmanager
+def _tracking_off() -> Iterator[None]:
+    """MONAI's metadata tracking off while any thread is inside; the first caller's setting back when the last leaves.
+
+    ``set_track_meta`` is process-wide. Each caller saving and restoring it alone goes wrong with two threads
+    (several ``ThreadDataLoader`` workers, or two loaders): A saves on and switches off, B saves off, A restores
+    on while B runs, B restores off, and tracking stays off for the rest of the process. Counting the callers
+    restores the setting once, when the last one leaves.
+    """
+    from monai.data import get_track_meta, set_track_meta
+
+    with _TRACKING_LOCK:
+        if _tracking_state["inside"] == 0:
+            _tracking_state["previous"] = get_track_meta()
+            set_track_meta(False)
+        _tracking_state["inside"] += 1
+    try:
+        yield
+    finally:
+        with _TRACKING_LOCK:
+            _tracking_state["inside"] -= 1
+            if _tracking_state["inside"] == 0:
+                set_track_meta(_tracking_state["previous"])
 
 
 def without_metadata(transforms: Sequence[Callable]) -> WithoutMetadata:

@@ -197,3 +197,35 @@ def test_the_patches_rule_builds_no_network_so_seeded_initial_weights_stay_where
     assert "network" not in parser.ref_resolver.resolved_content and "network_def" not in (
         parser.ref_resolver.resolved_content)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_metadata_tracking_is_off_while_any_thread_is_inside_and_restored_when_the_last_leaves() -> None:
+    import threading
+
+    from pipeline.training.fast import without_metadata
+
+    entered = {name: threading.Event() for name in "AB"}
+    release = {name: threading.Event() for name in "AB"}
+    seen = {}
+
+    def step(name: str):  # noqa: ANN202 - a transform that waits inside WithoutMetadata until released
+        def run(data: dict) -> dict:
+            entered[name].set()
+            assert release[name].wait(10)
+            seen[name] = get_track_meta()
+            return data
+        return run
+
+    assert get_track_meta()
+    threads = {name: threading.Thread(target=without_metadata([step(name)]), args=({},)) for name in "AB"}
+    threads["A"].start()
+    assert entered["A"].wait(10)
+    threads["B"].start()  # B enters while A is inside: B finds tracking off
+    assert entered["B"].wait(10)
+    release["A"].set()
+    threads["A"].join(10)
+    assert not get_track_meta()  # A left, B is still inside: still off
+    release["B"].set()
+    threads["B"].join(10)
+    assert seen == {"A": False, "B": False}
+    assert get_track_meta()  # the last to leave restored what the first found
