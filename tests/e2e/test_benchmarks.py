@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.helpers import REPO
@@ -99,3 +101,50 @@ def test_reader_race_benchmark_counts_short_images_per_reader_and_none_with_ours
     assert "CPU:" in out and "4 cases of" in out and "2 caching threads" in out
     assert re.search(r"^MONAI NibabelReader: [0-2] of 2 fills", out, flags=re.MULTILINE), out
     assert "NiftiReader: 0 of 2 fills with a short image (0 of 8 images)" in out
+
+
+def _brats_region_dice(pred: np.ndarray, ref: np.ndarray, labels: tuple[int, ...]) -> float:
+    """Dice of one BraTS region counted with numpy; both empty scores 1, as the legacy protocol does."""
+    p, r = np.isin(pred, labels), np.isin(ref, labels)
+    if not r.any() and not p.any():
+        return 1.0
+    return 2 * (p & r).sum() / (p.sum() + r.sum())
+
+
+def test_accuracy_benchmark_trains_the_budget_recipe_and_reports_an_independent_dice(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    from pipeline.data.synthetic import write_dataset
+
+    train, test = tmp_path / "train", tmp_path / "test"
+    write_dataset(train, cases=5, shape=(64, 64, 48), seed=3)  # about 32 x 32 x 24 voxels at the recipe's 2 mm
+    write_dataset(test, cases=2, shape=(64, 64, 48), seed=11)
+    out = tmp_path / "out"
+    result = run_module([sys.executable, "bench/bench_accuracy.py", "--train-dir", str(train), "--test-dir",
+                         str(test), "--minutes", "0.2", "--out", str(out), "--set", "roi_size", "[16,16,16]",
+                         "--set", "unet_channels", "[8,16,32]", "--set", "num_workers", "0"],
+                        capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    last = result.stdout.strip().splitlines()[-1]
+    match = re.fullmatch(r"accuracy: mean Dice ([0-9.]+) \(ET ([0-9.]+), TC ([0-9.]+), WT ([0-9.]+)\) on 2 test "
+                         r"cases, 0\.2 min of training on cpu \(5 training cases\)", last)
+    assert match, last
+    regions = {"ET": (4,), "TC": (1, 4), "WT": (1, 2, 4)}  # BraTS 2021 numbering
+    expected = {r: [] for r in regions}
+    for case_dir in sorted(p for p in test.iterdir() if p.is_dir()):
+        ref = np.asarray(nib.load(case_dir / f"{case_dir.name}_seg.nii.gz").dataobj)
+        pred_img = nib.load(out / "seg" / f"{case_dir.name}.nii.gz")  # written on the input's grid
+        assert pred_img.shape == ref.shape
+        pred = np.asarray(pred_img.dataobj)
+        for region, labels in regions.items():
+            expected[region].append(_brats_region_dice(pred, ref, labels))
+    printed = dict(zip(("mean", "ET", "TC", "WT"), map(float, match.groups()), strict=True))
+    for region in regions:
+        assert printed[region] == pytest.approx(np.mean(expected[region]), abs=6e-4), region
+    assert printed["mean"] == pytest.approx(np.mean([np.mean(v) for v in expected.values()]), abs=6e-4)
+    record = json.loads((out / "run" / "run.json").read_text())
+    assert record["ids"]["spacing"] == [2, 2, 2] and record["ids"]["roi_size"] == [16, 16, 16]  # the budget recipe
+    rows = (out / "time_to_dice.csv").read_text().splitlines()
+    assert rows[0].startswith("minutes,epoch,val_mean_dice") and len(rows) >= 2
+    assert (out / "time_to_dice.png").stat().st_size > 0
+    assert "CPU:" in result.stdout and "torch" in result.stdout  # the machine
