@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pipeline import commands, demo
 from pipeline.bundle import NETWORKS
+from pipeline.core.config import as_fold
 from pipeline.core.errors import UserError, user_message
 from pipeline.core.guard import OutputGuard
 from pipeline.data.check import check_dataset, check_label_folder, is_label_folder
@@ -35,6 +36,14 @@ from pipeline.training.monitoring import plot_training_curves
 
 #: ``--scheme`` of evaluate and plot: a label scheme, or ``labels`` (one region per label value).
 SCHEME_CHOICES = ("auto", *BUILTIN, "labels")
+
+
+def _fold(value: str) -> int | str:
+    """``--fold``: a fold number or ``all`` (`pipeline.core.config.as_fold`), refused by argparse in one line."""
+    try:
+        return as_fold(value)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--fold ")) from None
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -183,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(variants/budget.yaml); default: train.yaml's 300 epochs")
     p.add_argument("--network", default="unet", choices=list(NETWORKS))
     p.add_argument("--plain", action="store_true", help="without fast.yaml (the plain configuration)")
-    p.add_argument("--fold", type=int, default=0, help="the fold that validates (default 0 of 5)")
+    p.add_argument("--fold", default="0", type=_fold, help="the fold that validates (default 0 of 5); all: every "
+                   "case trains and model.pt is the last model (nnU-Net's fold all)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: a GPU if there is one)")
     p.add_argument("--resume", action="store_true", help="continue a stopped run")
     p.add_argument("--overwrite", action="store_true", help="delete the run's checkpoints and start afresh")

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.core.config import config_files_in_argv
+from pipeline.core.config import ALL_FOLDS, config_files_in_argv
 from pipeline.core.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "bundle" / "configs"
@@ -173,22 +173,32 @@ def python_path() -> str:
         return str(exe)
 
 
+#: The data a ``--fold all`` run's next command names: every case of its own data trained it, none is held out.
+NEW_CASES = "NEW_CASES"
+
+
 def next_command(run_dir: str | os.PathLike, record: dict | None = None) -> str:
     """The inference command for a finished run: its config files with ``train.yaml`` -> ``inference.yaml`` (and
-    without the multi-GPU overlay), ``--run_dir`` and its dataset; the network comes from ``run.json``. Under the
-    verbs (`VERB_ENV`): ``python -m pipeline infer -i DATASET --run RUN``."""
+    without the multi-GPU overlay), ``--run_dir`` and its dataset (its validation fold; a ``--fold all`` run:
+    `NEW_CASES`, to fill in); the network comes from ``run.json``. Under the verbs (`VERB_ENV`): ``python -m
+    pipeline infer -i DATASET --run RUN``."""
     if record is None:
         from pipeline.model.record import read_record
 
         record = read_record(run_dir) or {}
     ids = record.get("ids", {})
     datalist = ids.get("datalist") or (str(Path(run_dir) / "datalist.json") if record.get("datalist_written") else None)
+    every_case_trained = ids.get("fold") == ALL_FOLDS  # --fold all: no case of its data is new to the model
     if os.environ.get(VERB_ENV):
-        data = ids.get("dataset_dir") or datalist or "DATASET"
+        data = NEW_CASES if every_case_trained else ids.get("dataset_dir") or datalist or "DATASET"
         return f"{python_path()} -m pipeline infer -i {data} --run {run_dir}"
     configs = "[" + ",".join(f"'{f}'" for f in inference_files(run_dir, record)) + "]"
-    where = (f"--datalist {datalist} --infer_fold {ids.get('fold', 0)}" if datalist
-             else f"--dataset_dir {ids.get('dataset_dir') or 'DATA'}")
+    if every_case_trained:
+        where = f"--dataset_dir {NEW_CASES}"
+    elif datalist:
+        where = f"--datalist {datalist} --infer_fold {ids.get('fold', 0)}"
+    else:
+        where = f"--dataset_dir {ids.get('dataset_dir') or 'DATA'}"
     return (f'{python_path()} -m monai.bundle run inference --config_file "{configs}" --run_dir {run_dir} '
             f"{where}")
 

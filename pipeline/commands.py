@@ -74,10 +74,10 @@ def _ids(pairs: Sequence[str] | None) -> dict[str, str]:
 
 
 def train(dataset: str, run: str | None = None, *, minutes: float | None = None, network: str = "unet",
-          plain: bool = False, fold: int = 0, device: str | None = None, resume: bool = False,
+          plain: bool = False, fold: int | str = 0, device: str | None = None, resume: bool = False,
           overwrite: bool = False, sets: Sequence[str] | None = None, verbose: bool = False) -> int:
-    """``python -m pipeline train DATASET``: train on every case of ``DATASET`` (fold ``fold`` validates) into
-    ``run`` (default ``runs/<dataset name>``); ``minutes``: the budget recipe (budget.yaml) for that long."""
+    """``python -m pipeline train DATASET``: train on every case of ``DATASET`` (fold ``fold`` validates; ``"all"``:
+    none) into ``run`` (default ``runs/<dataset name>``); ``minutes``: the budget recipe (budget.yaml) for that long."""
     if not Path(dataset).expanduser().exists():
         raise UserError(f"no dataset at {dataset}: pass the folder of a BraTS download, the Decathlon's "
                         "Task01_BrainTumour or an nnU-Net raw dataset")

@@ -48,6 +48,25 @@ def as_int(value: object, name: str, *, minimum: int | None = None) -> int:
     return number
 
 
+#: The training fold that holds nothing out: every labelled case trains (nnU-Net's ``fold all``).
+ALL_FOLDS = "all"
+
+
+def as_fold(value: object, name: str = "fold") -> int | str:
+    """A training fold as the CLI hands it over: a fold number >= 0 (``0``, ``"3"``), or ``"all"`` (`ALL_FOLDS`).
+
+    Raises:
+        UserError: neither, naming ``--name``.
+    """
+    if isinstance(value, str) and value.strip().lower() == ALL_FOLDS:
+        return ALL_FOLDS
+    try:
+        return as_int(value, name, minimum=0)
+    except UserError:
+        raise UserError(f"--{name} must be a fold number (0, 1, ...) or {ALL_FOLDS} (every case trains, none "
+                        f"validates), got {value!r}") from None
+
+
 def as_fraction(value: object, name: str) -> float:
     """A share from 0 to 1 as the CLI hands it over (``0.1``, ``"0.1"``).
 

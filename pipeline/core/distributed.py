@@ -134,7 +134,8 @@ def shard(items: Sequence, *, even_divisible: bool, shuffle: bool = False, seed:
     rank before dealing them (``monai.data.partition_dataset``).
 
     Raises:
-        ValueError: no item, or (``even_divisible=False``) fewer items than processes.
+        ValueError: (``even_divisible=False``) fewer items than processes, none excepted (``--fold all``
+            validates no case).
         RuntimeError: torchrun started several processes but this one has not joined the group yet.
     """
     from monai.data import partition_dataset
@@ -143,7 +144,7 @@ def shard(items: Sequence, *, even_divisible: bool, shuffle: bool = False, seed:
     if n == 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise RuntimeError("the data were sharded before init_distributed joined the process group: keep "
                            "`$pipeline.core.distributed.init_distributed(...)` ahead of anything that builds a dataset")
-    if n == 1:
+    if n == 1 or (not items and not even_divisible):  # no validation case (--fold all): nothing to share
         return items
     if even_divisible and 0 < len(items) < n:
         items = (items * n)[:n]  # fewer training cases than processes: some ranks repeat a case

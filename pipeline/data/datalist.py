@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.core.config import ALL_FOLDS
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text
 from pipeline.core.guard import OutputGuard
@@ -442,15 +443,20 @@ def folds_present(dl: dict) -> list[int]:
     return sorted({int(it["fold"]) for it in dl.get("training", [])})
 
 
-def split_items(dl: dict, fold: int = 0) -> tuple[list[dict], list[dict]]:
+def split_items(dl: dict, fold: int | str = 0) -> tuple[list[dict], list[dict]]:
     """``(train, validation)`` items of a datalist: fold ``fold`` of its labelled cases validates, the rest train.
 
-    A model-zoo datalist (``"split": "model-zoo"``) has one split: ``fold`` 0, its validation cases.
+    A model-zoo datalist (``"split": "model-zoo"``) has one split: ``fold`` 0, its validation cases. ``fold``
+    ``"all"`` (`pipeline.core.config.ALL_FOLDS`, nnU-Net's ``fold all``): every labelled case trains, none validates.
 
     Raises:
         DatasetError: no labelled case, ``fold`` is not one of the datalist's folds, or not 0 for a model-zoo list.
     """
     items = dl.get("training", [])
+    if fold == ALL_FOLDS:
+        if not items:
+            raise DatasetError("the datalist has no labelled case (no segmentation file found): training needs labels")
+        return list(items), []
     if dl.get("split") == "model-zoo":
         if fold != MODEL_ZOO_FOLDS["validation"]:
             raise DatasetError(f"fold {fold}: a model-zoo datalist has one split, its validation cases: use --fold 0")

@@ -12,7 +12,7 @@ import logging
 import time
 from pathlib import Path
 
-from pipeline.core.config import as_int, as_path
+from pipeline.core.config import ALL_FOLDS, as_fold, as_int, as_path
 from pipeline.core.distributed import computed_on_main_process
 from pipeline.core.errors import UserError
 from pipeline.core.guard import OutputGuard
@@ -154,12 +154,13 @@ class DataSource:
     # ---- training ----------------------------------------------------------------------------------------------
 
     def split(self, fold: object = 0) -> tuple[list[dict], list[dict]]:
-        """``(train, validation)`` items: fold ``fold`` of the labelled cases validates, the rest train.
+        """``(train, validation)`` items: fold ``fold`` of the labelled cases validates, the rest train (``"all"``:
+        every case trains, none validates).
 
         Raises:
             DatasetError: no labelled case, or ``fold`` is not one of the datalist's folds.
         """
-        return split_items(self.datalist, as_int(fold, "fold", minimum=0))
+        return split_items(self.datalist, as_fold(fold))
 
     def checked_split(self, fold: object = 0) -> tuple[list[dict], list[dict]]:
         """`split` after the data check of the cases training uses (``check``: strict, skip or off).
@@ -170,12 +171,12 @@ class DataSource:
             DatasetCheckError: ``strict`` and an error; ``skip`` and no usable training or validation case left.
             DatasetError: the folder or datalist cannot be used at all.
         """
-        fold = as_int(fold, "fold", minimum=0)
+        fold = as_fold(fold)
         if self.check == "off":
             return self.split(fold)
         return computed_on_main_process(self._checked_split, fold)
 
-    def _checked_split(self, fold: int) -> tuple[list[dict], list[dict]]:
+    def _checked_split(self, fold: int | str) -> tuple[list[dict], list[dict]]:
         started = time.perf_counter()
         if self.datalist_path:
             problems = []
@@ -210,7 +211,7 @@ class DataSource:
                                " | ".join(p.message for p in errors if p.case == cid))
             train = [it for it in train if it["case"] not in bad]
             val = [it for it in val if it["case"] not in bad]
-            if not train or not val:
+            if not train or (not val and fold != ALL_FOLDS):
                 raise DatasetCheckError(f"after leaving out the {len(bad)} case(s) with errors, no training or no "
                                         f"validation case is left (fold {fold}); fix the cases listed above", errors)
         return train, val

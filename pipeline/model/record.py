@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pipeline.core.config import as_bool, as_int, as_path, config_files_in_argv, differing
+from pipeline.core.config import as_bool, as_fold, as_path, config_files_in_argv, differing
 from pipeline.core.distributed import computed_on_main_process, is_main_process
 from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, atomic_write_text, file_sha256
@@ -74,7 +74,7 @@ def run_ids(data: DataSource, *, fold: object, roi_size: Sequence[int], spacing:
         "datalist_sha256": file_sha256(datalist) if datalist and Path(datalist).is_file() else None,
         "label_scheme": str(data.scheme),
         "channels": list(data.description.channels),
-        "fold": as_int(fold, "fold", minimum=0),
+        "fold": as_fold(fold),
         "folds": data.folds,
         "seed": data.seed,
         "roi_size": [int(s) for s in roi_size],

@@ -58,12 +58,14 @@ class EpochSummary:
         regions: the network's output regions, whose validation Dice each epoch line and history row hold.
         clock: the time budget (`pipeline.training.budget.Clock`), shown instead of the epoch count; ``elapsed``
             (seconds of training so far, validation included) is the clock's, else the sum of the epochs'.
+        held_out: whether cases were held out to validate (``--fold all``: none, ``model.pt`` is the last model).
     """
 
     def __init__(self, evaluator=None, history_file: str | None = None, plot_file: str | None = None,  # noqa: ANN001
                  summary_writer=None, regions: Sequence[str] = REGIONS, clock: Clock | None = None,  # noqa: ANN001
-                 ) -> None:
-        self.evaluator = evaluator
+                 held_out: bool = True) -> None:
+        self.held_out = bool(held_out)
+        self.evaluator = evaluator if self.held_out else None
         self.regions = tuple(regions)
         self.columns = history_columns(self.regions)
         self.history_file = Path(history_file) if history_file else None
@@ -177,7 +179,8 @@ class EpochSummary:
                          f"({per_region})")
         run = self.history_file.parent if self.history_file is not None else None
         if run is not None:
-            lines.append(f"model: {run / 'models' / 'model.pt'} (best), model_last.pt; record: {run / 'run.json'}; "
+            kept = "(best)" if self.held_out else "(the last: --fold all holds no case out to choose by)"
+            lines.append(f"model: {run / 'models' / 'model.pt'} {kept}, model_last.pt; record: {run / 'run.json'}; "
                          f"history: {self.history_file}, {self.plot_file or ''}")
         return "\n".join(lines)
 
@@ -214,7 +217,7 @@ def plot_training_curves(history_csv: str | os.PathLike, out_png: str | os.PathL
             colour = "grey" if label == "mean" else region_colour(label, i, colours)
             ax2.plot(epoch[keep], values[keep], style, marker="o", ms=4, mec="black", mew=0.5, color=colour,
                      label=f"Dice {label}")
-    ax2.set_ylabel("validation Dice")
+    ax2.set_ylabel("validation Dice" if ax2.lines else "no validation (--fold all)")
     ax2.set_ylim(0, 1)
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax.legend(lines, [line.get_label() for line in lines], loc="center right", fontsize=8)

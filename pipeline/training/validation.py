@@ -33,25 +33,29 @@ class FinalValidationHandler:
     ``val_every_min`` minutes and once more when the budget is spent; then it stops the trainer. An epoch that
     overruns the budget ends after its current iteration.
 
+    With ``enabled`` false (``--fold all``: no case is held out) it never validates; on a budget it still stops
+    the trainer when the clock is spent.
+
     Args:
         interval: validate every ``interval`` epochs, and after the last one.
         validator: the validation engine (``validate#evaluator``).
         clock: the training budget, or None (epochs).
+        enabled: validate at all.
     """
 
-    def __init__(self, interval: int, validator: object, clock: Clock | None = None) -> None:
+    def __init__(self, interval: int, validator: object, clock: Clock | None = None, enabled: bool = True) -> None:
         self._handler = ValidationHandler(interval=as_int(interval, "val_interval", minimum=1), validator=validator,
                                           epoch_level=True)
         self.clock = clock
+        self.enabled = bool(enabled)
 
     def _due(self, engine, epoch: int) -> bool:  # noqa: ANN001 - an ignite Engine
         return epoch % self._handler.interval == 0 or epoch == engine.state.max_epochs
 
     def _by_clock(self, engine) -> None:  # noqa: ANN001
-        if not self.clock.validation_due():
-            return
-        self._handler(engine)
-        self.clock.validated()
+        if self.enabled and self.clock.validation_due():
+            self._handler(engine)
+            self.clock.validated()
         if self.clock.expired():
             engine.terminate()
 
@@ -61,7 +65,8 @@ class FinalValidationHandler:
 
     def attach(self, engine) -> None:  # noqa: ANN001 - an ignite Engine
         if self.clock is None:
-            engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=self._due), self._handler)
+            if self.enabled:
+                engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=self._due), self._handler)
             return
         self.clock.attach(engine)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._budget_spent)

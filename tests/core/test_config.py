@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.core.config import as_bool
+from pipeline.core.errors import UserError
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -40,3 +41,18 @@ def test_a_share_outside_0_to_1_or_not_a_number_is_one_line_naming_the_flag(valu
 
     with pytest.raises(UserError, match=r"^--share must be a number from 0 to 1, got "):
         as_fraction(value, "share")
+
+
+@pytest.mark.parametrize(("value", "expected"), [(0, 0), ("3", 3), (" 2 ", 2), ("all", "all"), ("ALL", "all")])
+def test_a_fold_is_a_number_or_all(value: object, expected: int | str) -> None:
+    from pipeline.core.config import as_fold
+
+    assert as_fold(value) == expected
+
+
+@pytest.mark.parametrize("value", ["al", "-1", "1.5", True, None])
+def test_a_fold_neither_a_number_nor_all_is_refused_naming_the_option(value: object) -> None:
+    from pipeline.core.config import as_fold
+
+    with pytest.raises(UserError, match=r"--fold must be a fold number \(0, 1, \.\.\.\) or all"):
+        as_fold(value)

@@ -29,6 +29,7 @@ def uneven_datalist(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory
         pytest.param(5, False, [[0, 2, 4], [1, 3]], id="validation_5_on_2_ranks_each_case_once"),
         pytest.param(5, True, [[0, 2, 4], [1, 3, 0]], id="training_5_on_2_ranks_padded_to_equal_steps"),
         pytest.param(1, True, [[0], [0]], id="training_1_case_on_2_ranks_repeated"),
+        pytest.param(0, False, [[], []], id="validation_none_under_fold_all"),
     ],
 )
 def test_shard_deals_cases_to_ranks(monkeypatch: pytest.MonkeyPatch, n_items: int, even_divisible: bool,

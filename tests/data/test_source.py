@@ -92,3 +92,15 @@ def test_an_unusable_dataset_folder_says_what_to_do(tmp_path: Path, make, messag
 def test_a_fold_outside_the_datalist_is_refused(tiny_dataset: Path) -> None:
     with pytest.raises(DatasetError, match="fold 7 is not in the datalist"):
         DataSource(tiny_dataset, folds=2).split(7)
+
+
+@pytest.mark.parametrize("with_datalist", [False, True], ids=["folder", "datalist"])
+def test_fold_all_trains_on_every_case_and_validates_none(with_datalist: bool, tiny_dataset: Path,
+                                                          tmp_path: Path) -> None:
+    out = tmp_path / "datalist.json"
+    if with_datalist:
+        write_datalist(tiny_dataset, out, folds=2, seed=0)
+    source = DataSource(None if with_datalist else str(tiny_dataset), str(out) if with_datalist else None, folds=2)
+    for split in (source.split("all"), source.checked_split("ALL")):
+        train, val = split
+        assert sorted(it["case"] for it in train) == [f"BraTS2021_{i:05d}" for i in range(4)] and val == []

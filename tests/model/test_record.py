@@ -81,6 +81,7 @@ def test_overwrite_by_name_deletes_the_old_checkpoints(tmp_path):
 
 @pytest.mark.parametrize(("change", "named"), [
     pytest.param({"fold": 1}, "fold: 0 -> 1", id="another_fold"),
+    pytest.param({"fold": "all"}, "fold: 0 -> 'all'", id="fold_all"),
     pytest.param({"seed": 3}, "seed: 0 -> 3", id="another_split_seed"),
     pytest.param({"dataset_dir": "/data/other"}, "dataset_dir: '/data/BraTS' -> '/data/other'", id="another_dataset"),
     pytest.param({"label_scheme": "brats2023"}, "label_scheme: 'brats' -> 'brats2023'", id="another_scheme"),

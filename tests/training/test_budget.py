@@ -108,3 +108,24 @@ def test_a_resumed_run_continues_the_clock_where_it_stopped(fake_time: FakeTime)
     assert resumed.last_validation == pytest.approx(240.0)
     fake_time.now += 300.0
     assert resumed.expired()
+
+
+@pytest.mark.parametrize("minutes", [0, 1], ids=["epochs", "budget"])
+def test_with_validation_off_the_trainer_never_validates_and_a_budget_still_stops_it(fake_time: FakeTime,
+                                                                                      minutes: float) -> None:
+    from ignite.engine import Engine
+
+    from pipeline.training.validation import FinalValidationHandler
+
+    def step(engine: Engine, batch: int) -> None:
+        fake_time.now += 10.0  # ten seconds an iteration
+
+    trainer = Engine(step)
+    clock = budget.clock(minutes, 0)
+    # no validator at all: validating would raise MONAI's "please set validator"
+    FinalValidationHandler(interval=1, validator=None, clock=clock, enabled=False).attach(trainer)
+    trainer.run([0, 1, 2], max_epochs=budget.max_epochs(4, clock))
+    if clock is None:
+        assert trainer.state.epoch == 4
+    else:  # 60 s of budget at 10 s an iteration: stopped in the second epoch's last iteration
+        assert trainer.state.epoch == 2 and trainer.state.iteration == 6 and clock.expired()
