@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pipeline.core.config import as_bool, as_fold, as_path, config_files_in_argv, differing
+from pipeline.core.config import ALL_FOLDS, as_bool, as_fold, as_int, as_path, config_files_in_argv, differing
 from pipeline.core.distributed import computed_on_main_process, is_main_process
 from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, atomic_write_text, file_sha256
@@ -152,13 +152,14 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
 
 
 def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequence[dict]], *,
-                 datalist: str | None = None, started: object = None) -> tuple:
+                 datalist: str | None = None, started: object = None, layout: str | None = None) -> tuple:
     """Record the training/validation case ids in ``run.json`` (rank 0), or check them on a resumed run.
 
     When training made the split itself (no datalist), it is also saved as ``<run_dir>/datalist.json``, unless
     a file of that name is already there and is not training's own (the user's: never replaced).
     ``started`` is the record `start_training` wrote (passing it makes the bundle resolve that first; it is not
-    read again).
+    read again). ``layout`` (the data's, `pipeline.data.layouts`) goes into that datalist.json, so that evaluation
+    reads its reference cases through their layout (pictures included), as it does the dataset folder's.
     train.yaml calls it as the ``initialize`` step ``split_record``.
 
     Returns:
@@ -191,7 +192,8 @@ def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequen
 
         ids = record.get("ids", {})
         desc = describe(ids.get("label_scheme") or "brats")
-        dl = {"name": Path(str(ids.get("dataset_dir") or "")).name, "label_scheme": ids.get("label_scheme"),
+        dl = {"name": Path(str(ids.get("dataset_dir") or "")).name, "layout": layout,
+              "label_scheme": ids.get("label_scheme"),
               "channels": list(desc.channels), "regions": list(desc.regions), "folds": ids.get("folds"),
               "seed": ids.get("seed"), "training": sorted([*split[0], *split[1]], key=lambda it: str(it["case"])),
               "test": []}
@@ -204,6 +206,31 @@ def run_of_checkpoint(ckpt_path: str | os.PathLike, run_dir: str | os.PathLike) 
     folder has a record, else ``run_dir``."""
     candidate = Path(ckpt_path).parent.parent
     return str(candidate) if (candidate / RUN_RECORD).is_file() else str(run_dir)
+
+
+def check_held_out(record: Mapping | None, items: Sequence[dict], infer_fold: object) -> None:
+    """Refuse ``--infer_fold`` (a fold's cases, segmented to score the model on cases it never saw) when the model
+    trained on any of them, by case id against its run.json's split: their Dice would pass for a validation score.
+
+    Raises:
+        RunError: the model's training cases among the fold's, named with the fold it validated on.
+    """
+    if infer_fold is None or infer_fold == "" or not record or as_int(infer_fold, "infer_fold") < 0:
+        return
+    trained = set((record.get("split") or {}).get("train", []))
+    seen = [str(it["case"]) for it in items if str(it["case"]) in trained]
+    if seen:
+        fold = (record.get("ids") or {}).get("fold")
+        if fold == ALL_FOLDS:
+            validated = "it validated on no case (--fold all)"
+        elif str(fold) != str(infer_fold):
+            validated = f"it validated on fold {fold}: pass --infer_fold {fold}"
+        else:
+            validated = "this datalist's folds are not those it trained with: pass its run's datalist.json"
+        raise RunError(f"--infer_fold {infer_fold}: this model trained on {len(seen)} of the fold's {len(items)} "
+                       f"case(s) ({', '.join(seen[:5])}{' ...' if len(seen) > 5 else ''}), so their Dice would not "
+                       f"be held out; {validated}, use a model that never trained on them, or drop --infer_fold to "
+                       "segment every case")
 
 
 def check_regions(record: Mapping | None, description: Description) -> Description:

@@ -116,3 +116,23 @@ def test_cli_inference_segments_a_single_case_folder(cli_run, tiny_dataset, tmp_
                   "--device", "cpu")
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "one").glob("*.nii.gz")) == ["BraTS2021_00003.nii.gz"]
+
+
+def test_cli_inference_of_a_fold_the_model_trained_on_is_refused_in_one_line(cli_run, tmp_path):
+    out = tmp_path / "seg"
+    result = _cli("inference", "--datalist", str(cli_run / "datalist.json"), "--infer_fold", "1", "--run_dir",
+                  str(cli_run), "--output_dir", str(out), "--num_workers", "0", "--device", "cpu")
+    assert result.returncode != 0
+    last = _last_line(result)
+    assert last.startswith("error: --infer_fold 1: this model trained on 2 of the fold's 2 case(s)"), last
+    assert "pass --infer_fold 0" in last and "Traceback" not in result.stderr
+    assert not out.exists() or not list(out.glob("*.nii.gz"))
+
+
+def test_the_datalist_a_run_writes_reads_its_cases_through_their_layout(cli_run):
+    from pipeline.data.source import DataSource
+    from pipeline.evaluation.reference import reference_of
+
+    reference = reference_of(DataSource(None, str(cli_run / "datalist.json")), 0)
+    assert reference.layout is not None and reference.layout.layout == "brats2021"  # pictures need the images
+    assert len(reference.files) == 2

@@ -362,3 +362,32 @@ def test_the_next_command_of_a_run_recorded_before_the_overlays_moved_names_file
     assert [Path(f).relative_to(CONFIGS).as_posix() for f in files] == [
         "common.yaml", "inference.yaml", "variants/fast.yaml", "networks/segresnet.yaml", "variants/demo.yaml"]
     assert all(Path(f).is_file() for f in files)
+
+
+def _items(*cases: str) -> list[dict]:
+    return [{"case": c, "image": [f"{c}_t1.nii.gz"]} for c in cases]
+
+
+SPLIT = {"train": ["A", "B", "C"], "validation": ["D", "E"]}
+
+
+@pytest.mark.parametrize(("fold", "infer_fold", "items", "refused"), [
+    pytest.param(0, 1, _items("A", "B"), "pass --infer_fold 0", id="another_fold_of_a_fold_0_model"),
+    pytest.param("all", 0, _items("D", "E"), "it validated on no case (--fold all)", id="any_fold_of_a_fold_all_model"),
+    pytest.param(1, 1, _items("A", "B"), "this datalist's folds are not those it trained with",
+                 id="its_fold_number_in_another_datalist"),
+    pytest.param(0, 0, _items("D", "E"), None, id="its_own_validation_fold"),
+    pytest.param(0, None, _items("A", "D"), None, id="every_case_without_a_fold"),
+    pytest.param(0, -1, _items("A", "D"), None, id="negative_fold_means_every_case"),
+])
+def test_a_fold_segmented_as_held_out_must_be_one_the_model_never_trained_on(fold, infer_fold, items, refused):
+    from pipeline.model.record import check_held_out
+
+    record = {"ids": {"fold": fold}, "split": SPLIT if fold != "all" else {"train": [*"ABCDE"], "validation": []}}
+    if refused is None:
+        check_held_out(record, items, infer_fold)
+        return
+    with pytest.raises(RunError, match=rf"--infer_fold {infer_fold}: this model trained on 2 of the fold's 2") as err:
+        check_held_out(record, items, infer_fold)
+    assert refused in str(err.value)
+    check_held_out(None, items, infer_fold)  # no run.json (a bare checkpoint): nothing to check against
