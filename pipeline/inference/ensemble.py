@@ -19,7 +19,7 @@ import torch
 from pipeline.core.config import differing
 from pipeline.core.errors import UserError
 from pipeline.inference.predict import probabilities_to_logits
-from pipeline.model.record import read_record
+from pipeline.model.record import RunError, fold_is_set, read_record, trained_on
 from pipeline.model.weights import atomic_torch_save, read_state
 
 logger = logging.getLogger(__name__)
@@ -84,3 +84,22 @@ def write_ensemble_checkpoint(run_dir: str | os.PathLike, folds: Sequence[int]) 
     atomic_torch_save(state, out)
     logger.info("ensemble of folds %s: %s", list(folds), out)
     return str(out)
+
+
+def check_ensemble_held_out(run_dir: str | os.PathLike, folds: Sequence[int], items: Sequence[dict],
+                            infer_fold: object) -> None:
+    """Refuse ``--infer_fold`` for a fold ensemble when any of its folds' models trained on that fold's cases (each
+    fold's run.json split, by case id): an ensemble of several folds holds no fold out.
+
+    Raises:
+        RunError: the folds whose models trained on the fold's cases, with the way to an out-of-fold score.
+    """
+    if not fold_is_set(infer_fold):
+        return
+    leaking = {f: trained_on(read_record(fold_checkpoint(run_dir, f).parent.parent), items) for f in folds}
+    leaking = {f: seen for f, seen in leaking.items() if seen}
+    if leaking:
+        raise RunError(f"--infer_fold {infer_fold}: the models of fold(s) {', '.join(map(str, leaking))} of this "
+                       f"ensemble trained on cases of that fold ({', '.join(next(iter(leaking.values()))[:3])} ...), "
+                       "so their Dice would not be held out: score each fold's own model on its fold (make "
+                       "cv-summary), or drop --infer_fold to segment every case")

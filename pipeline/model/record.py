@@ -208,25 +208,40 @@ def run_of_checkpoint(ckpt_path: str | os.PathLike, run_dir: str | os.PathLike) 
     return str(candidate) if (candidate / RUN_RECORD).is_file() else str(run_dir)
 
 
+def trained_on(record: Mapping | None, items: Sequence[dict]) -> list[str]:
+    """The case ids of ``items`` that trained the model of ``record`` (its run.json's split; none without one)."""
+    trained = set(((record or {}).get("split") or {}).get("train", []))
+    return [str(it["case"]) for it in items if str(it["case"]) in trained]
+
+
+def fold_is_set(infer_fold: object) -> bool:
+    """Whether ``--infer_fold`` names a fold (None, empty or negative: every case)."""
+    return not (infer_fold is None or infer_fold == "" or as_int(infer_fold, "infer_fold") < 0)
+
+
 def check_held_out(record: Mapping | None, items: Sequence[dict], infer_fold: object) -> None:
     """Refuse ``--infer_fold`` (a fold's cases, segmented to score the model on cases it never saw) when the model
     trained on any of them, by case id against its run.json's split: their Dice would pass for a validation score.
+    (A fold ensemble: `pipeline.inference.ensemble.check_ensemble_held_out`.)
 
     Raises:
         RunError: the model's training cases among the fold's, named with the fold it validated on.
     """
-    if infer_fold is None or infer_fold == "" or not record or as_int(infer_fold, "infer_fold") < 0:
+    if not fold_is_set(infer_fold) or not record:
         return
-    trained = set((record.get("split") or {}).get("train", []))
-    seen = [str(it["case"]) for it in items if str(it["case"]) in trained]
+    seen = trained_on(record, items)
     if seen:
-        fold = (record.get("ids") or {}).get("fold")
+        ids = record.get("ids") or {}
+        fold = ids.get("fold")
         if fold == ALL_FOLDS:
             validated = "it validated on no case (--fold all)"
+        elif fold is None:
+            validated = "its run.json records no validation fold"
         elif str(fold) != str(infer_fold):
             validated = f"it validated on fold {fold}: pass --infer_fold {fold}"
         else:
-            validated = "this datalist's folds are not those it trained with: pass its run's datalist.json"
+            validated = (f"this datalist's folds are not those it trained with: pass "
+                         f"{ids.get('datalist') or 'its run folder/datalist.json'}")
         raise RunError(f"--infer_fold {infer_fold}: this model trained on {len(seen)} of the fold's {len(items)} "
                        f"case(s) ({', '.join(seen[:5])}{' ...' if len(seen) > 5 else ''}), so their Dice would not "
                        f"be held out; {validated}, use a model that never trained on them, or drop --infer_fold to "

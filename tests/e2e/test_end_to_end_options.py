@@ -83,3 +83,24 @@ def test_tta_and_post_processing_ids_run_and_write_every_case(tiny_dataset: Path
     _infer(tiny_dataset, tracked_run, out, "--tta", "true", "--min_component_size", "10", "--min_et_voxels", "50")
     labels = _labels(out)
     assert len(labels) == 4 and all(set(np.unique(v)) <= {0, 1, 2, 4} for v in labels.values())
+
+
+def test_an_ensemble_scoring_a_fold_one_of_its_models_trained_on_is_refused(tiny_dataset: Path, tracked_run: Path,
+                                                                            tmp_path: Path) -> None:
+    import json
+
+    record = json.loads((tracked_run / "run.json").read_text())  # fold 0 validates, fold 1 trains
+    swapped = {**record, "ids": {**record["ids"], "fold": 1},
+               "split": {"train": record["split"]["validation"], "validation": record["split"]["train"]}}
+    cv = tmp_path / "cv"
+    for fold, rec in ((0, record), (1, swapped)):  # the two fold models of a cross-validation
+        (cv / f"fold_{fold}" / "models").mkdir(parents=True)
+        shutil.copy(tracked_run / "models" / "model.pt", cv / f"fold_{fold}" / "models" / "model.pt")
+        (cv / f"fold_{fold}" / "run.json").write_text(json.dumps(rec))
+    result = run_bundle("inference", cli_overrides([
+        "--datalist", str(tracked_run / "datalist.json"), "--infer_fold", "0", "--run_dir", str(cv),
+        "--output_dir", str(tmp_path / "seg"), "--ensemble_folds", "[0,1]", *TINY]), ensemble=True, check=False)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --infer_fold 0: the models of fold(s) 1 of this ensemble trained on cases"), last
+    assert "make cv-summary" in last and not (tmp_path / "seg").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,29 @@ def test_an_ensemble_of_folds_trained_with_different_networks_is_refused(tmp_pat
     with pytest.raises(UserError, match=r"fold 1 .* another network than fold 0 \(channels: \[8, 16\] -> \[16, 32\]"):
         write_ensemble_checkpoint(tmp_path, [0, 1])
     assert not (tmp_path / "ensemble").exists()
+
+
+@pytest.mark.parametrize(("folds", "infer_fold", "refused"), [
+    pytest.param([0, 1], 0, "fold(s) 1 of this ensemble", id="fold_0_trained_fold_1"),
+    pytest.param([0, 1], 1, "fold(s) 0 of this ensemble", id="fold_1_trained_fold_0"),
+    pytest.param([0], 0, None, id="one_fold_on_its_own_validation_fold"),
+    pytest.param([0, 1], None, None, id="every_case_without_a_fold"),
+])
+def test_an_ensemble_holds_a_fold_out_only_if_none_of_its_models_trained_on_it(tmp_path: Path, folds, infer_fold,
+                                                                              refused) -> None:
+    import json
+
+    from pipeline.inference.ensemble import check_ensemble_held_out
+    from pipeline.model.record import RunError
+
+    cases = {0: ["A", "B"], 1: ["C", "D"]}
+    for f in (0, 1):
+        fold_checkpoint(tmp_path, f).parent.mkdir(parents=True)
+        split = {"train": cases[1 - f], "validation": cases[f]}
+        (tmp_path / f"fold_{f}" / "run.json").write_text(json.dumps({"ids": {"fold": f}, "split": split}))
+    items = [{"case": c} for c in cases.get(infer_fold, cases[0])]
+    if refused is None:
+        check_ensemble_held_out(tmp_path, folds, items, infer_fold)
+        return
+    with pytest.raises(RunError, match=rf"^--infer_fold {infer_fold}: the models of {re.escape(refused)}"):
+        check_ensemble_held_out(tmp_path, folds, items, infer_fold)
