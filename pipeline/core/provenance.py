@@ -92,10 +92,17 @@ class Provenance:
         return [r["path"] for r, n in zip(recorded, now, strict=True) if r != n]
 
     def record(self, case: str, *, model: str | None, file: str, inputs: list[dict],
-               probabilities: str | None = None) -> None:
-        """Record ``case`` as written now, and save the record (atomically)."""
+               probabilities: str | None = None, trained: bool = False) -> None:
+        """Record ``case`` as written now, and save the record (atomically). ``trained``: the case was one of the
+        model's training cases (its run.json's split), so its Dice is not a held-out score."""
         self.cases[case] = {"model": model, "file": file, "inputs": inputs, "probabilities": probabilities}
+        if trained:
+            self.cases[case]["trained"] = True
         self.save()
+
+    def trained_cases(self, cases: Iterable[str]) -> list[str]:
+        """Those of ``cases`` whose segmentation was written by a model that trained on them."""
+        return [c for c in cases if self.cases.get(c, {}).get("trained")]
 
     def forget(self, case: str) -> None:
         self.cases.pop(case, None)

@@ -58,6 +58,7 @@ class Reference:
     layout: LayoutInfo | None = None
     scheme: str | None = None  # the data's own scheme when it was resolved with it (a DataSource), else the layout's
     cases: dict[str, Case] = field(default_factory=dict)  # the cases with their images, when read from a dataset
+    fold: int | None = None  # the datalist fold the cases are (--infer_fold): scored as held out
 
 
 def _holds_cases(root: Path) -> bool:
@@ -125,6 +126,7 @@ def reference_of(data: DataSource, fold: object = None) -> Reference:
     Raises:
         UserError: no labelled case among them.
     """
+    fold = data.infer_fold(fold)
     items = [it for it in data.inference_items(fold) if it.get("label")]
     files = {str(it["case"]): Path(it["label"]) for it in items}
     if not files:
@@ -138,7 +140,7 @@ def reference_of(data: DataSource, fold: object = None) -> Reference:
     else:
         root = data.scan.root if not data.single else Path(data.dataset_dir).expanduser().resolve()
         info = data.scan.layout if not data.single else data.single[1]
-    return Reference(root, files, info, data.scheme, {str(it["case"]): Case.from_item(it) for it in items})
+    return Reference(root, files, info, data.scheme, {str(it["case"]): Case.from_item(it) for it in items}, fold)
 
 
 def reference_files(ref_dir: str | os.PathLike) -> dict[str, Path]:
@@ -294,7 +296,8 @@ def pair_cases(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Referen
             raise UserError(f"case {cid}: the prediction {pred} is the reference's own file ({ref}, through a link): "
                             "it would score itself; pass the folder of predictions inference wrote")
     scored = sorted(c for c in refs if c in preds)
-    return CasePairs(reference, pred_root, refs, preds, check_provenance(pred_root, scored, allow_mixed))
+    return CasePairs(reference, pred_root, refs, preds,
+                     check_provenance(pred_root, scored, allow_mixed, fold=reference.fold))
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -304,16 +307,31 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_provenance(pred_root: Path, cases: Sequence[str], allow_mixed: bool | str = False) -> dict[str, list[str]]:
+def check_provenance(pred_root: Path, cases: Sequence[str], allow_mixed: bool | str = False, *,
+                     fold: int | None = None) -> dict[str, list[str]]:
     """``{model id or "unknown": [cases]}`` of the scored predictions, from the folder's provenance record.
 
+    Predictions of cases the model trained on (marked at inference) are refused when a ``fold`` is scored (its Dice
+    would pass for a held-out one), and named in a warning otherwise.
+
     Raises:
+        UserError: a ``fold`` scored with predictions of cases their model trained on.
         UserError: without ``allow_mixed``, predictions written by more than one model (or some by an unknown one
             beside a known one), or predictions whose inputs changed since they were written (stale).
     """
     record = Provenance(pred_root)
     if not record.cases:
         return {"unknown": list(cases)} if cases else {}
+    in_sample = record.trained_cases(cases)
+    if in_sample and fold is not None:
+        raise UserError(f"--infer_fold {fold}: {len(in_sample)} of its {len(cases)} scored segmentation(s) in "
+                        f"{pred_root} were written by a model that trained on those cases ({', '.join(in_sample[:5])}"
+                        f"{' ...' if len(in_sample) > 5 else ''}; provenance.json), so their Dice would not be held "
+                        "out: segment the fold with a model that never trained on it, or drop --infer_fold")
+    if in_sample:
+        logger.warning("%d of the %d scored segmentation(s) were written by a model that trained on those cases (%s; "
+                       "provenance.json): their Dice is not a held-out score", len(in_sample), len(cases),
+                       ", ".join(in_sample[:5]) + (" ..." if len(in_sample) > 5 else ""))
     models = dict(record.models(cases))
     if as_bool(allow_mixed, "allow_mixed"):
         return models

@@ -86,6 +86,12 @@ def write_ensemble_checkpoint(run_dir: str | os.PathLike, folds: Sequence[int]) 
     return str(out)
 
 
+def ensemble_trained_on(run_dir: str | os.PathLike, folds: Sequence[int], items: Sequence[dict]) -> list[str]:
+    """The case ids of ``items`` that any of the folds' models trained on (each fold's run.json split)."""
+    trained = {c for f in folds for c in trained_on(read_record(fold_checkpoint(run_dir, f).parent.parent), items)}
+    return [str(it["case"]) for it in items if str(it["case"]) in trained]
+
+
 def check_ensemble_held_out(run_dir: str | os.PathLike, folds: Sequence[int], items: Sequence[dict],
                             infer_fold: object) -> None:
     """Refuse ``--infer_fold`` for a fold ensemble when any of its folds' models trained on that fold's cases (each

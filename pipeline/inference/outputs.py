@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -51,9 +51,10 @@ class InferenceReport:
     """
 
     def __init__(self, output_dir: str | os.PathLike = "", model: str | None = None,
-                 writer_threads: object = 0) -> None:
+                 writer_threads: object = 0, trained: Iterable[str] = ()) -> None:
         self.output_dir = str(output_dir)
         self.model = model
+        self.trained = set(trained)  # the cases the model trained on: marked in provenance.json
         self.writers = BackgroundWriters(writer_threads_of(writer_threads))
         self.written: list[str] = []
         self.skipped: dict[str, str] = {}
@@ -99,7 +100,8 @@ class InferenceReport:
             logger.info("case %s: deleted %s, written by an earlier run of this folder for a segmentation that is "
                         "now replaced", case, stale)
         self.provenance.record(case, model=self.model, file=Path(path).name, inputs=input_identity(inputs),
-                               probabilities=self.model if case in self.probabilities else None)
+                               probabilities=self.model if case in self.probabilities else None,
+                               trained=case in self.trained)
 
     def summary(self) -> str:
         """``inference: wrote N case(s) to DIR; skipped K ...; M case(s) failed:`` then one line per failure."""

@@ -136,3 +136,17 @@ def test_the_datalist_a_run_writes_reads_its_cases_through_their_layout(cli_run)
     reference = reference_of(DataSource(None, str(cli_run / "datalist.json")), 0)
     assert reference.layout is not None and reference.layout.layout == "brats2021"  # pictures need the images
     assert len(reference.files) == 2
+
+
+def test_cli_evaluation_of_a_fold_segmented_by_a_model_that_trained_on_it_is_refused(cli_run, tmp_path):
+    # cli_run's inference segmented every case of the dataset: fold 1's trained the model (fold 0 validated)
+    common = ["--datalist", str(cli_run / "datalist.json"), "--run_dir", str(cli_run), "--output_dir",
+              str(cli_run / "seg")]
+    refused = _cli("evaluate", *common, "--infer_fold", "1", "--eval_dir", str(tmp_path / "eval1"))
+    assert refused.returncode != 0
+    last = _last_line(refused)
+    assert last.startswith("error: --infer_fold 1: 2 of its 2 scored segmentation(s)"), last
+    assert "trained on those cases" in last and not (tmp_path / "eval1" / "metrics.csv").exists()
+    held_out = _cli("evaluate", *common, "--infer_fold", "0", "--eval_dir", str(tmp_path / "eval0"))
+    assert held_out.returncode == 0, held_out.stderr[-2000:]
+    assert (tmp_path / "eval0" / "metrics.csv").is_file()

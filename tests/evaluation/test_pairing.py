@@ -89,3 +89,25 @@ def test_the_ignore_label_of_an_nnunet_set_is_scored_in_neither_image() -> None:
     pred = (ref > 0).to(torch.uint8)  # the tumour, and "tumour" where nobody annotated
     rows = evaluate_case(pred, ref, 1.0, scheme=desc)
     assert desc.ignore == 2 and [r["region"] for r in rows] == ["tumour"] and rows[0]["dice"] == 1.0
+
+
+@pytest.mark.parametrize("fold", [1, None], ids=["a_fold_is_refused", "every_case_is_scored_with_a_warning"])
+def test_segmentations_of_cases_their_model_trained_on_are_never_scored_as_held_out(
+        fold, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from pipeline.core.provenance import Provenance
+    from pipeline.evaluation.reference import check_provenance
+
+    record = Provenance(tmp_path)
+    for case, trained in (("A", True), ("B", False)):
+        record.record(case, model="m1", file=f"{case}.nii.gz", inputs=[], trained=trained)
+    assert Provenance(tmp_path).trained_cases(["A", "B"]) == ["A"]  # written and read back
+    if fold is not None:
+        with pytest.raises(UserError, match=r"^--infer_fold 1: 1 of its 2 scored segmentation\(s\) .* trained on "
+                                            r"those cases \(A; provenance\.json\)"):
+            check_provenance(tmp_path, ["A", "B"], fold=fold)
+        return
+    with caplog.at_level(logging.WARNING):
+        assert check_provenance(tmp_path, ["A", "B"]) == {"m1": ["A", "B"]}
+    assert "1 of the 2 scored segmentation(s) were written by a model that trained on those cases (A" in caplog.text
