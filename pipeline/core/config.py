@@ -48,6 +48,18 @@ def as_int(value: object, name: str, *, minimum: int | None = None) -> int:
     return number
 
 
+def as_infer_fold(value: object) -> int | None:
+    """``--infer_fold`` as the CLI hands it over: a fold number, or None for every case (None, empty or negative).
+
+    Raises:
+        UserError: not a whole number, naming ``--infer_fold``.
+    """
+    if value is None or value == "":
+        return None
+    number = as_int(value, "infer_fold")
+    return number if number >= 0 else None
+
+
 #: The training fold that holds nothing out: every labelled case trains (nnU-Net's ``fold all``).
 ALL_FOLDS = "all"
 

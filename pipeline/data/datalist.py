@@ -453,11 +453,7 @@ def split_items(dl: dict, fold: int | str = 0) -> tuple[list[dict], list[dict]]:
         DatasetError: no labelled case, ``fold`` is not one of the datalist's folds, or not 0 for a model-zoo list.
     """
     items = dl.get("training", [])
-    if fold == ALL_FOLDS:
-        if not items:
-            raise DatasetError("the datalist has no labelled case (no segmentation file found): training needs labels")
-        return list(items), []
-    if dl.get("split") == "model-zoo":
+    if dl.get("split") == "model-zoo" and fold != ALL_FOLDS:
         if fold != MODEL_ZOO_FOLDS["validation"]:
             raise DatasetError(f"fold {fold}: a model-zoo datalist has one split, its validation cases: use --fold 0")
         if not any(int(it["fold"]) == fold for it in items):
@@ -466,6 +462,8 @@ def split_items(dl: dict, fold: int | str = 0) -> tuple[list[dict], list[dict]]:
                                "datalist DATASET_DIR --out datalist.json")
     if not items:
         raise DatasetError("the datalist has no labelled case (no segmentation file found): training needs labels")
+    if fold == ALL_FOLDS:
+        return list(items), []
     present = folds_present(dl)
     if fold not in present:
         raise DatasetError(f"fold {fold} is not in the datalist (folds present: {present}); pass --fold one of those")

@@ -12,7 +12,7 @@ import logging
 import time
 from pathlib import Path
 
-from pipeline.core.config import ALL_FOLDS, as_fold, as_int, as_path
+from pipeline.core.config import ALL_FOLDS, as_fold, as_infer_fold, as_int, as_path
 from pipeline.core.distributed import computed_on_main_process
 from pipeline.core.errors import UserError
 from pipeline.core.guard import OutputGuard
@@ -224,10 +224,8 @@ class DataSource:
         Raises:
             UserError: a fold that is not a whole number, or a fold without a datalist.
         """
-        if fold is None or fold == "":
-            return None
-        value = as_int(fold, "infer_fold")
-        if value < 0:
+        value = as_infer_fold(fold)
+        if value is None:
             return None
         if not self.datalist_path:
             raise DatasetError(

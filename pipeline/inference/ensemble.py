@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from pipeline.core.config import differing
+from pipeline.core.config import as_infer_fold, differing
 from pipeline.core.errors import UserError
 from pipeline.inference.predict import probabilities_to_logits
-from pipeline.model.record import RunError, fold_is_set, read_record, trained_on
+from pipeline.model.record import RunError, read_record, trained_on
 from pipeline.model.weights import atomic_torch_save, read_state
 
 logger = logging.getLogger(__name__)
@@ -86,9 +86,15 @@ def write_ensemble_checkpoint(run_dir: str | os.PathLike, folds: Sequence[int]) 
     return str(out)
 
 
+def _trained_by_fold(run_dir: str | os.PathLike, folds: Sequence[int], items: Sequence[dict]) -> dict[int, list[str]]:
+    """``{fold: the case ids of items its model trained on}`` (each fold's run.json split), folds with some only."""
+    by_fold = {f: trained_on(read_record(fold_checkpoint(run_dir, f).parent.parent), items) for f in folds}
+    return {f: cases for f, cases in by_fold.items() if cases}
+
+
 def ensemble_trained_on(run_dir: str | os.PathLike, folds: Sequence[int], items: Sequence[dict]) -> list[str]:
     """The case ids of ``items`` that any of the folds' models trained on (each fold's run.json split)."""
-    trained = {c for f in folds for c in trained_on(read_record(fold_checkpoint(run_dir, f).parent.parent), items)}
+    trained = {c for cases in _trained_by_fold(run_dir, folds, items).values() for c in cases}
     return [str(it["case"]) for it in items if str(it["case"]) in trained]
 
 
@@ -100,10 +106,9 @@ def check_ensemble_held_out(run_dir: str | os.PathLike, folds: Sequence[int], it
     Raises:
         RunError: the folds whose models trained on the fold's cases, with the way to an out-of-fold score.
     """
-    if not fold_is_set(infer_fold):
+    if as_infer_fold(infer_fold) is None:
         return
-    leaking = {f: trained_on(read_record(fold_checkpoint(run_dir, f).parent.parent), items) for f in folds}
-    leaking = {f: seen for f, seen in leaking.items() if seen}
+    leaking = _trained_by_fold(run_dir, folds, items)
     if leaking:
         raise RunError(f"--infer_fold {infer_fold}: the models of fold(s) {', '.join(map(str, leaking))} of this "
                        f"ensemble trained on cases of that fold ({', '.join(next(iter(leaking.values()))[:3])} ...), "

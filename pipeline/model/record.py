@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pipeline.core.config import ALL_FOLDS, as_bool, as_fold, as_int, as_path, config_files_in_argv, differing
+from pipeline.core.config import ALL_FOLDS, as_bool, as_fold, as_infer_fold, as_path, config_files_in_argv, differing
 from pipeline.core.distributed import computed_on_main_process, is_main_process
 from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, atomic_write_text, file_sha256
@@ -214,11 +214,6 @@ def trained_on(record: Mapping | None, items: Sequence[dict]) -> list[str]:
     return [str(it["case"]) for it in items if str(it["case"]) in trained]
 
 
-def fold_is_set(infer_fold: object) -> bool:
-    """Whether ``--infer_fold`` names a fold (None, empty or negative: every case)."""
-    return not (infer_fold is None or infer_fold == "" or as_int(infer_fold, "infer_fold") < 0)
-
-
 def check_held_out(record: Mapping | None, items: Sequence[dict], infer_fold: object) -> None:
     """Refuse ``--infer_fold`` (a fold's cases, segmented to score the model on cases it never saw) when the model
     trained on any of them, by case id against its run.json's split: their Dice would pass for a validation score.
@@ -227,7 +222,7 @@ def check_held_out(record: Mapping | None, items: Sequence[dict], infer_fold: ob
     Raises:
         RunError: the model's training cases among the fold's, named with the fold it validated on.
     """
-    if not fold_is_set(infer_fold) or not record:
+    if as_infer_fold(infer_fold) is None or not record:
         return
     seen = trained_on(record, items)
     if seen:
