@@ -31,6 +31,7 @@ from pipeline.evaluation.crossval import cross_validation_summary
 from pipeline.evaluation.evaluate import PROTOCOLS, evaluate, format_summary, plots, write_report
 from pipeline.evaluation.official import CHALLENGES
 from pipeline.evaluation.plots import plot_dice_boxplot, plot_evaluation
+from pipeline.evaluation.reference import read_reference
 from pipeline.monai_workarounds import quiet
 from pipeline.training.monitoring import plot_training_curves
 
@@ -110,14 +111,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.protocol == "legacy" and args.jobs is not None:
         raise UserError("--jobs applies to --protocol official only (the legacy protocol runs in one process)")
     out = args.out or commands.default_evaluation(args.pred_dir)
-    summary = evaluate(args.protocol, args.pred_dir, args.ref_dir, out, scheme=args.scheme,
+    reference = read_reference(args.ref_dir)  # a dataset, a datalist or a folder of labels: read once
+    summary = evaluate(args.protocol, args.pred_dir, reference, out, scheme=args.scheme,
                        challenge=args.challenge, jobs=args.jobs or 1, out_option="--out",
                        allow_mixed=args.allow_mixed, overwrite=args.overwrite)
     print(format_summary(summary))
     files = "metrics.csv and summary.json" if args.protocol == "legacy" else "official.csv and official_summary.json"
     print(f"wrote {files} to {out}")
-    if args.protocol == "legacy" and not args.no_pictures and commands.has_images(args.ref_dir):
-        for path in plots(args.protocol, out, args.pred_dir, args.ref_dir, scheme=args.scheme):
+    if args.protocol == "legacy" and not args.no_pictures and reference.layout is not None:  # images to draw on
+        for path in plots(args.protocol, out, args.pred_dir, reference, scheme=args.scheme):
             print(f"  {path}")
     print(f"report: {write_report(out)}")
     return 0

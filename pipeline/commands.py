@@ -135,14 +135,3 @@ def default_evaluation(pred_dir: str | os.PathLike) -> Path:
     if p.name.startswith("seg_"):
         return p.with_name("eval_" + p.name[4:])
     return p.with_name("eval" if p.name == "seg" else f"{p.name}_eval")
-
-
-def has_images(ref_dir: str | os.PathLike) -> bool:
-    """Whether ``ref_dir`` is a dataset (images beside the labels: pictures can be drawn), not a folder of labels."""
-    from pipeline.data.layouts import DatasetError, detect_layout
-
-    try:
-        detect_layout(ref_dir)
-    except (DatasetError, UserError, OSError):
-        return False
-    return True

@@ -74,15 +74,18 @@ def read_reference(ref_dir: str | os.PathLike) -> Reference:
     ``imagesTr``/``imagesTs``) gives its labelled cases' label files only; NIfTI files lying at its root (predictions
     written there by mistake, say) are never taken as labels, and a warning names them. Only a folder that
     is not a dataset is read as a folder of ``<case>.nii[.gz]`` labels (case id = file name without extension).
+    A datalist JSON (what ``python -m pipeline infer -i`` takes) gives its labelled cases (`reference_of`).
 
     Raises:
         UserError: the folder is missing or holds no reference label; `pipeline.data.layouts.DatasetError`
             for a dataset that cannot be read (two layouts mixed, a case missing a contrast).
     """
     root = Path(ref_dir).expanduser()
+    if root.is_file() and root.suffix == ".json":
+        return reference_of(DataSource(None, str(root)))
     if not root.is_dir():
-        raise UserError(f"reference folder {root} does not exist; pass a dataset folder or a folder of "
-                        "<case>.nii.gz labels")
+        raise UserError(f"reference folder {root} does not exist; pass a dataset folder, a datalist or a folder "
+                        "of <case>.nii.gz labels")
     one = single_case(root)
     if one is not None:  # one case's folder, as inference takes it
         case, info = one

@@ -120,3 +120,22 @@ def test_check_reads_a_folder_of_labels_with_a_scheme(tiny_dataset: Path, tmp_pa
     auto = run_module([sys.executable, "-m", "pipeline", "check", str(labels)], capture_output=True, text=True,
                           cwd=tmp_path, timeout=300)
     assert auto.returncode == 2 and "--label_scheme" in auto.stderr.strip().splitlines()[-1]
+
+
+def test_a_datalist_segmented_through_the_verbs_is_evaluated_by_its_next_line(tiny_dataset: Path, trained_run: Path,
+                                                                              tmp_path: Path) -> None:
+    from pipeline.data.datalist import write_datalist
+
+    datalist = tmp_path / "dl.json"
+    write_datalist(tiny_dataset, datalist, folds=2, seed=0)
+    seg = tmp_path / "seg"
+    out = _run(["infer", "-i", str(datalist), "-o", str(seg), "--run", str(trained_run)], tmp_path)
+    evaluate = _next(out)  # python -m pipeline evaluate SEG DATALIST: the datalist is the reference
+    assert (tmp_path / evaluate.split()[-1]).resolve() == datalist.resolve()
+    out = _run(evaluate, tmp_path)
+    evaluation = (tmp_path / re.search(r"^report: (\S+)", out, flags=re.MULTILINE).group(1)).parent
+    rows = (evaluation / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4 * 3  # every case of the datalist, three regions each
+    # worst, median and best drawn on their images, found through the datalist's layout
+    assert len(list((evaluation / "overlays").glob("BraTS2021_*.png"))) == 3
+    assert (evaluation / "dice_boxplot.png").is_file()
