@@ -28,6 +28,7 @@ import json
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,6 +43,35 @@ from pipeline.data.layouts import discover_cases  # noqa: E402
 RECIPES = {"budget": {"fast": True, "budget": True}, "default": {"fast": True}}
 #: The datalist's folds when the budget trains several models (``--folds K`` trains folds 0..K-1).
 FOLDS = 5
+
+
+def stage_ids(ids: dict[str, str], stages: dict[str, dict]) -> dict[str, dict[str, str]]:
+    """``--set`` ids per stage (``{"training": variants, "inference": variants}``): a top-level id goes to every
+    stage (an id a config does not read changes nothing there), a nested one (``train#optimizer#momentum``) to the
+    stages whose configuration holds its parent (the inference config has no ``train``).
+
+    Raises:
+        SystemExit: a nested id whose parent no stage holds, before anything trains.
+    """
+    from monai.bundle import ConfigParser
+
+    from pipeline.bundle import config_files
+
+    routed: dict[str, dict[str, str]] = {stage: {} for stage in stages}
+    for stage, variants in stages.items():
+        parser = ConfigParser()
+        with warnings.catch_warnings():  # fast.yaml over inference.yaml: its training part has nothing to merge into
+            warnings.filterwarnings("ignore", message=r"Can't merge entry \['\+train'\]")
+            parser.read_config(config_files(stage, **variants))
+        for key, value in ids.items():
+            parent = key.rpartition("#")[0]
+            if not parent or parser.get(parent) is not None:
+                routed[stage][key] = value
+    missing = [key for key in ids if not any(key in taken for taken in routed.values())]
+    if missing:
+        raise SystemExit(f"bench_accuracy: --set {missing[0]}: no stage's configuration has "
+                         f"{missing[0].rpartition('#')[0]!r}; set an id of {' or '.join(stages)}")
+    return routed
 
 
 def _run(step: str, cmd: list[str], log: Path) -> float:
@@ -99,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="K > 1: the budget split over K models (folds 0..K-1 of a 5-fold datalist, M/K minutes "
                         "each), their mean probability segments the test cases (nnU-Net's fold ensemble)")
     p.add_argument("--set", nargs=2, action="append", default=[], metavar=("ID", "VALUE"),
-                   help="another bundle id for training and inference (an ablation): --set learning_rate 0.003")
+                   help="another bundle id (an ablation): --set learning_rate 0.003 (training and inference), "
+                        "--set train#optimizer#momentum 0.9 (the stages that have it)")
     args = p.parse_args(argv)
 
     out = Path(args.out).resolve()
@@ -110,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     n_test = len([c for c in discover_cases(args.test_dir) if c.label])
     extra = {k: v for k, v in args.set}
     variants = RECIPES[args.recipe]
-    common = {"device": args.device, "seed": args.seed, "run_dir": run, **extra}
+    ids = stage_ids(extra, {"training": variants, "inference": {**variants, "ensemble": args.folds > 1}})
+    common = {"device": args.device, "seed": args.seed, "run_dir": run}
     train_dir, test_dir = Path(args.train_dir).resolve(), Path(args.test_dir).resolve()
     if args.folds > 1:
         if not 1 < args.folds <= FOLDS:
@@ -120,17 +152,18 @@ def main(argv: list[str] | None = None) -> int:
                         "--folds", str(FOLDS)], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
         runs = [run / f"fold_{f}" for f in range(args.folds)]
         train_s = sum(_run(f"training fold {f}", command("training", {
-            **common, "dataset_dir": train_dir, "datalist": datalist, "fold": f, "run_dir": fold_run,
+            **common, **ids["training"], "dataset_dir": train_dir, "datalist": datalist, "fold": f,
+            "run_dir": fold_run,
             "time_budget_min": round(args.minutes / args.folds, 3)}, **variants), out / f"training_fold_{f}.log")
             for f, fold_run in enumerate(runs))
-        inference = {**common, "ensemble_folds": f"[{','.join(map(str, range(args.folds)))}]"}
+        inference = {**common, **ids["inference"], "ensemble_folds": f"[{','.join(map(str, range(args.folds)))}]"}
         variants = {**variants, "ensemble": True}
     else:
         runs = [run]
-        train_s = _run("training", command("training", {**common, "dataset_dir": train_dir,
+        train_s = _run("training", command("training", {**common, **ids["training"], "dataset_dir": train_dir,
                                                          "time_budget_min": args.minutes}, **variants),
                        out / "training.log")
-        inference = common
+        inference = {**common, **ids["inference"]}
     _run("inference", command("inference", {**inference, "dataset_dir": test_dir, "output_dir": out / "seg"},
                               **variants), out / "inference.log")
     _run("evaluation", command("evaluate", {"dataset_dir": test_dir, "run_dir": runs[0],

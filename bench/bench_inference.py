@@ -56,7 +56,7 @@ from bench.timing import StepTimer, TimedTransform, amp_mode  # noqa: E402
 from pipeline.model.precision import on_cuda  # noqa: E402
 
 #: cases segmented per configuration, by preset (the first is the warm-up)
-CASES = {"full": 6, "demo": 6, "tiny": 4}
+CASES = {"full": 6, "budget": 6, "demo": 6, "tiny": 4}
 
 
 def save_random_checkpoint(variants: dict, ids: dict, path: Path) -> Path:

@@ -27,6 +27,8 @@ patches/s the data side can deliver (the GPU target needs 400). Presets:
   per step (``batch_size`` 2 x ``num_samples`` 2; ours on CUDA: as many as the GPU's memory holds, at most 16).
   The targets on one H200: ours >= 400 patches/s and >= 10x plain; with ``--network dynunet`` (nnU-Net's
   32-320 filters) >= 76 patches/s.
+- ``budget``: the ``full`` cases and variants/budget.yaml (the budget recipe: 2 mm voxels, 2 patches of 64^3);
+  with ``--network dynunet`` what nnU-Net's network costs a step of that recipe.
 - ``demo``: 96 x 96 x 64 cases and demo.yaml (what ``make demo`` trains on a CPU).
 - ``tiny``: 48 x 48 x 32 cases, 32^3 patches, a UNet of 8-32: seconds on a CPU (the CI smoke test).
 
@@ -63,6 +65,8 @@ from pipeline.model.precision import on_cuda  # noqa: E402
 #: (``pipeline.bundle.config_files``: ``demo=True`` merges demo.yaml, after fast.yaml in ours), config overrides
 PRESETS: dict[str, dict] = {
     "full": {"shape": (240, 240, 155), "cases": 10, "folds": 5, "variants": {}, "ids": {}},
+    "budget": {"shape": (240, 240, 155), "cases": 10, "folds": 5, "variants": {"budget": True}, "ids": {},
+               "data": "full"},
     "demo": {"shape": (96, 96, 64), "cases": 10, "folds": 5, "variants": {"demo": True}, "ids": {}},
     "tiny": {"shape": (48, 48, 32), "cases": 5, "folds": 5, "variants": {"demo": True},
              "ids": {"roi_size": [32, 32, 32], "unet_channels": [8, 16, 32], "num_res_units": 1}},
@@ -298,7 +302,8 @@ def prepare(args: argparse.Namespace) -> tuple[str, dict, Path]:
         print("--device cuda: no CUDA device here", file=sys.stderr)
         raise SystemExit(2)
     print(machine(args.device))
-    data = ensure_dataset(args.data_dir or REPO / "data" / "bench" / preset_name, preset["cases"], preset["shape"])
+    folder = REPO / "data" / "bench" / preset.get("data", preset_name)  # a preset may share another's cases
+    data = ensure_dataset(args.data_dir or folder, preset["cases"], preset["shape"])
     return preset_name, preset, data
 
 

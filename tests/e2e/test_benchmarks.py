@@ -111,6 +111,27 @@ def _brats_region_dice(pred: np.ndarray, ref: np.ndarray, labels: tuple[int, ...
     return 2 * (p & r).sum() / (p.sum() + r.sum())
 
 
+@pytest.mark.parametrize(("key", "stages"), [
+    pytest.param("learning_rate", {"training", "inference"}, id="top-level-to-both"),
+    pytest.param("random_transforms#0#rotate_prob", {"training", "inference"}, id="budget-overlay-in-both"),
+    pytest.param("train#optimizer#momentum", {"training"}, id="train-section-to-training-only"),
+])
+def test_accuracy_benchmark_sends_each_set_id_to_the_stages_that_have_it(key: str, stages: set[str]) -> None:
+    from bench.bench_accuracy import RECIPES, stage_ids
+
+    budget = RECIPES["budget"]
+    routed = stage_ids({key: "0.9"}, {"training": budget, "inference": budget})
+    assert {stage for stage, ids in routed.items() if key in ids} == stages
+
+
+def test_accuracy_benchmark_refuses_a_set_id_no_stage_has_before_training() -> None:
+    from bench.bench_accuracy import RECIPES, stage_ids
+
+    budget = RECIPES["budget"]
+    with pytest.raises(SystemExit, match=r"--set train#nothing#x: no stage's configuration has 'train#nothing'"):
+        stage_ids({"train#nothing#x": "1"}, {"training": budget, "inference": budget})
+
+
 def test_accuracy_benchmark_trains_the_budget_recipe_and_reports_an_independent_dice(tmp_path: Path) -> None:
     import nibabel as nib
 
@@ -122,7 +143,8 @@ def test_accuracy_benchmark_trains_the_budget_recipe_and_reports_an_independent_
     out = tmp_path / "out"
     result = run_module([sys.executable, "bench/bench_accuracy.py", "--train-dir", str(train), "--test-dir",
                          str(test), "--minutes", "0.2", "--out", str(out), "--set", "roi_size", "[16,16,16]",
-                         "--set", "unet_channels", "[8,16,32]", "--set", "num_workers", "0"],
+                         "--set", "unet_channels", "[8,16,32]", "--set", "num_workers", "0",
+                         "--set", "train#optimizer#weight_decay", "0.0001"],  # a training-only id: not to inference
                         capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     last = result.stdout.strip().splitlines()[-1]
