@@ -65,8 +65,8 @@ from pipeline.model.precision import on_cuda  # noqa: E402
 #: (``pipeline.bundle.config_files``: ``demo=True`` merges demo.yaml, after fast.yaml in ours), config overrides
 PRESETS: dict[str, dict] = {
     "full": {"shape": (240, 240, 155), "cases": 10, "folds": 5, "variants": {}, "ids": {}},
-    "budget": {"shape": (240, 240, 155), "cases": 10, "folds": 5, "variants": {"budget": True}, "ids": {},
-               "data": "full"},
+    "budget": {"shape": (240, 240, 155), "cases": 10, "folds": 5, "variants": {"budget": True},
+               "ids": {"time_budget_min": 0}, "data": "full"},  # steps counted, not the recipe's 45 minutes
     "demo": {"shape": (96, 96, 64), "cases": 10, "folds": 5, "variants": {"demo": True}, "ids": {}},
     "tiny": {"shape": (48, 48, 32), "cases": 5, "folds": 5, "variants": {"demo": True},
              "ids": {"roi_size": [32, 32, 32], "unet_channels": [8, 16, 32], "num_res_units": 1}},
