@@ -47,15 +47,27 @@ FOLDS = 5
 
 def stage_ids(ids: dict[str, str], stages: dict[str, dict]) -> dict[str, dict[str, str]]:
     """``--set`` ids per stage (``{"training": variants, "inference": variants}``): a top-level id goes to every
-    stage (an id a config does not read changes nothing there), a nested one (``train#optimizer#momentum``) to the
-    stages whose configuration holds its parent (the inference config has no ``train``).
+    stage (an id a config does not read changes nothing there), a nested one (``train#optimizer#momentum`` or
+    ``train::optimizer::momentum``) to the stages whose configuration holds its parent as a section or a list
+    long enough (the inference config has no ``train#optimizer``).
 
     Raises:
         SystemExit: a nested id whose parent no stage holds, before anything trains.
     """
     from monai.bundle import ConfigParser
+    from monai.bundle.reference_resolver import ReferenceResolver
 
     from pipeline.bundle import config_files
+
+    def holds(parser: ConfigParser, key: str) -> bool:
+        parent, last = ReferenceResolver.split_id(ReferenceResolver.normalize_id(key), last=True)
+        if not parent:
+            return True
+        if parent not in parser:
+            return False
+        container = parser[parent]
+        return isinstance(container, dict) or (isinstance(container, list) and last.isdigit()
+                                                and int(last) < len(container))
 
     routed: dict[str, dict[str, str]] = {stage: {} for stage in stages}
     for stage, variants in stages.items():
@@ -64,13 +76,12 @@ def stage_ids(ids: dict[str, str], stages: dict[str, dict]) -> dict[str, dict[st
             warnings.filterwarnings("ignore", message=r"Can't merge entry \['\+train'\]")
             parser.read_config(config_files(stage, **variants))
         for key, value in ids.items():
-            parent = key.rpartition("#")[0]
-            if not parent or parser.get(parent) is not None:
+            if holds(parser, key):
                 routed[stage][key] = value
     missing = [key for key in ids if not any(key in taken for taken in routed.values())]
     if missing:
-        raise SystemExit(f"bench_accuracy: --set {missing[0]}: no stage's configuration has "
-                         f"{missing[0].rpartition('#')[0]!r}; set an id of {' or '.join(stages)}")
+        raise SystemExit(f"bench_accuracy: --set {missing[0]}: no stage's configuration has a section or list "
+                         f"to hold it; set an id of {' or '.join(stages)} (python -m pipeline.bundle configs ...)")
     return routed
 
 

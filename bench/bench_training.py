@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/bench_training.py [--preset full|demo|tiny] [--tiny] [--device cpu|cuda]
+    python bench/bench_training.py [--preset full|budget|demo|tiny] [--tiny] [--device cpu|cuda]
                                    [--steps 20] [--warmup 5] [--repeats 1] [--data-only]
                                    [--set ID=VALUE ...] [--ours-set ID=VALUE ...] [--variant NAME:ID=VALUE ...]
 
@@ -49,7 +49,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -273,10 +273,11 @@ def report(r: dict, data_only: bool = False) -> str:
     return line
 
 
-def argument_parser(description: str) -> argparse.ArgumentParser:
-    """The options both benchmarks take: preset, device, repeats, data folder, configurations, id overrides."""
+def argument_parser(description: str, presets: Iterable[str] = PRESETS) -> argparse.ArgumentParser:
+    """The options both benchmarks take: preset (of ``presets``), device, repeats, data folder, configurations, id
+    overrides."""
     ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="full")
+    ap.add_argument("--preset", choices=sorted(presets), default="full")
     ap.add_argument("--tiny", action="store_true", help="same as --preset tiny")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeats", type=int, default=1, help="runs of each configuration, alternating the order")

@@ -115,6 +115,7 @@ def _brats_region_dice(pred: np.ndarray, ref: np.ndarray, labels: tuple[int, ...
     pytest.param("learning_rate", {"training", "inference"}, id="top-level-to-both"),
     pytest.param("random_transforms#0#rotate_prob", {"training", "inference"}, id="budget-overlay-in-both"),
     pytest.param("train#optimizer#momentum", {"training"}, id="train-section-to-training-only"),
+    pytest.param("train::optimizer::momentum", {"training"}, id="monai-separator-to-training-only"),
 ])
 def test_accuracy_benchmark_sends_each_set_id_to_the_stages_that_have_it(key: str, stages: set[str]) -> None:
     from bench.bench_accuracy import RECIPES, stage_ids
@@ -124,12 +125,17 @@ def test_accuracy_benchmark_sends_each_set_id_to_the_stages_that_have_it(key: st
     assert {stage for stage, ids in routed.items() if key in ids} == stages
 
 
-def test_accuracy_benchmark_refuses_a_set_id_no_stage_has_before_training() -> None:
+@pytest.mark.parametrize("key", [
+    pytest.param("train#nothing#x", id="no-such-section"),
+    pytest.param("learning_rate#x", id="parent-is-a-number"),
+    pytest.param("random_transforms#9", id="list-index-out-of-range"),
+])
+def test_accuracy_benchmark_refuses_a_set_id_no_stage_has_before_training(key: str) -> None:
     from bench.bench_accuracy import RECIPES, stage_ids
 
     budget = RECIPES["budget"]
-    with pytest.raises(SystemExit, match=r"--set train#nothing#x: no stage's configuration has 'train#nothing'"):
-        stage_ids({"train#nothing#x": "1"}, {"training": budget, "inference": budget})
+    with pytest.raises(SystemExit, match=rf"--set {key}: no stage's configuration has a section or list"):
+        stage_ids({key: "1"}, {"training": budget, "inference": budget})
 
 
 def test_accuracy_benchmark_trains_the_budget_recipe_and_reports_an_independent_dice(tmp_path: Path) -> None:
