@@ -154,7 +154,7 @@ def train_steps(parser, cached: list[dict], device: str, steps: int, warmup: int
     random = without_metadata(transforms) if fast else Compose(transforms)
     draw = (lambda item: item) if fast else copy.deepcopy
     network = parser.get_parsed_content("network")
-    loss_function = parser.get_parsed_content("train#loss")
+    loss_function = parser.get_parsed_content("train#loss_function")  # what the trainer minimises
     optimizer = parser.get_parsed_content("train#optimizer")
     if {id(p) for group in optimizer.param_groups for p in group["params"]} != {id(p) for p in network.parameters()}:
         raise RuntimeError("train#optimizer does not hold the parameters of `network`")

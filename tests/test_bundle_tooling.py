@@ -45,6 +45,22 @@ def test_each_network_overlay_maps_four_contrasts_to_three_regions(variants: dic
     assert tuple(out.shape) == (1, 3, size, size, size)
 
 
+@pytest.mark.parametrize(("variants", "size"), NETWORK_OVERLAYS)
+def test_the_training_loss_reaches_every_parameter_of_each_network_overlay(variants: dict, size: int) -> None:
+    """What the trainer minimises (train#loss_function) takes the network's training-mode output, DynUNet's
+    deep-supervision heads included, and every parameter gets a gradient (a head left out of the loss would not)."""
+    torch.manual_seed(0)
+    dynunet = variants.get("network") == "dynunet"
+    parser = parse_bundle("training", {"network_factory#filters": [8] * 6} if dynunet else None, **variants)  # fast
+    net = parser.get_parsed_content("network_def").train()
+    target = (torch.rand(1, 3, size, size, size) > 0.7).float()
+    out = net(torch.randn(1, 4, size, size, size))
+    if dynunet:
+        assert tuple(out.shape) == (1, 4, 3, size, size, size)  # the output and three coarser heads
+    parser.get_parsed_content("train#loss_function")(out, target).backward()
+    assert [name for name, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum()] == []
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)

@@ -1,7 +1,8 @@
 """The training loss of region-based segmentation: soft Dice plus binary cross-entropy, one sigmoid per region.
 
 MONAI 1.6.1's ``DiceCELoss(sigmoid=True)`` takes a softmax cross-entropy across the channels, wrong for regions that
-overlap (`pipeline.monai_workarounds`); nnU-Net's region training uses Dice + BCE, which this is.
+overlap (`pipeline.monai_workarounds`); nnU-Net's region training uses Dice + BCE, which this is. A network with
+deep supervision (DynUNet's heads) is scored on every head, weighted as nnU-Net weighs them (`DeepSupervised`).
 """
 
 from __future__ import annotations
@@ -52,3 +53,30 @@ class DiceBCELoss(torch.nn.Module):
         if self.bce_weight:
             loss = loss + self.bce_weight * F.binary_cross_entropy_with_logits(logits, target)
         return loss
+
+
+def deep_supervision_weights(heads: int) -> list[float]:
+    """nnU-Net's weights of ``heads`` outputs, full resolution first: ``1 / 2**i``, summing to 1."""
+    if heads < 1:
+        raise ValueError(f"deep supervision needs at least one output, not {heads}")
+    raw = [0.5**i for i in range(heads)]
+    return [w / sum(raw) for w in raw]
+
+
+class DeepSupervised(torch.nn.Module):
+    """``loss`` over a network's deep-supervision outputs: logits ``(B, K, R, H, W, D)``, the full-resolution
+    output first and ``K - 1`` coarser heads brought to its size (MONAI's DynUNet in training mode, with
+    ``deep_supervision``), against targets ``(B, R, H, W, D)``; the heads' losses are weighted by
+    `deep_supervision_weights`. Logits of the target's shape (any network in evaluation mode, a network without
+    heads) pass to ``loss`` unchanged."""
+
+    def __init__(self, loss: torch.nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.ndim != target.ndim + 1:
+            return self.loss(logits, target)
+        heads = torch.unbind(logits, dim=1)
+        weights = deep_supervision_weights(len(heads))
+        return sum(w * self.loss(head, target) for w, head in zip(weights, heads, strict=True))

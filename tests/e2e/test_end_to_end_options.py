@@ -1,4 +1,5 @@
-"""Bundle options end to end: MLflow tracking offline, TTA and post-processing ids, a fold ensemble."""
+"""Bundle options end to end: MLflow tracking offline, TTA and post-processing ids, a fold ensemble, DynUNet with
+deep supervision."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import TINY_ARGS as TINY
-from tests.helpers import cli_overrides, run_bundle
+from tests.helpers import cli_args, cli_overrides, run_bundle
 
 
 def _bundle(run_id: str, *args: str):  # noqa: ANN202
@@ -104,3 +105,22 @@ def test_an_ensemble_scoring_a_fold_one_of_its_models_trained_on_is_refused(tiny
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: --infer_fold 0: the models of fold(s) 1 of this ensemble trained on cases"), last
     assert "make cv-summary" in last and not (tmp_path / "seg").exists()
+
+
+def test_dynunet_with_deep_supervision_trains_validates_and_segments(tiny_dataset: Path, tmp_path: Path) -> None:
+    """The DynUNet overlay (nnU-Net's deep supervision on) through training, its validation (the network in
+    evaluation mode gives one output) and inference, which rebuilds it, heads and all, from run.json."""
+    import json
+
+    run = tmp_path / "dynunet"
+    tiny_dynunet = {"dynunet_strides": "[[1,1,1],[2,2,2],[2,2,2],[2,2,2]]", "network_factory#filters": [8, 8, 16, 16],
+                    "network_factory#deep_supr_num": 2}
+    run_bundle("training", cli_overrides([*TINY, *cli_args(tiny_dynunet), "--dataset_dir", str(tiny_dataset),
+                                          "--run_dir", str(run), "--folds", "2", "--epochs", "1", "--batch_size", "1"]),
+               network="dynunet")
+    assert json.loads((run / "run.json").read_text())["network"]["deep_supervision"] is True
+    history = (run / "history.csv").read_text().splitlines()
+    assert len(history) == 2 and "val_mean_dice" in history[0]
+    _infer(tiny_dataset, run, run / "seg")
+    labels = _labels(run / "seg")
+    assert len(labels) == 4 and all(set(np.unique(v)) <= {0, 1, 2, 4} for v in labels.values())

@@ -1,14 +1,15 @@
 """The region loss: soft Dice (per region over the batch) plus BCE, against MONAI's DiceLoss and torch's BCE
-computed independently; nnU-Net's ignore voxels add nothing and get no gradient."""
+computed independently; nnU-Net's ignore voxels add nothing and get no gradient; deep-supervision heads weighted as
+nnU-Net weighs them, against MONAI's DeepSupervisionLoss."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from monai.losses import DiceLoss
+from monai.losses import DeepSupervisionLoss, DiceLoss
 
 from pipeline.data.labels import IGNORE_TARGET
-from pipeline.training.losses import DiceBCELoss, IgnoreMasked
+from pipeline.training.losses import DeepSupervised, DiceBCELoss, IgnoreMasked, deep_supervision_weights
 
 
 def _pair(seed: int = 0, soft: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,3 +58,37 @@ def test_ignored_voxels_add_nothing_and_get_no_gradient() -> None:
 def test_targets_without_ignore_pass_unchanged() -> None:
     logits, target = _pair(seed=4)
     torch.testing.assert_close(IgnoreMasked(DiceBCELoss())(logits, target), DiceBCELoss()(logits, target))
+
+
+@pytest.mark.parametrize(("heads", "expected"),
+                         [(1, [1.0]), (2, [2 / 3, 1 / 3]), (4, [8 / 15, 4 / 15, 2 / 15, 1 / 15])],
+                         ids=["one_output", "two_heads", "dynunet_overlay_four"])
+def test_deep_supervision_weights_halve_per_head_and_sum_to_one(heads: int, expected: list[float]) -> None:
+    assert deep_supervision_weights(heads) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("heads", [2, 4])
+def test_deep_supervised_loss_equals_monais_over_the_unbound_heads(heads: int) -> None:
+    g = torch.Generator().manual_seed(heads)
+    stacked = torch.randn(2, heads, 3, 8, 8, 6, generator=g)  # DynUNet in training mode: (B, K, R, H, W, D)
+    _, target = _pair(seed=5)
+    weights = [0.5**i for i in range(heads)]
+    monai = DeepSupervisionLoss(DiceBCELoss(), weights=[w / sum(weights) for w in weights])
+    torch.testing.assert_close(DeepSupervised(DiceBCELoss())(stacked, target),
+                               monai(list(torch.unbind(stacked, dim=1)), target))
+
+
+def test_logits_without_heads_pass_to_the_loss_unchanged() -> None:
+    logits, target = _pair(seed=6)
+    torch.testing.assert_close(DeepSupervised(DiceBCELoss())(logits, target), DiceBCELoss()(logits, target))
+
+
+def test_ignored_voxels_get_no_gradient_on_any_head() -> None:
+    """train.yaml's order, DeepSupervised(IgnoreMasked(loss)): every head sees the ignore mask."""
+    _, target = _pair(seed=7)
+    marked = target.clone()
+    marked[:, :, :3] = IGNORE_TARGET
+    stacked = torch.randn(2, 3, 3, 8, 8, 6, generator=torch.Generator().manual_seed(7)).requires_grad_()
+    DeepSupervised(IgnoreMasked(DiceBCELoss()))(stacked, marked).backward()
+    assert torch.all(stacked.grad[:, :, :, :3] == 0)
+    assert all(torch.any(stacked.grad[:, k, :, 3:] != 0) for k in range(3))
