@@ -27,7 +27,7 @@ from pipeline.data.labels import BUILTIN, NNUNET_PREFIX, scheme_name
 from pipeline.data.layouts import LAYOUTS, detect_layout
 from pipeline.data.synthetic import DEFAULT_SHAPE, SUPPORTED_LAYOUTS, write_dataset
 from pipeline.evaluation.compare import compare
-from pipeline.evaluation.crossval import cross_validation_summary
+from pipeline.evaluation.crossval import CV_OPTIONS, cross_validation_summary
 from pipeline.evaluation.evaluate import PROTOCOLS, evaluate, format_summary, plots, write_report
 from pipeline.evaluation.official import CHALLENGES
 from pipeline.evaluation.plots import plot_dice_boxplot, plot_evaluation
@@ -171,8 +171,9 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _cv(args: argparse.Namespace) -> int:
+    ids = commands.set_ids(args.set, CV_OPTIONS)
     cross_validation_summary(args.run_dir, args.dataset_dir, folds=args.folds, fast=args.fast,
-                             extra=[f"--{k}" if i % 2 == 0 else k for i, k in enumerate(args.set or [])])
+                             extra=[word for key, value in ids.items() for word in (f"--{key}", value)])
     return 0
 
 
@@ -180,6 +181,11 @@ def _demo(args: argparse.Namespace) -> int:
     demo.run_demo(data_dir=args.data_dir, run_dir=args.run_dir, cases=args.cases, shape=tuple(args.shape),
              seed=args.seed, epochs=args.epochs, started_at=args.started_at, fast=not args.plain)
     return 0
+
+
+def _add_set(p: argparse.ArgumentParser, help: str) -> None:  # noqa: A002
+    """The verbs' ``--set ID VALUE [ID VALUE ...]``: repeated, it adds pairs (`pipeline.commands.set_ids`)."""
+    p.add_argument("--set", nargs="+", action="extend", metavar="ID VALUE", help=help + " (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: a GPU if there is one)")
     p.add_argument("--resume", action="store_true", help="continue a stopped run")
     p.add_argument("--overwrite", action="store_true", help="delete the run's checkpoints and start afresh")
-    p.add_argument("--set", nargs="+", metavar="ID VALUE", help="more bundle ids: --set learning_rate 0.002")
+    _add_set(p, "more bundle ids: --set learning_rate 0.002")
     p.add_argument("--verbose", action="store_true", help="show MONAI's notices too")
     p.set_defaults(func=_train)
 
@@ -213,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mirroring test-time augmentation (default: the run's recipe)")
     p.add_argument("--device", default=None)
     p.add_argument("--overwrite", action="store_true", help="segment again cases already segmented in --output")
-    p.add_argument("--set", nargs="+", metavar="ID VALUE", help="more bundle ids: --set min_et_voxels 50")
+    _add_set(p, "more bundle ids: --set min_et_voxels 50")
     p.add_argument("--verbose", action="store_true", help="show MONAI's notices too")
     p.set_defaults(func=_infer)
 
@@ -320,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, nargs="+", default=None, help="default: every trained fold")
     p.add_argument("--fast", action="store_true", help="infer with fast.yaml; the network comes from each fold's "
                    "run.json")
-    p.add_argument("--set", nargs="+", metavar="ID VALUE", help="more bundle ids for inference: --set device cpu")
+    _add_set(p, "more bundle ids for inference: --set device cpu")
     p.set_defaults(func=_cv)
 
     return parser

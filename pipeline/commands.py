@@ -65,12 +65,34 @@ def default_output(run_dir: str | os.PathLike, dataset: str | os.PathLike, what:
     return Path(run_dir) / f"{what}_{dataset_name(dataset)}"
 
 
-def _ids(pairs: Sequence[str] | None) -> dict[str, str]:
-    """``--set ID VALUE [ID VALUE ...]`` as ``{ID: VALUE}``."""
+#: The bundle ids each verb sets from its own options (id -> the option): ``--set`` may not set them again.
+TRAIN_OPTIONS = {"dataset_dir": "DATASET", "run_dir": "--run", "fold": "--fold", "time_budget_min": "--minutes",
+                 "device": "--device", "resume": "--resume", "overwrite": "--overwrite"}
+INFER_OPTIONS = {"dataset_dir": "-i/--input", "datalist": "-i/--input", "output_dir": "-o/--output",
+                 "run_dir": "--run", "tta": "--tta/--no-tta", "device": "--device", "overwrite": "--overwrite"}
+
+
+def set_ids(pairs: Sequence[str] | None, taken: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``--set ID VALUE [ID VALUE ...]`` (the option given once or repeated) as ``{ID: VALUE}``.
+
+    Refused (`UserError`): an odd number of words, an id given twice (``a#b`` and ``a::b`` are one id, as MONAI
+    reads them), or an id in ``taken`` (id -> the verb's option that sets it), which would silently win over, or
+    lose to, that option."""
+    from monai.bundle.reference_resolver import ReferenceResolver
+
     pairs = list(pairs or [])
     if len(pairs) % 2:
         raise UserError(f"--set takes ID VALUE pairs, got {len(pairs)} word(s): {' '.join(pairs)}")
-    return dict(zip(pairs[::2], pairs[1::2], strict=True))
+    taken = {ReferenceResolver.normalize_id(k): v for k, v in (taken or {}).items()}
+    out: dict[str, str] = {}
+    for key, value in zip(pairs[::2], pairs[1::2], strict=True):
+        norm = ReferenceResolver.normalize_id(key)
+        if norm in taken:
+            raise UserError(f"--set {key}: this command sets {norm} from {taken[norm]}; give it there, not in --set")
+        if norm in out:
+            raise UserError(f"--set {key} is given twice ({out[norm]} and {value}): give each id once")
+        out[norm] = value
+    return out
 
 
 def train(dataset: str, run: str | None = None, *, minutes: float | None = None, network: str = "unet",
@@ -82,7 +104,7 @@ def train(dataset: str, run: str | None = None, *, minutes: float | None = None,
         raise UserError(f"no dataset at {dataset}: pass the folder of a BraTS download, the Decathlon's "
                         "Task01_BrainTumour or an nnU-Net raw dataset")
     run = run or str(Path("runs") / dataset_name(dataset))
-    ids: dict[str, object] = {"dataset_dir": dataset, "run_dir": run, "fold": fold, **_ids(sets)}
+    ids: dict[str, object] = {"dataset_dir": dataset, "run_dir": run, "fold": fold}
     if minutes is not None:
         ids["time_budget_min"] = minutes
     if device:
@@ -91,6 +113,7 @@ def train(dataset: str, run: str | None = None, *, minutes: float | None = None,
         ids["resume"] = True
     if overwrite:
         ids["overwrite"] = True
+    ids.update(set_ids(sets, {k: TRAIN_OPTIONS[k] for k in ids}))
     return run_stage("training", ids, verbose=verbose, fast=not plain, network=network, budget=minutes is not None)
 
 
@@ -103,13 +126,14 @@ def infer(input_dir: str, output: str | None, run: str, *, tta: bool | None = No
                         "python -m pipeline train")
     output = output or str(default_output(run, input_dir))
     where = ({"datalist": input_dir} if str(input_dir).endswith(".json") else {"dataset_dir": input_dir})
-    ids: dict[str, object] = {**where, "output_dir": output, **_ids(sets)}
+    ids: dict[str, object] = {**where, "output_dir": output}
     if tta is not None:
         ids["tta"] = tta
     if device:
         ids["device"] = device
     if overwrite:
         ids["overwrite"] = True
+    ids.update(set_ids(sets, {k: INFER_OPTIONS[k] for k in [*ids, "run_dir"]}))  # run_dir: inference_command's
     cmd = inference_command(run, ids)
     print("$ " + display(cmd), flush=True)
     env = dict(os.environ, **({"PIPELINE_VERBOSE": "1"} if verbose else {}))

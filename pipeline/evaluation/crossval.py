@@ -23,6 +23,10 @@ from pipeline.evaluation.reference import reference_of
 from pipeline.evaluation.regions import evaluate_folders
 from pipeline.model.record import read_record
 
+#: The inference ids the cross-validation sets for each fold (id -> where from): ``extra`` may not set them.
+CV_OPTIONS = {"run_dir": "RUN_DIR/fold_<f>", "datalist": "RUN_DIR/datalist.json", "infer_fold": "--folds",
+              "output_dir": "RUN_DIR/cv/seg"}
+
 
 def _bundle_inference(fold_dir: Path, datalist: Path, fold: int, out: Path, fast: bool,
                       extra: Sequence[str]) -> None:

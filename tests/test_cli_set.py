@@ -1,0 +1,106 @@
+"""The verbs' ``--set ID VALUE``: repeated, every pair reaches the bundle (argparse kept only the last ``--set``);
+an id given twice, or one the verb sets from its own option, is refused in one line before anything runs."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeline import __main__ as cli
+from pipeline import commands
+from pipeline.commands import set_ids
+from pipeline.core.errors import UserError
+
+
+@pytest.fixture
+def where(tmp_path: Path) -> dict[str, Path]:
+    """A dataset folder and a trained run (a model file is all the verbs look for before the bundle runs)."""
+    data, run = tmp_path / "data", tmp_path / "run"
+    data.mkdir()
+    (run / "models").mkdir(parents=True)
+    (run / "models" / "model.pt").write_bytes(b"")
+    return {"data": data, "run": run}
+
+
+@pytest.fixture
+def launched(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
+    """The ``--id value`` pairs each verb would hand the bundle (nothing runs)."""
+    calls: list[dict[str, str]] = []
+
+    def pairs(words: list[str]) -> dict[str, str]:
+        start = max(i for i, w in enumerate(words) if w == "--logging_file") + 2
+        return dict(zip(words[start::2], words[start + 1::2], strict=True))
+
+    def fake_run(cmd: list[str], **_: object) -> subprocess.CompletedProcess:
+        calls.append(pairs([str(c) for c in cmd]))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    def fake_cv(*_: object, extra: list[str], **__: object) -> dict:
+        calls.append(dict(zip(extra[::2], extra[1::2], strict=True)))
+        return {}
+
+    monkeypatch.setattr(commands.subprocess, "run", fake_run)
+    monkeypatch.setattr(cli, "cross_validation_summary", fake_cv)
+    return calls
+
+
+def _verb(verb: str, where: dict[str, Path]) -> list[str]:
+    return {"train": ["train", str(where["data"]), "--run", str(where["run"].parent / "new")],
+            "infer": ["infer", "-i", str(where["data"]), "--run", str(where["run"])],
+            "cv": ["cv", str(where["run"])]}[verb]
+
+
+@pytest.mark.parametrize("verb", ["train", "infer", "cv"])
+def test_a_repeated_set_passes_every_pair(verb: str, where: dict[str, Path], launched: list[dict]) -> None:
+    argv = [*_verb(verb, where), "--set", "learning_rate", "0.001", "--set", "a#b", "2", "min_et_voxels", "50"]
+    assert cli.main(argv) == 0
+    assert len(launched) == 1
+    expected = {"--learning_rate": "0.001", "--a::b": "2", "--min_et_voxels": "50"}  # MONAI 1.6 spells ids with ::
+    assert expected.items() <= launched[0].items()
+
+
+#: (verb, an id it sets itself, the option that sets it)
+TAKEN = [pytest.param("train", "run_dir", "--run", id="train_run_dir"),
+         pytest.param("train", "dataset_dir", "DATASET", id="train_dataset_dir"),
+         pytest.param("train", "fold", "--fold", id="train_fold"),
+         pytest.param("infer", "run_dir", "--run", id="infer_run_dir"),
+         pytest.param("infer", "output_dir", "-o/--output", id="infer_output_dir"),
+         pytest.param("infer", "dataset_dir", "-i/--input", id="infer_dataset_dir"),
+         pytest.param("cv", "infer_fold", "--folds", id="cv_infer_fold"),
+         pytest.param("cv", "output_dir", "RUN_DIR/cv/seg", id="cv_output_dir")]
+
+
+@pytest.mark.parametrize(("verb", "key", "option"), TAKEN)
+def test_a_set_of_an_id_the_verb_sets_itself_is_refused(verb: str, key: str, option: str, where: dict[str, Path],
+                                                        launched: list[dict],
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([*_verb(verb, where), "--set", key, "elsewhere"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == f"error: --set {key}: this command sets {key} from {option}; give it there, not in --set"
+    assert launched == []
+
+
+@pytest.mark.parametrize("verb", ["train", "infer", "cv"])
+def test_an_id_set_twice_is_refused(verb: str, where: dict[str, Path], launched: list[dict],
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([*_verb(verb, where), "--set", "train#optimizer#lr", "1", "--set", "train::optimizer::lr",
+                     "2"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --set train::optimizer::lr is given twice (1 and 2): give each id once")
+    assert launched == []
+
+
+@pytest.mark.parametrize(("pairs", "message"), [
+    pytest.param(["a", "1", "b"], "--set takes ID VALUE pairs, got 3 word(s): a 1 b", id="odd_count"),
+    pytest.param(["a", "1", "a", "1"], "--set a is given twice (1 and 1): give each id once", id="same_value_twice")])
+def test_set_ids_refusals(pairs: list[str], message: str) -> None:
+    with pytest.raises(UserError) as raised:
+        set_ids(pairs)
+    assert str(raised.value) == message
+
+
+def test_an_option_the_verb_did_not_use_stays_open_to_set() -> None:
+    """--set device cpu is fine when --device was not given (the verb sets only the ids of the options used)."""
+    assert set_ids(["device", "cpu"], {"run_dir": "--run"}) == {"device": "cpu"}
