@@ -47,6 +47,20 @@ def _fold(value: str) -> int | str:
         raise argparse.ArgumentTypeError(str(e).removeprefix("--fold ")) from None
 
 
+def _minutes(value: str) -> float:
+    """``--minutes``: a budget > 0 (`pipeline.training.budget.as_minutes`; the bundle's 0, epochs instead of a
+    clock, is ``train.yaml``'s default, without ``--minutes``), refused by argparse in one line."""
+    from pipeline.training.budget import as_minutes
+
+    try:
+        minutes = as_minutes(value, "minutes")
+    except UserError:
+        minutes = 0.0
+    if minutes <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of minutes > 0, got {value!r}")
+    return minutes
+
+
 def _synth(args: argparse.Namespace) -> int:
     folders = write_dataset(args.out_dir, cases=args.cases, shape=tuple(args.shape), seed=args.seed, layout=args.layout,
                             force=args.force, channels=args.channels, rc=args.rc)
@@ -196,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on a dataset folder (any BraTS edition, the Decathlon, nnU-Net)")
     p.add_argument("dataset", help="the dataset folder")
     p.add_argument("--run", "--run_dir", dest="run", default=None, help="the run folder (default runs/<dataset name>)")
-    p.add_argument("--minutes", type=float, default=None, help="train for this many minutes with the budget recipe "
+    p.add_argument("--minutes", type=_minutes, default=None, help="train for this many minutes with the budget recipe "
                    "(variants/budget.yaml); default: train.yaml's 300 epochs")
     p.add_argument("--network", default="unet", choices=list(NETWORKS))
     p.add_argument("--plain", action="store_true", help="without fast.yaml (the plain configuration)")

@@ -1,5 +1,6 @@
-"""The verbs' ``--set ID VALUE``: repeated, every pair reaches the bundle (argparse kept only the last ``--set``);
-an id given twice, or one the verb sets from its own option, is refused in one line before anything runs."""
+"""The verbs' options: ``--set ID VALUE`` repeated, every pair reaches the bundle (argparse kept only the last
+``--set``); an id given twice, or one the verb sets from its own option, is refused in one line before anything
+runs; ``train --minutes`` takes a budget > 0 only."""
 
 from __future__ import annotations
 
@@ -104,3 +105,19 @@ def test_set_ids_refusals(pairs: list[str], message: str) -> None:
 def test_an_option_the_verb_did_not_use_stays_open_to_set() -> None:
     """--set device cpu is fine when --device was not given (the verb sets only the ids of the options used)."""
     assert set_ids(["device", "cpu"], {"run_dir": "--run"}) == {"device": "cpu"}
+
+
+@pytest.mark.parametrize("minutes", ["0", "-1", "nan", "inf", "ten"])
+def test_train_minutes_must_be_a_budget_above_zero(minutes: str, where: dict[str, Path], launched: list[dict],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """0 would have trained train.yaml's 300 epochs with the budget recipe, not "no time"."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*_verb("train", where), f"--minutes={minutes}"])
+    assert exited.value.code == 2 and launched == []
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"argument --minutes: must be a number of minutes > 0, got '{minutes}'")
+
+
+def test_train_minutes_reach_the_bundle_as_the_time_budget(where: dict[str, Path], launched: list[dict]) -> None:
+    assert cli.main([*_verb("train", where), "--minutes", "7.5"]) == 0
+    assert launched[0]["--time_budget_min"] == "7.5"
