@@ -36,6 +36,8 @@ sys.path.insert(0, str(REPO))
 
 from bench.timing import machine  # noqa: E402
 from pipeline.bundle import command  # noqa: E402
+from pipeline.commands import set_ids  # noqa: E402
+from pipeline.core.errors import UserError  # noqa: E402
 from pipeline.core.figures import plt, save_figure  # noqa: E402
 from pipeline.data.layouts import discover_cases  # noqa: E402
 
@@ -43,6 +45,12 @@ from pipeline.data.layouts import discover_cases  # noqa: E402
 RECIPES = {"budget": {"fast": True, "budget": True}, "default": {"fast": True}}
 #: The datalist's folds when the budget trains several models (``--folds K`` trains folds 0..K-1).
 FOLDS = 5
+
+
+#: The bundle ids the benchmark sets from its own options (id -> the option): ``--set`` may not set them.
+BENCH_OPTIONS = {"dataset_dir": "--train-dir/--test-dir", "datalist": "--folds", "fold": "--folds",
+                 "ensemble_folds": "--folds", "time_budget_min": "--minutes", "device": "--device", "seed": "--seed",
+                 "run_dir": "--out", "output_dir": "--out", "eval_dir": "--out"}
 
 
 def stage_ids(ids: dict[str, str], stages: dict[str, dict]) -> dict[str, dict[str, str]]:
@@ -143,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="another bundle id (an ablation): --set learning_rate 0.003 (training and inference), "
                         "--set train#optimizer#momentum 0.9 (the stages that have it)")
     args = p.parse_args(argv)
+    try:  # the verbs' reader of --set: an id given twice, or one of the benchmark's own options, is refused
+        extra = set_ids([word for pair in args.set for word in pair], BENCH_OPTIONS)
+    except UserError as e:
+        raise SystemExit(f"bench_accuracy: {e}") from None
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -150,7 +162,6 @@ def main(argv: list[str] | None = None) -> int:
     print(machine(args.device), flush=True)
     n_train = len(discover_cases(args.train_dir))
     n_test = len([c for c in discover_cases(args.test_dir) if c.label])
-    extra = {k: v for k, v in args.set}
     variants = RECIPES[args.recipe]
     ids = stage_ids(extra, {"training": variants, "inference": {**variants, "ensemble": args.folds > 1}})
     common = {"device": args.device, "seed": args.seed, "run_dir": run}

@@ -61,6 +61,18 @@ def test_the_training_loss_reaches_every_parameter_of_each_network_overlay(varia
     assert [name for name, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum()] == []
 
 
+@pytest.mark.parametrize(("overrides", "outputs"), [
+    pytest.param({}, 4, id="default_output_and_three_heads"),
+    pytest.param({"deep_supervision": "false"}, 1, id="cli_false_turns_it_off"),  # as --deep_supervision false
+    pytest.param({"dynunet_strides": [[1, 1, 1]] + [[2, 2, 2]] * 3}, 2, id="three_downsamplings_one_head")])
+def test_dynunet_deep_supervision_follows_its_ids(overrides: dict, outputs: int) -> None:
+    parser = parse_bundle("training", overrides, network="dynunet")
+    parser["network_factory"]["filters"] = [4] * len(parser.get_parsed_content("dynunet_strides"))  # tiny
+    with torch.no_grad():
+        out = parser.get_parsed_content("network_def").train()(torch.randn(1, 4, 64, 64, 64))
+    assert tuple(out.shape) == ((1, outputs, 3, 64, 64, 64) if outputs > 1 else (1, 3, 64, 64, 64))
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)

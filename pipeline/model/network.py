@@ -1,5 +1,5 @@
-"""The network as a record: its class and arguments (`network_spec`), built back from them, and the patch
-sizes it can take (`check_roi_size`)."""
+"""The network as a record: its class and arguments (`network_spec`), built back from them for inference without
+its training-only parts (`inference_spec`), and the patch sizes it can take (`check_roi_size`)."""
 
 from __future__ import annotations
 
@@ -50,16 +50,36 @@ def build_from_spec(spec: Mapping) -> torch.nn.Module:
     return cls(**{k: v for k, v in spec.items() if k != "_target_"})
 
 
+#: Modules that only training uses: a checkpoint's tensors below them are not needed by an inference network
+#: (MONAI's DynUNet builds its deep-supervision heads only with ``deep_supervision``, registered twice: in
+#: ``deep_supervision_heads`` and as each skip layer's ``super_head``; in evaluation mode it returns the
+#: full-resolution output alone).
+TRAINING_ONLY_MODULES = ("deep_supervision_heads", "super_head")
+
+
+def inference_spec(spec: Mapping) -> dict:
+    """``spec`` as inference builds it: without training-only parts (DynUNet's ``deep_supervision`` off, which
+    gives the same evaluation-mode output, computes no heads, and scripts with TorchScript)."""
+    return {**spec, "deep_supervision": False} if spec.get("deep_supervision") else dict(spec)
+
+
+def is_training_only(key: str) -> bool:
+    """Whether a ``state_dict`` key lies below a `TRAINING_ONLY_MODULES` module (``networks.0.`` prefixes too)."""
+    return any(part in TRAINING_ONLY_MODULES for part in key.split("."))
+
+
 def recorded_network(network_factory: functools.partial, record: Mapping | None) -> torch.nn.Module:
-    """The network of a run's record (``run.json``, read once per stage) when it has one (logging the ids that
-    differ from the config's), else the config's ``network_factory()``."""
+    """The inference network: the one of a run's record (``run.json``, read once per stage) when it has one
+    (logging the ids that differ from the config's), else the config's ``network_factory``; built by
+    `inference_spec` (no deep-supervision heads)."""
     if record is None or "network" not in record:
-        return network_factory()
+        current = network_spec(network_factory)
+        return build_from_spec(inference_spec(current)) if current.get("deep_supervision") else network_factory()
     spec, current = record["network"], network_spec(network_factory)
     diffs = differing(spec, current)
     if diffs:
         logger.info("network from the run's record (not the config's: %s)", "; ".join(diffs))
-    return build_from_spec(spec)
+    return build_from_spec(inference_spec(spec))
 
 
 def _divisor(spec: Mapping) -> tuple[int, int, int] | None:

@@ -13,7 +13,7 @@ import torch
 
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write, file_sha256
-from pipeline.model.network import plain_value
+from pipeline.model.network import is_training_only, plain_value
 
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:
@@ -54,7 +54,8 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, *, devi
     """Load a plain ``state_dict`` (``torch.load(..., weights_only=True)``) into ``network``, or refuse clearly.
 
     An ensemble network (``networks.<i>.`` keys) takes the combined file of
-    `pipeline.inference.ensemble.write_ensemble_checkpoint`.
+    `pipeline.inference.ensemble.write_ensemble_checkpoint`. Tensors of training-only modules the network lacks
+    (DynUNet's deep-supervision heads, `pipeline.model.network.inference_spec`) are left out.
 
     Raises:
         WeightsError: the file is missing, empty, truncated or not a checkpoint; or it does not fit the network
@@ -70,6 +71,7 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, *, devi
     if not isinstance(state, Mapping):
         raise WeightsError(f"{path} holds a {type(state).__name__}, not a state_dict; pass a model.pt written by "
                            "training")
+    state = {k: v for k, v in state.items() if k in own or not is_training_only(k)}  # heads of training only
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]

@@ -138,6 +138,22 @@ def test_accuracy_benchmark_refuses_a_set_id_no_stage_has_before_training(key: s
         stage_ids({key: "1"}, {"training": budget, "inference": budget})
 
 
+@pytest.mark.parametrize(("sets", "message"), [
+    pytest.param(["device", "cuda"], "--set device: this command sets device from --device", id="own_option"),
+    pytest.param(["run_dir", "x"], "--set run_dir: this command sets run_dir from --out", id="own_folder"),
+    pytest.param(["a#b", "1", "a::b", "2"], "--set a::b is given twice", id="one_id_twice")])
+def test_accuracy_benchmark_refuses_a_set_the_verbs_refuse_before_training(sets: list[str], message: str,
+                                                                           tmp_path: Path) -> None:
+    from bench.bench_accuracy import main
+
+    argv = ["--train-dir", str(tmp_path), "--test-dir", str(tmp_path), "--minutes", "1", "--out", str(tmp_path / "o")]
+    for i in range(0, len(sets), 2):
+        argv += ["--set", *sets[i:i + 2]]
+    with pytest.raises(SystemExit, match=f"^bench_accuracy: {re.escape(message)}"):
+        main(argv)
+    assert not (tmp_path / "o" / "run").exists()
+
+
 def test_accuracy_benchmark_trains_the_budget_recipe_and_reports_an_independent_dice(tmp_path: Path) -> None:
     import nibabel as nib
 

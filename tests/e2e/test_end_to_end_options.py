@@ -113,8 +113,7 @@ def test_dynunet_with_deep_supervision_trains_validates_and_segments(tiny_datase
     import json
 
     run = tmp_path / "dynunet"
-    tiny_dynunet = {"dynunet_strides": "[[1,1,1],[2,2,2],[2,2,2],[2,2,2]]", "network_factory#filters": [8, 8, 16, 16],
-                    "network_factory#deep_supr_num": 2}
+    tiny_dynunet = {"dynunet_strides": "[[1,1,1],[2,2,2],[2,2,2],[2,2,2]]", "network_factory#filters": [8, 8, 16, 16]}
     run_bundle("training", cli_overrides([*TINY, *cli_args(tiny_dynunet), "--dataset_dir", str(tiny_dataset),
                                           "--run_dir", str(run), "--folds", "2", "--epochs", "1", "--batch_size", "1"]),
                network="dynunet")

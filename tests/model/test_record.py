@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from monai.networks.nets import UNet
+from monai.networks.nets import DynUNet, UNet
 
 from pipeline.bundle import next_command
 from pipeline.core.errors import UserError
@@ -149,6 +149,43 @@ def test_inference_builds_the_network_the_run_recorded(tmp_path):
     _start(run, factory=OTHER)
     net = recorded_network(SMALL, read_record(run))  # the config says SMALL; the run was trained with OTHER
     assert net.model[0].conv.weight.shape[0] == 8
+
+
+#: MONAI's DynUNet as the overlay trains it (deep supervision, one head), tiny
+DEEP = functools.partial(DynUNet, spatial_dims=3, in_channels=4, out_channels=3, kernel_size=[[3, 3, 3]] * 4,
+                         strides=[[1, 1, 1]] + [[2, 2, 2]] * 3, upsample_kernel_size=[[2, 2, 2]] * 3,
+                         filters=[4, 8, 8, 8], norm_name="instance", res_block=True, deep_supervision=True,
+                         deep_supr_num=1)
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["from_run_json", "from_the_config"])
+def test_inference_builds_a_deep_supervised_network_without_its_heads_and_loads_its_checkpoint(tmp_path, recorded):
+    """The same output as the trained network in evaluation mode, from the same checkpoint (the heads' tensors
+    left out), and a network TorchScript can script (MONAI 1.6.1's DynUNet with heads cannot: ckpt_export)."""
+    run = tmp_path / "run"
+    _start(run, factory=DEEP)
+    torch.manual_seed(0)
+    trained = DEEP()
+    (run / "models").mkdir(parents=True)
+    torch.save(trained.state_dict(), run / "models" / "model.pt")
+    assert any(k.startswith("deep_supervision_heads.") for k in trained.state_dict())
+
+    net = recorded_network(DEEP if not recorded else SMALL, read_record(run) if recorded else None)
+    assert not net.deep_supervision and not any("deep_supervision_heads" in k for k in net.state_dict())
+    load_weights(net, run / "models" / "model.pt")
+    x = torch.randn(1, 4, 32, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(x), trained.eval()(x))
+        torch.testing.assert_close(torch.jit.script(net)(x), trained(x))
+
+
+def test_a_checkpoint_missing_a_tensor_the_network_needs_is_still_refused(tmp_path):
+    """Only training-only tensors the network lacks are left out; the rest of the check stands."""
+    state = {k: v for k, v in DEEP().state_dict().items() if not k.startswith("output_block.")}
+    torch.save(state, tmp_path / "model.pt")
+    net = recorded_network(DEEP, None)
+    with pytest.raises(WeightsError, match="2 missing, 0 unexpected"):
+        load_weights(net, tmp_path / "model.pt")
 
 
 @pytest.mark.parametrize(("content", "message"), [
