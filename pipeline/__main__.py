@@ -265,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref_dir", help="a dataset folder or a folder of <case>.nii.gz labels")
     p.add_argument("pred_dirs", nargs="+", help="two or more prediction folders, one per algorithm")
     p.add_argument("--out", "-o", default=None, help="default comparison_<reference name>")
-    p.add_argument("--names", nargs="+", default=None, help="one name per prediction folder (default: the folders')")
+    p.add_argument("--names", nargs="+", action="extend", default=None,
+                   help="one name per prediction folder (default: the folders')")
     p.add_argument("--scheme", default="auto", type=scheme_argument,
                    metavar="{" + ",".join(SCHEME_CHOICES) + f",{NNUNET_PREFIX}DATASET_JSON}}",
                    help="label numbering; auto: the reference dataset's layout's (a folder of labels needs one)")
@@ -302,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", default="brats2021", choices=SUPPORTED_LAYOUTS,
                    help="brats2024: BraTS 2023 names with 4 = resection cavity; nnunet: nnU-Net v2 raw format "
                    "(dataset.json, imagesTr/<case>_0000.nii.gz, labelsTr/)")
-    p.add_argument("--channels", nargs="+", default=None, metavar="NAME",
+    p.add_argument("--channels", nargs="+", action="extend", default=None, metavar="NAME",
                    help="--layout nnunet: the contrasts to write, in order (T1 T1ce T2 FLAIR; e.g. T1ce alone)")
     p.add_argument("--rc", action="store_true", help="--layout nnunet: add a resection cavity (label 4) beside the "
                    "tumour in most cases")
@@ -337,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "evaluated together; RUN_DIR/cv_summary.json")
     p.add_argument("run_dir", help="the make cv run: datalist.json and fold_<f>/")
     p.add_argument("--dataset_dir", default=None, help="the dataset of the references (default: the folds' run.json)")
-    p.add_argument("--folds", type=int, nargs="+", default=None, help="default: every trained fold")
+    p.add_argument("--folds", type=int, nargs="+", action="extend", default=None, help="default: every trained fold")
     p.add_argument("--fast", action="store_true", help="infer with fast.yaml; the network comes from each fold's "
                    "run.json")
     _add_set(p, "more bundle ids for inference: --set device cpu")

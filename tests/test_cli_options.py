@@ -1,6 +1,6 @@
 """The verbs' options: ``--set ID VALUE`` repeated, every pair reaches the bundle (argparse kept only the last
 ``--set``); an id given twice, or one the verb sets from its own option, is refused in one line before anything
-runs; ``train --minutes`` takes a budget > 0 only."""
+runs; every list option adds when repeated; ``train --minutes`` takes a budget > 0 only."""
 
 from __future__ import annotations
 
@@ -121,3 +121,27 @@ def test_train_minutes_must_be_a_budget_above_zero(minutes: str, where: dict[str
 def test_train_minutes_reach_the_bundle_as_the_time_budget(where: dict[str, Path], launched: list[dict]) -> None:
     assert cli.main([*_verb("train", where), "--minutes", "7.5"]) == 0
     assert launched[0]["--time_budget_min"] == "7.5"
+
+
+@pytest.mark.parametrize(("argv", "dest", "expected"), [
+    pytest.param(["cv", "run", "--folds", "0", "1", "--folds", "2"], "folds", [0, 1, 2], id="cv_folds"),
+    pytest.param(["compare", "ref", "a", "b", "--names", "x", "--names", "y"], "names", ["x", "y"],
+                 id="compare_names"),
+    pytest.param(["synth", "out", "--layout", "nnunet", "--channels", "T1", "--channels", "FLAIR"], "channels",
+                 ["T1", "FLAIR"], id="synth_channels"),
+    pytest.param(["infer", "-i", "d", "--run", "r", "--set", "a", "1", "--set", "b", "2"], "set",
+                 ["a", "1", "b", "2"], id="infer_set")])
+def test_a_repeated_list_option_keeps_every_value(argv: list[str], dest: str, expected: list) -> None:
+    """argparse's nargs='+' alone keeps the last occurrence only: ``--folds 0 1 --folds 2`` scored fold 2 alone."""
+    assert getattr(cli.build_parser().parse_args(argv), dest) == expected
+
+
+def test_cv_refuses_a_fold_given_twice(tmp_path: Path) -> None:
+    from pipeline.evaluation.crossval import cross_validation_summary
+
+    (tmp_path / "datalist.json").write_text("{}")
+    (tmp_path / "fold_0" / "models").mkdir(parents=True)
+    (tmp_path / "fold_0" / "models" / "model.pt").write_bytes(b"")
+    with pytest.raises(UserError, match=r"--folds 0 0: fold\(s\) \[0\] given twice; give each fold once"):
+        cross_validation_summary(tmp_path, folds=[0, 0])
+    assert not (tmp_path / "cv").exists()
