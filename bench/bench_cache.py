@@ -1,6 +1,7 @@
 """Preprocessing cache and data check, per case: first load (gzip decoded) against second load (the cache).
 
-    python bench/bench_cache.py [--cases 6] [--shape 240 240 155] [--layout brats2021] [--jobs 2] [--data DIR]
+    python bench/bench_cache.py [--cases 6] [--shape 240 240 155] [--layout brats2021] [--label-scheme auto]
+                                 [--jobs 2] [--data DIR]
 
 Writes ``--cases`` synthetic cases (BraTS size by default; not timed) unless ``--data`` names an existing
 dataset, then times, per case, with the training preprocessing of the bundle (``train.yaml``'s
@@ -30,6 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.timing import machine  # noqa: E402
+from pipeline.data.synthetic import SUPPORTED_LAYOUTS  # noqa: E402
 
 BRATS2021_CASES = 1251
 
@@ -51,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=6)
     parser.add_argument("--shape", type=int, nargs=3, default=[240, 240, 155])
-    parser.add_argument("--layout", default="brats2021", choices=["brats2021", "brats2023", "msd"])
+    parser.add_argument("--layout", default="brats2021", choices=SUPPORTED_LAYOUTS,
+                        help="the synthetic cases' layout (not with --data: that folder's own is detected)")
+    parser.add_argument("--label-scheme", default="auto",
+                        help="auto (the layout's); brats2024 for --layout brats2024's resection cavity")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--data", default=None, help="an existing dataset folder (default: synthetic, temporary)")
     args = parser.parse_args(argv)
@@ -62,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.bundle import config_files
     from pipeline.data.check import check_case, check_dataset
-    from pipeline.data.layouts import discover_cases
+    from pipeline.data.labels import scheme_name
+    from pipeline.data.layouts import scan_dataset
     from pipeline.data.synthetic import write_dataset
     from pipeline.training.cache import cached_dataset
 
@@ -76,13 +82,15 @@ def main(argv: list[str] | None = None) -> int:
             write_dataset(root, cases=args.cases, shape=tuple(args.shape), seed=0, layout=args.layout)
             print(f"wrote {args.cases} synthetic {args.layout} case(s) of {tuple(args.shape)} in "
                   f"{time.perf_counter() - t:.0f} s (not timed below)")
-        cases = discover_cases(root)[: args.cases]
+        scan = scan_dataset(root)  # the layout and label scheme of the folder, as the data check reads them
+        cases = scan.cases[: args.cases]
+        scheme = scan.layout.label_scheme if args.label_scheme == "auto" else scheme_name(args.label_scheme)
         items = [c.to_item() for c in cases]
         n = len(items)
 
         cfg = ConfigParser()
         cfg.read_config(config_files("training"))  # the bundle's own order (pipeline.bundle)
-        cfg.update({"dataset_dir": str(root), "device": "cpu", "num_workers": 0})
+        cfg.update({"dataset_dir": str(root), "label_scheme": scheme, "device": "cpu", "num_workers": 0})
         transform = Compose(cfg.get_parsed_content("preprocessing"))
 
         plain = Dataset(items, transform)
@@ -93,14 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         second_ds = cached_dataset(items, transform, cache)
         second = _times(lambda i: second_ds[i], n)
         size = sum(p.stat().st_size for p in cache.glob("*.pt")) / n / 2**20
-        scheme = {"brats2021": "brats", "brats2023": "brats2023", "msd": "msd"}[args.layout]
-        check = _times(lambda i: check_case(cases[i], scheme), n)
+        check = _times(lambda i: check_case(cases[i], scheme, layout=scan.layout.layout), n)
         t = time.perf_counter()
-        report = check_dataset(root, jobs=args.jobs)
+        report = check_dataset(root, label_scheme=scheme, jobs=args.jobs)
         whole = time.perf_counter() - t
 
         print(f"machine: {machine()}")
-        print(f"dataset: {root} ({n} case(s), layout {args.layout})")
+        print(f"dataset: {root} ({n} case(s), layout {scan.layout.layout})")
         print(f"no cache (Dataset, every epoch): {_fmt(no_cache)} per case")
         print(f"first load (PersistentDataset, gzip decoded, .pt written): {_fmt(first)} per case")
         print(f"second load (PersistentDataset, .pt read): {_fmt(second)} per case; "

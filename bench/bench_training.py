@@ -59,6 +59,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.timing import StepTimer, amp_mode, machine, synchronize  # noqa: E402
+from pipeline.bundle import NETWORKS  # noqa: E402
 from pipeline.model.precision import on_cuda  # noqa: E402
 
 #: preset -> case shape, cases, folds (the validation fold is one of them), variants of both configurations
@@ -283,7 +284,7 @@ def argument_parser(description: str, presets: Iterable[str] = PRESETS) -> argpa
     ap.add_argument("--repeats", type=int, default=1, help="runs of each configuration, alternating the order")
     ap.add_argument("--data-dir", type=Path, help="synthetic cases (default data/bench/<preset>)")
     ap.add_argument("--configs", nargs="+", choices=["plain", "ours"], default=["plain", "ours"])
-    ap.add_argument("--network", choices=["unet", "dynunet"], default="unet",
+    ap.add_argument("--network", choices=list(NETWORKS), default="unet",
                     help="the network overlay of both configurations (dynunet: the nnU-Net-class DynUNet)")
     ap.add_argument("--set", dest="both", type=parse_assignment, action="append", default=[], metavar="ID=VALUE")
     ap.add_argument("--ours-set", dest="ours", type=parse_assignment, action="append", default=[],

@@ -192,3 +192,25 @@ def test_accuracy_benchmark_trains_the_budget_recipe_and_reports_an_independent_
     assert rows[0].startswith("minutes,epoch,val_mean_dice") and len(rows) >= 2
     assert (out / "time_to_dice.png").stat().st_size > 0
     assert "CPU:" in result.stdout and "torch" in result.stdout  # the machine
+
+
+@pytest.mark.parametrize("layout", ["brats2021", "brats2023", "brats2024", "msd", "nnunet"])
+def test_cache_benchmark_checks_every_synthetic_layout_with_the_scheme_it_was_written_in(
+        layout: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.bench_cache import main
+    from pipeline.data.synthetic import SUPPORTED_LAYOUTS
+
+    assert set(SUPPORTED_LAYOUTS) == {"brats2021", "brats2023", "brats2024", "msd", "nnunet"}  # all parameterised
+    scheme = ["--label-scheme", "brats2024"] if layout == "brats2024" else []  # RC needs the scheme named
+    assert main(["--cases", "1", "--shape", "32", "32", "24", "--layout", layout, "--jobs", "1", *scheme]) == 0
+    out = capsys.readouterr().out
+    assert "for 1 case(s), 0 problem(s)" in out, out
+
+
+def test_training_benchmark_offers_every_network_overlay_of_the_bundle() -> None:
+    from bench.bench_training import argument_parser
+    from pipeline.bundle import NETWORKS
+
+    parser = argument_parser("test")
+    for name in NETWORKS:
+        assert parser.parse_args(["--network", name]).network == name
