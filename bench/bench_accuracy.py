@@ -3,7 +3,8 @@
 Usage::
 
     python bench/bench_accuracy.py --train-dir DIR --test-dir DIR --minutes M [--device cpu|cuda] [--out DIR]
-                                   [--recipe budget|default] [--folds K] [--set ID VALUE ...] [--seed 0]
+                                   [--recipe budget|default] [--network unet|segresnet|dynunet] [--folds K]
+                                   [--set ID VALUE ...] [--seed 0]
 
 1. trains on every case of ``--train-dir`` with ``monai.bundle run training`` and the budget recipe (``fast.yaml``
    and ``budget.yaml``: ``--time_budget_min M``), its own validation fold choosing the best model (``--set fold
@@ -35,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.timing import machine  # noqa: E402
-from pipeline.bundle import command  # noqa: E402
+from pipeline.bundle import NETWORKS, command  # noqa: E402
 from pipeline.commands import set_ids  # noqa: E402
 from pipeline.core.errors import UserError  # noqa: E402
 from pipeline.core.figures import plt, save_figure  # noqa: E402
@@ -143,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--out", default="runs/bench_accuracy", help="folder of the run, segmentations and evaluation")
     p.add_argument("--recipe", default="budget", choices=list(RECIPES))
+    p.add_argument("--network", default="unet", choices=list(NETWORKS),
+                   help="the network overlay the recipe trains (bundle/configs/networks/)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--folds", type=int, default=1,
                    help="K > 1: the budget split over K models (folds 0..K-1 of a 5-fold datalist, M/K minutes "
@@ -162,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     print(machine(args.device), flush=True)
     n_train = len(discover_cases(args.train_dir))
     n_test = len([c for c in discover_cases(args.test_dir) if c.label])
-    variants = RECIPES[args.recipe]
+    variants = {**RECIPES[args.recipe], "network": args.network}
     ids = stage_ids(extra, {"training": variants, "inference": {**variants, "ensemble": args.folds > 1}})
     common = {"device": args.device, "seed": args.seed, "run_dir": run}
     train_dir, test_dir = Path(args.train_dir).resolve(), Path(args.test_dir).resolve()
@@ -195,11 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     summary = json.loads((out / "eval" / "summary.json").read_text())
     dice = {r: summary["regions"][r]["dice"]["mean"] for r in ("ET", "TC", "WT")}
     history = json.loads((runs[0] / "run.json").read_text())
-    points = time_to_dice(runs[0] / "history.csv", out, f"{args.recipe} recipe, {args.minutes / len(runs):g} min "
+    points = time_to_dice(runs[0] / "history.csv", out, f"{args.recipe} recipe ({args.network}), "
+                          f"{args.minutes / len(runs):g} min "
                           f"on {args.device}, {n_train} training cases" + (" (fold 0)" if len(runs) > 1 else ""))
     for point in points:
         print(f"  {point['minutes']:6.1f} min  epoch {point['epoch']:4d}  val mean Dice {point['val_mean_dice']:.4f}")
-    record = {"minutes": args.minutes, "device": args.device, "recipe": args.recipe, "set": extra, "folds": len(runs),
+    record = {"minutes": args.minutes, "device": args.device, "recipe": args.recipe, "network": args.network,
+              "set": extra, "folds": len(runs),
               "train_cases": n_train, "test_cases": n_test, "training_wall_s": round(train_s, 1), "dice": dice,
               "mean_dice": sum(dice.values()) / 3, "hd95": {r: summary["regions"][r]["hd95"]["mean"] for r in dice},
               "split": history.get("split"), "time_to_dice": points}
