@@ -42,12 +42,6 @@ SCHEMES: tuple[str, ...] = (*LABEL_SCHEMES, "labels")
 FOLDER_SCHEMES: tuple[str, ...] = ("auto", *SCHEMES)
 
 
-#: Where a layout keeps its label files, for messages.
-_LABEL_FILES: dict[str, str] = {
-    "brats2021": "<case>/<case>_seg.nii.gz", "brats2023": "<case>/<case>-seg.nii.gz", "msd": "labelsTr/<case>.nii.gz",
-}
-
-
 @dataclass(frozen=True)
 class Reference:
     """The reference labels: ``files`` ``{case id: label file}`` read from ``root`` through ``layout``
@@ -110,14 +104,14 @@ def read_reference(ref_dir: str | os.PathLike) -> Reference:
     labelled = {cid: Path(c.label) for cid, c in cases.items()}
     if not labelled:
         raise UserError(f"no reference label in the dataset {root} ({LAYOUTS[layout.layout].title} layout): none of "
-                        f"its cases has a label file {_LABEL_FILES[layout.layout]}; pass a labelled dataset")
+                        f"its cases has a label file {LAYOUTS[layout.layout].label_files}; pass a labelled dataset")
     if flat:
         names = sorted(f.name for f in flat.values())
         logger.warning(
             "reference dataset %s (%s layout): ignoring %d NIfTI file(s) at its root (%s): the reference labels are "
             "its cases' %s files only; move files that are not part of the dataset out of it",
             root, LAYOUTS[layout.layout].title, len(names), ", ".join(names[:5]) + (", ..." if len(names) > 5 else ""),
-            _LABEL_FILES[layout.layout])
+            LAYOUTS[layout.layout].label_files)
     return Reference(root, labelled, layout, cases=cases)
 
 

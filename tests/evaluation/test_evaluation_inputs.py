@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from pipeline.__main__ import main
-from pipeline.data.layouts import discover_cases
+from pipeline.data.layouts import LAYOUTS, discover_cases
 from pipeline.evaluation.regions import evaluate_folders
 
 SHAPE = (32, 32, 24)
@@ -77,7 +77,8 @@ def run(*argv: str | Path) -> int:
 
 
 @pytest.mark.parametrize("layout", [pytest.param("brats2021", id="brats2021_case_folders"),
-                                    pytest.param("msd", id="msd_labelsTr")])
+                                    pytest.param("brats2023", id="brats2023_case_folders"),
+                                    pytest.param("msd", id="msd_labelsTr"), pytest.param("nnunet", id="nnunet_labelsTr")])
 def test_stray_nifti_files_at_a_dataset_root_are_not_taken_as_the_reference(
         make_dataset, tmp_path: Path, layout: str, caplog: pytest.LogCaptureFixture) -> None:
     data = make_dataset(layout)
@@ -93,6 +94,22 @@ def test_stray_nifti_files_at_a_dataset_root_are_not_taken_as_the_reference(
     assert summary["reference_layout"] == layout
     assert any("ignoring 3 NIfTI file(s) at its root" in m and f"{ids[0]}.nii.gz" in m for m in caplog.messages)
     assert_only_written_under(tmp_path, before, tmp_path / "eval")
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_a_reference_dataset_without_labels_is_refused_naming_where_its_labels_would_lie(
+        make_dataset, tmp_path: Path, layout: str, capsys: pytest.CaptureFixture) -> None:
+    data = make_dataset(layout)
+    ids = copy_labels(data, tmp_path / "pred")
+    for case in discover_cases(data):
+        Path(case.label).unlink()
+    assert LAYOUTS[layout].label_files
+    before = snapshot(tmp_path)
+    rc = run("evaluate", tmp_path / "pred", data, "--out", tmp_path / "eval")
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(ids) == 3
+    assert err.splitlines()[-1].endswith(f"has a label file {LAYOUTS[layout].label_files}; pass a labelled dataset")
+    assert snapshot(tmp_path) == before
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ class LayoutSpec:
     suffixes: tuple[str, ...] = ()   # file suffix of each CHANNELS entry (BraTS layouts)
     separator: str = "_"             # between the case id and the suffix
     example: str = ""                # one line for messages
+    label_files: str = ""            # where a case's label file lies, relative to the root, for messages
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ BRATS2023_SUFFIXES: tuple[str, ...] = ("t1n", "t1c", "t2w", "t2f")
 
 
 BRATS2021 = LayoutSpec("brats2021", "BraTS 2018-2021", "brats", BRATS2021_SUFFIXES, "_",
-                      "<root>/<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz")
+                      "<root>/<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz", "<case>/<case>_seg.nii.gz")
 BRATS2023 = LayoutSpec("brats2023", "BraTS 2023 and later", "brats2023", BRATS2023_SUFFIXES, "-",
-                      "<root>/<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz")
+                      "<root>/<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz", "<case>/<case>-seg.nii.gz")
 #: The BraTS layouts by name.
 SPECS: dict[str, LayoutSpec] = {"brats2021": BRATS2021, "brats2023": BRATS2023}
 

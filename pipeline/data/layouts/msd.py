@@ -15,7 +15,7 @@ from pipeline.data.labels import CHANNELS, CONTRAST_NAMES
 from pipeline.data.layouts.base import Case, DatasetError, DatasetScan, LayoutInfo, LayoutSpec, Problem, both_extensions
 
 MSD = LayoutSpec("msd", "Medical Segmentation Decathlon Task01_BrainTumour", "msd", (), "",
-                "<root>/imagesTr/BRATS_001.nii.gz (4D) and <root>/labelsTr/BRATS_001.nii.gz")
+                "<root>/imagesTr/BRATS_001.nii.gz (4D) and <root>/labelsTr/BRATS_001.nii.gz", "labelsTr/<case>.nii.gz")
 
 
 #: Channel order inside an MSD Task01 4D image (its ``dataset.json`` ``modality`` table).
