@@ -348,9 +348,19 @@ def read_datalist(path: str | os.PathLike, dataset_dir: str | os.PathLike | None
     return model_zoo_datalist(path, raw, parts)
 
 
+#: The layout of a datalist that names none (one written before layouts were recorded, a model-zoo list whose
+#: names show no single layout): the BraTS 2018-2021 naming and numbering.
+DATALIST_DEFAULT_LAYOUT = "brats2021"
+
+
+def datalist_layout(raw: dict) -> str:
+    """The layout a datalist's items follow: its ``layout``, else `DATALIST_DEFAULT_LAYOUT` (read here only)."""
+    return raw.get("layout") or DATALIST_DEFAULT_LAYOUT
+
+
 def _datalist_channels(path: Path, raw: dict) -> tuple[str, ...]:
     """The channels a datalist's items must give: those of its label scheme's description (the layout's scheme when
-    it names none, ``brats`` without a layout); its ``channels``, when given, must be as many.
+    it names none, `datalist_layout`'s); its ``channels``, when given, must be as many.
 
     Raises:
         DatasetError: an unknown layout or scheme, an nnU-Net scheme whose dataset.json cannot be used, a layout
@@ -370,7 +380,7 @@ def _datalist_channels(path: Path, raw: dict) -> tuple[str, ...]:
         raise DatasetError(f"datalist {path}: label_scheme {scheme!r} is unknown; expected one of "
                            f"{', '.join(LABEL_SCHEMES)} or {NNUNET_PREFIX}<path to dataset.json>")
     try:
-        desc = describe(scheme or LAYOUTS[layout or "brats2021"].label_scheme)
+        desc = describe(scheme or LAYOUTS[datalist_layout(raw)].label_scheme)
     except UserError as e:
         raise DatasetError(f"datalist {path}: {e}") from None
     given = raw.get("channels")

@@ -23,7 +23,7 @@ from pipeline.data.check import (
     log_problems,
     progress_logger,
 )
-from pipeline.data.datalist import datalist_from_cases, folds_present, read_datalist, split_items
+from pipeline.data.datalist import datalist_from_cases, datalist_layout, folds_present, read_datalist, split_items
 from pipeline.data.labels import BUILTIN, Description, describe, scheme_name
 from pipeline.data.layouts import LAYOUTS, Case, DatasetError, DatasetScan, LayoutInfo, scan_dataset, usable_cases
 from pipeline.data.layouts.brats import single_case
@@ -102,6 +102,21 @@ class DataSource:
         return datalist_from_cases(scan.cases, scan.root.name, scan.layout.layout, self.scheme, self.folds, self.seed)
 
     @functools.cached_property
+    def layout(self) -> LayoutInfo:
+        """The data's layout: the datalist's (`datalist_layout`), the single case's or the dataset folder's.
+
+        Raises:
+            DatasetError: neither a datalist nor a dataset folder whose layout can be detected.
+        """
+        if self.datalist_path:
+            name = datalist_layout(self.datalist)
+            return LayoutInfo(name, str(self.datalist.get("label_scheme") or LAYOUTS[name].label_scheme),
+                              f"datalist {self.datalist_path}", LAYOUTS[name].title)
+        if not self.dataset_dir:
+            raise DatasetError("label_scheme auto needs a dataset_dir or a datalist to detect the layout from")
+        return self.single[1] if self.single else self.scan.layout
+
+    @functools.cached_property
     def scheme(self) -> str:
         """The label scheme in use: the one given, else the datalist's, the case's or the layout's.
 
@@ -110,15 +125,7 @@ class DataSource:
         """
         if self.label_scheme != "auto":
             return self.label_scheme
-        if self.datalist_path:
-            dl = self.datalist
-            layout = LAYOUTS.get(dl.get("layout", "brats2021"), LAYOUTS["brats2021"])
-            return str(dl.get("label_scheme") or layout.label_scheme)
-        if not self.dataset_dir:
-            raise DatasetError("label_scheme auto needs a dataset_dir or a datalist to detect the layout from")
-        if self.single:
-            return self.single[1].label_scheme
-        return self.scan.layout.label_scheme
+        return self.layout.label_scheme
 
     @functools.cached_property
     def description(self) -> Description:
@@ -180,15 +187,14 @@ class DataSource:
         started = time.perf_counter()
         if self.datalist_path:
             problems = []
-            logger.info("datalist %s: layout %s, label scheme %s", self.datalist_path,
-                        self.datalist.get("layout", "brats2021"), self.datalist.get("label_scheme", "brats"))
+            logger.info("datalist %s: layout %s, label scheme %s", self.datalist_path, self.layout.layout, self.scheme)
         else:
             logger.info("dataset %s: %s", self.scan.root, self.scan.layout)
             problems = list(self.scan.problems)
         train, val = self.split(fold)
         cases = [Case.from_item(it) for it in (*train, *val)]
         problems += check_cases(cases, self.scheme, jobs=self.jobs, progress=progress_logger(started),
-                                layout=self.datalist.get("layout"))
+                                layout=self.layout.layout)
         problems.sort(key=lambda p: p.case)  # stable: each case's problems stay in file order
         errors = [p for p in problems if p.severity == "error"]
         log_problems([p for p in problems if p.severity != "error"])

@@ -26,7 +26,7 @@ from pipeline.core.figures import plt, region_colour, save_figure
 from pipeline.core.guard import OutputGuard
 from pipeline.core.nifti import nifti_files
 from pipeline.data.colours import region_colours
-from pipeline.data.labels import CHANNELS, NNUNET_PREFIX, describe, region_masks
+from pipeline.data.labels import NNUNET_PREFIX, describe, region_masks
 from pipeline.data.layouts import detect_layout, discover_cases
 from pipeline.evaluation.reference import (
     FOLDER_SCHEMES,
@@ -275,11 +275,14 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
         _check_label_file(pred, scheme, "prediction", layout.layout)
         drawn.append((case_id, case, pred))
 
-    described = describe(scheme).channels if scheme != "labels" else CHANNELS
+    # the images' channels are the data's own (its description), whichever scheme the labels are scored in
+    channels = describe(reference.scheme or layout.label_scheme).channels
     name = name or run_name(pred_root)
     paths = [plot_dice_boxplot(metrics, out / "dice_boxplot.png", name=name)]
     for case_id, case, pred in drawn:
-        channels = described if len(described) == len(case.images) else CHANNELS  # MSD: one 4D file
+        if len(case.channel_index if case.channel_index is not None else case.images) != len(channels):
+            raise UserError(f"case {case_id}: {len(case.images)} image file(s) for the {len(channels)} channel(s) "
+                            f"({', '.join(channels)}) of its data; check the dataset with python -m pipeline check")
         shown = [c for want in ("FLAIR", "T1ce") for c in channels if c.lower() == want.lower()] or channels[:2]
         images = {name: case.channel_file(name, channels) for name in shown}  # 3D files, or 4D + channel
         title = (f"{name}: {case_id}, {ranks[case_id]} of {len(ranked)} cases (mean Dice "

@@ -131,13 +131,10 @@ def reference_of(data: DataSource, fold: object = None) -> Reference:
                         "segmentation per case); pass a labelled dataset or datalist")
     if data.datalist_path:
         root = Path(os.path.commonpath([str(p.parent) for p in files.values()]))
-        layout = data.datalist.get("layout")
-        info = LayoutInfo(layout, data.scheme, f"datalist {data.datalist_path}", LAYOUTS[layout].title) \
-            if layout in LAYOUTS else None
     else:
         root = data.scan.root if not data.single else Path(data.dataset_dir).expanduser().resolve()
-        info = data.scan.layout if not data.single else data.single[1]
-    return Reference(root, files, info, data.scheme, {str(it["case"]): Case.from_item(it) for it in items}, fold)
+    return Reference(root, files, data.layout, data.scheme, {str(it["case"]): Case.from_item(it) for it in items},
+                     fold)
 
 
 def reference_files(ref_dir: str | os.PathLike) -> dict[str, Path]:

@@ -78,7 +78,8 @@ def run(*argv: str | Path) -> int:
 
 @pytest.mark.parametrize("layout", [pytest.param("brats2021", id="brats2021_case_folders"),
                                     pytest.param("brats2023", id="brats2023_case_folders"),
-                                    pytest.param("msd", id="msd_labelsTr"), pytest.param("nnunet", id="nnunet_labelsTr")])
+                                    pytest.param("msd", id="msd_labelsTr"),
+                                    pytest.param("nnunet", id="nnunet_labelsTr")])
 def test_stray_nifti_files_at_a_dataset_root_are_not_taken_as_the_reference(
         make_dataset, tmp_path: Path, layout: str, caplog: pytest.LogCaptureFixture) -> None:
     data = make_dataset(layout)
@@ -270,6 +271,79 @@ def test_plot_evaluation_accepts_every_scheme(make_dataset, tmp_path: Path, layo
     assert pictures[0] == "dice_boxplot.png" and len(pictures) == 4
     assert all((tmp_path / "eval" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pictures)
     assert_only_written_under(tmp_path, before, tmp_path / "eval")
+
+
+#: the file (and 4D index) of a channel of an ``(layout, channels)`` synthetic case, read from its own naming
+MSD_MODALITY = {"FLAIR": 0, "T1": 1, "T1ce": 2, "T2": 3}  # the Decathlon's dataset.json "modality"
+
+
+def expected_channel_file(data: Path, layout: str, case_id: str, channel: str) -> tuple[str, int | None]:
+    if layout == "msd":
+        return str(data / "imagesTr" / f"{case_id}.nii.gz"), MSD_MODALITY[channel]
+    if layout == "nnunet":
+        names = json.loads((data / "dataset.json").read_text())["channel_names"]
+        k = next(int(k) for k, name in names.items() if name == channel)
+        return str(data / "imagesTr" / f"{case_id}_{k:04d}.nii.gz"), None
+    suffix = {"brats2021": {"FLAIR": "_flair", "T1ce": "_t1ce"}, "brats2023": {"FLAIR": "-t2f", "T1ce": "-t1c"}}
+    return str(data / case_id / f"{case_id}{suffix[layout][channel]}.nii.gz"), None
+
+
+@pytest.mark.parametrize(("layout", "channels", "scheme", "shown"), [
+    pytest.param("brats2021", None, "labels", ("FLAIR", "T1ce"), id="brats2021_labels"),
+    pytest.param("brats2023", None, "auto", ("FLAIR", "T1ce"), id="brats2023_auto"),
+    pytest.param("msd", None, "labels", ("FLAIR", "T1ce"), id="msd_4d_labels"),
+    pytest.param("nnunet", None, "auto", ("FLAIR", "T1ce"), id="nnunet_auto"),
+    pytest.param("nnunet", ("FLAIR", "T1", "T1ce", "T2"), "labels", ("FLAIR", "T1ce"), id="nnunet_flair_first_labels"),
+    pytest.param("nnunet", ("FLAIR", "T1", "T1ce", "T2"), "msd", ("FLAIR", "T1ce"), id="nnunet_flair_first_msd"),
+    pytest.param("nnunet", ("T1ce",), "labels", ("T1ce",), id="nnunet_one_channel_labels"),
+])
+def test_pictures_show_each_contrast_from_the_datas_own_file_whatever_scheme_scores_the_labels(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str, channels: tuple[str, ...] | None, scheme: str,
+        shown: tuple[str, ...]) -> None:
+    import pipeline.evaluation.plots as plots
+    from pipeline.data.synthetic import write_dataset
+
+    data = tmp_path / "data"
+    write_dataset(data, cases=3, shape=SHAPE, seed=3, layout=layout,
+                  **({"channels": channels} if channels else {}))
+    copy_labels(data, tmp_path / "pred")
+    evaluate_folders(tmp_path / "pred", data, tmp_path / "eval", scheme=scheme)
+    drawn: dict[str, dict] = {}
+    real = plots.plot_case_overlay
+
+    def spy(images: dict, path: Path, *args, **kwargs):  # noqa: ANN202
+        drawn[path.stem] = images
+        return real(images, path, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "plot_case_overlay", spy)
+    assert run("plot", "evaluation", tmp_path / "eval", tmp_path / "pred", data, "--scheme", scheme) == 0
+    assert len(drawn) == 3
+    for case_id, images in drawn.items():
+        assert tuple(images) == shown
+        for channel, where in images.items():
+            assert (str(where[0]), where[1]) == expected_channel_file(data, layout, case_id, channel), channel
+
+
+@pytest.mark.parametrize("names_layout", [pytest.param(True, id="datalist_with_layout"),
+                                          pytest.param(False, id="datalist_without_layout_or_scheme")])
+def test_the_bundles_evaluation_draws_the_pictures_of_a_datalists_cases(make_dataset, tmp_path: Path,
+                                                                         names_layout: bool) -> None:
+    from pipeline.data.datalist import datalist_from_cases
+    from pipeline.data.source import DataSource
+    from pipeline.evaluation.evaluate import evaluate, plots
+    from pipeline.evaluation.reference import reference_of
+
+    data = make_dataset("brats2021")
+    copy_labels(data, tmp_path / "pred")
+    datalist = datalist_from_cases(discover_cases(data), "d", "brats2021", "brats", folds=3)
+    if not names_layout:  # a datalist written by hand or before layouts were recorded: brats2021 is read
+        del datalist["layout"], datalist["label_scheme"]
+    (tmp_path / "datalist.json").write_text(json.dumps(datalist))
+    reference = reference_of(DataSource(data, tmp_path / "datalist.json"))  # evaluate.yaml's calls, in its order
+    evaluate("legacy", tmp_path / "pred", reference, tmp_path / "eval", scheme="auto")
+    pictures = plots("legacy", tmp_path / "eval", tmp_path / "pred", reference, scheme="auto")
+    assert reference.layout.layout == "brats2021" and reference.scheme == "brats"
+    assert [p.name for p in pictures][0] == "dice_boxplot.png" and len(pictures) == 4
 
 
 @pytest.mark.parametrize(("pred_at", "out_at", "expected"), [
