@@ -19,13 +19,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy.stats import rankdata, wilcoxon
 
 from pipeline.core.errors import UserError
 from pipeline.core.figures import plt, save_figure
 from pipeline.core.files import atomic_write_text
 from pipeline.evaluation.evaluate import evaluate
+from pipeline.evaluation.metrics import region_metrics
 from pipeline.evaluation.plots import run_name
+from pipeline.evaluation.regions import summarize
 from pipeline.evaluation.report import Report
 
 #: The metrics that rank: (column of metrics.csv, higher is better)
@@ -55,14 +58,15 @@ def read_metrics(metrics_csv: str | os.PathLike) -> dict[str, dict[str, dict[str
 
 
 def brats_ranking(scores: dict[str, dict[str, dict[str, dict[str, float]]]]) -> dict[str, float]:
-    """``{algorithm: mean rank}``, best first: for each case, region and metric of `RANKED`, the algorithms are
-    ranked (1 best; ties share their mean rank; a missing or NaN value ranks last), and each algorithm's ranks
-    are averaged, as the BraTS challenges rank."""
+    """``{algorithm: mean rank}``, best first: for each case and region any algorithm was scored on, and each
+    metric of `RANKED`, the algorithms are ranked (1 best; ties share their mean rank; a missing or NaN value ranks
+    last), and each algorithm's ranks are averaged, as the BraTS challenges rank."""
     algorithms = list(scores)
-    first = scores[algorithms[0]]
+    cells = {case: dict.fromkeys(r for a in algorithms for r in scores[a].get(case, {}))
+             for case in dict.fromkeys(c for a in algorithms for c in scores[a])}
     ranks: dict[str, list[float]] = {a: [] for a in algorithms}
-    for case in first:
-        for region in first[case]:
+    for case, regions in cells.items():
+        for region in regions:
             for metric, higher in RANKED:
                 values = []
                 for a in algorithms:
@@ -73,6 +77,29 @@ def brats_ranking(scores: dict[str, dict[str, dict[str, dict[str, float]]]]) -> 
                     ranks[a].append(float(rank))
     mean = {a: float(np.mean(r)) if r else math.nan for a, r in ranks.items()}
     return dict(sorted(mean.items(), key=lambda kv: kv[1]))
+
+
+def _score_absent_labels(scores: dict[str, dict[str, dict[str, dict[str, float]]]]) -> list[str]:
+    """Under ``--scheme labels`` each evaluation scores, per case, the values its prediction or the reference holds,
+    so algorithms differ in what they were scored on. A value that some algorithm was scored on and another was
+    not, in a case, is in neither that algorithm's prediction nor the reference: it is scored as both empty (the
+    BraTS rule of `region_metrics`: Dice 1, HD95 0), in place. Returns every value's region, in value order."""
+    regions = sorted({r for per_case in scores.values() for m in per_case.values() for r in m},
+                     key=lambda n: int(n.split("_", 1)[1]))
+    empty = torch.zeros((1, 1, 1, 1), dtype=torch.bool)
+    both_empty = {k: float(v) for k, v in region_metrics(empty, empty)[0].items()}
+    for per_case in scores.values():
+        for metrics in per_case.values():
+            for region in regions:
+                metrics.setdefault(region, dict(both_empty))
+    return regions
+
+
+def _region_table(per_case: dict[str, dict[str, dict[str, float]]], regions: Sequence[str]) -> dict:
+    """``{"regions": {region: {metric: stats}}, "mean_dice"}`` of per-case scores, as `summarize` writes them."""
+    rows = [{"region": r, **m} for metrics in per_case.values() for r, m in metrics.items() if r in regions]
+    summary = summarize(rows, "labels", len(per_case))
+    return {"regions": summary["regions"], "mean_dice": summary["mean_dice"]}
 
 
 def case_means(per_case: dict[str, dict[str, dict[str, float]]], cases: Sequence[str]) -> np.ndarray:
@@ -155,7 +182,11 @@ def compare(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.PathLike], 
         if official:
             officials[name] = evaluate("official", pred, ref_dir, out / name, scheme=scheme, challenge=challenge,
                                        out_option="--out", allow_mixed=allow_mixed, overwrite=overwrite)
-    regions = list(next(iter(summaries.values()))["regions"])
+    if next(iter(summaries.values()))["scheme"] == "labels":  # every algorithm on every value: the same regions
+        regions = _score_absent_labels(scores)
+        summaries = {n: {**s, **_region_table(scores[n], regions)} for n, s in summaries.items()}
+    else:
+        regions = list(next(iter(summaries.values()))["regions"])
     ranking = brats_ranking(scores)
     order = list(ranking)
     tests = paired_tests(scores, order)

@@ -96,3 +96,36 @@ def test_compare_accepts_a_folder_of_reference_labels_with_a_scheme(tiny_dataset
     out = tmp_path / "cmp"
     assert pipeline_main(["compare", str(refs), *map(str, folders), "--out", str(out), "--scheme", "brats"]) == 0
     assert [row["algorithm"] for row in _rows(out / "ranking.csv")] == ["alg0", "alg2"]
+
+
+def test_a_region_only_some_algorithms_were_scored_on_ranks_every_algorithm() -> None:
+    scores = {"a": {"c0": {"WT": {"dice": 0.9, "hd95": 2.0}}},
+              "b": {"c0": {"WT": {"dice": 0.9, "hd95": 2.0}, "label_7": {"dice": 0.0, "hd95": 373.0}}}}
+    # WT ties (1.5 each, twice); label_7: b's 0 against a's missing value, which ranks last
+    assert brats_ranking(scores) == {"b": pytest.approx(1.25), "a": pytest.approx(1.75)}
+
+
+@pytest.mark.parametrize("order", [pytest.param(("clean", "stray"), id="clean_first"),
+                                   pytest.param(("stray", "clean"), id="stray_first")])
+def test_compare_under_labels_scores_every_algorithm_on_every_label_value(tiny_dataset: Path, tmp_path: Path,
+                                                                          order: tuple[str, str]) -> None:
+    import nibabel as nib
+
+    folders = {"clean": corrupted_predictions(tiny_dataset, tmp_path / "clean", 0),
+               "stray": corrupted_predictions(tiny_dataset, tmp_path / "stray", 0)}
+    first = sorted(folders["stray"].glob("*.nii.gz"))[0]  # one false blob of a value the reference never has
+    img = nib.load(first)
+    seg = np.asarray(img.dataobj).copy()
+    seg[:3, :3, :3] = 7
+    nib.save(nib.Nifti1Image(seg, img.affine, img.header), first)
+    out = tmp_path / "cmp"
+    assert pipeline_main(["compare", str(tiny_dataset), *(str(folders[n]) for n in order), "--names", *order,
+                          "--out", str(out), "--scheme", "labels"]) == 0
+    assert [row["algorithm"] for row in _rows(out / "ranking.csv")] == ["clean", "stray"]
+    table = {row["algorithm"]: row for row in _rows(out / "comparison.csv")}
+    n = len(list(folders["clean"].glob("*.nii.gz")))
+    # label 7, by hand: clean has it in no case (both empty: Dice 1 each), stray in one case only (Dice 0 there)
+    assert float(table["clean"]["Dice label_7"]) == pytest.approx(1.0)
+    assert float(table["stray"]["Dice label_7"]) == pytest.approx((n - 1) / n)
+    for name in order:  # every other value is perfect for both
+        assert all(float(table[name][f"Dice label_{v}"]) == pytest.approx(1.0) for v in (1, 2, 4))
