@@ -15,7 +15,7 @@ from monai.transforms.inverse import TraceableTransform
 from monai.utils import TraceKeys
 
 from pipeline.core.errors import UserError
-from pipeline.data.labels import CHANNELS, describe, labels_to_regions, regions_with_ignore
+from pipeline.data.labels import describe, labels_to_regions, regions_with_ignore
 
 
 class SelectChannelsd(MapTransform):
@@ -24,16 +24,19 @@ class SelectChannelsd(MapTransform):
     Args:
         keys: the image key(s), loaded channel-first ``(C, H, W, D)``.
         index_key: the item key holding the index (``channel_index``: position in the file of each channel
-            of `pipeline.data.labels.CHANNELS`); it is removed from the item. An item without it is unchanged.
+            of the data's description); it is removed from the item. An item without it is unchanged.
+        n_channels: the description's channel count (``$len(@channels)`` in common.yaml), which the index must
+            list; None: any count.
 
     Raises:
         ValueError: the index does not fit the image (naming the case and the file).
     """
 
     def __init__(self, keys: KeysCollection, index_key: str = "channel_index", allow_missing_keys: bool = False,
-                 ) -> None:
+                 n_channels: int | None = None) -> None:
         super().__init__(keys, allow_missing_keys)
         self.index_key = index_key
+        self.n_channels = n_channels
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -44,7 +47,8 @@ class SelectChannelsd(MapTransform):
         for key in self.key_iterator(d):
             img = d[key]
             n = int(img.shape[0])
-            if len(order) != len(CHANNELS) or not all(0 <= i < n for i in order) or n < len(order) or (
+            wrong_count = self.n_channels is not None and len(order) != self.n_channels
+            if wrong_count or not all(0 <= i < n for i in order) or n < len(order) or (
                     n != len(order) and len(order) in tuple(img.shape[1:])):
                 source = getattr(img, "meta", {}).get("filename_or_obj", key)
                 raise UserError(

@@ -369,3 +369,38 @@ def test_the_older_layouts_record_no_new_option(layout_datasets) -> None:
     for layout in ("brats2021", "brats2023", "msd"):
         settings = json.loads((layout_datasets[layout] / "synthetic.json").read_text())
         assert set(settings) == {"cases", "shape", "seed", "layout", "cases_written", "files_written"}
+
+
+@pytest.mark.parametrize(("channels", "index"), [
+    pytest.param(("T1ce", "FLAIR"), [1, 0], id="two_channels_stored_flair_first"),
+    pytest.param(("T1ce",), [0], id="one_channel"),
+    pytest.param(None, [3, 2, 1, 0], id="four_channels_reversed"),
+])
+def test_a_4d_datalist_item_loads_the_descriptions_channels_in_order_whatever_their_count(
+        tmp_path: Path, channels: tuple[str, ...] | None, index: list[int]) -> None:
+    from monai.bundle import ConfigParser
+    from monai.transforms import Compose
+
+    from pipeline.bundle import config_files
+
+    root = tmp_path / "nn"
+    write_dataset(root, cases=1, shape=LAYOUT_SHAPE, seed=SEED, layout="nnunet",
+                  **({"channels": channels} if channels else {}))
+    (case,) = discover_cases(root)
+    arrays = [np.asarray(nib.load(f).dataobj, np.float32) for f in case.images]  # description order
+    stored = np.zeros((*arrays[0].shape, len(arrays)), np.float32)  # one 4D file, channel k at index[k]
+    for k, i in enumerate(index):
+        stored[..., i] = arrays[k]
+    four_d = tmp_path / "case_4d.nii.gz"
+    nib.save(nib.Nifti1Image(stored, nib.load(case.images[0]).affine), four_d)
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"label_scheme": _scheme(root), "training": [
+        {"case": case.case_id, "image": [str(four_d)], "channel_index": index, "label": case.label, "fold": 0}]}))
+    parser = ConfigParser()
+    parser.read_config(config_files("training"))
+    parser.update({"datalist": str(datalist), "dataset_dir": str(root)})
+    (item,) = parser.get_parsed_content("data").inference_items()
+    loaded = Compose([parser.get_parsed_content("load_image"), parser.get_parsed_content("select_channels")])(item)
+    assert loaded["image"].shape[0] == len(arrays)
+    for k, array in enumerate(arrays):
+        np.testing.assert_array_equal(np.asarray(loaded["image"][k]), array)
