@@ -41,6 +41,7 @@ from pipeline.commands import set_ids  # noqa: E402
 from pipeline.core.errors import UserError  # noqa: E402
 from pipeline.core.figures import plt, save_figure  # noqa: E402
 from pipeline.data.layouts import discover_cases  # noqa: E402
+from pipeline.evaluation.regions import dice_line  # noqa: E402
 
 #: The recipes: the bundle variants each trains and infers with.
 RECIPES = {"budget": {"fast": True, "budget": True}, "default": {"fast": True}}
@@ -195,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                                             "output_dir": out / "seg", "eval_dir": out / "eval"}),
          out / "evaluation.log")
 
-    summary = json.loads((out / "eval" / "summary.json").read_text())
-    dice = {r: summary["regions"][r]["dice"]["mean"] for r in ("ET", "TC", "WT")}
+    summary = json.loads((out / "eval" / "summary.json").read_text())  # the regions the data's scheme evaluates
+    dice = {r: v["dice"]["mean"] for r, v in summary["regions"].items()}
     history = json.loads((runs[0] / "run.json").read_text())
     points = time_to_dice(runs[0] / "history.csv", out, f"{args.recipe} recipe ({args.network}), "
                           f"{args.minutes / len(runs):g} min "
@@ -206,12 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     record = {"minutes": args.minutes, "device": args.device, "recipe": args.recipe, "network": args.network,
               "set": extra, "folds": len(runs),
               "train_cases": n_train, "test_cases": n_test, "training_wall_s": round(train_s, 1), "dice": dice,
-              "mean_dice": sum(dice.values()) / 3, "hd95": {r: summary["regions"][r]["hd95"]["mean"] for r in dice},
+              "mean_dice": summary["mean_dice"], "hd95": {r: summary["regions"][r]["hd95"]["mean"] for r in dice},
               "split": history.get("split"), "time_to_dice": points}
     (out / "accuracy.json").write_text(json.dumps(record, indent=2))
-    print(f"accuracy: mean Dice {record['mean_dice']:.3f} (ET {dice['ET']:.3f}, TC {dice['TC']:.3f}, "
-          f"WT {dice['WT']:.3f}) on {n_test} test cases, {args.minutes:.1f} min of training on {args.device} "
-          f"({n_train} training cases)", flush=True)
+    print(f"accuracy: {dice_line(summary)} on {n_test} test cases, {args.minutes:.1f} min of training on "
+          f"{args.device} ({n_train} training cases)", flush=True)
     return 0
 
 

@@ -85,20 +85,27 @@ def main(argv: list[str] | None = None) -> int:
         if done.returncode != 0:
             raise SystemExit(f"inference for '{name}' failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
         seconds = (time.perf_counter() - t) / args.cases
-        s = evaluate_folders(seg, heldout, out / "eval")
-        dice = {r: s["regions"][r]["dice"]["mean"] for r in ("ET", "TC", "WT")}
-        hd95 = sum(s["regions"][r]["hd95"]["mean"] for r in ("ET", "TC", "WT")) / 3
-        rows.append((name, dice, sum(dice.values()) / 3, hd95, seconds))
+        s = evaluate_folders(seg, heldout, out / "eval", scheme="auto")  # the reference's own scheme
+        rows.append(_row(name, s, seconds))
         print(f"{name}: mean Dice {rows[-1][2]:.4f}", flush=True)
     _table(rows)
     return 0
 
 
+def _row(name: str, summary: dict, seconds: float) -> tuple:
+    """``(name, {region: mean Dice}, mean Dice, mean HD95, seconds)`` over the regions the summary evaluated."""
+    dice = {r: v["dice"]["mean"] for r, v in summary["regions"].items()}
+    hd95 = sum(v["hd95"]["mean"] for v in summary["regions"].values()) / len(dice)
+    return name, dice, summary["mean_dice"], hd95, seconds
+
+
 def _table(rows: list) -> None:
-    print("\n| variant | Dice ET | Dice TC | Dice WT | mean Dice | mean HD95 (mm) | s / case (incl. start-up) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    regions = list(rows[0][1]) if rows else []
+    print("\n| variant | " + " | ".join(f"Dice {r}" for r in regions)
+          + " | mean Dice | mean HD95 (mm) | s / case (incl. start-up) |")
+    print("| --- " * (len(regions) + 4) + "|")
     for name, dice, mean, hd95, seconds in rows:
-        print(f"| {name} | {dice['ET']:.4f} | {dice['TC']:.4f} | {dice['WT']:.4f} | {mean:.4f} | {hd95:.2f} | "
+        print(f"| {name} | " + " | ".join(f"{dice[r]:.4f}" for r in regions) + f" | {mean:.4f} | {hd95:.2f} | "
               f"{seconds:.2f} |")
 
 
@@ -127,10 +134,8 @@ def _validation(args: argparse.Namespace) -> int:
         if done.returncode != 0:
             raise SystemExit(f"inference for '{name}' failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
         seconds = (time.perf_counter() - t) / len(items)
-        s = evaluate_folders(out / "seg", args.reference, out / "eval", cases=cases)
-        dice = {r: s["regions"][r]["dice"]["mean"] for r in ("ET", "TC", "WT")}
-        hd95 = sum(s["regions"][r]["hd95"]["mean"] for r in ("ET", "TC", "WT")) / 3
-        rows.append((name, dice, sum(dice.values()) / 3, hd95, seconds))
+        s = evaluate_folders(out / "seg", args.reference, out / "eval", scheme="auto", cases=cases)
+        rows.append(_row(name, s, seconds))
         print(f"{name}: mean Dice {rows[-1][2]:.4f}", flush=True)
     _table(rows)
     return 0

@@ -4,13 +4,14 @@
         --reference data/real --out runs/tumour_fraction [--fractions 0 0.1 0.2 0.3 0.5 1]
 
 nnU-Net chooses its post-processing on the out-of-fold predictions of its training cases; this does the same for
-our tumour-component rule without running a network again: each ``<case>.nii.gz`` of each folder (BraTS labels,
-``(H, W, D)``) is turned into its regions, `pipeline.inference.postprocessing.KeepMainTumourd` drops the
-whole-tumour components under each fraction of the largest (the transform inference runs), the labels are
-written to ``OUT/<fraction>/<folder>/`` and scored by `pipeline.evaluation.regions.evaluate_folders` (legacy
-protocol) against ``--reference``, a folder of case folders. A fraction below the one the folders were written
-with gives the same as that one (a component already dropped stays dropped). Prints the machine and a Markdown
-table: mean Dice and HD95 per region over every segmentation, and the cases that change.
+our tumour-component rule without running a network again: each ``<case>.nii.gz`` of each folder (labels in the
+numbering of the reference dataset's layout, ``(H, W, D)``) is turned into its regions,
+`pipeline.inference.postprocessing.KeepMainTumourd` drops the whole-tumour components under each fraction of the
+largest (the transform inference runs), the labels are written to ``OUT/<fraction>/<folder>/`` and scored by
+`pipeline.evaluation.regions.evaluate_folders` (legacy protocol) against ``--reference``, a dataset folder. A
+fraction below the one the folders were written with gives the same as that one (a component already dropped stays
+dropped). Prints the machine and a Markdown table: mean Dice and HD95 per region over every segmentation, and the
+cases that change.
 """
 
 from __future__ import annotations
@@ -32,23 +33,29 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from pipeline.data.labels import labels_to_regions, regions_to_labels
+    from pipeline.data.labels import describe, labels_to_regions, regions_to_labels
+    from pipeline.evaluation.reference import read_reference
     from pipeline.evaluation.regions import evaluate_folders
     from pipeline.inference.postprocessing import KeepMainTumourd
     from pipeline.inference.predict import write_label_like
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folders", nargs="+", help="segmentation folders (<case>.nii.gz, BraTS 2018-2021 labels)")
-    p.add_argument("--reference", required=True, help="the labelled cases: a folder of case folders")
+    p.add_argument("folders", nargs="+", help="segmentation folders (<case>.nii.gz, in the reference's numbering)")
+    p.add_argument("--reference", required=True, help="the labelled cases: a dataset folder (any layout)")
     p.add_argument("--out", required=True, help="where the re-thresholded segmentations and their scores go")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.5, 1.0])
     args = p.parse_args(argv)
     print(machine("cpu"), flush=True)
 
     out = Path(args.out).resolve()
+    reference = read_reference(args.reference)  # its layout's scheme numbers the segmentations too
+    if reference.layout is None:
+        raise SystemExit(f"bench_tumour_fraction: --reference {args.reference} is not a dataset folder")
+    scheme = reference.layout.label_scheme
+    desc = describe(scheme)
     scores: dict[float, dict[tuple[str, str], dict[str, float]]] = {}  # fraction -> (folder/case, region) -> metrics
     for fraction in args.fractions:
-        keep = KeepMainTumourd("pred", fraction=fraction)
+        keep = KeepMainTumourd("pred", fraction=fraction, description=desc)
         for i, folder in enumerate(map(Path, args.folders)):
             name = f"{i}_{folder.name}"
             target, eval_dir = out / f"{fraction:g}" / name, out / f"{fraction:g}" / f"eval_{name}"
@@ -56,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             cases = sorted(f.name[: -len(".nii.gz")] for f in folder.glob("*.nii.gz"))
             for case in cases:
                 labels = np.asarray(nib.load(folder / f"{case}.nii.gz").dataobj).astype(np.uint8)
-                regions = keep({"pred": torch.as_tensor(labels_to_regions(labels, "brats")), "case": case})["pred"]
-                write_label_like(regions_to_labels(regions.numpy(), "brats"), folder / f"{case}.nii.gz",
+                regions = keep({"pred": torch.as_tensor(labels_to_regions(labels, scheme)), "case": case})["pred"]
+                write_label_like(regions_to_labels(regions.numpy(), scheme), folder / f"{case}.nii.gz",
                                  target / f"{case}.nii.gz", case=case)
-            evaluate_folders(target, args.reference, eval_dir, "brats", cases=cases)
+            evaluate_folders(target, args.reference, eval_dir, scheme, cases=cases)
             with open(eval_dir / "metrics.csv") as f:
                 for r in csv.DictReader(f):
                     scores.setdefault(fraction, {})[(f"{folder}/{r['case']}", r["region"])] = {
@@ -73,11 +80,13 @@ def main(argv: list[str] | None = None) -> int:
 
     cases = sorted({c for c, _ in scores[args.fractions[0]]})
     print(f"\n{len(cases)} segmentations")
-    print("| dropped under ... of the largest | Dice ET | Dice TC | Dice WT | mean Dice | HD95 ET / TC / WT (mm) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    evaluated = list(desc.evaluated)
+    print("| dropped under ... of the largest | " + " | ".join(f"Dice {r}" for r in evaluated)
+          + f" | mean Dice | HD95 {' / '.join(evaluated)} (mm) |")
+    print("| --- " * (len(evaluated) + 3) + "|")
     for fraction in args.fractions:
-        dice = [mean(fraction, r, "dice") for r in ("ET", "TC", "WT")]
-        hd95 = [mean(fraction, r, "hd95") for r in ("ET", "TC", "WT")]
+        dice = [mean(fraction, r, "dice") for r in evaluated]
+        hd95 = [mean(fraction, r, "hd95") for r in evaluated]
         print(f"| {fraction:g} | " + " | ".join(f"{d:.4f}" for d in dice) + f" | {np.mean(dice):.4f} | "
               + " / ".join(f"{h:.1f}" for h in hd95) + " |")
     print("\ncases that change (mean Dice over the regions, per fraction):")

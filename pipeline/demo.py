@@ -17,7 +17,7 @@ from pipeline.commands import next_steps, run_stage
 from pipeline.core.errors import UserError
 from pipeline.data.datalist import write_datalist
 from pipeline.data.synthetic import DEFAULT_SHAPE, write_dataset
-from pipeline.evaluation.regions import format_table
+from pipeline.evaluation.regions import dice_line, format_table
 from pipeline.model.record import RUN_ARTEFACTS
 
 BUNDLE = Path(__file__).resolve().parent.parent / "bundle"
@@ -44,10 +44,7 @@ def _stage(name: str, timings: dict[str, float], bundle: tuple[str, dict, dict] 
 
 def demo_line(summary: dict, seconds: float) -> str:
     """``demo: mean Dice 0.873 (ET 0.812, TC 0.861, WT 0.946) in 412 s`` from an evaluation summary."""
-    dice = {r: summary["regions"][r]["dice"]["mean"] for r in ("ET", "TC", "WT")}
-    mean = sum(dice.values()) / len(dice)
-    return (f"demo: mean Dice {mean:.3f} (ET {dice['ET']:.3f}, TC {dice['TC']:.3f}, WT {dice['WT']:.3f}) "
-            f"in {seconds:.0f} s")
+    return f"demo: {dice_line(summary)} in {seconds:.0f} s"
 
 
 def free_run_dir(run_dir: str | os.PathLike) -> Path:

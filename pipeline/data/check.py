@@ -18,7 +18,15 @@ import nibabel as nib
 import numpy as np
 
 from pipeline.core.nifti import AFFINE_TOLERANCE, HEADER_ROUNDING, axcodes, grid_distance, read_voxels, reorientation
-from pipeline.data.labels import CHANNELS, LABEL_SCHEMES, NNUNET_PREFIX, allowed_labels, describe, scheme_name
+from pipeline.data.labels import (
+    CHANNELS,
+    LABEL_SCHEMES,
+    NNUNET_PREFIX,
+    allowed_labels,
+    describe,
+    scheme_choices,
+    scheme_name,
+)
 from pipeline.data.layouts import LAYOUTS, Case, DatasetError, LayoutInfo, Problem, scan_dataset
 
 logger = logging.getLogger(__name__)
@@ -481,7 +489,7 @@ def check_label_folder(root: str | os.PathLike, label_scheme: str, *, data: bool
     started = time.perf_counter()
     if label_scheme in (None, "auto"):
         raise DatasetError(f"{root} is a folder of label files, which does not say its numbering: pass "
-                           "--label_scheme (brats: ET = 4; brats2023: ET = 3; brats2024; msd; nnunet:<dataset.json>)")
+                           f"--label_scheme with one of: {scheme_choices()}")
     scheme = scheme_name(label_scheme)
     allowed = describe(scheme).allowed
     files = nifti_files(Path(root).expanduser())

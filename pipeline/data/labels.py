@@ -78,6 +78,25 @@ class Description:
         return {0, *self.labels.values(), *(() if self.ignore is None else (self.ignore,))}
 
     @property
+    def whole_tumour(self) -> str | None:
+        """The region that is the whole tumour, by its labels: where the roles are known, the region of exactly the
+        NCR, ED and ET labels (WT; not RC); else (an nnU-Net dataset's own regions) the one region that holds another
+        and lies in none (nnU-Net's ``whole tumor`` of nested regions). None when no region is: one region per
+        label, or two candidates."""
+        if self.roles:
+            whole = {self.roles[r] for r in ("NCR", "ED", "ET") if r in self.roles}
+            return next((name for name, values in self.regions.items() if set(values) == whole), None)
+        sets = {name: set(values) for name, values in self.regions.items()}
+        outer = [name for name, s in sets.items()
+                 if any(t < s for t in sets.values()) and not any(s < t for t in sets.values())]
+        return outer[0] if len(outer) == 1 else None
+
+    def within(self, region: str) -> list[int]:
+        """The channels (in `regions` order) whose labels all lie in ``region``'s, its own included."""
+        outer = set(self.regions[region])
+        return [i for i, values in enumerate(self.regions.values()) if set(values) <= outer]
+
+    @property
     def write_order(self) -> list[int]:
         """Region channels in the order they are written: larger regions first, then channel order."""
         return sorted(range(len(self.regions)), key=lambda i: -len(tuple(self.regions.values())[i]))
@@ -245,6 +264,13 @@ def describe(scheme: str | Description) -> Description:
         "post-treatment glioma with 4 = resection cavity, msd: Decathlon Task01 with 1 ED, 2 NET, 3 ET) "
         f"or {NNUNET_PREFIX}<path to dataset.json>"
     )
+
+
+def scheme_choices() -> str:
+    """Every scheme a user can name, for messages: ``brats (BraTS 2018-2021 (1 NCR, 2 ED, 4 ET)); ...;
+    nnunet:<dataset.json> (an nnU-Net dataset's own)``."""
+    return "; ".join([*(f"{name} ({d.title})" for name, d in BUILTIN.items()),
+                      f"{NNUNET_PREFIX}<dataset.json> (an nnU-Net dataset's own)"])
 
 
 def scheme_name(scheme: str | Description, *, auto: bool = False) -> str:

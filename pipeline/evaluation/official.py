@@ -31,7 +31,7 @@ import numpy as np
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text
 from pipeline.core.nifti import load_labels
-from pipeline.data.labels import LABEL_SCHEMES, NUMBERING
+from pipeline.data.labels import LABEL_SCHEMES, NNUNET_PREFIX, NUMBERING
 from pipeline.evaluation.metrics import HD95_EMPTY_PENALTY_MM
 from pipeline.evaluation.reference import on_reference_grid, pair_cases, resolve_evaluation_scheme
 from pipeline.evaluation.regions import label_values_problem
@@ -167,8 +167,10 @@ def _check_scheme(scheme: str) -> None:
                         "in a challenge's numbering; pass --scheme brats (ET 4), brats2023 (ET 3), brats2024 (ET 3, "
                         "RC 4) or msd, or use --protocol legacy for label-wise numbers")
     if scheme not in OFFICIAL_SCHEMES:
-        raise UserError(f"unknown scheme {scheme!r} for the official BraTS evaluation; expected one of "
-                        f"{', '.join(OFFICIAL_SCHEMES)}")
+        why = ("an nnU-Net dataset's own labels are not a BraTS challenge's numbering" if
+               str(scheme).startswith(NNUNET_PREFIX) else "it is not a BraTS scheme")
+        raise UserError(f"the official BraTS evaluation cannot score scheme {scheme!r}: {why}; pass --scheme "
+                        f"{', '.join(OFFICIAL_SCHEMES)}, or use --protocol legacy")
 
 
 def official_label_map(scheme: str, challenge: str | None = None) -> dict[int, int]:

@@ -25,7 +25,7 @@ from pipeline.core.nifti import (
     reorientation,
 )
 from pipeline.core.provenance import Provenance
-from pipeline.data.labels import LABEL_SCHEMES, NNUNET_PREFIX, allowed_labels
+from pipeline.data.labels import LABEL_SCHEMES, NNUNET_PREFIX, allowed_labels, scheme_choices
 from pipeline.data.layouts import LAYOUTS, Case, DatasetError, LayoutInfo, detect_layout, discover_cases
 from pipeline.data.layouts.brats import case_folders, holds_case, single_case
 from pipeline.data.source import DataSource
@@ -174,7 +174,7 @@ def resolve_evaluation_scheme(scheme: str, reference: Reference) -> str:
     raise UserError(
         f"--scheme auto cannot tell the label numbering of {reference.root}: it is a folder of <case>.nii.gz labels, "
         f"not a dataset with a layout ({first.name} holds {values}, which fit {', '.join(fits) or 'no BraTS scheme'}); "
-        "pass --scheme brats (ET 4), brats2023 (ET 3), msd (1 ED, 2 NET, 3 ET) or labels")
+        f"pass --scheme with one of: {scheme_choices()}; or labels (each value scored as it is)")
 
 
 def check_evaluation_folders(pred_dir: str | os.PathLike, reference: Reference) -> Path:

@@ -264,6 +264,17 @@ def summarize(rows: Sequence[dict], scheme: str, n_cases: int) -> dict:
     }
 
 
+def dice_line(summary: dict) -> str:
+    """``mean Dice 0.873 (ET 0.812, TC 0.861, WT 0.946)`` of a legacy summary (`summarize`, or its summary.json):
+    its mean and the mean of every region it evaluated, in its order (the scheme's `Description.evaluated`; the
+    values under ``labels``); ``n/a`` for a region no case had."""
+    def number(x: object) -> str:
+        return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+    regions = ", ".join(f"{r} {number(v['dice']['mean'])}" for r, v in summary["regions"].items())
+    return f"mean Dice {number(summary['mean_dice'])} ({regions})"
+
+
 def evaluate_folders(
     pred_dir: str | os.PathLike,
     ref_dir: str | os.PathLike,

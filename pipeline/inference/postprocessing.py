@@ -19,7 +19,7 @@ from monai.transforms import MapTransform
 
 from pipeline.core.config import as_fraction, as_int
 from pipeline.core.errors import UserError
-from pipeline.data.labels import REGIONS
+from pipeline.data.labels import REGIONS, Description, describe
 
 logger = logging.getLogger(__name__)
 
@@ -29,19 +29,24 @@ class KeepMainTumourd(MapTransform):
     voxels inside them: scattered false positives away from the tumour (nnU-Net's "largest component"
     post-processing, softened so that a second lesion of comparable size stays).
 
-    On binary regions ``(R, H, W, D)`` in ``regions`` order, which must hold WT (26-connected components of WT;
-    every region is cleared outside the kept ones, so TC and ET stay inside WT). ``fraction = 0`` turns it off;
-    1 keeps the largest component only (and those of equal size).
+    On binary regions ``(R, H, W, D)`` in the order of ``description.regions``, which must have a whole-tumour
+    region (`Description.whole_tumour`: WT, or an nnU-Net dataset's ``whole tumor``): its 26-connected
+    components are measured, and the regions whose labels lie within it (WT, TC, ET) are cleared outside the kept
+    ones, so TC and ET stay inside WT; a region outside it (BraTS 2024's resection cavity) is left as it is.
+    ``fraction = 0`` turns it off; 1 keeps the largest component only (and those of equal size).
     """
 
     def __init__(self, keys: KeysCollection, fraction: float | str = 0.0, allow_missing_keys: bool = False,
-                 regions: Sequence[str] = REGIONS) -> None:
+                 description: Description | str = "brats") -> None:
         super().__init__(keys, allow_missing_keys)
         self.fraction = as_fraction(fraction, "min_tumour_fraction")
-        self.regions = list(regions)
-        if self.fraction and "WT" not in self.regions:
-            raise UserError(f"min_tumour_fraction needs the region WT; this network has {self.regions}: "
-                             "leave --min_tumour_fraction 0")
+        desc = describe(description)
+        self.whole = desc.whole_tumour
+        if self.fraction and self.whole is None:
+            raise UserError(f"min_tumour_fraction needs a whole-tumour region (one holding the others); this network "
+                            f"has {list(desc.regions)}: leave --min_tumour_fraction 0")
+        self.wt = list(desc.regions).index(self.whole) if self.whole is not None else -1
+        self.cleared = desc.within(self.whole) if self.whole is not None else []
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         from scipy import ndimage
@@ -49,18 +54,20 @@ class KeepMainTumourd(MapTransform):
         d = dict(data)
         if self.fraction == 0:
             return d
-        wt = self.regions.index("WT")
         for key in self.key_iterator(d):
             regions = d[key]
-            components, n = ndimage.label(np.asarray(regions[wt].detach().cpu()) > 0.5, structure=np.ones((3, 3, 3)))
+            components, n = ndimage.label(np.asarray(regions[self.wt].detach().cpu()) > 0.5,
+                                          structure=np.ones((3, 3, 3)))
             if n <= 1:
                 continue
             sizes = np.bincount(components.ravel())[1:]
             kept = np.flatnonzero(sizes >= self.fraction * sizes.max()) + 1
             if len(kept) == n:
                 continue
-            keep = torch.as_tensor(np.isin(components, kept), device=regions.device)
-            d[key] = regions * keep.to(regions.dtype)
+            keep = torch.as_tensor(np.isin(components, kept), device=regions.device).to(regions.dtype)
+            regions = regions.clone()
+            regions[self.cleared] = regions[self.cleared] * keep
+            d[key] = regions
             logger.info("%s: %d of %d whole-tumour components (%d voxels) smaller than %g of the largest removed",
                         d.get("case", key), n - len(kept), n, int(sizes.sum() - sizes[kept - 1].sum()),
                         self.fraction)

@@ -55,38 +55,44 @@ def test_inference_benchmark_prints_seconds_per_volume_writing_apart_and_ratio(t
     assert "ratio plain/ours:" in out and "background writers:" in out
 
 
+@pytest.mark.parametrize("layout", ["brats2021", "brats2023", "msd"])
 def test_tumour_fraction_benchmark_drops_a_far_false_lesion_and_scores_it_as_an_independent_dice(
-        tiny_dataset: Path, tmp_path: Path) -> None:
+        layout_datasets: dict[str, Path], tmp_path: Path, layout: str) -> None:
     import nibabel as nib
     import numpy as np
     from scipy import ndimage
 
+    from pipeline.data.labels import describe
+    from pipeline.data.layouts import detect_layout, discover_cases
+
+    dataset = layout_datasets[layout]
+    oedema = describe(detect_layout(dataset).label_scheme).roles["ED"]  # in the reference's own numbering
     seg = tmp_path / "seg"
     seg.mkdir()
     expected = {}  # case -> (WT Dice with the false lesion, WT Dice without it), counted here with numpy
-    for case_dir in sorted(p for p in tiny_dataset.iterdir() if p.is_dir()):
-        case = case_dir.name
-        ref_img = nib.load(case_dir / f"{case}_seg.nii.gz")
+    for case in discover_cases(dataset):
+        ref_img = nib.load(case.label)
         ref = np.asarray(ref_img.dataobj).astype(np.uint8)
         wt = ref > 0
         pred = ref.copy()
         far = tuple(0 if c > s / 2 else s - 3 for c, s in zip(ndimage.center_of_mass(wt), ref.shape, strict=True))
         box = tuple(slice(c, c + 3) for c in far)
         assert not wt[box].any()
-        pred[box] = 2  # a 27-voxel oedema lesion in the far corner: far below half the tumour
+        pred[box] = oedema  # a 27-voxel oedema lesion in the far corner: far below half the tumour
         kept = pred > 0
         labels, n = ndimage.label(kept, structure=np.ones((3, 3, 3)))
         sizes = np.bincount(labels.ravel())[1:]
         cleaned = np.isin(labels, np.flatnonzero(sizes >= 0.5 * sizes.max()) + 1)
-        expected[case] = (2 * (kept & wt).sum() / (kept.sum() + wt.sum()),
-                          2 * (cleaned & wt).sum() / (cleaned.sum() + wt.sum()))
-        nib.save(nib.Nifti1Image(pred, ref_img.affine, ref_img.header), seg / f"{case}.nii.gz")
-    result = run_module([sys.executable, "bench/bench_tumour_fraction.py", str(seg), "--reference", str(tiny_dataset),
+        expected[case.case_id] = (2 * (kept & wt).sum() / (kept.sum() + wt.sum()),
+                                  2 * (cleaned & wt).sum() / (cleaned.sum() + wt.sum()))
+        nib.save(nib.Nifti1Image(pred, ref_img.affine, ref_img.header), seg / f"{case.case_id}.nii.gz")
+    result = run_module([sys.executable, "bench/bench_tumour_fraction.py", str(seg), "--reference", str(dataset),
                          "--out", str(tmp_path / "out"), "--fractions", "0", "0.5"],
                         capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    header = re.search(r"^\| dropped under .*\|$", result.stdout, flags=re.MULTILINE).group(0).split(" | ")
     rows = dict(re.findall(r"^\| ([0-9.]+) \| (.+) \|$", result.stdout, flags=re.MULTILINE))
-    wt_dice = {f: float(rows[f].split(" | ")[2]) for f in ("0", "0.5")}
+    wt_dice = {f: float(rows[f].split(" | ")[header.index("Dice WT") - 1]) for f in ("0", "0.5")}
     assert wt_dice["0"] == pytest.approx(np.mean([e[0] for e in expected.values()]), abs=1e-4)
     assert wt_dice["0.5"] == pytest.approx(np.mean([e[1] for e in expected.values()]), abs=1e-4)
     assert wt_dice["0.5"] > wt_dice["0"]

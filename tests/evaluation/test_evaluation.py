@@ -378,3 +378,28 @@ def test_format_table_prints_mean_and_std_of_each_region(folders: dict) -> None:
     assert f"{et['dice']['mean']:.4f} ± {et['dice']['std']:.4f}" in table
     assert f"{et['hd95']['mean']:.2f} ± {et['hd95']['std']:.2f}" in table
     assert [ln.split()[0] for ln in lines[2:5]] == ["ET", "TC", "WT"]
+
+
+@pytest.mark.parametrize(("scheme", "regions"), [
+    pytest.param("brats", ["ET", "TC", "WT"], id="brats"),
+    pytest.param("brats2024", ["ET", "NETC", "SNFH", "RC", "TC", "WT"], id="brats2024_with_rc"),
+    pytest.param("labels", ["label_1", "label_2"], id="labels"),
+])
+def test_the_dice_line_gives_the_mean_and_every_region_the_evaluation_scored(scheme: str, regions: list[str]) -> None:
+    from pipeline.evaluation.regions import dice_line, summarize
+
+    rng = np.random.default_rng(0)
+    dice = {r: rng.uniform(0, 1, 3) for r in regions}  # 3 cases
+    others = dict.fromkeys(("sensitivity", "specificity", "hd95", "nsd"), 1.0)
+    rows = [{"region": r, "dice": float(d), **others} for r in regions for d in dice[r]]
+    line = dice_line(summarize(rows, scheme, 3))
+    means = [float(np.mean(dice[r])) for r in regions]
+    assert line == (f"mean Dice {np.mean(means):.3f} ("
+                    + ", ".join(f"{r} {m:.3f}" for r, m in zip(regions, means, strict=True)) + ")")
+
+
+def test_the_dice_line_of_a_summary_read_back_shows_a_region_no_case_had_as_n_a() -> None:
+    from pipeline.evaluation.regions import dice_line
+
+    summary = {"mean_dice": 0.5, "regions": {"ET": {"dice": {"mean": None}}, "WT": {"dice": {"mean": 0.5}}}}
+    assert dice_line(summary) == "mean Dice 0.500 (ET n/a, WT 0.500)"

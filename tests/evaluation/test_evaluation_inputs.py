@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from pipeline.__main__ import main
+from pipeline.data.labels import BUILTIN, describe
 from pipeline.data.layouts import LAYOUTS, discover_cases
 from pipeline.evaluation.regions import evaluate_folders
 
@@ -203,7 +204,8 @@ def test_auto_scheme_on_a_folder_of_labels_asks_for_an_explicit_scheme(
     assert run("evaluate", tmp_path / "pred", tmp_path / "labels", "--out", tmp_path / "eval") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(tmp_path / "labels") in err
-    assert "--scheme auto cannot tell" in err and "pass --scheme brats (ET 4), brats2023 (ET 3)" in err
+    assert "--scheme auto cannot tell" in err and err.endswith("or labels (each value scored as it is)")
+    assert all(f"{name} ({describe(name).title})" in err for name in BUILTIN)  # every scheme, from its description
     assert snapshot(tmp_path) == before
     assert run("evaluate", tmp_path / "pred", tmp_path / "labels", "--out", tmp_path / "eval",
                "--scheme", "brats2023") == 0

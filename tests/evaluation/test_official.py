@@ -343,7 +343,9 @@ def test_label_map_per_scheme_and_challenge(scheme: str, challenge: str | None, 
 
 @pytest.mark.parametrize(("scheme", "challenge", "message"), [
     pytest.param("labels", None, "--scheme labels cannot be scored", id="labels"),
-    pytest.param("brats2099", None, "unknown scheme 'brats2099'", id="unknown_scheme"),
+    pytest.param("brats2099", None, "cannot score scheme 'brats2099': it is not a BraTS scheme", id="unknown_scheme"),
+    pytest.param("nnunet:/data/dataset.json", None, "an nnU-Net dataset's own labels are not a BraTS challenge's",
+                 id="nnunet_scheme"),
     pytest.param("brats2024", "ped", "RC has no label", id="rc_under_ped"),
     pytest.param("brats", "menrt", "1 GTV only", id="menrt"),
     pytest.param("brats", "isles", "unknown challenge 'isles'", id="unknown_challenge"),

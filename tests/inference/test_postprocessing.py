@@ -79,9 +79,40 @@ def test_whole_tumour_components_below_a_share_of_the_largest_are_dropped(fracti
     assert bool(((out[2] > 0) & (out[0] == 0)).any()) is False
 
 
-def test_dropping_components_needs_the_whole_tumour_region() -> None:
+def test_dropping_components_needs_a_whole_tumour_region() -> None:
     from pipeline.core.errors import UserError
+    from pipeline.data.labels import from_dataset_json
     from pipeline.inference.postprocessing import KeepMainTumourd
 
-    with pytest.raises(UserError, match="min_tumour_fraction needs the region WT"):
-        KeepMainTumourd("pred", 0.1, regions=("ET", "RC"))
+    plain = from_dataset_json({"channel_names": {"0": "T1"}, "labels": {"background": 0, "ET": 1, "RC": 2}})
+    with pytest.raises(UserError, match=r"min_tumour_fraction needs a whole-tumour region .*\['ET', 'RC'\]"):
+        KeepMainTumourd("pred", 0.1, description=plain)
+    assert KeepMainTumourd("pred", 0, description=plain).fraction == 0  # off: nothing to find
+
+
+DATASET137_RC = {"channel_names": {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAIR"},
+                 "labels": {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": 3,
+                            "resection cavity": 4}, "regions_class_order": [1, 2, 3, 4]}
+
+
+@pytest.mark.parametrize("scheme", ["brats", "brats2023", "msd", "brats2024", "nnunet_dataset137_rc"])
+def test_a_far_lesion_goes_with_its_core_and_a_resection_cavity_outside_the_tumour_stays(scheme: str) -> None:
+    import numpy as np
+
+    from pipeline.data.labels import NUMBERING, describe, from_dataset_json, labels_to_regions, regions_to_labels
+    from pipeline.inference.postprocessing import KeepMainTumourd
+
+    desc = from_dataset_json(DATASET137_RC) if scheme.startswith("nnunet") else describe(scheme)
+    code = desc.roles or NUMBERING["nnunet-brats21"]  # role -> label value in this numbering
+    labels = np.zeros((40, 40, 40), np.uint8)
+    labels[2:14, 2:14, 2:14] = code["ED"]        # the tumour: oedema around a core with an enhancing rim
+    labels[4:10, 4:10, 4:10] = code["NCR"]
+    labels[5:8, 5:8, 5:8] = code["ET"]
+    labels[30:34, 30:34, 30:34] = code["ED"]     # a far lesion of 64 voxels (4 %) with an enhancing centre
+    labels[31:33, 31:33, 31:33] = code["ET"]
+    expected = labels.copy()
+    expected[30:34, 30:34, 30:34] = 0
+    if "RC" in code and (code["RC"],) in desc.regions.values():  # a region of its own: BraTS 2024, Dataset137
+        labels[20:30, 2:8, 30:38] = expected[20:30, 2:8, 30:38] = code["RC"]  # a cavity beside, not in, the tumour
+    out = KeepMainTumourd("pred", 0.5, description=desc)({"pred": torch.as_tensor(labels_to_regions(labels, desc))})
+    np.testing.assert_array_equal(regions_to_labels(out["pred"].numpy() > 0.5, desc), expected)
