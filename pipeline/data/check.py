@@ -340,7 +340,7 @@ def _check_voxels(files: list[_File], case: Case, scheme: str, add: _Add, *, lab
                             "do not: re-download or re-extract the file")
             continue
         if f.kind == "image":
-            vols = ([(np.take(arr, i, axis=f.channel_axis), f" channel {i} ({_channel_name(case, i)})")
+            vols = ([(np.take(arr, i, axis=f.channel_axis), f" channel {i} ({_channel_name(case, i, scheme)})")
                      for i in range(arr.shape[f.channel_axis])] if four_d and arr.ndim == 4 else [(arr, "")])
             for vol, where in vols:
                 if vol.dtype.kind == "f" and not np.isfinite(vol).all():
@@ -398,9 +398,10 @@ def _reoriented(f: _File, ref: _File, affine: np.ndarray, ref_affine: np.ndarray
                      "on each); do not edit its affine: that would flip or transpose the image")
 
 
-def _channel_name(case: Case, i: int) -> str:
+def _channel_name(case: Case, i: int, scheme: str) -> str:
+    """The name of a 4D file's channel ``i``: the description's channel that ``channel_index`` puts there."""
     index = list(case.channel_index or ())
-    return CHANNELS[index.index(i)] if i in index else "unused"
+    return describe(scheme).channels[index.index(i)] if i in index else "unused"
 
 
 def check_cases(cases: Sequence[Case], scheme: str = "brats", *, jobs: int = 1, labels: bool = True,

@@ -404,3 +404,16 @@ def test_a_4d_datalist_item_loads_the_descriptions_channels_in_order_whatever_th
     assert loaded["image"].shape[0] == len(arrays)
     for k, array in enumerate(arrays):
         np.testing.assert_array_equal(np.asarray(loaded["image"][k]), array)
+
+
+def test_a_bad_channel_of_a_4d_item_is_named_by_the_descriptions_channel(tmp_path: Path) -> None:
+    root = tmp_path / "nn"
+    write_dataset(root, cases=1, shape=LAYOUT_SHAPE, seed=SEED, layout="nnunet", channels=("T1ce", "FLAIR"))
+    (case,) = discover_cases(root)
+    t1ce, flair = (np.asarray(nib.load(f).dataobj, np.float32) for f in case.images)
+    flair[0, 0, 0] = np.nan
+    four_d = tmp_path / "case_4d.nii.gz"  # FLAIR stored first: channel_index puts T1ce at 1, FLAIR at 0
+    nib.save(nib.Nifti1Image(np.stack([flair, t1ce], axis=-1), nib.load(case.images[0]).affine), four_d)
+    problems = check_case(Case(case.case_id, (str(four_d),), case.label, (1, 0)), _scheme(root))
+    assert [p.severity for p in problems] == ["error"]
+    assert "contains 1 NaN and 0 infinite voxel(s) channel 0 (FLAIR)" in problems[0].message
