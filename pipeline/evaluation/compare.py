@@ -25,9 +25,12 @@ from scipy.stats import rankdata, wilcoxon
 from pipeline.core.errors import UserError
 from pipeline.core.figures import plt, save_figure
 from pipeline.core.files import atomic_write_text
+from pipeline.core.guard import OutputGuard
+from pipeline.core.nifti import nifti_files
 from pipeline.evaluation.evaluate import evaluate
 from pipeline.evaluation.metrics import region_metrics
 from pipeline.evaluation.plots import run_name
+from pipeline.evaluation.reference import read_reference
 from pipeline.evaluation.regions import summarize
 from pipeline.evaluation.report import Report
 
@@ -42,6 +45,10 @@ def algorithm_names(pred_dirs: Sequence[str | os.PathLike], names: Sequence[str]
         if len(names) != len(pred_dirs) or len(set(names)) != len(names):
             raise UserError(f"--names needs {len(pred_dirs)} different names, one per prediction folder, got "
                             f"{list(names)}")
+        for name in names:  # each is a folder of the output: OUT/<name>/
+            if not name.strip() or name in (".", "..") or "/" in name or "\\" in name or os.path.isabs(name):
+                raise UserError(f"--names {name!r}: each name becomes the folder OUT/<name> of that algorithm's "
+                                "evaluation; give plain names without a path (e.g. unet segresnet)")
         return list(names)
     base = [run_name(p).replace("/", "_") for p in pred_dirs]
     return [b if base.count(b) == 1 else f"{b}_{base[:i + 1].count(b)}" for i, b in enumerate(base)]
@@ -158,6 +165,24 @@ def grouped_boxplot(scores: dict, regions: Sequence[str], out_png: Path, title: 
     return save_figure(fig, out_png, dpi=150)
 
 
+def _output_folders(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
+                    names: Sequence[str]) -> Path:
+    """``out_dir`` (resolved) once it and every ``out_dir/<name>`` keep clear of the reference and of *every*
+    prediction folder (each evaluation guards its own folders only), before anything is scored.
+
+    Raises:
+        UserError: an output folder that is, lies inside or holds an input (the option to change named).
+    """
+    reference = read_reference(ref_dir)
+    folders = [Path(p).expanduser() for p in pred_dirs]
+    predictions = [f for p in folders if p.is_dir() for f in nifti_files(p).values()]
+    guard = OutputGuard([*reference.files.values(), *predictions], roots=[reference.root, *folders])
+    out = guard.folder(out_dir, what="the comparison", option="--out")
+    for name in names:
+        guard.folder(out / name, what=f"the evaluation of {name}", option="--out or --names")
+    return out
+
+
 def compare(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
             names: Sequence[str] | None = None, scheme: str = "auto", official: bool = False,
             challenge: str | None = None, allow_mixed: bool = False, overwrite: bool = False) -> dict:
@@ -172,7 +197,7 @@ def compare(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.PathLike], 
     if len(pred_dirs) < 2:
         raise UserError(f"compare needs two or more prediction folders, got {len(pred_dirs)}")
     names = algorithm_names(pred_dirs, names)
-    out = Path(out_dir)
+    out = _output_folders(ref_dir, pred_dirs, out_dir, names)
     scores, summaries, officials = {}, {}, {}
     for name, pred in zip(names, pred_dirs, strict=True):
         print(f"evaluating {name}: {pred}", flush=True)

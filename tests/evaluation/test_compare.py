@@ -129,3 +129,29 @@ def test_compare_under_labels_scores_every_algorithm_on_every_label_value(tiny_d
     assert float(table["stray"]["Dice label_7"]) == pytest.approx((n - 1) / n)
     for name in order:  # every other value is perfect for both
         assert all(float(table[name][f"Dice label_{v}"]) == pytest.approx(1.0) for v in (1, 2, 4))
+
+
+@pytest.mark.parametrize(("out_at", "names", "expected"), [
+    pytest.param("p2", None, "is the input folder", id="out_is_another_algorithms_folder"),
+    pytest.param("p1/cmp", None, "lies inside the input folder", id="out_inside_a_prediction_folder"),
+    pytest.param("cmp", ["{p2}", "b"], "--names", id="a_name_is_a_path_to_an_input"),
+    pytest.param("cmp", ["../p2", "b"], "--names", id="a_name_climbs_out"),
+    pytest.param("cmp", ["p1", "p2"], None, id="plain_names_are_fine"),
+])
+def test_compare_writes_no_evaluation_among_any_algorithms_predictions(
+        tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture, out_at: str, names: list[str] | None,
+        expected: str | None) -> None:
+    p1 = corrupted_predictions(tiny_dataset, tmp_path / "p1", 0)
+    p2 = corrupted_predictions(tiny_dataset, tmp_path / "p2", 1)
+    argv = ["compare", str(tiny_dataset), str(p1), str(p2), "--out", str(tmp_path / out_at)]
+    if names:
+        argv += ["--names", *(n.format(p2=p2) for n in names)]
+    before = checksums(tiny_dataset, p1, p2)
+    rc = pipeline_main(argv)
+    err = capsys.readouterr().err.strip()
+    if expected is None:
+        assert rc == 0 and (tmp_path / out_at / "p2" / "metrics.csv").is_file()
+        assert checksums(tiny_dataset, p1, p2) == before
+        return
+    assert rc == 2 and expected in err.splitlines()[-1]
+    assert checksums(tiny_dataset, p1, p2) == before  # nothing written into, or changed in, any input
