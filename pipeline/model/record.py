@@ -87,9 +87,12 @@ def _artefacts(ckpt_dir: Path) -> list[Path]:
 
 
 def start_training(run_dir: object, ckpt_dir: object, *, resume: bool | str, overwrite: bool | str, ids: Mapping,
-                   network_factory: functools.partial, guard: OutputGuard | None = None) -> dict:
-    """Before any work: refuse a run folder among the inputs (``guard``, the data's), lock it, refuse to replace a
-    run, check a resume, write ``run.json``. ``--overwrite`` deletes only what a run wrote there, never an input.
+                   network_factory: functools.partial, guard: OutputGuard | None = None,
+                   folders: Mapping[str, object] | None = None) -> dict:
+    """Before any work: refuse a run folder, a checkpoint folder or another folder the run writes (``folders``:
+    ``{id: folder}``, such as ``cache_dir`` and ``tensorboard_dir``; an empty one is unused) among the inputs
+    (``guard``, the data's), lock the run folder, refuse to replace a run, check a resume, write ``run.json``.
+    ``--overwrite`` deletes only what a run wrote there, never an input.
 
     Runs on rank 0 alone under several processes (the others get its result, or its refusal).
 
@@ -101,6 +104,10 @@ def start_training(run_dir: object, ckpt_dir: object, *, resume: bool | str, ove
     check_roi_size(network_factory, ids.get("roi_size", ()))
     run = str(guard.folder(run_dir, what="a training run", option="--run_dir") if guard is not None
               else as_path(run_dir, "run_dir"))
+    if guard is not None:
+        for name, folder in {"ckpt_dir": ckpt_dir, **(folders or {})}.items():
+            if folder not in (None, ""):
+                guard.folder(folder, what=f"the run's {name}", option=f"--{name}")
     return computed_on_main_process(_start_training, run, as_path(ckpt_dir, "ckpt_dir"), as_bool(resume, "resume"),
                                     as_bool(overwrite, "overwrite"), dict(ids), network_spec(network_factory), guard)
 

@@ -112,13 +112,16 @@ def test_outputs_through_a_folder_of_symlinked_cases_never_land_in_the_original(
     assert checksums(original) == before and not (original / "seg").exists() and not (case / "run").exists()
 
 
-def test_training_never_writes_its_run_among_the_inputs(tiny_dataset: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("folder", ["run_dir", "ckpt_dir", "cache_dir", "tensorboard_dir"])
+def test_training_never_writes_a_folder_of_its_run_among_the_inputs(tiny_dataset: Path, tmp_path: Path,
+                                                                    folder: str) -> None:
     data = tmp_path / "data"
     shutil.copytree(tiny_dataset, data)
     before = checksums(data)
-    result = _bundle("training", dataset_dir=data, run_dir=data / "runs" / "r1", epochs=1, folds=2)
-    assert result.returncode != 0 and "--run_dir" in last_line(result) and "input folder" in last_line(result)
-    assert checksums(data) == before
+    ids = {"run_dir": tmp_path / "run", folder: data / "runs" / "r1"}
+    result = _bundle("training", dataset_dir=data, epochs=1, folds=2, **ids)
+    assert result.returncode != 0 and f"--{folder}" in last_line(result) and "input folder" in last_line(result)
+    assert checksums(data) == before and not (data / "runs").exists()
 
 
 def test_overwrite_deletes_only_what_the_run_wrote_never_its_datalist(trained_run: Path, tiny_dataset: Path,
