@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pipeline import commands, demo
 from pipeline.bundle import NETWORKS
-from pipeline.core.config import as_fold
+from pipeline.core.config import as_fold, as_int
 from pipeline.core.errors import UserError, user_message
 from pipeline.core.guard import OutputGuard
 from pipeline.data.check import check_dataset, check_label_folder, is_label_folder
@@ -78,6 +78,14 @@ def _datalist(args: argparse.Namespace) -> int:
           f"{len(dl['test'])} unlabelled; layout {dl['layout']}, label scheme {dl['label_scheme']}, "
           f"channels {', '.join(dl['channels'])}")
     return 0
+
+
+def _folds_count(value: str) -> int:
+    """``datalist --folds``: as the bundle reads ``folds`` (`pipeline.core.config.as_int`, at least 2)."""
+    try:
+        return as_int(value, "folds", minimum=2)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def label_scheme_argument(value: str) -> str:
@@ -314,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("datalist", help="discover the cases of a dataset folder and write a datalist with folds")
     p.add_argument("dataset_dir")
     p.add_argument("--out", required=True, help="datalist JSON to write")
-    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--folds", type=_folds_count, default=5, help="folds of the split (at least 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS])
     p.add_argument("--label_scheme", "--label-scheme", default="auto", type=label_scheme_argument,

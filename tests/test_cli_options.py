@@ -142,6 +142,16 @@ def test_cv_refuses_a_fold_given_twice(tmp_path: Path) -> None:
     (tmp_path / "datalist.json").write_text("{}")
     (tmp_path / "fold_0" / "models").mkdir(parents=True)
     (tmp_path / "fold_0" / "models" / "model.pt").write_bytes(b"")
-    with pytest.raises(UserError, match=r"--folds 0 0: fold\(s\) \[0\] given twice; give each fold once"):
+    with pytest.raises(UserError, match=r"--folds \[0, 0\]: fold\(s\) \[0\] given twice; give each fold once"):
         cross_validation_summary(tmp_path, folds=[0, 0])
     assert not (tmp_path / "cv").exists()
+
+
+@pytest.mark.parametrize("folds", ["1", "0", "-3", "two"])
+def test_datalist_refuses_fewer_than_two_folds_in_one_line(folds: str, tiny_dataset: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["datalist", str(tiny_dataset), "--out", str(tmp_path / "d.json"), "--folds", folds])
+    assert exit_.value.code == 2
+    assert "argument --folds: --folds must be" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "d.json").exists()

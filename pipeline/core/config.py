@@ -79,6 +79,29 @@ def as_fold(value: object, name: str = "fold") -> int | str:
                         f"validates), got {value!r}") from None
 
 
+def as_folds(value: object, name: str) -> list[int]:
+    """A list of fold numbers as the CLI hands it over (``[0, 1]``, ``"[0,1]"``, ``"0,1"``, one number ``2``):
+    each >= 0, at least one, none twice (a fold twice would count twice in an ensemble's mean).
+
+    Raises:
+        UserError: not fold numbers, none, or one given twice, naming ``--name``.
+    """
+    if isinstance(value, str):
+        text = value.strip().removeprefix("[").removesuffix("]")
+        items: list[object] = [part for part in text.split(",") if part.strip()]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        items = [value]
+    folds = [as_int(item, name, minimum=0) for item in items]
+    if not folds:
+        raise UserError(f"--{name} lists no fold; give fold numbers such as [0,1,2]")
+    twice = sorted({f for f in folds if folds.count(f) > 1})
+    if twice:
+        raise UserError(f"--{name} {folds}: fold(s) {twice} given twice; give each fold once")
+    return folds
+
+
 def as_fraction(value: object, name: str) -> float:
     """A share from 0 to 1 as the CLI hands it over (``0.1``, ``"0.1"``).
 

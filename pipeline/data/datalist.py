@@ -30,7 +30,7 @@ def assign_folds(case_ids: Sequence[str], folds: int = 5, seed: int = 0) -> dict
     The split depends only on the sorted case ids and the seed, so it is the same on every machine.
     """
     if folds < 2:
-        raise ValueError(f"folds must be >= 2 to leave a validation fold, got {folds}")
+        raise DatasetError(f"--folds must be at least 2 to leave a validation fold, got {folds}")
     ids = sorted(case_ids)
     if len(ids) < folds:
         raise DatasetError(f"{len(ids)} labelled case(s) cannot be split into {folds} folds; pass --folds {len(ids)}")

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.bundle import command
+from pipeline.core.config import as_folds
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text
 from pipeline.data.source import DataSource
@@ -98,10 +99,7 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
         raise UserError(f"no {datalist}: run make cv first (it writes the folds there and trains each one)")
     trained = sorted(int(p.name.split("_", 1)[1]) for p in run.glob("fold_*")
                      if p.name.split("_", 1)[1].isdigit() and (p / "models" / "model.pt").is_file())
-    folds = list(folds) if folds is not None else trained
-    twice = sorted({f for f in folds if folds.count(f) > 1})
-    if twice:
-        raise UserError(f"--folds {' '.join(map(str, folds))}: fold(s) {twice} given twice; give each fold once")
+    folds = as_folds(folds, "folds") if folds is not None else trained
     missing = [f for f in folds if f not in trained]
     if not folds or missing:
         raise UserError(f"{run}: no trained model for fold(s) {missing or '(none)'} (fold_<f>/models/model.pt); "

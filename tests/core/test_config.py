@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.core.config import as_bool
+from pipeline.core.config import as_bool, as_folds
 from pipeline.core.errors import UserError
 
 
@@ -56,3 +56,21 @@ def test_a_fold_neither_a_number_nor_all_is_refused_naming_the_option(value: obj
 
     with pytest.raises(UserError, match=r"--fold must be a fold number \(0, 1, \.\.\.\) or all"):
         as_fold(value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    pytest.param([0, 1], [0, 1], id="list"), pytest.param("[0,1]", [0, 1], id="cli_text"),
+    pytest.param("0, 2", [0, 2], id="commas"), pytest.param("10", [10], id="one_two_digit_fold_not_two_folds"),
+    pytest.param(3, [3], id="one_number"), pytest.param(("1", "2"), [1, 2], id="texts")])
+def test_a_fold_list_reads_every_way_the_cli_hands_it_over(value: object, expected: list[int]) -> None:
+    assert as_folds(value, "ensemble_folds") == expected
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    pytest.param("[0,0]", r"fold\(s\) \[0\] given twice", id="a_fold_twice_would_count_twice"),
+    pytest.param("[]", "lists no fold", id="empty"), pytest.param([True], "whole number", id="bool"),
+    pytest.param("[0,-1]", "at least 0", id="negative"), pytest.param("a,b", "whole number", id="text")])
+def test_a_fold_list_that_is_not_distinct_fold_numbers_is_refused_naming_the_option(value: object,
+                                                                                   message: str) -> None:
+    with pytest.raises(UserError, match=rf"^--ensemble_folds .*{message}"):
+        as_folds(value, "ensemble_folds")

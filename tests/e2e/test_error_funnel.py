@@ -57,6 +57,15 @@ def test_a_truncated_fold_model_of_an_ensemble_is_one_line(trained_run: Path, ti
     _one_error_line(result, str(model), "retrain fold 1")
 
 
+def test_an_ensemble_naming_a_fold_twice_is_one_line(trained_run: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    cv = tmp_path / "cv"
+    shutil.copytree(trained_run, cv / "fold_0")
+    result = _bundle("inference", variants={"ensemble": True}, dataset_dir=tiny_dataset, run_dir=cv,
+                     ensemble_folds="[0,0]", output_dir=tmp_path / "seg")
+    _one_error_line(result, "--ensemble_folds [0, 0]: fold(s) [0] given twice")
+    assert not (tmp_path / "seg").exists() and not (cv / "ensemble").exists()
+
+
 @pytest.mark.parametrize(("ids", "named"), [
     pytest.param({"resume": "maybe"}, "--resume must be true or false", id="resume_maybe"),
     pytest.param({"epochs": 0}, "--epochs must be at least 1", id="epochs_0"),
