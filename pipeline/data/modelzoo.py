@@ -60,9 +60,13 @@ def model_zoo_datalist(path: Path, raw: dict, parts: dict[str, list[dict]]) -> d
                        "bundle lists T1ce, T1, T2, FLAIR: reorder such lists)", path, Path(unnamed[0]).name,
                        ", ".join(CHANNELS))
     dl: dict = {"name": raw.get("name") or path.stem, "split": "model-zoo"}
-    if len(layouts) == 1:
+    if len(layouts) == 1:  # the file names show the layout, and with it the default numbering
         layout = layouts.pop()
         dl.update(layout=layout, label_scheme=LAYOUTS[layout].label_scheme)
+    elif raw.get("layout"):
+        dl["layout"] = raw["layout"]
+    if raw.get("label_scheme"):  # a scheme the datalist declares is the user's word on its numbering
+        dl["label_scheme"] = raw["label_scheme"]
     logger.info("datalist %s (MONAI model-zoo): its %d validation case(s) are fold %d, its %d training case(s) fold "
                 "%d, its %d testing case(s) test", path, len(parts["validation"]), MODEL_ZOO_FOLDS["validation"],
                 len(parts["training"]), MODEL_ZOO_FOLDS["training"], len(parts["testing"]))

@@ -286,6 +286,19 @@ def test_a_model_zoo_datalist_keeps_its_own_split_with_validation_as_fold_0(tmp_
         split_items(dl, 1)
 
 
+@pytest.mark.parametrize(("declared", "scheme"), [pytest.param({}, "brats", id="the_names_layouts_scheme"),
+                                                  pytest.param({"label_scheme": "brats2023"}, "brats2023",
+                                                               id="a_declared_scheme_is_kept")])
+def test_a_model_zoo_datalist_reads_the_label_scheme_it_declares(tmp_path: Path, declared: dict, scheme: str) -> None:
+    from pipeline.data.source import DataSource
+
+    root = tmp_path / "BraTS2018"
+    raw = {**_model_zoo(root, {"training": ["Brats18_A"], "validation": ["Brats18_C"]}), **declared}
+    dl_path = _write(root / "datalist.json", raw)
+    assert read_datalist(str(dl_path))["label_scheme"] == scheme
+    assert DataSource(None, dl_path).scheme == scheme  # the scheme inference writes and evaluation reads
+
+
 def test_model_zoo_paths_are_read_from_the_json_folder_first(tmp_path: Path) -> None:
     root = tmp_path / "BraTS2018"
     dl_path = _write(root / "datalist.json", _model_zoo(root, {"training": ["A1"], "validation": ["A2"]}))
