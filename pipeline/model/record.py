@@ -18,6 +18,7 @@ from pipeline.core.distributed import computed_on_main_process, is_main_process
 from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, atomic_write_text, file_sha256
 from pipeline.core.guard import OutputGuard
+from pipeline.data.datalist import folds_present
 from pipeline.data.labels import CONTRAST_NAMES, Description, describe
 from pipeline.data.source import DataSource
 from pipeline.model.network import check_roi_size, network_spec
@@ -75,7 +76,7 @@ def run_ids(data: DataSource, *, fold: object, roi_size: Sequence[int], spacing:
         "label_scheme": str(data.scheme),
         "channels": list(data.description.channels),
         "fold": as_fold(fold),
-        "folds": data.folds,
+        "folds": len(folds_present(data.datalist)) if datalist else data.folds,  # a datalist's own, not --folds
         "seed": data.seed,
         "roi_size": [int(s) for s in roi_size],
         "spacing": spacing_value(spacing),

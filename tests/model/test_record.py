@@ -428,3 +428,13 @@ def test_a_fold_segmented_as_held_out_must_be_one_the_model_never_trained_on(fol
         check_held_out(record, items, infer_fold)
     assert refused in str(err.value)
     check_held_out(None, items, infer_fold)  # no run.json (a bare checkpoint): nothing to check against
+
+
+@pytest.mark.parametrize("folds_given", [None, 3, 5])
+def test_a_run_on_a_datalist_records_the_datalists_folds_whatever_folds_says(tiny_dataset: Path, tmp_path: Path,
+                                                                             folds_given: int | None) -> None:
+    from pipeline.data.datalist import write_datalist
+
+    write_datalist(tiny_dataset, tmp_path / "dl.json", folds=2)
+    data = DataSource(None, tmp_path / "dl.json", **({"folds": folds_given} if folds_given else {}))
+    assert run_ids(data, fold=0, roi_size=[32, 32, 32])["folds"] == 2  # so a resume compares the split it used
