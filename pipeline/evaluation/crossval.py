@@ -119,7 +119,9 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
                             "fold trained on; restore the datalist the folds were trained on, or retrain them "
                             "(make cv)")
     scheme = (records[folds[0]].get("ids") or {}).get("label_scheme") or "auto"
-    seg, eval_dir = run / "cv" / "seg", run / "cv" / "eval"
+    # every trained fold: cv_summary.json and cv/eval; a subset gets its own names, so neither replaces the other
+    subset = "" if sorted(folds) == trained else "_folds_" + "_".join(map(str, folds))
+    seg, eval_dir, summary_file = run / "cv" / "seg", run / "cv" / f"eval{subset}", run / f"cv_summary{subset}.json"
     for f in folds:
         _bundle_inference(run / f"fold_{f}", datalist, f, seg, fast, extra)
     summary = evaluate_folders(seg, reference_of(data), eval_dir, scheme=scheme, cases=sorted(fold_of),
@@ -127,8 +129,8 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
     table = fold_table(eval_dir / "metrics.csv", fold_of)
     result = {"folds": folds, "segmentations": str(seg), "evaluation": str(eval_dir), **table,
               "mean_dice": summary.get("mean_dice")}
-    atomic_write_text(run / "cv_summary.json", json.dumps(result, indent=2, default=str))
+    atomic_write_text(summary_file, json.dumps(result, indent=2, default=str))
     print(format_cv_table(table))
-    print(f"wrote {run / 'cv_summary.json'} (segmentations {seg}, evaluation {eval_dir})", flush=True)
+    print(f"wrote {summary_file} (segmentations {seg}, evaluation {eval_dir})", flush=True)
     return result
 

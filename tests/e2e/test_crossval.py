@@ -28,3 +28,10 @@ def test_out_of_fold_evaluation_scores_every_case_once_by_the_fold_that_never_tr
     assert all(len(m) == 1 for m in models.values()) and models[0] != models[1]  # one model per fold, each its own
     assert summary["overall"]["WT"]["cases"] == len(fold_of)
     assert {k: v["WT"]["cases"] for k, v in summary["folds"].items()} == {"0": 2, "1": 2}
+    # a subset of the folds scores under its own names: the summary of every fold is not replaced
+    kept = (run / "cv_summary.json").read_bytes()
+    assert main(["cv", str(run), "--folds", "0", "--set", "num_workers", "0", "device", "cpu"]) == 0
+    assert (run / "cv_summary.json").read_bytes() == kept
+    subset = json.loads((run / "cv_summary_folds_0.json").read_text())
+    assert set(subset["folds"]) == {"0"} and subset["overall"]["WT"]["cases"] == 2
+    assert (run / "cv" / "eval" / "metrics.csv").is_file() and (run / "cv" / "eval_folds_0" / "metrics.csv").is_file()
