@@ -240,7 +240,7 @@ def check_held_out(record: Mapping | None, items: Sequence[dict], infer_fold: ob
             validated = "it validated on no case (--fold all)"
         elif fold is None:
             validated = "its run.json records no validation fold"
-        elif str(fold) != str(infer_fold):
+        elif as_fold(fold) != as_infer_fold(infer_fold):  # numbers, however either was written ("01", " 1")
             validated = f"it validated on fold {fold}: pass --infer_fold {fold}"
         else:
             validated = (f"this datalist's folds are not those it trained with: pass "
