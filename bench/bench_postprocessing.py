@@ -111,14 +111,16 @@ def _table(rows: list) -> None:
 
 def _validation(args: argparse.Namespace) -> int:
     """Each REAL_VARIANT on the ``--fold`` cases of ``--datalist`` (the run's validation cases)."""
-    import json
     import subprocess
 
+    from pipeline.data.source import DataSource
     from pipeline.evaluation.regions import evaluate_folders
 
     run, datalist = Path(args.run_dir), Path(args.datalist).resolve()
-    items = [i for i in json.loads(datalist.read_text())["training"] if i.get("fold") == args.fold]
+    items = DataSource(args.reference, datalist).inference_items(args.fold)  # the cases inference segments
     cases = sorted(str(i["case"]) for i in items)
+    if not items:
+        raise SystemExit(f"bench_postprocessing: fold {args.fold} of {datalist} holds no case")
     print(f"machine: {machine(args.device)}")
     print(f"model: {run / 'models' / 'model.pt'}; {len(items)} validation cases (fold {args.fold} of {datalist})\n")
     rows = []
