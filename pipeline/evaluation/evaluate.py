@@ -14,7 +14,7 @@ from pipeline.core.config import as_bool
 from pipeline.core.errors import UserError
 from pipeline.evaluation.official import evaluate_official, format_official_table
 from pipeline.evaluation.plots import plot_evaluation, run_name
-from pipeline.evaluation.reference import Reference
+from pipeline.evaluation.reference import Reference, pair_cases
 from pipeline.evaluation.regions import evaluate_folders, format_table
 from pipeline.evaluation.report import Report
 
@@ -87,11 +87,13 @@ def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathL
     summary.json) or ``official`` (`evaluate_official`: official.csv, official_summary.json), into a folder that
     holds no other evaluation (`check_replacement`)."""
     check_protocol(protocol)
+    if protocol == "legacy" and challenge is not None:
+        raise UserError(f"challenge {challenge!r} applies to the official protocol only: pass --protocol official "
+                        "(bundle: --protocol official), or leave the challenge out")
+    if evaluated_pair(out_dir) is not None:  # the folders and pairs are checked before --overwrite deletes anything
+        pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option, allow_mixed=allow_mixed)
     check_replacement(out_dir, pred_dir, ref_dir, overwrite=overwrite, out_option=out_option)
     if protocol == "legacy":
-        if challenge is not None:
-            raise UserError(f"challenge {challenge!r} applies to the official protocol only: pass --protocol official "
-                            "(bundle: --protocol official), or leave the challenge out")
         return evaluate_folders(pred_dir, ref_dir, out_dir, scheme=scheme, cases=cases, out_option=out_option,
                                 allow_mixed=allow_mixed)
     return evaluate_official(pred_dir, ref_dir, out_dir, scheme=scheme, challenge=challenge, jobs=jobs, cases=cases,

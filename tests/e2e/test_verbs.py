@@ -101,6 +101,12 @@ def test_an_evaluation_never_replaces_another(tiny_dataset: Path, tmp_path: Path
                              str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert result.returncode == 2 and "holds the evaluation of" in result.stderr.strip().splitlines()[-1]
     assert (out / "metrics.csv").read_text() == before
+    empty = tmp_path / "empty"  # --overwrite with predictions that cannot be scored: refused, the old one kept
+    empty.mkdir()
+    result = run_module([sys.executable, "-m", "pipeline", "evaluate", str(empty), str(tiny_dataset), "--out",
+                         str(out), "--overwrite"], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 2 and "no prediction in" in result.stderr.strip().splitlines()[-1]
+    assert (out / "metrics.csv").read_text() == before
     _run(["evaluate", str(b), str(tiny_dataset), "--out", str(out), "--overwrite"], tmp_path)
     assert json.loads((out / "summary.json").read_text())["predictions"] == str(b.resolve())
 
