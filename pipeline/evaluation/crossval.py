@@ -26,14 +26,15 @@ from pipeline.model.record import read_record
 
 #: The inference ids the cross-validation sets for each fold (id -> where from): ``extra`` may not set them.
 CV_OPTIONS = {"run_dir": "RUN_DIR/fold_<f>", "datalist": "RUN_DIR/datalist.json", "infer_fold": "--folds",
-              "output_dir": "RUN_DIR/cv/seg"}
+              "output_dir": "RUN_DIR/cv/seg", "label_scheme": "the folds' run.json"}
 
 
 def _bundle_inference(fold_dir: Path, datalist: Path, fold: int, out: Path, fast: bool,
-                      extra: Sequence[str]) -> None:
-
-    cmd = command("inference", {"run_dir": fold_dir, "datalist": datalist, "infer_fold": fold, "output_dir": out},
-                  fast=fast) + list(extra)
+                      extra: Sequence[str], scheme: str = "auto") -> None:
+    """Fold ``fold``'s model segments its validation cases into ``out``, in ``scheme``'s numbering (the scheme the
+    folds trained with, which the evaluation then reads)."""
+    cmd = command("inference", {"run_dir": fold_dir, "datalist": datalist, "infer_fold": fold, "output_dir": out,
+                                "label_scheme": scheme}, fast=fast) + list(extra)
     print(" ".join(str(c) for c in cmd), flush=True)
     result = subprocess.run(cmd)
     if result.returncode != 0:
@@ -118,12 +119,17 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
                             f"{' ...' if len(moved) > 5 else ''} differ): an out-of-fold table would score cases the "
                             "fold trained on; restore the datalist the folds were trained on, or retrain them "
                             "(make cv)")
-    scheme = (records[folds[0]].get("ids") or {}).get("label_scheme") or "auto"
+    schemes = {f: (record.get("ids") or {}).get("label_scheme") for f, record in records.items()}
+    if len(set(filter(None, schemes.values()))) > 1:
+        raise UserError(f"{run}: the folds were trained with different label schemes ("
+                        + ", ".join(f"fold {f}: {s}" for f, s in schemes.items()) + "); one out-of-fold table needs "
+                        "one numbering: retrain the folds that differ (make cv), or pass --folds without them")
+    scheme = next(filter(None, schemes.values()), None) or "auto"
     # every trained fold: cv_summary.json and cv/eval; a subset gets its own names, so neither replaces the other
     subset = "" if sorted(folds) == trained else "_folds_" + "_".join(map(str, folds))
     seg, eval_dir, summary_file = run / "cv" / "seg", run / "cv" / f"eval{subset}", run / f"cv_summary{subset}.json"
     for f in folds:
-        _bundle_inference(run / f"fold_{f}", datalist, f, seg, fast, extra)
+        _bundle_inference(run / f"fold_{f}", datalist, f, seg, fast, extra, scheme)
     summary = evaluate_folders(seg, reference_of(data), eval_dir, scheme=scheme, cases=sorted(fold_of),
                                allow_mixed=True)  # one model per fold by design: each case by the fold that left it out
     table = fold_table(eval_dir / "metrics.csv", fold_of)

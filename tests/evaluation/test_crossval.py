@@ -31,3 +31,21 @@ def test_the_fold_table_averages_each_folds_own_cases(tmp_path):
 TINY = [*TINY_ARGS, "--epochs", "1", "--batch_size", "1"]
 
 
+
+
+def test_folds_trained_with_different_label_schemes_are_refused_before_any_inference(tiny_dataset, tmp_path):
+    import json
+
+    from pipeline.core.errors import UserError
+    from pipeline.data.datalist import write_datalist
+    from pipeline.evaluation.crossval import cross_validation_summary
+
+    run = tmp_path / "cv"
+    write_datalist(tiny_dataset, run / "datalist.json", folds=2)
+    for f, scheme in ((0, "brats"), (1, "brats2023")):
+        (run / f"fold_{f}" / "models").mkdir(parents=True)
+        (run / f"fold_{f}" / "models" / "model.pt").write_bytes(b"")
+        (run / f"fold_{f}" / "run.json").write_text(json.dumps({"ids": {"label_scheme": scheme}}))
+    with pytest.raises(UserError, match=r"different label schemes \(fold 0: brats, fold 1: brats2023\)"):
+        cross_validation_summary(run)
+    assert not (run / "cv").exists()
