@@ -109,7 +109,8 @@ class Provenance:
         self.save()
 
     def save(self) -> None:
-        atomic_write_text(self.path, json.dumps({"version": 2, "cases": self.cases}, indent=1, sort_keys=True))
+        atomic_write_text(self.path, json.dumps({"version": 2, "cases": self.cases}, indent=1, sort_keys=True),
+                          durable=True)  # fsynced as the segmentations it describes are
 
     def models(self, cases: Iterable[str]) -> Mapping[str, list[str]]:
         """``{model id or "unknown": [cases]}`` of ``cases``."""

@@ -60,6 +60,7 @@ class InferenceReport:
         self.skipped: dict[str, str] = {}
         self.failed: dict[str, list[str]] = {}
         self.probabilities: set[str] = set()
+        self._replacing: set[str] = set()  # cases whose earlier record was dropped before their files are replaced
         self.lock: FolderLock | None = None
         self._provenance: Provenance | None = None
 
@@ -84,7 +85,16 @@ class InferenceReport:
     def write(self, case: str, out: str | os.PathLike, write: Callable[[], object],
               done: Callable[[object], None]) -> None:
         """Run ``write()`` (which writes ``out``) in a writer thread after the earlier writes of ``case``, then
-        ``done(result)``; a write that raises fails the case (one line naming ``out``) and the others go on."""
+        ``done(result)``; a write that raises fails the case (one line naming ``out``) and the others go on.
+
+        Before the first write of a case, its earlier record in provenance.json (another model's, with
+        ``--overwrite``) is dropped: a run stopped between replacing the files and recording them leaves files of
+        unknown origin, refused by the next run, never files credited to the model that did not write them."""
+        if self.output_dir and case not in self._replacing:
+            self._replacing.add(case)
+            with self.writers.lock:  # the writer threads record cases under it
+                if case in self.provenance.cases:
+                    self.provenance.forget(case)
         self.writers.submit(case, write, done, lambda e: self.fail(
             case, f"case {case}: writing {out} failed ({type(e).__name__}: {e})"))
 

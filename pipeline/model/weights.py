@@ -17,8 +17,16 @@ from pipeline.model.network import is_training_only, plain_value
 
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:
-    """``torch.save(obj, path)`` that never leaves a half-written ``path`` (`pipeline.core.files.atomic_write`)."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save(obj, path)`` that never leaves a half-written ``path`` (`pipeline.core.files.atomic_write`).
+
+    Saved through an open file, so the archive's inner folder is ``archive`` and not the temporary file's random
+    name (torch 2.13 names it after a path it is given): the same object gives the same bytes, and so the same
+    `model_id` (a fold ensemble's checkpoint is rewritten by every run of it)."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    return atomic_write(path, write)
 
 
 class WeightsError(UserError):
@@ -94,7 +102,8 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, *, devi
 
 def model_id(ckpt_path: str | os.PathLike, **settings: object) -> str | None:
     """What identifies the writer of a segmentation: the checkpoint's SHA-256 and the inference settings that
-    change the output (TTA, post-processing, window, label scheme), hashed to 16 hex digits.
+    change the output (TTA, post-processing, window and its blending, grid, precision, the description's labels),
+    each by its meaning (`_canonical`: ``0.5`` and ``"0.5"`` are one value), hashed to 16 hex digits.
 
     None when there is no usable checkpoint file: nothing can be segmented then, and `load_weights` (run
     first by the bundle's ``initialize``) says why.
@@ -103,6 +112,28 @@ def model_id(ckpt_path: str | os.PathLike, **settings: object) -> str | None:
     if not path.is_file() or path.stat().st_size == 0:
         return None
     digest = file_sha256(path)
-    values = {k: plain_value(v) for k, v in sorted(settings.items())}
+    values = {k: _canonical(plain_value(v)) for k, v in sorted(settings.items())}
     text = json.dumps({"checkpoint": digest, **values}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _canonical(value: object) -> object:
+    """A setting as its meaning, not its spelling: ``0``, ``0.0`` and ``"0"`` are one number, ``"true"`` is True
+    (the CLI hands values over as text or numbers)."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "false"):
+            return text == "true"
+        try:
+            return float(text)
+        except ValueError:
+            return value
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    return value

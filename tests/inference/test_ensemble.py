@@ -35,6 +35,19 @@ def test_ensemble_checkpoint_of_the_folds_loads_each_fold_into_its_member(tmp_pa
         assert torch.equal(ensemble.networks[i].weight, m.weight)
 
 
+def test_the_ensemble_checkpoint_written_again_is_the_same_model(tmp_path: Path) -> None:
+    """Each ensemble run writes the combined checkpoint anew; its model_id (the hash that lets a second run skip
+    the cases this model already segmented) must not change with it."""
+    from pipeline.model.weights import model_id
+
+    for f in (0, 1):
+        fold_checkpoint(tmp_path, f).parent.mkdir(parents=True)
+        torch.save(torch.nn.Conv3d(4, 3, 1).state_dict(), fold_checkpoint(tmp_path, f))
+    first = model_id(write_ensemble_checkpoint(tmp_path, [0, 1]))
+    assert model_id(write_ensemble_checkpoint(tmp_path, [0, 1])) == first
+    assert model_id(write_ensemble_checkpoint(tmp_path, [1, 0])) != first  # another ensemble: another model
+
+
 def test_ensemble_names_the_fold_without_a_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"fold 3: .*fold_3/models/model.pt"):
         write_ensemble_checkpoint(tmp_path, [3])
@@ -78,3 +91,19 @@ def test_an_ensemble_holds_a_fold_out_only_if_none_of_its_models_trained_on_it(t
         return
     with pytest.raises(RunError, match=rf"^--infer_fold {infer_fold}: the models of {re.escape(refused)}"):
         check_ensemble_held_out(tmp_path, folds, items, infer_fold)
+
+
+@pytest.mark.parametrize(("a", "b", "same"), [
+    pytest.param({"min_tumour_fraction": 0}, {"min_tumour_fraction": "0.0"}, True, id="one_number_spelt_twice"),
+    pytest.param({"tta": "true"}, {"tta": True}, True, id="a_flag_as_text"),
+    pytest.param({"spacing": [2, 2, 2]}, {"spacing": None}, False, id="another_grid"),
+    pytest.param({"precision": "off"}, {"precision": "cpu bf16"}, False, id="another_precision"),
+    pytest.param({"sw_mode": "gaussian"}, {"sw_mode": "constant"}, False, id="another_window_blending"),
+    pytest.param({"labels": {"labels": {"ET": 3}}}, {"labels": {"labels": {"ET": 4}}}, False, id="another_numbering"),
+])
+def test_the_model_id_is_one_per_meaning_of_the_settings(tmp_path: Path, a: dict, b: dict, same: bool) -> None:
+    from pipeline.model.weights import model_id
+
+    ckpt = tmp_path / "model.pt"
+    torch.save({"w": torch.ones(2)}, ckpt)
+    assert (model_id(ckpt, **a) == model_id(ckpt, **b)) is same

@@ -268,6 +268,31 @@ def test_outputs_of_another_model_are_refused_unless_overwrite(segmented, proven
     guard_outputs(data, items, out, report=InferenceReport(out, model="B"), overwrite=True)
 
 
+@pytest.mark.parametrize("threads", [0, 2])
+def test_a_case_being_replaced_is_credited_to_no_model_until_its_new_file_is_written(segmented, threads):
+    """--overwrite with model B over model A's files: while B's file is written, provenance.json no longer says A
+    (a run stopped there leaves a file of unknown origin, refused next time, never one credited to A)."""
+    import json
+
+    from pipeline.core.provenance import PROVENANCE
+    from pipeline.inference.outputs import InferenceReport
+
+    items, out = segmented
+    case = items[0]["case"]
+    target = out / f"{case}.nii.gz"
+    seen_while_writing = {}
+
+    def write() -> Path:
+        seen_while_writing.update(json.loads((out / PROVENANCE).read_text())["cases"])
+        return target
+
+    report = InferenceReport(out, model="B", writer_threads=threads)
+    report.write(case, target, write, lambda path: report.wrote(case, path, items[0]["image"]))
+    report.writers.wait()
+    assert case not in seen_while_writing and items[1]["case"] in seen_while_writing  # only the case replaced
+    assert json.loads((out / PROVENANCE).read_text())["cases"][case]["model"] == "B"
+
+
 # ---- through the MONAI CLI, as a user runs it --------------------------------------------------------------------
 
 TINY = TINY_ARGS
