@@ -272,13 +272,36 @@ def spacing_value(spacing: object) -> list[float] | None:
     """The ``spacing`` id as recorded: None, or three voxel sizes in mm."""
     if spacing is None or spacing == "" or (isinstance(spacing, str) and spacing.lower() in ("none", "null")):
         return None
+    if isinstance(spacing, str) and spacing.strip().startswith("["):  # "[2, 2, 2]" as text
+        spacing = [v for v in spacing.strip()[1:-1].split(",") if v.strip()]
     values = spacing if isinstance(spacing, (list, tuple)) else [spacing] * 3
-    return [float(v) for v in values]
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        numbers = []
+    if len(numbers) != 3 or not all(n > 0 for n in numbers):
+        raise UserError(f"--spacing {spacing!r}: give a voxel size in mm (2) or three ([2, 2, 2]), or null for the "
+                        "data's own")
+    return numbers
 
 
-def recorded_spacing(record: Mapping | None) -> list[float] | None:
-    """The voxel size (mm) the run trained at, which its inference resamples to; None: the data's own."""
-    return spacing_value((record or {}).get("ids", {}).get("spacing"))
+def recorded_spacing(record: Mapping | None, given: object = None) -> list[float] | None:
+    """The voxel size (mm) the model computes at, which inference resamples to (None: the data's own): the one its
+    run trained at (run.json); for a checkpoint without a record, ``given`` (the ``spacing`` id).
+
+    Raises:
+        RunError: ``given`` names another voxel size than the run trained at (the model would see other voxels).
+    """
+    ids = (record or {}).get("ids") or {}
+    given = spacing_value(given)
+    if "spacing" not in ids:
+        return given
+    trained = spacing_value(ids["spacing"])
+    if given is not None and given != trained:
+        grid = f"{trained} mm" if trained else "the data's own voxel size"
+        raise RunError(f"--spacing {given}: the model was trained at {grid} (its run.json), and inference resamples "
+                       "to the model's grid: drop --spacing (or pass the recipe the model was trained with)")
+    return trained
 
 
 def _canonical(channel: str) -> str:

@@ -467,3 +467,22 @@ def test_a_run_on_a_datalist_records_the_datalists_folds_whatever_folds_says(tin
     write_datalist(tiny_dataset, tmp_path / "dl.json", folds=2)
     data = DataSource(None, tmp_path / "dl.json", **({"folds": folds_given} if folds_given else {}))
     assert run_ids(data, fold=0, roi_size=[32, 32, 32])["folds"] == 2  # so a resume compares the split it used
+
+
+@pytest.mark.parametrize(("record", "given", "expected"), [
+    pytest.param({"ids": {"spacing": [2, 2, 2]}}, None, [2.0, 2.0, 2.0], id="the_runs_grid"),
+    pytest.param({"ids": {"spacing": [2, 2, 2]}}, "[2.0, 2.0, 2.0]", [2.0, 2.0, 2.0], id="the_same_grid_given"),
+    pytest.param({"ids": {"spacing": None}}, None, None, id="the_datas_own"),
+    pytest.param(None, [2, 2, 2], [2.0, 2.0, 2.0], id="a_bare_checkpoint_takes_the_given_grid"),
+    pytest.param({"ids": {}}, 1.5, [1.5, 1.5, 1.5], id="an_old_record_without_spacing"),
+    pytest.param({"ids": {"spacing": [2, 2, 2]}}, [1, 1, 1], "trained at [2.0, 2.0, 2.0] mm", id="another_grid"),
+    pytest.param({"ids": {"spacing": None}}, [2, 2, 2], "the data's own voxel size", id="a_grid_for_a_native_model"),
+])
+def test_inference_computes_at_the_grid_the_model_was_trained_at(record, given, expected):
+    from pipeline.model.record import recorded_spacing
+
+    if isinstance(expected, str):
+        with pytest.raises(RunError, match=re.escape(expected)):
+            recorded_spacing(record, given)
+        return
+    assert recorded_spacing(record, given) == expected
