@@ -18,6 +18,7 @@ from monai.metrics import DiceMetric
 from monai.transforms import MapTransform
 
 from pipeline.core.config import as_int
+from pipeline.core.errors import UserError
 from pipeline.data.labels import REGIONS
 from pipeline.training.budget import Clock
 
@@ -102,8 +103,18 @@ def region_dice(region: str | None = None, regions: Sequence[str] = REGIONS):  #
 
 
 def region_metrics(regions: Sequence[str]) -> dict:
-    """``{"val_dice_<region>": handler}`` for each region (lower case), the validation's additional metrics."""
-    return {dice_name(r): region_dice(r, regions) for r in regions}
+    """``{"val_dice_<region>": handler}`` for each region (lower case), the validation's additional metrics.
+
+    Raises:
+        UserError: two regions whose names give one column (``Tumor Core`` and ``tumor_core``): one would be lost.
+    """
+    names = [dice_name(r) for r in regions]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        same = [r for r in regions if dice_name(r) in clash]
+        raise UserError(f"the regions {same} all become the validation column {clash[0]}: rename one of them in the "
+                        "dataset.json \"labels\" (names that differ in more than case and punctuation)")
+    return dict(zip(names, (region_dice(r, regions) for r in regions), strict=True))
 
 
 def dice_name(region: str) -> str:
