@@ -98,8 +98,9 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
     datalist = run / "datalist.json"
     if not datalist.is_file():
         raise UserError(f"no {datalist}: run make cv first (it writes the folds there and trains each one)")
-    trained = sorted(int(p.name.split("_", 1)[1]) for p in run.glob("fold_*")
-                     if p.name.split("_", 1)[1].isdigit() and (p / "models" / "model.pt").is_file())
+    trained = sorted(int(p.name.split("_", 1)[1]) for p in run.glob("fold_*")  # fold_<f> as make cv names it
+                     if p.name.split("_", 1)[1].isdigit() and p.name == f"fold_{int(p.name.split('_', 1)[1])}"
+                     and (p / "models" / "model.pt").is_file())
     folds = as_folds(folds, "folds") if folds is not None else trained
     missing = [f for f in folds if f not in trained]
     if not folds or missing:
