@@ -114,6 +114,8 @@ def write_label_like(labels: np.ndarray, reference: str | os.PathLike, out_path:
     header.set_data_dtype(np.uint8)
     img = nib.Nifti1Image(np.asarray(labels, dtype=np.uint8), ref.affine, header=header)
     img.header.set_slope_inter(1.0, 0.0)
+    img.header["cal_min"], img.header["cal_max"] = 0, 0  # the image's display window is not the labels' (0, 0: none)
+    img.header["descrip"] = b"segmentation"
     atomic_write(out_path, lambda tmp: nib.save(img, tmp))
     return out_path
 

@@ -100,3 +100,22 @@ def test_a_write_that_fails_in_a_thread_fails_its_case_and_the_others_are_writte
     assert stop.value.code == 1
     assert sorted(report.written) == ["b", "c"] and list(report.failed) == ["a"]
     assert f"case a: writing {tmp_path / 'a.nii.gz'} failed (OSError" in report.summary()
+
+
+def test_a_segmentation_keeps_the_inputs_grid_but_not_its_display_window(tmp_path: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    from pipeline.inference.predict import write_label_like
+
+    image = nib.Nifti1Image(np.full((4, 5, 6), 900, np.int16), np.diag([1.0, 1.2, 1.5, 1.0]))
+    image.header["cal_min"], image.header["cal_max"] = 0, 1200  # a viewer would show labels 1-4 near black
+    image.header["descrip"] = b"FLAIR, scanner X"
+    nib.save(image, tmp_path / "flair.nii.gz")
+    labels = np.zeros((4, 5, 6), np.uint8)
+    labels[1:3, 1:3, 1:3] = 4
+    out = nib.load(write_label_like(labels, tmp_path / "flair.nii.gz", tmp_path / "seg.nii.gz"))
+    np.testing.assert_array_equal(out.affine, nib.load(tmp_path / "flair.nii.gz").affine)  # as stored (float32)
+    assert out.get_data_dtype() == np.uint8 and np.array_equal(np.asarray(out.dataobj), labels)
+    assert (float(out.header["cal_min"]), float(out.header["cal_max"])) == (0.0, 0.0)
+    assert out.header["descrip"].tobytes().rstrip(b"\0") == b"segmentation"
