@@ -16,7 +16,7 @@ from nibabel.filebasedimages import ImageFileError
 from pipeline.core.config import as_bool
 from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, gzip_is_whole
-from pipeline.core.provenance import Provenance, input_identity
+from pipeline.core.provenance import PROVENANCE, Provenance, input_identity
 from pipeline.data.source import DataSource
 from pipeline.inference.writers import BackgroundWriters
 from pipeline.inference.writers import writer_threads as writer_threads_of
@@ -92,9 +92,10 @@ class InferenceReport:
         unknown origin, refused by the next run, never files credited to the model that did not write them."""
         if self.output_dir and case not in self._replacing:
             self._replacing.add(case)
-            with self.writers.lock:  # the writer threads record cases under it
-                if case in self.provenance.cases:
-                    self.provenance.forget(case)
+            if (Path(self.output_dir) / PROVENANCE).is_file():  # a folder with records (else nothing to drop)
+                with self.writers.lock:  # the writer threads record cases under it
+                    if case in self.provenance.cases:
+                        self.provenance.forget(case)
         self.writers.submit(case, write, done, lambda e: self.fail(
             case, f"case {case}: writing {out} failed ({type(e).__name__}: {e})"))
 
