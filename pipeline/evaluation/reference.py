@@ -25,7 +25,7 @@ from pipeline.core.nifti import (
     reorientation,
 )
 from pipeline.core.provenance import Provenance
-from pipeline.data.labels import LABEL_SCHEMES, NNUNET_PREFIX, allowed_labels, scheme_choices
+from pipeline.data.labels import LABEL_SCHEMES, NNUNET_PREFIX, allowed_labels, describe, scheme_choices
 from pipeline.data.layouts import LAYOUTS, Case, DatasetError, LayoutInfo, detect_layout, discover_cases
 from pipeline.data.layouts.brats import case_folders, holds_case, single_case
 from pipeline.data.source import DataSource
@@ -53,6 +53,13 @@ class Reference:
     scheme: str | None = None  # the data's own scheme when it was resolved with it (a DataSource), else the layout's
     cases: dict[str, Case] = field(default_factory=dict)  # the cases with their images, when read from a dataset
     fold: int | None = None  # the datalist fold the cases are (--infer_fold): scored as held out
+
+    @property
+    def ignore(self) -> int | None:
+        """The value of the data's own ``ignore`` label (nnU-Net's unannotated voxels), or None: read from the
+        data's description, so that a scoring in another scheme (``labels``) leaves those voxels out too."""
+        own = self.scheme or (self.layout.label_scheme if self.layout is not None else None)
+        return describe(own).ignore if own else None
 
 
 def _holds_cases(root: Path) -> bool:

@@ -140,6 +140,7 @@ def evaluate_case(
     device: torch.device | str | None = None,
     *,
     layout: str | None = None,
+    ignore: int | None = None,
 ) -> list[dict]:
     """Metrics of every region of one case.
 
@@ -158,6 +159,8 @@ def evaluate_case(
             (every non-zero value).
         device: where to compute (e.g. ``"cuda"``); None: ``pred``'s device if it is a tensor, else the CPU.
         layout: the reference dataset's layout, named in the fix when a label value does not fit ``scheme``.
+        ignore: under ``labels``, the value of the reference data's ``ignore`` label (`Reference.ignore`): its
+            voxels are scored in neither map and it is no class (a scheme's own ``ignore`` is read from it).
 
     Returns:
         One dict per region: ``region`` (ET, TC, WT; or ``label_<v>``), ``dice``, ``sensitivity``,
@@ -196,16 +199,18 @@ def evaluate_case(
     else:
         pc, rc = _integer_labels(p[box], "prediction"), _integer_labels(r[box], "reference")
 
-    if scheme == "labels":
-        values = sorted(_spatial_values(pc) | _spatial_values(rc))
-        names = [f"label_{v}" for v in values]
-    else:
+    if scheme != "labels":
         _check_scheme_values(rc, scheme, "reference", layout)  # the reference first: it tells the fix
         _check_scheme_values(pc, scheme, "prediction", layout)
+        ignore = desc.ignore
+    if ignore is not None:  # nnU-Net's ignore label: those voxels are scored in neither
+        scored = rc != ignore
+        pc, rc = torch.where(scored, pc, torch.zeros_like(pc)), torch.where(scored, rc, torch.zeros_like(rc))
+    if scheme == "labels":
+        values = sorted((_spatial_values(pc) | _spatial_values(rc)) - {ignore})
+        names = [f"label_{v}" for v in values]
+    else:
         values, names = [], list(desc.evaluated)
-        if desc.ignore is not None:  # nnU-Net's ignore label: those voxels are scored in neither
-            scored = rc != desc.ignore
-            pc, rc = torch.where(scored, pc, torch.zeros_like(pc)), torch.where(scored, rc, torch.zeros_like(rc))
     if not names:
         return []
     rows = region_metrics(
@@ -363,6 +368,7 @@ def score_cases(pairs: CasePairs, scheme: str, *, device: torch.device | str | N
     Raises:
         UserError: a prediction on another grid, or a label value outside ``scheme`` (the case and both files named).
     """
+    ignore = pairs.reference.ignore if scheme == "labels" else None  # the data's own, by its description
     rows: list[dict] = []
     missing: list[str] = []
     for cid in sorted(pairs.refs):
@@ -378,7 +384,8 @@ def score_cases(pairs: CasePairs, scheme: str, *, device: torch.device | str | N
             pred, pred_affine, _ = load_labels(pred_path)
             pred = on_reference_grid(cid, pred, pred_affine, pred_path, ref, ref_affine, ref_path)
         try:
-            case_rows = evaluate_case(pred, ref, spacing, scheme=scheme, device=device, layout=layout)
+            case_rows = evaluate_case(pred, ref, spacing, scheme=scheme, device=device, layout=layout,
+                                      ignore=ignore)
         except ValueError as err:
             msg = f"case {cid} (prediction {pred_path or 'missing'}, reference {ref_path}): {err}"
             raise UserError(msg) from err

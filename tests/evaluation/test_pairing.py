@@ -91,6 +91,46 @@ def test_the_ignore_label_of_an_nnunet_set_is_scored_in_neither_image() -> None:
     assert desc.ignore == 2 and [r["region"] for r in rows] == ["tumour"] and rows[0]["dice"] == 1.0
 
 
+def _nnunet_set_with_ignore(root: Path) -> Path:
+    """An nnU-Net raw dataset of two cases (T1; 1 tumour, 2 ``ignore``) whose unannotated corner a prediction
+    calls tumour."""
+    data = root / "Dataset900_ignore"
+    (data / "imagesTr").mkdir(parents=True)
+    (data / "labelsTr").mkdir()
+    (data / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T1"}, "labels": {"background": 0, "tumour": 1, "ignore": 2},
+        "numTraining": 2, "file_ending": ".nii.gz"}))
+    pred = root / "pred"
+    pred.mkdir()
+    for case in ("c1", "c2"):
+        ref = np.zeros((8, 8, 8), np.uint8)
+        ref[2:5, 2:5, 2:5] = 1
+        ref[5:8, 5:8, 5:8] = 2
+        nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.float32), np.eye(4)), data / "imagesTr" / f"{case}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(ref, np.eye(4)), data / "labelsTr" / f"{case}.nii.gz")
+        nib.save(nib.Nifti1Image((ref > 0).astype(np.uint8), np.eye(4)), pred / f"{case}.nii.gz")
+    return data
+
+
+@pytest.mark.parametrize("command", [
+    pytest.param(["evaluate", "{pred}", "{ref}", "--out", "{out}"], id="evaluate_in_its_own_scheme"),
+    pytest.param(["evaluate", "{pred}", "{ref}", "--out", "{out}", "--scheme", "labels"], id="evaluate_labels"),
+    pytest.param(["compare", "{ref}", "{pred}", "{pred2}", "--out", "{out}", "--scheme", "labels"],
+                 id="compare_labels"),
+])
+def test_the_ignore_label_is_no_class_and_its_voxels_are_not_scored_in_every_scoring_path(
+        command: list[str], tmp_path: Path) -> None:
+    ref = _nnunet_set_with_ignore(tmp_path)
+    shutil.copytree(tmp_path / "pred", tmp_path / "pred2")
+    out = tmp_path / "eval"
+    args = [a.format(pred=tmp_path / "pred", pred2=tmp_path / "pred2", ref=ref, out=out) for a in command]
+    assert pipeline_main(args) == 0
+    summaries = [json.loads(f.read_text()) for f in out.rglob("summary.json")]
+    assert summaries
+    for summary in summaries:  # label 1 only, scored perfect: the "tumour" in the unannotated corner is not counted
+        assert list(summary["regions"]) in (["tumour"], ["label_1"]) and summary["mean_dice"] == 1.0
+
+
 @pytest.mark.parametrize("fold", [1, None], ids=["a_fold_is_refused", "every_case_is_scored_with_a_warning"])
 def test_segmentations_of_cases_their_model_trained_on_are_never_scored_as_held_out(
         fold, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
