@@ -220,3 +220,34 @@ def test_training_benchmark_offers_every_network_overlay_of_the_bundle() -> None
     parser = argument_parser("test")
     for name in NETWORKS:
         assert parser.parse_args(["--network", name]).network == name
+
+
+def test_real_cases_are_copied_byte_for_byte_and_split_as_recorded(tmp_path: Path) -> None:
+    """bench/real_cases.py on a clone holding one source's cases (made here: no network): each case whole, its
+    files' bytes those at HEAD; a case folder that exists is kept; the recorded splits are 24 + 6 of the 30."""
+    import subprocess
+
+    from bench import real_cases
+
+    folder, cases = real_cases.SOURCES["IAmSuyogJadhav/Brainy"]
+    clone = tmp_path / "Brainy"
+    for case in cases:
+        for suffix in real_cases.SUFFIXES:
+            path = clone / folder / case / f"{case}_{suffix}.nii.gz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(f"{case} {suffix}".encode())
+    git = ["git", "-C", str(clone), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(clone)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "cases"], check=True)
+    out = tmp_path / "real"
+    (out / cases[1]).mkdir(parents=True)  # already there: kept as it is
+    assert real_cases.extract([clone], out) == [cases[0]]
+    assert {p.name: p.read_bytes() for p in (out / cases[0]).iterdir()} == {
+        f"{cases[0]}_{s}.nii.gz": f"{cases[0]} {s}".encode() for s in real_cases.SUFFIXES}
+    assert not list((out / cases[1]).iterdir()) and not list(out.glob(".*"))
+    with pytest.raises(SystemExit, match="holds none of"):
+        real_cases.extract([tmp_path / "real"], tmp_path / "other")
+    assert len(set(real_cases.CASES)) == 30
+    for test in real_cases.SPLITS.values():
+        assert len(set(test)) == 6 and set(test) <= set(real_cases.CASES)
