@@ -10,7 +10,7 @@ Test-time augmentation is part of the prediction (`pipeline.inference.predict`),
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from monai.transforms import MapTransform
 
 from pipeline.core.config import as_fraction, as_int
 from pipeline.core.errors import UserError
-from pipeline.data.labels import REGIONS, Description, describe
+from pipeline.data.labels import Description, describe
 
 logger = logging.getLogger(__name__)
 
@@ -75,39 +75,46 @@ class KeepMainTumourd(MapTransform):
 
 
 class SmallEnhancingToNecrosisd(MapTransform):
-    """Relabel an enhancing tumour smaller than ``min_voxels`` as necrosis (non-enhancing core).
+    """Relabel an enhancing tumour smaller than ``min_voxels`` as necrosis (the non-enhancing core).
 
-    On binary regions ``(R, H, W, D)`` in ``regions`` order, which must hold TC, WT and ET (any order, other regions
-    untouched): when ``0 < |ET| < min_voxels`` the ET channel is cleared
-    and its voxels stay in TC (and WT), so they are written as label 1. BraTS scores an empty ET as Dice 1
-    when the reference ET is empty too, and a few false-positive ET voxels as 0, so a small predicted ET
-    is more often a loss than a gain (Jiang et al., BraTS 2020 winner, used 500 voxels at 1 mm).
-    ``min_voxels = 0`` turns it off.
+    On binary regions ``(R, H, W, D)`` in the order of ``description.regions``, whose roles must name the enhancing
+    (``ET``) and the non-enhancing core (``NCR``: NCR, NETC, MSD's NET) labels: when ``0 < |ET| < min_voxels``
+    the enhancing voxels take the core's label, so each region keeps them exactly when it holds the core's label
+    (TC and WT keep them, ET loses them; BraTS 2024's RC is untouched) and they are written as the core's value
+    (1 in BraTS, 2 in MSD). BraTS scores an empty ET as Dice 1 when the reference ET is empty too, and a few
+    false-positive ET voxels as 0, so a small predicted ET is more often a loss than a gain (Jiang et al., BraTS
+    2020 winner, used 500 voxels at 1 mm). ``min_voxels = 0`` turns it off.
     """
 
     def __init__(self, keys: KeysCollection, min_voxels: int | str = 0, allow_missing_keys: bool = False,
-                 regions: Sequence[str] = REGIONS) -> None:
+                 description: Description | str = "brats") -> None:
         super().__init__(keys, allow_missing_keys)
         self.min_voxels = as_int(min_voxels, "min_et_voxels", minimum=0)
-        self.regions = list(regions)
-        if self.min_voxels and not {"TC", "WT", "ET"} <= set(self.regions):
-            raise UserError(f"min_et_voxels needs the regions TC, WT and ET; this network has {self.regions}: "
-                             "leave --min_et_voxels 0")
+        desc = describe(description)
+        et, ncr = desc.roles.get("ET"), desc.roles.get("NCR")
+        values = list(desc.regions.values())
+        self.et = [i for i, v in enumerate(values) if et in v and ncr not in v]  # the voxels leave these regions
+        self.ncr = [i for i, v in enumerate(values) if ncr in v]                  # and join (stay in) these
+        self.counted = next((i for i, v in enumerate(values) if v == (et,)), None)  # the enhancing region itself
+        if self.min_voxels and (ncr is None or self.counted is None):
+            raise UserError(f"min_et_voxels needs an enhancing-tumour region and to know which label is the necrosis; "
+                            f"{desc.title} names no such roles (its regions: {list(desc.regions)}): leave "
+                            "--min_et_voxels 0")
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
         if self.min_voxels == 0:
             return d
-        tc, wt, et = (self.regions.index(r) for r in ("TC", "WT", "ET"))
         for key in self.key_iterator(d):
             regions = d[key]
-            n_et = int((regions[et] > 0.5).sum())
+            moved = regions[self.counted] > 0.5
+            n_et = int(moved.sum())
             if 0 < n_et < self.min_voxels:
                 regions = regions.clone()
-                moved = regions[et] > 0.5
-                regions[tc][moved] = 1
-                regions[wt][moved] = 1
-                regions[et] = 0
+                for i in self.ncr:
+                    regions[i][moved] = 1
+                for i in self.et:
+                    regions[i][moved] = 0
                 d[key] = regions
                 logger.info("%s: enhancing tumour of %d voxels (< %d) relabelled as necrosis",
                             d.get("case", key), n_et, self.min_voxels)

@@ -9,14 +9,7 @@ from monai.transforms import RemoveSmallObjectsd
 from pipeline.inference.postprocessing import SmallEnhancingToNecrosisd
 
 
-def _regions(et_voxels: int) -> torch.Tensor:
-    r = torch.zeros(3, 10, 10, 10)
-    r[1, 2:8, 2:8, 2:8] = 1  # WT
-    r[0, 3:7, 3:7, 3:7] = 1  # TC
-    r[2].view(-1)[torch.nonzero(r[0].view(-1)).squeeze(1)[:et_voxels]] = 1  # ET inside TC
-    return r
-
-
+@pytest.mark.parametrize("scheme", ["brats", "brats2023", "msd", "brats2024"])
 @pytest.mark.parametrize(
     ("et_voxels", "min_voxels", "et_kept"),
     [
@@ -26,15 +19,36 @@ def _regions(et_voxels: int) -> torch.Tensor:
         pytest.param(0, 20, True, id="no_et_stays_empty"),
     ],
 )
-def test_small_enhancing_tumour_is_relabelled_as_necrosis(et_voxels: int, min_voxels: int, et_kept: bool) -> None:
-    r = _regions(et_voxels)
-    out = SmallEnhancingToNecrosisd("pred", min_voxels)({"pred": r})["pred"]
-    assert int(out[2].sum()) == (et_voxels if et_kept else 0)
-    assert torch.equal(out[0], r[0]) and torch.equal(out[1], r[1])  # the voxels stay tumour core and WT
-    from pipeline.data.labels import regions_to_labels
+def test_small_enhancing_tumour_is_written_as_the_necrosis_label_of_its_scheme(
+        scheme: str, et_voxels: int, min_voxels: int, et_kept: bool) -> None:
+    import numpy as np
 
-    labels = regions_to_labels(out.numpy() > 0.5)
-    assert int((labels == 4).sum()) == (et_voxels if et_kept else 0)
+    from pipeline.data.labels import describe, labels_to_regions, regions_to_labels
+
+    desc = describe(scheme)
+    code = desc.roles
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[2:8, 2:8, 2:8] = code["ED"]
+    labels[3:7, 3:7, 3:7] = code["NCR"]
+    labels.reshape(-1)[np.flatnonzero(labels == code["NCR"])[:et_voxels]] = code["ET"]
+    if "RC" in code:
+        labels[0, 0, :4] = code["RC"]  # a cavity beside the tumour: untouched
+    expected = labels.copy()
+    if not et_kept:
+        expected[labels == code["ET"]] = code["NCR"]  # BraTS 1, MSD 2
+    regions = torch.as_tensor(labels_to_regions(labels, desc))
+    out = SmallEnhancingToNecrosisd("pred", min_voxels, description=desc)({"pred": regions})["pred"]
+    np.testing.assert_array_equal(regions_to_labels(out.numpy() > 0.5, desc), expected)
+
+
+def test_small_enhancing_tumour_needs_the_roles_of_its_labels() -> None:
+    from pipeline.core.errors import UserError
+    from pipeline.data.labels import from_dataset_json
+
+    desc = from_dataset_json(DATASET137_RC)  # nnU-Net's own region names, no roles: which label is necrosis?
+    with pytest.raises(UserError, match=r"min_et_voxels needs an enhancing-tumour region .* leave --min_et_voxels 0"):
+        SmallEnhancingToNecrosisd("pred", 50, description=desc)
+    assert SmallEnhancingToNecrosisd("pred", 0, description=desc).min_voxels == 0  # off: nothing to find
 
 
 def test_component_removal_drops_small_islands_per_region() -> None:
