@@ -55,8 +55,15 @@ def fold_checkpoint(run_dir: str | os.PathLike, fold: int) -> Path:
     return Path(run_dir) / f"fold_{fold}" / "models" / "model.pt"
 
 
+def ensemble_checkpoint(run_dir: str | os.PathLike, folds: Sequence[int]) -> Path:
+    """Where the ensemble of ``folds`` (in their order: network ``i`` is fold ``folds[i]``) is combined:
+    ``run_dir/ensemble/folds_<f>_<g>.../model.pt``, one file per fold list, so that two ensemble inferences of one
+    run with different folds at the same time never load (or credit their segmentations to) each other's file."""
+    return Path(run_dir) / "ensemble" / ("folds_" + "_".join(str(int(f)) for f in folds)) / "model.pt"
+
+
 def write_ensemble_checkpoint(run_dir: str | os.PathLike, folds: Sequence[int]) -> str:
-    """Combine the folds' ``model.pt`` into ``run_dir/ensemble/model.pt`` for a `ProbabilityEnsemble`.
+    """Combine the folds' ``model.pt`` into `ensemble_checkpoint` for a `ProbabilityEnsemble`.
 
     Returns the path (the ensemble config's ``ckpt_path``). Written atomically.
 
@@ -80,7 +87,7 @@ def write_ensemble_checkpoint(run_dir: str | os.PathLike, folds: Sequence[int]) 
         fix = f"retrain fold {f} (make cv), or pass --ensemble_folds without it"
         for k, v in read_state(fold_checkpoint(run_dir, f), fix=fix).items():
             state[f"networks.{i}.{k}"] = v
-    out = Path(run_dir) / "ensemble" / "model.pt"
+    out = ensemble_checkpoint(run_dir, folds)
     atomic_torch_save(state, out)
     logger.info("ensemble of folds %s: %s", list(folds), out)
     return str(out)

@@ -48,6 +48,26 @@ def test_the_ensemble_checkpoint_written_again_is_the_same_model(tmp_path: Path)
     assert model_id(write_ensemble_checkpoint(tmp_path, [1, 0])) != first  # another ensemble: another model
 
 
+@pytest.mark.parametrize("folds", [[0, 1, 2], "[0, 1, 2]", "0,1,2"], ids=["list", "text", "comma_text"])
+def test_each_fold_list_has_its_own_combined_file_the_bundle_loads(tmp_path: Path, folds) -> None:
+    """Two ensemble inferences of one run with other fold lists at once (here one after the other): neither
+    replaces the file the other loads, and the bundle's ckpt_path is the file its fold list is combined into."""
+    from pipeline.inference.ensemble import ensemble_checkpoint
+    from tests.helpers import parse_bundle
+
+    members = {f: torch.nn.Conv3d(4, 3, 1) for f in (0, 1, 2, 3)}
+    for f, m in members.items():
+        fold_checkpoint(tmp_path, f).parent.mkdir(parents=True)
+        torch.save(m.state_dict(), fold_checkpoint(tmp_path, f))
+    first = write_ensemble_checkpoint(tmp_path, [0, 1, 2])
+    second = write_ensemble_checkpoint(tmp_path, [1, 2, 3])
+    assert first != second
+    state = torch.load(first, weights_only=True)
+    assert all(torch.equal(state[f"networks.{i}.weight"], members[f].weight) for i, f in enumerate((0, 1, 2)))
+    parser = parse_bundle("inference", {"run_dir": str(tmp_path), "ensemble_folds": folds}, ensemble=True)
+    assert parser.get_parsed_content("ckpt_path") == first == str(ensemble_checkpoint(tmp_path, [0, 1, 2]))
+
+
 def test_ensemble_names_the_fold_without_a_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"fold 3: .*fold_3/models/model.pt"):
         write_ensemble_checkpoint(tmp_path, [3])
