@@ -8,7 +8,9 @@ we work around MONAI are listed in `monai_workarounds`.
 
 __version__ = "0.1.0"
 
-from pipeline.core.errors import install_cli_excepthook, register_hint, running_monai_cli
+import sys
+
+from pipeline.core.errors import install_cli_excepthook, register_hint, repeated_cli_ids, running_monai_cli
 from pipeline.core.lazy import submodules
 
 
@@ -22,5 +24,8 @@ def _bundle_hint(exc: BaseException) -> str | None:
 register_hint(_bundle_hint)
 if running_monai_cli():  # a refusal ends MONAI's CLI with its one line, not a traceback (pipeline.core.errors)
     install_cli_excepthook()
+    _repeated = repeated_cli_ids(sys.argv[1:])  # imported by the configs before any stage works
+    if _repeated is not None:
+        raise _repeated
 
 __getattr__ = submodules(__name__)

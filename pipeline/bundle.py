@@ -216,10 +216,13 @@ def run_quietly(argv: Sequence[str]) -> None:
     silenced (`pipeline.monai_workarounds.quiet`; ``PIPELINE_VERBOSE=1`` keeps them)."""
     import runpy
 
-    from pipeline.core.errors import install_cli_excepthook
+    from pipeline.core.errors import install_cli_excepthook, repeated_cli_ids
     from pipeline.monai_workarounds import quiet
 
     install_cli_excepthook()  # as `import pipeline` does under MONAI's CLI: a refusal ends with its one line
+    repeated = repeated_cli_ids(argv)  # `import pipeline` checks the raw CLI; here pipeline is already imported
+    if repeated is not None:
+        raise repeated
     quiet(verbose=bool(os.environ.get("PIPELINE_VERBOSE")))
     sys.argv = ["python -m monai.bundle", *argv]
     runpy.run_module("monai.bundle", run_name="__main__", alter_sys=True)

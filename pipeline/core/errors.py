@@ -98,3 +98,23 @@ def running_monai_cli() -> bool:
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     return bool(spec is not None and spec.name.startswith("monai.bundle"))
+
+
+def repeated_cli_ids(argv: list[str]) -> UserError | None:
+    """The refusal of an id given twice in a ``monai.bundle run`` command line (``--fold 0 ... --fold 1``;
+    ``--a#b`` and ``--a::b`` are one id, ``--id=value`` as ``--id value``), or None. MONAI's CLI (1.6, through
+    Fire) silently keeps the last, so ``make cv ARGS="--fold 1"`` would train fold 1 into every fold's folder."""
+    seen: dict[str, str] = {}
+    args = list(argv)
+    for i, token in enumerate(args):
+        if not token.startswith("--") or len(token) == 2:
+            continue
+        key, eq, value = token[2:].partition("=")
+        if not eq:
+            value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("--") else ""
+        norm = key.replace("::", "#")
+        if norm in seen:
+            return UserError(f"--{key} is given twice on the command line ({seen[norm]!r} and {value!r}); MONAI's CLI "
+                             "would silently take the last: give each id once (with make: not again in ARGS)")
+        seen[norm] = value
+    return None

@@ -155,3 +155,18 @@ def test_a_writer_that_hides_a_full_disk_is_read_as_one(tmp_path: Path, monkeypa
         atomic_torch_save({"w": 1}, tmp_path / "checkpoint.pt")
     assert err.value.errno == errno.ENOSPC and not list(tmp_path.iterdir())
     assert user_message(err.value).startswith(f"cannot write {tmp_path / 'checkpoint.pt'}: the disk is full")
+
+
+@pytest.mark.parametrize("quiet", [pytest.param(False, id="monai_cli"), pytest.param(True, id="pipeline_bundle_run")])
+@pytest.mark.parametrize("repeat", [pytest.param(["--fold", "1"], id="plain"),
+                                    pytest.param(["--fold=1"], id="with_equals")])
+def test_an_id_given_twice_to_the_bundle_cli_is_one_line_before_any_work(quiet: bool, repeat: list[str],
+                                                                         tiny_dataset: Path, tmp_path: Path) -> None:
+    """``make cv ARGS="--fold 1"`` passes --fold twice; MONAI's CLI would train fold 1 into every fold's folder.
+    A fresh interpreter (not a warm fork): the raw CLI is checked when the configs first import the package."""
+    run = tmp_path / "run"
+    cmd = [*command("training", {**TINY_IDS, "dataset_dir": tiny_dataset, "run_dir": run, "fold": 0}, quiet=quiet),
+           *repeat]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    _one_error_line(result, "--fold is given twice on the command line ('0' and '1')", "give each id once")
+    assert not run.exists()
