@@ -72,15 +72,21 @@ INFER_OPTIONS = {"dataset_dir": "-i/--input", "datalist": "-i/--input", "output_
                  "run_dir": "--run", "tta": "--tta/--no-tta", "device": "--device", "overwrite": "--overwrite"}
 
 
+#: What every bundle command line carries (`pipeline.bundle.command`): no ``--set`` sets them.
+BUNDLE_FILE_IDS = {"config_file": "the verb's own config list", "meta_file": "the bundle's metadata.json",
+                   "logging_file": "the bundle's logging.conf"}
+
+
 def set_ids(pairs: Sequence[str] | None, taken: Mapping[str, str] | None = None) -> dict[str, str]:
     """``--set ID VALUE [ID VALUE ...]`` (the option given once or repeated) as ``{ID: VALUE}``.
 
     Refused (`UserError`): an odd number of words, an id given twice (``a#b`` and ``a::b`` are one id, as MONAI
-    reads them), or an id in ``taken`` (id -> the verb's option that sets it), which would silently win over, or
-    lose to, that option."""
+    reads them), or an id in ``taken`` (id -> the verb's option that sets it) or in `BUNDLE_FILE_IDS`, which would
+    silently win over, or lose to, that option."""
     from monai.bundle.reference_resolver import ReferenceResolver
 
     pairs = list(pairs or [])
+    taken = {**BUNDLE_FILE_IDS, **(taken or {})}
     if len(pairs) % 2:
         raise UserError(f"--set takes ID VALUE pairs, got {len(pairs)} word(s): {' '.join(pairs)}")
     taken = {ReferenceResolver.normalize_id(k): v for k, v in (taken or {}).items()}

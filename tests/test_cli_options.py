@@ -70,7 +70,9 @@ TAKEN = [pytest.param("train", "run_dir", "--run", id="train_run_dir"),
          pytest.param("infer", "output_dir", "-o/--output", id="infer_output_dir"),
          pytest.param("infer", "dataset_dir", "-i/--input", id="infer_dataset_dir"),
          pytest.param("cv", "infer_fold", "--folds", id="cv_infer_fold"),
-         pytest.param("cv", "output_dir", "RUN_DIR/cv/seg", id="cv_output_dir")]
+         pytest.param("cv", "output_dir", "RUN_DIR/cv/seg", id="cv_output_dir"),
+         *(pytest.param(verb, "meta_file", "the bundle's metadata.json", id=f"{verb}_meta_file")
+           for verb in ("train", "infer", "cv"))]
 
 
 @pytest.mark.parametrize(("verb", "key", "option"), TAKEN)

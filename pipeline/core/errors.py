@@ -100,21 +100,36 @@ def running_monai_cli() -> bool:
     return bool(spec is not None and spec.name.startswith("monai.bundle"))
 
 
+def _cli_flag(token: str) -> bool:
+    """Whether Fire (MONAI's CLI parser) reads ``token`` as a flag: dashes, then a letter (``-1`` is a value)."""
+    name = token.lstrip("-")
+    return token.startswith("-") and bool(name) and (name[0].isalpha() or name[0] == "_")
+
+
 def repeated_cli_ids(argv: list[str]) -> UserError | None:
-    """The refusal of an id given twice in a ``monai.bundle run`` command line (``--fold 0 ... --fold 1``;
-    ``--a#b`` and ``--a::b`` are one id, ``--id=value`` as ``--id value``), or None. MONAI's CLI (1.6, through
-    Fire) silently keeps the last, so ``make cv ARGS="--fold 1"`` would train fold 1 into every fold's folder."""
-    seen: dict[str, str] = {}
+    """The refusal of an id given twice with different values in a ``monai.bundle run`` command line
+    (``--fold 0 ... --fold 1``), or None. Ids are read as MONAI's CLI (1.6, through Fire) reads them: any number of
+    leading dashes, ``-`` in a name as ``_``, ``--id=value`` as ``--id value``, a bare ``--noid`` as ``id`` False,
+    ``a::b`` as ``a#b``, nothing after ``--``. MONAI silently keeps the last, so ``make cv ARGS="--fold 1"`` would
+    train fold 1 into every fold's folder."""
+    seen: dict[str, tuple[str, str]] = {}  # id -> (as given, value)
     args = list(argv)
     for i, token in enumerate(args):
-        if not token.startswith("--") or len(token) == 2:
+        if token == "--":
+            break
+        if not _cli_flag(token):
             continue
-        key, eq, value = token[2:].partition("=")
+        given, eq, value = token.partition("=")
         if not eq:
-            value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("--") else ""
-        norm = key.replace("::", "#")
-        if norm in seen:
-            return UserError(f"--{key} is given twice on the command line ({seen[norm]!r} and {value!r}); MONAI's CLI "
-                             "would silently take the last: give each id once (with make: not again in ARGS)")
-        seen[norm] = value
+            bare = i + 1 >= len(args) or _cli_flag(args[i + 1]) or args[i + 1] == "--"
+            value = "True" if bare else args[i + 1]
+        key = given.lstrip("-").replace("-", "_").replace("::", "#")
+        if not eq and value == "True" and key.startswith("no") and key[2:] in seen:
+            key, value = key[2:], "False"
+        if key in seen and seen[key][1] != value:
+            first, earlier = seen[key]
+            return UserError(f"{given} is given twice on the command line ({first} {earlier!r}, then {value!r}); "
+                             "MONAI's CLI would silently take the last: give each id once (with make: not again in "
+                             "ARGS)")
+        seen.setdefault(key, (given, value))
     return None

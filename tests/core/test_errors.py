@@ -44,3 +44,32 @@ def test_every_optional_package_names_an_extra_of_pyproject() -> None:
     for package, extra in OPTIONAL_PACKAGES.items():
         requirement = package.replace("_", "-")
         assert any(r.startswith(requirement) for r in extras[extra]), f"{package}: not in the extra {extra}"
+
+
+@pytest.mark.parametrize(("argv", "refused"), [
+    pytest.param(["--fold", "0", "--fold", "1"], "--fold", id="twice"),
+    pytest.param(["--fold", "0", "--fold=1"], "--fold", id="with_equals"),
+    pytest.param(["--fold", "0", "-fold", "1"], "-fold", id="one_dash"),
+    pytest.param(["---fold", "0", "--fold", "1"], "--fold", id="three_dashes"),
+    pytest.param(["--run_dir", "a", "--run-dir", "b"], "--run-dir", id="dash_for_underscore"),
+    pytest.param(["--a#b", "1", "--a::b", "2"], "--a::b", id="colons_for_hash"),
+    pytest.param(["--fold", "0", "--nofold"], "--nofold", id="fire_negation"),
+    pytest.param(["--fold", "1", "--fold", "1"], None, id="same_value_twice"),
+    pytest.param(["--fold", "-1", "--seed", "-1"], None, id="negative_values"),
+    pytest.param(["--fold", "0", "--", "--fold", "1"], None, id="after_the_separator"),
+])
+def test_an_id_given_twice_is_refused_in_every_spelling_monais_cli_reads(argv: list[str], refused: str | None) -> None:
+    """MONAI's CLI (1.6, through Fire) keeps the last of these silently; the bundle's ids are checked as it reads
+    them, a repeat of the same value is harmless."""
+    import fire
+
+    from pipeline.core.errors import repeated_cli_ids
+
+    error = repeated_cli_ids(["run", "training", *argv])
+    if refused is None:
+        assert error is None
+        return
+    assert error is not None and str(error).startswith(f"{refused} is given twice on the command line")
+    if "::" not in refused and "#" not in argv[0]:  # Fire itself: one key, the last value (the silent case)
+        parsed = fire.Fire(lambda **kw: kw, argv, name="x")
+        assert len(parsed) == 1

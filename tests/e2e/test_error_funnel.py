@@ -168,5 +168,5 @@ def test_an_id_given_twice_to_the_bundle_cli_is_one_line_before_any_work(quiet: 
     cmd = [*command("training", {**TINY_IDS, "dataset_dir": tiny_dataset, "run_dir": run, "fold": 0}, quiet=quiet),
            *repeat]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
-    _one_error_line(result, "--fold is given twice on the command line ('0' and '1')", "give each id once")
+    _one_error_line(result, "--fold is given twice on the command line (--fold '0', then '1')", "give each id once")
     assert not run.exists()
