@@ -200,6 +200,7 @@ class _DatalistReader:
     data_root: Path | None = None  # model-zoo lists: the data root their relative paths may start from
     missing: list[str] = field(default_factory=list)  # one refusal line per missing file; the first is raised
     channels: tuple[str, ...] = CHANNELS  # the channels of the datalist's label scheme, one image file each
+    numbered: bool = False  # its layout names image files by channel number (`LayoutSpec.numbered_channels`)
 
     def __post_init__(self) -> None:
         self.base = Path(os.path.abspath(self.path.parent))
@@ -253,7 +254,7 @@ class _DatalistReader:
             raise DatasetError(f"{where}: \"image\" lists {len(images)} file(s); expected {n} ({names}, the "
                                "channels of the datalist's label scheme) or one 4D file with \"channel_index\"")
         item["image"] = [self.file(p, "image file", where) for p in images]
-        if "channel_index" not in item and self.channels == CHANNELS:
+        if "channel_index" not in item and self.channels == CHANNELS and not self.numbered:
             item["image"] = _ordered_images(item["image"], where)
         elif "channel_index" not in item:
             item["image"] = _numbered_images(item["image"], where)
@@ -336,7 +337,8 @@ def read_datalist(path: str | os.PathLike, dataset_dir: str | os.PathLike | None
         given = raw["label_scheme"][len(NNUNET_PREFIX):]
         raw = {**raw, "label_scheme": NNUNET_PREFIX + os.path.abspath(os.path.join(path.parent, given))}
     channels = _datalist_channels(path, raw)
-    reader = _DatalistReader(path, zoo, Path(dataset_dir).expanduser() if dataset_dir else None, channels=channels)
+    reader = _DatalistReader(path, zoo, Path(dataset_dir).expanduser() if dataset_dir else None, channels=channels,
+                             numbered=LAYOUTS[datalist_layout(raw)].numbered_channels)  # the files' naming, by layout
     parts = {key: [reader.item(it, key, i) for i, it in enumerate(raw.get(key, []))]
              for key in ((*MODEL_ZOO_KEYS,) if zoo else ("training", "test"))}
     _refuse_duplicate_ids(path, parts, zoo)

@@ -412,20 +412,26 @@ def test_a_single_case_folder_given_as_dataset_says_to_pass_its_parent(layout_da
         discover_cases(case, layout_given)
 
 
-def test_nnunet_channel_files_listed_out_of_order_are_put_in_order_by_their_numbers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("channels", [
+    pytest.param(["T1ce", "FLAIR"], id="two_channels"),
+    pytest.param(["T1", "T1ce", "T2", "FLAIR"], id="the_brats_channel_names"),  # its layout decides, not the names
+])
+def test_nnunet_channel_files_listed_out_of_order_are_put_in_order_by_their_numbers(tmp_path: Path,
+                                                                                   channels: list[str]) -> None:
     from pipeline.data.synthetic import write_dataset
 
     root = tmp_path / "nnunet"
-    write_dataset(root, cases=2, shape=(32, 32, 24), layout="nnunet", channels=["T1ce", "FLAIR"])
+    write_dataset(root, cases=2, shape=(32, 32, 24), layout="nnunet", channels=channels)
     dl = build_datalist(root, folds=2)
     for item in dl["training"]:
-        item["image"] = item["image"][::-1]  # _0001 listed before _0000
+        item["image"] = item["image"][::-1]  # _0003 (or _0001) listed first
     path = _write(tmp_path / "dl.json", dl)
+    numbers = [f"{i:04d}" for i in range(len(channels))]
     for item in read_datalist(path)["training"]:
-        assert [Path(p).name[-11:-7] for p in item["image"]] == ["0000", "0001"]
+        assert [Path(p).name[-11:-7] for p in item["image"]] == numbers
     broken = json.loads(path.read_text())
-    broken["training"][0]["image"] = [broken["training"][0]["image"][0]] * 2
-    with pytest.raises(DatasetError, match="numbered \\[1, 1\\]"):
+    broken["training"][0]["image"] = [broken["training"][0]["image"][0]] * len(channels)
+    with pytest.raises(DatasetError, match=rf"numbered \[{', '.join([str(len(channels) - 1)] * len(channels))}\]"):
         read_datalist(_write(tmp_path / "broken.json", broken))
 
 

@@ -22,6 +22,7 @@ class LayoutSpec:
     separator: str = "_"             # between the case id and the suffix
     example: str = ""                # one line for messages
     label_files: str = ""            # where a case's label file lies, relative to the root, for messages
+    numbered_channels: bool = False  # one file per channel, named <case>_XXXX by channel number (nnU-Net)
 
 
 @dataclass(frozen=True)

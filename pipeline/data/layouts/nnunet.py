@@ -20,7 +20,7 @@ from pipeline.data.layouts.base import Case, DatasetError, DatasetScan, LayoutIn
 
 NNUNET = LayoutSpec("nnunet", "nnU-Net raw dataset (v2)", f"{NNUNET_PREFIX}<root>/dataset.json", (), "_",
                    "<root>/dataset.json with channel_names, <root>/imagesTr/<case>_0000.nii.gz (one file per "
-                   "channel) and <root>/labelsTr/<case>.nii.gz", "labelsTr/<case>.nii.gz")
+                   "channel) and <root>/labelsTr/<case>.nii.gz", "labelsTr/<case>.nii.gz", numbered_channels=True)
 
 
 #: The stem of an nnU-Net image file: ``<case>_<XXXX>``, XXXX the channel number (0000, 0001, ...).
