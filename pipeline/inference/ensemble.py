@@ -19,7 +19,7 @@ import torch
 from pipeline.core.config import as_infer_fold, differing
 from pipeline.core.errors import UserError
 from pipeline.inference.predict import probabilities_to_logits
-from pipeline.model.record import RunError, read_record, trained_on
+from pipeline.model.record import RunError, model_interface, read_record, trained_on
 from pipeline.model.weights import atomic_torch_save, read_state
 
 logger = logging.getLogger(__name__)
@@ -75,13 +75,18 @@ def write_ensemble_checkpoint(run_dir: str | os.PathLike, folds: Sequence[int]) 
     missing = [f"fold {f}: {fold_checkpoint(run_dir, f)}" for f in folds if not fold_checkpoint(run_dir, f).is_file()]
     if missing:
         raise UserError("no checkpoint for " + "; ".join(missing) + ". Train the folds first: make cv")
-    networks = {f: (read_record(fold_checkpoint(run_dir, f).parent.parent) or {}).get("network") for f in folds}
-    first = networks[folds[0]]
-    for f, net in networks.items():
-        if net != first:
+    models = {f: model_interface(read_record(fold_checkpoint(run_dir, f).parent.parent)) for f in folds}
+    first = models[folds[0]]
+    for f, model in models.items():
+        if model["network"] != first["network"]:
             raise UserError(f"fold {f} of {run_dir} was trained with another network than fold {folds[0]} "
-                            f"({'; '.join(differing(first or {}, net or {}))}): an ensemble averages one architecture;"
-                            " retrain the fold or pass --ensemble_folds without it")
+                            f"({'; '.join(differing(first['network'] or {}, model['network'] or {}))}): an ensemble "
+                            "averages one architecture; retrain the fold or pass --ensemble_folds without it")
+        if model != first:
+            raise UserError(f"fold {f} of {run_dir} takes or gives other data than fold {folds[0]} "
+                            f"({'; '.join(differing(first, model))}): an ensemble feeds its models one input at "
+                            "fold 0's grid and channel order and writes one set of regions; retrain the fold or pass "
+                            "--ensemble_folds without it")
     state = {}
     for i, f in enumerate(folds):
         fix = f"retrain fold {f} (make cv), or pass --ensemble_folds without it"

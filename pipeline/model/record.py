@@ -251,6 +251,19 @@ def check_held_out(record: Mapping | None, items: Sequence[dict], infer_fold: ob
                        "segment every case")
 
 
+def model_interface(record: Mapping | None) -> dict:
+    """What a trained model takes and gives, from its run.json: the network (its recorded arguments), the regions
+    it outputs (its label scheme's), its input channels in order and the voxel size it computes at. Two models
+    that differ in any of these cannot stand in for each other: a fold ensemble feeds them one input, resampled
+    and ordered for the first, and writes one set of regions. None where the record has no value."""
+    ids = (record or {}).get("ids") or {}
+    scheme = ids.get("label_scheme")
+    return {"network": (record or {}).get("network"),
+            "regions": list(describe(scheme).regions) if scheme else None,
+            "channels": [_canonical(str(c)) for c in ids.get("channels") or []] or None,
+            "spacing": spacing_value(ids.get("spacing"))}
+
+
 def check_regions(record: Mapping | None, description: Description) -> Description:
     """Refuse to write labels of ``description`` with a model trained on other regions (a ``brats2024`` model's four
     outputs written as ``brats2023`` labels, say); returns ``description``.

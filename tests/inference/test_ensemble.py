@@ -87,6 +87,33 @@ def test_an_ensemble_of_folds_trained_with_different_networks_is_refused(tmp_pat
     assert not (tmp_path / "ensemble").exists()
 
 
+@pytest.mark.parametrize(("other", "named"), [
+    pytest.param({"spacing": [2, 2, 2]}, "spacing: None -> [2.0, 2.0, 2.0]", id="another_grid"),
+    pytest.param({"channels": ["FLAIR", "T1", "T1ce", "T2"]}, "channels: ['T1', 'T1ce', 'T2', 'FLAIR'] -> ",
+                 id="another_channel_order"),
+    pytest.param({"label_scheme": "brats2024"}, "regions: ['TC', 'WT', 'ET'] -> ['WT', 'TC', 'ET', 'RC']",
+                 id="other_regions"),
+    pytest.param({"label_scheme": "brats2023", "channels": ["t1n", "t1c", "t2w", "t2f"]}, None,
+                 id="same_regions_and_channels_in_another_naming"),
+])
+def test_an_ensemble_of_folds_that_take_or_give_other_data_is_refused(tmp_path: Path, other: dict,
+                                                                      named: str | None) -> None:
+    import json
+
+    base = {"label_scheme": "brats", "channels": ["T1", "T1ce", "T2", "FLAIR"], "spacing": None}
+    for f, ids in ((0, base), (1, {**base, **other})):
+        ckpt = fold_checkpoint(tmp_path, f)
+        ckpt.parent.mkdir(parents=True)
+        torch.save(torch.nn.Conv3d(4, 3, 1).state_dict(), ckpt)
+        (ckpt.parent.parent / "run.json").write_text(json.dumps({"network": {"_target_": "UNet"}, "ids": ids}))
+    if named is None:
+        assert Path(write_ensemble_checkpoint(tmp_path, [0, 1])).is_file()
+        return
+    with pytest.raises(UserError, match=r"fold 1 .* takes or gives other data than fold 0 \(.*" + re.escape(named)):
+        write_ensemble_checkpoint(tmp_path, [0, 1])
+    assert not (tmp_path / "ensemble").exists()
+
+
 @pytest.mark.parametrize(("folds", "infer_fold", "refused"), [
     pytest.param([0, 1], 0, "fold(s) 1 of this ensemble", id="fold_0_trained_fold_1"),
     pytest.param([0, 1], 1, "fold(s) 0 of this ensemble", id="fold_1_trained_fold_0"),
