@@ -347,8 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="the make cv run: datalist.json and fold_<f>/")
     p.add_argument("--dataset_dir", default=None, help="the dataset of the references (default: the folds' run.json)")
     p.add_argument("--folds", type=int, nargs="+", action="extend", default=None, help="default: every trained fold")
-    p.add_argument("--fast", action="store_true", help="infer with fast.yaml; the network comes from each fold's "
-                   "run.json")
+    p.add_argument("--fast", action="store_true", help="each fold infers with the recipe its run.json names "
+                   "(network, fast.yaml, budget); --fast: fast.yaml for a fold whose run.json names none")
     _add_set(p, "more bundle ids for inference: --set device cpu")
     p.set_defaults(func=_cv)
 

@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.bundle import command
+from pipeline.bundle import command, inference_command
 from pipeline.core.config import as_folds
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text
@@ -30,11 +30,16 @@ CV_OPTIONS = {"run_dir": "RUN_DIR/fold_<f>", "datalist": "RUN_DIR/datalist.json"
 
 
 def _bundle_inference(fold_dir: Path, datalist: Path, fold: int, out: Path, fast: bool,
-                      extra: Sequence[str], scheme: str = "auto") -> None:
+                      extra: Sequence[str], scheme: str = "auto", record: dict | None = None) -> None:
     """Fold ``fold``'s model segments its validation cases into ``out``, in ``scheme``'s numbering (the scheme the
-    folds trained with, which the evaluation then reads)."""
-    cmd = command("inference", {"run_dir": fold_dir, "datalist": datalist, "infer_fold": fold, "output_dir": out,
-                                "label_scheme": scheme}, fast=fast) + list(extra)
+    folds trained with, which the evaluation then reads), with the inference recipe its run.json names
+    (`pipeline.bundle.inference_files`: the budget recipe's post-processing, say), as ``pipeline infer`` would;
+    ``fast`` only for a fold whose run.json names no config files (a run from before they were recorded)."""
+    ids = {"datalist": datalist, "infer_fold": fold, "output_dir": out, "label_scheme": scheme}
+    if (record or {}).get("config_files"):
+        cmd = inference_command(fold_dir, ids, record=record) + list(extra)
+    else:
+        cmd = command("inference", {"run_dir": fold_dir, **ids}, fast=fast) + list(extra)
     print(" ".join(str(c) for c in cmd), flush=True)
     result = subprocess.run(cmd)
     if result.returncode != 0:
@@ -130,7 +135,7 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
     subset = "" if sorted(folds) == trained else "_folds_" + "_".join(map(str, folds))
     seg, eval_dir, summary_file = run / "cv" / "seg", run / "cv" / f"eval{subset}", run / f"cv_summary{subset}.json"
     for f in folds:
-        _bundle_inference(run / f"fold_{f}", datalist, f, seg, fast, extra, scheme)
+        _bundle_inference(run / f"fold_{f}", datalist, f, seg, fast, extra, scheme, records[f])
     summary = evaluate_folders(seg, reference_of(data), eval_dir, scheme=scheme, cases=sorted(fold_of),
                                allow_mixed=True)  # one model per fold by design: each case by the fold that left it out
     table = fold_table(eval_dir / "metrics.csv", fold_of)

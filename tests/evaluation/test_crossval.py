@@ -49,3 +49,40 @@ def test_folds_trained_with_different_label_schemes_are_refused_before_any_infer
     with pytest.raises(UserError, match=r"different label schemes \(fold 0: brats, fold 1: brats2023\)"):
         cross_validation_summary(run)
     assert not (run / "cv").exists()
+
+
+@pytest.mark.parametrize(("recorded", "fast", "expected"), [
+    pytest.param(["common.yaml", "train.yaml", "variants/fast.yaml", "variants/budget.yaml"], False,
+                 ["common.yaml", "inference.yaml", "fast.yaml", "budget.yaml"], id="the_budget_recipe_it_trained_with"),
+    pytest.param(["common.yaml", "train.yaml", "networks/segresnet.yaml"], True,
+                 ["common.yaml", "inference.yaml", "segresnet.yaml"], id="its_network_and_not_fast"),
+    pytest.param(None, True, ["common.yaml", "inference.yaml", "fast.yaml"], id="no_record_of_files_takes_fast"),
+])
+def test_each_fold_segments_with_the_inference_recipe_its_run_names(recorded, fast, expected, tiny_dataset, tmp_path,
+                                                                    monkeypatch):
+    """As ``pipeline infer --run`` would (`pipeline.bundle.inference_files`): the budget recipe's post-processing
+    scored out of fold is the one the model is used with."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    from pipeline.core.config import config_files_in_argv
+    from pipeline.core.errors import UserError
+    from pipeline.data.datalist import write_datalist
+    from pipeline.evaluation import crossval
+    from tests.helpers import CONFIGS
+
+    run = tmp_path / "cv"
+    write_datalist(tiny_dataset, run / "datalist.json", folds=2)
+    (run / "fold_0" / "models").mkdir(parents=True)
+    (run / "fold_0" / "models" / "model.pt").write_bytes(b"x")
+    record = {"ids": {"label_scheme": "brats"}}
+    if recorded is not None:
+        record["config_files"] = [str(CONFIGS / f) for f in recorded]
+    (run / "fold_0" / "run.json").write_text(json.dumps(record))
+    launched = []
+    monkeypatch.setattr(crossval.subprocess, "run",
+                        lambda cmd, **kw: launched.append(cmd) or subprocess.CompletedProcess(cmd, 3))
+    with pytest.raises(UserError, match="inference of fold 0 .* failed with exit code 3"):
+        crossval.cross_validation_summary(run, folds=[0], fast=fast)
+    assert [Path(f).name for f in config_files_in_argv([str(c) for c in launched[0]])] == expected
