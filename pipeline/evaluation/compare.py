@@ -183,6 +183,40 @@ def _output_folders(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.Pat
     return out
 
 
+#: The files a comparison writes at the top of its folder (each algorithm's evaluation is in its sub-folder).
+COMPARISON_FILES = ("comparison.json", "comparison.csv", "ranking.csv", "wilcoxon.csv", "comparison_boxplot.png",
+                    "report.html")
+
+
+def check_comparison_replacement(out: Path, ref_dir: str | os.PathLike, algorithms: dict[str, str], *,
+                                 overwrite: bool = False) -> None:
+    """Refuse to write a comparison into a folder that holds one of other algorithms (names or folders) or another
+    reference, as an evaluation refuses another's folder (`pipeline.evaluation.evaluate.check_replacement`); the
+    same comparison again is fine. With ``overwrite`` the old comparison's own files (`COMPARISON_FILES`) go first.
+
+    Raises:
+        UserError: ``out`` holds another comparison and not ``overwrite`` (both named, and the way out).
+    """
+    try:
+        old = json.loads((out / "comparison.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(old, dict):
+        return
+    before = {str(n): os.path.realpath(str(p)) for n, p in (old.get("algorithms") or {}).items()}
+    now = {n: os.path.realpath(p) for n, p in algorithms.items()}
+    same_ref = os.path.realpath(str(old.get("reference", ""))) == os.path.realpath(os.fspath(ref_dir))
+    if before == now and same_ref:
+        return
+    if not overwrite:
+        raise UserError(f"{out} holds the comparison of {', '.join(before) or 'other algorithms'} against "
+                        f"{old.get('reference')}; this one compares {', '.join(now)} against "
+                        f"{os.path.realpath(os.fspath(ref_dir))}: pass another --out (one folder per comparison), or "
+                        "--overwrite to replace it")
+    for name in COMPARISON_FILES:
+        (out / name).unlink(missing_ok=True)
+
+
 def compare(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
             names: Sequence[str] | None = None, scheme: str = "auto", official: bool = False,
             challenge: str | None = None, allow_mixed: bool = False, overwrite: bool = False) -> dict:
@@ -198,6 +232,8 @@ def compare(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.PathLike], 
         raise UserError(f"compare needs two or more prediction folders, got {len(pred_dirs)}")
     names = algorithm_names(pred_dirs, names)
     out = _output_folders(ref_dir, pred_dirs, out_dir, names)
+    check_comparison_replacement(out, ref_dir, {n: os.fspath(p) for n, p in zip(names, pred_dirs, strict=True)},
+                                 overwrite=overwrite)
     scores, summaries, officials = {}, {}, {}
     for name, pred in zip(names, pred_dirs, strict=True):
         print(f"evaluating {name}: {pred}", flush=True)

@@ -155,3 +155,24 @@ def test_compare_writes_no_evaluation_among_any_algorithms_predictions(
         return
     assert rc == 2 and expected in err.splitlines()[-1]
     assert checksums(tiny_dataset, p1, p2) == before  # nothing written into, or changed in, any input
+
+
+def test_a_comparison_of_other_algorithms_is_not_replaced_without_overwrite(tiny_dataset: Path, tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture) -> None:
+    algs = {e: corrupted_predictions(tiny_dataset, tmp_path / f"alg{e}", e) for e in (0, 1, 2)}
+    out = tmp_path / "cmp"
+
+    def run(*extra: str, algorithms: tuple[int, ...]) -> int:
+        return pipeline_main(["compare", str(tiny_dataset), *(str(algs[e]) for e in algorithms), "--out", str(out),
+                              *extra])
+
+    assert run(algorithms=(0, 1)) == 0
+    first = (out / "comparison.json").read_bytes()
+    assert run(algorithms=(0, 1)) == 0  # the same comparison again
+    capsys.readouterr()
+    assert run(algorithms=(0, 2)) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "holds the comparison of alg0, alg1" in line and "--overwrite to replace it" in line
+    assert (out / "comparison.json").read_bytes() == first and not (out / "alg2").exists()  # refused before scoring
+    assert run("--overwrite", algorithms=(0, 2)) == 0
+    assert list(json.loads((out / "comparison.json").read_text())["algorithms"]) == ["alg0", "alg2"]
