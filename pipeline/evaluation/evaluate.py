@@ -14,7 +14,7 @@ from pipeline.core.config import as_bool
 from pipeline.core.errors import UserError
 from pipeline.evaluation.official import evaluate_official, format_official_table
 from pipeline.evaluation.plots import plot_evaluation, run_name
-from pipeline.evaluation.reference import Reference, pair_cases
+from pipeline.evaluation.reference import Reference, evaluated_pair, pair_cases
 from pipeline.evaluation.regions import evaluate_folders, format_table
 from pipeline.evaluation.report import Report
 
@@ -34,23 +34,10 @@ def check_protocol(protocol: str) -> None:
 #: The files an evaluation writes into its folder (both protocols, the pictures, the report).
 EVALUATION_FILES = ("metrics.csv", "summary.json", "official.csv", "official_mets.csv", "official_summary.json",
                     "official_panoptica.json", "dice_boxplot.png", "report.html")
-SUMMARIES = ("summary.json", "official_summary.json")
 
 
 def _root(folder: str | os.PathLike | Reference) -> str:
     return os.path.realpath(folder.root if isinstance(folder, Reference) else os.fspath(folder))
-
-
-def evaluated_pair(out_dir: str | os.PathLike) -> tuple[str, str] | None:
-    """``(predictions, reference)`` of the evaluation already in ``out_dir`` (from its summaries), or None."""
-    for name in SUMMARIES:
-        try:
-            summary = json.loads((Path(out_dir) / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(summary, dict) and summary.get("reference"):
-            return str(summary.get("predictions") or ""), str(summary["reference"])
-    return None
 
 
 def check_replacement(out_dir: str | os.PathLike, pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Reference,

@@ -32,6 +32,7 @@ from pipeline.evaluation.reference import (
     FOLDER_SCHEMES,
     Reference,
     check_evaluation_folders,
+    evaluation_record,
     resolve_evaluation_scheme,
 )
 from pipeline.evaluation.regions import label_values_problem
@@ -225,7 +226,8 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
     the pictured cases fit ``scheme``.
 
     Args:
-        scheme: ``auto`` (the dataset layout's), ``brats``, ``brats2023``, ``msd`` or ``labels``.
+        scheme: ``auto`` (the scheme the evaluation in ``eval_dir`` scored in; else the dataset layout's), ``brats``,
+            ``brats2023``, ``msd`` or ``labels`` (one contour per value).
         out_option: the option that chose the output folder, named in a refusal (``--out`` on the command line).
         name: the run or algorithm in the titles (default: `run_name` of the prediction folder).
 
@@ -251,9 +253,18 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
         raise UserError(f"pictures need the images of the reference cases: pass a dataset folder, not a folder of "
                         f"labels ({reference.root})")
     layout = reference.layout
+    pred_root = check_evaluation_folders(pred_dir, reference)
+    record = evaluation_record(eval_dir) or {}  # what the pictures illustrate: the evaluation's own pair and scheme
+    for what, given, recorded in (("predictions", pred_root, record.get("predictions")),
+                                  ("reference", reference.root, record.get("reference"))):
+        if recorded and os.path.realpath(recorded) != os.path.realpath(given):
+            raise UserError(f"{eval_dir} holds the evaluation of {record.get('predictions')} against "
+                            f"{record.get('reference')}; its pictures need those folders, not the {what} {given}: pass "
+                            "them, or evaluate these folders into another folder first")
+    if scheme == "auto" and record.get("scheme"):  # another scheme, given, draws the labels otherwise (labels)
+        scheme = str(record["scheme"])
     scheme = resolve_evaluation_scheme(scheme, reference)
     cases = reference.cases
-    pred_root = check_evaluation_folders(pred_dir, reference)
     preds = nifti_files(pred_root)
     guard = OutputGuard([*preds.values(), *reference.files.values()], roots=[reference.root, pred_root])
     out = guard.folder(out_dir if out_dir is not None else eval_dir, what="pictures", option=out_option)
@@ -267,8 +278,8 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
     picks = list(dict.fromkeys([ranked[0], ranked[len(ranked) // 2], ranked[-1]]))[:max_cases] if ranked else []
     drawn = []
     for case_id in picks:
-        case, pred = cases.get(case_id), pred_root / f"{case_id}.nii.gz"
-        if case is None or not pred.exists():
+        case, pred = cases.get(case_id), preds.get(case_id)  # .nii.gz or .nii, as the evaluation paired them
+        if case is None or pred is None:
             continue
         if case.label:
             _check_label_file(case.label, scheme, "reference", layout.layout)

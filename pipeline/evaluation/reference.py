@@ -3,6 +3,7 @@ prediction file, with the folder rules that keep predictions, references and out
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -348,3 +349,27 @@ def check_provenance(pred_root: Path, cases: Sequence[str], allow_mixed: bool | 
                         f"written (case {case}: {changed[0]}); re-run inference on that folder (it redoes them), or "
                         "pass --allow_mixed true to score them as they are")
     return models
+
+
+#: The summaries an evaluation folder holds (legacy, official): each records what was scored against what.
+SUMMARIES = ("summary.json", "official_summary.json")
+
+
+def evaluation_record(out_dir: str | os.PathLike) -> dict | None:
+    """What the evaluation already in ``out_dir`` scored (from its first summary, `SUMMARIES`):
+    ``{"predictions", "reference", "scheme"}`` (a value it did not record is None), or None when it holds none."""
+    for name in SUMMARIES:
+        try:
+            summary = json.loads((Path(out_dir) / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(summary, dict) and summary.get("reference"):
+            return {"predictions": summary.get("predictions") or None, "reference": str(summary["reference"]),
+                    "scheme": summary.get("scheme")}
+    return None
+
+
+def evaluated_pair(out_dir: str | os.PathLike) -> tuple[str, str] | None:
+    """``(predictions, reference)`` of the evaluation already in ``out_dir`` (`evaluation_record`), or None."""
+    record = evaluation_record(out_dir)
+    return None if record is None else (record["predictions"] or "", record["reference"])

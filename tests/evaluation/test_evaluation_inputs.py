@@ -275,6 +275,35 @@ def test_plot_evaluation_accepts_every_scheme(make_dataset, tmp_path: Path, layo
     assert_only_written_under(tmp_path, before, tmp_path / "eval")
 
 
+@pytest.mark.parametrize("case", ["scheme_of_the_evaluation", "nii_predictions", "another_prediction_folder"])
+def test_plot_evaluation_draws_the_evaluation_in_its_folder(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                            case: str) -> None:
+    """The pictures read what the evaluation recorded (summary.json): its scheme under auto (BraTS 2024 data in the
+    2023 file names: RC 4 is refused as brats2023, the layout's scheme), its prediction files as it paired them
+    (.nii too), and only its own pair of folders."""
+    from pipeline.data.synthetic import write_dataset
+
+    data = tmp_path / "data"
+    write_dataset(data, cases=3, shape=SHAPE, seed=3, layout="brats2024")
+    copy_labels(data, tmp_path / "pred")
+    if case == "nii_predictions":
+        for f in sorted((tmp_path / "pred").glob("*.nii.gz")):
+            nib.save(nib.load(f), f.with_name(f.name[:-3]))
+            f.unlink()
+    evaluate_folders(tmp_path / "pred", data, tmp_path / "eval", scheme="brats2024")
+    pred = tmp_path / "pred"
+    if case == "another_prediction_folder":
+        pred = tmp_path / "other"
+        copy_labels(data, pred)
+    rc = run("plot", "evaluation", tmp_path / "eval", pred, data)
+    overlays = sorted((tmp_path / "eval" / "overlays").glob("*.png"))
+    if case == "another_prediction_folder":
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert rc == 2 and f"holds the evaluation of {tmp_path / 'pred'} against" in line and not overlays
+        return
+    assert rc == 0 and len(overlays) == 3
+
+
 #: the file (and 4D index) of a channel of an ``(layout, channels)`` synthetic case, read from its own naming
 MSD_MODALITY = {"FLAIR": 0, "T1": 1, "T1ce": 2, "T2": 3}  # the Decathlon's dataset.json "modality"
 
