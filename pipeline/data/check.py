@@ -28,6 +28,7 @@ from pipeline.data.labels import (
     scheme_name,
 )
 from pipeline.data.layouts import LAYOUTS, Case, DatasetError, LayoutInfo, Problem, scan_dataset
+from pipeline.data.layouts.brats import single_case
 
 logger = logging.getLogger(__name__)
 
@@ -438,7 +439,8 @@ def check_dataset(root: str | os.PathLike, *, layout: str | None = None, label_s
     """Discover the cases under ``root`` and check them all: every problem, none raised.
 
     Args:
-        root: the dataset folder (any layout of `pipeline.data.layouts`).
+        root: the dataset folder (any layout of `pipeline.data.layouts`), or one BraTS case's folder
+            (`pipeline.data.layouts.brats.single_case`, as inference takes it).
         layout: None/``auto`` detects it.
         label_scheme: ``auto``/None: the layout's (``brats2021`` -> ``brats``, ``brats2023``, ``msd``, an nnU-Net
             dataset's ``nnunet:<root>/dataset.json``); or a built-in name (``brats2024`` for post-treatment
@@ -450,6 +452,13 @@ def check_dataset(root: str | os.PathLike, *, layout: str | None = None, label_s
         DatasetError: ``root`` is missing, or no layout can be detected in it (nothing to check).
     """
     started = time.perf_counter()
+    one = single_case(root) if layout in (None, "auto") else None
+    if one is not None:  # a case folder (or a flat folder of one case's files), as inference takes it
+        case, info = one
+        scheme = info.label_scheme if label_scheme in (None, "auto") else scheme_name(label_scheme)
+        problems = check_cases([case], scheme, jobs=1, data=data, layout=info.layout)
+        return CheckReport(str(Path(root).expanduser()), info, scheme, [case.case_id], problems,
+                           time.perf_counter() - started)
     scan = scan_dataset(root, layout)
     scheme = scan.layout.label_scheme if label_scheme in (None, "auto") else scheme_name(label_scheme)
     problems = list(scan.problems)
@@ -475,7 +484,8 @@ def is_label_folder(root: str | os.PathLike) -> bool:
     folder = Path(root).expanduser()
     return folder.is_dir() and bool(nifti_files(folder)) and not any(p.is_dir() and not p.name.startswith(".")
                                                                       and p.name != "probabilities"
-                                                                      for p in folder.iterdir())
+                                                                      for p in folder.iterdir()) \
+        and single_case(folder) is None  # one case's images and label, named as such, are a case
 
 
 def check_label_folder(root: str | os.PathLike, label_scheme: str, *, data: bool = True) -> CheckReport:

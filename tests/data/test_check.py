@@ -214,6 +214,24 @@ def test_each_fault_is_named_with_its_case_and_file(layout_datasets, tmp_path: P
     assert report.bad_cases == ([bad.case_id] if severity == "error" else [])
 
 
+@pytest.mark.parametrize("layout", ["brats2021", "brats2023"])
+@pytest.mark.parametrize("fault", [None, "nan"])
+def test_a_single_case_folder_is_checked_as_the_case_inference_takes(layout_datasets, tmp_path: Path, layout: str,
+                                                                      fault: str | None,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """Not as a folder of label files (its images were reported as holding label values outside the scheme)."""
+    root, cases = _copy(layout_datasets, layout, tmp_path)
+    case = cases[BAD]
+    folder = Path(case.label).parent
+    if fault is not None:
+        FAULTS[fault](case)
+    assert main(["check", str(folder), "--jobs", "1"]) == (1 if fault else 0)
+    out = capsys.readouterr().out
+    assert f"dataset {folder}: layout {layout}" in out
+    expected = "1 error(s) in 1 case(s)" if fault else "0 error(s) in 0 case(s), 0 warning(s); 1 case(s) without error"
+    assert expected in out
+
+
 def test_a_label_affine_within_the_tolerance_is_accepted(layout_datasets, tmp_path: Path) -> None:
     root, cases = _copy(layout_datasets, "brats2021", tmp_path)
     affine = nib.load(cases[0].label).affine.copy()
