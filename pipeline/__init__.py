@@ -10,7 +10,13 @@ __version__ = "0.1.0"
 
 import sys
 
-from pipeline.core.errors import install_cli_excepthook, register_hint, repeated_cli_ids, running_monai_cli
+from pipeline.core.errors import (
+    install_cli_excepthook,
+    register_hint,
+    register_rewrite,
+    repeated_cli_ids,
+    running_monai_cli,
+)
 from pipeline.core.lazy import submodules
 
 
@@ -21,7 +27,23 @@ def _bundle_hint(exc: BaseException) -> str | None:
     return overlay_hint(exc)
 
 
+def _verb_spelling(line: str) -> str:
+    """Under a verb of ``python -m pipeline`` (`pipeline.bundle.VERB_ENV` names it), the bundle's ``--id value``
+    advice as that verb takes it (`pipeline.commands.verb_spelling`)."""
+    import os
+
+    from pipeline.bundle import VERB_ENV
+
+    verb = os.environ.get(VERB_ENV)
+    if not verb:
+        return line
+    from pipeline.commands import verb_spelling
+
+    return verb_spelling(line, verb)
+
+
 register_hint(_bundle_hint)
+register_rewrite(_verb_spelling)
 if running_monai_cli():  # a refusal ends MONAI's CLI with its one line, not a traceback (pipeline.core.errors)
     install_cli_excepthook()
     _repeated = repeated_cli_ids(sys.argv[1:])  # imported by the configs before any stage works

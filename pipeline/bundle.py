@@ -26,7 +26,8 @@ STAGES: dict[str, str] = {"training": "train.yaml", "inference": "inference.yaml
 #: Network name -> its overlay (None: common.yaml's UNet).
 NETWORKS: dict[str, str | None] = {"unet": None, "segresnet": "networks/segresnet.yaml",
                                    "dynunet": "networks/dynunet.yaml"}
-#: Set by the verbs of ``python -m pipeline`` (`pipeline.commands`): the run's ``next:`` line names them.
+#: Set by the verbs of ``python -m pipeline`` (`pipeline.commands`) to the verb's name (train, infer, cv): the run's
+#: ``next:`` line and its refusals name the verbs' options.
 VERB_ENV = "PIPELINE_VERB"
 #: Variant -> its overlay.
 VARIANTS: dict[str, str] = {"fast": "variants/fast.yaml", "budget": "variants/budget.yaml",

@@ -10,6 +10,7 @@ named after the dataset (`default_output`), so that two datasets never share one
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -41,16 +42,17 @@ def display(cmd: Sequence[str]) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def run_stage(run_id: str, overrides: Mapping[str, object], *, verbose: bool = False, verb: bool = True,
+def run_stage(run_id: str, overrides: Mapping[str, object], *, verbose: bool = False, verb: str | None = "train",
               **variants: object) -> int:
     """Print the ``python -m monai.bundle run`` line of ``run_id``, then run it quietly (`pipeline.bundle.command`
-    with ``quiet``); returns its exit status. ``verb``: the run's ``next:`` line names the verbs."""
+    with ``quiet``); returns its exit status. ``verb``: the verb that runs it (`VERB_ENV`), so that the run's
+    ``next:`` line names the verbs and a refusal names the verb's options (`verb_spelling`)."""
     print("$ " + display(command(run_id, dict(overrides), **variants)), flush=True)
     env = dict(os.environ)
     if verbose:
         env["PIPELINE_VERBOSE"] = "1"
     if verb:
-        env[VERB_ENV] = "1"
+        env[VERB_ENV] = verb
     return subprocess.run(command(run_id, dict(overrides), quiet=True, **variants), env=env).returncode
 
 
@@ -70,6 +72,36 @@ TRAIN_OPTIONS = {"dataset_dir": "DATASET", "run_dir": "--run", "fold": "--fold",
                  "device": "--device", "resume": "--resume", "overwrite": "--overwrite"}
 INFER_OPTIONS = {"dataset_dir": "-i/--input", "datalist": "-i/--input", "output_dir": "-o/--output",
                  "run_dir": "--run", "tta": "--tta/--no-tta", "device": "--device", "overwrite": "--overwrite"}
+
+
+#: The verbs whose bundle runs name them (`pipeline.bundle.VERB_ENV`) and the ids each sets from its own options.
+VERB_OPTIONS: dict[str, dict[str, str]] = {"train": TRAIN_OPTIONS, "infer": INFER_OPTIONS, "cv": {}}
+_FLAG_IDS = ("overwrite", "resume")  # options without a value under the verbs
+_BUNDLE_ID = re.compile(r"(?<![\w-])--([a-z][a-z0-9_]*(?:(?:#|::)[a-z0-9_]+)*)( true| false)?")
+
+
+def verb_spelling(line: str, verb: str) -> str:
+    """A bundle refusal's advice (``--id value``, as MONAI's CLI takes it) as ``verb`` takes it: the verb's own
+    option for an id it sets (``--run``, ``-i``, ``--overwrite``, ``--no-tta``), else ``--set id value``. A
+    command quoted in the line (``python -m pipeline check DATA --label_scheme X``) is left as it is."""
+    own = VERB_OPTIONS.get(verb)
+    if own is None:
+        return line
+
+    def spelled(m: re.Match) -> str:
+        key, value = m.group(1), m.group(2) or ""
+        option = own.get(key)
+        if option is None:
+            return f"--set {key}{value}"
+        if key == "tta":
+            return "--no-tta" if value.strip() == "false" else "--tta"
+        if key in _FLAG_IDS:
+            return option
+        return option.split("/")[0] + value
+
+    parts = re.split(r"(python -m pipeline [^);,]*)", line)
+    line = "".join(part if i % 2 else _BUNDLE_ID.sub(spelled, part) for i, part in enumerate(parts))
+    return re.sub(r"\b[Ss]et --set ", lambda m: ("P" if m.group(0)[0] == "S" else "p") + "ass --set ", line)
 
 
 #: What every bundle command line carries (`pipeline.bundle.command`): no ``--set`` sets them.
@@ -142,7 +174,7 @@ def infer(input_dir: str, output: str | None, run: str, *, tta: bool | None = No
     ids.update(set_ids(sets, {k: INFER_OPTIONS[k] for k in [*ids, "run_dir"]}))  # run_dir: inference_command's
     cmd = inference_command(run, ids)
     print("$ " + display(cmd), flush=True)
-    env = dict(os.environ, **({"PIPELINE_VERBOSE": "1"} if verbose else {}))
+    env = dict(os.environ, **({"PIPELINE_VERBOSE": "1"} if verbose else {}), **{VERB_ENV: "infer"})
     rc = subprocess.run(inference_command(run, ids, quiet=True), env=env).returncode
     if rc == 0:
         print(f"next: {python_command()} -m pipeline evaluate {shlex.quote(shown(output))} "

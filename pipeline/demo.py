@@ -33,7 +33,7 @@ def _stage(name: str, timings: dict[str, float], bundle: tuple[str, dict, dict] 
     t = time.perf_counter()
     if bundle is not None:
         run_id, ids, variants = bundle
-        returncode = run_stage(run_id, ids, verb=False, **variants)
+        returncode = run_stage(run_id, ids, verb=None, **variants)
         if returncode != 0:
             raise SystemExit(f"demo: stage '{name}' failed with exit code {returncode} (see the log above)")
     else:

@@ -157,3 +157,22 @@ def test_datalist_refuses_fewer_than_two_folds_in_one_line(folds: str, tiny_data
     assert exit_.value.code == 2
     assert "argument --folds: --folds must be" in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (tmp_path / "d.json").exists()
+
+
+@pytest.mark.parametrize(("verb", "line", "expected"), [
+    pytest.param("train", "set --label_scheme brats2024 or pass --data_check skip",
+                 "pass --set label_scheme brats2024 or pass --set data_check skip", id="train_set_ids"),
+    pytest.param("train", "retrain with --overwrite true, or --resume true; --run_dir r --fold 2",
+                 "retrain with --overwrite, or --resume; --run r --fold 2", id="train_own_options"),
+    pytest.param("infer", "pass --tta false --output_dir o --dataset_dir d (--ckpt_path)",
+                 "pass --no-tta -o o -i d (--set ckpt_path)", id="infer_own_options"),
+    pytest.param("cv", "retrain with --overwrite true", "retrain with --set overwrite true", id="cv_sets_everything"),
+    pytest.param("infer", "(python -m pipeline check DATA --label_scheme brats says so) pass --label_scheme brats",
+                 "(python -m pipeline check DATA --label_scheme brats says so) pass --set label_scheme brats",
+                 id="a_quoted_command_keeps_its_options"),
+    pytest.param("demo", "pass --label_scheme brats", "pass --label_scheme brats", id="not_a_verb"),
+])
+def test_a_bundle_refusal_under_a_verb_is_spelled_with_the_verbs_options(verb: str, line: str, expected: str) -> None:
+    from pipeline.commands import verb_spelling
+
+    assert verb_spelling(line, verb) == expected

@@ -30,6 +30,16 @@ class UserError(ValueError):
 _HINTS: list[Callable[[BaseException], str | None]] = []
 
 
+#: Functions applied, in order, to the one line before it is printed (the verbs' spelling of the bundle's ids).
+_REWRITES: list[Callable[[str], str]] = []
+
+
+def register_rewrite(rewrite: Callable[[str], str]) -> None:
+    """Add ``rewrite(line) -> line`` to what the CLI hook applies to the one line it prints."""
+    if rewrite not in _REWRITES:
+        _REWRITES.append(rewrite)
+
+
 def register_hint(hint: Callable[[BaseException], str | None]) -> None:
     """Add ``hint(exc) -> line or None`` to what `user_message` asks for an exception that is not a UserError."""
     if hint not in _HINTS:
@@ -83,6 +93,8 @@ def _hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType |
         return
     if os.environ.get("PIPELINE_TRACEBACK"):
         traceback.print_exception(exc_type, exc, tb)
+    for rewrite in _REWRITES:
+        message = rewrite(message)
     sys.stderr.flush()
     print(f"error: {message}", file=sys.stderr, flush=True)
 

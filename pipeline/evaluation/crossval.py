@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.bundle import command, inference_command
+from pipeline.bundle import VERB_ENV, command, inference_command
 from pipeline.core.config import as_folds
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text
@@ -41,7 +41,7 @@ def _bundle_inference(fold_dir: Path, datalist: Path, fold: int, out: Path, fast
     else:
         cmd = command("inference", {"run_dir": fold_dir, **ids}, fast=fast) + list(extra)
     print(" ".join(str(c) for c in cmd), flush=True)
-    result = subprocess.run(cmd)
+    result = subprocess.run(cmd, env={**os.environ, VERB_ENV: "cv"})  # its refusals name cv's --set
     if result.returncode != 0:
         raise UserError(f"cross-validation: inference of fold {fold} ({fold_dir}) failed with exit code "
                         f"{result.returncode}; see its message above")

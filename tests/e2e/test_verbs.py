@@ -145,3 +145,25 @@ def test_a_datalist_segmented_through_the_verbs_is_evaluated_by_its_next_line(ti
     # worst, median and best drawn on their images, found through the datalist's layout
     assert len(list((evaluation / "overlays").glob("BraTS2021_*.png"))) == 3
     assert (evaluation / "dice_boxplot.png").is_file()
+
+
+@pytest.mark.parametrize("verb", ["train", "infer"])
+def test_a_refusal_under_a_verb_names_the_verbs_options(verb: str, trained_run: Path, tmp_path: Path) -> None:
+    """BraTS 2024 data (2023 file names, RC 4) read as brats2023: the bundle's refusal says --label_scheme, which
+    the verbs do not take; under a verb it says --set label_scheme (the verb's own options stay as they are)."""
+    from pipeline.data.synthetic import write_dataset
+    from tests.helpers import TINY_SHAPE, last_line
+
+    data = tmp_path / "BraTS2024_small"
+    write_dataset(data, cases=2, shape=TINY_SHAPE, seed=1, layout="brats2024")
+    if verb == "train":
+        args = ["train", str(data), "--plain", "--run", str(tmp_path / "run"), "--set", "epochs", "1", "folds", "2"]
+    else:
+        args = ["infer", "-i", str(data), "--run", str(trained_run), "-o", str(tmp_path / "seg"), "--set",
+                "label_scheme", "brats2024"]  # a model of brats's regions asked to write brats2024's
+    result = run_module([sys.executable, "-m", "pipeline", *args], cwd=tmp_path, timeout=600)
+    error = result.stderr[result.stderr.rfind("error: "):]  # the data check's refusal lists its cases, a line each
+    assert result.returncode != 0 and "error: " in result.stderr, (result.stdout + result.stderr)[-3000:]
+    advice = re.sub(r"python -m pipeline [^);,]*", "", error)  # a quoted command keeps its own options
+    assert "--set label_scheme brats" in advice and not re.search(r"(?<!set) --label_scheme", advice), error
+    assert error.strip().splitlines()[-1] in last_line(result)
