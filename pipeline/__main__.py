@@ -179,7 +179,12 @@ def _infer(args: argparse.Namespace) -> int:
 
 def _plot(args: argparse.Namespace) -> int:
     if args.what in ("curves", "boxplot"):  # one table in, one PNG out: never over the table (or any file it links)
-        table = Path(args.inputs[0])
+        table = Path(args.inputs[0]).expanduser()
+        if not table.is_file():
+            want = "a run's history.csv" if args.what == "curves" else "an evaluation's metrics.csv"
+            raise UserError(f"plot {args.what} takes {want}; {table} is {'a folder' if table.is_dir() else 'missing'}"
+                            f": pass {table / ('history.csv' if args.what == 'curves' else 'metrics.csv')}"
+                            if table.is_dir() else f"plot {args.what} takes {want}; {table} does not exist")
         default = table.with_suffix(".png") if args.what == "curves" else table.parent / "dice_boxplot.png"
         out = OutputGuard([], protect=[table]).file(args.out or default, what="a picture", option="--out")
         draw = plot_training_curves if args.what == "curves" else plot_dice_boxplot

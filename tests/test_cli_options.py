@@ -176,3 +176,22 @@ def test_a_bundle_refusal_under_a_verb_is_spelled_with_the_verbs_options(verb: s
     from pipeline.commands import verb_spelling
 
     assert verb_spelling(line, verb) == expected
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    pytest.param(["synth", "{tmp}/d", "--layout", "brats2021", "--rc"], "rc (a resection cavity", id="synth_rc"),
+    pytest.param(["synth", "{tmp}/d", "--layout", "nnunet", "--channels", "T1", "T1"], "channels ['T1', 'T1']",
+                 id="synth_channel_twice"),
+    pytest.param(["synth", "{tmp}/d", "--cases", "-1"], "cases must be >= 0", id="synth_cases"),
+    pytest.param(["synth", "{tmp}/d", "--shape", "4", "4", "4"], "shape must be three integers", id="synth_shape"),
+    pytest.param(["plot", "curves", "{tmp}/missing.csv"], "does not exist", id="plot_missing_table"),
+    pytest.param(["plot", "curves", "{tmp}"], "is a folder: pass", id="plot_a_folder"),
+    pytest.param(["plot", "curves", "{tmp}/empty.csv"], "has no epoch yet", id="plot_an_empty_history"),
+])
+def test_bad_input_to_the_small_commands_is_one_line(argv: list[str], named: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty.csv").write_text("epoch,loss\n")
+    assert cli.main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and named in err[-1] and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "d").exists()

@@ -94,9 +94,9 @@ def _check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
     try:
         out = tuple(int(s) for s in shape)
     except (TypeError, ValueError):
-        raise ValueError(f"shape must be three integers (X, Y, Z), got {shape!r}") from None
+        raise UserError(f"shape must be three integers (X, Y, Z), got {shape!r}") from None
     if len(out) != 3 or min(out) < MIN_AXIS:
-        raise ValueError(f"shape must be three integers (X, Y, Z), each >= {MIN_AXIS}, got {tuple(shape)!r}")
+        raise UserError(f"shape must be three integers (X, Y, Z), each >= {MIN_AXIS}, got {tuple(shape)!r}")
     return out  # type: ignore[return-value]
 
 
@@ -385,7 +385,7 @@ def contrasts_of(channels: Sequence[str] | None) -> tuple[str, ...]:
     out = [by_name.get(CONTRAST_NAMES.get(str(c).strip().lower(), "")) for c in channels]
     known = ", ".join(sorted(CONTRAST_NAMES))
     if not out or None in out or len(set(out)) != len(out):
-        raise ValueError(f"channels {list(channels)}: expected one or more of the four contrasts, each once, named "
+        raise UserError(f"channels {list(channels)}: expected one or more of the four contrasts, each once, named "
                          f"{known} (any case), e.g. T1ce or T1 T1ce T2 FLAIR")
     return tuple(c for c in out if c)
 
@@ -428,16 +428,16 @@ def write_dataset(
     """
 
     if layout not in SUPPORTED_LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; supported layouts: {', '.join(SUPPORTED_LAYOUTS)}")
+        raise UserError(f"unknown layout {layout!r}; supported layouts: {', '.join(SUPPORTED_LAYOUTS)}")
     if int(cases) < 0:
-        raise ValueError(f"cases must be >= 0, got {cases}")
+        raise UserError(f"cases must be >= 0, got {cases}")
     if int(seed) < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+        raise UserError(f"seed must be >= 0, got {seed}")
     if channels is not None and layout != "nnunet":
-        raise ValueError(f"channels {list(channels)} apply to layout nnunet only; the {layout} layout holds the four "
+        raise UserError(f"channels {list(channels)} apply to layout nnunet only; the {layout} layout holds the four "
                          "contrasts")
     if rc and layout not in ("nnunet", "brats2024"):
-        raise ValueError(f"rc (a resection cavity, label 4) applies to layout nnunet; for BraTS names use layout "
+        raise UserError(f"rc (a resection cavity, label 4) applies to layout nnunet; for BraTS names use layout "
                          f"brats2024 (it always adds one): in the {layout} layout's numbering 4 means something else "
                          "or nothing")
     contrasts = contrasts_of(channels)

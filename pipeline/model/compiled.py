@@ -17,6 +17,7 @@ import torch
 from monai.data import MetaTensor
 
 from pipeline.core.config import as_bool
+from pipeline.core.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class CompiledNetwork(torch.nn.Module):
                  dynamic: bool | None = False) -> None:
         super().__init__()
         if mode not in MODES:
-            raise ValueError(f"compile_mode must be one of {', '.join(MODES)}, got {mode!r}")
+            raise UserError(f"compile_mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.network = network
         self.mode = mode
         self.backend = backend if isinstance(backend, str) else getattr(backend, "__name__", "custom")

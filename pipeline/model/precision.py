@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from pipeline.core.config import as_bool
+from pipeline.core.errors import UserError
 
 
 def on_cuda(device: str | torch.device) -> bool:
@@ -41,7 +42,7 @@ def autocast_kwargs(dtype: torch.dtype | str) -> dict[str, torch.dtype]:
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype.removeprefix("torch."), dtype)
     if dtype not in (torch.bfloat16, torch.float16):
-        raise ValueError(f"amp_dtype must be torch.bfloat16 or torch.float16, got {dtype!r}")
+        raise UserError(f"amp_dtype must be torch.bfloat16 or torch.float16, got {dtype!r}")
     return {"dtype": dtype}
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from pipeline.core.distributed import is_main_process
+from pipeline.core.errors import UserError
 from pipeline.core.figures import plt, region_colour, save_figure
 from pipeline.core.files import atomic_write_text
 from pipeline.data.colours import region_colours
@@ -202,7 +203,7 @@ def plot_training_curves(history_csv: str | os.PathLike, out_png: str | os.PathL
     """
     rows = _read_csv(history_csv)
     if not rows:
-        raise ValueError(f"{history_csv} has no epoch yet: nothing to plot")
+        raise UserError(f"{history_csv} has no epoch yet: nothing to plot")
     epoch = _floats(rows, "epoch")
     fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot(epoch, _floats(rows, "loss"), color="black", label="training loss")
