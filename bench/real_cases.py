@@ -48,7 +48,7 @@ def _git_show(clone: Path, path: str) -> bytes | None:
 
 
 def _source_of(clone: Path) -> str | None:
-    """The repository of `SOURCES` whose first case's FLAIR this clone holds at HEAD, or None."""
+    """The repository of `SOURCES` whose first case folder this clone holds at HEAD, or None."""
     for repo, (folder, cases) in SOURCES.items():
         done = subprocess.run(["git", "-C", str(clone), "cat-file", "-e", f"HEAD:{folder}/{cases[0]}"],
                               capture_output=True, check=False)
@@ -75,6 +75,9 @@ def extract(clones: list[Path], out: Path) -> list[str]:
                 data = _git_show(clone, f"{folder}/{case}/{case}_{suffix}.nii.gz")
                 if data is None:
                     raise SystemExit(f"real_cases: {clone} has no {folder}/{case}/{case}_{suffix}.nii.gz at HEAD")
+                if not data.startswith(b"\x1f\x8b"):  # a Git LFS pointer or a damaged clone, not a gzip file
+                    raise SystemExit(f"real_cases: {clone}: {folder}/{case}/{case}_{suffix}.nii.gz is not a gzip "
+                                     "file (a Git LFS pointer?); fetch the real files (git lfs pull) and run again")
                 files[suffix] = data
             partial = out / f".{case}.partial"
             partial.mkdir(parents=True, exist_ok=True)
@@ -95,10 +98,13 @@ def link_splits(out: Path, splits_dir: Path) -> None:
         if root.exists():
             print(f"kept {root} (exists)")
             continue
+        partial = splits_dir / f".{split}.partial"  # a split folder is whole or absent
         for case in CASES:
-            part = root / ("test" if case in test else "train")
+            part = partial / ("test" if case in test else "train")
             part.mkdir(parents=True, exist_ok=True)
-            (part / case).symlink_to((out / case).resolve(), target_is_directory=True)
+            if not (part / case).is_symlink():
+                (part / case).symlink_to((out / case).resolve(), target_is_directory=True)
+        partial.rename(root)
         print(f"split {split}: {len(CASES) - len(test)} training, {len(test)} test cases in {root}")
 
 

@@ -392,6 +392,7 @@ def region_metrics(
     spacing: Spacing = None,
     *,
     n_voxels: int | None = None,
+    excluded: int = 0,
     empty_penalty: float = HD95_EMPTY_PENALTY_MM,
     method: str = "auto",
 ) -> list[dict[str, float | int]]:
@@ -416,6 +417,8 @@ def region_metrics(
         spacing: voxel size in mm of the spatial axes (one number, or one per axis); None for 1.
         n_voxels: voxel count of the whole image when ``pred``/``ref`` are a crop of it whose outside is
             background in both (the extra voxels are true negatives); default: the spatial size of ``pred``.
+        excluded: voxels of the crop that are scored in neither (nnU-Net's ``ignore`` label, zero in both masks):
+            not counted as true negatives.
         empty_penalty: HD95 in mm when exactly one of the two is empty.
         method: distance computation, see `surface_distances`.
 
@@ -443,7 +446,7 @@ def region_metrics(
     for i in range(n_regions):
         tp, n_p, n_r = (int(c) for c in counts[i])
         fp, fn = n_p - tp, n_r - tp
-        tn = total - tp - fp - fn
+        tn = total - int(excluded) - tp - fp - fn
         rows.append(
             {
                 "dice": 2.0 * tp / (n_p + n_r) if n_p + n_r else 1.0,

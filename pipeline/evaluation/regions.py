@@ -192,7 +192,7 @@ def evaluate_case(
     if p.ndim != 3:
         msg = f"expected (H, W, D) label maps (or (3, H, W, D) region channels), got shape {tuple(p.shape)}"
         raise ValueError(msg)
-    n_voxels = p.numel()
+    n_voxels, excluded = p.numel(), 0
     box = bounding_box((p != 0) | (r != 0))
     if box is None:
         pc = rc = torch.zeros((1, 1, 1), dtype=torch.uint8, device=p.device)
@@ -203,19 +203,20 @@ def evaluate_case(
         _check_scheme_values(rc, scheme, "reference", layout)  # the reference first: it tells the fix
         _check_scheme_values(pc, scheme, "prediction", layout)
         ignore = desc.ignore
-    if ignore is not None:  # nnU-Net's ignore label: those voxels are scored in neither
+    if ignore is not None:  # nnU-Net's ignore label: those voxels are scored in neither (nor counted as negatives)
         scored = rc != ignore
+        excluded = int((~scored).sum())
         pc, rc = torch.where(scored, pc, torch.zeros_like(pc)), torch.where(scored, rc, torch.zeros_like(rc))
     if scheme == "labels":
-        values = sorted((_spatial_values(pc) | _spatial_values(rc)) - {ignore})
+        values = sorted(_spatial_values(pc) | _spatial_values(rc))  # the ignore value only where predicted elsewhere
         names = [f"label_{v}" for v in values]
     else:
         values, names = [], list(desc.evaluated)
     if not names:
         return []
     rows = region_metrics(
-        _region_masks(pc, scheme, values), _region_masks(rc, scheme, values), spacing, n_voxels=n_voxels
-    )
+        _region_masks(pc, scheme, values), _region_masks(rc, scheme, values), spacing, n_voxels=n_voxels,
+        excluded=excluded)
     return [{"region": name, **row} for name, row in zip(names, rows, strict=True)]
 
 

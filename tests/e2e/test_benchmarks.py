@@ -235,7 +235,7 @@ def test_real_cases_are_copied_byte_for_byte_and_split_as_recorded(tmp_path: Pat
         for suffix in real_cases.SUFFIXES:
             path = clone / folder / case / f"{case}_{suffix}.nii.gz"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(f"{case} {suffix}".encode())
+            path.write_bytes(b"\x1f\x8b" + f"{case} {suffix}".encode())
     git = ["git", "-C", str(clone), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q", str(clone)], check=True)
     subprocess.run([*git, "add", "."], check=True)
@@ -244,7 +244,7 @@ def test_real_cases_are_copied_byte_for_byte_and_split_as_recorded(tmp_path: Pat
     (out / cases[1]).mkdir(parents=True)  # already there: kept as it is
     assert real_cases.extract([clone], out) == [cases[0]]
     assert {p.name: p.read_bytes() for p in (out / cases[0]).iterdir()} == {
-        f"{cases[0]}_{s}.nii.gz": f"{cases[0]} {s}".encode() for s in real_cases.SUFFIXES}
+        f"{cases[0]}_{s}.nii.gz": b"\x1f\x8b" + f"{cases[0]} {s}".encode() for s in real_cases.SUFFIXES}
     assert not list((out / cases[1]).iterdir()) and not list(out.glob(".*"))
     with pytest.raises(SystemExit, match="holds none of"):
         real_cases.extract([tmp_path / "real"], tmp_path / "other")

@@ -87,8 +87,11 @@ def test_the_ignore_label_of_an_nnunet_set_is_scored_in_neither_image() -> None:
     ref[2:5, 2:5, 2:5] = 1
     ref[5:8, 5:8, 5:8] = 2  # not annotated
     pred = (ref > 0).to(torch.uint8)  # the tumour, and "tumour" where nobody annotated
+    pred[0, 0, 0] = 1  # one false positive among the 512 - 27 scored voxels
     rows = evaluate_case(pred, ref, 1.0, scheme=desc)
-    assert desc.ignore == 2 and [r["region"] for r in rows] == ["tumour"] and rows[0]["dice"] == 1.0
+    assert desc.ignore == 2 and [r["region"] for r in rows] == ["tumour"] and rows[0]["dice"] == 2 * 27 / (28 + 27)
+    negatives = 8 ** 3 - 27 - 27  # every voxel but the tumour and the unannotated corner
+    assert rows[0]["specificity"] == (negatives - 1) / negatives
 
 
 def _nnunet_set_with_ignore(root: Path) -> Path:
