@@ -266,8 +266,17 @@ def summarize(rows: Sequence[dict], scheme: str, n_cases: int) -> dict:
         "missing_predictions": [],
         "unmatched_predictions": [],
         "hd95_empty_penalty_mm": HD95_EMPTY_PENALTY_MM,
-        "conventions": dict(CONVENTIONS),
+        "conventions": {**CONVENTIONS, "regions": regions_convention(scheme)},
     }
+
+
+def regions_convention(scheme: str) -> str:
+    """What each region of ``scheme`` is, by its label values (`Description.evaluated`), for ``summary.json``."""
+    if scheme == "labels":
+        return "labels: one region per non-zero value (an nnU-Net reference's ignore value excluded)"
+    desc = describe(scheme)
+    return f"{desc.name}: " + ", ".join(f"{r} = labels {list(v)}" for r, v in desc.evaluated.items()) + (
+        f"; label {desc.ignore} (ignore) scored in neither" if desc.ignore is not None else "")
 
 
 def dice_line(summary: dict) -> str:

@@ -403,3 +403,16 @@ def test_the_dice_line_of_a_summary_read_back_shows_a_region_no_case_had_as_n_a(
 
     summary = {"mean_dice": 0.5, "regions": {"ET": {"dice": {"mean": None}}, "WT": {"dice": {"mean": 0.5}}}}
     assert dice_line(summary) == "mean Dice 0.500 (ET n/a, WT 0.500)"
+
+
+@pytest.mark.parametrize(("scheme", "stated"), [
+    pytest.param("brats", ["ET = labels [4]", "TC = labels [1, 4]", "WT = labels [1, 2, 4]"], id="brats"),
+    pytest.param("brats2023", ["ET = labels [3]", "TC = labels [1, 3]"], id="brats2023"),
+    pytest.param("brats2024", ["RC = labels [4]", "WT = labels [1, 2, 3]"], id="brats2024"),
+    pytest.param("msd", ["ET = labels [3]", "TC = labels [2, 3]", "WT = labels [1, 2, 3]"], id="msd"),
+])
+def test_the_summary_states_the_regions_of_the_scheme_it_scored(scheme: str, stated: list[str]) -> None:
+    from pipeline.evaluation.regions import summarize
+
+    regions = summarize([], scheme, 0)["conventions"]["regions"]
+    assert regions.startswith(f"{scheme}: ") and all(s in regions for s in stated), regions
