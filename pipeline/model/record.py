@@ -139,6 +139,10 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
         if found:
             logger.warning("--overwrite true: deleted %s", ", ".join(str(p) for p in found))
         record = None
+    if resume and found and not (ckpt / RUN_ARTEFACTS[0]).exists():  # models, but no training state to continue
+        raise RunError(f"--resume true: {ckpt} holds {', '.join(p.name for p in found)} but no {RUN_ARTEFACTS[0]} "
+                       "(the training state), so there is nothing to continue: training would start at epoch 1 and "
+                       "replace them. Pass --overwrite true to start afresh, or another --run_dir")
     if resume and record is not None and found:  # a checkpoint to continue: it must be the same run
         diffs = differing({k: record.get("ids", {}).get(k) for k in RESUME_IDS}, {k: ids.get(k) for k in RESUME_IDS})
         diffs += [f"network {d}" for d in differing(record.get("network", {}), network)]

@@ -486,3 +486,21 @@ def test_inference_computes_at_the_grid_the_model_was_trained_at(record, given, 
             recorded_spacing(record, given)
         return
     assert recorded_spacing(record, given) == expected
+
+
+@pytest.mark.parametrize("kept", [("model.pt",), ("model.pt", "model_last.pt"), ("model_last.pt",)],
+                         ids=["best_model", "best_and_last", "last_model"])
+def test_a_resume_of_models_without_their_training_state_is_refused_and_leaves_them(tmp_path, kept):
+    """checkpoint.pt deleted to save space (or a run's models copied alone): a resume would start at epoch 1 and
+    replace the finished model at its first validation."""
+    run = tmp_path / "run"
+    _start(run)
+    record_split(run, ([{"case": "a"}], [{"case": "b"}]))
+    _finish(run)
+    for p in (run / "models").iterdir():
+        if p.name not in kept:
+            p.unlink()
+    before = {p.name: _sha(p) for p in (run / "models").iterdir()}
+    with pytest.raises(RunError, match=r"--resume true: .* but no checkpoint\.pt .* --overwrite true"):
+        _start(run, resume=True)
+    assert {p.name: _sha(p) for p in (run / "models").iterdir()} == before
