@@ -16,7 +16,15 @@ from pipeline.core.config import ALL_FOLDS
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text
 from pipeline.core.guard import OutputGuard
-from pipeline.data.labels import CHANNELS, LABEL_SCHEMES, NNUNET_PREFIX, Description, describe, scheme_name
+from pipeline.data.labels import (
+    CHANNELS,
+    LABEL_SCHEMES,
+    NNUNET_PREFIX,
+    Description,
+    canonical_channel,
+    describe,
+    scheme_name,
+)
 from pipeline.data.layouts import LAYOUTS, Case, DatasetError, scan_dataset, usable_cases
 from pipeline.data.layouts.brats import named_as
 from pipeline.data.modelzoo import MODEL_ZOO_FOLDS, MODEL_ZOO_KEYS, is_model_zoo, model_zoo_case_id, model_zoo_datalist
@@ -201,6 +209,7 @@ class _DatalistReader:
     missing: list[str] = field(default_factory=list)  # one refusal line per missing file; the first is raised
     channels: tuple[str, ...] = CHANNELS  # the channels of the datalist's label scheme, one image file each
     numbered: bool = False  # its layout names image files by channel number (`LayoutSpec.numbered_channels`)
+    listed: list[int] | None = None  # where each of `channels` is in an item's list (its "channels"), None: in order
 
     def __post_init__(self) -> None:
         self.base = Path(os.path.abspath(self.path.parent))
@@ -254,6 +263,11 @@ class _DatalistReader:
             raise DatasetError(f"{where}: \"image\" lists {len(images)} file(s); expected {n} ({names}, the "
                                "channels of the datalist's label scheme) or one 4D file with \"channel_index\"")
         item["image"] = [self.file(p, "image file", where) for p in images]
+        if self.listed is not None:  # listed in the datalist's declared "channels" order: to the scheme's, by name
+            if "channel_index" in item:
+                item["channel_index"] = [item["channel_index"][i] for i in self.listed]
+            else:
+                item["image"] = [item["image"][i] for i in self.listed]
         if "channel_index" not in item and self.channels == CHANNELS and not self.numbered:
             item["image"] = _ordered_images(item["image"], where)
         elif "channel_index" not in item:
@@ -338,7 +352,8 @@ def read_datalist(path: str | os.PathLike, dataset_dir: str | os.PathLike | None
         raw = {**raw, "label_scheme": NNUNET_PREFIX + os.path.abspath(os.path.join(path.parent, given))}
     channels = _datalist_channels(path, raw)
     reader = _DatalistReader(path, zoo, Path(dataset_dir).expanduser() if dataset_dir else None, channels=channels,
-                             numbered=LAYOUTS[datalist_layout(raw)].numbered_channels)  # the files' naming, by layout
+                             numbered=LAYOUTS[datalist_layout(raw)].numbered_channels,  # the files' naming
+                             listed=_listed_order(path, raw, channels))  # the order its "channels" declare
     parts = {key: [reader.item(it, key, i) for i, it in enumerate(raw.get(key, []))]
              for key in ((*MODEL_ZOO_KEYS,) if zoo else ("training", "test"))}
     _refuse_duplicate_ids(path, parts, zoo)
@@ -391,6 +406,28 @@ def _datalist_channels(path: Path, raw: dict) -> tuple[str, ...]:
                            f"{len(desc.channels)} channel(s) ({', '.join(desc.channels)}); fix \"channels\" or "
                            f"rewrite the datalist with: python -m pipeline datalist DATASET_DIR --out {path}")
     return tuple(desc.channels)
+
+
+def _listed_order(path: Path, raw: dict, channels: Sequence[str]) -> list[int] | None:
+    """Where each of ``channels`` (the scheme's, in its order) is in the datalist's items, by name: None when its
+    ``channels`` (the order its items list their images in) are the scheme's order or absent.
+
+    Raises:
+        DatasetError: ``channels`` that do not name the scheme's channels once each.
+    """
+    given = raw.get("channels")
+    if given is None:
+        return None
+    listed = [canonical_channel(c) for c in given]
+    wanted = [canonical_channel(c) for c in channels]
+    if listed == wanted:
+        return None
+    if sorted(listed) != sorted(wanted):
+        raise DatasetError(f"datalist {path}: \"channels\" {given} do not name the channels of its label scheme "
+                           f"({', '.join(channels)}) once each; fix \"channels\" (the order the items list their "
+                           "images in) or rewrite the datalist with: python -m pipeline datalist DATASET_DIR "
+                           f"--out {path}")
+    return [listed.index(c) for c in wanted]
 
 
 def _refuse_duplicate_ids(path: Path, parts: dict[str, list[dict]], zoo: bool) -> None:

@@ -31,6 +31,12 @@ REGIONS: tuple[str, ...] = ("TC", "WT", "ET")
 CONTRAST_NAMES: dict[str, str] = {"flair": "FLAIR", "t2f": "FLAIR", "t1": "T1", "t1w": "T1", "t1n": "T1",
                                   "t1gd": "T1ce", "t1ce": "T1ce", "t1c": "T1ce", "t2": "T2", "t2w": "T2"}
 
+def canonical_channel(name: object) -> str:
+    """A channel's name as `CHANNELS` spells it when it is one of the four contrasts (T1c is T1ce, t2f is FLAIR),
+    else as given: two channel lists name the same images when their canonical names agree."""
+    return CONTRAST_NAMES.get(str(name).strip().lower(), str(name))
+
+
 #: Prefix of a scheme that names an nnU-Net ``dataset.json``.
 NNUNET_PREFIX = "nnunet:"
 

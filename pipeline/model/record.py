@@ -19,7 +19,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, atomic_write_text, file_sha256
 from pipeline.core.guard import OutputGuard
 from pipeline.data.datalist import folds_present
-from pipeline.data.labels import CONTRAST_NAMES, Description, describe
+from pipeline.data.labels import Description, canonical_channel, describe
 from pipeline.data.source import DataSource
 from pipeline.model.network import check_roi_size, network_spec
 
@@ -321,8 +321,7 @@ def recorded_spacing(record: Mapping | None, given: object = None) -> list[float
     return trained
 
 
-def _canonical(channel: str) -> str:
-    return CONTRAST_NAMES.get(str(channel).strip().lower(), str(channel))
+_canonical = canonical_channel
 
 
 def channel_order(record: Mapping | None, description: Description) -> list[int] | None:

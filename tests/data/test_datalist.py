@@ -441,3 +441,31 @@ def test_the_same_files_under_two_case_ids_are_refused(tiny_dataset: Path, tmp_p
     dl["training"].append(twin)
     with pytest.raises(DatasetError, match=f"cases {dl['training'][0]['case']} and twin list the same file"):
         read_datalist(_write(tmp_path / "dl.json", dl))
+
+
+@pytest.mark.parametrize(("channels", "expected"), [
+    pytest.param(["FLAIR", "T1", "T1ce", "T2"], [1, 2, 3, 0], id="flair_first"),
+    pytest.param(["t2f", "t1n", "t1c", "t2w"], [1, 2, 3, 0], id="brats2023_names"),
+    pytest.param(["T1", "T1ce", "T2", "FLAIR"], [0, 1, 2, 3], id="the_schemes_order"),
+    pytest.param(["T1", "T1", "T2", "FLAIR"], None, id="a_channel_twice"),
+])
+def test_a_datalists_channels_order_its_image_files_by_name(tmp_path: Path, channels: list[str],
+                                                            expected: list[int] | None) -> None:
+    """Files whose names show nothing (img0..img3) are taken in the order the datalist's "channels" declare."""
+    import nibabel as nib
+    import numpy as np
+
+    images = []
+    for i in range(4):
+        images.append(tmp_path / f"img{i}.nii.gz")
+        nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), images[-1])
+    label = tmp_path / "lab.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), label)
+    dl = {"channels": channels, "training": [{"case": "c", "image": [str(p) for p in images], "label": str(label),
+                                              "fold": 0}], "test": []}
+    path = _write(tmp_path / "dl.json", dl)
+    if expected is None:
+        with pytest.raises(DatasetError, match=r"do not name the channels of its label scheme .* once each"):
+            read_datalist(path)
+        return
+    assert read_datalist(path)["training"][0]["image"] == [str(images[i]) for i in expected]
