@@ -85,6 +85,10 @@ class Provenance:
         entry = self.cases.get(case, {})
         return entry.get("model") == model and entry.get("inputs") == inputs
 
+    def input_paths(self, case: str) -> list[str]:
+        """The resolved paths of the files ``case`` was segmented from (empty: unknown)."""
+        return [str(r["path"]) for r in self.cases.get(case, {}).get("inputs") or []]
+
     def changed_inputs(self, case: str) -> list[str]:
         """The recorded inputs of ``case`` that differ from the files on disk now (empty: unchanged, or unknown)."""
         recorded = self.cases.get(case, {}).get("inputs") or []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -298,8 +298,9 @@ def pair_cases(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Referen
             raise UserError(f"case {cid}: the prediction {pred} is the reference's own file ({ref}, through a link): "
                             "it would score itself; pass the folder of predictions inference wrote")
     scored = sorted(c for c in refs if c in preds)
+    images = {c: reference.cases[c].images for c in scored if c in reference.cases}  # a dataset's: its images
     return CasePairs(reference, pred_root, refs, preds,
-                     check_provenance(pred_root, scored, allow_mixed, fold=reference.fold))
+                     check_provenance(pred_root, scored, allow_mixed, fold=reference.fold, images=images))
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -310,7 +311,8 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_provenance(pred_root: Path, cases: Sequence[str], allow_mixed: bool | str = False, *,
-                     fold: int | None = None) -> dict[str, list[str]]:
+                     fold: int | None = None, images: Mapping[str, Sequence[str]] | None = None
+                     ) -> dict[str, list[str]]:
     """``{model id or "unknown": [cases]}`` of the scored predictions, from the folder's provenance record.
 
     Predictions of cases the model trained on (marked at inference) are refused when a ``fold`` is scored (its Dice
@@ -319,7 +321,9 @@ def check_provenance(pred_root: Path, cases: Sequence[str], allow_mixed: bool | 
     Raises:
         UserError: a ``fold`` scored with predictions of cases their model trained on.
         UserError: without ``allow_mixed``, predictions written by more than one model (or some by an unknown one
-            beside a known one), or predictions whose inputs changed since they were written (stale).
+            beside a known one), predictions whose inputs changed since they were written (stale), or predictions
+            segmented from other files than the reference case's ``images`` (``{case: image files}``, a dataset's;
+            by resolved path: another dataset whose cases have the same names).
     """
     record = Provenance(pred_root)
     if not record.cases:
@@ -342,6 +346,15 @@ def check_provenance(pred_root: Path, cases: Sequence[str], allow_mixed: bool | 
         raise UserError(f"{pred_root} mixes the segmentations of {len(models)} models ({parts}; provenance.json): one "
                         "mean over them would describe no model. Re-run inference with one model (--overwrite true), "
                         "or pass --allow_mixed true to score them together")
+    other = {c: recorded for c in cases if c in (images or {})
+             and (recorded := record.input_paths(c))
+             and set(recorded) != {os.path.realpath(os.path.expanduser(str(f))) for f in images[c]}}
+    if other:
+        case, recorded = next(iter(other.items()))
+        raise UserError(f"{len(other)} prediction(s) in {pred_root} were segmented from other images than the "
+                        f"reference's cases (case {case}: {recorded[0]}, not {images[case][0]}; provenance.json): "
+                        "another dataset whose cases have the same names? Evaluate against the dataset they were "
+                        "segmented from, or pass --allow_mixed true to score them anyway")
     stale = {c: changed for c in cases if (changed := record.changed_inputs(c))}
     if stale:
         case, changed = next(iter(stale.items()))

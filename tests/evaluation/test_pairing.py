@@ -154,3 +154,33 @@ def test_segmentations_of_cases_their_model_trained_on_are_never_scored_as_held_
     with caplog.at_level(logging.WARNING):
         assert check_provenance(tmp_path, ["A", "B"]) == {"m1": ["A", "B"]}
     assert "1 of the 2 scored segmentation(s) were written by a model that trained on those cases (A" in caplog.text
+
+
+@pytest.mark.parametrize("against", ["the_dataset_they_came_from", "a_copy_with_the_same_case_names",
+                                     "the_copy_allowing_mixed"])
+def test_predictions_of_another_datasets_images_are_not_scored_as_this_ones(tiny_dataset: Path, tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture,
+                                                                           against: str) -> None:
+    """Two datasets whose cases share names (/data/2023/test and /data/2024/test): provenance.json records the
+    images each segmentation was made from; evaluation pairs by name, so it checks them by resolved path."""
+    from pipeline.core.provenance import Provenance, input_identity
+    from pipeline.data.layouts import discover_cases
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_dataset, copy)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    record = Provenance(pred)
+    for case in discover_cases(tiny_dataset):
+        shutil.copy(case.label, pred / f"{case.case_id}.nii.gz")
+        record.record(case.case_id, model="m1", file=f"{case.case_id}.nii.gz", inputs=input_identity(case.images))
+    reference = tiny_dataset if against == "the_dataset_they_came_from" else copy
+    extra = ["--allow-mixed"] if against.endswith("allowing_mixed") else []
+    rc = pipeline_main(["evaluate", str(pred), str(reference), "--out", str(tmp_path / "eval"), "--no-pictures",
+                        *extra])
+    if against == "a_copy_with_the_same_case_names":
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert rc == 2 and "were segmented from other images than the reference's cases" in line
+        assert not (tmp_path / "eval").exists()
+        return
+    assert rc == 0 and json.loads((tmp_path / "eval" / "summary.json").read_text())["mean_dice"] == 1.0
