@@ -206,12 +206,24 @@ def foreign_outputs(items: Sequence[Mapping], output_dir: str | os.PathLike, rep
     return foreign
 
 def _refuse_foreign(items: Sequence[Mapping], output_dir: str | os.PathLike, report: InferenceReport | None) -> None:
+    """Refuse, naming them, existing outputs of ``items`` written by another model, or from other files (another
+    case of the same name: its recorded inputs are other resolved paths; changed files at the same paths are
+    segmented again, not refused)."""
     foreign = foreign_outputs(items, output_dir, report)
     if foreign:
         raise UserError(
             f"{output_dir} already holds {len(foreign)} segmentation(s) not written by this model "
             f"({report.model if report else None}): {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}; "
             "pass another --output_dir, or --overwrite true to replace them")
+    record = report.provenance if report is not None else Provenance(output_dir)
+    for item in items:
+        case = str(item["case"])
+        recorded = record.input_paths(case)
+        now = [os.path.realpath(os.path.expanduser(f)) for f in image_files(item)]
+        if recorded and (Path(output_dir) / f"{case}.nii.gz").exists() and sorted(recorded) != sorted(now):
+            raise UserError(f"{output_dir} already holds a segmentation of case {case} made from other images "
+                            f"({recorded[0]}, not {now[0]}; provenance.json): another case of the same name? Pass "
+                            "another --output_dir, or --overwrite true to replace it")
 
 def output_is_valid(out_path: str | os.PathLike, reference: str | os.PathLike) -> bool:
     """Whether ``out_path`` is a whole segmentation of ``reference``: a ``.gz`` decompresses to its end (CRC and

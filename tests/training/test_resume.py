@@ -190,3 +190,35 @@ def test_inference_config_filters_the_cases_before_the_network_runs(tiny_dataset
                                             "overwrite": overwrite})
         counts[overwrite] = len(parser.get_parsed_content("dataset"))
     assert counts == {False: 3, True: 4}
+
+
+@pytest.mark.parametrize("second", ["same_files_changed", "another_case_of_the_same_name"])
+def test_inference_redoes_a_changed_case_but_refuses_another_case_of_the_same_name(tiny_dataset: Path, tmp_path: Path,
+                                                                                    second: str) -> None:
+    """One case folder at a time into one output folder (a single case is not checked against a dataset's roots):
+    the same files changed are segmented again; /b/CASE after /a/CASE would have replaced /a's segmentation."""
+    import shutil
+
+    from pipeline.core.errors import UserError
+
+    data = tmp_path / "a"
+    shutil.copytree(tiny_dataset, data)  # its files are touched below: not the shared fixture's
+    case = discover_cases(data)[0]
+    out = tmp_path / "seg"
+    path = write_label_like(np.zeros(nib.load(case.images[0]).shape, np.uint8), case.images[0],
+                            out / f"{case.case_id}.nii.gz")
+    InferenceReport(out, model="A").wrote(case.case_id, path, case.images)
+    before = path.read_bytes()
+    if second == "same_files_changed":
+        item = case.to_item()
+        Path(case.images[0]).touch()  # a newer modification time: the inputs changed
+        assert pending_items([item], out, report=InferenceReport(out, model="A")) == [item]
+        return
+    other = tmp_path / "b" / Path(case.images[0]).parent.name
+    shutil.copytree(Path(case.images[0]).parent, other)
+    item = {**case.to_item(), "image": [str(other / Path(p).name) for p in case.images]}
+    with pytest.raises(UserError, match=rf"already holds a segmentation of case {case.case_id} made from other "
+                                        r"images .* --overwrite true"):
+        pending_items([item], out, report=InferenceReport(out, model="A"))
+    assert path.read_bytes() == before
+    assert pending_items([item], out, overwrite=True, report=InferenceReport(out, model="A")) == [item]
