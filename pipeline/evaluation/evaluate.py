@@ -14,7 +14,13 @@ from pipeline.core.config import as_bool
 from pipeline.core.errors import UserError
 from pipeline.evaluation.official import evaluate_official, format_official_table
 from pipeline.evaluation.plots import plot_evaluation, run_name
-from pipeline.evaluation.reference import Reference, evaluated_pair, pair_cases
+from pipeline.evaluation.reference import (
+    Reference,
+    evaluated_pair,
+    evaluation_record,
+    pair_cases,
+    resolve_evaluation_scheme,
+)
 from pipeline.evaluation.regions import evaluate_folders, format_table
 from pipeline.evaluation.report import Report
 
@@ -41,24 +47,28 @@ def _root(folder: str | os.PathLike | Reference) -> str:
 
 
 def check_replacement(out_dir: str | os.PathLike, pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Reference,
-                      *, overwrite: bool | str = False, out_option: str = "--out") -> None:
-    """Refuse to write an evaluation into a folder that holds the evaluation of other predictions or another
-    reference (an evaluation never silently replaces another); with ``overwrite`` delete that one's files first.
+                      *, overwrite: bool | str = False, out_option: str = "--out", scheme: str | None = None) -> None:
+    """Refuse to write an evaluation into a folder that holds the evaluation of other predictions, another
+    reference or (``scheme``, resolved) another scheme (an evaluation never silently replaces another); with
+    ``overwrite`` delete that one's files first.
 
     Raises:
         UserError: ``out_dir`` holds another evaluation and not ``overwrite`` (naming both, and the way out).
     """
-    pair = evaluated_pair(out_dir)
-    if pair is None:
+    record = evaluation_record(out_dir)
+    if record is None:
         return
-    old_pred, old_ref = pair
+    old_pred, old_ref, old_scheme = record["predictions"] or "", record["reference"], record.get("scheme")
     same_pred = not old_pred or os.path.realpath(old_pred) == _root(pred_dir)
-    if same_pred and os.path.realpath(old_ref) == _root(ref_dir):
+    same_scheme = scheme is None or old_scheme is None or str(old_scheme) == str(scheme)
+    if same_pred and os.path.realpath(old_ref) == _root(ref_dir) and same_scheme:
         return
     if not as_bool(overwrite, "overwrite"):
-        raise UserError(f"{out_dir} holds the evaluation of {old_pred or 'other predictions'} against {old_ref}; "
-                        f"this one scores {os.fspath(pred_dir)} against {_root(ref_dir)}: pass another {out_option} "
-                        "(one folder per evaluation), or --overwrite to replace it")
+        scored = "" if same_scheme else f" in scheme {old_scheme}"
+        asked = "" if same_scheme else f" in scheme {scheme}"
+        raise UserError(f"{out_dir} holds the evaluation of {old_pred or 'other predictions'} against {old_ref}"
+                        f"{scored}; this one scores {os.fspath(pred_dir)} against {_root(ref_dir)}{asked}: pass "
+                        f"another {out_option} (one folder per evaluation), or --overwrite to replace it")
     out = Path(out_dir)
     for name in EVALUATION_FILES:
         (out / name).unlink(missing_ok=True)
@@ -77,9 +87,15 @@ def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathL
     if protocol == "legacy" and challenge is not None:
         raise UserError(f"challenge {challenge!r} applies to the official protocol only: pass --protocol official "
                         "(bundle: --protocol official), or leave the challenge out")
+    resolved = None
     if evaluated_pair(out_dir) is not None:  # the folders and pairs are checked before --overwrite deletes anything
-        pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option, allow_mixed=allow_mixed)
-    check_replacement(out_dir, pred_dir, ref_dir, overwrite=overwrite, out_option=out_option)
+        pairs = pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option, allow_mixed=allow_mixed)
+        resolved = resolve_evaluation_scheme(scheme, pairs.reference)
+    check_replacement(out_dir, pred_dir, ref_dir, overwrite=overwrite, out_option=out_option, scheme=resolved)
+    if protocol == "legacy":  # its pictures are of the scores it replaces: drawn again (or not) from the new ones
+        (Path(out_dir) / "dice_boxplot.png").unlink(missing_ok=True)
+        for png in (Path(out_dir) / "overlays").glob("*.png"):
+            png.unlink()
     if protocol == "legacy":
         return evaluate_folders(pred_dir, ref_dir, out_dir, scheme=scheme, cases=cases, out_option=out_option,
                                 allow_mixed=allow_mixed)

@@ -432,3 +432,23 @@ def test_a_prediction_in_another_voxel_orientation_is_reordered_not_refused_or_m
     assert run("evaluate", tmp_path / "pred", data, "--out", tmp_path / "eval") == 0
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert all(summary["regions"][r]["dice"]["mean"] == 1.0 for r in ("ET", "TC", "WT"))
+
+
+def test_an_evaluation_in_another_scheme_is_another_evaluation_and_old_pictures_go(
+        make_dataset, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = make_dataset("brats2021")
+    copy_labels(data, tmp_path / "pred")
+    out = tmp_path / "eval"
+    assert run("evaluate", tmp_path / "pred", data, "--out", out) == 0
+    assert (out / "dice_boxplot.png").is_file() and list((out / "overlays").glob("*.png"))
+    summary = (out / "summary.json").read_bytes()
+    capsys.readouterr()
+    assert run("evaluate", tmp_path / "pred", data, "--out", out, "--scheme", "labels") == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "in scheme brats; this one scores" in line and "in scheme labels" in line
+    assert (out / "summary.json").read_bytes() == summary
+    assert run("evaluate", tmp_path / "pred", data, "--out", out, "--no-pictures") == 0  # the same one again
+    assert not (out / "dice_boxplot.png").exists() and not list((out / "overlays").glob("*.png"))
+    assert "<img" not in (out / "report.html").read_text()  # no picture of the scores it replaced
+    assert run("evaluate", tmp_path / "pred", data, "--out", out, "--scheme", "labels", "--overwrite") == 0
+    assert json.loads((out / "summary.json").read_text())["scheme"] == "labels"
