@@ -30,7 +30,7 @@ from pipeline.core.nifti import nifti_files
 from pipeline.evaluation.evaluate import evaluate
 from pipeline.evaluation.metrics import region_metrics
 from pipeline.evaluation.plots import run_name
-from pipeline.evaluation.reference import read_reference
+from pipeline.evaluation.reference import check_output_kind, read_reference
 from pipeline.evaluation.regions import summarize
 from pipeline.evaluation.report import Report
 
@@ -178,6 +178,7 @@ def _output_folders(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.Pat
     predictions = [f for p in folders if p.is_dir() for f in nifti_files(p).values()]
     guard = OutputGuard([*reference.files.values(), *predictions], roots=[reference.root, *folders])
     out = guard.folder(out_dir, what="the comparison", option="--out")
+    check_output_kind(out, "comparison")
     for name in names:
         guard.folder(out / name, what=f"the evaluation of {name}", option="--out or --names")
     return out

@@ -16,6 +16,7 @@ from pipeline.evaluation.official import evaluate_official, format_official_tabl
 from pipeline.evaluation.plots import plot_evaluation, run_name
 from pipeline.evaluation.reference import (
     Reference,
+    check_output_kind,
     evaluated_pair,
     evaluation_record,
     pair_cases,
@@ -91,6 +92,7 @@ def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathL
     if evaluated_pair(out_dir) is not None:  # the folders and pairs are checked before --overwrite deletes anything
         pairs = pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option, allow_mixed=allow_mixed)
         resolved = resolve_evaluation_scheme(scheme, pairs.reference)
+    check_output_kind(out_dir, "evaluation", out_option)
     check_replacement(out_dir, pred_dir, ref_dir, overwrite=overwrite, out_option=out_option, scheme=resolved)
     if protocol == "legacy":  # its pictures are of the scores it replaces: drawn again (or not) from the new ones
         (Path(out_dir) / "dice_boxplot.png").unlink(missing_ok=True)

@@ -32,6 +32,7 @@ from pipeline.evaluation.reference import (
     FOLDER_SCHEMES,
     Reference,
     check_evaluation_folders,
+    check_output_kind,
     evaluation_record,
     resolve_evaluation_scheme,
 )
@@ -268,6 +269,11 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
     preds = nifti_files(pred_root)
     guard = OutputGuard([*preds.values(), *reference.files.values()], roots=[reference.root, pred_root])
     out = guard.folder(out_dir if out_dir is not None else eval_dir, what="pictures", option=out_option)
+    check_output_kind(out, "pictures", out_option)
+    elsewhere = evaluation_record(out) if out.resolve() != eval_dir.resolve() else None
+    if elsewhere is not None and elsewhere != record:  # another evaluation's folder: its pictures are its own
+        raise UserError(f"{out} holds the evaluation of {elsewhere['predictions']} against {elsewhere['reference']}; "
+                        f"the pictures of {eval_dir} would replace its own: pass another {out_option}")
 
     rows = _read_csv(metrics)
     by_case: dict[str, list[float]] = {}

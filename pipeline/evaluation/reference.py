@@ -386,3 +386,22 @@ def evaluated_pair(out_dir: str | os.PathLike) -> tuple[str, str] | None:
     """``(predictions, reference)`` of the evaluation already in ``out_dir`` (`evaluation_record`), or None."""
     record = evaluation_record(out_dir)
     return None if record is None else (record["predictions"] or "", record["reference"])
+
+
+#: What marks a comparison's folder (`pipeline.evaluation.compare`).
+COMPARISON_RECORD = "comparison.json"
+
+
+def check_output_kind(out_dir: str | os.PathLike, kind: str, option: str = "--out") -> None:
+    """Refuse to write ``kind`` (``evaluation``, ``comparison`` or ``pictures``) into a folder that holds the other
+    kind: a comparison's report over an evaluation's, or an evaluation's over a comparison's.
+
+    Raises:
+        UserError: naming the folder, what it holds and the option to change.
+    """
+    out = Path(out_dir).expanduser()
+    holds = ("a comparison" if (out / COMPARISON_RECORD).is_file() and kind != "comparison" else
+             "an evaluation" if kind == "comparison" and evaluation_record(out) is not None else None)
+    if holds:
+        raise UserError(f"{out} holds {holds} ({COMPARISON_RECORD if holds == 'a comparison' else 'summary.json'}); "
+                        f"the {kind} would write its files over it: pass another {option}")

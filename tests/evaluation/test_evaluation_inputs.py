@@ -452,3 +452,26 @@ def test_an_evaluation_in_another_scheme_is_another_evaluation_and_old_pictures_
     assert "<img" not in (out / "report.html").read_text()  # no picture of the scores it replaced
     assert run("evaluate", tmp_path / "pred", data, "--out", out, "--scheme", "labels", "--overwrite") == 0
     assert json.loads((out / "summary.json").read_text())["scheme"] == "labels"
+
+
+@pytest.mark.parametrize("writer", ["compare_into_an_evaluation", "evaluate_into_a_comparison",
+                                    "pictures_into_another_evaluation"])
+def test_no_writer_puts_its_files_over_another_kinds_folder(make_dataset, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture, writer: str) -> None:
+    data = make_dataset("brats2021")
+    for name in ("pred", "pred2"):
+        copy_labels(data, tmp_path / name)
+    assert run("evaluate", tmp_path / "pred", data, "--out", tmp_path / "ev", "--no-pictures") == 0
+    assert run("evaluate", tmp_path / "pred2", data, "--out", tmp_path / "ev2", "--no-pictures") == 0
+    assert run("compare", data, tmp_path / "pred", tmp_path / "pred2", "--out", tmp_path / "cmp") == 0
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    argv = {"compare_into_an_evaluation": ["compare", data, tmp_path / "pred", tmp_path / "pred2", "--out",
+                                           tmp_path / "ev"],
+            "evaluate_into_a_comparison": ["evaluate", tmp_path / "pred", data, "--out", tmp_path / "cmp"],
+            "pictures_into_another_evaluation": ["plot", "evaluation", tmp_path / "ev2", tmp_path / "pred2", data,
+                                                 "--out", tmp_path / "ev"]}[writer]
+    assert run(*argv) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "pass another --out" in line, line
+    assert snapshot(tmp_path) == before
