@@ -193,7 +193,7 @@ def next_steps(train_dir: str = "TRAIN", test_dir: str = "TEST") -> list[str]:
 def default_evaluation(pred_dir: str | os.PathLike) -> Path:
     """Where an evaluation of ``pred_dir`` goes by default, beside it: ``seg_<dataset>`` -> ``eval_<dataset>``,
     ``seg`` -> ``eval`` (a run's), any other ``<name>`` -> ``<name>_eval``."""
-    p = Path(pred_dir)
+    p = Path(os.path.abspath(os.path.expanduser(pred_dir)))  # "." or "seg/" name their folder
     if p.name.startswith("seg_"):
         return p.with_name("eval_" + p.name[4:])
     return p.with_name("eval" if p.name == "seg" else f"{p.name}_eval")

@@ -195,3 +195,46 @@ def test_bad_input_to_the_small_commands_is_one_line(argv: list[str], named: str
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and named in err[-1] and "Traceback" not in "\n".join(err)
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    pytest.param(["synth", "{afile}", "--cases", "1"], "a file of that name is in the way", id="synth_into_a_file"),
+    pytest.param(["datalist", "{data}", "--out", "{afile}/x.json"], "is a file, not a folder",
+                 id="datalist_under_a_file"),
+    pytest.param(["datalist", "{data}", "--out", "{tmp}"], "is a folder: a datalist is a file",
+                 id="datalist_onto_a_folder"),
+    pytest.param(["evaluate", "{pred}", "{data}", "--out", "{afile}"], "{afile}", id="evaluate_into_a_file"),
+    pytest.param(["compare", "{data}", "{pred}", "{pred}", "--names", "a", "b", "--out", "{afile}"],
+                 "is a file, not a folder", id="compare_into_a_file"),
+    pytest.param(["plot", "boxplot", "{tmp}/m.csv", "--out", "{tmp}/x.json"], "a picture is written as one of",
+                 id="plot_as_json"),
+])
+def test_an_output_path_that_cannot_be_written_is_one_line(argv: list[str], named: str, tiny_dataset: Path,
+                                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    (tmp_path / "m.csv").write_text("case,region,dice\nc,WT,0.5\n")
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for label in sorted(tiny_dataset.rglob("*_seg.nii.gz")):
+        shutil.copy(label, pred / f"{label.parent.name}.nii.gz")
+    values = {"afile": afile, "tmp": tmp_path, "data": tiny_dataset, "pred": pred}
+    assert cli.main([a.format(**values) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and named.format(**values) in err[-1], err[-1]
+    assert afile.read_text() == "mine"
+
+
+def test_evaluate_from_inside_the_prediction_folder_writes_beside_it(tiny_dataset: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for label in sorted(tiny_dataset.rglob("*_seg.nii.gz")):
+        shutil.copy(label, pred / f"{label.parent.name}.nii.gz")
+    monkeypatch.chdir(pred)
+    assert cli.main(["evaluate", ".", str(tiny_dataset), "--no-pictures"]) == 0
+    assert (tmp_path / "pred_eval" / "summary.json").is_file()

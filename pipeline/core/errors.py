@@ -77,6 +77,11 @@ def user_message(exc: BaseException) -> str | None:
                 extra = OPTIONAL_PACKAGES[top]
                 return (f"the optional package {top} is not installed; install it with: make extra-{extra} "
                         f"(or pip install -e '.[{extra}]')")
+        if isinstance(e, OSError) and e.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR) and e.filename:
+            what = {errno.ENOTDIR: "a file lies where a folder is needed on its path",
+                    errno.EEXIST: "a file of that name is in the way",
+                    errno.EISDIR: "it is a folder, not a file"}[e.errno]
+            return f"cannot write {e.filename}: {what}; choose another output path (--out, --output_dir, --run_dir)"
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
             what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
                     errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}[e.errno]

@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write  # noqa: E402
 
 
@@ -26,6 +27,11 @@ def region_colour(region: str, index: int = 0, colours: dict[str, str] | None = 
 def save_figure(fig: plt.Figure, out: str | os.PathLike, dpi: int = 100) -> Path:
     """``fig`` as ``out`` (its suffix, e.g. ``.png``, chooses the format), written whole or not at all."""
     out = Path(out)
+    formats = fig.canvas.get_supported_filetypes()
+    if out.suffix[1:].lower() not in formats:
+        plt.close(fig)
+        raise UserError(f"{out}: a picture is written as one of {', '.join(sorted(formats))} (the file's suffix "
+                        "chooses); pass a file name ending in .png, say")
     try:
         atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=out.suffix[1:]),
                      durable=False)

@@ -86,6 +86,10 @@ class OutputGuard:
             UserError: naming the folder, the input and the option to change.
         """
         out = _real(as_path(output, option.lstrip("-")))
+        blocker = next((a for a in (out, *out.parents) if a.exists() and not a.is_dir()), None)
+        if blocker is not None:
+            raise UserError(f"{option} {out}: {blocker} is a file, not a folder, so {what} cannot be written there; "
+                            f"pass {option} a folder (a new one is made)")
         for root in self.roots:
             if is_within(out, root) or is_within(root, out):
                 rel = "is" if out == root else ("lies inside" if is_within(out, root) else "contains")
@@ -109,6 +113,13 @@ class OutputGuard:
             raise UserError(f"{path} is an input of this command ({_real(path)}): writing {what} there would "
                             f"replace it; pass {option} another file")
         out = _real(path)
+        if out.is_dir():
+            raise UserError(f"{option} {out} is a folder: {what} is a file; pass {option} a file name (in that folder, "
+                            "say)")
+        blocker = next((a for a in out.parents if a.exists() and not a.is_dir()), None)
+        if blocker is not None:
+            raise UserError(f"{option} {out}: {blocker} is a file, not a folder, so {what} cannot be written there; "
+                            f"pass {option} a path in a folder")
         for root in self.roots:
             if is_within(out, root):
                 raise UserError(f"{out} lies inside the input folder {root}: {what} must never be written among "
