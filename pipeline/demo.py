@@ -48,12 +48,14 @@ def demo_line(summary: dict, seconds: float) -> str:
 
 
 def free_run_dir(run_dir: str | os.PathLike) -> Path:
-    """``run_dir`` if it holds no trained run, else the first ``<run_dir>_<n>`` that does not: a second ``make demo``
-    never writes over the first one's model, segmentations or numbers."""
+    """``run_dir`` if it holds no run (trained or started: its run.json or datalist.json), else the first
+    ``<run_dir>_<n>`` that does not: a second ``make demo`` never writes over the first one's model, segmentations,
+    numbers or split."""
 
     base = Path(run_dir)
     candidate, n = base, 1
-    while any((candidate / "models" / name).exists() for name in RUN_ARTEFACTS) or (candidate / "seg").exists():
+    while any((candidate / "models" / name).exists() for name in RUN_ARTEFACTS) or any(
+            (candidate / name).exists() for name in ("seg", "run.json", "datalist.json")):  # a run, even unfinished
         n += 1
         candidate = base.with_name(f"{base.name}_{n}")
     if candidate != base:
@@ -84,6 +86,9 @@ def run_demo(data_dir: str = "data/synthetic", run_dir: str = "runs/demo", cases
     """
 
     t0 = started_at if started_at is not None else time.time()
+    if int(cases) < DEMO_FOLDS:
+        raise UserError(f"the demo splits its synthetic cases into {DEMO_FOLDS} folds (one validates): pass --cases "
+                        f"{DEMO_FOLDS} or more, not {cases}")
     shape = tuple(shape or DEFAULT_SHAPE)
     run = free_run_dir(run_dir)
     datalist = run / "datalist.json"
