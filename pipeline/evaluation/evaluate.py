@@ -94,13 +94,13 @@ def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathL
         resolved = resolve_evaluation_scheme(scheme, pairs.reference)
     check_output_kind(out_dir, "evaluation", out_option)
     check_replacement(out_dir, pred_dir, ref_dir, overwrite=overwrite, out_option=out_option, scheme=resolved)
-    if protocol == "legacy":  # its pictures are of the scores it replaces: drawn again (or not) from the new ones
-        (Path(out_dir) / "dice_boxplot.png").unlink(missing_ok=True)
-        for png in (Path(out_dir) / "overlays").glob("*.png"):
-            png.unlink()
     if protocol == "legacy":
-        return evaluate_folders(pred_dir, ref_dir, out_dir, scheme=scheme, cases=cases, out_option=out_option,
-                                allow_mixed=allow_mixed)
+        summary = evaluate_folders(pred_dir, ref_dir, out_dir, scheme=scheme, cases=cases, out_option=out_option,
+                                   allow_mixed=allow_mixed)
+        (Path(out_dir) / "dice_boxplot.png").unlink(missing_ok=True)  # of the scores just replaced: drawn again (or
+        for png in (Path(out_dir) / "overlays").glob("*.png"):        # not, --no-pictures) from the new ones
+            png.unlink()
+        return summary
     return evaluate_official(pred_dir, ref_dir, out_dir, scheme=scheme, challenge=challenge, jobs=jobs, cases=cases,
                              out_option=out_option, allow_mixed=allow_mixed)
 
