@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     run = out / "run"
     print(machine(args.device), flush=True)
     n_train = len(discover_cases(args.train_dir))
-    n_test = len([c for c in discover_cases(args.test_dir) if c.label])
+    test_cases = sorted(c.case_id for c in discover_cases(args.test_dir) if c.label)
+    n_test = len(test_cases)
     variants = {**RECIPES[args.recipe], "network": args.network}
     ids = stage_ids(extra, {"training": variants, "inference": {**variants, "ensemble": args.folds > 1}})
     common = {"device": args.device, "seed": args.seed, "run_dir": run}
@@ -208,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
               "set": extra, "folds": len(runs),
               "train_cases": n_train, "test_cases": n_test, "training_wall_s": round(train_s, 1), "dice": dice,
               "mean_dice": summary["mean_dice"], "hd95": {r: summary["regions"][r]["hd95"]["mean"] for r in dice},
-              "split": history.get("split"), "time_to_dice": points}
+              "split": history.get("split"), "test": test_cases,  # the split is rebuilt from these two
+              "time_to_dice": points}
     (out / "accuracy.json").write_text(json.dumps(record, indent=2))
     print(f"accuracy: {dice_line(summary)} on {n_test} test cases, {args.minutes:.1f} min of training on "
           f"{args.device} ({n_train} training cases)", flush=True)

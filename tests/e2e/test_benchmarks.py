@@ -198,6 +198,10 @@ def test_accuracy_benchmark_trains_the_budget_recipe_and_reports_an_independent_
     assert rows[0].startswith("minutes,epoch,val_mean_dice") and len(rows) >= 2
     assert (out / "time_to_dice.png").stat().st_size > 0
     assert "CPU:" in result.stdout and "torch" in result.stdout  # the machine
+    accuracy = json.loads((out / "accuracy.json").read_text())  # the split, rebuilt from what it records
+    assert accuracy["test"] == sorted(p.name for p in test.iterdir() if p.is_dir())
+    assert sorted(accuracy["split"]["train"] + accuracy["split"]["validation"]) == sorted(
+        p.name for p in train.iterdir() if p.is_dir())
 
 
 @pytest.mark.parametrize("layout", ["brats2021", "brats2023", "brats2024", "msd", "nnunet"])
