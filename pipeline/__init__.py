@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 import sys
 
 from pipeline.core.errors import (
+    VERB_ENV,
     install_cli_excepthook,
     register_hint,
     register_rewrite,
@@ -28,11 +29,9 @@ def _bundle_hint(exc: BaseException) -> str | None:
 
 
 def _verb_spelling(line: str) -> str:
-    """Under a verb of ``python -m pipeline`` (`pipeline.bundle.VERB_ENV` names it), the bundle's ``--id value``
+    """Under a verb of ``python -m pipeline`` (`pipeline.core.errors.VERB_ENV` names it), the bundle's ``--id value``
     advice as that verb takes it (`pipeline.commands.verb_spelling`)."""
     import os
-
-    from pipeline.bundle import VERB_ENV
 
     verb = os.environ.get(VERB_ENV)
     if not verb:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.core.config import ALL_FOLDS, config_files_in_argv
-from pipeline.core.errors import UserError
+from pipeline.core.errors import VERB_ENV, UserError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "bundle" / "configs"
 #: Run id -> its stage overlay.
@@ -26,9 +26,6 @@ STAGES: dict[str, str] = {"training": "train.yaml", "inference": "inference.yaml
 #: Network name -> its overlay (None: common.yaml's UNet).
 NETWORKS: dict[str, str | None] = {"unet": None, "segresnet": "networks/segresnet.yaml",
                                    "dynunet": "networks/dynunet.yaml"}
-#: Set by the verbs of ``python -m pipeline`` (`pipeline.commands`) to the verb's name (train, infer, cv): the run's
-#: ``next:`` line and its refusals name the verbs' options.
-VERB_ENV = "PIPELINE_VERB"
 #: Variant -> its overlay.
 VARIANTS: dict[str, str] = {"fast": "variants/fast.yaml", "budget": "variants/budget.yaml",
                             "ensemble": "variants/ensemble.yaml", "demo": "variants/demo.yaml",

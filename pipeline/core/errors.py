@@ -30,6 +30,10 @@ class UserError(ValueError):
 _HINTS: list[Callable[[BaseException], str | None]] = []
 
 
+#: Set by the verbs of ``python -m pipeline`` (`pipeline.commands`) to the verb's name (train, infer, cv) for the
+#: bundle runs they start: the run's ``next:`` line and its refusals name the verbs' options.
+VERB_ENV = "PIPELINE_VERB"
+
 #: Functions applied, in order, to the one line before it is printed (the verbs' spelling of the bundle's ids).
 _REWRITES: list[Callable[[str], str]] = []
 
@@ -99,7 +103,10 @@ def _hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType |
     if os.environ.get("PIPELINE_TRACEBACK"):
         traceback.print_exception(exc_type, exc, tb)
     for rewrite in _REWRITES:
-        message = rewrite(message)
+        try:
+            message = rewrite(message)
+        except Exception:  # noqa: BLE001 - a rewrite that fails (the package half imported) leaves the line as it is
+            pass
     sys.stderr.flush()
     print(f"error: {message}", file=sys.stderr, flush=True)
 

@@ -59,8 +59,13 @@ def test_every_flag_a_refusal_names_is_taken_by_the_cli_that_printed_it(case: st
         case_dir = next(p for p in sorted(tiny_dataset.iterdir()) if p.is_dir())
         verb, argv = "infer", ["infer", "-i", str(tiny_dataset), "-o", str(case_dir), "--run", str(trained_run)]
     line = _refusal(argv, tmp_path)
-    named = re.findall(r"(--[a-z_]+)(?: (true|false)\b)?", line)
+    named = re.findall(r"(?<![\w-])(--?[a-z][a-z_]*)(?: ([a-z_#]+))?", line)  # a flag, and the word after it
     assert named, line
-    for flag, value in named:
-        words = [*BASE[verb], flag, *([value] if value else ["X"] if flag in ("--run_dir", "--output_dir") else [])]
+    takes_a_path = ("--run_dir", "--output_dir", "--run", "--output", "-o", "-i")
+    for flag, after in named:
+        if flag == "--set":  # --set ID VALUE: the id and a value
+            words = [*BASE[verb], flag, after, "X"]
+        else:
+            value = [after] if after in ("true", "false") else ["X"] if flag in takes_a_path else []
+            words = [*BASE[verb], flag, *value]
         build_parser().parse_args(bundle_spelling(words))  # SystemExit (and the test fails) if the CLI lacks it
