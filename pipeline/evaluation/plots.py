@@ -112,12 +112,13 @@ def brain_box(volume: np.ndarray, margin: int = 4) -> tuple[slice, slice, slice]
                  for a, b, n in zip(lo, hi, volume.shape, strict=True))
 
 
-def _contour_regions(labels: dict[str, np.ndarray], scheme: str) -> tuple[list[tuple[str, str]], dict[str, list]]:
+def _contour_regions(labels: dict[str, np.ndarray], scheme: str,
+                     ignore: int | None = None) -> tuple[list[tuple[str, str]], dict[str, list]]:
     """``([(region, colour)], {which: [mask per region]})``: the evaluated regions of a scheme in the viewers'
     colours (`pipeline.data.colours`), largest first, or one region per non-zero value present in any of
     ``labels`` under ``labels``."""
     if scheme == "labels":
-        values = sorted(set().union(*(np.unique(lab).tolist() for lab in labels.values())) - {0})
+        values = sorted(set().union(*(np.unique(lab).tolist() for lab in labels.values())) - {0, ignore})
         cycle = plt.get_cmap("tab10").colors
         names = [(f"label_{v:g}", matplotlib.colors.to_hex(cycle[i % len(cycle)])) for i, v in enumerate(values)]
         return names, {which: [lab == v for v in values] for which, lab in labels.items()}
@@ -141,7 +142,7 @@ def _mark(ax: plt.Axes, plane: str) -> None:
 
 def plot_case_overlay(images: dict[str, str | os.PathLike | tuple], out_png: str | os.PathLike,
                       reference: str | os.PathLike | None = None, prediction: str | os.PathLike | None = None,
-                      scheme: str = "brats", title: str = "") -> Path:
+                      scheme: str = "brats", title: str = "", ignore: int | None = None) -> Path:
     """Each region over FLAIR and T1ce, in three planes through the tumour's centre, cropped to the brain: the
     reference filled at low opacity, the prediction as a thick outline, in the viewers' colours; orientation
     letters at the edges; 2x resolution (200 dpi).
@@ -153,12 +154,14 @@ def plot_case_overlay(images: dict[str, str | os.PathLike | tuple], out_png: str
         scheme: the label scheme of both label files (``brats``: ET = 4, ``brats2023``: ET = 3, ``msd``: 1 ED,
             2 NET, 3 ET; ``labels``: one region per label value).
         title: the picture's title (the run, the case and its rank, by `plot_evaluation`).
+        ignore: under ``labels``, the reference data's ``ignore`` value (`Reference.ignore`): not drawn as a
+            region (the unannotated voxels are scored in none).
     """
     labels = {name: _canonical(p) for name, p in (("reference", reference), ("prediction", prediction)) if p}
     if not labels:
         raise ValueError("plot_case_overlay needs a reference or a prediction to draw")
     centre = tumour_centre(labels.get("reference", labels.get("prediction")))
-    names, regions = _contour_regions(labels, scheme)
+    names, regions = _contour_regions(labels, scheme, ignore)
     volumes = {contrast: _canonical(path).astype(np.float32) for contrast, path in images.items()}
     box = brain_box(np.sum([np.abs(v) for v in volumes.values()], axis=0))
     crops = [(box[0], box[1]), (box[0], box[2]), (box[1], box[2])]  # (horizontal, vertical) of each plane
@@ -304,5 +307,6 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
         images = {name: case.channel_file(name, channels) for name in shown}  # 3D files, or 4D + channel
         title = (f"{name}: {case_id}, {ranks[case_id]} of {len(ranked)} cases (mean Dice "
                  f"{np.mean(by_case[case_id]):.3f}, rank {ranked[::-1].index(case_id) + 1} of {len(ranked)})")
-        paths.append(plot_case_overlay(images, out / "overlays" / f"{case_id}.png", case.label, pred, scheme, title))
+        paths.append(plot_case_overlay(images, out / "overlays" / f"{case_id}.png", case.label, pred, scheme, title,
+                                       ignore=reference.ignore if scheme == "labels" else None))
     return paths

@@ -121,3 +121,15 @@ def test_evaluation_pictures_in_every_layout(layout_datasets: dict[str, Path], t
     paths = plot_evaluation(tmp_path / "eval", pred, root, scheme=scheme)
     assert paths[0].name == "dice_boxplot.png"
     assert len(paths) == 1 + min(3, len(cases)) and all(_is_png(p) for p in paths)
+
+
+def test_the_ignore_value_is_not_drawn_as_a_label_under_labels() -> None:
+    from pipeline.evaluation.plots import _contour_regions
+
+    ref = np.zeros((4, 4, 4), np.uint8)
+    ref[0] = 1
+    ref[3] = 2  # nnU-Net's ignore label of this reference
+    names, masks = _contour_regions({"reference": ref, "prediction": (ref == 1).astype(np.uint8)}, "labels", ignore=2)
+    assert [n for n, _ in names] == ["label_1"] and len(masks["reference"]) == 1
+    names, _ = _contour_regions({"reference": ref}, "labels")
+    assert [n for n, _ in names] == ["label_1", "label_2"]  # without a description every value is a label
