@@ -48,10 +48,11 @@ def _root(folder: str | os.PathLike | Reference) -> str:
 
 
 def check_replacement(out_dir: str | os.PathLike, pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Reference,
-                      *, overwrite: bool | str = False, out_option: str = "--out", scheme: str | None = None) -> None:
+                      *, overwrite: bool | str = False, out_option: str = "--out", scheme: str | None = None,
+                      cases: Sequence[str] | None = None) -> None:
     """Refuse to write an evaluation into a folder that holds the evaluation of other predictions, another
-    reference or (``scheme``, resolved) another scheme (an evaluation never silently replaces another); with
-    ``overwrite`` delete that one's files first.
+    reference, (``scheme``, resolved) another scheme or (``cases``) other cases, a fold's say (an evaluation never
+    silently replaces another); with ``overwrite`` delete that one's files first.
 
     Raises:
         UserError: ``out_dir`` holds another evaluation and not ``overwrite`` (naming both, and the way out).
@@ -62,11 +63,13 @@ def check_replacement(out_dir: str | os.PathLike, pred_dir: str | os.PathLike, r
     old_pred, old_ref, old_scheme = record["predictions"] or "", record["reference"], record.get("scheme")
     same_pred = not old_pred or os.path.realpath(old_pred) == _root(pred_dir)
     same_scheme = scheme is None or old_scheme is None or str(old_scheme) == str(scheme)
-    if same_pred and os.path.realpath(old_ref) == _root(ref_dir) and same_scheme:
+    same_cases = cases is None or record.get("cases") is None or sorted(record["cases"]) == sorted(cases)
+    if same_pred and os.path.realpath(old_ref) == _root(ref_dir) and same_scheme and same_cases:
         return
     if not as_bool(overwrite, "overwrite"):
-        scored = "" if same_scheme else f" in scheme {old_scheme}"
-        asked = "" if same_scheme else f" in scheme {scheme}"
+        scored = ("" if same_scheme else f" in scheme {old_scheme}") + (
+            "" if same_cases else f" on {len(record['cases'])} case(s)")
+        asked = ("" if same_scheme else f" in scheme {scheme}") + ("" if same_cases else f" on {len(cases)} case(s)")
         raise UserError(f"{out_dir} holds the evaluation of {old_pred or 'other predictions'} against {old_ref}"
                         f"{scored}; this one scores {os.fspath(pred_dir)} against {_root(ref_dir)}{asked}: pass "
                         f"another {out_option} (one folder per evaluation), or --overwrite to replace it")
@@ -88,12 +91,13 @@ def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathL
     if protocol == "legacy" and challenge is not None:
         raise UserError(f"challenge {challenge!r} applies to the official protocol only: pass --protocol official "
                         "(bundle: --protocol official), or leave the challenge out")
-    resolved = None
+    resolved, scored = None, None
     if evaluated_pair(out_dir) is not None:  # the folders and pairs are checked before --overwrite deletes anything
         pairs = pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option, allow_mixed=allow_mixed)
-        resolved = resolve_evaluation_scheme(scheme, pairs.reference)
+        resolved, scored = resolve_evaluation_scheme(scheme, pairs.reference), sorted(pairs.refs)
     check_output_kind(out_dir, "evaluation", out_option)
-    check_replacement(out_dir, pred_dir, ref_dir, overwrite=overwrite, out_option=out_option, scheme=resolved)
+    check_replacement(out_dir, pred_dir, ref_dir, overwrite=overwrite, out_option=out_option, scheme=resolved,
+                      cases=scored)
     if protocol == "legacy":
         summary = evaluate_folders(pred_dir, ref_dir, out_dir, scheme=scheme, cases=cases, out_option=out_option,
                                    allow_mixed=allow_mixed)

@@ -370,7 +370,8 @@ SUMMARIES = ("summary.json", "official_summary.json")
 
 def evaluation_record(out_dir: str | os.PathLike) -> dict | None:
     """What the evaluation already in ``out_dir`` scored (from its first summary, `SUMMARIES`):
-    ``{"predictions", "reference", "scheme"}`` (a value it did not record is None), or None when it holds none."""
+    ``{"predictions", "reference", "scheme", "cases"}`` (a value it did not record is None), or None when it holds
+    none."""
     for name in SUMMARIES:
         try:
             summary = json.loads((Path(out_dir) / name).read_text(encoding="utf-8"))
@@ -378,7 +379,7 @@ def evaluation_record(out_dir: str | os.PathLike) -> dict | None:
             continue
         if isinstance(summary, dict) and summary.get("reference"):
             return {"predictions": summary.get("predictions") or None, "reference": str(summary["reference"]),
-                    "scheme": summary.get("scheme")}
+                    "scheme": summary.get("scheme"), "cases": summary.get("case_ids")}
     return None
 
 

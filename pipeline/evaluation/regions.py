@@ -314,7 +314,7 @@ def evaluate_folders(
     ``case,region,dice,sensitivity,specificity,hd95,pred_voxels,ref_voxels`` (floats at full precision).
     ``OUT_DIR/summary.json``: ``{"scheme", "cases", "regions": {region: {metric: {"mean", "std", "median",
     "q1", "q3", "min", "max", "n"}}}, "mean_dice", "missing_predictions", "n_missing_predictions",
-    "unmatched_predictions", "reference", "reference_layout", "hd95_empty_penalty_mm", "conventions"}``,
+    "unmatched_predictions", "reference", "reference_layout", "case_ids", "hd95_empty_penalty_mm", "conventions"}``,
     metrics dice, sensitivity, specificity, hd95. Both files are written atomically.
 
     Args:
@@ -355,6 +355,7 @@ def evaluate_folders(
     summary["reference"] = str(pairs.reference.root)
     summary["predictions"] = str(pairs.pred_root)
     summary["reference_layout"] = layout or "labels folder"
+    summary["case_ids"] = sorted(pairs.refs)  # what was scored: another subset is another evaluation
     if missing:
         logger.warning("%d of %d case(s) have no prediction in %s and were scored as empty predictions",
                        len(missing), len(pairs.refs), pairs.pred_root)

@@ -475,3 +475,21 @@ def test_no_writer_puts_its_files_over_another_kinds_folder(make_dataset, tmp_pa
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("error: ") and "pass another --out" in line, line
     assert snapshot(tmp_path) == before
+
+
+def test_an_evaluation_of_other_cases_is_another_evaluation(make_dataset, tmp_path: Path) -> None:
+    """--infer_fold 0, then 1, into one folder: the second replaced the first silently."""
+    from pipeline.core.errors import UserError
+    from pipeline.evaluation.evaluate import evaluate
+
+    data = make_dataset("brats2021")
+    cases = copy_labels(data, tmp_path / "pred")
+    out = tmp_path / "eval"
+    evaluate("legacy", tmp_path / "pred", data, out, cases=cases[:2])
+    assert evaluate("legacy", tmp_path / "pred", data, out, cases=cases[1::-1])["cases"] == 2  # the same, again
+    before = (out / "summary.json").read_bytes()
+    with pytest.raises(UserError, match=r"holds the evaluation of .* on 2 case\(s\); this one scores .* on 1 "
+                                        r"case\(s\).*--overwrite"):
+        evaluate("legacy", tmp_path / "pred", data, out, cases=cases[2:])
+    assert (out / "summary.json").read_bytes() == before
+    assert evaluate("legacy", tmp_path / "pred", data, out, cases=cases[2:], overwrite=True)["case_ids"] == cases[2:]
