@@ -89,6 +89,13 @@ class Provenance:
         """The resolved paths of the files ``case`` was segmented from (empty: unknown)."""
         return [str(r["path"]) for r in self.cases.get(case, {}).get("inputs") or []]
 
+    def other_inputs(self, case: str, files: Iterable[str | os.PathLike]) -> list[str]:
+        """The recorded inputs of ``case`` when they are other files than ``files`` (by resolved path: another case
+        of the same name), else empty (the same files, or unknown). Changed contents are `changed_inputs`."""
+        recorded = self.input_paths(case)
+        now = {str(Path(f).expanduser().resolve()) for f in files}
+        return recorded if recorded and set(recorded) != now else []
+
     def changed_inputs(self, case: str) -> list[str]:
         """The recorded inputs of ``case`` that differ from the files on disk now (empty: unchanged, or unknown)."""
         recorded = self.cases.get(case, {}).get("inputs") or []

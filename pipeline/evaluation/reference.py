@@ -346,9 +346,7 @@ def check_provenance(pred_root: Path, cases: Sequence[str], allow_mixed: bool | 
         raise UserError(f"{pred_root} mixes the segmentations of {len(models)} models ({parts}; provenance.json): one "
                         "mean over them would describe no model. Re-run inference with one model (--overwrite true), "
                         "or pass --allow_mixed true to score them together")
-    other = {c: recorded for c in cases if c in (images or {})
-             and (recorded := record.input_paths(c))
-             and set(recorded) != {os.path.realpath(os.path.expanduser(str(f))) for f in images[c]}}
+    other = {c: recorded for c in cases if c in (images or {}) and (recorded := record.other_inputs(c, images[c]))}
     if other:
         case, recorded = next(iter(other.items()))
         raise UserError(f"{len(other)} prediction(s) in {pred_root} were segmented from other images than the "

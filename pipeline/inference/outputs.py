@@ -218,12 +218,11 @@ def _refuse_foreign(items: Sequence[Mapping], output_dir: str | os.PathLike, rep
     record = report.provenance if report is not None else Provenance(output_dir)
     for item in items:
         case = str(item["case"])
-        recorded = record.input_paths(case)
-        now = [os.path.realpath(os.path.expanduser(f)) for f in image_files(item)]
-        if recorded and (Path(output_dir) / f"{case}.nii.gz").exists() and sorted(recorded) != sorted(now):
+        recorded = record.other_inputs(case, image_files(item))
+        if recorded and (Path(output_dir) / f"{case}.nii.gz").exists():
             raise UserError(f"{output_dir} already holds a segmentation of case {case} made from other images "
-                            f"({recorded[0]}, not {now[0]}; provenance.json): another case of the same name? Pass "
-                            "another --output_dir, or --overwrite true to replace it")
+                            f"({recorded[0]}, not {image_files(item)[0]}; provenance.json): another case of the same "
+                            "name? Pass another --output_dir, or --overwrite true to replace it")
 
 def output_is_valid(out_path: str | os.PathLike, reference: str | os.PathLike) -> bool:
     """Whether ``out_path`` is a whole segmentation of ``reference``: a ``.gz`` decompresses to its end (CRC and
