@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: The bundle's on/off ids, which its refusals spell ``--resume true``: here they are flags (``--resume``).
-SWITCHES = ("--resume", "--overwrite")
+SWITCHES = ("--resume", "--overwrite", "--allow_mixed", "--allow-mixed")  # evaluation refusals say --allow_mixed true
 
 
 def bundle_spelling(argv: Sequence[str]) -> list[str]:

@@ -27,6 +27,8 @@ BASE = {"train": ["train", "DATA"], "infer": ["infer", "-i", "DATA", "--run", "R
                  {"run": "r", "output": "o", "overwrite": True}, id="infer_bundle_spelling"),
     pytest.param(["infer", "-i", "DATA", "--run", "r", "-o", "o"], {"run": "r", "output": "o", "overwrite": False},
                  id="infer_own_spelling"),
+    pytest.param(["evaluate", "P", "R", "--allow_mixed", "true"], {"allow_mixed": True}, id="evaluate_allow_mixed"),
+    pytest.param(["compare", "R", "P", "Q", "--allow-mixed=false"], {"allow_mixed": False}, id="compare_allow_mixed"),
 ])
 def test_the_cli_reads_the_bundles_spelling_of_its_flags(argv: list[str], expected: dict) -> None:
     args = build_parser().parse_args(bundle_spelling(argv))
