@@ -42,13 +42,15 @@ def _crop(volume: torch.Tensor, start: Sequence[int], size: Sequence[int]) -> to
     return out
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """A separable Gaussian blur of each channel of ``x`` ``(C, H, W, D)``."""
-    r = max(1, math.ceil(2 * sigma))
-    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) / sigma) ** 2)
-    k = k / k.sum()
+def _blur(x: torch.Tensor, sigma: float | Sequence[float]) -> torch.Tensor:
+    """A separable Gaussian blur of each channel of ``x`` ``(C, H, W, D)``; ``sigma`` one for all axes or one per
+    axis."""
+    sigmas = [float(sigma)] * 3 if isinstance(sigma, (int, float)) else [float(s) for s in sigma]
     y = x[None]
-    for axis in range(3):
+    for axis, s in enumerate(sigmas):
+        r = max(1, math.ceil(2 * s))
+        k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) / s) ** 2)
+        k = k / k.sum()
         shape = [1, 1, 1, 1, 1]
         shape[2 + axis] = len(k)
         pad = [0, 0, 0, 0, 0, 0]
@@ -70,18 +72,21 @@ class RandPatchAugmentd(Randomizable, MapTransform):
         scale_prob, scale_range: probability and range of an isotropic zoom (``(0.7, 1.4)``: nnU-Net's).
         flip_prob: probability of a mirror along each axis.
         intensity: apply nnU-Net's intensity augmentation to the image (`intensity_augment`).
+        per_channel: draw the intensity augmentation's factors per channel, as nnU-Net v2 does (False: one draw for
+            all channels).
     """
 
     def __init__(self, keys: KeysCollection, roi_size: Sequence[int], fg_indices_key: str = "label_fg_indices",
                  pos: float = 0.5, rotate_prob: float = 0.2, rotate_range: float = math.pi / 6,
                  scale_prob: float = 0.2, scale_range: Sequence[float] = (0.7, 1.4), flip_prob: float = 0.5,
-                 intensity: bool = True, allow_missing_keys: bool = False) -> None:
+                 intensity: bool = True, per_channel: bool = False, allow_missing_keys: bool = False) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         if len(self.keys) != 2:
             raise ValueError(f"RandPatchAugmentd takes the image key then the label key, got {self.keys}")
         self.roi_size = [int(s) for s in roi_size]
         self.fg_indices_key = fg_indices_key
         self.pos, self.flip_prob, self.intensity = float(pos), float(flip_prob), bool(intensity)
+        self.per_channel = bool(per_channel)
         self.rotate_prob, self.rotate_range = float(rotate_prob), float(rotate_range)
         self.scale_prob, self.scale_range = float(scale_prob), (float(scale_range[0]), float(scale_range[1]))
 
@@ -126,17 +131,23 @@ class RandPatchAugmentd(Randomizable, MapTransform):
             patch = patch.flip(flips)
         x, y = patch[: image.shape[0]], patch[image.shape[0]:]
         if self.intensity:
-            x = intensity_augment(x, self.R)
+            x = intensity_augment(x, self.R, per_channel=self.per_channel)
         d[image_key], d[label_key] = x.contiguous(), y.contiguous()
         d.pop(self.fg_indices_key, None)
         d.pop(self.fg_indices_key.replace("fg", "bg"), None)
         return d
 
 
-def intensity_augment(x: torch.Tensor, rng: np.random.RandomState) -> torch.Tensor:
+def intensity_augment(x: torch.Tensor, rng: np.random.RandomState, per_channel: bool = False) -> torch.Tensor:
     """nnU-Net's intensity augmentation of an image ``(C, H, W, D)`` (z-scored), each with its probability:
     Gaussian noise (0.1), blur (0.2), brightness (0.15), contrast (0.15), low resolution (0.25), gamma (0.3) and
-    inverted gamma (0.1)."""
+    inverted gamma (0.1).
+
+    ``per_channel=False`` draws one factor for all channels (the budget recipe as measured until 2026-12-06);
+    ``per_channel=True`` is nnU-Net v2's own (`_per_channel`): each contrast gets its own factors, so the
+    contrasts' relative intensities vary too."""
+    if per_channel:
+        return _per_channel(x, rng)
     x = x.clone()
     if rng.random_sample() < 0.1:
         x = x + torch.randn(x.shape, generator=None, device=x.device, dtype=x.dtype) * math.sqrt(rng.uniform(0, 0.1))
@@ -162,4 +173,57 @@ def intensity_augment(x: torch.Tensor, rng: np.random.RandomState) -> torch.Tens
             v = ((v - lo) / (hi - lo + 1e-7)).pow(gamma) * (hi - lo + 1e-7) + lo
             v = (v - v.mean(dim=(1, 2, 3), keepdim=True)) / (v.std(dim=(1, 2, 3), keepdim=True) + 1e-8) * std + mean
             x = -v if invert else v
+    return x
+
+
+def bg_contrast(rng: np.random.RandomState, lo: float, hi: float) -> float:
+    """A factor from ``(lo, hi)`` as nnU-Net v2 draws one (batchgeneratorsv2's ``BGContrast``): below 1 half the
+    time (from ``(lo, 1)``), above 1 otherwise (from ``(1, hi)``), whatever the range's asymmetry."""
+    if lo < 1 and rng.random_sample() < 0.5:
+        return float(rng.uniform(lo, 1.0))
+    return float(rng.uniform(max(lo, 1.0), hi))
+
+
+def _gamma(c: torch.Tensor, gamma: float, invert: bool) -> torch.Tensor:
+    """Gamma on one channel ``(H, W, D)`` scaled to [0, 1], its mean and standard deviation kept."""
+    v = -c if invert else c
+    mean, std, lo, hi = v.mean(), v.std(), v.amin(), v.amax()
+    v = ((v - lo) / (hi - lo + 1e-7)).pow(gamma) * (hi - lo + 1e-7) + lo
+    v = (v - v.mean()) / (v.std() + 1e-8) * std + mean
+    return -v if invert else v
+
+
+def _per_channel(x: torch.Tensor, rng: np.random.RandomState) -> torch.Tensor:
+    """nnU-Net v2's intensity augmentation (``nnUNetTrainer.get_training_transforms``), channel by channel: noise of
+    one variance for all channels; blur (each channel with probability 0.5, a sigma per axis), brightness and
+    contrast (a factor per channel, ``bg_contrast``), low resolution (each channel with probability 0.5, its own
+    zoom) and gamma (a gamma per channel, ``bg_contrast`` of (0.7, 1.5)). ``x`` ``(C, H, W, D)``."""
+    x = x.clone()
+    channels = range(x.shape[0])
+    if rng.random_sample() < 0.1:
+        x = x + torch.randn(x.shape, device=x.device, dtype=x.dtype) * math.sqrt(rng.uniform(0, 0.1))
+    if rng.random_sample() < 0.2:
+        for c in channels:
+            if rng.random_sample() < 0.5:
+                x[c] = _blur(x[c : c + 1], [float(rng.uniform(0.5, 1.0)) for _ in range(3)])[0]
+    if rng.random_sample() < 0.15:
+        x = x * torch.tensor([bg_contrast(rng, 0.75, 1.25) for _ in channels], dtype=x.dtype,
+                             device=x.device).reshape(-1, 1, 1, 1)
+    if rng.random_sample() < 0.15:
+        factor = torch.tensor([bg_contrast(rng, 0.75, 1.25) for _ in channels], dtype=x.dtype,
+                              device=x.device).reshape(-1, 1, 1, 1)
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
+        x = torch.minimum(torch.maximum((x - mean) * factor + mean, lo), hi)
+    if rng.random_sample() < 0.25:
+        for c in channels:
+            if rng.random_sample() < 0.5:
+                zoom = float(rng.uniform(0.5, 1.0))           # one zoom for the three axes (nnU-Net's)
+                size = [max(1, round(n * zoom)) for n in x.shape[1:]]
+                small = F.interpolate(x[None, c : c + 1], size=size, mode="nearest-exact")
+                x[c] = F.interpolate(small, size=x.shape[1:], mode="trilinear", align_corners=False)[0, 0]
+    for invert, prob in ((True, 0.1), (False, 0.3)):
+        if rng.random_sample() < prob:
+            for c in channels:
+                x[c] = _gamma(x[c], bg_contrast(rng, 0.7, 1.5), invert)
     return x
