@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.training.augment import RandPatchAugmentd, intensity_augment
+from pipeline.training.augment import RandPatchAugmentd, bg_contrast, intensity_augment
 
 SHAPE = (30, 26, 20)
 ROI = (16, 16, 12)
@@ -60,13 +60,56 @@ def test_a_patch_larger_than_the_volume_is_padded_with_zeros() -> None:
     assert float(out["label"].sum()) == pytest.approx(float(item["label"].sum()), rel=1e-6)
 
 
-def test_intensity_augmentation_changes_a_copy_and_keeps_it_finite() -> None:
+@pytest.mark.parametrize("per_channel", [False, True], ids=["one_draw", "per_channel"])
+def test_intensity_augmentation_changes_a_copy_and_keeps_it_finite(per_channel: bool) -> None:
     x = torch.randn(4, 16, 16, 12, generator=torch.Generator().manual_seed(0))
     original = x.clone()
     changed = 0
     for seed in range(20):
-        y = intensity_augment(x, np.random.RandomState(seed))
+        y = intensity_augment(x, np.random.RandomState(seed), per_channel=per_channel)
         assert y.shape == x.shape and torch.isfinite(y).all()
         changed += not torch.equal(x, y)
     assert torch.equal(x, original)  # the input is never modified in place
     assert changed >= 10  # about 3 in 4 draws apply at least one of the seven
+
+
+def _channel_spread(y: torch.Tensor) -> float:
+    """How far the channels' standard deviations differ (relative): 0 when one draw scaled them all alike."""
+    s = y.std(dim=(1, 2, 3))
+    return float((s.max() - s.min()) / s.mean())
+
+
+@pytest.mark.parametrize("per_channel", [False, True], ids=["one_draw", "per_channel"])
+def test_per_channel_draws_change_the_contrasts_relative_intensities(per_channel: bool) -> None:
+    """Four identical contrasts: one draw for all keeps them alike (noise aside: 10x their spread, so it moves a
+    standard deviation by < 0.1 %); nnU-Net's per-channel draws make them differ whenever a draw applies."""
+    one = 10 * torch.randn(1, 16, 16, 12, generator=torch.Generator().manual_seed(1))
+    x = one.repeat(4, 1, 1, 1)
+    spreads = [_channel_spread(intensity_augment(x, np.random.RandomState(seed), per_channel=per_channel))
+               for seed in range(60)]
+    if per_channel:
+        assert sum(s > 0.01 for s in spreads) >= 20
+    else:
+        assert max(spreads) < 0.01
+
+
+def test_bg_contrast_draws_half_below_one_whatever_the_range() -> None:
+    """batchgeneratorsv2's BGContrast: (0.7, 1.5) gives a factor below 1 half the time, from (0.7, 1), and above 1
+    otherwise, from (1, 1.5); a plain uniform draw would fall below 1 in 3 of 8."""
+    rng = np.random.RandomState(0)
+    draws = np.array([bg_contrast(rng, 0.7, 1.5) for _ in range(4000)])
+    assert draws.min() >= 0.7 and draws.max() <= 1.5
+    assert abs((draws < 1).mean() - 0.5) < 0.03
+    assert abs(draws[draws < 1].mean() - 0.85) < 0.01 and abs(draws[draws >= 1].mean() - 1.25) < 0.01
+
+
+def test_rand_patch_augment_passes_per_channel_to_the_intensity_draws() -> None:
+    image = 10 * torch.randn(1, 24, 24, 24, generator=torch.Generator().manual_seed(2)).repeat(4, 1, 1, 1)
+    item = {"image": image, "label": torch.zeros(1, 24, 24, 24)}
+    spreads = {}
+    for per_channel in (False, True):
+        t = RandPatchAugmentd(["image", "label"], (16, 16, 16), rotate_prob=0.0, scale_prob=0.0, flip_prob=0.0,
+                              per_channel=per_channel)
+        t.set_random_state(0)
+        spreads[per_channel] = max(_channel_spread(t(item)["image"]) for _ in range(40))
+    assert spreads[False] < 0.01 < spreads[True]
