@@ -15,6 +15,7 @@ table: mean Dice per region, mean HD95, and seconds per case.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,8 @@ REAL_VARIANTS: dict[str, dict[str, object]] = {
     "tumour components < 0.1 of the largest dropped": {"min_tumour_fraction": 0.1},
     "tumour components < 0.3 of the largest dropped": {"min_tumour_fraction": 0.3},
     "largest tumour component only": {"min_tumour_fraction": 1.0},
+    "sliding window 96^3 (192 mm at 2 mm: the whole brain in one or two windows)": {"sw_roi_size": [96, 96, 96]},
+    "sliding window overlap 0.75": {"sw_overlap": 0.75},
 }
 
 
@@ -127,7 +130,8 @@ def _validation(args: argparse.Namespace) -> int:
     for name, overrides in REAL_VARIANTS.items():
         if args.only and args.only not in name:
             continue
-        out = run.parent / "bench_pp" / ("_".join(f"{k}_{v}" for k, v in overrides.items()) or "plain")
+        out = run.parent / "bench_pp" / (re.sub(r"[^\w.-]+", "", "_".join(f"{k}_{v}" for k, v in overrides.items()))
+                                         or "plain")
         cmd = command("inference", {"datalist": datalist, "infer_fold": args.fold, "run_dir": run,
                                     "output_dir": out / "seg", "device": args.device, "overwrite": True,
                                     **overrides}, fast=args.budget, budget=args.budget)
