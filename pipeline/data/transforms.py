@@ -89,6 +89,25 @@ class LabelsToRegionsd(MapTransform):
         return labels_to_regions(label, self.scheme)
 
 
+def parse_spacing(spacing: object) -> list[float] | None:
+    """``--spacing`` as three voxel sizes in mm, or None (``null``, ``"none"``, ``""``: the data's own voxels); one
+    number or ``"[2, 2, 2]"`` as text are read too. The one reading of the id: whether volumes are resampled (and
+    label regions become soft, area-averaged targets), and what run.json records."""
+    if spacing is None or spacing == "" or (isinstance(spacing, str) and spacing.strip().lower() in ("none", "null")):
+        return None
+    if isinstance(spacing, str) and spacing.strip().startswith("["):  # "[2, 2, 2]" as text
+        spacing = [v for v in spacing.strip()[1:-1].split(",") if v.strip()]
+    values = spacing if isinstance(spacing, (list, tuple)) else [spacing] * 3
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        numbers = []
+    if len(numbers) != 3 or not all(n > 0 for n in numbers):
+        raise UserError(f"--spacing {spacing!r}: give a voxel size in mm (2) or three ([2, 2, 2]), or null for the "
+                        "data's own")
+    return numbers
+
+
 class ResampleToSpacingd(MapTransform, InvertibleTransform):
     """Resample ``(C, H, W, D)`` volumes to a voxel ``spacing`` (mm) by area averaging, and back by linear
     interpolation when inverted (a prediction made at that spacing returns to the input's grid).
@@ -106,13 +125,7 @@ class ResampleToSpacingd(MapTransform, InvertibleTransform):
     def __init__(self, keys: KeysCollection, spacing: float | Sequence[float] | None = None,
                  allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        if spacing is None or spacing == "" or (isinstance(spacing, str) and spacing.lower() == "none"):
-            self.spacing = None
-        else:
-            values = [float(s) for s in (spacing if isinstance(spacing, (list, tuple)) else [spacing] * 3)]
-            if len(values) != 3 or min(values) <= 0:
-                raise UserError(f"--spacing must be a positive voxel size in mm, or three, got {spacing!r}")
-            self.spacing = values
+        self.spacing = parse_spacing(spacing)
 
     def _size(self, img: torch.Tensor) -> list[int]:
         pixdim = [float(p) for p in (img.pixdim if isinstance(img, MetaTensor) else [1.0, 1.0, 1.0])]

@@ -21,6 +21,7 @@ from pipeline.core.guard import OutputGuard
 from pipeline.data.datalist import folds_present
 from pipeline.data.labels import Description, canonical_channel, describe
 from pipeline.data.source import DataSource
+from pipeline.data.transforms import parse_spacing
 from pipeline.model.network import check_roi_size, network_spec
 
 logger = logging.getLogger(__name__)
@@ -286,20 +287,8 @@ def check_regions(record: Mapping | None, description: Description) -> Descripti
 
 
 def spacing_value(spacing: object) -> list[float] | None:
-    """The ``spacing`` id as recorded: None, or three voxel sizes in mm."""
-    if spacing is None or spacing == "" or (isinstance(spacing, str) and spacing.lower() in ("none", "null")):
-        return None
-    if isinstance(spacing, str) and spacing.strip().startswith("["):  # "[2, 2, 2]" as text
-        spacing = [v for v in spacing.strip()[1:-1].split(",") if v.strip()]
-    values = spacing if isinstance(spacing, (list, tuple)) else [spacing] * 3
-    try:
-        numbers = [float(v) for v in values]
-    except (TypeError, ValueError):
-        numbers = []
-    if len(numbers) != 3 or not all(n > 0 for n in numbers):
-        raise UserError(f"--spacing {spacing!r}: give a voxel size in mm (2) or three ([2, 2, 2]), or null for the "
-                        "data's own")
-    return numbers
+    """The ``spacing`` id as recorded: None, or three voxel sizes in mm (`pipeline.data.transforms.parse_spacing`)."""
+    return parse_spacing(spacing)
 
 
 def recorded_spacing(record: Mapping | None, given: object = None) -> list[float] | None:

@@ -19,9 +19,17 @@ import torch
 from monai.transforms import Compose
 
 from pipeline.core.config import as_int
+from pipeline.data.transforms import parse_spacing
 from pipeline.model.precision import on_cuda
 
 logger = logging.getLogger(__name__)
+
+
+def label_cache_dtype(spacing: object) -> torch.dtype:
+    """The dtype of the cached label regions ``(R, H, W, D)``: uint8 (0/1) at the data's own voxels; float16 when
+    ``spacing`` resamples them, since area averaging makes them soft targets (a fraction per voxel) that uint8
+    would truncate to 0 wherever a region does not fill the voxel (a thin enhancing rim)."""
+    return torch.uint8 if parse_spacing(spacing) is None else torch.float16
 
 
 def loader_workers(device: str | torch.device) -> int:

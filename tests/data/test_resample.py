@@ -73,3 +73,29 @@ def test_no_spacing_leaves_the_volume_as_it_is() -> None:
 def test_a_bad_spacing_is_refused_naming_the_option(spacing: object) -> None:
     with pytest.raises(UserError, match="--spacing"):
         ResampleToSpacingd("image", spacing)
+
+
+@pytest.mark.parametrize("given, expected", [
+    pytest.param(None, None, id="none"), pytest.param("null", None, id="null_text"),
+    pytest.param("None", None, id="None_text"), pytest.param("", None, id="empty"),
+    pytest.param(2, [2.0, 2.0, 2.0], id="one_number"), pytest.param("2", [2.0, 2.0, 2.0], id="number_text"),
+    pytest.param([2, 2, 1.5], [2.0, 2.0, 1.5], id="three"),
+    pytest.param("[2, 2, 1.5]", [2.0, 2.0, 1.5], id="list_text"),
+])
+def test_spacing_is_read_one_way_by_the_resampling_the_cache_and_the_run_record(given: object,
+                                                                               expected: object) -> None:
+    from pipeline.data.transforms import parse_spacing
+    from pipeline.model.record import spacing_value
+    from pipeline.training.fast import label_cache_dtype
+
+    assert parse_spacing(given) == spacing_value(given) == expected
+    assert ResampleToSpacingd(keys="image", spacing=given).spacing == expected
+    assert label_cache_dtype(given) == (torch.uint8 if expected is None else torch.float16)
+
+
+@pytest.mark.parametrize("given", [0, -1, [2, 2], "two", [2, "x", 2]])
+def test_a_spacing_that_is_no_voxel_size_is_refused_in_one_line(given: object) -> None:
+    from pipeline.data.transforms import parse_spacing
+
+    with pytest.raises(UserError, match="--spacing"):
+        parse_spacing(given)

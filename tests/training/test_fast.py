@@ -229,3 +229,26 @@ def test_metadata_tracking_is_off_while_any_thread_is_inside_and_restored_when_t
     threads["B"].join(10)
     assert seen == {"A": False, "B": False}
     assert get_track_meta()  # the last to leave restored what the first found
+
+
+@pytest.mark.parametrize("variants, spacing, dtype", [
+    pytest.param({"fast": True, "demo": True}, None, torch.uint8, id="fast_own_voxels"),
+    pytest.param({"fast": True, "demo": True}, 2, torch.float16, id="fast_spacing_2"),
+    pytest.param({"fast": True, "demo": True}, "[2, 2, 1.5]", torch.float16, id="fast_spacing_text"),
+    pytest.param({"fast": True, "budget": True}, "@default", torch.float16, id="budget"),
+    pytest.param({"demo": True}, 2, torch.float32, id="plain_spacing_2"),
+])
+def test_resampled_label_regions_stay_soft_targets_in_every_training_cache(
+        variants: dict, spacing: object, dtype: torch.dtype, tiny_dataset: Path, tmp_path: Path) -> None:
+    """Area averaging (``--spacing``) makes each region the fraction of a coarse voxel it covers; a uint8 cache
+    truncated every fraction to 0 (a thin enhancing rim vanished from the targets) wherever fast.yaml cached the
+    labels, whatever the recipe: the cache's label dtype follows ``spacing``, in one place."""
+    ids = {} if spacing == "@default" else {"spacing": spacing}
+    parser = _parser("training", variants, dataset_dir=str(tiny_dataset), run_dir=str(tmp_path), folds=2, **ids)
+    label = parser.get_parsed_content("train#dataset")._cache[0]["label"]
+    assert label.dtype == dtype
+    if dtype != torch.uint8:
+        soft = ((label > 0) & (label < 1)).sum()
+        assert soft > 0  # the fractions are kept, not rounded to 0 or 1
+    else:
+        assert set(label.unique().tolist()) <= {0, 1}
