@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pipeline.core.config import as_bool
 from pipeline.core.errors import UserError
-from pipeline.evaluation.official import evaluate_official, format_official_table
+from pipeline.evaluation.official import evaluate_official, format_official_table, resolve_challenge
 from pipeline.evaluation.plots import plot_evaluation, run_name
 from pipeline.evaluation.reference import (
     Reference,
@@ -49,10 +49,12 @@ def _root(folder: str | os.PathLike | Reference) -> str:
 
 def check_replacement(out_dir: str | os.PathLike, pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Reference,
                       *, overwrite: bool | str = False, out_option: str = "--out", scheme: str | None = None,
-                      cases: Sequence[str] | None = None) -> None:
+                      cases: Sequence[str] | None = None, challenge: str | None = None) -> None:
     """Refuse to write an evaluation into a folder that holds the evaluation of other predictions, another
-    reference, (``scheme``, resolved) another scheme or (``cases``) other cases, a fold's say (an evaluation never
-    silently replaces another); with ``overwrite`` delete that one's files first.
+    reference, (``scheme``, resolved) another scheme, (``cases``) other cases, a fold's say, or (``challenge``,
+    resolved; the official protocol's) another challenge's settings: an evaluation never silently replaces another
+    (the legacy and official protocols of one evaluation share a folder); with ``overwrite`` delete that one's files
+    first.
 
     Raises:
         UserError: ``out_dir`` holds another evaluation and not ``overwrite`` (naming both, and the way out).
@@ -64,12 +66,17 @@ def check_replacement(out_dir: str | os.PathLike, pred_dir: str | os.PathLike, r
     same_pred = not old_pred or os.path.realpath(old_pred) == _root(pred_dir)
     same_scheme = scheme is None or old_scheme is None or str(old_scheme) == str(scheme)
     same_cases = cases is None or record.get("cases") is None or sorted(record["cases"]) == sorted(cases)
-    if same_pred and os.path.realpath(old_ref) == _root(ref_dir) and same_scheme and same_cases:
+    old_challenge = record.get("challenge")
+    same_challenge = challenge is None or old_challenge is None or str(old_challenge) == str(challenge)
+    if same_pred and os.path.realpath(old_ref) == _root(ref_dir) and same_scheme and same_cases and same_challenge:
         return
     if not as_bool(overwrite, "overwrite"):
         scored = ("" if same_scheme else f" in scheme {old_scheme}") + (
-            "" if same_cases else f" on {len(record['cases'])} case(s)")
-        asked = ("" if same_scheme else f" in scheme {scheme}") + ("" if same_cases else f" on {len(cases)} case(s)")
+            "" if same_cases else f" on {len(record['cases'])} case(s)") + (
+            "" if same_challenge else f" with challenge {old_challenge}'s settings")
+        asked = ("" if same_scheme else f" in scheme {scheme}") + (
+            "" if same_cases else f" on {len(cases)} case(s)") + (
+            "" if same_challenge else f" with challenge {challenge}'s")
         raise UserError(f"{out_dir} holds the evaluation of {old_pred or 'other predictions'} against {old_ref}"
                         f"{scored}; this one scores {os.fspath(pred_dir)} against {_root(ref_dir)}{asked}: pass "
                         f"another {out_option} (one folder per evaluation), or --overwrite to replace it")
@@ -91,13 +98,14 @@ def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathL
     if protocol == "legacy" and challenge is not None:
         raise UserError(f"challenge {challenge!r} applies to the official protocol only: pass --protocol official "
                         "(bundle: --protocol official), or leave the challenge out")
-    resolved, scored = None, None
+    resolved, scored, key = None, None, None
     if evaluated_pair(out_dir) is not None:  # the folders and pairs are checked before --overwrite deletes anything
         pairs = pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option, allow_mixed=allow_mixed)
         resolved, scored = resolve_evaluation_scheme(scheme, pairs.reference), sorted(pairs.refs)
+        key = resolve_challenge(challenge, resolved) if protocol == "official" else None
     check_output_kind(out_dir, "evaluation", out_option)
     check_replacement(out_dir, pred_dir, ref_dir, overwrite=overwrite, out_option=out_option, scheme=resolved,
-                      cases=scored)
+                      cases=scored, challenge=key)
     if protocol == "legacy":
         summary = evaluate_folders(pred_dir, ref_dir, out_dir, scheme=scheme, cases=cases, out_option=out_option,
                                    allow_mixed=allow_mixed)

@@ -437,6 +437,7 @@ def evaluate_official(
         "scheme": scheme,
         "label_map": {str(k): v for k, v in sorted(mapping.items())},
         "cases": len(refs),
+        "case_ids": sorted(refs),  # what was scored: another subset is another evaluation (check_replacement)
         "regions": _statistics(columns, rows, regions),
         "table": table_statistics(columns, rows, regions),
         "table_parser": "parse_seg_results",

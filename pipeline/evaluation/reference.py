@@ -368,17 +368,22 @@ SUMMARIES = ("summary.json", "official_summary.json")
 
 def evaluation_record(out_dir: str | os.PathLike) -> dict | None:
     """What the evaluation already in ``out_dir`` scored (from its first summary, `SUMMARIES`):
-    ``{"predictions", "reference", "scheme", "cases"}`` (a value it did not record is None), or None when it holds
-    none."""
+    ``{"predictions", "reference", "scheme", "cases", "challenge"}`` (a value it did not record is None; the
+    challenge is the official summary's), or None when it holds none."""
+    summaries = {}
     for name in SUMMARIES:
         try:
             summary = json.loads((Path(out_dir) / name).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         if isinstance(summary, dict) and summary.get("reference"):
-            return {"predictions": summary.get("predictions") or None, "reference": str(summary["reference"]),
-                    "scheme": summary.get("scheme"), "cases": summary.get("case_ids")}
-    return None
+            summaries[name] = summary
+    if not summaries:
+        return None
+    summary = next(iter(summaries.values()))
+    return {"predictions": summary.get("predictions") or None, "reference": str(summary["reference"]),
+            "scheme": summary.get("scheme"), "cases": summary.get("case_ids"),
+            "challenge": summaries.get("official_summary.json", {}).get("challenge")}
 
 
 def evaluated_pair(out_dir: str | os.PathLike) -> tuple[str, str] | None:

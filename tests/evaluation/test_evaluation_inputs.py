@@ -477,19 +477,46 @@ def test_no_writer_puts_its_files_over_another_kinds_folder(make_dataset, tmp_pa
     assert snapshot(tmp_path) == before
 
 
-def test_an_evaluation_of_other_cases_is_another_evaluation(make_dataset, tmp_path: Path) -> None:
-    """--infer_fold 0, then 1, into one folder: the second replaced the first silently."""
+@pytest.mark.parametrize("protocol, summary_file", [("legacy", "summary.json"),
+                                                     ("official", "official_summary.json")])
+def test_an_evaluation_of_other_cases_is_another_evaluation(make_dataset, tmp_path: Path, protocol: str,
+                                                            summary_file: str) -> None:
+    """--infer_fold 0, then 1, into one folder: the second replaced the first silently (the legacy protocol until
+    25854b7, the official one until its summary recorded its case ids too)."""
+    from pipeline.core.errors import UserError
+    from pipeline.evaluation.evaluate import evaluate
+
+    if protocol == "official":
+        pytest.importorskip("brats_evaluation", reason="pip install -e '.[official]'")
+    data = make_dataset("brats2021")
+    cases = copy_labels(data, tmp_path / "pred")
+    out = tmp_path / "eval"
+    evaluate(protocol, tmp_path / "pred", data, out, cases=cases[:2])
+    assert evaluate(protocol, tmp_path / "pred", data, out, cases=cases[1::-1])["cases"] == 2  # the same, again
+    before = (out / summary_file).read_bytes()
+    with pytest.raises(UserError, match=r"holds the evaluation of .* on 2 case\(s\); this one scores .* on 1 "
+                                        r"case\(s\).*--overwrite"):
+        evaluate(protocol, tmp_path / "pred", data, out, cases=cases[2:])
+    assert (out / summary_file).read_bytes() == before
+    assert evaluate(protocol, tmp_path / "pred", data, out, cases=cases[2:], overwrite=True)["case_ids"] == cases[2:]
+
+
+def test_an_official_evaluation_with_another_challenges_settings_is_another_evaluation(make_dataset,
+                                                                                       tmp_path: Path) -> None:
+    """--challenge gli, then ped, into one folder: the second replaced the first's table silently; either protocol
+    then in the same folder of the same cases is the same evaluation (its other half)."""
+    pytest.importorskip("brats_evaluation", reason="pip install -e '.[official]'")
     from pipeline.core.errors import UserError
     from pipeline.evaluation.evaluate import evaluate
 
     data = make_dataset("brats2021")
-    cases = copy_labels(data, tmp_path / "pred")
+    copy_labels(data, tmp_path / "pred")
     out = tmp_path / "eval"
-    evaluate("legacy", tmp_path / "pred", data, out, cases=cases[:2])
-    assert evaluate("legacy", tmp_path / "pred", data, out, cases=cases[1::-1])["cases"] == 2  # the same, again
-    before = (out / "summary.json").read_bytes()
-    with pytest.raises(UserError, match=r"holds the evaluation of .* on 2 case\(s\); this one scores .* on 1 "
-                                        r"case\(s\).*--overwrite"):
-        evaluate("legacy", tmp_path / "pred", data, out, cases=cases[2:])
-    assert (out / "summary.json").read_bytes() == before
-    assert evaluate("legacy", tmp_path / "pred", data, out, cases=cases[2:], overwrite=True)["case_ids"] == cases[2:]
+    evaluate("official", tmp_path / "pred", data, out, challenge="gli")
+    evaluate("legacy", tmp_path / "pred", data, out)  # the legacy numbers of the same evaluation, beside it
+    before = (out / "official_summary.json").read_bytes()
+    with pytest.raises(UserError, match=r"with challenge gli's settings; this one .* with challenge ped's"
+                                        r".*--overwrite"):
+        evaluate("official", tmp_path / "pred", data, out, challenge="ped")
+    assert (out / "official_summary.json").read_bytes() == before
+    assert evaluate("official", tmp_path / "pred", data, out, challenge="ped", overwrite=True)["challenge"] == "ped"
