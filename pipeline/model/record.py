@@ -155,7 +155,8 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
                        "cannot be checked; pass --overwrite true to start afresh, or another --run_dir")
     if resume and not found:
         logger.info("--resume true: no checkpoint in %s, so training starts at epoch 1 with these settings", ckpt)
-    new = {"command": list(sys.argv), "config_files": config_files_in_argv(sys.argv), "ids": ids, "network": network}
+    new = {"command": list(sys.argv), "config_files": config_files_in_argv(sys.argv), "ids": ids, "network": network,
+           "ckpt_dir": str(ckpt.resolve())}  # whose models this record describes (run_of_checkpoint)
     if resume and record is not None and found:
         new["split"] = record.get("split")
     if record and record.get("datalist_written"):  # its datalist.json is training's own: rewritten with the new split
@@ -215,10 +216,29 @@ def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequen
 
 
 def run_of_checkpoint(ckpt_path: str | os.PathLike, run_dir: str | os.PathLike) -> str:
-    """The run folder whose ``run.json`` describes ``ckpt_path``: ``<run>/models/model.pt`` -> ``<run>`` when that
-    folder has a record, else ``run_dir``."""
-    candidate = Path(ckpt_path).parent.parent
-    return str(candidate) if (candidate / RUN_RECORD).is_file() else str(run_dir)
+    """The run folder whose ``run.json`` describes ``ckpt_path``, by identity: ``<run>/models/model.pt`` -> ``<run>``
+    when that folder has a record; else ``run_dir`` when the checkpoint lies in the models folder its record names
+    (``ckpt_dir``; ``<run_dir>/models`` for a record without one), or when ``run_dir`` has no record (a bare
+    checkpoint: the configuration describes it).
+
+    Raises:
+        RunError: ``run_dir``'s record describes another run's models: its network, grid, patch and channels would
+            be applied to a model they do not describe.
+    """
+    ckpt = Path(ckpt_path)
+    candidate = ckpt.parent.parent
+    if (candidate / RUN_RECORD).is_file():
+        return str(candidate)
+    record = read_record(run_dir)
+    if record is None:
+        return str(run_dir)
+    models = Path(record.get("ckpt_dir") or Path(run_dir) / "models")
+    if ckpt.parent.resolve() == models.resolve():
+        return str(run_dir)
+    raise RunError(f"--ckpt_path {ckpt} is not a model of the run in {run_dir} (its models are in {models}), so that "
+                   f"run's network, voxel size, patch and channels do not describe it: pass the --run_dir of the run "
+                   "that trained it, or a --run_dir without run.json to use it as a bare checkpoint with the "
+                   "configuration's settings")
 
 
 def trained_on(record: Mapping | None, items: Sequence[dict]) -> list[str]:

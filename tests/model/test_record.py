@@ -504,3 +504,34 @@ def test_a_resume_of_models_without_their_training_state_is_refused_and_leaves_t
     with pytest.raises(RunError, match=r"--resume true: .* but no checkpoint\.pt .* --overwrite true"):
         _start(run, resume=True)
     assert {p.name: _sha(p) for p in (run / "models").iterdir()} == before
+
+
+@pytest.mark.parametrize("where, described_by", [
+    pytest.param("own_run", "other", id="in_another_run_with_its_record"),
+    pytest.param("run_models", "run", id="in_the_runs_models_folder"),
+    pytest.param("recorded_ckpt_dir", "run", id="in_the_models_folder_the_record_names"),
+    pytest.param("elsewhere", "refused", id="elsewhere_beside_a_recorded_run"),
+    pytest.param("elsewhere_bare", "run", id="elsewhere_with_a_run_dir_without_record"),
+])
+def test_a_checkpoint_is_described_only_by_the_record_of_the_run_that_trained_it(tmp_path: Path, where: str,
+                                                                                  described_by: str) -> None:
+    """--ckpt_path /shared/colleague/model.pt with the default --run_dir runs/brats (the user's own run): that
+    run.json's network, voxel size, patch and channels were applied to another model."""
+    from pipeline.model.record import run_of_checkpoint
+
+    run, other = tmp_path / "run", tmp_path / "other"
+    if where == "recorded_ckpt_dir":
+        start_training(run, tmp_path / "ckpts", resume=False, overwrite=False, ids=_ids(), network_factory=SMALL)
+        release_run_locks()
+    elif where != "elsewhere_bare":
+        _start(run)
+        release_run_locks()
+    _start(other)
+    release_run_locks()
+    ckpt = {"own_run": other / "models" / "model.pt", "run_models": run / "models" / "model.pt",
+            "recorded_ckpt_dir": tmp_path / "ckpts" / "model.pt"}.get(where, tmp_path / "shared" / "model.pt")
+    if described_by == "refused":
+        with pytest.raises(RunError, match=r"is not a model of the run in .*--run_dir of the run that trained it"):
+            run_of_checkpoint(ckpt, run)
+    else:
+        assert Path(run_of_checkpoint(ckpt, run)) == {"other": other, "run": run}[described_by]
