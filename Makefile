@@ -110,8 +110,9 @@ cv: venv
 cv-summary: venv
 	$(PY) -m pipeline cv $(RUN) --dataset_dir $(DATASET)
 
+# the folds' own recipe (fold_<first>/run.json's config files, as `pipeline cv` reads them), not the variables'
 infer-ensemble: venv
-	$(PY) -m monai.bundle run inference --config_file $(call config,inference,--ensemble) $(BUNDLE_ARGS) --dataset_dir $(DATASET) --run_dir $(RUN) --output_dir $(RUN)/seg_ensemble \
+	$(PY) -m monai.bundle run inference --config_file "$(shell $(PY) -m pipeline.bundle configs inference --ensemble --run $(RUN)/fold_$(firstword $(FOLDS)))" $(BUNDLE_ARGS) --dataset_dir $(DATASET) --run_dir $(RUN) --output_dir $(RUN)/seg_ensemble \
 		--ensemble_folds "[$(shell echo $(FOLDS) | tr ' ' ',')]" $(ARGS)
 
 # the bundle's metadata.json against MONAI's schema (the copy in tests/resources: nothing is downloaded)

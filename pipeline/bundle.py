@@ -131,9 +131,10 @@ def moved_overlay(path: str) -> str:
     return path
 
 
-def inference_files(run_dir: str | os.PathLike, record: dict | None = None) -> list[str]:
+def inference_files(run_dir: str | os.PathLike, record: dict | None = None, *, ensemble: bool = False) -> list[str]:
     """The inference config list of a trained run: its recorded config files with ``train.yaml`` ->
-    ``inference.yaml``, without the multi-GPU and budget-free overlays; common + inference without a record."""
+    ``inference.yaml``, without the multi-GPU and budget-free overlays; common + inference without a record.
+    ``ensemble``: with ``ensemble.yaml`` in its place (before ``demo.yaml``), for a fold ensemble of such runs."""
     if record is None:
         from pipeline.model.record import read_record  # here: the Makefile runs this module often, without torch
 
@@ -145,6 +146,9 @@ def inference_files(run_dir: str | os.PathLike, record: dict | None = None) -> l
         if name == "multi_gpu_train.yaml":
             continue
         files.append(str(Path(f).with_name("inference.yaml")) if name == "train.yaml" else f)
+    if ensemble:
+        at = next((i for i, f in enumerate(files) if Path(f).name == Path(VARIANTS["demo"]).name), len(files))
+        files.insert(at, str(Path(files[0]).parent / VARIANTS["ensemble"]))
     return files
 
 
@@ -242,8 +246,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--demo", action="store_true")
     parser.add_argument("--multi-gpu", dest="multi_gpu", action="store_true")
     parser.add_argument("--configs", default=str(CONFIGS), help="the bundle's configs folder")
+    parser.add_argument("--run", help="inference: the list this trained run's run.json names (its recipe), not one "
+                        "built from the flags")
     args = parser.parse_args(argv)
     try:
+        if args.run:
+            if args.run_id != "inference":
+                raise UserError("--run gives the inference list of a trained run: pass run_id inference")
+            print(config_list(inference_files(args.run, ensemble=args.ensemble)))
+            return 0
         print(config_list(config_files(args.run_id, fast=args.fast, network=args.network, budget=args.budget,
                                        ensemble=args.ensemble, demo=args.demo, multi_gpu=args.multi_gpu,
                                        configs=args.configs)))

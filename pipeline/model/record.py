@@ -278,7 +278,8 @@ def check_held_out(record: Mapping | None, items: Sequence[dict], infer_fold: ob
 
 def model_interface(record: Mapping | None) -> dict:
     """What a trained model takes and gives, from its run.json: the network (its recorded arguments), the regions
-    it outputs (its label scheme's), its input channels in order and the voxel size it computes at. Two models
+    it outputs (its label scheme's), its input channels in order, the voxel size it computes at and its recipe
+    (the overlays it trained with, whose inference settings apply to it). Two models
     that differ in any of these cannot stand in for each other: a fold ensemble feeds them one input, resampled
     and ordered for the first, and writes one set of regions. None where the record has no value."""
     ids = (record or {}).get("ids") or {}
@@ -286,7 +287,18 @@ def model_interface(record: Mapping | None) -> dict:
     return {"network": (record or {}).get("network"),
             "regions": list(describe(scheme).regions) if scheme else None,
             "channels": [_canonical(str(c)) for c in ids.get("channels") or []] or None,
-            "spacing": spacing_value(ids.get("spacing"))}
+            "spacing": spacing_value(ids.get("spacing")),
+            "recipe": recipe(record)}
+
+
+def recipe(record: Mapping | None) -> list[str] | None:
+    """The overlays a run was trained with (``fast.yaml``, ``budget.yaml``, a network's), by file name: what its
+    inference applies besides common + inference (`pipeline.bundle.inference_files`: the budget recipe's
+    post-processing, say); None where the record names no config files."""
+    files = (record or {}).get("config_files")
+    if not files:
+        return None
+    return [Path(f).name for f in files if Path(f).name not in ("common.yaml", "train.yaml", "multi_gpu_train.yaml")]
 
 
 def check_regions(record: Mapping | None, description: Description) -> Description:

@@ -154,3 +154,45 @@ def test_the_model_id_is_one_per_meaning_of_the_settings(tmp_path: Path, a: dict
     ckpt = tmp_path / "model.pt"
     torch.save({"w": torch.ones(2)}, ckpt)
     assert (model_id(ckpt, **a) == model_id(ckpt, **b)) is same
+
+
+def _fold_run(run_dir: Path, fold: int, config_files: list[str]) -> None:
+    import json
+
+    ckpt = fold_checkpoint(run_dir, fold)
+    ckpt.parent.mkdir(parents=True)
+    torch.save(torch.nn.Conv3d(4, 3, 1).state_dict(), ckpt)
+    ids = {"label_scheme": "brats", "channels": ["T1", "T1ce", "T2", "FLAIR"], "spacing": None}
+    (ckpt.parent.parent / "run.json").write_text(json.dumps({"network": {"_target_": "UNet"}, "ids": ids,
+                                                             "config_files": config_files}))
+
+
+BUDGET_FILES = ["/x/configs/common.yaml", "/x/configs/train.yaml", "/x/configs/variants/fast.yaml",
+                "/x/configs/variants/budget.yaml"]
+
+
+def test_an_ensemble_of_folds_trained_with_other_recipes_is_refused(tmp_path: Path) -> None:
+    """A budget fold and a plain one: one inference list cannot apply both recipes' post-processing."""
+    _fold_run(tmp_path, 0, BUDGET_FILES)
+    _fold_run(tmp_path, 1, BUDGET_FILES[:2])
+    with pytest.raises(UserError, match=r"fold 1 .* other data than fold 0 \(recipe: \['fast.yaml', 'budget.yaml'\] "
+                                        r"-> \[\]"):
+        write_ensemble_checkpoint(tmp_path, [0, 1])
+
+
+def test_the_ensembles_inference_list_is_the_folds_recipe_with_the_ensemble_overlay(tmp_path: Path) -> None:
+    """`make infer-ensemble` built its list from the Makefile's variables: folds trained with --minutes lost the
+    budget recipe's post-processing there; it now reads the folds' run.json, as `pipeline cv` does."""
+    import subprocess
+    import sys
+
+    from pipeline.bundle import VARIANTS, config_list, inference_files
+
+    _fold_run(tmp_path, 0, [*BUDGET_FILES, "/x/configs/variants/demo.yaml"])
+    files = inference_files(tmp_path / "fold_0", ensemble=True)
+    assert [Path(f).name for f in files] == ["common.yaml", "inference.yaml", "fast.yaml", "budget.yaml",
+                                             "ensemble.yaml", "demo.yaml"]
+    assert files[4] == "/x/configs/" + VARIANTS["ensemble"]
+    printed = subprocess.run([sys.executable, "-m", "pipeline.bundle", "configs", "inference", "--ensemble", "--run",
+                              str(tmp_path / "fold_0")], capture_output=True, text=True, check=True).stdout.strip()
+    assert printed == config_list(files)
