@@ -27,13 +27,13 @@ from pipeline.core.guard import OutputGuard
 from pipeline.core.nifti import nifti_files
 from pipeline.data.colours import region_colours
 from pipeline.data.labels import NNUNET_PREFIX, describe, region_masks
-from pipeline.data.layouts import detect_layout, discover_cases
 from pipeline.evaluation.reference import (
     FOLDER_SCHEMES,
     Reference,
     check_evaluation_folders,
     check_output_kind,
     evaluation_record,
+    read_reference,
     resolve_evaluation_scheme,
 )
 from pipeline.evaluation.regions import label_values_problem
@@ -246,13 +246,8 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
                         "(or pass the folder that holds metrics.csv)")
     if scheme not in FOLDER_SCHEMES and not str(scheme).startswith(NNUNET_PREFIX):
         raise UserError(f"unknown scheme {scheme!r}; expected one of {', '.join(FOLDER_SCHEMES)}")
-    if isinstance(dataset_dir, Reference):
-        reference = dataset_dir
-    else:
-        info = detect_layout(dataset_dir)
-        found = {c.case_id: c for c in discover_cases(dataset_dir, info.layout)}
-        reference = Reference(Path(dataset_dir).expanduser(), {cid: Path(c.label) for cid, c in found.items()
-                                                               if c.label}, info, cases=found)
+    # the reference as the evaluation read it (a dataset, a single case folder or a datalist), not re-resolved
+    reference = dataset_dir if isinstance(dataset_dir, Reference) else read_reference(dataset_dir)
     if reference.layout is None or not reference.cases:
         raise UserError(f"pictures need the images of the reference cases: pass a dataset folder, not a folder of "
                         f"labels ({reference.root})")

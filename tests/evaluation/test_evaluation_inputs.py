@@ -520,3 +520,23 @@ def test_an_official_evaluation_with_another_challenges_settings_is_another_eval
         evaluate("official", tmp_path / "pred", data, out, challenge="ped")
     assert (out / "official_summary.json").read_bytes() == before
     assert evaluate("official", tmp_path / "pred", data, out, challenge="ped", overwrite=True)["challenge"] == "ped"
+
+
+@pytest.mark.parametrize("given", ["dataset", "datalist", "single_case"])
+def test_the_pictures_of_an_evaluation_read_its_reference_as_the_evaluation_did(make_dataset, tmp_path: Path,
+                                                                                given: str) -> None:
+    """`plot evaluation` resolved the reference its own way: a datalist was "a dataset folder that does not exist",
+    and an evaluation of one case folder could be drawn neither with that folder nor with its parent."""
+    from pipeline.data.datalist import write_datalist
+    from pipeline.evaluation.evaluate import evaluate
+    from pipeline.evaluation.plots import plot_evaluation
+
+    data = make_dataset("brats2021")
+    cases = copy_labels(data, tmp_path / "pred")
+    reference = {"dataset": data, "datalist": tmp_path / "dl.json", "single_case": data / cases[0]}[given]
+    if given == "datalist":
+        write_datalist(data, reference, folds=2)
+    evaluate("legacy", tmp_path / "pred", reference, tmp_path / "eval")
+    paths = plot_evaluation(tmp_path / "eval", tmp_path / "pred", reference)
+    assert paths[0].name == "dice_boxplot.png" and len(paths) >= 2
+    assert {p.stem for p in paths[1:]} <= set(cases)
