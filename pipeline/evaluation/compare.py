@@ -176,7 +176,7 @@ def _output_folders(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.Pat
     reference = read_reference(ref_dir)
     folders = [Path(p).expanduser() for p in pred_dirs]
     predictions = [f for p in folders if p.is_dir() for f in nifti_files(p).values()]
-    guard = OutputGuard([*reference.files.values(), *predictions], roots=[reference.root, *folders])
+    guard = OutputGuard([*reference.files.values(), *predictions], roots=[*reference.folders, *folders])
     out = guard.folder(out_dir, what="the comparison", option="--out")
     check_output_kind(out, "comparison")
     for name in names:

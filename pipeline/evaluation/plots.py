@@ -265,7 +265,7 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
     scheme = resolve_evaluation_scheme(scheme, reference)
     cases = reference.cases
     preds = nifti_files(pred_root)
-    guard = OutputGuard([*preds.values(), *reference.files.values()], roots=[reference.root, pred_root])
+    guard = OutputGuard([*preds.values(), *reference.files.values()], roots=[*reference.folders, pred_root])
     out = guard.folder(out_dir if out_dir is not None else eval_dir, what="pictures", option=out_option)
     check_output_kind(out, "pictures", out_option)
     elsewhere = evaluation_record(out) if out.resolve() != eval_dir.resolve() else None

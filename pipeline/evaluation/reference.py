@@ -15,7 +15,7 @@ from nibabel.orientations import apply_orientation
 
 from pipeline.core.config import as_bool, as_path
 from pipeline.core.errors import UserError
-from pipeline.core.guard import OutputGuard, is_within
+from pipeline.core.guard import OutputGuard, dataset_root, is_within
 from pipeline.core.nifti import (
     AFFINE_TOLERANCE,
     HEADER_ROUNDING,
@@ -54,6 +54,16 @@ class Reference:
     scheme: str | None = None  # the data's own scheme when it was resolved with it (a DataSource), else the layout's
     cases: dict[str, Case] = field(default_factory=dict)  # the cases with their images, when read from a dataset
     fold: int | None = None  # the datalist fold the cases are (--infer_fold): scored as held out
+    from_datalist: bool = False  # root is then only the common ancestor of the label files' folders
+
+    @property
+    def folders(self) -> list[Path]:
+        """The folders the reference's files belong to, which no prediction or output may be, lie in or hold:
+        ``root``; for a datalist the dataset folder of each label file (`pipeline.core.guard.dataset_root`), since
+        its ``root``, their common ancestor, is ``/`` for labels on two disks."""
+        if not self.from_datalist:
+            return [self.root]
+        return sorted({dataset_root(Path(f).expanduser().resolve()) for f in self.files.values()})
 
     @property
     def ignore(self) -> int | None:
@@ -142,7 +152,7 @@ def reference_of(data: DataSource, fold: object = None) -> Reference:
     else:
         root = data.scan.root if not data.single else Path(data.dataset_dir).expanduser().resolve()
     return Reference(root, files, data.layout, data.scheme, {str(it["case"]): Case.from_item(it) for it in items},
-                     fold)
+                     fold, from_datalist=bool(data.datalist_path))
 
 
 def reference_files(ref_dir: str | os.PathLike) -> dict[str, Path]:
@@ -200,17 +210,18 @@ def check_evaluation_folders(pred_dir: str | os.PathLike, reference: Reference) 
     if not pred_root.is_dir():
         raise UserError(f"prediction folder {pred_root} does not exist; pass the inference output folder of "
                         "<case>.nii.gz files")
-    pred, ref = pred_root.resolve(), reference.root.resolve()
+    pred = pred_root.resolve()
     kind = "reference dataset folder" if reference.layout is not None else "reference folder"
     fix = "keep predictions in a folder of their own, outside the reference (e.g. runs/<name>/seg), and pass that"
-    if pred == ref:
-        raise UserError(f"the prediction folder {pred} is the {kind}: predictions would be scored against "
-                        f"themselves or mixed with the labels; {fix}")
-    if is_within(pred, ref):
-        raise UserError(f"the prediction folder {pred} lies inside the {kind} {ref}: predictions must never be "
-                        f"written among the reference files; {fix}")
-    if is_within(ref, pred):
-        raise UserError(f"the {kind} {ref} lies inside the prediction folder {pred}; {fix}")
+    for ref in (folder.resolve() for folder in reference.folders):
+        if pred == ref:
+            raise UserError(f"the prediction folder {pred} is the {kind}: predictions would be scored against "
+                            f"themselves or mixed with the labels; {fix}")
+        if is_within(pred, ref):
+            raise UserError(f"the prediction folder {pred} lies inside the {kind} {ref}: predictions must never be "
+                            f"written among the reference files; {fix}")
+        if is_within(ref, pred):
+            raise UserError(f"the {kind} {ref} lies inside the prediction folder {pred}; {fix}")
     return pred_root
 
 
@@ -276,7 +287,7 @@ def pair_cases(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Referen
     pred_root = check_evaluation_folders(as_path(pred_dir, "output_dir"), reference)
     all_refs = reference.files
     preds = nifti_files(pred_root)
-    guard = OutputGuard([*preds.values(), *all_refs.values()], roots=[reference.root, pred_root])
+    guard = OutputGuard([*preds.values(), *all_refs.values()], roots=[*reference.folders, pred_root])
     guard.folder(out_dir, what="evaluation tables", option=out_option)
     refs = all_refs
     if cases is not None:
@@ -294,7 +305,8 @@ def pair_cases(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Referen
                         "files to")
     for cid, ref in refs.items():
         pred = preds.get(cid)
-        if pred is not None and (_same_file(pred, ref) or is_within(pred.resolve(), reference.root.resolve())):
+        if pred is not None and (_same_file(pred, ref) or any(is_within(pred.resolve(), f.resolve())
+                                                              for f in reference.folders)):
             raise UserError(f"case {cid}: the prediction {pred} is the reference's own file ({ref}, through a link): "
                             "it would score itself; pass the folder of predictions inference wrote")
     scored = sorted(c for c in refs if c in preds)

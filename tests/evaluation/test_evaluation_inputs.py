@@ -540,3 +540,45 @@ def test_the_pictures_of_an_evaluation_read_its_reference_as_the_evaluation_did(
     paths = plot_evaluation(tmp_path / "eval", tmp_path / "pred", reference)
     assert paths[0].name == "dice_boxplot.png" and len(paths) >= 2
     assert {p.stem for p in paths[1:]} <= set(cases)
+
+
+def _two_disk_datalist(make_dataset, tmp_path: Path) -> tuple[Path, list[str]]:
+    """A datalist whose labels lie in two datasets that share only ``tmp_path`` (two disks, ``/``, in real life)."""
+    from pipeline.data.datalist import write_datalist
+
+    merged: dict = {}
+    for where in ("disk_a/data", "disk_b/data"):
+        part_file = tmp_path / f"{where.split('/')[0]}.json"
+        write_datalist(make_dataset("brats2021", where=where), part_file, folds=2)
+        part = json.loads(part_file.read_text())
+        if where.startswith("disk_b"):  # other case ids on the second disk
+            for item in part["training"]:
+                item["case"] = "B_" + str(item.get("case", Path(item["label"]).parent.name))
+        merged = {**part, "training": [*merged.get("training", []), *part["training"]]}
+    datalist = tmp_path / "dl.json"
+    datalist.write_text(json.dumps(merged))
+    return datalist, [str(it.get("case")) for it in merged["training"]]
+
+
+def test_a_datalist_reference_is_guarded_by_its_datasets_not_by_their_common_ancestor(make_dataset,
+                                                                                      tmp_path: Path) -> None:
+    """Labels under /data and /mnt made the reference folder ``/``: every prediction and output folder "lay inside
+    the reference"; and evaluating with the same datalist again was refused as another evaluation."""
+    from pipeline.core.errors import UserError
+    from pipeline.evaluation.evaluate import evaluate
+    from pipeline.evaluation.reference import read_reference
+
+    datalist, _ = _two_disk_datalist(make_dataset, tmp_path)
+    reference = read_reference(datalist)
+    assert reference.folders == [tmp_path / "disk_a" / "data", tmp_path / "disk_b" / "data"]
+    pred = tmp_path / "seg"
+    pred.mkdir()
+    for cid, label in reference.files.items():
+        shutil.copy(label, pred / f"{cid}.nii.gz")
+    first = evaluate("legacy", pred, datalist, tmp_path / "eval")
+    assert first["cases"] == len(reference.files) == 6
+    assert evaluate("legacy", pred, datalist, tmp_path / "eval")["case_ids"] == first["case_ids"]  # the same again
+    inside = tmp_path / "disk_b" / "data" / "seg"
+    shutil.copytree(pred, inside)
+    with pytest.raises(UserError, match="lies inside the reference"):
+        evaluate("legacy", inside, datalist, tmp_path / "eval2")
