@@ -344,6 +344,30 @@ def regions_with_ignore(label: torch.Tensor, description: Description) -> torch.
     return torch.where(ignored[None].expand_as(regions), torch.full_like(regions, IGNORE_TARGET), regions)
 
 
+def split_ignore(regions: torch.Tensor) -> torch.Tensor:
+    """Regions ``(R, ...)`` with `IGNORE_TARGET` on unannotated voxels -> ``(R + 1, ...)`` float32: the regions with
+    those voxels at 0, then the ignore mask (0/1). Channels a linear or area interpolation may mix: the marker
+    itself would blend into false targets (255 at weight 0.003 is a target of 0.77 beside it); `join_ignore`
+    recombines them."""
+    ignored = (regions > 1).any(0, keepdim=True)
+    clean = torch.where(regions > 1, torch.zeros_like(regions), regions)
+    return torch.cat([clean.float(), ignored.float()])
+
+
+def join_ignore(mixed: torch.Tensor) -> torch.Tensor:
+    """``(R + 1, ...)`` of `split_ignore`, interpolated -> regions ``(R, ...)`` float32: `IGNORE_TARGET` where the
+    ignore mask is at least 0.5 (mostly unannotated, as nnU-Net resamples its ignore label), elsewhere each region's
+    fraction of the annotated part."""
+    regions, ignored = mixed[:-1].float(), mixed[-1:].float()
+    regions = (regions / (1 - ignored).clamp(min=1e-6)).clamp(0, 1)
+    return torch.where((ignored >= 0.5).expand_as(regions), torch.full_like(regions, IGNORE_TARGET), regions)
+
+
+def has_ignore(regions: torch.Tensor) -> bool:
+    """Whether label regions ``(R, ...)`` mark unannotated voxels (`IGNORE_TARGET`; any value above 1)."""
+    return bool((torch.as_tensor(regions) > 1).any())
+
+
 def regions_to_labels(regions: np.ndarray, scheme: str | Description = "brats") -> np.ndarray:
     """Binary regions ``(R, ...)`` (bool or 0/1, in the scheme's region order) -> labels ``(...)`` uint8.
 

@@ -15,7 +15,7 @@ from monai.transforms.inverse import TraceableTransform
 from monai.utils import TraceKeys
 
 from pipeline.core.errors import UserError
-from pipeline.data.labels import describe, labels_to_regions, regions_with_ignore
+from pipeline.data.labels import describe, has_ignore, join_ignore, labels_to_regions, regions_with_ignore, split_ignore
 
 
 class SelectChannelsd(MapTransform):
@@ -139,6 +139,16 @@ class ResampleToSpacingd(MapTransform, InvertibleTransform):
                 img = MetaTensor(img)
             old = [int(n) for n in img.shape[1:]]
             new = old if self.spacing is None else self._size(img)
+            # label regions (integers, as LabelsToRegionsd makes them; images are floating) with unannotated voxels:
+            # the marker is not interpolated
+            if new != old and not torch.is_floating_point(img) and has_ignore(img):
+                split = MetaTensor(split_ignore(img.as_tensor()), meta=dict(img.meta))
+                split.applied_operations = list(img.applied_operations)
+                res = _resample(split, new, old, transform_info=self.get_transform_info(), trace=True)
+                out = MetaTensor(join_ignore(res.as_tensor()), meta=dict(res.meta))
+                out.applied_operations = list(res.applied_operations)
+                d[key] = out
+                continue
             d[key] = _resample(img, new, old, transform_info=self.get_transform_info(), trace=True)
         return d
 

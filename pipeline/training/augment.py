@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 
+from pipeline.data.labels import has_ignore, join_ignore, split_ignore
+
 
 def _rotation(angles: Sequence[float]) -> torch.Tensor:
     """The 3 x 3 rotation by ``angles`` (radians) about the first, second and third axis, in that order."""
@@ -108,7 +110,8 @@ class RandPatchAugmentd(Randomizable, MapTransform):
         centre = self._centre(d, shape)
         rotate = self.R.random_sample() < self.rotate_prob
         scale = self.R.random_sample() < self.scale_prob
-        both = torch.cat([image.float(), label.float()])
+        ignore = has_ignore(label)  # unannotated voxels (nnU-Net's ignore): their marker is not interpolated
+        both = torch.cat([image.float(), split_ignore(label) if ignore else label.float()])
         if rotate or scale:
             m = torch.eye(3)
             if rotate:
@@ -130,6 +133,8 @@ class RandPatchAugmentd(Randomizable, MapTransform):
         if flips:
             patch = patch.flip(flips)
         x, y = patch[: image.shape[0]], patch[image.shape[0]:]
+        if ignore:
+            y = join_ignore(y)
         if self.intensity:
             x = intensity_augment(x, self.R, per_channel=self.per_channel)
         d[image_key], d[label_key] = x.contiguous(), y.contiguous()
