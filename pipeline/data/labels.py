@@ -216,10 +216,10 @@ def from_dataset_json(meta: Mapping, name: str = "nnunet") -> Description:
     entries = {str(k): _values(v, f"{where}, label {k!r}") for k, v in label_table.items()}
     entries = {k: v for k, v in entries.items() if v != (0,)}
     ignore = entries.pop("ignore", None)
-    if ignore is not None and (len(ignore) != 1 or ignore[0] < max(v for vs in entries.values() for v in vs)):
-        raise UserError(f"{where}: the 'ignore' label must be one value, the highest (nnU-Net's rule), got {ignore}")
     if not entries:
         raise UserError(f"{where}: 'labels' has no foreground label")
+    if ignore is not None and (len(ignore) != 1 or ignore[0] < max(v for vs in entries.values() for v in vs)):
+        raise UserError(f"{where}: the 'ignore' label must be one value, the highest (nnU-Net's rule), got {ignore}")
     region_based = any(len(v) > 1 for v in entries.values())
     if region_based:
         order = meta.get("regions_class_order")

@@ -7,6 +7,7 @@ never logits. A segmentation is ``(H, W, D)`` uint8 in the dataset's numbering w
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 from collections.abc import Hashable, Mapping, Sequence
@@ -68,7 +69,8 @@ def with_tta(inferer: Inferer, tta: bool) -> Inferer:
     return MirrorInferer(inferer) if tta else inferer
 
 
-#: The item key that carries a case's input files to the writers (joined by ``os.pathsep``: it survives batching).
+#: The item key that carries a case's input files to the writers (a JSON list as text: it survives batching, and
+#: any character of a path, ``:`` included, survives it).
 INPUTS_KEY = "inputs"
 
 
@@ -78,16 +80,16 @@ def with_inputs(items: Sequence[Mapping]) -> list[dict]:
     for item in items:
         image = item.get("image", [])
         files = [image] if isinstance(image, (str, os.PathLike)) else list(image)
-        out.append({**item, INPUTS_KEY: os.pathsep.join(str(f) for f in files)})
+        out.append({**item, INPUTS_KEY: json.dumps([str(f) for f in files])})
     return out
 
 
 def input_files(d: Mapping, image_key: str = "image") -> list[str]:
     """A loaded item's input files: its `INPUTS_KEY`, else the image's own file name."""
-    joined = d.get(INPUTS_KEY)
-    if isinstance(joined, (list, tuple)):
-        joined = joined[0] if joined else ""
-    return str(joined).split(os.pathsep) if joined else [reference_path(d[image_key])]
+    encoded = d.get(INPUTS_KEY)
+    if isinstance(encoded, (list, tuple)):
+        encoded = encoded[0] if encoded else ""
+    return [str(f) for f in json.loads(encoded)] if encoded else [reference_path(d[image_key])]
 
 
 def write_label_like(labels: np.ndarray, reference: str | os.PathLike, out_path: str | os.PathLike,

@@ -108,6 +108,10 @@ def test_an_nnunet_scheme_string_loads_the_dataset_json(tmp_path):
     pytest.param({**DATASET137, "regions_class_order": [1, 2]}, "one label value per region", id="short_order"),
     pytest.param({"channel_names": {"0": "T1"}, "labels": {"background": 0, "a": "x"}}, "not a whole number",
                  id="text_value"),
+    pytest.param({"channel_names": {"0": "T1"}, "labels": {"background": 0, "ignore": 1}}, "no foreground label",
+                 id="only_background_and_ignore"),
+    pytest.param({"channel_names": {"0": "T1"}, "labels": {"background": 0, "a": 1, "ignore": [2, 3]}},
+                 "'ignore' label must be one value", id="ignore_of_two_values"),
 ])
 def test_a_broken_dataset_json_is_refused_naming_what_is_missing(meta, message):
     with pytest.raises(UserError, match=message):

@@ -119,3 +119,17 @@ def test_a_segmentation_keeps_the_inputs_grid_but_not_its_display_window(tmp_pat
     assert out.get_data_dtype() == np.uint8 and np.array_equal(np.asarray(out.dataobj), labels)
     assert (float(out.header["cal_min"]), float(out.header["cal_max"])) == (0.0, 0.0)
     assert out.header["descrip"].tobytes().rstrip(b"\0") == b"segmentation"
+
+
+@pytest.mark.parametrize("files", [["/data/BraTS:2021/c1/c1_t1.nii.gz", "/data/BraTS:2021/c1/c1_t2.nii.gz"],
+                                   ["/data/MSD/imagesTs/c1.nii.gz"], ["relative dir/c1_0000.nii.gz"]],
+                         ids=["colon_in_path", "one_4d_file", "space_in_path"])
+def test_a_cases_input_files_reach_the_writer_as_they_were_whatever_characters_they_hold(files: list[str]) -> None:
+    """Joined with os.pathsep (':'), a dataset under /data/BraTS:2021 was recorded as the inputs '/data/BraTS' and
+    '2021/...': every later run into that folder was refused as another dataset's, and evaluation too."""
+    from pipeline.inference.predict import INPUTS_KEY, input_files, with_inputs
+
+    image = files[0] if len(files) == 1 else files
+    item = with_inputs([{"case": "c1", "image": image}])[0]
+    assert input_files(item) == files
+    assert input_files({**item, INPUTS_KEY: [item[INPUTS_KEY]]}) == files  # as a DataLoader batch of one carries it
