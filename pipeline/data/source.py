@@ -25,7 +25,16 @@ from pipeline.data.check import (
 )
 from pipeline.data.datalist import datalist_from_cases, datalist_layout, folds_present, read_datalist, split_items
 from pipeline.data.labels import BUILTIN, Description, describe, scheme_name
-from pipeline.data.layouts import LAYOUTS, Case, DatasetError, DatasetScan, LayoutInfo, scan_dataset, usable_cases
+from pipeline.data.layouts import (
+    LAYOUTS,
+    Case,
+    DatasetError,
+    DatasetScan,
+    LayoutInfo,
+    in_channel_order,
+    scan_dataset,
+    usable_cases,
+)
 from pipeline.data.layouts.brats import single_case
 
 logger = logging.getLogger(__name__)
@@ -74,7 +83,11 @@ class DataSource:
         """One case whose files lie directly in ``dataset_dir`` (nnU-Net's ``-i`` habit), or None."""
         if self.datalist_path or not self.dataset_dir:
             return None
-        return single_case(self.dataset_dir)
+        found = single_case(self.dataset_dir)
+        if found is None:
+            return None
+        case, info = found
+        return self._in_channel_order(case, info), info
 
     @functools.cached_property
     def scan(self) -> DatasetScan:
@@ -85,7 +98,16 @@ class DataSource:
         """
         if not self.dataset_dir:
             raise DatasetError("neither a datalist nor a dataset_dir was given; pass --dataset_dir /path/to/BraTS")
-        return scan_dataset(self.dataset_dir)
+        scan = scan_dataset(self.dataset_dir)
+        scan.cases = [self._in_channel_order(c, scan.layout) for c in scan.cases]
+        return scan
+
+    def _in_channel_order(self, case: Case, info: LayoutInfo) -> Case:
+        """``case`` (its images in its layout's channel order) in the order of this data's scheme, by contrast
+        name (`in_channel_order`): a scheme given over the layout's own may list the contrasts otherwise."""
+        if self.label_scheme == "auto" or scheme_name(self.label_scheme) == scheme_name(info.label_scheme):
+            return case
+        return in_channel_order(case, describe(info.label_scheme).channels, describe(self.label_scheme).channels)
 
     @functools.cached_property
     def datalist(self) -> dict:

@@ -417,3 +417,36 @@ def test_a_bad_channel_of_a_4d_item_is_named_by_the_descriptions_channel(tmp_pat
     problems = check_case(Case(case.case_id, (str(four_d),), case.label, (1, 0)), _scheme(root))
     assert [p.severity for p in problems] == ["error"]
     assert "contains 1 NaN and 0 infinite voxel(s) channel 0 (FLAIR)" in problems[0].message
+
+
+def _renamed_channels(root: Path, names: list[str]) -> Path:
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["channel_names"] = {str(i): n for i, n in enumerate(names)}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+TASK01_NAMES = ["FLAIR", "T1w", "t1gd", "T2w"]  # nnU-Net's Dataset001_BrainTumour, converted from MSD's Task01
+
+
+@pytest.mark.parametrize("scheme, expected", [
+    pytest.param("auto", ["_0000", "_0001", "_0002", "_0003"], id="its_own_scheme_keeps_its_order"),
+    pytest.param("msd", ["_0001", "_0002", "_0003", "_0000"], id="msd_reads_t1_first"),
+    pytest.param("brats", ["_0001", "_0002", "_0003", "_0000"], id="brats_reads_t1_first"),
+])
+@pytest.mark.parametrize("path", ["inference_items", "training_datalist"])
+def test_a_scheme_given_over_the_layouts_own_takes_the_channels_by_contrast_not_by_position(
+        nnunet_datasets, tmp_path: Path, scheme: str, expected: list[str], path: str) -> None:
+    """Task01 in nnU-Net's format (FLAIR first) read with --label_scheme msd (the data check's advice for its
+    numbering): the files went in by position, FLAIR as T1, and the model's channel check saw the scheme's names."""
+    root = _renamed_channels(_copy(nnunet_datasets, "four", tmp_path), TASK01_NAMES)
+    source = DataSource(str(root), label_scheme=scheme, folds=3)
+    items = (source.inference_items() if path == "inference_items" else source.datalist["training"])
+    first = next(it for it in items if it["case"] == CASES[0])
+    assert [Path(f).name.removeprefix(CASES[0]).removesuffix(".nii.gz") for f in first["image"]] == expected
+
+
+def test_a_scheme_of_other_contrasts_than_the_files_is_refused_naming_both(nnunet_datasets, tmp_path: Path) -> None:
+    root = _renamed_channels(_copy(nnunet_datasets, "four", tmp_path), ["FLAIR", "T1w", "t1gd", "FLAIR"])
+    with pytest.raises(DatasetError, match=r"hold the contrasts FLAIR, T1w, t1gd, FLAIR, the label scheme reads"):
+        DataSource(str(root), label_scheme="msd").inference_items()

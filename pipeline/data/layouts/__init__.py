@@ -15,12 +15,13 @@ from pipeline.data.layouts.base import (
     LayoutSpec,
     Problem,
     existing_root,
+    in_channel_order,
 )
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["LAYOUTS", "Case", "DatasetError", "DatasetScan", "LayoutInfo", "LayoutSpec", "Problem", "detect_layout",
-           "discover_cases", "no_case_message", "scan_dataset", "usable_cases"]
+           "discover_cases", "in_channel_order", "no_case_message", "scan_dataset", "usable_cases"]
 
 
 #: Every layout by name, in the order they are detected (nnU-Net's dataset.json before MSD's folders).

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.core.errors import UserError
-from pipeline.data.labels import CHANNELS
+from pipeline.data.labels import CHANNELS, CONTRAST_NAMES, canonical_channel
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,33 @@ class LayoutInfo:
     def __str__(self) -> str:
         title = f" ({self.title})" if self.title else ""
         return f"layout {self.layout}{title}, label scheme {self.label_scheme}: {self.reason}"
+
+
+def in_channel_order(case: Case, own: Sequence[str], wanted: Sequence[str]) -> Case:
+    """``case`` with its channels in the order ``wanted`` names them, matched to the layout's ``own`` channel names
+    by contrast (`canonical_channel`: t1gd is T1ce), never by position: an nnU-Net dataset's files ``_0000`` ...
+    in its ``channel_names`` order (FLAIR first in Task01), read under a scheme that lists T1 first. The case as it
+    is when both orders agree, or when the names are not all MRI contrasts (nothing to match them by).
+
+    Raises:
+        DatasetError: both lists name contrasts, but not the same ones (the model would be fed other contrasts).
+    """
+    have, want = [canonical_channel(c) for c in own], [canonical_channel(c) for c in wanted]
+    if have == want:
+        return case
+    contrasts = set(CONTRAST_NAMES.values())
+    if not (set(have) <= contrasts and set(want) <= contrasts):
+        return case
+    if sorted(have) != sorted(want):
+        raise DatasetError(f"case {case.case_id}: its files hold the contrasts {', '.join(own)}, the label scheme "
+                           f"reads {', '.join(wanted)}: read the data with its own scheme (--label_scheme auto) or a "
+                           "scheme of the same contrasts")
+    order = [have.index(c) for c in want]
+    if case.channel_index is not None:  # one 4D file: where each wanted contrast lies in it
+        return Case(case.case_id, case.images, case.label, tuple(case.channel_index[i] for i in order))
+    if len(case.images) != len(have):
+        return case  # the data check names the missing or extra files
+    return Case(case.case_id, tuple(case.images[i] for i in order), case.label, None)
 
 
 @dataclass
