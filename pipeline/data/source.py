@@ -262,12 +262,17 @@ class DataSource:
                 "--infer_fold")
         return value
 
-    def inference_items(self, fold: object = None) -> list[dict]:
+    def inference_items(self, fold: object = None, *, partial: bool = False) -> list[dict]:
         """The items to segment: every case of ``dataset_dir`` (labelled or not; a case folder gives its case), or
         of the datalist (with ``fold``: that fold's labelled cases only).
 
+        ``partial``: a dataset folder's complete cases even when discovery found broken ones (a contrast missing):
+        inference segments those and reports the others as failed (`checked_inference_items`); else such a
+        dataset is refused, every broken case named (evaluation, whose reference would silently lack them).
+
         Raises:
-            DatasetError: ``fold`` set without a datalist, or not one of the datalist's folds.
+            DatasetError: ``fold`` set without a datalist, or not one of the datalist's folds; a discovery error
+                (not ``partial``), or no case at all.
         """
         fold = self.infer_fold(fold)
         if self.datalist_path:
@@ -282,6 +287,8 @@ class DataSource:
             return [it for it in dl["training"] if int(it["fold"]) == fold]
         if self.single:
             return [self.single[0].to_item()]
+        if partial and self.scan.cases:
+            return [c.to_item() for c in self.scan.cases]
         return [c.to_item() for c in usable_cases(self.scan)]
 
     def checked_inference_items(self, fold: object = None, *, report: object = None) -> list[dict]:

@@ -20,7 +20,7 @@ from monai.bundle import ConfigParser
 
 from pipeline.__main__ import main
 from pipeline.data.check import DatasetCheckError, check_dataset
-from pipeline.data.layouts import Case, discover_cases
+from pipeline.data.layouts import Case, DatasetError, discover_cases
 from pipeline.data.source import DataSource
 from pipeline.inference.outputs import InferenceReport
 from pipeline.inference.predict import SaveBratsLabeld
@@ -352,3 +352,23 @@ def test_the_pipeline_command_line_runs_the_check_and_refuses_a_missing_folder(l
     assert "layout brats2023 (BraTS 2023 and later), label scheme brats2023" in capsys.readouterr().out
     assert pipeline_main(["check", str(tmp_path / "absent")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variants", [{}, {"fast": True}, {"fast": True, "budget": True}],
+                         ids=["plain", "fast", "budget"])
+def test_inference_segments_the_complete_cases_and_reports_one_found_broken(layout_datasets, tmp_path: Path,
+                                                                            variants: dict) -> None:
+    """A case missing a contrast stopped the whole inference before any case (`infer_items` raised in
+    `initialize`), though inference.yaml promised bad cases reported and skipped."""
+    root, cases = _copy(layout_datasets, "brats2021", tmp_path)
+    _missing_contrast(cases[BAD])
+    parser = parse_bundle("inference", {"dataset_dir": str(root), "device": "cpu", "num_workers": 0,
+                                        "check_jobs": 1, "run_dir": str(tmp_path / "run"),
+                                        "output_dir": str(tmp_path / "seg")}, **variants)
+    complete = sorted(c.case_id for c in cases if c is not cases[BAD])
+    assert sorted(it["case"] for it in parser.get_parsed_content("infer_items")) == complete
+    assert sorted(it["case"] for it in parser.get_parsed_content("infer_checked")) == complete
+    report = parser.get_parsed_content("infer_report")
+    assert list(report.failed) == [cases[BAD].case_id] and "missing" in report.failed[cases[BAD].case_id][0]
+    with pytest.raises(DatasetError, match=cases[BAD].case_id):  # evaluation's reference still refuses it
+        DataSource(root).inference_items()
