@@ -147,6 +147,10 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
     if resume and record is not None and found:  # a checkpoint to continue: it must be the same run
         diffs = differing({k: record.get("ids", {}).get(k) for k in RESUME_IDS}, {k: ids.get(k) for k in RESUME_IDS})
         diffs += [f"network {d}" for d in differing(record.get("network", {}), network)]
+        before, now = recipe(record), recipe({"config_files": config_files_in_argv(sys.argv)})
+        if before is not None and now is not None and before != now:  # budget.yaml is --minutes, fast.yaml --plain
+            diffs.append(f"recipe (the config overlays) {before} -> {now} (budget.yaml is `train --minutes N`, "
+                         "fast.yaml is `train` without --plain, a network's is --network)")
         if diffs:
             raise RunError(f"--resume true: this run ({run / RUN_RECORD}) was started with other settings: "
                            f"{'; '.join(diffs)}. Pass the recorded values to continue it, or another --run_dir")

@@ -301,6 +301,13 @@ class TrainingCheckpoint:
         if not isinstance(ckpt, dict) or not isinstance(ckpt.get("trainer"), dict):
             raise UserError(f"{self.path} is not a training state (a model.pt copied in its place?): pass --overwrite "
                             "true to start afresh, or another --run_dir")
+        on_clock, was_on_clock = self.objects.get("clock") is not None, "clock" in ckpt
+        if on_clock != was_on_clock:  # the schedules' states differ in kind: torch raises a KeyError on loading
+            raise UserError(f"{self.path} was trained {'on a time budget' if was_on_clock else 'by epochs'}; this "
+                            f"resume runs {'on a time budget' if on_clock else 'by epochs'}: resume with the recipe it "
+                            f"started with ({'--minutes N' if was_on_clock else 'no --minutes'}; bundle: "
+                            f"{'budget.yaml and --time_budget_min' if was_on_clock else 'no budget.yaml'}), or "
+                            "pass another --run_dir to start afresh")
         done, planned = int(ckpt["trainer"]["epoch"]), int(engine.state.max_epochs)
         if done > planned:
             raise UserError(f"{self.path} has {done} epochs done, more than --epochs {planned}: pass --epochs "

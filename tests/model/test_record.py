@@ -535,3 +535,29 @@ def test_a_checkpoint_is_described_only_by_the_record_of_the_run_that_trained_it
             run_of_checkpoint(ckpt, run)
     else:
         assert Path(run_of_checkpoint(ckpt, run)) == {"other": other, "run": run}[described_by]
+
+
+@pytest.mark.parametrize(("started", "resumed", "refused"), [
+    pytest.param(["fast.yaml", "budget.yaml"], ["fast.yaml"], True, id="budget_run_resumed_without_minutes"),
+    pytest.param(["fast.yaml"], [], True, id="fast_run_resumed_plain"),
+    pytest.param(["fast.yaml", "budget.yaml"], ["fast.yaml", "budget.yaml"], False, id="same_recipe"),
+])
+def test_a_resume_with_another_recipe_is_refused_naming_the_overlays(tmp_path, monkeypatch, started, resumed,
+                                                                     refused):
+    """`train DATA --minutes 45`, killed, then `train DATA --resume`: the spacing alone was named, and following its
+    advice ended in torch's KeyError on the budget's schedule; a loaded resume rewrote run.json's recipe."""
+    def argv(overlays: list[str]) -> list[str]:
+        files = ["/c/common.yaml", "/c/train.yaml", *[f"/c/variants/{o}" for o in overlays]]
+        return ["python -m monai.bundle", "run", "training", "--config_file", repr(files)]
+
+    run = tmp_path / "run"
+    monkeypatch.setattr("sys.argv", argv(started))
+    _start(run)
+    _finish(run)
+    monkeypatch.setattr("sys.argv", argv(resumed))
+    if not refused:
+        assert _start(run, resume=True)["config_files"][2:] == [f"/c/variants/{o}" for o in resumed]
+        return
+    with pytest.raises(RunError, match=re.escape(f"recipe (the config overlays) {started} -> {resumed}")):
+        _start(run, resume=True)
+    assert read_record(run)["config_files"][2:] == [f"/c/variants/{o}" for o in started]  # the record kept

@@ -50,3 +50,25 @@ def test_last_checkpoint_is_a_plain_state_dict_loadable_with_weights_only(tmp_pa
     fresh = torch.nn.Conv3d(4, 3, 1)
     fresh.load_state_dict(torch.load(tmp_path / "model_last.pt", weights_only=True))
     assert torch.equal(fresh.weight, net.weight)
+
+
+@pytest.mark.parametrize("saved_on_clock", [True, False], ids=["budget_run_resumed_by_epochs",
+                                                                "epoch_run_resumed_on_a_budget"])
+def test_a_training_state_of_the_other_schedule_kind_is_refused_in_one_line(tmp_path: Path,
+                                                                            saved_on_clock: bool) -> None:
+    """Loading a ClockSchedule's state into the epoch schedule raised torch's KeyError 'lr_lambdas' (a traceback)."""
+    from pipeline.core.errors import UserError
+    from pipeline.training.checkpoints import TrainingCheckpoint
+
+    net = torch.nn.Linear(2, 2)
+    state = {"trainer": {"epoch": 1, "max_epochs": 5, "epoch_length": 1, "iteration": 1}, "model": net.state_dict(),
+             "rng": []}
+    if saved_on_clock:
+        state["clock"] = {"spent": 10.0}
+    atomic_torch_save(state, tmp_path / "checkpoint.pt")
+    clock = None if saved_on_clock else SimpleNamespace(state_dict=dict, load_state_dict=lambda s: None)
+    saver = TrainingCheckpoint(str(tmp_path), {"model": net, "clock": clock})
+    engine = SimpleNamespace(state=SimpleNamespace(max_epochs=5))
+    kind = "on a time budget" if saved_on_clock else "by epochs"
+    with pytest.raises(UserError, match=f"was trained {kind}.*--run_dir"):
+        saver.load(engine)
