@@ -160,7 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         raise SystemExit(f"bench_accuracy: {e}") from None
 
+    if not args.minutes > 0 or round(args.minutes / max(args.folds, 1), 3) <= 0:
+        raise SystemExit(f"bench_accuracy: --minutes must give each of the {args.folds} model(s) a budget above 0, "
+                         f"got {args.minutes} (0 would train train.yaml's epochs, not a budget)")
     out = Path(args.out).resolve()
+    earlier = [p.name for p in (out / "run", out / "training.log", out / "accuracy.json") if p.exists()]
+    if earlier:  # its logs would be replaced before training refused the finished run
+        raise SystemExit(f"bench_accuracy: {out} holds an earlier benchmark ({', '.join(earlier)}): pass another "
+                         "--out, or move that one away")
     out.mkdir(parents=True, exist_ok=True)
     run = out / "run"
     print(machine(args.device), flush=True)
@@ -175,8 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         if not 1 < args.folds <= FOLDS:
             raise SystemExit(f"bench_accuracy: --folds must be 2 to {FOLDS}, got {args.folds}")
         datalist = run / "datalist.json"
-        subprocess.run([sys.executable, "-m", "pipeline", "datalist", str(train_dir), "--out", str(datalist),
-                        "--folds", str(FOLDS)], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+        made = subprocess.run([sys.executable, "-m", "pipeline", "datalist", str(train_dir), "--out", str(datalist),
+                               "--folds", str(FOLDS), "--seed", str(args.seed)], cwd=REPO, capture_output=True,
+                              text=True)
+        if made.returncode != 0:  # its own one-line refusal, last
+            lines = (made.stderr or made.stdout).strip().splitlines() or ["(no output)"]
+            raise SystemExit(f"bench_accuracy: the datalist of {train_dir} could not be written: {lines[-1]}")
         runs = [run / f"fold_{f}" for f in range(args.folds)]
         train_s = sum(_run(f"training fold {f}", command("training", {
             **common, **ids["training"], "dataset_dir": train_dir, "datalist": datalist, "fold": f,

@@ -273,3 +273,24 @@ def test_oedema_contrast_prints_each_cases_oedema_against_its_normal_brain(tiny_
     oedema = ((flair[seg == 2] - inside.mean()) / inside.std()).mean()
     assert float(rows[case.name][0]) == pytest.approx(oedema, abs=0.006)
     assert int(rows[case.name][8]) == int((seg > 0).sum())
+
+
+@pytest.mark.parametrize("case", ["zero_minutes", "a_share_of_zero_per_fold", "an_earlier_benchmark_in_out"])
+def test_bench_accuracy_refuses_before_writing_anything(tiny_dataset: Path, tmp_path: Path, case: str) -> None:
+    """--minutes 0 trained train.yaml's 300 epochs and printed '0.0 min of training'; a second run into one --out
+    replaced the first's training log with the refusal before training refused the run."""
+    out = tmp_path / "out"
+    args = ["--minutes", "0"] if case == "zero_minutes" else (
+        ["--minutes", "0.001", "--folds", "3"] if case == "a_share_of_zero_per_fold" else ["--minutes", "1"])
+    if case == "an_earlier_benchmark_in_out":
+        (out / "run").mkdir(parents=True)
+        (out / "training.log").write_text("the first run's log")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    result = run_module([sys.executable, "bench/bench_accuracy.py", "--train-dir", str(tiny_dataset), "--test-dir",
+                         str(tiny_dataset), "--out", str(out), *args], capture_output=True, text=True, cwd=REPO,
+                        timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("bench_accuracy: ")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    if case == "an_earlier_benchmark_in_out":
+        assert (out / "training.log").read_text() == "the first run's log"
