@@ -73,6 +73,20 @@ def computed_on_main_process(fn: Callable[..., object], *args: object, **kwargs:
     return value
 
 
+def agreed(value: float) -> float:
+    """Rank 0's ``value`` on every rank (a broadcast; every rank must call it at the same point); ``value`` itself
+    in one process. For decisions every rank must take alike, such as a time budget's: each process's own clock
+    differs by how long its start took, and ranks that stop at different iterations wait in different collectives
+    (`pipeline.training.budget.Clock`)."""
+    dist = process_group()
+    if dist is None or dist.get_world_size() == 1:
+        return float(value)
+    device = local_device() if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
 def local_device() -> torch.device:
     """``cuda:<LOCAL_RANK>`` (torchrun sets LOCAL_RANK, one GPU per process) when CUDA is available, else the CPU."""
     if torch.cuda.is_available():

@@ -17,6 +17,7 @@ import torch
 from monai.optimizers import WarmupCosineSchedule
 
 from pipeline.core.config import as_int
+from pipeline.core.distributed import agreed, world_size
 from pipeline.core.errors import UserError
 
 #: The trainer's ``max_epochs`` on a budget: the clock stops it first.
@@ -47,7 +48,10 @@ class Clock:
         warmup: the fraction of the budget that warms the learning rate up.
 
     Attach it to the trainer (``train#handlers``): it starts on ``STARTED``, and `state_dict` carries the elapsed
-    time through `pipeline.training.checkpoints.TrainingCheckpoint`.
+    time through `pipeline.training.checkpoints.TrainingCheckpoint`. Its decisions (the learning rate's fraction,
+    `expired`, `validation_due`) read the clock; in a run of several processes they read the time `tick` took at
+    the end of the last iteration, rank 0's (`pipeline.core.distributed.agreed`): every rank validates and stops
+    at the same iteration, with the same learning rate.
     """
 
     def __init__(self, minutes: float, val_every_min: float = 0.0, warmup: float = 0.03) -> None:
@@ -60,15 +64,28 @@ class Clock:
         self.before = 0.0            # elapsed seconds of earlier starts (a resumed run)
         self.last_validation = 0.0   # elapsed seconds at the last validation
         self._start: float | None = None
+        self._ticked: float | None = None   # the elapsed time every rank agreed on at the last tick
 
     def attach(self, engine) -> None:  # noqa: ANN001 - an ignite Engine
         from ignite.engine import Events
 
         engine.add_event_handler(Events.STARTED, lambda _: self.start())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, lambda _: self.tick())  # before the handlers' checks
+
+    def tick(self) -> float:
+        """Read the clock for the decisions after this iteration: rank 0's elapsed seconds, on every rank (a
+        collective)."""
+        self._ticked = agreed(self.elapsed())
+        return self._ticked
+
+    def _now(self) -> float:
+        """The elapsed time decisions read: the clock itself in one process; the last `tick` in several."""
+        return self._ticked if self._ticked is not None and world_size() > 1 else self.elapsed()
 
     def start(self) -> None:
         """Start (or restart) the clock now."""
         self._start = time.perf_counter()
+        self._ticked = self.before  # what every rank reads until the first tick: the same on all
 
     def elapsed(self) -> float:
         """Seconds of training so far, earlier starts included."""
@@ -76,18 +93,21 @@ class Clock:
         return self.before + running
 
     def fraction(self) -> float:
-        """The fraction of the budget used, in [0, 1]."""
-        return min(1.0, self.elapsed() / self.budget)
+        """The fraction of the budget used at the last `tick`, in [0, 1]."""
+        return min(1.0, self._now() / self.budget)
 
     def expired(self) -> bool:
-        return self.elapsed() >= self.budget
+        """Whether the budget was spent at the last `tick`."""
+        return self._now() >= self.budget
 
     def validation_due(self) -> bool:
-        """Whether ``val_every_min`` has passed since the last validation, or the budget is spent."""
-        return self.expired() or self.elapsed() - self.last_validation >= self.every
+        """Whether ``val_every_min`` has passed since the last validation, or the budget is spent (at the last
+        `tick`)."""
+        return self.expired() or self._now() - self.last_validation >= self.every
 
     def validated(self) -> None:
-        self.last_validation = self.elapsed()
+        """After a validation (every rank): the next one is due ``val_every_min`` from now."""
+        self.last_validation = self.tick()
 
     def state_dict(self) -> dict:
         return {"elapsed": self.elapsed(), "last_validation": self.last_validation}
@@ -96,6 +116,7 @@ class Clock:
         self.before = float(state["elapsed"])
         self.last_validation = float(state["last_validation"])
         self._start = time.perf_counter()
+        self._ticked = self.before
 
 
 def clock(minutes: object, val_every_min: object = 0, warmup: float = 0.03) -> Clock | None:

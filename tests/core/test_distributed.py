@@ -125,3 +125,40 @@ def _one_process_dice(datalist: Path, run_dir: Path, checkpoint: Path) -> tuple[
     return float(evaluator.state.metrics["val_mean_dice"]), per_case
 
 
+
+
+def _budget_worker(rank: int, init_file: str, results: str) -> None:
+    import time
+
+    import torch.distributed as dist
+
+    from pipeline.training.budget import Clock
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        if rank == 1:
+            time.sleep(0.4)  # this rank's start (its share of the cache, say) took longer
+        clock = Clock(0.02)  # 1.2 s
+        clock.start()
+        iterations, rates = 0, []
+        while True:
+            time.sleep(0.05)  # one training step, in lockstep (DDP)
+            clock.tick()
+            iterations += 1
+            rates.append(round(clock.fraction(), 9))
+            if clock.expired():
+                break
+        Path(results, f"rank{rank}").write_text(repr((iterations, rates)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_time_budget_stops_every_rank_at_the_same_iteration_with_the_same_learning_rate(tmp_path: Path) -> None:
+    """Each process's clock started when its own start ended: ranks apart by more than a step stopped their epochs
+    at different iterations and waited in different collectives (a hang at the end of every multi-GPU budget)."""
+    results = tmp_path / "results"
+    results.mkdir()
+    torch.multiprocessing.spawn(_budget_worker, nprocs=2, args=(str(tmp_path / "init"), str(results)))
+    seen = [eval((results / f"rank{r}").read_text()) for r in range(2)]  # noqa: S307 - our own repr
+    assert seen[0] == seen[1]  # the same stop and the same schedule fraction at every step
+    assert seen[0][0] >= 5 and seen[0][1][-1] == 1.0
