@@ -210,6 +210,18 @@ class FolderLock:
             return self
         raise UserError(f"could not lock {self.folder}: {self.path} keeps reappearing; is another run starting?")
 
+    def holder(self) -> str | None:
+        """Who else holds the lock now (``pid 123 on host h, training``), or None: no lock, this process's, or one
+        whose process no longer runs on this host (a killed run: `acquire` would take it over)."""
+        owner = self._owner()
+        if not owner:
+            return None
+        pid, host = int(owner.get("pid", -1) or -1), owner.get("host")
+        here = socket.gethostname()
+        if host == here and (pid == os.getpid() or pid <= 0 or not _pid_alive(pid)):
+            return None
+        return f"pid {pid} on host {host}, {owner.get('what', '?')}"
+
     def release(self) -> None:
         """Remove the lock if this process holds it."""
         if self.held and self._owner().get("pid") == os.getpid():

@@ -22,7 +22,7 @@ from pipeline.core.files import atomic_write_text
 from pipeline.data.source import DataSource
 from pipeline.evaluation.reference import reference_of
 from pipeline.evaluation.regions import evaluate_folders
-from pipeline.model.record import read_record
+from pipeline.model.record import read_record, refuse_training_in_progress
 
 #: The inference ids the cross-validation sets for each fold (id -> where from): ``extra`` may not set them.
 CV_OPTIONS = {"run_dir": "RUN_DIR/fold_<f>", "datalist": "RUN_DIR/datalist.json", "infer_fold": "--folds",
@@ -111,6 +111,8 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
     if not folds or missing:
         raise UserError(f"{run}: no trained model for fold(s) {missing or '(none)'} (fold_<f>/models/model.pt); "
                         "train them first: make cv")
+    for f in folds:
+        refuse_training_in_progress(run / f"fold_{f}", what="the cross-validation table")
     data = DataSource(dataset_dir, datalist)
     fold_of = {str(it["case"]): int(it["fold"]) for it in data.datalist.get("training", [])
                if int(it["fold"]) in folds}

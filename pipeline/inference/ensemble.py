@@ -19,7 +19,7 @@ import torch
 from pipeline.core.config import as_infer_fold, differing
 from pipeline.core.errors import UserError
 from pipeline.inference.predict import probabilities_to_logits
-from pipeline.model.record import RunError, model_interface, read_record, trained_on
+from pipeline.model.record import RunError, model_interface, read_record, refuse_training_in_progress, trained_on
 from pipeline.model.weights import atomic_torch_save, read_state
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ def write_ensemble_checkpoint(run_dir: str | os.PathLike, folds: Sequence[int]) 
     missing = [f"fold {f}: {fold_checkpoint(run_dir, f)}" for f in folds if not fold_checkpoint(run_dir, f).is_file()]
     if missing:
         raise UserError("no checkpoint for " + "; ".join(missing) + ". Train the folds first: make cv")
+    for f in folds:
+        refuse_training_in_progress(fold_checkpoint(run_dir, f).parent.parent, what="the fold ensemble")
     models = {f: model_interface(read_record(fold_checkpoint(run_dir, f).parent.parent)) for f in folds}
     first = models[folds[0]]
     for f, model in models.items():

@@ -245,6 +245,20 @@ def run_of_checkpoint(ckpt_path: str | os.PathLike, run_dir: str | os.PathLike) 
                    "configuration's settings")
 
 
+def refuse_training_in_progress(run_dir: str | os.PathLike, *, what: str) -> None:
+    """Refuse to read ``run_dir``'s model for ``what`` (a cross-validation table, a fold ensemble) while its training
+    still runs: its ``model.pt`` is the best so far, not the trained model.
+
+    Raises:
+        RunError: the run's lock (`FolderLock`, held by training) belongs to a live process.
+    """
+    holder = FolderLock(run_dir, what="training").holder()
+    if holder is not None:
+        raise RunError(f"{run_dir} is still being trained ({holder}): its model.pt is not the trained model yet, so "
+                       f"{what} would pass a half-trained model for a trained one; wait for it to finish, or leave "
+                       "that fold out")
+
+
 def trained_on(record: Mapping | None, items: Sequence[dict]) -> list[str]:
     """The case ids of ``items`` that trained the model of ``record`` (its run.json's split; none without one)."""
     trained = set(((record or {}).get("split") or {}).get("train", []))

@@ -196,3 +196,41 @@ def test_the_ensembles_inference_list_is_the_folds_recipe_with_the_ensemble_over
     printed = subprocess.run([sys.executable, "-m", "pipeline.bundle", "configs", "inference", "--ensemble", "--run",
                               str(tmp_path / "fold_0")], capture_output=True, text=True, check=True).stdout.strip()
     assert printed == config_list(files)
+
+
+@pytest.mark.parametrize("reader", ["fold_ensemble", "cross_validation_table"])
+@pytest.mark.parametrize("holder_alive", [True, False], ids=["training_runs", "training_was_killed"])
+def test_a_fold_still_training_is_not_read_as_a_trained_model(tmp_path: Path, reader: str,
+                                                              holder_alive: bool) -> None:
+    """`make cv-summary` while fold 1 still trained wrote its best-so-far model's table as the fold's, unmarked."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from pipeline.evaluation.crossval import cross_validation_summary
+
+    for f in (0, 1):
+        _fold_run(tmp_path, f, BUDGET_FILES)
+    (tmp_path / "datalist.json").write_text("{}")
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        if not holder_alive:
+            trainer.kill()
+            trainer.wait()
+        (tmp_path / "fold_1" / ".lock").write_text(json.dumps({"pid": trainer.pid, "host": socket.gethostname(),
+                                                               "what": "training"}))
+        read = ((lambda: write_ensemble_checkpoint(tmp_path, [0, 1])) if reader == "fold_ensemble" else
+                (lambda: cross_validation_summary(tmp_path, tmp_path / "no_data", folds=[0, 1])))
+        if holder_alive:
+            with pytest.raises(UserError, match=rf"fold_1 is still being trained \(pid {trainer.pid} on host"):
+                read()
+            assert not (tmp_path / "ensemble").exists() and not (tmp_path / "cv_summary.json").exists()
+        elif reader == "fold_ensemble":
+            assert Path(read()).is_file()  # a killed training's lock holds nothing
+        else:  # past the lock, the table goes on to read the data (none here: refused for that, not the lock)
+            with pytest.raises(Exception) as err:  # noqa: PT011 - any refusal but the lock's
+                read()
+            assert "still being trained" not in str(err.value)
+    finally:
+        trainer.kill()
