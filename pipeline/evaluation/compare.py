@@ -86,16 +86,22 @@ def brats_ranking(scores: dict[str, dict[str, dict[str, dict[str, float]]]]) -> 
     return dict(sorted(mean.items(), key=lambda kv: kv[1]))
 
 
-def _score_absent_labels(scores: dict[str, dict[str, dict[str, dict[str, float]]]]) -> list[str]:
+def _score_absent_labels(scores: dict[str, dict[str, dict[str, dict[str, float]]]],
+                         scored: dict[str, Sequence[str]]) -> list[str]:
     """Under ``--scheme labels`` each evaluation scores, per case, the values its prediction or the reference holds,
     so algorithms differ in what they were scored on. A value that some algorithm was scored on and another was
     not, in a case, is in neither that algorithm's prediction nor the reference: it is scored as both empty (the
-    BraTS rule of `region_metrics`: Dice 1, HD95 0), in place. Returns every value's region, in value order."""
+    BraTS rule of `region_metrics`: Dice 1, HD95 0), in place; so is every value of a case an algorithm's
+    evaluation scored (``scored``: its ``case_ids``) but wrote no row for, both files holding no label (a correct
+    empty answer, which would otherwise count as missing and rank last). Returns every value's region, in value
+    order."""
     regions = sorted({r for per_case in scores.values() for m in per_case.values() for r in m},
                      key=lambda n: int(n.split("_", 1)[1]))
     empty = torch.zeros((1, 1, 1, 1), dtype=torch.bool)
     both_empty = {k: float(v) for k, v in region_metrics(empty, empty)[0].items()}
-    for per_case in scores.values():
+    for name, per_case in scores.items():
+        for case in scored.get(name, ()):
+            per_case.setdefault(str(case), {})
         for metrics in per_case.values():
             for region in regions:
                 metrics.setdefault(region, dict(both_empty))
@@ -129,7 +135,9 @@ def paired_tests(scores: dict, order: Sequence[str]) -> list[dict]:
         else:
             result = wilcoxon(x, y, alternative="two-sided")
             stat, p = float(result.statistic), float(result.pvalue)
-        tests.append({"better": a, "worse": b, "n": int(len(x)), "mean_difference": float(np.mean(x - y)) if len(x)
+        tests.append({"better": a, "worse": b, "n": int(len(x)),
+                      "n_differing": int(np.count_nonzero(~np.isclose(x, y))),  # what the test ranks (SciPy's
+                      "mean_difference": float(np.mean(x - y)) if len(x)     # "wilcox" drops zero differences)
                       else math.nan, "statistic": stat, "p_value": p})
     return tests
 
@@ -245,7 +253,7 @@ def compare(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.PathLike], 
             officials[name] = evaluate("official", pred, ref_dir, out / name, scheme=scheme, challenge=challenge,
                                        out_option="--out", allow_mixed=allow_mixed, overwrite=overwrite)
     if next(iter(summaries.values()))["scheme"] == "labels":  # every algorithm on every value: the same regions
-        regions = _score_absent_labels(scores)
+        regions = _score_absent_labels(scores, {n: s.get("case_ids") or () for n, s in summaries.items()})
         summaries = {n: {**s, **_region_table(scores[n], regions)} for n, s in summaries.items()}
     else:
         regions = list(next(iter(summaries.values()))["regions"])
@@ -274,8 +282,8 @@ def compare(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.PathLike], 
     files = {"table": _write_csv(out / "comparison.csv", columns, table),
              "ranking": _write_csv(out / "ranking.csv", ["algorithm", "mean rank"],
                                    [[a, r] for a, r in ranking.items()]),
-             "tests": _write_csv(out / "wilcoxon.csv", ["better", "worse", "n", "mean_difference", "statistic",
-                                                        "p_value"], [list(t.values()) for t in tests])}
+             "tests": _write_csv(out / "wilcoxon.csv", ["better", "worse", "n", "n_differing", "mean_difference",
+                                                        "statistic", "p_value"], [list(t.values()) for t in tests])}
     title = f"{len(names)} algorithms on {Path(ref_dir).resolve().name}"
     files["boxplot"] = grouped_boxplot(scores, regions, out / "comparison_boxplot.png", title)
     result = {"algorithms": {n: str(Path(p).resolve()) for n, p in zip(names, pred_dirs, strict=True)},
@@ -301,8 +309,10 @@ def comparison_report(result: dict, out: Path, regions: Sequence[str], scores: d
     report.table(["algorithm", "mean rank"], [[a, r] for a, r in result["ranking"].items()])
     report.heading("Paired tests")
     report.paragraph("Wilcoxon signed-rank test (two-sided) of the per-case mean Dice, each algorithm against the "
-                     "next in the ranking, on the cases both have.", note=True)
-    report.table(["better", "worse", "n", "mean difference", "statistic", "p value"],
+                     "next in the ranking, on the cases both have; cases scored alike are dropped by the test (SciPy's "
+                     "zero_method 'wilcox').", note=True)
+    report.table(["better", "worse", "n", "n differing (what the test ranks)", "mean difference", "statistic",
+                  "p value"],
                  [list(t.values()) for t in result["tests"]])
     report.heading("Dice per region")
     report.pictures([(result["files"]["boxplot"], "Dice per region and algorithm, one dot per case")])

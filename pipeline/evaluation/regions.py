@@ -54,6 +54,8 @@ CONVENTIONS: dict[str, str] = {
         "MONAI compute_hausdorff_distance(percentile=95, spacing from the header): max of the 95th percentiles "
         "of the two directed surface distances, in mm; both empty -> 0, exactly one empty -> 373.13 mm (BraTS)"
     ),
+    "nsd": ("normalised surface Dice: the share of both surfaces within 1 mm of the other (NSD_TOLERANCE_MM, "
+            "spacing from the header); both empty -> 1, exactly one empty -> 0"),
     "missing_prediction": "evaluated as an empty prediction",
     "statistics": "std is the population standard deviation (ddof=0); q1/median/q3 by linear interpolation",
 }
@@ -208,7 +210,8 @@ def evaluate_case(
         excluded = int((~scored).sum())
         pc, rc = torch.where(scored, pc, torch.zeros_like(pc)), torch.where(scored, rc, torch.zeros_like(rc))
     if scheme == "labels":
-        values = sorted(_spatial_values(pc) | _spatial_values(rc))  # the ignore value only where predicted elsewhere
+        # every value either holds but the data's ignore value, which is never a class (nnU-Net scores it in none)
+        values = sorted((_spatial_values(pc) | _spatial_values(rc)) - ({ignore} if ignore is not None else set()))
         names = [f"label_{v}" for v in values]
     else:
         values, names = [], list(desc.evaluated)
@@ -311,11 +314,11 @@ def evaluate_folders(
     `write_tables`.
 
     ``OUT_DIR/metrics.csv``: long form, one row per case and region, columns exactly
-    ``case,region,dice,sensitivity,specificity,hd95,pred_voxels,ref_voxels`` (floats at full precision).
+    ``case,region,dice,sensitivity,specificity,hd95,nsd,pred_voxels,ref_voxels`` (floats at full precision).
     ``OUT_DIR/summary.json``: ``{"scheme", "cases", "regions": {region: {metric: {"mean", "std", "median",
     "q1", "q3", "min", "max", "n"}}}, "mean_dice", "missing_predictions", "n_missing_predictions",
     "unmatched_predictions", "reference", "reference_layout", "case_ids", "hd95_empty_penalty_mm", "conventions"}``,
-    metrics dice, sensitivity, specificity, hd95. Both files are written atomically.
+    metrics dice, sensitivity, specificity, hd95, nsd. Both files are written atomically.
 
     Args:
         pred_dir: folder of ``<case>.nii.gz`` (or ``.nii``) label maps, the inference output.

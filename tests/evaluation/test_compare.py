@@ -57,6 +57,16 @@ def test_paired_tests_compare_neighbours_on_the_same_cases() -> None:
     assert same["p_value"] == 1.0
 
 
+def test_paired_tests_say_how_many_cases_the_test_ranked() -> None:
+    """SciPy's Wilcoxon drops the cases scored alike; n said 10 where the test ranked 4."""
+    better = np.array([0.9] * 4 + [0.7] * 6)
+    worse = np.array([0.8] * 4 + [0.7] * 6)
+    scores = _scores({"good": [(d, 1.0) for d in better], "bad": [(d, 1.0) for d in worse]})
+    (test,) = paired_tests(scores, ["good", "bad"])
+    assert test["n"] == 10 and test["n_differing"] == 4
+    assert test["p_value"] == pytest.approx(wilcoxon(better[:4], worse[:4]).pvalue)
+
+
 def test_names_are_unique_and_given_names_are_checked(tmp_path: Path) -> None:
     assert algorithm_names([tmp_path / "a" / "seg", tmp_path / "b" / "seg"]) == ["seg_1", "seg_2"]
     with pytest.raises(UserError, match="--names"):
@@ -176,3 +186,33 @@ def test_a_comparison_of_other_algorithms_is_not_replaced_without_overwrite(tiny
     assert (out / "comparison.json").read_bytes() == first and not (out / "alg2").exists()  # refused before scoring
     assert run("--overwrite", algorithms=(0, 2)) == 0
     assert list(json.loads((out / "comparison.json").read_text())["algorithms"]) == ["alg0", "alg2"]
+
+
+def test_a_correct_empty_answer_under_labels_is_scored_and_ranks_first(tiny_dataset: Path, tmp_path: Path) -> None:
+    """A case whose reference and prediction hold no label wrote no row under --scheme labels, so that algorithm
+    counted as missing there and ranked below one with a false label (and the paired test lost the case)."""
+    import nibabel as nib
+
+    refs = tmp_path / "labels"
+    refs.mkdir()
+    labels = sorted(tiny_dataset.rglob("*_seg.nii.gz"))[:2]
+    for label in labels:
+        shutil.copy(label, refs / f"{label.parent.name}.nii.gz")
+    empty_case = labels[1].parent.name
+    img = nib.load(refs / f"{empty_case}.nii.gz")  # this case has no tumour at all
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.uint8), img.affine, img.header), refs / f"{empty_case}.nii.gz")
+    right, wrong = tmp_path / "right", tmp_path / "wrong"
+    for folder in (right, wrong):
+        shutil.copytree(refs, folder)
+    seg = np.zeros(img.shape, np.uint8)
+    seg[:3, :3, :3] = 1  # a false label in the empty case
+    nib.save(nib.Nifti1Image(seg, img.affine, img.header), wrong / f"{empty_case}.nii.gz")
+    out = tmp_path / "cmp"
+    assert pipeline_main(["compare", str(refs), str(wrong), str(right), "--names", "wrong", "right",
+                          "--out", str(out), "--scheme", "labels"]) == 0
+    assert [row["algorithm"] for row in _rows(out / "ranking.csv")] == ["right", "wrong"]
+    table = {row["algorithm"]: row for row in _rows(out / "comparison.csv")}
+    assert float(table["right"]["Dice label_1"]) == pytest.approx(1.0)
+    assert float(table["wrong"]["Dice label_1"]) == pytest.approx(0.5)  # 1 on the first case, 0 on the empty one
+    (test,) = list(_rows(out / "wilcoxon.csv"))
+    assert int(test["n"]) == 2 and int(test["n_differing"]) == 1
