@@ -25,7 +25,7 @@ from pipeline.data.labels import (
     describe,
     scheme_name,
 )
-from pipeline.data.layouts import LAYOUTS, Case, DatasetError, scan_dataset, usable_cases
+from pipeline.data.layouts import LAYOUTS, Case, DatasetError, in_scheme_order, scan_dataset, usable_cases
 from pipeline.data.layouts.brats import named_as
 from pipeline.data.modelzoo import MODEL_ZOO_FOLDS, MODEL_ZOO_KEYS, is_model_zoo, model_zoo_case_id, model_zoo_datalist
 
@@ -91,7 +91,7 @@ def build_datalist(root: str | os.PathLike, folds: int = 5, seed: int = 0, *, la
 
     The layout is detected unless given; the label scheme is the layout's unless given (``auto``/None).
     """
-    scan = scan_dataset(root, layout)
+    scan = in_scheme_order(scan_dataset(root, layout), label_scheme)  # the scheme's channel order, by name
     cases = usable_cases(scan)
     scheme = scheme_name(label_scheme) if label_scheme not in (None, "auto") else scan.layout.label_scheme
     return datalist_from_cases(cases, scan.root.name, scan.layout.layout, scheme, folds, seed)
@@ -111,7 +111,7 @@ def write_datalist(root: str | os.PathLike, out: str | os.PathLike, folds: int =
         DatasetError: ``out`` exists with other content and not ``force``.
         UserError: ``out`` is an input of the dataset or lies in its folder.
     """
-    scan = scan_dataset(root, layout)
+    scan = in_scheme_order(scan_dataset(root, layout), label_scheme)  # the scheme's channel order, by name
     cases = usable_cases(scan)
     guard = OutputGuard([f for c in cases for f in c.files], roots=[scan.root])
     out = guard.file(out, what="a datalist", option="--out")

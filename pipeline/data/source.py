@@ -31,7 +31,7 @@ from pipeline.data.layouts import (
     DatasetError,
     DatasetScan,
     LayoutInfo,
-    in_channel_order,
+    in_scheme_order,
     scan_dataset,
     usable_cases,
 )
@@ -87,7 +87,8 @@ class DataSource:
         if found is None:
             return None
         case, info = found
-        return self._in_channel_order(case, info), info
+        one = in_scheme_order(DatasetScan(Path(self.dataset_dir), info, [case]), self.label_scheme)
+        return one.cases[0], info
 
     @functools.cached_property
     def scan(self) -> DatasetScan:
@@ -98,16 +99,7 @@ class DataSource:
         """
         if not self.dataset_dir:
             raise DatasetError("neither a datalist nor a dataset_dir was given; pass --dataset_dir /path/to/BraTS")
-        scan = scan_dataset(self.dataset_dir)
-        scan.cases = [self._in_channel_order(c, scan.layout) for c in scan.cases]
-        return scan
-
-    def _in_channel_order(self, case: Case, info: LayoutInfo) -> Case:
-        """``case`` (its images in its layout's channel order) in the order of this data's scheme, by contrast
-        name (`in_channel_order`): a scheme given over the layout's own may list the contrasts otherwise."""
-        if self.label_scheme == "auto" or scheme_name(self.label_scheme) == scheme_name(info.label_scheme):
-            return case
-        return in_channel_order(case, describe(info.label_scheme).channels, describe(self.label_scheme).channels)
+        return in_scheme_order(scan_dataset(self.dataset_dir), self.label_scheme)
 
     @functools.cached_property
     def datalist(self) -> dict:

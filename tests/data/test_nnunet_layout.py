@@ -429,24 +429,55 @@ def _renamed_channels(root: Path, names: list[str]) -> Path:
 TASK01_NAMES = ["FLAIR", "T1w", "t1gd", "T2w"]  # nnU-Net's Dataset001_BrainTumour, converted from MSD's Task01
 
 
-@pytest.mark.parametrize("scheme, expected", [
-    pytest.param("auto", ["_0000", "_0001", "_0002", "_0003"], id="its_own_scheme_keeps_its_order"),
-    pytest.param("msd", ["_0001", "_0002", "_0003", "_0000"], id="msd_reads_t1_first"),
-    pytest.param("brats", ["_0001", "_0002", "_0003", "_0000"], id="brats_reads_t1_first"),
-])
-@pytest.mark.parametrize("path", ["inference_items", "training_datalist"])
-def test_a_scheme_given_over_the_layouts_own_takes_the_channels_by_contrast_not_by_position(
-        nnunet_datasets, tmp_path: Path, scheme: str, expected: list[str], path: str) -> None:
+@pytest.mark.parametrize("scheme", ["auto", "msd", "brats"])
+@pytest.mark.parametrize("path", ["inference_items", "training_datalist", "build_datalist", "write_datalist"])
+def test_numbered_channels_read_under_a_scheme_of_another_order_are_refused_not_fed_by_position(
+        nnunet_datasets, tmp_path: Path, scheme: str, path: str) -> None:
     """Task01 in nnU-Net's format (FLAIR first) read with --label_scheme msd (the data check's advice for its
-    numbering): the files went in by position, FLAIR as T1, and the model's channel check saw the scheme's names."""
+    numbering) went in by position, FLAIR as T1, while the model's channel check saw the scheme's names. Files
+    named by number cannot be reordered by name in a datalist (every reader puts _0000 first), so every path that
+    reads the scan refuses it; its own scheme reads it as it is."""
     root = _renamed_channels(_copy(nnunet_datasets, "four", tmp_path), TASK01_NAMES)
-    source = DataSource(str(root), label_scheme=scheme, folds=3)
-    items = (source.inference_items() if path == "inference_items" else source.datalist["training"])
-    first = next(it for it in items if it["case"] == CASES[0])
-    assert [Path(f).name.removeprefix(CASES[0]).removesuffix(".nii.gz") for f in first["image"]] == expected
+
+    def items() -> list[dict]:
+        if path == "build_datalist":
+            return build_datalist(root, folds=3, label_scheme=scheme)["training"]
+        if path == "write_datalist":
+            write_datalist(root, tmp_path / "dl.json", folds=3, label_scheme=scheme)
+            return DataSource(None, str(tmp_path / "dl.json"), label_scheme=scheme).datalist["training"]
+        source = DataSource(str(root), label_scheme=scheme, folds=3)
+        return source.inference_items() if path == "inference_items" else source.datalist["training"]
+
+    if scheme != "auto":
+        with pytest.raises(DatasetError, match=r"numbers its channels FLAIR, T1w, t1gd, T2w .* reads T1, T1ce, T2, "
+                                               r"FLAIR: read it with its own scheme"):
+            items()
+        assert not (tmp_path / "dl.json").exists()
+        return
+    first = next(it for it in items() if it["case"] == CASES[0])
+    assert [Path(f).name.removeprefix(CASES[0]).removesuffix(".nii.gz") for f in first["image"]] == [
+        "_0000", "_0001", "_0002", "_0003"]
+
+
+def test_files_named_by_contrast_are_reordered_by_name_for_a_scheme_of_another_order(layout_datasets,
+                                                                                      tmp_path: Path) -> None:
+    """A BraTS folder (files named _t1 ... _flair) read under an nnU-Net scheme that lists FLAIR first: each file
+    goes where its contrast is named, in memory and through a datalist written and read back."""
+    root = tmp_path / "brats"
+    shutil.copytree(layout_datasets["brats2021"], root)
+    scheme = f"nnunet:{_dataset_json(tmp_path / 'ds', {'background': 0, 'NCR': 1, 'ED': 2, 'ET': 4}, None)}"
+    meta = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    meta["channel_names"] = {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"}
+    (tmp_path / "ds" / "dataset.json").write_text(json.dumps(meta))
+    write_datalist(root, tmp_path / "dl.json", folds=3, label_scheme=scheme)
+    for source in (DataSource(str(root), label_scheme=scheme, folds=3),
+                   DataSource(None, str(tmp_path / "dl.json"), label_scheme=scheme)):
+        first = source.datalist["training"][0]
+        assert [Path(f).name.rsplit("_", 1)[1] for f in first["image"]] == [
+            "flair.nii.gz", "t1.nii.gz", "t1ce.nii.gz", "t2.nii.gz"]
 
 
 def test_a_scheme_of_other_contrasts_than_the_files_is_refused_naming_both(nnunet_datasets, tmp_path: Path) -> None:
     root = _renamed_channels(_copy(nnunet_datasets, "four", tmp_path), ["FLAIR", "T1w", "t1gd", "FLAIR"])
-    with pytest.raises(DatasetError, match=r"hold the contrasts FLAIR, T1w, t1gd, FLAIR, the label scheme reads"):
+    with pytest.raises(DatasetError, match=r"numbers its channels FLAIR, T1w, t1gd, FLAIR .* reads T1"):
         DataSource(str(root), label_scheme="msd").inference_items()
