@@ -160,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         raise SystemExit(f"bench_accuracy: {e}") from None
 
-    if not args.minutes > 0 or round(args.minutes / max(args.folds, 1), 3) <= 0:
+    if not 1 <= args.folds <= FOLDS:
+        raise SystemExit(f"bench_accuracy: --folds must be 1 to {FOLDS}, got {args.folds}")
+    if not args.minutes > 0 or round(args.minutes / args.folds, 3) <= 0:
         raise SystemExit(f"bench_accuracy: --minutes must give each of the {args.folds} model(s) a budget above 0, "
                          f"got {args.minutes} (0 would train train.yaml's epochs, not a budget)")
     out = Path(args.out).resolve()
@@ -179,8 +181,6 @@ def main(argv: list[str] | None = None) -> int:
     common = {"device": args.device, "seed": args.seed, "run_dir": run}
     train_dir, test_dir = Path(args.train_dir).resolve(), Path(args.test_dir).resolve()
     if args.folds > 1:
-        if not 1 < args.folds <= FOLDS:
-            raise SystemExit(f"bench_accuracy: --folds must be 2 to {FOLDS}, got {args.folds}")
         datalist = run / "datalist.json"
         made = subprocess.run([sys.executable, "-m", "pipeline", "datalist", str(train_dir), "--out", str(datalist),
                                "--folds", str(FOLDS), "--seed", str(args.seed)], cwd=REPO, capture_output=True,

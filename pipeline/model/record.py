@@ -241,8 +241,8 @@ def run_of_checkpoint(ckpt_path: str | os.PathLike, run_dir: str | os.PathLike) 
         return str(run_dir)
     raise RunError(f"--ckpt_path {ckpt} is not a model of the run in {run_dir} (its models are in {models}), so that "
                    f"run's network, voxel size, patch and channels do not describe it: pass the --run_dir of the run "
-                   "that trained it, or a --run_dir without run.json to use it as a bare checkpoint with the "
-                   "configuration's settings")
+                   f"that trained it (a snapshot of this run's own model: copy it into {models}); only a checkpoint "
+                   "trained with the configuration's own settings may go with a --run_dir without run.json")
 
 
 def refuse_training_in_progress(run_dir: str | os.PathLike, *, what: str) -> None:
@@ -252,11 +252,12 @@ def refuse_training_in_progress(run_dir: str | os.PathLike, *, what: str) -> Non
     Raises:
         RunError: the run's lock (`FolderLock`, held by training) belongs to a live process.
     """
-    holder = FolderLock(run_dir, what="training").holder()
-    if holder is not None:
+    lock = FolderLock(run_dir, what="training")
+    holder = lock.holder()
+    if holder is not None and holder.endswith(", training"):
         raise RunError(f"{run_dir} is still being trained ({holder}): its model.pt is not the trained model yet, so "
                        f"{what} would pass a half-trained model for a trained one; wait for it to finish, or leave "
-                       "that fold out")
+                       f"that fold out (if no training runs there any more, delete {lock.path})")
 
 
 def trained_on(record: Mapping | None, items: Sequence[dict]) -> list[str]:

@@ -275,13 +275,14 @@ def test_oedema_contrast_prints_each_cases_oedema_against_its_normal_brain(tiny_
     assert int(rows[case.name][8]) == int((seg > 0).sum())
 
 
-@pytest.mark.parametrize("case", ["zero_minutes", "a_share_of_zero_per_fold", "an_earlier_benchmark_in_out"])
+@pytest.mark.parametrize("case", ["zero_minutes", "a_share_of_zero_per_fold", "an_earlier_benchmark_in_out",
+                                  "folds_out_of_range"])
 def test_bench_accuracy_refuses_before_writing_anything(tiny_dataset: Path, tmp_path: Path, case: str) -> None:
     """--minutes 0 trained train.yaml's 300 epochs and printed '0.0 min of training'; a second run into one --out
     replaced the first's training log with the refusal before training refused the run."""
     out = tmp_path / "out"
-    args = ["--minutes", "0"] if case == "zero_minutes" else (
-        ["--minutes", "0.001", "--folds", "3"] if case == "a_share_of_zero_per_fold" else ["--minutes", "1"])
+    args = {"zero_minutes": ["--minutes", "0"], "a_share_of_zero_per_fold": ["--minutes", "0.001", "--folds", "3"],
+            "folds_out_of_range": ["--minutes", "1", "--folds", "0"]}.get(case, ["--minutes", "1"])
     if case == "an_earlier_benchmark_in_out":
         (out / "run").mkdir(parents=True)
         (out / "training.log").write_text("the first run's log")
