@@ -3,6 +3,7 @@ prediction file, with the folder rules that keep predictions, references and out
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -56,7 +57,7 @@ class Reference:
     fold: int | None = None  # the datalist fold the cases are (--infer_fold): scored as held out
     from_datalist: bool = False  # root is then only the common ancestor of the label files' folders
 
-    @property
+    @functools.cached_property
     def folders(self) -> list[Path]:
         """The folders the reference's files belong to, which no prediction or output may be, lie in or hold:
         ``root``; for a datalist the dataset folder of each label file (`pipeline.core.guard.dataset_root`), since
@@ -303,10 +304,10 @@ def pair_cases(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Referen
         raise UserError(f"no prediction in {pred_root} for any of the {len(refs)} reference case(s) (expected e.g. "
                         f"{pred_root / f'{first}.nii.gz'}){found}: pass the folder inference wrote its <case>.nii.gz "
                         "files to")
+    folders = [f.resolve() for f in reference.folders]
     for cid, ref in refs.items():
         pred = preds.get(cid)
-        if pred is not None and (_same_file(pred, ref) or any(is_within(pred.resolve(), f.resolve())
-                                                              for f in reference.folders)):
+        if pred is not None and (_same_file(pred, ref) or any(is_within(pred.resolve(), f) for f in folders)):
             raise UserError(f"case {cid}: the prediction {pred} is the reference's own file ({ref}, through a link): "
                             "it would score itself; pass the folder of predictions inference wrote")
     scored = sorted(c for c in refs if c in preds)

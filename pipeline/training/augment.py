@@ -76,12 +76,15 @@ class RandPatchAugmentd(Randomizable, MapTransform):
         intensity: apply nnU-Net's intensity augmentation to the image (`intensity_augment`).
         per_channel: draw the intensity augmentation's factors per channel, as nnU-Net v2 does (False: one draw for
             all channels).
+        ignore: whether labels may mark unannotated voxels (the description's ``ignore``), decided once; None:
+            look at each label (a scan of the whole cached volume per patch).
     """
 
     def __init__(self, keys: KeysCollection, roi_size: Sequence[int], fg_indices_key: str = "label_fg_indices",
                  pos: float = 0.5, rotate_prob: float = 0.2, rotate_range: float = math.pi / 6,
                  scale_prob: float = 0.2, scale_range: Sequence[float] = (0.7, 1.4), flip_prob: float = 0.5,
-                 intensity: bool = True, per_channel: bool = False, allow_missing_keys: bool = False) -> None:
+                 intensity: bool = True, per_channel: bool = False, ignore: bool | None = None,
+                 allow_missing_keys: bool = False) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         if len(self.keys) != 2:
             raise ValueError(f"RandPatchAugmentd takes the image key then the label key, got {self.keys}")
@@ -89,6 +92,7 @@ class RandPatchAugmentd(Randomizable, MapTransform):
         self.fg_indices_key = fg_indices_key
         self.pos, self.flip_prob, self.intensity = float(pos), float(flip_prob), bool(intensity)
         self.per_channel = bool(per_channel)
+        self.ignore = None if ignore is None else bool(ignore)
         self.rotate_prob, self.rotate_range = float(rotate_prob), float(rotate_range)
         self.scale_prob, self.scale_range = float(scale_prob), (float(scale_range[0]), float(scale_range[1]))
 
@@ -110,7 +114,8 @@ class RandPatchAugmentd(Randomizable, MapTransform):
         centre = self._centre(d, shape)
         rotate = self.R.random_sample() < self.rotate_prob
         scale = self.R.random_sample() < self.scale_prob
-        ignore = has_ignore(label)  # unannotated voxels (nnU-Net's ignore): their marker is not interpolated
+        # unannotated voxels (nnU-Net's ignore): their marker is not interpolated
+        ignore = has_ignore(label) if self.ignore is None else self.ignore  # (split/join change nothing without)
         both = torch.cat([image.float(), split_ignore(label) if ignore else label.float()])
         if rotate or scale:
             m = torch.eye(3)

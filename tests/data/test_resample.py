@@ -121,18 +121,24 @@ def _through_resample_down(regions: MetaTensor) -> torch.Tensor:
     return ResampleToSpacingd(keys="label", spacing=1.5)({"label": regions})["label"].as_tensor()
 
 
-def _through_rotation(regions: MetaTensor) -> torch.Tensor:
+def _through_rotation(regions: MetaTensor, ignore: bool | None = None) -> torch.Tensor:
     from pipeline.training.augment import RandPatchAugmentd
 
     t = RandPatchAugmentd(["image", "label"], (16, 16, 16), pos=0.0, rotate_prob=1.0, scale_prob=1.0, flip_prob=0.0,
-                          intensity=False)
+                          intensity=False, ignore=ignore)
     t.set_random_state(0)
     item = {"image": torch.randn(4, 16, 16, 16), "label": regions.as_tensor().to(torch.float16)}  # as cached
     return t(item)["label"]
 
 
-@pytest.mark.parametrize("interpolate", [_through_resample_up, _through_resample_down, _through_rotation],
-                         ids=["resample_upsampling", "resample_area_averaging", "patch_rotation_and_zoom"])
+def _through_rotation_told(regions: MetaTensor) -> torch.Tensor:
+    return _through_rotation(regions, ignore=True)  # the budget recipe: told once by the description
+
+
+@pytest.mark.parametrize("interpolate", [_through_resample_up, _through_resample_down, _through_rotation,
+                                         _through_rotation_told],
+                         ids=["resample_upsampling", "resample_area_averaging", "patch_rotation_and_zoom",
+                              "patch_rotation_told_by_the_description"])
 def test_the_ignore_marker_is_never_blended_into_a_target(interpolate) -> None:
     """255 beside background at weight 0.003 made a target of 0.77: false positives in a shell around every
     unannotated area. Each interpolation of label regions now gives the marker or a fraction of the annotated
@@ -153,3 +159,12 @@ def test_split_and_join_of_the_ignore_marker_change_nothing_without_an_interpola
 
     regions = _ignored_block().as_tensor()
     assert torch.equal(join_ignore(split_ignore(regions)), regions.float())
+
+
+def test_told_there_is_no_ignore_label_the_patch_is_the_plain_interpolation() -> None:
+    """Splitting off an ignore mask that is all zero changes nothing: a patch is the same told or not (to float
+    rounding: the interpolation runs over one more channel)."""
+    regions = _ignored_block()
+    regions[regions > 1] = 0
+    torch.testing.assert_close(_through_rotation(regions, ignore=True), _through_rotation(regions, ignore=False),
+                               atol=1e-6, rtol=0)
