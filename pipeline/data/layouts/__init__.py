@@ -14,6 +14,7 @@ from pipeline.data.layouts.base import (
     LayoutInfo,
     LayoutSpec,
     Problem,
+    channel_permutation,
     existing_root,
     in_channel_order,
 )
@@ -21,8 +22,8 @@ from pipeline.data.layouts.base import (
 logger = logging.getLogger(__name__)
 
 __all__ = ["LAYOUTS", "Case", "DatasetError", "DatasetScan", "LayoutInfo", "LayoutSpec", "Problem", "detect_layout",
-           "discover_cases", "in_channel_order", "in_scheme_order", "no_case_message", "scan_dataset",
-           "usable_cases"]
+           "channel_permutation", "discover_cases", "in_channel_order", "in_scheme_order", "no_case_message",
+           "scan_dataset", "usable_cases"]
 
 
 #: Every layout by name, in the order they are detected (nnU-Net's dataset.json before MSD's folders).
@@ -104,25 +105,28 @@ def usable_cases(scan: DatasetScan) -> list[Case]:
 
 def in_scheme_order(scan: DatasetScan, scheme: str | None) -> DatasetScan:
     """``scan`` with each case's channels in the order of ``scheme``'s description, matched by contrast name
-    (`in_channel_order`), when a scheme other than the layout's own is given (None or ``auto``: as scanned). The
-    one place a scheme override reorders cases: `pipeline.data.source.DataSource` and the datalist writers."""
-    from pipeline.data.labels import canonical_channel, describe, scheme_name
+    (`channel_permutation`), when a scheme other than the layout's own is given (None or ``auto``: as scanned). The
+    one place a scheme override reorders cases: `pipeline.data.source.DataSource` and the datalist writers.
+
+    Raises:
+        DatasetError: other contrasts than the files', or files numbered ``_0000`` ... (nnU-Net) in another order
+            than the scheme's: every datalist reader puts numbered files in number order, so a reordering would not
+            survive a datalist written and read back; refused rather than fed by position.
+    """
+    from pipeline.data.labels import describe, scheme_name
 
     if scheme in (None, "", "auto") or scheme_name(scheme) == scheme_name(scan.layout.label_scheme):
         return scan
     own, wanted = describe(scan.layout.label_scheme).channels, describe(scheme).channels
-    have, want = [canonical_channel(c) for c in own], [canonical_channel(c) for c in wanted]
-    if have == want:
+    numbered = LAYOUTS[scan.layout.layout].numbered_channels
+    order = channel_permutation(own, wanted, f"{scan.root}" if numbered else f"dataset {scan.root}")
+    if order is None:
         return scan
-    if LAYOUTS[scan.layout.layout].numbered_channels:
-        if len(have) != len(want):
-            return scan  # another number of channels: the channel-count check names it
-        # files named by channel number (_0000 ...): every datalist reader puts them in number order, so a
-        # reordering here would not survive a datalist written and read back; refused rather than fed by position
+    if numbered:
         raise DatasetError(f"{scan.root} numbers its channels {', '.join(own)} (dataset.json); the label scheme "
                            f"{scheme_name(scheme)} reads {', '.join(wanted)}: read it with its own scheme "
                            "(--label_scheme auto: its dataset.json describes its labels too)")
-    scan.cases = [in_channel_order(c, own, wanted) for c in scan.cases]
+    scan.cases = [in_channel_order(c, order) for c in scan.cases]
     return scan
 
 

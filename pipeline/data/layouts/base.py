@@ -99,30 +99,32 @@ class LayoutInfo:
         return f"layout {self.layout}{title}, label scheme {self.label_scheme}: {self.reason}"
 
 
-def in_channel_order(case: Case, own: Sequence[str], wanted: Sequence[str]) -> Case:
-    """``case`` with its channels in the order ``wanted`` names them, matched to the layout's ``own`` channel names
-    by contrast (`canonical_channel`: t1gd is T1ce), never by position: an nnU-Net dataset's files ``_0000`` ...
-    in its ``channel_names`` order (FLAIR first in Task01), read under a scheme that lists T1 first. The case as it
-    is when both orders agree, or when the names are not all MRI contrasts (nothing to match them by).
+def channel_permutation(own: Sequence[str], wanted: Sequence[str], where: str) -> list[int] | None:
+    """Where each of ``wanted`` lies among the layout's ``own`` channels, matched by contrast (`canonical_channel`:
+    t1gd is T1ce), never by position; None when both orders agree, or when the names are not all MRI contrasts
+    or not as many (nothing to match them by: the channel checks name it).
 
     Raises:
-        DatasetError: both lists name contrasts, but not the same ones (the model would be fed other contrasts).
+        DatasetError: both lists name as many contrasts, but not the same ones (``where`` starts the message).
     """
     have, want = [canonical_channel(c) for c in own], [canonical_channel(c) for c in wanted]
-    if have == want:
-        return case
     contrasts = set(CONTRAST_NAMES.values())
-    if not (set(have) <= contrasts and set(want) <= contrasts):
-        return case
+    if have == want or len(have) != len(want) or not (set(have) <= contrasts and set(want) <= contrasts):
+        return None
     if sorted(have) != sorted(want):
-        raise DatasetError(f"case {case.case_id}: its files hold the contrasts {', '.join(own)}, the label scheme "
-                           f"reads {', '.join(wanted)}: read the data with its own scheme (--label_scheme auto) or a "
+        raise DatasetError(f"{where}: its files hold the contrasts {', '.join(own)}, the label scheme reads "
+                           f"{', '.join(wanted)}: read the data with its own scheme (--label_scheme auto) or a "
                            "scheme of the same contrasts")
-    order = [have.index(c) for c in want]
+    return [have.index(c) for c in want]
+
+
+def in_channel_order(case: Case, order: Sequence[int]) -> Case:
+    """``case`` with its channels taken in ``order`` (`channel_permutation`): its files reordered, or for one 4D
+    file its ``channel_index``. A case with another number of files is left as it is (the data check names it)."""
     if case.channel_index is not None:  # one 4D file: where each wanted contrast lies in it
         return Case(case.case_id, case.images, case.label, tuple(case.channel_index[i] for i in order))
-    if len(case.images) != len(have):
-        return case  # the data check names the missing or extra files
+    if len(case.images) != len(order):
+        return case
     return Case(case.case_id, tuple(case.images[i] for i in order), case.label, None)
 
 
