@@ -149,8 +149,9 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
         diffs += [f"network {d}" for d in differing(record.get("network", {}), network)]
         before, now = recipe(record), recipe({"config_files": config_files_in_argv(sys.argv)})
         if before is not None and now is not None and before != now:  # budget.yaml is --minutes, fast.yaml --plain
-            diffs.append(f"recipe (the config overlays) {before} -> {now} (budget.yaml is `train --minutes N`, "
-                         "fast.yaml is `train` without --plain, a network's is --network)")
+            diffs.append(f"recipe (the config overlays) {before} -> {now} (budget.yaml is python -m pipeline train "
+                         "--minutes N; fast.yaml is python -m pipeline train without --plain; a network's is python "
+                         "-m pipeline train --network NAME)")
         if diffs:
             raise RunError(f"--resume true: this run ({run / RUN_RECORD}) was started with other settings: "
                            f"{'; '.join(diffs)}. Pass the recorded values to continue it, or another --run_dir")
