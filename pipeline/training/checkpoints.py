@@ -305,9 +305,10 @@ class TrainingCheckpoint:
         if on_clock != was_on_clock:  # the schedules' states differ in kind: torch raises a KeyError on loading
             raise UserError(f"{self.path} was trained {'on a time budget' if was_on_clock else 'by epochs'}; this "
                             f"resume runs {'on a time budget' if on_clock else 'by epochs'}: resume with the recipe it "
-                            f"started with ({'--minutes N' if was_on_clock else 'no --minutes'}; bundle: "
-                            f"{'budget.yaml and --time_budget_min' if was_on_clock else 'no budget.yaml'}), or "
-                            "pass another --run_dir to start afresh")
+                            "started with (python -m pipeline train "
+                            f"{'--minutes N' if was_on_clock else 'without --minutes'}; bundle: "
+                            f"{'with' if was_on_clock else 'without'} budget.yaml), or pass another "
+                            "--run_dir to start afresh")
         done, planned = int(ckpt["trainer"]["epoch"]), int(engine.state.max_epochs)
         if done > planned:
             raise UserError(f"{self.path} has {done} epochs done, more than --epochs {planned}: pass --epochs "
