@@ -57,7 +57,8 @@ CONVENTIONS: dict[str, str] = {
     "nsd": ("normalised surface Dice: the share of both surfaces within 1 mm of the other (NSD_TOLERANCE_MM, "
             "spacing from the header); both empty -> 1, exactly one empty -> 0"),
     "missing_prediction": "evaluated as an empty prediction",
-    "statistics": "std is the population standard deviation (ddof=0); q1/median/q3 by linear interpolation",
+    "statistics": ("std is the sample standard deviation (ddof=1, as pandas and the official evaluation; NaN for one "
+                   "case); q1/median/q3 by linear interpolation"),
 }
 
 
@@ -241,7 +242,7 @@ def _stats(values: Iterable[float]) -> dict[str, float | int]:
     q1, median, q3 = np.percentile(a, [25, 50, 75])
     return {
         "mean": float(a.mean()),
-        "std": float(a.std()),
+        "std": float(a.std(ddof=1)) if a.size > 1 else math.nan,
         "median": float(median),
         "q1": float(q1),
         "q3": float(q3),
@@ -424,8 +425,10 @@ def write_tables(out_dir: str | os.PathLike, rows: Sequence[dict], summary: dict
 
 def _pm(stats: dict, digits: int) -> str:
     mean, std = stats.get("mean"), stats.get("std")
-    if mean is None or std is None or not (math.isfinite(mean) and math.isfinite(std)):
+    if mean is None or not math.isfinite(mean):
         return "n/a"
+    if std is None or not math.isfinite(std):  # one case: no spread to show
+        return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
