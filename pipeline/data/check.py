@@ -21,13 +21,17 @@ from pipeline.core.nifti import AFFINE_TOLERANCE, HEADER_ROUNDING, axcodes, grid
 from pipeline.data.labels import (
     CHANNELS,
     LABEL_SCHEMES,
+    NAMING_NUMBERING,
     NNUNET_PREFIX,
+    NUMBERING,
     allowed_labels,
     describe,
+    role_conflicts,
+    roles_by_value,
     scheme_choices,
     scheme_name,
 )
-from pipeline.data.layouts import LAYOUTS, Case, DatasetError, LayoutInfo, Problem, scan_dataset
+from pipeline.data.layouts import LAYOUTS, Case, DatasetError, LayoutInfo, Problem, resolve_scheme, scan_dataset
 from pipeline.data.layouts.brats import single_case
 
 logger = logging.getLogger(__name__)
@@ -52,12 +56,6 @@ _SCHEME_HINTS: dict[str, str] = {
                  "{option} brats2024",
     "msd": "For Decathlon Task01 data set {option} msd",
 }
-
-
-#: Built-in label schemes whose numbering a layout's file naming allows: BraTS 2018-2021 names mean ET = 4, BraTS
-#: 2023+ names ET = 3 (and so 4 = brats2024's resection cavity), MSD names its own numbering.
-_LAYOUT_SCHEMES: dict[str, tuple[str, ...]] = {"brats2021": ("brats",), "brats2023": ("brats2023", "brats2024"),
-                                               "msd": ("msd",)}
 
 
 _MSD_FOLDERS = ("imagesTr", "labelsTr", "imagesTs")
@@ -145,7 +143,7 @@ def _label_values(arr: np.ndarray) -> tuple[set[int], bool]:
 
 def scheme_hint(values: set[int], scheme: str, layout: str | None = None, option: str = "--label_scheme") -> str:
     """What to do about label values outside ``scheme`` (the one hint, for the check, training and evaluation): the
-    built-in schemes that hold them all, those that the ``layout``'s file naming allows first (`_LAYOUT_SCHEMES`),
+    built-in schemes that hold them all and whose numbering the ``layout``'s file naming allows (`NAMING_NUMBERING`),
     and of these the narrowest (a scheme is not named when one with fewer values fits); else relabel. For an
     nnU-Net scheme: its dataset.json. ``option`` is the flag that sets the scheme (``--scheme`` for evaluate)."""
     desc = describe(scheme)
@@ -153,8 +151,8 @@ def scheme_hint(values: set[int], scheme: str, layout: str | None = None, option
         return (f". If these are classes of the dataset, add them to the \"labels\" of "
                 f"{desc.name[len(NNUNET_PREFIX):]}; otherwise relabel the file, or check that it is a segmentation")
     fits = [s for s in LABEL_SCHEMES if s != scheme and values <= allowed_labels(s)]
-    named = [s for s in fits if s in _LAYOUT_SCHEMES.get(layout or "", ())]
-    fits = named or fits
+    named = {v: r for r, v in NUMBERING.get(NAMING_NUMBERING.get(layout or "", ""), {}).items()}
+    fits = [s for s in fits if not role_conflicts(named, roles_by_value(describe(s)))]  # as `resolve_scheme` allows
     fits = [s for s in fits if not any(allowed_labels(t) < allowed_labels(s) for t in fits)]
     if fits:
         hints = [_SCHEME_HINTS.get(s, "For that data set {option} " + s).format(option=option) for s in fits]
@@ -352,6 +350,9 @@ def _check_voxels(files: list[_File], case: Case, scheme: str, add: _Add, *, lab
                 elif not vol.any():
                     add(f, "error", f"is all zero{where}: the contrast is blank (a failed export?); re-export it or "
                                     "remove the case")
+                elif vol.min() == vol.max():
+                    add(f, "error", f"holds one value everywhere ({float(vol.flat[0]):g}){where}: the contrast is "
+                                    "blank (a failed export?); re-export it or remove the case")
         else:
             if arr.dtype.kind == "f" and not np.isfinite(arr).all():
                 add(f, "error", f"contains {int((~np.isfinite(arr)).sum())} NaN or infinite voxel(s); a label map "
@@ -455,12 +456,12 @@ def check_dataset(root: str | os.PathLike, *, layout: str | None = None, label_s
     one = single_case(root) if layout in (None, "auto") else None
     if one is not None:  # a case folder (or a flat folder of one case's files), as inference takes it
         case, info = one
-        scheme = info.label_scheme if label_scheme in (None, "auto") else scheme_name(label_scheme)
+        scheme = resolve_scheme(info, label_scheme)
         problems = check_cases([case], scheme, jobs=1, data=data, layout=info.layout)
         return CheckReport(str(Path(root).expanduser()), info, scheme, [case.case_id], problems,
                            time.perf_counter() - started)
     scan = scan_dataset(root, layout)
-    scheme = scan.layout.label_scheme if label_scheme in (None, "auto") else scheme_name(label_scheme)
+    scheme = resolve_scheme(scan.layout, label_scheme)
     problems = list(scan.problems)
     if not scan.cases and not scan.errors:
         example = LAYOUTS[scan.layout.layout].example

@@ -23,9 +23,16 @@ from pipeline.data.labels import (
     Description,
     canonical_channel,
     describe,
-    scheme_name,
 )
-from pipeline.data.layouts import LAYOUTS, Case, DatasetError, in_scheme_order, scan_dataset, usable_cases
+from pipeline.data.layouts import (
+    LAYOUTS,
+    Case,
+    DatasetError,
+    in_scheme_order,
+    resolve_scheme,
+    scan_dataset,
+    usable_cases,
+)
 from pipeline.data.layouts.brats import named_as
 from pipeline.data.modelzoo import MODEL_ZOO_FOLDS, MODEL_ZOO_KEYS, is_model_zoo, model_zoo_case_id, model_zoo_datalist
 
@@ -93,7 +100,7 @@ def build_datalist(root: str | os.PathLike, folds: int = 5, seed: int = 0, *, la
     """
     scan = in_scheme_order(scan_dataset(root, layout), label_scheme)  # the scheme's channel order, by name
     cases = usable_cases(scan)
-    scheme = scheme_name(label_scheme) if label_scheme not in (None, "auto") else scan.layout.label_scheme
+    scheme = resolve_scheme(scan.layout, label_scheme)
     return datalist_from_cases(cases, scan.root.name, scan.layout.layout, scheme, folds, seed)
 
 
@@ -115,7 +122,7 @@ def write_datalist(root: str | os.PathLike, out: str | os.PathLike, folds: int =
     cases = usable_cases(scan)
     guard = OutputGuard([f for c in cases for f in c.files], roots=[scan.root])
     out = guard.file(out, what="a datalist", option="--out")
-    scheme = scheme_name(label_scheme) if label_scheme not in (None, "auto") else scan.layout.label_scheme
+    scheme = resolve_scheme(scan.layout, label_scheme)
     datalist = datalist_from_cases(cases, scan.root.name, scan.layout.layout, scheme, folds, seed)
     text = json.dumps(datalist, indent=2)
     if out.exists() and not force:

@@ -137,6 +137,47 @@ NUMBERING: dict[str, dict[str, int]] = {
 }
 
 
+#: The numbering a layout's file naming implies (a key of `NUMBERING`): BraTS 2018-2021 names mean ET = 4; BraTS
+#: 2023+ names ET = 3 and 4 = the resection cavity of 2024's post-treatment glioma; MSD its own. nnU-Net's raw layout
+#: implies none: its dataset.json describes its labels.
+NAMING_NUMBERING: dict[str, str] = {"brats2021": "brats", "brats2023": "brats2024", "msd": "msd"}
+
+
+#: A label's role by the words of its name, first match (MSD's and nnU-Net's label tables): "non-enhancing tumor"
+#: is NCR before "enhancing" makes ET.
+_ROLE_WORDS: tuple[tuple[str, str], ...] = (
+    ("non-enhancing", "NCR"), ("non enhancing", "NCR"), ("nonenhancing", "NCR"), ("necro", "NCR"), ("netc", "NCR"),
+    ("ncr", "NCR"), ("net", "NCR"), ("edema", "ED"), ("oedema", "ED"), ("snfh", "ED"), ("ed", "ED"),
+    ("enhancing", "ET"), ("et", "ET"), ("cavity", "RC"), ("rc", "RC"))
+
+
+def role_of_name(name: object) -> str | None:
+    """The BraTS role (``NCR``, ``ED``, ``ET``, ``RC``) a label's name states, or None: whole words or word starts
+    (``"GD-enhancing tumour"`` is ET, ``"peritumoral edema"`` ED, ``"tumour"`` nothing)."""
+    text = str(name).strip().lower()
+    words = text.replace("_", " ").replace("-", " ").replace("/", " ").split()
+    for word, role in _ROLE_WORDS:
+        if word in text if " " in word or "-" in word else any(
+                w == word or (len(word) > 3 and w.startswith(word)) for w in words):
+            return role
+    return None
+
+
+def roles_by_value(desc: Description) -> dict[int, str]:
+    """``{label value: role}`` of a description: its roles (the built-in schemes), else what its plain labels' names
+    state (`role_of_name`; an nnU-Net dataset.json), for those that state one; empty when none does."""
+    if desc.roles:
+        return {v: r for r, v in desc.roles.items()}
+    return {v: r for name, v in desc.labels.items() if (r := role_of_name(name)) is not None}
+
+
+def role_conflicts(a: Mapping[int, str], b: Mapping[int, str], names: tuple[str, str] = ("the data", "the scheme")
+                   ) -> list[str]:
+    """``["1 is ED in the data, NCR in the scheme", ...]``: the label values to which two numberings (``{value:
+    role}``, named ``names``) give different roles."""
+    return [f"{v} is {a[v]} in {names[0]}, {b[v]} in {names[1]}" for v in sorted(set(a) & set(b)) if a[v] != b[v]]
+
+
 def relabel(labels: np.ndarray, roles: Mapping[int, str], numbering: str) -> np.ndarray:
     """A label map ``(...)`` whose values are the keys of ``roles`` (value -> role) renumbered into ``numbering``
     (a key of `NUMBERING`), uint8; background 0 stays 0.

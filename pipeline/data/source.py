@@ -32,6 +32,7 @@ from pipeline.data.layouts import (
     DatasetScan,
     LayoutInfo,
     in_scheme_order,
+    resolve_scheme,
     scan_dataset,
     usable_cases,
 )
@@ -95,11 +96,17 @@ class DataSource:
         """The dataset folder's layout, cases and problems of discovery (scanned once).
 
         Raises:
-            DatasetError: no dataset folder, or none whose layout can be detected.
+            DatasetError: no dataset folder, or none whose layout can be detected; an error of the whole dataset
+                (an MSD modality table that cannot be read: every case's channel order would be a guess), which
+                no ``--data_check`` leaves out.
         """
         if not self.dataset_dir:
             raise DatasetError("neither a datalist nor a dataset_dir was given; pass --dataset_dir /path/to/BraTS")
-        return in_scheme_order(scan_dataset(self.dataset_dir), self.label_scheme)
+        scan = in_scheme_order(scan_dataset(self.dataset_dir), self.label_scheme)
+        whole = [p.message for p in scan.errors if not p.case]  # of the dataset, not of a case: no case can be left out
+        if whole:
+            raise DatasetError("\n".join(whole))
+        return scan
 
     @functools.cached_property
     def datalist(self) -> dict:
@@ -136,10 +143,12 @@ class DataSource:
 
         Raises:
             DatasetError: ``auto`` with neither a datalist nor a dataset folder whose layout can be detected.
+            UserError: a given scheme that contradicts the data's numbering (`resolve_scheme`).
         """
-        if self.label_scheme != "auto":
-            return self.label_scheme
-        return self.layout.label_scheme
+        if self.label_scheme != "auto" and not self.datalist_path and not (
+                self.dataset_dir and Path(self.dataset_dir).expanduser().exists()):
+            return self.label_scheme  # no data to check it against (a network built or exported on its own)
+        return resolve_scheme(self.layout, self.label_scheme)
 
     @functools.cached_property
     def description(self) -> Description:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import InvertibleTransform, MapTransform
+from monai.transforms import FgBgToIndicesd, InvertibleTransform, MapTransform
 from monai.transforms.inverse import TraceableTransform
 from monai.utils import TraceKeys
 
@@ -184,3 +184,26 @@ def _resample(img: MetaTensor, new: Sequence[int], old: Sequence[int], *, transf
         return out.copy_meta_from(meta)
     out.affine = out.affine @ xform.to(out.affine.dtype)  # output voxel -> input voxel, as in the forward pass
     return out
+
+
+class TumourIndicesd(FgBgToIndicesd):
+    """MONAI's `FgBgToIndicesd` with the tumour as foreground: a voxel of any region, not an unannotated one.
+
+    ``label``: regions ``(R, H, W, D)`` (0/1, area-averaged fractions, or `IGNORE_TARGET` where nnU-Net's ``ignore``
+    label marks a voxel unannotated). MONAI counts every non-zero voxel as foreground, so the marker would make the
+    unannotated area "tumour" and most tumour-centred crops would land there; here those voxels are neither
+    foreground nor background centres. Writes ``<key>_fg_indices`` and ``<key>_bg_indices`` as MONAI does.
+    """
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        image = d[self.image_key] if self.image_key else None
+        for key in self.key_iterator(d):
+            label = torch.as_tensor(d[key])
+            if has_ignore(label):
+                annotated = (label <= 1).all(0, keepdim=True)
+                image = (torch.as_tensor(image) if image is not None else torch.ones_like(label[:1])) * annotated
+                image = torch.where(annotated, image, torch.full_like(image, -torch.inf))  # below any threshold
+                label = torch.where(label > 1, torch.zeros_like(label), label)
+            d[str(key) + self.fg_postfix], d[str(key) + self.bg_postfix] = self.converter(label, image)
+        return d

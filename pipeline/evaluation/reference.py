@@ -28,7 +28,15 @@ from pipeline.core.nifti import (
 )
 from pipeline.core.provenance import Provenance
 from pipeline.data.labels import LABEL_SCHEMES, NNUNET_PREFIX, allowed_labels, describe, scheme_choices
-from pipeline.data.layouts import LAYOUTS, Case, DatasetError, LayoutInfo, detect_layout, discover_cases
+from pipeline.data.layouts import (
+    LAYOUTS,
+    Case,
+    DatasetError,
+    LayoutInfo,
+    detect_layout,
+    discover_cases,
+    resolve_scheme,
+)
 from pipeline.data.layouts.brats import case_folders, holds_case, single_case
 from pipeline.data.source import DataSource
 
@@ -167,8 +175,9 @@ def reference_files(ref_dir: str | os.PathLike) -> dict[str, Path]:
 def resolve_evaluation_scheme(scheme: str, reference: Reference) -> str:
     """The label scheme to score with: ``scheme`` itself, or for ``auto`` the reference dataset's layout's.
 
-    An explicit BraTS-like scheme other than the layout's is used as asked, with a warning (the values
-    are still checked strictly).
+    An explicit scheme other than the layout's is used where its numbering agrees with the reference's
+    (`pipeline.data.layouts.resolve_scheme`: BraTS 2021-named labels relabelled 4 -> 3 as brats2023), refused where
+    it contradicts it (msd on BraTS-named labels).
 
     Raises:
         UserError: an unknown scheme, or ``auto`` with a folder of labels (no layout tells the numbering);
@@ -181,9 +190,8 @@ def resolve_evaluation_scheme(scheme: str, reference: Reference) -> str:
     if scheme == "auto" and reference.scheme:
         return reference.scheme
     if scheme != "auto":
-        if layout is not None and scheme in LABEL_SCHEMES and scheme != layout.label_scheme:
-            logger.warning("scoring with scheme %s, although the reference dataset %s is in the %s layout (scheme %s)",
-                           scheme, reference.root, LAYOUTS[layout.layout].title, layout.label_scheme)
+        if layout is not None and scheme != "labels":
+            return resolve_scheme(layout, scheme)  # refused where it contradicts the reference's own numbering
         return scheme
     if layout is not None:
         return layout.label_scheme

@@ -206,6 +206,10 @@ def evaluate_case(
         _check_scheme_values(rc, scheme, "reference", layout)  # the reference first: it tells the fix
         _check_scheme_values(pc, scheme, "prediction", layout)
         ignore = desc.ignore
+    if ignore is not None and bool((pc == ignore).any()):  # a prediction says what each voxel is, never "unannotated"
+        raise UserError(f"the prediction holds the value {ignore}, the data's ignore label, which marks unannotated "
+                        "voxels of a reference and is no class: write every predicted voxel as a class or background "
+                        "(0); the pipeline's own predictions never hold it")
     if ignore is not None:  # nnU-Net's ignore label: those voxels are scored in neither (nor counted as negatives)
         scored = rc != ignore
         excluded = int((~scored).sum())

@@ -124,6 +124,14 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
     _LOCKS[str(run.resolve())] = lock
     found = _artefacts(ckpt)
     record = read_record(run)
+    recorded = Path(record["ckpt_dir"]) if record and record.get("ckpt_dir") else None
+    elsewhere = _artefacts(recorded) if recorded is not None and recorded.resolve() != ckpt.resolve() else []
+    if elsewhere and not overwrite:  # the record's models lie in the folder it names, not in this call's
+        names = ", ".join(p.name for p in elsewhere)
+        raise RunError(f"{run} already holds a run whose models are in {recorded} ({names}; {run / RUN_RECORD}): "
+                       f"pass --ckpt_dir {recorded} with --resume true to continue it, "
+                       "--overwrite true to delete it and start afresh, or another --run_dir")
+    found += elsewhere
     if found and not (resume or overwrite):
         names = ", ".join(p.name for p in found)
         raise RunError(f"{run} already holds a run ({names} in {ckpt}); pass --resume true to continue it, "

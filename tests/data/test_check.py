@@ -152,6 +152,18 @@ def _all_zero(case: Case) -> tuple[str, str, str]:
     return path, "error", rf"{re.escape(_display(path))} is all zero{where}"
 
 
+def _constant(case: Case) -> tuple[str, str, str]:
+    path = _image(case)
+    arr = np.asarray(nib.load(path).dataobj).copy()
+    if case.channel_index is None:
+        arr[:] = 100
+    else:
+        arr[..., 0] = 100  # MSD channel 0 is the FLAIR
+    _rewrite(path, arr)
+    where = "" if case.channel_index is None else r" channel 0 \(FLAIR\)"
+    return path, "error", rf"{re.escape(_display(path))} holds one value everywhere \(100\){where}"
+
+
 def _zero_spacing(case: Case) -> tuple[str, str, str]:
     path = case.images[0]
     img = nib.load(path)
@@ -188,7 +200,8 @@ FAULTS: dict[str, Callable[[Case], tuple[str, str, str]]] = {
     "missing_contrast": _missing_contrast, "truncated_gzip": _truncated_gzip, "gzip_trailer_cut": _gzip_trailer_cut,
     "not_nifti": _not_nifti, "wrong_dimensionality": _wrong_dimensionality, "shape_mismatch": _shape_mismatch,
     "affine_mismatch": _affine_mismatch, "unexpected_label": _unexpected_label, "nan": _nan, "inf": _inf,
-    "all_zero_image": _all_zero, "zero_spacing": _zero_spacing, "half_mm_spacing_warns": _half_mm_spacing,
+    "all_zero_image": _all_zero, "constant_image": _constant, "zero_spacing": _zero_spacing,
+    "half_mm_spacing_warns": _half_mm_spacing,
     "empty_label_warns": _empty_label, "non_integer_label": _non_integer_label,
 }
 
@@ -240,11 +253,18 @@ def test_a_label_affine_within_the_tolerance_is_accepted(layout_datasets, tmp_pa
     assert check_dataset(root).problems == []
 
 
-def test_the_wrong_brats_scheme_says_which_scheme_fits(layout_datasets, tmp_path: Path) -> None:
-    report = check_dataset(layout_datasets["brats2023"], label_scheme="brats")
-    assert report.errors and all(p.file.endswith("-seg.nii.gz") for p in report.errors)
+def test_labels_outside_the_scheme_name_only_the_schemes_the_file_naming_allows(layout_datasets,
+                                                                               tmp_path: Path) -> None:
+    """BraTS 2021-named labels relabelled 4 -> 3: brats2023 fits (1 and 2 mean the same), msd would read 1 as
+    oedema and is not offered."""
+    root, cases = _copy(layout_datasets, "brats2021", tmp_path)
+    seg = nib.load(cases[0].label)
+    data = np.asarray(seg.dataobj)
+    _rewrite(cases[0].label, np.where(data == 4, 3, data).astype(data.dtype))
+    report = check_dataset(root, label_scheme="brats")
+    assert report.errors and all(p.file.endswith("_seg.nii.gz") for p in report.errors)
     assert re.search(r"contains label 3; expected \{0, 1, 2, 4\} for label scheme 'brats'\. "
-                     r"For BraTS 2023\+ data set --label_scheme brats2023", report.errors[0].message)
+                     r"For BraTS 2023\+ data set --label_scheme brats2023$", report.errors[0].message)
 
 
 def test_every_problem_of_several_cases_is_listed_and_the_cli_exits_1(layout_datasets, tmp_path: Path,

@@ -15,6 +15,7 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import ConvertToMultiChannelBasedOnBratsClasses
 
+from pipeline.core.errors import UserError
 from pipeline.data.datalist import build_datalist
 from pipeline.data.labels import CHANNELS, labels_to_regions, regions_to_labels
 from pipeline.data.layouts import DatasetError, detect_layout, discover_cases
@@ -98,7 +99,10 @@ def test_the_datalist_records_layout_scheme_and_the_msd_channel_index(layout_dat
     dl = build_datalist(layout_datasets["msd"], folds=3)
     assert (dl["layout"], dl["label_scheme"], dl["channels"]) == ("msd", "msd", list(CHANNELS))
     assert all(it["channel_index"] == [1, 2, 3, 0] and len(it["image"]) == 1 for it in dl["training"])
-    assert build_datalist(layout_datasets["brats2023"], folds=3, label_scheme="brats")["label_scheme"] == "brats"
+    dl = build_datalist(layout_datasets["brats2023"], folds=3, label_scheme="brats2024")
+    assert dl["label_scheme"] == "brats2024"
+    with pytest.raises(UserError, match="label 4 is RC in the data, ET in scheme brats"):  # BraTS 2023 names: ET = 3
+        build_datalist(layout_datasets["brats2023"], folds=3, label_scheme="brats")
 
 
 def test_msd_macos_resource_files_are_ignored(layout_datasets, tmp_path: Path) -> None:

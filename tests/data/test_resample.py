@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
+from monai.transforms import FgBgToIndicesd
 
 from pipeline.core.errors import UserError
-from pipeline.data.transforms import ResampleToSpacingd
+from pipeline.data.labels import IGNORE_TARGET
+from pipeline.data.transforms import ResampleToSpacingd, TumourIndicesd
+from tests.helpers import parse_bundle
 
 
 def _volume(shape: tuple[int, int, int], pixdim: tuple[float, float, float], channels: int = 2) -> MetaTensor:
@@ -168,3 +171,32 @@ def test_told_there_is_no_ignore_label_the_patch_is_the_plain_interpolation() ->
     regions[regions > 1] = 0
     torch.testing.assert_close(_through_rotation(regions, ignore=True), _through_rotation(regions, ignore=False),
                                atol=1e-6, rtol=0)
+
+
+def _crop_centres_of_the_preprocessing() -> TumourIndicesd:
+    """The crop-centre transform of every training recipe (train.yaml's ``crop_indices``, the budget's and the plain
+    recipe's crops read its indices)."""
+    parser = parse_bundle("training")
+    transform = parser.get_parsed_content("crop_indices")
+    assert isinstance(transform, TumourIndicesd)
+    return transform
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.5], ids=["binary regions", "area-averaged regions"])
+def test_unannotated_voxels_are_neither_tumour_nor_background_crop_centres(fraction: float) -> None:
+    label = torch.zeros(3, 10, 10, 10)
+    label[:, 2:4, 2:4, 2:4] = fraction            # 8 tumour voxels
+    label[:, 6:9, 6:9, 6:9] = IGNORE_TARGET       # 27 unannotated
+    image = torch.ones(4, 10, 10, 10)
+    image[:, 0] = 0                               # 100 voxels outside the brain
+    d = _crop_centres_of_the_preprocessing()({"label": label, "image": image})
+    fg, bg = (set(torch.as_tensor(d[f"label_{k}_indices"]).tolist()) for k in ("fg", "bg"))
+    flat = torch.arange(1000).reshape(10, 10, 10)
+    assert fg == set(flat[2:4, 2:4, 2:4].reshape(-1).tolist())
+    assert not bg & set(flat[6:9, 6:9, 6:9].reshape(-1).tolist()) and not bg & set(flat[0].reshape(-1).tolist())
+    assert len(bg) == 1000 - 8 - 27 - 100
+    no_ignore = torch.where(label > 1, torch.zeros_like(label), label)
+    plain = FgBgToIndicesd("label", image_key="image", image_threshold=0.0)({"label": no_ignore, "image": image})
+    same = _crop_centres_of_the_preprocessing()({"label": no_ignore, "image": image})
+    for k in ("fg", "bg"):  # without an ignore label: MONAI's indices exactly
+        assert torch.equal(torch.as_tensor(same[f"label_{k}_indices"]), torch.as_tensor(plain[f"label_{k}_indices"]))

@@ -104,3 +104,29 @@ def test_fold_all_trains_on_every_case_and_validates_none(with_datalist: bool, t
     for split in (source.split("all"), source.checked_split("ALL")):
         train, val = split
         assert sorted(it["case"] for it in train) == [f"BraTS2021_{i:05d}" for i in range(4)] and val == []
+
+
+#: Every way training and inference read a dataset's cases, under each --data_check.
+_READS = {
+    "training, strict": lambda root: DataSource(str(root), folds=2, check="strict").checked_split(0),
+    "training, skip": lambda root: DataSource(str(root), folds=2, check="skip").checked_split(0),
+    "training, off": lambda root: DataSource(str(root), folds=2, check="off").checked_split(0),
+    "inference, checked": lambda root: DataSource(str(root), check="skip").checked_inference_items(),
+    "inference, off": lambda root: DataSource(str(root), check="off").checked_inference_items(),
+    "inference, partial": lambda root: DataSource(str(root)).inference_items(partial=True),
+}
+
+
+@pytest.mark.parametrize("read", _READS)
+@pytest.mark.parametrize("table", [{"0": "A", "1": "B", "2": "C", "3": "D"}, {"0": "FLAIR", "1": "T1w", "2": "T2w"}],
+                         ids=["unknown names", "three contrasts"])
+def test_an_error_of_the_whole_dataset_stops_every_read(layout_datasets, tmp_path: Path, read: str,
+                                                        table: dict) -> None:
+    """An MSD modality table that cannot be read left no case out (its problem names none), so inference and
+    ``--data_check skip`` went on with Task01's channel order, a guess; it is refused whatever the check."""
+    root = tmp_path / "msd"
+    shutil.copytree(layout_datasets["msd"], root)
+    meta = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**meta, "modality": table}))
+    with pytest.raises(DatasetError, match="modality table cannot be read"):
+        _READS[read](root)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
+from pipeline.core.errors import UserError
 from pipeline.data.labels import labels_to_regions, scheme_labels
 from pipeline.evaluation.regions import CSV_COLUMNS, evaluate_case, evaluate_folders, format_table
 
@@ -418,15 +419,24 @@ def test_the_summary_states_the_regions_of_the_scheme_it_scored(scheme: str, sta
     assert regions.startswith(f"{scheme}: ") and all(s in regions for s in stated), regions
 
 
-def test_a_predicted_ignore_value_is_never_scored_as_a_class_under_labels() -> None:
-    """nnU-Net's ignore value in a prediction became a region `label_3` (Dice 0, HD95 373 mm) under --scheme labels,
-    halving the mean, though the convention says the ignore value is scored in neither."""
+@pytest.mark.parametrize("scheme", ["labels", "dataset.json"], ids=["--scheme labels", "the dataset's scheme"])
+def test_a_prediction_holding_the_ignore_value_is_refused_not_scored(scheme: str, tmp_path: Path) -> None:
+    """nnU-Net's ignore value marks unannotated reference voxels; in a prediction it was scored as a class
+    (`label_3`, Dice 0) under --scheme labels, then as background, and as background under the dataset's own scheme:
+    a prediction never holds it (the pipeline's never do), so it is refused, naming the value."""
     from pipeline.evaluation.regions import evaluate_case
 
     ref = np.zeros((8, 8, 8), np.uint8)
     ref[1:5, 1:5, 1:5] = 1
     ref[6:8] = 3  # unannotated
     pred = np.where(ref == 1, 1, 0).astype(np.uint8)
-    pred[5, 7, 7] = 3  # a voxel predicted as the ignore value, outside the unannotated slab
     rows = evaluate_case(pred, ref, None, "labels", ignore=3)
     assert [r["region"] for r in rows] == ["label_1"] and rows[0]["dice"] == pytest.approx(1.0)
+    if scheme == "dataset.json":
+        (tmp_path / "dataset.json").write_text(json.dumps({
+            "channel_names": {"0": "T1"}, "labels": {"background": 0, "tumour": 1, "ignore": 3}}))
+        scheme = f"nnunet:{tmp_path / 'dataset.json'}"
+    assert evaluate_case(pred, ref, None, scheme, ignore=3 if scheme == "labels" else None)[0]["dice"] == 1.0
+    pred[5, 7, 7] = 3  # a voxel predicted as the ignore value, outside the unannotated slab
+    with pytest.raises(UserError, match="the prediction holds the value 3, the data's ignore label"):
+        evaluate_case(pred, ref, None, scheme, ignore=3 if scheme == "labels" else None)

@@ -71,6 +71,29 @@ def test_training_into_a_finished_run_is_refused_and_leaves_it_intact(tmp_path):
     assert {p.name: _sha(p) for p in (run / "models").iterdir()} == before
 
 
+@pytest.mark.parametrize("moved", [False, True], ids=["models in the recorded ckpt_dir", "that folder moved away"])
+def test_a_run_whose_models_lie_in_its_recorded_ckpt_dir_is_not_replaced(tmp_path, moved):
+    """A run trained with --ckpt_dir elsewhere: a second start with the default ckpt_dir found no model beside the
+    record and replaced run.json (split, network, the models' folder). The record's folder is looked in too."""
+    run, models = tmp_path / "run", tmp_path / "big" / "models"
+    start_training(run, models, resume=False, overwrite=False, ids=_ids(), network_factory=SMALL)
+    models.mkdir(parents=True)
+    torch.save(SMALL().state_dict(), models / "model.pt")
+    release_run_locks()
+    before = (run / "run.json").read_text()
+    if moved:  # nothing left to protect: the record is that of a run without models, replaced as before
+        (models / "model.pt").unlink()
+        _start(run)
+        assert read_record(run)["ckpt_dir"] == str((run / "models").resolve())
+        return
+    with pytest.raises(RunError, match=f"models are in {models}.*--ckpt_dir {models} with --resume true"):
+        _start(run)
+    assert (run / "run.json").read_text() == before and (models / "model.pt").exists()
+    release_run_locks()
+    _start(run, overwrite=True)  # asked for by name: the run's models go with it
+    assert not (models / "model.pt").exists()
+
+
 def test_overwrite_by_name_deletes_the_old_checkpoints(tmp_path):
     run = tmp_path / "run"
     _start(run)

@@ -6,6 +6,7 @@ import logging
 import os
 from pathlib import Path
 
+from pipeline.core.errors import UserError
 from pipeline.data.layouts import brats, msd, nnunet
 from pipeline.data.layouts.base import (
     Case,
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["LAYOUTS", "Case", "DatasetError", "DatasetScan", "LayoutInfo", "LayoutSpec", "Problem", "detect_layout",
            "channel_permutation", "discover_cases", "in_channel_order", "in_scheme_order", "no_case_message",
-           "scan_dataset", "usable_cases"]
+           "resolve_scheme", "scan_dataset", "usable_cases"]
 
 
 #: Every layout by name, in the order they are detected (nnU-Net's dataset.json before MSD's folders).
@@ -103,6 +104,58 @@ def usable_cases(scan: DatasetScan) -> list[Case]:
     return scan.cases
 
 
+def resolve_scheme(layout: LayoutInfo, scheme: str | None) -> str:
+    """The label scheme to read data of ``layout`` with: the layout's own for None or ``auto``; else ``scheme``'s name
+    (`pipeline.data.labels.scheme_name`) when its numbering agrees, label value by label value, with what the data
+    says of its own: the numbering its file naming implies (`NAMING_NUMBERING`: BraTS 2021 names ET = 4) and the
+    roles of its own scheme (a datalist's, an nnU-Net dataset.json's label names). The one place a given scheme is
+    checked against the data: the dataset check, the datalist writers, `pipeline.data.source.DataSource` and the
+    evaluation's reference read it.
+
+    BraTS 2021-named files relabelled 4 -> 3 read as ``brats2023`` (1 and 2 mean the same); ``msd`` on BraTS-named
+    files (1 = oedema there, necrosis here) is refused, as is a built-in scheme on an nnU-Net dataset whose labels'
+    names do not state their roles, and another dataset.json than its own that describes it otherwise.
+
+    Raises:
+        UserError: an unknown scheme, or one whose numbering contradicts the data's (the values named).
+    """
+    from pipeline.data.labels import (
+        NAMING_NUMBERING,
+        NNUNET_PREFIX,
+        NUMBERING,
+        describe,
+        role_conflicts,
+        roles_by_value,
+        scheme_name,
+    )
+
+    own_name = layout.label_scheme
+    if scheme in (None, "", "auto"):
+        return own_name
+    name = scheme_name(scheme)
+    if name == own_name:
+        return name
+    own, given = describe(own_name), describe(name)
+    where = f"{layout.layout} data ({layout.reason})" if layout.reason else f"{layout.layout} data"
+    fix = ("read it with its own scheme (--label_scheme auto), or relabel the files to the scheme's numbering and "
+           "rename them to its layout")
+    if layout.layout == "nnunet" and own_name.startswith(NNUNET_PREFIX):
+        same = (own.channels, dict(own.labels), dict(own.regions), own.regions_class_order, own.ignore) == (
+            given.channels, dict(given.labels), dict(given.regions), given.regions_class_order, given.ignore)
+        mine, theirs = roles_by_value(own), roles_by_value(given)
+        if same or (mine and set(mine) == set(own.labels.values()) and not role_conflicts(mine, theirs)
+                    and set(theirs) >= set(mine)):
+            return name
+        raise UserError(f"label scheme {name} does not describe {where}: its dataset.json "
+                        f"({own_name[len(NNUNET_PREFIX):]}) numbers the labels {dict(own.labels)}; {fix}")
+    implied = {v: r for r, v in NUMBERING.get(NAMING_NUMBERING.get(layout.layout, ""), {}).items()}
+    mine = {**implied, **roles_by_value(own)}
+    conflicts = role_conflicts(mine, roles_by_value(given), ("the data", f"scheme {name}"))
+    if conflicts:
+        raise UserError(f"label scheme {name} contradicts {where}: label {'; '.join(conflicts)}; {fix}")
+    return name
+
+
 def in_scheme_order(scan: DatasetScan, scheme: str | None) -> DatasetScan:
     """``scan`` with each case's channels in the order of ``scheme``'s description, matched by contrast name
     (`channel_permutation`), when a scheme other than the layout's own is given (None or ``auto``: as scanned). The
@@ -115,7 +168,7 @@ def in_scheme_order(scan: DatasetScan, scheme: str | None) -> DatasetScan:
     """
     from pipeline.data.labels import describe, scheme_name
 
-    if scheme in (None, "", "auto") or scheme_name(scheme) == scheme_name(scan.layout.label_scheme):
+    if scheme in (None, "", "auto") or resolve_scheme(scan.layout, scheme) == scan.layout.label_scheme:
         return scan
     own, wanted = describe(scan.layout.label_scheme).channels, describe(scheme).channels
     numbered = LAYOUTS[scan.layout.layout].numbered_channels

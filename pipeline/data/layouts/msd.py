@@ -11,11 +11,15 @@ import numpy as np
 
 from pipeline.core.files import atomic_write_text
 from pipeline.core.nifti import is_nifti, nifti_names, nifti_stem, save_nifti
-from pipeline.data.labels import CHANNELS, CONTRAST_NAMES
+from pipeline.data.labels import CHANNELS, CONTRAST_NAMES, NUMBERING, role_conflicts, role_of_name
 from pipeline.data.layouts.base import Case, DatasetError, DatasetScan, LayoutInfo, LayoutSpec, Problem, both_extensions
 
 MSD = LayoutSpec("msd", "Medical Segmentation Decathlon Task01_BrainTumour", "msd", (), "",
                 "<root>/imagesTr/BRATS_001.nii.gz (4D) and <root>/labelsTr/BRATS_001.nii.gz", "labelsTr/<case>.nii.gz")
+
+
+#: Task01's names of its classes, by role (its dataset.json's ``labels`` table).
+_MSD_LABEL_NAMES: dict[str, str] = {"ED": "edema", "NCR": "non-enhancing tumor", "ET": "enhancing tumour"}
 
 
 #: Channel order inside an MSD Task01 4D image (its ``dataset.json`` ``modality`` table).
@@ -67,7 +71,27 @@ def _msd_modalities(root: Path, scan: DatasetScan) -> tuple[int, ...]:
         return default
 
 
+def _check_msd_labels(root: Path, scan: DatasetScan) -> None:
+    """An error when ``dataset.json``'s ``labels`` table names its values otherwise than the Decathlon's numbering
+    (`NUMBERING` ``msd``: 1 oedema, 2 non-enhancing, 3 enhancing), read by the roles its names state
+    (`role_of_name`); names that state no role, or no table, say nothing."""
+    meta = root / "dataset.json"
+    try:
+        table = json.loads(meta.read_text()).get("labels") if meta.is_file() else None
+        named = {int(v): r for v, name in (table or {}).items() if (r := role_of_name(name)) is not None}
+    except (ValueError, AttributeError, TypeError):
+        return  # an unreadable table is the modality reading's to name, or holds no usable roles
+    conflicts = role_conflicts(named, {v: r for r, v in NUMBERING["msd"].items()}, ("the table", "Task01"))
+    if conflicts:
+        scan.problems.append(Problem("", str(meta), "error", (
+            f"dataset {root}: dataset.json's labels table numbers its classes otherwise than the Decathlon's Task01 "
+            f"(1 oedema, 2 non-enhancing, 3 enhancing): label {'; '.join(conflicts)}; "
+            "relabel the files to Task01's numbering, or describe the dataset as an nnU-Net raw dataset "
+            "(dataset.json with channel_names and labels)")))
+
+
 def scan_msd(root: Path, scan: DatasetScan) -> None:
+    _check_msd_labels(root, scan)
     index = _msd_modalities(root, scan)
     doubled: set[str] = set()  # case ids with a file present as both .nii and .nii.gz: refused
 
@@ -135,7 +159,7 @@ def write_dataset_json(out: Path, names: Sequence[str]) -> None:
         "description": "Synthetic BraTS-like cases in the layout of Task01_BrainTumour (python -m pipeline synth)",
         "tensorImageSize": "4D",
         "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
-        "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
+        "labels": {"0": "background", **{str(v): _MSD_LABEL_NAMES[r] for r, v in NUMBERING["msd"].items()}},
         "numTraining": len(names),
         "numTest": 0,
         "training": [{"image": f"./imagesTr/{n}", "label": f"./labelsTr/{n}"} for n in names],

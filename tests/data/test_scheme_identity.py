@@ -1,0 +1,139 @@
+"""A label scheme given by hand is read against what the data says of its own numbering (its file naming, its
+datalist's or dataset.json's scheme), label value by label value, on every path that reads a dataset with a scheme
+(`pipeline.data.layouts.resolve_scheme`): a contradiction is refused in one line, an agreement is read."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from pipeline.__main__ import main
+from pipeline.core.errors import UserError
+from pipeline.data.check import check_dataset
+from pipeline.data.datalist import build_datalist, write_datalist
+from pipeline.data.layouts import discover_cases
+from pipeline.data.source import DataSource
+from pipeline.data.synthetic import write_dataset
+from pipeline.evaluation.regions import evaluate_folders
+from tests.helpers import LAYOUT_SHAPE
+
+
+def _predictions(root: Path, out: Path) -> Path:
+    """Each labelled case's reference copied as ``<case>.nii.gz``: a perfect prediction folder."""
+    out.mkdir()
+    for case in discover_cases(root):
+        if case.label:
+            shutil.copy(case.label, out / f"{case.case_id}.nii.gz")
+    return out
+
+
+#: Every path that reads a dataset with a given label scheme: ``(root, scheme, tmp) -> None``.
+READERS: dict[str, Callable[[Path, str, Path], object]] = {
+    "check": lambda root, scheme, tmp: check_dataset(root, label_scheme=scheme, jobs=1),
+    "datalist": lambda root, scheme, tmp: build_datalist(root, folds=2, label_scheme=scheme),
+    "datalist file": lambda root, scheme, tmp: write_datalist(root, tmp / "dl.json", folds=2, label_scheme=scheme),
+    "data source (training and inference)": lambda root, scheme, tmp: DataSource(str(root), label_scheme=scheme).scheme,
+    "data source through a datalist": lambda root, scheme, tmp: DataSource(
+        None, str(write_datalist(root, tmp / "own.json", folds=2) and tmp / "own.json"), label_scheme=scheme).scheme,
+    "evaluation": lambda root, scheme, tmp: evaluate_folders(_predictions(root, tmp / "pred"), root, tmp / "eval",
+                                                             scheme=scheme),
+}
+
+#: (layout, scheme, a label value the two read otherwise).
+CONTRADICTIONS = [
+    ("brats2021", "msd", "1 is NCR in the data, ED in scheme msd"),
+    ("brats2021", "brats2024", "4 is ET in the data, RC in scheme brats2024"),
+    ("brats2023", "brats", "4 is RC in the data, ET in scheme brats"),
+    ("brats2023", "msd", "1 is NCR in the data, ED in scheme msd"),
+    ("msd", "brats2023", "1 is ED in the data, NCR in scheme brats2023"),
+    ("nnunet", "brats2023", "does not describe nnunet data"),
+]
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("schemes")
+    out = {}
+    for layout in ("brats2021", "brats2023", "msd", "nnunet"):
+        write_dataset(base / layout, cases=2, shape=LAYOUT_SHAPE, seed=3, layout=layout)
+        out[layout] = base / layout
+    return out
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize(("layout", "scheme", "why"), CONTRADICTIONS)
+def test_a_scheme_that_contradicts_the_data_is_refused_naming_the_label(datasets, tmp_path: Path, reader: str,
+                                                                        layout: str, scheme: str, why: str) -> None:
+    with pytest.raises(UserError, match=why):
+        READERS[reader](datasets[layout], scheme, tmp_path)
+    assert not (tmp_path / "dl.json").exists() and not (tmp_path / "eval").exists()
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_brats2021_names_relabelled_to_3_read_as_brats2023(datasets, tmp_path: Path, reader: str) -> None:
+    """A common conversion (ET 4 -> 3, the names kept): 1 and 2 mean the same in both numberings."""
+    root = tmp_path / "relabelled"
+    shutil.copytree(datasets["brats2021"], root)
+    for case in discover_cases(root):
+        seg = nib.load(case.label)
+        data = np.asarray(seg.dataobj)
+        nib.save(nib.Nifti1Image(np.where(data == 4, 3, data).astype(np.uint8), seg.affine), case.label)
+    result = READERS[reader](root, "brats2023", tmp_path)
+    if reader == "check":
+        assert result.errors == []
+    if reader == "evaluation":
+        assert result["scheme"] == "brats2023" and result["mean_dice"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("argv", [["check", "{root}", "--label_scheme", "msd"],
+                                  ["datalist", "{root}", "--out", "{tmp}/dl.json", "--folds", "2",
+                                   "--label_scheme", "msd"],
+                                  ["evaluate", "{pred}", "{root}", "--out", "{tmp}/eval", "--scheme", "msd"]],
+                         ids=["check", "datalist", "evaluate"])
+def test_the_cli_refuses_a_contradicting_scheme_in_one_last_line(datasets, tmp_path: Path, argv: list[str],
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    root = datasets["brats2023"]
+    pred = _predictions(root, tmp_path / "pred")
+    assert main([a.format(root=root, tmp=tmp_path, pred=pred) for a in argv]) != 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: label scheme msd contradicts brats2023 data") and "--label_scheme auto" in last
+
+
+def test_an_msd_dataset_whose_labels_table_numbers_otherwise_is_refused(datasets, tmp_path: Path) -> None:
+    """Task01's numbering is decided by its layout; a copy whose table names 1 necrosis is not read as Task01."""
+    root = tmp_path / "msd"
+    shutil.copytree(datasets["msd"], root)
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["labels"] = {"0": "background", "1": "necrotic tumour core", "2": "peritumoral edema", "3": "enhancing tumour"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    report = check_dataset(root, jobs=1)
+    assert [p.file for p in report.errors] == [str(root / "dataset.json")]
+    assert "1 is NCR in the table, ED in Task01" in report.errors[0].message
+    with pytest.raises(UserError, match="labels table numbers its classes otherwise"):
+        discover_cases(root)  # every reader's scan (training, inference, the datalists)
+
+
+def test_an_nnunet_dataset_with_named_brats_labels_reads_as_the_builtin_scheme(tmp_path: Path) -> None:
+    """Plain labels whose names state their roles (NCR 1, ED 2, ET 3): brats2023 agrees value by value; msd does
+    not."""
+    root = tmp_path / "nn"
+    write_dataset(root, cases=2, shape=LAYOUT_SHAPE, seed=3, layout="brats2023")
+    nn = tmp_path / "Dataset001"
+    (nn / "imagesTr").mkdir(parents=True)
+    (nn / "labelsTr").mkdir()
+    for case in discover_cases(root):
+        for i, image in enumerate(case.images):
+            shutil.copy(image, nn / "imagesTr" / f"{case.case_id}_{i:04d}.nii.gz")
+        shutil.copy(case.label, nn / "labelsTr" / f"{case.case_id}.nii.gz")
+    (nn / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAIR"},
+        "labels": {"background": 0, "NCR": 1, "ED": 2, "ET": 3}, "numTraining": 2, "file_ending": ".nii.gz"}))
+    assert DataSource(str(nn), label_scheme="brats2023").scheme == "brats2023"
+    with pytest.raises(UserError, match="does not describe nnunet data"):
+        assert DataSource(str(nn), label_scheme="msd").scheme
