@@ -120,5 +120,9 @@ metadata: extra-metadata
 	$(PY) -m monai.bundle verify_metadata --meta_file $(CONFIGS)/metadata.json \
 		--filepath tests/resources/meta_schema_20240725.json
 
+# what the demo and the tools wrote, never a run the user trained (runs/<dataset>, $(RUN)): those stay, named
 clean:
-	rm -rf runs data/synthetic .pytest_cache .ruff_cache
+	rm -rf runs/demo .pytest_cache .ruff_cache
+	@if [ -f data/synthetic/synthetic.json ]; then rm -rf data/synthetic; \
+	elif [ -d data/synthetic ]; then echo "kept data/synthetic: synth did not write it (no synthetic.json)"; fi
+	@if [ -d runs ] && [ -n "$$(ls -A runs)" ]; then echo "kept your runs in runs/ ($$(ls runs | tr '\n' ' ')): delete them by name"; fi

@@ -77,6 +77,16 @@ class Description:
                             f"{len(self.regions)} regions; give one label value per region")
         if not self.channels or not self.regions:
             raise UserError(f"{self.name}: a description needs at least one channel and one region")
+        sets = {name: set(values) for name, values in self.regions.items()}
+        for (name, values), written in zip(sets.items(), self.regions_class_order, strict=True):
+            holding = {other for other, s in sets.items() if written in s}
+            containing = {other for other, s in sets.items() if values <= s}
+            if holding != containing:  # read back, the written value would be another set of regions
+                raise UserError(f"{self.name}: regions_class_order writes region {name!r} as {written}, which "
+                                f"lies in {sorted(holding)} where {name!r} lies in {sorted(containing)}: read back, "
+                                "its voxels would be other regions. Give each region a value of its own regions "
+                                "and of no smaller one (nnU-Net: the innermost label, e.g. whole tumor 1, tumor core "
+                                "2, enhancing 3)")
 
     @property
     def allowed(self) -> set[int]:
@@ -223,10 +233,9 @@ LABEL_SCHEMES: dict[str, dict[str, int]] = {name: dict(d.roles) for name, d in B
 
 def _values(value: object, where: str) -> tuple[int, ...]:
     values = value if isinstance(value, (list, tuple)) else [value]
-    try:
-        out = tuple(int(v) for v in values)
-    except (TypeError, ValueError):
-        raise UserError(f"{where}: label value {value!r} is not a whole number or a list of them") from None
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in values):  # int(1.5) and int(True) would be 1
+        raise UserError(f"{where}: label value {value!r} is not a whole number or a list of them")
+    out = tuple(values)
     if not out or any(v < 0 for v in out):
         raise UserError(f"{where}: label value {value!r} must be one or more whole numbers >= 0")
     return out
@@ -254,6 +263,9 @@ def from_dataset_json(meta: Mapping, name: str = "nnunet") -> Description:
         channels = tuple(str(channel_table[k]) for k in sorted(channel_table, key=int))
     except (ValueError, TypeError, AttributeError):
         raise UserError(f"{where}: channel_names must map 0, 1, ... to names, got {channel_table!r}") from None
+    if not isinstance(channel_table, Mapping) or not isinstance(label_table, Mapping):
+        raise UserError(f"{where}: 'channel_names' and 'labels' must be tables (JSON objects), got "
+                        f"{type(channel_table).__name__} and {type(label_table).__name__}")
     entries = {str(k): _values(v, f"{where}, label {k!r}") for k, v in label_table.items()}
     entries = {k: v for k, v in entries.items() if v != (0,)}
     ignore = entries.pop("ignore", None)
@@ -264,7 +276,7 @@ def from_dataset_json(meta: Mapping, name: str = "nnunet") -> Description:
     region_based = any(len(v) > 1 for v in entries.values())
     if region_based:
         order = meta.get("regions_class_order")
-        if order is None or len(order) != len(entries):
+        if not isinstance(order, (list, tuple)) or len(order) != len(entries):
             raise UserError(f"{where}: labels with region lists need 'regions_class_order' with one label value per "
                             f"region ({len(entries)}: {', '.join(entries)}), e.g. {list(range(1, len(entries) + 1))}")
         order = _values(list(order), f"{where}, regions_class_order")
@@ -273,6 +285,9 @@ def from_dataset_json(meta: Mapping, name: str = "nnunet") -> Description:
     else:
         order = tuple(v[0] for v in entries.values())
         labels = {k: v[0] for k, v in entries.items()}
+        doubled = sorted({v for v in order if order.count(v) > 1})
+        if doubled:  # two names of one class: two regions scored twice
+            raise UserError(f"{where}: label value(s) {doubled} named twice in 'labels'; give each class one value")
     return Description(name, f"nnU-Net dataset {meta.get('name', name)}", channels, labels, entries, order, entries,
                        {}, str(meta.get("file_ending", ".nii.gz")), ignore[0] if ignore else None)
 

@@ -481,3 +481,41 @@ def test_a_scheme_of_other_contrasts_than_the_files_is_refused_naming_both(nnune
     root = _renamed_channels(_copy(nnunet_datasets, "four", tmp_path), ["FLAIR", "T1w", "t1gd", "FLAIR"])
     with pytest.raises(DatasetError, match=r"hold the contrasts FLAIR, T1w, t1gd, FLAIR, the label scheme reads T1"):
         DataSource(str(root), label_scheme="msd").inference_items()
+
+
+# ---- a dataset.json that cannot describe the data ----------------------------------------------------------------
+
+_NESTED = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}
+
+#: dataset.json contents that were coerced, accepted or ended in a traceback: (text, what the refusal says).
+BAD_DESCRIPTIONS = {
+    "a fractional label value": ({"channel_names": {"0": "T1"}, "labels": {"background": 0, "a": 1.5}},
+                                 "label 'a'.*1.5 is not a whole number"),
+    "a boolean label value": ({"channel_names": {"0": "T1"}, "labels": {"background": 0, "a": True}},
+                              "label 'a'.*True is not a whole number"),
+    "one value named twice": ({"channel_names": {"0": "T1"}, "labels": {"background": 0, "a": 1, "b": 1}},
+                              r"label value\(s\) \[1\] named twice"),
+    "labels null": ({"channel_names": {"0": "T1"}, "labels": None}, "must be tables"),
+    "labels a list": ({"channel_names": {"0": "T1"}, "labels": [0, 1]}, "must be tables"),
+    "regions_class_order a number": ({"channel_names": {"0": "T1"}, "labels": _NESTED, "regions_class_order": 3},
+                                     "need 'regions_class_order' with one label value per region"),
+    "regions written as another region": (
+        {"channel_names": {"0": "T1"}, "labels": _NESTED, "regions_class_order": [1, 3, 2]},
+        "writes region 'tumor core' as 3"),
+    "not JSON": ("{\"channel_names\": ", "cannot be read as JSON"),
+    "a JSON list": ([{"channel_names": {"0": "T1"}}], "holds a JSON list, not an object"),
+}
+
+
+@pytest.mark.parametrize("bad", BAD_DESCRIPTIONS)
+def test_a_dataset_json_that_cannot_describe_the_data_is_refused_in_one_line(nnunet_datasets, tmp_path: Path,
+                                                                             bad: str,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    root = _copy(nnunet_datasets, "t1ce", tmp_path)
+    content, why = BAD_DESCRIPTIONS[bad]
+    (root / "dataset.json").write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(UserError, match=why):
+        assert DataSource(root).description
+    assert check_main(["check", str(root)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("error: ") and re.search(why, err[-1])

@@ -33,16 +33,24 @@ def nnunet_label_scheme(root: str | os.PathLike) -> str:
 
 
 def dataset_json(root: Path) -> dict | None:
-    """``root/dataset.json`` parsed when it is nnU-Net v2's (it has ``channel_names``), else None (MSD's has
-    ``modality``; an unreadable file is left to the MSD reading, which names it)."""
+    """``root/dataset.json`` parsed when it is nnU-Net v2's (it has ``channel_names``), else None (none, or MSD's,
+    which has ``modality``).
+
+    Raises:
+        DatasetError: a dataset.json that is no JSON object (a broken nnU-Net description was read as MSD).
+    """
     path = root / "dataset.json"
     if not path.is_file():
         return None
     try:
         meta = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) and "channel_names" in meta else None
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{path} cannot be read as JSON ({e}): the dataset's description (nnU-Net's or the "
+                           "Decathlon's) decides its channels and labels; fix or restore it") from None
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path} holds a JSON {type(meta).__name__}, not an object: the dataset's description "
+                           "(nnU-Net's or the Decathlon's) is a table of channels and labels; fix or restore it")
+    return meta if "channel_names" in meta else None
 
 
 def detect(root: Path) -> LayoutInfo | None:
