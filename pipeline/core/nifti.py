@@ -104,14 +104,17 @@ def read_voxels(path: str | os.PathLike) -> np.ndarray:
 
 
 def load_labels(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """``(labels (X, Y, Z), affine (4, 4), spacing in mm)`` of a label file, read once, in its stored dtype.
+    """``(labels (X, Y, Z), affine (4, 4), spacing in mm)`` of a label file, read once, in its stored dtype, the
+    whole gzip stream checked (`read_voxels`: nibabel alone scores a file with a bad checksum). The spacing is the
+    affine's (its columns' lengths), as the data check and MONAI's loading read it, not the header's ``pixdim``,
+    which a file can state otherwise.
 
     Raises:
         UserError: the file is empty, truncated, corrupt or not NIfTI (named, with the fix).
     """
     try:
         image = nib.load(os.fspath(path))
-        data = np.asanyarray(image.dataobj)
+        data = read_voxels(path)
     except (OSError, EOFError, ValueError, zlib.error, ImageFileError) as e:
         if isinstance(e, OSError) and e.errno is not None and not isinstance(e, gzip.BadGzipFile):
             raise  # a disk's error, not the file's content: the error funnel names it
@@ -119,8 +122,9 @@ def load_labels(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
                         "truncated or not NIfTI: write it again (re-run inference) or restore it") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
-    spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
-    return data, np.asarray(image.affine, dtype=np.float64), spacing
+    affine = np.asarray(image.affine, dtype=np.float64)
+    spacing = tuple(float(z) for z in np.linalg.norm(affine[:3, :3], axis=0))
+    return data, affine, spacing
 
 
 def _corner_voxels(shape: Sequence[int]) -> np.ndarray:

@@ -255,8 +255,7 @@ def _write_for_package(path: Path, data: np.ndarray, zooms: Sequence[float]) -> 
 def _score_case(task: _Task) -> dict:
     """The package's per-exam dict of one case (its ``evaluate_single_exam``), on the converted labels."""
     package = _package()
-    ref_image = nib.load(os.fspath(task.ref))
-    ref, ref_affine, _ = load_labels(task.ref)
+    ref, ref_affine, zooms = load_labels(task.ref)  # the spacing of the affine, as the legacy protocol's
     pred, pred_affine, _ = load_labels(task.pred)
     pred = on_reference_grid(task.case, pred, pred_affine, task.pred, ref, ref_affine, task.ref)
     where = f"case {task.case} (prediction {task.pred}, reference {task.ref})"
@@ -267,7 +266,6 @@ def _score_case(task: _Task) -> dict:
         raise UserError(f"{where}: {err}") from None
     folder = Path(tempfile.mkdtemp(dir=task.tmp))  # the package wants the same suffixes: no case id in the names
     pred_file, ref_file = folder / "prediction.nii", folder / "reference.nii"
-    zooms = ref_image.header.get_zooms()[:3]
     try:
         _write_for_package(pred_file, to_official(pred, task.mapping), zooms)
         _write_for_package(ref_file, to_official(ref, task.mapping), zooms)

@@ -11,8 +11,11 @@ under the ``labels`` scheme each label value gets a colour of matplotlib's ``tab
 from __future__ import annotations
 
 import csv
+import gzip
+import logging
 import math
 import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,13 +23,15 @@ import matplotlib
 import matplotlib.patches
 import nibabel as nib
 import numpy as np
+from nibabel.filebasedimages import ImageFileError
+from nibabel.orientations import OrientationError
 
 from pipeline.core.errors import UserError
 from pipeline.core.figures import plt, region_colour, save_figure
 from pipeline.core.guard import OutputGuard
-from pipeline.core.nifti import nifti_files
+from pipeline.core.nifti import load_labels, nifti_files, read_voxels
 from pipeline.data.colours import region_colours
-from pipeline.data.labels import NNUNET_PREFIX, describe, region_masks
+from pipeline.data.labels import NNUNET_PREFIX, canonical_channel, describe, region_masks
 from pipeline.evaluation.reference import (
     FOLDER_SCHEMES,
     Reference,
@@ -37,6 +42,8 @@ from pipeline.evaluation.reference import (
     resolve_evaluation_scheme,
 )
 from pipeline.evaluation.regions import label_values_problem
+
+logger = logging.getLogger(__name__)
 
 #: Region colours of the pictures drawn from tables (box plots): the viewers' colours of every BraTS region name.
 REGION_COLOURS = region_colours("brats2024")
@@ -78,7 +85,17 @@ def plot_dice_boxplot(metrics_csv: str | os.PathLike, out_png: str | os.PathLike
 def _canonical(path: str | os.PathLike | tuple[str | os.PathLike, int | None]) -> np.ndarray:
     """A volume in RAS voxel order; ``(path, c)`` picks channel ``c`` of a 4D file (MSD's images)."""
     path, channel = path if isinstance(path, tuple) else (path, None)
-    volume = np.asarray(nib.as_closest_canonical(nib.load(path)).dataobj)
+    try:
+        image = nib.load(os.fspath(path))
+        image = nib.Nifti1Image(read_voxels(path), image.affine, image.header)  # the whole gzip stream checked
+        volume = np.asarray(nib.as_closest_canonical(image).dataobj)
+        if volume.ndim != (3 if channel is None else 4):
+            raise ValueError(f"shape {volume.shape}: expected a {'3D' if channel is None else '4D'} volume")
+    except (OSError, EOFError, ValueError, zlib.error, ImageFileError, OrientationError) as e:
+        if isinstance(e, OSError) and e.errno is not None and not isinstance(e, gzip.BadGzipFile):
+            raise  # a disk's error, not the file's content: the error funnel names it
+        raise UserError(f"{path} cannot be drawn ({type(e).__name__}: {str(e)[:120]}); check the case with: "
+                        "python -m pipeline check") from None
     return volume if channel is None else volume[..., channel]
 
 
@@ -163,6 +180,10 @@ def plot_case_overlay(images: dict[str, str | os.PathLike | tuple], out_png: str
     centre = tumour_centre(labels.get("reference", labels.get("prediction")))
     names, regions = _contour_regions(labels, scheme, ignore)
     volumes = {contrast: _canonical(path).astype(np.float32) for contrast, path in images.items()}
+    shapes = {str(images[c]): v.shape for c, v in volumes.items()} | {str(w): m.shape for w, m in labels.items()}
+    if len(set(shapes.values())) > 1:
+        raise UserError(f"the case's files are on different grids ({'; '.join(f'{k}: {v}' for k, v in shapes.items())})"
+                        "; check the case with: python -m pipeline check")
     box = brain_box(np.sum([np.abs(v) for v in volumes.values()], axis=0))
     crops = [(box[0], box[1]), (box[0], box[2]), (box[1], box[2])]  # (horizontal, vertical) of each plane
     plane_names = ("axial", "coronal", "sagittal")
@@ -199,7 +220,7 @@ def plot_case_overlay(images: dict[str, str | os.PathLike | tuple], out_png: str
 
 def _check_label_file(path: str | os.PathLike, scheme: str, what: str, layout: str) -> None:
     """A `UserError` naming ``path`` when its values are not whole numbers of ``scheme``."""
-    values = np.unique(np.asanyarray(nib.load(os.fspath(path)).dataobj))
+    values = np.unique(load_labels(Path(path))[0])  # unreadable: a UserError naming the file
     if not np.all(values == np.round(values)):
         raise UserError(f"{what} {path} holds non-integer values: a label map is expected, threshold probabilities "
                         "first")
@@ -298,10 +319,13 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
         if len(case.channel_index if case.channel_index is not None else case.images) != len(channels):
             raise UserError(f"case {case_id}: {len(case.images)} image file(s) for the {len(channels)} channel(s) "
                             f"({', '.join(channels)}) of its data; check the dataset with python -m pipeline check")
-        shown = [c for want in ("FLAIR", "T1ce") for c in channels if c.lower() == want.lower()] or channels[:2]
+        shown = [c for want in ("FLAIR", "T1ce") for c in channels if canonical_channel(c) == want] or channels[:2]
         images = {name: case.channel_file(name, channels) for name in shown}  # 3D files, or 4D + channel
         title = (f"{name}: {case_id}, {ranks[case_id]} of {len(ranked)} cases (mean Dice "
                  f"{np.mean(by_case[case_id]):.3f}, rank {ranked[::-1].index(case_id) + 1} of {len(ranked)})")
-        paths.append(plot_case_overlay(images, out / "overlays" / f"{case_id}.png", case.label, pred, scheme, title,
-                                       ignore=reference.ignore if scheme == "labels" else None))
+        try:
+            paths.append(plot_case_overlay(images, out / "overlays" / f"{case_id}.png", case.label, pred, scheme,
+                                           title, ignore=reference.ignore if scheme == "labels" else None))
+        except UserError as err:  # the scores stand; one case's unreadable image costs its picture only
+            logger.warning("case %s: no overlay picture: %s", case_id, err)
     return paths

@@ -582,3 +582,88 @@ def test_a_datalist_reference_is_guarded_by_its_datasets_not_by_their_common_anc
     shutil.copytree(pred, inside)
     with pytest.raises(UserError, match="lies inside the reference"):
         evaluate("legacy", inside, datalist, tmp_path / "eval2")
+
+
+def _crc_broken(src: Path, dst: Path) -> None:
+    """``src`` with one ET voxel of its stream made background, the gzip checksum left that of the original: a file
+    nibabel reads without complaint (it stops decompressing before the trailer)."""
+    import gzip
+    import zlib
+
+    raw = gzip.decompress(src.read_bytes())
+    image = nib.Nifti1Image.from_bytes(raw)
+    offset = int(image.dataobj.offset)
+    data = np.asarray(image.dataobj)
+    flat = int(np.flatnonzero(data.reshape(-1, order="F") == data.max())[0]) * data.dtype.itemsize
+    changed = bytearray(raw)
+    changed[offset + flat:offset + flat + data.dtype.itemsize] = bytes(data.dtype.itemsize)
+    packed = bytearray(gzip.compress(bytes(changed)))
+    packed[-8:-4] = (zlib.crc32(raw) & 0xFFFFFFFF).to_bytes(4, "little")
+    dst.write_bytes(bytes(packed))
+
+
+@pytest.mark.parametrize("which", ["prediction", "reference"])
+def test_a_label_file_with_a_bad_checksum_is_refused_not_scored(make_dataset, tmp_path: Path, which: str,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """nibabel reads a gzip stream only as far as the voxels go, so a corrupt file (Dice 0.77 against 1.0 measured)
+    was scored; every label reader checks the whole stream."""
+    data = make_dataset("brats2021")
+    pred = tmp_path / "pred"
+    copy_labels(data, pred)
+    case = discover_cases(data)[0]
+    target = pred / f"{case.case_id}.nii.gz" if which == "prediction" else Path(case.label)
+    original = target.with_name("original.bin")
+    shutil.copy(target, original)
+    _crc_broken(original, target)
+    original.unlink()
+    assert np.asarray(nib.load(target).dataobj).shape  # nibabel alone reads it
+    assert run("evaluate", pred, data, "--out", tmp_path / "eval") != 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(target) in last and "cannot be read as NIfTI" in last
+    assert not (tmp_path / "eval" / "summary.json").exists()
+
+
+def test_hd95_takes_the_spacing_of_the_affine_as_the_check_and_monai_do(make_dataset, tmp_path: Path) -> None:
+    """A reference whose pixdim says 2 mm and whose affine says 1 mm: the check (affine) saw nothing, HD95 doubled."""
+    data = make_dataset("brats2021")
+    pred = tmp_path / "pred"
+    copy_labels(data, pred)
+    case = discover_cases(data)[0]
+    first = evaluate_folders(pred, data, tmp_path / "before")
+    image = nib.load(case.label)
+    header = image.header.copy()
+    header.set_zooms((2.0, 2.0, 2.0))
+    out = nib.Nifti1Image(np.asarray(image.dataobj), image.affine, header)
+    out.set_sform(image.affine, code=2)
+    nib.save(out, case.label)
+    assert nib.load(case.label).header.get_zooms()[:3] == (2.0, 2.0, 2.0)
+    shifted = np.roll(np.asarray(nib.load(pred / f"{case.case_id}.nii.gz").dataobj), 2, axis=0)
+    nib.save(nib.Nifti1Image(shifted, image.affine), pred / f"{case.case_id}.nii.gz")
+    shifted_summary = evaluate_folders(pred, data, tmp_path / "after")
+    rows = list(shifted_summary["regions"].values())
+    assert all(r["hd95"]["max"] <= 2.0 + 1e-6 for r in rows)  # 2 voxels of 1 mm, not of 2 mm
+    assert first["mean_dice"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("fault", ["truncated", "another grid"])
+def test_an_image_that_cannot_be_drawn_costs_its_picture_not_the_evaluation(make_dataset, tmp_path: Path, fault: str,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A pictured case's FLAIR cut short, or on another grid, ended `evaluate` in a traceback after metrics.csv and
+    before report.html; the scores stand and the picture is left out with a warning naming the case."""
+    data = make_dataset("brats2021")
+    pred = tmp_path / "pred"
+    copy_labels(data, pred)
+    cases = discover_cases(data)
+    bad = cases[0]
+    flair = next(Path(p) for p in bad.images if p.endswith("_flair.nii.gz"))
+    if fault == "truncated":
+        flair.write_bytes(flair.read_bytes()[:200])
+    else:
+        image = nib.load(flair)
+        nib.save(nib.Nifti1Image(np.asarray(image.dataobj)[:-2], image.affine), flair)
+    with caplog.at_level(logging.WARNING):
+        assert run("evaluate", pred, data, "--out", tmp_path / "eval") == 0
+    assert (tmp_path / "eval" / "summary.json").is_file() and (tmp_path / "eval" / "report.html").is_file()
+    assert not (tmp_path / "eval" / "overlays" / f"{bad.case_id}.png").exists()
+    assert f"case {bad.case_id}: no overlay picture" in caplog.text and str(flair) in caplog.text
+    assert any((tmp_path / "eval" / "overlays" / f"{c.case_id}.png").exists() for c in cases[1:])
