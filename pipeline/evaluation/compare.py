@@ -25,7 +25,6 @@ from scipy.stats import rankdata, wilcoxon
 from pipeline.core.errors import UserError
 from pipeline.core.figures import plt, save_figure
 from pipeline.core.files import atomic_write_text
-from pipeline.core.guard import OutputGuard
 from pipeline.core.nifti import nifti_files
 from pipeline.evaluation.evaluate import evaluate
 from pipeline.evaluation.metrics import region_metrics
@@ -184,7 +183,7 @@ def _output_folders(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.Pat
     reference = read_reference(ref_dir)
     folders = [Path(p).expanduser() for p in pred_dirs]
     predictions = [f for p in folders if p.is_dir() for f in nifti_files(p).values()]
-    guard = OutputGuard([*reference.files.values(), *predictions], roots=[*reference.folders, *folders])
+    guard = reference.guard(predictions, folders)
     out = guard.folder(out_dir, what="the comparison", option="--out")
     check_output_kind(out, "comparison")
     for name in names:

@@ -28,7 +28,6 @@ from nibabel.orientations import OrientationError
 
 from pipeline.core.errors import UserError
 from pipeline.core.figures import plt, region_colour, save_figure
-from pipeline.core.guard import OutputGuard
 from pipeline.core.nifti import load_labels, nifti_files, read_voxels
 from pipeline.data.colours import region_colours
 from pipeline.data.labels import NNUNET_PREFIX, canonical_channel, describe, region_masks
@@ -286,7 +285,7 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
     scheme = resolve_evaluation_scheme(scheme, reference)
     cases = reference.cases
     preds = nifti_files(pred_root)
-    guard = OutputGuard([*preds.values(), *reference.files.values()], roots=[*reference.folders, pred_root])
+    guard = reference.guard(list(preds.values()), [pred_root])
     out = guard.folder(out_dir if out_dir is not None else eval_dir, what="pictures", option=out_option)
     check_output_kind(out, "pictures", out_option)
     elsewhere = evaluation_record(out) if out.resolve() != eval_dir.resolve() else None

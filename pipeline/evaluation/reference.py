@@ -72,7 +72,15 @@ class Reference:
         its ``root``, their common ancestor, is ``/`` for labels on two disks."""
         if not self.from_datalist:
             return [self.root]
-        return sorted({dataset_root(Path(f).expanduser().resolve()) for f in self.files.values()})
+        files = [*self.files.values(), *(f for c in self.cases.values() for f in c.files)]  # images' folders too
+        return sorted({dataset_root(Path(f).expanduser().resolve()) for f in files})
+
+    def guard(self, predictions: Sequence[Path] = (), pred_roots: Sequence[Path] = ()) -> OutputGuard:
+        """The output guard of an evaluation, a comparison or its pictures: every file of every reference case
+        (labels and images) and ``predictions``, the reference's `folders` and ``pred_roots``; the one guard of
+        those three writers."""
+        files = [*self.files.values(), *(f for c in self.cases.values() for f in c.files), *predictions]
+        return OutputGuard(files, roots=[*self.folders, *pred_roots])
 
     @property
     def ignore(self) -> int | None:
@@ -296,7 +304,7 @@ def pair_cases(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Referen
     pred_root = check_evaluation_folders(as_path(pred_dir, "output_dir"), reference)
     all_refs = reference.files
     preds = nifti_files(pred_root)
-    guard = OutputGuard([*preds.values(), *all_refs.values()], roots=[*reference.folders, pred_root])
+    guard = reference.guard(list(preds.values()), [pred_root])
     guard.folder(out_dir, what="evaluation tables", option=out_option)
     refs = all_refs
     if cases is not None:

@@ -184,3 +184,45 @@ def test_predictions_of_another_datasets_images_are_not_scored_as_this_ones(tiny
         assert not (tmp_path / "eval").exists()
         return
     assert rc == 0 and json.loads((tmp_path / "eval" / "summary.json").read_text())["mean_dice"] == 1.0
+
+
+def _datalist_with_separate_image_folder(layout_datasets: dict, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A datalist whose images lie in ``zoo/images`` and labels in ``zoo/labels`` (the model zoo's way), and a
+    prediction folder of the references' copies: ``(datalist, images folder, predictions)``."""
+    from pipeline.data.datalist import build_datalist
+
+    src = tmp_path / "src"
+    shutil.copytree(layout_datasets["brats2021"], src)
+    dl = build_datalist(src, folds=2)
+    images, labels, pred = tmp_path / "zoo" / "images", tmp_path / "zoo" / "labels", tmp_path / "pred"
+    for folder in (images, labels, pred):
+        folder.mkdir(parents=True)
+    for item in dl["training"]:
+        item["image"] = [str(shutil.copy(p, images)) for p in item["image"]]
+        item["label"] = str(shutil.copy(item["label"], labels))
+        shutil.copy(item["label"], pred / f"{item['case']}.nii.gz")
+    (tmp_path / "zoo" / "datalist.json").write_text(json.dumps(dl))
+    return tmp_path / "zoo" / "datalist.json", images, pred
+
+
+@pytest.mark.parametrize("writer", ["evaluate", "compare", "plot evaluation"])
+def test_no_writer_of_scores_writes_into_a_datalist_references_image_folder(layout_datasets, tmp_path: Path,
+                                                                            writer: str,
+                                                                            capsys: pytest.CaptureFixture) -> None:
+    """The guard of evaluations, comparisons and pictures held the reference's label files only: a datalist's image
+    folder took metrics.csv, report.html and overlays. One guard (`Reference.guard`) holds every file of every case."""
+    datalist, images, pred = _datalist_with_separate_image_folder(layout_datasets, tmp_path)
+    before = sorted(p.name for p in images.iterdir())
+    if writer == "plot evaluation":
+        assert pipeline_main(["evaluate", str(pred), str(datalist), "--out", str(tmp_path / "eval")]) == 0
+        argv = ["plot", "evaluation", str(tmp_path / "eval"), str(pred), str(datalist), "--out", str(images)]
+    elif writer == "compare":
+        other = tmp_path / "pred2"
+        shutil.copytree(pred, other)
+        argv = ["compare", str(datalist), str(pred), str(other), "--out", str(images)]
+    else:
+        argv = ["evaluate", str(pred), str(datalist), "--out", str(images)]
+    capsys.readouterr()
+    assert pipeline_main(argv) != 0
+    assert "input folder" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert sorted(p.name for p in images.iterdir()) == before
