@@ -264,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "brats-evaluation's lesion-wise metrics (make extra-official); see docs/metrics.md")
     p.add_argument("--challenge", default=None, type=str.lower,
                    choices=list(CHALLENGES),
-                   help="--protocol official: the package's config to score with; default gli (adult glioma)")
+                   help="--protocol official: the package's config to score with; default: the one the case ids name "
+                   "(BraTS-MET-...: mets, BraTS-PED-...: ped), else gli (adult glioma)")
     p.add_argument("--jobs", type=int, default=None, help="--protocol official: worker processes (default 1)")
     p.add_argument("--allow-mixed", "--allow_mixed", dest="allow_mixed", action="store_true",
                    help="score predictions of several models, or of inputs changed since, together (refused without)")

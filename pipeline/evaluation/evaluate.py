@@ -102,7 +102,7 @@ def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathL
     if evaluated_pair(out_dir) is not None:  # the folders and pairs are checked before --overwrite deletes anything
         pairs = pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option, allow_mixed=allow_mixed)
         resolved, scored = resolve_evaluation_scheme(scheme, pairs.reference), sorted(pairs.refs)
-        key = resolve_challenge(challenge, resolved) if protocol == "official" else None
+        key = resolve_challenge(challenge, resolved, scored) if protocol == "official" else None
         reference = pairs.reference  # as recorded: a datalist's is the folder of its labels, not the JSON file
     check_output_kind(out_dir, "evaluation", out_option)
     check_replacement(out_dir, pred_dir, reference, overwrite=overwrite, out_option=out_option, scheme=resolved,

@@ -150,10 +150,33 @@ def json_default(x: Any) -> Any:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def resolve_challenge(challenge: str | None, scheme: str) -> str:
-    """``challenge`` in lower case, or the default of ``scheme`` (`DEFAULT_CHALLENGE`) when None."""
+#: The challenge a BraTS 2023+ case id names (``BraTS-MET-00001-000``), longest prefix first; SSA is adult glioma.
+CASE_CHALLENGES: tuple[tuple[str, str], ...] = (
+    ("BraTS-MEN-RT-", "menrt"), ("BraTS-GLI-", "gli"), ("BraTS-SSA-", "gli"), ("BraTS-MET-", "mets"),
+    ("BraTS-PED-", "ped"), ("BraTS-MEN-", "menpre"), ("BraTS-GoAT-", "goat"))
+
+
+def challenge_of_cases(case_ids: Sequence[str]) -> str | None:
+    """The challenge the case ids name (`CASE_CHALLENGES`), or None when none names one (BraTS 2021 ids, MSD's).
+
+    Raises:
+        UserError: ids that name two challenges (each is scored with its own settings: evaluate them apart).
+    """
+    found = {cid: next((c for prefix, c in CASE_CHALLENGES if str(cid).startswith(prefix)), None)
+             for cid in case_ids}
+    named = sorted({c for c in found.values() if c is not None})
+    if len(named) > 1:
+        examples = ", ".join(next(cid for cid, c in found.items() if c == key) for key in named)
+        raise UserError(f"the cases name {len(named)} challenges ({', '.join(named)}: e.g. {examples}), each scored "
+                        "with its own settings: evaluate each challenge's cases apart (--cases), or pass --challenge")
+    return named[0] if named else None
+
+
+def resolve_challenge(challenge: str | None, scheme: str, case_ids: Sequence[str] = ()) -> str:
+    """``challenge`` in lower case; when None, the one the case ids name (`challenge_of_cases`: BraTS-MET-... is
+    mets), else the default of ``scheme`` (`DEFAULT_CHALLENGE`)."""
     if challenge is None:
-        return DEFAULT_CHALLENGE.get(scheme, "gli")
+        return challenge_of_cases(case_ids) or DEFAULT_CHALLENGE.get(scheme, "gli")
     key = str(challenge).lower()
     if key not in CHALLENGES:
         raise UserError(f"unknown challenge {challenge!r}; the package brats-evaluation has configs for "
@@ -399,7 +422,7 @@ def evaluate_official(
     reference, pred_root, refs, preds = pairs.reference, pairs.pred_root, pairs.refs, pairs.preds
     if scheme == "auto" or scheme in LABEL_SCHEMES:
         scheme = resolve_evaluation_scheme(scheme, reference)
-    key = resolve_challenge(challenge, scheme)
+    key = resolve_challenge(challenge, scheme, sorted(refs))  # BraTS-MET-... cases: mets, as the package scores them
     mapping = official_label_map(scheme, key)
     package = _package()
     layout = reference.layout.layout if reference.layout is not None else None

@@ -440,3 +440,26 @@ def test_a_prediction_holding_the_ignore_value_is_refused_not_scored(scheme: str
     pred[5, 7, 7] = 3  # a voxel predicted as the ignore value, outside the unannotated slab
     with pytest.raises(UserError, match="the prediction holds the value 3, the data's ignore label"):
         evaluate_case(pred, ref, None, scheme, ignore=3 if scheme == "labels" else None)
+
+
+@pytest.mark.parametrize(("ids", "expected"), [
+    (["BraTS-MET-00001-000", "BraTS-MET-00002-000"], "mets"),
+    (["BraTS-PED-00001-000"], "ped"),
+    (["BraTS-MEN-RT-0001-1"], "menrt"),
+    (["BraTS-MEN-00001-000"], "menpre"),
+    (["BraTS-GLI-00001-000", "BraTS-SSA-00002-000"], "gli"),
+    (["BraTS2021_00000", "BRATS_001"], "gli"),  # no challenge in the name: the scheme's default
+])
+def test_the_official_challenge_is_the_one_the_case_ids_name(ids: list[str], expected: str) -> None:
+    """BraTS-MET cases were scored with gli's settings and parser unless --challenge was given."""
+    from pipeline.evaluation.official import resolve_challenge
+
+    assert resolve_challenge(None, "brats2023", ids) == expected
+    assert resolve_challenge("gli", "brats2023", ids) == "gli"  # given by name: as given
+
+
+def test_cases_of_two_challenges_are_not_scored_with_one_challenges_settings() -> None:
+    from pipeline.evaluation.official import resolve_challenge
+
+    with pytest.raises(UserError, match="the cases name 2 challenges \\(gli, mets"):
+        resolve_challenge(None, "brats2023", ["BraTS-GLI-00001-000", "BraTS-MET-00002-000"])
