@@ -78,6 +78,12 @@ nifti reader  1.6.1  NibabelReader.read keeps its files    data.reader.NiftiRead
                      CacheDataset fill) stack a case's
                      4 contrasts as 1 when another
                      thread reads a label in between
+disk cache    1.6.1  PersistentDataset saves each file in  training.cache._atomic_persistent_dataset   it writes beside
+                     the system's temporary folder, then   (cached_dataset with a cache_dir)           the target and
+                     moves it: a copy across file                                                      recomputes any
+                     systems, cut short by a kill; and it                                              unreadable file
+                     recomputes a bad file only on
+                     'Invalid magic number'
 cache key     1.6.1  PersistentDataset's hash_transform    training.cache.transform_hash               the transform
                      falls back to the class names                                                     hash covers the
                      (transforms are not                                                               transforms'

@@ -9,6 +9,7 @@ import json
 import os
 import types
 from collections.abc import Sequence
+from copy import deepcopy
 
 import numpy as np
 
@@ -74,9 +75,46 @@ def cached_dataset(data: Sequence[dict], transform: object, cache_dir: str | os.
     (`item_hash`) and the preprocessing settings (`transform_hash`): change either and the case is
     preprocessed again. Delete the folder to reclaim the space.
     """
-    from monai.data import CacheDataset, PersistentDataset
+    from monai.data import CacheDataset
 
     if cache_dir:
-        return PersistentDataset(data=data, transform=transform, cache_dir=str(cache_dir), hash_func=item_hash,
-                                 hash_transform=transform_hash)
+        return _atomic_persistent_dataset()(data=data, transform=transform, cache_dir=str(cache_dir),
+                                            hash_func=item_hash, hash_transform=transform_hash)
     return CacheDataset(data=data, transform=transform, cache_rate=cache_rate, num_workers=num_workers)
+
+
+def _atomic_persistent_dataset() -> type:
+    """MONAI's ``PersistentDataset`` whose cache files are written beside their place and renamed (`atomic_write`),
+    and whose unreadable files are computed again.
+
+    MONAI 1.6.1 saves each file in the system's temporary folder and ``shutil.move``s it into ``cache_dir``: across
+    file systems a copy, so a run killed meanwhile leaves a truncated ``<hash>.pt``; and it recomputes a corrupt file
+    only when torch says "Invalid magic number", while a truncated zip says "failed finding central directory", so
+    every later training failed on that case until the file was found and deleted.
+    """
+    import warnings
+    from pickle import UnpicklingError
+
+    import torch
+    from monai.data import PersistentDataset
+    from monai.utils import convert_to_tensor
+
+    from pipeline.core.files import atomic_write
+
+    class AtomicPersistentDataset(PersistentDataset):
+        def _cachecheck(self, item_transformed: object) -> object:
+            if self.cache_dir is None:
+                return super()._cachecheck(item_transformed)
+            hashfile = self.cache_dir / f"{self.hash_func(item_transformed).decode('utf-8')}{self.transform_hash}.pt"
+            if hashfile.is_file():
+                try:
+                    return torch.load(hashfile, weights_only=self.weights_only)
+                except (UnpicklingError, RuntimeError, EOFError, OSError) as e:  # a cut or foreign file
+                    warnings.warn(f"unreadable cache file {hashfile} ({type(e).__name__}): computed again",
+                                  stacklevel=2)
+            item = self._pre_transform(deepcopy(item_transformed))  # keep the original hashed
+            tensors = convert_to_tensor(item, convert_numeric=False, track_meta=self.track_meta)
+            atomic_write(hashfile, lambda tmp: torch.save(tensors, tmp), durable=False)
+            return item
+
+    return AtomicPersistentDataset

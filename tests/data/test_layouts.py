@@ -281,3 +281,26 @@ def test_the_datalist_command_prints_the_detected_layout(layout_datasets, tmp_pa
     out = capsys.readouterr().out
     assert "layout msd (Medical Segmentation Decathlon Task01_BrainTumour), label scheme msd" in out
     assert json.loads((tmp_path / "dl.json").read_text())["layout"] == "msd"
+
+
+@pytest.mark.parametrize("damage", ["cut short", "not a checkpoint"])
+def test_a_cache_file_left_unreadable_is_computed_again_not_a_failure_of_every_later_run(
+        layout_datasets, tmp_path: Path, damage: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MONAI 1.6.1 wrote the cache through the system's temporary folder (a copy across file systems, cut short by
+    a kill) and recomputed only an "Invalid magic number": a truncated file failed every later training."""
+    parser = _parser(layout_datasets["msd"], cache_dir=str(tmp_path / "cache"), roi_size=[32, 32, 32])
+    transform = parser.get_parsed_content("validate#preprocessing")
+    items = [c.to_item() for c in discover_cases(layout_datasets["msd"])][:1]
+    first = np.asarray(cached_dataset(items, transform, tmp_path / "cache")[0]["image"])
+    (cached,) = (tmp_path / "cache").glob("*.pt")
+    cached.write_bytes(cached.read_bytes()[:1000] if damage == "cut short" else b"not a checkpoint")
+    with pytest.warns(UserWarning, match="unreadable cache file"):
+        again = np.asarray(cached_dataset(items, transform, tmp_path / "cache")[0]["image"])
+    np.testing.assert_array_equal(first, again)
+    written = []
+    monkeypatch.setattr("os.replace", lambda src, dst: written.append((Path(src).parent, Path(dst))) or
+                        shutil.move(src, dst))
+    cached.unlink()
+    cached_dataset(items, transform, tmp_path / "cache")[0]
+    assert written == [(tmp_path / "cache", cached)]  # written beside its place, then renamed
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]
