@@ -17,7 +17,7 @@ from pipeline.core.config import ALL_FOLDS, as_bool, as_fold, as_infer_fold, as_
 from pipeline.core.distributed import computed_on_main_process, is_main_process
 from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, atomic_write_text, file_sha256
-from pipeline.core.guard import OutputGuard
+from pipeline.core.guard import OutputGuard, is_within
 from pipeline.data.datalist import folds_present
 from pipeline.data.labels import Description, canonical_channel, describe
 from pipeline.data.source import DataSource
@@ -110,12 +110,22 @@ def start_training(run_dir: object, ckpt_dir: object, *, resume: bool | str, ove
         for name, folder in {"ckpt_dir": ckpt_dir, **(folders or {})}.items():
             if folder not in (None, ""):
                 guard.folder(folder, what=f"the run's {name}", option=f"--{name}")
+    logs = (folders or {}).get("tensorboard_dir")
     return computed_on_main_process(_start_training, run, as_path(ckpt_dir, "ckpt_dir"), as_bool(resume, "resume"),
-                                    as_bool(overwrite, "overwrite"), dict(ids), network_spec(network_factory), guard)
+                                    as_bool(overwrite, "overwrite"), dict(ids), network_spec(network_factory), guard,
+                                    str(logs) if logs not in (None, "") else None)
+
+
+def _old_logs(run: Path, logs: str | None) -> list[Path]:
+    """The TensorBoard event files of the run in ``run``: those of its ``tensorboard_dir`` when that lies in the run
+    folder (a folder shared by several runs is theirs too, and stays)."""
+    if not logs or not Path(logs).is_dir() or not is_within(Path(logs).resolve(), run.resolve()):
+        return []
+    return sorted(Path(logs).rglob("events.out.tfevents.*"))
 
 
 def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, ids: dict, network: dict,
-                    guard: OutputGuard | None) -> dict:
+                    guard: OutputGuard | None, logs: str | None = None) -> dict:
     run, ckpt = Path(run_dir), Path(ckpt_dir)
     if resume and overwrite:
         raise RunError("--resume true and --overwrite true contradict each other: pass one of them")
@@ -139,6 +149,7 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
     if overwrite:
         if record and record.get("datalist_written"):  # the split the old run made: not the user's file
             found.append(run / "datalist.json")
+        found += _old_logs(run, logs)  # else TensorBoard draws the old curves under the new run's, step by step
         kept = [p for p in found if guard is not None and not guard.may_delete(p)]
         found = [p for p in found if p not in kept]
         if kept:

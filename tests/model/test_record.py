@@ -71,6 +71,23 @@ def test_training_into_a_finished_run_is_refused_and_leaves_it_intact(tmp_path):
     assert {p.name: _sha(p) for p in (run / "models").iterdir()} == before
 
 
+@pytest.mark.parametrize("inside", [True, False], ids=["the run's own logs", "a log folder shared with other runs"])
+def test_overwrite_deletes_the_old_runs_tensorboard_events_only_in_its_own_folder(tmp_path, inside):
+    """--overwrite kept the old events.out.tfevents files, and TensorBoard drew the old curves beside the new run's
+    at the same steps; a folder outside the run may hold other runs' logs and is left alone."""
+    run = tmp_path / "run"
+    logs = run / "tensorboard" if inside else tmp_path / "shared_logs"
+    start = functools.partial(start_training, run, run / "models", resume=False, ids=_ids(), network_factory=SMALL,
+                              folders={"tensorboard_dir": logs})
+    start(overwrite=False)
+    _finish(run)
+    logs.mkdir(parents=True)
+    event = logs / "events.out.tfevents.1.host"
+    event.write_bytes(b"old curves")
+    start(overwrite=True)
+    assert event.exists() != inside
+
+
 @pytest.mark.parametrize("moved", [False, True], ids=["models in the recorded ckpt_dir", "that folder moved away"])
 def test_a_run_whose_models_lie_in_its_recorded_ckpt_dir_is_not_replaced(tmp_path, moved):
     """A run trained with --ckpt_dir elsewhere: a second start with the default ckpt_dir found no model beside the
