@@ -19,6 +19,7 @@ from pipeline.bundle import VERB_ENV, command, inference_command
 from pipeline.core.config import as_folds
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text
+from pipeline.data.datalist import folds_present
 from pipeline.data.source import DataSource
 from pipeline.evaluation.reference import reference_of
 from pipeline.evaluation.regions import evaluate_folders
@@ -82,6 +83,15 @@ def format_cv_table(table: dict) -> str:
     return "\n".join(lines)
 
 
+def cv_outputs(run: Path, folds: Sequence[int], all_folds: Sequence[int]) -> tuple[Path, Path]:
+    """``(evaluation folder, summary file)`` of an out-of-fold table of ``folds``: for every fold of the datalist
+    (``all_folds``) ``cv/eval`` and ``cv_summary.json``; for fewer (those trained so far, or ``--folds``) names of
+    their own (``cv/eval_folds_0_1``), so that a table of two folds is never replaced by one of five under the same
+    name, nor the reverse."""
+    subset = "" if sorted(folds) == sorted(all_folds) else "_folds_" + "_".join(map(str, sorted(folds)))
+    return run / "cv" / f"eval{subset}", run / f"cv_summary{subset}.json"
+
+
 def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike | None = None, *,
                              folds: Sequence[int] | None = None, fast: bool = False,
                              extra: Sequence[str] = ()) -> dict:
@@ -133,9 +143,8 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
                         + ", ".join(f"fold {f}: {s}" for f, s in schemes.items()) + "); one out-of-fold table needs "
                         "one numbering: retrain the folds that differ (make cv), or pass --folds without them")
     scheme = next(filter(None, schemes.values()), None) or "auto"
-    # every trained fold: cv_summary.json and cv/eval; a subset gets its own names, so neither replaces the other
-    subset = "" if sorted(folds) == trained else "_folds_" + "_".join(map(str, folds))
-    seg, eval_dir, summary_file = run / "cv" / "seg", run / "cv" / f"eval{subset}", run / f"cv_summary{subset}.json"
+    seg = run / "cv" / "seg"
+    eval_dir, summary_file = cv_outputs(run, folds, folds_present(data.datalist))
     for f in folds:
         _bundle_inference(run / f"fold_{f}", datalist, f, seg, fast, extra, scheme, records[f])
     summary = evaluate_folders(seg, reference_of(data), eval_dir, scheme=scheme, cases=sorted(fold_of),

@@ -86,3 +86,17 @@ def test_each_fold_segments_with_the_inference_recipe_its_run_names(recorded, fa
     with pytest.raises(UserError, match="inference of fold 0 .* failed with exit code 3"):
         crossval.cross_validation_summary(run, folds=[0], fast=fast)
     assert [Path(f).name for f in config_files_in_argv([str(c) for c in launched[0]])] == expected
+
+
+@pytest.mark.parametrize(("folds", "expected"), [
+    ([0, 1, 2, 3, 4], ("cv/eval", "cv_summary.json")),
+    ([0, 1], ("cv/eval_folds_0_1", "cv_summary_folds_0_1.json")),
+    ([1, 0], ("cv/eval_folds_0_1", "cv_summary_folds_0_1.json")),
+])
+def test_an_out_of_fold_table_is_named_by_the_folds_it_covers_of_the_datalists(tmp_path, folds, expected):
+    """Named after the folds trained so far, the table of two folds took cv_summary.json, which the table of all five
+    replaced later under the same name; the datalist's folds decide the plain name."""
+    from pipeline.evaluation.crossval import cv_outputs
+
+    eval_dir, summary = cv_outputs(tmp_path, folds, [0, 1, 2, 3, 4])
+    assert (eval_dir.relative_to(tmp_path).as_posix(), summary.name) == expected
