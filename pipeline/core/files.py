@@ -19,7 +19,7 @@ import socket
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipeline.core.errors import UserError
@@ -233,3 +233,49 @@ class FolderLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def read_table(path: str | os.PathLike, columns: Sequence[str], what: str) -> list[dict[str, str]]:
+    """The rows of the CSV file ``path``, which must hold ``columns``: ``what`` names the table expected and what
+    writes it (``an evaluation's metrics.csv (python -m pipeline evaluate)``), for the refusal.
+
+    Raises:
+        UserError: no such file, not a CSV table, or a column missing (the file, the columns and ``what`` named).
+    """
+    import csv
+
+    from pipeline.core.errors import UserError
+
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = list(reader.fieldnames or [])
+    except FileNotFoundError:
+        raise UserError(f"no {path}: pass {what}") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path} cannot be read as a CSV table ({e}): pass {what}") from None
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise UserError(f"{path} is not {what}: it has no column {', '.join(missing)} (its columns: "
+                        f"{', '.join(header[:8]) or 'none'}{' ...' if len(header) > 8 else ''})")
+    return rows
+
+
+def column_numbers(rows: Sequence[dict[str, str]], key: str, path: str | os.PathLike) -> list[float]:
+    """The numbers of column ``key`` (an empty cell is NaN).
+
+    Raises:
+        UserError: a cell that is no number (the file, the column and the row named).
+    """
+    from pipeline.core.errors import UserError
+
+    out = []
+    for i, row in enumerate(rows, start=2):  # line 1 is the header
+        cell = row.get(key)
+        try:
+            out.append(float(cell) if cell not in (None, "") else float("nan"))
+        except ValueError:
+            raise UserError(f"{path}, line {i}: column {key} holds {cell!r}, not a number; write the table again "
+                            "with the command that made it") from None
+    return out

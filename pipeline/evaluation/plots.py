@@ -10,7 +10,6 @@ under the ``labels`` scheme each label value gets a colour of matplotlib's ``tab
 
 from __future__ import annotations
 
-import csv
 import gzip
 import logging
 import math
@@ -28,6 +27,7 @@ from nibabel.orientations import OrientationError
 
 from pipeline.core.errors import UserError
 from pipeline.core.figures import plt, region_colour, save_figure
+from pipeline.core.files import column_numbers, read_table
 from pipeline.core.nifti import load_labels, nifti_files, read_voxels
 from pipeline.data.colours import region_colours
 from pipeline.data.labels import NNUNET_PREFIX, canonical_channel, describe, region_masks
@@ -48,13 +48,8 @@ logger = logging.getLogger(__name__)
 REGION_COLOURS = region_colours("brats2024")
 
 
-def _read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _floats(rows: list[dict[str, str]], key: str) -> np.ndarray:
-    return np.array([float(r[key]) if r.get(key) not in (None, "") else math.nan for r in rows])
+#: What the box plot and the evaluation's pictures read: an evaluation's ``metrics.csv``.
+METRICS_TABLE = "an evaluation's metrics.csv (python -m pipeline evaluate PRED DATA --out DIR writes DIR/metrics.csv)"
 
 
 
@@ -63,9 +58,13 @@ def plot_dice_boxplot(metrics_csv: str | os.PathLike, out_png: str | os.PathLike
                       name: str = "") -> Path:
     """Box plot of ``metric`` per region from the evaluation's long-form ``metrics.csv``, one dot per case;
     ``name`` (the run or algorithm) in the title."""
-    rows = _read_csv(metrics_csv)
+    rows = read_table(metrics_csv, ("case", "region", metric), METRICS_TABLE)
+    if not rows:
+        raise UserError(f"{metrics_csv} holds no case: nothing to draw")
     regions = list(dict.fromkeys(row["region"] for row in rows))  # the evaluation's order (the description's)
-    data = [[float(row[metric]) for row in rows if row["region"] == r] for r in regions]
+    values = column_numbers(rows, metric, metrics_csv)
+    data = [[v for row, v in zip(rows, values, strict=True) if row["region"] == r and not math.isnan(v)]
+            for r in regions]
     fig, ax = plt.subplots(figsize=(1.6 * len(regions) + 2, 4))
     ax.boxplot(data, showfliers=False)
     ax.set_xticks(range(1, len(regions) + 1), regions)
@@ -293,10 +292,10 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
         raise UserError(f"{out} holds the evaluation of {elsewhere['predictions']} against {elsewhere['reference']}; "
                         f"the pictures of {eval_dir} would replace its own: pass another {out_option}")
 
-    rows = _read_csv(metrics)
+    rows = read_table(metrics, ("case", "region", "dice"), METRICS_TABLE)
     by_case: dict[str, list[float]] = {}
-    for row in rows:
-        by_case.setdefault(row["case"], []).append(float(row["dice"]))
+    for row, dice in zip(rows, column_numbers(rows, "dice", metrics), strict=True):
+        by_case.setdefault(row["case"], []).append(dice)
     ranked = sorted(by_case, key=lambda c: np.mean(by_case[c]))
     ranks = {ranked[0]: "worst", ranked[len(ranked) // 2]: "median", ranked[-1]: "best"} if ranked else {}
     picks = list(dict.fromkeys([ranked[0], ranked[len(ranked) // 2], ranked[-1]]))[:max_cases] if ranked else []

@@ -103,8 +103,9 @@ def label_values_problem(values: Iterable[int], scheme: str, what: str, layout: 
     if not bad:
         return None
     if what == "prediction":  # the reference, checked first, is in this scheme: the prediction is not in its numbering
-        hint = (f"; the reference is numbered in scheme {scheme}: write the prediction in scheme {scheme} (re-run "
-                f"inference with --label_scheme {scheme})")
+        hint = (f"; the reference is numbered in scheme {scheme}: the prediction must be too. Inference writes the "
+                f"numbering of the data it segments, so segment the reference dataset's own images (python -m "
+                f"pipeline infer -i REFERENCE_DATASET --run RUN), or relabel the prediction to scheme {scheme}")
         return (f"the {what} holds label value(s) {bad} that scheme {scheme!r} does not use "
                 f"(allowed {sorted(allowed)}){hint}")
     hint = scheme_hint(found, scheme, layout, option="--scheme")

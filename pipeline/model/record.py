@@ -9,6 +9,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -445,4 +446,25 @@ def write_metadata(run_dir: str | os.PathLike, meta: Mapping | None, description
     image.update(num_channels=len(channels), channel_def={str(i): c for i, c in enumerate(channels)})
     pred.update(num_channels=len(regions), channel_def={str(i): r for i, r in enumerate(regions)})
     out["label_scheme"] = description.name
+    out.update(_label_prose(description, str(out.get("description", ""))))
     return atomic_write_text(Path(run_dir) / "metadata.json", json.dumps(out, indent=2))
+
+
+def _label_prose(description: Description, prose: str) -> dict[str, str]:
+    """``label_classes``, ``pred_classes`` and ``description`` of a run's metadata.json, stated from its dataset's
+    description: the bundle's own text states BraTS 2018-2021's numbering, which a BraTS 2023+, MSD or nnU-Net run
+    does not write."""
+    labels = ", ".join(f"{v} {name}" for name, v in sorted(description.labels.items(), key=lambda kv: kv[1]))
+    regions = "; ".join(f"{i} {name} = label(s) {', '.join(map(str, values))}"
+                        for i, (name, values) in enumerate(description.regions.items()))
+    written = ", ".join(f"{name} as {v}" for name, v in zip(description.regions, description.regions_class_order,
+                                                          strict=True))
+    ignore = f"; {description.ignore} marks unannotated voxels (nnU-Net's ignore label)" if description.ignore else ""
+    return {
+        "label_classes": f"{description.title}: 0 background, {labels}{ignore}. Converted for training to "
+                         f"{len(description.regions)} region channels: {regions}",
+        "pred_classes": f"one sigmoid channel per region ({', '.join(description.regions)}); written by inference as "
+                        f"one uint8 label map in the dataset's own numbering, larger regions first: {written}",
+        "description": re.sub(r"writes BraTS labels \([^)]*\)", f"writes labels in the numbering of "
+                              f"{description.title}", prose),
+    }

@@ -22,7 +22,7 @@ import torch
 from pipeline.core.distributed import is_main_process
 from pipeline.core.errors import UserError
 from pipeline.core.figures import plt, region_colour, save_figure
-from pipeline.core.files import atomic_write_text
+from pipeline.core.files import atomic_write_text, column_numbers, read_table
 from pipeline.data.colours import region_colours
 from pipeline.data.labels import REGIONS
 from pipeline.training.budget import Clock
@@ -186,13 +186,8 @@ class EpochSummary:
         return "\n".join(lines)
 
 
-def _read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _floats(rows: list[dict[str, str]], key: str) -> np.ndarray:
-    return np.array([float(r[key]) if r.get(key) not in (None, "") else math.nan for r in rows])
+#: What the training curves read: a run's ``history.csv``.
+HISTORY_TABLE = "a run's history.csv (training writes RUN/history.csv)"
 
 
 def plot_training_curves(history_csv: str | os.PathLike, out_png: str | os.PathLike) -> Path:
@@ -201,9 +196,13 @@ def plot_training_curves(history_csv: str | os.PathLike, out_png: str | os.PathL
     Top: training loss (left axis) and validation Dice per region and mean (right axis) by epoch.
     Bottom: the learning rate by epoch.
     """
-    rows = _read_csv(history_csv)
+    rows = read_table(history_csv, ("epoch", "loss", "lr"), HISTORY_TABLE)
     if not rows:
         raise UserError(f"{history_csv} has no epoch yet: nothing to plot")
+
+    def _floats(rows: list[dict[str, str]], key: str) -> np.ndarray:
+        return np.array(column_numbers(rows, key, history_csv))
+
     epoch = _floats(rows, "epoch")
     fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot(epoch, _floats(rows, "loss"), color="black", label="training loss")

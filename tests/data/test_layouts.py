@@ -304,3 +304,14 @@ def test_a_cache_file_left_unreadable_is_computed_again_not_a_failure_of_every_l
     cached_dataset(items, transform, tmp_path / "cache")[0]
     assert written == [(tmp_path / "cache", cached)]  # written beside its place, then renamed
     assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("name", ["datalist.json", "BraTS2021_00000_t1.nii.gz"])
+def test_an_existing_file_given_for_a_dataset_folder_is_called_a_file(tmp_path: Path, name: str) -> None:
+    """Not "dataset folder ... does not exist": the file is there, it is the wrong kind of input."""
+    from pipeline.data.layouts import scan_dataset
+
+    (tmp_path / name).write_text("{}")
+    with pytest.raises(DatasetError, match="is (a file|one image file), not a dataset") as err:
+        scan_dataset(tmp_path / name)
+    assert "does not exist" not in str(err.value)

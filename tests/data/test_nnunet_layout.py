@@ -327,8 +327,11 @@ def test_a_datalist_whose_dataset_json_is_gone_is_refused_naming_it(nnunet_datas
         read_datalist(str(tmp_path / "dl.json"))
 
 
-def test_a_built_in_scheme_whose_channels_are_not_the_datasets_is_refused(nnunet_datasets) -> None:
-    with pytest.raises(DatasetError, match=r"label scheme brats names 4 channel\(s\) .* case BraTS2021_00000 has 1"):
+def test_a_built_in_scheme_is_not_laid_over_an_nnunet_datasets_own_description(nnunet_datasets) -> None:
+    """Its dataset.json describes its labels, regions and channels (here one channel, regions by list): a built-in
+    scheme would read them by position (`pipeline.data.layouts.resolve_scheme`)."""
+    with pytest.raises(UserError, match=r"label scheme brats does not describe nnunet data .* describes its own labels "
+                                        r"and regions \(whole tumor, tumor core, enhancing tumor"):
         build_datalist(nnunet_datasets["t1ce"], folds=3, label_scheme="brats")
 
 
@@ -449,8 +452,9 @@ def test_numbered_channels_read_under_a_scheme_of_another_order_are_refused_not_
         return source.inference_items() if path == "inference_items" else source.datalist["training"]
 
     if scheme != "auto":
-        with pytest.raises(DatasetError, match=r"numbers its channels FLAIR, T1w, t1gd, T2w .* reads T1, T1ce, T2, "
-                                               r"FLAIR: read it with its own scheme"):
+        # its labels (regions by list) or its channel order (FLAIR first) do not fit: refused either way
+        with pytest.raises(UserError, match=r"(does not describe nnunet data|numbers its channels FLAIR, T1w, t1gd, "
+                                            r"T2w .* reads T1, T1ce, T2, FLAIR).*read it with its own scheme"):
             items()
         assert not (tmp_path / "dl.json").exists()
         return
@@ -479,6 +483,10 @@ def test_files_named_by_contrast_are_reordered_by_name_for_a_scheme_of_another_o
 
 def test_a_scheme_of_other_contrasts_than_the_files_is_refused_naming_both(nnunet_datasets, tmp_path: Path) -> None:
     root = _renamed_channels(_copy(nnunet_datasets, "four", tmp_path), ["FLAIR", "T1w", "t1gd", "FLAIR"])
+    meta = json.loads((root / "dataset.json").read_text())  # plain labels named by role: msd's numbering (Task01's)
+    meta["labels"] = {"background": 0, "edema": 1, "non-enhancing tumor": 2, "enhancing tumour": 3}
+    meta.pop("regions_class_order", None)
+    (root / "dataset.json").write_text(json.dumps(meta))
     with pytest.raises(DatasetError, match=r"hold the contrasts FLAIR, T1w, t1gd, FLAIR, the label scheme reads T1"):
         DataSource(str(root), label_scheme="msd").inference_items()
 

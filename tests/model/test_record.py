@@ -454,6 +454,25 @@ def test_a_runs_metadata_describes_its_own_channels_and_regions(tmp_path):
     assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == 3  # the bundle's own is untouched
 
 
+@pytest.mark.parametrize(("scheme", "stated", "not_stated"), [
+    ("brats", ["4 ET", "ET as 4"], []),
+    ("brats2023", ["3 ET", "ET as 3", "BraTS 2023+"], ["4 ET", "1 NCR, 2 ED, 4 ET"]),
+    ("brats2024", ["4 RC", "RC as 4", "WT as 2"], ["4 ET"]),
+    ("msd", ["1 ED", "WT as 1", "TC as 2"], ["4 ET", "1 NCR"]),
+])
+def test_a_runs_metadata_states_the_numbering_its_inference_writes(tmp_path, scheme, stated, not_stated):
+    """The prose of the bundle's metadata.json (label_classes, pred_classes, description) said "writes BraTS labels
+    (1 NCR, 2 ED, 4 ET)" in every run's copy, whatever its data; exports carry that copy."""
+    from pipeline.data.labels import describe
+    from pipeline.model.record import write_metadata
+
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    written = json.loads(write_metadata(tmp_path, meta, describe(scheme)).read_text())
+    prose = " | ".join(written[k] for k in ("label_classes", "pred_classes", "description"))
+    assert all(s in prose for s in stated), prose
+    assert not any(s in prose for s in not_stated), prose
+
+
 def test_the_next_command_of_a_run_recorded_before_the_overlays_moved_names_files_that_exist(tmp_path):
     """Runs recorded before ``configs/variants/`` and ``configs/networks/`` name ``configs/fast.yaml`` and so on."""
     old = [str(REPO / "bundle" / "configs" / name) for name in

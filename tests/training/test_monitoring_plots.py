@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -133,3 +134,30 @@ def test_the_ignore_value_is_not_drawn_as_a_label_under_labels() -> None:
     assert [n for n, _ in names] == ["label_1"] and len(masks["reference"]) == 1
     names, _ = _contour_regions({"reference": ref}, "labels")
     assert [n for n, _ in names] == ["label_1", "label_2"]  # without a description every value is a label
+
+
+_HISTORY = "epoch,loss,lr,val_mean_dice\n1,0.9,0.001,0.5\n"
+_METRICS = "case,region,dice,hd95\na,ET,0.8,2.0\na,WT,0.9,1.0\n"
+
+
+@pytest.mark.parametrize(("verb", "table", "said"), [
+    ("boxplot", _HISTORY, "is not an evaluation's metrics.csv .* no column case, region, dice"),
+    ("boxplot", "case,region,dice\na,ET,\na,WT,zero\n", "line 3: column dice holds 'zero', not a number"),
+    ("curves", _METRICS, "is not a run's history.csv .* no column epoch, loss, lr"),
+    ("curves", "epoch,loss,lr\n1,nan,x\n", "line 2: column lr holds 'x', not a number"),
+    ("boxplot", None, "takes an evaluation's metrics.csv; .* does not exist"),
+], ids=["boxplot of a history", "boxplot of a cell that is no number", "curves of metrics", "curves of a bad cell",
+        "no file"])
+def test_a_table_of_the_wrong_kind_is_refused_in_one_line_naming_the_table_expected(
+        tmp_path: Path, verb: str, table: str | None, said: str, capsys: pytest.CaptureFixture) -> None:
+    """`plot boxplot history.csv` ended in KeyError, a non-numeric cell in ValueError, and `plot curves metrics.csv`
+    wrote a blank picture and exited 0."""
+    from pipeline.__main__ import main
+
+    path = tmp_path / "table.csv"
+    if table is not None:
+        path.write_text(table)
+    assert main(["plot", verb, str(path), "--out", str(tmp_path / "out.png")]) != 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and re.search(said, last), last
+    assert not (tmp_path / "out.png").exists()

@@ -147,7 +147,8 @@ def resolve_scheme(layout: LayoutInfo, scheme: str | None) -> str:
                     and set(theirs) >= set(mine)):
             return name
         raise UserError(f"label scheme {name} does not describe {where}: its dataset.json "
-                        f"({own_name[len(NNUNET_PREFIX):]}) numbers the labels {dict(own.labels)}; {fix}")
+                        f"({own_name[len(NNUNET_PREFIX):]}) describes its own labels and regions "
+                        f"({', '.join(own.regions)}), whose roles the scheme's numbering does not match by name; {fix}")
     implied = {v: r for r, v in NUMBERING.get(NAMING_NUMBERING.get(layout.layout, ""), {}).items()}
     mine = {**implied, **roles_by_value(own)}
     conflicts = role_conflicts(mine, roles_by_value(given), ("the data", f"scheme {name}"))

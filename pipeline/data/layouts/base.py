@@ -149,6 +149,12 @@ class DatasetError(UserError):
 def existing_root(root: str | os.PathLike) -> Path:
     """``root`` resolved, or a DatasetError when it is not a folder."""
     path = Path(root).expanduser().resolve()
+    if path.is_file():  # an existing file is no missing folder
+        if path.name.endswith((".nii", ".nii.gz")):
+            raise DatasetError(f"{path} is one image file, not a dataset: pass the folder of its case "
+                               f"({path.parent}) or the dataset folder above it")
+        raise DatasetError(f"{path} is a file, not a dataset folder: pass the folder of the BraTS cases (infer -i "
+                           "and evaluate also take a datalist .json in its place)")
     if not path.is_dir():
         raise DatasetError(f"dataset folder {path} does not exist; pass --dataset_dir pointing at a BraTS download")
     return path
