@@ -450,17 +450,21 @@ def _refuse_duplicate_ids(path: Path, parts: dict[str, list[dict]], zoo: bool) -
                         f"datalist {path}: cases {owner[key]} and {cid} list the same file {f}: one case under two "
                         "ids (in two folds it would validate the model that trained on it); keep one of the two")
                 owner.setdefault(key, cid)
-            if cid not in seen:
-                seen[cid] = (section, it)
+            folded = str(cid).casefold()  # BraTS2021_00000 and brats2021_00000 write one file on macOS and Windows
+            if folded not in seen:
+                seen[folded] = (section, it)
                 continue
-            other, first = seen[cid]
+            other, first = seen[folded]
             if zoo and {other, section} == {"training", "validation"}:
                 raise DatasetError(
                     f"datalist {path}: case {cid} is both a validation case ({Path(first['image'][0]).name}) and a "
                     f"training case ({Path(it['image'][0]).name}) of this model-zoo datalist; a case must not "
                     "validate the model it trains: remove it from one of the two lists")
+            twice = f"case id {cid} is used twice" if first["case"] == cid else (
+                f"case ids {first['case']} and {cid} differ only in letter case, one output file where letter case "
+                "is ignored (macOS, Windows)")
             raise DatasetError(
-                f"datalist {path}: case id {cid} is used twice ({other}: {first['image'][0]}; {section}: "
+                f"datalist {path}: {twice} ({other}: {first['image'][0]}; {section}: "
                 f"{it['image'][0]}); outputs are named <case>.nii.gz, so ids must be unique: remove the duplicate "
                 "or rename one case")
 

@@ -173,12 +173,32 @@ def role_of_name(name: object) -> str | None:
     return None
 
 
+def _region_kind(name: str) -> str | None:
+    key = name.strip().lower().replace("_", " ").replace("-", " ")
+    if key in ("et", "enhancing tumor", "enhancing tumour") or ("enhancing" in key and "non" not in key):
+        return "ET"
+    if key in ("tc", "tumor core", "tumour core"):
+        return "TC"
+    if key in ("wt", "whole tumor", "whole tumour"):
+        return "WT"
+    return None
+
+
 def roles_by_value(desc: Description) -> dict[int, str]:
     """``{label value: role}`` of a description: its roles (the built-in schemes), else what its plain labels' names
-    state (`role_of_name`; an nnU-Net dataset.json), for those that state one; empty when none does."""
+    state (`role_of_name`; an nnU-Net dataset.json), for those that state one; else, for BraTS's nested regions named
+    as nnU-Net names them (``whole tumor`` ⊃ ``tumor core`` ⊃ ``enhancing tumor``, Dataset137), ET the enhancing
+    region's, NCR the core's other values, ED the whole tumour's other values; empty when nothing states a role."""
     if desc.roles:
         return {v: r for r, v in desc.roles.items()}
-    return {v: r for name, v in desc.labels.items() if (r := role_of_name(name)) is not None}
+    named = {v: r for name, v in desc.labels.items() if (r := role_of_name(name)) is not None}
+    if named:
+        return named
+    kinds = {kind: set(values) for name, values in desc.regions.items() if (kind := _region_kind(name)) is not None}
+    if set(kinds) != {"ET", "TC", "WT"} or not (kinds["ET"] < kinds["TC"] < kinds["WT"]):
+        return {}
+    return ({v: "ET" for v in kinds["ET"]} | {v: "NCR" for v in kinds["TC"] - kinds["ET"]}
+            | {v: "ED" for v in kinds["WT"] - kinds["TC"]})
 
 
 def role_conflicts(a: Mapping[int, str], b: Mapping[int, str], names: tuple[str, str] = ("the data", "the scheme")

@@ -199,7 +199,7 @@ def resolve_evaluation_scheme(scheme: str, reference: Reference) -> str:
         return reference.scheme
     if scheme != "auto":
         if layout is not None and scheme != "labels":
-            return resolve_scheme(layout, scheme)  # refused where it contradicts the reference's own numbering
+            return resolve_scheme(layout, scheme, "--scheme")  # refused where it contradicts the reference's
         return scheme
     if layout is not None:
         return layout.label_scheme

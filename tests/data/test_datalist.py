@@ -153,11 +153,16 @@ def test_a_bad_item_is_refused_naming_the_case_the_file_and_the_fix(two_cases, t
     assert "\n" not in str(err.value) and str(dl) in str(err.value)
 
 
-def test_two_items_with_one_case_id_are_refused_naming_both(two_cases, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("second", "said"), [("X", "case id X is used twice"),
+                                               ("x", "case ids X and x differ only in letter case")],
+                         ids=["the same id", "ids that differ in letter case"])
+def test_two_items_with_one_case_id_are_refused_naming_both(two_cases, tmp_path: Path, second: str,
+                                                            said: str) -> None:
+    """Ids differing only in letter case write one <case>.nii.gz on macOS and Windows: the second replaced the first."""
     a, b = two_cases.values()
-    dl = _write(tmp_path / "dl.json", {"training": [_item(a, "X")], "test": [_item(b, "X", fold=None)]})
-    with pytest.raises(DatasetError, match=r"case id X is used twice \(training: .*BraTS2021_00000_t1\.nii\.gz; "
-                                           r"test: .*BraTS2021_00001_t1\.nii\.gz\).*ids must be unique"):
+    dl = _write(tmp_path / "dl.json", {"training": [_item(a, "X")], "test": [_item(b, second, fold=None)]})
+    with pytest.raises(DatasetError, match=said + r".* \(training: .*BraTS2021_00000_t1\.nii\.gz; "
+                                             r"test: .*BraTS2021_00001_t1\.nii\.gz\).*ids must be unique"):
         read_datalist(str(dl))
 
 

@@ -52,7 +52,7 @@ CONTRADICTIONS = [
     ("brats2023", "brats", "4 is RC in the data, ET in scheme brats"),
     ("brats2023", "msd", "1 is NCR in the data, ED in scheme msd"),
     ("msd", "brats2023", "1 is ED in the data, NCR in scheme brats2023"),
-    ("nnunet", "brats2023", "does not describe nnunet data"),
+    ("nnunet", "brats2023", "does not describe nnunet data"),  # Dataset137's regions: 1 is ED, 2 NCR
 ]
 
 
@@ -102,7 +102,8 @@ def test_the_cli_refuses_a_contradicting_scheme_in_one_last_line(datasets, tmp_p
     pred = _predictions(root, tmp_path / "pred")
     assert main([a.format(root=root, tmp=tmp_path, pred=pred) for a in argv]) != 0
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("error: label scheme msd contradicts brats2023 data") and "--label_scheme auto" in last
+    option = "--scheme" if argv[0] == "evaluate" else "--label_scheme"
+    assert last.startswith("error: label scheme msd contradicts brats2023 data") and f"({option} auto)" in last
 
 
 def test_an_msd_dataset_whose_labels_table_numbers_otherwise_is_refused(datasets, tmp_path: Path) -> None:
@@ -137,3 +138,13 @@ def test_an_nnunet_dataset_with_named_brats_labels_reads_as_the_builtin_scheme(t
     assert DataSource(str(nn), label_scheme="brats2023").scheme == "brats2023"
     with pytest.raises(UserError, match="does not describe nnunet data"):
         assert DataSource(str(nn), label_scheme="msd").scheme
+
+
+def test_nnunets_brats_regions_state_their_roles_so_the_matching_builtin_scheme_reads_them(datasets) -> None:
+    """Dataset137 (whole tumor [1, 2, 3] ⊃ tumor core [2, 3] ⊃ enhancing tumor [3]): 3 ET, 2 NCR, 1 ED, which is
+    Task01's numbering, so msd reads it and brats2023 (1 NCR) does not."""
+    from pipeline.data.labels import describe, roles_by_value
+
+    own = DataSource(str(datasets["nnunet"])).scheme
+    assert roles_by_value(describe(own)) == {3: "ET", 2: "NCR", 1: "ED"}
+    assert DataSource(str(datasets["nnunet"]), label_scheme="msd").scheme == "msd"

@@ -190,8 +190,8 @@ def test_a_scheme_that_contradicts_the_layout_names_the_layouts_scheme(
     rc = run("evaluate", tmp_path / "pred", data, "--out", tmp_path / "eval", "--scheme", "brats")
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1
-    assert "case BraTS-GLI-" in err and "-seg.nii.gz" in err and "[3]" in err
-    assert "For BraTS 2023+ data set --scheme brats2023" in err
+    assert "label scheme brats contradicts brats2023 data" in err and "label 4 is RC in the data, ET in scheme brats" \
+        in err and "its own scheme (--scheme auto)" in err  # BraTS 2023 names: ET = 3, by identity
     assert snapshot(tmp_path) == before
 
 
@@ -412,7 +412,7 @@ def test_plot_evaluation_refuses_a_prediction_outside_the_scheme_before_drawing(
     assert run("plot", "evaluation", tmp_path / "eval", tmp_path / "pred", data) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(bad) in err and "[4]" in err
-    assert "write the prediction in scheme brats2023" in err
+    assert "the reference is numbered in scheme brats2023: the prediction must be too" in err
     assert snapshot(tmp_path) == before and not list(tmp_path.rglob("*.png"))
 
 

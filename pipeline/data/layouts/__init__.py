@@ -104,7 +104,7 @@ def usable_cases(scan: DatasetScan) -> list[Case]:
     return scan.cases
 
 
-def resolve_scheme(layout: LayoutInfo, scheme: str | None) -> str:
+def resolve_scheme(layout: LayoutInfo, scheme: str | None, option: str = "--label_scheme") -> str:
     """The label scheme to read data of ``layout`` with: the layout's own for None or ``auto``; else ``scheme``'s name
     (`pipeline.data.labels.scheme_name`) when its numbering agrees, label value by label value, with what the data
     says of its own: the numbering its file naming implies (`NAMING_NUMBERING`: BraTS 2021 names ET = 4) and the
@@ -114,7 +114,8 @@ def resolve_scheme(layout: LayoutInfo, scheme: str | None) -> str:
 
     BraTS 2021-named files relabelled 4 -> 3 read as ``brats2023`` (1 and 2 mean the same); ``msd`` on BraTS-named
     files (1 = oedema there, necrosis here) is refused, as is a built-in scheme on an nnU-Net dataset whose labels'
-    names do not state their roles, and another dataset.json than its own that describes it otherwise.
+    names do not state their roles, and another dataset.json than its own that describes it otherwise. ``option``:
+    the flag that set the scheme, named in the refusal (``--scheme`` for the evaluation).
 
     Raises:
         UserError: an unknown scheme, or one whose numbering contradicts the data's (the values named).
@@ -137,8 +138,8 @@ def resolve_scheme(layout: LayoutInfo, scheme: str | None) -> str:
         return name
     own, given = describe(own_name), describe(name)
     where = f"{layout.layout} data ({layout.reason})" if layout.reason else f"{layout.layout} data"
-    fix = ("read it with its own scheme (--label_scheme auto), or relabel the files to the scheme's numbering and "
-           "rename them to its layout")
+    fix = (f"read it with its own scheme ({option} auto), or relabel the files to the scheme's numbering and rename "
+           "them to its layout")
     if layout.layout == "nnunet" and own_name.startswith(NNUNET_PREFIX):
         same = (own.channels, dict(own.labels), dict(own.regions), own.regions_class_order, own.ignore) == (
             given.channels, dict(given.labels), dict(given.regions), given.regions_class_order, given.ignore)
