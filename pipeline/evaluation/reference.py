@@ -16,6 +16,7 @@ from nibabel.orientations import apply_orientation
 
 from pipeline.core.config import as_bool, as_path
 from pipeline.core.errors import UserError
+from pipeline.core.files import FolderLock
 from pipeline.core.guard import OutputGuard, dataset_root, is_within
 from pipeline.core.nifti import (
     AFFINE_TOLERANCE,
@@ -221,7 +222,7 @@ def check_evaluation_folders(pred_dir: str | os.PathLike, reference: Reference) 
         ``pred_dir``, as given (user-expanded).
 
     Raises:
-        UserError: the prediction folder is missing, or overlaps the reference folder.
+        UserError: the prediction folder is missing, overlaps the reference folder, or inference still writes it.
     """
     pred_root = Path(pred_dir).expanduser()
     if not pred_root.is_dir():
@@ -239,6 +240,11 @@ def check_evaluation_folders(pred_dir: str | os.PathLike, reference: Reference) 
                             f"written among the reference files; {fix}")
         if is_within(ref, pred):
             raise UserError(f"the {kind} {ref} lies inside the prediction folder {pred}; {fix}")
+    holder = FolderLock(pred_root, what="inference").holder()
+    if holder is not None and holder.endswith(", inference"):  # its missing cases would be scored as empty
+        raise UserError(f"{pred_root} is still being written ({holder}): the cases not written yet would be scored "
+                        "as empty predictions; wait for inference to finish (if none runs there any more, delete "
+                        f"{pred_root / FolderLock.NAME})")
     return pred_root
 
 

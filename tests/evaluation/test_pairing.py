@@ -226,3 +226,27 @@ def test_no_writer_of_scores_writes_into_a_datalist_references_image_folder(layo
     assert pipeline_main(argv) != 0
     assert "input folder" in capsys.readouterr().err.strip().splitlines()[-1]
     assert sorted(p.name for p in images.iterdir()) == before
+
+
+@pytest.mark.parametrize("writer", ["evaluate", "plot evaluation"])
+def test_a_prediction_folder_that_inference_still_writes_is_not_scored(layout_datasets, tmp_path: Path, writer: str,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """Its cases not yet written were scored as empty predictions and the result saved as a finished evaluation."""
+    import os
+    import socket
+
+    datalist, _, pred = _datalist_with_separate_image_folder(layout_datasets, tmp_path)
+    assert pipeline_main(["evaluate", str(pred), str(datalist), "--out", str(tmp_path / "eval")]) == 0
+    child = __import__("subprocess").Popen(["sleep", "60"])
+    try:
+        (pred / ".lock").write_text(json.dumps({"pid": child.pid, "host": socket.gethostname(), "what": "inference"}))
+        argv = (["evaluate", str(pred), str(datalist), "--out", str(tmp_path / "eval2")] if writer == "evaluate" else
+                ["plot", "evaluation", str(tmp_path / "eval"), str(pred), str(datalist), "--out", str(tmp_path / "p")])
+        capsys.readouterr()
+        assert pipeline_main(argv) != 0
+        assert "is still being written" in capsys.readouterr().err.strip().splitlines()[-1]
+        assert not (tmp_path / "eval2").exists() and not (tmp_path / "p").exists()
+    finally:
+        child.kill()
+        child.wait()
+    assert os.path.exists(pred / ".lock")
