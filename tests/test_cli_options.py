@@ -190,7 +190,7 @@ def test_a_bundle_refusal_under_a_verb_is_spelled_with_the_verbs_options(verb: s
 ])
 def test_bad_input_to_the_small_commands_is_one_line(argv: list[str], named: str, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "empty.csv").write_text("epoch,loss\n")
+    (tmp_path / "empty.csv").write_text("epoch,loss,lr\n")  # a history.csv before its first epoch
     assert cli.main([a.format(tmp=tmp_path) for a in argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and named in err[-1] and "Traceback" not in "\n".join(err)
