@@ -11,6 +11,7 @@ under the ``labels`` scheme each label value gets a colour of matplotlib's ``tab
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import math
 import os
@@ -27,7 +28,7 @@ from nibabel.orientations import OrientationError
 
 from pipeline.core.errors import UserError
 from pipeline.core.figures import plt, region_colour, save_figure
-from pipeline.core.files import column_numbers, read_table
+from pipeline.core.files import atomic_write_text, column_numbers, read_table
 from pipeline.core.nifti import load_labels, nifti_files, read_voxels
 from pipeline.data.colours import region_colours
 from pipeline.data.labels import NNUNET_PREFIX, canonical_channel, describe, region_masks
@@ -234,6 +235,34 @@ def run_name(pred_dir: str | os.PathLike) -> str:
     return f"{p.parent.name}/{p.name}" if (p.parent / "run.json").exists() else p.name
 
 
+#: What a pictures folder apart from its evaluation illustrates (``--out`` of ``plot evaluation``).
+PICTURES_RECORD = "pictures.json"
+
+
+def _pictures_of(out: Path, eval_dir: Path, option: str) -> dict | None:
+    """The record of the pictures of ``eval_dir`` drawn into ``out`` (None when ``out`` is the evaluation's own
+    folder); refused when ``out`` holds the pictures of another evaluation, or pictures no record names.
+
+    Raises:
+        UserError: naming the folder, what it illustrates and the option to change.
+    """
+    if out.resolve() == eval_dir.resolve():
+        return None
+    mine = {"evaluation": str(eval_dir.resolve())}
+    try:
+        earlier = json.loads((out / PICTURES_RECORD).read_text())
+    except FileNotFoundError:
+        earlier = None
+    except (OSError, ValueError):
+        earlier = {"evaluation": "(an unreadable pictures.json)"}
+    stray = earlier is None and (any((out / "overlays").glob("*.png")) or (out / "dice_boxplot.png").exists())
+    if (earlier is not None and earlier != mine) or stray:
+        what = earlier["evaluation"] if earlier else "an evaluation no pictures.json names"
+        raise UserError(f"{out} holds the pictures of {what}; those of {eval_dir} would mix with them: pass another "
+                        f"{option}")
+    return mine
+
+
 def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
                     dataset_dir: str | os.PathLike | Reference,
                     scheme: str = "auto", max_cases: int = 3, *, out_dir: str | os.PathLike | None = None,
@@ -292,6 +321,7 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
         raise UserError(f"{out} holds the evaluation of {elsewhere['predictions']} against {elsewhere['reference']}; "
                         f"the pictures of {eval_dir} would replace its own: pass another {out_option}")
 
+    drawn_from = _pictures_of(out, eval_dir, out_option)
     rows = read_table(metrics, ("case", "region", "dice"), METRICS_TABLE)
     by_case: dict[str, list[float]] = {}
     for row, dice in zip(rows, column_numbers(rows, "dice", metrics), strict=True):
@@ -311,6 +341,10 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
 
     # the images' channels are the data's own (its description), whichever scheme the labels are scored in
     channels = describe(reference.scheme or layout.label_scheme).channels
+    for png in (out / "overlays").glob("*.png"):  # an earlier drawing's cases: not beside this one's
+        png.unlink()
+    if drawn_from is not None:
+        atomic_write_text(out / PICTURES_RECORD, json.dumps(drawn_from, indent=2) + "\n")
     name = name or run_name(pred_root)
     paths = [plot_dice_boxplot(metrics, out / "dice_boxplot.png", name=name)]
     for case_id, case, pred in drawn:

@@ -250,3 +250,27 @@ def test_a_prediction_folder_that_inference_still_writes_is_not_scored(layout_da
         child.kill()
         child.wait()
     assert os.path.exists(pred / ".lock")
+
+
+def test_pictures_of_two_evaluations_never_mix_in_one_folder(layout_datasets, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """A second `plot evaluation` into the same --out replaced the first's box plot and left its overlays beside the
+    new ones; a pictures folder now says what it illustrates, and a drawing again replaces its own overlays only."""
+    datalist, _, pred = _datalist_with_separate_image_folder(layout_datasets, tmp_path)
+    other = tmp_path / "pred2"
+    shutil.copytree(pred, other)
+    for name, folder in (("evalA", pred), ("evalB", other)):
+        assert pipeline_main(["evaluate", str(folder), str(datalist), "--out", str(tmp_path / name),
+                              "--no-pictures"]) == 0
+    pics = tmp_path / "pics"
+    draw = ["plot", "evaluation", str(tmp_path / "evalA"), str(pred), str(datalist), "--out", str(pics)]
+    assert pipeline_main(draw) == 0
+    (pics / "overlays" / "stale_case.png").write_bytes(b"an earlier drawing's case")
+    assert pipeline_main(draw) == 0  # the same evaluation again: its own pictures, the stale one gone
+    assert not (pics / "overlays" / "stale_case.png").exists() and any((pics / "overlays").glob("*.png"))
+    before = sorted(p.name for p in pics.rglob("*"))
+    capsys.readouterr()
+    assert pipeline_main(["plot", "evaluation", str(tmp_path / "evalB"), str(other), str(datalist), "--out",
+                          str(pics)]) != 0
+    assert "holds the pictures of" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert sorted(p.name for p in pics.rglob("*")) == before
