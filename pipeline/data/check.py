@@ -164,6 +164,8 @@ def _not_3d_advice(shape: tuple[int, ...], kind: str, nnunet: bool) -> str:
     """The end of the message for a file that should be 3D and is not."""
     if len(shape) == 4 and shape[3] == 1:
         return " with a single volume: save it as 3D (nibabel.squeeze_image)"
+    if len(shape) < 3:
+        return "; a BraTS volume is 3D (X, Y, Z): re-export the whole volume, not a slice"
     if kind != "image":
         return ""
     if nnunet:

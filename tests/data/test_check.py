@@ -106,6 +106,15 @@ def _wrong_dimensionality(case: Case) -> tuple[str, str, str]:
     return path, "error", rf"{re.escape(_display(path))} is 3D with shape \(32, 32, 24\); expected a 4D"
 
 
+def _two_d(case: Case) -> tuple[str, str, str]:
+    path = _image(case)
+    arr = np.asarray(nib.load(path).dataobj)
+    _rewrite(path, arr[:, :, 12] if case.channel_index is None else arr[:, :, 12, 0])  # one slice exported
+    if case.channel_index is not None:  # MSD: its own advice (one 4D file of the 4 contrasts)
+        return path, "error", rf"{re.escape(_display(path))} is 2D with shape \(32, 32\); expected a 4D"
+    return path, "error", rf"{re.escape(_display(path))} is 2D .*re-export the whole volume, not a slice"
+
+
 def _shape_mismatch(case: Case) -> tuple[str, str, str]:
     path = case.label
     _rewrite(path, np.asarray(nib.load(path).dataobj)[:, :, :20])
@@ -198,7 +207,8 @@ def _non_integer_label(case: Case) -> tuple[str, str, str]:
 
 FAULTS: dict[str, Callable[[Case], tuple[str, str, str]]] = {
     "missing_contrast": _missing_contrast, "truncated_gzip": _truncated_gzip, "gzip_trailer_cut": _gzip_trailer_cut,
-    "not_nifti": _not_nifti, "wrong_dimensionality": _wrong_dimensionality, "shape_mismatch": _shape_mismatch,
+    "not_nifti": _not_nifti, "wrong_dimensionality": _wrong_dimensionality, "a_slice": _two_d,
+    "shape_mismatch": _shape_mismatch,
     "affine_mismatch": _affine_mismatch, "unexpected_label": _unexpected_label, "nan": _nan, "inf": _inf,
     "all_zero_image": _all_zero, "constant_image": _constant, "zero_spacing": _zero_spacing,
     "half_mm_spacing_warns": _half_mm_spacing,
