@@ -19,7 +19,7 @@ from monai.transforms import MapTransform
 
 from pipeline.core.config import as_fraction, as_int
 from pipeline.core.errors import UserError
-from pipeline.data.labels import Description, describe
+from pipeline.data.labels import Description, describe, roles_by_value
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ class SmallEnhancingToNecrosisd(MapTransform):
     """Relabel an enhancing tumour smaller than ``min_voxels`` as necrosis (the non-enhancing core).
 
     On binary regions ``(R, H, W, D)`` in the order of ``description.regions``, whose roles must name the enhancing
-    (``ET``) and the non-enhancing core (``NCR``: NCR, NETC, MSD's NET) labels: when ``0 < |ET| < min_voxels``
+    (``ET``) and the non-enhancing core (``NCR``: NCR, NETC, MSD's NET) labels (`roles_by_value`: a built-in scheme's,
+    or an nnU-Net dataset.json's label names or BraTS regions): when ``0 < |ET| < min_voxels``
     the enhancing voxels take the core's label, so each region keeps them exactly when it holds the core's label
     (TC and WT keep them, ET loses them; BraTS 2024's RC is untouched) and they are written as the core's value
     (1 in BraTS, 2 in MSD). BraTS scores an empty ET as Dice 1 when the reference ET is empty too, and a few
@@ -91,7 +92,10 @@ class SmallEnhancingToNecrosisd(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.min_voxels = as_int(min_voxels, "min_et_voxels", minimum=0)
         desc = describe(description)
-        et, ncr = desc.roles.get("ET"), desc.roles.get("NCR")
+        by_role: dict[str, int] = {}
+        for value, role in sorted(roles_by_value(desc).items()):  # built-in roles, or what a dataset.json states
+            by_role.setdefault(role, value)
+        et, ncr = by_role.get("ET"), by_role.get("NCR")
         values = list(desc.regions.values())
         self.et = [i for i, v in enumerate(values) if et in v and ncr not in v]  # the voxels leave these regions
         self.ncr = [i for i, v in enumerate(values) if ncr in v]                  # and join (stay in) these

@@ -45,10 +45,29 @@ def test_small_enhancing_tumour_needs_the_roles_of_its_labels() -> None:
     from pipeline.core.errors import UserError
     from pipeline.data.labels import from_dataset_json
 
-    desc = from_dataset_json(DATASET137_RC)  # nnU-Net's own region names, no roles: which label is necrosis?
+    desc = from_dataset_json({"channel_names": {"0": "T1"}, "labels": {"background": 0, "a": 1, "b": 2}})
     with pytest.raises(UserError, match=r"min_et_voxels needs an enhancing-tumour region .* leave --min_et_voxels 0"):
-        SmallEnhancingToNecrosisd("pred", 50, description=desc)
+        SmallEnhancingToNecrosisd("pred", 50, description=desc)  # which label is necrosis? nothing says
     assert SmallEnhancingToNecrosisd("pred", 0, description=desc).min_voxels == 0  # off: nothing to find
+
+
+def test_small_enhancing_tumour_of_nnunets_brats_regions_becomes_their_core_label() -> None:
+    """nnU-Net's Dataset137 (whole tumor [1, 2, 3] > tumor core [2, 3] > enhancing tumor [3]) states ET 3 and the
+    core's own label 2 by its regions: the rule runs there too (it was refused for want of roles)."""
+    import numpy as np
+
+    from pipeline.data.labels import from_dataset_json, labels_to_regions, regions_to_labels
+
+    desc = from_dataset_json(DATASET137_RC)
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[2:8, 2:8, 2:8] = 1
+    labels[3:7, 3:7, 3:7] = 2
+    labels[4, 4, 4:6] = 3            # two enhancing voxels
+    labels[0, 0, :4] = 4             # a resection cavity: untouched
+    regions = torch.as_tensor(labels_to_regions(labels, desc))
+    out = SmallEnhancingToNecrosisd("pred", 50, description=desc)({"pred": regions})["pred"]
+    expected = np.where(labels == 3, 2, labels)
+    np.testing.assert_array_equal(regions_to_labels(out.numpy() > 0.5, desc), expected)
 
 
 def test_component_removal_drops_small_islands_per_region() -> None:
