@@ -136,13 +136,17 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
     found = _artefacts(ckpt)
     record = read_record(run)
     recorded = Path(record["ckpt_dir"]) if record and record.get("ckpt_dir") else None
-    elsewhere = _artefacts(recorded) if recorded is not None and recorded.resolve() != ckpt.resolve() else []
-    if elsewhere and not overwrite:  # the record's models lie in the folder it names, not in this call's
+    # no model here, but the record names a folder elsewhere that holds some: a run trained with --ckpt_dir there (or
+    # a copied run folder whose record still names the original's models, which are that run's, never deleted here)
+    elsewhere = ([] if found or recorded is None or recorded.resolve() == ckpt.resolve() else _artefacts(recorded))
+    if elsewhere and not overwrite:
         names = ", ".join(p.name for p in elsewhere)
         raise RunError(f"{run} already holds a run whose models are in {recorded} ({names}; {run / RUN_RECORD}): "
                        f"pass --ckpt_dir {recorded} with --resume true to continue it, "
-                       "--overwrite true to delete it and start afresh, or another --run_dir")
-    found += elsewhere
+                       "--overwrite true to start afresh here (those models stay where they are), or another --run_dir")
+    if elsewhere:
+        logger.warning("--overwrite true: the models in %s (named by the old %s) are left where they are", recorded,
+                       RUN_RECORD)
     if found and not (resume or overwrite):
         names = ", ".join(p.name for p in found)
         raise RunError(f"{run} already holds a run ({names} in {ckpt}); pass --resume true to continue it, "

@@ -107,8 +107,25 @@ def test_a_run_whose_models_lie_in_its_recorded_ckpt_dir_is_not_replaced(tmp_pat
         _start(run)
     assert (run / "run.json").read_text() == before and (models / "model.pt").exists()
     release_run_locks()
-    _start(run, overwrite=True)  # asked for by name: the run's models go with it
-    assert not (models / "model.pt").exists()
+    _start(run, overwrite=True)  # asked for by name: a new record here; models outside this ckpt_dir are never deleted
+    assert (models / "model.pt").exists() and read_record(run)["ckpt_dir"] == str((run / "models").resolve())
+
+
+def test_overwriting_a_copied_run_never_deletes_the_originals_models(tmp_path):
+    """A run folder copied elsewhere keeps a record naming the original's models folder: --overwrite on the copy
+    deleted the original run's models (found in the suite: a copied fixture run lost its model.pt)."""
+    import shutil
+
+    original = tmp_path / "original"
+    _start(original)
+    _finish(original)
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    for path in (copy / "models").iterdir():
+        path.unlink()  # the copy's own models gone (or never copied)
+    start_training(copy, copy / "models", resume=False, overwrite=True, ids=_ids(), network_factory=SMALL)
+    release_run_locks()
+    assert sorted(p.name for p in (original / "models").iterdir()) == ["checkpoint.pt", "model.pt", "model_last.pt"]
 
 
 def test_overwrite_by_name_deletes_the_old_checkpoints(tmp_path):
