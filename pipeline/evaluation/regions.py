@@ -51,11 +51,11 @@ CONVENTIONS: dict[str, str] = {
     "sensitivity": "TP/(TP+FN); empty reference -> 1 (no positive to miss)",
     "specificity": "TN/(TN+FP) over the whole image; no negative voxel in the reference -> 1",
     "hd95": (
-        "MONAI compute_hausdorff_distance(percentile=95, spacing from the header): max of the 95th percentiles "
+        "MONAI compute_hausdorff_distance(percentile=95, spacing from the affine): max of the 95th percentiles "
         "of the two directed surface distances, in mm; both empty -> 0, exactly one empty -> 373.13 mm (BraTS)"
     ),
     "nsd": ("normalised surface Dice: the share of both surfaces within 1 mm of the other (NSD_TOLERANCE_MM, "
-            "spacing from the header); both empty -> 1, exactly one empty -> 0"),
+            "spacing from the affine); both empty -> 1, exactly one empty -> 0"),
     "missing_prediction": "evaluated as an empty prediction",
     "statistics": ("std is the sample standard deviation (ddof=1, as pandas and the official evaluation; NaN for one "
                    "case); q1/median/q3 by linear interpolation"),
