@@ -28,6 +28,7 @@ from pipeline.data.layouts import (
     LAYOUTS,
     Case,
     DatasetError,
+    LayoutInfo,
     in_scheme_order,
     resolve_scheme,
     scan_dataset,
@@ -405,6 +406,9 @@ def _datalist_channels(path: Path, raw: dict) -> tuple[str, ...]:
                            f"{', '.join(LABEL_SCHEMES)} or {NNUNET_PREFIX}<path to dataset.json>")
     try:
         desc = describe(scheme or LAYOUTS[datalist_layout(raw)].label_scheme)
+        if layout not in (None, "nnunet") and scheme is not None:  # its own scheme against its files' naming
+            resolve_scheme(LayoutInfo(layout, LAYOUTS[layout].label_scheme, f"datalist {path}", LAYOUTS[layout].title),
+                           scheme)
     except UserError as e:
         raise DatasetError(f"datalist {path}: {e}") from None
     given = raw.get("channels")

@@ -153,9 +153,10 @@ NUMBERING: dict[str, dict[str, int]] = {
 NAMING_NUMBERING: dict[str, str] = {"brats2021": "brats", "brats2023": "brats2024", "msd": "msd"}
 
 
-#: A label's role by the words of its name, first match (MSD's and nnU-Net's label tables): "non-enhancing tumor"
-#: is NCR before "enhancing" makes ET.
+#: A label's role by the words of its name, first match (MSD's and nnU-Net's label tables): "non-enhancing FLAIR
+#: hyperintensity" is oedema (SNFH) before "non-enhancing tumor" is NCR, which comes before "enhancing" makes ET.
 _ROLE_WORDS: tuple[tuple[str, str], ...] = (
+    ("hyperintens", "ED"), ("snfh", "ED"),  # BraTS's "Surrounding Non-enhancing FLAIR Hyperintensity": oedema
     ("non-enhancing", "NCR"), ("non enhancing", "NCR"), ("nonenhancing", "NCR"), ("necro", "NCR"), ("netc", "NCR"),
     ("ncr", "NCR"), ("net", "NCR"), ("edema", "ED"), ("oedema", "ED"), ("snfh", "ED"), ("ed", "ED"),
     ("enhancing", "ET"), ("et", "ET"), ("cavity", "RC"), ("rc", "RC"))
@@ -253,6 +254,7 @@ LABEL_SCHEMES: dict[str, dict[str, int]] = {name: dict(d.roles) for name, d in B
 
 def _values(value: object, where: str) -> tuple[int, ...]:
     values = value if isinstance(value, (list, tuple)) else [value]
+    values = [int(v) if isinstance(v, str) and v.strip().isdigit() else v for v in values]  # "1", as int() reads it
     if any(isinstance(v, bool) or not isinstance(v, int) for v in values):  # int(1.5) and int(True) would be 1
         raise UserError(f"{where}: label value {value!r} is not a whole number or a list of them")
     out = tuple(values)

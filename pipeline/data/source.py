@@ -12,7 +12,7 @@ import logging
 import time
 from pathlib import Path
 
-from pipeline.core.config import ALL_FOLDS, as_fold, as_infer_fold, as_int, as_path
+from pipeline.core.config import ALL_FOLDS, as_bool, as_fold, as_infer_fold, as_int, as_path
 from pipeline.core.distributed import computed_on_main_process
 from pipeline.core.errors import UserError
 from pipeline.core.guard import OutputGuard
@@ -62,10 +62,14 @@ class DataSource:
     """
 
     def __init__(self, dataset_dir: object = None, datalist: object = None, label_scheme: str | None = "auto", *,
-                 folds: object = 5, seed: object = 0, check: str = "strict", jobs: object = 1) -> None:
+                 folds: object = 5, seed: object = 0, check: str = "strict", jobs: object = 1,
+                 labels: object = True) -> None:
         self.dataset_dir = _path_or_none(dataset_dir, "dataset_dir")
         self.datalist_path = _path_or_none(datalist, "datalist")
         self.label_scheme = scheme_name(label_scheme, auto=True)
+        # whether this stage reads the labels (training, the check, the evaluation): a given scheme is then read
+        # against the data's own numbering (`resolve_scheme`); inference reads none and writes the scheme's numbering
+        self.labels = as_bool(labels, "labels")
         self.folds = as_int(folds, "folds", minimum=2)
         self.seed = as_int(seed, "seed", minimum=0)
         if check not in DATA_CHECK_MODES:
@@ -88,7 +92,7 @@ class DataSource:
         if found is None:
             return None
         case, info = found
-        one = in_scheme_order(DatasetScan(Path(self.dataset_dir), info, [case]), self.label_scheme)
+        one = in_scheme_order(DatasetScan(Path(self.dataset_dir), info, [case]), self.label_scheme, labels=self.labels)
         return one.cases[0], info
 
     @functools.cached_property
@@ -102,7 +106,7 @@ class DataSource:
         """
         if not self.dataset_dir:
             raise DatasetError("neither a datalist nor a dataset_dir was given; pass --dataset_dir /path/to/BraTS")
-        scan = in_scheme_order(scan_dataset(self.dataset_dir), self.label_scheme)
+        scan = in_scheme_order(scan_dataset(self.dataset_dir), self.label_scheme, labels=self.labels)
         whole = [p.message for p in scan.errors if not p.case]  # of the dataset, not of a case: no case can be left out
         if whole:
             raise DatasetError("\n".join(whole))
@@ -132,7 +136,9 @@ class DataSource:
         if self.datalist_path:
             name = datalist_layout(self.datalist)
             return LayoutInfo(name, str(self.datalist.get("label_scheme") or LAYOUTS[name].label_scheme),
-                              f"datalist {self.datalist_path}", LAYOUTS[name].title)
+                              f"datalist {self.datalist_path}", LAYOUTS[name].title,
+                              named=bool(self.datalist.get("layout")),  # no layout key: no naming to read
+                              described=bool(self.datalist.get("label_scheme")))  # none: its numbering unknown
         if not self.dataset_dir:
             raise DatasetError("label_scheme auto needs a dataset_dir or a datalist to detect the layout from")
         return self.single[1] if self.single else self.scan.layout
@@ -148,7 +154,7 @@ class DataSource:
         if self.label_scheme != "auto" and not self.datalist_path and not (
                 self.dataset_dir and Path(self.dataset_dir).expanduser().exists()):
             return self.label_scheme  # no data to check it against (a network built or exported on its own)
-        return resolve_scheme(self.layout, self.label_scheme)
+        return resolve_scheme(self.layout, self.label_scheme, labels=self.labels)
 
     @functools.cached_property
     def description(self) -> Description:

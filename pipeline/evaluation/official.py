@@ -216,7 +216,8 @@ def official_label_map(scheme: str, challenge: str | None = None) -> dict[int, i
     if missing:
         numbered = ", ".join(f"{v} {c}" for c, v in sorted(target.items(), key=lambda kv: kv[1])) or "1 GTV only"
         raise UserError(f"challenge {key} numbers {numbered}: scheme {scheme}'s {', '.join(missing)} has no label "
-                        f"there; pick the challenge of your data (--challenge {' | '.join(CHALLENGES)})")
+                        f"there; pick the challenge of your data (--challenge {' | '.join(CHALLENGES)}; without it, "
+                        "the case ids choose: BraTS-MET-... is mets)")
     return {v: target[c] for v, c in classes.items()}
 
 
@@ -400,8 +401,8 @@ def evaluate_official(
             (and ``official_mets.csv`` for ``mets``).
         scheme: ``auto`` (the dataset layout's), ``brats``, ``brats2023``, ``brats2024`` or ``msd``; converted to
             the challenge's numbering (`official_label_map`).
-        challenge: gli, mets, ped, menrt, menpre or goat (the package's bundled configs); None: gli for every
-            scheme (`DEFAULT_CHALLENGE`).
+        challenge: gli, mets, ped, menrt, menpre or goat (the package's bundled configs); None: the one the case ids
+            name (`challenge_of_cases`), else gli (`DEFAULT_CHALLENGE`).
         jobs: worker processes, one case each at a time.
         cases: only these case ids; each must have a reference.
         out_option: the option that chose ``out_dir``, named in a refusal.

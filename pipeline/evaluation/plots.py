@@ -259,7 +259,7 @@ def _pictures_of(out: Path, eval_dir: Path, option: str) -> dict | None:
     if (earlier is not None and earlier != mine) or stray:
         what = earlier["evaluation"] if earlier else "an evaluation no pictures.json names"
         raise UserError(f"{out} holds the pictures of {what}; those of {eval_dir} would mix with them: pass another "
-                        f"{option}")
+                        f"{option}, or delete that folder's pictures first")
     return mine
 
 

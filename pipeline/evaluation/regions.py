@@ -158,7 +158,7 @@ def evaluate_case(
             under a BraTS scheme also ``(3, H, W, D)`` binary region channels in the network's order
             TC, WT, ET (`pipeline.data.labels.REGIONS`).
         ref: the reference, same shape and kind as ``pred``.
-        spacing: voxel size in mm along each spatial axis (the NIfTI header's zooms), one number, or None for 1.
+        spacing: voxel size in mm along each spatial axis (the affine's, `load_labels`), one number, or None for 1.
         scheme: ``brats`` (NCR 1, ED 2, ET 4), ``brats2023`` (ET 3), ``msd`` (ED 1, NET 2, ET 3) or ``labels``
             (every non-zero value).
         device: where to compute (e.g. ``"cuda"``); None: ``pred``'s device if it is a tensor, else the CPU.
@@ -315,7 +315,8 @@ def evaluate_folders(
     Before anything is read or written: the prediction folder must not be, lie inside or contain the reference
     folder (`check_evaluation_folders`); ``out_dir`` must hold no prediction or reference file and lie
     outside the reference dataset (`pipeline.core.files.check_output_location`); at least one reference case
-    must have a prediction. Each file is then read once. The spacing (mm) comes from the reference header's zooms.
+    must have a prediction. Each file is then read once. The spacing (mm) comes from the reference's affine
+    (`load_labels`).
     The three steps are functions of their own: `pair_cases` (the refusals above), `score_cases` and
     `write_tables`.
 

@@ -118,11 +118,12 @@ def start_training(run_dir: object, ckpt_dir: object, *, resume: bool | str, ove
 
 
 def _old_logs(run: Path, logs: str | None) -> list[Path]:
-    """The TensorBoard event files of the run in ``run``: those of its ``tensorboard_dir`` when that lies in the run
-    folder (a folder shared by several runs is theirs too, and stays)."""
-    if not logs or not Path(logs).is_dir() or not is_within(Path(logs).resolve(), run.resolve()):
-        return []
-    return sorted(Path(logs).rglob("events.out.tfevents.*"))
+    """The TensorBoard event files of the run in ``run``: those directly in its ``tensorboard_dir`` when that lies
+    below the run folder (a folder shared by several runs is theirs too, and stays; so is the run folder itself)."""
+    folder = Path(logs).resolve() if logs else None
+    if folder is None or not folder.is_dir() or folder == run.resolve() or not is_within(folder, run.resolve()):
+        return []  # none, shared, or the run folder itself (its folds' folders below hold their own events)
+    return sorted(folder.glob("events.out.tfevents.*"))  # the writer's own, not those of folders below
 
 
 def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, ids: dict, network: dict,
@@ -141,9 +142,11 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
     elsewhere = ([] if found or recorded is None or recorded.resolve() == ckpt.resolve() else _artefacts(recorded))
     if elsewhere and not overwrite:
         names = ", ".join(p.name for p in elsewhere)
-        raise RunError(f"{run} already holds a run whose models are in {recorded} ({names}; {run / RUN_RECORD}): "
-                       f"pass --ckpt_dir {recorded} with --resume true to continue it, "
-                       "--overwrite true to start afresh here (those models stay where they are), or another --run_dir")
+        raise RunError(f"{run} already holds a run whose record names its models in {recorded} ({names}; "
+                       f"{run / RUN_RECORD}). If this is the run trained with --ckpt_dir {recorded}, pass that "
+                       "--ckpt_dir with --resume true to continue it; if this folder is a copy of another run's, "
+                       "resume that run in its own folder. Or pass --overwrite true to start afresh here (those "
+                       "models stay where they are), or another --run_dir")
     if elsewhere:
         logger.warning("--overwrite true: the models in %s (named by the old %s) are left where they are", recorded,
                        RUN_RECORD)

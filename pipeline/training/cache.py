@@ -109,12 +109,17 @@ def _atomic_persistent_dataset() -> type:
             if hashfile.is_file():
                 try:
                     return torch.load(hashfile, weights_only=self.weights_only)
+                except PermissionError:
+                    raise  # not readable by this user: the error names the file
                 except (UnpicklingError, RuntimeError, EOFError, OSError) as e:  # a cut or foreign file
                     warnings.warn(f"unreadable cache file {hashfile} ({type(e).__name__}): computed again",
                                   stacklevel=2)
             item = self._pre_transform(deepcopy(item_transformed))  # keep the original hashed
             tensors = convert_to_tensor(item, convert_numeric=False, track_meta=self.track_meta)
-            atomic_write(hashfile, lambda tmp: torch.save(tensors, tmp), durable=False)
+            try:
+                atomic_write(hashfile, lambda tmp: torch.save(tensors, tmp), durable=False)
+            except PermissionError:  # a read-only or shared cache_dir: used as it is, as MONAI does (its issue 3613)
+                pass
             return item
 
     return AtomicPersistentDataset

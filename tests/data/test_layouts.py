@@ -315,3 +315,19 @@ def test_an_existing_file_given_for_a_dataset_folder_is_called_a_file(tmp_path: 
     with pytest.raises(DatasetError, match="is (a file|one image file), not a dataset") as err:
         scan_dataset(tmp_path / name)
     assert "does not exist" not in str(err.value)
+
+
+def test_a_read_only_cache_folder_is_used_as_it_is(layout_datasets, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """MONAI passes over a cache it may not write (its issue 3613); the atomic writer raised instead."""
+    import pipeline.core.files as files
+
+    parser = _parser(layout_datasets["msd"], cache_dir=str(tmp_path / "cache"), roi_size=[32, 32, 32])
+    transform = parser.get_parsed_content("validate#preprocessing")
+    items = [c.to_item() for c in discover_cases(layout_datasets["msd"])][:1]
+
+    def refused(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(files, "atomic_write", refused)
+    assert np.asarray(cached_dataset(items, transform, tmp_path / "cache")[0]["image"]).shape[0] == 4

@@ -86,7 +86,11 @@ def test_brats2021_names_relabelled_to_3_read_as_brats2023(datasets, tmp_path: P
         nib.save(nib.Nifti1Image(np.where(data == 4, 3, data).astype(np.uint8), seg.affine), case.label)
     result = READERS[reader](root, "brats2023", tmp_path)
     if reader == "check":
-        assert result.errors == []
+        assert result.errors == [] and result.label_scheme == "brats2023"
+    if reader.startswith("datalist"):
+        assert result["label_scheme"] == "brats2023"
+    if reader.startswith("data source"):
+        assert result == "brats2023"
     if reader == "evaluation":
         assert result["scheme"] == "brats2023" and result["mean_dice"] == pytest.approx(1.0)
 
@@ -148,3 +152,56 @@ def test_nnunets_brats_regions_state_their_roles_so_the_matching_builtin_scheme_
     own = DataSource(str(datasets["nnunet"])).scheme
     assert roles_by_value(describe(own)) == {3: "ET", 2: "NCR", 1: "ED"}
     assert DataSource(str(datasets["nnunet"]), label_scheme="msd").scheme == "msd"
+
+
+def test_inference_reads_no_label_so_a_given_scheme_is_the_numbering_it_writes(datasets) -> None:
+    """A model of another dataset on these images (a brats2024 model on BraTS 2021 cases) writes its own numbering:
+    inference reads no label, so nothing is checked but the name; training on the same data refuses it."""
+    from tests.helpers import parse_bundle
+
+    assert DataSource(str(datasets["brats2021"]), label_scheme="brats2024", labels=False).scheme == "brats2024"
+    with pytest.raises(UserError, match="4 is ET in the data, RC in scheme brats2024"):
+        assert DataSource(str(datasets["brats2021"]), label_scheme="brats2024").scheme
+    assert parse_bundle("inference").get_parsed_content("read_labels") is False
+    assert parse_bundle("training").get_parsed_content("read_labels") is True
+    assert parse_bundle("evaluate").get_parsed_content("read_labels") is True
+
+
+@pytest.mark.parametrize(("keep", "given", "refused"), [
+    ((), "msd", None),                                   # no layout, no scheme: nothing says the numbering
+    (("layout",), "msd", "1 is NCR in the data"),        # BraTS 2021 names: ET 4, 1 NCR
+    (("label_scheme",), "msd", "1 is NCR in the data"),  # its recorded scheme, brats
+    (("layout", "label_scheme"), "brats2023", None),     # 1 and 2 agree
+], ids=["neither", "layout only", "scheme only", "both, agreeing"])
+def test_a_datalist_is_read_against_what_it_records_and_nothing_it_does_not(datasets, tmp_path: Path,
+                                                                             keep: tuple, given: str,
+                                                                             refused: str | None) -> None:
+    """A hand-written datalist without a layout key was taken for BraTS 2021 names (ET 4), refusing msd."""
+    dl = build_datalist(datasets["brats2021"], folds=2)
+    for key in ("layout", "label_scheme", "channels"):
+        if key not in keep:
+            dl.pop(key, None)
+    (tmp_path / "dl.json").write_text(json.dumps(dl))
+    source = DataSource(None, str(tmp_path / "dl.json"), label_scheme=given)
+    if refused:
+        with pytest.raises(UserError, match=refused):
+            assert source.scheme
+    else:
+        assert source.scheme == given
+
+
+def test_a_datalist_whose_own_scheme_contradicts_its_layout_is_refused_when_read(datasets, tmp_path: Path) -> None:
+    from pipeline.data.datalist import read_datalist
+
+    dl = build_datalist(datasets["brats2021"], folds=2)
+    (tmp_path / "dl.json").write_text(json.dumps({**dl, "label_scheme": "msd"}))
+    with pytest.raises(UserError, match=r"datalist .*dl\.json: label scheme msd contradicts .*1 is NCR in the data"):
+        read_datalist(str(tmp_path / "dl.json"))
+
+
+def test_brats_spelled_out_subregion_names_take_their_roles() -> None:
+    from pipeline.data.labels import role_of_name
+
+    names = {"Surrounding Non-enhancing FLAIR Hyperintensity": "ED", "Non-Enhancing Tumor Core": "NCR",
+             "Enhancing Tissue": "ET", "Resection Cavity": "RC", "peritumoral edema": "ED", "NETC": "NCR"}
+    assert {n: role_of_name(n) for n in names} == names

@@ -71,21 +71,27 @@ def test_training_into_a_finished_run_is_refused_and_leaves_it_intact(tmp_path):
     assert {p.name: _sha(p) for p in (run / "models").iterdir()} == before
 
 
-@pytest.mark.parametrize("inside", [True, False], ids=["the run's own logs", "a log folder shared with other runs"])
-def test_overwrite_deletes_the_old_runs_tensorboard_events_only_in_its_own_folder(tmp_path, inside):
+@pytest.mark.parametrize("where", ["own", "shared", "the run folder"],
+                         ids=["the run's own logs", "a log folder shared with other runs", "the run folder itself"])
+def test_overwrite_deletes_the_old_runs_tensorboard_events_only_in_its_own_folder(tmp_path, where):
     """--overwrite kept the old events.out.tfevents files, and TensorBoard drew the old curves beside the new run's
-    at the same steps; a folder outside the run may hold other runs' logs and is left alone."""
+    at the same steps; a folder outside the run may hold other runs' logs, and the run folder itself holds its folds'
+    folders (make cv), so both are left alone."""
     run = tmp_path / "run"
-    logs = run / "tensorboard" if inside else tmp_path / "shared_logs"
+    logs = {"own": run / "tensorboard", "shared": tmp_path / "shared_logs", "the run folder": run}[where]
+    inside = where == "own"
     start = functools.partial(start_training, run, run / "models", resume=False, ids=_ids(), network_factory=SMALL,
                               folders={"tensorboard_dir": logs})
     start(overwrite=False)
     _finish(run)
-    logs.mkdir(parents=True)
+    logs.mkdir(parents=True, exist_ok=True)
     event = logs / "events.out.tfevents.1.host"
     event.write_bytes(b"old curves")
+    (run / "fold_0").mkdir()
+    fold_event = run / "fold_0" / "events.out.tfevents.2.host"
+    fold_event.write_bytes(b"a fold's curves")
     start(overwrite=True)
-    assert event.exists() != inside
+    assert event.exists() != inside and fold_event.exists()
 
 
 @pytest.mark.parametrize("moved", [False, True], ids=["models in the recorded ckpt_dir", "that folder moved away"])
@@ -103,7 +109,8 @@ def test_a_run_whose_models_lie_in_its_recorded_ckpt_dir_is_not_replaced(tmp_pat
         _start(run)
         assert read_record(run)["ckpt_dir"] == str((run / "models").resolve())
         return
-    with pytest.raises(RunError, match=f"models are in {models}.*--ckpt_dir {models} with --resume true"):
+    with pytest.raises(RunError, match=f"names its models in {models}.*trained with --ckpt_dir {models}, pass that "
+                                       "--ckpt_dir with --resume true.*a copy of another run's"):
         _start(run)
     assert (run / "run.json").read_text() == before and (models / "model.pt").exists()
     release_run_locks()

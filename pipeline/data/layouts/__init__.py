@@ -104,7 +104,8 @@ def usable_cases(scan: DatasetScan) -> list[Case]:
     return scan.cases
 
 
-def resolve_scheme(layout: LayoutInfo, scheme: str | None, option: str = "--label_scheme") -> str:
+def resolve_scheme(layout: LayoutInfo, scheme: str | None, option: str = "--label_scheme", *,
+                   labels: bool = True) -> str:
     """The label scheme to read data of ``layout`` with: the layout's own for None or ``auto``; else ``scheme``'s name
     (`pipeline.data.labels.scheme_name`) when its numbering agrees, label value by label value, with what the data
     says of its own: the numbering its file naming implies (`NAMING_NUMBERING`: BraTS 2021 names ET = 4) and the
@@ -115,7 +116,10 @@ def resolve_scheme(layout: LayoutInfo, scheme: str | None, option: str = "--labe
     BraTS 2021-named files relabelled 4 -> 3 read as ``brats2023`` (1 and 2 mean the same); ``msd`` on BraTS-named
     files (1 = oedema there, necrosis here) is refused, as is a built-in scheme on an nnU-Net dataset whose labels'
     names do not state their roles, and another dataset.json than its own that describes it otherwise. ``option``:
-    the flag that set the scheme, named in the refusal (``--scheme`` for the evaluation).
+    the flag that set the scheme, named in the refusal (``--scheme`` for the evaluation). ``labels=False`` (inference,
+    which reads no label and writes the scheme's numbering: a model of another dataset on these images) checks
+    nothing but the name. The naming's numbering counts where the naming was seen (``layout.named``: a datalist
+    without a ``layout`` key shows none), its own scheme's where it was recorded (``layout.described``).
 
     Raises:
         UserError: an unknown scheme, or one whose numbering contradicts the data's (the values named).
@@ -134,12 +138,12 @@ def resolve_scheme(layout: LayoutInfo, scheme: str | None, option: str = "--labe
     if scheme in (None, "", "auto"):
         return own_name
     name = scheme_name(scheme)
-    if name == own_name:
+    if name == own_name or not labels:
         return name
     own, given = describe(own_name), describe(name)
     where = f"{layout.layout} data ({layout.reason})" if layout.reason else f"{layout.layout} data"
-    fix = (f"read it with its own scheme ({option} auto), or relabel the files to the scheme's numbering and rename "
-           "them to its layout")
+    fix = (f"read it with its own scheme ({option} auto), or relabel the files to the scheme's numbering"
+           + ("" if layout.reason.startswith("datalist") else " and rename them to its layout"))
     if layout.layout == "nnunet" and own_name.startswith(NNUNET_PREFIX):
         same = (own.channels, dict(own.labels), dict(own.regions), own.regions_class_order, own.ignore) == (
             given.channels, dict(given.labels), dict(given.regions), given.regions_class_order, given.ignore)
@@ -150,15 +154,16 @@ def resolve_scheme(layout: LayoutInfo, scheme: str | None, option: str = "--labe
         raise UserError(f"label scheme {name} does not describe {where}: its dataset.json "
                         f"({own_name[len(NNUNET_PREFIX):]}) describes its own labels and regions "
                         f"({', '.join(own.regions)}), whose roles the scheme's numbering does not match by name; {fix}")
-    implied = {v: r for r, v in NUMBERING.get(NAMING_NUMBERING.get(layout.layout, ""), {}).items()}
-    mine = {**implied, **roles_by_value(own)}
+    naming = NAMING_NUMBERING.get(layout.layout, "") if layout.named else ""
+    implied = {v: r for r, v in NUMBERING.get(naming, {}).items()}
+    mine = {**implied, **(roles_by_value(own) if layout.described else {})}
     conflicts = role_conflicts(mine, roles_by_value(given), ("the data", f"scheme {name}"))
     if conflicts:
         raise UserError(f"label scheme {name} contradicts {where}: label {'; '.join(conflicts)}; {fix}")
     return name
 
 
-def in_scheme_order(scan: DatasetScan, scheme: str | None) -> DatasetScan:
+def in_scheme_order(scan: DatasetScan, scheme: str | None, *, labels: bool = True) -> DatasetScan:
     """``scan`` with each case's channels in the order of ``scheme``'s description, matched by contrast name
     (`channel_permutation`), when a scheme other than the layout's own is given (None or ``auto``: as scanned). The
     one place a scheme override reorders cases: `pipeline.data.source.DataSource` and the datalist writers.
@@ -170,7 +175,7 @@ def in_scheme_order(scan: DatasetScan, scheme: str | None) -> DatasetScan:
     """
     from pipeline.data.labels import describe, scheme_name
 
-    if scheme in (None, "", "auto") or resolve_scheme(scan.layout, scheme) == scan.layout.label_scheme:
+    if scheme in (None, "", "auto") or resolve_scheme(scan.layout, scheme, labels=labels) == scan.layout.label_scheme:
         return scan
     own, wanted = describe(scan.layout.label_scheme).channels, describe(scheme).channels
     numbered = LAYOUTS[scan.layout.layout].numbered_channels

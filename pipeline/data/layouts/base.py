@@ -93,6 +93,8 @@ class LayoutInfo:
     label_scheme: str
     reason: str
     title: str = ""  # the layout's title, for messages
+    named: bool = True  # the files' naming was seen (a scanned folder, a datalist that records its layout)
+    described: bool = True  # its label_scheme was found, not assumed (a datalist that records one)
 
     def __str__(self) -> str:
         title = f" ({self.title})" if self.title else ""
