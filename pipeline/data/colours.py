@@ -8,7 +8,7 @@ core's red, ET in its yellow; so a picture's outlines match what 3D Slicer and I
 
 from __future__ import annotations
 
-from pipeline.data.labels import Description, describe
+from pipeline.data.labels import Description, describe, roles_by_value
 
 #: Label colours by role (`pipeline.data.labels.Description.roles` names the role of each value).
 ROLE_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -20,14 +20,10 @@ OTHER_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (
                  (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 
 
-def _role_of(desc: Description) -> dict[int, str]:
-    return {int(v): role for role, v in desc.roles.items()}
-
-
 def colour_table(scheme: str | Description) -> list[tuple[int, str, tuple[int, int, int]]]:
     """``[(value, name, (r, g, b))]`` of each label of ``scheme``, background excluded, by value."""
     desc = describe(scheme)
-    roles = _role_of(desc)
+    roles = roles_by_value(desc)  # the one reading of roles: built-in, or a dataset.json's names or regions
     rows = []
     for i, (name, value) in enumerate(sorted(desc.labels.items(), key=lambda kv: kv[1])):
         colour = ROLE_COLOURS.get(roles.get(int(value), name)) or ROLE_COLOURS.get(name)

@@ -149,28 +149,25 @@ def _inf(case: Case) -> tuple[str, str, str]:
     return path, "error", rf"{re.escape(_display(path))} contains 0 NaN and 1 infinite voxel\(s\)"
 
 
-def _all_zero(case: Case) -> tuple[str, str, str]:
-    path = _image(case)
-    arr = np.asarray(nib.load(path).dataobj).copy()
-    if case.channel_index is None:
-        arr[:] = 0
-    else:
-        arr[..., 0] = 0  # MSD channel 0 is the FLAIR
-    _rewrite(path, arr)
-    where = "" if case.channel_index is None else r" channel 0 \(FLAIR\)"
-    return path, "error", rf"{re.escape(_display(path))} is all zero{where}"
+def _blank(value: float, said: str) -> Callable[[Case], tuple[str, str, str]]:
+    """A fault that fills a case's first image (MSD: its FLAIR channel) with ``value``; ``said`` is the message."""
+
+    def fault(case: Case) -> tuple[str, str, str]:
+        path = _image(case)
+        arr = np.asarray(nib.load(path).dataobj).copy()
+        if case.channel_index is None:
+            arr[:] = value
+        else:
+            arr[..., 0] = value  # MSD channel 0 is the FLAIR
+        _rewrite(path, arr)
+        where = "" if case.channel_index is None else r" channel 0 \(FLAIR\)"
+        return path, "error", rf"{re.escape(_display(path))} {said}{where}"
+
+    return fault
 
 
-def _constant(case: Case) -> tuple[str, str, str]:
-    path = _image(case)
-    arr = np.asarray(nib.load(path).dataobj).copy()
-    if case.channel_index is None:
-        arr[:] = 100
-    else:
-        arr[..., 0] = 100  # MSD channel 0 is the FLAIR
-    _rewrite(path, arr)
-    where = "" if case.channel_index is None else r" channel 0 \(FLAIR\)"
-    return path, "error", rf"{re.escape(_display(path))} holds one value everywhere \(100\){where}"
+_all_zero = _blank(0, "is all zero")
+_constant = _blank(100, r"holds one value everywhere \(100\)")
 
 
 def _zero_spacing(case: Case) -> tuple[str, str, str]:
