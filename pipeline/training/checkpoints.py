@@ -38,6 +38,8 @@ class AtomicCheckpointSaver:
         mode: ``"best"`` (attach to the evaluator: saves when ``engine.state.metrics[metric_name]`` beats the
             best so far, higher is better) or ``"last"`` (attach to the trainer: saves at each epoch end).
         metric_name: the evaluator metric compared in ``"best"`` mode.
+        average: a `pipeline.training.averaging.WeightAverage`: ``"last"`` mode saves its average (``"best"`` mode
+            saves what the evaluator validated, which is the average while it runs).
 
     With several processes every rank keeps the best value (the metric is gathered across ranks, so it is
     the same everywhere) and only rank 0 writes. ``state_dict()``/``load_state_dict()`` carry the best value
@@ -45,7 +47,7 @@ class AtomicCheckpointSaver:
     """
 
     def __init__(self, save_dir: str, network: torch.nn.Module, filename: str = "model.pt", *,
-                 mode: str = "best", metric_name: str = "val_mean_dice") -> None:
+                 mode: str = "best", metric_name: str = "val_mean_dice", average: object = None) -> None:
         if mode not in ("best", "last"):
             raise ValueError(f"mode must be 'best' or 'last', got {mode!r}")
         self.path = Path(save_dir) / filename
@@ -53,8 +55,11 @@ class AtomicCheckpointSaver:
         self.mode = mode
         self.metric_name = metric_name
         self.best = -math.inf
+        self.average = average
 
     def _state_dict(self) -> dict:
+        if self.mode == "last" and self.average is not None:  # the evaluator already holds it in "best" mode
+            return self.average.averaged_state_dict()
         net = self.network.module if hasattr(self.network, "module") else self.network
         return net.state_dict()
 
