@@ -11,7 +11,13 @@ from monai.utils import set_determinism
 
 from pipeline.core.errors import UserError
 from pipeline.training.averaging import WeightAverage
-from tests.training.test_resume import _parser, _train, uneven_datalist  # noqa: F401 - the fixture
+from tests.helpers import write_uneven_datalist
+from tests.training.test_resume import _parser, _train
+
+
+@pytest.fixture(scope="module")
+def uneven_datalist(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_uneven_datalist(tiny_dataset, tmp_path_factory.mktemp("datalist") / "datalist.json")
 
 
 @pytest.fixture(autouse=True)
@@ -76,7 +82,7 @@ def _saved(run: Path, name: str) -> dict[str, torch.Tensor]:
 
 
 def test_with_a_decay_validation_and_both_models_hold_the_average_and_training_its_own_weights(
-        uneven_datalist: Path, tmp_path: Path) -> None:  # noqa: F811
+        uneven_datalist: Path, tmp_path: Path) -> None:
     from ignite.engine import Events
 
     parser = _parser(uneven_datalist, tmp_path, epochs=2, val_interval=1, ema_decay=0.5)
@@ -96,7 +102,7 @@ def test_with_a_decay_validation_and_both_models_hold_the_average_and_training_i
 
 
 def test_without_a_decay_the_weights_themselves_are_validated_and_saved(uneven_datalist: Path,
-                                                                        tmp_path: Path) -> None:  # noqa: F811
+                                                                        tmp_path: Path) -> None:
     weights = _train(_parser(uneven_datalist, tmp_path, epochs=1, val_interval=1))
     for name in ("model_last.pt", "model.pt"):
         saved = _saved(tmp_path, name)
@@ -105,7 +111,7 @@ def test_without_a_decay_the_weights_themselves_are_validated_and_saved(uneven_d
 
 
 def test_a_resumed_run_with_a_decay_ends_with_the_average_of_an_uninterrupted_one(uneven_datalist: Path,
-                                                                                   tmp_path: Path) -> None:  # noqa: F811
+                                                                                   tmp_path: Path) -> None:
     plan = {"epochs": 3, "val_interval": 2, "ema_decay": 0.5}
     _train(_parser(uneven_datalist, tmp_path / "whole", **plan))
     _train(_parser(uneven_datalist, tmp_path / "cut", **plan), stop_after_epoch=1)
