@@ -30,6 +30,7 @@ from pipeline.data.layouts import (
     DatasetError,
     LayoutInfo,
     in_scheme_order,
+    output_key,
     resolve_scheme,
     scan_dataset,
     usable_cases,
@@ -454,7 +455,7 @@ def _refuse_duplicate_ids(path: Path, parts: dict[str, list[dict]], zoo: bool) -
                         f"datalist {path}: cases {owner[key]} and {cid} list the same file {f}: one case under two "
                         "ids (in two folds it would validate the model that trained on it); keep one of the two")
                 owner.setdefault(key, cid)
-            folded = str(cid).casefold()  # BraTS2021_00000 and brats2021_00000 write one file on macOS and Windows
+            folded = output_key(cid)  # BraTS2021_00000 and brats2021_00000 write one file on macOS and Windows
             if folded not in seen:
                 seen[folded] = (section, it)
                 continue

@@ -331,3 +331,35 @@ def test_a_read_only_cache_folder_is_used_as_it_is(layout_datasets, tmp_path: Pa
 
     monkeypatch.setattr(files, "atomic_write", refused)
     assert np.asarray(cached_dataset(items, transform, tmp_path / "cache")[0]["image"]).shape[0] == 4
+
+
+def _dataset(layout: str, layout_datasets: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if layout in layout_datasets:
+        return layout_datasets[layout]
+    from pipeline.data.synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp("nnunet") / "Dataset001_BraTS"
+    write_dataset(root, cases=3, shape=LAYOUT_SHAPE, seed=5, layout=layout)
+    return root
+
+
+@pytest.mark.parametrize("layout", [*LAYOUT_NAMES, "nnunet"])
+def test_cases_whose_ids_differ_only_in_letter_case_are_refused_in_every_layout(
+        layout: str, layout_datasets, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """BraTS2021_00000 and brats2021_00000 write one <case>.nii.gz on macOS and Windows; as a training case and a
+    validation case they are one case validating the model that trained on it."""
+    from pipeline.data.layouts import scan_dataset, usable_cases
+
+    root = tmp_path / "data"
+    shutil.copytree(_dataset(layout, layout_datasets, tmp_path_factory), root)
+    first, *others = sorted(c.case_id for c in scan_dataset(root).cases)
+    twin = first.lower() if first.lower() != first else first.upper()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and first in str(p.relative_to(root))):
+        copy = root / str(path.relative_to(root)).replace(first, twin)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, copy)
+
+    scan = scan_dataset(root)
+    assert sorted(c.case_id for c in scan.cases) == others  # both twins are out, the rest is read
+    with pytest.raises(DatasetError, match=f"case {twin}: its id and {first}'s differ only in letter case"):
+        usable_cases(scan)

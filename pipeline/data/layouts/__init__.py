@@ -18,13 +18,15 @@ from pipeline.data.layouts.base import (
     channel_permutation,
     existing_root,
     in_channel_order,
+    output_key,
+    refuse_case_clashes,
 )
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["LAYOUTS", "Case", "DatasetError", "DatasetScan", "LayoutInfo", "LayoutSpec", "Problem", "detect_layout",
            "channel_permutation", "discover_cases", "in_channel_order", "in_scheme_order", "no_case_message",
-           "resolve_scheme", "scan_dataset", "usable_cases"]
+           "output_key", "resolve_scheme", "scan_dataset", "usable_cases"]
 
 
 #: Every layout by name, in the order they are detected (nnU-Net's dataset.json before MSD's folders).
@@ -89,6 +91,7 @@ def scan_dataset(root: str | os.PathLike, layout: str | None = None) -> DatasetS
         nnunet.scan_nnunet(path, scan)
     else:
         brats.scan_brats(path, LAYOUTS[info.layout], scan)
+    refuse_case_clashes(scan)
     return scan
 
 

@@ -162,6 +162,29 @@ def existing_root(root: str | os.PathLike) -> Path:
     return path
 
 
+def output_key(case_id: str) -> str:
+    """What names a case's output file where letter case is ignored (macOS, Windows): ids with one key clash."""
+    return str(case_id).casefold()
+
+
+def refuse_case_clashes(scan: DatasetScan) -> None:
+    """Take out of ``scan`` the cases whose ids differ only in letter case (``BraTS2021_00000`` and
+    ``brats2021_00000``), with an error naming both: their outputs ``<case>.nii.gz`` would be one file on macOS and
+    Windows, and a model trained on both would validate on its own training case. Every layout's scan ends here."""
+    groups: dict[str, list[Case]] = {}
+    for case in scan.cases:
+        groups.setdefault(output_key(case.case_id), []).append(case)
+    clashing = {key for key, cases in groups.items() if len(cases) > 1}
+    for key in sorted(clashing):
+        first, *others = groups[key]
+        for other in others:
+            scan.problems.append(Problem(other.case_id, other.images[0], "error", (
+                f"case {other.case_id}: its id and {first.case_id}'s differ only in letter case ({other.images[0]}; "
+                f"{first.images[0]}): outputs are named <case>.nii.gz, one file where letter case is ignored "
+                "(macOS, Windows); rename one of the two cases or move it out of the dataset folder")))
+    scan.cases[:] = [c for c in scan.cases if output_key(c.case_id) not in clashing]
+
+
 def both_extensions(names: set[str], stem: str) -> tuple[str, str] | None:
     """``(stem.nii, stem.nii.gz)`` when a folder holds both (which one is meant cannot be told), else None."""
     pair = (f"{stem}.nii", f"{stem}.nii.gz")
