@@ -21,7 +21,6 @@ from pipeline.data.labels import (
     LABEL_SCHEMES,
     NNUNET_PREFIX,
     Description,
-    canonical_channel,
     describe,
 )
 from pipeline.data.layouts import (
@@ -30,6 +29,7 @@ from pipeline.data.layouts import (
     DatasetError,
     LayoutInfo,
     in_scheme_order,
+    order_by_name,
     output_key,
     resolve_scheme,
     scan_dataset,
@@ -161,14 +161,26 @@ def check_case_id(case_id: object, where: str) -> str:
     )
 
 
-def _ordered_images(images: list[str], where: str) -> list[str]:
+def _undeclared_order(images: list[str], unnamed: int, where: str) -> None:
+    """Refuse image files whose names do not show their channel, listed in an order the datalist does not declare:
+    taking them by position would be a guess (the model-zoo brats_mri_segmentation bundle lists T1ce first)."""
+    raise DatasetError(
+        f"{where}: image names such as {Path(images[unnamed]).name} do not show their contrast, and the datalist does "
+        f"not say in which order its items list them; add \"channels\": [...] at its top level naming them in the "
+        f"listed order (e.g. [\"T1ce\", \"T1\", \"T2\", \"FLAIR\"]), or name the files <case>_<contrast>.nii.gz")
+
+
+def _ordered_images(images: list[str], where: str, declared: bool = True) -> list[str]:
     """The 4 image files in `CHANNELS` order, checked against what their names show (`named_as`).
 
-    Names that show nothing keep the given order; names that show the four contrasts once each in another order
-    are reordered (one INFO line: the names say it, it is not a guess); names that show anything else (a
-    contrast twice, a segmentation, a named file in another contrast's place) are refused.
+    Names that show nothing keep the given order only when the datalist declares it (``declared``: its
+    ``"channels"``), else they are refused (`_undeclared_order`); names that show the four contrasts once each in
+    another order are reordered (one INFO line: the names say it, it is not a guess); names that show anything else
+    (a contrast twice, a segmentation, a named file in another contrast's place) are refused.
     """
     chans = [s[0] if (s := named_as(p)) else None for p in images]
+    if chans.count(None) > 1 and not declared:  # one unnamed file is the contrast the others leave
+        _undeclared_order(images, chans.index(None), where)
     if not any(chans):
         return images
     if all(chans) and sorted(c for c in chans if c) == sorted(CHANNELS):
@@ -219,6 +231,7 @@ class _DatalistReader:
     channels: tuple[str, ...] = CHANNELS  # the channels of the datalist's label scheme, one image file each
     numbered: bool = False  # its layout names image files by channel number (`LayoutSpec.numbered_channels`)
     listed: list[int] | None = None  # where each of `channels` is in an item's list (its "channels"), None: in order
+    declared: bool = False  # the datalist says in which order its items list their images (its "channels")
 
     def __post_init__(self) -> None:
         self.base = Path(os.path.abspath(self.path.parent))
@@ -278,9 +291,9 @@ class _DatalistReader:
             else:
                 item["image"] = [item["image"][i] for i in self.listed]
         if "channel_index" not in item and self.channels == CHANNELS and not self.numbered:
-            item["image"] = _ordered_images(item["image"], where)
+            item["image"] = _ordered_images(item["image"], where, self.declared)
         elif "channel_index" not in item:
-            item["image"] = _numbered_images(item["image"], where)
+            item["image"] = _numbered_images(item["image"], where, self.declared)
         elif any((named_as(p) or ("",))[0] == "seg" for p in item["image"]):
             seg = next(p for p in item["image"] if (named_as(p) or ("",))[0] == "seg")
             what = "4D image" if "channel_index" in item else "image"
@@ -362,7 +375,8 @@ def read_datalist(path: str | os.PathLike, dataset_dir: str | os.PathLike | None
     channels = _datalist_channels(path, raw)
     reader = _DatalistReader(path, zoo, Path(dataset_dir).expanduser() if dataset_dir else None, channels=channels,
                              numbered=LAYOUTS[datalist_layout(raw)].numbered_channels,  # the files' naming
-                             listed=_listed_order(path, raw, channels))  # the order its "channels" declare
+                             listed=_listed_order(path, raw, channels),  # the order its "channels" declare
+                             declared=raw.get("channels") is not None)
     parts = {key: [reader.item(it, key, i) for i, it in enumerate(raw.get(key, []))]
              for key in ((*MODEL_ZOO_KEYS,) if zoo else ("training", "test"))}
     _refuse_duplicate_ids(path, parts, zoo)
@@ -430,16 +444,13 @@ def _listed_order(path: Path, raw: dict, channels: Sequence[str]) -> list[int] |
     given = raw.get("channels")
     if given is None:
         return None
-    listed = [canonical_channel(c) for c in given]
-    wanted = [canonical_channel(c) for c in channels]
-    if listed == wanted:
-        return None
-    if sorted(listed) != sorted(wanted):
+    try:
+        return order_by_name(given, channels)  # the one matching by name, as a dataset's channels are matched
+    except ValueError:
         raise DatasetError(f"datalist {path}: \"channels\" {given} do not name the channels of its label scheme "
                            f"({', '.join(channels)}) once each; fix \"channels\" (the order the items list their "
                            "images in) or rewrite the datalist with: python -m pipeline datalist DATASET_DIR "
-                           f"--out {path}")
-    return [listed.index(c) for c in wanted]
+                           f"--out {path}") from None
 
 
 def _refuse_duplicate_ids(path: Path, parts: dict[str, list[dict]], zoo: bool) -> None:
@@ -488,11 +499,16 @@ def _file_key(path: str) -> object:
 _CHANNEL_NUMBER = re.compile(r"_(\d{4})\.nii(\.gz)?$")
 
 
-def _numbered_images(images: list[str], where: str) -> list[str]:
+def _numbered_images(images: list[str], where: str, declared: bool = True) -> list[str]:
     """Image files named ``<case>_XXXX`` (nnU-Net) in channel order: reordered by XXXX when listed otherwise (the
-    names say it); refused when the numbers are not 0..N-1 once each. Other names keep the listed order."""
+    names say it); refused when the numbers are not 0..N-1 once each. Other names keep the listed order where the
+    datalist declares it (``declared``: its ``"channels"``), or where one file is unnumbered and the others are in
+    their own places; else they are refused."""
     numbers = [int(m.group(1)) if (m := _CHANNEL_NUMBER.search(Path(p).name)) else None for p in images]
-    if any(n is None for n in numbers):
+    if any(n is None for n in numbers):  # as `_ordered_images`: one unnumbered file is the channel the others leave
+        misplaced = any(n is not None and n != i for i, n in enumerate(numbers))
+        if (numbers.count(None) > 1 or misplaced) and not declared:
+            _undeclared_order(images, numbers.index(None), where)
         return images
     if sorted(numbers) != list(range(len(images))):
         names = ", ".join(Path(p).name for p in images)

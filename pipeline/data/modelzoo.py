@@ -53,12 +53,6 @@ def model_zoo_datalist(path: Path, raw: dict, parts: dict[str, list[dict]]) -> d
     layouts = {s[1] for it in items for p in it["image"] if (s := named_as(p))}
     if any("channel_index" in it for it in items):
         layouts.add("msd")
-    unnamed = [p for it in items if "channel_index" not in it for p in it["image"] if named_as(p) is None]
-    if unnamed:
-        logger.warning("datalist %s (MONAI model-zoo): image names such as %s do not show their contrast, so each "
-                       "item's 4 files are taken as %s in the listed order (the model-zoo brats_mri_segmentation "
-                       "bundle lists T1ce, T1, T2, FLAIR: reorder such lists)", path, Path(unnamed[0]).name,
-                       ", ".join(CHANNELS))
     dl: dict = {"name": raw.get("name") or path.stem, "split": "model-zoo"}
     if len(layouts) == 1:  # the file names show the layout, and with it the default numbering
         layout = layouts.pop()
@@ -70,5 +64,5 @@ def model_zoo_datalist(path: Path, raw: dict, parts: dict[str, list[dict]]) -> d
     logger.info("datalist %s (MONAI model-zoo): its %d validation case(s) are fold %d, its %d training case(s) fold "
                 "%d, its %d testing case(s) test", path, len(parts["validation"]), MODEL_ZOO_FOLDS["validation"],
                 len(parts["training"]), MODEL_ZOO_FOLDS["training"], len(parts["testing"]))
-    return {**dl, "channels": list(CHANNELS), "regions": list(REGIONS),
+    return {**dl, "channels": list(CHANNELS), "regions": list(REGIONS),  # the reader put the images in this order
             "training": [*parts["validation"], *parts["training"]], "test": parts["testing"]}

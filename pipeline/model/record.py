@@ -17,10 +17,11 @@ from pathlib import Path
 from pipeline.core.config import ALL_FOLDS, as_bool, as_fold, as_infer_fold, as_path, config_files_in_argv, differing
 from pipeline.core.distributed import computed_on_main_process, is_main_process
 from pipeline.core.errors import UserError
-from pipeline.core.files import FolderLock, atomic_write_text, file_sha256
+from pipeline.core.files import FolderLock, atomic_write_text, file_sha256, hold_folder, release_held_folders
 from pipeline.core.guard import OutputGuard, is_within
 from pipeline.data.datalist import folds_present
 from pipeline.data.labels import Description, canonical_channel, describe
+from pipeline.data.layouts import order_by_name
 from pipeline.data.source import DataSource
 from pipeline.data.transforms import parse_spacing
 from pipeline.model.network import check_roi_size, network_spec
@@ -37,9 +38,6 @@ RUN_ARTEFACTS = ("checkpoint.pt", "model.pt", "model_last.pt")
 
 #: Ids that must equal the record's for ``--resume true``.
 RESUME_IDS = ("dataset_dir", "datalist", "datalist_sha256", "label_scheme", "fold", "folds", "seed", "spacing")
-
-
-_LOCKS: dict[str, FolderLock] = {}
 
 
 class RunError(UserError):
@@ -62,10 +60,8 @@ def write_record(run_dir: str | os.PathLike, record: Mapping) -> None:
 
 
 def release_run_locks() -> None:
-    """Release the run folders this process locked for training (as the end of the process would)."""
-    for lock in _LOCKS.values():
-        lock.release()
-    _LOCKS.clear()
+    """Release the run folders (and every other folder) this process holds (as the end of the process would)."""
+    release_held_folders()
 
 
 def run_ids(data: DataSource, *, fold: object, roi_size: Sequence[int], spacing: object = None) -> dict:
@@ -131,9 +127,7 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
     run, ckpt = Path(run_dir), Path(ckpt_dir)
     if resume and overwrite:
         raise RunError("--resume true and --overwrite true contradict each other: pass one of them")
-    lock = _LOCKS.get(str(run.resolve())) or FolderLock(run, what="training")
-    lock.acquire()
-    _LOCKS[str(run.resolve())] = lock
+    hold_folder(run, what="training")
     found = _artefacts(ckpt)
     record = read_record(run)
     recorded = Path(record["ckpt_dir"]) if record and record.get("ckpt_dir") else None
@@ -333,7 +327,7 @@ def model_interface(record: Mapping | None) -> dict:
     scheme = ids.get("label_scheme")
     return {"network": (record or {}).get("network"),
             "regions": list(describe(scheme).regions) if scheme else None,
-            "channels": [_canonical(str(c)) for c in ids.get("channels") or []] or None,
+            "channels": [canonical_channel(str(c)) for c in ids.get("channels") or []] or None,
             "spacing": spacing_value(ids.get("spacing")),
             "recipe": recipe(record)}
 
@@ -389,9 +383,6 @@ def recorded_spacing(record: Mapping | None, given: object = None) -> list[float
     return trained
 
 
-_canonical = canonical_channel
-
-
 def channel_order(record: Mapping | None, description: Description) -> list[int] | None:
     """How the data's channels must be reordered for the model: None when they are the run's (or it recorded none),
     else the position in the data of each channel the model takes, matched by name (T1c is T1ce, t2f is FLAIR).
@@ -401,14 +392,14 @@ def channel_order(record: Mapping | None, description: Description) -> list[int]
     """
     trained = [str(c) for c in ((record or {}).get("ids", {}).get("channels") or [])]
     data = [str(c) for c in description.channels]
-    if not trained or [_canonical(c) for c in trained] == [_canonical(c) for c in data]:
+    if not trained:
         return None
-    if sorted(map(_canonical, trained)) != sorted(map(_canonical, data)):
+    try:
+        return order_by_name(data, trained)  # the one matching by name, as datasets and datalists are matched
+    except ValueError:
         raise RunError(f"the model was trained on the channels {', '.join(trained)}; the data to segment has "
                        f"{', '.join(data)} ({description.name}): segment data with the model's channels, or use a "
-                       "model trained on these")
-    canonical = [_canonical(c) for c in data]
-    return [canonical.index(_canonical(c)) for c in trained]
+                       "model trained on these") from None
 
 
 def match_channels(items: Sequence[dict], record: Mapping | None, description: Description) -> list[dict]:

@@ -204,18 +204,49 @@ def test_images_named_in_another_order_are_reordered_with_one_info_line(tmp_path
     assert len(lines) == 1 and "case CASE7" in lines[0] and ", ".join(order) in lines[0]
 
 
-def test_images_in_channel_order_or_with_names_that_show_nothing_keep_their_order(tmp_path: Path, caplog) -> None:
+def test_images_in_channel_order_keep_their_order(tmp_path: Path, caplog) -> None:
     named = _case(tmp_path / "data", "CASE1")
-    plain = {"case": "CASE2", "image": [_nifti(tmp_path / "plain" / f"scan{i}.nii.gz") for i in range(4)],
-             "label": _nifti(tmp_path / "plain" / "mask.nii.gz"), "fold": 0}
-    items = [_item(named, "CASE1"), plain]
-    dl = _write(tmp_path / "dl.json", {"training": items, "test": []})
+    dl = _write(tmp_path / "dl.json", {"training": [_item(named, "CASE1")], "test": []})
     with caplog.at_level(logging.INFO, logger="pipeline.data.datalist"):
         loaded = read_datalist(str(dl))["training"]
     assert loaded[0]["image"] == [named[c] for c in CHANNELS]
-    assert [Path(p).name for p in loaded[1]["image"]] == ["scan0.nii.gz", "scan1.nii.gz", "scan2.nii.gz",
-                                                          "scan3.nii.gz"]  # given order: the names show nothing
     assert not [r for r in caplog.records if "reordered" in r.getMessage()]
+
+
+def _unnamed(tmp_path: Path, cid: str) -> dict:
+    """A case whose image names show no contrast: scan0 ... scan3, listed in that order."""
+    return {"case": cid, "image": [_nifti(tmp_path / cid / f"scan{i}.nii.gz") for i in range(4)],
+            "label": _nifti(tmp_path / cid / f"{cid}_seg.nii.gz")}
+
+
+@pytest.mark.parametrize("declared", [pytest.param(None, id="undeclared_refused"),
+                                      pytest.param(["T1ce", "T1", "T2", "FLAIR"], id="declared_read_by_name")])
+@pytest.mark.parametrize("model_zoo", [pytest.param(False, id="ours"), pytest.param(True, id="model_zoo")])
+def test_image_names_that_show_no_contrast_are_read_only_in_the_order_the_datalist_declares(
+        tmp_path: Path, model_zoo: bool, declared: list[str] | None) -> None:
+    """Taken by position they were a guess: the model-zoo brats_mri_segmentation bundle lists T1ce first, so a T1ce
+    read as T1 gave a model its contrasts swapped, with no error."""
+    a, b = _unnamed(tmp_path, "CASE1"), _unnamed(tmp_path, "CASE2")
+    raw = ({"training": [a], "validation": [b]} if model_zoo else
+           {"training": [{**a, "fold": 0}, {**b, "fold": 1}], "test": []})
+    dl = _write(tmp_path / "dl.json", {**raw, **({"channels": declared} if declared else {})})
+    if declared is None:
+        with pytest.raises(DatasetError, match=r"case CASE\d: image names such as scan0\.nii\.gz do not show their "
+                                               r"contrast.*add \"channels\""):
+            read_datalist(str(dl))
+        return
+    loaded = {it["case"]: it for it in read_datalist(str(dl))["training"]}
+    for cid, item in (("CASE1", a), ("CASE2", b)):  # scan1 was listed as T1, scan0 as T1ce
+        assert loaded[cid]["image"] == [item["image"][declared.index(c)] for c in CHANNELS]
+
+
+def test_one_unnamed_image_among_named_ones_is_the_contrast_they_leave(tmp_path: Path) -> None:
+    files = _case(tmp_path / "data", "CASE4")
+    plain = tmp_path / "data" / "CASE4" / "scan.nii.gz"
+    shutil.copy(files["T2"], plain)
+    item = {**_item(files, "CASE4"), "image": [files["T1"], files["T1ce"], str(plain), files["FLAIR"]]}
+    dl = _write(tmp_path / "dl.json", {"training": [item], "test": []})
+    assert read_datalist(str(dl))["training"][0]["image"][2] == str(plain)
 
 
 @pytest.mark.parametrize(
@@ -474,3 +505,21 @@ def test_a_datalists_channels_order_its_image_files_by_name(tmp_path: Path, chan
             read_datalist(path)
         return
     assert read_datalist(path)["training"][0]["image"] == [str(images[i]) for i in expected]
+
+
+@pytest.mark.parametrize("declared", [False, True])
+def test_nnunet_images_without_channel_numbers_are_read_only_in_a_declared_order(declared: bool) -> None:
+    """The same rule where the layout numbers its channels (nnU-Net's <case>_XXXX): names without numbers."""
+    from pipeline.data.datalist import _numbered_images
+
+    images = ["/d/CASE_flair.nii.gz", "/d/CASE_other.nii.gz"]
+    if declared:
+        assert _numbered_images(images, "datalist d.json: case CASE", declared=True) == images
+    else:
+        with pytest.raises(DatasetError, match="image names such as CASE_flair.nii.gz do not show their contrast"):
+            _numbered_images(images, "datalist d.json: case CASE", declared=False)
+        with pytest.raises(DatasetError, match="image names such as CASE_flair.nii.gz do not show their contrast"):
+            _numbered_images(["/d/CASE_0001.nii.gz", images[0]], "x", declared=False)  # _0001 out of its place
+    assert _numbered_images(images[:1], "one channel", declared=False) == images[:1]
+    one_left = ["/d/CASE_0000.nii.gz", "/d/CASE_flair.nii.gz"]  # the channel _0000 leaves: by elimination
+    assert _numbered_images(one_left, "x", declared=declared) == one_left

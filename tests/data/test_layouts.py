@@ -361,5 +361,6 @@ def test_cases_whose_ids_differ_only_in_letter_case_are_refused_in_every_layout(
 
     scan = scan_dataset(root)
     assert sorted(c.case_id for c in scan.cases) == others  # both twins are out, the rest is read
+    assert sorted(p.case for p in scan.errors) == sorted([first, twin])  # both named, so both are reported
     with pytest.raises(DatasetError, match=f"case {twin}: its id and {first}'s differ only in letter case"):
         usable_cases(scan)

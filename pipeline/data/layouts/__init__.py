@@ -18,6 +18,7 @@ from pipeline.data.layouts.base import (
     channel_permutation,
     existing_root,
     in_channel_order,
+    order_by_name,
     output_key,
     refuse_case_clashes,
 )
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["LAYOUTS", "Case", "DatasetError", "DatasetScan", "LayoutInfo", "LayoutSpec", "Problem", "detect_layout",
            "channel_permutation", "discover_cases", "in_channel_order", "in_scheme_order", "no_case_message",
-           "output_key", "resolve_scheme", "scan_dataset", "usable_cases"]
+           "order_by_name", "output_key", "resolve_scheme", "scan_dataset", "usable_cases"]
 
 
 #: Every layout by name, in the order they are detected (nnU-Net's dataset.json before MSD's folders).

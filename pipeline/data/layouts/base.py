@@ -80,6 +80,7 @@ class Problem:
     file: str
     severity: str
     message: str
+    labels_only: bool = False  # it concerns the label files' numbering alone: a reader of images only passes it by
 
     def __str__(self) -> str:
         return f"{self.severity.upper()}: {self.message}"
@@ -101,6 +102,17 @@ class LayoutInfo:
         return f"layout {self.layout}{title}, label scheme {self.label_scheme}: {self.reason}"
 
 
+def order_by_name(own: Sequence[str], wanted: Sequence[str]) -> list[int] | None:
+    """Where each of ``wanted`` lies among ``own``, matched by name (`canonical_channel`: t1gd is T1ce), never by
+    position: None when both orders agree; raises ValueError when they do not name the same channels once each."""
+    have, want = [canonical_channel(c) for c in own], [canonical_channel(c) for c in wanted]
+    if have == want:
+        return None
+    if sorted(have) != sorted(want) or len(set(want)) != len(want):
+        raise ValueError(f"{', '.join(own)} do not name the channels {', '.join(wanted)} once each")
+    return [have.index(c) for c in want]
+
+
 def channel_permutation(own: Sequence[str], wanted: Sequence[str], where: str) -> list[int] | None:
     """Where each of ``wanted`` lies among the layout's ``own`` channels, matched by contrast (`canonical_channel`:
     t1gd is T1ce), never by position; None when both orders agree, or when the names are not all MRI contrasts
@@ -111,13 +123,14 @@ def channel_permutation(own: Sequence[str], wanted: Sequence[str], where: str) -
     """
     have, want = [canonical_channel(c) for c in own], [canonical_channel(c) for c in wanted]
     contrasts = set(CONTRAST_NAMES.values())
-    if have == want or len(have) != len(want) or not (set(have) <= contrasts and set(want) <= contrasts):
+    if len(have) != len(want) or not (set(have) <= contrasts and set(want) <= contrasts):
         return None
-    if sorted(have) != sorted(want):
+    try:
+        return order_by_name(own, wanted)
+    except ValueError:
         raise DatasetError(f"{where}: its files hold the contrasts {', '.join(own)}, the label scheme reads "
                            f"{', '.join(wanted)}: read the data with its own scheme (--label_scheme auto) or a "
-                           "scheme of the same contrasts")
-    return [have.index(c) for c in want]
+                           "scheme of the same contrasts") from None
 
 
 def in_channel_order(case: Case, order: Sequence[int]) -> Case:
@@ -176,12 +189,13 @@ def refuse_case_clashes(scan: DatasetScan) -> None:
         groups.setdefault(output_key(case.case_id), []).append(case)
     clashing = {key for key, cases in groups.items() if len(cases) > 1}
     for key in sorted(clashing):
-        first, *others = groups[key]
-        for other in others:
-            scan.problems.append(Problem(other.case_id, other.images[0], "error", (
-                f"case {other.case_id}: its id and {first.case_id}'s differ only in letter case ({other.images[0]}; "
-                f"{first.images[0]}): outputs are named <case>.nii.gz, one file where letter case is ignored "
-                "(macOS, Windows); rename one of the two cases or move it out of the dataset folder")))
+        for case in groups[key]:  # each is named: every reader reports the cases it leaves out
+            others = [c for c in groups[key] if c is not case]
+            scan.problems.append(Problem(case.case_id, case.images[0], "error", (
+                f"case {case.case_id}: its id and {', '.join(c.case_id for c in others)}'s differ only in letter case "
+                f"({case.images[0]}; {'; '.join(c.images[0] for c in others)}): outputs are named <case>.nii.gz, one "
+                "file where letter case is ignored (macOS, Windows); rename one of the cases or move it out of the "
+                "dataset folder")))
     scan.cases[:] = [c for c in scan.cases if output_key(c.case_id) not in clashing]
 
 
