@@ -20,6 +20,7 @@ from pipeline import commands, demo
 from pipeline.bundle import NETWORKS
 from pipeline.core.config import as_fold, as_int
 from pipeline.core.errors import UserError, user_message
+from pipeline.core.files import hold_folder, release_held_folders
 from pipeline.core.guard import OutputGuard
 from pipeline.data.check import check_dataset, check_label_folder, is_label_folder
 from pipeline.data.datalist import write_datalist
@@ -187,6 +188,8 @@ def _plot(args: argparse.Namespace) -> int:
                             if table.is_dir() else f"plot {args.what} takes {want}; {table} does not exist")
         default = table.with_suffix(".png") if args.what == "curves" else table.parent / "dice_boxplot.png"
         out = OutputGuard([], protect=[table]).file(args.out or default, what="a picture", option="--out")
+        if args.what == "boxplot" and args.out is None:  # into the evaluation's folder: one writer there
+            hold_folder(table.parent, what="pictures")
         draw = plot_training_curves if args.what == "curves" else plot_dice_boxplot
         paths = [draw(table, out)]
     else:  # evaluation: EVAL_DIR PRED_DIR DATASET_DIR
@@ -398,6 +401,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.flush()
         print(f"error: {message}", file=sys.stderr, flush=True)
         return 2
+    finally:
+        release_held_folders()  # the command's output folders are free again (in a notebook, or a test, too)
 
 
 if __name__ == "__main__":

@@ -222,6 +222,11 @@ class FolderLock:
             return None
         return f"pid {pid} on host {host}, {owner.get('what', '?')}"
 
+    def mine(self) -> bool:
+        """Whether the lock file names this process (on this host)."""
+        owner = self._owner()
+        return owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname()
+
     def release(self) -> None:
         """Remove the lock if this process holds it."""
         if self.held and self._owner().get("pid") == os.getpid():
@@ -233,6 +238,34 @@ class FolderLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+#: The folders this process holds (`hold_folder`), by resolved path.
+_HELD: dict[str, FolderLock] = {}
+
+
+def hold_folder(folder: str | os.PathLike, *, what: str) -> FolderLock:
+    """Lock ``folder`` (`FolderLock`, made if missing) for this process until it ends or `release_held_folders`:
+    every command that writes a folder of outputs (training, evaluation, comparison, pictures) holds it first, so
+    that a second process writing the same folder is refused instead of interleaving its files. A second call for
+    the same folder in this process is the same lock (an evaluation draws its own pictures).
+
+    Raises:
+        UserError: another live process holds the folder (naming it and what it does).
+    """
+    key = str(Path(folder).expanduser().resolve())
+    lock = _HELD.get(key)
+    if lock is None or not lock.held or not lock.mine():  # (another lock of this folder released its file)
+        lock = FolderLock(folder, what=what).acquire()
+        _HELD[key] = lock
+    return lock
+
+
+def release_held_folders() -> None:
+    """Release every folder this process holds (as the end of the process would)."""
+    for lock in _HELD.values():
+        lock.release()
+    _HELD.clear()
 
 
 def read_table(path: str | os.PathLike, columns: Sequence[str], what: str) -> list[dict[str, str]]:

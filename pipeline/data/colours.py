@@ -53,3 +53,18 @@ def region_colours(scheme: str | Description) -> dict[str, str]:
             own = sorted(values)
         out[name] = hex_colour(by_value.get(own[0], OTHER_COLOURS[len(out) % len(OTHER_COLOURS)]))
     return out
+
+
+def scheme_colours(scheme: str | None) -> dict[str, str]:
+    """``{region: colour}`` of the pictures drawn from tables (box plots, training curves) under ``scheme``, the
+    colours its overlays and the viewers use (`region_colours`); the BraTS region names' (``brats2024``: WT, TC,
+    ET, RC) when the scheme is not known, is ``labels`` (by value: `pipeline.core.figures.region_colour`) or can no
+    longer be read (an nnU-Net dataset.json moved since)."""
+    from pipeline.core.errors import UserError
+
+    if scheme and scheme not in ("auto", "labels"):
+        try:
+            return region_colours(scheme)
+        except UserError:
+            pass
+    return region_colours("brats2024")

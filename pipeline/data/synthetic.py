@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.core.errors import UserError
-from pipeline.core.files import atomic_write_text
+from pipeline.core.files import FolderLock, atomic_write_text
 from pipeline.data.labels import CONTRAST_NAMES, NUMBERING, relabel
 from pipeline.data.layouts import brats, msd, nnunet
 
@@ -450,42 +450,46 @@ def write_dataset(
         settings["channels"] = [CHANNEL_NAMES[c] for c in contrasts]
     if with_rc:
         settings["rc"] = True
-    existing = _existing_cases(out, settings)
+    existing = _existing_cases(out, settings)  # (read only: a read-only folder of these cases is used as it is)
     if existing is not None:
         return existing
-    ids = [f"BRATS_{i + 1:03d}" if layout == "msd" else f"BraTS2021_{i:05d}" if layout in ("brats2021", "nnunet")
-           else f"BraTS-GLI-{i:05d}-000" for i in range(int(cases))]
-    _refuse_occupied(out, force, _planned(out, layout, ids))
-    before = set(_files(out))
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    roles = {code: role for code, role in ROLES.items() if with_rc or role != "RC"}
-    for i in range(int(cases)):
-        rng = np.random.default_rng([int(seed), i])
-        enhancing = bool(rng.random() >= NON_ENHANCING_FRACTION)
-        rc_rng = _rc_generator(seed, i) if with_rc else None
-        images, seg = synth_case(shape, rng=rng, enhancing=enhancing, rc_rng=rc_rng)
-        by_channel = {CHANNEL_NAMES[key]: image for key, image in images.items()}
-        labels = relabel(seg, roles, LAYOUT_NUMBERING[layout])
+    with FolderLock(out, what="synthetic data"):  # one writer: two at once would mix their cases
+        existing = _existing_cases(out, settings)  # written by the holder of the lock just released
+        if existing is not None:
+            return existing
+        ids = [f"BRATS_{i + 1:03d}" if layout == "msd" else f"BraTS2021_{i:05d}" if layout in ("brats2021", "nnunet")
+               else f"BraTS-GLI-{i:05d}-000" for i in range(int(cases))]
+        _refuse_occupied(out, force, _planned(out, layout, ids))
+        before = set(_files(out))
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        roles = {code: role for code, role in ROLES.items() if with_rc or role != "RC"}
+        for i in range(int(cases)):
+            rng = np.random.default_rng([int(seed), i])
+            enhancing = bool(rng.random() >= NON_ENHANCING_FRACTION)
+            rc_rng = _rc_generator(seed, i) if with_rc else None
+            images, seg = synth_case(shape, rng=rng, enhancing=enhancing, rc_rng=rc_rng)
+            by_channel = {CHANNEL_NAMES[key]: image for key, image in images.items()}
+            labels = relabel(seg, roles, LAYOUT_NUMBERING[layout])
+            if layout == "msd":
+                written.append(msd.write_case(out, f"BRATS_{i + 1:03d}", by_channel, labels, affine))
+            elif layout == "nnunet":
+                written.append(nnunet.write_case(out, f"BraTS2021_{i:05d}", [images[c] for c in contrasts], labels,
+                                                 affine))
+            elif layout == "brats2021":
+                written.append(brats.write_case(out, f"BraTS2021_{i:05d}", by_channel, labels, affine, brats.BRATS2021))
+            else:
+                written.append(brats.write_case(out, f"BraTS-GLI-{i:05d}-000", by_channel, labels, affine,
+                                                brats.BRATS2023))
         if layout == "msd":
-            written.append(msd.write_case(out, f"BRATS_{i + 1:03d}", by_channel, labels, affine))
-        elif layout == "nnunet":
-            written.append(nnunet.write_case(out, f"BraTS2021_{i:05d}", [images[c] for c in contrasts], labels,
-                                             affine))
-        elif layout == "brats2021":
-            written.append(brats.write_case(out, f"BraTS2021_{i:05d}", by_channel, labels, affine, brats.BRATS2021))
-        else:
-            written.append(brats.write_case(out, f"BraTS-GLI-{i:05d}-000", by_channel, labels, affine,
-                                            brats.BRATS2023))
-    if layout == "msd":
-        msd.write_dataset_json(out, [p.name for p in written])
-    if layout == "nnunet":
-        nnunet.write_dataset_json(out, nnunet_dataset_json(contrasts, len(written), with_rc))
-    names = [p.relative_to(out).as_posix() for p in written]
-    files = sorted({f.relative_to(out).as_posix() for f in _files(out) if f not in before} | {
-        f.relative_to(out).as_posix() for f in _ours(out) if f.exists() and f != out / SETTINGS_FILE})
-    atomic_write_text(out / SETTINGS_FILE, json.dumps({**settings, "cases_written": names, "files_written": files}))
-    return written
+            msd.write_dataset_json(out, [p.name for p in written])
+        if layout == "nnunet":
+            nnunet.write_dataset_json(out, nnunet_dataset_json(contrasts, len(written), with_rc))
+        names = [p.relative_to(out).as_posix() for p in written]
+        files = sorted({f.relative_to(out).as_posix() for f in _files(out) if f not in before} | {
+            f.relative_to(out).as_posix() for f in _ours(out) if f.exists() and f != out / SETTINGS_FILE})
+        atomic_write_text(out / SETTINGS_FILE, json.dumps({**settings, "cases_written": names, "files_written": files}))
+        return written
 
 
 #: What `write_dataset` records in its folder: its settings and the cases it wrote.
@@ -496,7 +500,8 @@ def _files(folder: Path) -> list[Path]:
     """Every file below ``folder``, at any depth (a BraTS 2018 download keeps its images three levels down)."""
     if not folder.is_dir():
         return []
-    return sorted(Path(root) / name for root, _, names in os.walk(folder) for name in names)
+    lock = folder / FolderLock.NAME  # the writer's own lock (`write_dataset`) is no file of the data
+    return sorted(p for root, _, names in os.walk(folder) for name in names if (p := Path(root) / name) != lock)
 
 
 def _ours(out: Path) -> set[Path]:

@@ -11,7 +11,6 @@ between neighbours in the ranking), ``comparison_boxplot.png`` and ``report.html
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -24,13 +23,13 @@ from scipy.stats import rankdata, wilcoxon
 
 from pipeline.core.errors import UserError
 from pipeline.core.figures import plt, save_figure
-from pipeline.core.files import atomic_write_text
+from pipeline.core.files import atomic_write_text, column_numbers, read_table
 from pipeline.core.nifti import nifti_files
 from pipeline.evaluation.evaluate import evaluate
 from pipeline.evaluation.metrics import region_metrics
 from pipeline.evaluation.plots import run_name
-from pipeline.evaluation.reference import check_output_kind, read_reference
-from pipeline.evaluation.regions import summarize
+from pipeline.evaluation.reference import claim_output, read_reference
+from pipeline.evaluation.regions import METRICS_TABLE, summarize
 from pipeline.evaluation.report import Report
 
 #: The metrics that rank: (column of metrics.csv, higher is better)
@@ -56,10 +55,11 @@ def algorithm_names(pred_dirs: Sequence[str | os.PathLike], names: Sequence[str]
 def read_metrics(metrics_csv: str | os.PathLike) -> dict[str, dict[str, dict[str, float]]]:
     """``{case: {region: {metric: value}}}`` of an evaluation's ``metrics.csv``."""
     out: dict[str, dict[str, dict[str, float]]] = {}
-    with open(metrics_csv, newline="") as f:
-        for row in csv.DictReader(f):
-            out.setdefault(row["case"], {})[row["region"]] = {
-                k: float(v) if v not in ("", None) else math.nan for k, v in row.items() if k not in ("case", "region")}
+    rows = read_table(metrics_csv, ("case", "region"), METRICS_TABLE)
+    metrics = [k for k in (rows[0] if rows else {}) if k not in ("case", "region")]
+    values = {k: column_numbers(rows, k, metrics_csv) for k in metrics}
+    for i, row in enumerate(rows):
+        out.setdefault(row["case"], {})[row["region"]] = {k: values[k][i] for k in metrics}
     return out
 
 
@@ -185,9 +185,9 @@ def _output_folders(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.Pat
     predictions = [f for p in folders if p.is_dir() for f in nifti_files(p).values()]
     guard = reference.guard(predictions, folders)
     out = guard.folder(out_dir, what="the comparison", option="--out")
-    check_output_kind(out, "comparison")
     for name in names:
         guard.folder(out / name, what=f"the evaluation of {name}", option="--out or --names")
+    claim_output(out, "comparison")  # held once it is known to keep clear of every input
     return out
 
 

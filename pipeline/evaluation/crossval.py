@@ -7,7 +7,6 @@ cases with that fold's model through the bundle's inference command, evaluates t
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -18,11 +17,11 @@ from pathlib import Path
 from pipeline.bundle import VERB_ENV, command, inference_command
 from pipeline.core.config import as_folds
 from pipeline.core.errors import UserError
-from pipeline.core.files import atomic_write_text
+from pipeline.core.files import atomic_write_text, column_numbers, read_table
 from pipeline.data.datalist import folds_present
 from pipeline.data.source import DataSource
-from pipeline.evaluation.reference import reference_of
-from pipeline.evaluation.regions import evaluate_folders
+from pipeline.evaluation.reference import claim_output, reference_of
+from pipeline.evaluation.regions import METRICS_TABLE, evaluate_folders
 from pipeline.model.record import read_record, refuse_training_in_progress
 
 #: The inference ids the cross-validation sets for each fold (id -> where from): ``extra`` may not set them.
@@ -55,13 +54,15 @@ def _mean(values: Sequence[float]) -> float:
 
 def fold_table(metrics_csv: str | os.PathLike, fold_of: dict[str, int]) -> dict:
     """``{"folds": {fold: {region: {"dice", "hd95", "cases"}}}, "overall": {...}}`` from a long-form metrics.csv."""
-    with open(metrics_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_table(metrics_csv, ("case", "region", "dice", "hd95"), METRICS_TABLE)
+    for key in ("dice", "hd95"):  # as numbers (an empty cell is NaN), each cell checked once
+        for row, value in zip(rows, column_numbers(rows, key, metrics_csv), strict=True):
+            row[key] = value
     regions = list(dict.fromkeys(r["region"] for r in rows))
 
     def summary(selected: list[dict]) -> dict:
-        return {region: {"dice": _mean([float(r["dice"]) for r in selected if r["region"] == region]),
-                         "hd95": _mean([float(r["hd95"]) for r in selected if r["region"] == region]),
+        return {region: {"dice": _mean([r["dice"] for r in selected if r["region"] == region]),
+                         "hd95": _mean([r["hd95"] for r in selected if r["region"] == region]),
                          "cases": len({r["case"] for r in selected if r["region"] == region})}
                 for region in regions}
 
@@ -145,6 +146,7 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
     scheme = next(filter(None, schemes.values()), None) or "auto"
     seg = run / "cv" / "seg"
     eval_dir, summary_file = cv_outputs(run, folds, folds_present(data.datalist))
+    claim_output(eval_dir, "evaluation")  # one writer: a second cv of the run is refused, not interleaved
     for f in folds:
         _bundle_inference(run / f"fold_{f}", datalist, f, seg, fast, extra, scheme, records[f])
     summary = evaluate_folders(seg, reference_of(data), eval_dir, scheme=scheme, cases=sorted(fold_of),

@@ -3,26 +3,27 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.core.config import as_bool
 from pipeline.core.errors import UserError
+from pipeline.core.files import column_numbers, read_table
 from pipeline.evaluation.official import evaluate_official, format_official_table, resolve_challenge
 from pipeline.evaluation.plots import plot_evaluation, run_name
 from pipeline.evaluation.reference import (
     Reference,
-    check_output_kind,
+    claim_output,
     evaluated_pair,
     evaluation_record,
     pair_cases,
     resolve_evaluation_scheme,
 )
-from pipeline.evaluation.regions import evaluate_folders, format_table
+from pipeline.evaluation.regions import METRICS_TABLE, evaluate_folders, format_table
 from pipeline.evaluation.report import Report
 
 logger = logging.getLogger(__name__)
@@ -99,12 +100,14 @@ def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathL
         raise UserError(f"challenge {challenge!r} applies to the official protocol only: pass --protocol official "
                         "(bundle: --protocol official), or leave the challenge out")
     resolved, scored, key, reference = None, None, None, ref_dir
-    if evaluated_pair(out_dir) is not None:  # the folders and pairs are checked before --overwrite deletes anything
-        pairs = pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option, allow_mixed=allow_mixed)
+    # the folders and pairs are checked (the output folder apart from every input) before the output folder is
+    # held and before --overwrite deletes anything
+    pairs = pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option, allow_mixed=allow_mixed)
+    if evaluated_pair(out_dir) is not None:
         resolved, scored = resolve_evaluation_scheme(scheme, pairs.reference), sorted(pairs.refs)
         key = resolve_challenge(challenge, resolved, scored) if protocol == "official" else None
         reference = pairs.reference  # as recorded: a datalist's is the folder of its labels, not the JSON file
-    check_output_kind(out_dir, "evaluation", out_option)
+    claim_output(out_dir, "evaluation", out_option)
     check_replacement(out_dir, pred_dir, reference, overwrite=overwrite, out_option=out_option, scheme=resolved,
                       cases=scored, challenge=key)
     if protocol == "legacy":
@@ -135,11 +138,6 @@ def plots(protocol: str, eval_dir: str | os.PathLike, pred_dir: str | os.PathLik
     return plot_evaluation(eval_dir, pred_dir, dataset_dir, scheme=scheme)
 
 
-def _read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def write_report(eval_dir: str | os.PathLike, name: str | None = None) -> Path:
     """``EVAL_DIR/report.html`` from what the folder holds: the legacy protocol's summary, per-case table, box plot
     and overlays (worst, median, best), the official protocol's table; each protocol present gets its section."""
@@ -162,17 +160,18 @@ def write_report(eval_dir: str | os.PathLike, name: str | None = None) -> Path:
                       for r in regions], sortable=False)
         mean = [line for line in format_table(summary).splitlines() if line.startswith("mean Dice over regions")]
         report.paragraph(mean[0] if mean else "", note=True)
-        rows = _read_rows(out / "metrics.csv")
-        by_case: dict[str, dict[str, dict[str, str]]] = {}
-        for row in rows:
-            by_case.setdefault(row["case"], {})[row["region"]] = row
+        rows = read_table(out / "metrics.csv", ("case", "region", "dice", "hd95"), METRICS_TABLE)
+        numbers = {k: column_numbers(rows, k, out / "metrics.csv") for k in ("dice", "hd95")}
+        by_case: dict[str, dict[str, dict[str, float]]] = {}
+        for i, row in enumerate(rows):
+            by_case.setdefault(row["case"], {})[row["region"]] = {k: numbers[k][i] for k in numbers}
         report.heading("Per case (click a column to sort)")
         table = []
         for case, per in by_case.items():
-            dice = [float(per[r]["dice"]) for r in regions if r in per]
+            dice = [per[r]["dice"] for r in regions if r in per]
             table.append([case, sum(dice) / len(dice) if dice else None,
-                          *[float(per[r]["dice"]) if r in per else None for r in regions],
-                          *[float(per[r]["hd95"]) if r in per and per[r]["hd95"] else None for r in regions]])
+                          *[per[r]["dice"] if r in per else None for r in regions],
+                          *[per[r]["hd95"] if r in per and not math.isnan(per[r]["hd95"]) else None for r in regions]])
         report.table(["case", "mean Dice", *[f"Dice {r}" for r in regions], *[f"HD95 {r}" for r in regions]], table)
         report.heading("Pictures")
         pictures = [(out / "dice_boxplot.png", "Dice per region, one dot per case")]

@@ -4,8 +4,9 @@ All functions write a PNG and return its path; they use matplotlib's non-interac
 run on a machine without a display. Volumes are shown in RAS orientation (``nib.as_closest_canonical``),
 axial slices with anterior up, as a radiologist scrolls them, whatever the file's voxel order.
 
-Region colours are the same everywhere: WT yellow, TC red, ET blue (solid lines: reference, dashed: prediction);
-under the ``labels`` scheme each label value gets a colour of matplotlib's ``tab10`` cycle.
+Region colours are the viewers' colours of the evaluation's scheme (`pipeline.data.colours`: ET yellow, TC red,
+WT green for BraTS), the same in the overlays and the box plot; under the ``labels`` scheme label value ``v`` takes
+colour ``v`` of matplotlib's ``tab10`` cycle in every picture.
 """
 
 from __future__ import annotations
@@ -30,35 +31,30 @@ from pipeline.core.errors import UserError
 from pipeline.core.figures import plt, region_colour, save_figure
 from pipeline.core.files import atomic_write_text, column_numbers, read_table
 from pipeline.core.nifti import load_labels, nifti_files, read_voxels
-from pipeline.data.colours import region_colours
+from pipeline.data.colours import region_colours, scheme_colours
 from pipeline.data.labels import NNUNET_PREFIX, canonical_channel, describe, region_masks
 from pipeline.evaluation.reference import (
     FOLDER_SCHEMES,
     Reference,
     check_evaluation_folders,
-    check_output_kind,
+    claim_output,
     evaluation_record,
     read_reference,
     resolve_evaluation_scheme,
 )
-from pipeline.evaluation.regions import label_values_problem
+from pipeline.evaluation.regions import METRICS_TABLE, label_values_problem
 
 logger = logging.getLogger(__name__)
 
-#: Region colours of the pictures drawn from tables (box plots): the viewers' colours of every BraTS region name.
-REGION_COLOURS = region_colours("brats2024")
-
-
-#: What the box plot and the evaluation's pictures read: an evaluation's ``metrics.csv``.
-METRICS_TABLE = "an evaluation's metrics.csv (python -m pipeline evaluate PRED DATA --out DIR writes DIR/metrics.csv)"
-
-
-
 
 def plot_dice_boxplot(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, metric: str = "dice",
-                      name: str = "") -> Path:
+                      name: str = "", scheme: str | None = None) -> Path:
     """Box plot of ``metric`` per region from the evaluation's long-form ``metrics.csv``, one dot per case;
-    ``name`` (the run or algorithm) in the title."""
+    ``name`` (the run or algorithm) in the title; dots in the colours of ``scheme`` (by default the one the
+    evaluation beside the table recorded, `pipeline.data.colours.scheme_colours`)."""
+    if scheme is None:
+        scheme = (evaluation_record(Path(metrics_csv).parent) or {}).get("scheme")
+    colours = scheme_colours(scheme)
     rows = read_table(metrics_csv, ("case", "region", metric), METRICS_TABLE)
     if not rows:
         raise UserError(f"{metrics_csv} holds no case: nothing to draw")
@@ -72,7 +68,7 @@ def plot_dice_boxplot(metrics_csv: str | os.PathLike, out_png: str | os.PathLike
     rng = np.random.default_rng(0)  # fixed jitter: the same CSV always gives the same picture
     for i, (region, values) in enumerate(zip(regions, data, strict=True), start=1):
         ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=14, alpha=0.8, edgecolors="black",
-                   linewidths=0.4, color=region_colour(region, i, REGION_COLOURS), zorder=3)
+                   linewidths=0.4, color=region_colour(region, i, colours), zorder=3)
     ax.set_ylabel(metric)
     if metric in ("dice", "sensitivity", "specificity"):
         ax.set_ylim(-0.02, 1.02)
@@ -135,8 +131,7 @@ def _contour_regions(labels: dict[str, np.ndarray], scheme: str,
     ``labels`` under ``labels``."""
     if scheme == "labels":
         values = sorted(set().union(*(np.unique(lab).tolist() for lab in labels.values())) - {0, ignore})
-        cycle = plt.get_cmap("tab10").colors
-        names = [(f"label_{v:g}", matplotlib.colors.to_hex(cycle[i % len(cycle)])) for i, v in enumerate(values)]
+        names = [(f"label_{v:g}", region_colour(f"label_{v:g}")) for v in values]  # by value, as the box plot
         return names, {which: [lab == v for v in values] for which, lab in labels.items()}
     evaluated = describe(scheme).evaluated  # the regions the evaluation reports
     colours = region_colours(scheme)
@@ -315,11 +310,11 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
     preds = nifti_files(pred_root)
     guard = reference.guard(list(preds.values()), [pred_root])
     out = guard.folder(out_dir if out_dir is not None else eval_dir, what="pictures", option=out_option)
-    check_output_kind(out, "pictures", out_option)
     elsewhere = evaluation_record(out) if out.resolve() != eval_dir.resolve() else None
     if elsewhere is not None and elsewhere != record:  # another evaluation's folder: its pictures are its own
         raise UserError(f"{out} holds the evaluation of {elsewhere['predictions']} against {elsewhere['reference']}; "
                         f"the pictures of {eval_dir} would replace its own: pass another {out_option}")
+    claim_output(out, "pictures", out_option)
 
     drawn_from = _pictures_of(out, eval_dir, out_option)
     rows = read_table(metrics, ("case", "region", "dice"), METRICS_TABLE)
@@ -346,7 +341,7 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
     if drawn_from is not None:
         atomic_write_text(out / PICTURES_RECORD, json.dumps(drawn_from, indent=2) + "\n")
     name = name or run_name(pred_root)
-    paths = [plot_dice_boxplot(metrics, out / "dice_boxplot.png", name=name)]
+    paths = [plot_dice_boxplot(metrics, out / "dice_boxplot.png", name=name, scheme=scheme)]
     for case_id, case, pred in drawn:
         if len(case.channel_index if case.channel_index is not None else case.images) != len(channels):
             raise UserError(f"case {case_id}: {len(case.images)} image file(s) for the {len(channels)} channel(s) "

@@ -16,7 +16,7 @@ from nibabel.orientations import apply_orientation
 
 from pipeline.core.config import as_bool, as_path
 from pipeline.core.errors import UserError
-from pipeline.core.files import FolderLock
+from pipeline.core.files import FolderLock, hold_folder
 from pipeline.core.guard import OutputGuard, dataset_root, is_within
 from pipeline.core.nifti import (
     AFFINE_TOLERANCE,
@@ -431,12 +431,13 @@ def evaluated_pair(out_dir: str | os.PathLike) -> tuple[str, str] | None:
 COMPARISON_RECORD = "comparison.json"
 
 
-def check_output_kind(out_dir: str | os.PathLike, kind: str, option: str = "--out") -> None:
-    """Refuse to write ``kind`` (``evaluation``, ``comparison`` or ``pictures``) into a folder that holds the other
-    kind: a comparison's report over an evaluation's, or an evaluation's over a comparison's.
+def claim_output(out_dir: str | os.PathLike, kind: str, option: str = "--out") -> None:
+    """Before writing ``kind`` (``evaluation``, ``comparison`` or ``pictures``) into ``out_dir``: hold the folder
+    (`pipeline.core.files.hold_folder`: one writing process), and refuse a folder that holds the other kind (a
+    comparison's report over an evaluation's, or an evaluation's over a comparison's).
 
     Raises:
-        UserError: naming the folder, what it holds and the option to change.
+        UserError: another process writes the folder, or it holds another kind (naming it and the option to change).
     """
     out = Path(out_dir).expanduser()
     holds = ("a comparison" if (out / COMPARISON_RECORD).is_file() and kind != "comparison" else
@@ -444,3 +445,4 @@ def check_output_kind(out_dir: str | os.PathLike, kind: str, option: str = "--ou
     if holds:
         raise UserError(f"{out} holds {holds} ({COMPARISON_RECORD if holds == 'a comparison' else 'summary.json'}); "
                         f"the {kind} would write its files over it: pass another {option}")
+    hold_folder(out, what=kind)  # last: a refused command leaves no lock (the caller checked the inputs first)

@@ -33,6 +33,11 @@ from pipeline.evaluation.reference import (
 logger = logging.getLogger(__name__)
 
 
+#: What the readers of an evaluation's ``metrics.csv`` (box plot, pictures, report, comparison, the out-of-fold
+#: table) call it when refusing another file (`pipeline.core.files.read_table`).
+METRICS_TABLE = "an evaluation's metrics.csv (python -m pipeline evaluate PRED DATA --out DIR writes DIR/metrics.csv)"
+
+
 #: BraTS region names in evaluation (and CSV/summary) order.
 BRATS_EVAL_REGIONS: tuple[str, ...] = ("ET", "TC", "WT")
 

@@ -23,7 +23,7 @@ from pipeline.core.distributed import is_main_process
 from pipeline.core.errors import UserError
 from pipeline.core.figures import plt, region_colour, save_figure
 from pipeline.core.files import atomic_write_text, column_numbers, read_table
-from pipeline.data.colours import region_colours
+from pipeline.data.colours import scheme_colours
 from pipeline.data.labels import REGIONS
 from pipeline.training.budget import Clock
 from pipeline.training.validation import dice_name
@@ -60,12 +60,14 @@ class EpochSummary:
         clock: the time budget (`pipeline.training.budget.Clock`), shown instead of the epoch count; ``elapsed``
             (seconds of training so far, validation included) is the clock's, else the sum of the epochs'.
         held_out: whether cases were held out to validate (``--fold all``: none, ``model.pt`` is the last model).
+        scheme: the label scheme, whose colours the curves' regions take (`plot_training_curves`).
     """
 
     def __init__(self, evaluator=None, history_file: str | None = None, plot_file: str | None = None,  # noqa: ANN001
                  summary_writer=None, regions: Sequence[str] = REGIONS, clock: Clock | None = None,  # noqa: ANN001
-                 held_out: bool = True) -> None:
+                 held_out: bool = True, scheme: str | None = None) -> None:
         self.held_out = bool(held_out)
+        self.scheme = scheme
         self.evaluator = evaluator if self.held_out else None
         self.regions = tuple(regions)
         self.columns = history_columns(self.regions)
@@ -133,8 +135,7 @@ class EpochSummary:
         path = self.history_file
         rows: list[dict] = []
         if path.exists() and path.stat().st_size > 0:
-            with path.open(newline="") as f:
-                rows = list(csv.DictReader(f))
+            rows = read_table(path, ("epoch",), HISTORY_TABLE)
             if not self._history_checked:
                 rows = [r for r in rows if int(float(r["epoch"])) < row["epoch"]]
                 if self.clock is None and rows and rows[-1].get("elapsed"):
@@ -154,7 +155,7 @@ class EpochSummary:
             self.writer.flush()
         if self.plot_file is not None and self.history_file is not None and self.history_file.exists():
             try:
-                plot_training_curves(self.history_file, self.plot_file)
+                plot_training_curves(self.history_file, self.plot_file, scheme=self.scheme or "auto")
                 logger.info("training curves: %s", self.plot_file)
             except Exception as e:  # a picture must never fail a finished training run
                 logger.warning("could not draw %s: %s", self.plot_file, e)
@@ -167,8 +168,8 @@ class EpochSummary:
         n_val = len(getattr(loader, "dataset", ()) or ())
         rows = []
         if self.history_file is not None and self.history_file.exists():
-            with self.history_file.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if r.get("val_mean_dice") not in (None, "")]
+            rows = [r for r in read_table(self.history_file, ("epoch",), HISTORY_TABLE)
+                    if r.get("val_mean_dice") not in (None, "")]
         lines = [f"training finished: {engine.state.epoch} epoch(s) on {getattr(engine.state, 'device', None) or '?'}, "
                  f"{n_train} training and {n_val} validation case(s)"
                  f"{' per process' if torch.distributed.is_available() and torch.distributed.is_initialized() else ''}"]
@@ -190,12 +191,22 @@ class EpochSummary:
 HISTORY_TABLE = "a run's history.csv (training writes RUN/history.csv)"
 
 
-def plot_training_curves(history_csv: str | os.PathLike, out_png: str | os.PathLike) -> Path:
+def plot_training_curves(history_csv: str | os.PathLike, out_png: str | os.PathLike,
+                         scheme: str | None = None) -> Path:
     """nnU-Net-style progress plot from ``history.csv`` (`pipeline.training.monitoring.HISTORY_COLUMNS`).
 
-    Top: training loss (left axis) and validation Dice per region and mean (right axis) by epoch.
-    Bottom: the learning rate by epoch.
+    Top: training loss (left axis) and validation Dice per region and mean (right axis) by epoch, each region in
+    the colours of ``scheme`` (by default the one the run beside the table recorded in its run.json), as the
+    evaluation's pictures and the viewers draw it. Bottom: the learning rate by epoch.
     """
+    if scheme is None:  # (training passes its own: "auto" reads nothing and draws the BraTS names' colours)
+        from pipeline.model.record import read_record
+
+        try:
+            scheme = ((read_record(Path(history_csv).parent) or {}).get("ids") or {}).get("label_scheme")
+        except UserError:  # an unreadable run.json: the BraTS names' colours
+            scheme = None
+    by_column = {dice_name(region): colour for region, colour in scheme_colours(scheme).items()}
     rows = read_table(history_csv, ("epoch", "loss", "lr"), HISTORY_TABLE)
     if not rows:
         raise UserError(f"{history_csv} has no epoch yet: nothing to plot")
@@ -209,12 +220,11 @@ def plot_training_curves(history_csv: str | os.PathLike, out_png: str | os.PathL
     ax.set_ylabel("loss")
     ax2 = ax.twinx()
     regions = [(k, k[len("val_dice_"):].upper(), "-") for k in rows[0] if k.startswith("val_dice_")]
-    colours = region_colours("brats2024")  # WT, TC, ET, RC in the viewers' colours; other names: tab10
     for i, (key, label, style) in enumerate((*regions, ("val_mean_dice", "mean", "--"))):  # history.csv's regions
         values = _floats(rows, key)
         keep = ~np.isnan(values)
         if keep.any():
-            colour = "grey" if label == "mean" else region_colour(label, i, colours)
+            colour = "grey" if label == "mean" else by_column.get(key) or region_colour(label, i)
             ax2.plot(epoch[keep], values[keep], style, marker="o", ms=4, mec="black", mew=0.5, color=colour,
                      label=f"Dice {label}")
     ax2.set_ylabel("validation Dice" if ax2.lines else "no validation (--fold all)")
