@@ -1,10 +1,11 @@
 """Fold ensembles: the mean probability of the cross-validation folds' networks, loaded as one model.
 
 ``bundle/configs/variants/ensemble.yaml`` builds a `ProbabilityEnsemble` of ``len(ensemble_folds)`` copies of the
-network (`ensemble_of`) and loads the file `write_ensemble_checkpoint` combines from the folds'
-``model.pt`` (`fold_checkpoint`, where ``make cv`` leaves them). Like `pipeline.inference.predict.MirrorInferer`
-it takes logits ``(B, R, H, W, D)`` of the network's region channels, averages sigmoid probabilities, never logits,
-and hands the mean back as logits (`pipeline.inference.predict.probabilities_to_logits`).
+network (`ensemble_of`) and loads the folds' ``model.pt`` into it (`load_ensemble`; `fold_checkpoint`, where
+``make cv`` leaves them), combined in memory: inference writes nothing into the run folder. Like
+`pipeline.inference.predict.MirrorInferer` it takes logits ``(B, R, H, W, D)`` of the network's region channels,
+averages sigmoid probabilities, never logits, and hands the mean back as logits
+(`pipeline.inference.predict.probabilities_to_logits`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pipeline.core.config import as_infer_fold, differing
 from pipeline.core.errors import UserError
 from pipeline.inference.predict import probabilities_to_logits
 from pipeline.model.record import RunError, model_interface, read_record, refuse_training_in_progress, trained_on
-from pipeline.model.weights import atomic_torch_save, read_state
+from pipeline.model.weights import load_state, read_state
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +29,8 @@ logger = logging.getLogger(__name__)
 class ProbabilityEnsemble(torch.nn.Module):
     """The mean sigmoid probability of several networks with the same input and output, returned as logits.
 
-    Its ``state_dict`` keys are ``networks.<i>.<key of network i>``: `write_ensemble_checkpoint`
-    writes such a file from the folds' checkpoints, so MONAI's ``CheckpointLoader`` loads it like any model.
+    Its ``state_dict`` keys are ``networks.<i>.<key of network i>`` (`ensemble_state` combines the folds'
+    checkpoints so).
     """
 
     def __init__(self, networks: Sequence[torch.nn.Module]) -> None:
@@ -55,23 +56,20 @@ def fold_checkpoint(run_dir: str | os.PathLike, fold: int) -> Path:
     return Path(run_dir) / f"fold_{fold}" / "models" / "model.pt"
 
 
-def ensemble_checkpoint(run_dir: str | os.PathLike, folds: Sequence[int]) -> Path:
-    """Where the ensemble of ``folds`` (in their order: network ``i`` is fold ``folds[i]``) is combined:
-    ``run_dir/ensemble/folds_<f>_<g>.../model.pt``, one file per fold list, so that two ensemble inferences of one
-    run with different folds at the same time never load (or credit their segmentations to) each other's file."""
-    return Path(run_dir) / "ensemble" / ("folds_" + "_".join(str(int(f)) for f in folds)) / "model.pt"
+def ensemble_checkpoints(run_dir: str | os.PathLike, folds: Sequence[int]) -> list[str]:
+    """The folds' ``model.pt`` files in the ensemble's order (network ``i`` is fold ``folds[i]``): the ensemble
+    config's ``ckpt_path``, whose files identify the ensemble in each segmentation's provenance (`model_id`)."""
+    return [str(fold_checkpoint(run_dir, f)) for f in folds]
 
 
-def write_ensemble_checkpoint(run_dir: str | os.PathLike, folds: Sequence[int]) -> str:
-    """Combine the folds' ``model.pt`` into `ensemble_checkpoint` for a `ProbabilityEnsemble`.
-
-    Returns the path (the ensemble config's ``ckpt_path``). Written atomically.
+def ensemble_state(run_dir: str | os.PathLike, folds: Sequence[int]) -> dict[str, torch.Tensor]:
+    """The folds' ``model.pt`` combined in memory for a `ProbabilityEnsemble` (``networks.<i>.<key>``); nothing is
+    written (the run folder is an input of inference).
 
     Raises:
-        UserError: a fold has no checkpoint (the fold and the file named), or the folds were trained with
-            different networks (their run.json records differ).
+        UserError: a fold has no checkpoint (the fold and the file named), is still training, or the folds were
+            trained with different networks or data (their run.json records differ).
     """
-
     missing = [f"fold {f}: {fold_checkpoint(run_dir, f)}" for f in folds if not fold_checkpoint(run_dir, f).is_file()]
     if missing:
         raise UserError("no checkpoint for " + "; ".join(missing) + ". Train the folds first: make cv")
@@ -94,10 +92,16 @@ def write_ensemble_checkpoint(run_dir: str | os.PathLike, folds: Sequence[int]) 
         fix = f"retrain fold {f} (make cv), or pass --ensemble_folds without it"
         for k, v in read_state(fold_checkpoint(run_dir, f), fix=fix).items():
             state[f"networks.{i}.{k}"] = v
-    out = ensemble_checkpoint(run_dir, folds)
-    atomic_torch_save(state, out)
-    logger.info("ensemble of folds %s: %s", list(folds), out)
-    return str(out)
+    return state
+
+
+def load_ensemble(network: torch.nn.Module, run_dir: str | os.PathLike, folds: Sequence[int], *,
+                  device: str | torch.device = "cpu", record: dict | None = None) -> torch.nn.Module:
+    """Load the folds' models into the `ProbabilityEnsemble` ``network`` (`ensemble_state`, then
+    `pipeline.model.weights.load_state`'s checks); the ensemble config's ``weights``."""
+    state = {k: v.to(device) for k, v in ensemble_state(run_dir, folds).items()}
+    logger.info("ensemble of folds %s of %s", list(folds), run_dir)
+    return load_state(network, state, f"the ensemble of folds {list(folds)} of {run_dir}", record=record)
 
 
 def _trained_by_fold(run_dir: str | os.PathLike, folds: Sequence[int], items: Sequence[dict]) -> dict[int, list[str]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -59,21 +59,33 @@ def read_state(path: str | os.PathLike, *, device: str | torch.device = "cpu", f
 
 def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, *, device: str | torch.device = "cpu",
                  record: Mapping | None = None) -> torch.nn.Module:
-    """Load a plain ``state_dict`` (``torch.load(..., weights_only=True)``) into ``network``, or refuse clearly.
-
-    An ensemble network (``networks.<i>.`` keys) takes the combined file of
-    `pipeline.inference.ensemble.write_ensemble_checkpoint`. Tensors of training-only modules the network lacks
-    (DynUNet's deep-supervision heads, `pipeline.model.network.inference_spec`) are left out.
+    """Load a plain ``state_dict`` (``torch.load(..., weights_only=True)``) into ``network``, or refuse clearly
+    (`load_state`).
 
     Raises:
-        WeightsError: the file is missing, empty, truncated or not a checkpoint; or it does not fit the network
-            (the differing ids of the run record named, or the first mismatching tensors).
+        WeightsError: the file is missing, empty, truncated or not a checkpoint; or it does not fit the network.
     """
     path = checkpoint_file(ckpt_path)
     state = read_state(path, device=device, fix=f"use {path.parent / 'model_last.pt'} (--ckpt_path) or retrain with "
                                                 "--overwrite true")
     if isinstance(state, Mapping) and "model" in state and not any(k.endswith(".weight") for k in state):
         state = state["model"]  # checkpoint.pt: the full training state
+    return load_state(network, state, path, record=record)
+
+
+def load_state(network: torch.nn.Module, state: object, source: object, *, record: Mapping | None = None
+               ) -> torch.nn.Module:
+    """Load ``state`` (read from ``source``, named in refusals) into ``network``, or refuse clearly.
+
+    An ensemble network (``networks.<i>.`` keys) takes the folds' states under those prefixes
+    (`pipeline.inference.ensemble.load_ensemble`). Tensors of training-only modules the network lacks (DynUNet's
+    deep-supervision heads, `pipeline.model.network.inference_spec`) are left out.
+
+    Raises:
+        WeightsError: ``state`` is no state_dict, or it does not fit the network (the differing ids of the run
+            record named, or the first mismatching tensors).
+    """
+    path = source
     target = network.module if hasattr(network, "module") else network
     own = target.state_dict()
     if not isinstance(state, Mapping):
@@ -100,18 +112,19 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, *, devi
     return network
 
 
-def model_id(ckpt_path: str | os.PathLike, **settings: object) -> str | None:
-    """What identifies the writer of a segmentation: the checkpoint's SHA-256 and the inference settings that
-    change the output (TTA, post-processing, window and its blending, grid, precision, the description's labels),
-    each by its meaning (`_canonical`: ``0.5`` and ``"0.5"`` are one value), hashed to 16 hex digits.
+def model_id(ckpt_path: str | os.PathLike | Sequence[str | os.PathLike], **settings: object) -> str | None:
+    """What identifies the writer of a segmentation: the checkpoint's SHA-256 (an ensemble's: its folds' files, in
+    order) and the inference settings that change the output (TTA, post-processing, window and its blending, grid,
+    precision, the description's labels), each by its meaning (`_canonical`: ``0.5`` and ``"0.5"`` are one value),
+    hashed to 16 hex digits.
 
-    None when there is no usable checkpoint file: nothing can be segmented then, and `load_weights` (run
-    first by the bundle's ``initialize``) says why.
+    None when a checkpoint file is missing or empty: nothing can be segmented then, and `load_weights` (run first
+    by the bundle's ``initialize``) says why.
     """
-    path = Path(ckpt_path)
-    if not path.is_file() or path.stat().st_size == 0:
+    paths = [Path(p) for p in ckpt_path] if isinstance(ckpt_path, (list, tuple)) else [Path(ckpt_path)]
+    if not paths or any(not p.is_file() or p.stat().st_size == 0 for p in paths):
         return None
-    digest = file_sha256(path)
+    digest = file_sha256(paths[0]) if len(paths) == 1 else [file_sha256(p) for p in paths]
     values = {k: _canonical(plain_value(v)) for k, v in sorted(settings.items())}
     text = json.dumps({"checkpoint": digest, **values}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

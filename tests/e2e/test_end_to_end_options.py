@@ -75,6 +75,7 @@ def test_ensemble_of_identical_folds_equals_the_single_model(tiny_dataset: Path,
            ensemble=True)
     single, ensemble = _labels(tracked_run / "seg_single"), _labels(tracked_run / "seg_ensemble")
     assert single.keys() == ensemble.keys() and len(single) == 4
+    assert not (tracked_run / "ensemble").exists()  # the folds are combined in memory: the run folder is an input
     for name in single:
         np.testing.assert_array_equal(ensemble[name], single[name])
 

@@ -1,4 +1,5 @@
-"""Fold ensembles: the mean probability of the folds' networks, loaded from one combined checkpoint."""
+"""Fold ensembles: the mean probability of the folds' networks, their checkpoints combined in memory (nothing written
+into the run folder, an input of inference)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from pipeline.core.errors import UserError
-from pipeline.inference.ensemble import ProbabilityEnsemble, ensemble_of, fold_checkpoint, write_ensemble_checkpoint
+from pipeline.inference.ensemble import ProbabilityEnsemble, ensemble_of, ensemble_state, fold_checkpoint
 
 
 def test_ensemble_is_the_mean_probability_of_its_members() -> None:
@@ -22,7 +23,7 @@ def test_ensemble_is_the_mean_probability_of_its_members() -> None:
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_ensemble_checkpoint_of_the_folds_loads_each_fold_into_its_member(tmp_path: Path) -> None:
+def test_the_folds_checkpoints_load_each_into_its_member_and_nothing_is_written(tmp_path: Path) -> None:
     template = torch.nn.Conv3d(4, 3, 1)
     folds = [0, 2]
     members = [torch.nn.Conv3d(4, 3, 1) for _ in folds]
@@ -30,47 +31,49 @@ def test_ensemble_checkpoint_of_the_folds_loads_each_fold_into_its_member(tmp_pa
         fold_checkpoint(tmp_path, f).parent.mkdir(parents=True)
         torch.save(m.state_dict(), fold_checkpoint(tmp_path, f))
     ensemble = ensemble_of(template, len(folds))
-    ensemble.load_state_dict(torch.load(write_ensemble_checkpoint(tmp_path, folds), weights_only=True))
+    from pipeline.inference.ensemble import load_ensemble
+
+    before = sorted(tmp_path.rglob("*"))
+    load_ensemble(ensemble, tmp_path, folds)
     for i, m in enumerate(members):
         assert torch.equal(ensemble.networks[i].weight, m.weight)
+    assert sorted(tmp_path.rglob("*")) == before
 
 
-def test_the_ensemble_checkpoint_written_again_is_the_same_model(tmp_path: Path) -> None:
-    """Each ensemble run writes the combined checkpoint anew; its model_id (the hash that lets a second run skip
-    the cases this model already segmented) must not change with it."""
+def test_the_ensemble_is_identified_by_its_folds_files_in_order(tmp_path: Path) -> None:
+    """The model_id (the hash that lets a second run skip the cases this model already segmented) is the folds'
+    checkpoints': the same folds give the same model, another fold list or order another."""
+    from pipeline.inference.ensemble import ensemble_checkpoints
     from pipeline.model.weights import model_id
 
-    for f in (0, 1):
+    for f in (0, 1, 2):
         fold_checkpoint(tmp_path, f).parent.mkdir(parents=True)
         torch.save(torch.nn.Conv3d(4, 3, 1).state_dict(), fold_checkpoint(tmp_path, f))
-    first = model_id(write_ensemble_checkpoint(tmp_path, [0, 1]))
-    assert model_id(write_ensemble_checkpoint(tmp_path, [0, 1])) == first
-    assert model_id(write_ensemble_checkpoint(tmp_path, [1, 0])) != first  # another ensemble: another model
+    first = model_id(ensemble_checkpoints(tmp_path, [0, 1]))
+    assert first is not None and model_id(ensemble_checkpoints(tmp_path, [0, 1])) == first
+    assert model_id(ensemble_checkpoints(tmp_path, [1, 0])) != first
+    assert model_id(ensemble_checkpoints(tmp_path, [0, 2])) != first
+    assert model_id(ensemble_checkpoints(tmp_path, [0, 3])) is None  # a fold without a model: load_ensemble says why
 
 
 @pytest.mark.parametrize("folds", [[0, 1, 2], "[0, 1, 2]", "0,1,2"], ids=["list", "text", "comma_text"])
-def test_each_fold_list_has_its_own_combined_file_the_bundle_loads(tmp_path: Path, folds) -> None:
-    """Two ensemble inferences of one run with other fold lists at once (here one after the other): neither
-    replaces the file the other loads, and the bundle's ckpt_path is the file its fold list is combined into."""
-    from pipeline.inference.ensemble import ensemble_checkpoint
+def test_the_bundle_loads_the_folds_it_is_given_in_their_order(tmp_path: Path, folds) -> None:
+    from pipeline.inference.ensemble import ensemble_checkpoints
     from tests.helpers import parse_bundle
 
     members = {f: torch.nn.Conv3d(4, 3, 1) for f in (0, 1, 2, 3)}
     for f, m in members.items():
         fold_checkpoint(tmp_path, f).parent.mkdir(parents=True)
         torch.save(m.state_dict(), fold_checkpoint(tmp_path, f))
-    first = write_ensemble_checkpoint(tmp_path, [0, 1, 2])
-    second = write_ensemble_checkpoint(tmp_path, [1, 2, 3])
-    assert first != second
-    state = torch.load(first, weights_only=True)
+    state = ensemble_state(tmp_path, [0, 1, 2])
     assert all(torch.equal(state[f"networks.{i}.weight"], members[f].weight) for i, f in enumerate((0, 1, 2)))
     parser = parse_bundle("inference", {"run_dir": str(tmp_path), "ensemble_folds": folds}, ensemble=True)
-    assert parser.get_parsed_content("ckpt_path") == first == str(ensemble_checkpoint(tmp_path, [0, 1, 2]))
+    assert parser.get_parsed_content("ckpt_path") == ensemble_checkpoints(tmp_path, [0, 1, 2])
 
 
 def test_ensemble_names_the_fold_without_a_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"fold 3: .*fold_3/models/model.pt"):
-        write_ensemble_checkpoint(tmp_path, [3])
+        ensemble_state(tmp_path, [3])
 
 
 def test_an_ensemble_of_folds_trained_with_different_networks_is_refused(tmp_path: Path) -> None:
@@ -83,7 +86,7 @@ def test_an_ensemble_of_folds_trained_with_different_networks_is_refused(tmp_pat
         record = {"network": {"_target_": "UNet", "channels": channels}}
         (ckpt.parent.parent / "run.json").write_text(json.dumps(record))
     with pytest.raises(UserError, match=r"fold 1 .* another network than fold 0 \(channels: \[8, 16\] -> \[16, 32\]"):
-        write_ensemble_checkpoint(tmp_path, [0, 1])
+        ensemble_state(tmp_path, [0, 1])
     assert not (tmp_path / "ensemble").exists()
 
 
@@ -107,10 +110,11 @@ def test_an_ensemble_of_folds_that_take_or_give_other_data_is_refused(tmp_path: 
         torch.save(torch.nn.Conv3d(4, 3, 1).state_dict(), ckpt)
         (ckpt.parent.parent / "run.json").write_text(json.dumps({"network": {"_target_": "UNet"}, "ids": ids}))
     if named is None:
-        assert Path(write_ensemble_checkpoint(tmp_path, [0, 1])).is_file()
+        assert set(ensemble_state(tmp_path, [0, 1])) == {"networks.0.weight", "networks.0.bias", "networks.1.weight",
+                                                         "networks.1.bias"}
         return
     with pytest.raises(UserError, match=r"fold 1 .* takes or gives other data than fold 0 \(.*" + re.escape(named)):
-        write_ensemble_checkpoint(tmp_path, [0, 1])
+        ensemble_state(tmp_path, [0, 1])
     assert not (tmp_path / "ensemble").exists()
 
 
@@ -177,7 +181,7 @@ def test_an_ensemble_of_folds_trained_with_other_recipes_is_refused(tmp_path: Pa
     _fold_run(tmp_path, 1, BUDGET_FILES[:2])
     with pytest.raises(UserError, match=r"fold 1 .* other data than fold 0 \(recipe: \['fast.yaml', 'budget.yaml'\] "
                                         r"-> \[\]"):
-        write_ensemble_checkpoint(tmp_path, [0, 1])
+        ensemble_state(tmp_path, [0, 1])
 
 
 def test_the_ensembles_inference_list_is_the_folds_recipe_with_the_ensemble_overlay(tmp_path: Path) -> None:
@@ -220,14 +224,14 @@ def test_a_fold_still_training_is_not_read_as_a_trained_model(tmp_path: Path, re
             trainer.wait()
         (tmp_path / "fold_1" / ".lock").write_text(json.dumps({"pid": trainer.pid, "host": socket.gethostname(),
                                                                "what": "training"}))
-        read = ((lambda: write_ensemble_checkpoint(tmp_path, [0, 1])) if reader == "fold_ensemble" else
+        read = ((lambda: ensemble_state(tmp_path, [0, 1])) if reader == "fold_ensemble" else
                 (lambda: cross_validation_summary(tmp_path, tmp_path / "no_data", folds=[0, 1])))
         if holder_alive:
             with pytest.raises(UserError, match=rf"fold_1 is still being trained \(pid {trainer.pid} on host"):
                 read()
             assert not (tmp_path / "ensemble").exists() and not (tmp_path / "cv_summary.json").exists()
         elif reader == "fold_ensemble":
-            assert Path(read()).is_file()  # a killed training's lock holds nothing
+            assert read()  # a killed training's lock holds nothing
         else:  # past the lock, the table goes on to read the data (none here: refused for that, not the lock)
             with pytest.raises(Exception) as err:  # noqa: PT011 - any refusal but the lock's
                 read()
