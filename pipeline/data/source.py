@@ -102,11 +102,14 @@ class DataSource:
         Raises:
             DatasetError: no dataset folder, or none whose layout can be detected; an error of the whole dataset
                 (an MSD modality table that cannot be read: every case's channel order would be a guess), which
-                no ``--data_check`` leaves out.
+                no ``--data_check`` leaves out; an MSD labels table that contradicts Task01 only where labels are
+                read (not for inference: ``labels`` false).
         """
         if not self.dataset_dir:
             raise DatasetError("neither a datalist nor a dataset_dir was given; pass --dataset_dir /path/to/BraTS")
         scan = in_scheme_order(scan_dataset(self.dataset_dir), self.label_scheme, labels=self.labels)
+        if not self.labels:  # a stage that reads no label (inference) is not stopped by their numbering
+            scan.problems[:] = [p for p in scan.problems if not p.labels_only]
         whole = [p.message for p in scan.errors if not p.case]  # of the dataset, not of a case: no case can be left out
         if whole:
             raise DatasetError("\n".join(whole))

@@ -121,7 +121,12 @@ def test_an_msd_dataset_whose_labels_table_numbers_otherwise_is_refused(datasets
     assert [p.file for p in report.errors] == [str(root / "dataset.json")]
     assert "1 is NCR in the table, ED in Task01" in report.errors[0].message
     with pytest.raises(UserError, match="labels table numbers its classes otherwise"):
-        discover_cases(root)  # every reader's scan (training, inference, the datalists)
+        discover_cases(root)  # every reader's scan of labels (training, the datalists)
+    with pytest.raises(UserError, match="labels table numbers its classes otherwise"):
+        DataSource(root).scan  # noqa: B018 - training's
+    images_only = DataSource(root, labels=False)  # inference reads no label: their table does not stop it
+    cases = sorted(it["case"] for it in images_only.inference_items(None, partial=True))
+    assert cases and cases == sorted(c.case_id for c in images_only.scan.cases)
 
 
 def test_an_nnunet_dataset_with_named_brats_labels_reads_as_the_builtin_scheme(tmp_path: Path) -> None:

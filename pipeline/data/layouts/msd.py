@@ -87,7 +87,7 @@ def _check_msd_labels(root: Path, scan: DatasetScan) -> None:
             f"dataset {root}: dataset.json's labels table numbers its classes otherwise than the Decathlon's Task01 "
             f"(1 oedema, 2 non-enhancing, 3 enhancing): label {'; '.join(conflicts)}; "
             "relabel the files to Task01's numbering, or describe the dataset as an nnU-Net raw dataset "
-            "(dataset.json with channel_names and labels)")))
+            "(dataset.json with channel_names and labels)"), labels_only=True))
 
 
 def scan_msd(root: Path, scan: DatasetScan) -> None:
