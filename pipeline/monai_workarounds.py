@@ -116,6 +116,11 @@ step capture  1.6.1  SupervisedTrainer._iteration fires    model.compiled.Compil
                      loss, the backward pass and the       of the forward and backward graphs; the     function
                      optimizer step: the whole step        fused AdamW step apart
                      cannot be captured as one CUDA graph
+handler list  1.6.1  the bundle property check             training.averaging.as_handler (train.yaml   the check skips
+                     (ConfigWorkflow._check_optional_id)   train#handlers lists the weight average     an entry that is
+                     reads _target_ of every entry of      through it, not as @train#weight_average)   a reference
+                     train#handlers: a bare @reference
+                     there fails with a TypeError
 ============  =====  ====================================  ==========================================  =================
 """
 

@@ -318,6 +318,11 @@ class TrainingCheckpoint:
         if done > planned:
             raise UserError(f"{self.path} has {done} epochs done, more than --epochs {planned}: pass --epochs "
                              f"{done} or more to continue it, or another --run_dir to start afresh")
+        dropped = [name for name in ckpt if name not in self.objects and name not in self.RESERVED]
+        if dropped:  # e.g. a moving average of the weights (ema_decay) that this run would silently drop
+            raise UserError(f"{self.path} holds a {dropped} state that this run does not take: it was started with "
+                            "another configuration (e.g. --ema_decay); resume with the ids it started with, or pass "
+                            "another --run_dir to start afresh")
         missing = [name for name in self.objects if name not in ckpt]
         if missing:
             raise UserError(f"{self.path} has no {missing} state: it was written by another configuration; "

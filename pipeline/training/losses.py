@@ -34,11 +34,19 @@ class DiceBCELoss(torch.nn.Module):
 
     The Dice is computed per region over the whole batch (nnU-Net's batch Dice: a patch without a region does not
     reward an empty prediction by itself) and averaged over the regions.
+
+    ``fn_weight`` other than 0.5 replaces the Dice by the Tversky index ``TP / (TP + (1 - w) FP + w FN)`` (soft
+    counts; Salehi et al. 2017): above 0.5 a missed voxel costs more than a false one, which trades precision for
+    recall (0.5 is the Dice itself).
     """
 
-    def __init__(self, dice_weight: float = 1.0, bce_weight: float = 1.0, smooth: float = 1e-5) -> None:
+    def __init__(self, dice_weight: float = 1.0, bce_weight: float = 1.0, smooth: float = 1e-5,
+                 fn_weight: float = 0.5) -> None:
         super().__init__()
         self.dice_weight, self.bce_weight, self.smooth = float(dice_weight), float(bce_weight), float(smooth)
+        self.fn_weight = float(fn_weight)
+        if not 0.0 < self.fn_weight < 1.0:
+            raise ValueError(f"fn_weight must lie between 0 and 1 (0.5: the Dice), got {fn_weight}")
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits, target = logits.float(), target.float()
@@ -47,8 +55,13 @@ class DiceBCELoss(torch.nn.Module):
         prob = torch.sigmoid(logits)
         dims = (0, *range(2, logits.ndim))
         intersection = (prob * target).sum(dims)
-        total = prob.sum(dims) + target.sum(dims)
-        dice = (2 * intersection + self.smooth) / (total + self.smooth)
+        if self.fn_weight == 0.5:
+            total = prob.sum(dims) + target.sum(dims)
+            dice = (2 * intersection + self.smooth) / (total + self.smooth)
+        else:  # Tversky: false positives and negatives weighted apart
+            fp, fn = prob.sum(dims) - intersection, target.sum(dims) - intersection
+            dice = (intersection + self.smooth) / (
+                intersection + (1 - self.fn_weight) * fp + self.fn_weight * fn + self.smooth)
         loss = self.dice_weight * (1 - dice.mean())
         if self.bce_weight:
             loss = loss + self.bce_weight * F.binary_cross_entropy_with_logits(logits, target)

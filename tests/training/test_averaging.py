@@ -119,3 +119,22 @@ def test_a_resumed_run_with_a_decay_ends_with_the_average_of_an_uninterrupted_on
     for name in ("model_last.pt", "model.pt"):
         a, b = _saved(tmp_path / "whole", name), _saved(tmp_path / "cut", name)
         assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_resuming_an_averaged_run_without_its_average_is_refused(uneven_datalist: Path, tmp_path: Path) -> None:
+    """Dropped silently, the average would leave model.pt's best (an average's score) to be beaten by raw weights."""
+    plan = {"epochs": 2, "val_interval": 1}
+    _train(_parser(uneven_datalist, tmp_path, ema_decay=0.5, **plan), stop_after_epoch=1)
+    with pytest.raises(UserError, match=r"holds a \['weight_average'\] state that this run does not take"):
+        _train(_parser(uneven_datalist, tmp_path, resume=True, **plan))
+
+
+def test_a_restored_average_lives_on_the_networks_device() -> None:
+    """Checkpoints load on the CPU; on a GPU the first update then mixed devices. A network on the meta device
+    stands in for the GPU."""
+    average = WeightAverage(_net(1.0), decay=0.5)
+    average.update()
+    elsewhere = torch.nn.Sequential(torch.nn.Linear(2, 1, device="meta"), torch.nn.BatchNorm1d(1, device="meta"))
+    restored = WeightAverage(elsewhere, decay=0.5)
+    restored.load_state_dict(average.state_dict())
+    assert restored.shadow and all(v.device.type == "meta" for v in restored.shadow.values())

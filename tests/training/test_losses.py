@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from monai.losses import DeepSupervisionLoss, DiceLoss
+from monai.losses import DeepSupervisionLoss, DiceLoss, TverskyLoss
 
 from pipeline.data.labels import IGNORE_TARGET
 from pipeline.training.losses import DeepSupervised, DiceBCELoss, IgnoreMasked, deep_supervision_weights
@@ -27,6 +27,29 @@ def test_dice_bce_equals_monai_dice_plus_torch_bce(soft: bool, dice_weight: floa
     dice = DiceLoss(sigmoid=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)(logits, target)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
     torch.testing.assert_close(ours, dice_weight * dice + bce_weight * bce)
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft_targets"])
+@pytest.mark.parametrize("fn_weight", [0.3, 0.7, 0.9])
+def test_a_weight_on_missed_voxels_equals_monais_tversky_loss_plus_bce(soft: bool, fn_weight: float) -> None:
+    logits, target = _pair(seed=5, soft=soft)
+    ours = DiceBCELoss(fn_weight=fn_weight)(logits, target)
+    tversky = TverskyLoss(sigmoid=True, alpha=1 - fn_weight, beta=fn_weight, batch=True, smooth_nr=1e-5,
+                          smooth_dr=1e-5)(logits, target)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    torch.testing.assert_close(ours, tversky + bce)
+
+
+def test_the_more_weight_on_missed_voxels_the_more_a_missed_half_costs_against_as_many_false_ones() -> None:
+    target = torch.zeros(1, 1, 4, 4, 4)
+    target[..., :2] = 1  # 32 tumour voxels
+    half = torch.full_like(target, -20.0)
+    half[..., :1] = 20.0  # 16 found, 16 missed
+    extra = torch.full_like(target, -20.0)
+    extra[..., :3] = 20.0  # all 32 found, 16 false
+    gaps = [float(DiceBCELoss(bce_weight=0.0, fn_weight=w)(half, target) - DiceBCELoss(bce_weight=0.0, fn_weight=w)(
+        extra, target)) for w in (0.3, 0.5, 0.7)]
+    assert gaps == sorted(gaps) and gaps[0] < 0 < gaps[-1]  # at 0.3 the false voxels cost more, at 0.7 the missed
 
 
 def test_a_confident_correct_prediction_costs_almost_nothing() -> None:
