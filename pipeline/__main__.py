@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -405,5 +406,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         release_held_folders()  # the command's output folders are free again (in a notebook, or a test, too)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # (docker stop, timeout, Slurm): the exit hooks run and release the folder locks
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminated)
     sys.exit(main())

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.core.files import release_held_folders
 from pipeline.data.synthetic import write_dataset
 from tests.helpers import LAYOUT_NAMES, LAYOUT_SHAPE, TINY_SHAPE
 
@@ -29,3 +30,10 @@ def layout_datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
         write_dataset(base / layout, cases=3, shape=LAYOUT_SHAPE, seed=5, layout=layout)
         out[layout] = base / layout
     return out
+
+
+@pytest.fixture(autouse=True)
+def _release_held_folders() -> None:
+    """What the end of a command's process does: a test calling evaluate() or compare() in-process leaves no lock."""
+    yield
+    release_held_folders()

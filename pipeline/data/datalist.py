@@ -161,13 +161,16 @@ def check_case_id(case_id: object, where: str) -> str:
     )
 
 
-def _undeclared_order(images: list[str], unnamed: int, where: str) -> None:
+def _undeclared_order(images: list[str], unnamed: int, where: str, numbered: bool = False) -> None:
     """Refuse image files whose names do not show their channel, listed in an order the datalist does not declare:
     taking them by position would be a guess (the model-zoo brats_mri_segmentation bundle lists T1ce first)."""
+    rename = ("name the files <case>_0000.nii.gz, <case>_0001.nii.gz, ... by channel number (nnU-Net)" if numbered
+              else "name the files <case>_<contrast>.nii.gz")
+    example = "the dataset's channel names" if numbered else '["T1ce", "T1", "T2", "FLAIR"]'
     raise DatasetError(
         f"{where}: image names such as {Path(images[unnamed]).name} do not show their contrast, and the datalist does "
         f"not say in which order its items list them; add \"channels\": [...] at its top level naming them in the "
-        f"listed order (e.g. [\"T1ce\", \"T1\", \"T2\", \"FLAIR\"]), or name the files <case>_<contrast>.nii.gz")
+        f"listed order (e.g. {example}), or {rename}")
 
 
 def _ordered_images(images: list[str], where: str, declared: bool = True) -> list[str]:
@@ -508,7 +511,7 @@ def _numbered_images(images: list[str], where: str, declared: bool = True) -> li
     if any(n is None for n in numbers):  # as `_ordered_images`: one unnumbered file is the channel the others leave
         misplaced = any(n is not None and n != i for i, n in enumerate(numbers))
         if (numbers.count(None) > 1 or misplaced) and not declared:
-            _undeclared_order(images, numbers.index(None), where)
+            _undeclared_order(images, numbers.index(None), where, numbered=True)
         return images
     if sorted(numbers) != list(range(len(images))):
         names = ", ".join(Path(p).name for p in images)

@@ -99,26 +99,26 @@ def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathL
     if protocol == "legacy" and challenge is not None:
         raise UserError(f"challenge {challenge!r} applies to the official protocol only: pass --protocol official "
                         "(bundle: --protocol official), or leave the challenge out")
-    resolved, scored, key, reference = None, None, None, ref_dir
+    resolved, scored, key = None, None, None
     # the folders and pairs are checked (the output folder apart from every input) before the output folder is
-    # held and before --overwrite deletes anything
+    # held and before --overwrite deletes anything; paired once, the scorers take the pairs
     pairs = pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option, allow_mixed=allow_mixed)
+    reference = ref_dir = pairs.reference  # as recorded: a datalist's is the folder of its labels, not the JSON file
     if evaluated_pair(out_dir) is not None:
         resolved, scored = resolve_evaluation_scheme(scheme, pairs.reference), sorted(pairs.refs)
         key = resolve_challenge(challenge, resolved, scored) if protocol == "official" else None
-        reference = pairs.reference  # as recorded: a datalist's is the folder of its labels, not the JSON file
     claim_output(out_dir, "evaluation", out_option)
     check_replacement(out_dir, pred_dir, reference, overwrite=overwrite, out_option=out_option, scheme=resolved,
                       cases=scored, challenge=key)
     if protocol == "legacy":
         summary = evaluate_folders(pred_dir, ref_dir, out_dir, scheme=scheme, cases=cases, out_option=out_option,
-                                   allow_mixed=allow_mixed)
+                                   allow_mixed=allow_mixed, pairs=pairs)
         (Path(out_dir) / "dice_boxplot.png").unlink(missing_ok=True)  # of the scores just replaced: drawn again (or
         for png in (Path(out_dir) / "overlays").glob("*.png"):        # not, --no-pictures) from the new ones
             png.unlink()
         return summary
     return evaluate_official(pred_dir, ref_dir, out_dir, scheme=scheme, challenge=challenge, jobs=jobs, cases=cases,
-                             out_option=out_option, allow_mixed=allow_mixed)
+                             out_option=out_option, allow_mixed=allow_mixed, pairs=pairs)
 
 
 def format_summary(summary: dict) -> str:

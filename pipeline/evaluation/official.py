@@ -33,7 +33,7 @@ from pipeline.core.files import atomic_write_text
 from pipeline.core.nifti import load_labels
 from pipeline.data.labels import LABEL_SCHEMES, NNUNET_PREFIX, NUMBERING
 from pipeline.evaluation.metrics import HD95_EMPTY_PENALTY_MM
-from pipeline.evaluation.reference import on_reference_grid, pair_cases, resolve_evaluation_scheme
+from pipeline.evaluation.reference import CasePairs, on_reference_grid, pair_cases, resolve_evaluation_scheme
 from pipeline.evaluation.regions import label_values_problem
 
 logger = logging.getLogger(__name__)
@@ -385,8 +385,10 @@ def evaluate_official(
     cases: Sequence[str] | None = None,
     out_option: str = "--out",
     allow_mixed: bool | str = False,
+    pairs: CasePairs | None = None,
 ) -> dict:
-    """Score ``PRED_DIR/<case>.nii.gz`` against the reference with the official BraTS package (see the module doc).
+    """Score ``PRED_DIR/<case>.nii.gz`` against the reference with the official BraTS package (see the module doc);
+    ``pairs``: the cases `pair_cases` already paired for these folders (None: paired here).
 
     Before anything is read or written, as in `pipeline.evaluation.regions.evaluate_folders`: the prediction folder
     must not be, lie inside or contain the reference folder; ``out_dir`` must hold no input and lie outside the
@@ -419,7 +421,7 @@ def evaluate_official(
         resolve_challenge(challenge, scheme)
     if not isinstance(jobs, int) or jobs < 1:
         raise UserError(f"jobs must be a whole number >= 1, got {jobs!r}")
-    pairs = pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option, allow_mixed=allow_mixed)
+    pairs = pairs or pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option, allow_mixed=allow_mixed)
     reference, pred_root, refs, preds = pairs.reference, pairs.pred_root, pairs.refs, pairs.preds
     if scheme == "auto" or scheme in LABEL_SCHEMES:
         scheme = resolve_evaluation_scheme(scheme, reference)

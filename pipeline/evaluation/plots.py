@@ -5,8 +5,8 @@ run on a machine without a display. Volumes are shown in RAS orientation (``nib.
 axial slices with anterior up, as a radiologist scrolls them, whatever the file's voxel order.
 
 Region colours are the viewers' colours of the evaluation's scheme (`pipeline.data.colours`: ET yellow, TC red,
-WT green for BraTS), the same in the overlays and the box plot; under the ``labels`` scheme label value ``v`` takes
-colour ``v`` of matplotlib's ``tab10`` cycle in every picture.
+WT green for BraTS), the same in the overlays and the box plot; under the ``labels`` scheme label value ``v`` takes a
+colour of its own in every picture (`pipeline.core.figures.region_colour`: tab20, 20 values apart).
 """
 
 from __future__ import annotations

@@ -292,6 +292,22 @@ class CasePairs:
         return sorted(set(self.preds) - set(self.reference.files))
 
 
+def guard_evaluation(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Reference, out_dir: str | os.PathLike,
+                     out_option: str = "--eval_dir") -> tuple[Reference, Path, dict[str, Path]]:
+    """``(reference, prediction folder, {case: prediction file})`` once the prediction folder keeps apart from the
+    reference (`check_evaluation_folders`) and the output folder from both (what every evaluation checks before it
+    holds or writes its output folder). Reads the folders' listings only.
+
+    Raises:
+        UserError: a folder is missing or overlaps another (the folder and the option to change named).
+    """
+    reference = ref_dir if isinstance(ref_dir, Reference) else read_reference(ref_dir)
+    pred_root = check_evaluation_folders(as_path(pred_dir, "output_dir"), reference)
+    preds = nifti_files(pred_root)
+    reference.guard(list(preds.values()), [pred_root]).folder(out_dir, what="evaluation tables", option=out_option)
+    return reference, pred_root, preds
+
+
 def pair_cases(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Reference, out_dir: str | os.PathLike,
                cases: Sequence[str] | None = None, *, out_option: str = "--eval_dir",
                allow_mixed: bool | str = False) -> CasePairs:
@@ -306,12 +322,8 @@ def pair_cases(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Referen
             case has a prediction (the folder and an expected file named). `pipeline.data.layouts.DatasetError`
             for a dataset that cannot be read.
     """
-    reference = ref_dir if isinstance(ref_dir, Reference) else read_reference(ref_dir)
-    pred_root = check_evaluation_folders(as_path(pred_dir, "output_dir"), reference)
+    reference, pred_root, preds = guard_evaluation(pred_dir, ref_dir, out_dir, out_option)
     all_refs = reference.files
-    preds = nifti_files(pred_root)
-    guard = reference.guard(list(preds.values()), [pred_root])
-    guard.folder(out_dir, what="evaluation tables", option=out_option)
     refs = all_refs
     if cases is not None:
         unknown = [c for c in cases if c not in all_refs]

@@ -314,8 +314,12 @@ def evaluate_folders(
     *,
     out_option: str = "--eval_dir",
     allow_mixed: bool | str = False,
+    pairs: CasePairs | None = None,
 ) -> dict:
     """Score every reference case against ``PRED_DIR/<case>.nii.gz``; write ``metrics.csv`` and ``summary.json``.
+
+    ``pairs``: the cases `pair_cases` already paired for these folders (`pipeline.evaluation.evaluate.evaluate`
+    pairs them before it holds the output folder); None pairs them here.
 
     Before anything is read or written: the prediction folder must not be, lie inside or contain the reference
     folder (`check_evaluation_folders`); ``out_dir`` must hold no prediction or reference file and lie
@@ -357,7 +361,7 @@ def evaluate_folders(
     if scheme not in FOLDER_SCHEMES and not str(scheme).startswith(NNUNET_PREFIX):
         raise UserError(f"unknown scheme {scheme!r}; expected one of {', '.join(FOLDER_SCHEMES)} or "
                         f"{NNUNET_PREFIX}<dataset.json>")
-    pairs = pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option, allow_mixed=allow_mixed)
+    pairs = pairs or pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option, allow_mixed=allow_mixed)
     scheme = resolve_evaluation_scheme(scheme, pairs.reference)
     layout = pairs.reference.layout.layout if pairs.reference.layout is not None else None
     rows, missing = score_cases(pairs, scheme, device=device, layout=layout)

@@ -69,7 +69,11 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, *, devi
     state = read_state(path, device=device, fix=f"use {path.parent / 'model_last.pt'} (--ckpt_path) or retrain with "
                                                 "--overwrite true")
     if isinstance(state, Mapping) and "model" in state and not any(k.endswith(".weight") for k in state):
-        state = state["model"]  # checkpoint.pt: the full training state
+        average = state.get("weight_average")  # checkpoint.pt: the full training state
+        state = state["model"]
+        if isinstance(average, Mapping) and average.get("shadow") and isinstance(state, Mapping):
+            # trained with ema_decay: the average, as model.pt and model_last.pt hold it (what validation scored)
+            state = {**state, **{k: v.to(state[k].dtype) for k, v in average["shadow"].items() if k in state}}
     return load_state(network, state, path, record=record)
 
 

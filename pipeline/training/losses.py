@@ -7,8 +7,12 @@ deep supervision (DynUNet's heads) is scored on every head, weighted as nnU-Net 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+
+from pipeline.core.errors import UserError
 
 
 class IgnoreMasked(torch.nn.Module):
@@ -44,9 +48,13 @@ class DiceBCELoss(torch.nn.Module):
                  fn_weight: float = 0.5) -> None:
         super().__init__()
         self.dice_weight, self.bce_weight, self.smooth = float(dice_weight), float(bce_weight), float(smooth)
-        self.fn_weight = float(fn_weight)
+        try:
+            self.fn_weight = float(fn_weight)
+        except (TypeError, ValueError):
+            self.fn_weight = math.nan
         if not 0.0 < self.fn_weight < 1.0:
-            raise ValueError(f"fn_weight must lie between 0 and 1 (0.5: the Dice), got {fn_weight}")
+            raise UserError(f"train#loss#fn_weight must be a number between 0 and 1 (0.5: the Dice; 0.7 weights a "
+                            f"missed voxel above a false one), got {fn_weight!r}")
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits, target = logits.float(), target.float()

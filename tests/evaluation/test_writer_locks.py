@@ -26,12 +26,6 @@ def other_process() -> Iterator[int]:
     holder.wait()
 
 
-@pytest.fixture(autouse=True)
-def _release() -> Iterator[None]:
-    yield
-    release_held_folders()  # what the end of a command's process does
-
-
 def _plant(folder: Path, pid: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / FolderLock.NAME).write_text(json.dumps({"pid": pid, "host": os.uname().nodename, "what": "evaluation"}))

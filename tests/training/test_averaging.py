@@ -138,3 +138,23 @@ def test_a_restored_average_lives_on_the_networks_device() -> None:
     restored = WeightAverage(elsewhere, decay=0.5)
     restored.load_state_dict(average.state_dict())
     assert restored.shadow and all(v.device.type == "meta" for v in restored.shadow.values())
+
+
+def test_the_training_state_loads_as_the_average_it_validated(uneven_datalist: Path, tmp_path: Path) -> None:
+    """--ckpt_path checkpoint.pt gave the raw weights of a run whose model.pt and model_last.pt hold the average."""
+    from pipeline.model.weights import load_weights
+
+    _train(_parser(uneven_datalist, tmp_path, epochs=1, val_interval=1, ema_decay=0.5))
+    parser = _parser(uneven_datalist, tmp_path / "other", epochs=1)
+    network = parser.get_parsed_content("network")
+    load_weights(network, tmp_path / "models" / "checkpoint.pt")
+    last = _saved(tmp_path, "model_last.pt")
+    assert all(torch.equal(v, last[k]) for k, v in network.state_dict().items())
+
+
+def test_a_weight_on_missed_voxels_outside_0_1_is_refused_in_one_line() -> None:
+    from pipeline.training.losses import DiceBCELoss
+
+    for bad in (1, 0, "abc", None):
+        with pytest.raises(UserError, match="train#loss#fn_weight must be a number between 0 and 1"):
+            DiceBCELoss(fn_weight=bad)
