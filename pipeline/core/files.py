@@ -229,7 +229,7 @@ class FolderLock:
 
     def release(self) -> None:
         """Remove the lock if this process holds it."""
-        if self.held and self._owner().get("pid") == os.getpid():
+        if self.held and self.mine():
             self.path.unlink(missing_ok=True)
         self.held = False
 

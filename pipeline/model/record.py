@@ -17,7 +17,7 @@ from pathlib import Path
 from pipeline.core.config import ALL_FOLDS, as_bool, as_fold, as_infer_fold, as_path, config_files_in_argv, differing
 from pipeline.core.distributed import computed_on_main_process, is_main_process
 from pipeline.core.errors import UserError
-from pipeline.core.files import FolderLock, atomic_write_text, file_sha256, hold_folder, release_held_folders
+from pipeline.core.files import FolderLock, atomic_write_text, file_sha256, hold_folder
 from pipeline.core.guard import OutputGuard, is_within
 from pipeline.data.datalist import folds_present
 from pipeline.data.labels import Description, canonical_channel, describe
@@ -57,11 +57,6 @@ def read_record(run_dir: str | os.PathLike) -> dict | None:
 
 def write_record(run_dir: str | os.PathLike, record: Mapping) -> None:
     atomic_write_text(Path(run_dir) / RUN_RECORD, json.dumps(record, indent=2, default=str))
-
-
-def release_run_locks() -> None:
-    """Release the run folders (and every other folder) this process holds (as the end of the process would)."""
-    release_held_folders()
 
 
 def run_ids(data: DataSource, *, fold: object, roi_size: Sequence[int], spacing: object = None) -> dict:

@@ -73,8 +73,20 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, *, devi
         state = state["model"]
         if isinstance(average, Mapping) and average.get("shadow") and isinstance(state, Mapping):
             # trained with ema_decay: the average, as model.pt and model_last.pt hold it (what validation scored)
-            state = {**state, **{k: v.to(state[k].dtype) for k, v in average["shadow"].items() if k in state}}
+            state = with_average(state, average["shadow"])
     return load_state(network, state, path, record=record)
+
+
+def unwrapped(network: object) -> object:
+    """The module a wrapper trains (``DistributedDataParallel``'s ``.module``), else ``network`` itself: whose
+    ``state_dict`` is saved, loaded and averaged."""
+    return network.module if isinstance(network, torch.nn.Module) and hasattr(network, "module") else network
+
+
+def with_average(state: Mapping[str, torch.Tensor], average: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` (a network's ``state_dict``) with the tensors of a weight average (``ema_decay``;
+    `pipeline.training.averaging.WeightAverage`'s float32 shadow) in place of its own, in its dtypes."""
+    return {k: average[k].to(v.dtype) if k in average else v for k, v in state.items()}
 
 
 def load_state(network: torch.nn.Module, state: object, source: object, *, record: Mapping | None = None
@@ -90,7 +102,7 @@ def load_state(network: torch.nn.Module, state: object, source: object, *, recor
             record named, or the first mismatching tensors).
     """
     path = source
-    target = network.module if hasattr(network, "module") else network
+    target = unwrapped(network)
     own = target.state_dict()
     if not isinstance(state, Mapping):
         raise WeightsError(f"{path} holds a {type(state).__name__}, not a state_dict; pass a model.pt written by "

@@ -15,10 +15,7 @@ import torch
 
 from pipeline.core.config import as_fraction
 from pipeline.core.errors import UserError
-
-
-def _module(network: torch.nn.Module) -> torch.nn.Module:
-    return network.module if hasattr(network, "module") else network  # DistributedDataParallel
+from pipeline.model.weights import unwrapped, with_average
 
 
 class WeightAverage:
@@ -53,7 +50,7 @@ class WeightAverage:
         return self if self.enabled else None
 
     def _averaged(self) -> dict[str, torch.Tensor]:
-        return {k: v for k, v in _module(self.network).state_dict().items() if torch.is_floating_point(v)}
+        return {k: v for k, v in unwrapped(self.network).state_dict().items() if torch.is_floating_point(v)}
 
     def update(self, engine: object = None) -> None:
         """One step of the average (``ITERATION_COMPLETED``)."""
@@ -69,16 +66,16 @@ class WeightAverage:
 
     def averaged_state_dict(self) -> dict[str, torch.Tensor]:
         """The network's ``state_dict`` with the averaged tensors in place of its own (before any step: its own)."""
-        state = _module(self.network).state_dict()
+        state = unwrapped(self.network).state_dict()
         if not self.enabled or not self.shadow:
             return state
-        return {k: self.shadow[k].to(v.dtype) if k in self.shadow else v for k, v in state.items()}
+        return with_average(state, self.shadow)
 
     def swap_in(self, engine: object = None) -> None:
         """Put the average into the network, keeping its own weights aside (evaluator ``STARTED``)."""
         if not self.enabled or not self.shadow or self._saved is not None:
             return
-        net = _module(self.network)
+        net = unwrapped(self.network)
         self._saved = {k: v.detach().clone() for k, v in self._averaged().items()}
         with torch.no_grad():
             state = net.state_dict()
@@ -89,7 +86,7 @@ class WeightAverage:
         """Give the network its own weights back (evaluator ``COMPLETED`` or an exception)."""
         if self._saved is None:
             return
-        state = _module(self.network).state_dict()
+        state = unwrapped(self.network).state_dict()
         with torch.no_grad():
             for k, v in self._saved.items():
                 state[k].copy_(v)

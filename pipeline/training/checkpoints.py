@@ -22,7 +22,7 @@ from pipeline.core.config import as_bool
 from pipeline.core.distributed import is_main_process, process_group, rank, world_size
 from pipeline.core.errors import UserError
 from pipeline.core.files import remove_temporaries
-from pipeline.model.weights import atomic_torch_save, read_state
+from pipeline.model.weights import atomic_torch_save, read_state, unwrapped
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class AtomicCheckpointSaver:
     def _state_dict(self) -> dict:
         if self.mode == "last" and self.average is not None:  # the evaluator already holds it in "best" mode
             return self.average.averaged_state_dict()
-        net = self.network.module if hasattr(self.network, "module") else self.network
+        net = unwrapped(self.network)
         return net.state_dict()
 
     def state_dict(self) -> dict:
@@ -86,10 +86,6 @@ class AtomicCheckpointSaver:
         if is_main_process():
             atomic_torch_save(self._state_dict(), self.path)
             logger.info("saved best %s %.4f to %s", self.metric_name, self.best, self.path)
-
-
-def _unwrap(obj: object) -> object:
-    return obj.module if isinstance(obj, torch.nn.Module) and hasattr(obj, "module") else obj
 
 
 # ---- random states, as tensors (loadable with torch.load(..., weights_only=True)) ----------------------
@@ -259,7 +255,7 @@ class TrainingCheckpoint:
                         "max_epochs": int(s.max_epochs)},
             "world_size": len(states),
             "rng": states,
-            **{name: _unwrap(obj).state_dict() for name, obj in self.objects.items()},
+            **{name: unwrapped(obj).state_dict() for name, obj in self.objects.items()},
         }
         scaler = getattr(engine, "scaler", None)
         if scaler is not None:
@@ -275,7 +271,7 @@ class TrainingCheckpoint:
         rates. The rest of the schedule is stretched (or shrunk) instead: the rate jumps once, at the restart.
         """
         for name, obj in self.objects.items():
-            scheduler = _unwrap(obj)
+            scheduler = unwrapped(obj)
             if not isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler) or not hasattr(scheduler, "t_total"):
                 continue
             before = scheduler.get_last_lr()[0]
@@ -328,7 +324,7 @@ class TrainingCheckpoint:
             raise UserError(f"{self.path} has no {missing} state: it was written by another configuration; "
                              "pass another --run_dir (or --resume false) to start afresh")
         for name, obj in self.objects.items():
-            _unwrap(obj).load_state_dict(ckpt[name])
+            unwrapped(obj).load_state_dict(ckpt[name])
         scaler = getattr(engine, "scaler", None)
         if scaler is not None and "scaler" in ckpt:
             scaler.load_state_dict(ckpt["scaler"])

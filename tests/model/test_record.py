@@ -16,9 +16,10 @@ from monai.networks.nets import DynUNet, UNet
 
 from pipeline.bundle import next_command
 from pipeline.core.errors import UserError
+from pipeline.core.files import release_held_folders
 from pipeline.data.source import DataSource
 from pipeline.model.network import NetworkError, recorded_network
-from pipeline.model.record import RunError, read_record, record_split, release_run_locks, run_ids, start_training
+from pipeline.model.record import RunError, read_record, record_split, run_ids, start_training
 from pipeline.model.weights import WeightsError, load_weights
 from tests.helpers import CONFIGS, REPO, TINY_ARGS, cli_overrides, run_bundle
 
@@ -42,7 +43,7 @@ def _finish(run: Path) -> None:
     (run / "models").mkdir(parents=True, exist_ok=True)
     for name in ("model.pt", "model_last.pt", "checkpoint.pt"):
         torch.save(SMALL().state_dict(), run / "models" / name)
-    release_run_locks()
+    release_held_folders()
 
 
 def _sha(path: Path) -> str:
@@ -102,7 +103,7 @@ def test_a_run_whose_models_lie_in_its_recorded_ckpt_dir_is_not_replaced(tmp_pat
     start_training(run, models, resume=False, overwrite=False, ids=_ids(), network_factory=SMALL)
     models.mkdir(parents=True)
     torch.save(SMALL().state_dict(), models / "model.pt")
-    release_run_locks()
+    release_held_folders()
     before = (run / "run.json").read_text()
     if moved:  # nothing left to protect: the record is that of a run without models, replaced as before
         (models / "model.pt").unlink()
@@ -113,7 +114,7 @@ def test_a_run_whose_models_lie_in_its_recorded_ckpt_dir_is_not_replaced(tmp_pat
                                        "--ckpt_dir with --resume true.*a copy of another run's"):
         _start(run)
     assert (run / "run.json").read_text() == before and (models / "model.pt").exists()
-    release_run_locks()
+    release_held_folders()
     _start(run, overwrite=True)  # asked for by name: a new record here; models outside this ckpt_dir are never deleted
     assert (models / "model.pt").exists() and read_record(run)["ckpt_dir"] == str((run / "models").resolve())
 
@@ -131,7 +132,7 @@ def test_overwriting_a_copied_run_never_deletes_the_originals_models(tmp_path):
     for path in (copy / "models").iterdir():
         path.unlink()  # the copy's own models gone (or never copied)
     start_training(copy, copy / "models", resume=False, overwrite=True, ids=_ids(), network_factory=SMALL)
-    release_run_locks()
+    release_held_folders()
     assert sorted(p.name for p in (original / "models").iterdir()) == ["checkpoint.pt", "model.pt", "model_last.pt"]
 
 
@@ -605,12 +606,12 @@ def test_a_checkpoint_is_described_only_by_the_record_of_the_run_that_trained_it
     run, other = tmp_path / "run", tmp_path / "other"
     if where == "recorded_ckpt_dir":
         start_training(run, tmp_path / "ckpts", resume=False, overwrite=False, ids=_ids(), network_factory=SMALL)
-        release_run_locks()
+        release_held_folders()
     elif where != "elsewhere_bare":
         _start(run)
-        release_run_locks()
+        release_held_folders()
     _start(other)
-    release_run_locks()
+    release_held_folders()
     ckpt = {"own_run": other / "models" / "model.pt", "run_models": run / "models" / "model.pt",
             "recorded_ckpt_dir": tmp_path / "ckpts" / "model.pt"}.get(where, tmp_path / "shared" / "model.pt")
     if described_by == "refused":
