@@ -18,14 +18,17 @@ from pipeline.core.errors import (
     repeated_cli_ids,
     running_monai_cli,
 )
+from pipeline.core.files import hold_until_exit
 from pipeline.core.lazy import submodules
+from pipeline.core.process import exit_on_sigterm
 
 
 def _bundle_hint(exc: BaseException) -> str | None:
-    """The one line for a stage config given without common.yaml (`pipeline.bundle.overlay_hint`)."""
-    from pipeline.bundle import overlay_hint  # only when such an error happens: bundle imports the model's record
+    """The one line for a stage config given without common.yaml (`pipeline.bundle.overlay_hint`), or for a config
+    component given an argument it does not take (`pipeline.bundle.argument_hint`)."""
+    from pipeline.bundle import argument_hint, overlay_hint  # only when such an error happens
 
-    return overlay_hint(exc)
+    return overlay_hint(exc) or argument_hint(exc)
 
 
 def _verb_spelling(line: str) -> str:
@@ -41,12 +44,23 @@ def _verb_spelling(line: str) -> str:
     return verb_spelling(line, verb)
 
 
+def enter_bundle_cli(argv: list[str]) -> None:
+    """What a ``monai.bundle`` process sets up, by either way in (``python -m monai.bundle``: at ``import pipeline``,
+    which the configs do first; ``python -m pipeline.bundle run``, the verbs' way: before it runs MONAI's CLI): a
+    refusal ends it with its one line, not a traceback (`install_cli_excepthook`); SIGTERM ends it as an exit
+    (`exit_on_sigterm`); the output folders its steps hold (evaluate, then draw, then report) stay held until it
+    ends (`hold_until_exit`); an id given twice in ``argv`` is refused before any work (`repeated_cli_ids`)."""
+    install_cli_excepthook()
+    exit_on_sigterm()
+    hold_until_exit()
+    repeated = repeated_cli_ids(argv)
+    if repeated is not None:
+        raise repeated
+
+
 register_hint(_bundle_hint)
 register_rewrite(_verb_spelling)
-if running_monai_cli():  # a refusal ends MONAI's CLI with its one line, not a traceback (pipeline.core.errors)
-    install_cli_excepthook()
-    _repeated = repeated_cli_ids(sys.argv[1:])  # imported by the configs before any stage works
-    if _repeated is not None:
-        raise _repeated
+if running_monai_cli():
+    enter_bundle_cli(sys.argv[1:])
 
 __getattr__ = submodules(__name__)

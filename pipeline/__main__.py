@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -21,8 +20,9 @@ from pipeline import commands, demo
 from pipeline.bundle import NETWORKS
 from pipeline.core.config import as_fold, as_int
 from pipeline.core.errors import UserError, user_message
-from pipeline.core.files import hold_folder, release_held_folders
+from pipeline.core.files import hold_folder, holding_scope
 from pipeline.core.guard import OutputGuard
+from pipeline.core.process import exit_on_sigterm
 from pipeline.data.check import check_dataset, check_label_folder, is_label_folder
 from pipeline.data.datalist import write_datalist
 from pipeline.data.labels import BUILTIN, NNUNET_PREFIX, scheme_name
@@ -392,7 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(bundle_spelling(sys.argv[1:] if argv is None else argv))
     quiet(verbose=getattr(args, "verbose", False))
     try:
-        return args.func(args)
+        with holding_scope():  # the command's output folders are free again when it ends (in a notebook, a test)
+            return args.func(args)
     except Exception as e:  # a refusal, a full or read-only disk: one line; anything else is a bug: its traceback
         message = user_message(e)
         if message is None:
@@ -402,14 +403,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.flush()
         print(f"error: {message}", file=sys.stderr, flush=True)
         return 2
-    finally:
-        release_held_folders()  # the command's output folders are free again (in a notebook, or a test, too)
 
 
-def _terminated(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # (docker stop, timeout, Slurm): the exit hooks run and release the folder locks
+def cli() -> int:
+    """The console entry (``python -m pipeline``, ``brats-pipeline``): `main`, with SIGTERM ending it as an exit
+    that releases its folders and stops the bundle process it runs (`pipeline.core.process`)."""
+    exit_on_sigterm()
+    return main()
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _terminated)
-    sys.exit(main())
+    sys.exit(cli())

@@ -121,6 +121,47 @@ def overlay_hint(exc: BaseException) -> str | None:
     return None
 
 
+def argument_hint(exc: BaseException) -> str | None:
+    """The one line for a config component called with arguments it does not take (registered with
+    `pipeline.core.errors.register_hint` by `import pipeline`): MONAI's "Failed to instantiate component ..." from a
+    TypeError raised by the call itself, not inside the component (``--set train#loss#fn_weight 0.7`` under
+    train.yaml, whose ``DiceLoss`` has no such argument; budget.yaml's ``DiceBCELoss`` has). A TypeError raised
+    inside the component is a bug, and keeps its traceback."""
+    import difflib
+    import inspect
+
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        built = re.search(r"Failed to instantiate component '([^']+)' with keywords: ([^\n]*)", str(exc))
+        cause = exc.__cause__
+        if built and isinstance(cause, TypeError):
+            tb = cause.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            if tb is None or tb.tb_frame.f_code.co_name != "instantiate":
+                return None  # raised inside the component: not its arguments
+            target, keywords = built.group(1), built.group(2).strip()
+            unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
+            if unexpected:
+                key = unexpected.group(1)
+                try:
+                    from pydoc import locate  # as MONAI's instantiate finds the component
+
+                    takes = [n for n in inspect.signature(locate(target)).parameters if n not in ("self", "args",
+                                                                                                   "kwargs")]
+                except (TypeError, ValueError, ImportError):
+                    takes = []
+                close = difflib.get_close_matches(key, takes, n=1)
+                return (f"the bundle config's {target} takes no argument {key!r} (a config file or a command-line "
+                        f"id ...#{key} gives it one){f'; did you mean {close[0]!r}' if close else ''}: remove it, or "
+                        f"use the configs whose component takes it")
+            return (f"the bundle config's {target} cannot be built from the arguments it is given ({keywords}): "
+                    f"{cause}; check the config files and command-line ids that give them")
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def moved_overlay(path: str) -> str:
     """``path`` of a run recorded before the overlays moved into ``configs/variants/`` and ``configs/networks/``
     (``bundle/configs/fast.yaml`` -> ``bundle/configs/variants/fast.yaml``); any other path as it is."""
@@ -218,13 +259,10 @@ def run_quietly(argv: Sequence[str]) -> None:
     silenced (`pipeline.monai_workarounds.quiet`; ``PIPELINE_VERBOSE=1`` keeps them)."""
     import runpy
 
-    from pipeline.core.errors import install_cli_excepthook, repeated_cli_ids
+    from pipeline import enter_bundle_cli
     from pipeline.monai_workarounds import quiet
 
-    install_cli_excepthook()  # as `import pipeline` does under MONAI's CLI: a refusal ends with its one line
-    repeated = repeated_cli_ids(argv)  # `import pipeline` checks the raw CLI; here pipeline is already imported
-    if repeated is not None:
-        raise repeated
+    enter_bundle_cli(list(argv))  # as `import pipeline` does under MONAI's CLI; here pipeline is already imported
     quiet(verbose=bool(os.environ.get("PIPELINE_VERBOSE")))
     sys.argv = ["python -m monai.bundle", *argv]
     runpy.run_module("monai.bundle", run_name="__main__", alter_sys=True)

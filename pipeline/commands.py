@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pipeline.bundle import VERB_ENV, command, inference_command, python_path
 from pipeline.core.errors import UserError
+from pipeline.core.process import run_child
 from pipeline.model.record import read_record
 
 
@@ -53,7 +53,7 @@ def run_stage(run_id: str, overrides: Mapping[str, object], *, verbose: bool = F
         env["PIPELINE_VERBOSE"] = "1"
     if verb:
         env[VERB_ENV] = verb
-    return subprocess.run(command(run_id, dict(overrides), quiet=True, **variants), env=env).returncode
+    return run_child(command(run_id, dict(overrides), quiet=True, **variants), env)
 
 
 def dataset_name(path: str | os.PathLike) -> str:
@@ -175,7 +175,7 @@ def infer(input_dir: str, output: str | None, run: str, *, tta: bool | None = No
     cmd = inference_command(run, ids)
     print("$ " + display(cmd), flush=True)
     env = dict(os.environ, **({"PIPELINE_VERBOSE": "1"} if verbose else {}), **{VERB_ENV: "infer"})
-    rc = subprocess.run(inference_command(run, ids, quiet=True), env=env).returncode
+    rc = run_child(inference_command(run, ids, quiet=True), env)
     if rc == 0:
         print(f"next: {python_command()} -m pipeline evaluate {shlex.quote(shown(output))} "
               f"{shlex.quote(shown(input_dir))}", flush=True)

@@ -4,7 +4,6 @@ runs; every list option adds when repeated; ``train --minutes`` takes a budget >
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -34,15 +33,15 @@ def launched(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
         start = max(i for i, w in enumerate(words) if w == "--logging_file") + 2
         return dict(zip(words[start::2], words[start + 1::2], strict=True))
 
-    def fake_run(cmd: list[str], **_: object) -> subprocess.CompletedProcess:
+    def fake_run(cmd: list[str], env: object = None) -> int:
         calls.append(pairs([str(c) for c in cmd]))
-        return subprocess.CompletedProcess(cmd, 0)
+        return 0
 
     def fake_cv(*_: object, extra: list[str], **__: object) -> dict:
         calls.append(dict(zip(extra[::2], extra[1::2], strict=True)))
         return {}
 
-    monkeypatch.setattr(commands.subprocess, "run", fake_run)
+    monkeypatch.setattr(commands, "run_child", fake_run)
     monkeypatch.setattr(cli, "cross_validation_summary", fake_cv)
     return calls
 

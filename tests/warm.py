@@ -62,6 +62,9 @@ def _child(target: str, args: list[str], cwd: str, out: str, err: str, environ: 
     elif not isinstance(code, int):
         print(code, file=sys.stderr, flush=True)
         code = 1
+    from pipeline.core.files import release_held_folders
+
+    release_held_folders()  # what the command's exit hooks do: its folders' locks go (and empty folders it made)
     os._exit(code)  # no atexit of the fork server's modules, as a fresh process would end
 
 

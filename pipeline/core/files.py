@@ -2,13 +2,15 @@
 
 `atomic_write` fills a temporary file beside the target and renames it (mode ``0666 & ~umask``, as ``open()``);
 `check_output_location` refuses an output folder among the inputs; `FolderLock` keeps one writer per folder (a lock
-left by a killed process is taken over); `gzip_is_whole` checks a ``.gz`` to its end.
+left by a killed process is taken over; an empty folder it made goes with it); `hold_folder` holds a command's output
+folders until the command (`holding`) or the process ends; `gzip_is_whole` checks a ``.gz`` to its end.
 """
 
 from __future__ import annotations
 
 import atexit
 import errno
+import functools
 import gzip
 import hashlib
 import json
@@ -19,8 +21,10 @@ import socket
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from pipeline.core.errors import UserError
 
@@ -151,7 +155,9 @@ class FolderLock:
     The file holds the process id and host name. A second process refuses with a line naming the holder;
     a lock whose process no longer runs on this host (killed) is taken over with a warning. A lock from
     another host cannot be checked: the message says to delete it if no run is going on there.
-    The lock is released by `release`, and at the latest when the process exits.
+    The lock is released by `release`, and at the latest when the process exits; the folders `acquire` made
+    (the folder and missing parents) go with it if nothing was written into them (a refused or failed command
+    leaves no empty output folder behind).
     """
 
     NAME = ".lock"
@@ -161,6 +167,7 @@ class FolderLock:
         self.path = self.folder / self.NAME
         self.what = what
         self.held = False
+        self.made: list[Path] = []  # the folders acquire made, deepest first
 
     def _owner(self) -> dict:
         """The lock's holder; a lock file that is not such a record (emptied, edited) holds nothing."""
@@ -178,11 +185,19 @@ class FolderLock:
 
     def acquire(self) -> FolderLock:
         """Take the lock, or raise `UserError` if another live process holds it."""
-        self.folder.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "what": self.what}
+        made: list[Path] = []
         for _ in range(3):
+            missing = [p for p in (self.folder.absolute(), *self.folder.absolute().parents) if not p.exists()]
+            made = sorted(set(made) | set(missing), key=lambda p: -len(p.parts))  # deepest first
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)  # (a file in the way: FileExistsError, to the caller)
+            except FileNotFoundError:  # another process's release removed a parent it had made: again
+                continue
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, file_mode())
+            except FileNotFoundError:  # another process's release removed the empty folder it had made: again
+                continue
             except FileExistsError:
                 owner = self._owner()
                 pid, host = int(owner.get("pid", -1) or -1), owner.get("host")
@@ -205,8 +220,8 @@ class FolderLock:
                 continue
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
-            self.held = True
-            atexit.register(self.release)
+            self.held, self.made = True, made
+            _LIVE.append(self)  # released at the latest when the process exits (release_held_folders)
             return self
         raise UserError(f"could not lock {self.folder}: {self.path} keeps reappearing; is another run starting?")
 
@@ -228,10 +243,17 @@ class FolderLock:
         return owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname()
 
     def release(self) -> None:
-        """Remove the lock if this process holds it."""
+        """Remove the lock if this process holds it, and the folders it made if they stayed empty."""
         if self.held and self.mine():
             self.path.unlink(missing_ok=True)
-        self.held = False
+            for folder in self.made:
+                try:
+                    folder.rmdir()  # only an empty one
+                except OSError:
+                    break
+        self.held, self.made = False, []
+        if self in _LIVE:
+            _LIVE.remove(self)
 
     def __enter__(self) -> FolderLock:
         return self.acquire()
@@ -240,15 +262,27 @@ class FolderLock:
         self.release()
 
 
+#: The locks this process took (`FolderLock.acquire`) and has not released, in the order taken.
+_LIVE: list[FolderLock] = []
+
 #: The folders this process holds (`hold_folder`), by resolved path.
 _HELD: dict[str, FolderLock] = {}
 
 
+#: How many `holding` scopes are open: the folders held inside the outermost are released when it ends.
+_SCOPES = 0
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
 def hold_folder(folder: str | os.PathLike, *, what: str) -> FolderLock:
-    """Lock ``folder`` (`FolderLock`, made if missing) for this process until it ends or `release_held_folders`:
-    every command that writes a folder of outputs (training, evaluation, comparison, pictures) holds it first, so
-    that a second process writing the same folder is refused instead of interleaving its files. A second call for
-    the same folder in this process is the same lock (an evaluation draws its own pictures).
+    """Lock ``folder`` (`FolderLock`, made if missing) for this process until the outermost `holding` scope ends
+    (a command of ``python -m pipeline``; a function such as ``evaluate()`` called from Python), or the process
+    ends (a ``monai.bundle run``), or `release_held_folders`: every command that writes a folder of outputs
+    (training, evaluation, comparison, pictures) holds it first, so that a second process writing the same folder
+    is refused instead of interleaving its files. A second call for the same folder in this process is the same
+    lock (an evaluation draws its own pictures).
 
     Raises:
         UserError: another live process holds the folder (naming it and what it does).
@@ -262,10 +296,56 @@ def hold_folder(folder: str | os.PathLike, *, what: str) -> FolderLock:
 
 
 def release_held_folders() -> None:
-    """Release every folder this process holds (as the end of the process would)."""
-    for lock in _HELD.values():
+    """Release every lock this process holds, the last taken first (an evaluation's folder inside a comparison's
+    goes before it, so that an empty one made for it is removed before its parent is tried): what the end of the
+    process does (registered with `atexit`; a forked test CLI calls it before ``os._exit``)."""
+    for lock in reversed(list(_LIVE)):
         lock.release()
+    _LIVE.clear()
     _HELD.clear()
+
+
+atexit.register(release_held_folders)
+
+
+@contextmanager
+def holding_scope() -> Iterator[None]:
+    """The folders held (`hold_folder`) inside this scope, when it is the outermost one, are released when it
+    ends; inside another scope they stay held until that one ends (a command that evaluates, then draws and writes
+    its report, holds its folder throughout). Folders held before the scope began are not touched."""
+    global _SCOPES
+    before = set(_HELD)
+    _SCOPES += 1
+    try:
+        yield
+    finally:
+        _SCOPES -= 1
+        if _SCOPES == 0:
+            for key in reversed([k for k in _HELD if k not in before]):  # the last taken first
+                _HELD.pop(key).release()
+
+
+def holding(fn: Callable[P, R]) -> Callable[P, R]:
+    """``fn`` run in a `holding_scope`: the output folders it holds are free again when it returns or raises,
+    unless its caller's scope holds on to them."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with holding_scope():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+_UNTIL_EXIT = False
+
+
+def hold_until_exit() -> None:
+    """From now on, held folders stay held until the process ends (``python -m monai.bundle run``: its config's
+    steps evaluate, draw and report one after another; the exit releases them)."""
+    global _SCOPES, _UNTIL_EXIT
+    if not _UNTIL_EXIT:
+        _SCOPES, _UNTIL_EXIT = _SCOPES + 1, True
 
 
 def read_table(path: str | os.PathLike, columns: Sequence[str], what: str) -> list[dict[str, str]]:

@@ -23,7 +23,7 @@ from scipy.stats import rankdata, wilcoxon
 
 from pipeline.core.errors import UserError
 from pipeline.core.figures import plt, save_figure
-from pipeline.core.files import atomic_write_text, column_numbers, read_table
+from pipeline.core.files import atomic_write_text, column_numbers, holding, read_table
 from pipeline.core.nifti import nifti_files
 from pipeline.evaluation.evaluate import evaluate
 from pipeline.evaluation.metrics import region_metrics
@@ -225,6 +225,7 @@ def check_comparison_replacement(out: Path, ref_dir: str | os.PathLike, algorith
         (out / name).unlink(missing_ok=True)
 
 
+@holding
 def compare(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
             names: Sequence[str] | None = None, scheme: str = "auto", official: bool = False,
             challenge: str | None = None, allow_mixed: bool = False, overwrite: bool = False) -> dict:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.bundle import VERB_ENV, command, inference_command
 from pipeline.core.config import as_folds
 from pipeline.core.errors import UserError
-from pipeline.core.files import atomic_write_text, column_numbers, read_table
+from pipeline.core.files import atomic_write_text, column_numbers, holding, read_table
+from pipeline.core.process import run_child
 from pipeline.data.datalist import folds_present
 from pipeline.data.source import DataSource
 from pipeline.evaluation.reference import claim_output, reference_of
@@ -41,10 +41,10 @@ def _bundle_inference(fold_dir: Path, datalist: Path, fold: int, out: Path, fast
     else:
         cmd = command("inference", {"run_dir": fold_dir, **ids}, fast=fast) + list(extra)
     print(" ".join(str(c) for c in cmd), flush=True)
-    result = subprocess.run(cmd, env={**os.environ, VERB_ENV: "cv"})  # its refusals name cv's --set
-    if result.returncode != 0:
+    returncode = run_child(cmd, {**os.environ, VERB_ENV: "cv"})  # its refusals name cv's --set
+    if returncode != 0:
         raise UserError(f"cross-validation: inference of fold {fold} ({fold_dir}) failed with exit code "
-                        f"{result.returncode}; see its message above")
+                        f"{returncode}; see its message above")
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -93,6 +93,7 @@ def cv_outputs(run: Path, folds: Sequence[int], all_folds: Sequence[int]) -> tup
     return run / "cv" / f"eval{subset}", run / f"cv_summary{subset}.json"
 
 
+@holding
 def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike | None = None, *,
                              folds: Sequence[int] | None = None, fast: bool = False,
                              extra: Sequence[str] = ()) -> dict:

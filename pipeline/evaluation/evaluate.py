@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pipeline.core.config import as_bool
 from pipeline.core.errors import UserError
-from pipeline.core.files import column_numbers, read_table
+from pipeline.core.files import column_numbers, holding, read_table
 from pipeline.evaluation.official import evaluate_official, format_official_table, resolve_challenge
 from pipeline.evaluation.plots import plot_evaluation, run_name
 from pipeline.evaluation.reference import (
@@ -89,6 +89,7 @@ def check_replacement(out_dir: str | os.PathLike, pred_dir: str | os.PathLike, r
     logger.info("%s: replaced the evaluation of %s against %s (--overwrite)", out_dir, old_pred, old_ref)
 
 
+@holding
 def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
              scheme: str = "auto", cases: Sequence[str] | None = None, challenge: str | None = None, jobs: int = 1,
              out_option: str = "--eval_dir", allow_mixed: bool | str = False, overwrite: bool | str = False) -> dict:

@@ -29,7 +29,7 @@ from nibabel.orientations import OrientationError
 
 from pipeline.core.errors import UserError
 from pipeline.core.figures import plt, region_colour, save_figure
-from pipeline.core.files import atomic_write_text, column_numbers, read_table
+from pipeline.core.files import atomic_write_text, column_numbers, holding, read_table
 from pipeline.core.nifti import load_labels, nifti_files, read_voxels
 from pipeline.data.colours import region_colours, scheme_colours
 from pipeline.data.labels import NNUNET_PREFIX, canonical_channel, describe, region_masks
@@ -258,6 +258,7 @@ def _pictures_of(out: Path, eval_dir: Path, option: str) -> dict | None:
     return mine
 
 
+@holding
 def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
                     dataset_dir: str | os.PathLike | Reference,
                     scheme: str = "auto", max_cases: int = 3, *, out_dir: str | os.PathLike | None = None,

@@ -58,7 +58,8 @@ class BackgroundWriters:
                 before.exception()  # wait for the earlier write of this case; its failure is reported by itself
             try:
                 result = write()
-            except BaseException as e:  # noqa: BLE001 - reported as the case's failure, the others go on
+            except Exception as e:  # noqa: BLE001 - reported as the case's failure, the others go on (a stop -
+                                    # SIGTERM, Ctrl-C - in the main thread's writing stops the run)
                 with self._lock:
                     failed(e)
                 return

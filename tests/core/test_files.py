@@ -122,3 +122,51 @@ def test_a_whole_gzip_holding_too_few_voxels_is_not_a_valid_output(tmp_path):
     short.write_bytes(gzip.compress(raw[:-100]))  # a complete gzip stream of a cut-off image
     assert gzip_is_whole(short) and output_is_valid(path, path)
     assert not output_is_valid(short, path)
+
+
+def test_a_refused_or_failed_writer_leaves_no_empty_folder_it_made(tmp_path):
+    out = tmp_path / "runs" / "eval"
+    lock = FolderLock(out, what="evaluation").acquire()
+    lock.release()
+    assert not (tmp_path / "runs").exists()  # the folder and its missing parent went with the lock
+    lock = FolderLock(out, what="evaluation").acquire()
+    (out / "metrics.csv").write_text("case\n")
+    lock.release()
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv"]  # what was written stays
+    lock = FolderLock(out, what="evaluation").acquire()
+    (out / "metrics.csv").unlink()
+    lock.release()
+    assert out.is_dir()  # a folder that was there before is kept, empty or not
+
+
+def test_a_function_holds_its_output_folder_until_it_returns_unless_its_caller_holds_on(tmp_path):
+    from pipeline.core.files import hold_folder, holding, holding_scope
+
+    @holding
+    def write(folder):
+        hold_folder(folder, what="evaluation")
+        (folder / "summary.json").write_text("{}")
+        assert (folder / FolderLock.NAME).exists()
+
+    write(tmp_path / "a")
+    assert not (tmp_path / "a" / FolderLock.NAME).exists()  # a Python caller of evaluate() leaves no lock
+    with holding_scope():  # a command of python -m pipeline: evaluates, then draws and reports into the folder
+        write(tmp_path / "b")
+        assert (tmp_path / "b" / FolderLock.NAME).exists()
+    assert not (tmp_path / "b" / FolderLock.NAME).exists()
+    with pytest.raises(ZeroDivisionError):
+        holding(lambda: (hold_folder(tmp_path / "c", what="evaluation"), 1 / 0))()
+    assert not (tmp_path / "c").exists()  # failed before writing: neither lock nor empty folder left
+
+
+def test_nested_output_folders_that_stayed_empty_all_go_the_inner_first(tmp_path):
+    from pipeline.core.files import hold_folder, holding_scope, release_held_folders
+
+    with holding_scope():  # a comparison's folder, and in it an evaluation that failed before writing
+        hold_folder(tmp_path / "cmp", what="comparison")
+        hold_folder(tmp_path / "cmp" / "alg", what="evaluation")
+    assert not (tmp_path / "cmp").exists()
+    hold_folder(tmp_path / "cmp", what="comparison")  # the same at the end of a process (its exit hook)
+    hold_folder(tmp_path / "cmp" / "alg", what="evaluation")
+    release_held_folders()
+    assert not (tmp_path / "cmp").exists()

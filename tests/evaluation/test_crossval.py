@@ -63,7 +63,6 @@ def test_each_fold_segments_with_the_inference_recipe_its_run_names(recorded, fa
     """As ``pipeline infer --run`` would (`pipeline.bundle.inference_files`): the budget recipe's post-processing
     scored out of fold is the one the model is used with."""
     import json
-    import subprocess
     from pathlib import Path
 
     from pipeline.core.config import config_files_in_argv
@@ -81,8 +80,7 @@ def test_each_fold_segments_with_the_inference_recipe_its_run_names(recorded, fa
         record["config_files"] = [str(CONFIGS / f) for f in recorded]
     (run / "fold_0" / "run.json").write_text(json.dumps(record))
     launched = []
-    monkeypatch.setattr(crossval.subprocess, "run",
-                        lambda cmd, **kw: launched.append(cmd) or subprocess.CompletedProcess(cmd, 3))
+    monkeypatch.setattr(crossval, "run_child", lambda cmd, env=None: launched.append(cmd) or 3)
     with pytest.raises(UserError, match="inference of fold 0 .* failed with exit code 3"):
         crossval.cross_validation_summary(run, folds=[0], fast=fast)
     assert [Path(f).name for f in config_files_in_argv([str(c) for c in launched[0]])] == expected

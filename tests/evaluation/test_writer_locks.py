@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.__main__ import main as pipeline_main
-from pipeline.core.files import FolderLock, release_held_folders
+from pipeline.core.files import FolderLock
 from tests.helpers import corrupted_predictions
 
 
@@ -43,8 +43,7 @@ def _compare(tiny: Path, tmp: Path) -> tuple[list[str], Path]:
 
 def _pictures(tiny: Path, tmp: Path) -> tuple[list[str], Path]:
     argv, evaluated = _evaluate(tiny, tmp)
-    assert pipeline_main(argv) == 0
-    release_held_folders()  # that evaluation has ended
+    assert pipeline_main(argv) == 0  # that evaluation has ended: its folder is free again
     pictures = tmp / "pics"
     return ["plot", "evaluation", str(evaluated), str(tmp / "pred"), str(tiny), "--out", str(pictures)], pictures
 
@@ -73,6 +72,5 @@ def test_a_folder_another_process_writes_is_refused_in_one_line_before_anything_
 def test_the_same_command_writes_once_the_folder_is_free_and_leaves_no_lock(writer: str, tiny_dataset: Path,
                                                                            tmp_path: Path) -> None:
     argv, out = WRITERS[writer](tiny_dataset, tmp_path)
-    assert pipeline_main(argv) == 0
-    release_held_folders()
+    assert pipeline_main(argv) == 0  # the command's end releases its folder: no release_held_folders() needed
     assert any(out.iterdir()) and not (out / FolderLock.NAME).exists()

@@ -1,0 +1,52 @@
+"""Stopping well: a command stopped by SIGTERM ends as an exit, and a command that runs another stops it too.
+
+SIGTERM (``docker stop``, ``timeout``, Slurm, torchrun stopping its workers) would end Python without its exit
+hooks; `exit_on_sigterm` turns it into ``SystemExit(143)``, so the output folders' locks are released and no
+temporary file is left (`pipeline.core.files`). `run_child` runs a stage's ``monai.bundle`` process and passes such
+a stop on to it, waiting for it to release its own folders, where ``subprocess.run`` would kill it outright.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+from collections.abc import Mapping, Sequence
+
+#: How long a stopped child may take to end before it is killed (s).
+CHILD_GRACE_S = 30.0
+
+
+def _terminated(signum: int, frame: object) -> None:
+    signal.signal(signum, lambda *_: None)  # once: a second SIGTERM (to the process group, then from a parent
+    raise SystemExit(128 + signum)          # passing it on) must not cut the exit's own clean-up short
+
+
+def exit_on_sigterm() -> None:
+    """From now on SIGTERM ends this process as ``SystemExit(128 + 15)`` (its exit hooks run). Both CLIs call it:
+    ``python -m pipeline`` and ``brats-pipeline`` (`pipeline.__main__.cli`), ``monai.bundle`` at ``import pipeline``
+    (`pipeline.enter_bundle_cli`). Only the main thread can set a handler; elsewhere nothing changes."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
+
+
+def run_child(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    """Run ``cmd`` and return its exit status. If this process is stopped meanwhile, the child is stopped too and
+    given up to `CHILD_GRACE_S` to end (release its folders, remove its temporary files) before it is killed, and
+    the stop goes on up here: SIGTERM (as `exit_on_sigterm` makes it) is passed on to the child; Ctrl-C reached it
+    from the terminal already. A second stop during that grace kills the child at once."""
+    child = subprocess.Popen(list(cmd), env=dict(env) if env is not None else None)
+    try:
+        return child.wait()
+    except BaseException as stop:
+        try:
+            if child.poll() is None and not isinstance(stop, KeyboardInterrupt):
+                child.send_signal(signal.SIGTERM)
+            child.wait(timeout=CHILD_GRACE_S)
+        except BaseException:  # noqa: BLE001 - the grace ran out, or another stop came: the child goes now
+            pass
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        raise
