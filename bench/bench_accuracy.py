@@ -40,8 +40,10 @@ from pipeline.bundle import NETWORKS, command  # noqa: E402
 from pipeline.commands import set_ids  # noqa: E402
 from pipeline.core.errors import UserError  # noqa: E402
 from pipeline.core.figures import plt, save_figure  # noqa: E402
+from pipeline.core.files import read_table  # noqa: E402
 from pipeline.data.layouts import discover_cases  # noqa: E402
 from pipeline.evaluation.regions import dice_line  # noqa: E402
+from pipeline.training.monitoring import HISTORY_TABLE  # noqa: E402
 
 #: The recipes: the bundle variants each trains and infers with.
 RECIPES = {"budget": {"fast": True, "budget": True}, "default": {"fast": True}}
@@ -112,8 +114,7 @@ def _run(step: str, cmd: list[str], log: Path) -> float:
 def time_to_dice(history: Path, out: Path, title: str) -> list[dict]:
     """``[{"minutes", "epoch", "val_mean_dice", "val_dice_<region>"...}]`` of each validation in ``history.csv``,
     written to ``out/time_to_dice.csv`` and drawn as ``out/time_to_dice.png``."""
-    with open(history, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("val_mean_dice")]
+    rows = [r for r in read_table(history, ("epoch", "elapsed"), HISTORY_TABLE) if r.get("val_mean_dice")]
     points = [{"minutes": round(float(r["elapsed"]) / 60, 2), "epoch": int(float(r["epoch"])),
                **{k: round(float(v), 4) for k, v in r.items() if k.startswith("val_") and v}} for r in rows]
     if not points:

@@ -27,15 +27,14 @@ from bench.timing import machine  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    import csv
-
     import nibabel as nib
     import numpy as np
     import torch
 
+    from pipeline.core.files import column_numbers, read_table
     from pipeline.data.labels import describe, labels_to_regions, regions_to_labels
     from pipeline.evaluation.reference import read_reference
-    from pipeline.evaluation.regions import evaluate_folders
+    from pipeline.evaluation.regions import METRICS_TABLE, evaluate_folders
     from pipeline.inference.postprocessing import KeepMainTumourd
     from pipeline.inference.predict import write_label_like
 
@@ -67,10 +66,11 @@ def main(argv: list[str] | None = None) -> int:
                 write_label_like(regions_to_labels(regions.numpy(), scheme), folder / f"{case}.nii.gz",
                                  target / f"{case}.nii.gz", case=case)
             evaluate_folders(target, args.reference, eval_dir, scheme, cases=cases)
-            with open(eval_dir / "metrics.csv") as f:
-                for r in csv.DictReader(f):
-                    scores.setdefault(fraction, {})[(f"{folder}/{r['case']}", r["region"])] = {
-                        "dice": float(r["dice"]), "hd95": float(r["hd95"])}
+            rows = read_table(eval_dir / "metrics.csv", ("case", "region", "dice", "hd95"), METRICS_TABLE)
+            numbers = {k: column_numbers(rows, k, eval_dir / "metrics.csv") for k in ("dice", "hd95")}
+            for i, r in enumerate(rows):
+                scores.setdefault(fraction, {})[(f"{folder}/{r['case']}", r["region"])] = {
+                    k: numbers[k][i] for k in numbers}
 
     def mean(fraction: float, region: str, metric: str) -> float:
         return float(np.mean([v[metric] for (_, r), v in scores[fraction].items() if r == region]))

@@ -337,6 +337,26 @@ def recipe(record: Mapping | None) -> list[str] | None:
     return [Path(f).name for f in files if Path(f).name not in ("common.yaml", "train.yaml", "multi_gpu_train.yaml")]
 
 
+def check_recipe(record: Mapping | None, run_dir: str | os.PathLike, argv: Sequence[str] | None = None) -> list[str]:
+    """Warn when inference runs without an overlay its run trained with (a hand-built ``--config_file`` list:
+    budget.yaml's post-processing and TTA would be left out, and the Dice would not be the recipe's); returns the
+    overlays missing. The network, its grid, patch size and channels come from the record whatever the list
+    (`recorded_network`, `recorded_spacing`, `recorded_roi_size`, `channel_order`). Nothing to compare outside
+    MONAI's CLI (no ``--config_file`` in ``argv``) or for a run that recorded none."""
+    trained = recipe(record)
+    given = config_files_in_argv(sys.argv if argv is None else argv)
+    if not trained or not given:
+        return []
+    names = {Path(f).name for f in given}
+    missing = [f for f in trained if f not in names]
+    if missing:
+        logger.warning("%s trained with %s, which this inference's --config_file leaves out: its settings (the budget "
+                       "recipe's post-processing, say) are not applied. python -m pipeline infer --run %s uses the "
+                       "run's own list; python -m pipeline.bundle configs inference --run %s prints it",
+                       run_dir, ", ".join(missing), run_dir, run_dir)
+    return missing
+
+
 def check_regions(record: Mapping | None, description: Description) -> Description:
     """Refuse to write labels of ``description`` with a model trained on other regions (a ``brats2024`` model's four
     outputs written as ``brats2023`` labels, say); returns ``description``.

@@ -73,3 +73,32 @@ def test_an_id_given_twice_is_refused_in_every_spelling_monais_cli_reads(argv: l
     if "::" not in refused and "#" not in argv[0]:  # Fire itself: one key, the last value (the silent case)
         parsed = fire.Fire(lambda **kw: kw, argv, name="x")
         assert len(parsed) == 1
+
+
+class _Breaks:
+    """A component whose constructor itself raises a TypeError: a bug, not its arguments."""
+
+    def __init__(self, size: int = 1) -> None:
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+
+@pytest.mark.parametrize(("component", "expected"), [
+    pytest.param({"_target_": "DiceLoss", "sigmoid": True, "fn_weight": 0.7},
+                 "the bundle config's monai.losses.dice.DiceLoss takes no argument 'fn_weight'", id="no_such_argument"),
+    pytest.param({"_target_": "DiceLoss", "sigmod": True}, "did you mean 'sigmoid'",
+                 id="misspelt_argument"),
+    pytest.param({"_target_": "torch.optim.AdamW", "lr": 0.1},
+                 "the bundle config's torch.optim.AdamW cannot be built from the arguments it is given (lr)",
+                 id="missing_argument"),
+    pytest.param({"_target_": f"{__name__}._Breaks", "size": 2}, None, id="a_type_error_inside_is_a_bug"),
+])
+def test_a_config_component_given_arguments_it_does_not_take_is_one_line(component: dict, expected: str | None):
+    from monai.bundle import ConfigParser
+
+    import pipeline  # noqa: F401  (registers the bundle's hints)
+
+    parser = ConfigParser({"loss": component})
+    with pytest.raises(RuntimeError) as raised:
+        parser.get_parsed_content("loss")
+    message = user_message(raised.value)
+    assert message is None if expected is None else expected in message, message

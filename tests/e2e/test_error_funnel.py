@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,8 @@ def test_an_ensemble_naming_a_fold_twice_is_one_line(trained_run: Path, tiny_dat
     pytest.param({"folds": 1}, "--folds must be at least 2", id="folds_1"),
     pytest.param({"label_scheme": "foo"}, "unknown label_scheme 'foo'", id="label_scheme_foo"),
     pytest.param({"time_budget_min": "soon"}, "--time_budget_min must be a number of minutes", id="budget_text"),
+    pytest.param({"train#loss#fn_weight": 0.7}, "monai.losses.dice.DiceLoss takes no argument 'fn_weight'",
+                 id="an_argument_train_yamls_loss_does_not_take"),
 ])
 def test_a_bad_value_for_training_is_one_line_naming_the_flag(ids: dict, named: str, tiny_dataset: Path,
                                                               tmp_path: Path) -> None:
@@ -170,3 +173,11 @@ def test_an_id_given_twice_to_the_bundle_cli_is_one_line_before_any_work(quiet: 
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
     _one_error_line(result, "--fold is given twice on the command line (--fold '0', then '1')", "give each id once")
     assert not run.exists()
+
+
+def test_an_argument_a_component_does_not_take_is_one_line_through_the_verb_too(tiny_dataset: Path,
+                                                                                 tmp_path: Path) -> None:
+    result = run_module([sys.executable, "-m", "pipeline", "train", str(tiny_dataset), "--run", str(tmp_path / "run"),
+                         "--set", "epochs", "1", "--set", "folds", "2", "--set", "train#loss#fn_weight", "0.7"],
+                        capture_output=True, text=True, cwd=REPO, timeout=600)
+    _one_error_line(result, "DiceLoss takes no argument 'fn_weight'")

@@ -645,3 +645,29 @@ def test_a_resume_with_another_recipe_is_refused_naming_the_overlays(tmp_path, m
     with pytest.raises(RunError, match=re.escape(f"recipe (the config overlays) {started} -> {resumed}")):
         _start(run, resume=True)
     assert read_record(run)["config_files"][2:] == [f"/c/variants/{o}" for o in started]  # the record kept
+
+
+@pytest.mark.parametrize(("given", "missing"), [
+    pytest.param(["common.yaml", "inference.yaml"], ["fast.yaml", "budget.yaml"], id="hand_built_without_overlays"),
+    pytest.param(["common.yaml", "inference.yaml", "fast.yaml"], ["budget.yaml"], id="without_the_budget_recipe"),
+    pytest.param(["common.yaml", "inference.yaml", "fast.yaml", "budget.yaml"], [], id="the_runs_own_list"),
+    pytest.param([], [], id="called_outside_monais_cli"),
+])
+def test_inference_without_an_overlay_the_run_trained_with_warns_naming_it_and_the_runs_own_list(
+        given: list[str], missing: list[str], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from pipeline.bundle import inference_files
+    from pipeline.model.record import check_recipe
+
+    record = {"config_files": [str(CONFIGS / f) for f in ("common.yaml", "train.yaml", "variants/fast.yaml",
+                                                          "variants/budget.yaml")]}
+    assert [Path(f).name for f in inference_files(tmp_path, record)] == ["common.yaml", "inference.yaml",
+                                                                          "fast.yaml", "budget.yaml"]
+    argv = ["run", "inference", "--config_file", repr([str(CONFIGS / f) for f in given])] if given else ["run"]
+    with caplog.at_level("WARNING"):
+        assert check_recipe(record, tmp_path, argv) == missing
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if missing:
+        assert f"python -m pipeline.bundle configs inference --run {tmp_path}" in warned[-1]
+        assert all(m in warned[-1] for m in missing)
+    else:
+        assert not warned
