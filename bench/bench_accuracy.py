@@ -41,6 +41,7 @@ from pipeline.commands import set_ids  # noqa: E402
 from pipeline.core.errors import UserError  # noqa: E402
 from pipeline.core.figures import plt, save_figure  # noqa: E402
 from pipeline.core.files import read_table  # noqa: E402
+from pipeline.core.process import exit_on_sigterm, run_child  # noqa: E402
 from pipeline.data.layouts import discover_cases  # noqa: E402
 from pipeline.evaluation.regions import dice_line  # noqa: E402
 from pipeline.training.monitoring import HISTORY_TABLE  # noqa: E402
@@ -102,11 +103,11 @@ def _run(step: str, cmd: list[str], log: Path) -> float:
     print(f"--- {step}: {' '.join(cmd)}", flush=True)
     started = time.perf_counter()
     with open(log, "w") as out:
-        result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        returncode = run_child(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)  # a stop reaches the stage
     seconds = time.perf_counter() - started
-    if result.returncode != 0:
+    if returncode != 0:
         print(log.read_text()[-4000:], file=sys.stderr)
-        raise SystemExit(f"bench_accuracy: {step} failed (exit {result.returncode}); its log: {log}")
+        raise SystemExit(f"bench_accuracy: {step} failed (exit {returncode}); its log: {log}")
     print(f"--- {step}: {seconds / 60:.1f} min", flush=True)
     return seconds
 
@@ -230,4 +231,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()  # a stopped benchmark stops its stage, which releases its run folder
     sys.exit(main())

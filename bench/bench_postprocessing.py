@@ -51,7 +51,6 @@ REAL_VARIANTS: dict[str, dict[str, object]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    import subprocess
 
     from pipeline.data.synthetic import write_dataset
     from pipeline.evaluation.regions import evaluate_folders
@@ -84,9 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         cmd = command("inference", {"dataset_dir": heldout, "run_dir": run, "output_dir": seg, "device": args.device,
                                     "overwrite": True, **overrides}, demo=True)
         t = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"inference for '{name}' failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+        returncode, output = _run(cmd)
+        if returncode != 0:
+            raise SystemExit(f"inference for '{name}' failed:\n{output[-6000:]}")
         seconds = (time.perf_counter() - t) / args.cases
         s = evaluate_folders(seg, heldout, out / "eval", scheme="auto")  # the reference's own scheme
         rows.append(_row(name, s, seconds))
@@ -114,7 +113,6 @@ def _table(rows: list) -> None:
 
 def _validation(args: argparse.Namespace) -> int:
     """Each REAL_VARIANT on the ``--fold`` cases of ``--datalist`` (the run's validation cases)."""
-    import subprocess
 
     from pipeline.data.source import DataSource
     from pipeline.evaluation.regions import evaluate_folders
@@ -136,9 +134,9 @@ def _validation(args: argparse.Namespace) -> int:
                                     "output_dir": out / "seg", "device": args.device, "overwrite": True,
                                     **overrides}, fast=args.budget, budget=args.budget)
         t = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"inference for '{name}' failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+        returncode, output = _run(cmd)
+        if returncode != 0:
+            raise SystemExit(f"inference for '{name}' failed:\n{output[-6000:]}")
         seconds = (time.perf_counter() - t) / len(items)
         s = evaluate_folders(out / "seg", args.reference, out / "eval", scheme="auto", cases=cases)
         rows.append(_row(name, s, seconds))
@@ -147,5 +145,22 @@ def _validation(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(cmd: list[str]) -> tuple[int, str]:
+    """Run one inference command; its exit status and output. A stop of this script (SIGTERM, Ctrl-C) stops it too,
+    so that it releases its output folder (`pipeline.core.process.run_child`)."""
+    import subprocess
+    import tempfile
+
+    from pipeline.core.process import run_child
+
+    with tempfile.TemporaryFile("w+") as out:
+        returncode = run_child(cmd, stdout=out, stderr=subprocess.STDOUT)
+        out.seek(0)
+        return returncode, out.read()
+
+
 if __name__ == "__main__":
+    from pipeline.core.process import exit_on_sigterm
+
+    exit_on_sigterm()
     sys.exit(main())

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 #: How long a stopped child may take to end before it is killed (s).
 CHILD_GRACE_S = 30.0
@@ -30,12 +31,13 @@ def exit_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, _terminated)
 
 
-def run_child(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+def run_child(cmd: Sequence[str], env: Mapping[str, str] | None = None, **popen: Any) -> int:
     """Run ``cmd`` and return its exit status. If this process is stopped meanwhile, the child is stopped too and
     given up to `CHILD_GRACE_S` to end (release its folders, remove its temporary files) before it is killed, and
     the stop goes on up here: SIGTERM (as `exit_on_sigterm` makes it) is passed on to the child; Ctrl-C reached it
-    from the terminal already. A second stop during that grace kills the child at once."""
-    child = subprocess.Popen(list(cmd), env=dict(env) if env is not None else None)
+    from the terminal already. A second Ctrl-C during that grace kills the child at once (a second SIGTERM is
+    ignored: `exit_on_sigterm` acts once). ``popen``: more arguments of `subprocess.Popen` (``stdout``, ``cwd``)."""
+    child = subprocess.Popen(list(cmd), env=dict(env) if env is not None else None, **popen)
     try:
         return child.wait()
     except BaseException as stop:

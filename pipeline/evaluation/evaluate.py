@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pipeline.core.config import as_bool
 from pipeline.core.errors import UserError
-from pipeline.core.files import column_numbers, holding, read_table
+from pipeline.core.files import column_numbers, hold_folder, holding, read_table
 from pipeline.evaluation.official import evaluate_official, format_official_table, resolve_challenge
 from pipeline.evaluation.plots import plot_evaluation, run_name
 from pipeline.evaluation.reference import (
@@ -139,13 +139,16 @@ def plots(protocol: str, eval_dir: str | os.PathLike, pred_dir: str | os.PathLik
     return plot_evaluation(eval_dir, pred_dir, dataset_dir, scheme=scheme)
 
 
+@holding
 def write_report(eval_dir: str | os.PathLike, name: str | None = None) -> Path:
     """``EVAL_DIR/report.html`` from what the folder holds: the legacy protocol's summary, per-case table, box plot
-    and overlays (worst, median, best), the official protocol's table; each protocol present gets its section."""
+    and overlays (worst, median, best), the official protocol's table; each protocol present gets its section.
+    The folder is held while the report is written (an evaluation writing there meanwhile is refused)."""
     out = Path(eval_dir)
     legacy, official = out / "summary.json", out / "official_summary.json"
     if not legacy.is_file() and not official.is_file():
         raise UserError(f"no evaluation in {out}: run python -m pipeline evaluate PRED REF --out {out} first")
+    hold_folder(out, what="evaluation report")
     first = json.loads((legacy if legacy.is_file() else official).read_text(encoding="utf-8"))
     name = name or run_name(first.get("predictions") or out)
     report = Report(f"{name} on {Path(first['reference']).name}")

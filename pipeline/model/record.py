@@ -171,19 +171,52 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
         if diffs:
             raise RunError(f"--resume true: this run ({run / RUN_RECORD}) was started with other settings: "
                            f"{'; '.join(diffs)}. Pass the recorded values to continue it, or another --run_dir")
+        changed = changed_configs(record, config_files_in_argv(sys.argv))
+        if changed:
+            logger.warning("--resume true: %s changed since this run started (their sha256 in %s): the rest of the "
+                           "run trains with the changed recipe", ", ".join(changed), run / RUN_RECORD)
     elif resume and found:
         raise RunError(f"--resume true: {run} holds {found[0].name} but no {RUN_RECORD}, so what it was trained on "
                        "cannot be checked; pass --overwrite true to start afresh, or another --run_dir")
     if resume and not found:
         logger.info("--resume true: no checkpoint in %s, so training starts at epoch 1 with these settings", ckpt)
-    new = {"command": list(sys.argv), "config_files": config_files_in_argv(sys.argv), "ids": ids, "network": network,
-           "ckpt_dir": str(ckpt.resolve())}  # whose models this record describes (run_of_checkpoint)
+    files = config_files_in_argv(sys.argv)
+    new = {"command": list(sys.argv), "config_files": files, "config_sha256": config_versions(files), "ids": ids,
+           "network": network, "ckpt_dir": str(ckpt.resolve())}  # whose models this record describes
     if resume and record is not None and found:
         new["split"] = record.get("split")
+        if record.get("config_sha256"):  # the version the run started with stays; each resume's changes are added
+            new["config_sha256"] = record["config_sha256"]
+            changes = list(record.get("resumed_with_changed") or [])
+            now = config_versions(files)
+            if changed_configs(record, files):
+                changes.append({name: now[name] for name in changed_configs(record, files)})
+            if changes:
+                new["resumed_with_changed"] = changes
     if record and record.get("datalist_written"):  # its datalist.json is training's own: rewritten with the new split
         new["datalist_written"] = True
     write_record(run, new)
     return new
+
+
+def config_versions(files: Sequence[str]) -> dict[str, str]:
+    """The recipe's version as run.json records it: each config file's name -> the SHA-256 of its content (a
+    file that cannot be read is left out)."""
+    out = {}
+    for f in files:
+        try:
+            out[Path(f).name] = file_sha256(f)
+        except OSError:
+            continue
+    return out
+
+
+def changed_configs(record: Mapping | None, files: Sequence[str]) -> list[str]:
+    """The config files of ``files`` whose content differs from the version ``record`` holds (`config_versions`);
+    none for a record from before versions were recorded."""
+    recorded = (record or {}).get("config_sha256") or {}
+    now = config_versions(files)
+    return [name for name, sha in now.items() if name in recorded and recorded[name] != sha]
 
 
 def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequence[dict]], *,
@@ -339,14 +372,15 @@ def recipe(record: Mapping | None) -> list[str] | None:
 
 def check_recipe(record: Mapping | None, run_dir: str | os.PathLike, argv: Sequence[str] | None = None) -> list[str]:
     """Warn when inference runs without an overlay its run trained with (a hand-built ``--config_file`` list:
-    budget.yaml's post-processing and TTA would be left out, and the Dice would not be the recipe's); returns the
-    overlays missing. The network, its grid, patch size and channels come from the record whatever the list
-    (`recorded_network`, `recorded_spacing`, `recorded_roi_size`, `channel_order`). Nothing to compare outside
-    MONAI's CLI (no ``--config_file`` in ``argv``) or for a run that recorded none."""
-    trained = recipe(record)
+    budget.yaml's post-processing and TTA would be left out, and the Dice would not be the recipe's), or with a
+    config file whose content changed since the run trained (`changed_configs`); returns the overlays missing. The
+    network, its grid, patch size and channels come from the record whatever the list (`recorded_network`,
+    `recorded_spacing`, `recorded_roi_size`, `channel_order`). Nothing to compare outside MONAI's CLI (no
+    ``--config_file`` in ``argv``) or for a run that recorded none."""
     given = config_files_in_argv(sys.argv if argv is None else argv)
-    if not trained or not given:
+    if not given or not record:
         return []
+    trained = recipe(record) or []
     names = {Path(f).name for f in given}
     missing = [f for f in trained if f not in names]
     if missing:
@@ -354,6 +388,11 @@ def check_recipe(record: Mapping | None, run_dir: str | os.PathLike, argv: Seque
                        "recipe's post-processing, say) are not applied. python -m pipeline infer --run %s uses the "
                        "run's own list; python -m pipeline.bundle configs inference --run %s prints it",
                        run_dir, ", ".join(missing), run_dir, run_dir)
+    changed = changed_configs(record, given)
+    if changed:
+        logger.warning("%s changed since %s was trained (their sha256 in its run.json): this inference applies their "
+                       "settings as they are now (post-processing, test-time augmentation), not as the run had them",
+                       ", ".join(changed), run_dir)
     return missing
 
 

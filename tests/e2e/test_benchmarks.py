@@ -257,21 +257,28 @@ def test_real_cases_are_copied_byte_for_byte_and_split_as_recorded(tmp_path: Pat
         assert len(set(test)) == 6 and set(test) <= set(real_cases.CASES)
 
 
-def test_oedema_contrast_prints_each_cases_oedema_against_its_normal_brain(tiny_dataset: Path) -> None:
+@pytest.mark.parametrize(("normalisation", "statistic"), [("zscore", "mean"), ("iqr", "median"),
+                                                          ("percentile", "median")])
+def test_oedema_contrast_prints_each_cases_oedema_against_its_normal_brain(tiny_dataset: Path, normalisation: str,
+                                                                          statistic: str) -> None:
     import nibabel as nib
 
-    result = run_module([sys.executable, "bench/oedema_contrast.py", str(tiny_dataset)], capture_output=True,
-                        text=True, cwd=REPO, timeout=120)
+    result = run_module([sys.executable, "bench/oedema_contrast.py", str(tiny_dataset), "--normalisation",
+                         normalisation, "--statistic", statistic], capture_output=True, text=True, cwd=REPO,
+                        timeout=120)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[1:]}
     folders = sorted(p for p in tiny_dataset.iterdir() if p.is_dir())
     assert sorted(rows) == [p.name for p in folders]
-    case = folders[0]  # its FLAIR oedema mean and WT size, counted here with numpy alone
+    case = folders[0]  # its FLAIR oedema level and WT size, counted here with numpy alone
     flair = np.asarray(nib.load(next(case.glob("*_flair.nii.gz"))).dataobj).astype(np.float64)
     seg = np.asarray(nib.load(next(case.glob("*_seg.nii.gz"))).dataobj)
     inside = flair[flair > 0]
-    oedema = ((flair[seg == 2] - inside.mean()) / inside.std()).mean()
-    assert float(rows[case.name][0]) == pytest.approx(oedema, abs=0.006)
+    q = dict(zip((5, 25, 50, 75, 95), np.percentile(inside, [5, 25, 50, 75, 95]), strict=True))
+    offset, scale = {"zscore": (inside.mean(), inside.std()), "iqr": (q[50], q[75] - q[25]),
+                     "percentile": (q[5], q[95] - q[5])}[normalisation]
+    level = (np.mean if statistic == "mean" else np.median)((flair[seg == 2] - offset) / scale)
+    assert float(rows[case.name][0]) == pytest.approx(level, abs=0.006)  # (printed to 2 decimals)
     assert int(rows[case.name][8]) == int((seg > 0).sum())
 
 

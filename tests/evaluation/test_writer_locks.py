@@ -74,3 +74,62 @@ def test_the_same_command_writes_once_the_folder_is_free_and_leaves_no_lock(writ
     argv, out = WRITERS[writer](tiny_dataset, tmp_path)
     assert pipeline_main(argv) == 0  # the command's end releases its folder: no release_held_folders() needed
     assert any(out.iterdir()) and not (out / FolderLock.NAME).exists()
+
+
+def _evaluated(tiny: Path, tmp: Path) -> tuple[Path, Path]:
+    from pipeline.evaluation.evaluate import evaluate
+
+    pred = corrupted_predictions(tiny, tmp / "pred", 1)
+    evaluate("legacy", pred, tiny, tmp / "eval")
+    return pred, tmp / "eval"
+
+
+def _py_evaluate(tiny: Path, tmp: Path) -> Path:
+    return _evaluated(tiny, tmp)[1]
+
+
+def _py_compare(tiny: Path, tmp: Path) -> Path:
+    from pipeline.evaluation.compare import compare
+
+    compare(tiny, [corrupted_predictions(tiny, tmp / f"alg{e}", e) for e in (0, 1)], tmp / "cmp", names=["a", "b"])
+    return tmp / "cmp"
+
+
+def _py_pictures(tiny: Path, tmp: Path) -> Path:
+    from pipeline.evaluation.plots import plot_evaluation
+
+    pred, evaluated = _evaluated(tiny, tmp)
+    plot_evaluation(evaluated, pred, tiny, out_dir=tmp / "pics")
+    return tmp / "pics"
+
+
+def _py_report(tiny: Path, tmp: Path) -> Path:
+    from pipeline.evaluation.evaluate import write_report
+
+    evaluated = _evaluated(tiny, tmp)[1]
+    write_report(evaluated)
+    return evaluated
+
+
+PYTHON_CALLERS: dict[str, Callable[[Path, Path], Path]] = {
+    "evaluate": _py_evaluate, "compare": _py_compare, "plot_evaluation": _py_pictures, "write_report": _py_report}
+
+
+@pytest.mark.parametrize("call", list(PYTHON_CALLERS))
+def test_a_python_caller_leaves_no_lock_once_the_function_returns(call: str, tiny_dataset: Path,
+                                                                  tmp_path: Path) -> None:
+    """A notebook calling evaluate() held the folder until its kernel ended: a second process was refused."""
+    out = PYTHON_CALLERS[call](tiny_dataset, tmp_path)
+    assert any(out.iterdir()) and not (out / FolderLock.NAME).exists()
+
+
+def test_a_report_is_refused_while_another_process_writes_its_folder(tiny_dataset: Path, tmp_path: Path,
+                                                                    other_process: int) -> None:
+    from pipeline.core.errors import UserError
+    from pipeline.evaluation.evaluate import write_report
+
+    evaluated = _evaluated(tiny_dataset, tmp_path)[1]
+    _plant(evaluated, other_process)
+    with pytest.raises(UserError, match=f"being written by another process \\(pid {other_process}"):
+        write_report(evaluated)
+    assert not (evaluated / "report.html").exists()

@@ -671,3 +671,49 @@ def test_inference_without_an_overlay_the_run_trained_with_warns_naming_it_and_t
         assert all(m in warned[-1] for m in missing)
     else:
         assert not warned
+
+
+@pytest.mark.parametrize("edited", [False, True])
+def test_a_resume_after_the_recipe_files_changed_warns_naming_them(tmp_path, monkeypatch, caplog, edited):
+    """The overlays' names were compared on resume, not their content: a budget.yaml edited (or updated with the
+    pipeline) between the start and the resume changed the recipe of the run's second half without a word."""
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    for name in ("common.yaml", "train.yaml", "variants/budget.yaml"):
+        (configs / Path(name).name).write_bytes((CONFIGS / name).read_bytes())
+    files = [str(configs / n) for n in ("common.yaml", "train.yaml", "budget.yaml")]
+    monkeypatch.setattr("sys.argv", ["monai.bundle", "run", "training", "--config_file", repr(files)])
+    run = tmp_path / "run"
+    started = _start(run)
+    assert started["config_sha256"]["budget.yaml"] == hashlib.sha256((configs / "budget.yaml").read_bytes()).hexdigest()
+    record_split(run, ([{"case": "a"}], [{"case": "b"}]))
+    _finish(run)
+    if edited:
+        (configs / "budget.yaml").write_text((configs / "budget.yaml").read_text() + "\nlearning_rate: 0.01\n")
+    with caplog.at_level("WARNING"):
+        _start(run, resume=True)
+    warned = [r.getMessage() for r in caplog.records if "changed since this run started" in r.getMessage()]
+    assert len(warned) == edited and (not edited or "budget.yaml" in warned[0] and "common.yaml" not in warned[0])
+    resumed = read_record(run)
+    assert resumed["config_sha256"] == started["config_sha256"]  # the version the run started with stays
+    assert [list(c) for c in resumed.get("resumed_with_changed", [])] == ([["budget.yaml"]] if edited else [])
+
+
+def test_inference_with_a_config_file_changed_since_training_warns_naming_it(tmp_path, caplog):
+    from pipeline.model.record import check_recipe, config_versions
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    for name in ("common.yaml", "train.yaml", "inference.yaml", "variants/budget.yaml"):
+        (configs / Path(name).name).write_bytes((CONFIGS / name).read_bytes())
+    trained = [str(configs / n) for n in ("common.yaml", "train.yaml", "budget.yaml")]
+    record = {"config_files": trained, "config_sha256": config_versions(trained)}
+    argv = ["run", "inference", "--config_file", repr([str(configs / n) for n in ("common.yaml", "inference.yaml",
+                                                                                  "budget.yaml")])]
+    with caplog.at_level("WARNING"):
+        check_recipe(record, tmp_path, argv)
+        assert not [r for r in caplog.records if r.levelname == "WARNING"]
+        (configs / "budget.yaml").write_text((configs / "budget.yaml").read_text() + "\nmin_tumour_fraction: 0\n")
+        check_recipe(record, tmp_path, argv)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and warned[0].startswith("budget.yaml changed since") and "common.yaml" not in warned[0]
