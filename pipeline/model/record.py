@@ -123,6 +123,8 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
     if resume and overwrite:
         raise RunError("--resume true and --overwrite true contradict each other: pass one of them")
     hold_folder(run, what="training")
+    files = config_files_in_argv(sys.argv)
+    versions, changed = config_versions(files), []  # the recipe's version (compared on resume, then recorded)
     found = _artefacts(ckpt)
     record = read_record(run)
     recorded = Path(record["ckpt_dir"]) if record and record.get("ckpt_dir") else None
@@ -163,7 +165,7 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
     if resume and record is not None and found:  # a checkpoint to continue: it must be the same run
         diffs = differing({k: record.get("ids", {}).get(k) for k in RESUME_IDS}, {k: ids.get(k) for k in RESUME_IDS})
         diffs += [f"network {d}" for d in differing(record.get("network", {}), network)]
-        before, now = recipe(record), recipe({"config_files": config_files_in_argv(sys.argv)})
+        before, now = recipe(record), recipe({"config_files": files})
         if before is not None and now is not None and before != now:  # budget.yaml is --minutes, fast.yaml --plain
             diffs.append(f"recipe (the config overlays) {before} -> {now} (budget.yaml is python -m pipeline train "
                          "--minutes N; fast.yaml is python -m pipeline train without --plain; a network's is python "
@@ -171,7 +173,7 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
         if diffs:
             raise RunError(f"--resume true: this run ({run / RUN_RECORD}) was started with other settings: "
                            f"{'; '.join(diffs)}. Pass the recorded values to continue it, or another --run_dir")
-        changed = changed_configs(record, config_files_in_argv(sys.argv))
+        changed = changed_configs(record, versions)
         if changed:
             logger.warning("--resume true: %s changed since this run started (their sha256 in %s): the rest of the "
                            "run trains with the changed recipe", ", ".join(changed), run / RUN_RECORD)
@@ -180,17 +182,15 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
                        "cannot be checked; pass --overwrite true to start afresh, or another --run_dir")
     if resume and not found:
         logger.info("--resume true: no checkpoint in %s, so training starts at epoch 1 with these settings", ckpt)
-    files = config_files_in_argv(sys.argv)
-    new = {"command": list(sys.argv), "config_files": files, "config_sha256": config_versions(files), "ids": ids,
+    new = {"command": list(sys.argv), "config_files": files, "config_sha256": versions, "ids": ids,
            "network": network, "ckpt_dir": str(ckpt.resolve())}  # whose models this record describes
     if resume and record is not None and found:
         new["split"] = record.get("split")
         if record.get("config_sha256"):  # the version the run started with stays; each resume's changes are added
             new["config_sha256"] = record["config_sha256"]
             changes = list(record.get("resumed_with_changed") or [])
-            now = config_versions(files)
-            if changed_configs(record, files):
-                changes.append({name: now[name] for name in changed_configs(record, files)})
+            if changed:
+                changes.append({name: versions[name] for name in changed})
             if changes:
                 new["resumed_with_changed"] = changes
     if record and record.get("datalist_written"):  # its datalist.json is training's own: rewritten with the new split
@@ -211,12 +211,11 @@ def config_versions(files: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def changed_configs(record: Mapping | None, files: Sequence[str]) -> list[str]:
-    """The config files of ``files`` whose content differs from the version ``record`` holds (`config_versions`);
-    none for a record from before versions were recorded."""
+def changed_configs(record: Mapping | None, versions: Mapping[str, str]) -> list[str]:
+    """The config files of ``versions`` (`config_versions` of the files given now) whose content differs from the
+    version ``record`` holds; none for a record from before versions were recorded."""
     recorded = (record or {}).get("config_sha256") or {}
-    now = config_versions(files)
-    return [name for name, sha in now.items() if name in recorded and recorded[name] != sha]
+    return [name for name, sha in versions.items() if name in recorded and recorded[name] != sha]
 
 
 def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequence[dict]], *,
@@ -388,7 +387,7 @@ def check_recipe(record: Mapping | None, run_dir: str | os.PathLike, argv: Seque
                        "recipe's post-processing, say) are not applied. python -m pipeline infer --run %s uses the "
                        "run's own list; python -m pipeline.bundle configs inference --run %s prints it",
                        run_dir, ", ".join(missing), run_dir, run_dir)
-    changed = changed_configs(record, given)
+    changed = changed_configs(record, config_versions(given))
     if changed:
         logger.warning("%s changed since %s was trained (their sha256 in its run.json): this inference applies their "
                        "settings as they are now (post-processing, test-time augmentation), not as the run had them",
