@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.core.config import ALL_FOLDS, config_files_in_argv
+from pipeline.core.config import ALL_FOLDS, config_files_in_argv, overrides_in_argv
 from pipeline.core.errors import VERB_ENV, UserError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "bundle" / "configs"
@@ -194,16 +194,27 @@ def inference_files(run_dir: str | os.PathLike, record: dict | None = None, *, e
 
 
 def inference_command(run_dir: str | os.PathLike, overrides: dict | None = None, *, quiet: bool = False,
-                      record: dict | None = None) -> list[str]:
+                      record: dict | None = None, extra: Sequence[str] = ()) -> list[str]:
     """The ``python -m monai.bundle run inference`` command of a trained run (`inference_files`), with
-    ``--run_dir`` and ``overrides``; ``quiet`` as in `command`."""
+    ``--run_dir``, the run's preprocessing overrides (`pipeline.model.recipe.recorded_preprocessing`), then
+    ``overrides`` and the words ``extra`` (``--id value ...``); an id given there replaces the run's (and the
+    inference then refuses another value than the run's); ``quiet`` as in `command`."""
+    from monai.bundle.reference_resolver import ReferenceResolver  # here: the Makefile runs this module without torch
+
+    from pipeline.model.recipe import recorded_preprocessing
+    from pipeline.model.record import read_record
+
+    record = (read_record(run_dir) or {}) if record is None else record
     files = inference_files(run_dir, record)
     cmd = [sys.executable, "-m", "pipeline.bundle" if quiet else "monai.bundle", "run", "inference",
            "--config_file", config_list(files), "--meta_file", str(CONFIGS / "metadata.json"),
            "--logging_file", str(CONFIGS / "logging.conf"), "--run_dir", str(run_dir)]
-    for key, value in (overrides or {}).items():
-        cmd += [f"--{key}", str(value)]
-    return cmd
+    given = {ReferenceResolver.normalize_id(str(k)): v for k, v in (overrides or {}).items()}
+    later = set(overrides_in_argv(extra))
+    for key, value in {**recorded_preprocessing(record), **given}.items():
+        if key not in later:
+            cmd += [f"--{key}", str(value)]
+    return cmd + [str(w) for w in extra]
 
 
 def python_path() -> str:
@@ -242,8 +253,11 @@ def next_command(run_dir: str | os.PathLike, record: dict | None = None) -> str:
         where = f"--datalist {datalist} --infer_fold {ids.get('fold', 0)}"
     else:
         where = f"--dataset_dir {ids.get('dataset_dir') or 'DATA'}"
+    from pipeline.model.recipe import preprocessing_flags, recorded_preprocessing
+
+    flags = preprocessing_flags(recorded_preprocessing(record))  # the run's own: inference refuses others
     return (f'{python_path()} -m monai.bundle run inference --config_file "{configs}" --run_dir {run_dir} '
-            f"{where}")
+            f"{where}{' ' + flags if flags else ''}")
 
 
 def print_next_command(run_dir: str | os.PathLike, record: dict | None) -> None:

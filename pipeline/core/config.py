@@ -152,3 +152,34 @@ def config_files_in_argv(argv: Sequence[str]) -> list[str]:
                 parsed = value.split(",")
             return [str(p) for p in (parsed if isinstance(parsed, (list, tuple)) else [parsed])]
     return []
+
+
+#: The named arguments of ``python -m monai.bundle run``: every other ``--name`` is a config override.
+BUNDLE_RUN_ARGS = ("run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking",
+                   "args_file")
+
+
+def overrides_in_argv(argv: Sequence[str]) -> dict[str, str]:
+    """The config overrides of a ``python -m monai.bundle run`` command line, ``{id: value}`` as given (strings;
+    ``--id value`` or ``--id=value``, a ``--flag`` without a value is ``"True"``), ids in MONAI's normal form
+    (``a#b`` is ``a::b``), without `BUNDLE_RUN_ARGS`."""
+    from monai.bundle.reference_resolver import ReferenceResolver  # here: pipeline.bundle imports this module bare
+
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        arg = str(argv[i])
+        i += 1
+        if not arg.startswith("--") or arg == "--":
+            continue
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i < len(argv) and not str(argv[i]).startswith("--"):
+                value, i = str(argv[i]), i + 1
+            else:
+                value = "True"
+        key = ReferenceResolver.normalize_id(key)
+        if key not in BUNDLE_RUN_ARGS:
+            out[key] = value
+    return out
+

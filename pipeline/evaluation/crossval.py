@@ -37,7 +37,7 @@ def _bundle_inference(fold_dir: Path, datalist: Path, fold: int, out: Path, fast
     ``fast`` only for a fold whose run.json names no config files (a run from before they were recorded)."""
     ids = {"datalist": datalist, "infer_fold": fold, "output_dir": out, "label_scheme": scheme}
     if (record or {}).get("config_files"):
-        cmd = inference_command(fold_dir, ids, record=record) + list(extra)
+        cmd = inference_command(fold_dir, ids, record=record, extra=extra)
     else:
         cmd = command("inference", {"run_dir": fold_dir, **ids}, fast=fast) + list(extra)
     print(" ".join(str(c) for c in cmd), flush=True)

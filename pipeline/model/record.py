@@ -25,6 +25,13 @@ from pipeline.data.layouts import order_by_name
 from pipeline.data.source import DataSource
 from pipeline.data.transforms import parse_spacing
 from pipeline.model.network import check_roi_size, network_spec
+from pipeline.model.recipe import (
+    changed_configs,
+    config_versions,
+    preprocessing_overrides,
+    recipe,
+    recorded_preprocessing,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +43,10 @@ RUN_RECORD = "run.json"
 RUN_ARTEFACTS = ("checkpoint.pt", "model.pt", "model_last.pt")
 
 
-#: Ids that must equal the record's for ``--resume true``.
-RESUME_IDS = ("dataset_dir", "datalist", "datalist_sha256", "label_scheme", "fold", "folds", "seed", "spacing")
+#: Ids that must equal the record's for ``--resume true`` (``preprocessing``: the command line's overrides of the
+#: shared preprocessing, `pipeline.model.recipe.recorded_preprocessing`).
+RESUME_IDS = ("dataset_dir", "datalist", "datalist_sha256", "label_scheme", "fold", "folds", "seed", "spacing",
+              "preprocessing")
 
 
 class RunError(UserError):
@@ -59,8 +68,10 @@ def write_record(run_dir: str | os.PathLike, record: Mapping) -> None:
     atomic_write_text(Path(run_dir) / RUN_RECORD, json.dumps(record, indent=2, default=str))
 
 
-def run_ids(data: DataSource, *, fold: object, roi_size: Sequence[int], spacing: object = None) -> dict:
-    """The ids recorded for a training run on ``data`` (paths resolved, the datalist's content hashed)."""
+def run_ids(data: DataSource, *, fold: object, roi_size: Sequence[int], spacing: object = None,
+            argv: Sequence[str] | None = None) -> dict:
+    """The ids recorded for a training run on ``data`` (paths resolved, the datalist's content hashed), with the
+    overrides of the shared preprocessing on its command line ``argv`` (default ``sys.argv``)."""
     dataset_dir, datalist = data.dataset_dir, data.datalist_path
     return {
         "dataset_dir": str(Path(dataset_dir).expanduser().resolve()) if dataset_dir and not datalist else None,
@@ -73,6 +84,7 @@ def run_ids(data: DataSource, *, fold: object, roi_size: Sequence[int], spacing:
         "seed": data.seed,
         "roi_size": [int(s) for s in roi_size],
         "spacing": spacing_value(spacing),
+        "preprocessing": preprocessing_overrides(sys.argv if argv is None else argv),
     }
 
 
@@ -163,7 +175,8 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
                        "(the training state), so there is nothing to continue: training would start at epoch 1 and "
                        "replace them. Pass --overwrite true to start afresh, or another --run_dir")
     if resume and record is not None and found:  # a checkpoint to continue: it must be the same run
-        diffs = differing({k: record.get("ids", {}).get(k) for k in RESUME_IDS}, {k: ids.get(k) for k in RESUME_IDS})
+        was = {**{k: record.get("ids", {}).get(k) for k in RESUME_IDS}, "preprocessing": recorded_preprocessing(record)}
+        diffs = differing(was, {k: ids.get(k) for k in RESUME_IDS})
         diffs += [f"network {d}" for d in differing(record.get("network", {}), network)]
         before, now = recipe(record), recipe({"config_files": files})
         if before is not None and now is not None and before != now:  # budget.yaml is --minutes, fast.yaml --plain
@@ -199,23 +212,6 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
     return new
 
 
-def config_versions(files: Sequence[str]) -> dict[str, str]:
-    """The recipe's version as run.json records it: each config file's name -> the SHA-256 of its content (a
-    file that cannot be read is left out)."""
-    out = {}
-    for f in files:
-        try:
-            out[Path(f).name] = file_sha256(f)
-        except OSError:
-            continue
-    return out
-
-
-def changed_configs(record: Mapping | None, versions: Mapping[str, str]) -> list[str]:
-    """The config files of ``versions`` (`config_versions` of the files given now) whose content differs from the
-    version ``record`` holds; none for a record from before versions were recorded."""
-    recorded = (record or {}).get("config_sha256") or {}
-    return [name for name, sha in versions.items() if name in recorded and recorded[name] != sha]
 
 
 def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequence[dict]], *,
@@ -346,8 +342,8 @@ def check_held_out(record: Mapping | None, items: Sequence[dict], infer_fold: ob
 
 def model_interface(record: Mapping | None) -> dict:
     """What a trained model takes and gives, from its run.json: the network (its recorded arguments), the regions
-    it outputs (its label scheme's), its input channels in order, the voxel size it computes at and its recipe
-    (the overlays it trained with, whose inference settings apply to it). Two models
+    it outputs (its label scheme's), its input channels in order, the voxel size it computes at, its preprocessing
+    overrides and its recipe (the overlays it trained with, whose inference settings apply to it). Two models
     that differ in any of these cannot stand in for each other: a fold ensemble feeds them one input, resampled
     and ordered for the first, and writes one set of regions. None where the record has no value."""
     ids = (record or {}).get("ids") or {}
@@ -356,43 +352,10 @@ def model_interface(record: Mapping | None) -> dict:
             "regions": list(describe(scheme).regions) if scheme else None,
             "channels": [canonical_channel(str(c)) for c in ids.get("channels") or []] or None,
             "spacing": spacing_value(ids.get("spacing")),
+            "preprocessing": recorded_preprocessing(record) if record else None,
             "recipe": recipe(record)}
 
 
-def recipe(record: Mapping | None) -> list[str] | None:
-    """The overlays a run was trained with (``fast.yaml``, ``budget.yaml``, a network's), by file name: what its
-    inference applies besides common + inference (`pipeline.bundle.inference_files`: the budget recipe's
-    post-processing, say); None where the record names no config files."""
-    files = (record or {}).get("config_files")
-    if not files:
-        return None
-    return [Path(f).name for f in files if Path(f).name not in ("common.yaml", "train.yaml", "multi_gpu_train.yaml")]
-
-
-def check_recipe(record: Mapping | None, run_dir: str | os.PathLike, argv: Sequence[str] | None = None) -> list[str]:
-    """Warn when inference runs without an overlay its run trained with (a hand-built ``--config_file`` list:
-    budget.yaml's post-processing and TTA would be left out, and the Dice would not be the recipe's), or with a
-    config file whose content changed since the run trained (`changed_configs`); returns the overlays missing. The
-    network, its grid, patch size and channels come from the record whatever the list (`recorded_network`,
-    `recorded_spacing`, `recorded_roi_size`, `channel_order`). Nothing to compare outside MONAI's CLI (no
-    ``--config_file`` in ``argv``) or for a run that recorded none."""
-    given = config_files_in_argv(sys.argv if argv is None else argv)
-    if not given or not record:
-        return []
-    trained = recipe(record) or []
-    names = {Path(f).name for f in given}
-    missing = [f for f in trained if f not in names]
-    if missing:
-        logger.warning("%s trained with %s, which this inference's --config_file leaves out: its settings (the budget "
-                       "recipe's post-processing, say) are not applied. python -m pipeline infer --run %s uses the "
-                       "run's own list; python -m pipeline.bundle configs inference --run %s prints it",
-                       run_dir, ", ".join(missing), run_dir, run_dir)
-    changed = changed_configs(record, config_versions(given))
-    if changed:
-        logger.warning("%s changed since %s was trained (their sha256 in its run.json): this inference applies their "
-                       "settings as they are now (post-processing, test-time augmentation), not as the run had them",
-                       ", ".join(changed), run_dir)
-    return missing
 
 
 def check_regions(record: Mapping | None, description: Description) -> Description:

@@ -656,7 +656,7 @@ def test_a_resume_with_another_recipe_is_refused_naming_the_overlays(tmp_path, m
 def test_inference_without_an_overlay_the_run_trained_with_warns_naming_it_and_the_runs_own_list(
         given: list[str], missing: list[str], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from pipeline.bundle import inference_files
-    from pipeline.model.record import check_recipe
+    from pipeline.model.recipe import check_recipe
 
     record = {"config_files": [str(CONFIGS / f) for f in ("common.yaml", "train.yaml", "variants/fast.yaml",
                                                           "variants/budget.yaml")]}
@@ -700,7 +700,7 @@ def test_a_resume_after_the_recipe_files_changed_warns_naming_them(tmp_path, mon
 
 
 def test_inference_with_a_config_file_changed_since_training_warns_naming_it(tmp_path, caplog):
-    from pipeline.model.record import check_recipe, config_versions
+    from pipeline.model.recipe import check_recipe, config_versions
 
     configs = tmp_path / "configs"
     configs.mkdir()
