@@ -156,6 +156,9 @@ def scheme_hint(values: set[int], scheme: str, layout: str | None = None, option
     fits = [s for s in fits if not any(allowed_labels(t) < allowed_labels(s) for t in fits)]
     if fits:
         hints = [_SCHEME_HINTS.get(s, "For that data set {option} " + s).format(option=option) for s in fits]
+        if "brats2024" in fits and 4 in values and 3 not in values:  # no ET beside the 4: it may be ET, numbered 4
+            hints.append("if 4 is the enhancing tumour instead (BraTS 2018-2021's numbering under BraTS 2023+ file "
+                         "names), relabel 4 -> 3 and keep the scheme; brats2024 would score it as resection cavity")
         return ". " + "; ".join([hints[0], *(h[0].lower() + h[1:] if h.startswith("For ") else h for h in hints[1:])])
     return ". Relabel the file to the scheme's values, or check that it is a segmentation"
 

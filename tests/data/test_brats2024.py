@@ -118,6 +118,8 @@ def test_a_wrong_label_value_suggests_the_scheme_the_file_naming_allows(values: 
     named = sorted(set(re.findall(r"--label_scheme (\w+)", hint)))
     assert named == sorted(suggested), hint
     assert ("Relabel the file" in hint) == (not suggested)
+    # 4 without 3 under BraTS 2023+ names: the resection cavity of a case without ET, or ET in the old numbering
+    assert ("relabel 4 -> 3" in hint) == ("brats2024" in suggested and 3 not in values), hint
 
 
 def test_brats2021_data_checked_as_brats2023_is_sent_back_to_brats(layout_datasets) -> None:
