@@ -67,13 +67,16 @@ $(VENV)/.installed-%: $(STAMP)
 demo:
 	@t0=$$(date +%s); $(MAKE) --no-print-directory venv && $(PY) -m pipeline demo --started-at $$t0
 
+# the tests in worker processes, one per core (at most 4): most of the e2e tests' time is a child process's start
+PYTEST := $(PY) -m pytest -q --numprocesses auto --maxprocesses 4 --dist worksteal
+
 test: lint $(TEST_STAMP) browser
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 # the fast loop: everything but tests/e2e (the runs through the MONAI CLI, the scripts and the browser); the tests
 # of an extra that is not installed are skipped (make test installs them all)
 test-fast: lint
-	$(PY) -m pytest -q --ignore=tests/e2e
+	$(PYTEST) --ignore=tests/e2e
 
 lint: $(DEV_STAMP)
 	$(PY) -m ruff check pipeline tests bench
@@ -113,7 +116,8 @@ cv-summary: venv
 # the folds' own recipe (fold_<first>/run.json's config files, as `pipeline cv` reads them), not the variables'
 infer-ensemble: venv
 	$(PY) -m monai.bundle run inference --config_file "$(shell $(PY) -m pipeline.bundle configs inference --ensemble --run $(RUN)/fold_$(firstword $(FOLDS)))" $(BUNDLE_ARGS) --dataset_dir $(DATASET) --run_dir $(RUN) --output_dir $(RUN)/seg_ensemble \
-		--ensemble_folds "[$(shell echo $(FOLDS) | tr ' ' ',')]" $(ARGS)
+		--ensemble_folds "[$(shell echo $(FOLDS) | tr ' ' ',')]" \
+		$(shell $(PY) -m pipeline.bundle flags inference --run $(RUN)/fold_$(firstword $(FOLDS))) $(ARGS)
 
 # the bundle's metadata.json against MONAI's schema (the copy in tests/resources: nothing is downloaded)
 metadata: extra-metadata

@@ -184,11 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     train_dir, test_dir = Path(args.train_dir).resolve(), Path(args.test_dir).resolve()
     if args.folds > 1:
         datalist = run / "datalist.json"
-        made = subprocess.run([sys.executable, "-m", "pipeline", "datalist", str(train_dir), "--out", str(datalist),
-                               "--folds", str(FOLDS), "--seed", str(args.seed)], cwd=REPO, capture_output=True,
-                              text=True)
-        if made.returncode != 0:  # its own one-line refusal, last
-            lines = (made.stderr or made.stdout).strip().splitlines() or ["(no output)"]
+        log = out / "datalist.log"
+        with open(log, "w") as written:  # a stop reaches the command (run_child), as it reaches each stage
+            made = run_child([sys.executable, "-m", "pipeline", "datalist", str(train_dir), "--out", str(datalist),
+                              "--folds", str(FOLDS), "--seed", str(args.seed)], cwd=REPO, stdout=written,
+                             stderr=subprocess.STDOUT)
+        if made != 0:  # its own one-line refusal, last
+            lines = log.read_text().strip().splitlines() or ["(no output)"]
             raise SystemExit(f"bench_accuracy: the datalist of {train_dir} could not be written: {lines[-1]}")
         runs = [run / f"fold_{f}" for f in range(args.folds)]
         train_s = sum(_run(f"training fold {f}", command("training", {

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.timing import machine  # noqa: E402
-from pipeline.bundle import command  # noqa: E402
+from pipeline.bundle import inference_command  # noqa: E402
 
 #: name -> bundle overrides. Thresholds are scaled to the demo's 96 x 96 x 64 volumes (BraTS 2020's winner
 #: used 500 ET voxels on 240 x 240 x 155, 15x more voxels).
@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--reference", help="with --datalist: the dataset folder holding the cases' labels")
     parser.add_argument("--only", help="with --datalist: the variants whose name contains this text")
-    parser.add_argument("--budget", action="store_true", help="the run is of the budget recipe (fast + budget)")
+    parser.add_argument("--budget", action="store_true", help="no effect, kept for older command lines: inference "
+                        "applies the run's own recipe and preprocessing, as its run.json names them")
     args = parser.parse_args(argv)
     if args.datalist:
         return _validation(args)
@@ -80,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, overrides in VARIANTS.items():
         out = run / "bench_pp" / name.split()[0].lower().replace("<", "")
         seg = out / "seg"
-        cmd = command("inference", {"dataset_dir": heldout, "run_dir": run, "output_dir": seg, "device": args.device,
-                                    "overwrite": True, **overrides}, demo=True)
+        cmd = inference_command(run, {"dataset_dir": heldout, "output_dir": seg, "device": args.device,
+                                      "overwrite": True, **overrides})  # the run's own recipe and preprocessing
         t = time.perf_counter()
         returncode, output = _run(cmd)
         if returncode != 0:
@@ -130,9 +131,8 @@ def _validation(args: argparse.Namespace) -> int:
             continue
         out = run.parent / "bench_pp" / (re.sub(r"[^\w.-]+", "", "_".join(f"{k}_{v}" for k, v in overrides.items()))
                                          or "plain")
-        cmd = command("inference", {"datalist": datalist, "infer_fold": args.fold, "run_dir": run,
-                                    "output_dir": out / "seg", "device": args.device, "overwrite": True,
-                                    **overrides}, fast=args.budget, budget=args.budget)
+        cmd = inference_command(run, {"datalist": datalist, "infer_fold": args.fold, "output_dir": out / "seg",
+                                      "device": args.device, "overwrite": True, **overrides})
         t = time.perf_counter()
         returncode, output = _run(cmd)
         if returncode != 0:

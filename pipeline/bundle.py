@@ -288,7 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_quietly(argv)
         return 0
     parser = argparse.ArgumentParser(prog="python -m pipeline.bundle", description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["configs", "run"], help="configs: print the --config_file list; run: "
+    parser.add_argument("what", choices=["configs", "flags", "run"], help="configs: print the --config_file list; "
+                        "flags: with --run, the run's preprocessing overrides, which its inference must pass; run: "
                         "python -m monai.bundle run ... with MONAI's harmless notices silenced")
     parser.add_argument("run_id", choices=list(STAGES))
     parser.add_argument("--fast", action="store_true")
@@ -302,9 +303,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "built from the flags")
     args = parser.parse_args(argv)
     try:
+        if args.what == "flags" and not args.run:
+            raise UserError("flags: pass --run RUN_DIR, the trained run whose preprocessing overrides to print")
         if args.run:
             if args.run_id != "inference":
                 raise UserError("--run gives the inference list of a trained run: pass run_id inference")
+            if args.what == "flags":
+                from pipeline.model.recipe import preprocessing_flags, recorded_preprocessing
+                from pipeline.model.record import read_record
+
+                print(preprocessing_flags(recorded_preprocessing(read_record(args.run))))
+                return 0
             print(config_list(inference_files(args.run, ensemble=args.ensemble)))
             return 0
         print(config_list(config_files(args.run_id, fast=args.fast, network=args.network, budget=args.budget,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 from collections.abc import Mapping, Sequence
 
 from pipeline.core.errors import UserError
@@ -141,45 +142,67 @@ def differing(recorded: Mapping, current: Mapping) -> list[str]:
 
 
 def config_files_in_argv(argv: Sequence[str]) -> list[str]:
-    """The ``--config_file`` list of a ``python -m monai.bundle`` command line, as given."""
-    for i, arg in enumerate(argv):
-        value = arg.split("=", 1)[1] if arg.startswith("--config_file=") else (
-            argv[i + 1] if arg == "--config_file" and i + 1 < len(argv) else None)
-        if value is not None:
-            try:
-                parsed = ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                parsed = value.split(",")
-            return [str(p) for p in (parsed if isinstance(parsed, (list, tuple)) else [parsed])]
-    return []
-
+    """The ``--config_file`` list of a ``python -m monai.bundle`` command line, as MONAI reads it
+    (`bundle_arguments`: the last one given, or the ``--args_file``'s)."""
+    value = bundle_arguments(argv).get("config_file")
+    if value is None:
+        return []
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            value = value.split(",")
+    return [str(p) for p in (value if isinstance(value, (list, tuple)) else [value])]
 
 #: The named arguments of ``python -m monai.bundle run``: every other ``--name`` is a config override.
 BUNDLE_RUN_ARGS = ("run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking",
                    "args_file")
 
 
-def overrides_in_argv(argv: Sequence[str]) -> dict[str, str]:
-    """The config overrides of a ``python -m monai.bundle run`` command line, ``{id: value}`` as given (strings;
-    ``--id value`` or ``--id=value``, a ``--flag`` without a value is ``"True"``), ids in MONAI's normal form
-    (``a#b`` is ``a::b``), without `BUNDLE_RUN_ARGS`."""
+def _is_flag(word: str) -> bool:
+    """fire's ``_IsFlag``: ``--name``, or ``-name`` (a negative number is a value)."""
+    return word.startswith("--") or re.match(r"^-[a-zA-Z]", word) is not None
+
+
+def bundle_arguments(argv: Sequence[str]) -> dict[str, object]:
+    """The keyword arguments of a ``python -m monai.bundle`` command line as MONAI's CLI reads them (fire 0.7's
+    ``_ParseKeywordArgs`` and ``DefaultParseValue``, re-stated here since fire keeps them private):
+    ``--name value``, ``--name=value`` or ``-name value``, leading dashes stripped and ``-`` in a name read as
+    ``_``; a flag followed by another flag (or last) is True; values parsed as fire parses them (``4`` an int,
+    ``[2,2,2]`` a list, ``percentile`` a string); the last of a name given twice wins; nothing after a lone
+    ``--`` (fire's own flags). Names in MONAI's normal form (``a#b`` is ``a::b``), and an ``--args_file``'s
+    values merged under the command line's, as MONAI's ``update_kwargs`` merges them."""
+    from fire.parser import DefaultParseValue
     from monai.bundle.reference_resolver import ReferenceResolver  # here: pipeline.bundle imports this module bare
 
-    out: dict[str, str] = {}
+    words = [str(w) for w in argv]
+    words = words[:words.index("--")] if "--" in words else words
+    out: dict[str, object] = {}
     i = 0
-    while i < len(argv):
-        arg = str(argv[i])
+    while i < len(words):
+        word = words[i]
         i += 1
-        if not arg.startswith("--") or arg == "--":
+        if not _is_flag(word):
             continue
-        key, eq, value = arg[2:].partition("=")
-        if not eq:
-            if i < len(argv) and not str(argv[i]).startswith("--"):
-                value, i = str(argv[i]), i + 1
-            else:
-                value = "True"
-        key = ReferenceResolver.normalize_id(key)
-        if key not in BUNDLE_RUN_ARGS:
-            out[key] = value
+        key, eq, value = word.lstrip("-").partition("=")
+        key = ReferenceResolver.normalize_id(key.replace("-", "_"))
+        if eq:
+            out[key] = DefaultParseValue(value)
+        elif i < len(words) and not _is_flag(words[i]):
+            out[key] = DefaultParseValue(words[i])
+            i += 1
+        else:
+            out[key] = True
+    args_file = out.get("args_file")
+    if isinstance(args_file, str) and os.path.isfile(args_file):
+        from monai.bundle import ConfigParser
+
+        given = ConfigParser.load_config_file(args_file)
+        out = {**{ReferenceResolver.normalize_id(str(k)): v for k, v in dict(given).items()}, **out}
     return out
 
+
+def overrides_in_argv(argv: Sequence[str]) -> dict[str, object]:
+    """The config overrides of a ``python -m monai.bundle run`` command line (`bundle_arguments` without
+    `BUNDLE_RUN_ARGS`): ``{id: value}``."""
+    return {k: v for k, v in bundle_arguments(argv).items() if k not in BUNDLE_RUN_ARGS}

@@ -16,6 +16,7 @@ from monai.transforms import FgBgToIndicesd, InvertibleTransform, MapTransform, 
 from monai.transforms.inverse import TraceableTransform
 from monai.utils import TraceKeys
 
+from pipeline.core.config import as_bool
 from pipeline.core.errors import UserError
 from pipeline.data.labels import describe, has_ignore, join_ignore, labels_to_regions, regions_with_ignore, split_ignore
 
@@ -91,31 +92,49 @@ class LabelsToRegionsd(MapTransform):
         return labels_to_regions(label, self.scheme)
 
 
-#: The intensity normalisations of `NormalizeBraind` (common.yaml's ``normalization``).
+#: The intensity normalisations of `NormalizeBraind` (common.yaml's ``normalization``), the default first.
 NORMALIZATIONS = ("zscore", "percentile")
+
+
+def parse_normalization(value: object) -> str:
+    """The ``normalization`` id as a name of `NORMALIZATIONS` (None: the default, ``zscore``).
+
+    Raises:
+        UserError: another value, naming the choices.
+    """
+    if value is None:
+        return NORMALIZATIONS[0]
+    if str(value) not in NORMALIZATIONS:
+        raise UserError(f"--normalization {value!r}: expected one of {', '.join(NORMALIZATIONS)}")
+    return str(value)
 
 
 class NormalizeBraind(MapTransform):
     """Normalise each channel of an image ``(C, H, W, D)`` inside the brain (its nonzero voxels; the background
     stays 0), to float32:
 
-    - ``zscore``: ``(x - mean) / sd`` (MONAI's ``NormalizeIntensity(nonzero=True, channel_wise=True)``, the
-      recipe's);
-    - ``percentile``: ``(x - p5) / (p95 - p5)``, the brain's 5th and 95th percentiles: statistics a large tumour
-      moves less than the mean and sd (docs/recipe.md), so that its oedema keeps its contrast.
+    - ``zscore``: ``(x - mean) / sd``, MONAI's ``NormalizeIntensity`` (``nonzero``, ``channel_wise``: its own
+      arguments, True by default here), the recipe's;
+    - ``percentile``: ``(x - p5) / (p95 - p5)``, the brain's 5th and 95th percentiles per channel: statistics a
+      large tumour moves less than the mean and sd (docs/recipe.md), so that its oedema keeps its level.
 
     A channel without spread (sd or ``p95 - p5`` of 0) is only shifted.
 
     Raises:
-        UserError: ``method`` is none of `NORMALIZATIONS`.
+        UserError: ``method`` is none of `NORMALIZATIONS`, or ``percentile`` with ``nonzero`` or ``channel_wise``
+            off (it is computed per channel inside the brain only).
     """
 
-    def __init__(self, keys: KeysCollection, method: str = "zscore", allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection, method: str = "zscore", nonzero: bool = True,
+                 channel_wise: bool = True, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        if str(method) not in NORMALIZATIONS:
-            raise UserError(f"--normalization {method!r}: expected one of {', '.join(NORMALIZATIONS)}")
-        self.method = str(method)
-        self._zscore = NormalizeIntensity(nonzero=True, channel_wise=True)
+        self.method = parse_normalization(method)
+        self.nonzero, self.channel_wise = as_bool(nonzero, "normalize#nonzero"), as_bool(channel_wise,
+                                                                                           "normalize#channel_wise")
+        if self.method == "percentile" and not (self.nonzero and self.channel_wise):
+            raise UserError("--normalization percentile is computed per channel inside the brain: drop "
+                            "normalize#nonzero / normalize#channel_wise false (they apply to zscore)")
+        self._zscore = NormalizeIntensity(nonzero=self.nonzero, channel_wise=self.channel_wise)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -125,14 +144,15 @@ class NormalizeBraind(MapTransform):
 
 
 def _percentile_normalize(img: torch.Tensor) -> torch.Tensor:
+    """``img`` ``(C, H, W, D)`` -> float32, each channel's nonzero voxels mapped by ``(x - p5) / (p95 - p5)`` of
+    those voxels (a voxel at p5 becomes 0, as the background stays)."""
     out = img.to(torch.float32).clone()
     for c in range(out.shape[0]):
         channel = out[c]
         brain = channel != 0
         if not bool(brain.any()):
             continue
-        values = channel[brain].double().cpu().numpy()
-        low, high = np.percentile(values, [5, 95])
+        low, high = np.percentile(channel[brain].double().cpu().numpy(), [5, 95])
         scale = float(high - low) or 1.0
         channel[brain] = ((channel[brain].double() - float(low)) / scale).to(torch.float32)
     return out

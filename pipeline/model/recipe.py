@@ -5,6 +5,7 @@ left out or a file changed (`check_recipe`)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -19,41 +20,44 @@ from pipeline.core.files import file_sha256
 logger = logging.getLogger(__name__)
 
 
-#: The shared preprocessing's ids (common.yaml) that a training command line may override (``--normalization
-#: percentile``, ``--crop_foreground#margin 4``): recorded in run.json (``ids.preprocessing``) and applied by
-#: inference, whose windows must see what training saw. The voxel size, patch size and channels are recorded by
-#: value instead (``ids.spacing``, ``roi_size``, ``channels``; `pipeline.model.record.recorded_spacing`, ...).
-PREPROCESSING_IDS = ("normalization", "normalize", "load_image", "select_channels", "orient", "crop_foreground",
-                     "resample")
+#: The shared preprocessing's components (common.yaml) whose settings a training command line may override
+#: (``--crop_foreground#margin 4``, ``--normalize#nonzero false``): recorded in run.json (``ids.preprocessing``)
+#: and applied by inference, whose windows must see what training saw. The named options are recorded by value
+#: instead, and inference takes them from the record: ``spacing``, ``normalization``, ``roi_size``, ``channels``
+#: (`pipeline.model.record.recorded_spacing`, `recorded_normalization`, ...).
+PREPROCESSING_IDS = ("load_image", "select_channels", "orient", "crop_foreground", "resample", "normalize")
 
 
-def preprocessing_overrides(argv: Sequence[str]) -> dict[str, str]:
-    """The overrides of `PREPROCESSING_IDS` (or of an id below one, ``normalize::method``) on a ``python -m
-    monai.bundle run`` command line: ``{id: value}``, as given."""
-    return {k: v for k, v in overrides_in_argv(argv).items() if k.split("::")[0] in PREPROCESSING_IDS}
+def preprocessing_overrides(argv: Sequence[str]) -> dict[str, object]:
+    """The overrides of an id of `PREPROCESSING_IDS` or below one (``normalize::nonzero``) on a ``python -m
+    monai.bundle run`` command line: ``{id: value}``, values as MONAI's CLI reads them (`overrides_in_argv`) and
+    as JSON keeps them (a tuple is a list)."""
+    found = {k: v for k, v in overrides_in_argv(argv).items() if k.split("::")[0] in PREPROCESSING_IDS}
+    return json.loads(json.dumps(found, default=str))
 
 
-def recorded_preprocessing(record: Mapping | None) -> dict[str, str]:
-    """The preprocessing overrides a run trained with (run.json's ``ids.preprocessing``; a record from before it
-    was recorded: those of its command line); ``{}`` for none, or without a record."""
+def recorded_preprocessing(record: Mapping | None) -> dict[str, object]:
+    """The preprocessing overrides a run trained with (run.json's ``ids.preprocessing``; a record from before they
+    were recorded: those of its command line, the last start's or resume's); ``{}`` for none, or no record."""
     ids = (record or {}).get("ids") or {}
     if "preprocessing" in ids:
         return dict(ids["preprocessing"] or {})
     return preprocessing_overrides((record or {}).get("command") or [])
 
 
-def preprocessing_flags(overrides: Mapping[str, str]) -> str:
+def preprocessing_flags(overrides: Mapping[str, object]) -> str:
     """``--id value ...`` of ``overrides``, as a shell takes them."""
     return " ".join(f"--{k} {shlex.quote(str(v))}" for k, v in overrides.items())
 
 
 def check_preprocessing(record: Mapping | None, run_dir: str | os.PathLike,
-                        argv: Sequence[str] | None = None) -> dict[str, str]:
+                        argv: Sequence[str] | None = None) -> dict[str, object]:
     """Refuse an inference whose command line overrides the shared preprocessing otherwise than its run's training
-    did (`recorded_preprocessing`): a model trained with ``--normalization percentile`` and run without it, or
-    the reverse, would see other intensities than it learnt from and score a wrong Dice. ``python -m pipeline
-    infer`` and ``cv`` pass the run's own (`pipeline.bundle.inference_command`), as its ``next:`` command does.
-    Returns the run's overrides; nothing is compared outside MONAI's CLI (no ``--config_file`` in ``argv``).
+    did (`recorded_preprocessing`; values compared as MONAI reads them, so ``[2,2,2]`` is ``[2, 2, 2]``): a model
+    trained with ``--crop_foreground#margin 8`` and run without it, or the reverse, would see other voxels than it
+    learnt from. ``python -m pipeline infer`` and ``cv`` pass the run's own (`pipeline.bundle.inference_command`),
+    as its ``next:`` line and ``python -m pipeline.bundle flags inference --run RUN`` do. Returns the run's
+    overrides; nothing is compared outside MONAI's CLI (no ``--config_file`` in ``argv``).
 
     Raises:
         UserError: the overrides differ (each id named), with the flags to pass.
@@ -63,12 +67,14 @@ def check_preprocessing(record: Mapping | None, run_dir: str | os.PathLike,
         return {}
     trained, given = recorded_preprocessing(record), preprocessing_overrides(argv)
     if trained != given:
+        as_configured = "the preprocessing of its config files, without overrides"
         raise UserError(
-            f"{run_dir} was trained with {preprocessing_flags(trained) or 'its config files preprocessing as they are'}"
+            f"{run_dir} was trained with {preprocessing_flags(trained) or as_configured}"
             f", and this inference gives {preprocessing_flags(given) or 'none of those overrides'} "
             f"({'; '.join(differing(trained, given))}): the model would see other intensities or voxels than it "
-            f"learnt from. Pass {preprocessing_flags(trained) or 'no preprocessing override'} as its run.json records"
-            f", or run python -m pipeline infer --run {run_dir}, which applies the run's own")
+            f"learnt from. Pass {preprocessing_flags(trained) or 'no preprocessing override'} as its run.json "
+            f"records (python -m pipeline.bundle flags inference --run {run_dir} prints them; python -m pipeline "
+            f"infer --run {run_dir} passes them)")
     return trained
 
 

@@ -23,7 +23,7 @@ from pipeline.data.datalist import folds_present
 from pipeline.data.labels import Description, canonical_channel, describe
 from pipeline.data.layouts import order_by_name
 from pipeline.data.source import DataSource
-from pipeline.data.transforms import parse_spacing
+from pipeline.data.transforms import parse_normalization, parse_spacing
 from pipeline.model.network import check_roi_size, network_spec
 from pipeline.model.recipe import (
     changed_configs,
@@ -46,7 +46,7 @@ RUN_ARTEFACTS = ("checkpoint.pt", "model.pt", "model_last.pt")
 #: Ids that must equal the record's for ``--resume true`` (``preprocessing``: the command line's overrides of the
 #: shared preprocessing, `pipeline.model.recipe.recorded_preprocessing`).
 RESUME_IDS = ("dataset_dir", "datalist", "datalist_sha256", "label_scheme", "fold", "folds", "seed", "spacing",
-              "preprocessing")
+              "normalization", "preprocessing")
 
 
 class RunError(UserError):
@@ -69,7 +69,7 @@ def write_record(run_dir: str | os.PathLike, record: Mapping) -> None:
 
 
 def run_ids(data: DataSource, *, fold: object, roi_size: Sequence[int], spacing: object = None,
-            argv: Sequence[str] | None = None) -> dict:
+            normalization: object = None, argv: Sequence[str] | None = None) -> dict:
     """The ids recorded for a training run on ``data`` (paths resolved, the datalist's content hashed), with the
     overrides of the shared preprocessing on its command line ``argv`` (default ``sys.argv``)."""
     dataset_dir, datalist = data.dataset_dir, data.datalist_path
@@ -84,6 +84,7 @@ def run_ids(data: DataSource, *, fold: object, roi_size: Sequence[int], spacing:
         "seed": data.seed,
         "roi_size": [int(s) for s in roi_size],
         "spacing": spacing_value(spacing),
+        "normalization": parse_normalization(normalization),
         "preprocessing": preprocessing_overrides(sys.argv if argv is None else argv),
     }
 
@@ -175,7 +176,8 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
                        "(the training state), so there is nothing to continue: training would start at epoch 1 and "
                        "replace them. Pass --overwrite true to start afresh, or another --run_dir")
     if resume and record is not None and found:  # a checkpoint to continue: it must be the same run
-        was = {**{k: record.get("ids", {}).get(k) for k in RESUME_IDS}, "preprocessing": recorded_preprocessing(record)}
+        was = {**{k: record.get("ids", {}).get(k) for k in RESUME_IDS}, "normalization": recorded_normalization(record),
+               "preprocessing": recorded_preprocessing(record)}
         diffs = differing(was, {k: ids.get(k) for k in RESUME_IDS})
         diffs += [f"network {d}" for d in differing(record.get("network", {}), network)]
         before, now = recipe(record), recipe({"config_files": files})
@@ -210,8 +212,6 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
         new["datalist_written"] = True
     write_record(run, new)
     return new
-
-
 
 
 def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequence[dict]], *,
@@ -352,10 +352,9 @@ def model_interface(record: Mapping | None) -> dict:
             "regions": list(describe(scheme).regions) if scheme else None,
             "channels": [canonical_channel(str(c)) for c in ids.get("channels") or []] or None,
             "spacing": spacing_value(ids.get("spacing")),
+            "normalization": recorded_normalization(record) if record else None,
             "preprocessing": recorded_preprocessing(record) if record else None,
             "recipe": recipe(record)}
-
-
 
 
 def check_regions(record: Mapping | None, description: Description) -> Description:
@@ -396,6 +395,24 @@ def recorded_spacing(record: Mapping | None, given: object = None) -> list[float
         grid = f"{trained} mm" if trained else "the data's own voxel size"
         raise RunError(f"--spacing {given}: the model was trained at {grid} (its run.json), and inference resamples "
                        "to the model's grid: drop --spacing (or pass the recipe the model was trained with)")
+    return trained
+
+
+def recorded_normalization(record: Mapping | None, given: object = None) -> str:
+    """The intensity normalisation the model was trained with, which inference applies: its run's (run.json; a run
+    from before it was recorded: ``zscore``, the only one then); for a checkpoint without a record, ``given`` (the
+    ``normalization`` id; None: ``zscore``).
+
+    Raises:
+        RunError: ``given`` names another normalisation than the run trained with.
+    """
+    given = None if given is None else parse_normalization(given)
+    if not record:
+        return given or parse_normalization(None)
+    trained = parse_normalization((record.get("ids") or {}).get("normalization"))
+    if given is not None and given != trained:
+        raise RunError(f"--normalization {given}: the model was trained with {trained} (its run.json), and inference "
+                       "normalises as the model was trained: drop --normalization")
     return trained
 
 

@@ -46,17 +46,20 @@ def test_train_infer_evaluate_through_the_verbs_and_their_next_lines(tiny_datase
     work.mkdir()
     data = work / "BraTS_small"
     shutil.copytree(tiny_dataset, data)
-    # a preprocessing override (pipeline.model.recipe): its inference, started by the next line, must apply it
-    tiny = [w for k, v in {**TINY_IDS, "epochs": 1, "folds": 2, "batch_size": 1, "normalization": "percentile"}.items()
+    # a normalisation and an override of the shared preprocessing: the inference the next line starts applies both
+    preprocessing = {"normalization": "percentile", "crop_foreground#margin": 3}
+    tiny = [w for k, v in {**TINY_IDS, "epochs": 1, "folds": 2, "batch_size": 1, **preprocessing}.items()
             for w in (k, json.dumps(v).replace(" ", "") if isinstance(v, list) else str(v))]
     out = _run(["train", str(data), "--plain", "--set", *tiny], work)
     assert re.search(r"^\$ \S+ -m monai\.bundle run training ", out, flags=re.MULTILINE)
     assert (work / "runs" / "BraTS_small" / "models" / "model.pt").is_file()  # runs/<dataset name>
+    ids = json.loads((work / "runs" / "BraTS_small" / "run.json").read_text())["ids"]
+    assert (ids["normalization"], ids["preprocessing"]) == ("percentile", {"crop_foreground::margin": 3})
 
     infer = _next(out)  # python -m pipeline infer -i DATA --run runs/BraTS_small, by the venv's python
     assert " -m pipeline infer -i " in infer and infer.split()[0] != "python"
     out = _run(infer, work)
-    assert re.search(r"^\$ \S+ -m monai\.bundle run inference .* --normalization percentile", out, flags=re.MULTILINE)
+    assert re.search(r"^\$ \S+ -m monai\.bundle run inference .* --crop_foreground::margin 3", out, flags=re.MULTILINE)
     seg = work / "runs" / "BraTS_small" / "seg_BraTS_small"
     assert len(list(seg.glob("*.nii.gz"))) == 4
 
