@@ -14,7 +14,16 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pipeline.core.config import ALL_FOLDS, as_bool, as_fold, as_infer_fold, as_path, config_files_in_argv, differing
+from pipeline.core.config import (
+    ALL_FOLDS,
+    as_bool,
+    as_fold,
+    as_infer_fold,
+    as_path,
+    config_files_in_argv,
+    differing,
+    overrides_in_argv,
+)
 from pipeline.core.distributed import computed_on_main_process, is_main_process
 from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, atomic_write_text, file_sha256, hold_folder
@@ -400,8 +409,8 @@ def recorded_spacing(record: Mapping | None, given: object = None) -> list[float
 
 def recorded_normalization(record: Mapping | None, given: object = None) -> str:
     """The intensity normalisation the model was trained with, which inference applies: its run's (run.json; a run
-    from before it was recorded: ``zscore``, the only one then); for a checkpoint without a record, ``given`` (the
-    ``normalization`` id; None: ``zscore``).
+    from before it was recorded: its command line's ``--normalization``, else ``zscore``); for a checkpoint
+    without a record, ``given`` (the ``normalization`` id; None: ``zscore``).
 
     Raises:
         RunError: ``given`` names another normalisation than the run trained with.
@@ -409,7 +418,9 @@ def recorded_normalization(record: Mapping | None, given: object = None) -> str:
     given = None if given is None else parse_normalization(given)
     if not record:
         return given or parse_normalization(None)
-    trained = parse_normalization((record.get("ids") or {}).get("normalization"))
+    ids = record.get("ids") or {}
+    trained = parse_normalization(ids["normalization"] if "normalization" in ids
+                                  else overrides_in_argv(record.get("command") or []).get("normalization"))
     if given is not None and given != trained:
         raise RunError(f"--normalization {given}: the model was trained with {trained} (its run.json), and inference "
                        "normalises as the model was trained: drop --normalization")

@@ -165,6 +165,8 @@ def test_a_record_from_before_the_overrides_were_recorded_reads_them_from_its_co
     pytest.param({"ids": {"normalization": "percentile"}}, None, "percentile", id="the_runs_own"),
     pytest.param({"ids": {"normalization": "percentile"}}, "percentile", "percentile", id="given_as_the_run_had_it"),
     pytest.param({"ids": {"seed": 0}}, None, "zscore", id="a_run_from_before_it_was_recorded"),
+    pytest.param({"ids": {"seed": 0}, "command": _train_argv("--normalization", "percentile")}, None, "percentile",
+                 id="a_run_from_before_it_was_recorded_given_it_on_its_command_line"),
     pytest.param(None, "percentile", "percentile", id="a_checkpoint_without_a_record"),
     pytest.param(None, None, "zscore", id="without_either"),
 ])
