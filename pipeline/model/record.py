@@ -36,6 +36,7 @@ from pipeline.data.transforms import parse_normalization, parse_spacing
 from pipeline.model.network import check_roi_size, network_spec
 from pipeline.model.recipe import (
     changed_configs,
+    check_recipe,  # noqa: F401 - inference.yaml before 2026-12-06 names it here
     config_versions,
     preprocessing_overrides,
     recipe,
