@@ -168,31 +168,37 @@ def bundle_arguments(argv: Sequence[str]) -> dict[str, object]:
     """The keyword arguments of a ``python -m monai.bundle`` command line as MONAI's CLI reads them (fire 0.7's
     ``_ParseKeywordArgs`` and ``DefaultParseValue``, re-stated here since fire keeps them private):
     ``--name value``, ``--name=value`` or ``-name value``, leading dashes stripped and ``-`` in a name read as
-    ``_``; a flag followed by another flag (or last) is True; values parsed as fire parses them (``4`` an int,
-    ``[2,2,2]`` a list, ``percentile`` a string); the last of a name given twice wins; nothing after a lone
-    ``--`` (fire's own flags). Names in MONAI's normal form (``a#b`` is ``a::b``), and an ``--args_file``'s
-    values merged under the command line's, as MONAI's ``update_kwargs`` merges them."""
+    ``_``; a flag followed by another flag (or last) is True, or False for ``no<name>``, as ``<name>`` (fire's rule
+    for a function taking ``**kwargs``); values parsed as fire parses them (``4`` an int, ``[2,2,2]`` a list,
+    ``percentile`` a string); the last of a name given twice wins; nothing after the last lone ``--`` (fire's own
+    flags); positional words are not read. Names in MONAI's normal form (``a#b`` is ``a::b``); a None dropped and an
+    ``--args_file``'s values merged under the command line's, as MONAI's ``update_kwargs`` does."""
     from fire.parser import DefaultParseValue
     from monai.bundle.reference_resolver import ReferenceResolver  # here: pipeline.bundle imports this module bare
 
     words = [str(w) for w in argv]
-    words = words[:words.index("--")] if "--" in words else words
+    if "--" in words:
+        words = words[:len(words) - 1 - words[::-1].index("--")]
     out: dict[str, object] = {}
     i = 0
     while i < len(words):
         word = words[i]
         i += 1
-        if not _is_flag(word):
+        if not _is_flag(word) or word == "--":
             continue
         key, eq, value = word.lstrip("-").partition("=")
-        key = ReferenceResolver.normalize_id(key.replace("-", "_"))
+        key = key.replace("-", "_")
         if eq:
-            out[key] = DefaultParseValue(value)
+            parsed = DefaultParseValue(value)
         elif i < len(words) and not _is_flag(words[i]):
-            out[key] = DefaultParseValue(words[i])
+            parsed = DefaultParseValue(words[i])
             i += 1
+        elif key.startswith("no") and key not in BUNDLE_RUN_ARGS:
+            key, parsed = key[2:], False
         else:
-            out[key] = True
+            parsed = True
+        out[ReferenceResolver.normalize_id(key)] = parsed
+    out = {k: v for k, v in out.items() if v is not None}
     args_file = out.get("args_file")
     if isinstance(args_file, str) and os.path.isfile(args_file):
         from monai.bundle import ConfigParser
@@ -206,3 +212,12 @@ def overrides_in_argv(argv: Sequence[str]) -> dict[str, object]:
     """The config overrides of a ``python -m monai.bundle run`` command line (`bundle_arguments` without
     `BUNDLE_RUN_ARGS`): ``{id: value}``."""
     return {k: v for k, v in bundle_arguments(argv).items() if k not in BUNDLE_RUN_ARGS}
+
+
+def cli_value(value: object) -> str:
+    """``value`` as a command-line word that MONAI's CLI (fire) reads back as ``value``: a string as it is unless
+    fire would read it as something else (``"5"``: quoted), anything else as Python writes it."""
+    from fire.parser import DefaultParseValue
+
+    text = value if isinstance(value, str) else repr(value)
+    return text if DefaultParseValue(text) == value else repr(value)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pipeline.core.config import config_files_in_argv, differing, overrides_in_argv
+from pipeline.core.config import cli_value, config_files_in_argv, differing, overrides_in_argv
 from pipeline.core.errors import UserError
 from pipeline.core.files import file_sha256
 
@@ -40,14 +40,14 @@ def recorded_preprocessing(record: Mapping | None) -> dict[str, object]:
     """The preprocessing overrides a run trained with (run.json's ``ids.preprocessing``; a record from before they
     were recorded: those of its command line, the last start's or resume's); ``{}`` for none, or no record."""
     ids = (record or {}).get("ids") or {}
-    if "preprocessing" in ids:
+    if "preprocessing" in ids and "normalization" in ids:  # recorded as now (before: strings, and normalization)
         return dict(ids["preprocessing"] or {})
     return preprocessing_overrides((record or {}).get("command") or [])
 
 
 def preprocessing_flags(overrides: Mapping[str, object]) -> str:
     """``--id value ...`` of ``overrides``, as a shell takes them."""
-    return " ".join(f"--{k} {shlex.quote(str(v))}" for k, v in overrides.items())
+    return " ".join(f"--{k} {shlex.quote(cli_value(v))}" for k, v in overrides.items())
 
 
 def check_preprocessing(record: Mapping | None, run_dir: str | os.PathLike,

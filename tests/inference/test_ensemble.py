@@ -100,7 +100,7 @@ def test_an_ensemble_of_folds_trained_with_different_networks_is_refused(tmp_pat
                  id="same_regions_and_channels_in_another_naming"),
     pytest.param({"normalization": "percentile"}, "normalization: 'zscore' -> 'percentile'",
                  id="another_normalization"),
-    pytest.param({"preprocessing": {"crop_foreground::margin": 4}},
+    pytest.param({"preprocessing": {"crop_foreground::margin": 4}, "normalization": "zscore"},
                  "preprocessing: {} -> {'crop_foreground::margin': 4}", id="another_preprocessing_override"),
 ])
 def test_an_ensemble_of_folds_that_take_or_give_other_data_is_refused(tmp_path: Path, other: dict,

@@ -15,7 +15,7 @@ from monai.bundle import ConfigParser
 from monai.networks.nets import UNet
 
 from pipeline.bundle import inference_command, main, next_command
-from pipeline.core.config import bundle_arguments, config_files_in_argv, overrides_in_argv
+from pipeline.core.config import bundle_arguments, cli_value, config_files_in_argv, overrides_in_argv
 from pipeline.core.errors import UserError
 from pipeline.core.files import release_held_folders
 from pipeline.data.source import DataSource
@@ -71,6 +71,12 @@ def _finish(run: Path) -> None:
     pytest.param(["--crop_foreground#margin", "4", "--crop_foreground#margin", "6"], {"crop_foreground::margin": 6},
                  id="the_last_of_two"),
     pytest.param(["--", "--crop_foreground#margin", "4"], {}, id="after_a_lone_dash_dash_fires_own_flags"),
+    pytest.param(["--crop_foreground#margin", "4", "--", "--x", "--", "--trace"], {"crop_foreground::margin": 4},
+                 id="fires_own_flags_after_the_last_dash_dash"),
+    pytest.param(["--crop_foreground#allow_smaller", "--seed", "1"], {"crop_foreground::allow_smaller": True},
+                 id="a_flag_without_a_value_is_true"),
+    pytest.param(["--normalize#nonzero"], {}, id="a_bare_flag_starting_with_no_is_fires_rmalize_false"),
+    pytest.param(["--crop_foreground#margin", "None"], {}, id="none_is_dropped_as_monai_drops_it"),
     pytest.param(["--meta_file", "m.json", "--learning_rate", "0.01", "--normalizer", "x", "--normalization", "x"],
                  {}, id="none_of_the_preprocessing"),
 ])
@@ -79,6 +85,12 @@ def test_the_preprocessing_overrides_of_a_command_line_are_read_as_monais_cli_re
     assert preprocessing_overrides(_train_argv(*argv)) == expected
     assert "config_file" not in overrides_in_argv(_train_argv(*argv))
     assert config_files_in_argv(_train_argv(*argv)) == TRAIN_FILES
+
+
+@pytest.mark.parametrize("value", ["percentile", "5", "True", 4, 2.5, True, [2, 2, 2], "a b", None])
+def test_a_recorded_value_is_written_as_a_word_monais_cli_reads_back_as_that_value(value: object) -> None:
+    argv = ["run", "inference", "--crop_foreground#margin", cli_value(value)]
+    assert overrides_in_argv(argv).get("crop_foreground::margin") == value
 
 
 def test_an_args_file_gives_overrides_and_config_files_under_the_command_lines(tmp_path: Path) -> None:
@@ -155,7 +167,18 @@ def test_outside_monais_cli_nothing_is_compared(tmp_path: Path, monkeypatch: pyt
 def test_a_record_from_before_the_overrides_were_recorded_reads_them_from_its_command() -> None:
     record = {"command": _train_argv("--crop_foreground#margin", "4"), "ids": {"seed": 0}}
     assert recorded_preprocessing(record) == {"crop_foreground::margin": 4}
-    assert recorded_preprocessing({"ids": {"preprocessing": {}}, "command": record["command"]}) == {}
+    now = {"ids": {"preprocessing": {}, "normalization": "zscore"}, "command": record["command"]}
+    assert recorded_preprocessing(now) == {}  # as recorded, not re-read
+
+
+def test_a_record_of_the_first_version_is_read_from_its_command() -> None:
+    """The first version recorded the overrides as strings, the normalisation among them: it is read again from the
+    command line, as now (a number a number; the normalisation by value)."""
+    command = _train_argv("--normalization", "percentile", "--crop_foreground#margin", "4")
+    record = {"command": command, "ids": {"preprocessing": {"normalization": "percentile",
+                                                            "crop_foreground::margin": "4"}}}
+    assert recorded_preprocessing(record) == {"crop_foreground::margin": 4}
+    assert recorded_normalization(record) == "percentile"
 
 
 # ---- the normalisation, by value -------------------------------------------------------------------------------
@@ -196,6 +219,45 @@ def test_the_inference_config_builds_the_normalisation_of_the_runs_record(tmp_pa
     parser["run_dir"] = str(run)
     parser["ensemble_folds"] = [0]
     assert parser.get_parsed_content("normalize").method == "percentile"
+
+
+@pytest.mark.parametrize("given", [None, "zscore"])
+def test_the_inference_config_refuses_another_normalisation_before_writing(tmp_path: Path, given: str | None) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"ids": {"normalization": "percentile"}}))
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / f) for f in ("common.yaml", "inference.yaml")])
+    parser["run_dir"] = str(run)
+    initialize = parser["initialize"]
+    assert "$@normalize#method" in initialize and initialize.index("$@normalize#method") < initialize.index(
+        "$@infer_guard")
+    if given is None:
+        assert parser.get_parsed_content("normalize#method") == "percentile"
+        return
+    parser["normalization"] = given
+    with pytest.raises(Exception) as err:  # MONAI wraps it; the CLIs print its cause (pipeline.core.errors)
+        parser.get_parsed_content("normalize#method")
+    cause = err.value
+    while cause is not None and not isinstance(cause, RunError):
+        cause = cause.__cause__
+    assert cause is not None and "--normalization zscore: the model was trained with percentile" in str(cause)
+
+
+def test_a_segmentations_model_id_names_a_normalisation_other_than_zscore(tmp_path: Path, tiny_dataset: Path) -> None:
+    """A checkpoint segmented under two normalisations writes two models' outputs; zscore's ids stay as before."""
+    ids = {}
+    for name, recorded in (("old", {}), ("zscore", {"normalization": "zscore"}),
+                           ("percentile", {"normalization": "percentile"})):
+        run = tmp_path / name
+        (run / "models").mkdir(parents=True)
+        (run / "models" / "model.pt").write_bytes(b"the same weights")
+        (run / "run.json").write_text(json.dumps({"ids": {"label_scheme": "brats", **recorded}}))
+        parser = ConfigParser()
+        parser.read_config([str(CONFIGS / f) for f in ("common.yaml", "inference.yaml")])
+        parser["run_dir"], parser["dataset_dir"] = str(run), str(tiny_dataset)
+        ids[name] = parser.get_parsed_content("model_id")
+    assert ids["old"] == ids["zscore"] != ids["percentile"]
 
 
 def test_the_record_describes_the_normalisation_and_a_resume_with_another_is_refused(
