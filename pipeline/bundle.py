@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.core.config import ALL_FOLDS, cli_value, config_files_in_argv, overrides_in_argv
+from pipeline.core.config import ALL_FOLDS, config_files_in_argv, overrides_in_argv
 from pipeline.core.errors import VERB_ENV, UserError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "bundle" / "configs"
@@ -201,7 +201,7 @@ def inference_command(run_dir: str | os.PathLike, overrides: dict | None = None,
     inference then refuses another value than the run's); ``quiet`` as in `command`."""
     from monai.bundle.reference_resolver import ReferenceResolver  # here: the Makefile runs this module without torch
 
-    from pipeline.model.recipe import recorded_preprocessing
+    from pipeline.model.recipe import inference_overrides
     from pipeline.model.record import read_record
 
     record = (read_record(run_dir) or {}) if record is None else record
@@ -211,8 +211,7 @@ def inference_command(run_dir: str | os.PathLike, overrides: dict | None = None,
            "--logging_file", str(CONFIGS / "logging.conf"), "--run_dir", str(run_dir)]
     given = {ReferenceResolver.normalize_id(str(k)): v for k, v in (overrides or {}).items()}
     later = set(overrides_in_argv(extra))
-    own = {k: cli_value(v) for k, v in recorded_preprocessing(record).items()}  # read back as recorded
-    for key, value in {**own, **given}.items():
+    for key, value in {**inference_overrides(record), **given}.items():
         if key not in later:
             cmd += [f"--{key}", str(value)]
     return cmd + [str(w) for w in extra]

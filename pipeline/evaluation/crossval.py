@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.bundle import VERB_ENV, command, inference_command
-from pipeline.core.config import as_folds, overrides_in_argv
+from pipeline.core.config import as_folds
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text, column_numbers, holding, read_table
 from pipeline.core.process import run_child
@@ -22,7 +22,7 @@ from pipeline.data.datalist import folds_present
 from pipeline.data.source import DataSource
 from pipeline.evaluation.reference import claim_output, reference_of
 from pipeline.evaluation.regions import METRICS_TABLE, evaluate_folders
-from pipeline.model.recipe import recorded_preprocessing
+from pipeline.model.recipe import inference_overrides
 from pipeline.model.record import read_record, refuse_training_in_progress
 
 #: The inference ids the cross-validation sets for each fold (id -> where from): ``extra`` may not set them.
@@ -40,8 +40,7 @@ def _bundle_inference(fold_dir: Path, datalist: Path, fold: int, out: Path, fast
     if (record or {}).get("config_files"):
         cmd = inference_command(fold_dir, ids, record=record, extra=extra)
     else:
-        given = overrides_in_argv(extra)  # the run's preprocessing overrides, unless extra gives them
-        own = {k: v for k, v in recorded_preprocessing(record).items() if k not in given}
+        own = inference_overrides(record, extra)  # the run's preprocessing overrides, unless extra gives them
         cmd = command("inference", {"run_dir": fold_dir, **own, **ids}, fast=fast) + list(extra)
     print(" ".join(str(c) for c in cmd), flush=True)
     returncode = run_child(cmd, {**os.environ, VERB_ENV: "cv"})  # its refusals name cv's --set

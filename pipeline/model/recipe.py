@@ -45,6 +45,13 @@ def recorded_preprocessing(record: Mapping | None) -> dict[str, object]:
     return preprocessing_overrides((record or {}).get("command") or [])
 
 
+def inference_overrides(record: Mapping | None, extra: Sequence[str] = ()) -> dict[str, str]:
+    """The run's preprocessing overrides (`recorded_preprocessing`) as command-line words its inference passes
+    (`cli_value`: read back as recorded), less those the words ``extra`` give (the caller's, which then decide)."""
+    later = set(overrides_in_argv(extra))
+    return {k: cli_value(v) for k, v in recorded_preprocessing(record).items() if k not in later}
+
+
 def preprocessing_flags(overrides: Mapping[str, object]) -> str:
     """``--id value ...`` of ``overrides``, as a shell takes them."""
     return " ".join(f"--{k} {shlex.quote(cli_value(v))}" for k, v in overrides.items())
