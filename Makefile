@@ -126,7 +126,8 @@ metadata: extra-metadata
 
 # what the demo and the tools wrote, never a run the user trained (runs/<dataset>, $(RUN)): those stay, named
 clean:
-	rm -rf runs/demo .pytest_cache .ruff_cache
-	@if [ -f data/synthetic/synthetic.json ]; then rm -rf data/synthetic; \
-	elif [ -d data/synthetic ]; then echo "kept data/synthetic: synth did not write it (no synthetic.json)"; fi
+	rm -rf .pytest_cache .ruff_cache
+	@if [ -x $(PY) ]; then $(PY) -m pipeline clean; \
+	elif [ -e runs/demo ] || [ -e data/synthetic ]; then echo "kept runs/demo and data/synthetic: no $(PY) to tell the demo's files from yours (make venv)"; fi
+	@if [ -d data/synthetic ] && [ ! -f data/synthetic/synthetic.json ]; then echo "kept data/synthetic: synth did not write it (no synthetic.json)"; fi
 	@if [ -d runs ] && [ -n "$$(ls -A runs)" ]; then echo "kept your runs in runs/ ($$(ls runs | tr '\n' ' ')): delete them by name"; fi

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import subprocess
 import sys
@@ -40,7 +41,7 @@ from pipeline.bundle import NETWORKS, command  # noqa: E402
 from pipeline.commands import set_ids  # noqa: E402
 from pipeline.core.errors import UserError  # noqa: E402
 from pipeline.core.figures import plt, save_figure  # noqa: E402
-from pipeline.core.files import read_table  # noqa: E402
+from pipeline.core.files import atomic_write_text, hold_folder, read_table  # noqa: E402
 from pipeline.core.process import exit_on_sigterm, run_child  # noqa: E402
 from pipeline.data.layouts import discover_cases  # noqa: E402
 from pipeline.evaluation.regions import dice_line  # noqa: E402
@@ -120,10 +121,11 @@ def time_to_dice(history: Path, out: Path, title: str) -> list[dict]:
                **{k: round(float(v), 4) for k, v in r.items() if k.startswith("val_") and v}} for r in rows]
     if not points:
         return points
-    with open(out / "time_to_dice.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(points[0]))
-        writer.writeheader()
-        writer.writerows(points)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=list(points[0]))
+    writer.writeheader()
+    writer.writerows(points)
+    atomic_write_text(out / "time_to_dice.csv", table.getvalue())
     fig, ax = plt.subplots(figsize=(7, 4))
     for key in [k for k in points[0] if k.startswith("val_")]:
         label = "mean" if key == "val_mean_dice" else key[len("val_dice_"):].upper()
@@ -168,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"bench_accuracy: --minutes must give each of the {args.folds} model(s) a budget above 0, "
                          f"got {args.minutes} (0 would train train.yaml's epochs, not a budget)")
     out = Path(args.out).resolve()
+    try:  # one benchmark writes a folder at a time (a second would replace the first's logs); held until it exits
+        hold_folder(out, what="bench_accuracy")
+    except UserError as e:
+        raise SystemExit(f"bench_accuracy: {e}") from None
     earlier = [p.name for p in (out / "run", out / "training.log", out / "accuracy.json") if p.exists()]
     if earlier:  # its logs would be replaced before training refused the finished run
         raise SystemExit(f"bench_accuracy: {out} holds an earlier benchmark ({', '.join(earlier)}): pass another "
@@ -226,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
               "mean_dice": summary["mean_dice"], "hd95": {r: summary["regions"][r]["hd95"]["mean"] for r in dice},
               "split": history.get("split"), "test": test_cases,  # the split is rebuilt from these two
               "time_to_dice": points}
-    (out / "accuracy.json").write_text(json.dumps(record, indent=2))
+    atomic_write_text(out / "accuracy.json", json.dumps(record, indent=2))
     print(f"accuracy: {dice_line(summary)} on {n_test} test cases, {args.minutes:.1f} min of training on "
           f"{args.device} ({n_train} training cases)", flush=True)
     return 0

@@ -214,6 +214,12 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clean(args: argparse.Namespace) -> int:
+    for line in demo.clean_demo(args.run_dir, args.data_dir):
+        print(line)
+    return 0
+
+
 def _add_set(p: argparse.ArgumentParser, help: str) -> None:  # noqa: A002
     """The verbs' ``--set ID VALUE [ID VALUE ...]``: repeated, it adds pairs (`pipeline.commands.set_ids`)."""
     p.add_argument("--set", nargs="+", action="extend", metavar="ID VALUE", help=help + " (repeatable)")
@@ -311,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--started-at", type=float, default=None,
                    help="epoch seconds when the demo began (the Makefile passes it so that set-up time counts)")
     p.set_defaults(func=_demo)
+    p = sub.add_parser("clean", help="delete what the demo wrote (its run folder, the synthetic cases synth wrote); "
+                       "never a run you trained or a file synth did not write")
+    p.add_argument("--data-dir", default="data/synthetic")
+    p.add_argument("--run-dir", default="runs/demo")
+    p.set_defaults(func=_clean)
     p = sub.add_parser("synth", help="write a synthetic BraTS-like dataset (BraTS 2021, BraTS 2023, BraTS 2024 "
                        "post-treatment, MSD or nnU-Net raw layout)")
     p.add_argument("out_dir")

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
 from pipeline.commands import next_steps, run_stage
 from pipeline.core.errors import UserError
+from pipeline.core.files import FolderLock
 from pipeline.data.datalist import write_datalist
-from pipeline.data.synthetic import DEFAULT_SHAPE, write_dataset
+from pipeline.data.synthetic import DEFAULT_SHAPE, remove_synthetic, write_dataset
 from pipeline.evaluation.regions import dice_line, format_table
 from pipeline.model.record import RUN_ARTEFACTS
 
@@ -40,6 +42,26 @@ def _stage(name: str, timings: dict[str, float], bundle: tuple[str, dict, dict] 
         fn()
     timings[name] = time.perf_counter() - t
     print(f"--- {name}: {timings[name]:.1f} s", flush=True)
+
+
+def clean_demo(run_dir: str | os.PathLike = "runs/demo", data_dir: str | os.PathLike = "data/synthetic") -> list[str]:
+    """``make clean``: delete the demo's run folder and the synthetic cases synth wrote (`remove_synthetic`: files
+    it did not write stay). Returns what was kept and why, one line each.
+
+    Raises:
+        UserError: a live process writes in the run folder (a demo still running: its training, inference or
+            evaluation holds a lock there).
+    """
+    run = Path(run_dir)
+    for lock in sorted(run.rglob(FolderLock.NAME)) if run.is_dir() else []:
+        holder = FolderLock(lock.parent, what="clean").holder()
+        if holder:
+            raise UserError(f"{lock.parent} is being written ({holder}): let the demo finish (or stop it), then "
+                            "make clean again")
+    if run.is_dir():
+        shutil.rmtree(run)
+    kept = remove_synthetic(data_dir)
+    return [f"kept {len(kept)} file(s) in {data_dir} that synth did not write (e.g. {kept[0]})"] if kept else []
 
 
 def demo_line(summary: dict, seconds: float) -> str:

@@ -53,6 +53,15 @@ def test_config_parses_and_defines_its_run_id(name: str) -> None:
         assert parser.get(key) is not None, f"{name}: missing id {key}"
 
 
+@pytest.mark.parametrize("name", list(BUNDLES))
+def test_tracking_saves_no_config_file_into_an_output_folder_before_its_guard(name: str) -> None:
+    """MONAI's --tracking mlflow exports config_<date>.json into output_dir (evaluation: the predictions, an input;
+    training: the run folder, before start_training has checked and locked it) unless save_execute_config is
+    false."""
+    run_id, variants = BUNDLES[name]
+    assert _parser(run_id, variants).get("save_execute_config") is False
+
+
 def test_training_config_instantiates_trainer_and_evaluator(tiny_dataset: Path, tmp_path: Path) -> None:
     parser = _parser("training", {"demo": True}, dataset_dir=str(tiny_dataset), run_dir=str(tmp_path),
                      folds=2, roi_size=[32, 32, 32], unet_channels=[8, 16, 32])

@@ -183,46 +183,88 @@ class FolderLock:
             return {}
         return {**owner, "pid": pid} if isinstance(owner.get("host", ""), (str, type(None))) else {}
 
+    def _publish(self, me: dict) -> bool:
+        """Create the lock file whole, holding ``me``: written to a temporary file, then hard-linked to ``.lock``,
+        which fails if it exists. Another process never reads an empty or half-written lock (it would take one for
+        a dead holder's and take it over). True when this process made the lock, False when one was there.
+
+        Raises:
+            FileNotFoundError: the folder went (another process's release removed it, empty).
+        """
+        fd, tmp = tempfile.mkstemp(prefix=".lock.", dir=self.folder)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            os.chmod(tmp, file_mode())
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                return False
+            except OSError as e:  # a file system without hard links: exclusive creation, written at once
+                if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
+                    raise
+                try:
+                    fd2 = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, file_mode())
+                except FileExistsError:
+                    return False
+                with os.fdopen(fd2, "w") as f:
+                    f.write(json.dumps(me))
+            return True
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def _take_over(self, owner: dict) -> None:
+        """Remove the lock of a process that no longer runs, unless it changed since it was read as ``owner``:
+        the file is renamed aside first (one process can), then checked; another process's fresh lock, renamed by
+        a process that read the old one, is put back."""
+        aside = self.folder / f".lock.stale.{os.getpid()}"
+        try:
+            os.replace(self.path, aside)
+        except FileNotFoundError:  # another process took it over first
+            return
+        moved = FolderLock(self.folder, what=self.what)
+        moved.path = aside
+        if moved._owner() != owner:  # not the dead holder's lock: a live process's, taken over a moment ago
+            try:
+                os.link(aside, self.path)
+            except FileExistsError:
+                pass
+        aside.unlink(missing_ok=True)
+
     def acquire(self) -> FolderLock:
         """Take the lock, or raise `UserError` if another live process holds it."""
         me = {"pid": os.getpid(), "host": socket.gethostname(), "what": self.what}
         made: list[Path] = []
-        for _ in range(3):
+        for _ in range(5):
             missing = [p for p in (self.folder.absolute(), *self.folder.absolute().parents) if not p.exists()]
             made = sorted(set(made) | set(missing), key=lambda p: -len(p.parts))  # deepest first
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)  # (a file in the way: FileExistsError, to the caller)
-            except FileNotFoundError:  # another process's release removed a parent it had made: again
+                published = self._publish(me)
+            except FileNotFoundError:  # another process's release removed the (empty) folder it had made: again
                 continue
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, file_mode())
-            except FileNotFoundError:  # another process's release removed the empty folder it had made: again
-                continue
-            except FileExistsError:
-                owner = self._owner()
-                pid, host = int(owner.get("pid", -1) or -1), owner.get("host")
-                if pid == os.getpid() and host == me["host"]:
-                    self.held = True
-                    return self
-                if host == me["host"] and pid > 0 and _pid_alive(pid):
-                    raise UserError(
-                        f"{self.folder} is being written by another process (pid {pid}, {owner.get('what', '?')}): "
-                        f"wait for it to finish, or pass another folder; if no such process runs, delete {self.path}"
-                    ) from None
-                if host not in (None, me["host"]):
-                    raise UserError(
-                        f"{self.folder} is locked by a process on host {host} (pid {pid}, {owner.get('what', '?')}): "
-                        f"wait for it to finish; if no run is going on there, delete {self.path}"
-                    ) from None
-                logger.warning("%s: taking over the lock of process %s, which is no longer running (killed?)",
-                               self.folder, pid)
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self.held, self.made = True, made
-            _LIVE.append(self)  # released at the latest when the process exits (release_held_folders)
-            return self
+            if published:
+                self.held, self.made = True, made
+                _LIVE.append(self)  # released at the latest when the process exits (release_held_folders)
+                return self
+            owner = self._owner()
+            pid, host = int(owner.get("pid", -1) or -1), owner.get("host")
+            if pid == os.getpid() and host == me["host"]:
+                self.held = True
+                return self
+            if host == me["host"] and pid > 0 and _pid_alive(pid):
+                raise UserError(
+                    f"{self.folder} is being written by another process (pid {pid}, {owner.get('what', '?')}): "
+                    f"wait for it to finish, or pass another folder; if no such process runs, delete {self.path}"
+                ) from None
+            if host not in (None, me["host"]):
+                raise UserError(
+                    f"{self.folder} is locked by a process on host {host} (pid {pid}, {owner.get('what', '?')}): "
+                    f"wait for it to finish; if no run is going on there, delete {self.path}"
+                ) from None
+            logger.warning("%s: taking over the lock of process %s, which is no longer running (killed?)",
+                           self.folder, pid)
+            self._take_over(owner)
         raise UserError(f"could not lock {self.folder}: {self.path} keeps reappearing; is another run starting?")
 
     def holder(self) -> str | None:

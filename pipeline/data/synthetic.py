@@ -9,6 +9,7 @@ and the resection cavity are drawn: `docs/datasets.md`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -539,6 +540,31 @@ def _existing_cases(out: Path, settings: dict) -> list[Path] | None:
         return None
     logger.info("%s already holds these %d synthetic case(s) (%s): nothing to write", out, len(names), SETTINGS_FILE)
     return [out / n for n in names]
+
+
+def remove_synthetic(folder: str | os.PathLike) -> list[Path]:
+    """Delete the files `write_dataset` wrote in ``folder`` (those its ``synthetic.json`` names, and that record),
+    then the folders that became empty; files synth did not write stay (``synth --force`` writes beside them).
+    Returns the files kept. ``make clean`` calls it (`pipeline.demo.clean_demo`).
+
+    Raises:
+        UserError: a live process writes the folder (synth, or a demo writing into it).
+    """
+    out = Path(folder)
+    if not out.is_dir():
+        return []
+    with FolderLock(out, what="clean"):  # refused while synth writes here
+        ours = _ours(out)
+        for f in ours:
+            f.unlink(missing_ok=True)
+        kept = [f for f in _files(out)]
+        for root, _, _ in sorted(os.walk(out), key=lambda t: -len(Path(t[0]).parts)):  # the deepest first
+            if Path(root) != out:
+                with contextlib.suppress(OSError):
+                    Path(root).rmdir()  # only an empty one
+    with contextlib.suppress(OSError):
+        out.rmdir()
+    return kept
 
 
 def _refuse_occupied(out: Path, force: bool, planned: list[Path]) -> None:

@@ -74,7 +74,9 @@ class LabelsToRegionsd(MapTransform):
     def __init__(self, keys: KeysCollection, scheme: str = "brats", allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.scheme = scheme
-        describe(scheme)  # an unknown scheme fails here, when the config is built
+        # resolved once, when the config is built (an unknown scheme fails here): a dataset.json's regions are
+        # part of what the on-disk cache's key describes (`pipeline.training.cache.transform_hash`)
+        self.description = describe(scheme)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -86,10 +88,9 @@ class LabelsToRegionsd(MapTransform):
         """``(1, H, W, D)``/``(H, W, D)`` -> ``(R, H, W, D)`` bool (a MetaTensor stays one, with its metadata)."""
         if label.ndim == 4 and label.shape[0] == 1:
             label = label[0]
-        description = describe(self.scheme)
-        if description.ignore is not None:
-            return regions_with_ignore(torch.as_tensor(label), description)
-        return labels_to_regions(label, self.scheme)
+        if self.description.ignore is not None:
+            return regions_with_ignore(torch.as_tensor(label), self.description)
+        return labels_to_regions(label, self.description)
 
 
 #: The intensity normalisations of `NormalizeBraind` (common.yaml's ``normalization``), the default first.

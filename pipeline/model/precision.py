@@ -13,6 +13,27 @@ from pipeline.core.config import as_bool
 from pipeline.core.errors import UserError
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a `torch.device`, refused before any work when this process cannot compute on it: a name torch
+    does not know (``gpu``), CUDA on a machine or torch build without it, a GPU index past the last.
+
+    Raises:
+        UserError: naming the device, what this machine has and what to pass.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(f"--device {device}: not a device torch knows; pass cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"--device {device}: this machine has no CUDA GPU that torch {torch.__version__} can use; "
+                            "pass --device cpu (or leave --device out: a GPU when there is one)")
+        if dev.index is not None and dev.index >= count:
+            raise UserError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    return dev
+
+
 def on_cuda(device: str | torch.device) -> bool:
     """Whether ``device`` is a CUDA device and CUDA is available in this process."""
     return torch.device(device).type == "cuda" and torch.cuda.is_available()

@@ -34,6 +34,7 @@ from pipeline.data.layouts import order_by_name
 from pipeline.data.source import DataSource
 from pipeline.data.transforms import parse_normalization, parse_spacing
 from pipeline.model.network import check_roi_size, network_spec
+from pipeline.model.precision import check_device
 from pipeline.model.recipe import (
     changed_configs,
     check_recipe,  # noqa: F401 - inference.yaml before 2026-12-06 names it here
@@ -105,11 +106,16 @@ def _artefacts(ckpt_dir: Path) -> list[Path]:
 
 def start_training(run_dir: object, ckpt_dir: object, *, resume: bool | str, overwrite: bool | str, ids: Mapping,
                    network_factory: functools.partial, guard: OutputGuard | None = None,
-                   folders: Mapping[str, object] | None = None) -> dict:
+                   folders: Mapping[str, object] | None = None, device: object = None,
+                   after_data_check: bool = False) -> dict:
     """Before any work: refuse a run folder, a checkpoint folder or another folder the run writes (``folders``:
     ``{id: folder}``, such as ``cache_dir`` and ``tensorboard_dir``; an empty one is unused) among the inputs
-    (``guard``, the data's), lock the run folder, refuse to replace a run, check a resume, write ``run.json``.
-    ``--overwrite`` deletes only what a run wrote there, never an input.
+    (``guard``, the data's), and a ``device`` this machine does not have; lock the run folder (and the checkpoint
+    folder where it lies outside it), refuse to replace a run, check a resume, write ``run.json``. ``--overwrite``
+    deletes only what a run wrote there, never an input.
+
+    With ``after_data_check`` (train.yaml) the deletions of ``--overwrite`` and the new ``run.json`` wait for
+    `record_split`, which runs after the data check: a refused dataset leaves the finished run as it was.
 
     Runs on rank 0 alone under several processes (the others get its result, or its refusal).
 
@@ -119,6 +125,8 @@ def start_training(run_dir: object, ckpt_dir: object, *, resume: bool | str, ove
         UserError: the run folder is, holds or lies among the inputs.
     """
     check_roi_size(network_factory, ids.get("roi_size", ()))
+    if device is not None:
+        check_device(device)
     run = str(guard.folder(run_dir, what="a training run", option="--run_dir") if guard is not None
               else as_path(run_dir, "run_dir"))
     if guard is not None:
@@ -128,7 +136,20 @@ def start_training(run_dir: object, ckpt_dir: object, *, resume: bool | str, ove
     logs = (folders or {}).get("tensorboard_dir")
     return computed_on_main_process(_start_training, run, as_path(ckpt_dir, "ckpt_dir"), as_bool(resume, "resume"),
                                     as_bool(overwrite, "overwrite"), dict(ids), network_spec(network_factory), guard,
-                                    str(logs) if logs not in (None, "") else None)
+                                    str(logs) if logs not in (None, "") else None, bool(after_data_check))
+
+
+#: What `start_training` left for `record_split` to do once the data check has passed, by resolved run folder:
+#: the files ``--overwrite`` deletes.
+_PENDING: dict[str, list[Path]] = {}
+
+
+def _delete_old_run(found: Sequence[Path]) -> None:
+    """``--overwrite``: delete the old run's files (already checked to be no input of this run)."""
+    for path in found:
+        path.unlink(missing_ok=True)
+    if found:
+        logger.warning("--overwrite true: deleted %s", ", ".join(str(p) for p in found))
 
 
 def _old_logs(run: Path, logs: str | None) -> list[Path]:
@@ -141,11 +162,13 @@ def _old_logs(run: Path, logs: str | None) -> list[Path]:
 
 
 def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, ids: dict, network: dict,
-                    guard: OutputGuard | None, logs: str | None = None) -> dict:
+                    guard: OutputGuard | None, logs: str | None = None, after_data_check: bool = False) -> dict:
     run, ckpt = Path(run_dir), Path(ckpt_dir)
     if resume and overwrite:
         raise RunError("--resume true and --overwrite true contradict each other: pass one of them")
     hold_folder(run, what="training")
+    if not is_within(ckpt.resolve(), run.resolve()):  # models elsewhere: one run writes them at a time
+        hold_folder(ckpt, what="training (its models)")
     files = config_files_in_argv(sys.argv)
     versions, changed = config_versions(files), []  # the recipe's version (compared on resume, then recorded)
     found = _artefacts(ckpt)
@@ -176,11 +199,9 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
         found = [p for p in found if p not in kept]
         if kept:
             logger.warning("--overwrite true: kept %s, an input of this run", ", ".join(str(p) for p in kept))
-        for path in found:
-            path.unlink(missing_ok=True)
-        if found:
-            logger.warning("--overwrite true: deleted %s", ", ".join(str(p) for p in found))
-        record = None
+        deleted, found, record = found, [], None
+    else:
+        deleted = []
     if resume and found and not (ckpt / RUN_ARTEFACTS[0]).exists():  # models, but no training state to continue
         raise RunError(f"--resume true: {ckpt} holds {', '.join(p.name for p in found)} but no {RUN_ARTEFACTS[0]} "
                        "(the training state), so there is nothing to continue: training would start at epoch 1 and "
@@ -220,6 +241,10 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
                 new["resumed_with_changed"] = changes
     if record and record.get("datalist_written"):  # its datalist.json is training's own: rewritten with the new split
         new["datalist_written"] = True
+    if after_data_check:  # record_split deletes and writes, once the data check has passed
+        _PENDING[str(run.resolve())] = deleted
+        return new
+    _delete_old_run(deleted)
     write_record(run, new)
     return new
 
@@ -244,7 +269,8 @@ def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequen
     if not is_main_process():
         return split
     run = Path(run_dir)
-    # the record start_training wrote, completed in place: the bundle's `run_record` then holds the whole record
+    # the record start_training wrote (or left to write here, after the data check), completed in place: the
+    # bundle's `run_record` then holds the whole record
     record = started if isinstance(started, dict) else (read_record(run) or {})
     current = {"train": sorted(str(it["case"]) for it in split[0]),
                "validation": sorted(str(it["case"]) for it in split[1])}
@@ -257,6 +283,7 @@ def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequen
                        f"({run / RUN_RECORD}): validation cases changed {moved[:5]}"
                        f"{' ...' if len(moved) > 5 else ''}, new cases {added[:5]}; a resumed run would train on its "
                        "own validation cases. Resume with the same data and datalist, or start another --run_dir")
+    _delete_old_run(_PENDING.pop(str(run.resolve()), []))  # --overwrite, now that the new run can start
     record["split"] = current
     made = run / "datalist.json"
     record["datalist_written"] = bool(not datalist and (not made.exists() or record.get("datalist_written")))

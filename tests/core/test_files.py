@@ -3,6 +3,7 @@ folder."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -170,3 +171,40 @@ def test_nested_output_folders_that_stayed_empty_all_go_the_inner_first(tmp_path
     hold_folder(tmp_path / "cmp" / "alg", what="evaluation")
     release_held_folders()
     assert not (tmp_path / "cmp").exists()
+
+
+def _dead_pid() -> int:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    return dead.pid
+
+
+@pytest.mark.parametrize("hard_links", [True, False], ids=["hard_link", "no_hard_links"])
+def test_a_lock_file_is_never_seen_empty_or_half_written(tmp_path, monkeypatch, hard_links):
+    seen = []
+    real_link = os.link
+
+    def link(src, dst, *a, **k):  # what another process would read the moment the lock appears
+        seen.append(Path(src).read_text())
+        if not hard_links:
+            raise OSError(errno.EPERM, "no hard links here")
+        return real_link(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "link", link)
+    lock = FolderLock(tmp_path, what="inference").acquire()
+    assert json.loads(seen[0])["pid"] == os.getpid()  # whole before it is published
+    assert json.loads((tmp_path / FolderLock.NAME).read_text())["pid"] == os.getpid()
+    assert [p.name for p in tmp_path.iterdir()] == [FolderLock.NAME]  # no temporary left
+    lock.release()
+
+
+def test_a_dead_holders_lock_taken_over_twice_leaves_the_first_taker_holding_it(tmp_path):
+    stale = {"pid": _dead_pid(), "host": os.uname().nodename}
+    (tmp_path / FolderLock.NAME).write_text(json.dumps(stale))
+    late = FolderLock(tmp_path, what="evaluation")
+    read_by_late = late._owner()  # both processes read the dead holder's lock ...
+    first = FolderLock(tmp_path, what="training").acquire()  # ... the first takes it over ...
+    late._take_over(read_by_late)  # ... the second, acting on what it read, must not remove the first's
+    assert json.loads((tmp_path / FolderLock.NAME).read_text())["pid"] == os.getpid()
+    assert first.mine() and [p.name for p in tmp_path.iterdir()] == [FolderLock.NAME]
+    first.release()

@@ -1,28 +1,68 @@
-"""``make clean`` removes what the demo and the tools wrote, never a run the user trained or data synth did not
-write (it used to ``rm -rf runs data/synthetic``)."""
+"""``make clean`` removes what the demo and the tools wrote, never a run the user trained, a file synth did not
+write, or a demo still running (it used to ``rm -rf runs data/synthetic``, then all of data/synthetic whenever
+synth had written into it)."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from pipeline.core.files import FolderLock
 from tests.helpers import REPO
+
+
+def _make_clean(folder: Path, check: bool = True) -> subprocess.CompletedProcess:
+    shutil.copy(REPO / "Makefile", folder / "Makefile")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(["make", "-s", "clean", f"PY={sys.executable}"], cwd=folder, capture_output=True, text=True,
+                          check=check, env=env)
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 @pytest.mark.parametrize("synth_wrote_the_data", [True, False], ids=["synthetic data", "data synth did not write"])
 def test_make_clean_keeps_the_users_runs_and_data(tmp_path: Path, synth_wrote_the_data: bool) -> None:
-    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
     for folder in ("runs/demo/models", "runs/brats/models", "data/synthetic", ".pytest_cache"):
         (tmp_path / folder).mkdir(parents=True)
     (tmp_path / "runs/brats/models/model.pt").write_bytes(b"a trained model")
     (tmp_path / "data/synthetic" / ("synthetic.json" if synth_wrote_the_data else "BraTS2021_00000_t1.nii.gz")
      ).write_text("{}")
-    out = subprocess.run(["make", "-s", "clean"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    out = _make_clean(tmp_path).stdout
     assert not (tmp_path / "runs/demo").exists() and not (tmp_path / ".pytest_cache").exists()
     assert (tmp_path / "runs/brats/models/model.pt").read_bytes() == b"a trained model"
     assert "kept your runs in runs/ (brats" in out
     assert (tmp_path / "data/synthetic").exists() != synth_wrote_the_data
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_clean_deletes_only_the_files_synth_wrote_beside_the_users(tmp_path: Path) -> None:
+    """``synth --force`` writes beside foreign files; make clean deleted the whole folder, theirs included."""
+    from pipeline.data.synthetic import write_dataset
+
+    data = tmp_path / "data/synthetic"
+    (data / "mine").mkdir(parents=True)
+    (data / "mine" / "notes.txt").write_text("the user's")
+    write_dataset(data, cases=1, shape=(16, 16, 16), seed=0, force=True)
+    out = _make_clean(tmp_path).stdout
+    assert sorted(p.relative_to(data).as_posix() for p in data.rglob("*")) == ["mine", "mine/notes.txt"]
+    assert "kept 1 file(s) in data/synthetic that synth did not write" in out
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_clean_refuses_while_a_demo_is_running(tmp_path: Path) -> None:
+    (tmp_path / "runs/demo/seg").mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "runs/demo/seg" / FolderLock.NAME).write_text(json.dumps(
+            {"pid": holder.pid, "host": os.uname().nodename, "what": "inference"}))
+        result = _make_clean(tmp_path, check=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode != 0 and "is being written" in result.stderr and "let the demo finish" in result.stderr
+    assert (tmp_path / "runs/demo/seg").is_dir()

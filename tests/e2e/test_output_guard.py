@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,37 @@ def test_evaluation_and_pictures_never_write_among_the_inputs(trained_run: Path,
                             str(data / "pictures")], capsys)
     assert code == 2 and "input folder" in line
     assert checksums(data, seg) == before
+
+
+def _truncate_a_case(data: Path) -> None:
+    """Cut one case's FLAIR short: the data check refuses the dataset."""
+    flair = sorted(data.glob("*/*_flair.nii.gz"))[0]
+    flair.write_bytes(flair.read_bytes()[:200])
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a machine without CUDA refuses --device cuda")
+@pytest.mark.parametrize("cli", ["bundle", "pipeline"])
+@pytest.mark.parametrize("why", ["a_case_the_data_check_refuses", "a_device_this_machine_lacks"])
+def test_overwrite_keeps_the_finished_run_when_the_new_one_is_refused(trained_run: Path, tiny_dataset: Path,
+                                                                       tmp_path: Path, cli: str, why: str) -> None:
+    """--overwrite true deleted the old models and rewrote run.json before the data check (or the device) refused
+    the new run: the finished run was lost and nothing trained in its place."""
+    run, data = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(trained_run, run)
+    shutil.copytree(tiny_dataset, data)
+    ids: dict[str, object] = {"device": "cuda"} if why == "a_device_this_machine_lacks" else {}
+    if why == "a_case_the_data_check_refuses":
+        _truncate_a_case(data)
+    before = checksums(run)
+    if cli == "bundle":
+        result = _bundle("training", dataset_dir=data, run_dir=run, overwrite="true", epochs=1, folds=2, **ids)
+    else:
+        words = ["--device", "cuda"] if ids else []
+        result = run_module([sys.executable, "-m", "pipeline", "train", str(data), "--run", str(run), "--overwrite",
+                             *words, "--set", "epochs", "1", "--set", "folds", "2", "--set", "num_workers", "0"],
+                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    line = last_line(result)
+    printed = result.stdout + result.stderr
+    assert result.returncode != 0 and "\nerror: " in printed, printed[-3000:]
+    assert ("--device cuda" in line) if ids else ("flair" in line.lower()), line  # (the data check: one per case)
+    assert checksums(run) == before  # models, run.json, datalist.json: as they were

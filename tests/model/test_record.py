@@ -101,7 +101,7 @@ def test_a_run_whose_models_lie_in_its_recorded_ckpt_dir_is_not_replaced(tmp_pat
     record and replaced run.json (split, network, the models' folder). The record's folder is looked in too."""
     run, models = tmp_path / "run", tmp_path / "big" / "models"
     start_training(run, models, resume=False, overwrite=False, ids=_ids(), network_factory=SMALL)
-    models.mkdir(parents=True)
+    models.mkdir(parents=True, exist_ok=True)  # (held by the start: made)
     torch.save(SMALL().state_dict(), models / "model.pt")
     release_held_folders()
     before = (run / "run.json").read_text()
@@ -142,6 +142,60 @@ def test_overwrite_by_name_deletes_the_old_checkpoints(tmp_path):
     _finish(run)
     _start(run, overwrite=True)
     assert not list((run / "models").iterdir())
+
+
+def test_overwrite_after_the_data_check_deletes_nothing_until_the_split_is_recorded(tmp_path):
+    """train.yaml's start: --overwrite's deletions and the new run.json wait for record_split, which runs after the
+    data check; a start refused in between leaves the finished run as it was."""
+    run = tmp_path / "run"
+    _start(run)
+    record_split(run, ([{"case": "a"}], [{"case": "b"}]))
+    _finish(run)
+    before = {p.name: p.read_bytes() for p in [run / "run.json", *(run / "models").iterdir()]}
+    started = start_training(run, run / "models", resume=False, overwrite=True, ids=_ids(seed=4),
+                             network_factory=SMALL, after_data_check=True)
+    assert {p.name: p.read_bytes() for p in [run / "run.json", *(run / "models").iterdir()]} == before
+    record_split(run, ([{"case": "c"}], [{"case": "d"}]), started=started)
+    assert not list((run / "models").iterdir())
+    assert read_record(run)["ids"]["seed"] == 4 and read_record(run)["split"]["train"] == ["c"]
+
+
+def test_a_checkpoint_folder_outside_the_run_is_written_by_one_training_at_a_time(tmp_path):
+    """Two runs given one --ckpt_dir wrote each other's model.pt (and a start's clean-up removed the other's
+    half-written checkpoint): the models' folder is held like the run folder."""
+    import os
+    import sys
+
+    from pipeline.core.files import FolderLock
+
+    models = tmp_path / "shared_models"
+    models.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (models / FolderLock.NAME).write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename,
+                                                          "what": "training (its models)"}))
+        with pytest.raises(UserError, match=f"{models} is being written by another process \\(pid {holder.pid}"):
+            start_training(tmp_path / "run_b", models, resume=False, overwrite=False, ids=_ids(),
+                           network_factory=SMALL)
+    finally:
+        holder.kill()
+        holder.wait()
+    release_held_folders()  # as the refused process's exit does
+    assert not (tmp_path / "run_b").exists()  # refused before anything was written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize(("device", "named"), [
+    pytest.param("cuda", "no CUDA GPU", id="cuda_absent"),
+    pytest.param("cuda:1", "no CUDA GPU", id="a_cuda_index_absent"),
+    pytest.param("gpu", "not a device torch knows", id="a_name_torch_does_not_know"),
+])
+def test_a_device_this_machine_lacks_is_refused_before_the_run_folder_is_touched(tmp_path, device, named):
+    run = tmp_path / "run"
+    with pytest.raises(UserError, match=f"--device {device}: .*{named}"):
+        start_training(run, run / "models", resume=False, overwrite=False, ids=_ids(), network_factory=SMALL,
+                       device=device)
+    assert not run.exists()
 
 
 @pytest.mark.parametrize(("change", "named"), [
