@@ -31,7 +31,17 @@ from pipeline.data.labels import (
     scheme_choices,
     scheme_name,
 )
-from pipeline.data.layouts import LAYOUTS, Case, DatasetError, LayoutInfo, Problem, resolve_scheme, scan_dataset
+from pipeline.data.layouts import (
+    LAYOUTS,
+    Case,
+    DatasetError,
+    DatasetScan,
+    LayoutInfo,
+    Problem,
+    in_scheme_order,
+    resolve_scheme,
+    scan_dataset,
+)
 from pipeline.data.layouts.brats import single_case
 
 logger = logging.getLogger(__name__)
@@ -462,10 +472,11 @@ def check_dataset(root: str | os.PathLike, *, layout: str | None = None, label_s
     if one is not None:  # a case folder (or a flat folder of one case's files), as inference takes it
         case, info = one
         scheme = resolve_scheme(info, label_scheme)
+        case = in_scheme_order(DatasetScan(Path(root), info, [case]), label_scheme).cases[0]  # channels by name
         problems = check_cases([case], scheme, jobs=1, data=data, layout=info.layout)
         return CheckReport(str(Path(root).expanduser()), info, scheme, [case.case_id], problems,
                            time.perf_counter() - started)
-    scan = scan_dataset(root, layout)
+    scan = in_scheme_order(scan_dataset(root, layout), label_scheme)  # the scheme's channel order, by name
     scheme = resolve_scheme(scan.layout, label_scheme)
     problems = list(scan.problems)
     if not scan.cases and not scan.errors:

@@ -27,6 +27,7 @@ from pipeline.data.layouts import (
     LAYOUTS,
     Case,
     DatasetError,
+    DatasetScan,
     LayoutInfo,
     in_scheme_order,
     order_by_name,
@@ -134,6 +135,34 @@ def write_datalist(root: str | os.PathLike, out: str | os.PathLike, folds: int =
                            "trained on it): write the new datalist elsewhere (--out), or pass --force to replace it")
     atomic_write_text(out, text)
     return datalist
+
+
+def datalist_in_scheme_order(dl: dict, layout: LayoutInfo, scheme: str | None, path: str | os.PathLike, *,
+                             labels: bool = True) -> dict:
+    """A datalist read by `read_datalist` (each item's images in its own label scheme's channel order, ``layout``'s
+    ``label_scheme``) with each item's images (or 4D ``channel_index``) in ``scheme``'s channel order: the same
+    `in_scheme_order` a scanned folder goes through, matched by name, never by position; ``dl`` itself when no other
+    scheme is given or the orders agree.
+
+    Raises:
+        UserError: a scheme `resolve_scheme` refuses.
+        DatasetError: channels that cannot be matched by name, or nnU-Net's numbered files in another order
+            (`in_scheme_order`; the datalist ``path`` named).
+    """
+    sections = [key for key in ("training", "test") if dl.get(key)]
+    items = [it for key in sections for it in dl[key]]
+    read = [Case.from_item(it) for it in items]
+    cases = in_scheme_order(DatasetScan(Path(path), layout, read, kind="datalist"), scheme, labels=labels).cases
+    if cases is read:  # its own order is the scheme's
+        return dl
+    ordered = iter(cases)  # in the order of ``items``: section by section
+
+    def item(it: dict) -> dict:
+        case = next(ordered)
+        index = {} if case.channel_index is None else {"channel_index": list(case.channel_index)}
+        return {**it, "image": list(case.images), **index}
+
+    return {**dl, **{key: [item(it) for it in dl[key]] for key in sections}}
 
 
 def check_case_id(case_id: object, where: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,15 +27,30 @@ CHANNELS: tuple[str, ...] = ("T1", "T1ce", "T2", "FLAIR")
 REGIONS: tuple[str, ...] = ("TC", "WT", "ET")
 
 
-#: Contrast names as datasets spell them (lower case) -> the channel names of `CHANNELS` (MSD's modality table,
-#: BraTS 2023 suffixes, synthetic channels).
-CONTRAST_NAMES: dict[str, str] = {"flair": "FLAIR", "t2f": "FLAIR", "t1": "T1", "t1w": "T1", "t1n": "T1",
-                                  "t1gd": "T1ce", "t1ce": "T1ce", "t1c": "T1ce", "t2": "T2", "t2w": "T2"}
+#: Contrast names as datasets spell them (lower case, without spaces, ``-`` or ``_``: `contrast_of`) -> the channel
+#: names of `CHANNELS` (MSD's modality table, BraTS 2023 suffixes, nnU-Net channel_names, synthetic channels). Only
+#: spellings that name one contrast: "T2-FLAIR" is FLAIR, "T1-Gd", "T1 post" and RSNA-MICCAI's "T1wCE" T1ce.
+CONTRAST_NAMES: dict[str, str] = {"flair": "FLAIR", "t2f": "FLAIR", "t2flair": "FLAIR",
+                                  "t1": "T1", "t1w": "T1", "t1n": "T1",
+                                  "t1gd": "T1ce", "t1ce": "T1ce", "t1c": "T1ce", "t1post": "T1ce", "t1wce": "T1ce",
+                                  "t2": "T2", "t2w": "T2"}
+
+
+def contrast_of(name: object) -> str | None:
+    """The contrast of `CHANNELS` a channel's name spells (`CONTRAST_NAMES`; letter case, spaces, ``-`` and ``_``
+    ignored: "T2-FLAIR", "T1 Gd"), or None when it spells none."""
+    return CONTRAST_NAMES.get(re.sub(r"[\s_-]+", "", str(name).lower()))
+
+
+def contrast_spellings() -> str:
+    """The accepted spellings of each contrast, for messages: ``T1: t1, t1n, t1w; T1ce: ...``."""
+    return "; ".join(f"{c}: {', '.join(sorted(k for k, v in CONTRAST_NAMES.items() if v == c))}" for c in CHANNELS)
+
 
 def canonical_channel(name: object) -> str:
-    """A channel's name as `CHANNELS` spells it when it is one of the four contrasts (T1c is T1ce, t2f is FLAIR),
-    else as given: two channel lists name the same images when their canonical names agree."""
-    return CONTRAST_NAMES.get(str(name).strip().lower(), str(name))
+    """A channel's name as `CHANNELS` spells it when it is one of the four contrasts (T1c is T1ce, t2f is FLAIR,
+    `contrast_of`), else as given: two channel lists name the same images when their canonical names agree."""
+    return contrast_of(name) or str(name)
 
 
 #: Prefix of a scheme that names an nnU-Net ``dataset.json``.
@@ -200,6 +216,16 @@ def roles_by_value(desc: Description) -> dict[int, str]:
         return {}
     return ({v: "ET" for v in kinds["ET"]} | {v: "NCR" for v in kinds["TC"] - kinds["ET"]}
             | {v: "ED" for v in kinds["WT"] - kinds["TC"]})
+
+
+#: The meaning `meanings` gives nnU-Net's ``ignore`` label (unannotated voxels: neither trained on nor scored).
+IGNORE = "ignore"
+
+
+def meanings(desc: Description) -> dict[int, str]:
+    """``{label value: meaning}`` of a description: its roles (`roles_by_value`) and `IGNORE` for its ``ignore``
+    label: what two schemes must agree on, value by value, to read one dataset's labels."""
+    return {**roles_by_value(desc), **({} if desc.ignore is None else {desc.ignore: IGNORE})}
 
 
 def role_conflicts(a: Mapping[int, str], b: Mapping[int, str], names: tuple[str, str] = ("the data", "the scheme")

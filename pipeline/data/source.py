@@ -23,7 +23,14 @@ from pipeline.data.check import (
     log_problems,
     progress_logger,
 )
-from pipeline.data.datalist import datalist_from_cases, datalist_layout, folds_present, read_datalist, split_items
+from pipeline.data.datalist import (
+    datalist_from_cases,
+    datalist_in_scheme_order,
+    datalist_layout,
+    folds_present,
+    read_datalist,
+    split_items,
+)
 from pipeline.data.labels import BUILTIN, Description, describe, scheme_name
 from pipeline.data.layouts import (
     LAYOUTS,
@@ -116,14 +123,30 @@ class DataSource:
         return scan
 
     @functools.cached_property
-    def datalist(self) -> dict:
-        """The datalist: the JSON file read and validated once, or one built from the scanned dataset.
+    def datalist_file(self) -> dict:
+        """The datalist JSON file read and validated once (`read_datalist`): its items in its own scheme's channel
+        order.
 
         Raises:
-            DatasetError: a datalist that cannot be used, or a dataset with no case.
+            DatasetError: no datalist given, or one that cannot be used.
+        """
+        if not self.datalist_path:
+            raise DatasetError("no datalist was given; pass --datalist datalist.json")
+        return read_datalist(self.datalist_path, self.dataset_dir)
+
+    @functools.cached_property
+    def datalist(self) -> dict:
+        """The datalist: the JSON file's (`datalist_file`), or one built from the scanned dataset; either way each
+        item's images in the channel order of the scheme in use, matched by name (`in_scheme_order`, for a
+        datalist through `datalist_in_scheme_order`).
+
+        Raises:
+            DatasetError: a datalist that cannot be used, a given scheme whose channels cannot be matched to the
+                data's by name, or a dataset with no case.
         """
         if self.datalist_path:
-            return read_datalist(self.datalist_path, self.dataset_dir)
+            return datalist_in_scheme_order(self.datalist_file, self.layout, self.label_scheme, self.datalist_path,
+                                            labels=self.labels)
         scan = self.scan
         if not scan.cases and not scan.errors:
             raise DatasetError(f"no case found in {scan.root} ({LAYOUTS[scan.layout.layout].example})")
@@ -137,11 +160,12 @@ class DataSource:
             DatasetError: neither a datalist nor a dataset folder whose layout can be detected.
         """
         if self.datalist_path:
-            name = datalist_layout(self.datalist)
-            return LayoutInfo(name, str(self.datalist.get("label_scheme") or LAYOUTS[name].label_scheme),
+            raw = self.datalist_file
+            name = datalist_layout(raw)
+            return LayoutInfo(name, str(raw.get("label_scheme") or LAYOUTS[name].label_scheme),
                               f"datalist {self.datalist_path}", LAYOUTS[name].title,
-                              named=bool(self.datalist.get("layout")),  # no layout key: no naming to read
-                              described=bool(self.datalist.get("label_scheme")))  # none: its numbering unknown
+                              named=bool(raw.get("layout")),  # no layout key: no naming to read
+                              described=bool(raw.get("label_scheme")))  # none: its numbering unknown
         if not self.dataset_dir:
             raise DatasetError("label_scheme auto needs a dataset_dir or a datalist to detect the layout from")
         return self.single[1] if self.single else self.scan.layout

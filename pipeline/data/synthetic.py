@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, atomic_write_text
-from pipeline.data.labels import CONTRAST_NAMES, NUMBERING, relabel
+from pipeline.data.labels import NUMBERING, contrast_of, contrast_spellings, relabel
 from pipeline.data.layouts import brats, msd, nnunet
 
 logger = logging.getLogger(__name__)
@@ -383,11 +383,10 @@ def contrasts_of(channels: Sequence[str] | None) -> tuple[str, ...]:
     if isinstance(channels, str):
         channels = [channels]
     by_name = {name: key for key, name in CHANNEL_NAMES.items()}
-    out = [by_name.get(CONTRAST_NAMES.get(str(c).strip().lower(), "")) for c in channels]
-    known = ", ".join(sorted(CONTRAST_NAMES))
+    out = [by_name.get(contrast_of(c) or "") for c in channels]
     if not out or None in out or len(set(out)) != len(out):
         raise UserError(f"channels {list(channels)}: expected one or more of the four contrasts, each once, named "
-                         f"{known} (any case), e.g. T1ce or T1 T1ce T2 FLAIR")
+                        f"({contrast_spellings()}; any case), e.g. T1ce or T1 T1ce T2 FLAIR")
     return tuple(c for c in out if c)
 
 

@@ -8,6 +8,7 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -210,3 +211,71 @@ def test_brats_spelled_out_subregion_names_take_their_roles() -> None:
     names = {"Surrounding Non-enhancing FLAIR Hyperintensity": "ED", "Non-Enhancing Tumor Core": "NCR",
              "Enhancing Tissue": "ET", "Resection Cavity": "RC", "peritumoral edema": "ED", "NETC": "NCR"}
     assert {n: role_of_name(n) for n in names} == names
+
+
+# ---- nnU-Net's ignore label: a meaning like a role -------------------------------------------------------------
+
+#: An nnU-Net dataset.json's plain labels on BraTS 2023's numbering with an ignore label (the highest value, as
+#: nnU-Net requires): unannotated voxels, neither trained on nor scored.
+IGNORE_LABELS = {"background": 0, "NCR": 1, "ED": 2, "ET": 3, "ignore": 4}
+
+
+def _relabelled_nnunet(src: Path, root: Path, labels: dict) -> Path:
+    """A copy of the nnU-Net dataset ``src`` whose dataset.json has these plain labels (no regions)."""
+    shutil.copytree(src, root)
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["labels"] = labels
+    meta.pop("regions_class_order", None)
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def _scheme_read(reader: str, result: Any) -> str:
+    """The scheme a reader of `READERS` read the data with."""
+    if reader == "check":
+        return result.label_scheme
+    if reader == "evaluation":
+        return result["scheme"]
+    return result["label_scheme"] if reader.startswith("datalist") else str(result)
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize(("scheme", "why"), [
+    pytest.param("brats2024", r"label 4 is ignore in the data \(unannotated voxels, neither trained on nor scored\), "
+                              "RC in scheme brats2024", id="ignore_read_as_resection_cavity"),
+    pytest.param("brats2023", "label 4 is ignore in the data .*, no label of scheme brats2023", id="ignore_no_label"),
+])
+def test_an_nnunet_ignore_label_is_refused_by_a_scheme_that_gives_its_value_another_meaning(
+        datasets, tmp_path: Path, reader: str, scheme: str, why: str) -> None:
+    """Roles 1, 2, 3 agree with brats2024 and the dataset's own description left its ignore value out, so
+    brats2024 was accepted and the unannotated voxels (4) trained and scored as resection cavity."""
+    root = _relabelled_nnunet(datasets["nnunet"], tmp_path / "Dataset002", IGNORE_LABELS)
+    with pytest.raises(UserError, match=rf"label scheme {scheme} contradicts nnunet data .*: {why}; read it with its "
+                                        r"own scheme \((--label_scheme|--scheme) auto\)"):
+        READERS[reader](root, scheme, tmp_path)
+    assert not (tmp_path / "dl.json").exists() and not (tmp_path / "eval").exists()
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_scheme_whose_ignore_value_is_a_class_of_the_data_is_refused(datasets, tmp_path: Path, reader: str) -> None:
+    """BraTS 2023+ names number 4 the resection cavity; a dataset.json that ignores 4 would leave it unscored."""
+    elsewhere = _relabelled_nnunet(datasets["nnunet"], tmp_path / "other", IGNORE_LABELS)
+    with pytest.raises(UserError, match="label 4 is RC in the data, ignore in scheme nnunet:"):
+        READERS[reader](datasets["brats2023"], f"nnunet:{elsewhere / 'dataset.json'}", tmp_path)
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_scheme_with_the_same_ignore_label_reads_the_dataset(datasets, tmp_path: Path, reader: str) -> None:
+    root = _relabelled_nnunet(datasets["nnunet"], tmp_path / "Dataset002", IGNORE_LABELS)
+    copy = _relabelled_nnunet(datasets["nnunet"], tmp_path / "copy", IGNORE_LABELS) / "dataset.json"
+    assert _scheme_read(reader, READERS[reader](root, f"nnunet:{copy}", tmp_path)) == f"nnunet:{copy}"
+
+
+def test_the_evaluate_command_refuses_brats2024_on_an_ignore_label_in_one_last_line(
+        datasets, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = _relabelled_nnunet(datasets["nnunet"], tmp_path / "Dataset002", IGNORE_LABELS)
+    pred = _predictions(root, tmp_path / "pred")
+    assert main(["evaluate", str(pred), str(root), "--out", str(tmp_path / "eval"), "--scheme", "brats2024"]) != 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: label scheme brats2024 contradicts nnunet data")
+    assert "label 4 is ignore in the data" in last and "(--scheme auto)" in last

@@ -123,7 +123,10 @@ def resolve_scheme(layout: LayoutInfo, scheme: str | None, option: str = "--labe
     the flag that set the scheme, named in the refusal (``--scheme`` for the evaluation). ``labels=False`` (inference,
     which reads no label and writes the scheme's numbering: a model of another dataset on these images) checks
     nothing but the name. The naming's numbering counts where the naming was seen (``layout.named``: a datalist
-    without a ``layout`` key shows none), its own scheme's where it was recorded (``layout.described``).
+    without a ``layout`` key shows none), its own scheme's where it was recorded (``layout.described``). nnU-Net's
+    ``ignore`` label is a meaning like a role (`pipeline.data.labels.meanings`): a dataset with one is read only by a
+    scheme with the same ignore value (brats2024 would train and score its unannotated voxels as resection cavity),
+    and a scheme's ignore value may be no class of the data.
 
     Raises:
         UserError: an unknown scheme, or one whose numbering contradicts the data's (the values named).
@@ -133,6 +136,7 @@ def resolve_scheme(layout: LayoutInfo, scheme: str | None, option: str = "--labe
         NNUNET_PREFIX,
         NUMBERING,
         describe,
+        meanings,
         role_conflicts,
         roles_by_value,
         scheme_name,
@@ -148,10 +152,16 @@ def resolve_scheme(layout: LayoutInfo, scheme: str | None, option: str = "--labe
     where = f"{layout.layout} data ({layout.reason})" if layout.reason else f"{layout.layout} data"
     fix = (f"read it with its own scheme ({option} auto), or relabel the files to the scheme's numbering"
            + ("" if layout.reason.startswith("datalist") else " and rename them to its layout"))
+    if own.ignore is not None and given.ignore != own.ignore:  # read as a class, unannotated voxels would be scored
+        meant = meanings(given).get(own.ignore)
+        raise UserError(f"label scheme {name} contradicts {where}: label {own.ignore} is ignore in the data "
+                        "(unannotated voxels, neither trained on nor scored), "
+                        + (f"{meant} in scheme {name}" if meant else f"no label of scheme {name}")
+                        + f"; read it with its own scheme ({option} auto) or one whose ignore label is {own.ignore}")
     if layout.layout == "nnunet" and own_name.startswith(NNUNET_PREFIX):
         same = (own.channels, dict(own.labels), dict(own.regions), own.regions_class_order, own.ignore) == (
             given.channels, dict(given.labels), dict(given.regions), given.regions_class_order, given.ignore)
-        mine, theirs = roles_by_value(own), roles_by_value(given)
+        mine, theirs = roles_by_value(own), meanings(given)  # its ignore value, too, must be no class of the data
         if same or (mine and set(mine) == set(own.labels.values()) and not role_conflicts(mine, theirs)
                     and set(theirs) >= set(mine)):
             return name
@@ -160,8 +170,8 @@ def resolve_scheme(layout: LayoutInfo, scheme: str | None, option: str = "--labe
                         f"({', '.join(own.regions)}), whose roles the scheme's numbering does not match by name; {fix}")
     naming = NAMING_NUMBERING.get(layout.layout, "") if layout.named else ""
     implied = {v: r for r, v in NUMBERING.get(naming, {}).items()}
-    mine = {**implied, **(roles_by_value(own) if layout.described else {})}
-    conflicts = role_conflicts(mine, roles_by_value(given), ("the data", f"scheme {name}"))
+    mine = {**implied, **(meanings(own) if layout.described else {})}
+    conflicts = role_conflicts(mine, meanings(given), ("the data", f"scheme {name}"))
     if conflicts:
         raise UserError(f"label scheme {name} contradicts {where}: label {'; '.join(conflicts)}; {fix}")
     return name
@@ -170,26 +180,31 @@ def resolve_scheme(layout: LayoutInfo, scheme: str | None, option: str = "--labe
 def in_scheme_order(scan: DatasetScan, scheme: str | None, *, labels: bool = True) -> DatasetScan:
     """``scan`` with each case's channels in the order of ``scheme``'s description, matched by contrast name
     (`channel_permutation`), when a scheme other than the layout's own is given (None or ``auto``: as scanned). The
-    one place a scheme override reorders cases: `pipeline.data.source.DataSource` and the datalist writers.
+    one place a scheme override orders channels, for every source: a scanned folder or case
+    (`pipeline.data.source.DataSource`, the datalist writers) and a datalist's items
+    (`pipeline.data.datalist.datalist_in_scheme_order`, ``scan.kind`` ``datalist``).
 
     Raises:
-        DatasetError: other contrasts than the files', or files numbered ``_0000`` ... (nnU-Net) in another order
-            than the scheme's: every datalist reader puts numbered files in number order, so a reordering would not
-            survive a datalist written and read back; refused rather than fed by position.
+        UserError: a scheme `resolve_scheme` refuses.
+        DatasetError: channel names that cannot be matched (no contrast the pipeline knows, other contrasts than
+            the files'), or files numbered ``_0000`` ... (nnU-Net) in another order than the scheme's: every
+            datalist reader puts numbered files in number order, so a reordering would not survive a datalist
+            written and read back; refused rather than fed by position.
     """
     from pipeline.data.labels import describe, scheme_name
 
     if scheme in (None, "", "auto") or resolve_scheme(scan.layout, scheme, labels=labels) == scan.layout.label_scheme:
         return scan
-    own, wanted = describe(scan.layout.label_scheme).channels, describe(scheme).channels
+    own, wanted = describe(scan.layout.label_scheme), describe(scheme)
     numbered = LAYOUTS[scan.layout.layout].numbered_channels
-    order = channel_permutation(own, wanted, f"{scan.root}" if numbered else f"dataset {scan.root}")
+    order = channel_permutation(own, wanted, f"{scan.kind} {scan.root}")
     if order is None:
         return scan
     if numbered:
-        raise DatasetError(f"{scan.root} numbers its channels {', '.join(own)} (dataset.json); the label scheme "
-                           f"{scheme_name(scheme)} reads {', '.join(wanted)}: read it with its own scheme "
-                           "(--label_scheme auto: its dataset.json describes its labels too)")
+        raise DatasetError(f"{scan.kind} {scan.root} numbers its channels {', '.join(own.channels)} (<case>_0000 ..., "
+                           f"as its dataset.json lists them); the label scheme {scheme_name(scheme)} reads "
+                           f"{', '.join(wanted.channels)}: read it with its own scheme (--label_scheme auto: its "
+                           "dataset.json describes its labels too)")
     scan.cases = [in_channel_order(c, order) for c in scan.cases]
     return scan
 

@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.core.errors import UserError
-from pipeline.data.labels import CHANNELS, CONTRAST_NAMES, canonical_channel
+from pipeline.data.labels import (
+    CHANNELS,
+    NNUNET_PREFIX,
+    Description,
+    canonical_channel,
+    contrast_of,
+    contrast_spellings,
+)
 
 
 @dataclass(frozen=True)
@@ -113,24 +120,46 @@ def order_by_name(own: Sequence[str], wanted: Sequence[str]) -> list[int] | None
     return [have.index(c) for c in want]
 
 
-def channel_permutation(own: Sequence[str], wanted: Sequence[str], where: str) -> list[int] | None:
-    """Where each of ``wanted`` lies among the layout's ``own`` channels, matched by contrast (`canonical_channel`:
-    t1gd is T1ce), never by position; None when both orders agree, or when the names are not all MRI contrasts
-    or not as many (nothing to match them by: the channel checks name it).
+def _channels_source(desc: Description) -> str:
+    """Where a description's channel names come from, for messages: its dataset.json's ``channel_names``, or the
+    built-in scheme."""
+    if desc.name.startswith(NNUNET_PREFIX):
+        return f"channel_names of {desc.name[len(NNUNET_PREFIX):]}"
+    return f"label scheme {desc.name}"
+
+
+def channel_permutation(own: Description, wanted: Description, where: str) -> list[int] | None:
+    """Where each of ``wanted``'s channels lies among the data's ``own`` (the descriptions the data is and the scheme
+    it is read with), matched by name (`canonical_channel`: t1gd is T1ce, T2-FLAIR is FLAIR), never by position:
+    None only when both name the same channels in the same order.
 
     Raises:
-        DatasetError: both lists name as many contrasts, but not the same ones (``where`` starts the message).
+        DatasetError: names that match nothing on the other side: the dataset.json named, its unmatched names and
+            the accepted contrast spellings (`contrast_spellings`) when a name is no contrast; else both lists of
+            contrasts (other contrasts, or another number). ``where`` starts the message.
     """
-    have, want = [canonical_channel(c) for c in own], [canonical_channel(c) for c in wanted]
-    contrasts = set(CONTRAST_NAMES.values())
-    if len(have) != len(want) or not (set(have) <= contrasts and set(want) <= contrasts):
-        return None
     try:
-        return order_by_name(own, wanted)
+        return order_by_name(own.channels, wanted.channels)
     except ValueError:
-        raise DatasetError(f"{where}: its files hold the contrasts {', '.join(own)}, the label scheme reads "
-                           f"{', '.join(wanted)}: read the data with its own scheme (--label_scheme auto) or a "
-                           "scheme of the same contrasts") from None
+        pass
+    have, want = [canonical_channel(c) for c in own.channels], [canonical_channel(c) for c in wanted.channels]
+    unmatched: list[tuple[Description, list[str]]] = []  # names no contrast, nor the other side's
+    for desc, mine, other in ((own, have, want), (wanted, want, have)):
+        names = [n for n, c in zip(desc.channels, mine, strict=True) if contrast_of(c) is None and c not in other]
+        if names:
+            unmatched.append((desc, names))
+    if unmatched:
+        named = "; ".join(f"{', '.join(names)} ({_channels_source(desc)})" for desc, names in unmatched)
+        files = [desc.name[len(NNUNET_PREFIX):] for desc, _ in unmatched if desc.name.startswith(NNUNET_PREFIX)]
+        raise DatasetError(
+            f"{where}: the channel name(s) {named} name no contrast the pipeline knows, so the channels "
+            f"{', '.join(own.channels)} of the data cannot be matched by name to the channels "
+            f"{', '.join(wanted.channels)} of the label scheme {wanted.name} (never by position): rename them in "
+            f"{' and '.join(files) or 'the channel names'} to contrast names ({contrast_spellings()}), or read the "
+            "data with its own scheme (--label_scheme auto)")
+    raise DatasetError(f"{where}: its files hold the contrasts {', '.join(own.channels)}, the label scheme reads "
+                       f"{', '.join(wanted.channels)}: read the data with its own scheme (--label_scheme auto) or a "
+                       "scheme of the same contrasts")
 
 
 def in_channel_order(case: Case, order: Sequence[int]) -> Case:
@@ -151,6 +180,7 @@ class DatasetScan:
     layout: LayoutInfo
     cases: list[Case] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    kind: str = "dataset"  # what ``root`` is, for messages: a dataset folder, or a datalist its cases were read from
 
     @property
     def errors(self) -> list[Problem]:

@@ -11,7 +11,7 @@ import numpy as np
 
 from pipeline.core.files import atomic_write_text
 from pipeline.core.nifti import is_nifti, nifti_names, nifti_stem, save_nifti
-from pipeline.data.labels import CHANNELS, CONTRAST_NAMES, NUMBERING, role_conflicts, role_of_name
+from pipeline.data.labels import CHANNELS, NUMBERING, contrast_of, contrast_spellings, role_conflicts, role_of_name
 from pipeline.data.layouts.base import Case, DatasetError, DatasetScan, LayoutInfo, LayoutSpec, Problem, both_extensions
 
 MSD = LayoutSpec("msd", "Medical Segmentation Decathlon Task01_BrainTumour", "msd", (), "",
@@ -43,11 +43,11 @@ def msd_channel_index(modalities: Sequence[str]) -> tuple[int, ...]:
     Raises:
         DatasetError: a name is unknown, or the names do not cover the four contrasts exactly once.
     """
-    mapped = [CONTRAST_NAMES.get(str(m).strip().lower()) for m in modalities]
+    mapped = [contrast_of(m) for m in modalities]
     if None in mapped or sorted(mapped) != sorted(CHANNELS):
         raise DatasetError(
             f"modalities {list(modalities)} do not name the four contrasts T1, T1ce (T1gd), T2 and FLAIR once each; "
-            f"known names: {sorted(CONTRAST_NAMES)}"
+            f"known names: {contrast_spellings()}"
         )
     return tuple(mapped.index(c) for c in CHANNELS)
 
