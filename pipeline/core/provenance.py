@@ -4,12 +4,16 @@
 
     {"version": 2, "cases": {"<case>": {"model": "<model id>", "file": "<case>.nii.gz",
                                         "inputs": [{"path": ..., "size": ..., "mtime_ns": ..., "hash": ...}, ...],
-                                        "probabilities": "<model id>" | null}}}
+                                        "probabilities": "<model id>" | null,
+                                        "scheme": "<label scheme name>"}}}
 
 The model id hashes the checkpoint and the settings that change the output (`pipeline.model.weights.model_id`);
 an input's identity is its resolved path, size, modification time and a fast hash of its first and last 64 KiB
-(`input_identity`). Inference skips a case only when all three match; evaluation refuses a folder that mixes models
-or whose inputs changed since, unless told otherwise.
+(`input_identity`); the scheme is the label numbering the segmentation is written in, by name (``brats2023``,
+``msd``, ``nnunet:<dataset.json>``; `pipeline.data.labels.describe`), absent from records written before it was
+kept. Inference skips a case only when model and inputs match; evaluation refuses a folder that mixes models or
+whose inputs changed since, unless told otherwise, and a segmentation written in another numbering than the one it
+is scored in (`pipeline.evaluation.reference.scoring_scheme`).
 """
 
 from __future__ import annotations
@@ -103,13 +107,26 @@ class Provenance:
         return [r["path"] for r, n in zip(recorded, now, strict=True) if r != n]
 
     def record(self, case: str, *, model: str | None, file: str, inputs: list[dict],
-               probabilities: str | None = None, trained: bool = False) -> None:
+               probabilities: str | None = None, trained: bool = False, scheme: str | None = None) -> None:
         """Record ``case`` as written now, and save the record (atomically). ``trained``: the case was one of the
-        model's training cases (its run.json's split), so its Dice is not a held-out score."""
+        model's training cases (its run.json's split), so its Dice is not a held-out score. ``scheme``: the name of
+        the label scheme its segmentation is numbered in (None: not known, nothing recorded)."""
         self.cases[case] = {"model": model, "file": file, "inputs": inputs, "probabilities": probabilities}
         if trained:
             self.cases[case]["trained"] = True
+        if scheme is not None:
+            self.cases[case]["scheme"] = str(scheme)
         self.save()
+
+    def schemes(self, cases: Iterable[str]) -> Mapping[str, list[str]]:
+        """``{label scheme name: [cases]}`` of those of ``cases`` whose record names the numbering their segmentation
+        was written in; a case without one (no record, or a record from before schemes were kept) is in none."""
+        out: dict[str, list[str]] = {}
+        for case in cases:
+            scheme = self.cases.get(case, {}).get("scheme")
+            if scheme:
+                out.setdefault(str(scheme), []).append(case)
+        return out
 
     def trained_cases(self, cases: Iterable[str]) -> list[str]:
         """Those of ``cases`` whose segmentation was written by a model that trained on them."""

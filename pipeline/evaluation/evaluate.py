@@ -21,7 +21,6 @@ from pipeline.evaluation.reference import (
     evaluated_pair,
     evaluation_record,
     pair_cases,
-    resolve_evaluation_scheme,
 )
 from pipeline.evaluation.regions import METRICS_TABLE, evaluate_folders, format_table
 from pipeline.evaluation.report import Report
@@ -106,7 +105,7 @@ def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathL
     pairs = pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option, allow_mixed=allow_mixed)
     reference = ref_dir = pairs.reference  # as recorded: a datalist's is the folder of its labels, not the JSON file
     if evaluated_pair(out_dir) is not None:
-        resolved, scored = resolve_evaluation_scheme(scheme, pairs.reference), sorted(pairs.refs)
+        resolved, scored = pairs.scoring_scheme(scheme), sorted(pairs.refs)
         key = resolve_challenge(challenge, resolved, scored) if protocol == "official" else None
     claim_output(out_dir, "evaluation", out_option)
     check_replacement(out_dir, pred_dir, reference, overwrite=overwrite, out_option=out_option, scheme=resolved,

@@ -33,7 +33,7 @@ from pipeline.core.files import atomic_write_text
 from pipeline.core.nifti import load_labels
 from pipeline.data.labels import LABEL_SCHEMES, NNUNET_PREFIX, NUMBERING
 from pipeline.evaluation.metrics import HD95_EMPTY_PENALTY_MM
-from pipeline.evaluation.reference import CasePairs, on_reference_grid, pair_cases, resolve_evaluation_scheme
+from pipeline.evaluation.reference import CasePairs, on_reference_grid, pair_cases
 from pipeline.evaluation.regions import label_values_problem
 
 logger = logging.getLogger(__name__)
@@ -423,8 +423,7 @@ def evaluate_official(
         raise UserError(f"jobs must be a whole number >= 1, got {jobs!r}")
     pairs = pairs or pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option, allow_mixed=allow_mixed)
     reference, pred_root, refs, preds = pairs.reference, pairs.pred_root, pairs.refs, pairs.preds
-    if scheme == "auto" or scheme in LABEL_SCHEMES:
-        scheme = resolve_evaluation_scheme(scheme, reference)
+    scheme = pairs.scoring_scheme(scheme)  # auto or a BraTS scheme (checked above); the numbering written checked
     key = resolve_challenge(challenge, scheme, sorted(refs))  # BraTS-MET-... cases: mets, as the package scores them
     mapping = official_label_map(scheme, key)
     package = _package()

@@ -40,7 +40,7 @@ from pipeline.evaluation.reference import (
     claim_output,
     evaluation_record,
     read_reference,
-    resolve_evaluation_scheme,
+    scoring_scheme,
 )
 from pipeline.evaluation.regions import METRICS_TABLE, label_values_problem
 
@@ -306,9 +306,9 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
                             "them, or evaluate these folders into another folder first")
     if scheme == "auto" and record.get("scheme"):  # another scheme, given, draws the labels otherwise (labels)
         scheme = str(record["scheme"])
-    scheme = resolve_evaluation_scheme(scheme, reference)
     cases = reference.cases
     preds = nifti_files(pred_root)
+    scheme = scoring_scheme(scheme, reference, pred_root, sorted(c for c in preds if c in reference.files))
     guard = reference.guard(list(preds.values()), [pred_root])
     out = guard.folder(out_dir if out_dir is not None else eval_dir, what="pictures", option=out_option)
     elsewhere = evaluation_record(out) if out.resolve() != eval_dir.resolve() else None

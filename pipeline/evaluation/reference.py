@@ -28,7 +28,16 @@ from pipeline.core.nifti import (
     reorientation,
 )
 from pipeline.core.provenance import Provenance
-from pipeline.data.labels import LABEL_SCHEMES, NNUNET_PREFIX, allowed_labels, describe, scheme_choices
+from pipeline.data.labels import (
+    LABEL_SCHEMES,
+    NNUNET_PREFIX,
+    Description,
+    allowed_labels,
+    describe,
+    role_conflicts,
+    roles_by_value,
+    scheme_choices,
+)
 from pipeline.data.layouts import (
     LAYOUTS,
     Case,
@@ -213,6 +222,107 @@ def resolve_evaluation_scheme(scheme: str, reference: Reference) -> str:
         f"pass --scheme with one of: {scheme_choices()}; or labels (each value scored as it is)")
 
 
+#: The order roles are named in messages (`pipeline.data.labels.NUMBERING`'s roles).
+_ROLE_ORDER = ("NCR", "ED", "ET", "RC")
+
+
+def _numbering(desc: Description) -> str:
+    return ", ".join(f"{v} {name}" for name, v in sorted(desc.labels.items(), key=lambda kv: kv[1]))
+
+
+def numbering_differences(written: str, scored: str) -> list[str]:
+    """How scheme ``written`` numbers the tumour classes otherwise than scheme ``scored`` (empty: compatible), by
+    what each value means (`pipeline.data.labels.roles_by_value`: NCR, ED, ET, RC), not by name: two schemes that
+    give every role both have the same value agree (brats2023 and brats2024, which adds 4 = RC); first the roles
+    numbered otherwise (``ED is 1 in scheme msd, 2 in scheme brats2024``), else the values that mean another role.
+    Descriptions that state no roles (an nnU-Net dataset's own labels) agree when their labels and regions do.
+
+    Raises:
+        UserError: a scheme that cannot be described (an nnU-Net dataset.json no longer there).
+    """
+    if written == scored:
+        return []
+    a, b = describe(written), describe(scored)
+    mine, theirs = roles_by_value(a), roles_by_value(b)
+    if not mine or not theirs:
+        same = (dict(a.labels), dict(a.regions), a.regions_class_order, a.ignore) == (
+            dict(b.labels), dict(b.regions), b.regions_class_order, b.ignore)
+        return [] if same else [f"scheme {a.name} numbers {_numbering(a)}, scheme {b.name} {_numbering(b)}"]
+
+    def values(roles: Mapping[int, str]) -> dict[str, list[int]]:
+        return {r: sorted(v for v, role in roles.items() if role == r) for r in set(roles.values())}
+
+    va, vb = values(mine), values(theirs)
+    order = sorted(set(va) & set(vb), key=lambda r: (_ROLE_ORDER.index(r) if r in _ROLE_ORDER else 9, r))
+    moved = [f"{r} is {'/'.join(map(str, va[r]))} in scheme {a.name}, {'/'.join(map(str, vb[r]))} in scheme "
+             f"{b.name}" for r in order if va[r] != vb[r]]
+    return moved or role_conflicts(mine, theirs, (f"scheme {a.name}", f"scheme {b.name}"))
+
+
+def check_written_scheme(pred_root: Path, cases: Sequence[str], scheme: str, reference: Reference) -> None:
+    """Refuse predictions numbered in another label scheme than the one they are scored in: each case's scheme as
+    inference recorded it (provenance.json, `pipeline.core.provenance.Provenance.schemes`) against ``scheme`` (under
+    ``labels``, which scores value by value, the reference's own numbering), compared by the meaning of each value
+    (`numbering_differences`). Predictions with no recorded scheme (older folders, foreign segmentations) are scored
+    as before, their values checked against the scheme only.
+
+    Raises:
+        UserError: one line naming the folder, a case, the written and the scored scheme, how they differ, and the
+            way out (``--scheme`` the written one where it fits the reference, or inference again without the
+            ``label_scheme`` override).
+    """
+    own = reference.scheme or (reference.layout.label_scheme if reference.layout is not None else None)
+    scored = own if scheme == "labels" else scheme
+    if not scored or not cases:
+        return
+    for written, which in Provenance(pred_root).schemes(cases).items():
+        try:
+            differences = numbering_differences(written, scored)
+        except UserError as err:  # a dataset.json gone since: nothing to compare with
+            logger.warning("%s: %d segmentation(s) were written in label scheme %s, which cannot be compared with "
+                           "scheme %s (%s): scored as they are", pred_root, len(which), written, scored, err)
+            continue
+        if not differences:
+            continue
+        how = (f"this evaluation scores them in scheme {scored}" if scheme != "labels" else
+               f"--scheme labels scores each value against the reference's numbering, scheme {scored}")
+        rerun = (f"re-run inference on the reference's images without the label_scheme override (--set label_scheme "
+                 f"{written}): it then writes the numbering of the data it segments")
+        if reference.layout is None:
+            fix = f"evaluate with --scheme {written} if the reference labels are numbered so too, else {rerun}"
+        elif _fits(written, reference):
+            fix = f"evaluate with --scheme {written}, or {rerun}"
+        else:
+            fix = f"--scheme {written} does not fit the reference dataset's labels, so {rerun}"
+        raise UserError(
+            f"{pred_root}: {len(which)} of the {len(cases)} scored segmentation(s) (e.g. case {which[0]}; "
+            f"provenance.json) were written in label scheme {written}, but {how}, which numbers the classes "
+            f"otherwise ({'; '.join(differences)}): their regions would be scored against other classes; {fix}")
+
+
+def _fits(scheme: str, reference: Reference) -> bool:
+    """Whether ``--scheme scheme`` may score against ``reference`` (`resolve_evaluation_scheme` accepts it)."""
+    try:
+        resolve_evaluation_scheme(scheme, reference)
+    except UserError:
+        return False
+    return True
+
+
+def scoring_scheme(scheme: str, reference: Reference, pred_root: Path, cases: Sequence[str]) -> str:
+    """The label scheme the predictions ``cases`` of ``pred_root`` are scored in: ``scheme`` resolved against the
+    reference (`resolve_evaluation_scheme`), once each prediction's recorded numbering agrees with it
+    (`check_written_scheme`). The one way every scorer gets its scheme: the legacy and official protocols, the
+    pictures, and through them ``compare``, the cross-validation table and the bundle's evaluate.yaml.
+
+    Raises:
+        UserError: the refusals of `resolve_evaluation_scheme` and `check_written_scheme`.
+    """
+    resolved = resolve_evaluation_scheme(scheme, reference)
+    check_written_scheme(pred_root, cases, resolved, reference)
+    return resolved
+
+
 def check_evaluation_folders(pred_dir: str | os.PathLike, reference: Reference) -> Path:
     """Refuse a prediction folder that is, lies inside, or contains the reference folder.
 
@@ -290,6 +400,16 @@ class CasePairs:
     def unmatched(self) -> list[str]:
         """The predictions' case ids that have no reference case (not scored), sorted."""
         return sorted(set(self.preds) - set(self.reference.files))
+
+    @property
+    def scored(self) -> list[str]:
+        """The reference cases that have a prediction, sorted."""
+        return sorted(c for c in self.refs if c in self.preds)
+
+    def scoring_scheme(self, scheme: str) -> str:
+        """The label scheme these predictions are scored in (`scoring_scheme`: ``scheme`` resolved, and the
+        numbering each was written in checked against it)."""
+        return scoring_scheme(scheme, self.reference, self.pred_root, self.scored)
 
 
 def guard_evaluation(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Reference, out_dir: str | os.PathLike,

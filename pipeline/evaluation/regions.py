@@ -27,7 +27,6 @@ from pipeline.evaluation.reference import (
     CasePairs,
     on_reference_grid,
     pair_cases,
-    resolve_evaluation_scheme,
 )
 
 logger = logging.getLogger(__name__)
@@ -109,7 +108,8 @@ def label_values_problem(values: Iterable[int], scheme: str, what: str, layout: 
         return None
     if what == "prediction":  # the reference, checked first, is in this scheme: the prediction is not in its numbering
         hint = (f"; the reference is numbered in scheme {scheme}: the prediction must be too. Inference writes the "
-                f"numbering of the data it segments, so segment the reference dataset's own images (python -m "
+                "numbering of the data it segments unless given a label_scheme override (then that scheme's, "
+                "recorded in provenance.json), so segment the reference dataset's own images without one (python -m "
                 f"pipeline infer -i REFERENCE_DATASET --run RUN), or relabel the prediction to scheme {scheme}")
         return (f"the {what} holds label value(s) {bad} that scheme {scheme!r} does not use "
                 f"(allowed {sorted(allowed)}){hint}")
@@ -362,7 +362,7 @@ def evaluate_folders(
         raise UserError(f"unknown scheme {scheme!r}; expected one of {', '.join(FOLDER_SCHEMES)} or "
                         f"{NNUNET_PREFIX}<dataset.json>")
     pairs = pairs or pair_cases(pred_dir, ref_dir, out_dir, cases, out_option=out_option, allow_mixed=allow_mixed)
-    scheme = resolve_evaluation_scheme(scheme, pairs.reference)
+    scheme = pairs.scoring_scheme(scheme)  # resolved; the numbering the predictions were written in checked
     layout = pairs.reference.layout.layout if pairs.reference.layout is not None else None
     rows, missing = score_cases(pairs, scheme, device=device, layout=layout)
 

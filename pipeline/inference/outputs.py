@@ -16,6 +16,7 @@ from nibabel.filebasedimages import ImageFileError
 from pipeline.core.config import as_bool
 from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, gzip_is_whole
+from pipeline.core.guard import OutputGuard
 from pipeline.core.provenance import PROVENANCE, Provenance, input_identity
 from pipeline.data.source import DataSource
 from pipeline.inference.writers import BackgroundWriters
@@ -44,15 +45,20 @@ class InferenceReport:
     The data check (`pipeline.data.source.DataSource.checked_inference_items`) records the cases it leaves out,
     `pending_items` the cases already segmented by this model from these inputs, `SaveProbabilitiesd` and
     `SaveBratsLabeld` what they write. Each written case goes into the folder's provenance record
-    (`pipeline.core.provenance.Provenance`: the model, and the identity of its inputs).
+    (`pipeline.core.provenance.Provenance`: the model, the identity of its inputs, and the label scheme its
+    segmentation is numbered in).
+
+    ``guard``: the output guard of the data (`guard_outputs` sets the data's, `pipeline.core.guard.OutputGuard`);
+    nothing is deleted that it does not allow (`OutputGuard.may_delete`). Without one, a guard that knows no input.
 
     The files are written by ``writer_threads`` background threads (`pipeline.inference.writers`; 0: in the
     calling thread); `finish` waits for every write before it reports.
     """
 
     def __init__(self, output_dir: str | os.PathLike = "", model: str | None = None,
-                 writer_threads: object = 0, trained: Iterable[str] = ()) -> None:
+                 writer_threads: object = 0, trained: Iterable[str] = (), guard: OutputGuard | None = None) -> None:
         self.output_dir = str(output_dir)
+        self.guard = guard if guard is not None else OutputGuard()
         self.model = model
         self.trained = set(trained)  # the cases the model trained on: marked in provenance.json
         self.writers = BackgroundWriters(writer_threads_of(writer_threads))
@@ -99,20 +105,27 @@ class InferenceReport:
         self.writers.submit(case, write, done, lambda e: self.fail(
             case, f"case {case}: writing {out} failed ({type(e).__name__}: {e})"))
 
-    def wrote(self, case: str, path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()) -> None:
-        """Record that ``case``'s segmentation was written to ``path`` from the files ``inputs``. Probabilities of
-        the case left by an earlier writer and not written again now are stale: they are deleted."""
+    def wrote(self, case: str, path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = (), *,
+              scheme: str | None = None) -> None:
+        """Record that ``case``'s segmentation was written to ``path`` from the files ``inputs``, numbered in the
+        label scheme ``scheme`` (its name; None: not recorded). Probabilities of the case left by an earlier writer
+        and not written again now are stale: they are deleted, unless the guard forbids it (an input of this
+        command, or a file in an input folder, reached through a link: kept, and logged)."""
         self.written.append(case)
         if not self.output_dir:
             return
         stale = Path(self.output_dir) / PROBABILITIES / f"{case}.nii.gz"
-        if case not in self.probabilities and stale.exists():
-            stale.unlink()
-            logger.info("case %s: deleted %s, written by an earlier run of this folder for a segmentation that is "
-                        "now replaced", case, stale)
+        if case not in self.probabilities and (stale.exists() or stale.is_symlink()):
+            if self.guard.may_delete(stale):
+                stale.unlink()
+                logger.info("case %s: deleted %s, written by an earlier run of this folder for a segmentation that "
+                            "is now replaced", case, stale)
+            else:
+                logger.warning("case %s: kept %s, stale probabilities of an earlier run, because it is an input of "
+                               "this command or lies in an input folder (%s)", case, stale, stale.resolve())
         self.provenance.record(case, model=self.model, file=Path(path).name, inputs=input_identity(inputs),
                                probabilities=self.model if case in self.probabilities else None,
-                               trained=case in self.trained)
+                               trained=case in self.trained, scheme=scheme)
 
     def summary(self) -> str:
         """``inference: wrote N case(s) to DIR; skipped K ...; M case(s) failed:`` then one line per failure."""
@@ -146,18 +159,22 @@ def image_files(item: Mapping) -> list[str]:
 
 def guard_outputs(data: DataSource, items: Sequence[Mapping], output_dir: object, *,
                   report: InferenceReport | None = None, overwrite: bool | str = False) -> Path:
-    """Before anything is read or computed: refuse an output folder among the inputs of ``data`` (its guard:
-    `pipeline.core.guard.OutputGuard`); take its lock (one writer); refuse outputs of another model
+    """Before anything is read or computed: refuse an output folder, or its `PROBABILITIES` sub-folder (a link
+    into a dataset, say), among the inputs of ``data`` (its guard: `pipeline.core.guard.OutputGuard`, which is then
+    the report's: nothing it protects is deleted); take its lock (one writer); refuse outputs of another model
     (`foreign_outputs`) unless ``overwrite``.
 
     Raises:
-        UserError: the output folder is among the inputs, another live process writes into it, or it holds
-            segmentations of these cases written by another model.
+        UserError: the output folder or its probabilities folder is among the inputs, another live process writes
+            into it, or it holds segmentations of these cases written by another model.
     """
     out = data.guard.folder(output_dir, what="segmentations", option="--output_dir")
+    data.guard.folder(out / PROBABILITIES, what=f"region probabilities ({out / PROBABILITIES})",
+                      option="--output_dir")
     lock = FolderLock(out, what="inference").acquire()
     if report is not None:
         report.lock = lock
+        report.guard = data.guard
     try:
         refuse_other_dataset(data, out, report.provenance if report is not None else Provenance(out))
         if not as_bool(overwrite, "overwrite"):

@@ -2,7 +2,8 @@
 labels in the input's own geometry (`SaveBratsLabeld`), and region probabilities (`SaveProbabilitiesd`).
 
 Inferers and ensembles work on logits ``(B, R, H, W, D)`` of the network's regions; probabilities are averaged,
-never logits. A segmentation is ``(H, W, D)`` uint8 in the dataset's numbering with the first input's header."""
+never logits. A segmentation is ``(H, W, D)`` uint8 in the dataset's numbering (or the scheme a ``label_scheme``
+override names; recorded per case in provenance.json) with the first input's header."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from monai.transforms import MapTransform
 
 from pipeline.core.config import as_bool
 from pipeline.core.files import atomic_write
-from pipeline.data.labels import regions_to_labels
+from pipeline.data.labels import describe, regions_to_labels
 from pipeline.inference.outputs import PROBABILITIES, InferenceReport, reference_path
 
 logger = logging.getLogger(__name__)
@@ -128,12 +129,14 @@ class SaveBratsLabeld(MapTransform):
     Args:
         keys: the region prediction key (``pred``), already inverted to the input geometry and thresholded.
         output_dir: the folder for ``<case>.nii.gz``.
-        scheme: ``brats`` (ET = 4) or ``brats2023`` (ET = 3), see `pipeline.data.labels`.
+        scheme: the label scheme written (``brats``: ET = 4, ``brats2023``: ET = 3, ``msd``, ``nnunet:<dataset.json>``;
+            `pipeline.data.labels`): the data's own, or the one a ``label_scheme`` override names.
         case_key: the item key with the case id.
         image_key: the loaded image whose first file gives the reference header.
         report: an `InferenceReport`: the file is written by its writer threads while the next case runs, and
-            recorded there when written; a case that cannot be written is recorded as failed (and logged) and the
-            others go on. Without one the file is written at once and an error raised.
+            recorded there when written, with the name of ``scheme`` (the numbering evaluation checks,
+            `pipeline.evaluation.reference.scoring_scheme`); a case that cannot be written is recorded as failed (and
+            logged) and the others go on. Without one the file is written at once and an error raised.
     """
 
     def __init__(self, keys: KeysCollection, output_dir: str, scheme: str = "brats", case_key: str = "case",
@@ -168,7 +171,7 @@ class SaveBratsLabeld(MapTransform):
 
     def _written(self, case: str, inputs: list[str], path: Path) -> None:
         logger.info("case %s: wrote %s", case, path)
-        self.report.wrote(case, path, inputs)
+        self.report.wrote(case, path, inputs, scheme=describe(self.scheme).name)
 
 
 

@@ -101,3 +101,19 @@ def test_evaluation_refuses_predictions_of_inputs_changed_since(data: Path, trai
                             capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode != 0 and "stale" in last_line(result) and last_line(result).startswith("error: ")
     assert not (tmp_path / "eval" / "metrics.csv").exists()
+
+
+def test_segmentations_written_in_an_overridden_scheme_are_refused_by_the_evaluation_of_their_data(
+        data: Path, trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``--label_scheme msd`` on BraTS 2021 data writes MSD numbering (1 oedema, 2 non-enhancing, 3 ET), whose 1 and
+    2 fit the data's brats scheme: the evaluation of the data scored TC as oedema + ET. provenance.json now names
+    the numbering of each segmentation, and the evaluation refuses another."""
+    out = tmp_path / "seg"
+    _infer(data, trained_run, out, label_scheme="msd")
+    assert {entry["scheme"] for entry in _record(out).values()} == {"msd"}
+    assert pipeline_main(["evaluate", str(out), str(data), "--out", str(tmp_path / "eval")]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{out}: 4 of the 4 scored segmentation(s)" in line
+    assert "written in label scheme msd, but this evaluation scores them in scheme brats" in line
+    assert "without the label_scheme override (--set label_scheme msd)" in line
+    assert not (tmp_path / "eval").exists()

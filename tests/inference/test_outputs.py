@@ -1,0 +1,96 @@
+"""The probabilities sub-folder of an inference output folder is guarded as the folder is: a ``probabilities`` link
+into the dataset is refused before anything is written, and a stale probability map that is an input (a link to a
+label file) is never deleted."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from pipeline.core.errors import UserError
+from pipeline.core.provenance import Provenance
+from pipeline.data.layouts import discover_cases
+from pipeline.data.source import DataSource
+from pipeline.inference.outputs import PROBABILITIES, InferenceReport, guard_outputs
+from pipeline.inference.predict import write_label_like
+from tests.helpers import checksums
+
+
+def _copy(layout_datasets: dict[str, Path], layout: str, tmp_path: Path) -> Path:
+    root = tmp_path / "data" / layout
+    shutil.copytree(layout_datasets[layout], root)
+    return root
+
+
+@pytest.mark.parametrize(("layout", "target"), [
+    pytest.param("msd", "labelsTr", id="msd_labelsTr"),
+    pytest.param("msd", "imagesTr", id="msd_imagesTr"),
+    pytest.param("msd", ".", id="msd_dataset_folder"),
+    pytest.param("brats2023", "BraTS-GLI-00000-000", id="brats2023_case_folder"),
+    pytest.param("brats2023", ".", id="brats2023_dataset_folder"),
+])
+def test_a_probabilities_folder_that_leads_into_the_inputs_is_refused_before_anything_is_written(
+        layout: str, target: str, layout_datasets, tmp_path: Path) -> None:
+    """``<output_dir>/probabilities`` linked to a dataset's labelsTr: inference replaced (save_probabilities) or
+    deleted (stale maps of a case segmented again) the dataset's label files."""
+    root = _copy(layout_datasets, layout, tmp_path)
+    out = tmp_path / "seg"
+    out.mkdir()
+    (out / PROBABILITIES).symlink_to(root / target, target_is_directory=True)
+    data = DataSource(root)
+    before = checksums(root)
+    report = InferenceReport(out, model="m1")
+    with pytest.raises(UserError, match=rf"region probabilities \({out.resolve() / PROBABILITIES}\) must never be "
+                                        r"written among the inputs; pass --output_dir"):
+        guard_outputs(data, data.inference_items(), out, report=report)
+    assert report.lock is None and not (out / ".lock").exists()
+    assert checksums(root) == before
+
+
+def test_a_probabilities_folder_linked_outside_the_inputs_is_accepted(layout_datasets, tmp_path: Path) -> None:
+    root = _copy(layout_datasets, "msd", tmp_path)
+    out, elsewhere = tmp_path / "seg", tmp_path / "maps"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / PROBABILITIES).symlink_to(elsewhere, target_is_directory=True)
+    data = DataSource(root)
+    report = InferenceReport(out, model="m1")
+    guard_outputs(data, data.inference_items(), out, report=report)
+    report.finish()
+
+
+@pytest.mark.parametrize(("stale", "deleted"), [
+    pytest.param("file", True, id="a_stale_map_of_an_earlier_run_is_deleted"),
+    pytest.param("symlink", False, id="a_symlink_to_the_cases_label_is_kept"),
+    pytest.param("hardlink", False, id="a_hardlink_to_the_cases_label_is_kept"),
+])
+def test_stale_probabilities_are_deleted_only_where_the_guard_allows(stale: str, deleted: bool, layout_datasets,
+                                                                     tmp_path: Path) -> None:
+    """A case segmented again without probabilities loses its old map; the guard's `may_delete` decides first, so
+    a map that is an input of the command (a link to a label file) stays, and so does the label."""
+    root = _copy(layout_datasets, "msd", tmp_path)
+    case = discover_cases(root)[0]
+    out = tmp_path / "seg"
+    (out / PROBABILITIES).mkdir(parents=True)
+    old = out / PROBABILITIES / f"{case.case_id}.nii.gz"
+    if stale == "file":
+        old.write_bytes(b"an earlier run's probabilities")
+    else:
+        (os.symlink if stale == "symlink" else os.link)(case.label, old)
+    data = DataSource(root)
+    before = checksums(root)
+    report = InferenceReport(out, model="m1")
+    guard_outputs(data, data.inference_items(), out, report=report)
+    empty = np.zeros(nib.load(case.images[0]).shape[:3], np.uint8)  # the case segmented again, as (H, W, D) uint8
+    path = write_label_like(empty, case.images[0], out / f"{case.case_id}.nii.gz")
+    report.wrote(case.case_id, path, case.images)
+    report.finish()
+    assert (not old.exists() and not old.is_symlink()) == deleted
+    assert checksums(root) == before and Path(case.label).is_file()
+    assert Provenance(out).cases[case.case_id]["probabilities"] is None
+
