@@ -21,7 +21,7 @@ import socket
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -105,6 +105,27 @@ def _disk_full(folder: Path) -> bool:
 def atomic_write_text(path: str | os.PathLike, text: str, *, durable: bool = False) -> Path:
     """`atomic_write` of a text file (UTF-8)."""
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), durable=durable)
+
+
+@contextmanager
+def replaced_on_success(files: Iterable[str | os.PathLike]) -> Iterator[None]:
+    """The files of an earlier result that the block replaces (``--overwrite``): those it did not write again are
+    deleted when it ends without an error; when it raises (a prediction on another grid, a label outside the
+    scheme), every one stays as it was: the old result is lost only to a new one. A file counts as written again
+    when its inode, size or modification time changed (every writer here replaces a file by renaming a new one
+    over it, `atomic_write`)."""
+    def stamp(path: Path) -> tuple[int, int, int] | None:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    before = {Path(f): stamp(Path(f)) for f in files}
+    yield
+    for path, was in before.items():
+        if was is not None and stamp(path) == was:
+            path.unlink(missing_ok=True)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

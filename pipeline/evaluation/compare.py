@@ -23,7 +23,7 @@ from scipy.stats import rankdata, wilcoxon
 
 from pipeline.core.errors import UserError
 from pipeline.core.figures import plt, save_figure
-from pipeline.core.files import atomic_write_text, column_numbers, holding, read_table
+from pipeline.core.files import atomic_write_text, column_numbers, holding, read_table, replaced_on_success
 from pipeline.core.nifti import nifti_files
 from pipeline.evaluation.evaluate import evaluate
 from pipeline.evaluation.metrics import region_metrics
@@ -197,10 +197,11 @@ COMPARISON_FILES = ("comparison.json", "comparison.csv", "ranking.csv", "wilcoxo
 
 
 def check_comparison_replacement(out: Path, ref_dir: str | os.PathLike, algorithms: dict[str, str], *,
-                                 overwrite: bool = False) -> None:
+                                 overwrite: bool = False) -> list[Path]:
     """Refuse to write a comparison into a folder that holds one of other algorithms (names or folders) or another
     reference, as an evaluation refuses another's folder (`pipeline.evaluation.evaluate.check_replacement`); the
-    same comparison again is fine. With ``overwrite`` the old comparison's own files (`COMPARISON_FILES`) go first.
+    same comparison again is fine. With ``overwrite`` returns the old comparison's own files (`COMPARISON_FILES`),
+    which `compare` deletes once the new one is written (`replaced_on_success`); else ``[]``.
 
     Raises:
         UserError: ``out`` holds another comparison and not ``overwrite`` (both named, and the way out).
@@ -208,21 +209,20 @@ def check_comparison_replacement(out: Path, ref_dir: str | os.PathLike, algorith
     try:
         old = json.loads((out / "comparison.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return
+        return []
     if not isinstance(old, dict):
-        return
+        return []
     before = {str(n): os.path.realpath(str(p)) for n, p in (old.get("algorithms") or {}).items()}
     now = {n: os.path.realpath(p) for n, p in algorithms.items()}
     same_ref = os.path.realpath(str(old.get("reference", ""))) == os.path.realpath(os.fspath(ref_dir))
     if before == now and same_ref:
-        return
+        return []
     if not overwrite:
         raise UserError(f"{out} holds the comparison of {', '.join(before) or 'other algorithms'} against "
                         f"{old.get('reference')}; this one compares {', '.join(now)} against "
                         f"{os.path.realpath(os.fspath(ref_dir))}: pass another --out (one folder per comparison), or "
                         "--overwrite to replace it")
-    for name in COMPARISON_FILES:
-        (out / name).unlink(missing_ok=True)
+    return [out / name for name in COMPARISON_FILES]
 
 
 @holding
@@ -241,8 +241,17 @@ def compare(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.PathLike], 
         raise UserError(f"compare needs two or more prediction folders, got {len(pred_dirs)}")
     names = algorithm_names(pred_dirs, names)
     out = _output_folders(ref_dir, pred_dirs, out_dir, names)
-    check_comparison_replacement(out, ref_dir, {n: os.fspath(p) for n, p in zip(names, pred_dirs, strict=True)},
-                                 overwrite=overwrite)
+    given = {n: os.fspath(p) for n, p in zip(names, pred_dirs, strict=True)}
+    old = check_comparison_replacement(out, ref_dir, given, overwrite=overwrite)
+    with replaced_on_success(old):  # the old comparison goes once the new one is written, not before
+        return _compare(ref_dir, pred_dirs, out, names, scheme=scheme, official=official, challenge=challenge,
+                        allow_mixed=allow_mixed, overwrite=overwrite)
+
+
+def _compare(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.PathLike], out: Path, names: Sequence[str], *,
+             scheme: str, official: bool, challenge: str | None, allow_mixed: bool, overwrite: bool) -> dict:
+    """`compare` past its checks: evaluate each folder into ``out/<name>``, then the table, ranking, tests, box
+    plot, report and ``comparison.json``."""
     scores, summaries, officials = {}, {}, {}
     for name, pred in zip(names, pred_dirs, strict=True):
         print(f"evaluating {name}: {pred}", flush=True)

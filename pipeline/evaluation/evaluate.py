@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pipeline.core.config import as_bool
 from pipeline.core.errors import UserError
-from pipeline.core.files import column_numbers, hold_folder, holding, read_table
+from pipeline.core.files import column_numbers, hold_folder, holding, read_table, replaced_on_success
 from pipeline.evaluation.official import evaluate_official, format_official_table, resolve_challenge
 from pipeline.evaluation.plots import plot_evaluation, run_name
 from pipeline.evaluation.reference import (
@@ -49,19 +49,20 @@ def _root(folder: str | os.PathLike | Reference) -> str:
 
 def check_replacement(out_dir: str | os.PathLike, pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Reference,
                       *, overwrite: bool | str = False, out_option: str = "--out", scheme: str | None = None,
-                      cases: Sequence[str] | None = None, challenge: str | None = None) -> None:
+                      cases: Sequence[str] | None = None, challenge: str | None = None) -> list[Path]:
     """Refuse to write an evaluation into a folder that holds the evaluation of other predictions, another
     reference, (``scheme``, resolved) another scheme, (``cases``) other cases, a fold's say, or (``challenge``,
     resolved; the official protocol's) another challenge's settings: an evaluation never silently replaces another
-    (the legacy and official protocols of one evaluation share a folder); with ``overwrite`` delete that one's files
-    first.
+    (the legacy and official protocols of one evaluation share a folder). With ``overwrite`` returns that one's
+    files, which `evaluate` deletes once the new evaluation has been written (`replaced_on_success`: a refused one
+    leaves them); else ``[]``.
 
     Raises:
         UserError: ``out_dir`` holds another evaluation and not ``overwrite`` (naming both, and the way out).
     """
     record = evaluation_record(out_dir)
     if record is None:
-        return
+        return []
     old_pred, old_ref, old_scheme = record["predictions"] or "", record["reference"], record.get("scheme")
     same_pred = not old_pred or os.path.realpath(old_pred) == _root(pred_dir)
     same_scheme = scheme is None or old_scheme is None or str(old_scheme) == str(scheme)
@@ -69,7 +70,7 @@ def check_replacement(out_dir: str | os.PathLike, pred_dir: str | os.PathLike, r
     old_challenge = record.get("challenge")
     same_challenge = challenge is None or old_challenge is None or str(old_challenge) == str(challenge)
     if same_pred and os.path.realpath(old_ref) == _root(ref_dir) and same_scheme and same_cases and same_challenge:
-        return
+        return []
     if not as_bool(overwrite, "overwrite"):
         scored = ("" if same_scheme else f" in scheme {old_scheme}") + (
             "" if same_cases else f" on {len(record['cases'])} case(s)") + (
@@ -81,11 +82,8 @@ def check_replacement(out_dir: str | os.PathLike, pred_dir: str | os.PathLike, r
                         f"{scored}; this one scores {os.fspath(pred_dir)} against {_root(ref_dir)}{asked}: pass "
                         f"another {out_option} (one folder per evaluation), or --overwrite to replace it")
     out = Path(out_dir)
-    for name in EVALUATION_FILES:
-        (out / name).unlink(missing_ok=True)
-    for png in (out / "overlays").glob("*.png"):
-        png.unlink()
-    logger.info("%s: replaced the evaluation of %s against %s (--overwrite)", out_dir, old_pred, old_ref)
+    logger.info("%s: replacing the evaluation of %s against %s (--overwrite)", out_dir, old_pred, old_ref)
+    return [out / name for name in EVALUATION_FILES] + sorted((out / "overlays").glob("*.png"))
 
 
 @holding
@@ -108,17 +106,18 @@ def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathL
         resolved, scored = pairs.scoring_scheme(scheme), sorted(pairs.refs)
         key = resolve_challenge(challenge, resolved, scored) if protocol == "official" else None
     claim_output(out_dir, "evaluation", out_option)
-    check_replacement(out_dir, pred_dir, reference, overwrite=overwrite, out_option=out_option, scheme=resolved,
-                      cases=scored, challenge=key)
-    if protocol == "legacy":
-        summary = evaluate_folders(pred_dir, ref_dir, out_dir, scheme=scheme, cases=cases, out_option=out_option,
-                                   allow_mixed=allow_mixed, pairs=pairs)
-        (Path(out_dir) / "dice_boxplot.png").unlink(missing_ok=True)  # of the scores just replaced: drawn again (or
-        for png in (Path(out_dir) / "overlays").glob("*.png"):        # not, --no-pictures) from the new ones
-            png.unlink()
-        return summary
-    return evaluate_official(pred_dir, ref_dir, out_dir, scheme=scheme, challenge=challenge, jobs=jobs, cases=cases,
-                             out_option=out_option, allow_mixed=allow_mixed, pairs=pairs)
+    old = check_replacement(out_dir, pred_dir, reference, overwrite=overwrite, out_option=out_option,
+                            scheme=resolved, cases=scored, challenge=key)
+    with replaced_on_success(old):  # the old evaluation goes once the new one is written, not before
+        if protocol == "legacy":
+            summary = evaluate_folders(pred_dir, ref_dir, out_dir, scheme=scheme, cases=cases, out_option=out_option,
+                                       allow_mixed=allow_mixed, pairs=pairs)
+            (Path(out_dir) / "dice_boxplot.png").unlink(missing_ok=True)  # of the scores just replaced: drawn again
+            for png in (Path(out_dir) / "overlays").glob("*.png"):        # (or not, --no-pictures) from the new ones
+                png.unlink()
+            return summary
+        return evaluate_official(pred_dir, ref_dir, out_dir, scheme=scheme, challenge=challenge, jobs=jobs,
+                                 cases=cases, out_option=out_option, allow_mixed=allow_mixed, pairs=pairs)
 
 
 def format_summary(summary: dict) -> str:
