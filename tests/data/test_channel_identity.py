@@ -204,3 +204,22 @@ def test_the_data_check_reads_channels_by_name_as_training_does(datasets, tmp_pa
         _items(root, scheme, "folder", "training", tmp_path)
     with pytest.raises(DatasetError):
         check_dataset(root, label_scheme=scheme, jobs=1, data=False)
+
+
+@pytest.mark.parametrize("table", ["no_dataset_json", "no_modality_table"])
+def test_an_msd_folder_whose_channel_order_is_assumed_says_so(datasets, tmp_path: Path, table: str) -> None:
+    """Without a modality table the 4D images are read in Task01's order by assumption: a warning names it and the
+    way to state another order (it was silent)."""
+    from pipeline.data.layouts import scan_dataset
+
+    root = tmp_path / "msd"
+    shutil.copytree(datasets["msd"], root)
+    meta = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").unlink()
+    if table == "no_modality_table":
+        meta.pop("modality", None)
+        (root / "dataset.json").write_text(json.dumps(meta))
+    warnings = [p.message for p in scan_dataset(root).problems if p.severity == "warning"]
+    assert len(warnings) == 1 and "read as the Decathlon's Task01 stores them (FLAIR, T1w, T1gd, T2w)" in warnings[0]
+    assert '"modality": {"0": "FLAIR"' in warnings[0]
+    assert not [p for p in scan_dataset(datasets["msd"]).problems if p.severity == "warning"]

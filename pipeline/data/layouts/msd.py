@@ -53,15 +53,26 @@ def msd_channel_index(modalities: Sequence[str]) -> tuple[int, ...]:
 
 
 def _msd_modalities(root: Path, scan: DatasetScan) -> tuple[int, ...]:
-    """The channel index from ``dataset.json``'s ``modality`` table, or MSD Task01's order without one."""
+    """The channel index from ``dataset.json``'s ``modality`` table, or MSD Task01's order without one (a warning
+    says so: the order is then the Decathlon's by assumption, not read from the data)."""
     meta = root / "dataset.json"
     default = msd_channel_index(MSD_CHANNELS)
-    if not meta.is_file():
+
+    def assumed(why: str) -> tuple[int, ...]:
+        if (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir():
+            scan.problems.append(Problem("", str(meta), "warning", (
+                f"dataset {root}: {why}, so the 4D images are read as the Decathlon's Task01 stores them "
+                f"({', '.join(MSD_CHANNELS)}); if yours are stacked otherwise, add a dataset.json whose modality "
+                'table names them in file order, e.g. {"modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", '
+                '"3": "T2w"}}')))
         return default
+
+    if not meta.is_file():
+        return assumed("no dataset.json")
     try:
         table = json.loads(meta.read_text()).get("modality")
         if table is None:
-            return default
+            return assumed("dataset.json has no modality table")
         names = [table[k] for k in sorted(table, key=int)]
         return msd_channel_index(names)
     except (ValueError, KeyError, AttributeError, TypeError, DatasetError) as e:
