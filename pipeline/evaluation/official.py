@@ -32,7 +32,6 @@ from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text
 from pipeline.core.nifti import load_labels
 from pipeline.data.labels import LABEL_SCHEMES, NNUNET_PREFIX, NUMBERING
-from pipeline.evaluation.metrics import HD95_EMPTY_PENALTY_MM
 from pipeline.evaluation.reference import CasePairs, on_reference_grid, pair_cases
 from pipeline.evaluation.regions import label_values_problem
 
@@ -74,8 +73,10 @@ SEG_STEMS: tuple[str, ...] = (
 )
 
 #: The printed table's value of an unreachable distance (the package's ``inf``: no lesion matched): what its parser
-#: gives a missing prediction's HD95 (the BraTS volume's diagonal, `pipeline.evaluation.metrics`).
-UNREACHABLE_MM: float = HD95_EMPTY_PENALTY_MM
+#: gives a missing prediction's HD95, 373 mm (brats_evaluation 0.0.10, ``metrics_parser.py``: "diameter of the cube
+#: in SRI space"), so that an empty prediction and a missing one score alike in one column. (The legacy protocol's
+#: own penalty, `pipeline.evaluation.metrics.HD95_EMPTY_PENALTY_MM`, is the BraTS 2021 evaluation's 373.13.)
+UNREACHABLE_MM: float = 373.0
 
 #: Rows the package's parser appends after the cases.
 STAT_ROWS: tuple[str, ...] = ("mean", "std", "median")

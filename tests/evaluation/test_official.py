@@ -541,3 +541,15 @@ def test_missing_prediction_is_373_officially_and_373_13_in_legacy(tmp_path: Pat
     legacy = [r for r in csv.DictReader((tmp_path / "legacy" / "metrics.csv").open()) if r["case"] == "case_b"]
     assert _column(official, "case_b", "global_hd95_et") == 373
     assert {float(r["hd95"]) for r in legacy} == {373.13}
+
+
+def test_an_unmatched_lesion_and_a_missing_prediction_print_the_same_penalty(tmp_path: Path) -> None:
+    """The table put 373.13 (the legacy protocol's penalty) where no lesion matched, and the package's 373 where a
+    prediction was missing: one column, two penalties for the same miss."""
+    from pipeline.evaluation.official import table_statistics
+
+    columns = ["subject_id", "lesionwise_hd95_mean_et"]
+    rows = [{"subject_id": "unmatched", "lesionwise_hd95_mean_et": "inf"},
+            {"subject_id": "missing", "lesionwise_hd95_mean_et": "373"}]
+    stats = table_statistics(columns, rows, ["et"])["et"]["lesionwise_hd95_mean"]
+    assert stats["mean"] == 373 and stats["std"] == 0 and stats["n"] == 2
