@@ -129,5 +129,4 @@ clean:
 	rm -rf .pytest_cache .ruff_cache
 	@if [ -x $(PY) ]; then $(PY) -m pipeline clean; \
 	elif [ -e runs/demo ] || [ -e data/synthetic ]; then echo "kept runs/demo and data/synthetic: no $(PY) to tell the demo's files from yours (make venv)"; fi
-	@if [ -d data/synthetic ] && [ ! -f data/synthetic/synthetic.json ]; then echo "kept data/synthetic: synth did not write it (no synthetic.json)"; fi
 	@if [ -d runs ] && [ -n "$$(ls -A runs)" ]; then echo "kept your runs in runs/ ($$(ls runs | tr '\n' ' ')): delete them by name"; fi

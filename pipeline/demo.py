@@ -16,9 +16,9 @@ from pathlib import Path
 
 from pipeline.commands import next_steps, run_stage
 from pipeline.core.errors import UserError
-from pipeline.core.files import FolderLock
+from pipeline.core.files import FolderLock, hold_folder
 from pipeline.data.datalist import write_datalist
-from pipeline.data.synthetic import DEFAULT_SHAPE, remove_synthetic, write_dataset
+from pipeline.data.synthetic import DEFAULT_SHAPE, SETTINGS_FILE, remove_synthetic, write_dataset
 from pipeline.evaluation.regions import dice_line, format_table
 from pipeline.model.record import RUN_ARTEFACTS
 
@@ -44,24 +44,38 @@ def _stage(name: str, timings: dict[str, float], bundle: tuple[str, dict, dict] 
     print(f"--- {name}: {timings[name]:.1f} s", flush=True)
 
 
+#: The folder inside a demo's run folder that the demo process holds (`FolderLock`) from its first stage to its
+#: last: between stages no stage holds a lock, and ``make clean`` must still see a demo running.
+RUNNING = ".demo"
+
+
 def clean_demo(run_dir: str | os.PathLike = "runs/demo", data_dir: str | os.PathLike = "data/synthetic") -> list[str]:
     """``make clean``: delete the demo's run folder and the synthetic cases synth wrote (`remove_synthetic`: files
-    it did not write stay). Returns what was kept and why, one line each.
+    it did not write stay). Returns what was kept and why, one line each. Nothing is deleted while a demo runs (its
+    `RUNNING` lock, or a stage's) or synth writes the data folder.
 
     Raises:
-        UserError: a live process writes in the run folder (a demo still running: its training, inference or
-            evaluation holds a lock there).
+        UserError: a live process writes in the run folder or the data folder (naming it, and the lock to delete
+            if no such process runs).
     """
-    run = Path(run_dir)
-    for lock in sorted(run.rglob(FolderLock.NAME)) if run.is_dir() else []:
+    run, data = Path(run_dir), Path(data_dir)
+    locks = sorted(run.rglob(FolderLock.NAME)) if run.is_dir() else []
+    locks += [data / FolderLock.NAME] if (data / FolderLock.NAME).exists() else []
+    for lock in locks:
         holder = FolderLock(lock.parent, what="clean").holder()
         if holder:
-            raise UserError(f"{lock.parent} is being written ({holder}): let the demo finish (or stop it), then "
-                            "make clean again")
+            raise UserError(f"{lock.parent} is being written ({holder}): let the demo or synth finish (or stop it), "
+                            f"then make clean again; if no such process runs, delete {lock}")
     if run.is_dir():
         shutil.rmtree(run)
-    kept = remove_synthetic(data_dir)
-    return [f"kept {len(kept)} file(s) in {data_dir} that synth did not write (e.g. {kept[0]})"] if kept else []
+    if not data.is_dir():
+        return []
+    if not (data / SETTINGS_FILE).is_file():
+        return [f"kept {data}: synth did not write it (no {SETTINGS_FILE})"]
+    kept = remove_synthetic(data)
+    if not kept:
+        return []
+    return [f"kept {len(kept)} file(s) in {data} that synth did not write (e.g. {kept[0]})"]
 
 
 def demo_line(summary: dict, seconds: float) -> str:
@@ -113,6 +127,7 @@ def run_demo(data_dir: str = "data/synthetic", run_dir: str = "runs/demo", cases
                         f"{DEMO_FOLDS} or more, not {cases}")
     shape = tuple(shape or DEFAULT_SHAPE)
     run = free_run_dir(run_dir)
+    hold_folder(run / RUNNING, what="make demo")  # until the demo ends: make clean refuses meanwhile
     datalist = run / "datalist.json"
     common = {"dataset_dir": data_dir, "datalist": datalist, "run_dir": run}
     timings: dict[str, float] = {}

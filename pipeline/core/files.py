@@ -20,6 +20,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -204,10 +205,34 @@ class FolderLock:
             return {}
         return {**owner, "pid": pid} if isinstance(owner.get("host", ""), (str, type(None))) else {}
 
+    @staticmethod
+    def _link_exclusive(source: Path, target: Path) -> bool:
+        """Give ``source``'s content the name ``target`` unless ``target`` exists: a hard link, so that ``target``
+        appears whole; on a file system without hard links (vfat, some network mounts), an exclusive creation
+        written at once (a reader may then see it empty for a moment: `acquire` waits on a fresh empty lock).
+        True when ``target`` was made."""
+        try:
+            os.link(source, target)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK, errno.EACCES):
+                raise
+        content = source.read_bytes()
+        try:
+            fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, file_mode())
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+        return True
+
     def _publish(self, me: dict) -> bool:
-        """Create the lock file whole, holding ``me``: written to a temporary file, then hard-linked to ``.lock``,
-        which fails if it exists. Another process never reads an empty or half-written lock (it would take one for
-        a dead holder's and take it over). True when this process made the lock, False when one was there.
+        """Create the lock file whole, holding ``me``: written to a temporary file, then linked to ``.lock``
+        (`_link_exclusive`), which fails if it exists. Another process never reads a half-written lock (it would
+        take one for a dead holder's and take it over). True when this process made the lock, False when one was
+        there.
 
         Raises:
             FileNotFoundError: the folder went (another process's release removed it, empty).
@@ -217,58 +242,55 @@ class FolderLock:
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
             os.chmod(tmp, file_mode())
-            try:
-                os.link(tmp, self.path)
-            except FileExistsError:
-                return False
-            except OSError as e:  # a file system without hard links: exclusive creation, written at once
-                if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
-                    raise
-                try:
-                    fd2 = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, file_mode())
-                except FileExistsError:
-                    return False
-                with os.fdopen(fd2, "w") as f:
-                    f.write(json.dumps(me))
-            return True
+            return self._link_exclusive(Path(tmp), self.path)
         finally:
             Path(tmp).unlink(missing_ok=True)
 
     def _take_over(self, owner: dict) -> None:
         """Remove the lock of a process that no longer runs, unless it changed since it was read as ``owner``:
         the file is renamed aside first (one process can), then checked; another process's fresh lock, renamed by
-        a process that read the old one, is put back."""
+        a process that read the old one, is put back. (Left open: a third process that publishes in the moment
+        between the two; three processes starting at once on a dead holder's lock.)"""
         aside = self.folder / f".lock.stale.{os.getpid()}"
         try:
             os.replace(self.path, aside)
         except FileNotFoundError:  # another process took it over first
             return
-        moved = FolderLock(self.folder, what=self.what)
-        moved.path = aside
-        if moved._owner() != owner:  # not the dead holder's lock: a live process's, taken over a moment ago
-            try:
-                os.link(aside, self.path)
-            except FileExistsError:
-                pass
-        aside.unlink(missing_ok=True)
+        try:
+            moved = FolderLock(self.folder, what=self.what)
+            moved.path = aside
+            if moved._owner() != owner:  # not the dead holder's lock: a live process's, taken over a moment ago
+                self._link_exclusive(aside, self.path)
+        finally:
+            aside.unlink(missing_ok=True)
+
+    #: Seconds an empty lock file counts as one being written (`_link_exclusive` without hard links), not a dead
+    #: holder's.
+    FRESH_S = 2.0
 
     def acquire(self) -> FolderLock:
         """Take the lock, or raise `UserError` if another live process holds it."""
         me = {"pid": os.getpid(), "host": socket.gethostname(), "what": self.what}
         made: list[Path] = []
-        for _ in range(5):
+        tries = 0
+        while tries < 5:
             missing = [p for p in (self.folder.absolute(), *self.folder.absolute().parents) if not p.exists()]
             made = sorted(set(made) | set(missing), key=lambda p: -len(p.parts))  # deepest first
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)  # (a file in the way: FileExistsError, to the caller)
                 published = self._publish(me)
             except FileNotFoundError:  # another process's release removed the (empty) folder it had made: again
+                tries += 1
                 continue
             if published:
                 self.held, self.made = True, made
                 _LIVE.append(self)  # released at the latest when the process exits (release_held_folders)
                 return self
             owner = self._owner()
+            if not owner and self._fresh():  # being written by another process: read it again in a moment
+                time.sleep(0.05)
+                continue
+            tries += 1
             pid, host = int(owner.get("pid", -1) or -1), owner.get("host")
             if pid == os.getpid() and host == me["host"]:
                 self.held = True
@@ -287,6 +309,13 @@ class FolderLock:
                            self.folder, pid)
             self._take_over(owner)
         raise UserError(f"could not lock {self.folder}: {self.path} keeps reappearing; is another run starting?")
+
+    def _fresh(self) -> bool:
+        """Whether the lock file was made less than `FRESH_S` seconds ago."""
+        try:
+            return time.time() - self.path.stat().st_mtime < self.FRESH_S
+        except FileNotFoundError:
+            return False
 
     def holder(self) -> str | None:
         """Who else holds the lock now (``pid 123 on host h, training``), or None: no lock, this process's, or one

@@ -550,8 +550,8 @@ def remove_synthetic(folder: str | os.PathLike) -> list[Path]:
         UserError: a live process writes the folder (synth, or a demo writing into it).
     """
     out = Path(folder)
-    if not out.is_dir():
-        return []
+    if not (out / SETTINGS_FILE).is_file():  # synth wrote nothing here: nothing to delete, nothing written either
+        return _files(out)
     with FolderLock(out, what="clean"):  # refused while synth writes here
         ours = _ours(out)
         for f in ours:

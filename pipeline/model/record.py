@@ -139,9 +139,14 @@ def start_training(run_dir: object, ckpt_dir: object, *, resume: bool | str, ove
                                     str(logs) if logs not in (None, "") else None, bool(after_data_check))
 
 
-#: What `start_training` left for `record_split` to do once the data check has passed, by resolved run folder:
-#: the files ``--overwrite`` deletes.
+#: What `start_training` left for `record_split` to do once the data check has passed, by run folder (`_key`):
+#: the files ``--overwrite`` deletes. Each start replaces its run's entry, so a refused start's list never reaches
+#: a later start's `record_split` in the same process.
 _PENDING: dict[str, list[Path]] = {}
+
+
+def _key(run: str | os.PathLike) -> str:
+    return str(Path(run).expanduser().resolve())
 
 
 def _delete_old_run(found: Sequence[Path]) -> None:
@@ -167,6 +172,7 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
     if resume and overwrite:
         raise RunError("--resume true and --overwrite true contradict each other: pass one of them")
     hold_folder(run, what="training")
+    _PENDING.pop(_key(run), None)  # a refused earlier start's deletions are not this one's
     if not is_within(ckpt.resolve(), run.resolve()):  # models elsewhere: one run writes them at a time
         hold_folder(ckpt, what="training (its models)")
     files = config_files_in_argv(sys.argv)
@@ -242,7 +248,7 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
     if record and record.get("datalist_written"):  # its datalist.json is training's own: rewritten with the new split
         new["datalist_written"] = True
     if after_data_check:  # record_split deletes and writes, once the data check has passed
-        _PENDING[str(run.resolve())] = deleted
+        _PENDING[_key(run)] = deleted
         return new
     _delete_old_run(deleted)
     write_record(run, new)
@@ -283,7 +289,7 @@ def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequen
                        f"({run / RUN_RECORD}): validation cases changed {moved[:5]}"
                        f"{' ...' if len(moved) > 5 else ''}, new cases {added[:5]}; a resumed run would train on its "
                        "own validation cases. Resume with the same data and datalist, or start another --run_dir")
-    _delete_old_run(_PENDING.pop(str(run.resolve()), []))  # --overwrite, now that the new run can start
+    _delete_old_run(_PENDING.pop(_key(run), []))  # --overwrite, now that the new run can start
     record["split"] = current
     made = run / "datalist.json"
     record["datalist_written"] = bool(not datalist and (not made.exists() or record.get("datalist_written")))

@@ -208,3 +208,46 @@ def test_a_dead_holders_lock_taken_over_twice_leaves_the_first_taker_holding_it(
     assert json.loads((tmp_path / FolderLock.NAME).read_text())["pid"] == os.getpid()
     assert first.mine() and [p.name for p in tmp_path.iterdir()] == [FolderLock.NAME]
     first.release()
+
+
+def _no_hard_links(monkeypatch) -> None:
+    def link(src, dst, *a, **k):
+        raise OSError(errno.EPERM, "no hard links here")
+
+    monkeypatch.setattr(os, "link", link)
+
+
+def test_without_hard_links_a_live_lock_moved_aside_by_a_late_taker_is_put_back(tmp_path, monkeypatch):
+    _no_hard_links(monkeypatch)
+    stale = {"pid": _dead_pid(), "host": os.uname().nodename}
+    (tmp_path / FolderLock.NAME).write_text(json.dumps(stale))
+    late = FolderLock(tmp_path, what="evaluation")
+    read_by_late = late._owner()
+    first = FolderLock(tmp_path, what="training").acquire()
+    late._take_over(read_by_late)  # it raised OSError(EPERM) putting the live lock back, and lost it
+    assert first.mine() and [p.name for p in tmp_path.iterdir()] == [FolderLock.NAME]
+    first.release()
+
+
+def test_an_empty_lock_being_written_is_waited_on_not_taken_over(tmp_path, monkeypatch):
+    """Without hard links a lock is created, then written: a second process reading it empty took it for a dead
+    holder's and took it over."""
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = tmp_path / FolderLock.NAME
+        lock.write_text("")
+        reads = []
+        real_owner = FolderLock._owner
+
+        def owner(self):  # the other process finishes writing it after the first read
+            reads.append(1)
+            if len(reads) == 2:
+                lock.write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename, "what": "inference"}))
+            return real_owner(self)
+
+        monkeypatch.setattr(FolderLock, "_owner", owner)
+        with pytest.raises(UserError, match=f"another process \\(pid {holder.pid}, inference\\)"):
+            FolderLock(tmp_path, what="evaluation").acquire()
+    finally:
+        holder.kill()
+        holder.wait()

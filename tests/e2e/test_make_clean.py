@@ -54,15 +54,43 @@ def test_make_clean_deletes_only_the_files_synth_wrote_beside_the_users(tmp_path
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
-def test_make_clean_refuses_while_a_demo_is_running(tmp_path: Path) -> None:
-    (tmp_path / "runs/demo/seg").mkdir(parents=True)
+@pytest.mark.parametrize("locked", [
+    pytest.param("runs/demo/seg", id="a_stage_writing"),
+    pytest.param("runs/demo/.demo", id="the_demo_between_stages"),
+    pytest.param("data/synthetic", id="synth_writing_the_data"),
+])
+def test_make_clean_deletes_nothing_while_a_demo_or_synth_is_running(tmp_path: Path, locked: str) -> None:
+    """Between two stages no stage holds a lock: make clean deleted runs/demo under a running demo (and deleted it
+    before finding synth still writing the data)."""
+    (tmp_path / "runs/demo/models").mkdir(parents=True)
+    (tmp_path / "runs/demo/models/model.pt").write_bytes(b"the demo's model")
+    (tmp_path / "data/synthetic").mkdir(parents=True)
+    (tmp_path / "data/synthetic/synthetic.json").write_text("{}")
+    (tmp_path / locked).mkdir(parents=True, exist_ok=True)
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (tmp_path / "runs/demo/seg" / FolderLock.NAME).write_text(json.dumps(
-            {"pid": holder.pid, "host": os.uname().nodename, "what": "inference"}))
+        (tmp_path / locked / FolderLock.NAME).write_text(json.dumps(
+            {"pid": holder.pid, "host": os.uname().nodename, "what": "make demo"}))
         result = _make_clean(tmp_path, check=False)
     finally:
         holder.kill()
         holder.wait()
-    assert result.returncode != 0 and "is being written" in result.stderr and "let the demo finish" in result.stderr
-    assert (tmp_path / "runs/demo/seg").is_dir()
+    assert result.returncode != 0 and "is being written" in result.stderr and "let the demo or synth finish" in (
+        result.stderr)
+    assert (tmp_path / "runs/demo/models/model.pt").is_file() and (tmp_path / "data/synthetic/synthetic.json").is_file()
+
+
+def test_the_demo_holds_its_run_folder_from_its_first_stage_to_its_last(tmp_path: Path, monkeypatch) -> None:
+    """What make clean looks for between stages: the demo's own lock, taken before its first stage."""
+    from pipeline import demo
+
+    seen = {}
+
+    def first_stage(*args, **kwargs):
+        seen["holder"] = FolderLock(tmp_path / "run" / demo.RUNNING, what="clean").mine()
+        raise SystemExit("stop after the first stage")
+
+    monkeypatch.setattr(demo, "demo_data", first_stage)
+    with pytest.raises(SystemExit):
+        demo.run_demo(data_dir=str(tmp_path / "data"), run_dir=str(tmp_path / "run"))
+    assert seen["holder"]
