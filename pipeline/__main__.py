@@ -112,7 +112,8 @@ def _check_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="{" + ",".join(["auto", *BUILTIN]) + f",{NNUNET_PREFIX}DATASET_JSON}}",
                    help="default: the layout's (brats2021 -> brats, brats2023 -> brats2023, msd -> msd, nnunet -> "
                    "nnunet:<its dataset.json>); brats2024 for BraTS 2024+ post-treatment glioma (4 = resection "
-                   "cavity)")
+                   "cavity); BraTS-PED cases need one: brats2023 (PED 2023, GLI numbering) or ped (PED 2024+: 1 ET, "
+                   "2 NET, 3 CC, 4 ED)")
     p.add_argument("--headers-only", action="store_true", help="read headers only (fast; no NaN, label or gzip check)")
 
 
@@ -267,8 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "report.html (default beside pred_dir: seg_<data> -> eval_<data>, else <pred_dir>_eval)")
     p.add_argument("--scheme", default="auto", type=scheme_argument,
                    metavar="{" + ",".join(SCHEME_CHOICES) + f",{NNUNET_PREFIX}DATASET_JSON}}",
-                   help="label numbering; auto: the reference dataset's layout's (a folder of labels needs a scheme); "
-                   "brats2024: 4 = resection cavity (both protocols)")
+                   help="label numbering; auto: the reference dataset's layout's (a folder of labels and BraTS-PED "
+                   "cases need a scheme: brats2023 or ped); brats2024: 4 = resection cavity; ped: BraTS-PED 2024+, "
+                   "1 ET, 2 NET, 3 CC, 4 ED (both protocols)")
     p.add_argument("--protocol", default="legacy", choices=PROTOCOLS,
                    help="legacy: our ET/TC/WT Dice, sensitivity, specificity, HD95; official: the BraTS package "
                    "brats-evaluation's lesion-wise metrics (make extra-official); see docs/metrics.md")
@@ -348,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS])
     p.add_argument("--label_scheme", "--label-scheme", default="auto", type=label_scheme_argument,
                    metavar="{" + ",".join(["auto", *BUILTIN]) + f",{NNUNET_PREFIX}DATASET_JSON}}",
-                   help="recorded in the datalist; auto: the layout's (nnunet: nnunet:<its dataset.json>)")
+                   help="recorded in the datalist; auto: the layout's (nnunet: nnunet:<its dataset.json>; BraTS-PED "
+                   "cases need brats2023 or ped)")
     p.add_argument("--force", action="store_true", help="replace an existing --out file with other content")
     p.set_defaults(func=_datalist)
 

@@ -21,11 +21,11 @@ from pipeline.core.nifti import AFFINE_TOLERANCE, HEADER_ROUNDING, axcodes, grid
 from pipeline.data.labels import (
     CHANNELS,
     LABEL_SCHEMES,
-    NAMING_NUMBERING,
     NNUNET_PREFIX,
     NUMBERING,
     allowed_labels,
     describe,
+    naming_numberings,
     role_conflicts,
     roles_by_value,
     scheme_choices,
@@ -65,6 +65,7 @@ _SCHEME_HINTS: dict[str, str] = {
     "brats2024": "BraTS 2024+ post-treatment glioma: 4 is the resection cavity, so for such data set "
                  "{option} brats2024",
     "msd": "For Decathlon Task01 data set {option} msd",
+    "ped": "For BraTS-PED 2024+ data (1 ET, 2 NET, 3 CC, 4 ED) set {option} ped",
 }
 
 
@@ -151,19 +152,27 @@ def _label_values(arr: np.ndarray) -> tuple[set[int], bool]:
     return {int(v) for v in np.unique(arr)}, True
 
 
-def scheme_hint(values: set[int], scheme: str, layout: str | None = None, option: str = "--label_scheme") -> str:
+def scheme_hint(values: set[int], scheme: str, layout: str | None = None, option: str = "--label_scheme", *,
+                case: str = "") -> str:
     """What to do about label values outside ``scheme`` (the one hint, for the check, training and evaluation): the
-    built-in schemes that hold them all and whose numbering the ``layout``'s file naming allows (`NAMING_NUMBERING`),
-    and of these the narrowest (a scheme is not named when one with fewer values fits); else relabel. For an
-    nnU-Net scheme: its dataset.json. ``option`` is the flag that sets the scheme (``--scheme`` for evaluate)."""
+    built-in schemes that hold them all and whose numbering the names of ``case`` (in ``layout``) allow
+    (`pipeline.data.labels.naming_numberings`), and of these the narrowest (a scheme is not named when one with
+    fewer values fits); else relabel. Where the names do not tell the numbering (a BraTS-PED case: ``brats2023`` or
+    ``ped``) only those readings are named, each that holds the values (never ``brats2024``, whose 4 is a resection
+    cavity, not PED's oedema). For an nnU-Net scheme: its dataset.json. ``option`` is the flag that sets the scheme
+    (``--scheme`` for evaluate)."""
     desc = describe(scheme)
     if desc.name.startswith(NNUNET_PREFIX):
         return (f". If these are classes of the dataset, add them to the \"labels\" of "
                 f"{desc.name[len(NNUNET_PREFIX):]}; otherwise relabel the file, or check that it is a segmentation")
+    readings = naming_numberings(layout, case)
     fits = [s for s in LABEL_SCHEMES if s != scheme and values <= allowed_labels(s)]
-    named = {v: r for r, v in NUMBERING.get(NAMING_NUMBERING.get(layout or "", ""), {}).items()}
-    fits = [s for s in fits if not role_conflicts(named, roles_by_value(describe(s)))]  # as `resolve_scheme` allows
-    fits = [s for s in fits if not any(allowed_labels(t) < allowed_labels(s) for t in fits)]
+    if len(readings) > 1:  # the names do not tell: one of their readings, whichever holds the values
+        fits = [s for s in fits if s in readings]
+    else:
+        named = {v: r for naming in readings for r, v in NUMBERING[naming].items()}
+        fits = [s for s in fits if not role_conflicts(named, roles_by_value(describe(s)))]  # as `resolve_scheme` does
+        fits = [s for s in fits if not any(allowed_labels(t) < allowed_labels(s) for t in fits)]
     if fits:
         hints = [_SCHEME_HINTS.get(s, "For that data set {option} " + s).format(option=option) for s in fits]
         if "brats2024" in fits and 4 in values and 3 not in values:  # no ET beside the 4: it may be ET, numbered 4
@@ -382,7 +391,7 @@ def _check_voxels(files: list[_File], case: Case, scheme: str, add: _Add, *, lab
             if extra:
                 shown = ", ".join(str(v) for v in sorted(extra))
                 add(f, "error", f"contains label {shown}; expected {{{', '.join(map(str, sorted(allowed)))}}} for "
-                                f"label scheme '{scheme}'{scheme_hint(values, scheme, layout)}")
+                                f"label scheme '{scheme}'{scheme_hint(values, scheme, layout, case=case.case_id)}")
             elif values <= {0}:
                 add(f, "warning", "contains only background (0): no tumour to learn from; check that it is the "
                                   "right file")
@@ -459,13 +468,15 @@ def check_dataset(root: str | os.PathLike, *, layout: str | None = None, label_s
             (`pipeline.data.layouts.brats.single_case`, as inference takes it).
         layout: None/``auto`` detects it.
         label_scheme: ``auto``/None: the layout's (``brats2021`` -> ``brats``, ``brats2023``, ``msd``, an nnU-Net
-            dataset's ``nnunet:<root>/dataset.json``); or a built-in name (``brats2024`` for post-treatment
-            glioma) or ``nnunet:<dataset.json>``.
+            dataset's ``nnunet:<root>/dataset.json``; refused for BraTS-PED cases, whose names do not tell
+            ``brats2023`` from ``ped``: `pipeline.data.layouts.resolve_scheme`); or a built-in name (``brats2024``
+            for post-treatment glioma, ``ped`` for BraTS-PED 2024+) or ``nnunet:<dataset.json>``.
         jobs: worker processes.
         data: read the voxels (False: headers only).
 
     Raises:
         DatasetError: ``root`` is missing, or no layout can be detected in it (nothing to check).
+        UserError: a scheme `pipeline.data.layouts.resolve_scheme` refuses (``auto`` on BraTS-PED cases).
     """
     started = time.perf_counter()
     one = single_case(root) if layout in (None, "auto") else None

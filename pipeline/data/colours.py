@@ -1,9 +1,10 @@
 """The colour of every label and region, one table for the viewers' colour tables and for the pictures.
 
 Labels take the BraTS papers' colours by role (the non-enhancing core red, oedema green, enhancing tumour yellow,
-a resection cavity blue), other labels matplotlib's tab10 in value order. A region is drawn in the colour of the
-label it adds to the largest region inside it: WT (NCR + ED + ET) in the oedema's green, TC (NCR + ET) in the
-core's red, ET in its yellow; so a picture's outlines match what 3D Slicer and ITK-SNAP show from ``labels.ctbl``.
+a resection cavity blue, BraTS-PED's cystic component purple), other labels matplotlib's tab10 in value order. A
+region is drawn in the colour of the label it adds to the largest region inside it: WT (NCR + ED + ET) in the
+oedema's green, TC (NCR + ET) in the core's red, ET in its yellow; so a picture's outlines match what 3D Slicer and
+ITK-SNAP show from ``labels.ctbl``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pipeline.data.labels import Description, describe, roles_by_value
 #: Label colours by role (`pipeline.data.labels.Description.roles` names the role of each value).
 ROLE_COLOURS: dict[str, tuple[int, int, int]] = {
     "NCR": (255, 0, 0), "NETC": (255, 0, 0), "NET": (255, 0, 0), "ED": (0, 200, 0), "SNFH": (0, 200, 0),
-    "ET": (255, 255, 0), "RC": (0, 128, 255),
+    "ET": (255, 255, 0), "RC": (0, 128, 255), "CC": (160, 32, 240),
 }
 #: Any other label, in value order: matplotlib's tab10.
 OTHER_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),

@@ -35,6 +35,7 @@ from pipeline.data.layouts import (
     resolve_scheme,
     scan_dataset,
     usable_cases,
+    with_case_ids,
 )
 from pipeline.data.layouts.brats import named_as
 from pipeline.data.modelzoo import MODEL_ZOO_FOLDS, MODEL_ZOO_KEYS, is_model_zoo, model_zoo_case_id, model_zoo_datalist
@@ -454,8 +455,9 @@ def _datalist_channels(path: Path, raw: dict) -> tuple[str, ...]:
     try:
         desc = describe(scheme or LAYOUTS[datalist_layout(raw)].label_scheme)
         if layout not in (None, "nnunet") and scheme is not None:  # its own scheme against its files' naming
-            resolve_scheme(LayoutInfo(layout, LAYOUTS[layout].label_scheme, f"datalist {path}", LAYOUTS[layout].title),
-                           scheme)
+            ids = [it.get("case") for key in ("training", "test") for it in raw.get(key, []) if isinstance(it, dict)]
+            info = LayoutInfo(layout, LAYOUTS[layout].label_scheme, f"datalist {path}", LAYOUTS[layout].title)
+            resolve_scheme(with_case_ids(info, [c for c in ids if isinstance(c, str)]), scheme)  # BraTS-PED: either
     except UserError as e:
         raise DatasetError(f"datalist {path}: {e}") from None
     given = raw.get("channels")

@@ -23,7 +23,7 @@ from pipeline.core.errors import UserError
 CHANNELS: tuple[str, ...] = ("T1", "T1ce", "T2", "FLAIR")
 
 
-#: Network output channels of the ``brats``, ``brats2023`` and ``msd`` schemes (MONAI's order).
+#: Network output channels of the ``brats``, ``brats2023``, ``msd`` and ``ped`` schemes (MONAI's order).
 REGIONS: tuple[str, ...] = ("TC", "WT", "ET")
 
 
@@ -69,8 +69,9 @@ class Description:
         regions: region name -> label values, in network output order (one sigmoid channel each).
         regions_class_order: the label value each region channel is written as.
         evaluated: region name -> label values, in the order reports list them.
-        roles: BraTS roles -> label value where they exist: ``NCR`` (the non-enhancing core: NCR, NETC or
-            MSD's NET), ``ED`` (oedema, SNFH), ``ET``, ``RC`` (resection cavity).
+        roles: BraTS roles -> label value where they exist: ``NCR`` (the non-enhancing core: NCR, NETC, MSD's
+            and BraTS-PED's NET), ``ED`` (oedema, SNFH), ``ET``, ``RC`` (resection cavity), ``CC`` (BraTS-PED's
+            cystic component, part of the tumour core).
         file_ending: the file ending of the dataset's images.
         ignore: the value of nnU-Net's ``ignore`` label (unannotated voxels), or None: its voxels are left out of
             the loss, the validation Dice and the evaluation, as nnU-Net does.
@@ -112,11 +113,11 @@ class Description:
     @property
     def whole_tumour(self) -> str | None:
         """The region that is the whole tumour, by its labels: where the roles are known, the region of exactly the
-        NCR, ED and ET labels (WT; not RC); else (an nnU-Net dataset's own regions) the one region that holds another
-        and lies in none (nnU-Net's ``whole tumor`` of nested regions). None when no region is: one region per
-        label, or two candidates."""
+        labels of `TUMOUR_ROLES` (NCR, ED, ET and BraTS-PED's CC: WT; not RC); else (an nnU-Net dataset's own
+        regions) the one region that holds another and lies in none (nnU-Net's ``whole tumor`` of nested regions).
+        None when no region is: one region per label, or two candidates."""
         if self.roles:
-            whole = {self.roles[r] for r in ("NCR", "ED", "ET") if r in self.roles}
+            whole = {self.roles[r] for r in TUMOUR_ROLES if r in self.roles}
             return next((name for name, values in self.regions.items() if set(values) == whole), None)
         sets = {name: set(values) for name, values in self.regions.items()}
         outer = [name for name, s in sets.items()
@@ -144,29 +145,64 @@ class Description:
 
 _BRATS_CHANNELS = CHANNELS
 
+#: The roles that make up the tumour (the whole tumour's labels; a resection cavity is none of it).
+TUMOUR_ROLES: tuple[str, ...] = ("NCR", "ED", "ET", "CC")
+
 #: The one numbering table: the label value of each tumour role (NCR: the non-enhancing core, NCR/NETC/NET; ED:
-#: oedema, ED/SNFH; ET: enhancing tumour; RC: resection cavity) in every numbering the pipeline reads or writes.
-#: The built-in schemes; ``nnunet-brats21``, nnU-Net's own BraTS 2021 conversion (Dataset137); ``challenge <c>``,
-#: the official BraTS evaluation's configs (ped numbers its classes otherwise; menrt scores one GTV label only).
+#: oedema, ED/SNFH; ET: enhancing tumour; RC: resection cavity; CC: BraTS-PED's cystic component) in every
+#: numbering the pipeline reads or writes. The built-in schemes; ``nnunet-brats21``, nnU-Net's own BraTS 2021
+#: conversion (Dataset137); ``challenge <c>``, the official BraTS evaluation's configs (``config_<c>.yaml`` of the
+#: package brats-evaluation: ped numbers its classes as BraTS-PED 2024+ does, 1 et, 2 netc, 3 cc, 4 ed; menrt
+#: scores one GTV label only).
 NUMBERING: dict[str, dict[str, int]] = {
     "brats": {"NCR": 1, "ED": 2, "ET": 4},
     "brats2023": {"NCR": 1, "ED": 2, "ET": 3},
     "brats2024": {"NCR": 1, "ED": 2, "ET": 3, "RC": 4},
     "msd": {"NCR": 2, "ED": 1, "ET": 3},
+    "ped": {"ET": 1, "NCR": 2, "CC": 3, "ED": 4},
     "nnunet-brats21": {"ED": 1, "NCR": 2, "ET": 3, "RC": 4},
     "challenge gli": {"NCR": 1, "ED": 2, "ET": 3, "RC": 4},
     "challenge mets": {"NCR": 1, "ED": 2, "ET": 3, "RC": 4},
     "challenge goat": {"NCR": 1, "ED": 2, "ET": 3},
     "challenge menpre": {"NCR": 1, "ED": 2, "ET": 3},
-    "challenge ped": {"ET": 1, "NCR": 2, "ED": 4},
+    "challenge ped": {"ET": 1, "NCR": 2, "CC": 3, "ED": 4},
     "challenge menrt": {},
 }
 
 
 #: The numbering a layout's file naming implies (a key of `NUMBERING`): BraTS 2018-2021 names mean ET = 4; BraTS
 #: 2023+ names ET = 3 and 4 = the resection cavity of 2024's post-treatment glioma; MSD its own. nnU-Net's raw layout
-#: implies none: its dataset.json describes its labels.
+#: implies none: its dataset.json describes its labels. Case ids of `UNTOLD_NUMBERING` override it.
 NAMING_NUMBERING: dict[str, str] = {"brats2021": "brats", "brats2023": "brats2024", "msd": "msd"}
+
+
+#: Case ids whose files' names do not tell their numbering, by id prefix -> each built-in scheme they may be
+#: numbered in, with the data it reads: BraTS-PED 2023 was harmonised with the adult glioma's numbering (1 NETC,
+#: 2 SNFH, 3 ET), BraTS-PED 2024 and later ship the pediatric one (1 ET, 2 NET, 3 CC, 4 ED) under the same names.
+#: ``auto`` refuses to choose between them (`pipeline.data.layouts.resolve_scheme`); a scheme given is read against
+#: each (`naming_numberings`).
+UNTOLD_NUMBERING: dict[str, dict[str, str]] = {
+    "BraTS-PED-": {"brats2023": "BraTS-PED 2023, GLI numbering", "ped": "BraTS-PED 2024+: 1 ET, 2 NET, 3 CC, 4 ED"},
+}
+
+
+def untold_prefix(case_id: object) -> str | None:
+    """The prefix of `UNTOLD_NUMBERING` a case id starts with (``BraTS-PED-``: its files' names do not tell their
+    numbering), or None when its names tell it."""
+    return next((prefix for prefix in UNTOLD_NUMBERING if str(case_id).startswith(prefix)), None)
+
+
+def naming_numberings(layout: str | None, case_id: object = "") -> dict[str, str]:
+    """What a case's names say of its numbering: ``{key of NUMBERING: the data it reads}``, one entry per reading.
+    Its id's readings where the id does not tell it (`UNTOLD_NUMBERING`: a BraTS-PED case is ``brats2023`` or
+    ``ped``), else the numbering its layout's file naming implies (`NAMING_NUMBERING`: ``{"brats2024": ""}`` for
+    BraTS 2023+ names); empty when the names imply none (an nnU-Net dataset, an unknown layout). The one reading of
+    names, for `pipeline.data.layouts.resolve_scheme` and the check's hint."""
+    prefix = untold_prefix(case_id)
+    if prefix is not None:
+        return dict(UNTOLD_NUMBERING[prefix])
+    naming = NAMING_NUMBERING.get(layout or "", "")
+    return {naming: ""} if naming else {}
 
 
 #: A label's role by the words of its name, first match (MSD's and nnU-Net's label tables): "non-enhancing FLAIR
@@ -175,12 +211,13 @@ _ROLE_WORDS: tuple[tuple[str, str], ...] = (
     ("hyperintens", "ED"), ("snfh", "ED"),  # BraTS's "Surrounding Non-enhancing FLAIR Hyperintensity": oedema
     ("non-enhancing", "NCR"), ("non enhancing", "NCR"), ("nonenhancing", "NCR"), ("necro", "NCR"), ("netc", "NCR"),
     ("ncr", "NCR"), ("net", "NCR"), ("edema", "ED"), ("oedema", "ED"), ("snfh", "ED"), ("ed", "ED"),
-    ("enhancing", "ET"), ("et", "ET"), ("cavity", "RC"), ("rc", "RC"))
+    ("enhancing", "ET"), ("et", "ET"), ("cavity", "RC"), ("rc", "RC"), ("cyst", "CC"), ("cc", "CC"))
 
 
 def role_of_name(name: object) -> str | None:
-    """The BraTS role (``NCR``, ``ED``, ``ET``, ``RC``) a label's name states, or None: whole words or word starts
-    (``"GD-enhancing tumour"`` is ET, ``"peritumoral edema"`` ED, ``"tumour"`` nothing)."""
+    """The BraTS role (``NCR``, ``ED``, ``ET``, ``RC``, ``CC``) a label's name states, or None: whole words or word
+    starts (``"GD-enhancing tumour"`` is ET, ``"peritumoral edema"`` ED, ``"cystic component"`` CC, ``"tumour"``
+    nothing)."""
     text = str(name).strip().lower()
     words = text.replace("_", " ").replace("-", " ").replace("/", " ").split()
     for word, role in _ROLE_WORDS:
@@ -271,10 +308,20 @@ BUILTIN: dict[str, Description] = {
         "msd", "Decathlon Task01 (1 ED, 2 NET, 3 ET)", _BRATS_CHANNELS, {"ED": 1, "NET": 2, "ET": 3},
         {"TC": (2, 3), "WT": (1, 2, 3), "ET": (3,)}, (2, 1, 3),
         {"ET": (3,), "TC": (2, 3), "WT": (1, 2, 3)}, NUMBERING["msd"]),
+    # BraTS-PED 2024+ (the official config_ped.yaml): ET = 1, TC = 1 + 2 + 3, WT = 1 + 2 + 3 + 4. Written back
+    # largest region first: WT-only voxels 4 (ED), TC 2 (NET), ET 1. The cystic component (3) lies in TC and WT
+    # exactly as NET does, so a network of these regions cannot tell it from NET: it is trained and scored as
+    # tumour core and written as 2, never as 3.
+    "ped": Description(
+        "ped", "BraTS-PED 2024+ pediatric (1 ET, 2 NET, 3 CC, 4 ED)", _BRATS_CHANNELS,
+        {"ET": 1, "NET": 2, "CC": 3, "ED": 4},
+        {"TC": (1, 2, 3), "WT": (1, 2, 3, 4), "ET": (1,)}, (2, 4, 1),
+        {"ET": (1,), "TC": (1, 2, 3), "WT": (1, 2, 3, 4)}, NUMBERING["ped"]),
 }
 
 
-#: Label value of each BraTS role, per built-in scheme (``NCR``, ``ED``, ``ET`` and, for brats2024, ``RC``).
+#: Label value of each BraTS role, per built-in scheme (``NCR``, ``ED``, ``ET``; ``RC`` for brats2024, ``CC`` for
+#: ped).
 LABEL_SCHEMES: dict[str, dict[str, int]] = {name: dict(d.roles) for name, d in BUILTIN.items()}
 
 
@@ -371,7 +418,8 @@ def describe(scheme: str | Description) -> Description:
     raise UserError(
         f"unknown label scheme {scheme!r}; expected one of {sorted(BUILTIN)} "
         "(brats: BraTS 2018-2021 with ET=4, brats2023: BraTS 2023+ with ET=3, brats2024: BraTS 2024+ "
-        "post-treatment glioma with 4 = resection cavity, msd: Decathlon Task01 with 1 ED, 2 NET, 3 ET) "
+        "post-treatment glioma with 4 = resection cavity, msd: Decathlon Task01 with 1 ED, 2 NET, 3 ET, "
+        "ped: BraTS-PED 2024+ with 1 ET, 2 NET, 3 CC, 4 ED) "
         f"or {NNUNET_PREFIX}<path to dataset.json>"
     )
 
@@ -394,13 +442,14 @@ def scheme_name(scheme: str | Description, *, auto: bool = False) -> str:
         return "auto"
     if isinstance(scheme, str) and scheme not in BUILTIN and not scheme.startswith(NNUNET_PREFIX):
         raise UserError(f"unknown label_scheme {scheme!r}; expected {'auto or ' if auto else ''}one of "
-                        f"{sorted(BUILTIN)} (brats2024: BraTS 2024+ post-treatment glioma, 4 = resection cavity) or "
+                        f"{sorted(BUILTIN)} (brats2024: BraTS 2024+ post-treatment glioma, 4 = resection cavity; "
+                        "ped: BraTS-PED 2024+, 1 ET, 2 NET, 3 CC, 4 ED) or "
                         f"{NNUNET_PREFIX}<path to an nnU-Net dataset.json>")
     return describe(scheme).name
 
 
 def scheme_labels(scheme: str | Description) -> dict[str, int]:
-    """The label value of each BraTS role (``NCR``, ``ED``, ``ET``, ``RC``) that ``scheme`` has."""
+    """The label value of each BraTS role (``NCR``, ``ED``, ``ET``, ``RC``, ``CC``) that ``scheme`` has."""
     return dict(describe(scheme).roles)
 
 
@@ -427,10 +476,11 @@ def labels_to_regions(label: np.ndarray | torch.Tensor, scheme: str | Descriptio
                       ) -> np.ndarray | torch.Tensor:
     """Labels ``(H, W, D)`` (any integer dtype) in ``scheme`` -> the network's regions ``(R, H, W, D)`` bool.
 
-    For ``brats``/``brats2023``/``msd``: TC, WT, ET; values outside the scheme count as background (as in MONAI's
-    ``ConvertToMultiChannelBasedOnBratsClasses``, whose TC is label 1 | ET and so fits ``brats``/``brats2023`` but not
-    ``msd``). A torch tensor (on any device) gives a torch tensor, an array an array: the evaluation, the plots and
-    the training transform all read labels through here.
+    For ``brats``/``brats2023``/``msd``/``ped``: TC, WT, ET (``ped``: ET = 1, TC = 1 | 2 | 3, WT = TC | 4); values
+    outside the scheme count as background (as in MONAI's ``ConvertToMultiChannelBasedOnBratsClasses``, whose TC is
+    label 1 | ET and so fits ``brats``/``brats2023`` but not ``msd`` or ``ped``). A torch tensor (on any device)
+    gives a torch tensor, an array an array: the evaluation, the plots and the training transform all read labels
+    through here.
     """
     return region_masks(label, describe(scheme).regions)
 
@@ -477,7 +527,8 @@ def regions_to_labels(regions: np.ndarray, scheme: str | Description = "brats") 
 
     Each region is written as its ``regions_class_order`` value, larger regions first (module docstring): under
     ``brats`` every WT voxel is oedema (2), TC overwrites it with necrosis (1) and ET overwrites both with 4. So a
-    voxel that the network calls TC or ET but not WT is still labelled (the regions need not nest).
+    voxel that the network calls TC or ET but not WT is still labelled (the regions need not nest). Under ``ped``
+    WT is written 4 (ED), TC 2 (NET), ET 1: a cystic component (3) comes back as 2, the one value its regions share.
     """
     desc = describe(scheme)
     if regions.shape[0] != len(desc.regions):

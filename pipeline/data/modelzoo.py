@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from pipeline.core.nifti import nifti_stem
-from pipeline.data.labels import CHANNELS, REGIONS
+from pipeline.data.labels import CHANNELS, REGIONS, untold_prefix
 from pipeline.data.layouts import LAYOUTS
 from pipeline.data.layouts.brats import named_as, named_split
 
@@ -56,7 +56,9 @@ def model_zoo_datalist(path: Path, raw: dict, parts: dict[str, list[dict]]) -> d
     dl: dict = {"name": raw.get("name") or path.stem, "split": "model-zoo"}
     if len(layouts) == 1:  # the file names show the layout, and with it the default numbering
         layout = layouts.pop()
-        dl.update(layout=layout, label_scheme=LAYOUTS[layout].label_scheme)
+        dl["layout"] = layout
+        if not any(untold_prefix(it["case"]) for it in items):  # BraTS-PED names tell no numbering: none recorded
+            dl["label_scheme"] = LAYOUTS[layout].label_scheme
     elif raw.get("layout"):
         dl["layout"] = raw["layout"]
     if raw.get("label_scheme"):  # a scheme the datalist declares is the user's word on its numbering

@@ -42,6 +42,7 @@ from pipeline.data.layouts import (
     resolve_scheme,
     scan_dataset,
     usable_cases,
+    with_case_ids,
 )
 from pipeline.data.layouts.brats import single_case
 
@@ -162,10 +163,12 @@ class DataSource:
         if self.datalist_path:
             raw = self.datalist_file
             name = datalist_layout(raw)
-            return LayoutInfo(name, str(raw.get("label_scheme") or LAYOUTS[name].label_scheme),
+            info = LayoutInfo(name, str(raw.get("label_scheme") or LAYOUTS[name].label_scheme),
                               f"datalist {self.datalist_path}", LAYOUTS[name].title,
                               named=bool(raw.get("layout")),  # no layout key: no naming to read
                               described=bool(raw.get("label_scheme")))  # none: its numbering unknown
+            ids = [it["case"] for key in ("training", "test") for it in raw.get(key, [])]
+            return with_case_ids(info, ids, recorded=True)  # BraTS-PED ids: auto only with a recorded scheme
         if not self.dataset_dir:
             raise DatasetError("label_scheme auto needs a dataset_dir or a datalist to detect the layout from")
         return self.single[1] if self.single else self.scan.layout

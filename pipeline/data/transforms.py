@@ -68,7 +68,8 @@ class LabelsToRegionsd(MapTransform):
 
     The regions of the scheme's description (`pipeline.data.labels.describe`), in its order: for ``brats``,
     ``brats2023`` and ``msd`` TC = NCR | ET, WT = NCR | ED | ET, ET = ET with the scheme's values; ``brats2024``
-    WT, TC, ET and RC. Values outside the scheme count as background; ``python -m pipeline check`` reports them.
+    WT, TC, ET and RC; ``ped`` TC = ET | NET | CC (1, 2, 3), WT = TC | ED (4), ET = 1. Values outside the scheme
+    count as background; ``python -m pipeline check`` reports them.
     """
 
     def __init__(self, keys: KeysCollection, scheme: str = "brats", allow_missing_keys: bool = False) -> None:

@@ -53,9 +53,10 @@ SCHEME_CLASSES: dict[str, dict[int, str]] = {s: {v: c for c, v in lab.items()} f
 #: Label schemes `evaluate_official` accepts (``auto``: the reference dataset's layout's).
 OFFICIAL_SCHEMES: tuple[str, ...] = ("auto", *SCHEME_CLASSES)
 
-#: ``--challenge`` when none is given: every scheme numbers adult glioma (MSD Task01 is BraTS 2016/2017 data),
-#: and ``gli`` is the adult-glioma challenge, whose config scores ET, TC, WT plus NETC, SNFH and RC.
-DEFAULT_CHALLENGE: dict[str, str] = {s: "gli" for s in SCHEME_CLASSES}
+#: ``--challenge`` when none is given: ``ped`` for the ``ped`` scheme (BraTS-PED 2024+'s own numbering, the ped
+#: config's: the identity); ``gli`` for every other scheme, which numbers adult glioma (MSD Task01 is BraTS 2016/2017
+#: data): the adult-glioma challenge, whose config scores ET, TC, WT plus NETC, SNFH and RC.
+DEFAULT_CHALLENGE: dict[str, str] = {s: "ped" if s == "ped" else "gli" for s in SCHEME_CLASSES}
 
 #: The package CLI's defaults for ``brats-parse-metrics mets``: lesion volume (mm³) from which a lesion is
 #: "large", and the Dice from which a small lesion counts as detected.
@@ -189,7 +190,8 @@ def _check_scheme(scheme: str) -> None:
     if scheme == "labels":
         raise UserError("--scheme labels cannot be scored by the official BraTS evaluation: it scores tumour regions "
                         "in a challenge's numbering; pass --scheme brats (ET 4), brats2023 (ET 3), brats2024 (ET 3, "
-                        "RC 4) or msd, or use --protocol legacy for label-wise numbers")
+                        "RC 4), msd or ped (BraTS-PED 2024+: 1 ET, 2 NET, 3 CC, 4 ED), or use --protocol legacy for "
+                        "label-wise numbers")
     if scheme not in OFFICIAL_SCHEMES:
         why = ("an nnU-Net dataset's own labels are not a BraTS challenge's numbering" if
                str(scheme).startswith(NNUNET_PREFIX) else "it is not a BraTS scheme")
@@ -201,11 +203,13 @@ def official_label_map(scheme: str, challenge: str | None = None) -> dict[int, i
     """``{our label value: the challenge's value}`` for a label map in ``scheme`` (background 0 stays 0).
 
     gli (and mets, goat, menpre): ``brats`` {1: 1, 2: 2, 4: 3}; ``brats2023`` {1: 1, 2: 2, 3: 3}; ``msd``
-    {1: 2, 2: 1, 3: 3}; ``brats2024`` {1: 1, 2: 2, 3: 3, 4: 4}.
+    {1: 2, 2: 1, 3: 3}; ``brats2024`` {1: 1, 2: 2, 3: 3, 4: 4}. ped (1 ET, 2 NETC, 3 CC, 4 ED): ``ped`` as is
+    {1: 1, 2: 2, 3: 3, 4: 4}; ``brats2023`` (BraTS-PED 2023, harmonised with GLI) {1: 2, 2: 4, 3: 1}. Without
+    ``challenge``: the scheme's default (`DEFAULT_CHALLENGE`: ped for ``ped``).
 
     Raises:
         UserError: ``labels``, an unknown scheme or challenge, or a class the challenge does not number (RC under
-            ped, anything under menrt).
+            ped, CC under any challenge but ped, anything under menrt).
     """
     _check_scheme(scheme)
     if scheme == "auto":
@@ -230,9 +234,9 @@ def to_official(labels: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
     return lut[labels.astype(np.intp, copy=False)]
 
 
-def _label_problem(values: Sequence[int], scheme: str, what: str, layout: str | None) -> str | None:
+def _label_problem(values: Sequence[int], scheme: str, what: str, layout: str | None, case: str = "") -> str | None:
     if scheme in LABEL_SCHEMES:
-        return label_values_problem(values, scheme, what, layout, official=True)
+        return label_values_problem(values, scheme, what, layout, official=True, case=case)
     allowed = {0, *SCHEME_CLASSES[scheme]}
     bad = sorted(set(values) - allowed)
     if not bad:
@@ -240,11 +244,11 @@ def _label_problem(values: Sequence[int], scheme: str, what: str, layout: str | 
     return f"the {what} holds label value(s) {bad} that scheme {scheme!r} does not use (allowed {sorted(allowed)})"
 
 
-def _checked_labels(data: np.ndarray, scheme: str, what: str, layout: str | None) -> np.ndarray:
+def _checked_labels(data: np.ndarray, scheme: str, what: str, layout: str | None, case: str = "") -> np.ndarray:
     values = np.unique(data)
     if data.dtype.kind == "f" and not np.all(values == np.round(values)):
         raise UserError(f"the {what} holds non-integer values: a label map is expected, threshold probabilities first")
-    problem = _label_problem([int(v) for v in values], scheme, what, layout)
+    problem = _label_problem([int(v) for v in values], scheme, what, layout, case)
     if problem:
         raise UserError(problem)
     return data
@@ -285,8 +289,8 @@ def _score_case(task: _Task) -> dict:
     pred = on_reference_grid(task.case, pred, pred_affine, task.pred, ref, ref_affine, task.ref)
     where = f"case {task.case} (prediction {task.pred}, reference {task.ref})"
     try:
-        ref = _checked_labels(ref, task.scheme, "reference", task.layout)  # the reference first: it tells the fix
-        pred = _checked_labels(pred, task.scheme, "prediction", task.layout)
+        ref = _checked_labels(ref, task.scheme, "reference", task.layout, task.case)  # the reference first: the fix
+        pred = _checked_labels(pred, task.scheme, "prediction", task.layout, task.case)
     except UserError as err:
         raise UserError(f"{where}: {err}") from None
     folder = Path(tempfile.mkdtemp(dir=task.tmp))  # the package wants the same suffixes: no case id in the names
@@ -402,10 +406,11 @@ def evaluate_official(
         ref_dir: a dataset folder (read through its layout) or a folder of ``<case>.nii.gz`` labels.
         out_dir: created if needed; gets ``official.csv``, ``official_summary.json``, ``official_panoptica.json``
             (and ``official_mets.csv`` for ``mets``).
-        scheme: ``auto`` (the dataset layout's), ``brats``, ``brats2023``, ``brats2024`` or ``msd``; converted to
-            the challenge's numbering (`official_label_map`).
+        scheme: ``auto`` (the dataset layout's; refused for BraTS-PED cases, whose names do not tell their
+            numbering), ``brats``, ``brats2023``, ``brats2024``, ``msd`` or ``ped``; converted to the challenge's
+            numbering (`official_label_map`).
         challenge: gli, mets, ped, menrt, menpre or goat (the package's bundled configs); None: the one the case ids
-            name (`challenge_of_cases`), else gli (`DEFAULT_CHALLENGE`).
+            name (`challenge_of_cases`), else the scheme's (`DEFAULT_CHALLENGE`: ped for ``ped``, else gli).
         jobs: worker processes, one case each at a time.
         cases: only these case ids; each must have a reference.
         out_option: the option that chose ``out_dir``, named in a refusal.

@@ -212,14 +212,14 @@ def plot_case_overlay(images: dict[str, str | os.PathLike | tuple], out_png: str
     return save_figure(fig, out_png, dpi=200)
 
 
-def _check_label_file(path: str | os.PathLike, scheme: str, what: str, layout: str) -> None:
+def _check_label_file(path: str | os.PathLike, scheme: str, what: str, layout: str, case: str = "") -> None:
     """A `UserError` naming ``path`` when its values are not whole numbers of ``scheme``."""
     values = np.unique(load_labels(Path(path))[0])  # unreadable: a UserError naming the file
     if not np.all(values == np.round(values)):
         raise UserError(f"{what} {path} holds non-integer values: a label map is expected, threshold probabilities "
                         "first")
     problem = None if scheme == "labels" else label_values_problem(values.astype(np.int64).tolist(), scheme, what,
-                                                                    layout)
+                                                                    layout, case=case)
     if problem:
         raise UserError(f"{path}: {problem}")
 
@@ -331,8 +331,8 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
         if case is None or pred is None:
             continue
         if case.label:
-            _check_label_file(case.label, scheme, "reference", layout.layout)
-        _check_label_file(pred, scheme, "prediction", layout.layout)
+            _check_label_file(case.label, scheme, "reference", layout.layout, case_id)
+        _check_label_file(pred, scheme, "prediction", layout.layout, case_id)
         drawn.append((case_id, case, pred))
 
     # the images' channels are the data's own (its description), whichever scheme the labels are scored in

@@ -93,10 +93,20 @@ class Reference:
         return OutputGuard(files, roots=[*self.folders, *pred_roots])
 
     @property
+    def own_scheme(self) -> str | None:
+        """The data's own numbering where it is known: the scheme it was resolved with (a DataSource's), else its
+        layout's, unless the names do not tell it (BraTS-PED cases: ``layout.untold``, no scheme recorded); None
+        for a folder of labels."""
+        if self.scheme:
+            return self.scheme
+        layout = self.layout
+        return None if layout is None or (layout.untold and not layout.described) else layout.label_scheme
+
+    @property
     def ignore(self) -> int | None:
         """The value of the data's own ``ignore`` label (nnU-Net's unannotated voxels), or None: read from the
         data's description, so that a scoring in another scheme (``labels``) leaves those voxels out too."""
-        own = self.scheme or (self.layout.label_scheme if self.layout is not None else None)
+        own = self.own_scheme
         return describe(own).ignore if own else None
 
 
@@ -195,11 +205,12 @@ def resolve_evaluation_scheme(scheme: str, reference: Reference) -> str:
 
     An explicit scheme other than the layout's is used where its numbering agrees with the reference's
     (`pipeline.data.layouts.resolve_scheme`: BraTS 2021-named labels relabelled 4 -> 3 as brats2023), refused where
-    it contradicts it (msd on BraTS-named labels).
+    it contradicts it (msd on BraTS-named labels); ``auto`` goes through it too (BraTS-PED cases refused).
 
     Raises:
-        UserError: an unknown scheme, or ``auto`` with a folder of labels (no layout tells the numbering);
-            the message lists the values of its first file and the schemes they fit.
+        UserError: an unknown scheme, ``auto`` on BraTS-PED cases (their names do not tell brats2023 from ped), or
+            ``auto`` with a folder of labels (no layout tells the numbering); the message lists the values of its
+            first file and the schemes they fit.
     """
     if scheme not in FOLDER_SCHEMES and not str(scheme).startswith(NNUNET_PREFIX):
         raise UserError(f"unknown scheme {scheme!r}; expected one of {', '.join(FOLDER_SCHEMES)} or "
@@ -212,7 +223,7 @@ def resolve_evaluation_scheme(scheme: str, reference: Reference) -> str:
             return resolve_scheme(layout, scheme, "--scheme")  # refused where it contradicts the reference's
         return scheme
     if layout is not None:
-        return layout.label_scheme
+        return resolve_scheme(layout, "auto", "--scheme")  # the layout's, unless the names do not tell it
     first = next(iter(sorted(reference.files.items())))[1]
     values = sorted(int(v) for v in np.unique(load_labels(first)[0]) if v != 0)
     fits = [s for s in LABEL_SCHEMES if set(values) <= allowed_labels(s)]
@@ -223,7 +234,7 @@ def resolve_evaluation_scheme(scheme: str, reference: Reference) -> str:
 
 
 #: The order roles are named in messages (`pipeline.data.labels.NUMBERING`'s roles).
-_ROLE_ORDER = ("NCR", "ED", "ET", "RC")
+_ROLE_ORDER = ("NCR", "ED", "ET", "RC", "CC")
 
 
 def _numbering(desc: Description) -> str:
@@ -232,7 +243,7 @@ def _numbering(desc: Description) -> str:
 
 def numbering_differences(written: str, scored: str) -> list[str]:
     """How scheme ``written`` numbers the tumour classes otherwise than scheme ``scored`` (empty: compatible), by
-    what each value means (`pipeline.data.labels.roles_by_value`: NCR, ED, ET, RC), not by name: two schemes that
+    what each value means (`pipeline.data.labels.roles_by_value`: NCR, ED, ET, RC, CC), not by name: two schemes that
     give every role both have the same value agree (brats2023 and brats2024, which adds 4 = RC); first the roles
     numbered otherwise (``ED is 1 in scheme msd, 2 in scheme brats2024``), else the values that mean another role.
     Descriptions that state no roles (an nnU-Net dataset's own labels) agree when their labels and regions do.
@@ -271,7 +282,7 @@ def check_written_scheme(pred_root: Path, cases: Sequence[str], scheme: str, ref
             way out (``--scheme`` the written one where it fits the reference, or inference again without the
             ``label_scheme`` override).
     """
-    own = reference.scheme or (reference.layout.label_scheme if reference.layout is not None else None)
+    own = reference.own_scheme  # None where the names do not tell it (BraTS-PED): labels then compares nothing
     scored = own if scheme == "labels" else scheme
     if not scored or not cases:
         return

@@ -89,7 +89,7 @@ def _integer_labels(x: torch.Tensor, what: str) -> torch.Tensor:
 
 
 def label_values_problem(values: Iterable[int], scheme: str, what: str, layout: str | None = None, *,
-                         official: bool = False) -> str | None:
+                         official: bool = False, case: str = "") -> str | None:
     """The message for label ``values`` outside ``scheme`` (None when they all fit), with the fix the scheme
     detector gives (`pipeline.data.check.scheme_hint`: the scheme the values and the layout's naming fit).
 
@@ -99,6 +99,7 @@ def label_values_problem(values: Iterable[int], scheme: str, what: str, layout: 
         what: ``reference`` (or a file name), or ``prediction``: its reference (checked first) fits ``scheme``, so the
             fix is to write the prediction in it.
         layout: the reference dataset's layout, or None for a folder of labels.
+        case: the case id, whose names may not tell the numbering (BraTS-PED: the hint names brats2023 or ped).
         official: for the official protocol, which scores a challenge's numbering only (no ``--scheme labels``).
     """
     found = {int(v) for v in values}
@@ -113,17 +114,17 @@ def label_values_problem(values: Iterable[int], scheme: str, what: str, layout: 
                 f"pipeline infer -i REFERENCE_DATASET --run RUN), or relabel the prediction to scheme {scheme}")
         return (f"the {what} holds label value(s) {bad} that scheme {scheme!r} does not use "
                 f"(allowed {sorted(allowed)}){hint}")
-    hint = scheme_hint(found, scheme, layout, option="--scheme")
+    hint = scheme_hint(found, scheme, layout, option="--scheme", case=case)
     if hint.startswith(". Relabel") and not official:
         hint = "; score every value with --scheme labels (legacy protocol), or relabel the file"
     return (f"the {what} holds label value(s) {bad} that scheme {scheme!r} does not use "
             f"(allowed {sorted(allowed)}){hint}")
 
-def _check_scheme_values(x: torch.Tensor, scheme: str, what: str, layout: str | None = None) -> None:
+def _check_scheme_values(x: torch.Tensor, scheme: str, what: str, layout: str | None = None, case: str = "") -> None:
     allowed = torch.tensor(sorted(allowed_labels(scheme)), dtype=x.dtype, device=x.device)
     bad = x[~torch.isin(x, allowed)]
     if bad.numel():
-        msg = label_values_problem(torch.unique(bad).tolist(), scheme, what, layout)
+        msg = label_values_problem(torch.unique(bad).tolist(), scheme, what, layout, case=case)
         raise UserError(msg)
 
 
@@ -150,6 +151,7 @@ def evaluate_case(
     *,
     layout: str | None = None,
     ignore: int | None = None,
+    case: str = "",
 ) -> list[dict]:
     """Metrics of every region of one case.
 
@@ -164,10 +166,12 @@ def evaluate_case(
             TC, WT, ET (`pipeline.data.labels.REGIONS`).
         ref: the reference, same shape and kind as ``pred``.
         spacing: voxel size in mm along each spatial axis (the affine's, `load_labels`), one number, or None for 1.
-        scheme: ``brats`` (NCR 1, ED 2, ET 4), ``brats2023`` (ET 3), ``msd`` (ED 1, NET 2, ET 3) or ``labels``
-            (every non-zero value).
+        scheme: ``brats`` (NCR 1, ED 2, ET 4), ``brats2023`` (ET 3), ``msd`` (ED 1, NET 2, ET 3), ``ped`` (ET 1,
+            NET 2, CC 3, ED 4), any other scheme of `pipeline.data.labels.describe`, or ``labels`` (every non-zero
+            value).
         device: where to compute (e.g. ``"cuda"``); None: ``pred``'s device if it is a tensor, else the CPU.
         layout: the reference dataset's layout, named in the fix when a label value does not fit ``scheme``.
+        case: the case id, for that fix too (a BraTS-PED case's names do not tell its numbering).
         ignore: under ``labels``, the value of the reference data's ``ignore`` label (`Reference.ignore`): its
             voxels are scored in neither map and it is no class (a scheme's own ``ignore`` is read from it).
 
@@ -209,8 +213,8 @@ def evaluate_case(
         pc, rc = _integer_labels(p[box], "prediction"), _integer_labels(r[box], "reference")
 
     if scheme != "labels":
-        _check_scheme_values(rc, scheme, "reference", layout)  # the reference first: it tells the fix
-        _check_scheme_values(pc, scheme, "prediction", layout)
+        _check_scheme_values(rc, scheme, "reference", layout, case)  # the reference first: it tells the fix
+        _check_scheme_values(pc, scheme, "prediction", layout, case)
         ignore = desc.ignore
     if ignore is not None and bool((pc == ignore).any()):  # a prediction says what each voxel is, never "unannotated"
         raise UserError(f"the prediction holds the value {ignore}, the data's ignore label, which marks unannotated "
@@ -341,8 +345,8 @@ def evaluate_folders(
         ref_dir: a dataset folder, read through its layout (`read_reference`), or a folder of
             ``<case>.nii.gz`` labels.
         out_dir: created if needed.
-        scheme: ``auto`` (the reference dataset's layout's; a folder of labels needs an explicit scheme),
-            ``brats``, ``brats2023``, ``msd`` or ``labels`` (see `evaluate_case`).
+        scheme: ``auto`` (the reference dataset's layout's; a folder of labels and BraTS-PED cases need an explicit
+            scheme), ``brats``, ``brats2023``, ``brats2024``, ``msd``, ``ped`` or ``labels`` (see `evaluate_case`).
         cases: only these case ids (e.g. a validation fold); each must have a reference.
         device: where to compute, see `evaluate_case`.
         out_option: the option that chose ``out_dir``, named in a refusal (``--out`` on the command line).
@@ -415,7 +419,7 @@ def score_cases(pairs: CasePairs, scheme: str, *, device: torch.device | str | N
             pred = on_reference_grid(cid, pred, pred_affine, pred_path, ref, ref_affine, ref_path)
         try:
             case_rows = evaluate_case(pred, ref, spacing, scheme=scheme, device=device, layout=layout,
-                                      ignore=ignore)
+                                      ignore=ignore, case=cid)
         except ValueError as err:
             msg = f"case {cid} (prediction {pred_path or 'missing'}, reference {ref_path}): {err}"
             raise UserError(msg) from err

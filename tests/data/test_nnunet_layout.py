@@ -283,8 +283,8 @@ def test_inference_checks_the_channels_of_the_datasets_own_description(nnunet_da
 @pytest.mark.parametrize(("scheme", "message"), [
     pytest.param("nnunet:/absent/dataset.json", "/absent/dataset.json does not exist", id="missing_dataset_json"),
     pytest.param("brats2019", "unknown label_scheme 'brats2019'; expected auto or one of ['brats', 'brats2023', "
-                 "'brats2024', 'msd'] (brats2024: BraTS 2024+ post-treatment glioma, 4 = resection cavity) or nnunet:",
-                 id="unknown_name"),
+                 "'brats2024', 'msd', 'ped'] (brats2024: BraTS 2024+ post-treatment glioma, 4 = resection cavity; "
+                 "ped: BraTS-PED 2024+, 1 ET, 2 NET, 3 CC, 4 ED) or nnunet:", id="unknown_name"),
 ])
 def test_the_check_command_line_refuses_a_scheme_it_cannot_describe(nnunet_datasets, scheme: str, message: str,
                                                                      capsys: pytest.CaptureFixture) -> None:

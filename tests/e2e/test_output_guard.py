@@ -187,5 +187,6 @@ def test_overwrite_keeps_the_finished_run_when_the_new_one_is_refused(trained_ru
     line = last_line(result)
     printed = result.stdout + result.stderr
     assert result.returncode != 0 and "\nerror: " in printed, printed[-3000:]
-    assert ("--device cuda" in line) if ids else ("flair" in line.lower()), line  # (the data check: one per case)
+    refusal = printed[printed.rindex("\nerror: "):]  # (the data check's: a line per case, then the way out)
+    assert ("--device cuda" in line) if ids else ("_flair.nii.gz is truncated" in refusal), refusal
     assert checksums(run) == before  # models, run.json, datalist.json: as they were

@@ -335,6 +335,9 @@ def test_et4_read_as_brats2023_would_be_a_resection_cavity(tmp_path: Path) -> No
     pytest.param("msd", "gli", {1: 2, 2: 1, 3: 3}, id="msd_gli"),
     pytest.param("brats2024", "gli", {1: 1, 2: 2, 3: 3, 4: 4}, id="brats2024_gli"),
     pytest.param("brats", "ped", {1: 2, 2: 4, 4: 1}, id="brats_ped"),
+    pytest.param("brats2023", "ped", {1: 2, 2: 4, 3: 1}, id="brats2023_ped_2023_harmonised_converted"),
+    pytest.param("ped", "ped", {1: 1, 2: 2, 3: 3, 4: 4}, id="ped_ped_identity"),
+    pytest.param("ped", None, {1: 1, 2: 2, 3: 3, 4: 4}, id="ped_default_ped_identity"),
     pytest.param("brats", "MenPre", {1: 1, 2: 2, 4: 3}, id="brats_menpre_any_case"),
 ])
 def test_label_map_per_scheme_and_challenge(scheme: str, challenge: str | None, expected: dict) -> None:
@@ -347,6 +350,7 @@ def test_label_map_per_scheme_and_challenge(scheme: str, challenge: str | None, 
     pytest.param("nnunet:/data/dataset.json", None, "an nnU-Net dataset's own labels are not a BraTS challenge's",
                  id="nnunet_scheme"),
     pytest.param("brats2024", "ped", "RC has no label", id="rc_under_ped"),
+    pytest.param("ped", "gli", "CC has no label", id="cc_under_gli"),
     pytest.param("brats", "menrt", "1 GTV only", id="menrt"),
     pytest.param("brats", "isles", "unknown challenge 'isles'", id="unknown_challenge"),
 ])

@@ -22,7 +22,7 @@ def _nnunet_scheme(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"nnunet:{root / 'dataset.json'}"
 
 
-@pytest.mark.parametrize("scheme", ["brats", "brats2023", "brats2024", "msd", "nnunet"])
+@pytest.mark.parametrize("scheme", ["brats", "brats2023", "brats2024", "msd", "ped", "nnunet"])
 def test_the_box_plot_colours_each_region_as_the_overlays_do(scheme: str,
                                                              tmp_path_factory: pytest.TempPathFactory) -> None:
     if scheme == "nnunet":

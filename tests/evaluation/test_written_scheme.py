@@ -181,13 +181,22 @@ def test_a_folder_of_labels_names_the_written_scheme_as_the_scheme_to_score_with
     pytest.param("brats2023", "brats2024", [], id="brats2023_in_brats2024_same_classes"),
     pytest.param("brats2024", "brats2023", [], id="brats2024_in_brats2023_same_classes"),
     pytest.param("msd", "msd", [], id="same_name"),
+    pytest.param("ped", "brats2023", ["NCR is 2 in scheme ped, 1 in scheme brats2023",
+                                      "ED is 4 in scheme ped, 2 in scheme brats2023",
+                                      "ET is 1 in scheme ped, 3 in scheme brats2023"], id="ped_on_brats2023"),
+    pytest.param("brats2023", "ped", ["NCR is 1 in scheme brats2023, 2 in scheme ped",
+                                      "ED is 2 in scheme brats2023, 4 in scheme ped",
+                                      "ET is 3 in scheme brats2023, 1 in scheme ped"], id="brats2023_on_ped"),
+    pytest.param("ped", "brats2024", ["NCR is 2 in scheme ped, 1 in scheme brats2024",
+                                      "ED is 4 in scheme ped, 2 in scheme brats2024",
+                                      "ET is 1 in scheme ped, 3 in scheme brats2024"], id="ped_on_brats2024"),
 ])
 def test_numberings_are_compared_by_what_each_value_means(written: str, scored: str,
                                                           differences: list[str]) -> None:
     assert numbering_differences(written, scored) == differences
 
 
-@pytest.mark.parametrize("scheme", ["brats", "brats2023", "brats2024", "msd"])
+@pytest.mark.parametrize("scheme", ["brats", "brats2023", "brats2024", "msd", "ped"])
 def test_inference_records_the_scheme_each_segmentation_is_written_in(scheme: str, layout_datasets,
                                                                       tmp_path: Path) -> None:
     case = discover_cases(layout_datasets["brats2023"])[0]

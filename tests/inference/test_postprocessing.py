@@ -9,7 +9,7 @@ from monai.transforms import RemoveSmallObjectsd
 from pipeline.inference.postprocessing import SmallEnhancingToNecrosisd
 
 
-@pytest.mark.parametrize("scheme", ["brats", "brats2023", "msd", "brats2024"])
+@pytest.mark.parametrize("scheme", ["brats", "brats2023", "msd", "brats2024", "ped"])
 @pytest.mark.parametrize(
     ("et_voxels", "min_voxels", "et_kept"),
     [
@@ -128,7 +128,7 @@ DATASET137_RC = {"channel_names": {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAI
                             "resection cavity": 4}, "regions_class_order": [1, 2, 3, 4]}
 
 
-@pytest.mark.parametrize("scheme", ["brats", "brats2023", "msd", "brats2024", "nnunet_dataset137_rc"])
+@pytest.mark.parametrize("scheme", ["brats", "brats2023", "msd", "brats2024", "ped", "nnunet_dataset137_rc"])
 def test_a_far_lesion_goes_with_its_core_and_a_resection_cavity_outside_the_tumour_stays(scheme: str) -> None:
     import numpy as np
 

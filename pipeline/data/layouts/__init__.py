@@ -21,13 +21,14 @@ from pipeline.data.layouts.base import (
     order_by_name,
     output_key,
     refuse_case_clashes,
+    with_case_ids,
 )
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["LAYOUTS", "Case", "DatasetError", "DatasetScan", "LayoutInfo", "LayoutSpec", "Problem", "detect_layout",
            "channel_permutation", "discover_cases", "in_channel_order", "in_scheme_order", "no_case_message",
-           "order_by_name", "output_key", "resolve_scheme", "scan_dataset", "usable_cases"]
+           "order_by_name", "output_key", "resolve_scheme", "scan_dataset", "usable_cases", "with_case_ids"]
 
 
 #: Every layout by name, in the order they are detected (nnU-Net's dataset.json before MSD's folders).
@@ -92,6 +93,8 @@ def scan_dataset(root: str | os.PathLike, layout: str | None = None) -> DatasetS
         nnunet.scan_nnunet(path, scan)
     else:
         brats.scan_brats(path, LAYOUTS[info.layout], scan)
+        ids = [*(c.case_id for c in scan.cases), *(p.case for p in scan.problems if p.case)]
+        scan.layout = with_case_ids(info, ids)  # what the case ids tell of the numbering (BraTS-PED: nothing)
     refuse_case_clashes(scan)
     return scan
 
@@ -113,9 +116,15 @@ def resolve_scheme(layout: LayoutInfo, scheme: str | None, option: str = "--labe
     """The label scheme to read data of ``layout`` with: the layout's own for None or ``auto``; else ``scheme``'s name
     (`pipeline.data.labels.scheme_name`) when its numbering agrees, label value by label value, with what the data
     says of its own: the numbering its file naming implies (`NAMING_NUMBERING`: BraTS 2021 names ET = 4) and the
-    roles of its own scheme (a datalist's, an nnU-Net dataset.json's label names). The one place a given scheme is
-    checked against the data: the dataset check, the datalist writers, `pipeline.data.source.DataSource` and the
-    evaluation's reference read it.
+    roles of its own scheme (a datalist's, an nnU-Net dataset.json's label names). The one place a scheme is chosen
+    for the data and a given one checked against it: the dataset check, the datalist writers,
+    `pipeline.data.source.DataSource` (training, inference) and the evaluation's reference (both protocols) read it.
+
+    Case ids whose names do not tell their numbering (``layout.untold``, `pipeline.data.labels.UNTOLD_NUMBERING`:
+    BraTS-PED 2023 was numbered as GLI, 2024+ natively, under the same names) are never guessed: ``auto`` is refused
+    naming the case and both readings (``brats2023`` and ``ped``) unless the data records its scheme (a datalist's
+    ``label_scheme``), also for inference; a given scheme must agree with one of the readings (and, beside other
+    cases, with their naming too).
 
     BraTS 2021-named files relabelled 4 -> 3 read as ``brats2023`` (1 and 2 mean the same); ``msd`` on BraTS-named
     files (1 = oedema there, necrosis here) is refused, as is a built-in scheme on an nnU-Net dataset whose labels'
@@ -129,21 +138,29 @@ def resolve_scheme(layout: LayoutInfo, scheme: str | None, option: str = "--labe
     and a scheme's ignore value may be no class of the data.
 
     Raises:
-        UserError: an unknown scheme, or one whose numbering contradicts the data's (the values named).
+        UserError: ``auto`` on data whose names do not tell its numbering; an unknown scheme, or one whose numbering
+            contradicts the data's (the values named).
     """
     from pipeline.data.labels import (
-        NAMING_NUMBERING,
         NNUNET_PREFIX,
         NUMBERING,
         describe,
         meanings,
+        naming_numberings,
         role_conflicts,
         roles_by_value,
         scheme_name,
+        untold_prefix,
     )
 
     own_name = layout.label_scheme
+    readings = naming_numberings(layout.layout, layout.untold) if layout.untold else {}
     if scheme in (None, "", "auto"):
+        if readings and not layout.described:  # the names allow several numberings and nothing records one
+            where = f"{layout.layout} data ({layout.reason})" if layout.reason else f"{layout.layout} data"
+            choices = " or ".join(f"{option} {s} ({text})" for s, text in readings.items())
+            raise UserError(f"{where}: case {layout.untold}: the names of {untold_prefix(layout.untold)}... cases do "
+                            f"not tell their label numbering, so {option} auto cannot choose one: pass {choices}")
         return own_name
     name = scheme_name(scheme)
     if name == own_name or not labels:
@@ -168,12 +185,19 @@ def resolve_scheme(layout: LayoutInfo, scheme: str | None, option: str = "--labe
         raise UserError(f"label scheme {name} does not describe {where}: its dataset.json "
                         f"({own_name[len(NNUNET_PREFIX):]}) describes its own labels and regions "
                         f"({', '.join(own.regions)}), whose roles the scheme's numbering does not match by name; {fix}")
-    naming = NAMING_NUMBERING.get(layout.layout, "") if layout.named else ""
-    implied = {v: r for r, v in NUMBERING.get(naming, {}).items()}
+    told = naming_numberings(layout.layout) if layout.named and layout.told else {}  # the other cases' naming
+    implied = {v: r for naming in told for r, v in NUMBERING[naming].items()}
     mine = {**implied, **(meanings(own) if layout.described else {})}
     conflicts = role_conflicts(mine, meanings(given), ("the data", f"scheme {name}"))
     if conflicts:
         raise UserError(f"label scheme {name} contradicts {where}: label {'; '.join(conflicts)}; {fix}")
+    untold = {s: role_conflicts({v: r for r, v in NUMBERING[s].items()}, meanings(given), (s, f"scheme {name}"))
+              for s in readings}
+    if untold and all(untold.values()):  # it agrees with neither reading of the untold names
+        read = "; ".join(f"{s} ({readings[s]}): {'; '.join(c)}" for s, c in untold.items())
+        raise UserError(f"label scheme {name} contradicts {where}: the names of {untold_prefix(layout.untold)}... "
+                        f"cases (e.g. {layout.untold}) mean {' or '.join(readings)}, and it agrees with neither "
+                        f"({read}); pass {' or '.join(f'{option} {s}' for s in readings)}")
     return name
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline.core.errors import UserError
@@ -15,6 +15,7 @@ from pipeline.data.labels import (
     canonical_channel,
     contrast_of,
     contrast_spellings,
+    untold_prefix,
 )
 
 
@@ -103,10 +104,29 @@ class LayoutInfo:
     title: str = ""  # the layout's title, for messages
     named: bool = True  # the files' naming was seen (a scanned folder, a datalist that records its layout)
     described: bool = True  # its label_scheme was found, not assumed (a datalist that records one)
+    untold: str = ""  # a case whose id does not tell its files' numbering (BraTS-PED: `with_case_ids`), or ""
+    told: bool = True  # some case's names do tell it (False: every case is of ``untold``'s kind)
 
     def __str__(self) -> str:
         title = f" ({self.title})" if self.title else ""
-        return f"layout {self.layout}{title}, label scheme {self.label_scheme}: {self.reason}"
+        scheme = (f"label scheme not told by the names (case {self.untold})" if self.untold and not self.described
+                  else f"label scheme {self.label_scheme}")
+        return f"layout {self.layout}{title}, {scheme}: {self.reason}"
+
+
+def with_case_ids(info: LayoutInfo, case_ids: Iterable[str], *, recorded: bool = False) -> LayoutInfo:
+    """``info`` with what its cases' ids say of their numbering (`pipeline.data.labels.untold_prefix`): ``untold``
+    the first id whose files' names do not tell it (``BraTS-PED-...``: 2023's GLI numbering or 2024's pediatric
+    one), ``told`` whether another id's names do. The layout's own scheme is then no longer found but assumed
+    (``described`` false), unless the data records it (``recorded``: a datalist's ``label_scheme``):
+    `pipeline.data.layouts.resolve_scheme` refuses ``auto`` on such data, a folder with other cases beside them
+    included. The one place ids are read for it: BraTS folders, single cases and datalists."""
+    ids = [str(c) for c in case_ids]
+    untold = next((c for c in ids if untold_prefix(c) is not None), "")
+    if not untold:
+        return info
+    told = any(untold_prefix(c) is None for c in ids)
+    return replace(info, untold=untold, told=told, described=info.described and recorded)
 
 
 def order_by_name(own: Sequence[str], wanted: Sequence[str]) -> list[int] | None:

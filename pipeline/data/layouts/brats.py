@@ -10,7 +10,16 @@ import numpy as np
 
 from pipeline.core.nifti import NIFTI_EXTENSIONS, is_nifti, nifti_names, pick_nifti, save_nifti
 from pipeline.data.labels import CHANNELS
-from pipeline.data.layouts.base import Case, DatasetError, DatasetScan, LayoutInfo, LayoutSpec, Problem, both_extensions
+from pipeline.data.layouts.base import (
+    Case,
+    DatasetError,
+    DatasetScan,
+    LayoutInfo,
+    LayoutSpec,
+    Problem,
+    both_extensions,
+    with_case_ids,
+)
 
 #: BraTS 2018-2021 file suffix of each channel, in `CHANNELS` order.
 BRATS2021_SUFFIXES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
@@ -82,9 +91,10 @@ def detect(root: Path) -> LayoutInfo | None:
             spec = SPECS[name]
             first = folders[0]
             files = ",".join(spec.suffixes)
-            return LayoutInfo(name, spec.label_scheme,
-                              f"{len(folders)} case folder(s) like {first}/{first}{spec.separator}{{{files}}}.nii.gz",
-                              spec.title)
+            return with_case_ids(LayoutInfo(
+                name, spec.label_scheme,
+                f"{len(folders)} case folder(s) like {first}/{first}{spec.separator}{{{files}}}.nii.gz", spec.title),
+                folders)
     return None
 
 
@@ -189,7 +199,8 @@ def single_case(root: str | os.PathLike) -> tuple[Case, LayoutInfo] | None:
         return None
     case = Case(cid, tuple(by_channel[c] for c in CHANNELS), by_channel.get("seg"))
     spec = SPECS[layout]
-    return case, LayoutInfo(layout, spec.label_scheme, f"{root} holds the files of one case, {cid}", spec.title)
+    return case, with_case_ids(LayoutInfo(layout, spec.label_scheme, f"{root} holds the files of one case, {cid}",
+                                          spec.title), [cid])
 
 
 def write_case(out: Path, case_id: str, images: dict[str, np.ndarray], seg: np.ndarray, affine: np.ndarray,
