@@ -44,6 +44,17 @@ def _stage(name: str, timings: dict[str, float], bundle: tuple[str, dict, dict] 
     print(f"--- {name}: {timings[name]:.1f} s", flush=True)
 
 
+def _demo_run(run: Path) -> bool:
+    """Whether ``run`` is a run the demo made: its run.json names ``demo.yaml`` among its config files, or (a demo
+    stopped before training) it holds only the demo's datalist.json and empty folders."""
+    from pipeline.model.record import read_record
+
+    record = read_record(run)
+    if record is not None:
+        return "demo.yaml" in {Path(f).name for f in record.get("config_files") or []}
+    return all(p.is_dir() or p.name in ("datalist.json", FolderLock.NAME) for p in run.rglob("*"))
+
+
 #: The folder inside a demo's run folder that the demo process holds (`FolderLock`) from its first stage to its
 #: last: between stages no stage holds a lock, and ``make clean`` must still see a demo running.
 RUNNING = ".demo"
@@ -59,13 +70,17 @@ def clean_demo(run_dir: str | os.PathLike = "runs/demo", data_dir: str | os.Path
             if no such process runs).
     """
     run, data = Path(run_dir), Path(data_dir)
-    locks = sorted(run.rglob(FolderLock.NAME)) if run.is_dir() else []
-    locks += [data / FolderLock.NAME] if (data / FolderLock.NAME).exists() else []
+    demos = [run, *sorted(p for p in run.parent.glob(f"{run.name}_*") if p.name[len(run.name) + 1:].isdigit())]
+    locks = [lock for d in demos if d.is_dir() for lock in sorted(d.rglob(FolderLock.NAME))]  # a second demo's too:
+    locks += [data / FolderLock.NAME] if (data / FolderLock.NAME).exists() else []    # it reads data_dir
     for lock in locks:
         holder = FolderLock(lock.parent, what="clean").holder()
         if holder:
             raise UserError(f"{lock.parent} is being written ({holder}): let the demo or synth finish (or stop it), "
                             f"then make clean again; if no such process runs, delete {lock}")
+    if run.is_dir() and not _demo_run(run):
+        raise UserError(f"{run} is not a demo's run (its run.json names no demo.yaml, or it holds more than a demo "
+                        "writes before training): make clean deletes only the demo's; delete it by name")
     if run.is_dir():
         shutil.rmtree(run)
     if not data.is_dir():

@@ -272,7 +272,7 @@ class FolderLock:
         """Take the lock, or raise `UserError` if another live process holds it."""
         me = {"pid": os.getpid(), "host": socket.gethostname(), "what": self.what}
         made: list[Path] = []
-        tries = 0
+        tries, first_empty = 0, 0.0
         while tries < 5:
             missing = [p for p in (self.folder.absolute(), *self.folder.absolute().parents) if not p.exists()]
             made = sorted(set(made) | set(missing), key=lambda p: -len(p.parts))  # deepest first
@@ -287,9 +287,11 @@ class FolderLock:
                 _LIVE.append(self)  # released at the latest when the process exits (release_held_folders)
                 return self
             owner = self._owner()
-            if not owner and self._fresh():  # being written by another process: read it again in a moment
-                time.sleep(0.05)
-                continue
+            if not owner and self._fresh():  # being written by another process: read it again in a moment, for
+                first_empty = first_empty or time.monotonic()  # at most FRESH_S in all (a clock skewed ahead)
+                if time.monotonic() - first_empty < self.FRESH_S:
+                    time.sleep(0.05)
+                    continue
             tries += 1
             pid, host = int(owner.get("pid", -1) or -1), owner.get("host")
             if pid == os.getpid() and host == me["host"]:

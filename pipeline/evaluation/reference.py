@@ -188,7 +188,9 @@ def reference_of(data: DataSource, fold: object = None) -> Reference:
         root = Path(os.path.commonpath([str(p.parent) for p in files.values()]))
     else:
         root = data.scan.root if not data.single else Path(data.dataset_dir).expanduser().resolve()
-    return Reference(root, files, data.layout, data.scheme, {str(it["case"]): Case.from_item(it) for it in items},
+    untold = data.label_scheme in (None, "", "auto") and data.layout.untold and not data.layout.described
+    scheme = None if untold else data.scheme  # (BraTS-PED ids, no scheme recorded: the evaluation's --scheme decides)
+    return Reference(root, files, data.layout, scheme, {str(it["case"]): Case.from_item(it) for it in items},
                      fold, from_datalist=bool(data.datalist_path))
 
 

@@ -247,6 +247,11 @@ def test_brats_ped_2023_cases_read_with_brats2023_pass(path: str, ped: dict[str,
     pytest.param("mixed", "ped", "label 1 is NCR in the data, ET in scheme ped", id="ped_beside_a_gli_case"),
     pytest.param("2024", "msd", "agrees with neither (brats2023 (BraTS-PED 2023, GLI numbering): 1 is NCR in "
                  "brats2023, ED in scheme msd", id="msd_on_ped_names_fits_neither_reading"),
+    # a value a reading lacks is no agreement: brats2023 has no 4, so brats's ET = 4 and brats2024's RC = 4 fit
+    # neither reading (they were accepted, reading 2024 files' oedema as ET or cavity)
+    pytest.param("2024", "brats", "4 is ET in scheme brats, no label of brats2023", id="brats_on_ped_names"),
+    pytest.param("2024", "brats2024", "4 is RC in scheme brats2024, no label of brats2023",
+                 id="brats2024_on_ped_names"),
 ])
 def test_a_scheme_that_contradicts_the_names_is_refused(path: str, data: str, scheme: str, conflict: str,
                                                         ped: dict[str, Path], layout_datasets, tmp_path: Path,
@@ -426,3 +431,20 @@ def test_inference_writes_what_a_scheme_given_says(ped: dict[str, Path]) -> None
     assert DataSource(str(ped["2024"]), None, "ped", labels=False).scheme == "ped"
     assert DataSource(str(ped["2024"]), None, "brats2023", labels=False).scheme == "brats2023"
 
+
+
+@pytest.mark.parametrize("command", ["evaluate", "compare"])
+def test_a_datalist_of_ped_cases_without_a_scheme_is_scored_with_the_scheme_given(
+        command: str, ped: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Reading the datalist resolved ``auto`` before ``--scheme`` was looked at: a reference datalist of BraTS-PED
+    cases (a model-zoo list records no scheme) was refused with advice to pass a flag evaluate does not have."""
+    dl = build_datalist(ped["2024"], folds=2, label_scheme="ped")
+    del dl["label_scheme"]
+    (tmp_path / "dl.json").write_text(json.dumps(dl))
+    preds = [_predictions(ped["2024"], tmp_path / f"pred{i}") for i in (0, 1)]
+    argv = (["evaluate", str(preds[0]), str(tmp_path / "dl.json"), "--out", str(tmp_path / "eval"), "--no-pictures"]
+            if command == "evaluate" else ["compare", str(tmp_path / "dl.json"), *map(str, preds), "--out",
+                                           str(tmp_path / "cmp")])
+    refusal = _cli([*argv, "--scheme", "auto"], capsys)
+    assert "--scheme auto cannot choose one" in refusal and "pass --scheme brats2023" in refusal, refusal
+    assert _cli([*argv, "--scheme", "ped"], capsys) == ""

@@ -94,3 +94,40 @@ def test_the_demo_holds_its_run_folder_from_its_first_stage_to_its_last(tmp_path
     with pytest.raises(SystemExit):
         demo.run_demo(data_dir=str(tmp_path / "data"), run_dir=str(tmp_path / "run"))
     assert seen["holder"]
+
+
+@pytest.mark.parametrize("record", [
+    pytest.param({"config_files": ["common.yaml", "train.yaml", "budget.yaml"]}, id="a_trained_run"),
+    pytest.param(None, id="a_folder_of_other_files"),
+])
+def test_clean_deletes_no_run_dir_but_a_demos(tmp_path: Path, record: dict | None) -> None:
+    """``python -m pipeline clean --run-dir runs/brats`` removed any folder it was given."""
+    from pipeline.__main__ import main as pipeline_main
+
+    run = tmp_path / "runs/brats"
+    (run / "models").mkdir(parents=True)
+    (run / "models/model.pt").write_bytes(b"a trained model")
+    if record is not None:
+        (run / "run.json").write_text(json.dumps(record))
+    assert pipeline_main(["clean", "--run-dir", str(run), "--data-dir", str(tmp_path / "none")]) == 2
+    assert (run / "models/model.pt").read_bytes() == b"a trained model"
+
+
+def test_clean_waits_for_a_second_demo_reading_the_data(tmp_path: Path) -> None:
+    """A second make demo runs in runs/demo_2; make clean checked runs/demo only and deleted the data it reads."""
+    from pipeline.__main__ import main as pipeline_main
+
+    (tmp_path / "runs/demo").mkdir(parents=True)
+    (tmp_path / "runs/demo_2/.demo").mkdir(parents=True)
+    (tmp_path / "data/synthetic").mkdir(parents=True)
+    (tmp_path / "data/synthetic/synthetic.json").write_text("{}")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "runs/demo_2/.demo" / FolderLock.NAME).write_text(json.dumps(
+            {"pid": holder.pid, "host": os.uname().nodename, "what": "make demo"}))
+        code = pipeline_main(["clean", "--run-dir", str(tmp_path / "runs/demo"), "--data-dir",
+                              str(tmp_path / "data/synthetic")])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 2 and (tmp_path / "data/synthetic/synthetic.json").is_file() and (tmp_path / "runs/demo").is_dir()

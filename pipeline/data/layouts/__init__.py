@@ -167,7 +167,9 @@ def resolve_scheme(layout: LayoutInfo, scheme: str | None, option: str = "--labe
         return name
     own, given = describe(own_name), describe(name)
     where = f"{layout.layout} data ({layout.reason})" if layout.reason else f"{layout.layout} data"
-    fix = (f"read it with its own scheme ({option} auto), or relabel the files to the scheme's numbering"
+    own_way = (" or ".join(f"{option} {s}" for s in readings) if readings and not layout.described
+               else f"its own scheme ({option} auto)")  # (auto is refused where the names do not tell)
+    fix = (f"read it with {own_way}, or relabel the files to the scheme's numbering"
            + ("" if layout.reason.startswith("datalist") else " and rename them to its layout"))
     if own.ignore is not None and given.ignore != own.ignore:  # read as a class, unannotated voxels would be scored
         meant = meanings(given).get(own.ignore)
@@ -191,8 +193,13 @@ def resolve_scheme(layout: LayoutInfo, scheme: str | None, option: str = "--labe
     conflicts = role_conflicts(mine, meanings(given), ("the data", f"scheme {name}"))
     if conflicts:
         raise UserError(f"label scheme {name} contradicts {where}: label {'; '.join(conflicts)}; {fix}")
-    untold = {s: role_conflicts({v: r for r, v in NUMBERING[s].items()}, meanings(given), (s, f"scheme {name}"))
-              for s in readings}
+    def disagreements(reading: str) -> list[str]:  # a value either reads otherwise, or one the reading has not
+        numbered = {v: r for r, v in NUMBERING[reading].items()}
+        extra = [f"{v} is {r} in scheme {name}, no label of {reading}" for v, r in sorted(meanings(given).items())
+                 if v not in numbered]
+        return role_conflicts(numbered, meanings(given), (reading, f"scheme {name}")) + extra
+
+    untold = {s: disagreements(s) for s in readings}
     if untold and all(untold.values()):  # it agrees with neither reading of the untold names
         read = "; ".join(f"{s} ({readings[s]}): {'; '.join(c)}" for s, c in untold.items())
         raise UserError(f"label scheme {name} contradicts {where}: the names of {untold_prefix(layout.untold)}... "
