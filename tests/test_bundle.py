@@ -62,6 +62,25 @@ def test_tracking_saves_no_config_file_into_an_output_folder_before_its_guard(na
     assert _parser(run_id, variants).get("save_execute_config") is False
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("variants", [{}, {"fast": True}, {"ensemble": True}], ids=["plain", "fast", "ensemble"])
+@pytest.mark.parametrize("run_id", ["training", "inference"])
+def test_every_network_a_stage_builds_refuses_a_device_this_machine_lacks(run_id: str, variants: dict) -> None:
+    """--device cuda on a CPU machine refused training (start_training) but ended inference in torch's assertion:
+    the check sits where the network is moved to the device, in every network a stage builds."""
+    from pipeline.core.errors import UserError
+
+    if run_id == "training" and "ensemble" in variants:
+        pytest.skip("an ensemble only infers")
+    parser = _parser(run_id, variants, device="cuda")
+    with pytest.raises(Exception) as refused:
+        parser.get_parsed_content("network")
+    cause = refused.value
+    while cause is not None and not isinstance(cause, UserError):
+        cause = cause.__cause__
+    assert cause is not None and "--device cuda: this machine has no CUDA GPU" in str(cause)
+
+
 def test_training_config_instantiates_trainer_and_evaluator(tiny_dataset: Path, tmp_path: Path) -> None:
     parser = _parser("training", {"demo": True}, dataset_dir=str(tiny_dataset), run_dir=str(tmp_path),
                      folds=2, roi_size=[32, 32, 32], unet_channels=[8, 16, 32])
