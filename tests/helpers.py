@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -132,3 +133,23 @@ def corrupted_predictions(tiny_dataset: Path, out: Path, erode: int) -> Path:
             arr[xs[-1] + 1 - erode:] = 0
         nib.save(nib.Nifti1Image(arr, img.affine, img.header), out / f"{label.parent.name}.nii.gz")
     return out
+
+
+@contextlib.contextmanager
+def locked_by_another_process(folder: Path, what: str) -> Iterator[int]:
+    """``folder/.lock`` held by another live process on this host (a sleeping child), for as long as the block runs:
+    what a second writer meets while the first still writes. Yields the holder's pid."""
+    import os
+    import sys
+
+    from pipeline.core.files import FolderLock
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / FolderLock.NAME).write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename,
+                                                                "what": what}))
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()

@@ -17,6 +17,7 @@ import torch
 
 from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, atomic_write_text, gzip_is_whole
+from tests.helpers import locked_by_another_process
 
 
 @pytest.fixture
@@ -63,15 +64,9 @@ def test_written_files_follow_the_umask_like_any_other_file(tmp_path, umask, wri
 
 
 def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        (tmp_path / FolderLock.NAME).write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename,
-                                                            "what": "inference"}))
-        with pytest.raises(UserError, match=f"another process \\(pid {holder.pid}, inference\\)"):
-            FolderLock(tmp_path, what="inference").acquire()
-    finally:
-        holder.kill()
-        holder.wait()
+    with locked_by_another_process(tmp_path, "inference") as pid, pytest.raises(
+            UserError, match=f"another process \\(pid {pid}, inference\\)"):
+        FolderLock(tmp_path, what="inference").acquire()
 
 
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.files import FolderLock
-from tests.helpers import REPO
+from tests.helpers import REPO, locked_by_another_process
 
 
 def _make_clean(folder: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -66,15 +66,8 @@ def test_make_clean_deletes_nothing_while_a_demo_or_synth_is_running(tmp_path: P
     (tmp_path / "runs/demo/models/model.pt").write_bytes(b"the demo's model")
     (tmp_path / "data/synthetic").mkdir(parents=True)
     (tmp_path / "data/synthetic/synthetic.json").write_text("{}")
-    (tmp_path / locked).mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        (tmp_path / locked / FolderLock.NAME).write_text(json.dumps(
-            {"pid": holder.pid, "host": os.uname().nodename, "what": "make demo"}))
+    with locked_by_another_process(tmp_path / locked, "make demo"):
         result = _make_clean(tmp_path, check=False)
-    finally:
-        holder.kill()
-        holder.wait()
     assert result.returncode != 0 and "is being written" in result.stderr and "let the demo or synth finish" in (
         result.stderr)
     assert (tmp_path / "runs/demo/models/model.pt").is_file() and (tmp_path / "data/synthetic/synthetic.json").is_file()
@@ -118,16 +111,9 @@ def test_clean_waits_for_a_second_demo_reading_the_data(tmp_path: Path) -> None:
     from pipeline.__main__ import main as pipeline_main
 
     (tmp_path / "runs/demo").mkdir(parents=True)
-    (tmp_path / "runs/demo_2/.demo").mkdir(parents=True)
     (tmp_path / "data/synthetic").mkdir(parents=True)
     (tmp_path / "data/synthetic/synthetic.json").write_text("{}")
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        (tmp_path / "runs/demo_2/.demo" / FolderLock.NAME).write_text(json.dumps(
-            {"pid": holder.pid, "host": os.uname().nodename, "what": "make demo"}))
+    with locked_by_another_process(tmp_path / "runs/demo_2/.demo", "make demo"):
         code = pipeline_main(["clean", "--run-dir", str(tmp_path / "runs/demo"), "--data-dir",
                               str(tmp_path / "data/synthetic")])
-    finally:
-        holder.kill()
-        holder.wait()
     assert code == 2 and (tmp_path / "data/synthetic/synthetic.json").is_file() and (tmp_path / "runs/demo").is_dir()

@@ -163,23 +163,12 @@ def test_overwrite_after_the_data_check_deletes_nothing_until_the_split_is_recor
 def test_a_checkpoint_folder_outside_the_run_is_written_by_one_training_at_a_time(tmp_path):
     """Two runs given one --ckpt_dir wrote each other's model.pt (and a start's clean-up removed the other's
     half-written checkpoint): the models' folder is held like the run folder."""
-    import os
-    import sys
-
-    from pipeline.core.files import FolderLock
+    from tests.helpers import locked_by_another_process
 
     models = tmp_path / "shared_models"
-    models.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        (models / FolderLock.NAME).write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename,
-                                                          "what": "training (its models)"}))
-        with pytest.raises(UserError, match=f"{models} is being written by another process \\(pid {holder.pid}"):
-            start_training(tmp_path / "run_b", models, resume=False, overwrite=False, ids=_ids(),
-                           network_factory=SMALL)
-    finally:
-        holder.kill()
-        holder.wait()
+    with locked_by_another_process(models, "training (its models)") as pid, pytest.raises(
+            UserError, match=f"{models} is being written by another process \\(pid {pid}"):
+        start_training(tmp_path / "run_b", models, resume=False, overwrite=False, ids=_ids(), network_factory=SMALL)
     release_held_folders()  # as the refused process's exit does
     assert not (tmp_path / "run_b").exists()  # refused before anything was written
 
