@@ -243,9 +243,14 @@ def next_command(run_dir: str | os.PathLike, record: dict | None = None) -> str:
     ids = record.get("ids", {})
     datalist = ids.get("datalist") or (str(Path(run_dir) / "datalist.json") if record.get("datalist_written") else None)
     every_case_trained = ids.get("fold") == ALL_FOLDS  # --fold all: no case of its data is new to the model
+    from pipeline.data.labels import scheme_to_name
+
+    split = record.get("split") or {}
+    told = scheme_to_name([c for cases in split.values() for c in cases], ids.get("label_scheme"))
     if os.environ.get(VERB_ENV):
         data = NEW_CASES if every_case_trained else ids.get("dataset_dir") or datalist or "DATASET"
-        return f"{python_path()} -m pipeline infer -i {data} --run {run_dir}"
+        scheme = f" --set label_scheme {told}" if told else ""  # cases whose names do not tell it (BraTS-PED)
+        return f"{python_path()} -m pipeline infer -i {data} --run {run_dir}{scheme}"
     configs = "[" + ",".join(f"'{f}'" for f in inference_files(run_dir, record)) + "]"
     if every_case_trained:
         where = f"--dataset_dir {NEW_CASES}"
@@ -256,6 +261,8 @@ def next_command(run_dir: str | os.PathLike, record: dict | None = None) -> str:
     from pipeline.model.recipe import preprocessing_flags, recorded_preprocessing
 
     flags = preprocessing_flags(recorded_preprocessing(record))  # the run's own: inference refuses others
+    if told and not (datalist and not every_case_trained):  # (a datalist records its scheme)
+        flags = f"{flags} --label_scheme {told}".strip()
     return (f'{python_path()} -m monai.bundle run inference --config_file "{configs}" --run_dir {run_dir} '
             f"{where}{' ' + flags if flags else ''}")
 

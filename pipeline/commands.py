@@ -178,8 +178,22 @@ def infer(input_dir: str, output: str | None, run: str, *, tta: bool | None = No
     rc = run_child(inference_command(run, ids, quiet=True), env)
     if rc == 0:
         print(f"next: {python_command()} -m pipeline evaluate {shlex.quote(shown(output))} "
-              f"{shlex.quote(shown(input_dir))}", flush=True)
+              f"{shlex.quote(shown(input_dir))}{evaluation_scheme_flag(output)}", flush=True)
     return rc
+
+
+def evaluation_scheme_flag(pred_dir: str | os.PathLike) -> str:
+    """`` --scheme S`` for the evaluation of ``pred_dir`` when its cases' names do not tell their numbering (BraTS-PED:
+    ``auto`` is refused) and inference wrote them all in one scheme ``S`` (its provenance.json, the numbering the
+    user named for these cases); else empty."""
+    from pipeline.core.provenance import Provenance
+    from pipeline.data.labels import scheme_to_name
+
+    record = Provenance(pred_dir)
+    cases = list(record.cases)
+    schemes = record.schemes(cases)
+    told = scheme_to_name(cases, next(iter(schemes))) if len(schemes) == 1 else None
+    return f" --scheme {told}" if told else ""
 
 
 def next_steps(train_dir: str = "TRAIN", test_dir: str = "TEST") -> list[str]:

@@ -153,3 +153,28 @@ def locked_by_another_process(folder: Path, what: str) -> Iterator[int]:
     finally:
         holder.kill()
         holder.wait()
+
+
+def as_brats_ped(src: Path, dst: Path, numbering: str, prefix: str = "BraTS-PED-") -> Path:
+    """The synthetic BraTS 2023 dataset ``src`` (BraTS-GLI-... cases, brats2023 numbering) as cases named
+    ``prefix``... in ``dst``, the labels renumbered into ``numbering`` (``ped``: BraTS-PED 2024+; ``brats2023``:
+    BraTS-PED 2023, harmonised with GLI)."""
+    import shutil
+
+    import nibabel as nib
+    import numpy as np
+
+    from pipeline.data.labels import describe, relabel, roles_by_value
+    from pipeline.data.layouts import discover_cases
+
+    own = roles_by_value(describe("brats2023"))
+    for case in discover_cases(src):
+        cid = case.case_id.replace("BraTS-GLI-", prefix)
+        folder = dst / cid
+        folder.mkdir(parents=True)
+        for image in case.images:
+            shutil.copy(image, folder / Path(image).name.replace(case.case_id, cid))
+        label = nib.load(case.label)
+        data = relabel(np.asarray(label.dataobj), own, numbering)
+        nib.save(nib.Nifti1Image(data, label.affine), folder / f"{cid}-seg.nii.gz")
+    return dst

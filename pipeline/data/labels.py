@@ -10,7 +10,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,6 +190,15 @@ def untold_prefix(case_id: object) -> str | None:
     """The prefix of `UNTOLD_NUMBERING` a case id starts with (``BraTS-PED-``: its files' names do not tell their
     numbering), or None when its names tell it."""
     return next((prefix for prefix in UNTOLD_NUMBERING if str(case_id).startswith(prefix)), None)
+
+
+def scheme_to_name(case_ids: Iterable[object], scheme: object) -> str | None:
+    """The label scheme a follow-up command (the ``next:`` lines, `pipeline.bundle.next_command`) must name for
+    cases that were read with ``scheme``: ``scheme`` when any of ``case_ids`` does not tell its numbering by its
+    names (`untold_prefix`: ``auto`` would be refused on them), else None (``auto`` reads them as they were read)."""
+    if scheme in (None, "", "auto"):
+        return None
+    return str(scheme) if any(untold_prefix(c) is not None for c in case_ids) else None
 
 
 def naming_numberings(layout: str | None, case_id: object = "") -> dict[str, str]:

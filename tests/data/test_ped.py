@@ -36,26 +36,9 @@ from pipeline.data.source import DataSource
 from pipeline.data.synthetic import write_dataset
 from pipeline.evaluation.reference import numbering_differences, read_reference
 from pipeline.evaluation.regions import evaluate_folders
-from tests.helpers import LAYOUT_SHAPE, parse_bundle
+from tests.helpers import LAYOUT_SHAPE, as_brats_ped, parse_bundle
 
 FIRST = "BraTS-PED-00000-000"  # the first case of every BraTS-PED fixture
-
-
-def _renamed(src: Path, dst: Path, numbering: str, prefix: str = "BraTS-PED-") -> Path:
-    """The synthetic BraTS 2023 dataset ``src`` (BraTS-GLI-... cases, brats2023 numbering) as cases named
-    ``prefix``... in ``dst``, the labels renumbered into ``numbering`` (``ped``: BraTS-PED 2024+; ``brats2023``:
-    BraTS-PED 2023, harmonised with GLI)."""
-    own = roles_by_value(describe("brats2023"))
-    for case in discover_cases(src):
-        cid = case.case_id.replace("BraTS-GLI-", prefix)
-        folder = dst / cid
-        folder.mkdir(parents=True)
-        for image in case.images:
-            shutil.copy(image, folder / Path(image).name.replace(case.case_id, cid))
-        label = nib.load(case.label)
-        data = relabel(np.asarray(label.dataobj), own, numbering)
-        nib.save(nib.Nifti1Image(data, label.affine), folder / f"{cid}-seg.nii.gz")
-    return dst
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +47,9 @@ def ped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     GLI's, ``mixed`` with a BraTS-GLI case beside them (GLI numbering); ``gli`` the BraTS 2023 original. Read-only."""
     base = tmp_path_factory.mktemp("ped")
     write_dataset(base / "gli", cases=3, shape=LAYOUT_SHAPE, seed=5, layout="brats2023")
-    out = {"gli": base / "gli", "2024": _renamed(base / "gli", base / "2024", "ped"),
-           "2023": _renamed(base / "gli", base / "2023", "brats2023")}
-    mixed = _renamed(base / "gli", base / "mixed", "brats2023")
+    out = {"gli": base / "gli", "2024": as_brats_ped(base / "gli", base / "2024", "ped"),
+           "2023": as_brats_ped(base / "gli", base / "2023", "brats2023")}
+    mixed = as_brats_ped(base / "gli", base / "mixed", "brats2023")
     shutil.rmtree(mixed / "BraTS-PED-00002-000")
     shutil.copytree(base / "gli" / "BraTS-GLI-00002-000", mixed / "BraTS-GLI-00002-000")
     out["mixed"] = mixed
@@ -195,7 +178,8 @@ def test_other_brats_2023_challenges_are_read_with_auto_as_before(path: str, ped
     for prefix in ("BraTS-GLI-", "BraTS-MEN-", "BraTS-MET-", "BraTS-SSA-"):
         if path.startswith("evaluate") and prefix != "BraTS-GLI-":
             continue  # one challenge is enough for the scorers (official: each has its own config)
-        root = ped["gli"] if prefix == "BraTS-GLI-" else _renamed(ped["gli"], tmp_path / prefix, "brats2023", prefix)
+        root = (ped["gli"] if prefix == "BraTS-GLI-"
+                else as_brats_ped(ped["gli"], tmp_path / prefix, "brats2023", prefix))
         assert _read(path, root, tmp_path / f"{prefix}tmp", "auto", capsys) == "", (prefix, path)
         assert detect_layout(root).label_scheme == "brats2023" and not detect_layout(root).untold
 

@@ -171,3 +171,27 @@ def test_a_refusal_under_a_verb_names_the_verbs_options(verb: str, trained_run: 
     advice = re.sub(r"python -m pipeline [^);,]*", "", error)  # a quoted command keeps its own options
     assert "--set label_scheme brats" in advice and not re.search(r"(?<!set) --label_scheme", advice), error
     assert error.strip().splitlines()[-1] in last_line(result)
+
+
+def test_brats_ped_cases_train_infer_and_evaluate_through_the_next_lines(tmp_path: Path) -> None:
+    """BraTS-PED 2024 cases, whose names do not tell their numbering: trained with the scheme named once, then the
+    ``next:`` lines carry it, so each runs as printed (``auto`` alone is refused on these cases)."""
+    numbering = "ped"
+    from pipeline.data.synthetic import write_dataset
+    from tests.helpers import TINY_SHAPE, as_brats_ped
+
+    work = tmp_path / "work"
+    work.mkdir()
+    write_dataset(tmp_path / "gli", cases=4, shape=TINY_SHAPE, seed=3, layout="brats2023")
+    data = as_brats_ped(tmp_path / "gli", work / "PED_small", numbering)
+    tiny = [w for k, v in {**TINY_IDS, "epochs": 1, "folds": 2, "batch_size": 1, "label_scheme": numbering}.items()
+            for w in (k, json.dumps(v).replace(" ", "") if isinstance(v, list) else str(v))]
+    out = _run(["train", str(data), "--plain", "--set", *tiny], work)
+    infer = _next(out)
+    assert infer.endswith(f"--set label_scheme {numbering}"), infer
+    out = _run(infer, work)
+    evaluate = _next(out)
+    assert evaluate.endswith(f"--scheme {numbering}"), evaluate
+    out = _run(evaluate, work)
+    summary = json.loads((work / "runs" / "PED_small" / "eval_PED_small" / "summary.json").read_text())
+    assert summary["scheme"] == numbering and "report:" in out

@@ -553,6 +553,36 @@ def test_the_next_command_of_a_run_recorded_before_the_overlays_moved_names_file
     assert all(Path(f).is_file() for f in files)
 
 
+@pytest.mark.parametrize("verb", [False, True], ids=["bundle_form", "verb_form"])
+@pytest.mark.parametrize(("cases", "scheme", "fold", "named"), [
+    pytest.param(["BraTS-PED-00000-000", "BraTS-PED-00001-000"], "ped", 0, "ped", id="ped_2024_cases"),
+    pytest.param(["BraTS-PED-00000-000", "BraTS-PED-00001-000"], "brats2023", 0, "brats2023", id="ped_2023_cases"),
+    pytest.param(["BraTS-PED-00000-000", "BraTS-GLI-00001-000"], "brats2023", "all", "brats2023",
+                 id="ped_beside_gli_fold_all"),
+    pytest.param(["BraTS-GLI-00000-000", "BraTS-GLI-00001-000"], "brats2023", 0, None, id="gli_cases_auto_reads"),
+    pytest.param(["BraTS2021_00000", "BraTS2021_00001"], "brats", "all", None, id="brats2021_cases_auto_reads"),
+])
+def test_the_next_command_names_the_scheme_of_cases_whose_names_do_not_tell_it(tmp_path, monkeypatch, verb, cases,
+                                                                               scheme, fold, named):
+    """Training's ``next:`` inference runs as printed: on BraTS-PED cases ``auto`` is refused, so it carries the
+    scheme the run was trained in (a written datalist records it already); elsewhere auto reads the data as it was
+    read, and the line stays short."""
+    from pipeline.core.errors import VERB_ENV
+
+    if verb:
+        monkeypatch.setenv(VERB_ENV, "train")
+    else:
+        monkeypatch.delenv(VERB_ENV, raising=False)
+    files = [str(CONFIGS / "common.yaml"), str(CONFIGS / "train.yaml")]
+    split = {"train": cases[:1], "validation": cases[1:]} if fold != "all" else {"train": cases, "validation": []}
+    record = {"config_files": files, "split": split, "datalist_written": fold != "all",
+              "ids": {"dataset_dir": "/data/x", "label_scheme": scheme, "fold": fold}}
+    command = next_command(tmp_path, record)
+    carried = re.findall(r"--(?:set )?label_scheme (\S+)", command)
+    on_datalist = not verb and fold != "all"  # the bundle form on the run's own datalist.json, which records it
+    assert carried == ([named] if named and not on_datalist else []), command
+
+
 def _items(*cases: str) -> list[dict]:
     return [{"case": c, "image": [f"{c}_t1.nii.gz"]} for c in cases]
 
