@@ -109,12 +109,19 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, durable: bool = Fal
 
 
 @contextmanager
-def replaced_on_success(files: Iterable[str | os.PathLike]) -> Iterator[None]:
-    """The files of an earlier result that the block replaces (``--overwrite``): those it did not write again are
-    deleted when it ends without an error; when it raises (a prediction on another grid, a label outside the
-    scheme), every one stays as it was: the old result is lost only to a new one. A file counts as written again
-    when its inode, size or modification time changed (every writer here replaces a file by renaming a new one
-    over it, `atomic_write`)."""
+def replaced_on_success(files: Iterable[str | os.PathLike], restore: Iterable[str | os.PathLike] = ()
+                        ) -> Iterator[None]:
+    """The files of an earlier result that the block replaces (``--overwrite``), kept until the new one is whole.
+
+    ``files``: those the block did not write again are deleted when it ends without an error. ``restore``: files the
+    block may write again or delete (a comparison's per-algorithm evaluations, each replaced by an evaluation of its
+    own), never deleted here. When the block raises (a prediction on another grid, a label outside the scheme, at
+    the third algorithm of a comparison), every file of both lists is put back as it was, also one the block had
+    already written over or deleted: each is hard-linked aside first (``.<name>.replaced~<pid>``; copied where the
+    file system has no hard links), so the old result is lost only to a new one. A file counts as written again when
+    its inode, size or modification time changed (every writer here replaces a file by renaming a new one over it,
+    `atomic_write`). Files the failed block created beside them stay.
+    """
     def stamp(path: Path) -> tuple[int, int, int] | None:
         try:
             st = path.stat()
@@ -122,11 +129,29 @@ def replaced_on_success(files: Iterable[str | os.PathLike]) -> Iterator[None]:
             return None
         return st.st_ino, st.st_size, st.st_mtime_ns
 
-    before = {Path(f): stamp(Path(f)) for f in files}
-    yield
+    replaced = [Path(f) for f in files]
+    before = {path: stamp(path) for path in replaced}
+    backups: dict[Path, Path] = {}
+    try:
+        for path in dict.fromkeys([*replaced, *map(Path, restore)]):
+            if path.is_file() and path not in backups:
+                backup = path.with_name(f".{path.name}.replaced~{os.getpid()}")
+                backup.unlink(missing_ok=True)
+                try:
+                    os.link(path, backup)
+                except OSError:  # no hard links here (some network and FUSE file systems): a copy
+                    shutil.copy2(path, backup)
+                backups[path] = backup
+        yield
+    except BaseException:
+        for path, backup in backups.items():
+            os.replace(backup, path)
+        raise
     for path, was in before.items():
         if was is not None and stamp(path) == was:
             path.unlink(missing_ok=True)
+    for backup in backups.values():
+        backup.unlink(missing_ok=True)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

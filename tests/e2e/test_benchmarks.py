@@ -302,3 +302,40 @@ def test_bench_accuracy_refuses_before_writing_anything(tiny_dataset: Path, tmp_
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     if case == "an_earlier_benchmark_in_out":
         assert (out / "training.log").read_text() == "the first run's log"
+
+
+def test_thresholds_benchmark_scores_each_threshold_as_an_independent_dice(tiny_dataset: Path,
+                                                                          tmp_path: Path) -> None:
+    """Region probabilities of 0.9 inside each reference region and 0.45 on a one-voxel shell around its whole
+    tumour: at 0.5 every region is exact (Dice 1), at 0.4 (and WT=0.4) the shell joins WT, whose Dice is counted here
+    with numpy; ET=0.4 leaves WT as it is."""
+    import nibabel as nib
+    from scipy import ndimage
+
+    from pipeline.data.labels import describe, labels_to_regions
+    from pipeline.data.layouts import discover_cases
+    from pipeline.inference.predict import write_probabilities_like
+
+    desc = describe("brats")
+    seg = tmp_path / "seg"
+    expected = []
+    for case in discover_cases(tiny_dataset):
+        ref = np.asarray(nib.load(case.label).dataobj).astype(np.uint8)
+        regions = labels_to_regions(ref, "brats").astype(np.float32) * 0.9  # (TC, WT, ET)
+        wt = ref > 0
+        shell = ndimage.binary_dilation(wt, structure=np.ones((3, 3, 3))) & ~wt
+        regions[list(desc.regions).index("WT")][shell] = 0.45
+        write_probabilities_like(regions, case.label, seg / "probabilities" / f"{case.case_id}.nii.gz",
+                                 list(desc.regions))
+        expected.append(2 * wt.sum() / (2 * wt.sum() + shell.sum()))
+    result = run_module([sys.executable, "bench/bench_thresholds.py", str(seg), "--reference", str(tiny_dataset),
+                         "--thresholds", "0.5", "0.4", "WT=0.4", "ET=0.4", "--min-tumour-fraction", "0"],
+                        capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    header = re.search(r"^\| threshold .*\|$", result.stdout, flags=re.MULTILINE).group(0).split(" | ")
+    rows = {k: [float(x) for x in v.split(" | ")]
+            for k, v in re.findall(r"^\| ([A-Z]*=?[0-9.]+) \| (.+) \|$", result.stdout, flags=re.MULTILINE)}
+    wt = header.index("Dice WT") - 1
+    assert rows["0.5"] == pytest.approx([1.0] * 4) and rows["ET=0.4"] == pytest.approx([1.0] * 4)
+    assert rows["0.4"][wt] == rows["WT=0.4"][wt] == pytest.approx(np.mean(expected), abs=1e-4)
+    assert rows["0.4"][wt] < 1 and "CPU:" in result.stdout

@@ -45,6 +45,30 @@ def test_an_overwrite_refused_while_scoring_keeps_the_old_result(tiny_dataset: P
     assert {k: v for k, v in after.items() if k in before} == before  # every file of the old result, unchanged
 
 
+def test_a_comparison_refused_at_a_later_algorithm_puts_the_earlier_evaluations_back(
+        tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Under the same names, the first algorithm's evaluation folder is replaced (other predictions) before the
+    second's scoring is refused: the old comparison comes back whole, its per-algorithm evaluations included."""
+    a, b = (corrupted_predictions(tiny_dataset, tmp_path / f"good{e}", e) for e in (0, 1))
+    bad = _with_a_foreign_label(corrupted_predictions(tiny_dataset, tmp_path / "bad", 2))
+    out = tmp_path / "out"
+
+    def compare(*folders: Path, overwrite: bool = False) -> int:
+        return pipeline_main(["compare", str(tiny_dataset), *map(str, folders), "--out", str(out), "--names", "one",
+                              "two", *(["--overwrite"] if overwrite else [])])
+
+    assert compare(a, b) == 0
+    before = checksums(out)
+    capsys.readouterr()
+    assert compare(b, bad, overwrite=True) == 2  # "one" is scored anew from b's predictions, then "two" refused
+    assert "7" in capsys.readouterr().err.strip().splitlines()[-1]
+    after = checksums(out)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert not [f for f in out.rglob("*replaced~*")]  # no copy left aside
+    assert compare(b, a, overwrite=True) == 0  # and a comparison that succeeds replaces it
+    assert not [f for f in out.rglob("*replaced~*")]
+
+
 def test_files_of_the_old_result_the_new_one_did_not_write_go_when_it_succeeds(tmp_path: Path) -> None:
     from pipeline.core.files import atomic_write_text
 
@@ -58,3 +82,27 @@ def test_files_of_the_old_result_the_new_one_did_not_write_go_when_it_succeeds(t
     with pytest.raises(RuntimeError), replaced_on_success([stale]):
         raise RuntimeError("scoring refused")
     assert stale.read_text() == "old"
+
+
+@pytest.mark.parametrize("hard_links", [True, False], ids=["hard_links", "copies"])
+def test_a_failed_block_puts_back_what_it_wrote_over_or_deleted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                hard_links: bool) -> None:
+    from pipeline.core.files import atomic_write_text
+
+    if not hard_links:  # a file system without hard links: the files are copied aside
+        def no_link(*_: object) -> None:
+            raise OSError("no hard links here")
+        monkeypatch.setattr("os.link", no_link)
+    replaced, kept = tmp_path / "comparison.csv", tmp_path / "one" / "metrics.csv"
+    kept.parent.mkdir()
+    replaced.write_text("old table")
+    kept.write_text("old metrics")
+    with pytest.raises(RuntimeError), replaced_on_success([replaced], restore=[kept]):
+        atomic_write_text(kept, "new metrics")  # the first algorithm's evaluation, written anew
+        replaced.unlink()
+        raise RuntimeError("the second algorithm refused")
+    assert (replaced.read_text(), kept.read_text()) == ("old table", "old metrics")
+    with replaced_on_success([replaced], restore=[kept]):  # a success: restore-only files are never deleted
+        pass
+    assert not replaced.exists() and kept.read_text() == "old metrics"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["metrics.csv", "one"]  # no copy left aside
