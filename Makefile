@@ -13,8 +13,8 @@ TEST_STAMP := $(VENV)/.installed-test
 DATASET ?= data/synthetic
 RUN ?= runs/brats
 ARGS ?=
-# the label numbering of DATASET; empty: auto (the layout's). BraTS-PED cases need one: SCHEME=ped or brats2023
-SCHEME ?=
+# the label numbering of DATASET; empty: auto (the layout's). BraTS-PED cases need one: LABEL_SCHEME=ped or brats2023
+LABEL_SCHEME ?=
 CONFIGS := bundle/configs
 BUNDLE_ARGS := --meta_file $(CONFIGS)/metadata.json --logging_file $(CONFIGS)/logging.conf
 # variants of the stages: make train FAST=1 NETWORK=segresnet DEMO=1 (the order is pipeline/bundle.py's)
@@ -88,25 +88,25 @@ data: venv
 	$(PY) -m pipeline synth $(DATASET) --cases 16
 
 datalist: venv
-	$(PY) -m pipeline datalist $(DATASET) --out $(RUN)/datalist.json $(if $(SCHEME),--label_scheme $(SCHEME))
+	$(PY) -m pipeline datalist $(DATASET) --out $(RUN)/datalist.json $(if $(LABEL_SCHEME),--label_scheme $(LABEL_SCHEME))
 
 train: venv
 	$(PY) -m monai.bundle run training --config_file $(call config,training) $(BUNDLE_ARGS) \
-		--dataset_dir $(DATASET) --run_dir $(RUN) $(if $(SCHEME),--label_scheme $(SCHEME)) $(ARGS)
+		--dataset_dir $(DATASET) --run_dir $(RUN) $(if $(LABEL_SCHEME),--label_scheme $(LABEL_SCHEME)) $(ARGS)
 
 # inference and evaluation go to folders named after the dataset: $(RUN)/seg_<name>, $(RUN)/eval_<name>
 infer: venv
-	$(PY) -m pipeline infer -i $(DATASET) --run $(RUN) $(if $(SCHEME),--set label_scheme $(SCHEME)) $(ARGS)
+	$(PY) -m pipeline infer -i $(DATASET) --run $(RUN) $(if $(LABEL_SCHEME),--set label_scheme $(LABEL_SCHEME)) $(ARGS)
 
 evaluate: venv
-	$(PY) -m pipeline evaluate $(RUN)/seg_$(notdir $(abspath $(DATASET))) $(DATASET) $(if $(SCHEME),--scheme $(SCHEME)) \
+	$(PY) -m pipeline evaluate $(RUN)/seg_$(notdir $(abspath $(DATASET))) $(DATASET) $(if $(LABEL_SCHEME),--scheme $(LABEL_SCHEME)) \
 		$(ARGS)
 
 # 5-fold cross-validation into $(RUN)/fold_<f>, then inference with the folds' mean probability
 FOLDS ?= 0 1 2 3 4
 cv: venv
 	$(PY) -m pipeline datalist $(DATASET) --out $(RUN)/datalist.json --folds $(words $(FOLDS)) \
-		$(if $(SCHEME),--label_scheme $(SCHEME))
+		$(if $(LABEL_SCHEME),--label_scheme $(LABEL_SCHEME))
 	for f in $(FOLDS); do \
 		$(PY) -m monai.bundle run training --config_file $(call config,training) $(BUNDLE_ARGS) --dataset_dir $(DATASET) \
 			--datalist $(RUN)/datalist.json --fold $$f --run_dir $(RUN)/fold_$$f $(ARGS) || exit 1; \
@@ -120,7 +120,7 @@ cv-summary: venv
 # the folds' own recipe (fold_<first>/run.json's config files, as `pipeline cv` reads them), not the variables'
 infer-ensemble: venv
 	$(PY) -m monai.bundle run inference --config_file "$(shell $(PY) -m pipeline.bundle configs inference --ensemble --run $(RUN)/fold_$(firstword $(FOLDS)))" $(BUNDLE_ARGS) --dataset_dir $(DATASET) --run_dir $(RUN) --output_dir $(RUN)/seg_ensemble \
-		--ensemble_folds "[$(shell echo $(FOLDS) | tr ' ' ',')]" $(if $(SCHEME),--label_scheme $(SCHEME)) \
+		--ensemble_folds "[$(shell echo $(FOLDS) | tr ' ' ',')]" $(if $(LABEL_SCHEME),--label_scheme $(LABEL_SCHEME)) \
 		$(shell $(PY) -m pipeline.bundle flags inference --run $(RUN)/fold_$(firstword $(FOLDS))) $(ARGS)
 
 # the bundle's metadata.json against MONAI's schema (the copy in tests/resources: nothing is downloaded)

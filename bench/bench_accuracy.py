@@ -214,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         inference = {**common, **ids["inference"]}
     _run("inference", command("inference", {**inference, "dataset_dir": test_dir, "output_dir": out / "seg"},
                               **variants), out / "inference.log")
-    _run("evaluation", command("evaluate", {"dataset_dir": test_dir, "run_dir": runs[0],
+    told = {k: v for k, v in extra.items() if k == "label_scheme"}  # the numbering of the data, scored in it too
+    _run("evaluation", command("evaluate", {"dataset_dir": test_dir, "run_dir": runs[0], **told,
                                             "output_dir": out / "seg", "eval_dir": out / "eval"}),
          out / "evaluation.log")
 

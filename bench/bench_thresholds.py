@@ -6,7 +6,8 @@
 
 Inference thresholds every region's sigmoid at 0.5. Is the budget model calibrated there, or would another threshold,
 one per region, score better (an under-segmented oedema would gain from a lower WT threshold)? Each folder's
-``probabilities/<case>.nii.gz`` (``(H, W, D, R)`` on the input grid, in the reference's scheme's region order,
+``probabilities/<case>.nii.gz`` (``(H, W, D, R)`` on the input grid, in the region order of the scheme its
+provenance.json records, checked against the names in the file's header,
 `pipeline.inference.predict.write_probabilities_like`) is thresholded per configuration, the whole-tumour components
 under ``--min-tumour-fraction`` of the largest are dropped (`pipeline.inference.postprocessing.KeepMainTumourd`, as
 inference does after the threshold), the regions are turned into labels as inference writes them
@@ -50,9 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
+    from pipeline.core.errors import UserError
+    from pipeline.core.provenance import Provenance
     from pipeline.data.labels import describe, region_masks, regions_to_labels
     from pipeline.evaluation.metrics import dice
-    from pipeline.evaluation.reference import read_reference
+    from pipeline.evaluation.reference import read_reference, resolve_evaluation_scheme
     from pipeline.inference.postprocessing import KeepMainTumourd
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -64,21 +67,38 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     print(machine("cpu"), flush=True)
 
+    groups = [("all", len(args.folders))] if not args.groups else [
+        (g.split(":")[0], int(g.split(":")[1])) for g in args.groups]
+    if sum(n for _, n in groups) != len(args.folders):
+        raise SystemExit(f"bench_thresholds: --groups {' '.join(args.groups)} count {sum(n for _, n in groups)} "
+                         f"folders, {len(args.folders)} were given")
     reference = read_reference(args.reference)
     if reference.layout is None:
         raise SystemExit(f"bench_thresholds: --reference {args.reference} is not a dataset folder")
-    scheme = reference.layout.label_scheme
+    folders = [Path(f) for f in args.folders]
+    written = {s for f in folders for s in Provenance(f).schemes(Provenance(f).cases)}  # as inference recorded
+    if len(written) != 1:
+        raise SystemExit(f"bench_thresholds: the folders' provenance.json name {sorted(written) or 'no'} label "
+                         "scheme(s); compare folders written in one scheme, by inference")
+    try:  # refused where the reference is numbered otherwise
+        scheme = resolve_evaluation_scheme(written.pop(), reference)
+    except UserError as e:
+        raise SystemExit(f"bench_thresholds: {e}") from None
     desc = describe(scheme)
     regions, evaluated = list(desc.regions), list(desc.evaluated)
     keep = KeepMainTumourd("pred", fraction=args.min_tumour_fraction, description=desc)
     configs = {t: parse_threshold(t, regions) for t in args.thresholds}
     scores: dict[str, dict[int, list[list[float]]]] = {}  # configuration -> folder -> per case, per region
-    for i, folder in enumerate(map(Path, args.folders)):
+    for i, folder in enumerate(folders):
         files = sorted((folder / "probabilities").glob("*.nii.gz"))
         if not files:
             raise SystemExit(f"bench_thresholds: {folder}/probabilities holds no <case>.nii.gz; run inference with "
                              "--set save_probabilities true")
         for f in files:
+            named = bytes(nib.load(f).header["descrip"]).decode(errors="replace").strip("\x00 ")
+            if named != "regions " + ",".join(regions):
+                raise SystemExit(f"bench_thresholds: {f} holds '{named}', not the regions of {scheme} "
+                                 f"({', '.join(regions)})")
             case = f.name[: -len(".nii.gz")]
             if case not in reference.files:
                 raise SystemExit(f"bench_thresholds: {case} ({f}) is not a case of --reference {args.reference}")
@@ -95,8 +115,6 @@ def main(argv: list[str] | None = None) -> int:
                     [dice(torch.as_tensor(m), torch.as_tensor(r)) for m, r in zip(masks, truth, strict=True)])
         print(f"{folder}: {len(files)} cases", flush=True)
 
-    groups = [("all", len(args.folders))] if not args.groups else [
-        (g.split(":")[0], int(g.split(":")[1])) for g in args.groups]
     start = 0
     for group, n in groups:
         folders = range(start, start + n)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -249,7 +250,7 @@ def next_command(run_dir: str | os.PathLike, record: dict | None = None) -> str:
     told = scheme_to_name([c for cases in split.values() for c in cases], ids.get("label_scheme"))
     if os.environ.get(VERB_ENV):
         data = NEW_CASES if every_case_trained else ids.get("dataset_dir") or datalist or "DATASET"
-        scheme = f" --set label_scheme {told}" if told else ""  # cases whose names do not tell it (BraTS-PED)
+        scheme = f" --set label_scheme {shlex.quote(told)}" if told else ""  # cases whose names do not tell it
         return f"{python_path()} -m pipeline infer -i {data} --run {run_dir}{scheme}"
     configs = "[" + ",".join(f"'{f}'" for f in inference_files(run_dir, record)) + "]"
     if every_case_trained:
@@ -261,8 +262,8 @@ def next_command(run_dir: str | os.PathLike, record: dict | None = None) -> str:
     from pipeline.model.recipe import preprocessing_flags, recorded_preprocessing
 
     flags = preprocessing_flags(recorded_preprocessing(record))  # the run's own: inference refuses others
-    if told and not (datalist and not every_case_trained):  # (a datalist records its scheme)
-        flags = f"{flags} --label_scheme {told}".strip()
+    if told:  # also with a datalist: one the user wrote need not record it
+        flags = f"{flags} --label_scheme {shlex.quote(told)}".strip()
     return (f'{python_path()} -m monai.bundle run inference --config_file "{configs}" --run_dir {run_dir} '
             f"{where}{' ' + flags if flags else ''}")
 

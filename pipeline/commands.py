@@ -193,7 +193,7 @@ def evaluation_scheme_flag(pred_dir: str | os.PathLike) -> str:
     cases = list(record.cases)
     schemes = record.schemes(cases)
     told = scheme_to_name(cases, next(iter(schemes))) if len(schemes) == 1 else None
-    return f" --scheme {told}" if told else ""
+    return f" --scheme {shlex.quote(told)}" if told else ""
 
 
 def next_steps(train_dir: str = "TRAIN", test_dir: str = "TEST") -> list[str]:

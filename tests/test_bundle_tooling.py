@@ -92,7 +92,7 @@ ONNX_CONVERTER_KWARGS = {"input_names": ["image"], "output_names": ["pred"],
 
 
 
-#: Each make target that reads or scores DATASET, and how its command names the scheme SCHEME= gives.
+#: Each make target that reads or scores DATASET, and how its command names the scheme LABEL_SCHEME= gives.
 SCHEME_FLAGS = {"datalist": "--label_scheme ped", "train": "--label_scheme ped", "infer": "--set label_scheme ped",
                 "evaluate": "--scheme ped", "cv": "--label_scheme ped", "infer-ensemble": "--label_scheme ped"}
 
@@ -100,11 +100,12 @@ SCHEME_FLAGS = {"datalist": "--label_scheme ped", "train": "--label_scheme ped",
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 @pytest.mark.parametrize("target", list(SCHEME_FLAGS))
 def test_make_targets_pass_the_scheme_given_and_none_without(target: str) -> None:
-    """BraTS-PED data needs its numbering named on every command (``auto`` is refused): ``SCHEME=ped`` reaches each
-    target's command in that command's own spelling; without it, no target names one (auto)."""
+    """BraTS-PED data needs its numbering named on every command (``auto`` is refused): ``LABEL_SCHEME=ped`` reaches
+    each target's command in that command's own spelling; without it, no target names one (auto)."""
     def dry(*extra: str) -> str:
         return subprocess.run(["make", "-n", target, f"PY={sys.executable}",
                                "DATASET=data/PED", "FOLDS=0", *extra], cwd=REPO, capture_output=True, text=True,
-                              check=True, env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
-    assert SCHEME_FLAGS[target] in dry("SCHEME=ped")
+                              check=True, env={**{k: v for k, v in os.environ.items() if k != "LABEL_SCHEME"},
+                                                 "PYTHONPATH": str(REPO)}).stdout
+    assert SCHEME_FLAGS[target] in dry("LABEL_SCHEME=ped")
     assert "scheme" not in dry()

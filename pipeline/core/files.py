@@ -13,6 +13,7 @@ import errno
 import functools
 import gzip
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -108,19 +109,40 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, durable: bool = Fal
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), durable=durable)
 
 
+_BACKUPS = itertools.count()
+
+
+def _set_aside(path: Path) -> Path:
+    """A second name for ``path``'s file beside it (``.<name>.replaced~<pid>-<n>``, unique in this process and
+    never an existing file): a hard link, or a copy where the file system has none."""
+    while True:
+        backup = path.with_name(f".{path.name}.replaced~{os.getpid()}-{next(_BACKUPS)}")
+        try:
+            os.link(path, backup)
+            return backup
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here (some network and FUSE file systems): a copy
+            if backup.exists():
+                continue
+            shutil.copy2(path, backup)
+            return backup
+
+
 @contextmanager
-def replaced_on_success(files: Iterable[str | os.PathLike], restore: Iterable[str | os.PathLike] = ()
-                        ) -> Iterator[None]:
+def replaced_on_success(files: Iterable[str | os.PathLike], restore: Iterable[str | os.PathLike] = (),
+                        folders: Iterable[str | os.PathLike] = ()) -> Iterator[None]:
     """The files of an earlier result that the block replaces (``--overwrite``), kept until the new one is whole.
 
     ``files``: those the block did not write again are deleted when it ends without an error. ``restore``: files the
     block may write again or delete (a comparison's per-algorithm evaluations, each replaced by an evaluation of its
     own), never deleted here. When the block raises (a prediction on another grid, a label outside the scheme, at
     the third algorithm of a comparison), every file of both lists is put back as it was, also one the block had
-    already written over or deleted: each is hard-linked aside first (``.<name>.replaced~<pid>``; copied where the
-    file system has no hard links), so the old result is lost only to a new one. A file counts as written again when
-    its inode, size or modification time changed (every writer here replaces a file by renaming a new one over it,
-    `atomic_write`). Files the failed block created beside them stay.
+    already written over or deleted: each is set aside under a second name first (`_set_aside`: a hard link), so the
+    old result is lost only to a new one; and the files the block created under ``folders`` are deleted, so no new
+    file is left beside the old ones. A file counts as written again when its inode, size or modification time
+    changed (every writer here replaces a file by renaming a new one over it, `atomic_write`). Blocks may nest (an
+    evaluation's inside a comparison's): each sets its own copies aside.
     """
     def stamp(path: Path) -> tuple[int, int, int] | None:
         try:
@@ -129,23 +151,31 @@ def replaced_on_success(files: Iterable[str | os.PathLike], restore: Iterable[st
             return None
         return st.st_ino, st.st_size, st.st_mtime_ns
 
+    def listing() -> set[Path]:
+        return {f for folder in map(Path, folders) if folder.is_dir() for f in folder.rglob("*") if f.is_file()}
+
     replaced = [Path(f) for f in files]
     before = {path: stamp(path) for path in replaced}
     backups: dict[Path, Path] = {}
+    present = listing()
     try:
         for path in dict.fromkeys([*replaced, *map(Path, restore)]):
-            if path.is_file() and path not in backups:
-                backup = path.with_name(f".{path.name}.replaced~{os.getpid()}")
-                backup.unlink(missing_ok=True)
-                try:
-                    os.link(path, backup)
-                except OSError:  # no hard links here (some network and FUSE file systems): a copy
-                    shutil.copy2(path, backup)
-                backups[path] = backup
+            if path.is_file():
+                backups[path] = _set_aside(path)
+        present |= set(backups.values())
         yield
     except BaseException:
-        for path, backup in backups.items():
-            os.replace(backup, path)
+        for created in listing() - present:  # new files of the failed block: not kept beside the old result
+            created.unlink(missing_ok=True)
+        for path, backup in backups.items():  # each on its own: one that cannot be put back stops no other
+            try:
+                if path.exists() and os.path.samefile(path, backup):  # untouched (rename() of one file's two
+                    backup.unlink()                                   # names does nothing, POSIX)
+                    continue
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(backup, path)
+            except OSError as e:
+                logger.error("%s could not be put back from %s (%s): the old file is there", path, backup, e)
         raise
     for path, was in before.items():
         if was is not None and stamp(path) == was:

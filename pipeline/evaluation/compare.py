@@ -243,10 +243,11 @@ def compare(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.PathLike], 
     out = _output_folders(ref_dir, pred_dirs, out_dir, names)
     given = {n: os.fspath(p) for n, p in zip(names, pred_dirs, strict=True)}
     old = check_comparison_replacement(out, ref_dir, given, overwrite=overwrite)
-    evaluations = [f for name in names for f in sorted((out / name).rglob("*")) if f.is_file()]
+    folders = [out / name for name in names]
+    evaluations = [f for folder in folders for f in sorted(folder.rglob("*")) if f.is_file()]
     # the old comparison goes once the new one is written, not before; each algorithm's evaluation replaces its own
-    # folder as it is scored, and all of them come back if a later algorithm is refused
-    with replaced_on_success(old, restore=evaluations if overwrite else ()):
+    # folder as it is scored, and all of them come back as they were if a later algorithm is refused
+    with replaced_on_success(old, restore=evaluations, folders=folders):
         return _compare(ref_dir, pred_dirs, out, names, scheme=scheme, official=official, challenge=challenge,
                         allow_mixed=allow_mixed, overwrite=overwrite)
 

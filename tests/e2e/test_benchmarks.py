@@ -204,6 +204,26 @@ def test_accuracy_benchmark_trains_the_budget_recipe_and_reports_an_independent_
         p.name for p in train.iterdir() if p.is_dir())
 
 
+def test_accuracy_benchmark_scores_brats_ped_cases_in_the_scheme_named_for_them(tmp_path: Path) -> None:
+    """BraTS-PED cases do not tell their numbering (auto is refused): ``--set label_scheme ped`` reaches the three
+    stages, the evaluation included."""
+    from pipeline.data.synthetic import write_dataset
+    from tests.helpers import as_brats_ped
+
+    for name, cases, seed in (("train", 4, 3), ("test", 1, 11)):
+        write_dataset(tmp_path / f"gli_{name}", cases=cases, shape=(48, 48, 32), seed=seed, layout="brats2023")
+        as_brats_ped(tmp_path / f"gli_{name}", tmp_path / name, "ped")
+    out = tmp_path / "out"
+    result = run_module([sys.executable, "bench/bench_accuracy.py", "--train-dir", str(tmp_path / "train"),
+                         "--test-dir", str(tmp_path / "test"), "--minutes", "0.1", "--out", str(out),
+                         "--set", "label_scheme", "ped", "--set", "roi_size", "[16,16,16]",
+                         "--set", "unet_channels", "[8,16,32]", "--set", "num_workers", "0"],
+                        capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1].startswith("accuracy: mean Dice ")
+    assert json.loads((out / "eval" / "summary.json").read_text())["scheme"] == "ped"
+
+
 @pytest.mark.parametrize("layout", ["brats2021", "brats2023", "brats2024", "msd", "nnunet"])
 def test_cache_benchmark_checks_every_synthetic_layout_with_the_scheme_it_was_written_in(
         layout: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -312,6 +332,7 @@ def test_thresholds_benchmark_scores_each_threshold_as_an_independent_dice(tiny_
     import nibabel as nib
     from scipy import ndimage
 
+    from pipeline.core.provenance import Provenance
     from pipeline.data.labels import describe, labels_to_regions
     from pipeline.data.layouts import discover_cases
     from pipeline.inference.predict import write_probabilities_like
@@ -325,8 +346,10 @@ def test_thresholds_benchmark_scores_each_threshold_as_an_independent_dice(tiny_
         wt = ref > 0
         shell = ndimage.binary_dilation(wt, structure=np.ones((3, 3, 3))) & ~wt
         regions[list(desc.regions).index("WT")][shell] = 0.45
-        write_probabilities_like(regions, case.label, seg / "probabilities" / f"{case.case_id}.nii.gz",
-                                 list(desc.regions))
+        written = write_probabilities_like(regions, case.label, seg / "probabilities" / f"{case.case_id}.nii.gz",
+                                           list(desc.regions))
+        Provenance(seg).record(case.case_id, model="m", file=f"{case.case_id}.nii.gz", inputs=[],
+                               probabilities=str(written), scheme="brats")  # as inference records them
         expected.append(2 * wt.sum() / (2 * wt.sum() + shell.sum()))
     result = run_module([sys.executable, "bench/bench_thresholds.py", str(seg), "--reference", str(tiny_dataset),
                          "--thresholds", "0.5", "0.4", "WT=0.4", "ET=0.4", "--min-tumour-fraction", "0"],
@@ -339,3 +362,7 @@ def test_thresholds_benchmark_scores_each_threshold_as_an_independent_dice(tiny_
     assert rows["0.5"] == pytest.approx([1.0] * 4) and rows["ET=0.4"] == pytest.approx([1.0] * 4)
     assert rows["0.4"][wt] == rows["WT=0.4"][wt] == pytest.approx(np.mean(expected), abs=1e-4)
     assert rows["0.4"][wt] < 1 and "CPU:" in result.stdout
+    Provenance(seg).record("extra", model="m", file="extra.nii.gz", inputs=[], scheme="msd")  # two numberings
+    refused = run_module([sys.executable, "bench/bench_thresholds.py", str(seg), "--reference", str(tiny_dataset)],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert refused.returncode != 0 and "label scheme(s)" in refused.stderr.strip().splitlines()[-1]

@@ -97,12 +97,36 @@ def test_a_failed_block_puts_back_what_it_wrote_over_or_deleted(tmp_path: Path, 
     kept.parent.mkdir()
     replaced.write_text("old table")
     kept.write_text("old metrics")
-    with pytest.raises(RuntimeError), replaced_on_success([replaced], restore=[kept]):
+    untouched = tmp_path / "ranking.csv"
+    untouched.write_text("old ranking")
+    with pytest.raises(RuntimeError), replaced_on_success([replaced, untouched], restore=[kept]):
         atomic_write_text(kept, "new metrics")  # the first algorithm's evaluation, written anew
         replaced.unlink()
         raise RuntimeError("the second algorithm refused")
-    assert (replaced.read_text(), kept.read_text()) == ("old table", "old metrics")
+    assert (replaced.read_text(), kept.read_text(), untouched.read_text()) == ("old table", "old metrics",
+                                                                               "old ranking")
+    untouched.unlink()
     with replaced_on_success([replaced], restore=[kept]):  # a success: restore-only files are never deleted
         pass
     assert not replaced.exists() and kept.read_text() == "old metrics"
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["metrics.csv", "one"]  # no copy left aside
+
+
+def test_nested_blocks_each_put_back_their_own_and_new_files_go(tmp_path: Path) -> None:
+    """A comparison's block around an evaluation's, on the same files: the inner one succeeds (its stale file
+    deleted, its copies removed), the outer one fails and puts the first state back, without the inner's new file."""
+    from pipeline.core.files import atomic_write_text
+
+    folder = tmp_path / "one"
+    folder.mkdir()
+    metrics, stale = folder / "metrics.csv", folder / "official.csv"
+    metrics.write_text("old metrics")
+    stale.write_text("old official")
+    with pytest.raises(RuntimeError), replaced_on_success([], restore=[metrics, stale], folders=[folder]):
+        with replaced_on_success([metrics, stale]):
+            atomic_write_text(metrics, "new metrics")
+            atomic_write_text(folder / "overlay.png", "new picture")
+        assert not stale.exists()
+        raise RuntimeError("the second algorithm refused")
+    assert {p.name: p.read_text() for p in folder.iterdir()} == {"metrics.csv": "old metrics",
+                                                                 "official.csv": "old official"}

@@ -565,8 +565,8 @@ def test_the_next_command_of_a_run_recorded_before_the_overlays_moved_names_file
 def test_the_next_command_names_the_scheme_of_cases_whose_names_do_not_tell_it(tmp_path, monkeypatch, verb, cases,
                                                                                scheme, fold, named):
     """Training's ``next:`` inference runs as printed: on BraTS-PED cases ``auto`` is refused, so it carries the
-    scheme the run was trained in (a written datalist records it already); elsewhere auto reads the data as it was
-    read, and the line stays short."""
+    scheme the run was trained in (on a datalist too: one the user wrote need not record it); elsewhere auto reads
+    the data as it was read, and the line stays short."""
     from pipeline.core.errors import VERB_ENV
 
     if verb:
@@ -579,8 +579,7 @@ def test_the_next_command_names_the_scheme_of_cases_whose_names_do_not_tell_it(t
               "ids": {"dataset_dir": "/data/x", "label_scheme": scheme, "fold": fold}}
     command = next_command(tmp_path, record)
     carried = re.findall(r"--(?:set )?label_scheme (\S+)", command)
-    on_datalist = not verb and fold != "all"  # the bundle form on the run's own datalist.json, which records it
-    assert carried == ([named] if named and not on_datalist else []), command
+    assert carried == ([named] if named else []), command  # also on a datalist: one the user wrote may not record it
 
 
 def _items(*cases: str) -> list[dict]:
