@@ -107,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
             if prob.shape[1:] != truth.shape[1:]:
                 raise SystemExit(f"bench_thresholds: {f} {prob.shape[1:]} is not on the grid of its reference "
                                  f"{reference.files[case]} {truth.shape[1:]}")
+            lowest = min(min(t.values()) for t in configs.values())  # no voxel outside this box passes any threshold
+            box = np.argwhere((prob.max(0) > lowest) | truth.any(0))
+            if len(box):  # the same Dice on the box around every voxel any configuration or the reference holds
+                window = (slice(None), *(slice(a, b + 1) for a, b in zip(box.min(0), box.max(0), strict=True)))
+                prob, truth = prob[window], truth[window]
             for name, thresholds in configs.items():
                 t = np.asarray([thresholds[r] for r in regions], np.float32).reshape(-1, 1, 1, 1)
                 pred = keep({"pred": torch.as_tensor(prob > t).float(), "case": case})["pred"].numpy() > 0.5
