@@ -119,7 +119,7 @@ cv-summary: venv
 
 # the folds' own recipe (fold_<first>/run.json's config files, as `pipeline cv` reads them), not the variables'
 infer-ensemble: venv
-	$(PY) -m monai.bundle run inference --config_file "$(shell $(PY) -m pipeline.bundle configs inference --ensemble --run $(RUN)/fold_$(firstword $(FOLDS)))" $(BUNDLE_ARGS) --dataset_dir $(DATASET) --run_dir $(RUN) --output_dir $(RUN)/seg_ensemble \
+	$(PY) -m monai.bundle run inference --config_file "$(or $(shell $(PY) -m pipeline.bundle configs inference --ensemble --run $(RUN)/fold_$(firstword $(FOLDS))),$(error no config list for the folds of $(RUN) (the line above says why)))" $(BUNDLE_ARGS) --dataset_dir $(DATASET) --run_dir $(RUN) --output_dir $(RUN)/seg_ensemble \
 		--ensemble_folds "[$(shell echo $(FOLDS) | tr ' ' ',')]" $(if $(LABEL_SCHEME),--label_scheme $(LABEL_SCHEME)) \
 		$(shell $(PY) -m pipeline.bundle flags inference --run $(RUN)/fold_$(firstword $(FOLDS))) $(ARGS)
 

@@ -189,7 +189,11 @@ def _plot(args: argparse.Namespace) -> int:
                             f": pass {table / ('history.csv' if args.what == 'curves' else 'metrics.csv')}"
                             if table.is_dir() else f"plot {args.what} takes {want}; {table} does not exist")
         default = table.with_suffix(".png") if args.what == "curves" else table.parent / "dice_boxplot.png"
-        out = OutputGuard([], protect=[table]).file(args.out or default, what="a picture", option="--out")
+        chosen = Path(args.out).expanduser() if args.out else default
+        if args.out and chosen.exists() and chosen.resolve() != default.resolve():  # another table's, a report's
+            raise UserError(f"{chosen} exists: plot {args.what} --out draws a new picture, never over a file it cannot "
+                            f"tell its own; pass another --out, or delete {chosen} first")
+        out = OutputGuard([], protect=[table]).file(chosen, what="a picture", option="--out")
         if args.what == "boxplot" and args.out is None:  # into the evaluation's folder: one writer there
             hold_folder(table.parent, what="pictures")
         draw = plot_training_curves if args.what == "curves" else plot_dice_boxplot

@@ -207,6 +207,10 @@ def test_bad_input_to_the_small_commands_is_one_line(argv: list[str], named: str
                  "is a file, not a folder", id="compare_into_a_file"),
     pytest.param(["plot", "boxplot", "{tmp}/m.csv", "--out", "{tmp}/x.json"], "a picture is written as one of",
                  id="plot_as_json"),
+    pytest.param(["plot", "boxplot", "{tmp}/m.csv", "--out", "{apicture}"], "{apicture} exists",
+                 id="boxplot_over_another_picture"),
+    pytest.param(["plot", "curves", "{tmp}/history.csv", "--out", "{apicture}"], "{apicture} exists",
+                 id="curves_over_another_picture"),
 ])
 def test_an_output_path_that_cannot_be_written_is_one_line(argv: list[str], named: str, tiny_dataset: Path,
                                                            tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -219,11 +223,15 @@ def test_an_output_path_that_cannot_be_written_is_one_line(argv: list[str], name
     pred.mkdir()
     for label in sorted(tiny_dataset.rglob("*_seg.nii.gz")):
         shutil.copy(label, pred / f"{label.parent.name}.nii.gz")
-    values = {"afile": afile, "tmp": tmp_path, "data": tiny_dataset, "pred": pred}
+    apicture = tmp_path / "other_eval" / "dice_boxplot.png"  # another evaluation's picture
+    apicture.parent.mkdir()
+    apicture.write_bytes(b"\x89PNG theirs")
+    (tmp_path / "history.csv").write_text("epoch,loss,lr\n1,0.5,0.001\n")
+    values = {"afile": afile, "tmp": tmp_path, "data": tiny_dataset, "pred": pred, "apicture": apicture}
     assert cli.main([a.format(**values) for a in argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and named.format(**values) in err[-1], err[-1]
-    assert afile.read_text() == "mine"
+    assert afile.read_text() == "mine" and apicture.read_bytes() == b"\x89PNG theirs"
 
 
 def test_evaluate_from_inside_the_prediction_folder_writes_beside_it(tiny_dataset: Path, tmp_path: Path,

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.bundle import VERB_ENV, command, inference_command
-from pipeline.core.config import as_folds
+from pipeline.core.config import as_folds, differing
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text, column_numbers, holding, read_table
 from pipeline.core.process import run_child
@@ -23,7 +23,7 @@ from pipeline.data.source import DataSource
 from pipeline.evaluation.reference import claim_output, reference_of
 from pipeline.evaluation.regions import METRICS_TABLE, evaluate_folders
 from pipeline.model.recipe import inference_overrides
-from pipeline.model.record import read_record, refuse_training_in_progress
+from pipeline.model.record import model_interface, read_record, refuse_training_in_progress
 
 #: The inference ids the cross-validation sets for each fold (id -> where from): ``extra`` may not set them.
 CV_OPTIONS = {"run_dir": "RUN_DIR/fold_<f>", "datalist": "RUN_DIR/datalist.json", "infer_fold": "--folds",
@@ -147,6 +147,13 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
                         + ", ".join(f"fold {f}: {s}" for f, s in schemes.items()) + "); one out-of-fold table needs "
                         "one numbering: retrain the folds that differ (make cv), or pass --folds without them")
     scheme = next(filter(None, schemes.values()), None) or "auto"
+    interfaces = {f: model_interface(record) for f, record in records.items()}  # as the fold ensemble compares them
+    first = folds[0]
+    for f, interface in interfaces.items():
+        if interface != interfaces[first]:
+            raise UserError(f"fold {f} of {run} was trained with another network, data or recipe than fold {first} "
+                            f"({'; '.join(differing(interfaces[first], interface))}): one out-of-fold table "
+                            "scores one configuration; retrain the fold (make cv), or pass --folds without it")
     seg = run / "cv" / "seg"
     eval_dir, summary_file = cv_outputs(run, folds, folds_present(data.datalist))
     claim_output(eval_dir, "evaluation")  # one writer: a second cv of the run is refused, not interleaved

@@ -51,6 +51,37 @@ def test_folds_trained_with_different_label_schemes_are_refused_before_any_infer
     assert not (run / "cv").exists()
 
 
+@pytest.mark.parametrize(("second", "named"), [
+    pytest.param({"network": {"_target_": "SegResNet"}}, "network", id="another_network"),
+    pytest.param({"ids": {"spacing": [1, 1, 1]}}, "spacing", id="another_grid"),
+    pytest.param({"ids": {"normalization": "percentile"}}, "normalization", id="another_normalisation"),
+    pytest.param({"ids": {"channels": ["FLAIR", "T1", "T1ce", "T2"]}}, "channels", id="another_channel_order"),
+])
+def test_folds_of_different_models_are_refused_before_any_inference(tiny_dataset, tmp_path, second, named):
+    """One out-of-fold table scores one configuration: folds whose records differ in what `model_interface`
+    compares (as the fold ensemble does) are refused, naming the difference, before anything is written."""
+    import json
+
+    from pipeline.core.errors import UserError
+    from pipeline.data.datalist import write_datalist
+    from pipeline.evaluation.crossval import cross_validation_summary
+
+    run = tmp_path / "cv"
+    write_datalist(tiny_dataset, run / "datalist.json", folds=2)
+    base = {"network": {"_target_": "UNet"}, "ids": {"label_scheme": "brats", "spacing": [2, 2, 2],
+                                                      "normalization": "zscore",
+                                                      "channels": ["T1", "T1ce", "T2", "FLAIR"]}}
+    other = {**base, **{k: v for k, v in second.items() if k != "ids"},
+             "ids": {**base["ids"], **second.get("ids", {})}}
+    for f, record in ((0, base), (1, other)):
+        (run / f"fold_{f}" / "models").mkdir(parents=True)
+        (run / f"fold_{f}" / "models" / "model.pt").write_bytes(b"")
+        (run / f"fold_{f}" / "run.json").write_text(json.dumps(record))
+    with pytest.raises(UserError, match=rf"fold 1 of .* another network, data or recipe than fold 0 \(.*{named}"):
+        cross_validation_summary(run)
+    assert not (run / "cv").exists()
+
+
 @pytest.mark.parametrize(("recorded", "fast", "expected"), [
     pytest.param(["common.yaml", "train.yaml", "variants/fast.yaml", "variants/budget.yaml"], False,
                  ["common.yaml", "inference.yaml", "fast.yaml", "budget.yaml"], id="the_budget_recipe_it_trained_with"),
