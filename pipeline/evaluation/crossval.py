@@ -20,8 +20,9 @@ from pipeline.core.files import atomic_write_text, column_numbers, holding, read
 from pipeline.core.process import run_child
 from pipeline.data.datalist import folds_present
 from pipeline.data.source import DataSource
+from pipeline.evaluation.evaluate import evaluate, write_report
 from pipeline.evaluation.reference import claim_output, reference_of
-from pipeline.evaluation.regions import METRICS_TABLE, evaluate_folders
+from pipeline.evaluation.regions import METRICS_TABLE
 from pipeline.model.recipe import inference_overrides
 from pipeline.model.record import model_interface, read_record, refuse_training_in_progress
 
@@ -159,13 +160,17 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
     claim_output(eval_dir, "evaluation")  # one writer: a second cv of the run is refused, not interleaved
     for f in folds:
         _bundle_inference(run / f"fold_{f}", datalist, f, seg, fast, extra, scheme, records[f])
-    summary = evaluate_folders(seg, reference_of(data), eval_dir, scheme=scheme, cases=sorted(fold_of),
-                               allow_mixed=True)  # one model per fold by design: each case by the fold that left it out
+    # through the evaluation's own rules (`pipeline.evaluation.evaluate.evaluate`): the cv's earlier evaluation of
+    # these segmentations is replaced once the new one is written, its pictures (drawn from the old scores) go, and
+    # the report is written again; one model per fold by design: each case by the fold that left it out
+    summary = evaluate("legacy", seg, reference_of(data), eval_dir, scheme=scheme, cases=sorted(fold_of),
+                       allow_mixed=True, overwrite=True)
+    report = write_report(eval_dir)
     table = fold_table(eval_dir / "metrics.csv", fold_of)
     result = {"folds": folds, "segmentations": str(seg), "evaluation": str(eval_dir), **table,
               "mean_dice": summary.get("mean_dice")}
     atomic_write_text(summary_file, json.dumps(result, indent=2, default=str))
     print(format_cv_table(table))
-    print(f"wrote {summary_file} (segmentations {seg}, evaluation {eval_dir})", flush=True)
+    print(f"wrote {summary_file} (segmentations {seg}, evaluation {eval_dir}, report {report})", flush=True)
     return result
 

@@ -28,6 +28,15 @@ def test_out_of_fold_evaluation_scores_every_case_once_by_the_fold_that_never_tr
     assert all(len(m) == 1 for m in models.values()) and models[0] != models[1]  # one model per fold, each its own
     assert summary["overall"]["WT"]["cases"] == len(fold_of)
     assert {k: v["WT"]["cases"] for k, v in summary["folds"].items()} == {"0": 2, "1": 2}
+    assert (run / "cv" / "eval" / "report.html").is_file()
+    # pictures drawn from these scores (pipeline plot evaluation) go when the table is scored again: not kept
+    # beside new scores they no longer show
+    stale = [run / "cv" / "eval" / "dice_boxplot.png", run / "cv" / "eval" / "overlays" / "x.png"]
+    for picture in stale:
+        picture.parent.mkdir(exist_ok=True)
+        picture.write_bytes(b"\x89PNG old scores")
+    assert main(["cv", str(run), "--set", "num_workers", "0", "device", "cpu"]) == 0
+    assert not any(p.exists() for p in stale) and (run / "cv" / "eval" / "report.html").is_file()
     # a subset of the folds scores under its own names: the summary of every fold is not replaced
     kept = (run / "cv_summary.json").read_bytes()
     assert main(["cv", str(run), "--folds", "0", "--set", "num_workers", "0", "device", "cpu"]) == 0
