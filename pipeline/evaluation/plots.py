@@ -325,18 +325,21 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
     ranked = sorted(by_case, key=lambda c: np.mean(by_case[c]))
     ranks = {ranked[0]: "worst", ranked[len(ranked) // 2]: "median", ranked[-1]: "best"} if ranked else {}
     picks = list(dict.fromkeys([ranked[0], ranked[len(ranked) // 2], ranked[-1]]))[:max_cases] if ranked else []
+    # the images' channels are the data's own (its description), whichever scheme the labels are scored in
+    channels = describe(reference.scheme or layout.label_scheme).channels
     drawn = []
-    for case_id in picks:
+    for case_id in picks:  # every check before an old picture is deleted: a refusal leaves them
         case, pred = cases.get(case_id), preds.get(case_id)  # .nii.gz or .nii, as the evaluation paired them
         if case is None or pred is None:
             continue
         if case.label:
             _check_label_file(case.label, scheme, "reference", layout.layout, case_id)
         _check_label_file(pred, scheme, "prediction", layout.layout, case_id)
+        if len(case.channel_index if case.channel_index is not None else case.images) != len(channels):
+            raise UserError(f"case {case_id}: {len(case.images)} image file(s) for the {len(channels)} channel(s) "
+                            f"({', '.join(channels)}) of its data; check the dataset with python -m pipeline check")
         drawn.append((case_id, case, pred))
 
-    # the images' channels are the data's own (its description), whichever scheme the labels are scored in
-    channels = describe(reference.scheme or layout.label_scheme).channels
     for png in (out / "overlays").glob("*.png"):  # an earlier drawing's cases: not beside this one's
         png.unlink()
     if drawn_from is not None:
@@ -344,9 +347,6 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
     name = name or run_name(pred_root)
     paths = [plot_dice_boxplot(metrics, out / "dice_boxplot.png", name=name, scheme=scheme)]
     for case_id, case, pred in drawn:
-        if len(case.channel_index if case.channel_index is not None else case.images) != len(channels):
-            raise UserError(f"case {case_id}: {len(case.images)} image file(s) for the {len(channels)} channel(s) "
-                            f"({', '.join(channels)}) of its data; check the dataset with python -m pipeline check")
         shown = [c for want in ("FLAIR", "T1ce") for c in channels if canonical_channel(c) == want] or channels[:2]
         images = {name: case.channel_file(name, channels) for name in shown}  # 3D files, or 4D + channel
         title = (f"{name}: {case_id}, {ranks[case_id]} of {len(ranked)} cases (mean Dice "
