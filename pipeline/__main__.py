@@ -190,11 +190,12 @@ def _plot(args: argparse.Namespace) -> int:
                             if table.is_dir() else f"plot {args.what} takes {want}; {table} does not exist")
         default = table.with_suffix(".png") if args.what == "curves" else table.parent / "dice_boxplot.png"
         chosen = Path(args.out).expanduser() if args.out else default
-        if args.out and chosen.exists() and chosen.resolve() != default.resolve():  # another table's, a report's
+        own = chosen.resolve() == default.resolve()  # the table's own picture, drawn again
+        if chosen.is_file() and not own and not args.overwrite:  # another table's, a report's: asked by name only
             raise UserError(f"{chosen} exists: plot {args.what} --out draws a new picture, never over a file it cannot "
-                            f"tell its own; pass another --out, or delete {chosen} first")
+                            f"tell its own; pass another --out, or --overwrite to replace it")
         out = OutputGuard([], protect=[table]).file(chosen, what="a picture", option="--out")
-        if args.what == "boxplot" and args.out is None:  # into the evaluation's folder: one writer there
+        if args.what == "boxplot" and own:  # into the evaluation's folder: one writer there
             hold_folder(table.parent, what="pictures")
         draw = plot_training_curves if args.what == "curves" else plot_dice_boxplot
         paths = [draw(table, out)]
@@ -368,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheme", default="auto", type=scheme_argument,
                    metavar="{" + ",".join(SCHEME_CHOICES) + f",{NNUNET_PREFIX}DATASET_JSON}}",
                    help="label numbering of the overlays (evaluation); auto: the dataset's layout's")
+    p.add_argument("--overwrite", action="store_true", help="curves, boxplot: replace an existing --out picture")
     p.set_defaults(func=_plot)
 
     p = sub.add_parser("cv", help="cross-validation summary: each fold segments its validation cases, all are "

@@ -234,6 +234,18 @@ def test_an_output_path_that_cannot_be_written_is_one_line(argv: list[str], name
     assert afile.read_text() == "mine" and apicture.read_bytes() == b"\x89PNG theirs"
 
 
+@pytest.mark.parametrize("what", ["curves", "boxplot"])
+def test_plot_replaces_an_existing_picture_when_asked_by_name(what: str, tmp_path: Path) -> None:
+    table = tmp_path / ("history.csv" if what == "curves" else "metrics.csv")
+    table.write_text("epoch,loss,lr\n1,0.5,0.001\n2,0.4,0.001\n" if what == "curves"
+                     else "case,region,dice\nc,WT,0.5\nc,TC,0.4\nc,ET,0.3\n")
+    picture = tmp_path / "slides" / "figure.png"
+    picture.parent.mkdir()
+    picture.write_bytes(b"\x89PNG theirs")
+    assert cli.main(["plot", what, str(table), "--out", str(picture), "--overwrite"]) == 0
+    assert picture.read_bytes()[:4] == b"\x89PNG" and picture.read_bytes() != b"\x89PNG theirs"
+
+
 def test_evaluate_from_inside_the_prediction_folder_writes_beside_it(tiny_dataset: Path, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil

@@ -151,8 +151,9 @@ def replaced_on_success(files: Iterable[str | os.PathLike], restore: Iterable[st
             return None
         return st.st_ino, st.st_size, st.st_mtime_ns
 
-    def listing() -> set[Path]:
-        return {f for folder in map(Path, folders) if folder.is_dir() for f in folder.rglob("*") if f.is_file()}
+    def listing() -> set[Path]:  # (a folder's lock is its holder's, never a file of the block)
+        return {f for folder in map(Path, folders) if folder.is_dir() for f in folder.rglob("*")
+                if f.is_file() and f.name != FolderLock.NAME}
 
     replaced = [Path(f) for f in files]
     before = {path: stamp(path) for path in replaced}
@@ -162,7 +163,7 @@ def replaced_on_success(files: Iterable[str | os.PathLike], restore: Iterable[st
         for path in dict.fromkeys([*replaced, *map(Path, restore)]):
             if path.is_file():
                 backups[path] = _set_aside(path)
-        present |= set(backups.values())
+                present.add(backups[path])
         yield
     except BaseException:
         for created in listing() - present:  # new files of the failed block: not kept beside the old result

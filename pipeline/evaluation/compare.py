@@ -188,6 +188,8 @@ def _output_folders(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.Pat
     for name in names:
         guard.folder(out / name, what=f"the evaluation of {name}", option="--out or --names")
     claim_output(out, "comparison")  # held once it is known to keep clear of every input
+    for name in names:  # and each algorithm's evaluation folder: no other process writes one while this compares
+        claim_output(out / name, "evaluation", "--out or --names")
     return out
 
 
@@ -247,7 +249,8 @@ def compare(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.PathLike], 
     evaluations = [f for folder in folders for f in sorted(folder.rglob("*")) if f.is_file()]
     # the old comparison goes once the new one is written, not before; each algorithm's evaluation replaces its own
     # folder as it is scored, and all of them come back as they were if a later algorithm is refused
-    with replaced_on_success(old, restore=evaluations, folders=folders):
+    own = [out / name for name in COMPARISON_FILES]  # the same comparison again: its tables come back on a refusal
+    with replaced_on_success(old, restore=[*evaluations, *own], folders=folders):
         return _compare(ref_dir, pred_dirs, out, names, scheme=scheme, official=official, challenge=challenge,
                         allow_mixed=allow_mixed, overwrite=overwrite)
 

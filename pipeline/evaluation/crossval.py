@@ -150,11 +150,13 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
     scheme = next(filter(None, schemes.values()), None) or "auto"
     interfaces = {f: model_interface(record) for f, record in records.items()}  # as the fold ensemble compares them
     first = folds[0]
-    for f, interface in interfaces.items():
-        if interface != interfaces[first]:
+    for f, interface in interfaces.items():  # what both records state (a record of older code lacks some fields)
+        stated = [k for k, v in interface.items() if v is not None and interfaces[first].get(k) is not None]
+        mine, theirs = ({k: i[k] for k in stated} for i in (interfaces[first], interface))
+        if mine != theirs:
             raise UserError(f"fold {f} of {run} was trained with another network, data or recipe than fold {first} "
-                            f"({'; '.join(differing(interfaces[first], interface))}): one out-of-fold table "
-                            "scores one configuration; retrain the fold (make cv), or pass --folds without it")
+                            f"({'; '.join(differing(mine, theirs))}): one out-of-fold table scores one "
+                            "configuration; retrain the fold (make cv), or pass --folds without it")
     seg = run / "cv" / "seg"
     eval_dir, summary_file = cv_outputs(run, folds, folds_present(data.datalist))
     claim_output(eval_dir, "evaluation")  # one writer: a second cv of the run is refused, not interleaved

@@ -82,6 +82,33 @@ def test_folds_of_different_models_are_refused_before_any_inference(tiny_dataset
     assert not (run / "cv").exists()
 
 
+def test_a_fold_recorded_by_older_code_is_compared_on_what_both_records_state(tiny_dataset, tmp_path, monkeypatch):
+    """A field one record lacks (a fold trained before it was recorded) is no difference: the folds go on to
+    inference."""
+    import json
+
+    from pipeline.data.datalist import write_datalist
+    from pipeline.evaluation import crossval
+
+    run = tmp_path / "cv"
+    write_datalist(tiny_dataset, run / "datalist.json", folds=2)
+    full = {"network": {"_target_": "UNet"}, "ids": {"label_scheme": "brats", "spacing": [2, 2, 2],
+                                                      "channels": ["T1", "T1ce", "T2", "FLAIR"]}}
+    for f, record in ((0, full), (1, {"ids": {"spacing": [2, 2, 2]}})):
+        (run / f"fold_{f}" / "models").mkdir(parents=True)
+        (run / f"fold_{f}" / "models" / "model.pt").write_bytes(b"")
+        (run / f"fold_{f}" / "run.json").write_text(json.dumps(record))
+
+    class Reached(Exception):
+        pass
+
+    def inference(*_, **__):
+        raise Reached
+    monkeypatch.setattr(crossval, "_bundle_inference", inference)
+    with pytest.raises(Reached):
+        crossval.cross_validation_summary(run)
+
+
 @pytest.mark.parametrize(("recorded", "fast", "expected"), [
     pytest.param(["common.yaml", "train.yaml", "variants/fast.yaml", "variants/budget.yaml"], False,
                  ["common.yaml", "inference.yaml", "fast.yaml", "budget.yaml"], id="the_budget_recipe_it_trained_with"),

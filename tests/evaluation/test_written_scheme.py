@@ -21,6 +21,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.provenance import PROVENANCE, Provenance, input_identity
 from pipeline.data.labels import describe, relabel, roles_by_value
 from pipeline.data.layouts import discover_cases
+from pipeline.evaluation.evaluate import evaluate
 from pipeline.evaluation.reference import numbering_differences, read_reference
 from pipeline.evaluation.regions import evaluate_folders
 from pipeline.inference.outputs import InferenceReport
@@ -73,7 +74,8 @@ def _score(path: str, root: Path, pred: Path, tmp: Path, record: Callable[[], No
     if path in ("bundle_evaluate", "crossval_scoring"):
         try:
             if path == "crossval_scoring":  # cross_validation_summary's scoring: one model per fold, allow_mixed
-                evaluate_folders(pred, read_reference(root), tmp / "eval", scheme="auto", allow_mixed=True)
+                evaluate("legacy", pred, read_reference(root), tmp / "eval", scheme="auto", allow_mixed=True,
+                         overwrite=True)
             else:
                 parser = parse_bundle("evaluate", {"device": "cpu", "dataset_dir": str(root), "output_dir": str(pred),
                                                    "eval_dir": str(tmp / "eval")})
