@@ -155,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folds", type=int, default=1,
                    help="K > 1: the budget split over K models (folds 0..K-1 of a 5-fold datalist, M/K minutes "
                         "each), their mean probability segments the test cases (nnU-Net's fold ensemble)")
+    p.add_argument("--all-cases", action="store_true",
+                   help="every case of --train-dir trains and the last model segments (nnU-Net's fold all: no "
+                        "validation, no model selection); with --folds 1 only")
     p.add_argument("--set", nargs=2, action="append", default=[], metavar=("ID", "VALUE"),
                    help="another bundle id (an ablation): --set learning_rate 0.003 (training and inference), "
                         "--set train#optimizer#momentum 0.9 (the stages that have it)")
@@ -166,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if not 1 <= args.folds <= FOLDS:
         raise SystemExit(f"bench_accuracy: --folds must be 1 to {FOLDS}, got {args.folds}")
+    if args.all_cases and args.folds != 1:
+        raise SystemExit(f"bench_accuracy: --all-cases trains one model on every case; --folds {args.folds} splits "
+                         "them: give one of the two")
     if not args.minutes > 0 or round(args.minutes / args.folds, 3) <= 0:
         raise SystemExit(f"bench_accuracy: --minutes must give each of the {args.folds} model(s) a budget above 0, "
                          f"got {args.minutes} (0 would train train.yaml's epochs, not a budget)")
@@ -208,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         variants = {**variants, "ensemble": True}
     else:
         runs = [run]
+        every = {"fold": "all"} if args.all_cases else {}  # model.pt is then the last model
         train_s = _run("training", command("training", {**common, **ids["training"], "dataset_dir": train_dir,
-                                                         "time_budget_min": args.minutes}, **variants),
+                                                         **every, "time_budget_min": args.minutes}, **variants),
                        out / "training.log")
         inference = {**common, **ids["inference"]}
     _run("inference", command("inference", {**inference, "dataset_dir": test_dir, "output_dir": out / "seg"},
@@ -228,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     for point in points:
         print(f"  {point['minutes']:6.1f} min  epoch {point['epoch']:4d}  val mean Dice {point['val_mean_dice']:.4f}")
     record = {"minutes": args.minutes, "device": args.device, "recipe": args.recipe, "network": args.network,
-              "set": extra, "folds": len(runs),
+              "set": extra, "folds": len(runs), "all_cases": args.all_cases,
               "train_cases": n_train, "test_cases": n_test, "training_wall_s": round(train_s, 1), "dice": dice,
               "mean_dice": summary["mean_dice"], "hd95": {r: summary["regions"][r]["hd95"]["mean"] for r in dice},
               "split": history.get("split"), "test": test_cases,  # the split is rebuilt from these two

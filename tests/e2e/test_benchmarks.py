@@ -206,7 +206,7 @@ def test_accuracy_benchmark_trains_the_budget_recipe_and_reports_an_independent_
 
 def test_accuracy_benchmark_scores_brats_ped_cases_in_the_scheme_named_for_them(tmp_path: Path) -> None:
     """BraTS-PED cases do not tell their numbering (auto is refused): ``--set label_scheme ped`` reaches the three
-    stages, the evaluation included."""
+    stages, the evaluation included; ``--all-cases`` trains on every case (fold all)."""
     from pipeline.data.synthetic import write_dataset
     from tests.helpers import as_brats_ped
 
@@ -215,13 +215,15 @@ def test_accuracy_benchmark_scores_brats_ped_cases_in_the_scheme_named_for_them(
         as_brats_ped(tmp_path / f"gli_{name}", tmp_path / name, "ped")
     out = tmp_path / "out"
     result = run_module([sys.executable, "bench/bench_accuracy.py", "--train-dir", str(tmp_path / "train"),
-                         "--test-dir", str(tmp_path / "test"), "--minutes", "0.1", "--out", str(out),
+                         "--test-dir", str(tmp_path / "test"), "--minutes", "0.1", "--out", str(out), "--all-cases",
                          "--set", "label_scheme", "ped", "--set", "roi_size", "[16,16,16]",
                          "--set", "unet_channels", "[8,16,32]", "--set", "num_workers", "0"],
                         capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1].startswith("accuracy: mean Dice ")
     assert json.loads((out / "eval" / "summary.json").read_text())["scheme"] == "ped"
+    record = json.loads((out / "run" / "run.json").read_text())  # --all-cases: every case trained, none validated
+    assert record["ids"]["fold"] == "all" and len(record["split"]["train"]) == 5
 
 
 @pytest.mark.parametrize("layout", ["brats2021", "brats2023", "brats2024", "msd", "nnunet"])
