@@ -3,12 +3,12 @@
 Usage::
 
     python bench/bench_accuracy.py --train-dir DIR --test-dir DIR --minutes M [--device cpu|cuda] [--out DIR]
-                                   [--recipe budget|default] [--network unet|segresnet|dynunet] [--folds K]
-                                   [--set ID VALUE ...] [--seed 0]
+                                   [--recipe budget|default] [--network unet|segresnet|dynunet]
+                                   [--folds K | --all-cases] [--set ID VALUE ...] [--seed 0]
 
 1. trains on every case of ``--train-dir`` with ``monai.bundle run training`` and the budget recipe (``fast.yaml``
-   and ``budget.yaml``: ``--time_budget_min M``), its own validation fold choosing the best model (``--set fold
-   all``: none validates, the last model segments, no time-to-Dice curve); with
+   and ``budget.yaml``: ``--time_budget_min M``), its own validation fold choosing the best model
+   (``--all-cases``: none validates, the last model segments, no time-to-Dice curve); with
    ``--folds K`` the budget is split over K models (folds 0..K-1 of a 5-fold datalist, M/K minutes each);
 2. segments every case of ``--test-dir`` with ``monai.bundle run inference`` (the run's own recipe; with
    ``--folds K``, the mean probability of the K models: ``variants/ensemble.yaml``);
