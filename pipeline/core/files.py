@@ -114,7 +114,15 @@ _BACKUPS = itertools.count()
 
 def _set_aside(path: Path) -> Path:
     """A second name for ``path``'s file beside it (``.<name>.replaced~<pid>-<n>``, unique in this process and
-    never an existing file): a hard link, or a copy where the file system has none."""
+    never an existing file): a hard link, or a copy where the file system has none. A copy left by a process that
+    died inside its block (killed: it could not put it back) is named in a warning: it may be the only copy of
+    the file that process was replacing."""
+    for left in path.parent.glob(f".{path.name}.replaced~*"):
+        pid = left.name.rsplit("~", 1)[-1].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            logger.warning("%s was left by process %s, which died while replacing %s: it holds the file as it was "
+                           "before; move it back over %s if that one is not whole, else delete it", left, pid,
+                           path.name, path)
     while True:
         backup = path.with_name(f".{path.name}.replaced~{os.getpid()}-{next(_BACKUPS)}")
         try:

@@ -130,3 +130,22 @@ def test_nested_blocks_each_put_back_their_own_and_new_files_go(tmp_path: Path) 
         raise RuntimeError("the second algorithm refused")
     assert {p.name: p.read_text() for p in folder.iterdir()} == {"metrics.csv": "old metrics",
                                                                  "official.csv": "old official"}
+
+
+def test_a_copy_left_by_a_killed_replacement_is_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A process killed inside its block cannot put its copies back: the next replacement of that file names the
+    copy (it may hold the only whole version), and leaves it where it is."""
+    import logging
+    import subprocess
+
+    finished = subprocess.Popen(["true"])
+    finished.wait()  # reaped: its pid is no longer alive
+    pid = finished.pid
+    metrics = tmp_path / "metrics.csv"
+    metrics.write_text("new, half written?")
+    left = tmp_path / f".metrics.csv.replaced~{pid}-0"
+    left.write_text("old, whole")
+    with caplog.at_level(logging.WARNING, logger="pipeline.core.files"), replaced_on_success([metrics]):
+        pass
+    assert str(left) in caplog.text and "died while replacing metrics.csv" in caplog.text
+    assert left.read_text() == "old, whole"
