@@ -3,6 +3,8 @@ label outside the scheme) leaves the old one whole (its files were deleted befor
 
 from __future__ import annotations
 
+import logging
+import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -135,9 +137,6 @@ def test_nested_blocks_each_put_back_their_own_and_new_files_go(tmp_path: Path) 
 def test_a_copy_left_by_a_killed_replacement_is_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A process killed inside its block cannot put its copies back: the next replacement of that file names the
     copy (it may hold the only whole version), and leaves it where it is."""
-    import logging
-    import subprocess
-
     finished = subprocess.Popen(["true"])
     finished.wait()  # reaped: its pid is no longer alive
     pid = finished.pid
