@@ -38,9 +38,31 @@ def check_protocol(protocol: str) -> None:
                         "Dice and HD95; official: the BraTS package's lesion-wise metrics)")
 
 
+#: Each protocol's own files in an evaluation folder (they share it; report.html is drawn from both), its summary first.
+PROTOCOL_FILES = {"legacy": ("summary.json", "metrics.csv", "dice_boxplot.png"),
+                  "official": ("official_summary.json", "official.csv", "official_mets.csv", "official_panoptica.json")}
+
 #: The files an evaluation writes into its folder (both protocols, the pictures, the report).
-EVALUATION_FILES = ("metrics.csv", "summary.json", "official.csv", "official_mets.csv", "official_summary.json",
-                    "official_panoptica.json", "dice_boxplot.png", "report.html")
+EVALUATION_FILES = (*PROTOCOL_FILES["legacy"], *PROTOCOL_FILES["official"], "report.html")
+
+
+def stale_tables(out_dir: str | os.PathLike, protocol: str, state: str) -> list[Path]:
+    """The other protocol's files in ``out_dir`` when its summary records other inputs than ``state``
+    (`pipeline.evaluation.reference.CasePairs.inputs_state`: the same folders, but predictions or labels rewritten
+    since, e.g. by ``infer --overwrite``): scored from files that are no longer there, they go with this
+    evaluation's success (`replaced_on_success`), not left beside its new tables. A summary from before the state
+    was recorded is left (nothing says it is stale)."""
+    out, other = Path(out_dir), "official" if protocol == "legacy" else "legacy"
+    try:
+        recorded = json.loads((out / PROTOCOL_FILES[other][0]).read_text(encoding="utf-8")).get("inputs_state")
+    except (OSError, ValueError, AttributeError):
+        return []
+    if recorded is None or recorded == state:
+        return []
+    logger.info("%s: the %s tables were scored from files rewritten since: they go once this evaluation is "
+                "written", out, other)
+    stale = [out / name for name in PROTOCOL_FILES[other]]
+    return stale + (sorted((out / "overlays").glob("*.png")) if other == "legacy" else [])
 
 
 def _root(folder: str | os.PathLike | Reference) -> str:
@@ -108,6 +130,7 @@ def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathL
     claim_output(out_dir, "evaluation", out_option)
     old = check_replacement(out_dir, pred_dir, reference, overwrite=overwrite, out_option=out_option,
                             scheme=resolved, cases=scored, challenge=key)
+    old += stale_tables(out_dir, protocol, pairs.inputs_state())  # the same pair, its files rewritten since
     with replaced_on_success(old):  # the old evaluation goes once the new one is written, not before
         if protocol == "legacy":
             summary = evaluate_folders(pred_dir, ref_dir, out_dir, scheme=scheme, cases=cases, out_option=out_option,

@@ -467,6 +467,7 @@ def evaluate_official(
         "label_map": {str(k): v for k, v in sorted(mapping.items())},
         "cases": len(refs),
         "case_ids": sorted(refs),  # what was scored: another subset is another evaluation (check_replacement)
+        "inputs_state": pairs.inputs_state(),  # the files as scored (a table of files since rewritten is stale)
         "regions": _statistics(columns, rows, regions),
         "table": table_statistics(columns, rows, regions),
         "table_parser": "parse_seg_results",

@@ -4,6 +4,7 @@ prediction file, with the folder rules that keep predictions, references and out
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -418,6 +419,17 @@ class CasePairs:
     def scored(self) -> list[str]:
         """The reference cases that have a prediction, sorted."""
         return sorted(c for c in self.refs if c in self.preds)
+
+    def inputs_state(self) -> str:
+        """The scored files as they are now, in 16 hex digits (each prediction's and reference's name, size and
+        modification time): each protocol's summary records it, so a table scored from files since rewritten is
+        known (`pipeline.evaluation.evaluate.stale_tables`)."""
+        digest = hashlib.sha256()
+        for cid in self.scored:
+            for path in (self.preds[cid], self.refs[cid]):
+                st = Path(path).stat()
+                digest.update(f"{cid}\0{Path(path).name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return digest.hexdigest()[:16]
 
     def scoring_scheme(self, scheme: str) -> str:
         """The label scheme these predictions are scored in (`scoring_scheme`: ``scheme`` resolved, and the

@@ -337,7 +337,8 @@ def evaluate_folders(
     ``case,region,dice,sensitivity,specificity,hd95,nsd,pred_voxels,ref_voxels`` (floats at full precision).
     ``OUT_DIR/summary.json``: ``{"scheme", "cases", "regions": {region: {metric: {"mean", "std", "median",
     "q1", "q3", "min", "max", "n"}}}, "mean_dice", "missing_predictions", "n_missing_predictions",
-    "unmatched_predictions", "reference", "reference_layout", "case_ids", "hd95_empty_penalty_mm", "conventions"}``,
+    "unmatched_predictions", "reference", "reference_layout", "case_ids", "inputs_state", "hd95_empty_penalty_mm",
+    "conventions"}``,
     metrics dice, sensitivity, specificity, hd95, nsd. Both files are written atomically.
 
     Args:
@@ -379,6 +380,7 @@ def evaluate_folders(
     summary["predictions"] = str(pairs.pred_root)
     summary["reference_layout"] = layout or "labels folder"
     summary["case_ids"] = sorted(pairs.refs)  # what was scored: another subset is another evaluation
+    summary["inputs_state"] = pairs.inputs_state()  # the files as scored (a table of files since rewritten is stale)
     if missing:
         logger.warning("%d of %d case(s) have no prediction in %s and were scored as empty predictions",
                        len(missing), len(pairs.refs), pairs.pred_root)

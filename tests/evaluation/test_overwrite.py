@@ -4,6 +4,7 @@ label outside the scheme) leaves the old one whole (its files were deleted befor
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -148,3 +149,30 @@ def test_a_copy_left_by_a_killed_replacement_is_named(tmp_path: Path, caplog: py
         pass
     assert str(left) in caplog.text and "died while replacing metrics.csv" in caplog.text
     assert left.read_text() == "old, whole"
+
+
+@pytest.mark.parametrize("rewritten", [True, False], ids=["predictions_rewritten", "predictions_unchanged"])
+@pytest.mark.parametrize("first,second", [("legacy", "official"), ("official", "legacy")])
+def test_the_other_protocols_tables_go_when_the_predictions_were_rewritten_since(
+        tiny_dataset: Path, tmp_path: Path, first: str, second: str, rewritten: bool) -> None:
+    """Both protocols of one pair share a folder. When the predictions were written again between them (``infer
+    --overwrite``), the first protocol's tables score files that are no longer there: they go once the second is
+    written, not left beside it; with the predictions unchanged both stay."""
+    pytest.importorskip("brats_evaluation", reason="pip install -e '.[official]'")
+    preds = corrupted_predictions(tiny_dataset, tmp_path / "preds", 1)
+    out = tmp_path / "out"
+
+    def evaluate(protocol: str) -> int:
+        return pipeline_main(["evaluate", str(preds), str(tiny_dataset), "--out", str(out), "--protocol", protocol,
+                              "--no-pictures"])
+
+    own = {"legacy": {"metrics.csv", "summary.json"}, "official": {"official.csv", "official_summary.json"}}
+    assert evaluate(first) == 0
+    if rewritten:  # the same folder segmented again, other labels in one case
+        shutil.rmtree(preds)
+        corrupted_predictions(tiny_dataset, preds, 2)
+    assert evaluate(second) == 0
+    names = {p.name for p in out.iterdir()}
+    assert own[second] <= names
+    assert (own[first] & names) == (set() if rewritten else own[first])
+    assert not [p for p in out.iterdir() if "replaced~" in p.name]
