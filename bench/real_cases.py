@@ -39,6 +39,14 @@ SPLITS: dict[str, tuple[str, ...]] = {
           "Brats18_CBICA_AQR_1", "Brats18_CBICA_ASE_1"),
     "C": ("BraTS2021_00002", "Brats18_2013_2_1", "Brats18_CBICA_AMH_1", "Brats18_CBICA_ARZ_1",
           "Brats18_CBICA_ASV_1", "Brats18_CBICA_ATD_1"),
+    # D, E and F (2026-12-06, recorded before any of them ran): the 18 cases outside B and C, shuffled with
+    # random.Random(21), so that B-F test every one of the 30 cases once (a 5-fold cross-validation of the recipe)
+    "D": ("BraTS2021_00000", "BraTS2021_00003", "Brats18_CBICA_AQT_1", "Brats18_CBICA_ASY_1", "Brats18_CBICA_ATB_1",
+          "Brats18_TCIA05_396_1"),
+    "E": ("BraTS2021_00005", "BraTS2021_00008", "Brats18_CBICA_APZ_1", "Brats18_CBICA_AQP_1", "Brats18_CBICA_ASA_1",
+          "Brats18_CBICA_ASG_1"),
+    "F": ("Brats18_CBICA_AOZ_1", "Brats18_CBICA_APY_1", "Brats18_CBICA_AQO_1", "Brats18_CBICA_ARW_1",
+          "Brats18_CBICA_ASW_1", "Brats18_CBICA_AVG_1"),
 }
 
 

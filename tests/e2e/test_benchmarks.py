@@ -250,7 +250,8 @@ def test_training_benchmark_offers_every_network_overlay_of_the_bundle() -> None
 
 def test_real_cases_are_copied_byte_for_byte_and_split_as_recorded(tmp_path: Path) -> None:
     """bench/real_cases.py on a clone holding one source's cases (made here: no network): each case whole, its
-    files' bytes those at HEAD; a case folder that exists is kept; the recorded splits are 24 + 6 of the 30."""
+    files' bytes those at HEAD; a case folder that exists is kept; the recorded splits are 24 + 6 of the 30, and B-F
+    test each case once."""
     import subprocess
 
     from bench import real_cases
@@ -277,6 +278,7 @@ def test_real_cases_are_copied_byte_for_byte_and_split_as_recorded(tmp_path: Pat
     assert len(set(real_cases.CASES)) == 30
     for test in real_cases.SPLITS.values():
         assert len(set(test)) == 6 and set(test) <= set(real_cases.CASES)
+    assert sorted(c for split in "BCDEF" for c in real_cases.SPLITS[split]) == sorted(real_cases.CASES)  # 5 folds
 
 
 @pytest.mark.parametrize(("normalisation", "statistic"), [("zscore", "mean"), ("iqr", "median"),
