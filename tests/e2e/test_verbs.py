@@ -41,32 +41,42 @@ def _next(stdout: str) -> str:
     return line.removeprefix("next: ")
 
 
-def test_train_infer_evaluate_through_the_verbs_and_their_next_lines(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_train_infer_evaluate_through_the_verbs_and_their_next_lines(tmp_path: Path) -> None:
+    """Training options the later stages must follow, given once to ``train``: a normalisation and an override of
+    the shared preprocessing (inference applies both, from the run's record) and the numbering of BraTS-PED 2024
+    cases, whose names do not tell it (``auto`` is refused on them): each ``next:`` line runs as printed in a fresh
+    shell and carries the scheme in its own command's spelling."""
+    from pipeline.data.synthetic import write_dataset
+    from tests.helpers import TINY_SHAPE, as_brats_ped
+
+    numbering = "ped"
     work = tmp_path / "work"  # the user's folder: runs/ and outputs go here
     work.mkdir()
-    data = work / "BraTS_small"
-    shutil.copytree(tiny_dataset, data)
-    # a normalisation and an override of the shared preprocessing: the inference the next line starts applies both
-    preprocessing = {"normalization": "percentile", "crop_foreground#margin": 3}
-    tiny = [w for k, v in {**TINY_IDS, "epochs": 1, "folds": 2, "batch_size": 1, **preprocessing}.items()
+    write_dataset(tmp_path / "gli", cases=4, shape=TINY_SHAPE, seed=3, layout="brats2023")
+    data = as_brats_ped(tmp_path / "gli", work / "PED_small", numbering)
+    options = {"normalization": "percentile", "crop_foreground#margin": 3, "label_scheme": numbering}
+    tiny = [w for k, v in {**TINY_IDS, "epochs": 1, "folds": 2, "batch_size": 1, **options}.items()
             for w in (k, json.dumps(v).replace(" ", "") if isinstance(v, list) else str(v))]
     out = _run(["train", str(data), "--plain", "--set", *tiny], work)
     assert re.search(r"^\$ \S+ -m monai\.bundle run training ", out, flags=re.MULTILINE)
-    assert (work / "runs" / "BraTS_small" / "models" / "model.pt").is_file()  # runs/<dataset name>
-    ids = json.loads((work / "runs" / "BraTS_small" / "run.json").read_text())["ids"]
+    run = work / "runs" / "PED_small"  # runs/<dataset name>
+    assert (run / "models" / "model.pt").is_file()
+    ids = json.loads((run / "run.json").read_text())["ids"]
     assert (ids["normalization"], ids["preprocessing"]) == ("percentile", {"crop_foreground::margin": 3})
 
-    infer = _next(out)  # python -m pipeline infer -i DATA --run runs/BraTS_small, by the venv's python
+    infer = _next(out)  # python -m pipeline infer -i DATA --run runs/PED_small ..., by the venv's python
     assert " -m pipeline infer -i " in infer and infer.split()[0] != "python"
+    assert infer.endswith(f"--set label_scheme {numbering}"), infer
     out = _run(infer, work)
     assert re.search(r"^\$ \S+ -m monai\.bundle run inference .* --crop_foreground::margin 3", out, flags=re.MULTILINE)
-    seg = work / "runs" / "BraTS_small" / "seg_BraTS_small"
-    assert len(list(seg.glob("*.nii.gz"))) == 4
+    assert len(list((run / "seg_PED_small").glob("*.nii.gz"))) == 4
 
-    out = _run(_next(out), work)  # python -m pipeline evaluate SEG DATA
-    evaluation = work / "runs" / "BraTS_small" / "eval_BraTS_small"
+    evaluate = _next(out)  # python -m pipeline evaluate SEG DATA --scheme ped
+    assert evaluate.endswith(f"--scheme {numbering}"), evaluate
+    out = _run(evaluate, work)
+    evaluation = run / "eval_PED_small"
     assert (evaluation / "summary.json").is_file() and (evaluation / "report.html").is_file()
-    assert "report:" in out
+    assert json.loads((evaluation / "summary.json").read_text())["scheme"] == numbering and "report:" in out
 
 
 def test_the_documented_commands_are_short() -> None:
@@ -171,27 +181,3 @@ def test_a_refusal_under_a_verb_names_the_verbs_options(verb: str, trained_run: 
     advice = re.sub(r"python -m pipeline [^);,]*", "", error)  # a quoted command keeps its own options
     assert "--set label_scheme brats" in advice and not re.search(r"(?<!set) --label_scheme", advice), error
     assert error.strip().splitlines()[-1] in last_line(result)
-
-
-def test_brats_ped_cases_train_infer_and_evaluate_through_the_next_lines(tmp_path: Path) -> None:
-    """BraTS-PED 2024 cases, whose names do not tell their numbering: trained with the scheme named once, then the
-    ``next:`` lines carry it, so each runs as printed (``auto`` alone is refused on these cases)."""
-    numbering = "ped"
-    from pipeline.data.synthetic import write_dataset
-    from tests.helpers import TINY_SHAPE, as_brats_ped
-
-    work = tmp_path / "work"
-    work.mkdir()
-    write_dataset(tmp_path / "gli", cases=4, shape=TINY_SHAPE, seed=3, layout="brats2023")
-    data = as_brats_ped(tmp_path / "gli", work / "PED_small", numbering)
-    tiny = [w for k, v in {**TINY_IDS, "epochs": 1, "folds": 2, "batch_size": 1, "label_scheme": numbering}.items()
-            for w in (k, json.dumps(v).replace(" ", "") if isinstance(v, list) else str(v))]
-    out = _run(["train", str(data), "--plain", "--set", *tiny], work)
-    infer = _next(out)
-    assert infer.endswith(f"--set label_scheme {numbering}"), infer
-    out = _run(infer, work)
-    evaluate = _next(out)
-    assert evaluate.endswith(f"--scheme {numbering}"), evaluate
-    out = _run(evaluate, work)
-    summary = json.loads((work / "runs" / "PED_small" / "eval_PED_small" / "summary.json").read_text())
-    assert summary["scheme"] == numbering and "report:" in out
