@@ -101,13 +101,13 @@ SCHEME_FLAGS = {"datalist": "--label_scheme ped", "train": "--label_scheme ped",
 @pytest.mark.parametrize("target", list(SCHEME_FLAGS))
 def test_make_targets_pass_the_scheme_given_and_none_without(target: str) -> None:
     """BraTS-PED data needs its numbering named on every command (``auto`` is refused): ``LABEL_SCHEME=ped`` reaches
-    each target's command in that command's own spelling; without it, no target names one (auto). ``PY=echo``: the
-    config lists that ``make -n`` still computes through ``$(shell $(PY) ...)`` come back as their own command
-    lines (the scheme is the Makefile's to pass, not theirs), without four Python start-ups a target."""
-    def dry(*extra: str) -> str:
-        return subprocess.run(["make", "-n", target, "PY=echo",
+    each target's command in that command's own spelling; without it, no target names one (auto), the config lists
+    and flags ``make -n`` computes through ``$(shell $(PY) ...)`` included. With the scheme, ``PY=echo``: those come
+    back as their own command lines (the scheme is the Makefile's to pass), without two more Python start-ups."""
+    def dry(*extra: str, py: str = sys.executable) -> str:
+        return subprocess.run(["make", "-n", target, f"PY={py}",
                                "DATASET=data/PED", "FOLDS=0", *extra], cwd=REPO, capture_output=True, text=True,
                               check=True, env={**{k: v for k, v in os.environ.items() if k != "LABEL_SCHEME"},
                                                  "PYTHONPATH": str(REPO)}).stdout
-    assert SCHEME_FLAGS[target] in dry("LABEL_SCHEME=ped")
+    assert SCHEME_FLAGS[target] in dry("LABEL_SCHEME=ped", py="echo")
     assert "scheme" not in dry()
