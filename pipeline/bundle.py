@@ -11,6 +11,7 @@ MONAI merges ``--config_file`` lists left to right, a later file replacing the i
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import shlex
@@ -20,6 +21,8 @@ from pathlib import Path
 
 from pipeline.core.config import ALL_FOLDS, config_files_in_argv, overrides_in_argv
 from pipeline.core.errors import VERB_ENV, UserError
+
+logger = logging.getLogger(__name__)
 
 CONFIGS = Path(__file__).resolve().parent.parent / "bundle" / "configs"
 #: Run id -> its stage overlay.
@@ -163,31 +166,68 @@ def argument_hint(exc: BaseException) -> str | None:
     return None
 
 
-def moved_overlay(path: str) -> str:
-    """``path`` of a run recorded before the overlays moved into ``configs/variants/`` and ``configs/networks/``
-    (``bundle/configs/fast.yaml`` -> ``bundle/configs/variants/fast.yaml``); any other path as it is."""
-    p = Path(path)
-    moved = {Path(rel).name: rel for rel in [*VARIANTS.values(), *filter(None, NETWORKS.values())]}
-    if p.name in moved and p.parent.name == "configs" and not p.exists():
-        return str(p.parent / moved[p.name])
-    return path
+def recorded_config(path: str, run_dir: str | os.PathLike) -> str:
+    """A config file that ``run_dir``'s run.json names, found by its identity, its place under a bundle's
+    ``configs/`` folder (``variants/budget.yaml``): the recorded path where it exists; else the same place in this
+    install's ``bundle/configs/`` (a run trained in another clone or on another machine, or recorded as a relative
+    path from another working folder; run.json's sha256 of each file lets `pipeline.model.recipe.check_recipe` warn
+    when the content differs). A path recorded before the overlays moved into ``configs/variants/`` and
+    ``configs/networks/`` (``configs/fast.yaml``) is looked for at the new place too.
+
+    Raises:
+        UserError: neither exists (an overlay of the user's own, moved or removed): the run and the file named.
+    """
+    recorded = Path(path).expanduser()
+    parts = recorded.parts
+    if "configs" not in parts[:-1]:
+        if recorded.is_file():
+            return str(recorded)
+        here = ""
+    else:
+        tail = Path(*parts[len(parts) - parts[::-1].index("configs"):])
+        moved = {Path(rel).name: rel for rel in [*VARIANTS.values(), *filter(None, NETWORKS.values())]}
+        tails = [tail, *([Path(moved[tail.name])] if len(tail.parts) == 1 and tail.name in moved else [])]
+        root = Path(*parts[:len(parts) - len(tail.parts)])
+        for candidate in [recorded, *(root / t for t in tails), *(CONFIGS / t for t in tails)]:
+            if candidate.is_file():
+                return str(candidate)
+        here = f", and this install has no bundle/configs/{tail.as_posix()}"
+    raise UserError(f"{Path(run_dir) / 'run.json'} names the config file {path}, which the run trained with and "
+                    f"which is not there{here}: put it back at that path, or run inference with your own list "
+                    f"(python -m monai.bundle run inference --config_file \"[...]\" --run_dir {run_dir})")
+
+
+#: The runs whose stand-in config files (`recorded_config`) have been reported, once a process.
+_STOOD_IN: set[str] = set()
 
 
 def inference_files(run_dir: str | os.PathLike, record: dict | None = None, *, ensemble: bool = False) -> list[str]:
-    """The inference config list of a trained run: its recorded config files with ``train.yaml`` ->
-    ``inference.yaml``, without the multi-GPU and budget-free overlays; common + inference without a record.
-    ``ensemble``: with ``ensemble.yaml`` in its place (before ``demo.yaml``), for a fold ensemble of such runs."""
+    """The inference config list of a trained run: its recorded config files (`recorded_config`: found again where
+    they moved) with ``train.yaml`` -> ``inference.yaml``, without the multi-GPU overlay; common + inference without
+    a record. ``ensemble``: with ``ensemble.yaml`` in its place (before ``demo.yaml``), for a fold ensemble of such
+    runs.
+
+    Raises:
+        UserError: a recorded config file is nowhere to be found (`recorded_config`).
+    """
     if record is None:
         from pipeline.model.record import read_record  # here: the Makefile runs this module often, without torch
 
         record = read_record(run_dir) or {}
-    files = []
+    files, stand_ins = [], []
     for f in record.get("config_files") or [str(CONFIGS / "common.yaml"), str(CONFIGS / "train.yaml")]:
-        f = moved_overlay(f)
         name = Path(f).name
         if name == "multi_gpu_train.yaml":
             continue
-        files.append(str(Path(f).with_name("inference.yaml")) if name == "train.yaml" else f)
+        wanted = str(Path(f).with_name("inference.yaml")) if name == "train.yaml" else f
+        files.append(recorded_config(wanted, run_dir))
+        if Path(files[-1]).resolve().is_relative_to(CONFIGS) and not Path(wanted).expanduser().resolve(
+                ).is_relative_to(CONFIGS):  # recorded in another clone or working folder
+            stand_ins.append(wanted)
+    if stand_ins and str(run_dir) not in _STOOD_IN:
+        _STOOD_IN.add(str(run_dir))
+        logger.warning("%s names config files that are not there (%s): this install's %s stand in", Path(run_dir) /
+                       "run.json", ", ".join(stand_ins), CONFIGS)
     if ensemble:
         at = next((i for i, f in enumerate(files) if Path(f).name == Path(VARIANTS["demo"]).name), len(files))
         files.insert(at, str(Path(files[0]).parent / VARIANTS["ensemble"]))

@@ -175,7 +175,8 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
     _PENDING.pop(_key(run), None)  # a refused earlier start's deletions are not this one's
     if not is_within(ckpt.resolve(), run.resolve()):  # models elsewhere: one run writes them at a time
         hold_folder(ckpt, what="training (its models)")
-    files = config_files_in_argv(sys.argv)
+    # absolute, as MONAI read them from this working folder: inference may run from another (`recorded_config`)
+    files = [str(Path(f).expanduser().resolve()) for f in config_files_in_argv(sys.argv)]
     versions, changed = config_versions(files), []  # the recipe's version (compared on resume, then recorded)
     found = _artefacts(ckpt)
     record = read_record(run)
