@@ -166,13 +166,14 @@ def argument_hint(exc: BaseException) -> str | None:
     return None
 
 
-def recorded_config(path: str, run_dir: str | os.PathLike) -> str:
+def recorded_config(path: str, run_dir: str | os.PathLike) -> tuple[str, bool]:
     """A config file that ``run_dir``'s run.json names, found by its identity, its place under a bundle's
     ``configs/`` folder (``variants/budget.yaml``): the recorded path where it exists; else the same place in this
     install's ``bundle/configs/`` (a run trained in another clone or on another machine, or recorded as a relative
     path from another working folder; run.json's sha256 of each file lets `pipeline.model.recipe.check_recipe` warn
     when the content differs). A path recorded before the overlays moved into ``configs/variants/`` and
-    ``configs/networks/`` (``configs/fast.yaml``) is looked for at the new place too.
+    ``configs/networks/`` (``configs/fast.yaml``) is looked for at the new place too. Returns the file and whether
+    this install's stands in for it.
 
     Raises:
         UserError: neither exists (an overlay of the user's own, moved or removed): the run and the file named.
@@ -181,16 +182,19 @@ def recorded_config(path: str, run_dir: str | os.PathLike) -> str:
     parts = recorded.parts
     if "configs" not in parts[:-1]:
         if recorded.is_file():
-            return str(recorded)
+            return str(recorded), False
         here = ""
     else:
         tail = Path(*parts[len(parts) - parts[::-1].index("configs"):])
         moved = {Path(rel).name: rel for rel in [*VARIANTS.values(), *filter(None, NETWORKS.values())]}
         tails = [tail, *([Path(moved[tail.name])] if len(tail.parts) == 1 and tail.name in moved else [])]
         root = Path(*parts[:len(parts) - len(tail.parts)])
-        for candidate in [recorded, *(root / t for t in tails), *(CONFIGS / t for t in tails)]:
+        for candidate in [recorded, *(root / t for t in tails)]:  # where the run read it
             if candidate.is_file():
-                return str(candidate)
+                return str(candidate), False
+        for candidate in (CONFIGS / t for t in tails):  # this install's, standing in
+            if candidate.is_file():
+                return str(candidate), True
         here = f", and this install has no bundle/configs/{tail.as_posix()}"
     raise UserError(f"{Path(run_dir) / 'run.json'} names the config file {path}, which the run trained with and "
                     f"which is not there{here}: put it back at that path, or run inference with your own list "
@@ -220,9 +224,9 @@ def inference_files(run_dir: str | os.PathLike, record: dict | None = None, *, e
         if name == "multi_gpu_train.yaml":
             continue
         wanted = str(Path(f).with_name("inference.yaml")) if name == "train.yaml" else f
-        files.append(recorded_config(wanted, run_dir))
-        if Path(files[-1]).resolve().is_relative_to(CONFIGS) and not Path(wanted).expanduser().resolve(
-                ).is_relative_to(CONFIGS):  # recorded in another clone or working folder
+        found, stood_in = recorded_config(wanted, run_dir)
+        files.append(found)
+        if stood_in:
             stand_ins.append(wanted)
     if stand_ins and str(run_dir) not in _STOOD_IN:
         _STOOD_IN.add(str(run_dir))
