@@ -3,17 +3,20 @@
 ``<folder>/provenance.json``::
 
     {"version": 2, "cases": {"<case>": {"model": "<model id>", "file": "<case>.nii.gz",
-                                        "inputs": [{"path": ..., "size": ..., "mtime_ns": ..., "hash": ...}, ...],
+                                        "inputs": [{"path": ..., "size": ..., "mtime_ns": ..., "hash": ...,
+                                                    "sha256": ...}, ...],
                                         "probabilities": "<model id>" | null,
                                         "scheme": "<label scheme name>"}}}
 
 The model id hashes the checkpoint and the settings that change the output (`pipeline.model.weights.model_id`);
 an input's identity is its resolved path, size, modification time and a fast hash of its first and last 64 KiB
-(`input_identity`); the scheme is the label numbering the segmentation is written in, by name (``brats2023``,
-``msd``, ``nnunet:<dataset.json>``; `pipeline.data.labels.describe`), absent from records written before it was
-kept. Inference skips a case only when model and inputs match; evaluation refuses a folder that mixes models or
-whose inputs changed since, unless told otherwise, and a segmentation written in another numbering than the one it
-is scored in (`pipeline.evaluation.reference.scoring_scheme`).
+(`input_identity`), and, recorded at inference, the sha256 of its whole content, by which a dataset moved or copied
+since is recognised (`Provenance.input_state`); the scheme is the label numbering the segmentation is written in, by
+name (``brats2023``, ``msd``, ``nnunet:<dataset.json>``; `pipeline.data.labels.describe`), absent from records
+written before it was kept. Inference skips a case only when model and inputs match; evaluation refuses a folder
+that mixes models, holds segmentations of other images or whose inputs changed since, unless told otherwise, and a
+segmentation written in another numbering than the one it is scored in
+(`pipeline.evaluation.reference.scoring_scheme`).
 """
 
 from __future__ import annotations
@@ -33,8 +36,30 @@ PROVENANCE = "provenance.json"
 HASHED_BYTES = 1 << 16
 
 
-def input_identity(paths: Iterable[str | os.PathLike]) -> list[dict]:
-    """``[{"path", "size", "mtime_ns", "hash"}]`` of each file (resolved path; a missing file has size -1)."""
+#: A file's whole-content digest by (resolved path, size, mtime_ns): a dataset is hashed once per process.
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """The sha256 of the whole file at ``path`` (hex; "" when it cannot be read)."""
+    path = Path(path).expanduser().resolve()
+    try:
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key not in _DIGESTS:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            _DIGESTS[key] = h.hexdigest()
+        return _DIGESTS[key]
+    except OSError:
+        return ""
+
+
+def input_identity(paths: Iterable[str | os.PathLike], *, digest: bool = False) -> list[dict]:
+    """``[{"path", "size", "mtime_ns", "hash"}]`` of each file (resolved path; a missing file has size -1), with
+    ``digest`` also its whole content's ``"sha256"`` (`file_digest`; what inference records)."""
     out = []
     for p in paths:
         path = Path(p).expanduser().resolve()
@@ -47,9 +72,20 @@ def input_identity(paths: Iterable[str | os.PathLike]) -> list[dict]:
                     f.seek(max(HASHED_BYTES, st.st_size - HASHED_BYTES))
                     h.update(f.read(HASHED_BYTES))
             out.append({"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": h.hexdigest()})
+            if digest:
+                out[-1]["sha256"] = file_digest(path)
         except OSError:
             out.append({"path": str(path), "size": -1, "mtime_ns": 0, "hash": ""})
     return out
+
+
+def _fast(identity: Iterable[Mapping]) -> list[dict]:
+    """``identity`` without its whole-content digests (what a re-read compares cheaply)."""
+    return [{k: v for k, v in r.items() if k != "sha256"} for r in identity]
+
+
+#: How a case's files stand to the files its segmentation was made from (`Provenance.input_state`).
+SAME, MOVED, CHANGED, OTHER, UNKNOWN = "same", "moved", "changed", "other", "unknown"
 
 
 class Provenance:
@@ -84,27 +120,45 @@ class Provenance:
         """The model that wrote ``case``, or None (no record)."""
         return self.cases.get(case, {}).get("model")
 
-    def matches(self, case: str, model: str | None, inputs: list[dict]) -> bool:
-        """Whether ``case`` was written by ``model`` from inputs of this identity (path, size, time, hash)."""
-        entry = self.cases.get(case, {})
-        return entry.get("model") == model and entry.get("inputs") == inputs
-
     def input_paths(self, case: str) -> list[str]:
         """The resolved paths of the files ``case`` was segmented from (empty: unknown)."""
         return [str(r["path"]) for r in self.cases.get(case, {}).get("inputs") or []]
 
-    def other_inputs(self, case: str, files: Iterable[str | os.PathLike]) -> list[str]:
-        """The recorded inputs of ``case`` when they are other files than ``files`` (by resolved path: another case
-        of the same name), else empty (the same files, or unknown). Changed contents are `changed_inputs`."""
-        recorded = self.input_paths(case)
-        now = {str(Path(f).expanduser().resolve()) for f in files}
-        return recorded if recorded and set(recorded) != now else []
+    def input_state(self, case: str, files: Iterable[str | os.PathLike] | None = None) -> str:
+        """How ``files`` (None: the recorded paths as they are now) stand to the inputs ``case`` was segmented from,
+        decided by identity, never by position:
+
+        - `SAME`: the same resolved paths, unchanged (size, time and fast hash; or, touched since, the same whole
+          content by digest);
+        - `MOVED`: other paths holding, file for file, the recorded whole contents (the dataset moved or copied
+          since; a record written before digests were kept cannot say so, and is `OTHER`);
+        - `CHANGED`: the same paths, changed since (or missing);
+        - `OTHER`: other paths, other or unknown contents (another case of the same name);
+        - `UNKNOWN`: no inputs recorded.
+        """
+        recorded = self.cases.get(case, {}).get("inputs") or []
+        if not recorded:
+            return UNKNOWN
+        paths = [str(r["path"]) for r in recorded]
+        now = input_identity(paths if files is None else files)
+        was, is_ = ({r["path"]: r for r in _fast(identity)} for identity in (recorded, now))
+        same_paths = set(was) == set(is_)
+        if same_paths and was == is_:
+            return SAME
+        digests = [r.get("sha256") for r in recorded]
+        if all(digests) and len(now) == len(digests) and all(r["size"] >= 0 for r in now):
+            if sorted(digests) == sorted(file_digest(r["path"]) for r in now):
+                return SAME if same_paths else MOVED
+        return CHANGED if same_paths else OTHER
 
     def changed_inputs(self, case: str) -> list[str]:
-        """The recorded inputs of ``case`` that differ from the files on disk now (empty: unchanged, or unknown)."""
-        recorded = self.cases.get(case, {}).get("inputs") or []
+        """The recorded inputs of ``case`` that are no longer what it was segmented from (empty: unchanged, or
+        unknown)."""
+        if self.input_state(case) != CHANGED:
+            return []
+        recorded = self.cases[case]["inputs"]
         now = input_identity([r["path"] for r in recorded])
-        return [r["path"] for r, n in zip(recorded, now, strict=True) if r != n]
+        return [r["path"] for r, n in zip(_fast(recorded), now, strict=True) if r != n] or self.input_paths(case)
 
     def record(self, case: str, *, model: str | None, file: str, inputs: list[dict],
                probabilities: str | None = None, trained: bool = False, scheme: str | None = None) -> None:

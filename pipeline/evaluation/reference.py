@@ -28,7 +28,7 @@ from pipeline.core.nifti import (
     nifti_names,
     reorientation,
 )
-from pipeline.core.provenance import Provenance
+from pipeline.core.provenance import CHANGED, MOVED, OTHER, Provenance
 from pipeline.data.labels import (
     LABEL_SCHEMES,
     NNUNET_PREFIX,
@@ -514,8 +514,10 @@ def check_provenance(pred_root: Path, cases: Sequence[str], allow_mixed: bool | 
         UserError: a ``fold`` scored with predictions of cases their model trained on.
         UserError: without ``allow_mixed``, predictions written by more than one model (or some by an unknown one
             beside a known one), predictions whose inputs changed since they were written (stale), or predictions
-            segmented from other files than the reference case's ``images`` (``{case: image files}``, a dataset's;
-            by resolved path: another dataset whose cases have the same names).
+            segmented from other files than the reference case's ``images`` (``{case: image files}``, a dataset's:
+            other resolved paths without the same contents, `pipeline.core.provenance.Provenance.input_state`;
+            another dataset whose cases have the same names). The same contents moved or copied elsewhere are
+            scored.
     """
     record = Provenance(pred_root)
     if not record.cases:
@@ -538,14 +540,22 @@ def check_provenance(pred_root: Path, cases: Sequence[str], allow_mixed: bool | 
         raise UserError(f"{pred_root} mixes the segmentations of {len(models)} models ({parts}; provenance.json): one "
                         "mean over them would describe no model. Re-run inference with one model (--overwrite true), "
                         "or pass --allow_mixed true to score them together")
-    other = {c: recorded for c in cases if c in (images or {}) and (recorded := record.other_inputs(c, images[c]))}
+    images = images or {}
+    state = {c: record.input_state(c, images.get(c)) for c in cases}
+    other = [c for c in cases if state[c] == OTHER]
     if other:
-        case, recorded = next(iter(other.items()))
+        case = other[0]
         raise UserError(f"{len(other)} prediction(s) in {pred_root} were segmented from other images than the "
-                        f"reference's cases (case {case}: {recorded[0]}, not {images[case][0]}; provenance.json): "
-                        "another dataset whose cases have the same names? Evaluate against the dataset they were "
-                        "segmented from, or pass --allow_mixed true to score them anyway")
-    stale = {c: changed for c in cases if (changed := record.changed_inputs(c))}
+                        f"reference's cases (case {case}: {record.input_paths(case)[0]}, not {images[case][0]}, and "
+                        "not the same contents; provenance.json): another dataset whose cases have the same names? "
+                        "Evaluate against the dataset they were segmented from, or pass --allow_mixed true to score "
+                        "them anyway")
+    moved = [c for c in cases if state[c] == MOVED]
+    if moved:
+        logger.info("%d prediction(s) were segmented from the same images at another place (%s, now %s: the same "
+                    "contents, by sha256; provenance.json)", len(moved), record.input_paths(moved[0])[0],
+                    images[moved[0]][0])
+    stale = {c: record.changed_inputs(c) or record.input_paths(c) for c in cases if state[c] == CHANGED}
     if stale:
         case, changed = next(iter(stale.items()))
         raise UserError(f"{len(stale)} prediction(s) in {pred_root} are stale: their inputs changed since they were "

@@ -17,7 +17,7 @@ from pipeline.core.config import as_bool
 from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, gzip_is_whole
 from pipeline.core.guard import OutputGuard
-from pipeline.core.provenance import PROVENANCE, Provenance, input_identity
+from pipeline.core.provenance import MOVED, OTHER, PROVENANCE, SAME, Provenance, input_identity
 from pipeline.data.source import DataSource
 from pipeline.inference.writers import BackgroundWriters
 from pipeline.inference.writers import writer_threads as writer_threads_of
@@ -123,7 +123,7 @@ class InferenceReport:
             else:
                 logger.warning("case %s: kept %s, stale probabilities of an earlier run, because it is an input of "
                                "this command or lies in an input folder (%s)", case, stale, stale.resolve())
-        self.provenance.record(case, model=self.model, file=Path(path).name, inputs=input_identity(inputs),
+        self.provenance.record(case, model=self.model, file=Path(path).name, inputs=input_identity(inputs, digest=True),
                                probabilities=self.model if case in self.probabilities else None,
                                trained=case in self.trained, scheme=scheme)
 
@@ -176,7 +176,7 @@ def guard_outputs(data: DataSource, items: Sequence[Mapping], output_dir: object
         report.lock = lock
         report.guard = data.guard
     try:
-        refuse_other_dataset(data, out, report.provenance if report is not None else Provenance(out))
+        refuse_other_dataset(data, out, report.provenance if report is not None else Provenance(out), items)
         if not as_bool(overwrite, "overwrite"):
             _refuse_foreign(items, out, report)
     except BaseException:
@@ -185,10 +185,13 @@ def guard_outputs(data: DataSource, items: Sequence[Mapping], output_dir: object
     return out
 
 
-def refuse_other_dataset(data: DataSource, output_dir: Path, record: Provenance) -> None:
+def refuse_other_dataset(data: DataSource, output_dir: Path, record: Provenance,
+                         items: Sequence[Mapping] = ()) -> None:
     """One output folder per dataset: refuse to write into a folder whose provenance records segmentations made
-    from inputs outside ``data``'s folders (another dataset's, even under the same case names). One case's folder
-    at a time (``data.single``) may fill a folder case by case.
+    from inputs outside ``data``'s folders (another dataset's, even under the same case names), unless they are one
+    of ``items``' cases whose files hold the recorded contents (this dataset, moved or copied since:
+    `pipeline.core.provenance.Provenance.input_state`). One case's folder at a time (``data.single``) may fill a
+    folder case by case.
 
     Raises:
         UserError: naming such a case, its input and another folder to use.
@@ -196,11 +199,13 @@ def refuse_other_dataset(data: DataSource, output_dir: Path, record: Provenance)
     if data.single is not None:
         return
     roots = [str(r) for r in data.guard.roots]
+    files = {str(item["case"]): image_files(item) for item in items}
     for case, entry in record.cases.items():
         paths = [str(i.get("path", "")) for i in entry.get("inputs") or []]
         if not paths:
             continue
-        if not any(os.path.realpath(p).startswith(tuple(os.path.join(r, "") for r in roots)) for p in paths):
+        if not any(os.path.realpath(p).startswith(tuple(os.path.join(r, "") for r in roots)) for p in paths) and (
+                case not in files or record.input_state(case, files[case]) != MOVED):
             name = Path(data.dataset_dir or data.datalist_path or "data").expanduser().resolve()
             label = name.stem if name.is_file() else name.name
             raise UserError(
@@ -235,11 +240,11 @@ def _refuse_foreign(items: Sequence[Mapping], output_dir: str | os.PathLike, rep
     record = report.provenance if report is not None else Provenance(output_dir)
     for item in items:
         case = str(item["case"])
-        recorded = record.other_inputs(case, image_files(item))
-        if recorded and (Path(output_dir) / f"{case}.nii.gz").exists():
+        if (Path(output_dir) / f"{case}.nii.gz").exists() and record.input_state(case, image_files(item)) == OTHER:
             raise UserError(f"{output_dir} already holds a segmentation of case {case} made from other images "
-                            f"({recorded[0]}, not {image_files(item)[0]}; provenance.json): another case of the same "
-                            "name? Pass another --output_dir, or --overwrite true to replace it")
+                            f"({record.input_paths(case)[0]}, not {image_files(item)[0]}, and not the same contents; "
+                            "provenance.json): another case of the same name? Pass another --output_dir, or "
+                            "--overwrite true to replace it")
 
 def output_is_valid(out_path: str | os.PathLike, reference: str | os.PathLike) -> bool:
     """Whether ``out_path`` is a whole segmentation of ``reference``: a ``.gz`` decompresses to its end (CRC and
@@ -289,7 +294,7 @@ def pending_items(items: Sequence[dict], output_dir: str | os.PathLike, *, overw
         model = report.model if report is not None else record.model_of(case)
         if not out.exists():
             todo.append(item)
-        elif not record.matches(case, model, input_identity(image_files(item))):
+        elif record.model_of(case) != model or record.input_state(case, image_files(item)) not in (SAME, MOVED):
             changed.append(case)
             todo.append(item)
         elif probabilities and (record.cases[case].get("probabilities") != model

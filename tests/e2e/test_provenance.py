@@ -117,3 +117,69 @@ def test_segmentations_written_in_an_overridden_scheme_are_refused_by_the_evalua
     assert "written in label scheme msd, but this evaluation scores them in scheme brats" in line
     assert "without the label_scheme override (--set label_scheme msd)" in line
     assert not (tmp_path / "eval").exists()
+
+
+def _evaluate(reader: str, out: Path, data: Path, run: Path, eval_dir: Path,
+              capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    """``(exit status, last line)`` of evaluating ``out`` against ``data`` through ``reader``'s command."""
+    if reader == "pipeline evaluate":
+        rc = pipeline_main(["evaluate", str(out), str(data), "--out", str(eval_dir), "--no-pictures"])
+        return rc, (capsys.readouterr().err.strip().splitlines() or [""])[-1]
+    result = run_module(command("evaluate", {"dataset_dir": data, "run_dir": run, "output_dir": out,
+                                             "eval_dir": eval_dir}), capture_output=True, text=True, cwd=REPO,
+                        timeout=600)
+    return result.returncode, last_line(result)
+
+
+READERS = ["pipeline evaluate", "bundle evaluate", "inference again"]
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_dataset_moved_after_inference_is_recognised_by_its_contents(reader: str, data: Path, trained_run: Path,
+                                                                      tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """Segmented on one machine, scored on another (or the dataset moved): the recorded paths are gone, but the
+    whole-content digests inference recorded (sha256) say the images are the same, so the evaluation scores them
+    as before the move, and inference into the same folder keeps what it wrote."""
+    out = tmp_path / "seg"
+    _infer(data, trained_run, out)
+    assert all(i["sha256"] for entry in _record(out).values() for i in entry["inputs"])
+    assert pipeline_main(["evaluate", str(out), str(data), "--out", str(tmp_path / "before"), "--no-pictures"]) == 0
+    moved = shutil.move(str(data), str(tmp_path / "elsewhere"))
+    before = checksums(out)
+    if reader == "inference again":
+        again = _infer(Path(moved), trained_run, out)
+        assert "skipped 4 already segmented by this model from these inputs" in again.stdout
+        assert checksums(out) == before
+        return
+    rc, line = _evaluate(reader, out, Path(moved), trained_run, tmp_path / "after", capsys)
+    assert rc == 0, line
+    scores = [json.loads((tmp_path / d / "summary.json").read_text())["mean_dice"] for d in ("before", "after")]
+    assert scores[0] == scores[1]
+    assert checksums(out) == before
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_copy_whose_images_differ_under_the_same_names_is_refused(reader: str, data: Path, trained_run: Path,
+                                                                   tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """The rule the digests must not loosen: another dataset with the same case names (one case's FLAIR other
+    voxels, the other three byte for byte the same) is not scored, nor written into, as the segmented one."""
+    out = tmp_path / "seg"
+    _infer(data, trained_run, out)
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
+    changed = _change_an_image(sorted(p for p in copy.iterdir() if p.is_dir())[2])
+    before = checksums(out, copy)
+    if reader == "inference again":
+        result = run_module(command("inference", {**TINY_IDS, "dataset_dir": copy, "run_dir": trained_run,
+                                                  "output_dir": out}), capture_output=True, text=True, cwd=REPO,
+                            timeout=600)
+        assert result.returncode != 0 and "holds segmentations of another dataset" in last_line(result)
+        assert changed.parent.name in last_line(result)
+    else:
+        rc, line = _evaluate(reader, out, copy, trained_run, tmp_path / "eval", capsys)
+        assert rc != 0 and line.startswith("error: ")
+        assert "1 prediction(s)" in line and "segmented from other images than the reference's cases" in line
+        assert f"case {changed.parent.name}" in line and not (tmp_path / "eval" / "metrics.csv").exists()
+    assert checksums(out, copy) == before
