@@ -114,6 +114,12 @@ class Provenance:
         if not isinstance(cases, dict) or not all(isinstance(v, dict) for v in cases.values()):
             raise UserError(f"{self.path} is not a provenance record (expected {{case: {{model, file, inputs}}}}, "
                             f"got {type(cases).__name__}); {fix}")
+        for case, entry in cases.items():
+            inputs = entry.get("inputs") or []
+            if not isinstance(inputs, list) or not all(isinstance(i, dict) and isinstance(i.get("path"), str)
+                                                       for i in inputs):
+                raise UserError(f"{self.path}: case {case}'s inputs are not a list of {{path, size, mtime_ns, hash}} "
+                                f"records; {fix}")
         return {str(k): dict(v) for k, v in cases.items()}
 
     def model_of(self, case: str) -> str | None:
@@ -126,14 +132,14 @@ class Provenance:
 
     def input_state(self, case: str, files: Iterable[str | os.PathLike] | None = None) -> str:
         """How ``files`` (None: the recorded paths as they are now) stand to the inputs ``case`` was segmented from,
-        decided by identity, never by position:
+        decided file by file in their order (a position is a channel), never by guess:
 
-        - `SAME`: the same resolved paths, unchanged (size, time and fast hash; or, touched since, the same whole
-          content by digest);
-        - `MOVED`: other paths holding, file for file, the recorded whole contents (the dataset moved or copied
-          since; a record written before digests were kept cannot say so, and is `OTHER`);
-        - `CHANGED`: the same paths, changed since (or missing);
-        - `OTHER`: other paths, other or unknown contents (another case of the same name);
+        - `SAME`: the same resolved paths in the same order, unchanged (size, time and fast hash; or, touched since,
+          the same whole content by digest);
+        - `MOVED`: other paths holding, position by position, the recorded whole contents (the dataset moved or
+          copied since; a record written before digests were kept cannot say so, and is `OTHER`);
+        - `CHANGED`: the same files (in any order), changed since, missing, or listed in another order;
+        - `OTHER`: other files, other or unknown contents (another case of the same name);
         - `UNKNOWN`: no inputs recorded.
         """
         recorded = self.cases.get(case, {}).get("inputs") or []
@@ -141,15 +147,23 @@ class Provenance:
             return UNKNOWN
         paths = [str(r["path"]) for r in recorded]
         now = input_identity(paths if files is None else files)
-        was, is_ = ({r["path"]: r for r in _fast(identity)} for identity in (recorded, now))
-        same_paths = set(was) == set(is_)
-        if same_paths and was == is_:
+        ordered = [r["path"] for r in now] == paths
+        if ordered and _fast(now) == _fast(recorded):
             return SAME
         digests = [r.get("sha256") for r in recorded]
-        if all(digests) and len(now) == len(digests) and all(r["size"] >= 0 for r in now):
-            if sorted(digests) == sorted(file_digest(r["path"]) for r in now):
-                return SAME if same_paths else MOVED
-        return CHANGED if same_paths else OTHER
+        if (len(now) == len(recorded) and all(digests) and all(r["size"] >= 0 for r in now)
+                and all(file_digest(r["path"]) == d for r, d in zip(now, digests, strict=True))):
+            return SAME if ordered else MOVED
+        return CHANGED if sorted(r["path"] for r in now) == sorted(paths) else OTHER
+
+    def refresh_inputs(self, case: str, files: Iterable[str | os.PathLike]) -> None:
+        """Record ``files`` as ``case``'s inputs when `input_state` found them the recorded ones (`SAME` or `MOVED`)
+        but their recorded identity is out of date (touched, or moved): later checks are then cheap again.
+        Nothing is written when the record is current."""
+        now = input_identity(files)
+        if _fast(now) != _fast(self.cases.get(case, {}).get("inputs") or []):
+            self.cases[case]["inputs"] = input_identity(files, digest=True)
+            self.save()
 
     def changed_inputs(self, case: str) -> list[str]:
         """The recorded inputs of ``case`` that are no longer what it was segmented from (empty: unchanged, or

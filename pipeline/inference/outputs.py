@@ -301,6 +301,7 @@ def pending_items(items: Sequence[dict], output_dir: str | os.PathLike, *, overw
                                 or not (Path(output_dir) / PROBABILITIES / f"{case}.nii.gz").exists()):
             todo.append(item)  # segmented before without --save_probabilities: run again for them
         elif output_is_valid(out, reference_path(item["image"])):
+            record.refresh_inputs(case, image_files(item))  # moved or touched since: recorded as they are now
             if report is not None:
                 report.skip(case, "already segmented by this model from these inputs")
         else:

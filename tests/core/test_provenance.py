@@ -4,20 +4,25 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from pipeline.core.errors import UserError
 from pipeline.core.provenance import CHANGED, MOVED, OTHER, SAME, UNKNOWN, Provenance, file_digest, input_identity
 
 
 def _inputs(folder: Path) -> list[Path]:
+    """Two channels' files whose ends are alike (only their middles differ: the fast hash cannot tell them apart)."""
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     for i, name in enumerate(("c_t1.nii", "c_flair.nii")):
-        (folder / name).write_bytes(bytes([i]) * 300_000)  # both ends of each file alike: the fast hash cannot tell
+        data = bytearray(300_000)
+        data[100_000 + i] = 1
+        (folder / name).write_bytes(bytes(data))
         files.append(folder / name)
     return files
 
@@ -34,10 +39,33 @@ def _moved(files: list[Path]) -> list[Path]:
     return [elsewhere / f.name for f in files]
 
 
-def _copied_in_other_order(files: list[Path]) -> list[Path]:
+def _copied(files: list[Path]) -> list[Path]:
     other = files[0].parent.with_name("copy")
     shutil.copytree(files[0].parent, other)
-    return [other / f.name for f in reversed(files)]
+    return [other / f.name for f in files]
+
+
+def _copied_listed_in_another_order(files: list[Path]) -> list[Path]:
+    return _copied(files)[::-1]  # FLAIR read as T1: other inputs, though the same bytes are there
+
+
+def _listed_in_another_order(files: list[Path]) -> list[Path]:
+    return files[::-1]
+
+
+def _contents_swapped(files: list[Path]) -> list[Path]:
+    a, b = files[0].read_bytes(), files[1].read_bytes()
+    files[0].write_bytes(b)
+    files[1].write_bytes(a)
+    return files
+
+
+def _one_listed_twice(files: list[Path]) -> list[Path]:
+    return [files[0], files[0]]
+
+
+def _one_more(files: list[Path]) -> list[Path]:
+    return [*files, files[0]]
 
 
 def _middle_changed(files: list[Path]) -> list[Path]:
@@ -48,7 +76,7 @@ def _middle_changed(files: list[Path]) -> list[Path]:
 
 
 def _copy_with_middle_changed(files: list[Path]) -> list[Path]:
-    return _middle_changed(_copied_in_other_order(files)[::-1])
+    return _middle_changed(_copied(files))
 
 
 def _removed(files: list[Path]) -> list[Path]:
@@ -60,7 +88,12 @@ CASES = {  # name: (what happens to the files after inference, state with digest
     "untouched": (lambda f: f, SAME, SAME),
     "touched_same_contents": (_touch, SAME, CHANGED),
     "moved": (_moved, MOVED, OTHER),
-    "copied_listed_in_another_order": (_copied_in_other_order, MOVED, OTHER),
+    "copied": (_copied, MOVED, OTHER),
+    "copied_listed_in_another_order": (_copied_listed_in_another_order, OTHER, OTHER),
+    "listed_in_another_order": (_listed_in_another_order, CHANGED, CHANGED),
+    "contents_swapped_between_the_files": (_contents_swapped, CHANGED, CHANGED),
+    "one_file_listed_twice": (_one_listed_twice, OTHER, OTHER),
+    "one_file_more": (_one_more, OTHER, OTHER),
     "changed_in_the_middle": (_middle_changed, CHANGED, CHANGED),
     "a_copy_changed_in_the_middle": (_copy_with_middle_changed, OTHER, OTHER),
     "one_removed": (_removed, CHANGED, CHANGED),
@@ -77,6 +110,27 @@ def test_input_state_decides_by_resolved_path_then_by_whole_contents(name: str, 
     change, with_digest, without = CASES[name]
     now = change(files)
     assert Provenance(tmp_path / "seg").input_state("c", now) == (with_digest if digest else without)
+
+
+def test_a_skipped_case_found_moved_is_recorded_where_it_is_now(tmp_path: Path) -> None:
+    files = _inputs(tmp_path / "data")
+    record = Provenance(tmp_path / "seg")
+    record.record("c", model="m", file="c.nii.gz", inputs=input_identity(files, digest=True))
+    now = _moved(files)
+    record.refresh_inputs("c", now)
+    again = Provenance(tmp_path / "seg")
+    assert again.input_paths("c") == [str(f.resolve()) for f in now] and again.input_state("c", now) == SAME
+    mtime = (tmp_path / "seg" / "provenance.json").stat().st_mtime_ns
+    again.refresh_inputs("c", now)  # current: nothing written
+    assert (tmp_path / "seg" / "provenance.json").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize("inputs", [pytest.param("abc", id="a_string"), pytest.param([{"size": 1}], id="no_path")])
+def test_a_record_whose_inputs_are_malformed_is_refused_in_one_line(inputs: object, tmp_path: Path) -> None:
+    (tmp_path / "provenance.json").write_text(json.dumps({"version": 2, "cases": {"c": {"model": "m",
+                                                                                         "inputs": inputs}}}))
+    with pytest.raises(UserError, match=r"case c's inputs are not a list of .* delete .*provenance\.json"):
+        Provenance(tmp_path)
 
 
 def test_a_case_without_recorded_inputs_is_unknown(tmp_path: Path) -> None:

@@ -192,11 +192,13 @@ def test_inference_config_filters_the_cases_before_the_network_runs(tiny_dataset
     assert counts == {False: 3, True: 4}
 
 
-@pytest.mark.parametrize("second", ["same_files_changed", "another_case_of_the_same_name"])
+@pytest.mark.parametrize("second", ["same_files_changed", "same_files_touched", "the_same_files_moved",
+                                    "another_case_of_the_same_name"])
 def test_inference_redoes_a_changed_case_but_refuses_another_case_of_the_same_name(tiny_dataset: Path, tmp_path: Path,
                                                                                     second: str) -> None:
     """One case folder at a time into one output folder (a single case is not checked against a dataset's roots):
-    the same files changed are segmented again; /b/CASE after /a/CASE would have replaced /a's segmentation."""
+    the same files changed are segmented again; the same contents (touched, or moved elsewhere) are kept; /b/CASE
+    after /a/CASE, other images, would have replaced /a's segmentation."""
     import shutil
 
     from pipeline.core.errors import UserError
@@ -209,14 +211,27 @@ def test_inference_redoes_a_changed_case_but_refuses_another_case_of_the_same_na
                             out / f"{case.case_id}.nii.gz")
     InferenceReport(out, model="A").wrote(case.case_id, path, case.images)
     before = path.read_bytes()
+    item = case.to_item()
     if second == "same_files_changed":
-        item = case.to_item()
-        Path(case.images[0]).touch()  # a newer modification time: the inputs changed
+        img = nib.load(case.images[0])
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[::-1].copy(), img.affine, img.header), case.images[0])
         assert pending_items([item], out, report=InferenceReport(out, model="A")) == [item]
+        return
+    if second == "same_files_touched":
+        Path(case.images[0]).touch()  # a newer modification time, the same bytes
+        assert pending_items([item], out, report=InferenceReport(out, model="A")) == []
         return
     other = tmp_path / "b" / Path(case.images[0]).parent.name
     shutil.copytree(Path(case.images[0]).parent, other)
     item = {**case.to_item(), "image": [str(other / Path(p).name) for p in case.images]}
+    if second == "the_same_files_moved":
+        shutil.rmtree(Path(case.images[0]).parent)
+        assert pending_items([item], out, report=InferenceReport(out, model="A")) == []
+        assert path.read_bytes() == before
+        return
+    flair = other / Path(case.images[-1]).name
+    img = nib.load(flair)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[::-1].copy(), img.affine, img.header), flair)
     with pytest.raises(UserError, match=rf"already holds a segmentation of case {case.case_id} made from other "
                                         r"images .* --overwrite true"):
         pending_items([item], out, report=InferenceReport(out, model="A"))
