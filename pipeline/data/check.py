@@ -284,6 +284,13 @@ def _check_headers(files: list[_File], case: Case, add: _Add, *, nnunet: bool) -
                 add(f, "error", f"is {len(shape)}D with shape {shape}; expected a 4D (X, Y, Z, {need}) image holding "
                                 "the 4 contrasts (Decathlon layout): re-export the case as one 4D file, or use the "
                                 "BraTS layout with one 3D file per contrast")
+            elif shape[3] != need:
+                # its volumes are named by position (dataset.json's modality table, a datalist's channel_index): with
+                # more volumes than names, which is which is a guess
+                add(f, "error", f"holds {shape[3]} volumes, shape {shape}, where its description names {need} "
+                                "(dataset.json's modality table, or the datalist's channel_index): which volume is "
+                                f"which contrast cannot be told; save the case with its {need} contrasts only, in "
+                                "the modality table's order")
             else:
                 f.ok_dims = True
         elif len(shape) != 3:

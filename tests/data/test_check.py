@@ -106,6 +106,18 @@ def _wrong_dimensionality(case: Case) -> tuple[str, str, str]:
     return path, "error", rf"{re.escape(_display(path))} is 3D with shape \(32, 32, 24\); expected a 4D"
 
 
+def _an_extra_volume(case: Case) -> tuple[str, str, str]:
+    """A fifth volume in front of an MSD image's four: read by position, every contrast would be another's. (A file
+    per contrast cannot hold one more: a contrast saved with two volumes is `_wrong_dimensionality`.)"""
+    if case.channel_index is None:
+        return _wrong_dimensionality(case)
+    path = _image(case)
+    arr = np.asarray(nib.load(path).dataobj)
+    _rewrite(path, np.concatenate([arr[..., 3:4], arr], axis=-1))
+    return path, "error", (rf"{re.escape(_display(path))} holds 5 volumes, shape \(32, 32, 24, 5\), where its "
+                           r"description names 4 .*which volume is which contrast cannot be told")
+
+
 def _two_d(case: Case) -> tuple[str, str, str]:
     path = _image(case)
     arr = np.asarray(nib.load(path).dataobj)
@@ -204,7 +216,8 @@ def _non_integer_label(case: Case) -> tuple[str, str, str]:
 
 FAULTS: dict[str, Callable[[Case], tuple[str, str, str]]] = {
     "missing_contrast": _missing_contrast, "truncated_gzip": _truncated_gzip, "gzip_trailer_cut": _gzip_trailer_cut,
-    "not_nifti": _not_nifti, "wrong_dimensionality": _wrong_dimensionality, "a_slice": _two_d,
+    "not_nifti": _not_nifti, "wrong_dimensionality": _wrong_dimensionality, "an_extra_volume": _an_extra_volume,
+    "a_slice": _two_d,
     "shape_mismatch": _shape_mismatch,
     "affine_mismatch": _affine_mismatch, "unexpected_label": _unexpected_label, "nan": _nan, "inf": _inf,
     "all_zero_image": _all_zero, "constant_image": _constant, "zero_spacing": _zero_spacing,
