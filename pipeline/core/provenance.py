@@ -5,18 +5,20 @@
     {"version": 2, "cases": {"<case>": {"model": "<model id>", "file": "<case>.nii.gz",
                                         "inputs": [{"path": ..., "size": ..., "mtime_ns": ..., "hash": ...,
                                                     "sha256": ...}, ...],
+                                        "output": {"size": ..., "mtime_ns": ..., "hash": ..., "sha256": ...},
                                         "probabilities": "<model id>" | null,
                                         "scheme": "<label scheme name>"}}}
 
-The model id hashes the checkpoint and the settings that change the output (`pipeline.model.weights.model_id`);
-an input's identity is its resolved path, size, modification time and a fast hash of its first and last 64 KiB
+The model id hashes the checkpoint and the settings that change the output (`pipeline.model.weights.model_id`); an
+input's identity is its resolved path, size, modification time and a fast hash of its first and last 64 KiB
 (`input_identity`), and, recorded at inference, the sha256 of its whole content, by which a dataset moved or copied
-since is recognised (`Provenance.input_state`); the scheme is the label numbering the segmentation is written in, by
-name (``brats2023``, ``msd``, ``nnunet:<dataset.json>``; `pipeline.data.labels.describe`), absent from records
-written before it was kept. Inference skips a case only when model and inputs match; evaluation refuses a folder
-that mixes models, holds segmentations of other images or whose inputs changed since, unless told otherwise, and a
-segmentation written in another numbering than the one it is scored in
-(`pipeline.evaluation.reference.scoring_scheme`).
+since is recognised (`Provenance.input_state`); the written file's own identity (``output``) ties the record to that
+file, not to its name, so a file copied over it since is of unknown origin (`Provenance.entry`); the scheme is the
+label numbering the segmentation is written in, by name (``brats2023``, ``msd``, ``nnunet:<dataset.json>``;
+`pipeline.data.labels.describe`), absent from records written before it was kept. Inference skips a case only when
+model and inputs match; evaluation refuses a folder that mixes models, holds segmentations of other images or whose
+inputs changed since, unless told otherwise, and a segmentation written in another numbering than the one it is
+scored in (`pipeline.evaluation.reference.scoring_scheme`).
 """
 
 from __future__ import annotations
@@ -120,15 +122,36 @@ class Provenance:
                                                        for i in inputs):
                 raise UserError(f"{self.path}: case {case}'s inputs are not a list of {{path, size, mtime_ns, hash}} "
                                 f"records; {fix}")
+            if not isinstance(entry.get("output") or {}, dict):
+                raise UserError(f"{self.path}: case {case}'s output is not a {{size, mtime_ns, hash, sha256}} record; "
+                                f"{fix}")
         return {str(k): dict(v) for k, v in cases.items()}
 
+    def entry(self, case: str) -> dict:
+        """``case``'s record while ``<folder>/<file>`` is the file it describes (the ``output`` identity recorded when
+        it was written: size, time and fast hash, or, copied since, its sha256), else ``{}``: a file put there since,
+        another model's copied over it, is of unknown origin, whatever its name. A record written before outputs were
+        identified describes its file by name only."""
+        entry = self.cases.get(case, {})
+        written = entry.get("output")
+        if not written:
+            return entry
+        path = self.folder / str(entry.get("file") or f"{case}.nii.gz")
+        now = input_identity([path])[0]
+        same = {k: now[k] for k in ("size", "mtime_ns", "hash")} == {k: written.get(k) for k in ("size", "mtime_ns",
+                                                                                                  "hash")}
+        if same or (now["size"] == written.get("size") and written.get("sha256")
+                    and file_digest(path) == written["sha256"]):
+            return entry
+        return {}
+
     def model_of(self, case: str) -> str | None:
-        """The model that wrote ``case``, or None (no record)."""
-        return self.cases.get(case, {}).get("model")
+        """The model that wrote ``case``'s file, or None (no record, or not the file recorded: `entry`)."""
+        return self.entry(case).get("model")
 
     def input_paths(self, case: str) -> list[str]:
         """The resolved paths of the files ``case`` was segmented from (empty: unknown)."""
-        return [str(r["path"]) for r in self.cases.get(case, {}).get("inputs") or []]
+        return [str(r["path"]) for r in self.entry(case).get("inputs") or []]
 
     def input_state(self, case: str, files: Iterable[str | os.PathLike] | None = None) -> str:
         """How ``files`` (None: the recorded paths as they are now) stand to the inputs ``case`` was segmented from,
@@ -142,7 +165,7 @@ class Provenance:
         - `OTHER`: other files, other or unknown contents (another case of the same name);
         - `UNKNOWN`: no inputs recorded.
         """
-        recorded = self.cases.get(case, {}).get("inputs") or []
+        recorded = self.entry(case).get("inputs") or []
         if not recorded:
             return UNKNOWN
         paths = [str(r["path"]) for r in recorded]
@@ -175,11 +198,15 @@ class Provenance:
         return [r["path"] for r, n in zip(_fast(recorded), now, strict=True) if r != n] or self.input_paths(case)
 
     def record(self, case: str, *, model: str | None, file: str, inputs: list[dict],
-               probabilities: str | None = None, trained: bool = False, scheme: str | None = None) -> None:
+               probabilities: str | None = None, trained: bool = False, scheme: str | None = None,
+               output: dict | None = None) -> None:
         """Record ``case`` as written now, and save the record (atomically). ``trained``: the case was one of the
         model's training cases (its run.json's split), so its Dice is not a held-out score. ``scheme``: the name of
-        the label scheme its segmentation is numbered in (None: not known, nothing recorded)."""
+        the label scheme its segmentation is numbered in (None: not known, nothing recorded). ``output``: the
+        written file's identity (`input_identity` with its digest), by which `entry` knows it later."""
         self.cases[case] = {"model": model, "file": file, "inputs": inputs, "probabilities": probabilities}
+        if output is not None:
+            self.cases[case]["output"] = dict(output)
         if trained:
             self.cases[case]["trained"] = True
         if scheme is not None:
@@ -191,14 +218,14 @@ class Provenance:
         was written in; a case without one (no record, or a record from before schemes were kept) is in none."""
         out: dict[str, list[str]] = {}
         for case in cases:
-            scheme = self.cases.get(case, {}).get("scheme")
+            scheme = self.entry(case).get("scheme")
             if scheme:
                 out.setdefault(str(scheme), []).append(case)
         return out
 
     def trained_cases(self, cases: Iterable[str]) -> list[str]:
         """Those of ``cases`` whose segmentation was written by a model that trained on them."""
-        return [c for c in cases if self.cases.get(c, {}).get("trained")]
+        return [c for c in cases if self.entry(c).get("trained")]
 
     def forget(self, case: str) -> None:
         self.cases.pop(case, None)

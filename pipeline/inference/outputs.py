@@ -125,7 +125,8 @@ class InferenceReport:
                                "this command or lies in an input folder (%s)", case, stale, stale.resolve())
         self.provenance.record(case, model=self.model, file=Path(path).name, inputs=input_identity(inputs, digest=True),
                                probabilities=self.model if case in self.probabilities else None,
-                               trained=case in self.trained, scheme=scheme)
+                               trained=case in self.trained, scheme=scheme,
+                               output=input_identity([path], digest=True)[0])
 
     def summary(self) -> str:
         """``inference: wrote N case(s) to DIR; skipped K ...; M case(s) failed:`` then one line per failure."""
@@ -223,9 +224,21 @@ def foreign_outputs(items: Sequence[Mapping], output_dir: str | os.PathLike, rep
         case = str(item["case"])
         if (Path(output_dir) / f"{case}.nii.gz").exists():
             writer = report.provenance.model_of(case)
-            if writer != report.model:
-                foreign.append(f"{case} ({'model ' + writer if writer else 'no record of its model'})")
+            if writer != report.model and not broken_since(report.provenance, item, output_dir, report.model):
+                why = ("no record of its model" if case not in report.provenance.cases else
+                       "not the file its record describes: put there since")
+                foreign.append(f"{case} ({'model ' + writer if writer else why})")
     return foreign
+
+
+def broken_since(record: Provenance, item: Mapping, output_dir: str | os.PathLike, model: str | None) -> bool:
+    """Whether ``model`` wrote the item's segmentation (provenance.json) and its file, no longer the one recorded,
+    is not a valid segmentation of the input either (`output_is_valid`: cut short by a partial copy, say): nothing
+    of value, so it is segmented again rather than refused as another's."""
+    case = str(item["case"])
+    out = Path(output_dir) / f"{case}.nii.gz"
+    return (model is not None and record.cases.get(case, {}).get("model") == model and record.model_of(case) is None
+            and not output_is_valid(out, reference_path(item["image"])))
 
 def _refuse_foreign(items: Sequence[Mapping], output_dir: str | os.PathLike, report: InferenceReport | None) -> None:
     """Refuse, naming them, existing outputs of ``items`` written by another model, or from other files (another
@@ -294,7 +307,10 @@ def pending_items(items: Sequence[dict], output_dir: str | os.PathLike, *, overw
         model = report.model if report is not None else record.model_of(case)
         if not out.exists():
             todo.append(item)
-        elif record.model_of(case) != model or record.input_state(case, image_files(item)) not in (SAME, MOVED):
+        elif record.model_of(case) != model:  # another's were refused above: this model's, broken since
+            redo.append(case)
+            todo.append(item)
+        elif record.input_state(case, image_files(item)) not in (SAME, MOVED):
             changed.append(case)
             todo.append(item)
         elif probabilities and (record.cases[case].get("probabilities") != model

@@ -186,3 +186,39 @@ def test_a_copy_whose_images_differ_under_the_same_names_is_refused(reader: str,
         assert "1 prediction(s)" in line and "segmented from other images than the reference's cases" in line
         assert f"case {changed.parent.name}" in line and not (tmp_path / "eval" / "metrics.csv").exists()
     assert checksums(out, copy) == before
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_segmentation_put_over_a_recorded_one_is_not_credited_to_its_model(reader: str, data: Path,
+                                                                            trained_run: Path, tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture) -> None:
+    """provenance.json named a model per case name: a file copied over a segmentation since (here the reference
+    itself, a perfect score) was scored as that model's, and inference run again kept it as its own. The record
+    now holds the written file's identity: a file that is not it is of unknown origin."""
+    out = tmp_path / "seg"
+    _infer(data, trained_run, out)
+    case = sorted(p for p in data.iterdir() if p.is_dir())[1]
+    shutil.copy(next(case.glob("*_seg.nii.gz")), out / f"{case.name}.nii.gz")
+    before = checksums(out, data)
+    if reader == "inference again":
+        result = run_module(command("inference", {**TINY_IDS, "dataset_dir": data, "run_dir": trained_run,
+                                                  "output_dir": out}), capture_output=True, text=True, cwd=REPO,
+                            timeout=600)
+        line = last_line(result)
+        assert result.returncode != 0 and "already holds 1 segmentation(s) not written by this model" in line
+        assert f"{case.name} (not the file its record describes: put there since)" in line
+    else:
+        rc, line = _evaluate(reader, out, data, trained_run, tmp_path / "eval", capsys)
+        assert rc != 0 and line.startswith("error: ") and "mixes the segmentations of 2 models" in line
+        assert f"unknown: 1 case(s), e.g. {case.name}" in line
+    assert checksums(out, data) == before
+
+
+def test_a_copied_output_folder_keeps_its_models(data: Path, trained_run: Path, tmp_path: Path) -> None:
+    """Copied without its times (cp -r, another machine), each file is still the one recorded, by its sha256."""
+    out = tmp_path / "seg"
+    _infer(data, trained_run, out)
+    copy = Path(shutil.copytree(out, tmp_path / "copy", copy_function=shutil.copy))
+    assert all(e["output"]["mtime_ns"] != (copy / e["file"]).stat().st_mtime_ns for e in _record(copy).values())
+    assert pipeline_main(["evaluate", str(copy), str(data), "--out", str(tmp_path / "eval"), "--no-pictures"]) == 0
+    assert len(json.loads((tmp_path / "eval" / "summary.json").read_text())["models"]) == 1
