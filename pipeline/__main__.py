@@ -375,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cv", help="cross-validation summary: each fold segments its validation cases, all are "
                        "evaluated together; RUN_DIR/cv_summary.json")
     p.add_argument("run_dir", help="the make cv run: datalist.json and fold_<f>/")
-    p.add_argument("--dataset_dir", default=None, help="the dataset of the references (default: the folds' run.json)")
+    p.add_argument("--dataset_dir", default=None, help="the data root of a model-zoo datalist's relative paths; the "
+                   "references are RUN_DIR/datalist.json's labels (a datalist whose files lie outside it is refused)")
     p.add_argument("--folds", type=int, nargs="+", action="extend", default=None, help="default: every trained fold")
     p.add_argument("--fast", action="store_true", help="each fold infers with the recipe its run.json names "
                    "(network, fast.yaml, budget); --fast: fast.yaml for a fold whose run.json names none")

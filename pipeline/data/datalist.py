@@ -416,9 +416,32 @@ def read_datalist(path: str | os.PathLike, dataset_dir: str | os.PathLike | None
     if reader.missing:
         more = f" ({len(reader.missing) - 1} more file(s) missing)" if len(reader.missing) > 1 else ""
         raise DatasetError(reader.missing[0] + more)
+    if dataset_dir:
+        _refuse_files_outside(path, parts, Path(dataset_dir).expanduser())
     if not zoo:
         return {**raw, "training": parts["training"], "test": parts["test"]}
     return model_zoo_datalist(path, raw, parts)
+
+
+def _refuse_files_outside(path: Path, parts: dict[str, list[dict]], dataset_dir: Path) -> None:
+    """Given with a datalist, ``dataset_dir`` is only the root of a model-zoo list's relative paths: the datalist's
+    files are what every stage reads. A datalist whose files lie outside ``dataset_dir`` (by path as written or
+    resolved) would have the command read other data than the folder it was given: refused, naming a file.
+
+    Raises:
+        DatasetError: a case's file outside ``dataset_dir``.
+    """
+    roots = {os.path.join(os.path.abspath(dataset_dir), ""), os.path.join(os.path.realpath(dataset_dir), "")}
+    for items in parts.values():
+        for item in items:
+            files = [*item.get("image", []), *([item["label"]] if item.get("label") else [])]
+            for f in files:
+                if not any(os.path.abspath(f).startswith(r) or os.path.realpath(f).startswith(r) for r in roots):
+                    raise DatasetError(
+                        f"datalist {path}: case {item['case']}'s file {f} lies outside --dataset_dir {dataset_dir}, "
+                        "and the datalist's files are the ones read (--dataset_dir only roots a model-zoo list's "
+                        "relative paths): drop --dataset_dir, or write a datalist of that folder with: python -m "
+                        f"pipeline datalist {dataset_dir} --out DATALIST.json")
 
 
 #: The layout of a datalist that names none (one written before layouts were recorded, a model-zoo list whose
