@@ -115,7 +115,7 @@ cv: venv
 
 # the out-of-fold table of a finished `make cv` again (each fold segments its validation cases): RUN/cv_summary.json
 cv-summary: venv
-	$(PY) -m pipeline cv $(RUN) --dataset_dir $(DATASET)
+	$(PY) -m pipeline cv $(RUN) $(if $(filter command line environment,$(origin DATASET)),--dataset_dir $(DATASET))
 
 # the folds' own recipe (fold_<first>/run.json's config files, as `pipeline cv` reads them), not the variables'
 infer-ensemble: venv

@@ -166,11 +166,17 @@ def datalist_in_scheme_order(dl: dict, layout: LayoutInfo, scheme: str | None, p
     return {**dl, **{key: [item(it) for it in dl[key]] for key in sections}}
 
 
+#: The longest case id, in UTF-8 bytes: ``.<case>.nii.gz.<random>`` (an atomic write's temporary) must fit a file
+#: name's 255 bytes.
+MAX_CASE_ID_BYTES = 200
+
+
 def check_case_id(case_id: object, where: str) -> str:
     """``case_id`` when it is safe as a file name, else `DatasetError` (``where`` starts the message).
 
     Outputs are written as ``<output_dir>/<case>.nii.gz``, so an id must be a plain, non-empty name: no ``/`` or
-    ``\\``, not ``.`` or ``..``, not absolute: nothing may ever be written outside ``output_dir``.
+    ``\\``, not ``.`` or ``..``, not absolute: nothing may ever be written outside ``output_dir``; no control
+    character, no space at either end, no leading dot (hidden), at most `MAX_CASE_ID_BYTES` bytes.
     """
     if case_id is None:
         raise DatasetError(f"{where}: the item has no \"case\" id; give each item a plain case name such as "
@@ -181,8 +187,15 @@ def check_case_id(case_id: object, where: str) -> str:
         reason = "holds a path separator"
     elif case_id in (".", ".."):
         reason = f"is {case_id!r}"
-    elif "\0" in case_id:
-        reason = "holds a NUL character"
+    elif any(ord(ch) < 32 or ord(ch) == 127 for ch in case_id):
+        reason = "holds a control character (a newline, a tab, NUL)"
+    elif case_id != case_id.strip():
+        reason = "starts or ends with a space"
+    elif case_id.startswith("."):
+        reason = "starts with a dot (a hidden file, which folder listings skip)"
+    elif len(case_id.encode("utf-8")) > MAX_CASE_ID_BYTES:
+        reason = (f"is {len(case_id.encode('utf-8'))} bytes long (file names hold 255, and the outputs add "
+                  f"suffixes: at most {MAX_CASE_ID_BYTES})")
     else:
         return case_id
     raise DatasetError(
@@ -416,23 +429,23 @@ def read_datalist(path: str | os.PathLike, dataset_dir: str | os.PathLike | None
     if reader.missing:
         more = f" ({len(reader.missing) - 1} more file(s) missing)" if len(reader.missing) > 1 else ""
         raise DatasetError(reader.missing[0] + more)
-    if dataset_dir:
-        _refuse_files_outside(path, parts, Path(dataset_dir).expanduser())
     if not zoo:
         return {**raw, "training": parts["training"], "test": parts["test"]}
     return model_zoo_datalist(path, raw, parts)
 
 
-def _refuse_files_outside(path: Path, parts: dict[str, list[dict]], dataset_dir: Path) -> None:
+def refuse_files_outside(path: str | os.PathLike, datalist: dict, dataset_dir: str | os.PathLike) -> None:
     """Given with a datalist, ``dataset_dir`` is only the root of a model-zoo list's relative paths: the datalist's
-    files are what every stage reads. A datalist whose files lie outside ``dataset_dir`` (by path as written or
-    resolved) would have the command read other data than the folder it was given: refused, naming a file.
+    files are what is read. Where the user names a ``dataset_dir`` as the data to read (``pipeline cv
+    --dataset_dir``), a datalist whose files lie outside it (by path as written or resolved) would read other data
+    than the folder given: refused, naming a file.
 
     Raises:
         DatasetError: a case's file outside ``dataset_dir``.
     """
+    dataset_dir = Path(dataset_dir).expanduser()
     roots = {os.path.join(os.path.abspath(dataset_dir), ""), os.path.join(os.path.realpath(dataset_dir), "")}
-    for items in parts.values():
+    for items in (v for k, v in datalist.items() if k in ("training", "test", *MODEL_ZOO_KEYS)):
         for item in items:
             files = [*item.get("image", []), *([item["label"]] if item.get("label") else [])]
             for f in files:

@@ -494,6 +494,8 @@ def write_dataset(
 
 #: What `write_dataset` records in its folder: its settings and the cases it wrote.
 SETTINGS_FILE = "synthetic.json"
+#: The keys every such record holds: a file of that name without them is not synth's.
+RECORD_KEYS = frozenset({"cases", "shape", "seed", "layout", "cases_written"})
 
 
 def _files(folder: Path) -> list[Path]:
@@ -510,8 +512,8 @@ def _ours(out: Path) -> set[Path]:
         recorded = json.loads((out / SETTINGS_FILE).read_text())
     except (OSError, ValueError):
         return set()
-    if not isinstance(recorded, dict):
-        return set()
+    if not isinstance(recorded, dict) or not RECORD_KEYS <= set(recorded):
+        return set()  # a synthetic.json of the user's own: not ours, and nothing it names is
     ours = {out / SETTINGS_FILE, *(out / f for f in recorded.get("files_written") or [])}
     for name in recorded.get("cases_written") or []:  # records before files_written: the case folders' files
         path = out / name
@@ -574,8 +576,9 @@ def _refuse_occupied(out: Path, force: bool, planned: list[Path]) -> None:
         UserError: naming a foreign file and the way out.
     """
     ours = _ours(out)
-    existing = [f for f in _files(out) if f != out / SETTINGS_FILE]
+    existing = [f for f in _files(out) if f != out / SETTINGS_FILE or f not in ours]
     foreign = [f for f in existing if f not in ours]
+    planned = [*planned, out / SETTINGS_FILE]  # written last, over nothing synth did not write
     if foreign and not force:
         raise UserError(f"{out} already holds {len(foreign)} file(s) that synth did not write (e.g. {foreign[0]}); "
                         "synthetic cases carry BraTS's own case names and could replace them: choose an empty folder "
@@ -586,7 +589,7 @@ def _refuse_occupied(out: Path, force: bool, planned: list[Path]) -> None:
     hit = [f for f in foreign for target in planned
            if f == target or target in f.parents or (f.parent == target.parent and f.name.startswith(target.name))]
     if hit:
-        raise UserError(f"{hit[0]} was not written by synth and a synthetic case would replace it: --force never "
+        raise UserError(f"{hit[0]} was not written by synth and synth would write over it: --force never "
                         "writes over a file synth did not write; choose an empty folder")
 
 def nnunet_dataset_json(contrasts: Sequence[str] = CONTRASTS, cases: int = 0, rc: bool = False) -> dict:

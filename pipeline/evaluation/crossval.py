@@ -18,7 +18,7 @@ from pipeline.core.config import as_folds, differing
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text, column_numbers, holding, read_table
 from pipeline.core.process import run_child
-from pipeline.data.datalist import folds_present
+from pipeline.data.datalist import folds_present, refuse_files_outside
 from pipeline.data.source import DataSource
 from pipeline.evaluation.evaluate import evaluate, write_report
 from pipeline.evaluation.reference import claim_output, reference_of
@@ -129,6 +129,8 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
     for f in folds:
         refuse_training_in_progress(run / f"fold_{f}", what="the cross-validation table")
     data = DataSource(dataset_dir, datalist)
+    if dataset_dir is not None:  # the references are the datalist's labels: a --dataset_dir it does not use is refused
+        refuse_files_outside(datalist, data.datalist, dataset_dir)
     fold_of = {str(it["case"]): int(it["fold"]) for it in data.datalist.get("training", [])
                if int(it["fold"]) in folds}
     records = {f: read_record(run / f"fold_{f}") or {} for f in folds}

@@ -262,6 +262,7 @@ def test_any_small_shape_and_seed_gives_nested_labels_inside_a_zero_background_b
     pytest.param("BraTS2021_00000/BraTS2021_00000_t1.nii.gz", id="a_real_case_of_the_same_name"),
     pytest.param("imagesTr/BRATS_001.nii.gz", id="a_decathlon_image"),
     pytest.param("scan.nii", id="a_nifti_at_the_root"),
+    pytest.param("synthetic.json", id="a_synthetic_json_of_the_users"),
 ])
 def test_synth_refuses_a_folder_that_already_holds_nifti_files_unless_forced(tmp_path, existing):
     from pipeline.__main__ import main
@@ -274,8 +275,8 @@ def test_synth_refuses_a_folder_that_already_holds_nifti_files_unless_forced(tmp
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [existing]
     forced = main(["synth", str(tmp_path), "--cases", "1", "--shape", *map(str, SMALL), "--force"])
     assert target.read_bytes() == b"real data"  # --force writes beside the user's files, never over one
-    if existing.startswith("BraTS2021_00000/"):
-        assert forced == 2  # a synthetic case of that name would replace it: refused
+    if existing.startswith("BraTS2021_00000/") or existing == "synthetic.json":
+        assert forced == 2  # a synthetic case, or synth's record, of that name would replace it: refused
     else:
         assert forced == 0 and (tmp_path / "BraTS2021_00000" / "BraTS2021_00000_seg.nii.gz").is_file()
 
@@ -287,3 +288,14 @@ def test_synth_with_the_same_settings_again_leaves_its_cases_as_they_are(tmp_pat
     assert {p: p.stat().st_mtime_ns for p in first[0].iterdir()} == stamps
     with pytest.raises(ValueError, match="already holds 5 file.s. of synthetic cases written with other settings"):
         write_dataset(tmp_path, cases=1, shape=SMALL, seed=1)
+
+
+@pytest.mark.parametrize("content", [pytest.param(b'{"my": "settings I keep"}', id="json_of_another_shape"),
+                                     pytest.param(b"not json", id="not_json")])
+def test_clean_keeps_a_synthetic_json_synth_did_not_write(tmp_path, content: bytes):
+    """`remove_synthetic` (make clean) deleted whatever synthetic.json a folder held, and synth wrote over it."""
+    from pipeline.data.synthetic import remove_synthetic
+
+    (tmp_path / "synthetic.json").write_bytes(content)
+    assert remove_synthetic(tmp_path) == [tmp_path / "synthetic.json"]
+    assert (tmp_path / "synthetic.json").read_bytes() == content

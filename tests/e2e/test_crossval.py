@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
-from tests.helpers import TINY_ARGS, cli_overrides, run_bundle
+from tests.helpers import TINY_ARGS, checksums, cli_overrides, run_bundle
 
 TINY = [*TINY_ARGS, "--epochs", "1", "--batch_size", "1"]
 
 
-def test_out_of_fold_evaluation_scores_every_case_once_by_the_fold_that_never_trained_on_it(tiny_dataset, tmp_path):
+def test_out_of_fold_evaluation_scores_every_case_once_by_the_fold_that_never_trained_on_it(tiny_dataset, tmp_path,
+                                                                                             capsys):
     from pipeline.__main__ import main
     from pipeline.core.provenance import Provenance
     from pipeline.data.datalist import write_datalist
@@ -44,3 +47,12 @@ def test_out_of_fold_evaluation_scores_every_case_once_by_the_fold_that_never_tr
     subset = json.loads((run / "cv_summary_folds_0.json").read_text())
     assert set(subset["folds"]) == {"0"} and subset["overall"]["WT"]["cases"] == 2
     assert (run / "cv" / "eval" / "metrics.csv").is_file() and (run / "cv" / "eval_folds_0" / "metrics.csv").is_file()
+    # --dataset_dir of other labels (a corrected copy): the references are the datalist's, so it is refused, not
+    # silently ignored (it only roots a model-zoo list's relative paths)
+    copy = Path(shutil.copytree(tiny_dataset, tmp_path / "corrected"))
+    before = checksums(run)
+    capsys.readouterr()
+    assert main(["cv", str(run), "--dataset_dir", str(copy), "--set", "num_workers", "0", "device", "cpu"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: ") and f"lies outside --dataset_dir {copy}" in line and "drop --dataset_dir" in line
+    assert checksums(run) == before

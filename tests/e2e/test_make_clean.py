@@ -30,8 +30,9 @@ def test_make_clean_keeps_the_users_runs_and_data(tmp_path: Path, synth_wrote_th
     for folder in ("runs/demo/models", "runs/brats/models", "data/synthetic", ".pytest_cache"):
         (tmp_path / folder).mkdir(parents=True)
     (tmp_path / "runs/brats/models/model.pt").write_bytes(b"a trained model")
+    record = {"cases": 0, "shape": [8, 8, 8], "seed": 0, "layout": "brats2021", "cases_written": []}  # synth's keys
     (tmp_path / "data/synthetic" / ("synthetic.json" if synth_wrote_the_data else "BraTS2021_00000_t1.nii.gz")
-     ).write_text("{}")
+     ).write_text(json.dumps(record))
     out = _make_clean(tmp_path).stdout
     assert not (tmp_path / "runs/demo").exists() and not (tmp_path / ".pytest_cache").exists()
     assert (tmp_path / "runs/brats/models/model.pt").read_bytes() == b"a trained model"

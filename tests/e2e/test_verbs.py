@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 from pipeline.commands import next_steps
@@ -93,6 +95,9 @@ def test_inference_refuses_a_folder_of_another_datasets_segmentations(tiny_datas
                                                                       tmp_path: Path) -> None:
     other = tmp_path / "other"
     shutil.copytree(tiny_dataset, other)
+    flair = sorted(other.rglob("*_flair.nii.gz"))[0]  # other images under the same names (a byte-identical copy is
+    img = nib.load(flair)                             # the same images: provenance.json knows them by content)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[::-1].copy(), img.affine, img.header), flair)
     seg = tmp_path / "seg"
     _run(["infer", "-i", str(tiny_dataset), "-o", str(seg), "--run", str(trained_run)], tmp_path)
     result = run_module([sys.executable, "-m", "pipeline", "infer", "-i", str(other), "-o", str(seg), "--run",
