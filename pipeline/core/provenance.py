@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from pipeline.core.errors import UserError
-from pipeline.core.files import atomic_write_text
+from pipeline.core.files import atomic_write_text, file_sha256
 
 #: The record's file name in an output folder.
 PROVENANCE = "provenance.json"
@@ -49,11 +49,7 @@ def file_digest(path: str | os.PathLike) -> str:
         st = path.stat()
         key = (str(path), st.st_size, st.st_mtime_ns)
         if key not in _DIGESTS:
-            h = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            _DIGESTS[key] = h.hexdigest()
+            _DIGESTS[key] = file_sha256(path)
         return _DIGESTS[key]
     except OSError:
         return ""

@@ -28,9 +28,10 @@ from pipeline.core.distributed import computed_on_main_process, is_main_process
 from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, atomic_write_text, file_sha256, hold_folder
 from pipeline.core.guard import OutputGuard, is_within
+from pipeline.core.provenance import file_digest
 from pipeline.data.datalist import folds_present
 from pipeline.data.labels import Description, canonical_channel, describe
-from pipeline.data.layouts import order_by_name
+from pipeline.data.layouts import Case, order_by_name
 from pipeline.data.source import DataSource
 from pipeline.data.transforms import parse_normalization, parse_spacing
 from pipeline.model.network import check_roi_size, network_spec
@@ -292,6 +293,7 @@ def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequen
                        "own validation cases. Resume with the same data and datalist, or start another --run_dir")
     _delete_old_run(_PENDING.pop(_key(run), []))  # --overwrite, now that the new run can start
     record["split"] = current
+    record["training_images"] = training_images(split[0])
     made = run / "datalist.json"
     record["datalist_written"] = bool(not datalist and (not made.exists() or record.get("datalist_written")))
     write_record(run, record)
@@ -349,10 +351,20 @@ def refuse_training_in_progress(run_dir: str | os.PathLike, *, what: str) -> Non
                        f"that fold out (if no training runs there any more, delete {lock.path})")
 
 
+def training_images(items: Sequence[dict]) -> list[str]:
+    """The sha256 of every image file of the training ``items`` (sorted, each once): run.json's
+    ``training_images``, by which `trained_on` knows a training case under another name."""
+    return sorted({d for it in items for f in Case.from_item(it).images if (d := file_digest(f))})
+
+
 def trained_on(record: Mapping | None, items: Sequence[dict]) -> list[str]:
-    """The case ids of ``items`` that trained the model of ``record`` (its run.json's split; none without one)."""
+    """The case ids of ``items`` that trained the model of ``record``, by identity: its run.json's split names the
+    case, or one of the item's image files is, byte for byte, one the model trained on (``training_images``: a
+    training case copied under another name, as later BraTS editions renamed their cases). None without a record."""
     trained = set(((record or {}).get("split") or {}).get("train", []))
-    return [str(it["case"]) for it in items if str(it["case"]) in trained]
+    digests = set((record or {}).get("training_images") or [])
+    return [str(it["case"]) for it in items if str(it["case"]) in trained
+            or (digests and any(file_digest(f) in digests for f in Case.from_item(it).images))]
 
 
 def check_held_out(record: Mapping | None, items: Sequence[dict], infer_fold: object) -> None:

@@ -222,3 +222,19 @@ def test_a_copied_output_folder_keeps_its_models(data: Path, trained_run: Path, 
     assert all(e["output"]["mtime_ns"] != (copy / e["file"]).stat().st_mtime_ns for e in _record(copy).values())
     assert pipeline_main(["evaluate", str(copy), str(data), "--out", str(tmp_path / "eval"), "--no-pictures"]) == 0
     assert len(json.loads((tmp_path / "eval" / "summary.json").read_text())["models"]) == 1
+
+
+def test_a_training_case_copied_under_another_name_is_marked_trained(data: Path, trained_run: Path,
+                                                                     tmp_path: Path) -> None:
+    """The split names training cases by id; run.json now keeps their images' sha256 too, so a training case under
+    a new name (later BraTS editions renamed theirs) is not scored as held out."""
+    record = json.loads((trained_run / "run.json").read_text())
+    assert record["training_images"] and len(record["training_images"]) == 4 * len(record["split"]["train"])
+    trained = record["split"]["train"][0]
+    renamed = tmp_path / "renamed" / "NEW_00001"
+    renamed.mkdir(parents=True)
+    for f in (data / trained).iterdir():
+        shutil.copy(f, renamed / f.name.replace(trained, "NEW_00001"))
+    out = tmp_path / "seg"
+    _infer(renamed.parent, trained_run, out)
+    assert _record(out)["NEW_00001"].get("trained") is True

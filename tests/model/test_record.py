@@ -789,3 +789,34 @@ def test_inference_with_a_config_file_changed_since_training_warns_naming_it(tmp
         check_recipe(record, tmp_path, argv)
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warned) == 1 and warned[0].startswith("budget.yaml changed since") and "common.yaml" not in warned[0]
+
+
+@pytest.mark.parametrize(("files", "trained"), [
+    pytest.param("the_same_id", True, id="named_in_the_split"),
+    pytest.param("copied_under_another_name", True, id="a_training_case_renamed"),
+    pytest.param("one_file_copied", True, id="one_training_image_reused"),
+    pytest.param("other_images", False, id="a_new_case"),
+])
+def test_trained_on_knows_a_training_case_by_its_id_or_its_images(files: str, trained: bool, tmp_path: Path) -> None:
+    from pipeline.model.record import trained_on, training_images
+
+    def case(name: str, seed: int) -> dict:
+        paths = []
+        for i in range(4):
+            p = tmp_path / name / f"{name}_{i}.nii.gz"
+            p.parent.mkdir(exist_ok=True)
+            p.write_bytes(bytes([seed, i]) * 1000)
+            paths.append(str(p))
+        return {"case": name, "image": paths}
+
+    train = case("A", 1)
+    record = {"split": {"train": ["A"], "validation": []}, "training_images": training_images([train])}
+    if files == "the_same_id":
+        item = train
+    elif files == "copied_under_another_name":
+        item = case("B", 1)
+    else:
+        item = case("C", 2)
+        if files == "one_file_copied":
+            Path(item["image"][2]).write_bytes(Path(train["image"][2]).read_bytes())
+    assert trained_on(record, [item]) == ([item["case"]] if trained else [])
