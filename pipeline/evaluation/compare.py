@@ -241,6 +241,13 @@ def compare(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.PathLike], 
     """
     if len(pred_dirs) < 2:
         raise UserError(f"compare needs two or more prediction folders, got {len(pred_dirs)}")
+    seen: dict[str, str | os.PathLike] = {}
+    for pred in pred_dirs:  # by resolved folder: a link to another algorithm's folder is that algorithm
+        real = os.path.realpath(os.path.expanduser(os.fspath(pred)))
+        if real in seen:
+            raise UserError(f"{pred} and {seen[real]} are one folder ({real}): a comparison would rank an algorithm "
+                            "against itself; pass each algorithm's own prediction folder once")
+        seen[real] = pred
     names = algorithm_names(pred_dirs, names)
     out = _output_folders(ref_dir, pred_dirs, out_dir, names)
     given = {n: os.fspath(p) for n, p in zip(names, pred_dirs, strict=True)}

@@ -73,6 +73,22 @@ def test_names_are_unique_and_given_names_are_checked(tmp_path: Path) -> None:
         algorithm_names([tmp_path / "a", tmp_path / "b"], ["x", "x"])
 
 
+@pytest.mark.parametrize("twice", [pytest.param("symlink", id="a_link_to_the_other_folder"),
+                                   pytest.param("trailing_slash", id="the_same_path_spelt_otherwise")])
+def test_one_folder_given_twice_is_not_ranked_against_itself(tiny_dataset: Path, tmp_path: Path, twice: str,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    folder = corrupted_predictions(tiny_dataset, tmp_path / "alg", 1)
+    other = tmp_path / "link"
+    if twice == "symlink":
+        other.symlink_to(folder)
+    else:
+        other = Path(str(folder) + "/.")
+    assert pipeline_main(["compare", str(tiny_dataset), str(folder), str(other), "--out", str(tmp_path / "cmp")]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "are one folder" in line and "against itself" in line
+    assert not (tmp_path / "cmp").exists()
+
+
 def test_compare_ranks_five_algorithms_in_order_of_quality_in_one_command(tiny_dataset: Path, tmp_path: Path,
                                                                           capsys: pytest.CaptureFixture) -> None:
     folders = [corrupted_predictions(tiny_dataset, tmp_path / f"alg{e}", e) for e in (3, 0, 4, 1, 2)]
