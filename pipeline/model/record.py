@@ -354,7 +354,7 @@ def refuse_training_in_progress(run_dir: str | os.PathLike, *, what: str) -> Non
 def training_images(items: Sequence[dict]) -> list[str]:
     """The sha256 of every image file of the training ``items`` (sorted, each once): run.json's
     ``training_images``, by which `trained_on` knows a training case under another name."""
-    return sorted({d for it in items for f in Case.from_item(it).images if (d := file_digest(f))})
+    return sorted({d for it in items if it.get("image") for f in Case.from_item(it).images if (d := file_digest(f))})
 
 
 def trained_on(record: Mapping | None, items: Sequence[dict]) -> list[str]:
@@ -364,7 +364,7 @@ def trained_on(record: Mapping | None, items: Sequence[dict]) -> list[str]:
     trained = set(((record or {}).get("split") or {}).get("train", []))
     digests = set((record or {}).get("training_images") or [])
     return [str(it["case"]) for it in items if str(it["case"]) in trained
-            or (digests and any(file_digest(f) in digests for f in Case.from_item(it).images))]
+            or (digests and it.get("image") and any(file_digest(f) in digests for f in Case.from_item(it).images))]
 
 
 def check_held_out(record: Mapping | None, items: Sequence[dict], infer_fold: object) -> None:
