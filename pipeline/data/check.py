@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 
 from pipeline.core.nifti import AFFINE_TOLERANCE, HEADER_ROUNDING, axcodes, grid_distance, read_voxels, reorientation
+from pipeline.data.datalist import check_case_id
 from pipeline.data.labels import (
     CHANNELS,
     LABEL_SCHEMES,
@@ -217,6 +218,10 @@ def check_case(case: Case, scheme: str = "brats", *, labels: bool = True, data: 
     """
     cid = case.case_id
     problems: list[Problem] = []
+    try:  # the outputs are named <case>.nii.gz: an id no file can carry fails at the first write otherwise
+        check_case_id(cid, f"case {cid[:40]}{'...' if len(cid) > 40 else ''}")
+    except DatasetError as e:
+        return [Problem(cid, ", ".join(case.images), "error", str(e))]
 
     def add(f: _File | str, severity: str, text: str) -> None:
         path = f.path if isinstance(f, _File) else f

@@ -412,3 +412,17 @@ def test_inference_segments_the_complete_cases_and_reports_one_found_broken(layo
     assert list(report.failed) == [cases[BAD].case_id] and "missing" in report.failed[cases[BAD].case_id][0]
     with pytest.raises(DatasetError, match=cases[BAD].case_id):  # evaluation's reference still refuses it
         DataSource(root).inference_items()
+
+
+@pytest.mark.parametrize("layout", ["brats2021", "msd"])
+def test_a_case_id_no_output_file_can_carry_is_an_error_of_the_check(layout_datasets, tmp_path: Path,
+                                                                     layout: str) -> None:
+    """A case folder named longer than an output file name can be (<case>.nii.gz and a writer's temporary) passed the
+    check and failed at its first write; the check now applies the datalist's case-id rules to every case."""
+    from pipeline.data.check import check_case
+
+    case = discover_cases(layout_datasets[layout])[0]
+    long = Case("B" * 230, case.images, case.label, case.channel_index)
+    problems = check_case(long, "msd" if layout == "msd" else "brats")
+    assert [p.severity for p in problems] == ["error"] and "is 230 bytes long" in problems[0].message
+    assert check_case(case, "msd" if layout == "msd" else "brats") == []
