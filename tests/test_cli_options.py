@@ -203,7 +203,7 @@ def test_bad_input_to_the_small_commands_is_one_line(argv: list[str], named: str
     pytest.param(["datalist", "{data}", "--out", "{tmp}"], "is a folder: a datalist is a file",
                  id="datalist_onto_a_folder"),
     pytest.param(["evaluate", "{pred}", "{data}", "--out", "{afile}"], "{afile}", id="evaluate_into_a_file"),
-    pytest.param(["compare", "{data}", "{pred}", "{pred}", "--names", "a", "b", "--out", "{afile}"],
+    pytest.param(["compare", "{data}", "{pred}", "{pred2}", "--names", "a", "b", "--out", "{afile}"],
                  "is a file, not a folder", id="compare_into_a_file"),
     pytest.param(["plot", "boxplot", "{tmp}/m.csv", "--out", "{tmp}/x.json"], "a picture is written as one of",
                  id="plot_as_json"),
@@ -227,7 +227,9 @@ def test_an_output_path_that_cannot_be_written_is_one_line(argv: list[str], name
     apicture.parent.mkdir()
     apicture.write_bytes(b"\x89PNG theirs")
     (tmp_path / "history.csv").write_text("epoch,loss,lr\n1,0.5,0.001\n")
-    values = {"afile": afile, "tmp": tmp_path, "data": tiny_dataset, "pred": pred, "apicture": apicture}
+    pred2 = shutil.copytree(pred, tmp_path / "pred2")  # a second algorithm (one folder twice is refused first)
+    values = {"afile": afile, "tmp": tmp_path, "data": tiny_dataset, "pred": pred, "pred2": pred2,
+              "apicture": apicture}
     assert cli.main([a.format(**values) for a in argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and named.format(**values) in err[-1], err[-1]
