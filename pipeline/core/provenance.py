@@ -141,13 +141,18 @@ class Provenance:
             return entry
         return {}
 
+    def replaced(self, cases: Iterable[str]) -> list[str]:
+        """Those of ``cases`` with a record whose file is no longer the one it describes (`entry`): put there or
+        changed since it was written, so of unknown origin."""
+        return [c for c in cases if c in self.cases and not self.entry(c)]
+
     def model_of(self, case: str) -> str | None:
         """The model that wrote ``case``'s file, or None (no record, or not the file recorded: `entry`)."""
         return self.entry(case).get("model")
 
     def input_paths(self, case: str) -> list[str]:
         """The resolved paths of the files ``case`` was segmented from (empty: unknown)."""
-        return [str(r["path"]) for r in self.entry(case).get("inputs") or []]
+        return [str(r["path"]) for r in self.cases.get(case, {}).get("inputs") or []]
 
     def input_state(self, case: str, files: Iterable[str | os.PathLike] | None = None) -> str:
         """How ``files`` (None: the recorded paths as they are now) stand to the inputs ``case`` was segmented from,
@@ -161,7 +166,7 @@ class Provenance:
         - `OTHER`: other files, other or unknown contents (another case of the same name);
         - `UNKNOWN`: no inputs recorded.
         """
-        recorded = self.entry(case).get("inputs") or []
+        recorded = self.cases.get(case, {}).get("inputs") or []  # what the record says, whatever the file now is
         if not recorded:
             return UNKNOWN
         paths = [str(r["path"]) for r in recorded]

@@ -535,6 +535,13 @@ def check_provenance(pred_root: Path, cases: Sequence[str], allow_mixed: bool | 
     models = dict(record.models(cases))
     if as_bool(allow_mixed, "allow_mixed"):
         return models
+    replaced = record.replaced(cases)
+    if replaced:
+        raise UserError(f"{len(replaced)} of the {len(cases)} scored segmentation(s) in {pred_root} are not the files "
+                        f"provenance.json recorded (case {replaced[0]}: {pred_root / (replaced[0] + '.nii.gz')} was "
+                        "put there or changed since inference wrote it), so which model made them is unknown: "
+                        "re-run inference into that folder (--overwrite true), or pass --allow_mixed true to score "
+                        "them anyway")
     if len(models) > 1:
         parts = "; ".join(f"{m}: {len(c)} case(s), e.g. {c[0]}" for m, c in models.items())
         raise UserError(f"{pred_root} mixes the segmentations of {len(models)} models ({parts}; provenance.json): one "

@@ -28,7 +28,7 @@ from pipeline.core.distributed import computed_on_main_process, is_main_process
 from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, atomic_write_text, file_sha256, hold_folder
 from pipeline.core.guard import OutputGuard, is_within
-from pipeline.core.provenance import file_digest
+from pipeline.core.provenance import file_digest, input_identity
 from pipeline.data.datalist import folds_present
 from pipeline.data.labels import Description, canonical_channel, describe
 from pipeline.data.layouts import Case, order_by_name
@@ -240,6 +240,7 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
            "network": network, "ckpt_dir": str(ckpt.resolve())}  # whose models this record describes
     if resume and record is not None and found:
         new["split"] = record.get("split")
+        new["training_images"] = record.get("training_images")
         if record.get("config_sha256"):  # the version the run started with stays; each resume's changes are added
             new["config_sha256"] = record["config_sha256"]
             changes = list(record.get("resumed_with_changed") or [])
@@ -293,7 +294,8 @@ def record_split(run_dir: str | os.PathLike, split: tuple[Sequence[dict], Sequen
                        "own validation cases. Resume with the same data and datalist, or start another --run_dir")
     _delete_old_run(_PENDING.pop(_key(run), []))  # --overwrite, now that the new run can start
     record["split"] = current
-    record["training_images"] = training_images(split[0])
+    if not record.get("training_images"):  # a resumed run keeps its own (the split is checked the same above)
+        record["training_images"] = training_images(split[0])
     made = run / "datalist.json"
     record["datalist_written"] = bool(not datalist and (not made.exists() or record.get("datalist_written")))
     write_record(run, record)
@@ -351,20 +353,40 @@ def refuse_training_in_progress(run_dir: str | os.PathLike, *, what: str) -> Non
                        f"that fold out (if no training runs there any more, delete {lock.path})")
 
 
-def training_images(items: Sequence[dict]) -> list[str]:
-    """The sha256 of every image file of the training ``items`` (sorted, each once): run.json's
-    ``training_images``, by which `trained_on` knows a training case under another name."""
-    return sorted({d for it in items if it.get("image") for f in Case.from_item(it).images if (d := file_digest(f))})
+def training_images(items: Sequence[dict]) -> list[list[str]]:
+    """Each training case's images as ``[size, fast hash, sha256]`` (`pipeline.core.provenance.input_identity`), in
+    the items' order: run.json's ``training_images``, by which `trained_on` knows a training case under another
+    name. Each file is read whole once."""
+    return [[f"{r['size']}:{r['hash']}:{r['sha256']}" for r in input_identity(Case.from_item(it).images, digest=True)]
+            for it in items if it.get("image")]
+
+
+def _copies_of_training_cases(record: Mapping, items: Sequence[dict]) -> list[str]:
+    """The ids of ``items`` whose image files are all, byte for byte, those of one training case (a case copied
+    under another name). Only files whose size and fast hash match a training image's are read whole."""
+    cases = [[tuple(key.split(":")) for key in case] for case in record.get("training_images") or []
+             if isinstance(case, list)]
+    fast = {(size, fast_hash) for case in cases for size, fast_hash, _ in case}
+    whole = {tuple(sorted(digest for _, _, digest in case)) for case in cases}
+    out = []
+    for it in items:
+        if not it.get("image"):
+            continue
+        files = input_identity(Case.from_item(it).images)
+        if files and all((str(r["size"]), r["hash"]) in fast for r in files):
+            if tuple(sorted(file_digest(r["path"]) for r in files)) in whole:
+                out.append(str(it["case"]))
+    return out
 
 
 def trained_on(record: Mapping | None, items: Sequence[dict]) -> list[str]:
     """The case ids of ``items`` that trained the model of ``record``, by identity: its run.json's split names the
-    case, or one of the item's image files is, byte for byte, one the model trained on (``training_images``: a
-    training case copied under another name, as later BraTS editions renamed their cases). None without a record."""
+    case, or its image files are, byte for byte, a training case's (``training_images``: a training case copied
+    under another name, as later BraTS editions renamed their cases). None without a record."""
     trained = set(((record or {}).get("split") or {}).get("train", []))
-    digests = set((record or {}).get("training_images") or [])
-    return [str(it["case"]) for it in items if str(it["case"]) in trained
-            or (digests and it.get("image") and any(file_digest(f) in digests for f in Case.from_item(it).images))]
+    copies = set(_copies_of_training_cases(record, [it for it in items if str(it["case"]) not in trained])
+                 if record else ())
+    return [str(it["case"]) for it in items if str(it["case"]) in trained or str(it["case"]) in copies]
 
 
 def check_held_out(record: Mapping | None, items: Sequence[dict], infer_fold: object) -> None:
@@ -387,6 +409,9 @@ def check_held_out(record: Mapping | None, items: Sequence[dict], infer_fold: ob
             validated = "its run.json records no validation fold"
         elif as_fold(fold) != as_infer_fold(infer_fold):  # numbers, however either was written ("01", " 1")
             validated = f"it validated on fold {fold}: pass --infer_fold {fold}"
+        elif not set(seen) & set((record.get("split") or {}).get("train", [])):
+            validated = ("their images are, byte for byte, those of cases it trained on, under other names "
+                         "(run.json's training_images)")
         else:
             validated = (f"this datalist's folds are not those it trained with: pass "
                          f"{ids.get('datalist') or 'its run folder/datalist.json'}")

@@ -132,9 +132,10 @@ def _evaluate(reader: str, out: Path, data: Path, run: Path, eval_dir: Path,
 
 
 READERS = ["pipeline evaluate", "bundle evaluate", "inference again"]
+MOVED_READERS = [*READERS, "inference again, one segmentation deleted"]
 
 
-@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("reader", MOVED_READERS)
 def test_a_dataset_moved_after_inference_is_recognised_by_its_contents(reader: str, data: Path, trained_run: Path,
                                                                       tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture) -> None:
@@ -147,6 +148,13 @@ def test_a_dataset_moved_after_inference_is_recognised_by_its_contents(reader: s
     assert pipeline_main(["evaluate", str(out), str(data), "--out", str(tmp_path / "before"), "--no-pictures"]) == 0
     moved = shutil.move(str(data), str(tmp_path / "elsewhere"))
     before = checksums(out)
+    if reader == "inference again, one segmentation deleted":  # the others are still known, by their contents
+        gone = sorted(out.glob("*.nii.gz"))[0]
+        gone.unlink()
+        again = _infer(Path(moved), trained_run, out)
+        assert "wrote 1 case(s)" in again.stdout and "skipped 3 already segmented" in again.stdout
+        assert gone.is_file()
+        return
     if reader == "inference again":
         again = _infer(Path(moved), trained_run, out)
         assert "skipped 4 already segmented by this model from these inputs" in again.stdout
@@ -194,7 +202,7 @@ def test_a_segmentation_put_over_a_recorded_one_is_not_credited_to_its_model(rea
                                                                             capsys: pytest.CaptureFixture) -> None:
     """provenance.json named a model per case name: a file copied over a segmentation since (here the reference
     itself, a perfect score) was scored as that model's, and inference run again kept it as its own. The record
-    now holds the written file's identity: a file that is not it is of unknown origin."""
+    now holds the written file's identity: a file that is not it is of unknown origin, and refused as such."""
     out = tmp_path / "seg"
     _infer(data, trained_run, out)
     case = sorted(p for p in data.iterdir() if p.is_dir())[1]
@@ -209,8 +217,8 @@ def test_a_segmentation_put_over_a_recorded_one_is_not_credited_to_its_model(rea
         assert f"{case.name} (not the file its record describes: put there since)" in line
     else:
         rc, line = _evaluate(reader, out, data, trained_run, tmp_path / "eval", capsys)
-        assert rc != 0 and line.startswith("error: ") and "mixes the segmentations of 2 models" in line
-        assert f"unknown: 1 case(s), e.g. {case.name}" in line
+        assert rc != 0 and line.startswith("error: ") and "1 of the 4 scored segmentation(s)" in line
+        assert f"are not the files provenance.json recorded (case {case.name}:" in line
     assert checksums(out, data) == before
 
 
@@ -229,7 +237,7 @@ def test_a_training_case_copied_under_another_name_is_marked_trained(data: Path,
     """The split names training cases by id; run.json now keeps their images' sha256 too, so a training case under
     a new name (later BraTS editions renamed theirs) is not scored as held out."""
     record = json.loads((trained_run / "run.json").read_text())
-    assert record["training_images"] and len(record["training_images"]) == 4 * len(record["split"]["train"])
+    assert [len(images) for images in record["training_images"]] == [4] * len(record["split"]["train"])
     trained = record["split"]["train"][0]
     renamed = tmp_path / "renamed" / "NEW_00001"
     renamed.mkdir(parents=True)
@@ -238,3 +246,18 @@ def test_a_training_case_copied_under_another_name_is_marked_trained(data: Path,
     out = tmp_path / "seg"
     _infer(renamed.parent, trained_run, out)
     assert _record(out)["NEW_00001"].get("trained") is True
+
+
+@pytest.mark.parametrize("reader", ["pipeline evaluate", "bundle evaluate"])
+def test_a_folder_whose_every_segmentation_was_replaced_is_not_scored_as_its_models(
+        reader: str, data: Path, trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """With every file replaced (cp ref/*.nii.gz seg/) there is no second model to mix with: the files that are not
+    the ones recorded are refused as such."""
+    out = tmp_path / "seg"
+    _infer(data, trained_run, out)
+    for case in sorted(p for p in data.iterdir() if p.is_dir()):
+        shutil.copy(next(case.glob("*_seg.nii.gz")), out / f"{case.name}.nii.gz")
+    rc, line = _evaluate(reader, out, data, trained_run, tmp_path / "eval", capsys)
+    assert rc != 0 and line.startswith("error: ") and "4 of the 4 scored segmentation(s)" in line
+    assert "are not the files provenance.json recorded" in line and "--allow_mixed true" in line
+    assert not (tmp_path / "eval" / "metrics.csv").exists()

@@ -794,7 +794,7 @@ def test_inference_with_a_config_file_changed_since_training_warns_naming_it(tmp
 @pytest.mark.parametrize(("files", "trained"), [
     pytest.param("the_same_id", True, id="named_in_the_split"),
     pytest.param("copied_under_another_name", True, id="a_training_case_renamed"),
-    pytest.param("one_file_copied", True, id="one_training_image_reused"),
+    pytest.param("one_file_copied", False, id="one_training_image_reused_the_others_new"),
     pytest.param("other_images", False, id="a_new_case"),
 ])
 def test_trained_on_knows_a_training_case_by_its_id_or_its_images(files: str, trained: bool, tmp_path: Path) -> None:
