@@ -565,6 +565,11 @@ def check_provenance(pred_root: Path, cases: Sequence[str], allow_mixed: bool | 
     stale = {c: record.changed_inputs(c) or record.input_paths(c) for c in cases if state[c] == CHANGED}
     if stale:
         case, changed = next(iter(stale.items()))
+        if not os.path.exists(changed[0]) and case not in images:  # a labels folder cannot say where they went
+            raise UserError(f"{len(stale)} prediction(s) in {pred_root} were segmented from files that are no longer "
+                            f"where they were (case {case}: {changed[0]}; provenance.json): if the dataset moved, "
+                            "evaluate against the dataset folder itself (its images are matched by content), or pass "
+                            "--allow_mixed true to score them as they are")
         raise UserError(f"{len(stale)} prediction(s) in {pred_root} are stale: their inputs changed since they were "
                         f"written (case {case}: {changed[0]}); re-run inference on that folder (it redoes them), or "
                         "pass --allow_mixed true to score them as they are")

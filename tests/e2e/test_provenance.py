@@ -261,3 +261,22 @@ def test_a_folder_whose_every_segmentation_was_replaced_is_not_scored_as_its_mod
     assert rc != 0 and line.startswith("error: ") and "4 of the 4 scored segmentation(s)" in line
     assert "are not the files provenance.json recorded" in line and "--allow_mixed true" in line
     assert not (tmp_path / "eval" / "metrics.csv").exists()
+
+
+def test_a_moved_dataset_scored_against_a_labels_folder_says_where_to_look(data: Path, trained_run: Path,
+                                                                          tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    """A folder of label files holds no images to match by content: the recorded inputs are gone, and the refusal
+    says so and names the way that works (the dataset folder), rather than calling them changed."""
+    out = tmp_path / "seg"
+    _infer(data, trained_run, out)
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for case in sorted(p for p in data.iterdir() if p.is_dir()):
+        shutil.copy(next(case.glob("*_seg.nii.gz")), labels / f"{case.name}.nii.gz")
+    moved = Path(shutil.move(str(data), str(tmp_path / "elsewhere")))
+    assert pipeline_main(["evaluate", str(out), str(labels), "--out", str(tmp_path / "eval"), "--scheme",
+                          "brats"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "are no longer where they were" in line and "evaluate against the dataset folder itself" in line
+    assert pipeline_main(["evaluate", str(out), str(moved), "--out", str(tmp_path / "eval"), "--no-pictures"]) == 0
