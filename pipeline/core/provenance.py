@@ -82,6 +82,15 @@ def _fast(identity: Iterable[Mapping]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "sha256"} for r in identity]
 
 
+def _unchanged(recorded: Mapping, now: Mapping) -> bool:
+    """Whether the file ``now`` (one `input_identity` record) holds what ``recorded`` describes: the same size, time
+    and fast hash, or (touched or copied since) the same size and, read whole, the recorded sha256."""
+    if all(now.get(k) == recorded.get(k) for k in ("size", "mtime_ns", "hash")):
+        return True
+    return bool(recorded.get("sha256")) and now["size"] == recorded.get("size") and (
+        file_digest(now["path"]) == recorded["sha256"])
+
+
 #: How a case's files stand to the files its segmentation was made from (`Provenance.input_state`).
 SAME, MOVED, CHANGED, OTHER, UNKNOWN = "same", "moved", "changed", "other", "unknown"
 
@@ -132,14 +141,8 @@ class Provenance:
         written = entry.get("output")
         if not written:
             return entry
-        path = self.folder / str(entry.get("file") or f"{case}.nii.gz")
-        now = input_identity([path])[0]
-        same = {k: now[k] for k in ("size", "mtime_ns", "hash")} == {k: written.get(k) for k in ("size", "mtime_ns",
-                                                                                                  "hash")}
-        if same or (now["size"] == written.get("size") and written.get("sha256")
-                    and file_digest(path) == written["sha256"]):
-            return entry
-        return {}
+        now = input_identity([self.folder / str(entry.get("file") or f"{case}.nii.gz")])[0]
+        return entry if _unchanged(written, now) else {}
 
     def replaced(self, cases: Iterable[str]) -> list[str]:
         """Those of ``cases`` with a record whose file is no longer the one it describes (`entry`): put there or
@@ -172,12 +175,12 @@ class Provenance:
         paths = [str(r["path"]) for r in recorded]
         now = input_identity(paths if files is None else files)
         ordered = [r["path"] for r in now] == paths
-        if ordered and _fast(now) == _fast(recorded):
+        if ordered and all(_unchanged(r, n) for r, n in zip(recorded, now, strict=True)):
             return SAME
-        digests = [r.get("sha256") for r in recorded]
-        if (len(now) == len(recorded) and all(digests) and all(r["size"] >= 0 for r in now)
-                and all(file_digest(r["path"]) == d for r, d in zip(now, digests, strict=True))):
-            return SAME if ordered else MOVED
+        if (not ordered and len(now) == len(recorded) and all(r.get("sha256") for r in recorded)
+                and all(n["size"] >= 0 and file_digest(n["path"]) == r["sha256"]
+                        for r, n in zip(recorded, now, strict=True))):
+            return MOVED
         return CHANGED if sorted(r["path"] for r in now) == sorted(paths) else OTHER
 
     def refresh_inputs(self, case: str, files: Iterable[str | os.PathLike]) -> None:

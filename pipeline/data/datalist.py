@@ -15,7 +15,7 @@ from pathlib import Path
 from pipeline.core.config import ALL_FOLDS
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text
-from pipeline.core.guard import OutputGuard
+from pipeline.core.guard import OutputGuard, is_within
 from pipeline.data.labels import (
     CHANNELS,
     LABEL_SCHEMES,
@@ -444,12 +444,12 @@ def refuse_files_outside(path: str | os.PathLike, datalist: dict, dataset_dir: s
         DatasetError: a case's file outside ``dataset_dir``.
     """
     dataset_dir = Path(dataset_dir).expanduser()
-    roots = {os.path.join(os.path.abspath(dataset_dir), ""), os.path.join(os.path.realpath(dataset_dir), "")}
+    roots = {Path(os.path.abspath(dataset_dir)), dataset_dir.resolve()}
     for items in (v for k, v in datalist.items() if k in ("training", "test", *MODEL_ZOO_KEYS)):
         for item in items:
             files = [*item.get("image", []), *([item["label"]] if item.get("label") else [])]
-            for f in files:
-                if not any(os.path.abspath(f).startswith(r) or os.path.realpath(f).startswith(r) for r in roots):
+            for f in files:  # by the path as written or resolved: a dataset reached through a link is inside
+                if not any(is_within(Path(os.path.abspath(f)), r) or is_within(Path(f).resolve(), r) for r in roots):
                     raise DatasetError(
                         f"datalist {path}: case {item['case']}'s file {f} lies outside --dataset_dir {dataset_dir}, "
                         "and the datalist's files are the ones read (--dataset_dir only roots a model-zoo list's "

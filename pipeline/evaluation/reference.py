@@ -562,7 +562,7 @@ def check_provenance(pred_root: Path, cases: Sequence[str], allow_mixed: bool | 
         logger.info("%d prediction(s) were segmented from the same images at another place (%s, now %s: the same "
                     "contents, by sha256; provenance.json)", len(moved), record.input_paths(moved[0])[0],
                     images[moved[0]][0])
-    stale = {c: record.changed_inputs(c) or record.input_paths(c) for c in cases if state[c] == CHANGED}
+    stale = {c: record.changed_inputs(c) for c in cases if state[c] == CHANGED}
     if stale:
         case, changed = next(iter(stale.items()))
         if not os.path.exists(changed[0]) and case not in images:  # a labels folder cannot say where they went

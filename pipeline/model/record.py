@@ -357,15 +357,15 @@ def training_images(items: Sequence[dict]) -> list[list[str]]:
     """Each training case's images as ``[size, fast hash, sha256]`` (`pipeline.core.provenance.input_identity`), in
     the items' order: run.json's ``training_images``, by which `trained_on` knows a training case under another
     name. Each file is read whole once."""
-    return [[f"{r['size']}:{r['hash']}:{r['sha256']}" for r in input_identity(Case.from_item(it).images, digest=True)]
+    return [[[r["size"], r["hash"], r["sha256"]] for r in input_identity(Case.from_item(it).images, digest=True)]
             for it in items if it.get("image")]
 
 
 def _copies_of_training_cases(record: Mapping, items: Sequence[dict]) -> list[str]:
     """The ids of ``items`` whose image files are all, byte for byte, those of one training case (a case copied
     under another name). Only files whose size and fast hash match a training image's are read whole."""
-    cases = [[tuple(key.split(":")) for key in case] for case in record.get("training_images") or []
-             if isinstance(case, list)]
+    cases = [[tuple(image) for image in case] for case in record.get("training_images") or []
+             if isinstance(case, list) and all(isinstance(i, list) and len(i) == 3 for i in case)]
     fast = {(size, fast_hash) for case in cases for size, fast_hash, _ in case}
     whole = {tuple(sorted(digest for _, _, digest in case)) for case in cases}
     out = []
@@ -373,7 +373,7 @@ def _copies_of_training_cases(record: Mapping, items: Sequence[dict]) -> list[st
         if not it.get("image"):
             continue
         files = input_identity(Case.from_item(it).images)
-        if files and all((str(r["size"]), r["hash"]) in fast for r in files):
+        if files and all((r["size"], r["hash"]) in fast for r in files):
             if tuple(sorted(file_digest(r["path"]) for r in files)) in whole:
                 out.append(str(it["case"]))
     return out
