@@ -4,17 +4,18 @@
 
     {"version": 2, "cases": {"<case>": {"model": "<model id>", "file": "<case>.nii.gz",
                                         "inputs": [{"path": ..., "size": ..., "mtime_ns": ..., "hash": ...,
-                                                    "sha256": ...}, ...],
+                                                    "sha256": ..., "volume"?: ...}, ...],
                                         "output": {"size": ..., "mtime_ns": ..., "hash": ..., "sha256": ...},
                                         "probabilities": "<model id>" | null,
                                         "scheme": "<label scheme name>"}}}
 
 The model id hashes the checkpoint and the settings that change the output (`pipeline.model.weights.model_id`); an
 input's identity is its resolved path, size, modification time and a fast hash of its first and last 64 KiB
-(`input_identity`), and, recorded at inference, the sha256 of its whole content, by which a dataset moved or copied
-since is recognised (`Provenance.input_state`); the written file's own identity (``output``) ties the record to that
-file, not to its name, so a file copied over it since is of unknown origin (`Provenance.entry`); the scheme is the
-label numbering the segmentation is written in, by name (``brats2023``, ``msd``, ``nnunet:<dataset.json>``;
+(`input_identity`; a 4D file is one input per channel, with the volume read for it: `input_refs`), and, recorded at
+inference, the sha256 of its whole content, by which a dataset moved or copied since is recognised
+(`Provenance.input_state`); the written file's own identity (``output``) ties the record to that file, not to its
+name, so a file copied over it since is of unknown origin (`Provenance.entry`); the scheme is the label numbering
+the segmentation is written in, by name (``brats2023``, ``msd``, ``nnunet:<dataset.json>``;
 `pipeline.data.labels.describe`), absent from records written before it was kept. Inference skips a case only when
 model and inputs match; evaluation refuses a folder that mixes models, holds segmentations of other images or whose
 inputs changed since, unless told otherwise, and a segmentation written in another numbering than the one it is
@@ -55,12 +56,47 @@ def file_digest(path: str | os.PathLike) -> str:
         return ""
 
 
-def input_identity(paths: Iterable[str | os.PathLike], *, digest: bool = False) -> list[dict]:
-    """``[{"path", "size", "mtime_ns", "hash"}]`` of each file (resolved path; a missing file has size -1), with
-    ``digest`` also its whole content's ``"sha256"`` (`file_digest`; what inference records)."""
+#: One input of a segmentation: a file, or one volume of a 4D file (``{"path": file, "volume": index}``).
+InputRef = str | os.PathLike | Mapping
+
+
+def input_refs(images: Iterable[str | os.PathLike], channel_index: Iterable[int] | None = None) -> list[InputRef]:
+    """A case's inputs in channel order: its image files, or, for one 4D file read through a ``channel_index``
+    (a Decathlon case), that file's volume ``channel_index[i]`` for channel ``i``: which volume feeds which channel
+    is part of what a segmentation was made from (another modality table, the same file: other inputs)."""
+    files = [str(f) for f in images]
+    if channel_index is None:
+        return files
+    return [{"path": files[0], "volume": int(v)} for v in channel_index] if len(files) == 1 else files
+
+
+def ref_path(ref: InputRef) -> str:
+    """The file of an input (`InputRef`)."""
+    return str(ref["path"]) if isinstance(ref, Mapping) else str(ref)
+
+
+def _refs_of(recorded: Iterable[Mapping]) -> list[InputRef]:
+    """The inputs a record names (`input_identity`'s records back to `InputRef`)."""
+    return [{"path": r["path"], "volume": r["volume"]} if "volume" in r else str(r["path"]) for r in recorded]
+
+
+def _comparable(recorded: list[Mapping], files: Iterable[InputRef] | None) -> list[InputRef]:
+    """``files`` (None: the ``recorded`` inputs) as ``recorded`` can be compared with them: a 4D file's volumes as
+    the file alone where the record is from before volumes were kept."""
+    refs = _refs_of(recorded) if files is None else list(files)
+    if any(isinstance(r, Mapping) for r in refs) and not any("volume" in r for r in recorded):
+        return list(dict.fromkeys(ref_path(r) for r in refs))
+    return refs
+
+
+def input_identity(paths: Iterable[InputRef], *, digest: bool = False) -> list[dict]:
+    """``[{"path", "size", "mtime_ns", "hash"}]`` of each input (resolved path; a missing file has size -1; a 4D
+    file's volume, `input_refs`, adds its ``"volume"``), with ``digest`` also its whole content's ``"sha256"``
+    (`file_digest`; what inference records)."""
     out = []
-    for p in paths:
-        path = Path(p).expanduser().resolve()
+    for ref in paths:
+        path = Path(ref_path(ref)).expanduser().resolve()
+        volume = {"volume": int(ref["volume"])} if isinstance(ref, Mapping) and "volume" in ref else {}
         try:
             st = path.stat()
             h = hashlib.blake2b(digest_size=16)
@@ -69,11 +105,12 @@ def input_identity(paths: Iterable[str | os.PathLike], *, digest: bool = False) 
                 if st.st_size > HASHED_BYTES:
                     f.seek(max(HASHED_BYTES, st.st_size - HASHED_BYTES))
                     h.update(f.read(HASHED_BYTES))
-            out.append({"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": h.hexdigest()})
+            out.append({"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": h.hexdigest(),
+                        **volume})
             if digest:
                 out[-1]["sha256"] = file_digest(path)
         except OSError:
-            out.append({"path": str(path), "size": -1, "mtime_ns": 0, "hash": ""})
+            out.append({"path": str(path), "size": -1, "mtime_ns": 0, "hash": "", **volume})
     return out
 
 
@@ -85,6 +122,8 @@ def _fast(identity: Iterable[Mapping]) -> list[dict]:
 def _unchanged(recorded: Mapping, now: Mapping) -> bool:
     """Whether the file ``now`` (one `input_identity` record) holds what ``recorded`` describes: the same size, time
     and fast hash, or (touched or copied since) the same size and, read whole, the recorded sha256."""
+    if now.get("volume") != recorded.get("volume"):
+        return False  # another volume of the file read for this channel
     if all(now.get(k) == recorded.get(k) for k in ("size", "mtime_ns", "hash")):
         return True
     return bool(recorded.get("sha256")) and now["size"] == recorded.get("size") and (
@@ -154,18 +193,20 @@ class Provenance:
         return self.entry(case).get("model")
 
     def input_paths(self, case: str) -> list[str]:
-        """The resolved paths of the files ``case`` was segmented from (empty: unknown)."""
-        return [str(r["path"]) for r in self.cases.get(case, {}).get("inputs") or []]
+        """The resolved paths of the files ``case`` was segmented from, each once (empty: unknown)."""
+        return list(dict.fromkeys(str(r["path"]) for r in self.cases.get(case, {}).get("inputs") or []))
 
-    def input_state(self, case: str, files: Iterable[str | os.PathLike] | None = None) -> str:
-        """How ``files`` (None: the recorded paths as they are now) stand to the inputs ``case`` was segmented from,
-        decided file by file in their order (a position is a channel), never by guess:
+    def input_state(self, case: str, files: Iterable[InputRef] | None = None) -> str:
+        """How ``files`` (`input_refs`; None: the recorded inputs as they are now) stand to the inputs ``case`` was
+        segmented from, decided input by input in their order (a position is a channel; a 4D file's volume is part
+        of its input), never by guess:
 
         - `SAME`: the same resolved paths in the same order, unchanged (size, time and fast hash; or, touched since,
           the same whole content by digest);
         - `MOVED`: other paths holding, position by position, the recorded whole contents (the dataset moved or
           copied since; a record written before digests were kept cannot say so, and is `OTHER`);
-        - `CHANGED`: the same files (in any order), changed since, missing, or listed in another order;
+        - `CHANGED`: the same files (in any order), changed since, missing, listed in another order, or another
+          volume of a 4D file read for a channel (its modality table changed);
         - `OTHER`: other files, other or unknown contents (another case of the same name);
         - `UNKNOWN`: no inputs recorded.
         """
@@ -173,17 +214,17 @@ class Provenance:
         if not recorded:
             return UNKNOWN
         paths = [str(r["path"]) for r in recorded]
-        now = input_identity(paths if files is None else files)
+        now = input_identity(_comparable(recorded, files))
         ordered = [r["path"] for r in now] == paths
         if ordered and all(_unchanged(r, n) for r, n in zip(recorded, now, strict=True)):
             return SAME
         if (not ordered and len(now) == len(recorded) and all(r.get("sha256") for r in recorded)
-                and all(n["size"] >= 0 and file_digest(n["path"]) == r["sha256"]
+                and all(n["size"] >= 0 and n.get("volume") == r.get("volume") and file_digest(n["path"]) == r["sha256"]
                         for r, n in zip(recorded, now, strict=True))):
             return MOVED
         return CHANGED if sorted(r["path"] for r in now) == sorted(paths) else OTHER
 
-    def refresh_inputs(self, case: str, files: Iterable[str | os.PathLike]) -> None:
+    def refresh_inputs(self, case: str, files: Iterable[InputRef]) -> None:
         """Record ``files`` as ``case``'s inputs when `input_state` found them the recorded ones (`SAME` or `MOVED`)
         but their recorded identity is out of date (touched, or moved): later checks are then cheap again.
         Nothing is written when the record is current."""
@@ -192,14 +233,23 @@ class Provenance:
             self.cases[case]["inputs"] = input_identity(files, digest=True)
             self.save()
 
-    def changed_inputs(self, case: str) -> list[str]:
-        """The recorded inputs of ``case`` that are no longer what it was segmented from (empty: unchanged, or
-        unknown)."""
-        if self.input_state(case) != CHANGED:
+    def changed_inputs(self, case: str, files: Iterable[InputRef] | None = None) -> list[str]:
+        """The files of the inputs of ``case`` (``files`` as `input_state` takes them; None: the recorded ones as
+        they are now) that are not what it was segmented from, each once (empty: the same, or unknown); a 4D file
+        read through another modality table is named with that reason."""
+        if self.input_state(case, files) != CHANGED:
             return []
         recorded = self.cases[case]["inputs"]
-        now = input_identity([r["path"] for r in recorded])
-        return [r["path"] for r, n in zip(_fast(recorded), now, strict=True) if r != n] or self.input_paths(case)
+        now = input_identity(_comparable(recorded, files))
+        if len(now) != len(recorded):
+            return self.input_paths(case)
+        changed = []
+        for r, n in zip(recorded, now, strict=True):
+            if r["path"] != n["path"] or not _unchanged({**r, "volume": n.get("volume")}, n):
+                changed.append(r["path"])
+            elif r.get("volume") != n.get("volume"):
+                changed.append(f"{r['path']} (its volumes now feed other channels: its modality table changed)")
+        return list(dict.fromkeys(changed)) or self.input_paths(case)
 
     def record(self, case: str, *, model: str | None, file: str, inputs: list[dict],
                probabilities: str | None = None, trained: bool = False, scheme: str | None = None,

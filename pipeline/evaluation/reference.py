@@ -28,7 +28,7 @@ from pipeline.core.nifti import (
     nifti_names,
     reorientation,
 )
-from pipeline.core.provenance import CHANGED, MOVED, OTHER, Provenance
+from pipeline.core.provenance import CHANGED, MOVED, OTHER, InputRef, Provenance, input_refs, ref_path
 from pipeline.data.labels import (
     LABEL_SCHEMES,
     NNUNET_PREFIX,
@@ -490,7 +490,8 @@ def pair_cases(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Referen
             raise UserError(f"case {cid}: the prediction {pred} is the reference's own file ({ref}, through a link): "
                             "it would score itself; pass the folder of predictions inference wrote")
     scored = sorted(c for c in refs if c in preds)
-    images = {c: reference.cases[c].images for c in scored if c in reference.cases}  # a dataset's: its images
+    images = {c: input_refs(reference.cases[c].images, reference.cases[c].channel_index)  # a dataset's: its images
+              for c in scored if c in reference.cases}
     return CasePairs(reference, pred_root, refs, preds,
                      check_provenance(pred_root, scored, allow_mixed, fold=reference.fold, images=images))
 
@@ -503,7 +504,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_provenance(pred_root: Path, cases: Sequence[str], allow_mixed: bool | str = False, *,
-                     fold: int | None = None, images: Mapping[str, Sequence[str]] | None = None
+                     fold: int | None = None, images: Mapping[str, Sequence[InputRef]] | None = None
                      ) -> dict[str, list[str]]:
     """``{model id or "unknown": [cases]}`` of the scored predictions, from the folder's provenance record.
 
@@ -514,7 +515,7 @@ def check_provenance(pred_root: Path, cases: Sequence[str], allow_mixed: bool | 
         UserError: a ``fold`` scored with predictions of cases their model trained on.
         UserError: without ``allow_mixed``, predictions written by more than one model (or some by an unknown one
             beside a known one), predictions whose inputs changed since they were written (stale), or predictions
-            segmented from other files than the reference case's ``images`` (``{case: image files}``, a dataset's:
+            segmented from other files than the reference case's ``images`` (``{case: its inputs}``, a dataset's:
             other resolved paths without the same contents, `pipeline.core.provenance.Provenance.input_state`;
             another dataset whose cases have the same names). The same contents moved or copied elsewhere are
             scored.
@@ -553,16 +554,16 @@ def check_provenance(pred_root: Path, cases: Sequence[str], allow_mixed: bool | 
     if other:
         case = other[0]
         raise UserError(f"{len(other)} prediction(s) in {pred_root} were segmented from other images than the "
-                        f"reference's cases (case {case}: {record.input_paths(case)[0]}, not {images[case][0]}, and "
-                        "not the same contents; provenance.json): another dataset whose cases have the same names? "
-                        "Evaluate against the dataset they were segmented from, or pass --allow_mixed true to score "
-                        "them anyway")
+                        f"reference's cases (case {case}: {record.input_paths(case)[0]}, not "
+                        f"{ref_path(images[case][0])}, and not the same contents; provenance.json): another dataset "
+                        "whose cases have the same names? Evaluate against the dataset they were segmented from, or "
+                        "pass --allow_mixed true to score them anyway")
     moved = [c for c in cases if state[c] == MOVED]
     if moved:
         logger.info("%d prediction(s) were segmented from the same images at another place (%s, now %s: the same "
                     "contents, by sha256; provenance.json)", len(moved), record.input_paths(moved[0])[0],
-                    images[moved[0]][0])
-    stale = {c: record.changed_inputs(c) for c in cases if state[c] == CHANGED}
+                    ref_path(images[moved[0]][0]))
+    stale = {c: record.changed_inputs(c, images.get(c)) for c in cases if state[c] == CHANGED}
     if stale:
         case, changed = next(iter(stale.items()))
         if not os.path.exists(changed[0]) and case not in images:  # a labels folder cannot say where they went

@@ -17,7 +17,17 @@ from pipeline.core.config import as_bool
 from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, gzip_is_whole
 from pipeline.core.guard import OutputGuard
-from pipeline.core.provenance import MOVED, OTHER, PROVENANCE, SAME, Provenance, input_identity
+from pipeline.core.provenance import (
+    MOVED,
+    OTHER,
+    PROVENANCE,
+    SAME,
+    InputRef,
+    Provenance,
+    input_identity,
+    input_refs,
+    ref_path,
+)
 from pipeline.data.source import DataSource
 from pipeline.inference.writers import BackgroundWriters
 from pipeline.inference.writers import writer_threads as writer_threads_of
@@ -105,7 +115,7 @@ class InferenceReport:
         self.writers.submit(case, write, done, lambda e: self.fail(
             case, f"case {case}: writing {out} failed ({type(e).__name__}: {e})"))
 
-    def wrote(self, case: str, path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = (), *,
+    def wrote(self, case: str, path: str | os.PathLike, inputs: Sequence[InputRef] = (), *,
               scheme: str | None = None) -> None:
         """Record that ``case``'s segmentation was written to ``path`` from the files ``inputs``, numbered in the
         label scheme ``scheme`` (its name; None: not recorded). Probabilities of the case left by an earlier writer
@@ -153,10 +163,11 @@ class InferenceReport:
             raise SystemExit(1)
 
 
-def image_files(item: Mapping) -> list[str]:
-    """The image files of a datalist item, the inputs of its segmentation."""
+def image_files(item: Mapping) -> list[InputRef]:
+    """The inputs of a datalist item's segmentation, in channel order: its image files, or its 4D file's volumes
+    (`pipeline.core.provenance.input_refs`)."""
     image = item.get("image", [])
-    return [str(f) for f in ([image] if isinstance(image, (str, os.PathLike)) else image)]
+    return input_refs([image] if isinstance(image, (str, os.PathLike)) else image, item.get("channel_index"))
 
 def guard_outputs(data: DataSource, items: Sequence[Mapping], output_dir: object, *,
                   report: InferenceReport | None = None, overwrite: bool | str = False) -> Path:
@@ -255,7 +266,8 @@ def _refuse_foreign(items: Sequence[Mapping], output_dir: str | os.PathLike, rep
         case = str(item["case"])
         if (Path(output_dir) / f"{case}.nii.gz").exists() and record.input_state(case, image_files(item)) == OTHER:
             raise UserError(f"{output_dir} already holds a segmentation of case {case} made from other images "
-                            f"({record.input_paths(case)[0]}, not {image_files(item)[0]}, and not the same contents; "
+                            f"({record.input_paths(case)[0]}, not {ref_path(image_files(item)[0])}, and not the same "
+                            "contents; "
                             "provenance.json): another case of the same name? Pass another --output_dir, or "
                             "--overwrite true to replace it")
 

@@ -24,8 +24,9 @@ from monai.transforms import MapTransform
 
 from pipeline.core.config import as_bool
 from pipeline.core.files import atomic_write
+from pipeline.core.provenance import InputRef
 from pipeline.data.labels import describe, regions_to_labels
-from pipeline.inference.outputs import PROBABILITIES, InferenceReport, reference_path
+from pipeline.inference.outputs import PROBABILITIES, InferenceReport, image_files, reference_path
 
 logger = logging.getLogger(__name__)
 
@@ -76,21 +77,19 @@ INPUTS_KEY = "inputs"
 
 
 def with_inputs(items: Sequence[Mapping]) -> list[dict]:
-    """The items, each with its image files under `INPUTS_KEY` (the provenance of what is written from it)."""
-    out = []
-    for item in items:
-        image = item.get("image", [])
-        files = [image] if isinstance(image, (str, os.PathLike)) else list(image)
-        out.append({**item, INPUTS_KEY: json.dumps([str(f) for f in files])})
-    return out
+    """The items, each with its inputs (`pipeline.inference.outputs.image_files`: files, or a 4D file's volumes)
+    under `INPUTS_KEY` (the provenance of what is written from it)."""
+    return [{**item, INPUTS_KEY: json.dumps([r if isinstance(r, Mapping) else str(r) for r in image_files(item)])}
+            for item in items]
 
 
-def input_files(d: Mapping, image_key: str = "image") -> list[str]:
-    """A loaded item's input files: its `INPUTS_KEY`, else the image's own file name."""
+def input_files(d: Mapping, image_key: str = "image") -> list[InputRef]:
+    """A loaded item's inputs: its `INPUTS_KEY`, else the image's own file name."""
     encoded = d.get(INPUTS_KEY)
     if isinstance(encoded, (list, tuple)):
         encoded = encoded[0] if encoded else ""
-    return [str(f) for f in json.loads(encoded)] if encoded else [reference_path(d[image_key])]
+    return [r if isinstance(r, dict) else str(r) for r in json.loads(encoded)] if encoded else [
+        reference_path(d[image_key])]
 
 
 def write_label_like(labels: np.ndarray, reference: str | os.PathLike, out_path: str | os.PathLike,
@@ -169,7 +168,7 @@ class SaveBratsLabeld(MapTransform):
             d[f"{key}_path"] = str(out)
         return d
 
-    def _written(self, case: str, inputs: list[str], path: Path) -> None:
+    def _written(self, case: str, inputs: list[InputRef], path: Path) -> None:
         logger.info("case %s: wrote %s", case, path)
         self.report.wrote(case, path, inputs, scheme=describe(self.scheme).name)
 

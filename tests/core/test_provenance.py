@@ -12,7 +12,17 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.errors import UserError
-from pipeline.core.provenance import CHANGED, MOVED, OTHER, SAME, UNKNOWN, Provenance, file_digest, input_identity
+from pipeline.core.provenance import (
+    CHANGED,
+    MOVED,
+    OTHER,
+    SAME,
+    UNKNOWN,
+    Provenance,
+    file_digest,
+    input_identity,
+    input_refs,
+)
 
 
 def _inputs(folder: Path) -> list[Path]:
@@ -143,3 +153,40 @@ def test_the_digest_is_the_sha256_of_the_whole_file(tmp_path: Path) -> None:
     f = _inputs(tmp_path)[1]
     assert file_digest(f) == hashlib.sha256(f.read_bytes()).hexdigest()
     assert file_digest(tmp_path / "absent.nii") == ""
+
+
+VOLUMES = {  # name: (the inputs given now, from the recorded 4D file at data/c.nii, or the moved one; state)
+    "the_same_volumes": (lambda f, moved: input_refs([f], (1, 2, 3, 0)), SAME),
+    "another_modality_table": (lambda f, moved: input_refs([f], (0, 1, 2, 3)), CHANGED),
+    "the_file_without_its_volumes": (lambda f, moved: input_refs([f]), OTHER),
+    "moved_the_same_volumes": (lambda f, moved: input_refs([moved], (1, 2, 3, 0)), MOVED),
+    "moved_another_modality_table": (lambda f, moved: input_refs([moved], (3, 2, 1, 0)), OTHER),
+}
+
+
+@pytest.mark.parametrize("name", list(VOLUMES))
+def test_which_volume_of_a_4d_file_feeds_each_channel_is_part_of_its_inputs(name: str, tmp_path: Path) -> None:
+    """A Decathlon case is one 4D file read through its modality table: the same file read with another table
+    (dataset.json edited) is not the input its segmentation was made from."""
+    f = _inputs(tmp_path / "data")[0]
+    record = Provenance(tmp_path / "seg")
+    record.record("c", model="m", file="c.nii.gz", inputs=input_identity(input_refs([f], (1, 2, 3, 0)), digest=True))
+    moved = tmp_path / "elsewhere" / f.name
+    moved.parent.mkdir()
+    shutil.copy2(f, moved)
+    given, state = VOLUMES[name]
+    again = Provenance(tmp_path / "seg")
+    assert again.input_state("c", given(f, moved)) == state
+    assert again.input_paths("c") == [str(f.resolve())]  # one file, named once
+    if state == CHANGED and name == "another_modality_table":  # the file is unchanged: the reason is named
+        assert again.changed_inputs("c", given(f, moved)) == [
+            f"{f.resolve()} (its volumes now feed other channels: its modality table changed)"]
+
+
+def test_a_4d_record_from_before_volumes_were_kept_is_read_by_its_file(tmp_path: Path) -> None:
+    f = _inputs(tmp_path / "data")[0]
+    record = Provenance(tmp_path / "seg")
+    record.record("c", model="m", file="c.nii.gz", inputs=input_identity([f], digest=True))
+    assert Provenance(tmp_path / "seg").input_state("c", input_refs([f], (1, 2, 3, 0))) == SAME
+    f.write_bytes(b"other")
+    assert Provenance(tmp_path / "seg").input_state("c", input_refs([f], (1, 2, 3, 0))) == CHANGED

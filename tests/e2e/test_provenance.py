@@ -280,3 +280,28 @@ def test_a_moved_dataset_scored_against_a_labels_folder_says_where_to_look(data:
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "are no longer where they were" in line and "evaluate against the dataset folder itself" in line
     assert pipeline_main(["evaluate", str(out), str(moved), "--out", str(tmp_path / "eval"), "--no-pictures"]) == 0
+
+
+def test_a_decathlon_dataset_read_through_another_modality_table_is_not_the_same_inputs(
+        layout_datasets: dict, trained_run: Path, tmp_path: Path) -> None:
+    """Editing dataset.json's modality table changes which volume of each 4D file feeds each channel, with no file
+    changed: the segmentations made before are stale (evaluation refuses them) and inference makes them again."""
+    data = tmp_path / "msd"
+    shutil.copytree(layout_datasets["msd"], data)
+    out = tmp_path / "seg"
+    _infer(data, trained_run, out)
+    before = {c: [i["volume"] for i in e["inputs"]] for c, e in _record(out).items()}
+    meta = json.loads((data / "dataset.json").read_text())
+    table = meta["modality"]
+    table["0"], table["3"] = table["3"], table["0"]  # FLAIR and T2w named the other way round
+    (data / "dataset.json").write_text(json.dumps(meta))
+    result = run_module(command("evaluate", {"dataset_dir": data, "run_dir": trained_run, "output_dir": out,
+                                             "eval_dir": tmp_path / "eval"}),
+                        capture_output=True, text=True, cwd=REPO, timeout=600)
+    line = last_line(result)
+    assert result.returncode != 0 and line.startswith("error: ") and "stale" in line and "modality table" in line
+    again = _infer(data, trained_run, out)
+    assert "whose inputs changed since" in again.stdout + again.stderr
+    after = {c: [i["volume"] for i in e["inputs"]] for c, e in _record(out).items()}
+    assert after.keys() == before.keys() and all(after[c] != before[c] for c in after)
+    assert all(sorted(v) == [0, 1, 2, 3] for v in after.values())
