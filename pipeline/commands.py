@@ -18,6 +18,7 @@ from pathlib import Path
 from pipeline.bundle import VERB_ENV, command, inference_command, python_path
 from pipeline.core.errors import UserError
 from pipeline.core.process import run_child
+from pipeline.evaluation.crossval import CV_OPTIONS
 from pipeline.model.record import read_record
 
 
@@ -76,27 +77,32 @@ INFER_OPTIONS = {"dataset_dir": "-i/--input", "datalist": "-i/--input", "output_
 
 #: The verbs whose bundle runs name them (`pipeline.bundle.VERB_ENV`) and the ids each sets from its own options.
 VERB_OPTIONS: dict[str, dict[str, str]] = {"train": TRAIN_OPTIONS, "infer": INFER_OPTIONS, "cv": {}}
-#: Ids a verb sets itself, with no option to change them (``--set`` refuses them too): a refusal's advice to pass
-#: one is spelled as what the verb writes there and how to keep it (`verb_spelling`).
-VERB_FIXED: dict[str, dict[str, str]] = {
-    "cv": {"output_dir": "output folder (cv writes RUN_DIR/cv/seg: move that folder aside to keep it)",
-           "datalist": "datalist (cv uses RUN_DIR/datalist.json, the one its folds trained on)",
-           "run_dir": "run folder (cv uses each RUN_DIR/fold_<f>)"}}
+#: Ids a verb sets itself, with no option of its own to change them (``--set`` refuses them too): id -> where the
+#: verb sets it from (an option of the verb, or what it writes); a refusal's advice names that (`verb_spelling`).
+VERB_FIXED: dict[str, dict[str, str]] = {"cv": CV_OPTIONS}
 _FLAG_IDS = ("overwrite", "resume")  # options without a value under the verbs
 _BUNDLE_ID = re.compile(r"(?<![\w-])--([a-z][a-z0-9_]*(?:(?:#|::)[a-z0-9_]+)*)( true| false)?")
 
 
 def verb_spelling(line: str, verb: str) -> str:
     """A bundle refusal's advice (``--id value``, as MONAI's CLI takes it) as ``verb`` takes it: the verb's own
-    option for an id it sets (``--run``, ``-i``, ``--overwrite``, ``--no-tta``), what it writes for an id it sets
-    with no option (`VERB_FIXED`: cv's output folder), else ``--set id value``. A command quoted in the line
+    option for an id it sets (``--run``, ``-i``, ``--overwrite``, ``--no-tta``), where it sets an id from that no
+    option of its own changes (`VERB_FIXED`: cv's output folder), else ``--set id value``. A command quoted in the line
     (``python -m pipeline check DATA --label_scheme X``) is left as it is."""
     own = VERB_OPTIONS.get(verb)
     if own is None:
         return line
     fixed = VERB_FIXED.get(verb, {})
-    # an id the verb sets itself: "--output_dir [VALUE]" -> what the verb writes there (the value goes too)
-    fixed_id = re.compile(r"(?<![\w-])--(" + "|".join(map(re.escape, fixed)) + r")\b(?: (?![-(])[^\s,;()]+)?")
+    # an id the verb sets itself: "--run_dir [VALUE]" -> where the verb sets it from (a value that is a path or a
+    # number goes with it: the verb chooses it; a word after the option is the sentence's)
+    fixed_id = re.compile(r"(?<![\w-])--(" + "|".join(map(re.escape, fixed)) +
+                          r")(?![\w#:-])(?: (?=[\w.~/]*[/\d])[^\s,;()]+)?")
+
+    def fixed_spelled(m: re.Match) -> str:
+        where = fixed[m.group(1)]
+        if where.startswith("-"):  # the verb's own option (marked, so that the next pass leaves it)
+            return "\0" + where[2:] + m.group(0)[len("--" + m.group(1)):]
+        return f"{m.group(1)} ({verb} sets it: {where})"
 
     def spelled(m: re.Match) -> str:
         key, value = m.group(1), m.group(2) or ""
@@ -110,8 +116,8 @@ def verb_spelling(line: str, verb: str) -> str:
         return option.split("/")[0] + value
 
     parts = re.split(r"(python -m pipeline [^);,]*)", line)
-    line = "".join(part if i % 2 else _BUNDLE_ID.sub(spelled, fixed_id.sub(lambda m: fixed[m.group(1)], part)
-                                                    if fixed else part) for i, part in enumerate(parts))
+    line = "".join(part if i % 2 else _BUNDLE_ID.sub(spelled, fixed_id.sub(fixed_spelled, part) if fixed else part)
+                   for i, part in enumerate(parts)).replace("\0", "--")
     return re.sub(r"\b[Ss]et --set ", lambda m: ("P" if m.group(0)[0] == "S" else "p") + "ass --set ", line)
 
 

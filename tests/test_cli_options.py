@@ -167,13 +167,15 @@ def test_datalist_refuses_fewer_than_two_folds_in_one_line(folds: str, tiny_data
                  "pass --no-tta -o o -i d (--set ckpt_path)", id="infer_own_options"),
     pytest.param("cv", "retrain with --overwrite true", "retrain with --set overwrite true", id="cv_sets_everything"),
     pytest.param("cv", "pass another --output_dir, or --overwrite true to replace them",
-                 "pass another output folder (cv writes RUN_DIR/cv/seg: move that folder aside to keep it), or "
-                 "--set overwrite true to replace them", id="cv_output_folder_is_its_own"),
+                 "pass another output_dir (cv sets it: RUN_DIR/cv/seg), or --set overwrite true to replace them",
+                 id="cv_output_folder_is_its_own"),
     pytest.param("cv", "one folder per dataset: pass --output_dir runs/r/seg_d (or another new folder)",
-                 "one folder per dataset: pass output folder (cv writes RUN_DIR/cv/seg: move that folder aside to "
-                 "keep it) (or another new folder)", id="cv_output_folder_with_a_value"),
-    pytest.param("cv", "pass --datalist d.json --run_dir r", "pass datalist (cv uses RUN_DIR/datalist.json, the one "
-                 "its folds trained on) run folder (cv uses each RUN_DIR/fold_<f>)", id="cv_datalist_and_run"),
+                 "one folder per dataset: pass output_dir (cv sets it: RUN_DIR/cv/seg) (or another new folder)",
+                 id="cv_output_folder_with_a_value"),
+    pytest.param("cv", "with --run_dir of that run; pass --infer_fold 2", "with run_dir (cv sets it: "
+                 "RUN_DIR/fold_<f>) of that run; pass --folds 2", id="cv_a_word_after_it_is_not_its_value"),
+    pytest.param("cv", "(--datalist, --label_scheme)", "(datalist (cv sets it: RUN_DIR/datalist.json), label_scheme "
+                 "(cv sets it: the folds' run.json))", id="cv_every_id_it_sets"),
     pytest.param("infer", "(python -m pipeline check DATA --label_scheme brats says so) pass --label_scheme brats",
                  "(python -m pipeline check DATA --label_scheme brats says so) pass --set label_scheme brats",
                  id="a_quoted_command_keeps_its_options"),

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from pipeline.core.errors import UserError
@@ -56,18 +56,26 @@ def file_digest(path: str | os.PathLike) -> str:
         return ""
 
 
-#: One input of a segmentation: a file, or one volume of a 4D file (``{"path": file, "volume": index}``).
+#: One input of a segmentation: a file, or a file named by the channel it feeds and, for a 4D file, the volume read
+#: for it (``{"path": file, "channel"?: name, "volume"?: index}``; `input_refs`).
 InputRef = str | os.PathLike | Mapping
 
 
-def input_refs(images: Iterable[str | os.PathLike], channel_index: Iterable[int] | None = None) -> list[InputRef]:
-    """A case's inputs in channel order: its image files, or, for one 4D file read through a ``channel_index``
-    (a Decathlon case), that file's volume ``channel_index[i]`` for channel ``i``: which volume feeds which channel
-    is part of what a segmentation was made from (another modality table, the same file: other inputs)."""
+def input_refs(images: Iterable[str | os.PathLike], channel_index: Iterable[int] | None = None,
+               channels: Sequence[str] | None = None) -> list[InputRef]:
+    """A case's inputs in its channel order: its image files, or, for one 4D file read through a ``channel_index``
+    (a Decathlon case), that file's volume ``channel_index[i]`` for channel ``i``; with ``channels`` (the names of
+    those channels, canonical: `pipeline.data.labels.canonical_channel`), each input is named by its channel, so that
+    two lists are compared channel by channel whatever their order (the data's, a model's). Which file, and which
+    volume, feeds which channel is part of what a segmentation was made from: another modality table or another
+    ``channel_names`` over the same files are other inputs."""
     files = [str(f) for f in images]
-    if channel_index is None:
-        return files
-    return [{"path": files[0], "volume": int(v)} for v in channel_index] if len(files) == 1 else files
+    index = list(channel_index) if channel_index is not None and len(files) == 1 else None
+    refs: list[dict] = ([{"path": files[0], "volume": int(v)} for v in index] if index is not None
+                        else [{"path": f} for f in files])
+    if channels is not None and len(channels) == len(refs):
+        refs = [{**r, "channel": str(c)} for r, c in zip(refs, channels, strict=True)]
+    return [r if len(r) > 1 else r["path"] for r in refs]
 
 
 def ref_path(ref: InputRef) -> str:
@@ -75,18 +83,37 @@ def ref_path(ref: InputRef) -> str:
     return str(ref["path"]) if isinstance(ref, Mapping) else str(ref)
 
 
+#: What an input record holds besides the file's identity: the channel it fed, and the volume of a 4D file.
+_ROLE = ("channel", "volume")
+
+
 def _refs_of(recorded: Iterable[Mapping]) -> list[InputRef]:
     """The inputs a record names (`input_identity`'s records back to `InputRef`)."""
-    return [{"path": r["path"], "volume": r["volume"]} if "volume" in r else str(r["path"]) for r in recorded]
+    return [{"path": r["path"], **{k: r[k] for k in _ROLE if k in r}} if any(k in r for k in _ROLE)
+            else str(r["path"]) for r in recorded]
 
 
-def _comparable(recorded: list[Mapping], files: Iterable[InputRef] | None) -> list[InputRef]:
-    """``files`` (None: the ``recorded`` inputs) as ``recorded`` can be compared with them: a 4D file's volumes as
-    the file alone where the record is from before volumes were kept."""
+def _without(ref: InputRef, key: str) -> InputRef:
+    """``ref`` without ``key`` (a plain path when nothing else is left)."""
+    if not isinstance(ref, Mapping) or key not in ref:
+        return ref
+    rest = {k: v for k, v in ref.items() if k != key}
+    return rest if len(rest) > 1 else str(rest["path"])
+
+
+def _aligned(recorded: Sequence[Mapping], files: Iterable[InputRef] | None) -> tuple[list[Mapping], list[InputRef]]:
+    """``recorded`` and ``files`` (None: the recorded inputs as named) in an order in which they compare position by
+    position: by channel name where both name every input's channel, else as listed (a position is a channel);
+    what only one side records (the channel; a 4D file's volumes, in a record from before they were kept) is left
+    out of the comparison."""
     refs = _refs_of(recorded) if files is None else list(files)
+    if refs and all(isinstance(r, Mapping) and "channel" in r for r in refs) and all("channel" in r for r in recorded):
+        return sorted(recorded, key=lambda r: str(r["channel"])), sorted(refs, key=lambda r: str(r["channel"]))
+    recorded = [{k: v for k, v in r.items() if k != "channel"} for r in recorded]
+    refs = [_without(r, "channel") for r in refs]
     if any(isinstance(r, Mapping) for r in refs) and not any("volume" in r for r in recorded):
-        return list(dict.fromkeys(ref_path(r) for r in refs))
-    return refs
+        refs = list(dict.fromkeys(ref_path(r) for r in refs))  # a 4D file recorded as the file alone
+    return recorded, refs
 
 
 def input_identity(paths: Iterable[InputRef], *, digest: bool = False) -> list[dict]:
@@ -96,7 +123,7 @@ def input_identity(paths: Iterable[InputRef], *, digest: bool = False) -> list[d
     out = []
     for ref in paths:
         path = Path(ref_path(ref)).expanduser().resolve()
-        volume = {"volume": int(ref["volume"])} if isinstance(ref, Mapping) and "volume" in ref else {}
+        volume = {k: ref[k] for k in _ROLE if k in ref} if isinstance(ref, Mapping) else {}
         try:
             st = path.stat()
             h = hashlib.blake2b(digest_size=16)
@@ -122,8 +149,8 @@ def _fast(identity: Iterable[Mapping]) -> list[dict]:
 def _unchanged(recorded: Mapping, now: Mapping) -> bool:
     """Whether the file ``now`` (one `input_identity` record) holds what ``recorded`` describes: the same size, time
     and fast hash, or (touched or copied since) the same size and, read whole, the recorded sha256."""
-    if now.get("volume") != recorded.get("volume"):
-        return False  # another volume of the file read for this channel
+    if any(now.get(k) != recorded.get(k) for k in _ROLE):
+        return False  # another channel, or another volume of the file read for it
     if all(now.get(k) == recorded.get(k) for k in ("size", "mtime_ns", "hash")):
         return True
     return bool(recorded.get("sha256")) and now["size"] == recorded.get("size") and (
@@ -213,15 +240,17 @@ class Provenance:
         recorded = self.cases.get(case, {}).get("inputs") or []  # what the record says, whatever the file now is
         if not recorded:
             return UNKNOWN
+        recorded, refs = _aligned(recorded, files)
         paths = [str(r["path"]) for r in recorded]
-        now = input_identity(_comparable(recorded, files))
+        now = input_identity(refs)
         ordered = [r["path"] for r in now] == paths
         if ordered and all(_unchanged(r, n) for r, n in zip(recorded, now, strict=True)):
             return SAME
         if (not ordered and len(now) == len(recorded) and all(r.get("sha256") for r in recorded)
-                and all(n["size"] >= 0 and n.get("volume") == r.get("volume") and file_digest(n["path"]) == r["sha256"]
-                        for r, n in zip(recorded, now, strict=True))):
-            return MOVED
+                and all(n["size"] >= 0 and file_digest(n["path"]) == r["sha256"]
+                        for r, n in zip(recorded, now, strict=True))):  # the same contents elsewhere
+            same_roles = all(n.get(k) == r.get(k) for r, n in zip(recorded, now, strict=True) for k in _ROLE)
+            return MOVED if same_roles else CHANGED  # else read through another modality table
         return CHANGED if sorted(r["path"] for r in now) == sorted(paths) else OTHER
 
     def refresh_inputs(self, case: str, files: Iterable[InputRef]) -> None:
@@ -239,16 +268,18 @@ class Provenance:
         read through another modality table is named with that reason."""
         if self.input_state(case, files) != CHANGED:
             return []
-        recorded = self.cases[case]["inputs"]
-        now = input_identity(_comparable(recorded, files))
+        recorded, refs = _aligned(self.cases[case]["inputs"], files)
+        now = input_identity(refs)
         if len(now) != len(recorded):
             return self.input_paths(case)
         changed = []
         for r, n in zip(recorded, now, strict=True):
-            if r["path"] != n["path"] or not _unchanged({**r, "volume": n.get("volume")}, n):
+            if not _unchanged({**r, **{k: n.get(k) for k in _ROLE}}, n):
                 changed.append(r["path"])
             elif r.get("volume") != n.get("volume"):
-                changed.append(f"{r['path']} (its volumes now feed other channels: its modality table changed)")
+                changed.append(f"{n['path']} (its volumes now feed other channels: its modality table changed)")
+            elif r["path"] != n["path"]:
+                changed.append(f"{r['path']} (now {n['path']}, the same contents)")
         return list(dict.fromkeys(changed)) or self.input_paths(case)
 
     def record(self, case: str, *, model: str | None, file: str, inputs: list[dict],

@@ -34,6 +34,7 @@ from pipeline.data.labels import (
     NNUNET_PREFIX,
     Description,
     allowed_labels,
+    canonical_channel,
     describe,
     role_conflicts,
     roles_by_value,
@@ -92,6 +93,14 @@ class Reference:
         those three writers."""
         files = [*self.files.values(), *(f for c in self.cases.values() for f in c.files), *predictions]
         return OutputGuard(files, roots=[*self.folders, *pred_roots])
+
+    def inputs(self, case: str) -> list[InputRef]:
+        """The inputs of a dataset's ``case``, each named by its channel where the data's description is known
+        (`pipeline.core.provenance.input_refs`), as inference records them."""
+        c = self.cases[case]
+        own = self.own_scheme
+        names = [canonical_channel(n) for n in describe(own).channels] if own else None
+        return input_refs(c.images, c.channel_index, names)
 
     @property
     def own_scheme(self) -> str | None:
@@ -490,8 +499,7 @@ def pair_cases(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Referen
             raise UserError(f"case {cid}: the prediction {pred} is the reference's own file ({ref}, through a link): "
                             "it would score itself; pass the folder of predictions inference wrote")
     scored = sorted(c for c in refs if c in preds)
-    images = {c: input_refs(reference.cases[c].images, reference.cases[c].channel_index)  # a dataset's: its images
-              for c in scored if c in reference.cases}
+    images = {c: reference.inputs(c) for c in scored if c in reference.cases}  # a dataset's: its images
     return CasePairs(reference, pred_root, refs, preds,
                      check_provenance(pred_root, scored, allow_mixed, fold=reference.fold, images=images))
 

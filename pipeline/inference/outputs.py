@@ -3,6 +3,7 @@ segmentation, the cases still to do, and the report that ends the run."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import zlib
@@ -28,6 +29,7 @@ from pipeline.core.provenance import (
     input_refs,
     ref_path,
 )
+from pipeline.data.labels import canonical_channel
 from pipeline.data.source import DataSource
 from pipeline.inference.writers import BackgroundWriters
 from pipeline.inference.writers import writer_threads as writer_threads_of
@@ -163,11 +165,32 @@ class InferenceReport:
             raise SystemExit(1)
 
 
-def image_files(item: Mapping) -> list[InputRef]:
-    """The inputs of a datalist item's segmentation, in channel order: its image files, or its 4D file's volumes
-    (`pipeline.core.provenance.input_refs`)."""
+#: The item key that carries a case's inputs to the writers (`with_inputs`; a JSON list as text: it survives
+#: batching, and any character of a path, ``:`` included, survives it).
+INPUTS_KEY = "inputs"
+
+
+def image_files(item: Mapping, channels: Sequence[str] | None = None) -> list[InputRef]:
+    """The inputs of a datalist item's segmentation (`pipeline.core.provenance.input_refs`): those `with_inputs`
+    gave it, else its image files, or its 4D file's volumes, named by ``channels`` (the names of its channels in its
+    order: the data's description's) when given."""
+    encoded = item.get(INPUTS_KEY)
+    if isinstance(encoded, (list, tuple)):  # a batch of one
+        encoded = encoded[0] if encoded else ""
+    if encoded:
+        return [r if isinstance(r, dict) else str(r) for r in json.loads(encoded)]
     image = item.get("image", [])
-    return input_refs([image] if isinstance(image, (str, os.PathLike)) else image, item.get("channel_index"))
+    names = [canonical_channel(c) for c in channels] if channels is not None else None
+    return input_refs([image] if isinstance(image, (str, os.PathLike)) else image, item.get("channel_index"), names)
+
+
+def with_inputs(items: Sequence[Mapping], channels: Sequence[str] | None = None) -> list[dict]:
+    """The items, each with its inputs named by ``channels`` (`image_files`) under `INPUTS_KEY`: what its
+    segmentation is recorded as made from (provenance.json). Taken in the data's own channel order, before the
+    images are put in the model's (`pipeline.model.record.match_channels`), so that a record compares with the
+    data's cases channel by channel whatever model wrote it."""
+    return [{**item, INPUTS_KEY: json.dumps([r if isinstance(r, Mapping) else str(r)
+                                             for r in image_files(item, channels)])} for item in items]
 
 def guard_outputs(data: DataSource, items: Sequence[Mapping], output_dir: object, *,
                   report: InferenceReport | None = None, overwrite: bool | str = False) -> Path:
@@ -188,6 +211,7 @@ def guard_outputs(data: DataSource, items: Sequence[Mapping], output_dir: object
         report.lock = lock
         report.guard = data.guard
     try:
+        items = with_inputs(items, data.description.channels)  # named in the data's order
         refuse_other_dataset(data, out, report.provenance if report is not None else Provenance(out), items)
         if not as_bool(overwrite, "overwrite"):
             _refuse_foreign(items, out, report)

@@ -8,7 +8,6 @@ override names; recorded per case in provenance.json) with the first input's hea
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 from collections.abc import Hashable, Mapping, Sequence
@@ -26,7 +25,7 @@ from pipeline.core.config import as_bool
 from pipeline.core.files import atomic_write
 from pipeline.core.provenance import InputRef
 from pipeline.data.labels import describe, regions_to_labels
-from pipeline.inference.outputs import PROBABILITIES, InferenceReport, image_files, reference_path
+from pipeline.inference.outputs import INPUTS_KEY, PROBABILITIES, InferenceReport, image_files, reference_path
 
 logger = logging.getLogger(__name__)
 
@@ -71,25 +70,9 @@ def with_tta(inferer: Inferer, tta: bool) -> Inferer:
     return MirrorInferer(inferer) if tta else inferer
 
 
-#: The item key that carries a case's input files to the writers (a JSON list as text: it survives batching, and
-#: any character of a path, ``:`` included, survives it).
-INPUTS_KEY = "inputs"
-
-
-def with_inputs(items: Sequence[Mapping]) -> list[dict]:
-    """The items, each with its inputs (`pipeline.inference.outputs.image_files`: files, or a 4D file's volumes)
-    under `INPUTS_KEY` (the provenance of what is written from it)."""
-    return [{**item, INPUTS_KEY: json.dumps([r if isinstance(r, Mapping) else str(r) for r in image_files(item)])}
-            for item in items]
-
-
 def input_files(d: Mapping, image_key: str = "image") -> list[InputRef]:
-    """A loaded item's inputs: its `INPUTS_KEY`, else the image's own file name."""
-    encoded = d.get(INPUTS_KEY)
-    if isinstance(encoded, (list, tuple)):
-        encoded = encoded[0] if encoded else ""
-    return [r if isinstance(r, dict) else str(r) for r in json.loads(encoded)] if encoded else [
-        reference_path(d[image_key])]
+    """A loaded item's inputs (`pipeline.inference.outputs.image_files`), else the image's own file name."""
+    return image_files(d) if d.get(INPUTS_KEY) else [reference_path(d[image_key])]
 
 
 def write_label_like(labels: np.ndarray, reference: str | os.PathLike, out_path: str | os.PathLike,

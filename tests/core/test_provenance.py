@@ -160,7 +160,7 @@ VOLUMES = {  # name: (the inputs given now, from the recorded 4D file at data/c.
     "another_modality_table": (lambda f, moved: input_refs([f], (0, 1, 2, 3)), CHANGED),
     "the_file_without_its_volumes": (lambda f, moved: input_refs([f]), OTHER),
     "moved_the_same_volumes": (lambda f, moved: input_refs([moved], (1, 2, 3, 0)), MOVED),
-    "moved_another_modality_table": (lambda f, moved: input_refs([moved], (3, 2, 1, 0)), OTHER),
+    "moved_another_modality_table": (lambda f, moved: input_refs([moved], (3, 2, 1, 0)), CHANGED),
 }
 
 
@@ -178,9 +178,10 @@ def test_which_volume_of_a_4d_file_feeds_each_channel_is_part_of_its_inputs(name
     again = Provenance(tmp_path / "seg")
     assert again.input_state("c", given(f, moved)) == state
     assert again.input_paths("c") == [str(f.resolve())]  # one file, named once
-    if state == CHANGED and name == "another_modality_table":  # the file is unchanged: the reason is named
-        assert again.changed_inputs("c", given(f, moved)) == [
-            f"{f.resolve()} (its volumes now feed other channels: its modality table changed)"]
+    if state == CHANGED:  # the file's contents are unchanged: the reason is named
+        assert again.changed_inputs("c", given(f, moved))[0] == (
+            f"{(f if 'moved' not in name else moved).resolve()} (its volumes now feed other channels: its modality "
+            "table changed)")
 
 
 def test_a_4d_record_from_before_volumes_were_kept_is_read_by_its_file(tmp_path: Path) -> None:
@@ -190,3 +191,34 @@ def test_a_4d_record_from_before_volumes_were_kept_is_read_by_its_file(tmp_path:
     assert Provenance(tmp_path / "seg").input_state("c", input_refs([f], (1, 2, 3, 0))) == SAME
     f.write_bytes(b"other")
     assert Provenance(tmp_path / "seg").input_state("c", input_refs([f], (1, 2, 3, 0))) == CHANGED
+
+
+NAMED = {  # name: (the inputs given now, from the two files recorded as T1 = files[0], FLAIR = files[1]; state)
+    "the_same_in_another_order": (lambda f: input_refs(f[::-1], channels=["FLAIR", "T1"]), SAME),
+    "the_same_in_the_same_order": (lambda f: input_refs(f, channels=["T1", "FLAIR"]), SAME),
+    "the_files_named_the_other_way_round": (lambda f: input_refs(f, channels=["FLAIR", "T1"]), CHANGED),
+    "unnamed_in_the_recorded_order": (lambda f: input_refs(f), SAME),
+    "unnamed_in_another_order": (lambda f: input_refs(f[::-1]), CHANGED),
+}
+
+
+@pytest.mark.parametrize("name", list(NAMED))
+def test_inputs_named_by_channel_compare_channel_by_channel_whatever_their_order(name: str, tmp_path: Path) -> None:
+    """Inference records a case's inputs in the data's order, named; a model reading them in its own order, or
+    evaluation reading them in the data's, compares channel by channel; names swapped over the same files are
+    other inputs."""
+    files = _inputs(tmp_path / "data")
+    record = Provenance(tmp_path / "seg")
+    record.record("c", model="m", file="c.nii.gz", inputs=input_identity(input_refs(files, channels=["T1", "FLAIR"]),
+                                                                           digest=True))
+    given, state = NAMED[name]
+    assert Provenance(tmp_path / "seg").input_state("c", given(files)) == state
+
+
+def test_a_record_from_before_channels_were_named_compares_by_position(tmp_path: Path) -> None:
+    files = _inputs(tmp_path / "data")
+    record = Provenance(tmp_path / "seg")
+    record.record("c", model="m", file="c.nii.gz", inputs=input_identity(files, digest=True))
+    again = Provenance(tmp_path / "seg")
+    assert again.input_state("c", input_refs(files, channels=["T1", "FLAIR"])) == SAME
+    assert again.input_state("c", input_refs(files[::-1], channels=["FLAIR", "T1"])) == CHANGED

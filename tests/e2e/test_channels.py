@@ -4,6 +4,7 @@ last is refused wherever it is read."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -76,3 +77,33 @@ def test_a_decathlon_image_with_its_channels_not_last_is_refused_by_the_check_an
     assert result.returncode != 0 and "stored with its channels on axis 2" in result.stdout + result.stderr
     assert not (tmp_path / "seg" / image.name).exists()  # no (X, Y, 4) "segmentation"
     assert checksums(data) == before
+
+
+def _evaluate(data: Path, run: Path, seg: Path, out: Path) -> subprocess.CompletedProcess:
+    return run_module(command("evaluate", {"dataset_dir": data, "run_dir": run, "output_dir": seg, "eval_dir": out}),
+                      capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def test_segmentations_of_data_in_another_channel_order_are_its_own_until_its_channel_names_change(
+        two_channel_run, tmp_path: Path) -> None:
+    """A model reads (FLAIR, T1ce) data in its own order (T1ce, FLAIR): its segmentations are recorded as made from
+    the data's files channel by channel, so they are skipped when run again and scored against that data; naming
+    the same two files the other way round in dataset.json makes them stale: evaluation refuses them, and inference
+    (whose model id holds the data's description) replaces them only when told to."""
+    _, run = two_channel_run
+    data, seg = tmp_path / "flair_t1ce", tmp_path / "seg"
+    write_dataset(data, cases=2, shape=SHAPE, seed=3, layout="nnunet", channels=["FLAIR", "T1ce"])
+    assert _bundle("inference", dataset_dir=data, run_dir=run, output_dir=seg).returncode == 0
+    again = _bundle("inference", dataset_dir=data, run_dir=run, output_dir=seg)
+    assert again.returncode == 0 and "wrote 0 case(s)" in again.stdout + again.stderr
+    evaluated = _evaluate(data, run, seg, tmp_path / "eval")
+    assert evaluated.returncode == 0, last_line(evaluated)
+    meta = json.loads((data / "dataset.json").read_text())
+    meta["channel_names"] = {"0": "T1ce", "1": "FLAIR"}  # the same files, named the other way round
+    (data / "dataset.json").write_text(json.dumps(meta))
+    stale = _evaluate(data, run, seg, tmp_path / "eval2")
+    assert stale.returncode != 0 and "stale" in last_line(stale) and last_line(stale).startswith("error: ")
+    refused = _bundle("inference", dataset_dir=data, run_dir=run, output_dir=seg)  # the description is in the id
+    assert refused.returncode != 0 and "not written by this model" in last_line(refused)
+    redo = _bundle("inference", dataset_dir=data, run_dir=run, output_dir=seg, overwrite="true")
+    assert redo.returncode == 0 and "wrote 2 case(s)" in redo.stdout + redo.stderr

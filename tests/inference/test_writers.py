@@ -127,9 +127,15 @@ def test_a_segmentation_keeps_the_inputs_grid_but_not_its_display_window(tmp_pat
 def test_a_cases_input_files_reach_the_writer_as_they_were_whatever_characters_they_hold(files: list[str]) -> None:
     """Joined with os.pathsep (':'), a dataset under /data/BraTS:2021 was recorded as the inputs '/data/BraTS' and
     '2021/...': every later run into that folder was refused as another dataset's, and evaluation too."""
-    from pipeline.inference.predict import INPUTS_KEY, input_files, with_inputs
+    from pipeline.inference.outputs import INPUTS_KEY, with_inputs
+    from pipeline.inference.predict import input_files
 
     image = files[0] if len(files) == 1 else files
     item = with_inputs([{"case": "c1", "image": image}])[0]
     assert input_files(item) == files
     assert input_files({**item, INPUTS_KEY: [item[INPUTS_KEY]]}) == files  # as a DataLoader batch of one carries it
+    named = with_inputs([{"case": "c1", "image": image, "channel_index": [1, 0]}], ["t1c", "T2-FLAIR"])[0]
+    expected = ([{"path": files[0], "volume": 1, "channel": "T1ce"}, {"path": files[0], "volume": 0,
+                                                                       "channel": "FLAIR"}] if len(files) == 1 else
+                [{"path": f, "channel": c} for f, c in zip(files, ["T1ce", "FLAIR"], strict=True)])
+    assert input_files({**named, INPUTS_KEY: [named[INPUTS_KEY]]}) == expected  # named by canonical channel
