@@ -104,6 +104,18 @@ def verb_spelling(line: str, verb: str) -> str:
             return "\0" + where[2:] + m.group(0)[len("--" + m.group(1)):]
         return f"{m.group(1)} ({verb} sets it: {where})"
 
+    # the advice to write elsewhere, where the verb writes one folder of its own: keep that folder's content instead
+    elsewhere = re.compile(r"(?:pass|choose) (?:another|a new) --output_dir(?: (?=[\w.~/]*[/\d])[^\s,;()]+)?"
+                           r"(?: \((?:or another new folder|such as [^)]*)\))?|pass --output_dir (?=[\w.~/]*[/\d])"
+                           r"[^\s,;()]+(?: \((?:or another new folder|such as [^)]*)\))?")
+    keep = (f"move {fixed['output_dir']} aside to keep it ({verb} writes there)"
+            if not fixed.get("output_dir", "-").startswith("-") else None)
+
+    def respelled(part: str) -> str:
+        if keep:
+            part = elsewhere.sub(keep, part)
+        return _BUNDLE_ID.sub(spelled, fixed_id.sub(fixed_spelled, part) if fixed else part)
+
     def spelled(m: re.Match) -> str:
         key, value = m.group(1), m.group(2) or ""
         option = own.get(key)
@@ -116,8 +128,7 @@ def verb_spelling(line: str, verb: str) -> str:
         return option.split("/")[0] + value
 
     parts = re.split(r"(python -m pipeline [^);,]*)", line)
-    line = "".join(part if i % 2 else _BUNDLE_ID.sub(spelled, fixed_id.sub(fixed_spelled, part) if fixed else part)
-                   for i, part in enumerate(parts)).replace("\0", "--")
+    line = "".join(part if i % 2 else respelled(part) for i, part in enumerate(parts)).replace("\0", "--")
     return re.sub(r"\b[Ss]et --set ", lambda m: ("P" if m.group(0)[0] == "S" else "p") + "ass --set ", line)
 
 

@@ -167,11 +167,15 @@ def test_datalist_refuses_fewer_than_two_folds_in_one_line(folds: str, tiny_data
                  "pass --no-tta -o o -i d (--set ckpt_path)", id="infer_own_options"),
     pytest.param("cv", "retrain with --overwrite true", "retrain with --set overwrite true", id="cv_sets_everything"),
     pytest.param("cv", "pass another --output_dir, or --overwrite true to replace them",
-                 "pass another output_dir (cv sets it: RUN_DIR/cv/seg), or --set overwrite true to replace them",
+                 "move RUN_DIR/cv/seg aside to keep it (cv writes there), or --set overwrite true to replace them",
                  id="cv_output_folder_is_its_own"),
     pytest.param("cv", "one folder per dataset: pass --output_dir runs/r/seg_d (or another new folder)",
-                 "one folder per dataset: pass output_dir (cv sets it: RUN_DIR/cv/seg) (or another new folder)",
+                 "one folder per dataset: move RUN_DIR/cv/seg aside to keep it (cv writes there)",
                  id="cv_output_folder_with_a_value"),
+    pytest.param("cv", "refusing to overwrite the input x; choose another --output_dir", "refusing to overwrite the "
+                 "input x; move RUN_DIR/cv/seg aside to keep it (cv writes there)", id="cv_choose_another_output"),
+    pytest.param("cv", "the disk is full (--out, --output_dir, --run_dir)", "the disk is full (--set out, output_dir "
+                 "(cv sets it: RUN_DIR/cv/seg), run_dir (cv sets it: RUN_DIR/fold_<f>))", id="cv_a_mere_mention"),
     pytest.param("cv", "with --run_dir of that run; pass --infer_fold 2", "with run_dir (cv sets it: "
                  "RUN_DIR/fold_<f>) of that run; pass --folds 2", id="cv_a_word_after_it_is_not_its_value"),
     pytest.param("cv", "(--datalist, --label_scheme)", "(datalist (cv sets it: RUN_DIR/datalist.json), label_scheme "

@@ -231,7 +231,8 @@ class Provenance:
         - `SAME`: the same resolved paths in the same order, unchanged (size, time and fast hash; or, touched since,
           the same whole content by digest);
         - `MOVED`: other paths holding, position by position, the recorded whole contents (the dataset moved or
-          copied since; a record written before digests were kept cannot say so, and is `OTHER`);
+          copied since; a record written before digests were kept cannot say so, and is `OTHER`); the same contents
+          elsewhere fed to other channels (or other volumes) are `CHANGED`;
         - `CHANGED`: the same files (in any order), changed since, missing, listed in another order, or another
           volume of a 4D file read for a channel (its modality table changed);
         - `OTHER`: other files, other or unknown contents (another case of the same name);
@@ -247,10 +248,13 @@ class Provenance:
         if ordered and all(_unchanged(r, n) for r, n in zip(recorded, now, strict=True)):
             return SAME
         if (not ordered and len(now) == len(recorded) and all(r.get("sha256") for r in recorded)
-                and all(n["size"] >= 0 and file_digest(n["path"]) == r["sha256"]
-                        for r, n in zip(recorded, now, strict=True))):  # the same contents elsewhere
-            same_roles = all(n.get(k) == r.get(k) for r, n in zip(recorded, now, strict=True) for k in _ROLE)
-            return MOVED if same_roles else CHANGED  # else read through another modality table
+                and all(n["size"] >= 0 for n in now)):
+            digests = [file_digest(n["path"]) for n in now]
+            if digests == [r["sha256"] for r in recorded]:  # the same contents elsewhere
+                same_roles = all(n.get(k) == r.get(k) for r, n in zip(recorded, now, strict=True) for k in _ROLE)
+                return MOVED if same_roles else CHANGED  # else read through another modality table
+            if sorted(digests) == sorted(r["sha256"] for r in recorded):
+                return CHANGED  # the same contents elsewhere, named as other channels
         return CHANGED if sorted(r["path"] for r in now) == sorted(paths) else OTHER
 
     def refresh_inputs(self, case: str, files: Iterable[InputRef]) -> None:
@@ -275,7 +279,9 @@ class Provenance:
         changed = []
         for r, n in zip(recorded, now, strict=True):
             if not _unchanged({**r, **{k: n.get(k) for k in _ROLE}}, n):
-                changed.append(r["path"])
+                changed.append(r["path"] if r["path"] == n["path"] else
+                               f"{n['path']} (for channel {n.get('channel', len(changed))}: not the contents recorded "
+                               f"for it, {r['path']})")
             elif r.get("volume") != n.get("volume"):
                 changed.append(f"{n['path']} (its volumes now feed other channels: its modality table changed)")
             elif r["path"] != n["path"]:

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.core.errors import UserError
-from pipeline.core.files import FolderLock, atomic_write_text
+from pipeline.core.files import FolderLock, atomic_write_text, file_sha256
 from pipeline.data.labels import NUMBERING, contrast_of, contrast_spellings, relabel
 from pipeline.data.layouts import brats, msd, nnunet
 
@@ -486,9 +486,11 @@ def write_dataset(
         if layout == "nnunet":
             nnunet.write_dataset_json(out, nnunet_dataset_json(contrasts, len(written), with_rc))
         names = [p.relative_to(out).as_posix() for p in written]
-        files = sorted({f.relative_to(out).as_posix() for f in _files(out) if f not in before} | {
-            f.relative_to(out).as_posix() for f in _ours(out) if f.exists() and f != out / SETTINGS_FILE})
-        atomic_write_text(out / SETTINGS_FILE, json.dumps({**settings, "cases_written": names, "files_written": files}))
+        files = sorted({f for f in _files(out) if f not in before} | {
+            f for f in _ours(out) if f.exists() and f != out / SETTINGS_FILE})
+        digests = {f.relative_to(out).as_posix(): file_sha256(f) for f in files}  # what synth wrote, by content
+        atomic_write_text(out / SETTINGS_FILE, json.dumps({**settings, "cases_written": names,
+                                                           "files_written": digests}))
         return written
 
 
@@ -507,17 +509,25 @@ def _files(folder: Path) -> list[Path]:
 
 
 def _ours(out: Path) -> set[Path]:
-    """The files an earlier `write_dataset` wrote in ``out`` (its ``synthetic.json``), and that record itself."""
+    """The files an earlier `write_dataset` wrote in ``out`` and that still hold what it wrote (its
+    ``synthetic.json`` records each file's sha256: a file the user replaced or edited since is theirs), and that
+    record itself. Records from before digests were kept name the files only; older ones, the case folders (then
+    every file in them counts)."""
     try:
         recorded = json.loads((out / SETTINGS_FILE).read_text())
     except (OSError, ValueError):
         return set()
     if not isinstance(recorded, dict) or not RECORD_KEYS <= set(recorded):
         return set()  # a synthetic.json of the user's own: not ours, and nothing it names is
-    ours = {out / SETTINGS_FILE, *(out / f for f in recorded.get("files_written") or [])}
-    for name in recorded.get("cases_written") or []:  # records before files_written: the case folders' files
-        path = out / name
-        ours |= set(_files(path)) if path.is_dir() else {path}
+    written = recorded.get("files_written")
+    if isinstance(written, dict):
+        return {out / SETTINGS_FILE, *(out / f for f, digest in written.items()
+                                       if (out / f).is_file() and file_sha256(out / f) == digest)}
+    ours = {out / SETTINGS_FILE, *(out / f for f in written or [])}
+    if written is None:  # records before files_written: the case folders' files
+        for name in recorded.get("cases_written") or []:
+            path = out / name
+            ours |= set(_files(path)) if path.is_dir() else {path}
     return ours
 
 

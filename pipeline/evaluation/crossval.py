@@ -28,7 +28,7 @@ from pipeline.model.record import model_interface, read_record, refuse_training_
 
 #: The inference ids the cross-validation sets for each fold (id -> where from): ``extra`` may not set them.
 CV_OPTIONS = {"run_dir": "RUN_DIR/fold_<f>", "datalist": "RUN_DIR/datalist.json", "infer_fold": "--folds",
-              "output_dir": "RUN_DIR/cv/seg", "label_scheme": "the folds' run.json"}
+              "output_dir": "RUN_DIR/cv/seg", "label_scheme": "the folds' run.json", "dataset_dir": "--dataset_dir"}
 
 
 def _bundle_inference(fold_dir: Path, datalist: Path, fold: int, out: Path, fast: bool,

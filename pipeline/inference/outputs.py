@@ -19,6 +19,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, gzip_is_whole
 from pipeline.core.guard import OutputGuard
 from pipeline.core.provenance import (
+    CHANGED,
     MOVED,
     OTHER,
     PROVENANCE,
@@ -225,9 +226,9 @@ def refuse_other_dataset(data: DataSource, output_dir: Path, record: Provenance,
                          items: Sequence[Mapping] = ()) -> None:
     """One output folder per dataset: refuse to write into a folder whose provenance records segmentations made
     from inputs outside ``data``'s folders (another dataset's, even under the same case names), unless they are one
-    of ``items``' cases whose files hold the recorded contents (this dataset, moved or copied since:
-    `pipeline.core.provenance.Provenance.input_state`). One case's folder at a time (``data.single``) may fill a
-    folder case by case.
+    of ``items``' cases whose files hold the recorded contents (this dataset, moved or copied since, or also read
+    through other channel names: `pipeline.core.provenance.Provenance.input_state`; those are segmented again).
+    One case's folder at a time (``data.single``) may fill a folder case by case.
 
     Raises:
         UserError: naming such a case, its input and another folder to use.
@@ -241,7 +242,7 @@ def refuse_other_dataset(data: DataSource, output_dir: Path, record: Provenance,
         if not paths:
             continue
         if not any(os.path.realpath(p).startswith(tuple(os.path.join(r, "") for r in roots)) for p in paths) and (
-                case not in files or record.input_state(case, files[case]) != MOVED):
+                case not in files or record.input_state(case, files[case]) not in (MOVED, CHANGED)):
             name = Path(data.dataset_dir or data.datalist_path or "data").expanduser().resolve()
             label = name.stem if name.is_file() else name.name
             raise UserError(

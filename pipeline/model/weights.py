@@ -13,6 +13,7 @@ import torch
 
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write, file_sha256
+from pipeline.data.labels import NNUNET_PREFIX, Description
 from pipeline.model.network import is_training_only, plain_value
 
 
@@ -144,6 +145,17 @@ def model_id(ckpt_path: str | os.PathLike | Sequence[str | os.PathLike], **setti
     values = {k: _canonical(plain_value(v)) for k, v in sorted(settings.items())}
     text = json.dumps({"checkpoint": digest, **values}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def numbering_settings(scheme: str, description: Description) -> dict:
+    """The label numbering a segmentation is written in, as `model_id` hashes it: the scheme's name and its labels
+    (nnU-Net's ``dataset.json`` vocabulary). A dataset.json's own scheme (``nnunet:<path>``) counts by its labels
+    and regions only: not where the file lies (a copied dataset) nor how it lists the channels, which inference
+    matches by name (the same model writes the same segmentation)."""
+    labels = description.to_dataset_json()
+    if str(scheme).startswith(NNUNET_PREFIX):
+        return {"scheme": "nnunet", "labels": {k: v for k, v in labels.items() if k != "channel_names"}}
+    return {"scheme": scheme, "labels": labels}
 
 
 def _canonical(value: object) -> object:

@@ -299,3 +299,40 @@ def test_clean_keeps_a_synthetic_json_synth_did_not_write(tmp_path, content: byt
     (tmp_path / "synthetic.json").write_bytes(content)
     assert remove_synthetic(tmp_path) == [tmp_path / "synthetic.json"]
     assert (tmp_path / "synthetic.json").read_bytes() == content
+
+
+def _a_note_in_a_case_folder(root: Path, layout: str) -> Path:
+    case = next(p for p in sorted(root.rglob("*")) if p.is_dir())
+    (case / "notes.txt").write_text("the user's")
+    return case / "notes.txt"
+
+
+def _an_image_replaced(root: Path, layout: str) -> Path:
+    image = sorted(p for p in root.rglob("*.nii.gz"))[0]
+    image.write_bytes(b"the user's own image")
+    return image
+
+
+def _an_image_edited_in_place(root: Path, layout: str) -> Path:
+    image = sorted(p for p in root.rglob("*.nii.gz"))[-1]
+    with open(image, "r+b") as f:
+        f.seek(200)
+        f.write(b"edited")
+    return image
+
+
+@pytest.mark.parametrize("layout", ["brats2021", "brats2023", "msd", "nnunet"])
+@pytest.mark.parametrize("change", [_a_note_in_a_case_folder, _an_image_replaced, _an_image_edited_in_place],
+                         ids=["a_file_added_to_a_case", "a_written_file_replaced", "a_written_file_edited"])
+def test_clean_keeps_every_file_synth_did_not_write_as_it_is(layout: str, change, tmp_path: Path) -> None:
+    """`remove_synthetic` (clean) deleted every file in the case folders synth wrote, the user's beside them and in
+    place of synth's; it now deletes the files synth wrote that still hold what it wrote (synthetic.json's
+    digests), and nothing else."""
+    from pipeline.data.synthetic import remove_synthetic
+
+    write_dataset(tmp_path / "d", cases=2, shape=SMALL, seed=0, layout=layout)
+    theirs = change(tmp_path / "d", layout)
+    content = theirs.read_bytes()
+    assert remove_synthetic(tmp_path / "d") == [theirs]
+    assert theirs.read_bytes() == content
+    assert [p for p in (tmp_path / "d").rglob("*") if p.is_file()] == [theirs]

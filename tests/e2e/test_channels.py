@@ -89,7 +89,8 @@ def test_segmentations_of_data_in_another_channel_order_are_its_own_until_its_ch
     """A model reads (FLAIR, T1ce) data in its own order (T1ce, FLAIR): its segmentations are recorded as made from
     the data's files channel by channel, so they are skipped when run again and scored against that data; naming
     the same two files the other way round in dataset.json makes them stale: evaluation refuses them, and inference
-    (whose model id holds the data's description) replaces them only when told to."""
+    makes them again (the same model: its id holds the labels, not where dataset.json lies or how it lists the
+    channels)."""
     _, run = two_channel_run
     data, seg = tmp_path / "flair_t1ce", tmp_path / "seg"
     write_dataset(data, cases=2, shape=SHAPE, seed=3, layout="nnunet", channels=["FLAIR", "T1ce"])
@@ -103,7 +104,6 @@ def test_segmentations_of_data_in_another_channel_order_are_its_own_until_its_ch
     (data / "dataset.json").write_text(json.dumps(meta))
     stale = _evaluate(data, run, seg, tmp_path / "eval2")
     assert stale.returncode != 0 and "stale" in last_line(stale) and last_line(stale).startswith("error: ")
-    refused = _bundle("inference", dataset_dir=data, run_dir=run, output_dir=seg)  # the description is in the id
-    assert refused.returncode != 0 and "not written by this model" in last_line(refused)
-    redo = _bundle("inference", dataset_dir=data, run_dir=run, output_dir=seg, overwrite="true")
+    redo = _bundle("inference", dataset_dir=data, run_dir=run, output_dir=seg)  # the same model: made again
     assert redo.returncode == 0 and "wrote 2 case(s)" in redo.stdout + redo.stderr
+    assert "whose inputs changed since" in redo.stdout + redo.stderr

@@ -305,3 +305,14 @@ def test_a_decathlon_dataset_read_through_another_modality_table_is_not_the_same
     after = {c: [i["volume"] for i in e["inputs"]] for c, e in _record(out).items()}
     assert after.keys() == before.keys() and all(after[c] != before[c] for c in after)
     assert all(sorted(v) == [0, 1, 2, 3] for v in after.values())
+    moved = tmp_path / "msd_moved"  # moved, and its table changed back: this dataset, read otherwise: made again
+    shutil.copytree(data, moved)
+    table["0"], table["3"] = table["3"], table["0"]
+    (moved / "dataset.json").write_text(json.dumps(meta))
+    result = run_module(command("evaluate", {"dataset_dir": moved, "run_dir": trained_run, "output_dir": out,
+                                             "eval_dir": tmp_path / "eval_moved"}),
+                        capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode != 0 and "modality table" in last_line(result)
+    third = _infer(moved, trained_run, out)
+    assert "whose inputs changed since" in third.stdout + third.stderr
+    assert {c: [i["volume"] for i in e["inputs"]] for c, e in _record(out).items()} == before

@@ -3,6 +3,7 @@ into the run folder, an input of inference)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def test_an_ensemble_of_folds_trained_with_different_networks_is_refused(tmp_pat
 
 @pytest.mark.parametrize(("other", "named"), [
     pytest.param({"spacing": [2, 2, 2]}, "spacing: None -> [2.0, 2.0, 2.0]", id="another_grid"),
-    pytest.param({"channels": ["FLAIR", "T1", "T1ce", "T2"]}, "channels: ['T1', 'T1ce', 'T2', 'FLAIR'] -> ",
+    pytest.param({"channels": ["flair", "t1", "t1ce", "t2"]}, "channels: ['T1', 'T1ce', 'T2', 'FLAIR'] -> ",
                  id="another_channel_order"),
     pytest.param({"label_scheme": "brats2024"}, "regions: ['TC', 'WT', 'ET'] -> ['WT', 'TC', 'ET', 'RC']",
                  id="other_regions"),
@@ -107,7 +108,7 @@ def test_an_ensemble_of_folds_that_take_or_give_other_data_is_refused(tmp_path: 
                                                                       named: str | None) -> None:
     import json
 
-    base = {"label_scheme": "brats", "channels": ["T1", "T1ce", "T2", "FLAIR"], "spacing": None}
+    base = {"label_scheme": "brats", "channels": ["t1", "t1ce", "t2", "flair"], "spacing": None}
     for f, ids in ((0, base), (1, {**base, **other})):
         ckpt = fold_checkpoint(tmp_path, f)
         ckpt.parent.mkdir(parents=True)
@@ -170,7 +171,7 @@ def _fold_run(run_dir: Path, fold: int, config_files: list[str]) -> None:
     ckpt = fold_checkpoint(run_dir, fold)
     ckpt.parent.mkdir(parents=True)
     torch.save(torch.nn.Conv3d(4, 3, 1).state_dict(), ckpt)
-    ids = {"label_scheme": "brats", "channels": ["T1", "T1ce", "T2", "FLAIR"], "spacing": None}
+    ids = {"label_scheme": "brats", "channels": ["t1", "t1ce", "t2", "flair"], "spacing": None}
     (ckpt.parent.parent / "run.json").write_text(json.dumps({"network": {"_target_": "UNet"}, "ids": ids,
                                                              "config_files": config_files}))
 
@@ -242,3 +243,36 @@ def test_a_fold_still_training_is_not_read_as_a_trained_model(tmp_path: Path, re
             assert "still being trained" not in str(err.value)
     finally:
         trainer.kill()
+
+
+def _dataset_json(folder: Path, channels: list[str], rc: bool = False) -> str:
+    from pipeline.data.synthetic import nnunet_dataset_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dataset.json").write_text(json.dumps(nnunet_dataset_json(channels, rc=rc)))
+    return f"nnunet:{folder / 'dataset.json'}"
+
+
+@pytest.mark.parametrize(("other", "same"), [
+    pytest.param(lambda tmp: _dataset_json(tmp / "copy", ["t1", "t1ce", "t2", "flair"]), True,
+                 id="the_dataset_copied_elsewhere"),
+    pytest.param(lambda tmp: _dataset_json(tmp / "reordered", ["flair", "t1", "t1ce", "t2"]), True,
+                 id="its_channels_listed_in_another_order"),
+    pytest.param(lambda tmp: _dataset_json(tmp / "rc", ["t1", "t1ce", "t2", "flair"], rc=True), False,
+                 id="another_numbering"),
+    pytest.param(lambda tmp: "brats2023", False, id="a_built_in_scheme"),
+])
+def test_a_dataset_json_schemes_model_id_is_its_numbering_not_its_place(other, same: bool, tmp_path: Path) -> None:
+    """The same checkpoint segmenting a copied nnU-Net dataset was taken for another model (its id hashed the
+    dataset.json's path and channel order): its outputs were refused as another's."""
+    from pipeline.data.labels import describe
+    from pipeline.model.weights import model_id, numbering_settings
+
+    ckpt = tmp_path / "model.pt"
+    torch.save({"w": torch.ones(2)}, ckpt)
+    first = _dataset_json(tmp_path / "data", ["t1", "t1ce", "t2", "flair"])
+    second = other(tmp_path)
+    ids = [model_id(ckpt, **numbering_settings(s, describe(s))) for s in (first, second)]
+    assert (ids[0] == ids[1]) is same
+    assert numbering_settings("brats", describe("brats")) == {"scheme": "brats",
+                                                              "labels": describe("brats").to_dataset_json()}
