@@ -105,15 +105,15 @@ def verb_spelling(line: str, verb: str) -> str:
         return f"{m.group(1)} ({verb} sets it: {where})"
 
     # the advice to write elsewhere, where the verb writes one folder of its own: keep that folder's content instead
-    elsewhere = re.compile(r"(?:pass|choose) (?:another|a new) --output_dir(?: (?=[\w.~/]*[/\d])[^\s,;()]+)?"
-                           r"(?: \((?:or another new folder|such as [^)]*)\))?|pass --output_dir (?=[\w.~/]*[/\d])"
-                           r"[^\s,;()]+(?: \((?:or another new folder|such as [^)]*)\))?")
+    elsewhere = re.compile(r"\b(?:[Pp]ass|[Cc]hoose) (?:another|a new) --output_dir(?: (?=[\w.~/]*[/\d])[^\s,;()]+)?"
+                           r"(?: \((?:or another new folder|such as [^)]*)\))?|\b[Pp]ass --output_dir "
+                           r"(?=[\w.~/]*[/\d])[^\s,;()]+(?: \((?:or another new folder|such as [^)]*)\))?")
     keep = (f"move {fixed['output_dir']} aside to keep it ({verb} writes there)"
             if not fixed.get("output_dir", "-").startswith("-") else None)
 
     def respelled(part: str) -> str:
         if keep:
-            part = elsewhere.sub(keep, part)
+            part = elsewhere.sub(lambda m: (keep[0].upper() if m.group(0)[0].isupper() else keep[0]) + keep[1:], part)
         return _BUNDLE_ID.sub(spelled, fixed_id.sub(fixed_spelled, part) if fixed else part)
 
     def spelled(m: re.Match) -> str:

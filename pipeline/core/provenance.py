@@ -277,10 +277,10 @@ class Provenance:
         if len(now) != len(recorded):
             return self.input_paths(case)
         changed = []
-        for r, n in zip(recorded, now, strict=True):
+        for i, (r, n) in enumerate(zip(recorded, now, strict=True)):
             if not _unchanged({**r, **{k: n.get(k) for k in _ROLE}}, n):
                 changed.append(r["path"] if r["path"] == n["path"] else
-                               f"{n['path']} (for channel {n.get('channel', len(changed))}: not the contents recorded "
+                               f"{n['path']} (for channel {n.get('channel', i)}: not the contents recorded "
                                f"for it, {r['path']})")
             elif r.get("volume") != n.get("volume"):
                 changed.append(f"{n['path']} (its volumes now feed other channels: its modality table changed)")

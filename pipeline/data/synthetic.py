@@ -460,7 +460,7 @@ def write_dataset(
         ids = [f"BRATS_{i + 1:03d}" if layout == "msd" else f"BraTS2021_{i:05d}" if layout in ("brats2021", "nnunet")
                else f"BraTS-GLI-{i:05d}-000" for i in range(int(cases))]
         _refuse_occupied(out, force, _planned(out, layout, ids))
-        before = set(_files(out))
+        before, ours_before = set(_files(out)), _ours(out)  # synth's own, by the record it is about to replace
         out.mkdir(parents=True, exist_ok=True)
         written = []
         roles = {code: role for code, role in ROLES.items() if with_rc or role != "RC"}
@@ -487,7 +487,7 @@ def write_dataset(
             nnunet.write_dataset_json(out, nnunet_dataset_json(contrasts, len(written), with_rc))
         names = [p.relative_to(out).as_posix() for p in written]
         files = sorted({f for f in _files(out) if f not in before} | {
-            f for f in _ours(out) if f.exists() and f != out / SETTINGS_FILE})
+            f for f in ours_before if f.exists() and f != out / SETTINGS_FILE})
         digests = {f.relative_to(out).as_posix(): file_sha256(f) for f in files}  # what synth wrote, by content
         atomic_write_text(out / SETTINGS_FILE, json.dumps({**settings, "cases_written": names,
                                                            "files_written": digests}))

@@ -32,12 +32,15 @@ CV_OPTIONS = {"run_dir": "RUN_DIR/fold_<f>", "datalist": "RUN_DIR/datalist.json"
 
 
 def _bundle_inference(fold_dir: Path, datalist: Path, fold: int, out: Path, fast: bool,
-                      extra: Sequence[str], scheme: str = "auto", record: dict | None = None) -> None:
+                      extra: Sequence[str], scheme: str = "auto", record: dict | None = None,
+                      dataset_dir: str | os.PathLike | None = None) -> None:
     """Fold ``fold``'s model segments its validation cases into ``out``, in ``scheme``'s numbering (the scheme the
     folds trained with, which the evaluation then reads), with the inference recipe its run.json names
     (`pipeline.bundle.inference_files`: the budget recipe's post-processing, say), as ``pipeline infer`` would;
-    ``fast`` only for a fold whose run.json names no config files (a run from before they were recorded)."""
-    ids = {"datalist": datalist, "infer_fold": fold, "output_dir": out, "label_scheme": scheme}
+    ``fast`` only for a fold whose run.json names no config files (a run from before they were recorded);
+    ``dataset_dir``: the data root of the datalist's relative paths (cv's ``--dataset_dir``)."""
+    ids = {"datalist": datalist, "infer_fold": fold, "output_dir": out, "label_scheme": scheme,
+           **({"dataset_dir": dataset_dir} if dataset_dir is not None else {})}
     if (record or {}).get("config_files"):
         cmd = inference_command(fold_dir, ids, record=record, extra=extra)
     else:
@@ -163,7 +166,7 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
     eval_dir, summary_file = cv_outputs(run, folds, folds_present(data.datalist))
     claim_output(eval_dir, "evaluation")  # one writer: a second cv of the run is refused, not interleaved
     for f in folds:
-        _bundle_inference(run / f"fold_{f}", datalist, f, seg, fast, extra, scheme, records[f])
+        _bundle_inference(run / f"fold_{f}", datalist, f, seg, fast, extra, scheme, records[f], dataset_dir)
     # through the evaluation's own rules (`pipeline.evaluation.evaluate.evaluate`): the cv's earlier evaluation of
     # these segmentations is replaced once the new one is written, its pictures (drawn from the old scores) go, and
     # the report is written again; one model per fold by design: each case by the fold that left it out

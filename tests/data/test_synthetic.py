@@ -336,3 +336,13 @@ def test_clean_keeps_every_file_synth_did_not_write_as_it_is(layout: str, change
     assert remove_synthetic(tmp_path / "d") == [theirs]
     assert theirs.read_bytes() == content
     assert [p for p in (tmp_path / "d").rglob("*") if p.is_file()] == [theirs]
+
+
+def test_synth_forced_over_its_own_cases_records_and_cleans_them(tmp_path: Path) -> None:
+    """`synth --force` with other settings over synth's own cases left them out of its new record (checked against
+    the old digests after they were rewritten): clean kept them, and the next synth refused to write over them."""
+    from pipeline.data.synthetic import remove_synthetic
+
+    for seed in (0, 1, 2):
+        write_dataset(tmp_path / "d", cases=2, shape=SMALL, seed=seed, force=True)
+    assert remove_synthetic(tmp_path / "d") == [] and not (tmp_path / "d").exists()

@@ -56,3 +56,6 @@ def test_out_of_fold_evaluation_scores_every_case_once_by_the_fold_that_never_tr
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("error: ") and f"lies outside --dataset_dir {copy}" in line and "drop --dataset_dir" in line
     assert checksums(run) == before
+    # its own root reaches each fold's inference too (it roots a model-zoo list's relative paths there)
+    assert main(["cv", str(run), "--dataset_dir", str(tiny_dataset), "--set", "num_workers", "0", "device", "cpu"]) == 0
+    assert f"dataset_dir {tiny_dataset}" in capsys.readouterr().out.replace("--dataset_dir ", "dataset_dir ")
