@@ -4,7 +4,7 @@
 
     {"version": 2, "cases": {"<case>": {"model": "<model id>", "file": "<case>.nii.gz",
                                         "inputs": [{"path": ..., "size": ..., "mtime_ns": ..., "hash": ...,
-                                                    "sha256": ..., "volume"?: ...}, ...],
+                                                    "sha256": ..., "channel"?: ..., "volume"?: ...}, ...],
                                         "output": {"size": ..., "mtime_ns": ..., "hash": ..., "sha256": ...},
                                         "probabilities": "<model id>" | null,
                                         "scheme": "<label scheme name>"}}}
@@ -117,13 +117,17 @@ def _aligned(recorded: Sequence[Mapping], files: Iterable[InputRef] | None) -> t
 
 
 def input_identity(paths: Iterable[InputRef], *, digest: bool = False) -> list[dict]:
-    """``[{"path", "size", "mtime_ns", "hash"}]`` of each input (resolved path; a missing file has size -1; a 4D
-    file's volume, `input_refs`, adds its ``"volume"``), with ``digest`` also its whole content's ``"sha256"``
-    (`file_digest`; what inference records)."""
-    out = []
+    """``[{"path", "size", "mtime_ns", "hash"}]`` of each input (resolved path; a missing file has size -1; an
+    input named by its channel, or a 4D file's volume, `input_refs`, adds its ``"channel"`` and ``"volume"``), with
+    ``digest`` also its whole content's ``"sha256"`` (`file_digest`; what inference records)."""
+    out: list[dict] = []
+    seen: dict[str, dict] = {}  # a 4D file's channels: its identity read once
     for ref in paths:
         path = Path(ref_path(ref)).expanduser().resolve()
-        volume = {k: ref[k] for k in _ROLE if k in ref} if isinstance(ref, Mapping) else {}
+        role = {k: ref[k] for k in _ROLE if k in ref} if isinstance(ref, Mapping) else {}
+        if str(path) in seen:
+            out.append({**seen[str(path)], **role})
+            continue
         try:
             st = path.stat()
             h = hashlib.blake2b(digest_size=16)
@@ -132,12 +136,13 @@ def input_identity(paths: Iterable[InputRef], *, digest: bool = False) -> list[d
                 if st.st_size > HASHED_BYTES:
                     f.seek(max(HASHED_BYTES, st.st_size - HASHED_BYTES))
                     h.update(f.read(HASHED_BYTES))
-            out.append({"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": h.hexdigest(),
-                        **volume})
+            found = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": h.hexdigest()}
             if digest:
-                out[-1]["sha256"] = file_digest(path)
+                found["sha256"] = file_digest(path)
         except OSError:
-            out.append({"path": str(path), "size": -1, "mtime_ns": 0, "hash": "", **volume})
+            found = {"path": str(path), "size": -1, "mtime_ns": 0, "hash": ""}
+        seen[str(path)] = found
+        out.append({**found, **role})
     return out
 
 
@@ -225,8 +230,8 @@ class Provenance:
 
     def input_state(self, case: str, files: Iterable[InputRef] | None = None) -> str:
         """How ``files`` (`input_refs`; None: the recorded inputs as they are now) stand to the inputs ``case`` was
-        segmented from, decided input by input in their order (a position is a channel; a 4D file's volume is part
-        of its input), never by guess:
+        segmented from, decided input by input, never by guess: channel by channel where both name their channels
+        (`input_refs`), else in their order (a position is a channel); a 4D file's volume is part of its input:
 
         - `SAME`: the same resolved paths in the same order, unchanged (size, time and fast hash; or, touched since,
           the same whole content by digest);

@@ -28,13 +28,12 @@ from pipeline.core.nifti import (
     nifti_names,
     reorientation,
 )
-from pipeline.core.provenance import CHANGED, MOVED, OTHER, InputRef, Provenance, input_refs, ref_path
+from pipeline.core.provenance import CHANGED, MOVED, OTHER, InputRef, Provenance, ref_path
 from pipeline.data.labels import (
     LABEL_SCHEMES,
     NNUNET_PREFIX,
     Description,
     allowed_labels,
-    canonical_channel,
     describe,
     role_conflicts,
     roles_by_value,
@@ -97,10 +96,8 @@ class Reference:
     def inputs(self, case: str) -> list[InputRef]:
         """The inputs of a dataset's ``case``, each named by its channel where the data's description is known
         (`pipeline.core.provenance.input_refs`), as inference records them."""
-        c = self.cases[case]
         own = self.own_scheme
-        names = [canonical_channel(n) for n in describe(own).channels] if own else None
-        return input_refs(c.images, c.channel_index, names)
+        return self.cases[case].inputs(describe(own).channels if own else None)
 
     @property
     def own_scheme(self) -> str | None:

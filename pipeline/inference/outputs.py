@@ -27,10 +27,9 @@ from pipeline.core.provenance import (
     InputRef,
     Provenance,
     input_identity,
-    input_refs,
     ref_path,
 )
-from pipeline.data.labels import canonical_channel
+from pipeline.data.layouts import Case
 from pipeline.data.source import DataSource
 from pipeline.inference.writers import BackgroundWriters
 from pipeline.inference.writers import writer_threads as writer_threads_of
@@ -180,9 +179,7 @@ def image_files(item: Mapping, channels: Sequence[str] | None = None) -> list[In
         encoded = encoded[0] if encoded else ""
     if encoded:
         return [r if isinstance(r, dict) else str(r) for r in json.loads(encoded)]
-    image = item.get("image", [])
-    names = [canonical_channel(c) for c in channels] if channels is not None else None
-    return input_refs([image] if isinstance(image, (str, os.PathLike)) else image, item.get("channel_index"), names)
+    return Case.from_item(item).inputs(channels)
 
 
 def with_inputs(items: Sequence[Mapping], channels: Sequence[str] | None = None) -> list[dict]:

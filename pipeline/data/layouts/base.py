@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline.core.errors import UserError
+from pipeline.core.provenance import InputRef, input_refs
 from pipeline.data.labels import (
     CHANNELS,
     NNUNET_PREFIX,
@@ -64,6 +65,13 @@ class Case:
         index = item.get("channel_index")
         return cls(str(item["case"]), images, str(item["label"]) if item.get("label") else None,
                    tuple(int(i) for i in index) if index is not None else None)
+
+    def inputs(self, channels: Sequence[str] | None = None) -> list[InputRef]:
+        """What a segmentation of this case is made from, as provenance.json records it
+        (`pipeline.core.provenance.input_refs`): its images in its channel order, a 4D file's volumes, each named
+        by its canonical channel when ``channels`` (the description's channels, in the case's order) are given."""
+        names = [canonical_channel(c) for c in channels] if channels is not None else None
+        return input_refs(self.images, self.channel_index, names)
 
     @property
     def files(self) -> tuple[str, ...]:
