@@ -512,7 +512,7 @@ def _ours(out: Path) -> set[Path]:
     """The files an earlier `write_dataset` wrote in ``out`` and that still hold what it wrote (its
     ``synthetic.json`` records each file's sha256: a file the user replaced or edited since is theirs), and that
     record itself. Records from before digests were kept name the files only; older ones, the case folders (then
-    every file in them counts)."""
+    the NIfTI files in them named after their case count: a user's note beside them is theirs)."""
     try:
         recorded = json.loads((out / SETTINGS_FILE).read_text())
     except (OSError, ValueError):
@@ -527,7 +527,8 @@ def _ours(out: Path) -> set[Path]:
     if written is None:  # records before files_written: the case folders' files
         for name in recorded.get("cases_written") or []:
             path = out / name
-            ours |= set(_files(path)) if path.is_dir() else {path}
+            ours |= {f for f in _files(path) if f.parent == path and f.name.startswith(path.name)
+                     and f.name.endswith(".nii.gz")} if path.is_dir() else {path}
     return ours
 
 

@@ -346,3 +346,25 @@ def test_synth_forced_over_its_own_cases_records_and_cleans_them(tmp_path: Path)
     for seed in (0, 1, 2):
         write_dataset(tmp_path / "d", cases=2, shape=SMALL, seed=seed, force=True)
     assert remove_synthetic(tmp_path / "d") == [] and not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("layout", ["brats2021", "brats2023"])
+def test_clean_under_a_record_without_file_digests_keeps_the_users_files_in_the_case_folders(
+        layout: str, tmp_path: Path) -> None:
+    """A synthetic.json from before synth listed its files names the case folders only: clean deleted every file in
+    them, a user's note and a nested folder's files included. It now deletes the case's own NIfTI files there."""
+    import json
+
+    from pipeline.data.synthetic import SETTINGS_FILE, remove_synthetic
+
+    write_dataset(tmp_path / "d", cases=2, shape=SMALL, seed=0, layout=layout)
+    record = json.loads((tmp_path / "d" / SETTINGS_FILE).read_text())
+    del record["files_written"]  # as synth wrote it before files were listed
+    (tmp_path / "d" / SETTINGS_FILE).write_text(json.dumps(record))
+    case = tmp_path / "d" / record["cases_written"][0]
+    note, nested = case / "notes.txt", case / "mine" / "extra.nii.gz"
+    nested.parent.mkdir()
+    for f in (note, nested):
+        f.write_text("the user's")
+    assert sorted(remove_synthetic(tmp_path / "d")) == sorted([note, nested])
+    assert sorted(p for p in (tmp_path / "d").rglob("*") if p.is_file()) == sorted([note, nested])
