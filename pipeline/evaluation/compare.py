@@ -25,7 +25,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.figures import plt, save_figure
 from pipeline.core.files import atomic_write_text, column_numbers, holding, read_table, replaced_on_success
 from pipeline.core.nifti import nifti_files
-from pipeline.evaluation.evaluate import evaluate
+from pipeline.evaluation.evaluate import EVALUATION_OUTPUTS, evaluate
 from pipeline.evaluation.metrics import region_metrics
 from pipeline.evaluation.plots import run_name
 from pipeline.evaluation.reference import claim_output, read_reference
@@ -173,7 +173,7 @@ def grouped_boxplot(scores: dict, regions: Sequence[str], out_png: Path, title: 
 
 
 def _output_folders(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
-                    names: Sequence[str]) -> Path:
+                    names: Sequence[str], overwrite: bool = False) -> Path:
     """``out_dir`` (resolved) once it and every ``out_dir/<name>`` keep clear of the reference and of *every*
     prediction folder (each evaluation guards its own folders only), before anything is scored.
 
@@ -187,9 +187,10 @@ def _output_folders(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.Pat
     out = guard.folder(out_dir, what="the comparison", option="--out")
     for name in names:
         guard.folder(out / name, what=f"the evaluation of {name}", option="--out or --names")
-    claim_output(out, "comparison")  # held once it is known to keep clear of every input
+    # held once it is known to keep clear of every input; a folder of the user's own files of those names refused
+    claim_output(out, "comparison", writes=COMPARISON_FILES, overwrite=overwrite)
     for name in names:  # and each algorithm's evaluation folder: no other process writes one while this compares
-        claim_output(out / name, "evaluation", "--out or --names")
+        claim_output(out / name, "evaluation", "--out or --names", writes=EVALUATION_OUTPUTS, overwrite=overwrite)
     return out
 
 
@@ -249,7 +250,7 @@ def compare(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.PathLike], 
                             "against itself; pass each algorithm's own prediction folder once")
         seen[real] = pred
     names = algorithm_names(pred_dirs, names)
-    out = _output_folders(ref_dir, pred_dirs, out_dir, names)
+    out = _output_folders(ref_dir, pred_dirs, out_dir, names, overwrite)
     given = {n: os.fspath(p) for n, p in zip(names, pred_dirs, strict=True)}
     old = check_comparison_replacement(out, ref_dir, given, overwrite=overwrite)
     folders = [out / name for name in names]

@@ -44,6 +44,8 @@ PROTOCOL_FILES = {"legacy": ("summary.json", "metrics.csv", "dice_boxplot.png"),
 
 #: The files an evaluation writes into its folder (both protocols, the pictures, the report).
 EVALUATION_FILES = (*PROTOCOL_FILES["legacy"], *PROTOCOL_FILES["official"], "report.html")
+#: What an evaluation writes or replaces in its folder (`claim_output`'s ``writes``): its files and pictures.
+EVALUATION_OUTPUTS = (*EVALUATION_FILES, "overlays/*.png")
 
 
 def stale_tables(out_dir: str | os.PathLike, protocol: str, state: str) -> list[Path]:
@@ -127,7 +129,7 @@ def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathL
     if evaluated_pair(out_dir) is not None:
         resolved, scored = pairs.scoring_scheme(scheme), sorted(pairs.refs)
         key = resolve_challenge(challenge, resolved, scored) if protocol == "official" else None
-    claim_output(out_dir, "evaluation", out_option)
+    claim_output(out_dir, "evaluation", out_option, writes=EVALUATION_OUTPUTS, overwrite=overwrite)
     old = check_replacement(out_dir, pred_dir, reference, overwrite=overwrite, out_option=out_option,
                             scheme=resolved, cases=scored, challenge=key)
     old += stale_tables(out_dir, protocol, pairs.inputs_state())  # the same pair, its files rewritten since

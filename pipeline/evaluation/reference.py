@@ -616,13 +616,18 @@ def evaluated_pair(out_dir: str | os.PathLike) -> tuple[str, str] | None:
 COMPARISON_RECORD = "comparison.json"
 
 
-def claim_output(out_dir: str | os.PathLike, kind: str, option: str = "--out") -> None:
+def claim_output(out_dir: str | os.PathLike, kind: str, option: str = "--out", *, writes: Sequence[str] = (),
+                 overwrite: bool | str = False) -> None:
     """Before writing ``kind`` (``evaluation``, ``comparison`` or ``pictures``) into ``out_dir``: hold the folder
     (`pipeline.core.files.hold_folder`: one writing process), and refuse a folder that holds the other kind (a
-    comparison's report over an evaluation's, or an evaluation's over a comparison's).
+    comparison's report over an evaluation's, or an evaluation's over a comparison's), or, unless ``overwrite``,
+    one that holds files of the names ``kind`` writes or replaces (``writes``: names and glob patterns under
+    ``out_dir``) without that kind's record (`evaluation_record`, `COMPARISON_RECORD`): the user's own table,
+    report or pictures, which the new ones would replace.
 
     Raises:
-        UserError: another process writes the folder, or it holds another kind (naming it and the option to change).
+        UserError: another process writes the folder, or it holds another kind or files of the user's (naming
+            them and the option to change).
     """
     out = Path(out_dir).expanduser()
     holds = ("a comparison" if (out / COMPARISON_RECORD).is_file() and kind != "comparison" else
@@ -630,4 +635,12 @@ def claim_output(out_dir: str | os.PathLike, kind: str, option: str = "--out") -
     if holds:
         raise UserError(f"{out} holds {holds} ({COMPARISON_RECORD if holds == 'a comparison' else 'summary.json'}); "
                         f"the {kind} would write its files over it: pass another {option}")
+    marked = (out / COMPARISON_RECORD).is_file() if kind == "comparison" else evaluation_record(out) is not None
+    if writes and not marked and not as_bool(overwrite, "overwrite"):
+        theirs = [f for pattern in writes for f in sorted(out.glob(pattern)) if f.is_file()]
+        if theirs:
+            record = COMPARISON_RECORD if kind == "comparison" else "summary.json naming its inputs"
+            raise UserError(f"{out} holds {len(theirs)} file(s) of the names a {kind} writes (e.g. {theirs[0]}) but "
+                            f"no {kind} of this pipeline (no {record}): the {kind} would replace them; pass another "
+                            f"{option}, or --overwrite to replace them")
     hold_folder(out, what=kind)  # last: a refused command leaves no lock (the caller checked the inputs first)

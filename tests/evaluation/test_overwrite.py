@@ -176,3 +176,70 @@ def test_the_other_protocols_tables_go_when_the_predictions_were_rewritten_since
     assert own[second] <= names
     assert (own[first] & names) == (set() if rewritten else own[first])
     assert not [p for p in out.iterdir() if "replaced~" in p.name]
+
+
+def _users_table(out: Path) -> list[Path]:
+    (out / "metrics.csv").write_text("my own table\n")
+    return [out / "metrics.csv"]
+
+
+def _users_picture(out: Path) -> list[Path]:
+    (out / "overlays").mkdir()
+    (out / "overlays" / "photo.png").write_bytes(b"my own picture")
+    return [out / "overlays" / "photo.png"]
+
+
+def _users_summary(out: Path) -> list[Path]:
+    (out / "summary.json").write_text('{"my": "numbers"}')
+    return [out / "summary.json"]
+
+
+def _users_report(out: Path) -> list[Path]:
+    (out / "report.html").write_text("<p>mine</p>")
+    (out / "ranking.csv").write_text("mine\n")
+    return [out / "report.html", out / "ranking.csv"]
+
+
+@pytest.mark.parametrize(("command", "where", "users"), [
+    pytest.param("evaluate", "", _users_table, id="evaluate_a_table"),
+    pytest.param("evaluate", "", _users_picture, id="evaluate_a_picture"),
+    pytest.param("evaluate", "", _users_summary, id="evaluate_a_summary_of_theirs"),
+    pytest.param("evaluate_function", "", _users_table, id="the_bundles_evaluate_a_table"),
+    pytest.param("compare", "", _users_report, id="compare_its_report_and_ranking"),
+    pytest.param("compare", "one", _users_picture, id="compare_an_algorithms_pictures"),
+    pytest.param("compare", "one", _users_table, id="compare_an_algorithms_table"),
+])
+def test_an_output_folder_of_the_users_own_files_is_refused_unless_overwrite(
+        tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture, command: str, where: str, users) -> None:
+    """evaluate and compare wrote into an existing folder that no evaluation or comparison of theirs had written,
+    replacing the user's metrics.csv, report.html or ranking.csv and deleting their overlays/*.png, without
+    --overwrite. They now refuse it, naming a file; --overwrite replaces them as asked."""
+    from pipeline.core.errors import UserError
+    from pipeline.evaluation.evaluate import evaluate
+
+    preds = [corrupted_predictions(tiny_dataset, tmp_path / f"p{e}", e) for e in (0, 1)]
+    out = tmp_path / "out"
+    (out / where).mkdir(parents=True)
+    theirs = users(out / where)
+    before = checksums(out)
+
+    def run(overwrite: bool) -> int:
+        if command == "evaluate_function":
+            try:
+                evaluate("legacy", preds[0], tiny_dataset, out, overwrite=overwrite)
+            except UserError as e:
+                print(e, file=__import__("sys").stderr)
+                return 2
+            return 0
+        argv = (["evaluate", str(preds[0]), str(tiny_dataset), "--out", str(out), "--no-pictures"]
+                if command == "evaluate" else
+                ["compare", str(tiny_dataset), *map(str, preds), "--out", str(out), "--names", "one", "two"])
+        return pipeline_main(argv + (["--overwrite"] if overwrite else []))
+
+    assert run(overwrite=False) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--overwrite" in last and any(str(f) in last for f in theirs)
+    assert checksums(out) == before  # nothing written, nothing deleted
+    assert run(overwrite=True) == 0
+    record = "comparison.json" if command == "compare" and not where else "summary.json"
+    assert (out / where / record).is_file()  # the new result, in place of the user's files
