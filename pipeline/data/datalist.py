@@ -16,6 +16,7 @@ from pipeline.core.config import ALL_FOLDS
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text
 from pipeline.core.guard import OutputGuard, is_within
+from pipeline.core.nifti import nifti_stem
 from pipeline.data.labels import (
     CHANNELS,
     LABEL_SCHEMES,
@@ -37,7 +38,7 @@ from pipeline.data.layouts import (
     usable_cases,
     with_case_ids,
 )
-from pipeline.data.layouts.brats import named_as
+from pipeline.data.layouts.brats import named_as, named_split
 from pipeline.data.modelzoo import MODEL_ZOO_FOLDS, MODEL_ZOO_KEYS, is_model_zoo, model_zoo_case_id, model_zoo_datalist
 
 logger = logging.getLogger(__name__)
@@ -356,6 +357,7 @@ class _DatalistReader:
                                f"case to \"{'testing' if self.model_zoo else 'test'}\" (cases to segment only)")
         else:
             item.pop("label", None)
+        _refuse_other_cases(item, where, self.numbered)
         if self.model_zoo:
             if section in MODEL_ZOO_FOLDS:
                 item["fold"] = MODEL_ZOO_FOLDS[section]
@@ -366,6 +368,41 @@ class _DatalistReader:
                                    "rewrite the datalist with: python -m pipeline datalist DATASET_DIR --out "
                                    f"{self.path}")
         return item
+
+
+def _case_named(path: str, role: str, numbered: bool) -> str | None:
+    """The case a file's name shows, or None where it shows none: a BraTS name's case part (``<case>_t1ce``,
+    ``<case>-seg``); in a layout that numbers its channels (nnU-Net), an image's stem without ``_XXXX`` and a
+    label's stem."""
+    found = named_split(path)
+    if found:
+        return found[0]
+    if not numbered:
+        return None
+    stem = nifti_stem(Path(path).name)
+    if role == "label":
+        return stem
+    head, sep, tail = stem.rpartition("_")
+    return head if sep and head and len(tail) == 4 and tail.isdigit() else None
+
+
+def _refuse_other_cases(item: dict, where: str, numbered: bool) -> None:
+    """An item's files must be one case's where their names show a case (`_case_named`): a datalist pairing one
+    case's images with another's label (or with another case's contrast) would train on or score the wrong pairs
+    without a sign.
+
+    Raises:
+        DatasetError: naming a file of each case, and the fix.
+    """
+    files = [(p, "image") for p in item["image"]] + ([(item["label"], "label")] if item.get("label") else [])
+    shown = {p: c for p, role in files  # a missing file is refused as such, later (`_DatalistReader.missing`)
+             if os.path.isfile(p) and (c := _case_named(p, role, numbered)) is not None}
+    cases = sorted(set(shown.values()))
+    if len(cases) > 1:
+        first = next(p for p in shown if shown[p] == cases[0])
+        other = next(p for p in shown if shown[p] == cases[1])
+        raise DatasetError(f"{where}: its files are of different cases ({Path(first).name} of {cases[0]}, "
+                           f"{Path(other).name} of {cases[1]}); list one case's images and label in each item")
 
 
 def read_datalist(path: str | os.PathLike, dataset_dir: str | os.PathLike | None = None) -> dict:

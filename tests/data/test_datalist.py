@@ -527,3 +527,47 @@ def test_nnunet_images_without_channel_numbers_are_read_only_in_a_declared_order
     assert _numbered_images(images[:1], "one channel", declared=False) == images[:1]
     one_left = ["/d/CASE_0000.nii.gz", "/d/CASE_flair.nii.gz"]  # the channel _0000 leaves: by elimination
     assert _numbered_images(one_left, "x", declared=declared) == one_left
+
+
+def _label_of_the_other(a: dict, b: dict) -> dict:
+    return {**a, "seg": b["seg"]}
+
+
+def _a_contrast_of_the_other(a: dict, b: dict) -> dict:
+    return {**a, "T2": b["T2"]}
+
+
+@pytest.mark.parametrize("swap", [_label_of_the_other, _a_contrast_of_the_other],
+                         ids=["the_label_of_another_case", "a_contrast_of_another_case"])
+@pytest.mark.parametrize("section", ["training", "test"])
+@pytest.mark.parametrize("style", ["ours", "model_zoo"])
+def test_an_item_listing_files_of_two_cases_is_refused_naming_both(two_cases, tmp_path: Path, swap, section: str,
+                                                                   style: str) -> None:
+    """A hand-written datalist paired case 00000's images with case 00001's label (or contrast): training learnt
+    from and evaluation scored against the wrong label without a sign. Files whose names show their case must be
+    one case's."""
+    a, b = two_cases.values()
+    files = swap(a, b)
+    if style == "ours":
+        item = _item(files, "BraTS2021_00000", fold=0 if section == "training" else None)
+        raw = {"training": [_item(b, "BraTS2021_00001")] * (section == "test"), section: [item]}
+    else:
+        zoo = {"image": [files[c] for c in CHANNELS], "label": files["seg"]}
+        raw = {"training": [zoo], "validation": []} if section == "training" else {"testing": [zoo]}
+    dl = _write(tmp_path / "dl.json", raw)
+    with pytest.raises(DatasetError, match=r"of different cases \(.*BraTS2021_0000[01].* of BraTS2021_0000[01], "
+                                           r".*BraTS2021_0000[01].* of BraTS2021_0000[01]\); list one case's"):
+        read_datalist(str(dl))
+
+
+def test_an_nnunet_item_whose_label_is_another_cases_is_refused(tmp_path: Path) -> None:
+    """The same in nnU-Net's numbered names: imagesTr/<case>_XXXX.nii.gz against labelsTr/<other case>.nii.gz."""
+    from pipeline.data.synthetic import write_dataset
+
+    write_dataset(tmp_path / "d", cases=2, shape=(16, 16, 16), layout="nnunet")
+    dl = build_datalist(tmp_path / "d", folds=2)
+    first, second = dl["training"]
+    first["label"] = second["label"]
+    with pytest.raises(DatasetError, match=r"of different cases \(BraTS2021_00000_0000\.nii\.gz of BraTS2021_00000, "
+                                           r"BraTS2021_00001\.nii\.gz of BraTS2021_00001\)"):
+        read_datalist(str(_write(tmp_path / "dl.json", dl)))
