@@ -7,6 +7,7 @@ given as a path arrives as an int. The readers here turn such values into what i
 from __future__ import annotations
 
 import ast
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -117,6 +118,24 @@ def as_fraction(value: object, name: str) -> float:
         raise UserError(f"--{name} must be a number from 0 to 1, got {value!r}") from None
     if not 0 <= number <= 1:
         raise UserError(f"--{name} must be a number from 0 to 1, got {number:g}")
+    return number
+
+
+def as_positive(value: object, name: str, *, zero: bool = False) -> float:
+    """A rate or weight as the CLI hands it over (``0.002``, ``"2e-3"``): a finite number above 0 (``zero``: or 0).
+
+    Raises:
+        UserError: not a number (``--learning_rate fast``), not finite, or too small (``-0.1``), naming ``--name``.
+    """
+    bound = "0 or more" if zero else "above 0"
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(str(value).strip())
+    except ValueError:
+        raise UserError(f"--{name} must be a number {bound}, got {value!r}") from None
+    if not math.isfinite(number) or number < 0 or (number == 0 and not zero):
+        raise UserError(f"--{name} must be a number {bound}, got {number:g}")
     return number
 
 

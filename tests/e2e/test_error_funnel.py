@@ -75,6 +75,13 @@ def test_an_ensemble_naming_a_fold_twice_is_one_line(trained_run: Path, tiny_dat
     pytest.param({"time_budget_min": "soon"}, "--time_budget_min must be a number of minutes", id="budget_text"),
     pytest.param({"train#loss#fn_weight": 0.7}, "monai.losses.dice.DiceLoss takes no argument 'fn_weight'",
                  id="an_argument_train_yamls_loss_does_not_take"),
+    # each read through pipeline.core.config where train.yaml and fast.yaml hand it over (a traceback from AdamW,
+    # set_determinism or the DataLoader before)
+    pytest.param({"learning_rate": "fast"}, "--learning_rate must be a number above 0, got 'fast'", id="lr_text"),
+    pytest.param({"learning_rate": -0.1}, "--learning_rate must be a number above 0, got -0.1", id="lr_negative"),
+    pytest.param({"seed": "x"}, "--seed must be a whole number, got 'x'", id="seed_text"),
+    pytest.param({"batch_size": 0}, "--batch_size must be at least 1, got 0", id="batch_size_0"),
+    pytest.param({"cache_rate": 2}, "--cache_rate must be a number from 0 to 1, got 2", id="cache_rate_2"),
 ])
 def test_a_bad_value_for_training_is_one_line_naming_the_flag(ids: dict, named: str, tiny_dataset: Path,
                                                               tmp_path: Path) -> None:
