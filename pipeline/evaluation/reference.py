@@ -28,7 +28,7 @@ from pipeline.core.nifti import (
     nifti_names,
     reorientation,
 )
-from pipeline.core.provenance import CHANGED, MOVED, OTHER, InputRef, Provenance, ref_path
+from pipeline.core.provenance import CHANGED, MOVED, OTHER, PROVENANCE, InputRef, Provenance, ref_path
 from pipeline.data.labels import (
     LABEL_SCHEMES,
     NNUNET_PREFIX,
@@ -161,6 +161,12 @@ def read_reference(ref_dir: str | os.PathLike) -> Reference:
             raise UserError(
                 f"no reference label in {root}: it is neither a dataset (BraTS case folders, or MSD imagesTr/ and "
                 "labelsTr/) nor a folder of <case>.nii.gz label files; pass the dataset folder or the labels' folder")
+        if (root / PROVENANCE).is_file():  # inference's own record: the predictions and the reference swapped?
+            raise UserError(f"the reference {root} is a folder of segmentations written by inference ({PROVENANCE}): "
+                            "a model's output is no reference (sensitivity and specificity would be the other way "
+                            "round); pass the dataset, a datalist or its labels' folder as the reference and this "
+                            "folder as the predictions (to score against a model on purpose, copy its .nii.gz files "
+                            "to a folder of their own)")
         return Reference(root, flat, None)
     cases = {c.case_id: c for c in discover_cases(root, layout.layout) if c.label is not None}
     labelled = {cid: Path(c.label) for cid, c in cases.items()}

@@ -274,3 +274,23 @@ def test_pictures_of_two_evaluations_never_mix_in_one_folder(layout_datasets, tm
                           str(pics)]) != 0
     assert "holds the pictures of" in capsys.readouterr().err.strip().splitlines()[-1]
     assert sorted(p.name for p in pics.rglob("*")) == before
+
+
+@pytest.mark.parametrize("command", ["evaluate", "compare"])
+def test_a_folder_inference_wrote_is_refused_as_the_reference(tiny_dataset: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture, command: str) -> None:
+    """Predictions and reference swapped (the model's output folder given as the reference) scored without a
+    sign, the same Dice but sensitivity and specificity the other way round; inference's provenance.json names
+    such a folder, and every reader of a reference (`read_reference`) refuses it."""
+    from tests.helpers import corrupted_predictions
+
+    model_output = corrupted_predictions(tiny_dataset, tmp_path / "seg", 0)
+    (model_output / "provenance.json").write_text("{}")
+    labels = corrupted_predictions(tiny_dataset, tmp_path / "labels", 1)
+    argv = (["evaluate", str(labels), str(model_output), "--out", str(tmp_path / "e"), "--no-pictures"]
+            if command == "evaluate" else ["compare", str(model_output), str(labels), str(tiny_dataset), "--out",
+                                           str(tmp_path / "c")])
+    assert pipeline_main(argv) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"the reference {model_output} is a folder of segmentations written by inference" in last
+    assert not (tmp_path / "e").exists() and not (tmp_path / "c").exists()
