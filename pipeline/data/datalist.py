@@ -372,8 +372,8 @@ class _DatalistReader:
 
 def _case_named(path: str, role: str, numbered: bool) -> str | None:
     """The case a file's name shows, or None where it shows none: a BraTS name's case part (``<case>_t1ce``,
-    ``<case>-seg``); in a layout that numbers its channels (nnU-Net), an image's stem without ``_XXXX`` and a
-    label's stem."""
+    ``<case>-seg``); in a layout that numbers its channels (nnU-Net, one file per channel), an image's stem
+    without ``_XXXX`` and a label's stem."""
     found = named_split(path)
     if found:
         return found[0]
@@ -394,6 +394,7 @@ def _refuse_other_cases(item: dict, where: str, numbered: bool) -> None:
     Raises:
         DatasetError: naming a file of each case, and the fix.
     """
+    numbered = numbered and "channel_index" not in item  # a 4D file's own name may end in _0001 (case_0001.nii.gz)
     files = [(p, "image") for p in item["image"]] + ([(item["label"], "label")] if item.get("label") else [])
     shown = {p: c for p, role in files  # a missing file is refused as such, later (`_DatalistReader.missing`)
              if os.path.isfile(p) and (c := _case_named(p, role, numbered)) is not None}

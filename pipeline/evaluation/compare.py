@@ -258,7 +258,8 @@ def compare(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.PathLike], 
     # the old comparison goes once the new one is written, not before; each algorithm's evaluation replaces its own
     # folder as it is scored, and all of them come back as they were if a later algorithm is refused
     own = [out / name for name in COMPARISON_FILES]  # the same comparison again: its tables come back on a refusal
-    with replaced_on_success(old, restore=[*evaluations, *own], folders=folders):
+    # (the new files of a comparison that fails, its top-level tables too, go: none is left without comparison.json)
+    with replaced_on_success(old, restore=[*evaluations, *own], folders=[out]):
         return _compare(ref_dir, pred_dirs, out, names, scheme=scheme, official=official, challenge=challenge,
                         allow_mixed=allow_mixed, overwrite=overwrite)
 

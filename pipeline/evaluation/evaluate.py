@@ -133,7 +133,8 @@ def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathL
     old = check_replacement(out_dir, pred_dir, reference, overwrite=overwrite, out_option=out_option,
                             scheme=resolved, cases=scored, challenge=key)
     old += stale_tables(out_dir, protocol, pairs.inputs_state())  # the same pair, its files rewritten since
-    with replaced_on_success(old):  # the old evaluation goes once the new one is written, not before
+    # the old evaluation goes once the new one is written, not before; a failed one leaves no new file behind
+    with replaced_on_success(old, folders=[out_dir]):
         if protocol == "legacy":
             summary = evaluate_folders(pred_dir, ref_dir, out_dir, scheme=scheme, cases=cases, out_option=out_option,
                                        allow_mixed=allow_mixed, pairs=pairs)

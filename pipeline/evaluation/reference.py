@@ -123,6 +123,30 @@ def _holds_cases(root: Path) -> bool:
     return any(holds_case(folder, nifti_names(folder), spec) for folder in case_folders(root) for spec in specs)
 
 
+def _refuse_model_output(root: Path, labels: Mapping[str, Path]) -> None:
+    """Refuse a labels folder whose files are still segmentations as inference wrote them (its ``provenance.json``
+    identifies each, `Provenance.entry`): the predictions and the reference swapped, which scores the same Dice
+    with sensitivity and specificity the other way round. Files corrected by hand since are labels like any.
+
+    Raises:
+        UserError: naming the folder, a file and the way out.
+    """
+    if not (root / PROVENANCE).is_file():
+        return
+    try:
+        provenance = Provenance(root)
+    except UserError:  # not a record inference could read either: the folder is not taken for a model's output
+        return
+    written = [labels[c] for c in sorted(labels) if provenance.entry(c).get("model")]
+    if written:
+        raise UserError(f"the reference {root} holds segmentations as inference wrote them ({written[0].name} and "
+                        f"{len(written) - 1} more, {PROVENANCE}): a model's output is no reference (sensitivity and "
+                        "specificity would be the other way round); pass the dataset, a datalist or its labels' "
+                        "folder as the reference and this folder as the predictions (labels corrected by hand since "
+                        "are read as labels; to score against a model on purpose, copy its files to a folder of "
+                        "their own)")
+
+
 def read_reference(ref_dir: str | os.PathLike) -> Reference:
     """The reference labels of ``ref_dir``, read through its layout when it is a dataset.
 
@@ -161,12 +185,7 @@ def read_reference(ref_dir: str | os.PathLike) -> Reference:
             raise UserError(
                 f"no reference label in {root}: it is neither a dataset (BraTS case folders, or MSD imagesTr/ and "
                 "labelsTr/) nor a folder of <case>.nii.gz label files; pass the dataset folder or the labels' folder")
-        if (root / PROVENANCE).is_file():  # inference's own record: the predictions and the reference swapped?
-            raise UserError(f"the reference {root} is a folder of segmentations written by inference ({PROVENANCE}): "
-                            "a model's output is no reference (sensitivity and specificity would be the other way "
-                            "round); pass the dataset, a datalist or its labels' folder as the reference and this "
-                            "folder as the predictions (to score against a model on purpose, copy its .nii.gz files "
-                            "to a folder of their own)")
+        _refuse_model_output(root, flat)
         return Reference(root, flat, None)
     cases = {c.case_id: c for c in discover_cases(root, layout.layout) if c.label is not None}
     labelled = {cid: Path(c.label) for cid, c in cases.items()}
@@ -646,7 +665,9 @@ def claim_output(out_dir: str | os.PathLike, kind: str, option: str = "--out", *
         theirs = [f for pattern in writes for f in sorted(out.glob(pattern)) if f.is_file()]
         if theirs:
             record = COMPARISON_RECORD if kind == "comparison" else "summary.json naming its inputs"
-            raise UserError(f"{out} holds {len(theirs)} file(s) of the names a {kind} writes (e.g. {theirs[0]}) but "
-                            f"no {kind} of this pipeline (no {record}): the {kind} would replace them; pass another "
-                            f"{option}, or --overwrite to replace them")
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise UserError(f"{out} holds {len(theirs)} file(s) of the names {article} {kind} writes (e.g. "
+                            f"{theirs[0]}) but no {kind} of this pipeline (no {record}): the {kind} would replace "
+                            f"them; pass another {option}, or --overwrite to replace them (as after {article} {kind} "
+                            "cut short before its record was written)")
     hold_folder(out, what=kind)  # last: a refused command leaves no lock (the caller checked the inputs first)

@@ -243,3 +243,36 @@ def test_an_output_folder_of_the_users_own_files_is_refused_unless_overwrite(
     assert run(overwrite=True) == 0
     record = "comparison.json" if command == "compare" and not where else "summary.json"
     assert (out / where / record).is_file()  # the new result, in place of the user's files
+
+
+@pytest.mark.parametrize("command", ["evaluate", "compare"])
+def test_a_run_that_fails_after_writing_leaves_nothing_that_refuses_its_rerun(
+        tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    """A comparison that failed at its report left its tables without comparison.json, and the same command again
+    was refused as a folder of the user's files; the failed run's new files now go with it."""
+    import pipeline.evaluation.compare as compare_module
+    import pipeline.evaluation.evaluate as evaluate_module
+
+    preds = [corrupted_predictions(tiny_dataset, tmp_path / f"p{e}", e) for e in (0, 1)]
+    out = tmp_path / "out"
+    argv = (["evaluate", str(preds[0]), str(tiny_dataset), "--out", str(out), "--no-pictures"]
+            if command == "evaluate" else ["compare", str(tiny_dataset), *map(str, preds), "--out", str(out)])
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("cut short")
+
+    if command == "evaluate":  # after metrics.csv, before summary.json is read back
+        original = evaluate_module.evaluate_folders
+
+        def half(*args: object, **kwargs: object) -> None:
+            original(*args, **kwargs)
+            (out / "summary.json").unlink()
+            fail()
+        monkeypatch.setattr(evaluate_module, "evaluate_folders", half)
+    else:
+        monkeypatch.setattr(compare_module, "comparison_report", fail)
+    with pytest.raises(RuntimeError, match="cut short"):
+        pipeline_main(argv)
+    assert not [f for f in out.rglob("*") if f.is_file() and f.name != ".lock"]
+    monkeypatch.undo()
+    assert pipeline_main(argv) == 0

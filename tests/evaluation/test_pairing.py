@@ -276,6 +276,17 @@ def test_pictures_of_two_evaluations_never_mix_in_one_folder(layout_datasets, tm
     assert sorted(p.name for p in pics.rglob("*")) == before
 
 
+def _as_inference_wrote(folder: Path) -> Path:
+    """``folder``'s segmentations recorded in its provenance.json as a model wrote them (`Provenance.record`)."""
+    from pipeline.core.provenance import Provenance, input_identity
+
+    provenance = Provenance(folder)
+    for f in sorted(folder.glob("*.nii.gz")):
+        provenance.record(f.name[:-7], model="m", file=f.name, inputs=[],
+                          output=input_identity([f], digest=True)[0])
+    return folder
+
+
 @pytest.mark.parametrize("command", ["evaluate", "compare"])
 def test_a_folder_inference_wrote_is_refused_as_the_reference(tiny_dataset: Path, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture, command: str) -> None:
@@ -284,13 +295,29 @@ def test_a_folder_inference_wrote_is_refused_as_the_reference(tiny_dataset: Path
     such a folder, and every reader of a reference (`read_reference`) refuses it."""
     from tests.helpers import corrupted_predictions
 
-    model_output = corrupted_predictions(tiny_dataset, tmp_path / "seg", 0)
-    (model_output / "provenance.json").write_text("{}")
+    model_output = _as_inference_wrote(corrupted_predictions(tiny_dataset, tmp_path / "seg", 0))
     labels = corrupted_predictions(tiny_dataset, tmp_path / "labels", 1)
     argv = (["evaluate", str(labels), str(model_output), "--out", str(tmp_path / "e"), "--no-pictures"]
             if command == "evaluate" else ["compare", str(model_output), str(labels), str(tiny_dataset), "--out",
                                            str(tmp_path / "c")])
     assert pipeline_main(argv) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert f"the reference {model_output} is a folder of segmentations written by inference" in last
+    assert f"the reference {model_output} holds segmentations as inference wrote them" in last
     assert not (tmp_path / "e").exists() and not (tmp_path / "c").exists()
+
+
+def test_segmentations_corrected_by_hand_since_inference_are_a_reference(tiny_dataset: Path,
+                                                                         tmp_path: Path) -> None:
+    """A model's output corrected in ITK-SNAP and used as ground truth: the files are no longer those inference
+    recorded (`Provenance.entry`), so they are read as labels."""
+    from tests.helpers import corrupted_predictions
+
+    corrected = _as_inference_wrote(corrupted_predictions(tiny_dataset, tmp_path / "seg", 0))
+    for f in corrected.glob("*.nii.gz"):
+        img = nib.load(f)
+        arr = np.asarray(img.dataobj).copy()
+        arr[0, 0, 0] = 0 if arr[0, 0, 0] else 2
+        nib.save(nib.Nifti1Image(arr, img.affine, img.header), f)
+    labels = corrupted_predictions(tiny_dataset, tmp_path / "labels", 1)
+    assert pipeline_main(["evaluate", str(labels), str(corrected), "--scheme", "brats", "--out", str(tmp_path / "e"),
+                          "--no-pictures"]) == 0
