@@ -104,18 +104,24 @@ def as_folds(value: object, name: str) -> list[int]:
     return folds
 
 
+def _as_number(value: object, name: str, bound: str) -> float:
+    """``value`` as a float (``0.1``, ``"2e-3"``; a bool is no number), else a `UserError` saying ``--name`` must be
+    a number ``bound``."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return float(str(value).strip())
+    except ValueError:
+        raise UserError(f"--{name} must be a number {bound}, got {value!r}") from None
+
+
 def as_fraction(value: object, name: str) -> float:
     """A share from 0 to 1 as the CLI hands it over (``0.1``, ``"0.1"``).
 
     Raises:
         UserError: not a number (``--min_tumour_fraction abc``) or outside 0-1, naming ``--name``.
     """
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = float(str(value).strip())
-    except ValueError:
-        raise UserError(f"--{name} must be a number from 0 to 1, got {value!r}") from None
+    number = _as_number(value, name, "from 0 to 1")
     if not 0 <= number <= 1:
         raise UserError(f"--{name} must be a number from 0 to 1, got {number:g}")
     return number
@@ -128,12 +134,7 @@ def as_positive(value: object, name: str, *, zero: bool = False) -> float:
         UserError: not a number (``--learning_rate fast``), not finite, or too small (``-0.1``), naming ``--name``.
     """
     bound = "0 or more" if zero else "above 0"
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = float(str(value).strip())
-    except ValueError:
-        raise UserError(f"--{name} must be a number {bound}, got {value!r}") from None
+    number = _as_number(value, name, bound)
     if not math.isfinite(number) or number < 0 or (number == 0 and not zero):
         raise UserError(f"--{name} must be a number {bound}, got {number:g}")
     return number

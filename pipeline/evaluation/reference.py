@@ -655,12 +655,13 @@ def claim_output(out_dir: str | os.PathLike, kind: str, option: str = "--out", *
             them and the option to change).
     """
     out = Path(out_dir).expanduser()
-    holds = ("a comparison" if (out / COMPARISON_RECORD).is_file() and kind != "comparison" else
-             "an evaluation" if kind == "comparison" and evaluation_record(out) is not None else None)
+    comparison, evaluation = (out / COMPARISON_RECORD).is_file(), evaluation_record(out) is not None
+    holds = ("a comparison" if comparison and kind != "comparison" else
+             "an evaluation" if evaluation and kind == "comparison" else None)
     if holds:
         raise UserError(f"{out} holds {holds} ({COMPARISON_RECORD if holds == 'a comparison' else 'summary.json'}); "
                         f"the {kind} would write its files over it: pass another {option}")
-    marked = (out / COMPARISON_RECORD).is_file() if kind == "comparison" else evaluation_record(out) is not None
+    marked = comparison if kind == "comparison" else evaluation  # the kind's own record: its folder, not the user's
     if writes and not marked and not as_bool(overwrite, "overwrite"):
         theirs = [f for pattern in writes for f in sorted(out.glob(pattern)) if f.is_file()]
         if theirs:
