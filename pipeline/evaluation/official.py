@@ -27,6 +27,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+import yaml
 
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text
@@ -134,6 +135,33 @@ def official_evaluator(challenge: str) -> Any:
 
         _EVALUATORS[config] = Panoptica_Evaluator.load_from_config(str(package.config_path(config)))
     return _EVALUATORS[config]
+
+
+class _TaggedLoader(yaml.SafeLoader):
+    """A YAML loader that reads the package's tagged nodes (``!LabelGroup``, ...) as plain mappings and lists."""
+
+
+_TaggedLoader.add_multi_constructor("!", lambda loader, _suffix, node: (
+    loader.construct_mapping(node, deep=True) if isinstance(node, yaml.MappingNode)
+    else loader.construct_sequence(node, deep=True) if isinstance(node, yaml.SequenceNode)
+    else loader.construct_scalar(node)))
+
+
+def config_groups(challenge: str) -> dict[str, tuple[int, ...]]:
+    """``{group: its label values}`` of ``challenge``'s bundled config (the package's own YAML, e.g. gli: ``et``
+    (3,), ``tc`` (1, 3), ``wt`` (1, 2, 3), ``netc`` (1,), ``snfh`` (2,), ``rc`` (4,))."""
+    path = _package().config_path(CHALLENGES[challenge])
+    config = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_TaggedLoader)  # noqa: S506 (a safe loader)
+    groups = (config.get("segmentation_class_groups") or {}).get("groups") or {}
+    return {name: tuple(int(v) for v in group.get("value_labels") or ()) for name, group in groups.items()}
+
+
+def unnumbered_groups(challenge: str, mapping: dict[int, int]) -> list[str]:
+    """The groups of ``challenge``'s config that no label of the scheme maps to (`official_label_map`): RC under
+    ``brats`` (2018-2021), which has no resection cavity. The package scores them all the same (both empty: NaN;
+    a missing prediction: its 0 / 373 fill), so they are left out of our tables rather than printed as a score."""
+    numbered = set(mapping.values())
+    return [g for g, values in config_groups(challenge).items() if values and not numbered & set(values)]
 
 
 def json_default(x: Any) -> Any:
@@ -456,7 +484,8 @@ def evaluate_official(
             mets_table = _parse(package, "parse_mets_results", raw_json, tmp, vol_threshold=METS_VOLUME_THRESHOLD,
                                 overlap_threshold=METS_OVERLAP_THRESHOLD)
 
-    regions = [g for g in results[0] if g not in ("subject_name", "error")] if results else []
+    unscored = unnumbered_groups(key, mapping)  # e.g. RC under brats: the scheme numbers no such class
+    regions = [g for g in results[0] if g not in ("subject_name", "error", *unscored)] if results else []
     columns, rows = _read_table(table)
     summary: dict[str, Any] = {
         "protocol": "official",
@@ -473,6 +502,7 @@ def evaluate_official(
         "table_parser": "parse_seg_results",
         "region_order": [g for g in PAPER_ORDER if g in regions] + [g for g in regions if g not in PAPER_ORDER],
         "missing_predictions": missing,
+        "groups_not_in_scheme": unscored,  # in the package's files, not in our tables
         "models": {m: len(c) for m, c in pairs.models.items()},
         "n_missing_predictions": len(missing),
         "unmatched_predictions": unmatched,
@@ -568,6 +598,10 @@ def format_official_table(summary: dict) -> str:
                  f"cases with a value, no lesion matched = {UNREACHABLE_MM:g} mm")
     if missing:
         lines.append(f"missing predictions (373 / 0 as the package scores them): {', '.join(missing)}")
+    if summary.get("groups_not_in_scheme"):
+        lines.append(f"not shown: {', '.join(g.upper() for g in summary['groups_not_in_scheme'])}, which scheme "
+                     f"{summary['scheme']} does not number (the package's {summary.get('files', {}).get('table_file', 'official.csv')} has "
+                     "its columns)")
     if summary.get("unmatched_predictions"):
         lines.append(f"predictions without reference (not scored): {', '.join(summary['unmatched_predictions'])}")
     return "\n".join(lines)

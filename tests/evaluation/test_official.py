@@ -27,7 +27,13 @@ from panoptica import Panoptica_Evaluator  # noqa: E402
 
 from pipeline.core.errors import UserError  # noqa: E402
 from pipeline.evaluation.evaluate import evaluate  # noqa: E402
-from pipeline.evaluation.official import evaluate_official, format_official_table, official_label_map  # noqa: E402
+from pipeline.evaluation.official import (  # noqa: E402
+    config_groups,
+    evaluate_official,
+    format_official_table,
+    official_label_map,
+    unnumbered_groups,
+)
 from pipeline.evaluation.regions import evaluate_folders  # noqa: E402
 
 #: the package's global NSD warns about its default threshold; pandas warns computing the std of inf values
@@ -251,6 +257,39 @@ def test_missing_prediction_is_scored_as_the_package_scores_it(tmp_path: Path) -
         assert _column(ours, cid, "lesionwise_hd95_std_et") == 0
         assert _column(ours, cid, "global_dsc_et") == 0
         assert _column(ours, cid, "all_instance_fn_et") == 0
+
+
+@pytest.mark.parametrize(("scheme", "challenge", "hidden"), [
+    pytest.param("brats", None, ["rc"], id="brats2021_no_rc"),
+    pytest.param("brats2023", None, ["rc"], id="brats2023_no_rc"),
+    pytest.param("msd", None, ["rc"], id="msd_no_rc"),
+    pytest.param("brats2024", None, [], id="brats2024_rc_numbered"),
+    pytest.param("brats2023", "mets", ["rc"], id="brats2023_mets"),
+    pytest.param("ped", None, [], id="ped_identity"),
+])
+def test_groups_the_scheme_does_not_number_are_the_configs_groups_without_a_label(scheme: str, challenge: str | None,
+                                                                                    hidden: list) -> None:
+    key = challenge or ("ped" if scheme == "ped" else "gli")
+    mapping = official_label_map(scheme, key)
+    assert unnumbered_groups(key, mapping) == hidden
+    groups = config_groups(key)  # read from the package's own config: every hidden group's labels unmapped
+    assert all(not set(groups[g]) & set(mapping.values()) for g in hidden)
+    assert all(set(v) & set(mapping.values()) for g, v in groups.items() if g not in hidden)
+
+
+def test_missing_prediction_does_not_print_a_score_for_a_class_the_scheme_lacks(tmp_path: Path) -> None:
+    """BraTS 2018-2021 labels have no resection cavity: the package's missing-case fill (0 / 373) in its RC columns
+    is not printed as an RC score."""
+    cases = {"case_a": _pair("shifted"), "case_b": (None, tumour((20, 20, 15), 6))}
+    pred_dir, ref_dir = _write_cases(tmp_path / "data", cases, relabel={ET: 4})
+    summary = evaluate_official(pred_dir, ref_dir, tmp_path / "out", scheme="brats")
+    ours = (tmp_path / "out" / "official.csv").read_text()
+    assert _column(ours, "case_b", "global_hd95_rc") == 373  # the package's file keeps its columns
+    assert "rc" not in summary["regions"] and "rc" not in summary["table"] and "rc" not in summary["region_order"]
+    assert summary["groups_not_in_scheme"] == ["rc"]
+    printed = format_official_table(summary).splitlines()
+    assert not any(line.startswith("RC ") for line in printed)
+    assert any(line.startswith("not shown: RC, which scheme brats does not number") for line in printed)
 
 
 def test_mets_writes_the_packages_mets_table_too(tmp_path: Path) -> None:
