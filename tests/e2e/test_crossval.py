@@ -32,14 +32,6 @@ def test_out_of_fold_evaluation_scores_every_case_once_by_the_fold_that_never_tr
     assert summary["overall"]["WT"]["cases"] == len(fold_of)
     assert {k: v["WT"]["cases"] for k, v in summary["folds"].items()} == {"0": 2, "1": 2}
     assert (run / "cv" / "eval" / "report.html").is_file()
-    # pictures drawn from these scores (pipeline plot evaluation) go when the table is scored again: not kept
-    # beside new scores they no longer show
-    stale = [run / "cv" / "eval" / "dice_boxplot.png", run / "cv" / "eval" / "overlays" / "x.png"]
-    for picture in stale:
-        picture.parent.mkdir(exist_ok=True)
-        picture.write_bytes(b"\x89PNG old scores")
-    assert main(["cv", str(run), "--set", "num_workers", "0", "device", "cpu"]) == 0
-    assert not any(p.exists() for p in stale) and (run / "cv" / "eval" / "report.html").is_file()
     # a subset of the folds scores under its own names: the summary of every fold is not replaced
     kept = (run / "cv_summary.json").read_bytes()
     assert main(["cv", str(run), "--folds", "0", "--set", "num_workers", "0", "device", "cpu"]) == 0
@@ -56,6 +48,13 @@ def test_out_of_fold_evaluation_scores_every_case_once_by_the_fold_that_never_tr
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("error: ") and f"lies outside --dataset_dir {copy}" in line and "drop --dataset_dir" in line
     assert checksums(run) == before
+    # pictures drawn from these scores (pipeline plot evaluation) go when the table is scored again: not kept
+    # beside new scores they no longer show
+    stale = [run / "cv" / "eval" / "dice_boxplot.png", run / "cv" / "eval" / "overlays" / "x.png"]
+    for picture in stale:
+        picture.parent.mkdir(exist_ok=True)
+        picture.write_bytes(b"\x89PNG old scores")
     # its own root reaches each fold's inference too (it roots a model-zoo list's relative paths there)
     assert main(["cv", str(run), "--dataset_dir", str(tiny_dataset), "--set", "num_workers", "0", "device", "cpu"]) == 0
     assert f"dataset_dir {tiny_dataset}" in capsys.readouterr().out.replace("--dataset_dir ", "dataset_dir ")
+    assert not any(p.exists() for p in stale) and (run / "cv" / "eval" / "report.html").is_file()
