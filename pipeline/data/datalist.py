@@ -386,6 +386,15 @@ def _case_named(path: str, role: str, numbered: bool) -> str | None:
     return head if sep and head and len(tail) == 4 and tail.isdigit() else None
 
 
+def _same_form(name: str, case: str) -> bool:
+    """Whether ``name`` is a case id of ``case``'s form: the same text where ``case`` has neither digits nor capitals
+    (``BraTS2021_00001`` of ``BraTS2021_00000``'s, ``Brats18_CBICA_ABC_2`` of ``Brats18_CBICA_AAB_1``'s; a name of
+    one's own such as ``patient7`` or ``BraTS2021_00000_flipped`` is not)."""
+    pattern = "".join(r"\d+" if part.isdigit() else "[A-Z]+" if part.isupper() else re.escape(part)
+                      for part in re.findall(r"\d+|[A-Z]+|[^\dA-Z]+", case))
+    return re.fullmatch(pattern, name) is not None
+
+
 def _refuse_other_cases(item: dict, where: str, numbered: bool) -> None:
     """An item's files must be one case's where their names show a case (`_case_named`): a datalist pairing one
     case's images with another's label (or with another case's contrast) would train on or score the wrong pairs
@@ -399,6 +408,11 @@ def _refuse_other_cases(item: dict, where: str, numbered: bool) -> None:
     shown = {p: c for p, role in files  # a missing file is refused as such, later (`_DatalistReader.missing`)
              if os.path.isfile(p) and (c := _case_named(p, role, numbered)) is not None}
     cases = sorted(set(shown.values()))
+    if len(cases) == 1 and item["case"] != cases[0] and _same_form(item["case"], cases[0]):
+        raise DatasetError(f"{where}: its files are {cases[0]}'s ({Path(next(iter(shown))).name}) but the item names "
+                           f"another case of that form, {item['case']}: its segmentation would be written and "
+                           f"scored as {item['case']}'s. Set \"case\" to {cases[0]} (or to a name of your own that "
+                           "no other case has)")
     if len(cases) > 1:
         first = next(p for p in shown if shown[p] == cases[0])
         other = next(p for p in shown if shown[p] == cases[1])

@@ -599,9 +599,9 @@ def format_official_table(summary: dict) -> str:
     if missing:
         lines.append(f"missing predictions (373 / 0 as the package scores them): {', '.join(missing)}")
     if summary.get("groups_not_in_scheme"):
+        table_file = summary.get("files", {}).get("table_file", "official.csv")
         lines.append(f"not shown: {', '.join(g.upper() for g in summary['groups_not_in_scheme'])}, which scheme "
-                     f"{summary['scheme']} does not number (the package's {summary.get('files', {}).get('table_file', 'official.csv')} has "
-                     "its columns)")
+                     f"{summary['scheme']} does not number (the package's {table_file} has its columns)")
     if summary.get("unmatched_predictions"):
         lines.append(f"predictions without reference (not scored): {', '.join(summary['unmatched_predictions'])}")
     return "\n".join(lines)

@@ -560,6 +560,28 @@ def test_an_item_listing_files_of_two_cases_is_refused_naming_both(two_cases, tm
         read_datalist(str(dl))
 
 
+@pytest.mark.parametrize("section", ["training", "test"])
+@pytest.mark.parametrize("name", ["BraTS2021_00001", "BraTS2021_00007"], ids=["another_listed_case", "an_unlisted_one"])
+def test_an_item_named_as_another_case_of_its_files_form_is_refused(two_cases, tmp_path: Path, section: str,
+                                                                    name: str) -> None:
+    """Case 00000's files listed as "case": "BraTS2021_00001" were segmented and written as 00001's, and a folder of
+    labels then scored them against 00001's label. A name of that form must be the files' case."""
+    a, b = two_cases.values()
+    item = _item(a, name, fold=0 if section == "training" else None)
+    raw = {"training": [_item(b, "BraTS2021_00001")] * (section == "test"), section: [item]}
+    with pytest.raises(DatasetError, match=rf"case {name}: its files are BraTS2021_00000's \(BraTS2021_00000_.*\) but "
+                                           rf"the item names another case of that form, {name}.*Set \"case\" to "
+                                           "BraTS2021_00000"):
+        read_datalist(str(_write(tmp_path / "dl.json", raw)))
+
+
+@pytest.mark.parametrize("name", ["patient7", "BraTS2021_00000_flipped", "BraTS2021_00000"])
+def test_an_item_named_freely_or_as_its_own_case_is_read(two_cases, tmp_path: Path, name: str) -> None:
+    a, _ = two_cases.values()
+    dl = read_datalist(str(_write(tmp_path / "dl.json", {"training": [_item(a, name, fold=0)]})))
+    assert [it["case"] for it in dl["training"]] == [name]
+
+
 def test_an_nnunet_item_whose_label_is_another_cases_is_refused(tmp_path: Path) -> None:
     """The same in nnU-Net's numbered names: imagesTr/<case>_XXXX.nii.gz against labelsTr/<other case>.nii.gz."""
     from pipeline.data.synthetic import write_dataset
