@@ -40,6 +40,7 @@ from pipeline.evaluation.reference import (
     claim_output,
     evaluation_record,
     read_reference,
+    refuse_rescored,
     scoring_scheme,
 )
 from pipeline.evaluation.regions import METRICS_TABLE, label_values_problem
@@ -308,6 +309,7 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
         scheme = str(record["scheme"])
     cases = reference.cases
     preds = nifti_files(pred_root)
+    refuse_rescored(eval_dir, record, reference, pred_root, preds)  # the scores are of the files drawn
     scheme = scoring_scheme(scheme, reference, pred_root, sorted(c for c in preds if c in reference.files))
     guard = reference.guard(list(preds.values()), [pred_root])
     out = guard.folder(out_dir if out_dir is not None else eval_dir, what="pictures", option=out_option)

@@ -628,7 +628,35 @@ def evaluation_record(out_dir: str | os.PathLike) -> dict | None:
     summary = next(iter(summaries.values()))
     return {"predictions": summary.get("predictions") or None, "reference": str(summary["reference"]),
             "scheme": summary.get("scheme"), "cases": summary.get("case_ids"),
-            "challenge": summaries.get("official_summary.json", {}).get("challenge")}
+            "challenge": summaries.get("official_summary.json", {}).get("challenge"),
+            "inputs_state": summary.get("inputs_state")}
+
+
+def refuse_rescored(eval_dir: str | os.PathLike, record: dict, reference: Reference, pred_root: Path,
+                    preds: Mapping[str, Path]) -> None:
+    """Refuse to illustrate the evaluation in ``eval_dir`` (``record``: `evaluation_record`) with files other than
+    those it scored: its ``inputs_state`` against the same cases' files now (`CasePairs.inputs_state`). A record
+    from before the state was kept is not checked (nothing says what it scored).
+
+    Raises:
+        UserError: a prediction or label rewritten (or added, or removed) since, naming the newest such file.
+    """
+    recorded, cases = record.get("inputs_state"), record.get("cases")
+    if not recorded or cases is None:
+        return
+    refs = {c: reference.files[c] for c in cases if c in reference.files}
+    now = CasePairs(reference, Path(pred_root), refs, dict(preds))
+    if len(refs) == len(cases) and now.inputs_state() == recorded:
+        return
+    scored_at = max((Path(eval_dir) / name).stat().st_mtime_ns for name in SUMMARIES
+                    if (Path(eval_dir) / name).is_file())
+    files = [(Path(f).stat().st_mtime_ns, c, f) for c in now.scored for f in (now.preds[c], now.refs[c])]
+    newer = [(t, c, f) for t, c, f in files if t > scored_at]
+    where = (f" (case {max(newer)[1]}: {max(newer)[2]} was written after it)" if newer else
+             " (cases added, removed or renamed since)")
+    raise UserError(f"{eval_dir} scored other files than {pred_root} and {reference.root} hold now{where}: its "
+                    "pictures would show these segmentations under those scores; evaluate again first: python -m "
+                    f"pipeline evaluate {pred_root} {reference.root} --out {eval_dir}")
 
 
 def evaluated_pair(out_dir: str | os.PathLike) -> tuple[str, str] | None:

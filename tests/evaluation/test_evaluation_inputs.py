@@ -304,6 +304,38 @@ def test_plot_evaluation_draws_the_evaluation_in_its_folder(tmp_path: Path, caps
     assert rc == 0 and len(overlays) == 3
 
 
+@pytest.mark.parametrize("change", ["a_prediction_rewritten", "a_label_rewritten", "a_prediction_removed"])
+def test_plot_evaluation_refuses_files_changed_since_they_were_scored(make_dataset, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture,
+                                                                      change: str) -> None:
+    """Pictures titled with the evaluation's Dice and ranks drew segmentations rewritten since (all empty under a
+    mean Dice of 1.000): the files drawn must be those scored (summary.json's inputs_state)."""
+    import os
+
+    data = make_dataset("brats2021")
+    copy_labels(data, tmp_path / "pred")
+    assert run("evaluate", tmp_path / "pred", data, "--out", tmp_path / "eval", "--no-pictures") == 0
+    case = discover_cases(data)[1]
+    target = {"a_prediction_rewritten": tmp_path / "pred" / f"{case.case_id}.nii.gz",
+              "a_label_rewritten": Path(case.label), "a_prediction_removed": tmp_path / "pred" / f"{case.case_id}.nii.gz"}[change]
+    if change == "a_prediction_removed":
+        target.unlink()
+    else:
+        image = nib.load(target)
+        nib.save(nib.Nifti1Image(np.zeros(image.shape, np.uint8), image.affine, image.header), target)
+        later = (tmp_path / "eval" / "summary.json").stat().st_mtime_ns + 10**9
+        os.utime(target, ns=(later, later))
+    capsys.readouterr()
+    assert run("plot", "evaluation", tmp_path / "eval", tmp_path / "pred", data, "--out", tmp_path / "pics") == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"error: {tmp_path / 'eval'} scored other files than ") and "evaluate again first" in line
+    if change != "a_prediction_removed":
+        assert f"(case {case.case_id}: {target} was written after it)" in line
+    assert not (tmp_path / "pics").exists()
+    assert run("evaluate", tmp_path / "pred", data, "--out", tmp_path / "eval", "--no-pictures") == 0  # the advice
+    assert run("plot", "evaluation", tmp_path / "eval", tmp_path / "pred", data, "--out", tmp_path / "pics") == 0
+
+
 #: the file (and 4D index) of a channel of an ``(layout, channels)`` synthetic case, read from its own naming
 MSD_MODALITY = {"FLAIR": 0, "T1": 1, "T1ce": 2, "T2": 3}  # the Decathlon's dataset.json "modality"
 
@@ -408,6 +440,9 @@ def test_plot_evaluation_refuses_a_prediction_outside_the_scheme_before_drawing(
     image = nib.load(bad)
     data4 = np.where(np.asanyarray(image.dataobj) == 3, 4, np.asanyarray(image.dataobj)).astype(np.uint8)
     nib.save(nib.Nifti1Image(data4, image.affine), bad)  # written in BraTS 2021 numbering (ET 4)
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    del summary["inputs_state"]  # an evaluation from before it was recorded: the scheme check still holds
+    (tmp_path / "eval" / "summary.json").write_text(json.dumps(summary))
     before = snapshot(tmp_path)
     assert run("plot", "evaluation", tmp_path / "eval", tmp_path / "pred", data) == 2
     err = capsys.readouterr().err.strip()
