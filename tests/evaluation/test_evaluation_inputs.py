@@ -316,8 +316,8 @@ def test_plot_evaluation_refuses_files_changed_since_they_were_scored(make_datas
     copy_labels(data, tmp_path / "pred")
     assert run("evaluate", tmp_path / "pred", data, "--out", tmp_path / "eval", "--no-pictures") == 0
     case = discover_cases(data)[1]
-    target = {"a_prediction_rewritten": tmp_path / "pred" / f"{case.case_id}.nii.gz",
-              "a_label_rewritten": Path(case.label), "a_prediction_removed": tmp_path / "pred" / f"{case.case_id}.nii.gz"}[change]
+    prediction = tmp_path / "pred" / f"{case.case_id}.nii.gz"
+    target = Path(case.label) if change == "a_label_rewritten" else prediction
     if change == "a_prediction_removed":
         target.unlink()
     else:
