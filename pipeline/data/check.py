@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 
 from pipeline.core.nifti import AFFINE_TOLERANCE, HEADER_ROUNDING, axcodes, grid_distance, read_voxels, reorientation
+from pipeline.core.provenance import file_digest
 from pipeline.data.datalist import check_case_id
 from pipeline.data.labels import (
     CHANNELS,
@@ -460,7 +461,35 @@ def check_cases(cases: Sequence[Case], scheme: str = "brats", *, jobs: int = 1, 
                 results[futures[fut]] = fut.result()
                 if progress:
                     progress(done, len(cases))
-    return [p for r in results for p in r]
+    problems = [p for r in results for p in r]
+    return problems + duplicate_cases(cases) if labels else problems
+
+
+def duplicate_cases(cases: Sequence[Case]) -> list[Problem]:
+    """An error for each labelled case whose images are, byte for byte, an earlier case's (the same files, or copies:
+    sha256 of the files whose sizes match another case's, `pipeline.core.provenance.file_digest`). One patient under
+    two ids was validated against its own copy in training, and counts twice in a mean."""
+    by_size: dict[tuple, list[Case]] = {}
+    for case in cases:
+        try:
+            by_size.setdefault((tuple(os.path.getsize(p) for p in case.images), case.channel_index), []).append(case)
+        except OSError:  # a missing file is the case's own problem
+            continue
+    problems = []
+    for group in (g for g in by_size.values() if len(g) > 1):
+        first: dict[tuple, Case] = {}
+        for case in group:
+            digests = tuple(file_digest(p) for p in case.images)
+            if "" in digests:
+                continue
+            earlier = first.setdefault(digests, case)
+            if earlier is not case:
+                problems.append(Problem(case.case_id, case.images[0], "error", (
+                    f"case {case.case_id}: its images are, byte for byte, case {earlier.case_id}'s "
+                    f"({_display(case.images[0])} and {_display(earlier.images[0])} are the same): one patient "
+                    "under two ids would be validated against its own copy in training and counted twice in a mean; "
+                    "remove one of the two cases")))
+    return problems
 
 
 def progress_logger(started: float) -> Callable[[int, int], None]:

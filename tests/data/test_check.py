@@ -341,14 +341,62 @@ def test_training_refuses_a_dataset_with_errors_before_caching(layout_datasets, 
 
 def test_training_with_data_check_skip_trains_on_every_valid_case(layout_datasets, tmp_path: Path) -> None:
     root, cases = _copy(layout_datasets, "msd", tmp_path)
-    for i in (4, 5, 6):
-        shutil.copy(root / "imagesTr" / f"BRATS_00{i - 3}.nii.gz", root / "imagesTr" / f"BRATS_00{i}.nii.gz")
+    for i in (4, 5, 6):  # three more cases: copies of the first three, their images made another patient's
+        image = nib.load(root / "imagesTr" / f"BRATS_00{i - 3}.nii.gz")
+        voxels = np.asanyarray(image.dataobj) * 1.01
+        nib.save(nib.Nifti1Image(voxels.astype(image.get_data_dtype()), image.affine, image.header),
+                 root / "imagesTr" / f"BRATS_00{i}.nii.gz")
         shutil.copy(root / "labelsTr" / f"BRATS_00{i - 3}.nii.gz", root / "labelsTr" / f"BRATS_00{i}.nii.gz")
     _unexpected_label(cases[BAD])
     train, val = _train_parser(root, data_check="skip").get_parsed_content("split")
     used = sorted(it["case"] for it in (*train, *val))
     assert used == ["BRATS_001", "BRATS_003", "BRATS_004", "BRATS_005", "BRATS_006"]
     assert all(it["channel_index"] == [1, 2, 3, 0] for it in train)
+
+
+@pytest.mark.parametrize("layout", LAYOUT_NAMES)
+@pytest.mark.parametrize("path", ["check", "training", "training_data_check_skip"])
+def test_a_case_whose_images_are_another_cases_is_an_error(layout_datasets, tmp_path: Path, layout: str,
+                                                           path: str) -> None:
+    """One patient copied under another id passed every check; split across folds, training validated it against
+    its own copy. Every reader of labelled cases (the check, training's data source) names the copy."""
+    root, cases = _copy(layout_datasets, layout, tmp_path)
+    copy = _duplicate(root, layout, cases[0])
+    expected = f"case {copy}: its images are, byte for byte, case {cases[0].case_id}'s ("
+    if path == "check":
+        report = check_dataset(root)
+        assert [(p.case, p.severity) for p in report.problems] == [(copy, "error")]
+        message = report.problems[0].message
+        assert message.startswith(expected) and message.endswith("remove one of the two cases")
+    elif path == "training":
+        with pytest.raises(RuntimeError) as err:
+            _train_parser(root).get_parsed_content("initialize")
+        assert isinstance(err.value.__cause__, DatasetCheckError) and expected in str(err.value.__cause__)
+    else:
+        train, val = _train_parser(root, data_check="skip").get_parsed_content("split")
+        assert sorted(it["case"] for it in (*train, *val)) == sorted(c.case_id for c in cases)  # the copy left out
+
+
+def _duplicate(root: Path, layout: str, case: Case) -> str:
+    """A byte-for-byte copy of ``case`` under a new id, in ``layout``'s naming; the new id."""
+    old = case.case_id
+    new = old.replace("0000", "0009") if "0000" in old else old.replace("001", "009")
+    assert new != old
+    for path in (*case.images, case.label):
+        src = Path(path)
+        name = src.name.replace(old, new)
+        dest = src.parent.parent / new / name if src.parent.name == old else src.parent / name
+        dest.parent.mkdir(exist_ok=True)
+        shutil.copy(src, dest)
+    if layout == "msd":  # its dataset.json lists the cases: the copy listed too
+        import json
+
+        meta = json.loads((root / "dataset.json").read_text())
+        meta["training"].append({k: v.replace(old, new) for k, v in next(
+            it for it in meta["training"] if old in it["image"]).items()})
+        meta["numTraining"] = len(meta["training"])
+        (root / "dataset.json").write_text(json.dumps(meta))
+    return new
 
 
 def test_inference_items_skip_a_bad_case_and_record_why(layout_datasets, tmp_path: Path) -> None:
