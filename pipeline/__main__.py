@@ -324,8 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--started-at", type=float, default=None,
                    help="epoch seconds when the demo began (the Makefile passes it so that set-up time counts)")
     p.set_defaults(func=_demo)
-    p = sub.add_parser("clean", help="delete what the demo wrote (its run folder, the synthetic cases synth wrote); "
-                       "never a run you trained or a file synth did not write")
+    p = sub.add_parser("clean", help="delete what the demo wrote (in its run folder, the synthetic cases synth wrote); "
+                       "never a run you trained or a file the demo or synth did not write")
     p.add_argument("--data-dir", default="data/synthetic")
     p.add_argument("--run-dir", default="runs/demo")
     p.set_defaults(func=_clean)

@@ -60,10 +60,18 @@ def _demo_run(run: Path) -> bool:
 RUNNING = ".demo"
 
 
+#: What the demo writes at the top of its run folder (training, inference into ``seg``, evaluation into ``eval``, its
+#: lock): ``make clean`` deletes these and keeps anything else there (segmentations of other data made with the
+#: demo's model, a user's notes), naming it. tests/e2e/test_demo.py checks a demo's run folder against it.
+DEMO_ENTRIES = frozenset({"datalist.json", "eval", "history.csv", "metadata.json", "models", "progress.png",
+                          "run.json", "seg", "tensorboard", RUNNING, FolderLock.NAME})
+
+
 def clean_demo(run_dir: str | os.PathLike = "runs/demo", data_dir: str | os.PathLike = "data/synthetic") -> list[str]:
-    """``make clean``: delete the demo's run folder and the synthetic cases synth wrote (`remove_synthetic`: files
-    it did not write stay). Returns what was kept and why, one line each. Nothing is deleted while a demo runs (its
-    `RUNNING` lock, or a stage's) or synth writes the data folder.
+    """``make clean``: delete what the demo wrote in its run folder (`DEMO_ENTRIES`; the folder too once nothing else
+    is left) and the synthetic cases synth wrote (`remove_synthetic`: files it did not write stay). Returns what was
+    kept and why, one line each. Nothing is deleted while a demo runs (its `RUNNING` lock, or a stage's) or synth
+    writes the data folder.
 
     Raises:
         UserError: a live process writes in the run folder or the data folder (naming it, and the lock to delete
@@ -81,16 +89,27 @@ def clean_demo(run_dir: str | os.PathLike = "runs/demo", data_dir: str | os.Path
     if run.is_dir() and not _demo_run(run):
         raise UserError(f"{run} is not a demo's run (its run.json names no demo.yaml, or it holds more than a demo "
                         "writes before training): make clean deletes only the demo's; delete it by name")
+    lines = []
     if run.is_dir():
-        shutil.rmtree(run)
+        others = sorted(p.name for p in run.iterdir() if p.name not in DEMO_ENTRIES)
+        for entry in sorted(p for p in run.iterdir() if p.name in DEMO_ENTRIES):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        if others:
+            lines.append(f"kept {len(others)} entr{'y' if len(others) == 1 else 'ies'} in {run} that the demo did not "
+                         f"write ({', '.join(others[:5])}{', ...' if len(others) > 5 else ''}): delete them by name")
+        else:
+            run.rmdir()
     if not data.is_dir():
-        return []
+        return lines
     if not (data / SETTINGS_FILE).is_file():
-        return [f"kept {data}: synth did not write it (no {SETTINGS_FILE})"]
+        return [*lines, f"kept {data}: synth did not write it (no {SETTINGS_FILE})"]
     kept = remove_synthetic(data)
     if not kept:
-        return []
-    return [f"kept {len(kept)} file(s) in {data} that synth did not write (e.g. {kept[0]})"]
+        return lines
+    return [*lines, f"kept {len(kept)} file(s) in {data} that synth did not write (e.g. {kept[0]})"]
 
 
 def demo_line(summary: dict, seconds: float) -> str:

@@ -36,3 +36,13 @@ def test_demo_runs_every_stage_through_the_bundle_and_ends_with_the_demo_line(
     assert len(segmentations) == 2  # fold 0 of 4 folds over 8 cases
     assert nib.load(segmentations[0]).shape == (48, 48, 32)
     assert (run / "models" / "model.pt").is_file() and (run / "eval" / "summary.json").is_file()
+    # make clean deletes what the demo wrote by name (demo.DEMO_ENTRIES) and keeps the rest: the list is the demo's
+    assert {p.name for p in run.iterdir()} <= demo.DEMO_ENTRIES
+    (run / "seg_other").mkdir()  # the user's segmentations of other data with the demo's model
+    (run / "seg_other" / "case.nii.gz").write_bytes(b"theirs")
+    (run / "NOTES.txt").write_text("theirs")
+    assert demo.clean_demo(run, data) == [f"kept 2 entries in {run} that the demo did not write (NOTES.txt, "
+                                          "seg_other): delete them by name"]
+    assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*")) == ["NOTES.txt", "seg_other",
+                                                                            "seg_other/case.nii.gz"]
+    assert not data.exists()
