@@ -115,16 +115,30 @@ def _as_number(value: object, name: str, bound: str) -> float:
         raise UserError(f"--{name} must be a number {bound}, got {value!r}") from None
 
 
-def as_fraction(value: object, name: str) -> float:
-    """A share from 0 to 1 as the CLI hands it over (``0.1``, ``"0.1"``).
+def as_fraction(value: object, name: str, *, below_one: bool = False) -> float:
+    """A share from 0 to 1 as the CLI hands it over (``0.1``, ``"0.1"``); ``below_one``: 1 excluded (a sliding
+    window's overlap).
 
     Raises:
         UserError: not a number (``--min_tumour_fraction abc``) or outside 0-1, naming ``--name``.
     """
-    number = _as_number(value, name, "from 0 to 1")
-    if not 0 <= number <= 1:
-        raise UserError(f"--{name} must be a number from 0 to 1, got {number:g}")
+    bound = "from 0 to below 1" if below_one else "from 0 to 1"
+    number = _as_number(value, name, bound)
+    if not 0 <= number <= 1 or (below_one and number == 1):
+        raise UserError(f"--{name} must be a number {bound}, got {number:g}")
     return number
+
+
+def as_choice(value: object, name: str, choices: Sequence[str]) -> str:
+    """One of ``choices`` as the CLI hands it over (any letter case).
+
+    Raises:
+        UserError: another value, naming ``--name`` and the choices.
+    """
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise UserError(f"--{name} must be one of {', '.join(choices)}, got {value!r}")
+    return text
 
 
 def as_positive(value: object, name: str, *, zero: bool = False) -> float:

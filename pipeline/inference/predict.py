@@ -18,10 +18,10 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.inferers import Inferer
+from monai.inferers import Inferer, SlidingWindowInferer
 from monai.transforms import MapTransform
 
-from pipeline.core.config import as_bool
+from pipeline.core.config import as_bool, as_choice, as_fraction, as_int
 from pipeline.core.files import atomic_write
 from pipeline.core.provenance import InputRef
 from pipeline.data.labels import describe, regions_to_labels
@@ -63,6 +63,25 @@ class MirrorInferer(Inferer):
             p = torch.flip(p, dims) if dims else p
             total = p if total is None else total + p
         return probabilities_to_logits(total / len(self.flips))
+
+
+#: Blending modes of MONAI's sliding window (`monai.utils.BlendMode`).
+BLEND_MODES = ("constant", "gaussian")
+
+
+def sliding_window(roi_size: Sequence[int] | int, sw_batch_size: object, overlap: object, mode: object = "gaussian",
+                   **kwargs: object) -> SlidingWindowInferer:
+    """The bundle's ``inferer``: MONAI's `SlidingWindowInferer` with its values checked as the CLI hands them over
+    (``--sw_overlap 1.5`` was accepted and failed inside the first case, after the output folder was written;
+    ``--inferer#mode x`` the same).
+
+    Raises:
+        UserError: ``overlap`` outside [0, 1), ``sw_batch_size`` below 1, ``mode`` not `BLEND_MODES`.
+    """
+    return SlidingWindowInferer(roi_size=roi_size, sw_batch_size=as_int(sw_batch_size, "inferer#sw_batch_size",
+                                                                         minimum=1),
+                                overlap=as_fraction(overlap, "sw_overlap", below_one=True),
+                                mode=as_choice(mode, "inferer#mode", BLEND_MODES), **kwargs)
 
 
 def with_tta(inferer: Inferer, tta: bool) -> Inferer:

@@ -82,6 +82,7 @@ def test_an_ensemble_naming_a_fold_twice_is_one_line(trained_run: Path, tiny_dat
     pytest.param({"seed": "x"}, "--seed must be a whole number, got 'x'", id="seed_text"),
     pytest.param({"batch_size": 0}, "--batch_size must be at least 1, got 0", id="batch_size_0"),
     pytest.param({"cache_rate": 2}, "--cache_rate must be a number from 0 to 1, got 2", id="cache_rate_2"),
+    pytest.param({"sw_overlap": 1}, "--sw_overlap must be a number from 0 to below 1, got 1", id="sw_overlap_1"),
 ])
 def test_a_bad_value_for_training_is_one_line_naming_the_flag(ids: dict, named: str, tiny_dataset: Path,
                                                               tmp_path: Path) -> None:
@@ -94,6 +95,19 @@ def test_a_numeric_run_folder_is_a_folder(tiny_dataset: Path, tmp_path: Path) ->
                      batch_size=1)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "20241204" / "models" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize(("ids", "named"), [
+    pytest.param({"sw_overlap": 1.5}, "--sw_overlap must be a number from 0 to below 1, got 1.5", id="sw_overlap_1.5"),
+    pytest.param({"inferer#mode": "bogus"}, "--inferer#mode must be one of constant, gaussian, got 'bogus'",
+                 id="inferer_mode"),
+])
+def test_a_bad_sliding_window_value_for_inference_is_one_line_before_anything_is_written(
+        ids: dict, named: str, trained_run: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    """It failed inside the first case with a traceback, the output folder already holding the viewer tables."""
+    result = _bundle("inference", dataset_dir=tiny_dataset, run_dir=trained_run, output_dir=tmp_path / "seg", **ids)
+    _one_error_line(result, named)
+    assert not (tmp_path / "seg").exists()
 
 
 @pytest.mark.parametrize(("name", "content", "works"), [
