@@ -20,6 +20,7 @@ from pipeline import commands, demo
 from pipeline.bundle import NETWORKS
 from pipeline.core.config import as_fold, as_int
 from pipeline.core.errors import UserError, user_message
+from pipeline.core.figures import drawn_here
 from pipeline.core.files import hold_folder, holding_scope
 from pipeline.core.guard import OutputGuard
 from pipeline.core.process import exit_on_sigterm
@@ -191,9 +192,10 @@ def _plot(args: argparse.Namespace) -> int:
         default = table.with_suffix(".png") if args.what == "curves" else table.parent / "dice_boxplot.png"
         chosen = Path(args.out).expanduser() if args.out else default
         own = chosen.resolve() == default.resolve()  # the table's own picture, drawn again
-        if chosen.is_file() and not own and not args.overwrite:  # another table's, a report's: asked by name only
-            raise UserError(f"{chosen} exists: plot {args.what} --out draws a new picture, never over a file it cannot "
-                            f"tell its own; pass another --out, or --overwrite to replace it")
+        # replaced unasked only when it is that picture as this package drew it (a user's file of the name is not)
+        if chosen.is_file() and not (own and drawn_here(chosen)) and not args.overwrite:
+            raise UserError(f"{chosen} exists and is no picture this package drew there: plot {args.what} never draws "
+                            "over a file it cannot tell its own; pass another --out, or --overwrite to replace it")
         out = OutputGuard([], protect=[table]).file(chosen, what="a picture", option="--out")
         if args.what == "boxplot" and own:  # into the evaluation's folder: one writer there
             hold_folder(table.parent, what="pictures")

@@ -161,3 +161,30 @@ def test_a_table_of_the_wrong_kind_is_refused_in_one_line_naming_the_table_expec
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: ") and re.search(said, last), last
     assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize(("verb", "table", "picture"), [
+    pytest.param("curves", ("history.csv", _HISTORY), "history.png", id="curves"),
+    pytest.param("boxplot", ("metrics.csv", _METRICS), "dice_boxplot.png", id="boxplot"),
+])
+def test_the_default_picture_replaces_only_a_picture_this_package_drew(tmp_path: Path, verb: str, table: tuple,
+                                                                       picture: str,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """A user's history.png beside their history.csv was replaced by `plot curves history.csv` (the default picture
+    was taken for the table's own by its path alone). Ours carry a mark (`drawn_here`); theirs stay, unless
+    --overwrite."""
+    from pipeline.__main__ import main
+    from pipeline.core.figures import drawn_here
+
+    (tmp_path / table[0]).write_text(table[1])
+    target = tmp_path / picture
+    target.write_bytes(b"\x89PNG\r\n\x1a\n the user's own")
+    assert main(["plot", verb, str(tmp_path / table[0])]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == (f"error: {target} exists and is no picture this package drew there: plot {verb} never draws over a "
+                    "file it cannot tell its own; pass another --out, or --overwrite to replace it")
+    assert target.read_bytes() == b"\x89PNG\r\n\x1a\n the user's own"
+    assert main(["plot", verb, str(tmp_path / table[0]), "--overwrite"]) == 0 and drawn_here(target)
+    drawn = target.stat().st_mtime_ns
+    assert main(["plot", verb, str(tmp_path / table[0])]) == 0  # its own picture, drawn again unasked
+    assert drawn_here(target) and target.stat().st_mtime_ns >= drawn
