@@ -31,6 +31,7 @@ from pipeline.core.provenance import (
 )
 from pipeline.data.layouts import Case
 from pipeline.data.source import DataSource
+from pipeline.inference.viewing import others_tables
 from pipeline.inference.writers import BackgroundWriters
 from pipeline.inference.writers import writer_threads as writer_threads_of
 
@@ -210,9 +211,16 @@ def guard_outputs(data: DataSource, items: Sequence[Mapping], output_dir: object
         report.guard = data.guard
     try:
         items = with_inputs(items, data.description.channels)  # named in the data's order
-        refuse_other_dataset(data, out, report.provenance if report is not None else Provenance(out), items)
+        record = report.provenance if report is not None else Provenance(out)
+        refuse_other_dataset(data, out, record, items)
         if not as_bool(overwrite, "overwrite"):
             _refuse_foreign(items, out, report)
+            theirs = others_tables(out, data.description, recorded=bool(record.cases))
+            if theirs:
+                them = "them" if len(theirs) > 1 else "it"
+                raise UserError(f"{theirs[0]} is not a table inference wrote (no provenance.json of it in {out}), and "
+                                f"inference writes its own {theirs[0].name} there: move {them} aside, pass another "
+                                f"--output_dir, or --overwrite true to replace {them}")
     except BaseException:
         lock.release()
         raise

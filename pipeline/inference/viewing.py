@@ -34,8 +34,30 @@ def itksnap_table(scheme: str | Description) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: The viewer tables inference writes beside the segmentations, by file name.
+VIEWER_TABLES = {"labels.ctbl": slicer_table, "labels_itksnap.txt": itksnap_table}
+
+
 def write_viewer_tables(output_dir: str | os.PathLike, scheme: str | Description) -> list[Path]:
     """Write ``labels.ctbl`` and ``labels_itksnap.txt`` into ``output_dir`` (see the module docstring)."""
     out = Path(output_dir)
-    return [atomic_write_text(out / "labels.ctbl", slicer_table(scheme)),
-            atomic_write_text(out / "labels_itksnap.txt", itksnap_table(scheme))]
+    return [atomic_write_text(out / name, table(scheme)) for name, table in VIEWER_TABLES.items()]
+
+
+def others_tables(output_dir: str | os.PathLike, scheme: str | Description, *, recorded: bool) -> list[Path]:
+    """The viewer tables in ``output_dir`` that inference would replace and did not write: other content than this
+    scheme's tables in a folder without a record of inference (``recorded``: its provenance.json lists a case). A
+    user's own colour table there was replaced without a word."""
+    out = Path(output_dir)
+    if recorded:
+        return []
+    found = []
+    for name, table in VIEWER_TABLES.items():
+        try:
+            if (out / name).read_text(encoding="utf-8") != table(scheme):
+                found.append(out / name)
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError):
+            found.append(out / name)
+    return found

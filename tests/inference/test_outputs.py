@@ -94,3 +94,38 @@ def test_stale_probabilities_are_deleted_only_where_the_guard_allows(stale: str,
     assert checksums(root) == before and Path(case.label).is_file()
     assert Provenance(out).cases[case.case_id]["probabilities"] is None
 
+
+
+@pytest.mark.parametrize(("situation", "refused"), [
+    pytest.param("the_users_tables", True, id="the_users_tables_are_refused"),
+    pytest.param("the_users_tables_overwrite", False, id="overwrite_replaces_them"),
+    pytest.param("our_tables", False, id="the_same_tables_are_ours"),
+    pytest.param("a_folder_inference_wrote", False, id="a_folder_with_its_record_is_ours"),
+])
+@pytest.mark.parametrize("layout", ["brats2021", "msd"])
+def test_a_users_viewer_tables_are_not_replaced_unasked(layout_datasets, tmp_path: Path, layout: str,
+                                                        situation: str, refused: bool) -> None:
+    """A user's own labels.ctbl and labels_itksnap.txt in the output folder were replaced by inference's."""
+    from pipeline.inference.viewing import VIEWER_TABLES
+
+    root = _copy(layout_datasets, layout, tmp_path)
+    data = DataSource(root)
+    out = tmp_path / "seg"
+    out.mkdir()
+    for name, table in VIEWER_TABLES.items():
+        ours = situation in ("our_tables", "a_folder_inference_wrote")
+        (out / name).write_text(table(data.description) if ours else f"{name}: my own colours\n")
+    if situation == "a_folder_inference_wrote":
+        (out / "labels.ctbl").write_text("an older colour table of ours\n")
+        Provenance(out).record("earlier_case", model="m0", file="earlier_case.nii.gz", inputs=[])
+    before = checksums(out)
+    report = InferenceReport(out, model="m1")
+    items = data.inference_items()
+    if refused:
+        with pytest.raises(UserError, match=rf"{out / 'labels.ctbl'} is not a table inference wrote .* move them "
+                                            r"aside, pass another --output_dir, or --overwrite true to replace them"):
+            guard_outputs(data, items, out, report=report)
+        assert checksums(out) == before and not (out / ".lock").exists()  # nothing written, the lock released
+    else:
+        guard_outputs(data, items, out, report=report, overwrite=situation.endswith("overwrite"))
+        report.finish()
