@@ -248,11 +248,23 @@ def refuse_other_dataset(data: DataSource, output_dir: Path, record: Provenance,
             continue
         if not any(os.path.realpath(p).startswith(tuple(os.path.join(r, "") for r in roots)) for p in paths) and (
                 case not in files or record.input_state(case, files[case]) not in (MOVED, CHANGED)):
-            name = Path(data.dataset_dir or data.datalist_path or "data").expanduser().resolve()
-            label = name.stem if name.is_file() else name.name
             raise UserError(
                 f"{output_dir} holds segmentations of another dataset (case {case}, from {paths[0]}); one folder per "
-                f"dataset: pass --output_dir {output_dir.parent / f'seg_{label}'} (or another new folder)")
+                f"dataset: pass --output_dir {_free_folder(data, output_dir)} (or another new folder)")
+
+
+def _free_folder(data: DataSource, output_dir: Path) -> Path:
+    """A folder beside ``output_dir`` for ``data``'s segmentations that does not exist: ``seg_<data name>``, else
+    ``seg_<its parent's name>_<data name>`` (siteA/test and siteB/test), else with ``_2``, ``_3``, ... after it."""
+    name = Path(data.dataset_dir or data.datalist_path or "data").expanduser().resolve()
+    label = name.stem if name.is_file() else name.name
+    for candidate in (f"seg_{label}", f"seg_{name.parent.name}_{label}"):
+        if not (output_dir.parent / candidate).exists():
+            return output_dir.parent / candidate
+    n = 2
+    while (output_dir.parent / f"seg_{name.parent.name}_{label}_{n}").exists():
+        n += 1
+    return output_dir.parent / f"seg_{name.parent.name}_{label}_{n}"
 
 def foreign_outputs(items: Sequence[Mapping], output_dir: str | os.PathLike, report: InferenceReport | None
                     ) -> list[str]:

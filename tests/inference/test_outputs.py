@@ -129,3 +129,21 @@ def test_a_users_viewer_tables_are_not_replaced_unasked(layout_datasets, tmp_pat
     else:
         guard_outputs(data, items, out, report=report, overwrite=situation.endswith("overwrite"))
         report.finish()
+
+
+@pytest.mark.parametrize(("taken", "advised"), [
+    pytest.param([], "seg_test", id="its_name_is_free"),
+    pytest.param(["seg_test"], "seg_siteB_test", id="its_name_is_the_refused_folder"),
+    pytest.param(["seg_test", "seg_siteB_test", "seg_siteB_test_2"], "seg_siteB_test_3", id="numbered_after_those"),
+])
+def test_the_folder_advised_for_another_dataset_is_free(tmp_path: Path, taken: list[str], advised: str) -> None:
+    """siteA/test segmented into run/seg_test, then siteB/test: the refusal advised run/seg_test, the very folder
+    it refused."""
+    from types import SimpleNamespace
+
+    from pipeline.inference.outputs import _free_folder
+
+    for name in taken:
+        (tmp_path / "run" / name).mkdir(parents=True)
+    data = SimpleNamespace(dataset_dir=str(tmp_path / "siteB" / "test"), datalist_path=None)
+    assert _free_folder(data, tmp_path / "run" / "seg_test") == tmp_path / "run" / advised
