@@ -474,3 +474,30 @@ def test_a_case_id_no_output_file_can_carry_is_an_error_of_the_check(layout_data
     problems = check_case(long, "msd" if layout == "msd" else "brats")
     assert [p.severity for p in problems] == ["error"] and "is 230 bytes long" in problems[0].message
     assert check_case(case, "msd" if layout == "msd" else "brats") == []
+
+
+@pytest.mark.parametrize("layout", ["brats2021", "brats2023"])
+@pytest.mark.parametrize("where", [".", "HGG"], ids=["beside_the_cases", "in_hgg"])
+@pytest.mark.parametrize("path", ["check", "datalist"])
+def test_a_case_folder_link_that_leads_nowhere_is_an_error_naming_it(layout_datasets, tmp_path: Path, layout: str,
+                                                                     where: str, path: str) -> None:
+    """A case folder on a share not mounted (a link to nowhere) was left out of the dataset without a word."""
+    from pipeline.data.datalist import write_datalist
+
+    root, cases = _copy(layout_datasets, layout, tmp_path)
+    if where == "HGG":
+        (root / "HGG").mkdir()
+        for case in cases:
+            shutil.move(str(root / case.case_id), root / "HGG" / case.case_id)
+    link = root / where / "Brats_lost_case"
+    link.symlink_to(tmp_path / "unmounted" / "Brats_lost_case", target_is_directory=True)
+    said = (rf"case Brats_lost_case: {re.escape(str(link))} is a link to .*unmounted/Brats_lost_case, which does "
+            "not exist")
+    if path == "check":
+        report = check_dataset(root)
+        assert [(p.case, p.severity) for p in report.errors] == [("Brats_lost_case", "error")]
+        assert re.match(said, report.errors[0].message)
+    else:
+        with pytest.raises(DatasetError, match=said):
+            write_datalist(root, tmp_path / "dl.json", folds=2)
+        assert not (tmp_path / "dl.json").exists()
