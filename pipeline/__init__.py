@@ -19,6 +19,7 @@ from pipeline.core.errors import (
     running_monai_cli,
 )
 from pipeline.core.files import hold_until_exit
+from pipeline.core.guard import export_refusal
 from pipeline.core.lazy import submodules
 from pipeline.core.process import exit_on_sigterm
 
@@ -49,13 +50,14 @@ def enter_bundle_cli(argv: list[str]) -> None:
     which the configs do first; ``python -m pipeline.bundle run``, the verbs' way: before it runs MONAI's CLI): a
     refusal ends it with its one line, not a traceback (`install_cli_excepthook`); SIGTERM ends it as an exit
     (`exit_on_sigterm`); the output folders its steps hold (evaluate, then draw, then report) stay held until it
-    ends (`hold_until_exit`); an id given twice in ``argv`` is refused before any work (`repeated_cli_ids`)."""
+    ends (`hold_until_exit`); an id given twice in ``argv`` is refused before any work (`repeated_cli_ids`), and an
+    export over the checkpoint it exports or a run's file (`pipeline.core.guard.export_refusal`)."""
     install_cli_excepthook()
     exit_on_sigterm()
     hold_until_exit()
-    repeated = repeated_cli_ids(argv)
-    if repeated is not None:
-        raise repeated
+    refusal = repeated_cli_ids(argv) or export_refusal(argv)
+    if refusal is not None:
+        raise refusal
 
 
 register_hint(_bundle_hint)

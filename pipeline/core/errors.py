@@ -130,13 +130,11 @@ def _cli_flag(token: str) -> bool:
     return token.startswith("-") and bool(name) and (name[0].isalpha() or name[0] == "_")
 
 
-def repeated_cli_ids(argv: list[str]) -> UserError | None:
-    """The refusal of an id given twice with different values in a ``monai.bundle run`` command line
-    (``--fold 0 ... --fold 1``), or None. Ids are read as MONAI's CLI (1.6, through Fire) reads them: any number of
-    leading dashes, ``-`` in a name as ``_``, ``--id=value`` as ``--id value``, a bare ``--noid`` as ``id`` False,
-    ``a::b`` as ``a#b``, nothing after ``--``. MONAI silently keeps the last, so ``make cv ARGS="--fold 1"`` would
-    train fold 1 into every fold's folder."""
-    seen: dict[str, tuple[str, str]] = {}  # id -> (as given, value)
+def cli_ids(argv: list[str]) -> list[tuple[str, str, str]]:
+    """``(id, as given, value)`` for each id of a ``monai.bundle`` command line, read as MONAI's CLI (1.6, through
+    Fire) reads them: any number of leading dashes, ``-`` in a name as ``_``, ``--id=value`` as ``--id value``, a
+    bare ``--noid`` as ``id`` False (after ``id``), ``a::b`` as ``a#b``, nothing after ``--``."""
+    found: list[tuple[str, str, str]] = []
     args = list(argv)
     for i, token in enumerate(args):
         if token == "--":
@@ -148,8 +146,18 @@ def repeated_cli_ids(argv: list[str]) -> UserError | None:
             bare = i + 1 >= len(args) or _cli_flag(args[i + 1]) or args[i + 1] == "--"
             value = "True" if bare else args[i + 1]
         key = given.lstrip("-").replace("-", "_").replace("::", "#")
-        if not eq and value == "True" and key.startswith("no") and key[2:] in seen:
+        if not eq and value == "True" and key.startswith("no") and any(k == key[2:] for k, _, _ in found):
             key, value = key[2:], "False"
+        found.append((key, given, value))
+    return found
+
+
+def repeated_cli_ids(argv: list[str]) -> UserError | None:
+    """The refusal of an id given twice with different values in a ``monai.bundle run`` command line
+    (``--fold 0 ... --fold 1``; `cli_ids`), or None. MONAI silently keeps the last, so ``make cv ARGS="--fold 1"``
+    would train fold 1 into every fold's folder."""
+    seen: dict[str, tuple[str, str]] = {}  # id -> (as given, value)
+    for key, given, value in cli_ids(argv):
         if key in seen and seen[key][1] != value:
             first, earlier = seen[key]
             return UserError(f"{given} is given twice on the command line ({first} {earlier!r}, then {value!r}); "

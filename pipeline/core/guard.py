@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pipeline.core.config import as_path
-from pipeline.core.errors import UserError
+from pipeline.core.errors import UserError, cli_ids
 
 #: Sub-folders of a dataset that hold its files (MSD, nnU-Net): the dataset folder is their parent.
 DATASET_SUBFOLDERS = ("imagesTr", "labelsTr", "imagesTs")
@@ -130,3 +130,32 @@ class OutputGuard:
         """Whether ``path`` is no input and lies in no input folder (what ``--overwrite`` may delete)."""
         p = Path(path)
         return not self._is_input(p) and not any(is_within(_real(p), root) for root in self.roots)
+
+
+#: MONAI's export commands (``python -m monai.bundle <command> ... --filepath F``): each writes F whatever is there.
+EXPORT_COMMANDS = ("ckpt_export", "onnx_export", "trt_export")
+
+
+def export_refusal(argv: list[str]) -> UserError | None:
+    """The refusal of a MONAI export whose ``--filepath`` is a file it must not write over: the checkpoint it
+    exports (``--ckpt_file``), or any file of a run (a folder holding ``run.json``, or below one: its models, its
+    record); None otherwise (another existing file is replaced, as MONAI does: docs/after-training.md)."""
+    if not argv or argv[0] not in EXPORT_COMMANDS:
+        return None
+    ids = {key: value for key, _, value in cli_ids(argv[1:])}
+    if not ids.get("filepath"):
+        return None
+    target = Path(ids["filepath"]).expanduser()
+    if not target.exists():
+        return None
+    real = _real(target)
+    ckpt = ids.get("ckpt_file")
+    if ckpt and _real(ckpt) == real:
+        return UserError(f"--filepath {target} is the checkpoint {argv[0]} exports (--ckpt_file): it would be written "
+                         "over; name a new file, such as model.ts or model.onnx beside the run")
+    run = next((folder for folder in real.parents if (folder / "run.json").is_file()), None)
+    if run is not None:
+        return UserError(f"--filepath {target} is a file of the run {run} (its run.json is there): {argv[0]} would "
+                         "write over it; name a new file")
+    return None
+

@@ -91,3 +91,37 @@ def test_an_output_folder_beside_the_dataset_is_accepted_and_a_number_is_a_path(
     assert out == (tmp_path / "runs" / "seg").resolve() and not out.exists()
     monkeypatch.chdir(tmp_path)
     assert OutputGuard(files, roots=[root]).folder(20241204, what="x", option="--run_dir") == tmp_path / "20241204"
+
+
+@pytest.mark.parametrize(("command", "refused"), [
+    pytest.param(["ckpt_export", "network_def", "--filepath", "{run}/models/model.pt", "--ckpt_file",
+                  "{run}/models/model.pt"], "is the checkpoint ckpt_export exports", id="over_its_checkpoint"),
+    pytest.param(["onnx_export", "network_def", "--filepath={run}/run.json", "--ckpt-file", "{run}/models/model.pt"],
+                 "is a file of the run {run} (its run.json is there): onnx_export would write over it",
+                 id="over_the_runs_record"),
+    pytest.param(["ckpt_export", "--filepath", "{run}/models/model_last.pt", "--ckpt_file", "{other}"],
+                 "is a file of the run {run}", id="over_another_model_of_the_run"),
+    pytest.param(["ckpt_export", "--filepath", "{run}/model.ts", "--ckpt_file", "{run}/models/model.pt"], None,
+                 id="a_new_file_in_the_run_folder"),
+    pytest.param(["ckpt_export", "--filepath", "{other}", "--ckpt_file", "{run}/models/model.pt"], None,
+                 id="another_existing_file_as_monai_does"),
+    pytest.param(["run", "inference", "--filepath", "{run}/run.json"], None, id="not_an_export"),
+])
+def test_an_export_over_its_checkpoint_or_a_runs_file_is_refused(tmp_path: Path, command: list[str],
+                                                                  refused: str | None) -> None:
+    """`monai.bundle ckpt_export --filepath runs/x/models/model.pt --ckpt_file runs/x/models/model.pt` replaced the
+    run's model with a TorchScript archive inference could not read; `onnx_export --filepath runs/x/run.json`
+    replaced the run's record."""
+    from pipeline.core.guard import export_refusal
+
+    run = tmp_path / "run"
+    (run / "models").mkdir(parents=True)
+    for name in ("run.json", "models/model.pt", "models/model_last.pt"):
+        (run / name).write_bytes(b"the run's")
+    (tmp_path / "other.ts").write_bytes(b"an older export")
+    argv = [a.format(run=run, other=tmp_path / "other.ts") for a in command]
+    refusal = export_refusal(argv)
+    if refused is None:
+        assert refusal is None
+    else:
+        assert refusal is not None and refused.format(run=run) in str(refusal) and "name a new file" in str(refusal)

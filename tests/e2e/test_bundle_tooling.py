@@ -64,6 +64,15 @@ def test_torchscript_export_gives_the_eager_outputs(checkpoint: Path, tmp_path: 
     x = torch.randn(1, 4, 32, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), eager(x), atol=1e-5, rtol=1e-5)
+    # --filepath the checkpoint itself: refused in one line before MONAI writes (pipeline.core.guard.export_refusal)
+    before = checkpoint.read_bytes()
+    result = run_module([sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath",
+                         str(checkpoint), "--ckpt_file", str(checkpoint), "--meta_file", str(CONFIGS / "metadata.json"),
+                         "--config_file", _files(demo=True), "--key_in_ckpt", ""], capture_output=True, text=True,
+                        cwd=REPO, timeout=300)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode != 0 and last.startswith(f"error: --filepath {checkpoint} is the checkpoint ckpt_export")
+    assert checkpoint.read_bytes() == before
 
 
 def test_onnx_export_has_dynamic_axes_and_gives_the_eager_outputs_at_two_sizes(checkpoint: Path,
