@@ -19,6 +19,7 @@ from pipeline.core.config import as_bool, as_path
 from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, hold_folder
 from pipeline.core.guard import OutputGuard, dataset_root, is_within
+from pipeline.core.kinds import refuse_other_kinds
 from pipeline.core.nifti import (
     AFFINE_TOLERANCE,
     HEADER_ROUNDING,
@@ -672,8 +673,9 @@ COMPARISON_RECORD = "comparison.json"
 def claim_output(out_dir: str | os.PathLike, kind: str, option: str = "--out", *, writes: Sequence[str] = (),
                  overwrite: bool | str = False) -> None:
     """Before writing ``kind`` (``evaluation``, ``comparison`` or ``pictures``) into ``out_dir``: hold the folder
-    (`pipeline.core.files.hold_folder`: one writing process), and refuse a folder that holds the other kind (a
-    comparison's report over an evaluation's, or an evaluation's over a comparison's), or, unless ``overwrite``,
+    (`pipeline.core.files.hold_folder`: one writing process), and refuse a folder that holds another kind
+    (`pipeline.core.kinds.refuse_other_kinds`: a run, a model's segmentations, a comparison's report over an
+    evaluation's or an evaluation's over a comparison's), or, unless ``overwrite``,
     one that holds files of the names ``kind`` writes or replaces (``writes``: names and glob patterns under
     ``out_dir``) without that kind's record (`evaluation_record`, `COMPARISON_RECORD`): the user's own table,
     report or pictures, which the new ones would replace.
@@ -683,12 +685,8 @@ def claim_output(out_dir: str | os.PathLike, kind: str, option: str = "--out", *
             them and the option to change).
     """
     out = Path(out_dir).expanduser()
+    refuse_other_kinds(out, kind, option)  # a run's, a model's segmentations, the other of evaluation/comparison
     comparison, evaluation = (out / COMPARISON_RECORD).is_file(), evaluation_record(out) is not None
-    holds = ("a comparison" if comparison and kind != "comparison" else
-             "an evaluation" if evaluation and kind == "comparison" else None)
-    if holds:
-        raise UserError(f"{out} holds {holds} ({COMPARISON_RECORD if holds == 'a comparison' else 'summary.json'}); "
-                        f"the {kind} would write its files over it: pass another {option}")
     marked = comparison if kind == "comparison" else evaluation  # the kind's own record: its folder, not the user's
     if writes and not marked and not as_bool(overwrite, "overwrite"):
         theirs = [f for pattern in writes for f in sorted(out.glob(pattern)) if f.is_file()]

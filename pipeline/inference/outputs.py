@@ -18,6 +18,7 @@ from pipeline.core.config import as_bool
 from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, gzip_is_whole
 from pipeline.core.guard import OutputGuard
+from pipeline.core.kinds import refuse_other_kinds
 from pipeline.core.provenance import (
     CHANGED,
     MOVED,
@@ -203,6 +204,7 @@ def guard_outputs(data: DataSource, items: Sequence[Mapping], output_dir: object
             into it, or it holds segmentations of these cases written by another model.
     """
     out = data.guard.folder(output_dir, what="segmentations", option="--output_dir")
+    refuse_other_kinds(out, "segmentations", "--output_dir")  # not among a run's files, an evaluation's tables
     data.guard.folder(out / PROBABILITIES, what=f"region probabilities ({out / PROBABILITIES})",
                       option="--output_dir")
     lock = FolderLock(out, what="inference").acquire()

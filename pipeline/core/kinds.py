@@ -1,0 +1,64 @@
+"""What an output folder is, by the record its writer leaves there: one table that every writer reads before it
+claims a folder, so that no writer puts its files into another kind's folder (segmentations among an evaluation's
+tables, an evaluation's tables among a model's segmentations or in a run folder).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.core.errors import UserError
+
+#: The record each writer leaves in the folder it writes, by the kind of folder: a training run (`run.json`,
+#: `pipeline.model.record.RUN_RECORD`), inference's segmentations (`pipeline.core.provenance.PROVENANCE`), an
+#: evaluation (`pipeline.evaluation.reference.SUMMARIES`) and a comparison (`COMPARISON_RECORD` there).
+FOLDER_RECORDS: dict[str, tuple[str, ...]] = {
+    "run": ("run.json",),
+    "segmentations": ("provenance.json",),
+    "evaluation": ("summary.json", "official_summary.json"),
+    "comparison": ("comparison.json",),
+}
+
+#: The kinds whose folders also take another kind's files: an evaluation's folder its pictures.
+SHARED: dict[str, tuple[str, ...]] = {"pictures": ("evaluation",)}
+
+
+def _is_record(path: Path, kind: str) -> bool:
+    """Whether ``path`` is ``kind``'s record: a JSON object (an evaluation's summary names its ``reference``; a
+    user's ``summary.json`` is not one)."""
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(content, dict) and (kind != "evaluation" or bool(content.get("reference")))
+
+
+def kinds_in(folder: str | os.PathLike) -> dict[str, Path]:
+    """``{kind: its record}`` for each kind whose record ``folder`` holds (`FOLDER_RECORDS`)."""
+    out = Path(folder).expanduser()
+    found = {}
+    for kind, names in FOLDER_RECORDS.items():
+        record = next((out / n for n in names if (out / n).is_file() and _is_record(out / n, kind)), None)
+        if record is not None:
+            found[kind] = record
+    return found
+
+
+def refuse_other_kinds(folder: str | os.PathLike, kind: str, option: str, *, allowed: Sequence[str] = ()) -> None:
+    """Refuse to write ``kind`` (a `FOLDER_RECORDS` kind, or ``pictures``) into ``folder`` when it holds another
+    kind's record (``allowed`` and `SHARED` apart).
+
+    Raises:
+        UserError: naming the folder, the record found, and ``option`` to change.
+    """
+    others = {k: r for k, r in kinds_in(folder).items()
+              if k != kind and k not in allowed and k not in SHARED.get(kind, ())}
+    if others:
+        other, record = next(iter(others.items()))
+        article = "an" if other[0] in "aeiou" else "a"
+        what = {"run": "a training run", "segmentations": "a model's segmentations"}.get(other, f"{article} {other}")
+        raise UserError(f"{Path(folder).expanduser()} holds {what} ({record.name}); one folder per kind of result: "
+                        f"pass another {option} for the {kind}")

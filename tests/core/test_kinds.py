@@ -1,0 +1,82 @@
+"""No writer puts its files into another kind's folder (pipeline.core.kinds): evaluate wrote its tables among a
+model's segmentations, and inference its segmentations among an evaluation's tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.core.errors import UserError
+from pipeline.core.kinds import FOLDER_RECORDS, kinds_in
+
+#: A record of each kind, as its writer leaves it (the contents the readers look for).
+RECORDS = {"run": ("run.json", {"ids": {}}), "segmentations": ("provenance.json", {"cases": {}}),
+           "evaluation": ("summary.json", {"reference": "/data", "predictions": "/seg"}),
+           "comparison": ("comparison.json", {"algorithms": {}})}
+
+
+def _folder_of(tmp_path: Path, kind: str) -> Path:
+    folder = tmp_path / f"a_{kind}_folder"
+    folder.mkdir()
+    name, content = RECORDS[kind]
+    (folder / name).write_text(json.dumps(content))
+    return folder
+
+
+def test_every_kind_has_a_record_here() -> None:
+    assert set(RECORDS) == set(FOLDER_RECORDS) and all(RECORDS[k][0] in FOLDER_RECORDS[k] for k in RECORDS)
+
+
+def test_a_users_summary_json_is_no_evaluation(tmp_path: Path) -> None:
+    (tmp_path / "summary.json").write_text(json.dumps({"notes": "mine"}))
+    assert kinds_in(tmp_path) == {}
+
+
+def _claim(writer: str, folder: Path, tiny_dataset: Path) -> None:
+    if writer == "segmentations":
+        from pipeline.data.source import DataSource
+        from pipeline.inference.outputs import InferenceReport, guard_outputs
+
+        data = DataSource(tiny_dataset)
+        report = InferenceReport(folder, model="m1")
+        guard_outputs(data, data.inference_items(), folder, report=report)
+        report.finish()
+    else:
+        from pipeline.evaluation.reference import claim_output
+
+        claim_output(folder, writer, "--out")
+
+
+#: (writer, the kinds whose folders it may write into)
+WRITERS = {"segmentations": (), "evaluation": (), "pictures": ("evaluation",), "comparison": ()}
+
+
+@pytest.mark.parametrize("other", list(RECORDS))
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_a_writer_refuses_a_folder_of_another_kind(tiny_dataset: Path, tmp_path: Path, writer: str,
+                                                    other: str) -> None:
+    folder = _folder_of(tmp_path, other)
+    before = sorted(p.name for p in folder.iterdir())
+    if other == writer or other in WRITERS[writer]:
+        _claim(writer, folder, tiny_dataset)  # its own kind (or one it shares): claimed
+        return
+    with pytest.raises(UserError, match=rf"{folder} holds .*\({RECORDS[other][0]}\); one folder per kind of result: "
+                                        rf"pass another --(out|output_dir) for the {writer}"):
+        _claim(writer, folder, tiny_dataset)
+    assert sorted(p.name for p in folder.iterdir()) == before  # nothing written, no lock left
+
+
+def test_evaluate_into_another_models_segmentations_is_one_line(tiny_dataset: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    from pipeline.__main__ import main
+    from tests.helpers import corrupted_predictions
+
+    pred = corrupted_predictions(tiny_dataset, tmp_path / "pred", 1)
+    other = _folder_of(tmp_path, "segmentations")
+    assert main(["evaluate", str(pred), str(tiny_dataset), "--out", str(other)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == (f"error: {other} holds a model's segmentations (provenance.json); one folder per kind of result: "
+                    "pass another --out for the evaluation")
+    assert sorted(p.name for p in other.iterdir()) == ["provenance.json"]
