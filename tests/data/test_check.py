@@ -501,3 +501,26 @@ def test_a_case_folder_link_that_leads_nowhere_is_an_error_naming_it(layout_data
         with pytest.raises(DatasetError, match=said):
             write_datalist(root, tmp_path / "dl.json", folds=2)
         assert not (tmp_path / "dl.json").exists()
+
+
+@pytest.mark.parametrize("copy", ["unlabelled", "another_patient_same_size"])
+def test_a_copy_is_only_a_labelled_case_with_the_same_image_bytes(tmp_path: Path, copy: str) -> None:
+    """Unlabelled cases (to segment) may repeat; files of one size (uncompressed NIfTI of one grid) are not the same
+    patient unless every byte is."""
+    from pipeline.data.check import duplicate_cases
+
+    def case(cid: str, content: bytes, label: bool) -> Case:
+        images = []
+        for channel in range(4):
+            path = tmp_path / f"{cid}_{channel}.nii"
+            path.write_bytes(content + bytes([channel]))
+            images.append(str(path))
+        return Case(cid, tuple(images), str(tmp_path / f"{cid}_seg.nii") if label else None)
+
+    first = case("a", b"\0" * (3 << 20), True)
+    if copy == "unlabelled":
+        other = case("b", b"\0" * (3 << 20), False)
+    else:  # the same size, the same first and last MiB, another middle
+        other = case("b", b"\0" * (3 << 19) + b"\1" + b"\0" * ((3 << 19) - 1), True)
+    assert duplicate_cases([first, other]) == []
+    assert [p.case for p in duplicate_cases([first, case("c", b"\0" * (3 << 20), True)])] == ["c"]
