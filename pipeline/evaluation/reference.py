@@ -655,9 +655,13 @@ def refuse_rescored(eval_dir: str | os.PathLike, record: dict, reference: Refere
     newer = [(t, c, f) for t, c, f in files if t > scored_at]
     where = (f" (case {max(newer)[1]}: {max(newer)[2]} was written after it)" if newer else
              " (cases added, removed or renamed since)")
+    scheme = f" --scheme {record['scheme']}" if record.get("scheme") else ""
+    again = (f"python -m pipeline evaluate {pred_root} {reference.root} --out {eval_dir}{scheme}"
+             if len(cases) == len(reference.files) else  # every case: the verb scores them all again
+             f"the evaluation of its {len(cases)} of the {len(reference.files)} cases that made it (a fold: the "
+             "bundle's evaluate with its --infer_fold; cross-validation: python -m pipeline cv RUN_DIR)")
     raise UserError(f"{eval_dir} scored other files than {pred_root} and {reference.root} hold now{where}: its "
-                    "pictures would show these segmentations under those scores; evaluate again first: python -m "
-                    f"pipeline evaluate {pred_root} {reference.root} --out {eval_dir}")
+                    f"pictures would show these segmentations under those scores; evaluate again first: {again}")
 
 
 def evaluated_pair(out_dir: str | os.PathLike) -> tuple[str, str] | None:

@@ -328,7 +328,9 @@ def test_plot_evaluation_refuses_files_changed_since_they_were_scored(make_datas
     capsys.readouterr()
     assert run("plot", "evaluation", tmp_path / "eval", tmp_path / "pred", data, "--out", tmp_path / "pics") == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line.startswith(f"error: {tmp_path / 'eval'} scored other files than ") and "evaluate again first" in line
+    assert line.startswith(f"error: {tmp_path / 'eval'} scored other files than ") and line.endswith(
+        f"evaluate again first: python -m pipeline evaluate {tmp_path / 'pred'} {data} --out {tmp_path / 'eval'} "
+        "--scheme brats")
     if change != "a_prediction_removed":
         assert f"(case {case.case_id}: {target} was written after it)" in line
     assert not (tmp_path / "pics").exists()
