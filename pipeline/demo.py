@@ -8,6 +8,7 @@ commands that do the same on one's own data.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, hold_folder
 from pipeline.data.datalist import write_datalist
 from pipeline.data.synthetic import DEFAULT_SHAPE, SETTINGS_FILE, remove_synthetic, write_dataset
+from pipeline.evaluation.evaluate import EVALUATION_OUTPUTS
 from pipeline.evaluation.regions import dice_line, format_table
 from pipeline.model.record import RUN_ARTEFACTS
 
@@ -60,15 +62,27 @@ def _demo_run(run: Path) -> bool:
 RUNNING = ".demo"
 
 
-#: What the demo writes at the top of its run folder (training, inference into ``seg``, evaluation into ``eval``, its
-#: lock): ``make clean`` deletes these and keeps anything else there (segmentations of other data made with the
-#: demo's model, a user's notes), naming it. tests/e2e/test_demo.py checks a demo's run folder against it.
-DEMO_ENTRIES = frozenset({"datalist.json", "eval", "history.csv", "metadata.json", "models", "progress.png",
-                          "run.json", "seg", "tensorboard", RUNNING, FolderLock.NAME})
+#: What the demo writes in its run folder (training, inference into ``seg``, evaluation into ``eval``, its lock),
+#: as glob patterns under it: ``make clean`` deletes these and keeps anything else there (segmentations of other data
+#: made with the demo's model, an export in ``models/``, a user's notes), naming it. tests/e2e/test_demo.py checks a
+#: demo's run folder against it.
+DEMO_FILES = ("datalist.json", "history.csv", "metadata.json", "progress.png", "run.json", FolderLock.NAME,
+              f"{RUNNING}/{FolderLock.NAME}", *(f"models/{name}" for name in RUN_ARTEFACTS),
+              f"models/{FolderLock.NAME}",
+              "seg/*.nii.gz", "seg/labels.ctbl", "seg/labels_itksnap.txt", "seg/provenance.json",
+              f"seg/{FolderLock.NAME}", *(f"eval/{pattern}" for pattern in EVALUATION_OUTPUTS),
+              f"eval/{FolderLock.NAME}", "tensorboard/events.out.tfevents.*")
+#: The folders it makes there (deleted once empty).
+DEMO_FOLDERS = (RUNNING, "models", "seg", "eval/overlays", "eval", "tensorboard")
+
+
+def demo_files(run: Path) -> list[Path]:
+    """The files in ``run`` that the demo writes (`DEMO_FILES`)."""
+    return sorted({f for pattern in DEMO_FILES for f in run.glob(pattern) if f.is_file() or f.is_symlink()})
 
 
 def clean_demo(run_dir: str | os.PathLike = "runs/demo", data_dir: str | os.PathLike = "data/synthetic") -> list[str]:
-    """``make clean``: delete what the demo wrote in its run folder (`DEMO_ENTRIES`; the folder too once nothing else
+    """``make clean``: delete what the demo wrote in its run folder (`DEMO_FILES`; the folder too once nothing else
     is left) and the synthetic cases synth wrote (`remove_synthetic`: files it did not write stay). Returns what was
     kept and why, one line each. Nothing is deleted while a demo runs (its `RUNNING` lock, or a stage's) or synth
     writes the data folder.
@@ -86,22 +100,23 @@ def clean_demo(run_dir: str | os.PathLike = "runs/demo", data_dir: str | os.Path
         if holder:
             raise UserError(f"{lock.parent} is being written ({holder}): let the demo or synth finish (or stop it), "
                             f"then make clean again; if no such process runs, delete {lock}")
-    if run.is_dir() and not _demo_run(run):
+    ours = demo_files(run) if run.is_dir() else []
+    if ours and not _demo_run(run):  # (a folder the demo's files have left, cleaned before: only what is kept)
         raise UserError(f"{run} is not a demo's run (its run.json names no demo.yaml, or it holds more than a demo "
                         "writes before training): make clean deletes only the demo's; delete it by name")
     lines = []
     if run.is_dir():
-        others = sorted(p.name for p in run.iterdir() if p.name not in DEMO_ENTRIES)
-        for entry in sorted(p for p in run.iterdir() if p.name in DEMO_ENTRIES):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+        for f in ours:
+            f.unlink()
+        for folder in DEMO_FOLDERS:
+            with contextlib.suppress(OSError):  # not there, or holding what the demo did not write
+                (run / folder).rmdir()
+        others = sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_symlink() or not p.is_dir())
         if others:
-            lines.append(f"kept {len(others)} entr{'y' if len(others) == 1 else 'ies'} in {run} that the demo did not "
-                         f"write ({', '.join(others[:5])}{', ...' if len(others) > 5 else ''}): delete them by name")
+            lines.append(f"kept {len(others)} file(s) in {run} that the demo did not write ({', '.join(others[:5])}"
+                         f"{', ...' if len(others) > 5 else ''}): delete them by name")
         else:
-            run.rmdir()
+            shutil.rmtree(run)  # empty folders only
     if not data.is_dir():
         return lines
     if not (data / SETTINGS_FILE).is_file():

@@ -36,13 +36,16 @@ def test_demo_runs_every_stage_through_the_bundle_and_ends_with_the_demo_line(
     assert len(segmentations) == 2  # fold 0 of 4 folds over 8 cases
     assert nib.load(segmentations[0]).shape == (48, 48, 32)
     assert (run / "models" / "model.pt").is_file() and (run / "eval" / "summary.json").is_file()
-    # make clean deletes what the demo wrote by name (demo.DEMO_ENTRIES) and keeps the rest: the list is the demo's
-    assert {p.name for p in run.iterdir()} <= demo.DEMO_ENTRIES
+    # make clean deletes what the demo wrote (demo.DEMO_FILES) and keeps the rest: the list is the demo's
+    assert set(demo.demo_files(run)) == {p for p in run.rglob("*") if p.is_file()}
     (run / "seg_other").mkdir()  # the user's segmentations of other data with the demo's model
     (run / "seg_other" / "case.nii.gz").write_bytes(b"theirs")
     (run / "NOTES.txt").write_text("theirs")
-    assert demo.clean_demo(run, data) == [f"kept 2 entries in {run} that the demo did not write (NOTES.txt, "
-                                          "seg_other): delete them by name"]
-    assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*")) == ["NOTES.txt", "seg_other",
-                                                                            "seg_other/case.nii.gz"]
+    (run / "models" / "model.onnx").write_bytes(b"their export")
+    kept = [f"kept 3 file(s) in {run} that the demo did not write (NOTES.txt, models/model.onnx, seg_other/case.nii.gz)"
+            ": delete them by name"]
+    assert demo.clean_demo(run, data) == kept
+    assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*")) == [
+        "NOTES.txt", "models", "models/model.onnx", "seg_other", "seg_other/case.nii.gz"]
     assert not data.exists()
+    assert demo.clean_demo(run, data) == kept  # again: the same, nothing more to delete
