@@ -133,16 +133,40 @@ class OutputGuard:
 
 
 #: MONAI's export commands (``python -m monai.bundle <command> ... --filepath F``): each writes F whatever is there.
+#: Their first parameters, as Fire maps positional arguments (monai.bundle.scripts, 1.6).
 EXPORT_COMMANDS = ("ckpt_export", "onnx_export", "trt_export")
+EXPORT_POSITIONALS = ("net_id", "filepath", "ckpt_file")
+
+#: A run's own files, relative to its folder (what training writes): an export never replaces them.
+RUN_FILES = ("run.json", "metadata.json", "datalist.json", "history.csv", "progress.png", "models/*")
+
+
+def _export_ids(argv: list[str]) -> dict[str, str]:
+    """``{id: value}`` of an export's command line (``argv`` after the command), positionals included."""
+    ids = {key: value for key, _, value in cli_ids(argv)}
+    positionals, skip = [], False
+    for i, token in enumerate(argv):
+        if token == "--":
+            break
+        if skip:
+            skip = False
+            continue
+        if token.startswith("-") and token.lstrip("-")[:1].isalpha():
+            skip = "=" not in token and i + 1 < len(argv) and not argv[i + 1].startswith("--")
+            continue
+        positionals.append(token)
+    return {**dict(zip(EXPORT_POSITIONALS, positionals, strict=False)), **ids}  # fewer given: the rest keyword
 
 
 def export_refusal(argv: list[str]) -> UserError | None:
-    """The refusal of a MONAI export whose ``--filepath`` is a file it must not write over: the checkpoint it
-    exports (``--ckpt_file``), or any file of a run (a folder holding ``run.json``, or below one: its models, its
-    record); None otherwise (another existing file is replaced, as MONAI does: docs/after-training.md)."""
+    """The refusal of a MONAI export whose ``filepath`` (``--filepath`` or its place among the positionals) is a
+    file it must not write over: the checkpoint it exports (``ckpt_file``), or a run's own file (`RUN_FILES` of a
+    folder holding ``run.json``: its models, its record); None otherwise (another existing file, an earlier export
+    in the run folder included, is replaced, as MONAI does: docs/after-training.md). An ``--args_file`` is not read.
+    """
     if not argv or argv[0] not in EXPORT_COMMANDS:
         return None
-    ids = {key: value for key, _, value in cli_ids(argv[1:])}
+    ids = _export_ids(argv[1:])
     if not ids.get("filepath"):
         return None
     target = Path(ids["filepath"]).expanduser()
@@ -154,8 +178,7 @@ def export_refusal(argv: list[str]) -> UserError | None:
         return UserError(f"--filepath {target} is the checkpoint {argv[0]} exports (--ckpt_file): it would be written "
                          "over; name a new file, such as model.ts or model.onnx beside the run")
     run = next((folder for folder in real.parents if (folder / "run.json").is_file()), None)
-    if run is not None:
-        return UserError(f"--filepath {target} is a file of the run {run} (its run.json is there): {argv[0]} would "
-                         "write over it; name a new file")
+    if run is not None and any(real.relative_to(run).match(pattern) for pattern in RUN_FILES):
+        return UserError(f"--filepath {target} is a file of the run {run} ({real.relative_to(run)}): {argv[0]} "
+                         "would write over it; name a new file")
     return None
-

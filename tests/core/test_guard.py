@@ -97,12 +97,18 @@ def test_an_output_folder_beside_the_dataset_is_accepted_and_a_number_is_a_path(
     pytest.param(["ckpt_export", "network_def", "--filepath", "{run}/models/model.pt", "--ckpt_file",
                   "{run}/models/model.pt"], "is the checkpoint ckpt_export exports", id="over_its_checkpoint"),
     pytest.param(["onnx_export", "network_def", "--filepath={run}/run.json", "--ckpt-file", "{run}/models/model.pt"],
-                 "is a file of the run {run} (its run.json is there): onnx_export would write over it",
-                 id="over_the_runs_record"),
+                 "is a file of the run {run} (run.json): onnx_export would write over it", id="over_the_runs_record"),
+    pytest.param(["ckpt_export", "network_def", "{run}/models/model.pt", "--ckpt_file", "{run}/models/model.pt"],
+                 "is the checkpoint ckpt_export exports", id="positional_filepath"),
+    pytest.param(["ckpt_export", "--meta_file", "m.json", "network_def", "{run}/models/model.pt",
+                  "{run}/models/model.pt"], "is the checkpoint ckpt_export exports",
+                 id="positional_filepath_and_checkpoint"),
     pytest.param(["ckpt_export", "--filepath", "{run}/models/model_last.pt", "--ckpt_file", "{other}"],
                  "is a file of the run {run}", id="over_another_model_of_the_run"),
     pytest.param(["ckpt_export", "--filepath", "{run}/model.ts", "--ckpt_file", "{run}/models/model.pt"], None,
                  id="a_new_file_in_the_run_folder"),
+    pytest.param(["ckpt_export", "--filepath", "{run}/export.ts", "--ckpt_file", "{run}/models/model.pt"], None,
+                 id="an_earlier_export_in_the_run_folder_again"),
     pytest.param(["ckpt_export", "--filepath", "{other}", "--ckpt_file", "{run}/models/model.pt"], None,
                  id="another_existing_file_as_monai_does"),
     pytest.param(["run", "inference", "--filepath", "{run}/run.json"], None, id="not_an_export"),
@@ -116,7 +122,7 @@ def test_an_export_over_its_checkpoint_or_a_runs_file_is_refused(tmp_path: Path,
 
     run = tmp_path / "run"
     (run / "models").mkdir(parents=True)
-    for name in ("run.json", "models/model.pt", "models/model_last.pt"):
+    for name in ("run.json", "models/model.pt", "models/model_last.pt", "export.ts"):
         (run / name).write_bytes(b"the run's")
     (tmp_path / "other.ts").write_bytes(b"an older export")
     argv = [a.format(run=run, other=tmp_path / "other.ts") for a in command]
