@@ -28,6 +28,7 @@ from pipeline.core.distributed import computed_on_main_process, is_main_process
 from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, atomic_write_text, file_sha256, hold_folder
 from pipeline.core.guard import OutputGuard, is_within
+from pipeline.core.kinds import refuse_other_kinds
 from pipeline.core.provenance import file_digest, input_identity
 from pipeline.data.datalist import folds_present
 from pipeline.data.labels import Description, canonical_channel, describe
@@ -172,6 +173,7 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
     run, ckpt = Path(run_dir), Path(ckpt_dir)
     if resume and overwrite:
         raise RunError("--resume true and --overwrite true contradict each other: pass one of them")
+    refuse_other_kinds(run, "run", "--run_dir")  # not among a model's segmentations, an evaluation's tables
     hold_folder(run, what="training")
     _PENDING.pop(_key(run), None)  # a refused earlier start's deletions are not this one's
     if not is_within(ckpt.resolve(), run.resolve()):  # models elsewhere: one run writes them at a time

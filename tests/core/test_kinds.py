@@ -35,6 +35,16 @@ def test_a_users_summary_json_is_no_evaluation(tmp_path: Path) -> None:
 
 
 def _claim(writer: str, folder: Path, tiny_dataset: Path) -> None:
+    if writer == "run":
+        from tests.helpers import parse_bundle
+
+        parser = parse_bundle("training", {"dataset_dir": str(tiny_dataset), "run_dir": str(folder), "device": "cpu",
+                                           "folds": 2})
+        try:
+            parser.get_parsed_content("run_record")  # train.yaml's first step that writes
+        except RuntimeError as err:  # MONAI's wrapping of a config expression's error
+            raise err.__cause__ from None
+        return
     if writer == "segmentations":
         from pipeline.data.source import DataSource
         from pipeline.inference.outputs import InferenceReport, guard_outputs
@@ -50,7 +60,7 @@ def _claim(writer: str, folder: Path, tiny_dataset: Path) -> None:
 
 
 #: (writer, the kinds whose folders it may write into)
-WRITERS = {"segmentations": (), "evaluation": (), "pictures": ("evaluation",), "comparison": ()}
+WRITERS = {"run": (), "segmentations": (), "evaluation": (), "pictures": ("evaluation",), "comparison": ()}
 
 
 @pytest.mark.parametrize("other", list(RECORDS))
@@ -60,10 +70,11 @@ def test_a_writer_refuses_a_folder_of_another_kind(tiny_dataset: Path, tmp_path:
     folder = _folder_of(tmp_path, other)
     before = sorted(p.name for p in folder.iterdir())
     if other == writer or other in WRITERS[writer]:
-        _claim(writer, folder, tiny_dataset)  # its own kind (or one it shares): claimed
+        if writer != "run":  # (a run folder holding a run is refused as such: test_runs)
+            _claim(writer, folder, tiny_dataset)  # its own kind (or one it shares): claimed
         return
     with pytest.raises(UserError, match=rf"{folder} holds .*\({RECORDS[other][0]}\); one folder per kind of result: "
-                                        rf"pass another --(out|output_dir) for the {writer}"):
+                                        rf"pass another --(out|output_dir|run_dir) for the {writer}"):
         _claim(writer, folder, tiny_dataset)
     assert sorted(p.name for p in folder.iterdir()) == before  # nothing written, no lock left
 
