@@ -194,8 +194,9 @@ def _plot(args: argparse.Namespace) -> int:
         own = chosen.resolve() == default.resolve()  # the table's own picture, drawn again
         # replaced unasked only when it is that picture as this package drew it (a user's file of the name is not)
         if chosen.is_file() and not (own and drawn_here(chosen)) and not args.overwrite:
-            raise UserError(f"{chosen} exists and is no picture this package drew there: plot {args.what} never draws "
-                            "over a file it cannot tell its own; pass another --out, or --overwrite to replace it")
+            raise UserError(f"{chosen} exists and carries no mark of this package's pictures (yours, or drawn before "
+                            f"pictures were marked): plot {args.what} never draws over a file it cannot tell its own; "
+                            "pass another --out, or --overwrite to replace it")
         out = OutputGuard([], protect=[table]).file(chosen, what="a picture", option="--out")
         if args.what == "boxplot" and own:  # into the evaluation's folder: one writer there
             hold_folder(table.parent, what="pictures")

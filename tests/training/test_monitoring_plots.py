@@ -181,8 +181,9 @@ def test_the_default_picture_replaces_only_a_picture_this_package_drew(tmp_path:
     target.write_bytes(b"\x89PNG\r\n\x1a\n the user's own")
     assert main(["plot", verb, str(tmp_path / table[0])]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line == (f"error: {target} exists and is no picture this package drew there: plot {verb} never draws over a "
-                    "file it cannot tell its own; pass another --out, or --overwrite to replace it")
+    assert line == (f"error: {target} exists and carries no mark of this package's pictures (yours, or drawn before "
+                    f"pictures were marked): plot {verb} never draws over a file it cannot tell its own; pass another "
+                    "--out, or --overwrite to replace it")
     assert target.read_bytes() == b"\x89PNG\r\n\x1a\n the user's own"
     assert main(["plot", verb, str(tmp_path / table[0]), "--overwrite"]) == 0 and drawn_here(target)
     drawn = target.stat().st_mtime_ns
