@@ -44,6 +44,16 @@ def nifti_names(folder: Path) -> set[str]:
         return set()
 
 
+def broken_links(folder: Path) -> list[Path]:
+    """The visible entries directly in ``folder`` that are links leading nowhere (a drive or share not mounted), sorted
+    (empty when it cannot be listed): `nifti_names` and a scan of folders pass them by."""
+    try:
+        return sorted(Path(e.path) for e in os.scandir(folder)
+                      if e.is_symlink() and not e.name.startswith(".") and not os.path.exists(e.path))
+    except OSError:
+        return []
+
+
 def pick_nifti(names: set[str], stem: str) -> str | None:
     """``stem.nii.gz`` or ``stem.nii``, whichever ``names`` holds (``.nii.gz`` first), else None."""
     for ext in NIFTI_EXTENSIONS:

@@ -476,11 +476,16 @@ def test_a_case_id_no_output_file_can_carry_is_an_error_of_the_check(layout_data
     assert check_case(case, "msd" if layout == "msd" else "brats") == []
 
 
-@pytest.mark.parametrize("layout", ["brats2021", "brats2023"])
-@pytest.mark.parametrize("where", [".", "HGG"], ids=["beside_the_cases", "in_hgg"])
+@pytest.mark.parametrize(("layout", "where"), [
+    pytest.param("brats2021", ".", id="brats2021_a_case_folder"),
+    pytest.param("brats2023", ".", id="brats2023_a_case_folder"),
+    pytest.param("brats2021", "HGG", id="brats2018_a_case_folder_in_hgg"),
+    pytest.param("brats2021", "case", id="brats2021_a_contrast_in_its_case_folder"),
+    pytest.param("msd", "imagesTr", id="msd_an_image"),
+])
 @pytest.mark.parametrize("path", ["check", "datalist"])
-def test_a_case_folder_link_that_leads_nowhere_is_an_error_naming_it(layout_datasets, tmp_path: Path, layout: str,
-                                                                     where: str, path: str) -> None:
+def test_a_link_that_leads_nowhere_is_an_error_naming_it(layout_datasets, tmp_path: Path, layout: str, where: str,
+                                                         path: str) -> None:
     """A case folder on a share not mounted (a link to nowhere) was left out of the dataset without a word."""
     from pipeline.data.datalist import write_datalist
 
@@ -489,14 +494,15 @@ def test_a_case_folder_link_that_leads_nowhere_is_an_error_naming_it(layout_data
         (root / "HGG").mkdir()
         for case in cases:
             shutil.move(str(root / case.case_id), root / "HGG" / case.case_id)
-    link = root / where / "Brats_lost_case"
-    link.symlink_to(tmp_path / "unmounted" / "Brats_lost_case", target_is_directory=True)
-    said = (rf"case Brats_lost_case: {re.escape(str(link))} is a link to .*unmounted/Brats_lost_case, which does "
-            "not exist")
+    name = {"case": f"{cases[0].case_id}_extra.nii.gz", "imagesTr": "BRATS_009.nii.gz"}.get(where, "Brats_lost_case")
+    link = (root / cases[0].case_id if where == "case" else root / where) / name
+    link.symlink_to(tmp_path / "unmounted" / name)
+    said = rf"{re.escape(str(link))} is a link to .*unmounted/{re.escape(name)}, which does not exist"
     if path == "check":
         report = check_dataset(root)
-        assert [(p.case, p.severity) for p in report.errors] == [("Brats_lost_case", "error")]
-        assert re.match(said, report.errors[0].message)
+        assert [p.severity for p in report.errors] == ["error"] and re.search(said, report.errors[0].message)
+        if where in (".", "HGG"):
+            assert report.errors[0].case == "Brats_lost_case"
     else:
         with pytest.raises(DatasetError, match=said):
             write_datalist(root, tmp_path / "dl.json", folds=2)

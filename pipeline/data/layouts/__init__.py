@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from pipeline.core.errors import UserError
+from pipeline.core.nifti import broken_links
 from pipeline.data.layouts import brats, msd, nnunet
 from pipeline.data.layouts.base import (
     Case,
@@ -95,8 +96,28 @@ def scan_dataset(root: str | os.PathLike, layout: str | None = None) -> DatasetS
         brats.scan_brats(path, LAYOUTS[info.layout], scan)
         ids = [*(c.case_id for c in scan.cases), *(p.case for p in scan.problems if p.case)]
         scan.layout = with_case_ids(info, ids)  # what the case ids tell of the numbering (BraTS-PED: nothing)
+    report_broken_links(scan)
     refuse_case_clashes(scan)
     return scan
+
+
+#: Where a layout reads cases or files below its root (and the root itself): BraTS 2018's grade folders, the
+#: Decathlon's and nnU-Net's image and label folders.
+CASE_PLACES = (".", "HGG", "LGG", "imagesTr", "labelsTr", "imagesTs")
+
+
+def report_broken_links(scan: DatasetScan) -> None:
+    """An error for each link that leads nowhere where the layout reads (`CASE_PLACES`, and each BraTS case's
+    folder): a case folder or file on a drive or share not mounted was passed by without a word."""
+    root = Path(scan.root)
+    places = [root / p for p in CASE_PLACES if (root / p).is_dir()]
+    places += sorted({Path(f).parent for c in scan.cases for f in c.images} - set(places))
+    for link in (link for place in places for link in broken_links(place)):
+        name = link.name.split(".nii")[0]
+        case = name if link.parent == root or link.parent.name in ("HGG", "LGG") else ""
+        scan.problems.append(Problem(case, str(link), "error", (
+            f"{'case ' + case + ': ' if case else ''}{link} is a link to {os.readlink(link)}, which does not exist (a "
+            "drive or share not mounted?); mount it, or remove the link to leave it out")))
 
 
 def usable_cases(scan: DatasetScan) -> list[Case]:

@@ -50,13 +50,6 @@ def case_folders(root: Path) -> list[Path]:
     return folders
 
 
-def broken_links(root: Path) -> list[Path]:
-    """Links where `case_folders` looks (``root``, its ``HGG``/``LGG``) that lead nowhere, sorted by name."""
-    places = [root, *(root / g for g in ("HGG", "LGG") if (root / g).is_dir())]
-    return sorted(d for place in places for d in place.iterdir()
-                  if d.is_symlink() and not d.exists() and not d.name.startswith("."))
-
-
 def holds_case(folder: Path, names: set[str], spec: LayoutSpec) -> bool:
     """Whether ``folder`` (whose file names are ``names``) holds a file of a case named as in ``spec``."""
     stems = [f"{folder.name}{spec.separator}{s}" for s in (*spec.suffixes, "seg")]
@@ -110,10 +103,6 @@ def scan_brats(root: Path, spec: LayoutSpec, scan: DatasetScan) -> None:
     as both ``.nii`` and ``.nii.gz``, and one case id in two folders (2018's ``HGG/X`` and ``LGG/X``)."""
     found_in: dict[str, list[Path]] = {}
     cases: list[Case] = []
-    for link in broken_links(root):  # a case folder on a share not mounted: not left out without a word
-        scan.problems.append(Problem(link.name, str(link), "error", (
-            f"case {link.name}: {link} is a link to {os.readlink(link)}, which does not exist (a drive or share not "
-            "mounted?); mount it, or remove the link to leave the case out")))
     for folder in case_folders(root):
         cid, names = folder.name, nifti_names(folder)
         found = [pick_nifti(names, f"{cid}{spec.separator}{s}") for s in spec.suffixes]
