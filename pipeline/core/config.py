@@ -130,12 +130,12 @@ def as_fraction(value: object, name: str, *, below_one: bool = False) -> float:
 
 
 def as_choice(value: object, name: str, choices: Sequence[str]) -> str:
-    """One of ``choices`` as the CLI hands it over (any letter case).
+    """One of ``choices`` as the CLI hands it over, spelled as they are (what is recorded is what is used).
 
     Raises:
         UserError: another value, naming ``--name`` and the choices.
     """
-    text = str(value).strip().lower()
+    text = str(value).strip()
     if text not in choices:
         raise UserError(f"--{name} must be one of {', '.join(choices)}, got {value!r}")
     return text

@@ -411,8 +411,8 @@ def _refuse_other_cases(item: dict, where: str, numbered: bool) -> None:
     if len(cases) == 1 and item["case"] != cases[0] and _same_form(item["case"], cases[0]):
         raise DatasetError(f"{where}: its files are {cases[0]}'s ({Path(next(iter(shown))).name}) but the item names "
                            f"another case of that form, {item['case']}: its segmentation would be written and "
-                           f"scored as {item['case']}'s. Set \"case\" to {cases[0]} (or to a name of your own that "
-                           "no other case has)")
+                           f"scored as {item['case']}'s. Set \"case\" to {cases[0]} (or to a name of your own, not of "
+                           f"{cases[0]}'s form)")
     if len(cases) > 1:
         first = next(p for p in shown if shown[p] == cases[0])
         other = next(p for p in shown if shown[p] == cases[1])

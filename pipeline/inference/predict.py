@@ -76,12 +76,15 @@ def sliding_window(roi_size: Sequence[int] | int, sw_batch_size: object, overlap
     ``--inferer#mode x`` the same).
 
     Raises:
-        UserError: ``overlap`` outside [0, 1), ``sw_batch_size`` below 1, ``mode`` not `BLEND_MODES`.
+        UserError: ``overlap`` (or one per axis) outside [0, 1), ``sw_batch_size`` below 1, ``mode`` not
+            `BLEND_MODES`.
     """
-    return SlidingWindowInferer(roi_size=roi_size, sw_batch_size=as_int(sw_batch_size, "inferer#sw_batch_size",
-                                                                         minimum=1),
-                                overlap=as_fraction(overlap, "sw_overlap", below_one=True),
-                                mode=as_choice(mode, "inferer#mode", BLEND_MODES), **kwargs)
+    if isinstance(overlap, str) and overlap.strip().startswith(("[", "(")):  # per axis, as the CLI hands it over
+        overlap = [part for part in overlap.strip()[1:-1].split(",") if part.strip()]
+    overlaps = ([as_fraction(o, "sw_overlap", below_one=True) for o in overlap]
+                if isinstance(overlap, (list, tuple)) else as_fraction(overlap, "sw_overlap", below_one=True))
+    return SlidingWindowInferer(roi_size=roi_size, overlap=overlaps, mode=as_choice(mode, "inferer#mode", BLEND_MODES),
+                                sw_batch_size=as_int(sw_batch_size, "sliding_window_batch_size", minimum=1), **kwargs)
 
 
 def with_tta(inferer: Inferer, tta: bool) -> Inferer:

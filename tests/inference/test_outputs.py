@@ -5,6 +5,7 @@ label file) is never deleted."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -147,3 +148,27 @@ def test_the_folder_advised_for_another_dataset_is_free(tmp_path: Path, taken: l
         (tmp_path / "run" / name).mkdir(parents=True)
     data = SimpleNamespace(dataset_dir=str(tmp_path / "siteB" / "test"), datalist_path=None)
     assert _free_folder(data, tmp_path / "run" / "seg_test") == tmp_path / "run" / advised
+
+
+@pytest.mark.parametrize(("overlap", "mode", "batch", "refused"), [
+    pytest.param(0.5, "gaussian", 4, None, id="the_default"),
+    pytest.param("0.25", "constant", "2", None, id="as_the_cli_hands_them_over"),
+    pytest.param("[0.5, 0.25, 0]", "gaussian", 1, None, id="per_axis"),
+    pytest.param(1.5, "gaussian", 4, "--sw_overlap must be a number from 0 to below 1, got 1.5", id="overlap_1.5"),
+    pytest.param(1, "gaussian", 4, "--sw_overlap must be a number from 0 to below 1, got 1", id="overlap_1"),
+    pytest.param([0.5, -0.1, 0.5], "gaussian", 4, "got -0.1", id="an_axis_below_0"),
+    pytest.param(0.5, "Gaussian", 4, "--inferer#mode must be one of constant, gaussian, got 'Gaussian'",
+                 id="mode_as_monai_spells_it_only"),
+    pytest.param(0.5, "gaussian", 0, "--sliding_window_batch_size must be at least 1", id="no_window_a_step"),
+])
+def test_the_sliding_window_takes_only_values_monai_can_use(overlap: object, mode: str, batch: object,
+                                                            refused: str | None) -> None:
+    """--sw_overlap 1.5 was accepted and failed inside the first case with a traceback."""
+    from pipeline.inference.predict import sliding_window
+
+    if refused is None:
+        inferer = sliding_window([16, 16, 16], batch, overlap, mode)
+        assert inferer.mode == mode and inferer.sw_batch_size == int(batch)
+    else:
+        with pytest.raises(UserError, match=re.escape(refused)):
+            sliding_window([16, 16, 16], batch, overlap, mode)
