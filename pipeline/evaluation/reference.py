@@ -508,6 +508,12 @@ def pair_cases(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike | Referen
             raise UserError(f"case(s) {unknown} have no reference label in {reference.root}; check the case ids or the "
                             "folder")
         refs = {c: all_refs[c] for c in cases}
+    unpaired = {c.casefold(): c for c in refs if c not in preds}
+    for cid in sorted(preds):
+        if cid not in all_refs and cid.casefold() in unpaired:
+            case = unpaired[cid.casefold()]
+            raise UserError(f"the prediction {preds[cid]} is named as case {case} but for letter case: it would be "
+                            f"scored as missing (Dice 0) and left out; rename it {case}{preds[cid].name[len(cid):]}")
     if refs and not any(cid in preds for cid in refs):
         first = sorted(refs)[0]
         found = (f"; it holds {len(preds)} NIfTI file(s) named after no reference case (e.g. {sorted(preds)[0]})"

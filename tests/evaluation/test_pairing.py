@@ -321,3 +321,31 @@ def test_segmentations_corrected_by_hand_since_inference_are_a_reference(tiny_da
     labels = corrupted_predictions(tiny_dataset, tmp_path / "labels", 1)
     assert pipeline_main(["evaluate", str(labels), str(corrected), "--scheme", "brats", "--out", str(tmp_path / "e"),
                           "--no-pictures"]) == 0
+
+
+@pytest.mark.parametrize("command", [
+    pytest.param(["evaluate", "{pred}", "{data}", "--out", "{out}"], id="evaluate_legacy"),
+    pytest.param(["evaluate", "{pred}", "{data}", "--out", "{out}", "--protocol", "official"], id="evaluate_official"),
+    pytest.param(["compare", "{data}", "{good}", "{pred}", "--out", "{out}"], id="compare"),
+])
+def test_a_prediction_named_as_a_case_but_for_letter_case_is_refused(command: list[str], tiny_dataset: Path,
+                                                                     tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    """brats2021_00001.nii.gz beside a case BraTS2021_00001 was scored as a missing prediction (Dice 0) on a
+    case-sensitive file system, and as the case's on a case-insensitive one."""
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    labels = _labels(tiny_dataset)
+    for label in labels:
+        shutil.copy(label, pred / f"{label.parent.name}.nii.gz")
+    good = Path(shutil.copytree(pred, tmp_path / "good"))
+    case = labels[1].parent.name
+    (pred / f"{case}.nii.gz").rename(pred / f"{case.lower()}.nii.gz")
+    argv = [a.format(pred=pred, good=good, data=tiny_dataset, out=tmp_path / "out") for a in command]
+    if "official" in command:
+        pytest.importorskip("brats_evaluation")
+    assert pipeline_main(argv) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == (f"error: the prediction {pred / (case.lower() + '.nii.gz')} is named as case {case} but for letter "
+                    f"case: it would be scored as missing (Dice 0) and left out; rename it {case}.nii.gz")
+    assert not any(p.is_file() for p in (tmp_path / "out").rglob("*"))  # nothing written (a folder, at most)
