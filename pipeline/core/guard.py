@@ -137,6 +137,9 @@ class OutputGuard:
 EXPORT_COMMANDS = ("ckpt_export", "onnx_export", "trt_export")
 EXPORT_POSITIONALS = ("net_id", "filepath", "ckpt_file")
 
+#: The suffixes of an earlier export, which an export may replace (TorchScript, ONNX, TensorRT).
+EXPORT_SUFFIXES = (".ts", ".onnx", ".engine", ".plan", ".trt")
+
 #: A run's own files, relative to its folder (what training writes): an export never replaces them.
 RUN_FILES = ("run.json", "metadata.json", "datalist.json", "history.csv", "progress.png", "models/*")
 
@@ -161,8 +164,9 @@ def _export_ids(argv: list[str]) -> dict[str, str]:
 def export_refusal(argv: list[str]) -> UserError | None:
     """The refusal of a MONAI export whose ``filepath`` (``--filepath`` or its place among the positionals) is a
     file it must not write over: the checkpoint it exports (``ckpt_file``), or a run's own file (`RUN_FILES` of a
-    folder holding ``run.json``: its models, its record); None otherwise (another existing file, an earlier export
-    in the run folder included, is replaced, as MONAI does: docs/after-training.md). An ``--args_file`` is not read.
+    folder holding ``run.json``: its models, its record), or any existing file but an earlier export
+    (`EXPORT_SUFFIXES`: an image, a segmentation or a record is not one); None otherwise (an earlier export is
+    replaced, as MONAI does: docs/after-training.md). An ``--args_file`` is not read.
     """
     if not argv or argv[0] not in EXPORT_COMMANDS:
         return None
@@ -180,5 +184,8 @@ def export_refusal(argv: list[str]) -> UserError | None:
     run = next((folder for folder in real.parents if (folder / "run.json").is_file()), None)
     if run is not None and any(real.relative_to(run).match(pattern) for pattern in RUN_FILES):
         return UserError(f"--filepath {target} is a file of the run {run} ({real.relative_to(run)}): {argv[0]} "
+                         "would write over it; name a new file")
+    if real.suffix.lower() not in EXPORT_SUFFIXES:  # an image, a segmentation, a record: never an earlier export
+        return UserError(f"--filepath {target} exists and is no export ({', '.join(EXPORT_SUFFIXES)}): {argv[0]} "
                          "would write over it; name a new file")
     return None

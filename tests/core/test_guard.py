@@ -110,7 +110,9 @@ def test_an_output_folder_beside_the_dataset_is_accepted_and_a_number_is_a_path(
     pytest.param(["ckpt_export", "--filepath", "{run}/export.ts", "--ckpt_file", "{run}/models/model.pt"], None,
                  id="an_earlier_export_in_the_run_folder_again"),
     pytest.param(["ckpt_export", "--filepath", "{other}", "--ckpt_file", "{run}/models/model.pt"], None,
-                 id="another_existing_file_as_monai_does"),
+                 id="an_earlier_export_elsewhere"),
+    pytest.param(["ckpt_export", "--filepath", "{image}", "--ckpt_file", "{run}/models/model.pt"],
+                 "exists and is no export", id="over_an_image_of_the_data"),
     pytest.param(["run", "inference", "--filepath", "{run}/run.json"], None, id="not_an_export"),
 ])
 def test_an_export_over_its_checkpoint_or_a_runs_file_is_refused(tmp_path: Path, command: list[str],
@@ -125,7 +127,8 @@ def test_an_export_over_its_checkpoint_or_a_runs_file_is_refused(tmp_path: Path,
     for name in ("run.json", "models/model.pt", "models/model_last.pt", "export.ts"):
         (run / name).write_bytes(b"the run's")
     (tmp_path / "other.ts").write_bytes(b"an older export")
-    argv = [a.format(run=run, other=tmp_path / "other.ts") for a in command]
+    (tmp_path / "case_t1.nii.gz").write_bytes(b"an image")
+    argv = [a.format(run=run, other=tmp_path / "other.ts", image=tmp_path / "case_t1.nii.gz") for a in command]
     refusal = export_refusal(argv)
     if refused is None:
         assert refusal is None
