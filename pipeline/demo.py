@@ -17,7 +17,9 @@ from pathlib import Path
 
 from pipeline.commands import next_steps, run_stage
 from pipeline.core.errors import UserError
+from pipeline.core.figures import drawn_here
 from pipeline.core.files import FolderLock, hold_folder
+from pipeline.core.kinds import refuse_other_kinds
 from pipeline.data.datalist import write_datalist
 from pipeline.data.synthetic import DEFAULT_SHAPE, SETTINGS_FILE, remove_synthetic, write_dataset
 from pipeline.evaluation.evaluate import EVALUATION_OUTPUTS
@@ -52,8 +54,10 @@ def _demo_run(run: Path) -> bool:
     from pipeline.model.record import read_record
 
     record = read_record(run)
-    if record is not None:
-        return "demo.yaml" in {Path(f).name for f in record.get("config_files") or []}
+    if record is not None:  # demo.yaml, and trained on the demo's own datalist in that folder (not a user's run)
+        datalist = (record.get("ids") or {}).get("datalist")
+        return ("demo.yaml" in {Path(f).name for f in record.get("config_files") or []} and bool(datalist)
+                and Path(str(datalist)).resolve() == (run / "datalist.json").resolve())
     return all(p.is_dir() or p.name in ("datalist.json", FolderLock.NAME) for p in run.rglob("*"))
 
 
@@ -78,7 +82,8 @@ DEMO_FOLDERS = (RUNNING, "models", "seg", "eval/overlays", "eval", "tensorboard"
 
 def demo_files(run: Path) -> list[Path]:
     """The files in ``run`` that the demo writes (`DEMO_FILES`)."""
-    return sorted({f for pattern in DEMO_FILES for f in run.glob(pattern) if f.is_file() or f.is_symlink()})
+    found = {f for pattern in DEMO_FILES for f in run.glob(pattern) if f.is_file() or f.is_symlink()}
+    return sorted(f for f in found if f.suffix != ".png" or drawn_here(f))  # a picture of the user's: kept
 
 
 def clean_demo(run_dir: str | os.PathLike = "runs/demo", data_dir: str | os.PathLike = "data/synthetic") -> list[str]:
@@ -176,6 +181,7 @@ def run_demo(data_dir: str = "data/synthetic", run_dir: str = "runs/demo", cases
                         f"{DEMO_FOLDS} or more, not {cases}")
     shape = tuple(shape or DEFAULT_SHAPE)
     run = free_run_dir(run_dir)
+    refuse_other_kinds(run, "run", "--run-dir")  # not into a model's segmentations or an evaluation
     hold_folder(run / RUNNING, what="make demo")  # until the demo ends: make clean refuses meanwhile
     datalist = run / "datalist.json"
     common = {"dataset_dir": data_dir, "datalist": datalist, "run_dir": run}

@@ -22,6 +22,9 @@ FOLDER_RECORDS: dict[str, tuple[str, ...]] = {
     "comparison": ("comparison.json",),
 }
 
+#: A run's own sub-folders (training's models and TensorBoard events): the run's kind, though they hold no record.
+RUN_FOLDERS = ("models", "tensorboard")
+
 #: The kinds whose folders also take another kind's files: an evaluation's folder its pictures.
 SHARED: dict[str, tuple[str, ...]] = {"pictures": ("evaluation",)}
 
@@ -39,6 +42,8 @@ def _is_record(path: Path, kind: str) -> bool:
 def kinds_in(folder: str | os.PathLike) -> dict[str, Path]:
     """``{kind: its record}`` for each kind whose record ``folder`` holds (`FOLDER_RECORDS`)."""
     out = Path(folder).expanduser()
+    if out.name in RUN_FOLDERS and (out.parent / "run.json").is_file():  # inside a run: its models, its events
+        return {"run": out.parent / "run.json"}
     found = {}
     for kind, names in FOLDER_RECORDS.items():
         record = next((out / n for n in names if (out / n).is_file() and _is_record(out / n, kind)), None)

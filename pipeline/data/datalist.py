@@ -16,6 +16,7 @@ from pipeline.core.config import ALL_FOLDS
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text
 from pipeline.core.guard import OutputGuard, is_within
+from pipeline.core.kinds import kinds_in
 from pipeline.core.nifti import nifti_stem
 from pipeline.data.labels import (
     CHANNELS,
@@ -127,6 +128,10 @@ def write_datalist(root: str | os.PathLike, out: str | os.PathLike, folds: int =
     cases = usable_cases(scan)
     guard = OutputGuard([f for c in cases for f in c.files], roots=[scan.root])
     out = guard.file(out, what="a datalist", option="--out")
+    record = next((kind for kind, f in kinds_in(out.parent).items() if f.resolve() == out.resolve()), None)
+    if record is not None:  # even with --force: a run's, an evaluation's, a comparison's or inference's record
+        raise UserError(f"{out} is the record of {'a training run' if record == 'run' else record} there, not a "
+                        "datalist: pass another --out")
     scheme = resolve_scheme(scan.layout, label_scheme)
     datalist = datalist_from_cases(cases, scan.root.name, scan.layout.layout, scheme, folds, seed)
     text = json.dumps(datalist, indent=2)

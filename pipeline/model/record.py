@@ -174,6 +174,7 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
     if resume and overwrite:
         raise RunError("--resume true and --overwrite true contradict each other: pass one of them")
     refuse_other_kinds(run, "run", "--run_dir")  # not among a model's segmentations, an evaluation's tables
+    refuse_other_kinds(ckpt, "run", "--ckpt_dir")  # nor its models
     hold_folder(run, what="training")
     _PENDING.pop(_key(run), None)  # a refused earlier start's deletions are not this one's
     if not is_within(ckpt.resolve(), run.resolve()):  # models elsewhere: one run writes them at a time

@@ -91,3 +91,29 @@ def test_evaluate_into_another_models_segmentations_is_one_line(tiny_dataset: Pa
     assert line == (f"error: {other} holds a model's segmentations (provenance.json); one folder per kind of result: "
                     "pass another --out for the evaluation")
     assert sorted(p.name for p in other.iterdir()) == ["provenance.json"]
+
+
+@pytest.mark.parametrize("inside", ["models", "tensorboard"])
+def test_a_runs_own_sub_folders_are_the_runs(tmp_path: Path, inside: str) -> None:
+    """Segmentations, an evaluation or a comparison written into a run's models/ (beside model.pt) were accepted."""
+    from pipeline.core.kinds import refuse_other_kinds
+
+    run = _folder_of(tmp_path, "run")
+    (run / inside).mkdir()
+    for kind in ("segmentations", "evaluation", "comparison"):
+        with pytest.raises(UserError, match=rf"{run / inside} holds a training run \(run.json\)"):
+            refuse_other_kinds(run / inside, kind, "--out")
+    refuse_other_kinds(run / inside, "run", "--ckpt_dir")  # its own models
+
+
+@pytest.mark.parametrize("other", ["run", "segmentations", "evaluation", "comparison"])
+def test_a_datalist_never_replaces_another_kinds_record(tiny_dataset: Path, tmp_path: Path, other: str) -> None:
+    """`datalist --out RUN/run.json --force` replaced the run's record with a datalist."""
+    from pipeline.data.datalist import write_datalist
+
+    folder = _folder_of(tmp_path, other)
+    record = folder / RECORDS[other][0]
+    before = record.read_bytes()
+    with pytest.raises(UserError, match=rf"{record} is the record of .* there, not a datalist: pass another --out"):
+        write_datalist(tiny_dataset, record, folds=2, force=True)
+    assert record.read_bytes() == before

@@ -92,6 +92,8 @@ def test_the_demo_holds_its_run_folder_from_its_first_stage_to_its_last(tmp_path
 
 @pytest.mark.parametrize("record", [
     pytest.param({"config_files": ["common.yaml", "train.yaml", "budget.yaml"]}, id="a_trained_run"),
+    pytest.param({"config_files": ["common.yaml", "train.yaml", "variants/demo.yaml"],
+                  "ids": {"dataset_dir": "/data/BraTS2021", "datalist": None}}, id="a_users_run_with_demo_yaml"),
     pytest.param(None, id="a_folder_of_other_files"),
 ])
 def test_clean_deletes_no_run_dir_but_a_demos(tmp_path: Path, record: dict | None) -> None:
@@ -118,3 +120,18 @@ def test_clean_waits_for_a_second_demo_reading_the_data(tmp_path: Path) -> None:
         code = pipeline_main(["clean", "--run-dir", str(tmp_path / "runs/demo"), "--data-dir",
                               str(tmp_path / "data/synthetic")])
     assert code == 2 and (tmp_path / "data/synthetic/synthetic.json").is_file() and (tmp_path / "runs/demo").is_dir()
+
+
+def test_clean_keeps_a_picture_of_the_users_under_a_demo_files_name(tmp_path: Path) -> None:
+    """A user's progress.png in the demo's run folder (no mark of the package's pictures) was deleted as the demo's."""
+    from pipeline.__main__ import main as pipeline_main
+
+    run = tmp_path / "runs/demo"
+    (run / "models").mkdir(parents=True)
+    (run / "models/model.pt").write_bytes(b"the demo's model")
+    (run / "datalist.json").write_text("{}")
+    (run / "run.json").write_text(json.dumps({"config_files": ["common.yaml", "train.yaml", "variants/demo.yaml"],
+                                              "ids": {"datalist": str(run / "datalist.json")}}))
+    (run / "progress.png").write_bytes(b"\x89PNG\r\n\x1a\n the user's")
+    assert pipeline_main(["clean", "--run-dir", str(run), "--data-dir", str(tmp_path / "none")]) == 0
+    assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*")) == ["progress.png"]
