@@ -261,11 +261,13 @@ class DataSource:
                     len(cases), time.perf_counter() - started, len(errors), len(problems) - len(errors))
         if errors and self.check == "strict":
             bad = list(dict.fromkeys(p.case or "(dataset)" for p in errors))
+            recheck = ("training checks its cases again when it starts" if self.datalist_path else  # check: folders
+                       f"re-check with: python -m pipeline check {self.where}")
             raise DatasetCheckError(
                 f"training refuses the dataset {self.where}: {len(errors)} error(s) in {len(bad)} case(s) "
                 f"({', '.join(bad[:10])}{', ...' if len(bad) > 10 else ''}):\n"
                 + "\n".join(p.message for p in errors)
-                + f"\nFix or remove these cases (re-check with: python -m pipeline check {self.where}), or pass "
+                + f"\nFix or remove these cases ({recheck}), or pass "
                 "--data_check skip to train on the other cases.",
                 errors,
             )
