@@ -22,9 +22,10 @@ from pipeline.__main__ import main
 from pipeline.data.check import DatasetCheckError, check_dataset
 from pipeline.data.layouts import Case, DatasetError, discover_cases
 from pipeline.data.source import DataSource
+from pipeline.data.synthetic import write_dataset
 from pipeline.inference.outputs import InferenceReport
 from pipeline.inference.predict import SaveBratsLabeld
-from tests.helpers import LAYOUT_NAMES, TINY_ARGS, cli_overrides, parse_bundle, run_bundle
+from tests.helpers import LAYOUT_NAMES, LAYOUT_SHAPE, TINY_ARGS, cli_overrides, parse_bundle, run_bundle
 
 TINY = [*TINY_ARGS, "--check_jobs", "1"]
 BAD = 1  # the faults go into the second case of each fixture
@@ -482,27 +483,50 @@ def test_a_case_id_no_output_file_can_carry_is_an_error_of_the_check(layout_data
     pytest.param("brats2021", "HGG", id="brats2018_a_case_folder_in_hgg"),
     pytest.param("brats2021", "case", id="brats2021_a_contrast_in_its_case_folder"),
     pytest.param("msd", "imagesTr", id="msd_an_image"),
+    pytest.param("brats2021", "contrast", id="brats2021_a_contrast_of_a_case"),
+    pytest.param("brats2023", "contrast", id="brats2023_a_contrast_of_a_case"),
+    pytest.param("nnunet", "channel", id="nnunet_a_channel_of_a_case"),
+    pytest.param("nnunet", "label", id="nnunet_a_label"),
 ])
 @pytest.mark.parametrize("path", ["check", "datalist"])
 def test_a_link_that_leads_nowhere_is_an_error_naming_it(layout_datasets, tmp_path: Path, layout: str, where: str,
                                                          path: str) -> None:
-    """A case folder on a share not mounted (a link to nowhere) was left out of the dataset without a word."""
+    """A case folder or file on a share not mounted (a link to nowhere) was left out of the dataset without a word,
+    or reported as a missing contrast, or its case used as unlabelled: one error names the case and the link, and
+    the case is left out."""
     from pipeline.data.datalist import write_datalist
 
-    root, cases = _copy(layout_datasets, layout, tmp_path)
+    if layout == "nnunet":
+        root = tmp_path / layout
+        write_dataset(root, cases=3, shape=LAYOUT_SHAPE, seed=5, layout=layout)
+        cases = discover_cases(root)
+    else:
+        root, cases = _copy(layout_datasets, layout, tmp_path)
     if where == "HGG":
         (root / "HGG").mkdir()
         for case in cases:
             shutil.move(str(root / case.case_id), root / "HGG" / case.case_id)
-    name = {"case": f"{cases[0].case_id}_extra.nii.gz", "imagesTr": "BRATS_009.nii.gz"}.get(where, "Brats_lost_case")
-    link = (root / cases[0].case_id if where == "case" else root / where) / name
+    first = cases[0].case_id
+    replaced = {"contrast": lambda: Path(cases[0].images[2]), "channel": lambda: Path(cases[0].images[1]),
+                "label": lambda: Path(str(cases[0].label))}.get(where, lambda: None)()
+    if replaced is not None:  # an existing file of the case, now a link to nowhere
+        replaced.unlink()
+        name, link = replaced.name, replaced
+    else:
+        name = {"case": f"{first}_extra.nii.gz", "imagesTr": "BRATS_009.nii.gz"}.get(where, "Brats_lost_case")
+        link = (root / first if where == "case" else root / where) / name
     link.symlink_to(tmp_path / "unmounted" / name)
     said = rf"{re.escape(str(link))} is a link to .*unmounted/{re.escape(name)}, which does not exist"
     if path == "check":
         report = check_dataset(root)
         assert [p.severity for p in report.errors] == ["error"] and re.search(said, report.errors[0].message)
-        if where in (".", "HGG"):
-            assert report.errors[0].case == "Brats_lost_case"
+        assert report.errors[0].case == {".": "Brats_lost_case", "HGG": "Brats_lost_case",
+                                         "imagesTr": "BRATS_009"}.get(where, first)
+        assert not [p for p in report.problems if p.severity == "warning" and p.case == first]  # "no label"
+        if replaced is not None:  # the case is refused, the others pass
+            assert report.bad_cases == [first]
+            assert "1 error(s) in 1 case(s)," in report.summary()
+            assert f"; {len(cases) - 1} case(s) without error" in report.summary()
     else:
         with pytest.raises(DatasetError, match=said):
             write_datalist(root, tmp_path / "dl.json", folds=2)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 from pipeline.core.errors import UserError
-from pipeline.core.nifti import broken_links
+from pipeline.core.guard import GRADE_FOLDERS
+from pipeline.core.nifti import broken_links, is_nifti, nifti_stem
 from pipeline.data.layouts import brats, msd, nnunet
 from pipeline.data.layouts.base import (
     Case,
@@ -106,18 +108,39 @@ def scan_dataset(root: str | os.PathLike, layout: str | None = None) -> DatasetS
 CASE_PLACES = (".", "HGG", "LGG", "imagesTr", "labelsTr", "imagesTs")
 
 
+def _linked_case(root: Path, link: Path) -> str:
+    """The case a link leading nowhere stands for: a case folder (its name), a BraTS case's file (its folder's
+    name), an image ``imagesTr/<case>_<XXXX>`` or ``imagesTs/...`` (MSD's ``<case>``) or a label ``labelsTr/<case>``."""
+    parent, stem = link.parent, nifti_stem(link.name) if is_nifti(link.name) else link.name.split(".nii")[0]
+    if parent == root or (parent.name in GRADE_FOLDERS and parent.parent == root):
+        return link.name
+    if parent.name in ("imagesTr", "imagesTs"):
+        numbered = re.fullmatch(r"(.+)_\d{4}", stem)
+        return numbered.group(1) if numbered else stem
+    return stem if parent.name == "labelsTr" else parent.name
+
+
 def report_broken_links(scan: DatasetScan) -> None:
     """An error for each link that leads nowhere where the layout reads (`CASE_PLACES`, and each BraTS case's
-    folder): a case folder or file on a drive or share not mounted was passed by without a word."""
+    folder): a case folder or file on a drive or share not mounted was passed by without a word. The error names
+    the case and the link; it replaces what the layout said of the file it did not see (a contrast "missing", an
+    image "without label"), and the case is left out."""
     root = Path(scan.root)
     places = [root / p for p in CASE_PLACES if (root / p).is_dir()]
+    if scan.layout.layout in brats.SPECS:  # every case folder, the incomplete ones too
+        places += [f for f in brats.case_folders(root) if f not in places]
     places += sorted({Path(f).parent for c in scan.cases for f in c.images} - set(places))
+    linked: set[str] = set()
     for link in (link for place in places for link in broken_links(place)):
-        name = link.name.split(".nii")[0]
-        case = name if link.parent == root or link.parent.name in ("HGG", "LGG") else ""
+        case = _linked_case(root, link)
+        linked.add(case)
+        stem = link.name.split(".nii")[0]
+        scan.problems[:] = [p for p in scan.problems  # what the layout said of the file it could not see
+                            if not (Path(p.file).parent == link.parent and Path(p.file).name.split(".nii")[0] == stem)]
         scan.problems.append(Problem(case, str(link), "error", (
-            f"{'case ' + case + ': ' if case else ''}{link} is a link to {os.readlink(link)}, which does not exist (a "
-            "drive or share not mounted?); mount it, or remove the link to leave it out")))
+            f"case {case}: {link} is a link to {os.readlink(link)}, which does not exist (a drive or share not "
+            "mounted?); mount it, or remove the link to leave it out")))
+    scan.cases[:] = [c for c in scan.cases if c.case_id not in linked]
 
 
 def usable_cases(scan: DatasetScan) -> list[Case]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.guard import GRADE_FOLDERS
 from pipeline.core.nifti import NIFTI_EXTENSIONS, is_nifti, nifti_names, pick_nifti, save_nifti
 from pipeline.data.labels import CHANNELS
 from pipeline.data.layouts.base import (
@@ -43,7 +44,7 @@ def case_folders(root: Path) -> list[Path]:
     for d in sorted(root.iterdir()):
         if not d.is_dir() or d.name.startswith("."):
             continue
-        if d.name in ("HGG", "LGG"):
+        if d.name in GRADE_FOLDERS:
             folders.extend(sorted(x for x in d.iterdir() if x.is_dir()))
         else:
             folders.append(d)

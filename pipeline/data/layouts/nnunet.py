@@ -152,7 +152,7 @@ def scan_nnunet(root: Path, scan: DatasetScan) -> None:
     for cid, images in images_tr.items():
         label = labels.get(cid)
         if label is None:
-            scan.problems.append(Problem(cid, images[0], "warning", (
+            scan.problems.append(Problem(cid, str(root / "labelsTr" / f"{cid}{ending}"), "warning", (
                 f"case {cid}: imagesTr/{Path(images[0]).name} has no label labelsTr/{cid}{ending}; it is used as an "
                 "unlabelled case (inference only): restore the label to train on it")))
         scan.cases.append(Case(cid, images, label))
