@@ -87,6 +87,20 @@ def sliding_window(roi_size: Sequence[int] | int, sw_batch_size: object, overlap
                                 sw_batch_size=as_int(sw_batch_size, "sliding_window_batch_size", minimum=1), **kwargs)
 
 
+def windows_per_pass(asked: object, *, cuda: bool, cuda_least: object, cpu: object) -> int:
+    """fast.yaml's windows per forward pass: on CUDA ``asked`` (``sliding_window_batch_size``) but at least
+    ``cuda_least``; on the CPU ``cpu`` (1 measured fastest there). ``asked`` is checked on either device: under
+    fast.yaml on the CPU a bad ``--sliding_window_batch_size`` passed unchecked.
+
+    Raises:
+        UserError: any of the three below 1.
+    """
+    asked = as_int(asked, "sliding_window_batch_size", minimum=1)
+    if cuda:
+        return max(as_int(cuda_least, "cuda_sliding_window_batch_size", minimum=1), asked)
+    return as_int(cpu, "cpu_sliding_window_batch_size", minimum=1)
+
+
 def with_tta(inferer: Inferer, tta: bool) -> Inferer:
     """``inferer`` wrapped in `MirrorInferer` when ``tta`` is true (the ``tta`` config id)."""
     return MirrorInferer(inferer) if tta else inferer

@@ -172,3 +172,21 @@ def test_the_sliding_window_takes_only_values_monai_can_use(overlap: object, mod
     else:
         with pytest.raises(UserError, match=re.escape(refused)):
             sliding_window([16, 16, 16], batch, overlap, mode)
+
+
+@pytest.mark.parametrize("cuda", [False, True], ids=["cpu", "cuda"])
+@pytest.mark.parametrize(("asked", "refused"), [
+    pytest.param(4, None, id="the_default"), pytest.param("16", None, id="as_the_cli_hands_it_over"),
+    pytest.param(0, "--sliding_window_batch_size must be at least 1", id="no_window_a_pass"),
+    pytest.param("x", "--sliding_window_batch_size", id="not_a_number"),
+])
+def test_fast_windows_per_pass_checks_the_asked_number_on_either_device(cuda: bool, asked: object,
+                                                                        refused: str | None) -> None:
+    """Under fast.yaml on the CPU, --sliding_window_batch_size 0 was never read (1 is used there), so it passed."""
+    from pipeline.inference.predict import windows_per_pass
+
+    if refused is not None:
+        with pytest.raises(UserError, match=re.escape(refused)):
+            windows_per_pass(asked, cuda=cuda, cuda_least=8, cpu=1)
+    else:
+        assert windows_per_pass(asked, cuda=cuda, cuda_least=8, cpu=1) == (max(8, int(asked)) if cuda else 1)
