@@ -55,6 +55,10 @@ RUN_RECORD = "run.json"
 #: What a finished or interrupted training leaves in ``ckpt_dir``.
 RUN_ARTEFACTS = ("checkpoint.pt", "model.pt", "model_last.pt")
 
+#: What every training writes in its run folder besides ``run.json`` (written after it: a folder that holds one of
+#: them and no run's record holds a user's file of the name). ``datalist.json`` is written only where none is.
+RUN_WRITES = ("metadata.json", "history.csv", "progress.png")
+
 
 #: Ids that must equal the record's for ``--resume true`` (``preprocessing``: the command line's overrides of the
 #: shared preprocessing, `pipeline.model.recipe.recorded_preprocessing`).
@@ -168,6 +172,23 @@ def _old_logs(run: Path, logs: str | None) -> list[Path]:
     return sorted(folder.glob("events.out.tfevents.*"))  # the writer's own, not those of folders below
 
 
+def _refuse_users_files(run: Path, record: dict | None, found: Sequence[Path]) -> None:
+    """Refuse a run folder holding files training writes (``run.json``, `RUN_WRITES`) that no run wrote: a folder
+    without a run's record and models (``found``), or a ``run.json`` that is not a run's record (no ``ids``). A
+    user's ``metadata.json`` was replaced, their ``history.csv`` failed the run after its first epoch."""
+    if record is not None and not (isinstance(record, dict) and "ids" in record):
+        theirs = [run / RUN_RECORD]
+    elif record is None and not found:
+        theirs = [run / name for name in RUN_WRITES if (run / name).exists() or (run / name).is_symlink()]
+    else:
+        return
+    if theirs:
+        them = "them" if len(theirs) > 1 else "it"
+        raise RunError(f"{run} holds {', '.join(str(p) for p in theirs)}, which no training run wrote (the folder "
+                       f"has no run's {RUN_RECORD}), and training writes its own {theirs[0].name} there: move {them} "
+                       "aside, or pass another --run_dir (--overwrite replaces only what a run wrote)")
+
+
 def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, ids: dict, network: dict,
                     guard: OutputGuard | None, logs: str | None = None, after_data_check: bool = False) -> dict:
     run, ckpt = Path(run_dir), Path(ckpt_dir)
@@ -184,6 +205,7 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
     versions, changed = config_versions(files), []  # the recipe's version (compared on resume, then recorded)
     found = _artefacts(ckpt)
     record = read_record(run)
+    _refuse_users_files(run, record, found)
     recorded = Path(record["ckpt_dir"]) if record and record.get("ckpt_dir") else None
     # no model here, but the record names a folder elsewhere that holds some: a run trained with --ckpt_dir there (or
     # a copied run folder whose record still names the original's models, which are that run's, never deleted here)

@@ -820,3 +820,34 @@ def test_trained_on_knows_a_training_case_by_its_id_or_its_images(files: str, tr
         if files == "one_file_copied":
             Path(item["image"][2]).write_bytes(Path(train["image"][2]).read_bytes())
     assert trained_on(record, [item]) == ([item["case"]] if trained else [])
+
+
+@pytest.mark.parametrize("overwrite", [False, True], ids=["new_run", "overwrite"])
+@pytest.mark.parametrize(("name", "content"), [
+    pytest.param("metadata.json", "{\"mine\": 1}", id="metadata_json"),
+    pytest.param("history.csv", "my,table\n1,2\n", id="history_csv"),
+    pytest.param("progress.png", "my picture", id="progress_png"),
+    pytest.param("run.json", "{\"notes\": \"mine\"}", id="a_run_json_that_is_no_run_record"),
+])
+def test_a_users_file_of_a_name_training_writes_refuses_the_run_folder(tmp_path: Path, name: str, content: str,
+                                                                      overwrite: bool) -> None:
+    """A user's metadata.json (or progress.png) in a new run folder was replaced, their history.csv failed the run
+    after its first epoch: refused before anything is written, even with --overwrite (it deletes a run's files)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / name).write_text(content)
+    with pytest.raises(RunError, match=rf"{re.escape(str(run / name))}, which no training run wrote"):
+        _start(run, overwrite=overwrite)
+    release_held_folders()  # as the refused process exits: its lock goes
+    assert (run / name).read_text() == content and sorted(p.name for p in run.iterdir()) == [name]
+
+
+def test_a_runs_own_files_do_not_refuse_its_folder(tmp_path: Path) -> None:
+    """Training again over a run (--overwrite) or after a refused start finds its own files: no refusal."""
+    run = tmp_path / "run"
+    _start(run)
+    record_split(run, ([{"case": "a"}], [{"case": "b"}]))
+    for name in ("metadata.json", "history.csv", "progress.png"):
+        (run / name).write_text("written by the run")
+    _finish(run)
+    _start(run, overwrite=True)
