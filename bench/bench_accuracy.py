@@ -141,6 +141,11 @@ def time_to_dice(history: Path, out: Path, title: str) -> list[dict]:
     return points
 
 
+#: Everything the benchmark writes in ``--out`` (a folder holding any of them is refused before anything is written).
+BENCH_OUTPUTS = ("run", "seg", "eval", "datalist.log", "training.log", "training_fold_*.log", "inference.log",
+                 "evaluation.log", "accuracy.json", "time_to_dice.csv", "time_to_dice.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train-dir", required=True, help="a BraTS dataset folder: every case trains or validates")
@@ -180,10 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         hold_folder(out, what="bench_accuracy")
     except UserError as e:
         raise SystemExit(f"bench_accuracy: {e}") from None
-    earlier = [p.name for p in (out / "run", out / "training.log", out / "accuracy.json") if p.exists()]
-    if earlier:  # its logs would be replaced before training refused the finished run
-        raise SystemExit(f"bench_accuracy: {out} holds an earlier benchmark ({', '.join(earlier)}): pass another "
-                         "--out, or move that one away")
+    earlier = sorted({p.name for pattern in BENCH_OUTPUTS for p in out.glob(pattern)})
+    if earlier:  # an earlier benchmark's logs (or a user's file of a name it writes) would be replaced
+        raise SystemExit(f"bench_accuracy: {out} holds an earlier benchmark or files of the names it writes "
+                         f"({', '.join(earlier)}): pass another --out, or move them away")
     out.mkdir(parents=True, exist_ok=True)
     run = out / "run"
     print(machine(args.device), flush=True)

@@ -307,7 +307,8 @@ def test_oedema_contrast_prints_each_cases_oedema_against_its_normal_brain(tiny_
 
 
 @pytest.mark.parametrize("case", ["zero_minutes", "a_share_of_zero_per_fold", "an_earlier_benchmark_in_out",
-                                  "folds_out_of_range"])
+                                  "folds_out_of_range", "a_users_time_to_dice_png_in_out",
+                                  "a_users_fold_log_in_out"])
 def test_bench_accuracy_refuses_before_writing_anything(tiny_dataset: Path, tmp_path: Path, case: str) -> None:
     """--minutes 0 trained train.yaml's 300 epochs and printed '0.0 min of training'; a second run into one --out
     replaced the first's training log with the refusal before training refused the run."""
@@ -317,6 +318,9 @@ def test_bench_accuracy_refuses_before_writing_anything(tiny_dataset: Path, tmp_
     if case == "an_earlier_benchmark_in_out":
         (out / "run").mkdir(parents=True)
         (out / "training.log").write_text("the first run's log")
+    elif case.startswith("a_users"):  # a file the benchmark writes at its end: replaced after 45 minutes
+        out.mkdir()
+        (out / ("time_to_dice.png" if "png" in case else "training_fold_2.log")).write_text("mine")
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     result = run_module([sys.executable, "bench/bench_accuracy.py", "--train-dir", str(tiny_dataset), "--test-dir",
                          str(tiny_dataset), "--out", str(out), *args], capture_output=True, text=True, cwd=REPO,
