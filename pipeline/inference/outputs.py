@@ -32,7 +32,7 @@ from pipeline.core.provenance import (
 )
 from pipeline.data.layouts import Case
 from pipeline.data.source import DataSource
-from pipeline.inference.viewing import others_tables
+from pipeline.inference.viewing import edited_tables
 from pipeline.inference.writers import BackgroundWriters
 from pipeline.inference.writers import writer_threads as writer_threads_of
 
@@ -80,6 +80,7 @@ class InferenceReport:
         self.skipped: dict[str, str] = {}
         self.failed: dict[str, list[str]] = {}
         self.probabilities: set[str] = set()
+        self.kept_tables: list[Path] = []  # viewer tables edited in this folder: not written again (`guard_outputs`)
         self._replacing: set[str] = set()  # cases whose earlier record was dropped before their files are replaced
         self.lock: FolderLock | None = None
         self._provenance: Provenance | None = None
@@ -217,12 +218,16 @@ def guard_outputs(data: DataSource, items: Sequence[Mapping], output_dir: object
         refuse_other_dataset(data, out, record, items)
         if not as_bool(overwrite, "overwrite"):
             _refuse_foreign(items, out, report)
-            theirs = others_tables(out, data.description, recorded=bool(record.cases))
-            if theirs:
+            theirs = edited_tables(out, data.description)
+            if theirs and not record.cases:  # a folder inference never wrote: the user's tables
                 them = "them" if len(theirs) > 1 else "it"
                 raise UserError(f"{theirs[0]} is not a table inference wrote (no provenance.json of it in {out}), and "
                                 f"inference writes its own {theirs[0].name} there: move {them} aside, pass another "
                                 f"--output_dir, or --overwrite true to replace {them}")
+            if theirs and report is not None:  # inference's own folder: an edit of its table is kept
+                report.kept_tables = theirs
+                logger.info("kept %s: not this scheme's table as inference writes it (edited?); --overwrite true "
+                            "writes it again", ", ".join(str(t) for t in theirs))
     except BaseException:
         lock.release()
         raise
@@ -271,7 +276,9 @@ def _free_folder(data: DataSource, output_dir: Path) -> Path:
 def foreign_outputs(items: Sequence[Mapping], output_dir: str | os.PathLike, report: InferenceReport | None
                     ) -> list[str]:
     """``"<case> (model <id>)"`` for each item whose ``<case>.nii.gz`` exists in ``output_dir`` but was written by
-    another model than ``report.model``, or by an unknown one (no provenance record); empty without a model."""
+    another model than ``report.model``, or by an unknown one (no provenance record), and ``probabilities/<case>
+    .nii.gz (...)`` for each file there that no inference recorded as the case's probabilities (a user's: it was
+    replaced with ``--save_probabilities``, deleted as stale without); empty without a model."""
     if report is None or report.model is None:
         return []
     foreign = []
@@ -283,6 +290,11 @@ def foreign_outputs(items: Sequence[Mapping], output_dir: str | os.PathLike, rep
                 why = ("no record of its model" if case not in report.provenance.cases else
                        "not the file its record describes: put there since")
                 foreign.append(f"{case} ({'model ' + writer if writer else why})")
+                continue
+        probabilities = Path(output_dir) / PROBABILITIES / f"{case}.nii.gz"  # replaced, or deleted as stale
+        if ((probabilities.exists() or probabilities.is_symlink())
+                and not report.provenance.cases.get(case, {}).get("probabilities")):
+            foreign.append(f"{PROBABILITIES}/{probabilities.name} (no record of its model)")
     return foreign
 
 
@@ -302,7 +314,7 @@ def _refuse_foreign(items: Sequence[Mapping], output_dir: str | os.PathLike, rep
     foreign = foreign_outputs(items, output_dir, report)
     if foreign:
         raise UserError(
-            f"{output_dir} already holds {len(foreign)} segmentation(s) not written by this model "
+            f"{output_dir} already holds {len(foreign)} output(s) not written by this model "
             f"({report.model if report else None}): {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}; "
             "pass another --output_dir, or --overwrite true to replace them")
     record = report.provenance if report is not None else Provenance(output_dir)

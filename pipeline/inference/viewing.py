@@ -11,6 +11,7 @@ descriptions.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from pipeline.core.files import atomic_write_text
@@ -38,19 +39,18 @@ def itksnap_table(scheme: str | Description) -> str:
 VIEWER_TABLES = {"labels.ctbl": slicer_table, "labels_itksnap.txt": itksnap_table}
 
 
-def write_viewer_tables(output_dir: str | os.PathLike, scheme: str | Description) -> list[Path]:
-    """Write ``labels.ctbl`` and ``labels_itksnap.txt`` into ``output_dir`` (see the module docstring)."""
-    out = Path(output_dir)
-    return [atomic_write_text(out / name, table(scheme)) for name, table in VIEWER_TABLES.items()]
+def write_viewer_tables(output_dir: str | os.PathLike, scheme: str | Description,
+                        keep: Iterable[str | os.PathLike] = ()) -> list[Path]:
+    """Write ``labels.ctbl`` and ``labels_itksnap.txt`` into ``output_dir`` (see the module docstring), but for
+    those in ``keep`` (a user's edit in inference's own folder, `edited_tables`)."""
+    out, kept = Path(output_dir), {Path(k).name for k in keep}
+    return [atomic_write_text(out / name, table(scheme)) for name, table in VIEWER_TABLES.items() if name not in kept]
 
 
-def others_tables(output_dir: str | os.PathLike, scheme: str | Description, *, recorded: bool) -> list[Path]:
-    """The viewer tables in ``output_dir`` that inference would replace and did not write: other content than this
-    scheme's tables in a folder without a record of inference (``recorded``: its provenance.json lists a case). A
-    user's own colour table there was replaced without a word."""
+def edited_tables(output_dir: str | os.PathLike, scheme: str | Description) -> list[Path]:
+    """The viewer tables in ``output_dir`` whose content is not this scheme's table: a user's own (or edited), or
+    one written by an earlier version of this package; unreadable ones included."""
     out = Path(output_dir)
-    if recorded:
-        return []
     found = []
     for name, table in VIEWER_TABLES.items():
         try:

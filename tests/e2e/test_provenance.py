@@ -213,7 +213,7 @@ def test_a_segmentation_put_over_a_recorded_one_is_not_credited_to_its_model(rea
                                                   "output_dir": out}), capture_output=True, text=True, cwd=REPO,
                             timeout=600)
         line = last_line(result)
-        assert result.returncode != 0 and "already holds 1 segmentation(s) not written by this model" in line
+        assert result.returncode != 0 and "already holds 1 output(s) not written by this model" in line
         assert f"{case.name} (not the file its record describes: put there since)" in line
     else:
         rc, line = _evaluate(reader, out, data, trained_run, tmp_path / "eval", capsys)

@@ -83,6 +83,8 @@ def test_stale_probabilities_are_deleted_only_where_the_guard_allows(stale: str,
         old.write_bytes(b"an earlier run's probabilities")
     else:
         (os.symlink if stale == "symlink" else os.link)(case.label, old)
+    # an earlier run of this model in this folder wrote them (its segmentation since moved away)
+    Provenance(out).record(case.case_id, model="m1", file=f"{case.case_id}.nii.gz", inputs=[], probabilities="m1")
     data = DataSource(root)
     before = checksums(root)
     report = InferenceReport(out, model="m1")
@@ -97,6 +99,26 @@ def test_stale_probabilities_are_deleted_only_where_the_guard_allows(stale: str,
 
 
 
+def test_a_users_file_among_the_probabilities_is_refused_unless_overwrite(layout_datasets, tmp_path: Path) -> None:
+    """A file in <output_dir>/probabilities named as a case, of no recorded inference, was replaced with
+    save_probabilities (deleted as stale without): refused by name, before anything is written."""
+    root = _copy(layout_datasets, "brats2021", tmp_path)
+    case = discover_cases(root)[0]
+    out = tmp_path / "seg"
+    (out / PROBABILITIES).mkdir(parents=True)
+    theirs = out / PROBABILITIES / f"{case.case_id}.nii.gz"
+    theirs.write_bytes(b"my own probability maps")
+    data = DataSource(root)
+    before = checksums(out)
+    with pytest.raises(UserError, match=rf"already holds 1 output\(s\) not written by this model \(m1\): "
+                                        rf"{PROBABILITIES}/{case.case_id}.nii.gz \(no record of its model\)"):
+        guard_outputs(data, data.inference_items(), out, report=InferenceReport(out, model="m1"))
+    assert checksums(out) == before and not (out / ".lock").exists()
+    report = InferenceReport(out, model="m1")
+    guard_outputs(data, data.inference_items(), out, report=report, overwrite=True)  # asked for by name: replaced
+    report.finish()
+
+
 @pytest.mark.parametrize(("situation", "refused"), [
     pytest.param("the_users_tables", True, id="the_users_tables_are_refused"),
     pytest.param("the_users_tables_overwrite", False, id="overwrite_replaces_them"),
@@ -106,8 +128,9 @@ def test_stale_probabilities_are_deleted_only_where_the_guard_allows(stale: str,
 @pytest.mark.parametrize("layout", ["brats2021", "msd"])
 def test_a_users_viewer_tables_are_not_replaced_unasked(layout_datasets, tmp_path: Path, layout: str,
                                                         situation: str, refused: bool) -> None:
-    """A user's own labels.ctbl and labels_itksnap.txt in the output folder were replaced by inference's."""
-    from pipeline.inference.viewing import VIEWER_TABLES
+    """A user's own labels.ctbl and labels_itksnap.txt in the output folder were replaced by inference's; in
+    inference's own folder a user's edit of them was undone by the next run."""
+    from pipeline.inference.viewing import VIEWER_TABLES, write_viewer_tables
 
     root = _copy(layout_datasets, layout, tmp_path)
     data = DataSource(root)
@@ -127,9 +150,14 @@ def test_a_users_viewer_tables_are_not_replaced_unasked(layout_datasets, tmp_pat
                                             r"aside, pass another --output_dir, or --overwrite true to replace them"):
             guard_outputs(data, items, out, report=report)
         assert checksums(out) == before and not (out / ".lock").exists()  # nothing written, the lock released
-    else:
+    else:  # then written as inference.yaml writes them: an edit in inference's own folder is kept
         guard_outputs(data, items, out, report=report, overwrite=situation.endswith("overwrite"))
+        write_viewer_tables(out, data.description, keep=report.kept_tables)
         report.finish()
+        edited = situation == "a_folder_inference_wrote"
+        assert (out / "labels.ctbl").read_text() == ("an older colour table of ours\n" if edited
+                                                     else VIEWER_TABLES["labels.ctbl"](data.description))
+        assert (out / "labels_itksnap.txt").read_text() == VIEWER_TABLES["labels_itksnap.txt"](data.description)
 
 
 @pytest.mark.parametrize(("taken", "advised"), [
