@@ -27,7 +27,7 @@ from pipeline.core.process import exit_on_sigterm
 from pipeline.data.check import check_dataset, check_label_folder, is_label_folder
 from pipeline.data.datalist import write_datalist
 from pipeline.data.labels import BUILTIN, NNUNET_PREFIX, scheme_name
-from pipeline.data.layouts import LAYOUTS, detect_layout
+from pipeline.data.layouts import LAYOUTS, detect_layout, refuse_inside_dataset
 from pipeline.data.synthetic import DEFAULT_SHAPE, SUPPORTED_LAYOUTS, write_dataset
 from pipeline.evaluation.compare import compare
 from pipeline.evaluation.crossval import CV_OPTIONS, cross_validation_summary
@@ -198,6 +198,7 @@ def _plot(args: argparse.Namespace) -> int:
                             f"pictures were marked): plot {args.what} never draws over a file it cannot tell its own; "
                             "pass another --out, or --overwrite to replace it")
         out = OutputGuard([], protect=[table]).file(chosen, what="a picture", option="--out")
+        refuse_inside_dataset(out, "a picture", "--out")
         if args.what == "boxplot" and own:  # into the evaluation's folder: one writer there
             hold_folder(table.parent, what="pictures")
         draw = plot_training_curves if args.what == "curves" else plot_dice_boxplot

@@ -225,6 +225,12 @@ def test_bad_input_to_the_small_commands_is_one_line(argv: list[str], named: str
                  id="boxplot_over_another_picture"),
     pytest.param(["plot", "curves", "{tmp}/history.csv", "--out", "{apicture}"], "{apicture} exists",
                  id="curves_over_another_picture"),
+    pytest.param(["plot", "curves", "{tmp}/history.csv", "--out", "{data}/curves.png"],
+                 "lies inside the dataset folder {data}", id="curves_into_a_dataset"),
+    pytest.param(["plot", "boxplot", "{tmp}/m.csv", "--out", "{data}/{case}/box.png"],
+                 "lies inside the dataset folder {data}", id="boxplot_into_a_case_folder"),
+    pytest.param(["evaluate", "{pred}", "{data}", "--out", "{other}/eval"], "lies inside the dataset folder {other}",
+                 id="evaluate_into_another_dataset"),
 ])
 def test_an_output_path_that_cannot_be_written_is_one_line(argv: list[str], named: str, tiny_dataset: Path,
                                                            tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -242,12 +248,17 @@ def test_an_output_path_that_cannot_be_written_is_one_line(argv: list[str], name
     apicture.write_bytes(b"\x89PNG theirs")
     (tmp_path / "history.csv").write_text("epoch,loss,lr\n1,0.5,0.001\n")
     pred2 = shutil.copytree(pred, tmp_path / "pred2")  # a second algorithm (one folder twice is refused first)
+    other = tmp_path / "other_dataset"  # a dataset that is not an input of the command
+    if "{other}" in " ".join(argv):
+        shutil.copytree(tiny_dataset, other)
     values = {"afile": afile, "tmp": tmp_path, "data": tiny_dataset, "pred": pred, "pred2": pred2,
-              "apicture": apicture}
+              "apicture": apicture, "other": other, "case": sorted(p.name for p in tiny_dataset.iterdir())[0]}
+    before = sorted(tiny_dataset.rglob("*"))
     assert cli.main([a.format(**values) for a in argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and named.format(**values) in err[-1], err[-1]
     assert afile.read_text() == "mine" and apicture.read_bytes() == b"\x89PNG theirs"
+    assert sorted(tiny_dataset.rglob("*")) == before and not (other / "eval").exists()
 
 
 @pytest.mark.parametrize("what", ["curves", "boxplot"])

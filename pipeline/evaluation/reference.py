@@ -47,6 +47,7 @@ from pipeline.data.layouts import (
     LayoutInfo,
     detect_layout,
     discover_cases,
+    refuse_inside_dataset,
     resolve_scheme,
 )
 from pipeline.data.layouts.brats import case_folders, holds_case, single_case
@@ -695,6 +696,7 @@ def claim_output(out_dir: str | os.PathLike, kind: str, option: str = "--out", *
             them and the option to change).
     """
     out = Path(out_dir).expanduser()
+    refuse_inside_dataset(out, f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}", option)  # any dataset's
     refuse_other_kinds(out, kind, option)  # a run's, a model's segmentations, the other of evaluation/comparison
     comparison, evaluation = (out / COMPARISON_RECORD).is_file(), evaluation_record(out) is not None
     marked = comparison if kind == "comparison" else evaluation  # the kind's own record: its folder, not the user's

@@ -30,6 +30,7 @@ from pipeline.data.layouts.base import (
 logger = logging.getLogger(__name__)
 
 __all__ = ["LAYOUTS", "Case", "DatasetError", "DatasetScan", "LayoutInfo", "LayoutSpec", "Problem", "detect_layout",
+           "dataset_around", "refuse_inside_dataset",
            "channel_permutation", "discover_cases", "in_channel_order", "in_scheme_order", "no_case_message",
            "order_by_name", "output_key", "resolve_scheme", "scan_dataset", "usable_cases", "with_case_ids"]
 
@@ -141,6 +142,35 @@ def report_broken_links(scan: DatasetScan) -> None:
             f"case {case}: {link} is a link to {os.readlink(link)}, which does not exist (a drive or share not "
             "mounted?); mount it, or remove the link to leave it out")))
     scan.cases[:] = [c for c in scan.cases if c.case_id not in linked]
+
+
+def dataset_around(path: str | os.PathLike) -> Path | None:
+    """The dataset folder that ``path`` (a file or folder to write) is or lies in, or None: ``path`` or one of the
+    three folders above is a dataset of some layout (`detect_layout`), which covers ``ROOT/x``, ``ROOT/<case>/x``,
+    ``ROOT/HGG/<case>/x`` and ``ROOT/imagesTr/x``."""
+    here = Path(path).expanduser().absolute()
+    for folder in [here, *list(here.parents)[:3]]:
+        if not folder.is_dir() or folder == Path(folder.anchor):
+            continue
+        try:
+            detect_layout(folder)
+        except (DatasetError, OSError):
+            continue
+        return folder
+    return None
+
+
+def refuse_inside_dataset(path: str | os.PathLike, what: str, option: str) -> None:
+    """Refuse to write ``what`` at ``path`` inside a dataset folder (`dataset_around`), an input of this command
+    or not: nothing is written among a dataset's files.
+
+    Raises:
+        UserError: naming the path, the dataset folder and the option to change.
+    """
+    root = dataset_around(path)
+    if root is not None:
+        raise UserError(f"{option} {Path(path).expanduser()} lies inside the dataset folder {root}: {what} is never "
+                        f"written among a dataset's files; pass {option} a path outside it (e.g. runs/<name>)")
 
 
 def usable_cases(scan: DatasetScan) -> list[Case]:
