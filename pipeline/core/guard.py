@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipeline.core.config import as_path
 from pipeline.core.errors import UserError, cli_ids
+from pipeline.core.kinds import RUN_WRITES
 
 #: Sub-folders of a dataset that hold its files (MSD, nnU-Net): the dataset folder is their parent.
 DATASET_SUBFOLDERS = ("imagesTr", "labelsTr", "imagesTs")
@@ -141,7 +142,7 @@ EXPORT_POSITIONALS = ("net_id", "filepath", "ckpt_file")
 EXPORT_SUFFIXES = (".ts", ".onnx", ".engine", ".plan", ".trt")
 
 #: A run's own files, relative to its folder (what training writes): an export never replaces them.
-RUN_FILES = ("run.json", "metadata.json", "datalist.json", "history.csv", "progress.png", "models/*")
+RUN_FILES = ("run.json", "datalist.json", *RUN_WRITES, "models/*")
 
 
 def _export_ids(argv: list[str]) -> dict[str, str]:
@@ -158,7 +159,22 @@ def _export_ids(argv: list[str]) -> dict[str, str]:
             skip = "=" not in token and i + 1 < len(argv) and not argv[i + 1].startswith("--")
             continue
         positionals.append(token)
-    return {**dict(zip(EXPORT_POSITIONALS, positionals, strict=False)), **ids}  # fewer given: the rest keyword
+    given = {**dict(zip(EXPORT_POSITIONALS, positionals, strict=False)), **ids}  # fewer given: the rest keyword
+    return {**_args_file(given.get("args_file")), **given}  # as MONAI: the command line over the args file
+
+
+def _args_file(path: str | None) -> dict[str, str]:
+    """``{id: value}`` of MONAI's ``--args_file`` (JSON or YAML), as strings; empty when none is given or it cannot
+    be read (MONAI then refuses it itself)."""
+    if not path:
+        return {}
+    try:
+        from monai.bundle import ConfigParser  # noqa: PLC0415 - the export commands alone need it
+
+        content = ConfigParser.load_config_file(str(Path(path).expanduser()))
+    except Exception:  # noqa: BLE001 - MONAI's own reader says what is wrong with it
+        return {}
+    return {str(k): str(v) for k, v in content.items() if v is not None} if isinstance(content, dict) else {}
 
 
 def export_refusal(argv: list[str]) -> UserError | None:
@@ -166,7 +182,8 @@ def export_refusal(argv: list[str]) -> UserError | None:
     file it must not write over: the checkpoint it exports (``ckpt_file``), or a run's own file (`RUN_FILES` of a
     folder holding ``run.json``: its models, its record), or any existing file but an earlier export
     (`EXPORT_SUFFIXES`: an image, a segmentation or a record is not one); None otherwise (an earlier export is
-    replaced, as MONAI does: docs/after-training.md). An ``--args_file`` is not read.
+    replaced, as MONAI does: docs/after-training.md). ``--args_file`` is read as MONAI reads it: the command line
+    wins over it.
     """
     if not argv or argv[0] not in EXPORT_COMMANDS:
         return None

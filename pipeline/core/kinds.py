@@ -22,6 +22,11 @@ FOLDER_RECORDS: dict[str, tuple[str, ...]] = {
     "comparison": ("comparison.json",),
 }
 
+#: What every training writes in its run folder besides its record ``run.json`` (written after it: a folder that
+#: holds one of them and no run's record holds a user's file of the name). ``datalist.json`` is written only where
+#: none is.
+RUN_WRITES = ("metadata.json", "history.csv", "progress.png")
+
 #: A run's own sub-folders (training's models and TensorBoard events): the run's kind, though they hold no record.
 RUN_FOLDERS = ("models", "tensorboard")
 

@@ -28,7 +28,7 @@ from pipeline.core.distributed import computed_on_main_process, is_main_process
 from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, atomic_write_text, file_sha256, hold_folder
 from pipeline.core.guard import OutputGuard, is_within
-from pipeline.core.kinds import refuse_other_kinds
+from pipeline.core.kinds import RUN_WRITES, refuse_other_kinds
 from pipeline.core.provenance import file_digest, input_identity
 from pipeline.data.datalist import folds_present
 from pipeline.data.labels import Description, canonical_channel, describe
@@ -54,10 +54,6 @@ RUN_RECORD = "run.json"
 
 #: What a finished or interrupted training leaves in ``ckpt_dir``.
 RUN_ARTEFACTS = ("checkpoint.pt", "model.pt", "model_last.pt")
-
-#: What every training writes in its run folder besides ``run.json`` (written after it: a folder that holds one of
-#: them and no run's record holds a user's file of the name). ``datalist.json`` is written only where none is.
-RUN_WRITES = ("metadata.json", "history.csv", "progress.png")
 
 
 #: Ids that must equal the record's for ``--resume true`` (``preprocessing``: the command line's overrides of the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -114,6 +115,10 @@ def test_an_output_folder_beside_the_dataset_is_accepted_and_a_number_is_a_path(
     pytest.param(["ckpt_export", "--filepath", "{image}", "--ckpt_file", "{run}/models/model.pt"],
                  "exists and is no export", id="over_an_image_of_the_data"),
     pytest.param(["run", "inference", "--filepath", "{run}/run.json"], None, id="not_an_export"),
+    pytest.param(["ckpt_export", "network_def", "--args_file", "{args}"], "is the checkpoint ckpt_export exports",
+                 id="filepath_and_checkpoint_in_an_args_file"),
+    pytest.param(["ckpt_export", "network_def", "--args_file", "{args}", "--filepath", "{run}/new.ts"], None,
+                 id="the_command_line_over_the_args_file"),
 ])
 def test_an_export_over_its_checkpoint_or_a_runs_file_is_refused(tmp_path: Path, command: list[str],
                                                                   refused: str | None) -> None:
@@ -128,7 +133,10 @@ def test_an_export_over_its_checkpoint_or_a_runs_file_is_refused(tmp_path: Path,
         (run / name).write_bytes(b"the run's")
     (tmp_path / "other.ts").write_bytes(b"an older export")
     (tmp_path / "case_t1.nii.gz").write_bytes(b"an image")
-    argv = [a.format(run=run, other=tmp_path / "other.ts", image=tmp_path / "case_t1.nii.gz") for a in command]
+    args = tmp_path / "export_args.json"  # MONAI's --args_file: the ids the command line does not give
+    args.write_text(json.dumps({"filepath": str(run / "models/model.pt"), "ckpt_file": str(run / "models/model.pt")}))
+    argv = [a.format(run=run, other=tmp_path / "other.ts", image=tmp_path / "case_t1.nii.gz", args=args)
+            for a in command]
     refusal = export_refusal(argv)
     if refused is None:
         assert refusal is None
