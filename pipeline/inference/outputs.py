@@ -41,6 +41,20 @@ logger = logging.getLogger(__name__)
 #: Sub-folder of ``output_dir`` for the region probabilities (``--save_probabilities true``).
 PROBABILITIES = "probabilities"
 
+#: How the header's ``descrip`` of a probability map inference wrote begins (its regions follow).
+PROBABILITIES_DESCRIP = "regions "
+
+
+def probabilities_written_here(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a probability map inference wrote (uint16, ``descrip`` `PROBABILITIES_DESCRIP`...): a map
+    an interrupted inference left before its record (provenance.json) is told from a user's file by it."""
+    try:
+        header = nib.load(path).header
+        return (header.get_data_dtype() == np.uint16
+                and np.asarray(header["descrip"]).tobytes().startswith(PROBABILITIES_DESCRIP.encode()))
+    except Exception:  # noqa: BLE001 - unreadable: not one of ours
+        return False
+
 
 def reference_path(image: object) -> str:
     """The first input file of a loaded image (``MetaTensor.meta['filename_or_obj']``) or of a path list."""
@@ -293,7 +307,8 @@ def foreign_outputs(items: Sequence[Mapping], output_dir: str | os.PathLike, rep
                 continue
         probabilities = Path(output_dir) / PROBABILITIES / f"{case}.nii.gz"  # replaced, or deleted as stale
         if ((probabilities.exists() or probabilities.is_symlink())
-                and not report.provenance.cases.get(case, {}).get("probabilities")):
+                and not report.provenance.cases.get(case, {}).get("probabilities")
+                and not probabilities_written_here(probabilities)):  # left by an interrupted run: ours
             foreign.append(f"{PROBABILITIES}/{probabilities.name} (no record of its model)")
     return foreign
 

@@ -25,7 +25,14 @@ from pipeline.core.config import as_bool, as_choice, as_fraction, as_int
 from pipeline.core.files import atomic_write
 from pipeline.core.provenance import InputRef
 from pipeline.data.labels import describe, regions_to_labels
-from pipeline.inference.outputs import INPUTS_KEY, PROBABILITIES, InferenceReport, image_files, reference_path
+from pipeline.inference.outputs import (
+    INPUTS_KEY,
+    PROBABILITIES,
+    PROBABILITIES_DESCRIP,
+    InferenceReport,
+    image_files,
+    reference_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +222,7 @@ def write_probabilities_like(probabilities: np.ndarray, reference: str | os.Path
     header.set_data_dtype(np.uint16)
     img = nib.Nifti1Image(data, ref.affine, header=header)
     img.header.set_slope_inter(PROBABILITY_SCALE, 0.0)
-    img.header["descrip"] = ("regions " + ",".join(regions))[:79].encode()
+    img.header["descrip"] = (PROBABILITIES_DESCRIP + ",".join(regions))[:79].encode()
     return atomic_write(out_path, lambda tmp: nib.save(img, tmp))
 
 

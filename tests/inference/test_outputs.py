@@ -119,6 +119,25 @@ def test_a_users_file_among_the_probabilities_is_refused_unless_overwrite(layout
     report.finish()
 
 
+def test_probabilities_an_interrupted_inference_left_before_its_record_are_its_own(layout_datasets,
+                                                                                   tmp_path: Path) -> None:
+    """Probabilities are written before the case's segmentation records them: a run stopped between the two left a
+    map of no record, which must not refuse the next run as a user's file."""
+    from pipeline.inference.predict import write_probabilities_like
+
+    root = _copy(layout_datasets, "brats2021", tmp_path)
+    case = discover_cases(root)[0]
+    out = tmp_path / "seg"
+    left = out / PROBABILITIES / f"{case.case_id}.nii.gz"
+    left.parent.mkdir(parents=True)
+    shape = nib.load(case.images[0]).shape[:3]
+    write_probabilities_like(np.full((3, *shape), 0.5, np.float32), case.images[0], left, ["TC", "WT", "ET"])
+    data = DataSource(root)
+    report = InferenceReport(out, model="m1")
+    guard_outputs(data, data.inference_items(), out, report=report)
+    report.finish()
+
+
 @pytest.mark.parametrize(("situation", "refused"), [
     pytest.param("the_users_tables", True, id="the_users_tables_are_refused"),
     pytest.param("the_users_tables_overwrite", False, id="overwrite_replaces_them"),

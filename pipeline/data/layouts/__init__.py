@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline.core.errors import UserError
 from pipeline.core.guard import GRADE_FOLDERS
-from pipeline.core.nifti import broken_links, is_nifti, nifti_stem
+from pipeline.core.nifti import NIFTI_EXTENSIONS, broken_links, is_nifti, nifti_stem
 from pipeline.data.layouts import brats, msd, nnunet
 from pipeline.data.layouts.base import (
     Case,
@@ -144,19 +144,32 @@ def report_broken_links(scan: DatasetScan) -> None:
     scan.cases[:] = [c for c in scan.cases if c.case_id not in linked]
 
 
-def dataset_around(path: str | os.PathLike) -> Path | None:
-    """The dataset folder that ``path`` (a file or folder to write) is or lies in, or None: ``path`` or one of the
-    three folders above is a dataset of some layout (`detect_layout`), which covers ``ROOT/x``, ``ROOT/<case>/x``,
-    ``ROOT/HGG/<case>/x`` and ``ROOT/imagesTr/x``."""
-    here = Path(path).expanduser().absolute()
-    for folder in [here, *list(here.parents)[:3]]:
-        if not folder.is_dir() or folder == Path(folder.anchor):
-            continue
+def _holds_dataset(folder: Path) -> bool:
+    """Whether ``folder`` is a dataset of some layout, by its marks alone (cheap, whatever else it holds, a mixed or
+    broken dataset too): nnU-Net's ``dataset.json``, the Decathlon's ``imagesTr/``/``imagesTs/``, or a BraTS case
+    folder (``<case>/<case>_t1.nii.gz``..., also below ``HGG``/``LGG``)."""
+    if (folder / "dataset.json").is_file() or any((folder / d).is_dir() for d in ("imagesTr", "imagesTs")):
+        return True
+    names = [f"{spec.separator}{s}{ext}" for spec in brats.SPECS.values() for s in (*spec.suffixes, "seg")
+             for ext in NIFTI_EXTENSIONS]
+    for place in (folder, *(folder / g for g in GRADE_FOLDERS)):
         try:
-            detect_layout(folder)
-        except (DatasetError, OSError):
+            entries = [e for e in os.scandir(place) if not e.name.startswith(".") and e.is_dir()]
+        except OSError:
             continue
-        return folder
+        if any(os.path.exists(os.path.join(e.path, e.name + n)) for e in entries for n in names):
+            return True
+    return False
+
+
+def dataset_around(path: str | os.PathLike) -> Path | None:
+    """The dataset folder that ``path`` (a file or folder to write; links followed) is or lies in, or None:
+    ``path`` or one of the three folders above is a dataset (`_holds_dataset`), which covers ``ROOT/x``,
+    ``ROOT/<case>/x``, ``ROOT/HGG/<case>/x`` and ``ROOT/imagesTr/x``."""
+    here = Path(path).expanduser().resolve()
+    for folder in [here, *list(here.parents)[:3]]:
+        if folder.is_dir() and folder != Path(folder.anchor) and _holds_dataset(folder):
+            return folder
     return None
 
 
