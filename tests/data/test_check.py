@@ -481,12 +481,13 @@ def test_a_case_id_no_output_file_can_carry_is_an_error_of_the_check(layout_data
     pytest.param("brats2021", ".", id="brats2021_a_case_folder"),
     pytest.param("brats2023", ".", id="brats2023_a_case_folder"),
     pytest.param("brats2021", "HGG", id="brats2018_a_case_folder_in_hgg"),
-    pytest.param("brats2021", "case", id="brats2021_a_contrast_in_its_case_folder"),
+    pytest.param("brats2021", "case", id="brats2021_a_stray_link_in_a_case_folder_is_a_warning"),
     pytest.param("msd", "imagesTr", id="msd_an_image"),
     pytest.param("brats2021", "contrast", id="brats2021_a_contrast_of_a_case"),
     pytest.param("brats2023", "contrast", id="brats2023_a_contrast_of_a_case"),
     pytest.param("nnunet", "channel", id="nnunet_a_channel_of_a_case"),
     pytest.param("nnunet", "label", id="nnunet_a_label"),
+    pytest.param("msd", "label", id="msd_a_label"),
 ])
 @pytest.mark.parametrize("path", ["check", "datalist"])
 def test_a_link_that_leads_nowhere_is_an_error_naming_it(layout_datasets, tmp_path: Path, layout: str, where: str,
@@ -513,15 +514,20 @@ def test_a_link_that_leads_nowhere_is_an_error_naming_it(layout_datasets, tmp_pa
         replaced.unlink()
         name, link = replaced.name, replaced
     else:
-        name = {"case": f"{first}_extra.nii.gz", "imagesTr": "BRATS_009.nii.gz"}.get(where, "Brats_lost_case")
+        name = {"case": f"{first}_extra.nii.gz", "imagesTr": "BRATS_1009.nii.gz"}.get(where, "Brats_lost_case")
         link = (root / first if where == "case" else root / where) / name
     link.symlink_to(tmp_path / "unmounted" / name)
     said = rf"{re.escape(str(link))} is a link to .*unmounted/{re.escape(name)}, which does not exist"
+    if where == "case":  # a file no case reads: said, and the dataset is used
+        report = check_dataset(root)
+        assert not report.errors and [p.severity for p in report.warnings] == ["warning"]
+        assert re.search(said + "; no case reads it", report.warnings[0].message)
+        return
     if path == "check":
         report = check_dataset(root)
         assert [p.severity for p in report.errors] == ["error"] and re.search(said, report.errors[0].message)
         assert report.errors[0].case == {".": "Brats_lost_case", "HGG": "Brats_lost_case",
-                                         "imagesTr": "BRATS_009"}.get(where, first)
+                                         "imagesTr": "BRATS_1009"}.get(where, first)
         assert not [p for p in report.problems if p.severity == "warning" and p.case == first]  # "no label"
         if replaced is not None:  # the case is refused, the others pass
             assert report.bad_cases == [first]

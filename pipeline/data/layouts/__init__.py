@@ -109,16 +109,22 @@ def scan_dataset(root: str | os.PathLike, layout: str | None = None) -> DatasetS
 CASE_PLACES = (".", "HGG", "LGG", "imagesTr", "labelsTr", "imagesTs")
 
 
-def _linked_case(root: Path, link: Path) -> str:
-    """The case a link leading nowhere stands for: a case folder (its name), a BraTS case's file (its folder's
-    name), an image ``imagesTr/<case>_<XXXX>`` or ``imagesTs/...`` (MSD's ``<case>``) or a label ``labelsTr/<case>``."""
-    parent, stem = link.parent, nifti_stem(link.name) if is_nifti(link.name) else link.name.split(".nii")[0]
+def _linked_case(root: Path, link: Path, layout: str) -> tuple[str, bool]:
+    """The case a link leading nowhere stands for, and whether it is a file the layout reads (else a stray link,
+    such as a note's): a case folder (its name: the root's and the grade folders' entries are read), a BraTS case's
+    contrast or label (its folder's name), an image ``imagesTr/<case>_<XXXX>`` (nnU-Net; the Decathlon's
+    ``<case>``), ``imagesTs/...`` or a label ``labelsTr/<case>``."""
+    parent, name = link.parent, link.name
     if parent == root or (parent.name in GRADE_FOLDERS and parent.parent == root):
-        return link.name
-    if parent.name in ("imagesTr", "imagesTs"):
-        numbered = re.fullmatch(r"(.+)_\d{4}", stem)
-        return numbered.group(1) if numbered else stem
-    return stem if parent.name == "labelsTr" else parent.name
+        return name, True
+    stem = nifti_stem(name) if is_nifti(name) else name.split(".nii")[0]
+    if parent.name in ("imagesTr", "imagesTs", "labelsTr") and parent.parent == root:
+        numbered = re.fullmatch(r"(.+)_\d{4}", stem) if layout == "nnunet" and parent.name != "labelsTr" else None
+        return (numbered.group(1) if numbered else stem), ".nii" in name
+    spec = LAYOUTS.get(layout)
+    reads = spec is not None and layout in brats.SPECS and any(
+        stem == f"{parent.name}{spec.separator}{s}" for s in (*spec.suffixes, "seg"))
+    return parent.name, reads
 
 
 def report_broken_links(scan: DatasetScan) -> None:
@@ -133,7 +139,12 @@ def report_broken_links(scan: DatasetScan) -> None:
     places += sorted({Path(f).parent for c in scan.cases for f in c.images} - set(places))
     linked: set[str] = set()
     for link in (link for place in places for link in broken_links(place)):
-        case = _linked_case(root, link)
+        case, reads = _linked_case(root, link, scan.layout.layout)
+        if not reads:  # a link the layout never reads (a note's, a file of another name): said, not refused
+            scan.problems.append(Problem(case, str(link), "warning", (
+                f"{link} is a link to {os.readlink(link)}, which does not exist; no case reads it (remove it if it "
+                "should be one)")))
+            continue
         linked.add(case)
         stem = link.name.split(".nii")[0]
         scan.problems[:] = [p for p in scan.problems  # what the layout said of the file it could not see

@@ -135,7 +135,7 @@ def scan_msd(root: Path, scan: DatasetScan) -> None:
     for cid, image in images_tr.items():
         label = labels.get(cid)
         if label is None:
-            scan.problems.append(Problem(cid, image, "warning", (
+            scan.problems.append(Problem(cid, str(root / "labelsTr" / f"{cid}.nii.gz"), "warning", (
                 f"case {cid}: imagesTr/{Path(image).name} has no label labelsTr/{cid}.nii.gz; it is used as an "
                 "unlabelled case (inference only): restore the label to train on it")))
         scan.cases.append(Case(cid, (image,), label, index))
