@@ -34,6 +34,7 @@ from pipeline.data.layouts import (
     in_scheme_order,
     order_by_name,
     output_key,
+    refuse_inside_dataset,
     resolve_scheme,
     scan_dataset,
     usable_cases,
@@ -128,6 +129,7 @@ def write_datalist(root: str | os.PathLike, out: str | os.PathLike, folds: int =
     cases = usable_cases(scan)
     guard = OutputGuard([f for c in cases for f in c.files], roots=[scan.root])
     out = guard.file(out, what="a datalist", option="--out")
+    refuse_inside_dataset(out, "a datalist", "--out")  # another dataset's folder too
     record = next((kind for kind, f in kinds_in(out.parent).items() if f.resolve() == out.resolve()), None)
     if record is not None:  # even with --force: a run's, an evaluation's, a comparison's or inference's record
         raise UserError(f"{out} is the record of {'a training run' if record == 'run' else record} there, not a "

@@ -696,7 +696,8 @@ def claim_output(out_dir: str | os.PathLike, kind: str, option: str = "--out", *
             them and the option to change).
     """
     out = Path(out_dir).expanduser()
-    refuse_inside_dataset(out, f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}", option)  # any dataset's
+    refuse_inside_dataset(out, {"pictures": "a picture"}.get(kind, f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"),
+                          option)  # any dataset's
     refuse_other_kinds(out, kind, option)  # a run's, a model's segmentations, the other of evaluation/comparison
     comparison, evaluation = (out / COMPARISON_RECORD).is_file(), evaluation_record(out) is not None
     marked = comparison if kind == "comparison" else evaluation  # the kind's own record: its folder, not the user's

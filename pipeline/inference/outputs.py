@@ -30,7 +30,7 @@ from pipeline.core.provenance import (
     input_identity,
     ref_path,
 )
-from pipeline.data.layouts import Case
+from pipeline.data.layouts import Case, refuse_inside_dataset
 from pipeline.data.source import DataSource
 from pipeline.inference.viewing import edited_tables
 from pipeline.inference.writers import BackgroundWriters
@@ -219,6 +219,7 @@ def guard_outputs(data: DataSource, items: Sequence[Mapping], output_dir: object
             into it, or it holds segmentations of these cases written by another model.
     """
     out = data.guard.folder(output_dir, what="segmentations", option="--output_dir")
+    refuse_inside_dataset(out, "segmentations", "--output_dir")  # another dataset's folder too (its labelsTr/)
     refuse_other_kinds(out, "segmentations", "--output_dir")  # not among a run's files, an evaluation's tables
     data.guard.folder(out / PROBABILITIES, what=f"region probabilities ({out / PROBABILITIES})",
                       option="--output_dir")

@@ -32,7 +32,7 @@ from pipeline.core.kinds import RUN_WRITES, refuse_other_kinds
 from pipeline.core.provenance import file_digest, input_identity
 from pipeline.data.datalist import folds_present
 from pipeline.data.labels import Description, canonical_channel, describe
-from pipeline.data.layouts import Case, order_by_name
+from pipeline.data.layouts import Case, order_by_name, refuse_inside_dataset
 from pipeline.data.source import DataSource
 from pipeline.data.transforms import parse_normalization, parse_spacing
 from pipeline.model.network import check_roi_size, network_spec
@@ -131,10 +131,12 @@ def start_training(run_dir: object, ckpt_dir: object, *, resume: bool | str, ove
         check_device(device)
     run = str(guard.folder(run_dir, what="a training run", option="--run_dir") if guard is not None
               else as_path(run_dir, "run_dir"))
+    refuse_inside_dataset(run, "a training run", "--run_dir")  # another dataset's folder too
     if guard is not None:
         for name, folder in {"ckpt_dir": ckpt_dir, **(folders or {})}.items():
             if folder not in (None, ""):
                 guard.folder(folder, what=f"the run's {name}", option=f"--{name}")
+                refuse_inside_dataset(folder, f"the run's {name}", f"--{name}")
     logs = (folders or {}).get("tensorboard_dir")
     return computed_on_main_process(_start_training, run, as_path(ckpt_dir, "ckpt_dir"), as_bool(resume, "resume"),
                                     as_bool(overwrite, "overwrite"), dict(ids), network_spec(network_factory), guard,
@@ -180,9 +182,11 @@ def _refuse_users_files(run: Path, record: dict | None, found: Sequence[Path]) -
         return
     if theirs:
         them = "them" if len(theirs) > 1 else "it"
-        raise RunError(f"{run} holds {', '.join(str(p) for p in theirs)}, which no training run wrote (the folder "
-                       f"has no run's {RUN_RECORD}), and training writes its own {theirs[0].name} there: move {them} "
-                       "aside, or pass another --run_dir (--overwrite replaces only what a run wrote)")
+        why = ("it is no training run's record (no ids)" if theirs[0].name == RUN_RECORD
+               else f"the folder has no run's {RUN_RECORD}")
+        raise RunError(f"{run} holds {', '.join(str(p) for p in theirs)}, which no training run wrote ({why}), and "
+                       f"training writes its own {theirs[0].name} there: move {them} aside, or pass another --run_dir "
+                       "(--overwrite replaces only what a run wrote)")
 
 
 def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, ids: dict, network: dict,

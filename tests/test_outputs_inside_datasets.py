@@ -1,0 +1,76 @@
+"""No writer puts its outputs inside a dataset folder, an input of the command or not (`refuse_inside_dataset`)."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from pathlib import Path
+
+import pytest
+from monai.networks.nets import UNet
+
+from pipeline.core.errors import UserError
+from pipeline.data.layouts import dataset_around
+from pipeline.data.source import DataSource
+
+SMALL = functools.partial(UNet, spatial_dims=3, in_channels=4, out_channels=3, channels=[4, 8], strides=[2],
+                          num_res_units=0)
+
+
+def _datalist(data: Path, out: Path) -> None:
+    from pipeline.data.datalist import write_datalist
+
+    write_datalist(data, out, folds=2)
+
+
+def _segmentations(data: Path, out: Path) -> None:
+    from pipeline.inference.outputs import InferenceReport, guard_outputs
+
+    source = DataSource(data)
+    guard_outputs(source, source.inference_items(), out, report=InferenceReport(out, model="m1"))
+
+
+def _run(data: Path, out: Path) -> None:
+    from pipeline.model.record import run_ids, start_training
+
+    source = DataSource(data)
+    start_training(out, out / "models", resume=False, overwrite=False, network_factory=SMALL,
+                   ids=run_ids(source, fold=0, roi_size=[32, 32, 32]), guard=source.guard)
+
+
+def _evaluation(data: Path, out: Path) -> None:
+    from pipeline.evaluation.reference import claim_output
+
+    claim_output(out, "evaluation", "--out")
+
+
+WRITERS = {"datalist": (_datalist, "datalist.json"), "segmentations": (_segmentations, "seg"),
+           "a_training_run": (_run, "run"), "an_evaluation": (_evaluation, "eval")}
+
+
+@pytest.mark.parametrize("place", ["root", "case_folder", "labelsTr"])
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_no_writer_writes_inside_another_dataset(layout_datasets, tmp_path: Path, writer: str, place: str) -> None:
+    """Segmentations went into another dataset's labelsTr/ (where a case of the same name has its label), a run or
+    a datalist into another dataset's case folder: only the command's own input dataset was guarded."""
+    layout = "msd" if place == "labelsTr" else "brats2021"
+    data = layout_datasets["brats2021"]  # the command's input
+    other = Path(shutil.copytree(layout_datasets[layout], tmp_path / "other"))
+    inside = {"root": other, "labelsTr": other / "labelsTr",
+              "case_folder": next(p for p in sorted(other.iterdir()) if p.is_dir())}[place]
+    write, name = WRITERS[writer]
+    before = sorted(other.rglob("*"))
+    with pytest.raises(UserError, match=rf"lies inside the dataset folder {other.resolve()}"):
+        write(data, inside / name)
+    assert sorted(other.rglob("*")) == before
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_a_writer_beside_a_dataset_is_not_inside_it(layout_datasets, tmp_path: Path, writer: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative ../ path from inside a dataset, and a folder next to it, are outside it."""
+    data = Path(shutil.copytree(layout_datasets["brats2021"], tmp_path / "data"))
+    monkeypatch.chdir(data)
+    assert dataset_around(Path("..") / "out") is None and dataset_around(tmp_path) is None
+    write, name = WRITERS[writer]
+    write(data, tmp_path / "beside" / name)
