@@ -233,7 +233,8 @@ def guard_outputs(data: DataSource, items: Sequence[Mapping], output_dir: object
         refuse_other_dataset(data, out, record, items)
         if not as_bool(overwrite, "overwrite"):
             _refuse_foreign(items, out, report)
-            theirs = edited_tables(out, data.description)
+            theirs = edited_tables(out, data.description, [str(e["scheme"]) for e in record.cases.values()
+                                                           if isinstance(e, dict) and e.get("scheme")])
             if theirs and not record.cases:  # a folder inference never wrote: the user's tables
                 them = "them" if len(theirs) > 1 else "it"
                 raise UserError(f"{theirs[0]} is not a table inference wrote (no provenance.json of it in {out}), and "

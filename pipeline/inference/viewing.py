@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline.core.files import atomic_write_text
 from pipeline.data.colours import colour_table
-from pipeline.data.labels import Description
+from pipeline.data.labels import Description, describe
 
 
 def slicer_table(scheme: str | Description) -> str:
@@ -47,14 +47,22 @@ def write_viewer_tables(output_dir: str | os.PathLike, scheme: str | Description
     return [atomic_write_text(out / name, table(scheme)) for name, table in VIEWER_TABLES.items() if name not in kept]
 
 
-def edited_tables(output_dir: str | os.PathLike, scheme: str | Description) -> list[Path]:
-    """The viewer tables in ``output_dir`` whose content is not this scheme's table: a user's own (or edited), or
-    one written by an earlier version of this package; unreadable ones included."""
+def edited_tables(output_dir: str | os.PathLike, scheme: str | Description,
+                  written: Iterable[str] = ()) -> list[Path]:
+    """The viewer tables in ``output_dir`` that inference did not write as they are: their content is neither this
+    scheme's table nor that of a scheme the folder's segmentations were written in (``written``, provenance.json's
+    names: inference wrote those tables); a user's own or edited table, or an unreadable one."""
     out = Path(output_dir)
+    schemes: list[str | Description] = [scheme]
+    for name in dict.fromkeys(written):
+        try:
+            schemes.append(describe(name))
+        except Exception:  # noqa: BLE001 - a scheme no longer known here (a moved dataset.json): no table of it
+            continue
     found = []
     for name, table in VIEWER_TABLES.items():
         try:
-            if (out / name).read_text(encoding="utf-8") != table(scheme):
+            if (out / name).read_text(encoding="utf-8") not in {table(s) for s in schemes}:
                 found.append(out / name)
         except FileNotFoundError:
             continue

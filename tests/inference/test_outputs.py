@@ -143,6 +143,7 @@ def test_probabilities_an_interrupted_inference_left_before_its_record_are_its_o
     pytest.param("the_users_tables_overwrite", False, id="overwrite_replaces_them"),
     pytest.param("our_tables", False, id="the_same_tables_are_ours"),
     pytest.param("a_folder_inference_wrote", False, id="a_folder_with_its_record_is_ours"),
+    pytest.param("a_table_of_a_scheme_recorded_there", False, id="a_table_inference_wrote_is_written_again"),
 ])
 @pytest.mark.parametrize("layout", ["brats2021", "msd"])
 def test_a_users_viewer_tables_are_not_replaced_unasked(layout_datasets, tmp_path: Path, layout: str,
@@ -156,11 +157,14 @@ def test_a_users_viewer_tables_are_not_replaced_unasked(layout_datasets, tmp_pat
     out = tmp_path / "seg"
     out.mkdir()
     for name, table in VIEWER_TABLES.items():
-        ours = situation in ("our_tables", "a_folder_inference_wrote")
+        ours = situation in ("our_tables", "a_folder_inference_wrote", "a_table_of_a_scheme_recorded_there")
         (out / name).write_text(table(data.description) if ours else f"{name}: my own colours\n")
     if situation == "a_folder_inference_wrote":
         (out / "labels.ctbl").write_text("an older colour table of ours\n")
         Provenance(out).record("earlier_case", model="m0", file="earlier_case.nii.gz", inputs=[])
+    if situation == "a_table_of_a_scheme_recorded_there":  # segmented in brats2023 before: its table
+        (out / "labels.ctbl").write_text(VIEWER_TABLES["labels.ctbl"]("brats2023"))
+        Provenance(out).record("earlier_case", model="m0", file="earlier_case.nii.gz", inputs=[], scheme="brats2023")
     before = checksums(out)
     report = InferenceReport(out, model="m1")
     items = data.inference_items()
