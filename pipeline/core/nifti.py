@@ -54,6 +54,17 @@ def broken_links(folder: Path) -> list[Path]:
         return []
 
 
+def dangling(path: str | os.PathLike) -> str:
+    """`` (a link to <target>, which does not exist: a drive or share not mounted?)`` when ``path`` is a link that
+    leads nowhere, else ``""``: what a message about a file not found adds, so that it is not re-downloaded."""
+    try:
+        if os.path.islink(path) and not os.path.exists(path):
+            return f" (a link to {os.readlink(path)}, which does not exist: a drive or share not mounted?)"
+    except OSError:
+        pass
+    return ""
+
+
 def pick_nifti(names: set[str], stem: str) -> str | None:
     """``stem.nii.gz`` or ``stem.nii``, whichever ``names`` holds (``.nii.gz`` first), else None."""
     for ext in NIFTI_EXTENSIONS:

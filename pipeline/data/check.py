@@ -18,7 +18,15 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from pipeline.core.nifti import AFFINE_TOLERANCE, HEADER_ROUNDING, axcodes, grid_distance, read_voxels, reorientation
+from pipeline.core.nifti import (
+    AFFINE_TOLERANCE,
+    HEADER_ROUNDING,
+    axcodes,
+    dangling,
+    grid_distance,
+    read_voxels,
+    reorientation,
+)
 from pipeline.core.provenance import file_digest
 from pipeline.data.datalist import check_case_id
 from pipeline.data.labels import (
@@ -265,8 +273,10 @@ def _check_headers(files: list[_File], case: Case, add: _Add, *, nnunet: bool) -
     spacing_warned = False
     for f in files:
         if not os.path.isfile(f.path):
-            add(f, "error", f"does not exist ({f.what}); restore it (re-download or re-extract the case) "
-                            "or remove the case from the dataset")
+            link = dangling(f.path)
+            add(f, "error", f"does not exist ({f.what}){link}; " + ("mount it, or remove the case from the dataset"
+                            if link else "restore it (re-download or re-extract the case) or remove the case from "
+                            "the dataset"))
             continue
         try:
             f.header = nib.load(f.path)

@@ -17,7 +17,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text
 from pipeline.core.guard import OutputGuard, is_within
 from pipeline.core.kinds import kinds_in
-from pipeline.core.nifti import nifti_stem
+from pipeline.core.nifti import dangling, nifti_stem
 from pipeline.data.labels import (
     CHANNELS,
     LABEL_SCHEMES,
@@ -302,8 +302,10 @@ class _DatalistReader:
             in_root = os.path.abspath(os.path.join(self.data_root, given))
             if os.path.isfile(in_root):
                 return in_root
-        if os.path.isabs(given):
-            self.missing.append(f"{where}: {what} {value} does not exist; fix the path or remove the case")
+        if os.path.isabs(given) or dangling(found):
+            link = dangling(found)
+            self.missing.append(f"{where}: {what} {value} does not exist{link}; "
+                                + ("mount it, or remove the case" if link else "fix the path or remove the case"))
         elif self.model_zoo:
             root = f" nor in --dataset_dir {self.data_root}" if self.data_root is not None else ""
             self.missing.append(

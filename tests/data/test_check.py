@@ -560,3 +560,21 @@ def test_a_copy_is_only_a_labelled_case_with_the_same_image_bytes(tmp_path: Path
         other = case("b", b"\0" * (3 << 19) + b"\1" + b"\0" * ((3 << 19) - 1), True)
     assert duplicate_cases([first, other]) == []
     assert [p.case for p in duplicate_cases([first, case("c", b"\0" * (3 << 20), True)])] == ["c"]
+
+
+@pytest.mark.parametrize("gone", ["a_dangling_link", "a_missing_file"])
+def test_a_case_file_gone_since_discovery_says_whether_it_is_a_link(layout_datasets, tmp_path: Path,
+                                                                    gone: str) -> None:
+    """A file that became a link to nowhere (a share unmounted) was reported as missing, to be re-downloaded."""
+    from pipeline.data.check import check_case
+
+    case = discover_cases(layout_datasets["brats2021"])[0]
+    path = tmp_path / "t1ce.nii.gz"
+    if gone == "a_dangling_link":
+        path.symlink_to(tmp_path / "unmounted" / "t1ce.nii.gz")
+    images = (*case.images[:1], str(path), *case.images[2:])
+    problems = check_case(Case(case.case_id, images, case.label, case.channel_index), "brats")
+    said = [p.message for p in problems if p.severity == "error"]
+    assert len(said) == 1 and "does not exist" in said[0]
+    assert ("a link to" in said[0] and "mount it" in said[0]) == (gone == "a_dangling_link")
+    assert ("re-download" in said[0]) == (gone == "a_missing_file")

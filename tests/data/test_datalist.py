@@ -115,6 +115,10 @@ def _bad(files: dict[str, str], tmp_path: Path, kind: str) -> dict:
         item["image"] = item["image"][:3]
     elif kind == "missing_file":
         item["image"][2] = "data/gone_t2.nii.gz"  # relative: read from the datalist's folder
+    elif kind.startswith("a_dangling_link"):  # a share not mounted: the file is there, as a link to nowhere
+        link = tmp_path / "data" / "linked_t2.nii.gz"
+        link.symlink_to(tmp_path / "unmounted" / "t2.nii.gz")
+        item["image"][2] = str(link) if kind.endswith("absolute") else "data/linked_t2.nii.gz"
     elif kind == "missing_fold":
         del item["fold"]
     elif kind == "missing_label":
@@ -136,6 +140,11 @@ def _bad(files: dict[str, str], tmp_path: Path, kind: str) -> dict:
         pytest.param("three_images", r"case BraTS2021_00000: \"image\" lists 3 file\(s\); expected 4", id="3_images"),
         pytest.param("missing_file", r"case BraTS2021_00000: image file data/gone_t2\.nii\.gz is not found in the "
                                      r"datalist's folder .*fix the path, or rewrite the datalist", id="missing_file"),
+        pytest.param("a_dangling_link_relative", r"linked_t2\.nii\.gz does not exist \(a link to .*unmounted/t2\.nii"
+                     r"\.gz, which does not exist: a drive or share not mounted\?\); mount it", id="a_dangling_link"),
+        pytest.param("a_dangling_link_absolute", r"linked_t2\.nii\.gz does not exist \(a link to .*unmounted/t2\.nii"
+                     r"\.gz, which does not exist: a drive or share not mounted\?\); mount it",
+                     id="a_dangling_link_by_its_absolute_path"),
         pytest.param("missing_fold", r"case BraTS2021_00000: \"fold\" is None; every training item needs a fold",
                      id="missing_fold"),
         pytest.param("missing_label", r"case BraTS2021_00000: a training item needs a \"label\".*move the case to "
