@@ -90,10 +90,14 @@ def nifti_files(folder: Path) -> dict[str, Path]:
     """``{case id: file}`` of the ``*.nii.gz``/``*.nii`` files directly in ``folder``.
 
     Raises:
-        UserError: a case present as both ``<case>.nii`` and ``<case>.nii.gz`` (which one is meant cannot be told).
+        UserError: a case present as both ``<case>.nii`` and ``<case>.nii.gz`` (which one is meant cannot be told);
+            a case's file that is a link to nowhere (a share not mounted: the case would be scored as missing).
     """
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
+        if is_nifti(path.name) and dangling(path):
+            raise UserError(f"{path} is case {nifti_stem(path.name)}'s file{dangling(path)}: mount it, or remove the "
+                            "link to leave the case out")
         if not path.is_file() or not is_nifti(path.name):
             continue
         cid = nifti_stem(path.name)

@@ -704,3 +704,22 @@ def test_an_image_that_cannot_be_drawn_costs_its_picture_not_the_evaluation(make
     assert not (tmp_path / "eval" / "overlays" / f"{bad.case_id}.png").exists()
     assert f"case {bad.case_id}: no overlay picture" in caplog.text and str(flair) in caplog.text
     assert any((tmp_path / "eval" / "overlays" / f"{c.case_id}.png").exists() for c in cases[1:])
+
+
+@pytest.mark.parametrize("where", ["predictions", "a_flat_label_folder"])
+def test_a_case_file_linked_to_nowhere_is_refused_not_scored_as_missing(make_dataset, tmp_path: Path, where: str,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    """A prediction (or a flat reference label) that is a link to an unmounted share was passed by as absent: the
+    case was scored as missing."""
+    data = make_dataset("brats2021")
+    ids = copy_labels(data, tmp_path / "pred")
+    labels = tmp_path / "labels"
+    copy_labels(data, labels)
+    folder = tmp_path / "pred" if where == "predictions" else labels
+    (folder / f"{ids[0]}.nii.gz").unlink()
+    (folder / f"{ids[0]}.nii.gz").symlink_to(tmp_path / "unmounted" / "x.nii.gz")
+    before = snapshot(tmp_path)
+    assert run("evaluate", tmp_path / "pred", labels, "--out", tmp_path / "eval") == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{ids[0]}.nii.gz is case {ids[0]}'s file (a link to" in last and "mount it" in last
+    assert_only_written_under(tmp_path, before, tmp_path / "eval") and not (tmp_path / "eval").exists()
