@@ -19,11 +19,12 @@ from pipeline.commands import next_steps, run_stage
 from pipeline.core.errors import UserError
 from pipeline.core.figures import drawn_here
 from pipeline.core.files import FolderLock, hold_folder
-from pipeline.core.kinds import refuse_other_kinds
+from pipeline.core.kinds import RUN_WRITES, refuse_other_kinds
 from pipeline.data.datalist import write_datalist
 from pipeline.data.synthetic import DEFAULT_SHAPE, SETTINGS_FILE, remove_synthetic, write_dataset
 from pipeline.evaluation.evaluate import EVALUATION_OUTPUTS
 from pipeline.evaluation.regions import dice_line, format_table
+from pipeline.inference.viewing import VIEWER_TABLES
 from pipeline.model.record import RUN_ARTEFACTS
 
 BUNDLE = Path(__file__).resolve().parent.parent / "bundle"
@@ -70,10 +71,10 @@ RUNNING = ".demo"
 #: as glob patterns under it: ``make clean`` deletes these and keeps anything else there (segmentations of other data
 #: made with the demo's model, an export in ``models/``, a user's notes), naming it. tests/e2e/test_demo.py checks a
 #: demo's run folder against it.
-DEMO_FILES = ("datalist.json", "history.csv", "metadata.json", "progress.png", "run.json", FolderLock.NAME,
+DEMO_FILES = ("datalist.json", *RUN_WRITES, "run.json", FolderLock.NAME,
               f"{RUNNING}/{FolderLock.NAME}", *(f"models/{name}" for name in RUN_ARTEFACTS),
               f"models/{FolderLock.NAME}",
-              "seg/*.nii.gz", "seg/labels.ctbl", "seg/labels_itksnap.txt", "seg/provenance.json",
+              "seg/*.nii.gz", *(f"seg/{name}" for name in VIEWER_TABLES), "seg/provenance.json",
               f"seg/{FolderLock.NAME}", *(f"eval/{pattern}" for pattern in EVALUATION_OUTPUTS),
               f"eval/{FolderLock.NAME}", "tensorboard/events.out.tfevents.*")
 #: The folders it makes there (deleted once empty).
