@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text
-from pipeline.core.nifti import NIFTI_EXTENSIONS, is_nifti, nifti_names, save_nifti
+from pipeline.core.nifti import NIFTI_EXTENSIONS, broken_links, is_nifti, nifti_names, save_nifti
 from pipeline.data.labels import NNUNET_PREFIX, Description, describe
 from pipeline.data.layouts.base import Case, DatasetError, DatasetScan, LayoutInfo, LayoutSpec, Problem
 
@@ -163,7 +163,8 @@ def scan_nnunet(root: Path, scan: DatasetScan) -> None:
                 "rename one of them")))
             continue
         scan.cases.append(Case(cid, images, None))
-    _check_num_training(root, len([c for c in scan.cases if c.label is not None]), scan)
+    if not any(broken_links(root / d) for d in ("imagesTr", "labelsTr")):  # files not mounted: their count unknown
+        _check_num_training(root, len([c for c in scan.cases if c.label is not None]), scan)
 
 
 def _check_num_training(root: Path, labelled: int, scan: DatasetScan) -> None:
