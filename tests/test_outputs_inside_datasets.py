@@ -60,7 +60,9 @@ def test_no_writer_writes_inside_another_dataset(layout_datasets, tmp_path: Path
               "case_folder": next(p for p in sorted(other.iterdir()) if p.is_dir())}[place]
     write, name = WRITERS[writer]
     before = sorted(other.rglob("*"))
-    with pytest.raises(UserError, match=rf"lies inside the dataset folder {other.resolve()}"):
+    inner = "" if place == "root" else rf"/{inside.name}"
+    with pytest.raises(UserError, match=rf"lies inside the dataset folder {other.resolve()}{inner}: .* outside it "
+                                        rf"\(e\.g\. {tmp_path.resolve()}/runs/{name}\)"):
         write(data, inside / name)
     assert sorted(other.rglob("*")) == before
 
@@ -68,9 +70,16 @@ def test_no_writer_writes_inside_another_dataset(layout_datasets, tmp_path: Path
 @pytest.mark.parametrize("writer", list(WRITERS))
 def test_a_writer_beside_a_dataset_is_not_inside_it(layout_datasets, tmp_path: Path, writer: str,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """A relative ../ path from inside a dataset, and a folder next to it, are outside it."""
+    """A relative ../ path from inside a dataset, and a folder next to it, are outside it; so is a project's runs/
+    beside one case's folder (a case read alone, as the README shows) or an unrelated dataset.json."""
     data = Path(shutil.copytree(layout_datasets["brats2021"], tmp_path / "data"))
+    project = tmp_path / "project"
+    case = next(p for p in sorted(data.iterdir()) if p.is_dir())
+    shutil.copytree(case, project / case.name)
+    (project / "dataset.json").write_text("{}")
     monkeypatch.chdir(data)
     assert dataset_around(Path("..") / "out") is None and dataset_around(tmp_path) is None
+    assert dataset_around(project / "runs" / "x") is None and dataset_around(project / case.name) is not None
     write, name = WRITERS[writer]
     write(data, tmp_path / "beside" / name)
+    write(data, project / "runs" / name)

@@ -488,6 +488,8 @@ def test_a_case_id_no_output_file_can_carry_is_an_error_of_the_check(layout_data
     pytest.param("nnunet", "channel", id="nnunet_a_channel_of_a_case"),
     pytest.param("nnunet", "label", id="nnunet_a_label"),
     pytest.param("msd", "label", id="msd_a_label"),
+    pytest.param("brats2021", "note", id="brats2021_a_note_at_the_root_is_a_warning"),
+    pytest.param("nnunet", "note", id="nnunet_a_folder_no_layout_reads_is_a_warning"),
 ])
 @pytest.mark.parametrize("path", ["check", "datalist"])
 def test_a_link_that_leads_nowhere_is_an_error_naming_it(layout_datasets, tmp_path: Path, layout: str, where: str,
@@ -514,11 +516,12 @@ def test_a_link_that_leads_nowhere_is_an_error_naming_it(layout_datasets, tmp_pa
         replaced.unlink()
         name, link = replaced.name, replaced
     else:
-        name = {"case": f"{first}_extra.nii.gz", "imagesTr": "BRATS_1009.nii.gz"}.get(where, "Brats_lost_case")
-        link = (root / first if where == "case" else root / where) / name
+        name = {"case": f"{first}_extra.nii.gz", "imagesTr": "BRATS_1009.nii.gz",
+                "note": "notes.txt" if layout == "brats2021" else "extra_images"}.get(where, "Brats_lost_case")
+        link = (root / first if where == "case" else root if where == "note" else root / where) / name
     link.symlink_to(tmp_path / "unmounted" / name)
     said = rf"{re.escape(str(link))} is a link to .*unmounted/{re.escape(name)}, which does not exist"
-    if where == "case":  # a file no case reads: said, and the dataset is used
+    if where in ("case", "note"):  # a file or folder no case reads: said, and the dataset is used
         report = check_dataset(root)
         assert not report.errors and [p.severity for p in report.warnings] == ["warning"]
         assert re.search(said + "; no case reads it", report.warnings[0].message)

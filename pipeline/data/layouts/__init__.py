@@ -115,8 +115,10 @@ def _linked_case(root: Path, link: Path, layout: str) -> tuple[str, bool]:
     contrast or label (its folder's name), an image ``imagesTr/<case>_<XXXX>`` (nnU-Net; the Decathlon's
     ``<case>``), ``imagesTs/...`` or a label ``labelsTr/<case>``."""
     parent, name = link.parent, link.name
+    if parent == root and layout not in brats.SPECS:  # the Decathlon's and nnU-Net's root: their folders alone
+        return "", name in CASE_PLACES
     if parent == root or (parent.name in GRADE_FOLDERS and parent.parent == root):
-        return name, True
+        return name, "." not in name  # a case folder (a file's name, notes.txt, is none)
     stem = nifti_stem(name) if is_nifti(name) else name.split(".nii")[0]
     if parent.name in ("imagesTr", "imagesTs", "labelsTr") and parent.parent == root:
         numbered = re.fullmatch(r"(.+)_\d{4}", stem) if layout == "nnunet" and parent.name != "labelsTr" else None
@@ -150,38 +152,55 @@ def report_broken_links(scan: DatasetScan) -> None:
         scan.problems[:] = [p for p in scan.problems  # what the layout said of the file it could not see
                             if not (Path(p.file).parent == link.parent and Path(p.file).name.split(".nii")[0] == stem)]
         scan.problems.append(Problem(case, str(link), "error", (
-            f"case {case}: {link} is a link to {os.readlink(link)}, which does not exist (a drive or share not "
-            "mounted?); mount it, or remove the link to leave it out")))
+            f"{'case ' + case if case else 'dataset ' + str(root)}: {link} is a link to {os.readlink(link)}, which "
+            "does not exist (a drive or share not mounted?); mount it, or remove the link to leave it out")))
     scan.cases[:] = [c for c in scan.cases if c.case_id not in linked]
 
 
+#: The names of a BraTS case's files after its folder's name (``<case>_t1.nii.gz``, ``<case>-seg.nii``, ...).
+_CASE_FILES = tuple(f"{spec.separator}{s}{ext}" for spec in brats.SPECS.values() for s in (*spec.suffixes, "seg")
+                    for ext in NIFTI_EXTENSIONS)
+
+
+def _is_case_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a file named as a BraTS case's after the folder (``X/X_t1.nii.gz``)."""
+    name = os.path.basename(folder)
+    return any(os.path.exists(os.path.join(folder, name + n)) for n in _CASE_FILES)
+
+
 def _holds_dataset(folder: Path) -> bool:
-    """Whether ``folder`` is a dataset of some layout, by its marks alone (cheap, whatever else it holds, a mixed or
-    broken dataset too): nnU-Net's ``dataset.json``, the Decathlon's ``imagesTr/``/``imagesTs/``, or a BraTS case
-    folder (``<case>/<case>_t1.nii.gz``..., also below ``HGG``/``LGG``)."""
-    if (folder / "dataset.json").is_file() or any((folder / d).is_dir() for d in ("imagesTr", "imagesTs")):
+    """Whether ``folder`` is a dataset's root, by its marks alone (cheap, whatever else it holds, a mixed or
+    broken dataset too): the Decathlon's and nnU-Net's ``imagesTr/``/``imagesTs/``, or two BraTS case folders (also
+    below ``HGG``/``LGG``). One case folder beside a project's ``runs/`` does not make the project a dataset."""
+    if any((folder / d).is_dir() for d in ("imagesTr", "imagesTs")):
         return True
-    names = [f"{spec.separator}{s}{ext}" for spec in brats.SPECS.values() for s in (*spec.suffixes, "seg")
-             for ext in NIFTI_EXTENSIONS]
+    cases = 0
     for place in (folder, *(folder / g for g in GRADE_FOLDERS)):
         try:
-            entries = [e for e in os.scandir(place) if not e.name.startswith(".") and e.is_dir()]
+            entries = [e.path for e in os.scandir(place) if not e.name.startswith(".") and e.is_dir()]
         except OSError:
             continue
-        if any(os.path.exists(os.path.join(e.path, e.name + n)) for e in entries for n in names):
+        cases += sum(1 for e in entries if _is_case_folder(e))
+        if cases >= 2:
             return True
     return False
 
 
 def dataset_around(path: str | os.PathLike) -> Path | None:
-    """The dataset folder that ``path`` (a file or folder to write; links followed) is or lies in, or None:
-    ``path`` or one of the three folders above is a dataset (`_holds_dataset`), which covers ``ROOT/x``,
+    """The dataset folder that ``path`` (a file or folder to write; links followed) is or lies in, or None: ``path``
+    or one of the three folders above is a dataset's root (`_holds_dataset`), a case's folder (a case read alone:
+    ``X/X_t1.nii.gz``) or a Decathlon/nnU-Net ``imagesTr``/``labelsTr``/``imagesTs``; which covers ``ROOT/x``,
     ``ROOT/<case>/x``, ``ROOT/HGG/<case>/x`` and ``ROOT/imagesTr/x``."""
     here = Path(path).expanduser().resolve()
-    for folder in [here, *list(here.parents)[:3]]:
-        if folder.is_dir() and folder != Path(folder.anchor) and _holds_dataset(folder):
-            return folder
-    return None
+    return next((f for f in [here, *list(here.parents)[:3]] if _is_dataset_place(f)), None)
+
+
+def _is_dataset_place(folder: Path) -> bool:
+    """Whether ``folder`` is a dataset's root, a case's folder or a Decathlon/nnU-Net case folder (`dataset_around`)."""
+    if not folder.is_dir() or folder == Path(folder.anchor):
+        return False
+    return _is_case_folder(folder) or _holds_dataset(folder) or (
+        folder.name in ("imagesTr", "labelsTr", "imagesTs") and _holds_dataset(folder.parent))
 
 
 def refuse_inside_dataset(path: str | os.PathLike, what: str, option: str) -> None:
@@ -193,8 +212,10 @@ def refuse_inside_dataset(path: str | os.PathLike, what: str, option: str) -> No
     """
     root = dataset_around(path)
     if root is not None:
+        top = next((f for f in list(root.parents)[:3][::-1] if _is_dataset_place(f)), root)  # the whole dataset's
+        free = top.parent / "runs" / Path(path).name
         raise UserError(f"{option} {Path(path).expanduser()} lies inside the dataset folder {root}: {what} is never "
-                        f"written among a dataset's files; pass {option} a path outside it (e.g. runs/<name>)")
+                        f"written among a dataset's files; pass {option} a path outside it (e.g. {free})")
 
 
 def usable_cases(scan: DatasetScan) -> list[Case]:
