@@ -172,11 +172,12 @@ def _old_logs(run: Path, logs: str | None) -> list[Path]:
 
 def _refuse_users_files(run: Path, record: dict | None, found: Sequence[Path]) -> None:
     """Refuse a run folder holding files training writes (``run.json``, `RUN_WRITES`) that no run wrote: a folder
-    without a run's record and models (``found``), or a ``run.json`` that is not a run's record (no ``ids``). A
-    user's ``metadata.json`` was replaced, their ``history.csv`` failed the run after its first epoch."""
+    without a run's record (models in it or not: ``found``), or a ``run.json`` that is not a run's record (no
+    ``ids``). A user's ``metadata.json`` was replaced (with ``--overwrite`` too), their ``history.csv`` failed the run
+    after its first epoch."""
     if record is not None and not (isinstance(record, dict) and "ids" in record):
         theirs = [run / RUN_RECORD]
-    elif record is None and not found:
+    elif record is None:  # models or not (a user's, or a copy's): no run wrote these here
         theirs = [run / name for name in RUN_WRITES if (run / name).exists() or (run / name).is_symlink()]
     else:
         return

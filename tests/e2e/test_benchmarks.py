@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -308,11 +309,15 @@ def test_oedema_contrast_prints_each_cases_oedema_against_its_normal_brain(tiny_
 
 @pytest.mark.parametrize("case", ["zero_minutes", "a_share_of_zero_per_fold", "an_earlier_benchmark_in_out",
                                   "folds_out_of_range", "a_users_time_to_dice_png_in_out",
-                                  "a_users_fold_log_in_out"])
+                                  "a_users_fold_log_in_out", "out_in_the_dataset"])
 def test_bench_accuracy_refuses_before_writing_anything(tiny_dataset: Path, tmp_path: Path, case: str) -> None:
     """--minutes 0 trained train.yaml's 300 epochs and printed '0.0 min of training'; a second run into one --out
-    replaced the first's training log with the refusal before training refused the run."""
+    replaced the first's training log with the refusal before training refused the run; --out in the dataset got
+    the training log before training refused it."""
     out = tmp_path / "out"
+    if case == "out_in_the_dataset":
+        tiny_dataset = Path(shutil.copytree(tiny_dataset, tmp_path / "data"))
+        out = tiny_dataset
     args = {"zero_minutes": ["--minutes", "0"], "a_share_of_zero_per_fold": ["--minutes", "0.001", "--folds", "3"],
             "folds_out_of_range": ["--minutes", "1", "--folds", "0"]}.get(case, ["--minutes", "1"])
     if case == "an_earlier_benchmark_in_out":

@@ -822,6 +822,7 @@ def test_trained_on_knows_a_training_case_by_its_id_or_its_images(files: str, tr
     assert trained_on(record, [item]) == ([item["case"]] if trained else [])
 
 
+@pytest.mark.parametrize("models", [False, True], ids=["", "beside_models_of_no_record"])
 @pytest.mark.parametrize("overwrite", [False, True], ids=["new_run", "overwrite"])
 @pytest.mark.parametrize(("name", "content"), [
     pytest.param("metadata.json", "{\"mine\": 1}", id="metadata_json"),
@@ -830,16 +831,22 @@ def test_trained_on_knows_a_training_case_by_its_id_or_its_images(files: str, tr
     pytest.param("run.json", "{\"notes\": \"mine\"}", id="a_run_json_that_is_no_run_record"),
 ])
 def test_a_users_file_of_a_name_training_writes_refuses_the_run_folder(tmp_path: Path, name: str, content: str,
-                                                                      overwrite: bool) -> None:
+                                                                      overwrite: bool, models: bool) -> None:
     """A user's metadata.json (or progress.png) in a new run folder was replaced, their history.csv failed the run
-    after its first epoch: refused before anything is written, even with --overwrite (it deletes a run's files)."""
+    after its first epoch: refused before anything is written, even with --overwrite (it deletes a run's files), and
+    beside models no run recorded (--overwrite deleted them and replaced the file)."""
     run = tmp_path / "run"
     run.mkdir()
     (run / name).write_text(content)
+    if models and name != "run.json":
+        (run / "models").mkdir()
+        (run / "models" / "model.pt").write_bytes(b"a model")
     with pytest.raises(RunError, match=rf"{re.escape(str(run / name))}, which no training run wrote"):
         _start(run, overwrite=overwrite)
     release_held_folders()  # as the refused process exits: its lock goes
-    assert (run / name).read_text() == content and sorted(p.name for p in run.iterdir()) == [name]
+    assert (run / name).read_text() == content
+    assert sorted(p.name for p in run.iterdir()) == sorted([name, *(["models"] if (run / "models").exists() else [])])
+    assert not (run / "models").exists() or (run / "models" / "model.pt").read_bytes() == b"a model"
 
 
 def test_a_runs_own_files_do_not_refuse_its_folder(tmp_path: Path) -> None:
