@@ -214,7 +214,8 @@ def _plot(args: argparse.Namespace) -> int:
 def _cv(args: argparse.Namespace) -> int:
     ids = commands.set_ids(args.set, CV_OPTIONS)
     cross_validation_summary(args.run_dir, args.dataset_dir, folds=args.folds, fast=args.fast,
-                             extra=[word for key, value in ids.items() for word in (f"--{key}", value)])
+                             extra=[word for key, value in ids.items() for word in (f"--{key}", value)],
+                             overwrite=args.overwrite)
     return 0
 
 
@@ -384,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, nargs="+", action="extend", default=None, help="default: every trained fold")
     p.add_argument("--fast", action="store_true", help="each fold infers with the recipe its run.json names "
                    "(network, fast.yaml, budget); --fast: fast.yaml for a fold whose run.json names none")
+    p.add_argument("--overwrite", action="store_true", help="replace files of the names the table writes "
+                   "(RUN_DIR/cv/eval/, cv_summary.json) that no cross-validation table wrote")
     _add_set(p, "more bundle ids for inference: --set device cpu")
     p.set_defaults(func=_cv)
 

@@ -20,7 +20,7 @@ from pipeline.core.files import atomic_write_text, column_numbers, holding, read
 from pipeline.core.process import run_child
 from pipeline.data.datalist import folds_present, refuse_files_outside
 from pipeline.data.source import DataSource
-from pipeline.evaluation.evaluate import evaluate, write_report
+from pipeline.evaluation.evaluate import EVALUATION_OUTPUTS, evaluate, write_report
 from pipeline.evaluation.reference import claim_output, reference_of
 from pipeline.evaluation.regions import METRICS_TABLE
 from pipeline.model.recipe import inference_overrides
@@ -99,10 +99,20 @@ def cv_outputs(run: Path, folds: Sequence[int], all_folds: Sequence[int]) -> tup
     return run / "cv" / f"eval{subset}", run / f"cv_summary{subset}.json"
 
 
+def _is_cv_summary(path: Path) -> bool:
+    """Whether ``path`` is a ``cv_summary.json`` `cross_validation_summary` wrote (its folds, segmentations and
+    evaluation named)."""
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(content, dict) and {"folds", "segmentations", "evaluation"} <= set(content)
+
+
 @holding
 def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike | None = None, *,
                              folds: Sequence[int] | None = None, fast: bool = False,
-                             extra: Sequence[str] = ()) -> dict:
+                             extra: Sequence[str] = (), overwrite: bool = False) -> dict:
     """Out-of-fold inference and evaluation of a ``make cv`` run (module docstring); returns ``cv_summary.json``.
 
     Args:
@@ -112,6 +122,8 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
         folds: the folds to use; default: every ``fold_<f>`` with a ``models/model.pt``.
         fast: infer with ``fast.yaml`` (`pipeline.bundle`); the network comes from each fold's ``run.json``.
         extra: more ``--id value`` arguments for inference (``--device cpu``).
+        overwrite: replace files of the names the table writes that no cross-validation table wrote (a user's
+            ``metrics.csv`` in ``cv/eval``, their ``cv_summary.json``); without it they are refused.
 
     Raises:
         UserError: no datalist, no trained fold, or a fold's inference failed.
@@ -164,7 +176,12 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
                             "configuration; retrain the fold (make cv), or pass --folds without it")
     seg = run / "cv" / "seg"
     eval_dir, summary_file = cv_outputs(run, folds, folds_present(data.datalist))
-    claim_output(eval_dir, "evaluation")  # one writer: a second cv of the run is refused, not interleaved
+    # one writer: a second cv of the run is refused, not interleaved; a user's files of the names it writes too
+    claim_output(eval_dir, "evaluation", "RUN_DIR", writes=EVALUATION_OUTPUTS, overwrite=overwrite)
+    if summary_file.exists() and not _is_cv_summary(summary_file) and not overwrite:
+        raise UserError(f"{summary_file} is not an out-of-fold table this command wrote (no folds, segmentations and "
+                        "evaluation in it), and it writes its own there: move it aside, or pass --overwrite to "
+                        "replace it")
     for f in folds:
         _bundle_inference(run / f"fold_{f}", datalist, f, seg, fast, extra, scheme, records[f], dataset_dir)
     # through the evaluation's own rules (`pipeline.evaluation.evaluate.evaluate`): the cv's earlier evaluation of

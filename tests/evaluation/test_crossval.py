@@ -156,3 +156,39 @@ def test_an_out_of_fold_table_is_named_by_the_folds_it_covers_of_the_datalists(t
 
     eval_dir, summary = cv_outputs(tmp_path, folds, [0, 1, 2, 3, 4])
     assert (eval_dir.relative_to(tmp_path).as_posix(), summary.name) == expected
+
+
+@pytest.mark.parametrize("overwrite", [False, True], ids=["refused", "overwrite_replaces_them"])
+@pytest.mark.parametrize("theirs", ["cv/eval/metrics.csv", "cv/eval/report.html", "cv_summary.json"])
+def test_a_users_file_of_a_name_the_table_writes_is_refused_before_any_inference(tiny_dataset, tmp_path, monkeypatch,
+                                                                                 theirs, overwrite):
+    """`pipeline cv` replaced a user's cv_summary.json, cv/eval/metrics.csv and report.html: cv evaluates with
+    overwrite, so the evaluation's own refusal never ran."""
+    import json
+
+    from pipeline.core.errors import UserError
+    from pipeline.data.datalist import write_datalist
+    from pipeline.evaluation import crossval
+
+    run = tmp_path / "cv"
+    write_datalist(tiny_dataset, run / "datalist.json", folds=2)
+    for f in (0, 1):  # every fold trained: the table is cv/eval and cv_summary.json
+        (run / f"fold_{f}" / "models").mkdir(parents=True)
+        (run / f"fold_{f}" / "models" / "model.pt").write_bytes(b"x")
+        (run / f"fold_{f}" / "run.json").write_text(json.dumps({"ids": {"label_scheme": "brats"}}))
+    (run / theirs).parent.mkdir(parents=True, exist_ok=True)
+    (run / theirs).write_text("mine")
+
+    class Reached(Exception):
+        pass
+
+    def inference(*_, **__):
+        raise Reached
+    monkeypatch.setattr(crossval, "_bundle_inference", inference)
+    if overwrite:  # asked for by name: on to inference
+        with pytest.raises(Reached):
+            crossval.cross_validation_summary(run, overwrite=True)
+    else:
+        with pytest.raises(UserError, match=rf"{theirs.split('/')[-1]}.*--overwrite"):
+            crossval.cross_validation_summary(run)
+        assert (run / theirs).read_text() == "mine"
