@@ -220,6 +220,16 @@ class Provenance:
         changed since it was written, so of unknown origin."""
         return [c for c in cases if c in self.cases and not self.entry(c)]
 
+    def probabilities_of(self, case: str, path: str | os.PathLike) -> str | None:
+        """The model whose probabilities of ``case`` ``path`` is, or None: no record of them, or (their identity
+        recorded) not the file recorded, a file put there since. A record from before their identity was kept
+        names them by the folder alone."""
+        entry = self.cases.get(case, {})
+        written = entry.get("probabilities_output")
+        if not entry.get("probabilities") or (written and not _unchanged(written, input_identity([path])[0])):
+            return None
+        return entry["probabilities"]
+
     def model_of(self, case: str) -> str | None:
         """The model that wrote ``case``'s file, or None (no record, or not the file recorded: `entry`)."""
         return self.entry(case).get("model")
@@ -295,14 +305,17 @@ class Provenance:
 
     def record(self, case: str, *, model: str | None, file: str, inputs: list[dict],
                probabilities: str | None = None, trained: bool = False, scheme: str | None = None,
-               output: dict | None = None) -> None:
+               output: dict | None = None, probabilities_output: dict | None = None) -> None:
         """Record ``case`` as written now, and save the record (atomically). ``trained``: the case was one of the
         model's training cases (its run.json's split), so its Dice is not a held-out score. ``scheme``: the name of
         the label scheme its segmentation is numbered in (None: not known, nothing recorded). ``output``: the
-        written file's identity (`input_identity` with its digest), by which `entry` knows it later."""
+        written file's identity (`input_identity` with its digest), by which `entry` knows it later;
+        ``probabilities_output`` the same of its probabilities (`probabilities_of`)."""
         self.cases[case] = {"model": model, "file": file, "inputs": inputs, "probabilities": probabilities}
         if output is not None:
             self.cases[case]["output"] = dict(output)
+        if probabilities_output is not None:
+            self.cases[case]["probabilities_output"] = dict(probabilities_output)
         if trained:
             self.cases[case]["trained"] = True
         if scheme is not None:

@@ -143,19 +143,21 @@ class InferenceReport:
         self.written.append(case)
         if not self.output_dir:
             return
-        stale = Path(self.output_dir) / PROBABILITIES / f"{case}.nii.gz"
-        if case not in self.probabilities and (stale.exists() or stale.is_symlink()):
-            if self.guard.may_delete(stale):
-                stale.unlink()
+        maps = Path(self.output_dir) / PROBABILITIES / f"{case}.nii.gz"
+        if case not in self.probabilities and (maps.exists() or maps.is_symlink()):
+            if self.guard.may_delete(maps):
+                maps.unlink()
                 logger.info("case %s: deleted %s, written by an earlier run of this folder for a segmentation that "
-                            "is now replaced", case, stale)
+                            "is now replaced", case, maps)
             else:
                 logger.warning("case %s: kept %s, stale probabilities of an earlier run, because it is an input of "
-                               "this command or lies in an input folder (%s)", case, stale, stale.resolve())
+                               "this command or lies in an input folder (%s)", case, maps, maps.resolve())
+        saved = case in self.probabilities
         self.provenance.record(case, model=self.model, file=Path(path).name, inputs=input_identity(inputs, digest=True),
-                               probabilities=self.model if case in self.probabilities else None,
+                               probabilities=self.model if saved else None,
                                trained=case in self.trained, scheme=scheme,
-                               output=input_identity([path], digest=True)[0])
+                               output=input_identity([path], digest=True)[0],
+                               probabilities_output=input_identity([maps], digest=True)[0] if saved else None)
 
     def summary(self) -> str:
         """``inference: wrote N case(s) to DIR; skipped K ...; M case(s) failed:`` then one line per failure."""
@@ -309,9 +311,11 @@ def foreign_outputs(items: Sequence[Mapping], output_dir: str | os.PathLike, rep
                 continue
         probabilities = Path(output_dir) / PROBABILITIES / f"{case}.nii.gz"  # replaced, or deleted as stale
         if ((probabilities.exists() or probabilities.is_symlink())
-                and not report.provenance.cases.get(case, {}).get("probabilities")
+                and not report.provenance.probabilities_of(case, probabilities)  # of no record, or put there since
                 and not probabilities_written_here(probabilities)):  # left by an interrupted run: ours
-            foreign.append(f"{PROBABILITIES}/{probabilities.name} (no record of its model)")
+            why = ("not the file its record describes: put there since"
+                   if report.provenance.cases.get(case, {}).get("probabilities") else "no record of its model")
+            foreign.append(f"{PROBABILITIES}/{probabilities.name} ({why})")
     return foreign
 
 

@@ -119,6 +119,37 @@ def test_a_users_file_among_the_probabilities_is_refused_unless_overwrite(layout
     report.finish()
 
 
+@pytest.mark.parametrize("since", ["unchanged", "a_users_file_put_over_them"])
+def test_recorded_probabilities_are_known_by_their_identity(layout_datasets, tmp_path: Path, since: str) -> None:
+    """A user's file copied over a case's recorded probabilities was deleted as stale (or replaced) without a word:
+    the record named them by the folder alone."""
+    from pipeline.core.provenance import input_identity
+    from pipeline.inference.predict import write_probabilities_like
+
+    root = _copy(layout_datasets, "brats2021", tmp_path)
+    case = discover_cases(root)[0]
+    out = tmp_path / "seg"
+    maps = out / PROBABILITIES / f"{case.case_id}.nii.gz"
+    maps.parent.mkdir(parents=True)
+    shape = nib.load(case.images[0]).shape[:3]
+    write_probabilities_like(np.full((3, *shape), 0.5, np.float32), case.images[0], maps, ["TC", "WT", "ET"])
+    Provenance(out).record(case.case_id, model="m1", file=f"{case.case_id}.nii.gz", inputs=[], probabilities="m1",
+                           probabilities_output=input_identity([maps], digest=True)[0])
+    if since != "unchanged":
+        shutil.copy(case.images[0], maps)  # a contrast of the case, by mistake
+    data = DataSource(root)
+    report = InferenceReport(out, model="m1")
+    if since == "unchanged":
+        guard_outputs(data, data.inference_items(), out, report=report)
+        report.finish()
+    else:
+        before = checksums(out)
+        with pytest.raises(UserError, match=rf"{PROBABILITIES}/{case.case_id}.nii.gz \(not the file its record "
+                                            r"describes: put there since\)"):
+            guard_outputs(data, data.inference_items(), out, report=report)
+        assert checksums(out) == before
+
+
 def test_probabilities_an_interrupted_inference_left_before_its_record_are_its_own(layout_datasets,
                                                                                    tmp_path: Path) -> None:
     """Probabilities are written before the case's segmentation records them: a run stopped between the two left a
