@@ -42,6 +42,7 @@ def test_background_writers_write_what_the_main_thread_writes(tiny_dataset: Path
         assert img.get_data_dtype() == np.uint8
         assert (background / name).read_bytes()[8] == 4  # gzip's XFL byte: compressed at the fastest level
     record, other = (json.loads((folder / PROVENANCE).read_text()) for folder in (main, background))
-    written = [e.pop("output") for r in (record, other) for e in r["cases"].values()]  # each file's own identity
+    written = [e.pop(key) for r in (record, other) for e in r["cases"].values()  # each file's own identity
+               for key in ("output", "probabilities_output")]
     assert record == other and all(w["sha256"] and w["size"] > 0 for w in written)
     assert all(entry["probabilities"] == entry["model"] for entry in record["cases"].values())
