@@ -143,7 +143,7 @@ def report_broken_links(scan: DatasetScan) -> None:
     for link in (link for place in places for link in broken_links(place)):
         case, reads = _linked_case(root, link, scan.layout.layout)
         if not reads:  # a link the layout never reads (a note's, a file of another name): said, not refused
-            scan.problems.append(Problem(case, str(link), "warning", (
+            scan.problems.append(Problem(case if link.parent != root else "", str(link), "warning", (
                 f"{link} is a link to {os.readlink(link)}, which does not exist; no case reads it (remove it if it "
                 "should be one)")))
             continue
