@@ -48,7 +48,7 @@ WRITERS = {"datalist": (_datalist, "datalist.json"), "segmentations": (_segmenta
            "a_training_run": (_run, "run"), "an_evaluation": (_evaluation, "eval")}
 
 
-@pytest.mark.parametrize("place", ["root", "case_folder", "labelsTr"])
+@pytest.mark.parametrize("place", ["root", "case_folder", "labelsTr", "four_folders_down", "links_to_nowhere"])
 @pytest.mark.parametrize("writer", list(WRITERS))
 def test_no_writer_writes_inside_another_dataset(layout_datasets, tmp_path: Path, writer: str, place: str) -> None:
     """Segmentations went into another dataset's labelsTr/ (where a case of the same name has its label), a run or
@@ -56,11 +56,18 @@ def test_no_writer_writes_inside_another_dataset(layout_datasets, tmp_path: Path
     layout = "msd" if place == "labelsTr" else "brats2021"
     data = layout_datasets["brats2021"]  # the command's input
     other = Path(shutil.copytree(layout_datasets[layout], tmp_path / "other"))
-    inside = {"root": other, "labelsTr": other / "labelsTr",
-              "case_folder": next(p for p in sorted(other.iterdir()) if p.is_dir())}[place]
+    case = next(p for p in sorted(other.iterdir()) if p.is_dir())
+    if place == "links_to_nowhere":  # a case folder whose files are on a share not mounted
+        for f in case.iterdir():
+            f.unlink()
+            f.symlink_to(tmp_path / "unmounted" / f.name)
+    inside = {"root": other, "labelsTr": other / "labelsTr", "four_folders_down": other / "derivatives" / "a" / "b"
+              / "c"}.get(place, case)
     write, name = WRITERS[writer]
+    if place == "links_to_nowhere":
+        other = case.parent  # the advice: outside the dataset that holds the case
     before = sorted(other.rglob("*"))
-    inner = "" if place == "root" else rf"/{inside.name}"
+    inner = {"root": "", "four_folders_down": ""}.get(place, rf"/{inside.name}")
     with pytest.raises(UserError, match=rf"lies inside the dataset folder {other.resolve()}{inner}: .* outside it "
                                         rf"\(e\.g\. {tmp_path.resolve()}/runs/{name}\)"):
         write(data, inside / name)

@@ -72,6 +72,8 @@ class OutputGuard:
         self.inodes = {i for f in (*given, *kept) if (i := _inode(f)) is not None}
         folders = {_real(r) for r in roots if r}
         for f in given:
+            if _real(f.absolute().parent) in folders:  # a case folder given as the input (one case): it is the data
+                continue
             folders.add(_real(dataset_root(f.absolute())))
             folders.add(dataset_root(_real(f)))
         self.roots = sorted(folders)
@@ -95,7 +97,8 @@ class OutputGuard:
             if is_within(out, root) or is_within(root, out):
                 rel = "is" if out == root else ("lies inside" if is_within(out, root) else "contains")
                 raise UserError(f"the output folder {out} {rel} the input folder {root}: {what} must never be "
-                                f"written among the inputs; pass {option} a folder outside it (e.g. runs/<name>)")
+                                f"written among the inputs; pass {option} a folder outside it (e.g. "
+                                f"{root.parent / 'runs' / out.name})")
         for f in self.files:
             if is_within(f, out):
                 raise UserError(f"the output folder {out} holds the input file {f}: {what} would be written among "

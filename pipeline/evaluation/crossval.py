@@ -99,14 +99,23 @@ def cv_outputs(run: Path, folds: Sequence[int], all_folds: Sequence[int]) -> tup
     return run / "cv" / f"eval{subset}", run / f"cv_summary{subset}.json"
 
 
-def _is_cv_summary(path: Path) -> bool:
-    """Whether ``path`` is a ``cv_summary.json`` `cross_validation_summary` wrote (its folds, segmentations and
-    evaluation named)."""
+#: What ``cv_summary.json`` holds (`cross_validation_summary`).
+CV_SUMMARY_KEYS = ("folds", "segmentations", "evaluation", "overall", "mean_dice")
+
+
+def _is_cv_summary(path: Path, seg: Path, eval_dir: Path) -> bool:
+    """Whether ``path`` is the ``cv_summary.json`` `cross_validation_summary` wrote for this run: its keys alone,
+    naming this run's segmentations ``seg`` and evaluation ``eval_dir`` (another run's copied there, or one a user
+    annotated, is not; a run folder moved since needs ``--overwrite`` once)."""
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(content, dict) and {"folds", "segmentations", "evaluation"} <= set(content)
+    if not (isinstance(content, dict) and set(content) <= set(CV_SUMMARY_KEYS)):
+        return False
+    named = [content.get(k) for k in ("segmentations", "evaluation")]
+    return all(isinstance(n, str) for n in named) and [os.path.realpath(n) for n in named] == [
+        os.path.realpath(seg), os.path.realpath(eval_dir)]
 
 
 @holding
@@ -178,7 +187,7 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
     eval_dir, summary_file = cv_outputs(run, folds, folds_present(data.datalist))
     # one writer: a second cv of the run is refused, not interleaved; a user's files of the names it writes too
     claim_output(eval_dir, "evaluation", "RUN_DIR", writes=EVALUATION_OUTPUTS, overwrite=overwrite)
-    if summary_file.exists() and not _is_cv_summary(summary_file) and not overwrite:
+    if summary_file.exists() and not _is_cv_summary(summary_file, seg, eval_dir) and not overwrite:
         raise UserError(f"{summary_file} is not an out-of-fold table this command wrote (no folds, segmentations and "
                         "evaluation in it), and it writes its own there: move it aside, or pass --overwrite to "
                         "replace it")

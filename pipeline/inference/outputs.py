@@ -45,13 +45,15 @@ PROBABILITIES = "probabilities"
 PROBABILITIES_DESCRIP = "regions "
 
 
-def probabilities_written_here(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a probability map inference wrote (uint16, ``descrip`` `PROBABILITIES_DESCRIP`...): a map
-    an interrupted inference left before its record (provenance.json) is told from a user's file by it."""
+def probabilities_written_here(path: str | os.PathLike, model: str | None) -> bool:
+    """Whether ``path`` is a probability map inference wrote with ``model`` (uint16, ``descrip``
+    `PROBABILITIES_DESCRIP`..., the model's id in ``intent_name``): a map an interrupted inference left before its
+    record (provenance.json) is told from a user's file, or another model's map, by it."""
     try:
         header = nib.load(path).header
-        return (header.get_data_dtype() == np.uint16
-                and np.asarray(header["descrip"]).tobytes().startswith(PROBABILITIES_DESCRIP.encode()))
+        return (bool(model) and header.get_data_dtype() == np.uint16
+                and np.asarray(header["descrip"]).tobytes().startswith(PROBABILITIES_DESCRIP.encode())
+                and np.asarray(header["intent_name"]).tobytes().rstrip(b"\0") == str(model)[:15].encode())
     except Exception:  # noqa: BLE001 - unreadable: not one of ours
         return False
 
@@ -312,7 +314,7 @@ def foreign_outputs(items: Sequence[Mapping], output_dir: str | os.PathLike, rep
         probabilities = Path(output_dir) / PROBABILITIES / f"{case}.nii.gz"  # replaced, or deleted as stale
         if ((probabilities.exists() or probabilities.is_symlink())
                 and not report.provenance.probabilities_of(case, probabilities)  # of no record, or put there since
-                and not probabilities_written_here(probabilities)):  # left by an interrupted run: ours
+                and not probabilities_written_here(probabilities, report.model)):  # this model's, left unrecorded
             why = ("not the file its record describes: put there since"
                    if report.provenance.cases.get(case, {}).get("probabilities") else "no record of its model")
             foreign.append(f"{PROBABILITIES}/{probabilities.name} ({why})")

@@ -205,11 +205,12 @@ PROBABILITY_SCALE = 1.0 / 65535
 
 
 def write_probabilities_like(probabilities: np.ndarray, reference: str | os.PathLike, out_path: str | os.PathLike,
-                             regions: Sequence[str] = ()) -> Path:
+                             regions: Sequence[str] = (), model: str | None = None) -> Path:
     """Write region probabilities ``(R, H, W, D)`` in [0, 1] as a 4D NIfTI ``(H, W, D, R)`` on ``reference``'s grid.
 
     Stored as uint16 with ``scl_slope`` = 1/65535 (half the size of float32; NIfTI-1 has no float16), so every
-    reader (nibabel, 3D Slicer, ITK) gets floats back within 1.5e-5; the region names go in ``descrip``.
+    reader (nibabel, 3D Slicer, ITK) gets floats back within 1.5e-5; the region names go in ``descrip``, the id of
+    the ``model`` that made them in ``intent_name`` (`pipeline.inference.outputs.probabilities_written_here`).
     Written atomically.
     """
     ref = nib.load(reference)
@@ -223,6 +224,8 @@ def write_probabilities_like(probabilities: np.ndarray, reference: str | os.Path
     img = nib.Nifti1Image(data, ref.affine, header=header)
     img.header.set_slope_inter(PROBABILITY_SCALE, 0.0)
     img.header["descrip"] = (PROBABILITIES_DESCRIP + ",".join(regions))[:79].encode()
+    if model:
+        img.header["intent_name"] = str(model)[:15].encode()
     return atomic_write(out_path, lambda tmp: nib.save(img, tmp))
 
 
@@ -249,7 +252,8 @@ class SaveProbabilitiesd(MapTransform):
             case = str(d[self.case_key])
             out = self.folder / f"{case}.nii.gz"
             p = np.array(p, copy=True)  # the write may run after later transforms; they get their own array
-            write = partial(write_probabilities_like, p, reference_path(d[self.image_key]), out, self.regions)
+            write = partial(write_probabilities_like, p, reference_path(d[self.image_key]), out, self.regions,
+                            self.report.model if self.report is not None else None)
             if self.report is None:
                 write()
             else:  # before the case's segmentation, which records it (same writer queue, in order)

@@ -488,6 +488,7 @@ def test_a_case_id_no_output_file_can_carry_is_an_error_of_the_check(layout_data
     pytest.param("nnunet", "channel", id="nnunet_a_channel_of_a_case"),
     pytest.param("nnunet", "label", id="nnunet_a_label"),
     pytest.param("msd", "label", id="msd_a_label"),
+    pytest.param("brats2021", "label", id="brats2021_a_label"),
     pytest.param("brats2021", "note", id="brats2021_a_note_at_the_root_is_a_warning"),
     pytest.param("nnunet", "note", id="nnunet_a_folder_no_layout_reads_is_a_warning"),
 ])
@@ -532,6 +533,12 @@ def test_a_link_that_leads_nowhere_is_an_error_naming_it(layout_datasets, tmp_pa
         assert report.errors[0].case == {".": "Brats_lost_case", "HGG": "Brats_lost_case",
                                          "imagesTr": "BRATS_1009"}.get(where, first)
         assert not [p for p in report.problems if p.severity == "warning" and p.case == first]  # "no label"
+        if where == "label":  # inference reads images alone: the case stays, unlabelled, for it
+            from pipeline.data.layouts import scan_dataset
+
+            kept = {c.case_id: c for c in scan_dataset(root).cases}
+            assert first in kept and kept[first].label is None
+            assert first in [str(it["case"]) for it in DataSource(root, labels=False).inference_items()]
         if replaced is not None:  # the case is refused, the others pass
             assert report.bad_cases == [first]
             assert "1 error(s) in 1 case(s), 0 warning(s)" in report.summary()  # nnU-Net's numTraining: no "fix" it

@@ -159,7 +159,9 @@ def test_an_out_of_fold_table_is_named_by_the_folds_it_covers_of_the_datalists(t
 
 
 @pytest.mark.parametrize("overwrite", [False, True], ids=["refused", "overwrite_replaces_them"])
-@pytest.mark.parametrize("theirs", ["cv/eval/metrics.csv", "cv/eval/report.html", "cv_summary.json"])
+@pytest.mark.parametrize("theirs", ["cv/eval/metrics.csv", "cv/eval/report.html", "cv_summary.json",
+                                    "another_runs_cv_summary.json", "an_annotated_cv_summary.json",
+                                    "this_runs_own_cv_summary.json"])
 def test_a_users_file_of_a_name_the_table_writes_is_refused_before_any_inference(tiny_dataset, tmp_path, monkeypatch,
                                                                                  theirs, overwrite):
     """`pipeline cv` replaced a user's cv_summary.json, cv/eval/metrics.csv and report.html: cv evaluates with
@@ -176,8 +178,15 @@ def test_a_users_file_of_a_name_the_table_writes_is_refused_before_any_inference
         (run / f"fold_{f}" / "models").mkdir(parents=True)
         (run / f"fold_{f}" / "models" / "model.pt").write_bytes(b"x")
         (run / f"fold_{f}" / "run.json").write_text(json.dumps({"ids": {"label_scheme": "brats"}}))
+    content = "mine"
+    own = theirs.startswith("this_runs")
+    if theirs.startswith(("another", "an_annotated", "this_runs")):  # the table's shape: this run's, or not
+        seg = (tmp_path / "other" if theirs.startswith("another") else run) / "cv"
+        content = json.dumps({"folds": {}, "segmentations": str(seg / "seg"), "evaluation": str(seg / "eval"),
+                              "overall": {}, "mean_dice": 0.8, **({"note": "mine"} if "annotated" in theirs else {})})
+        theirs = "cv_summary.json"
     (run / theirs).parent.mkdir(parents=True, exist_ok=True)
-    (run / theirs).write_text("mine")
+    (run / theirs).write_text(content)
 
     class Reached(Exception):
         pass
@@ -185,10 +194,10 @@ def test_a_users_file_of_a_name_the_table_writes_is_refused_before_any_inference
     def inference(*_, **__):
         raise Reached
     monkeypatch.setattr(crossval, "_bundle_inference", inference)
-    if overwrite:  # asked for by name: on to inference
+    if overwrite or own:  # asked for by name, or the table's own: on to inference
         with pytest.raises(Reached):
             crossval.cross_validation_summary(run, overwrite=True)
     else:
         with pytest.raises(UserError, match=rf"{theirs.split('/')[-1]}.*--overwrite"):
             crossval.cross_validation_summary(run)
-        assert (run / theirs).read_text() == "mine"
+        assert (run / theirs).read_text() == content

@@ -150,8 +150,9 @@ def test_recorded_probabilities_are_known_by_their_identity(layout_datasets, tmp
         assert checksums(out) == before
 
 
-def test_probabilities_an_interrupted_inference_left_before_its_record_are_its_own(layout_datasets,
-                                                                                   tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["m1", "m0"], ids=["this_models", "another_models_is_refused"])
+def test_probabilities_an_interrupted_inference_left_before_its_record_are_its_own(layout_datasets, tmp_path: Path,
+                                                                                   model: str) -> None:
     """Probabilities are written before the case's segmentation records them: a run stopped between the two left a
     map of no record, which must not refuse the next run as a user's file."""
     from pipeline.inference.predict import write_probabilities_like
@@ -162,11 +163,15 @@ def test_probabilities_an_interrupted_inference_left_before_its_record_are_its_o
     left = out / PROBABILITIES / f"{case.case_id}.nii.gz"
     left.parent.mkdir(parents=True)
     shape = nib.load(case.images[0]).shape[:3]
-    write_probabilities_like(np.full((3, *shape), 0.5, np.float32), case.images[0], left, ["TC", "WT", "ET"])
+    write_probabilities_like(np.full((3, *shape), 0.5, np.float32), case.images[0], left, ["TC", "WT", "ET"], model)
     data = DataSource(root)
     report = InferenceReport(out, model="m1")
-    guard_outputs(data, data.inference_items(), out, report=report)
-    report.finish()
+    if model == "m1":
+        guard_outputs(data, data.inference_items(), out, report=report)
+        report.finish()
+    else:  # another model's map (copied there): not this run's to replace
+        with pytest.raises(UserError, match=rf"{PROBABILITIES}/{case.case_id}.nii.gz \(no record of its model\)"):
+            guard_outputs(data, data.inference_items(), out, report=report)
 
 
 @pytest.mark.parametrize(("situation", "refused"), [

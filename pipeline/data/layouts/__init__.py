@@ -147,13 +147,16 @@ def report_broken_links(scan: DatasetScan) -> None:
                 f"{link} is a link to {os.readlink(link)}, which does not exist; no case reads it (remove it if it "
                 "should be one)")))
             continue
-        linked.add(case)
         stem = link.name.split(".nii")[0]
+        label = link.parent.name == "labelsTr" or stem.endswith(("_seg", "-seg"))
+        if not label:  # a label's link leaves the case to a reader of images alone (inference), unlabelled
+            linked.add(case)
         scan.problems[:] = [p for p in scan.problems  # what the layout said of the file it could not see
                             if not (Path(p.file).parent == link.parent and Path(p.file).name.split(".nii")[0] == stem)]
         scan.problems.append(Problem(case, str(link), "error", (
             f"{'case ' + case if case else 'dataset ' + str(root)}: {link} is a link to {os.readlink(link)}, which "
-            "does not exist (a drive or share not mounted?); mount it, or remove the link to leave it out")))
+            "does not exist (a drive or share not mounted?); mount it, or remove the link to leave it out"),
+            labels_only=label))
     scan.cases[:] = [c for c in scan.cases if c.case_id not in linked]
 
 
@@ -165,7 +168,7 @@ _CASE_FILES = tuple(f"{spec.separator}{s}{ext}" for spec in brats.SPECS.values()
 def _is_case_folder(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` holds a file named as a BraTS case's after the folder (``X/X_t1.nii.gz``)."""
     name = os.path.basename(folder)
-    return any(os.path.exists(os.path.join(folder, name + n)) for n in _CASE_FILES)
+    return any(os.path.lexists(os.path.join(folder, name + n)) for n in _CASE_FILES)  # a link to nowhere too
 
 
 def _holds_dataset(folder: Path) -> bool:
@@ -187,12 +190,11 @@ def _holds_dataset(folder: Path) -> bool:
 
 
 def dataset_around(path: str | os.PathLike) -> Path | None:
-    """The dataset folder that ``path`` (a file or folder to write; links followed) is or lies in, or None: ``path``
-    or one of the three folders above is a dataset's root (`_holds_dataset`), a case's folder (a case read alone:
-    ``X/X_t1.nii.gz``) or a Decathlon/nnU-Net ``imagesTr``/``labelsTr``/``imagesTs``; which covers ``ROOT/x``,
-    ``ROOT/<case>/x``, ``ROOT/HGG/<case>/x`` and ``ROOT/imagesTr/x``."""
+    """The dataset folder that ``path`` (a file or folder to write; links followed) is or lies in, at any depth, or
+    None: ``path`` or a folder above it is a dataset's root (`_holds_dataset`), a case's folder (a case read alone:
+    ``X/X_t1.nii.gz``) or a Decathlon/nnU-Net ``imagesTr``/``labelsTr``/``imagesTs``."""
     here = Path(path).expanduser().resolve()
-    return next((f for f in [here, *list(here.parents)[:3]] if _is_dataset_place(f)), None)
+    return next((f for f in [here, *here.parents] if _is_dataset_place(f)), None)
 
 
 def _is_dataset_place(folder: Path) -> bool:
@@ -212,7 +214,7 @@ def refuse_inside_dataset(path: str | os.PathLike, what: str, option: str) -> No
     """
     root = dataset_around(path)
     if root is not None:
-        top = next((f for f in list(root.parents)[:3][::-1] if _is_dataset_place(f)), root)  # the whole dataset's
+        top = next((f for f in list(root.parents)[::-1] if _is_dataset_place(f)), root)  # the whole dataset's
         free = top.parent / "runs" / Path(path).name
         raise UserError(f"{option} {Path(path).expanduser()} lies inside the dataset folder {root}: {what} is never "
                         f"written among a dataset's files; pass {option} a path outside it (e.g. {free})")
