@@ -119,11 +119,9 @@ def test_a_users_file_among_the_probabilities_is_refused_unless_overwrite(layout
     report.finish()
 
 
-@pytest.mark.parametrize("since", ["unchanged", "a_users_file_put_over_them"])
-def test_recorded_probabilities_are_known_by_their_identity(layout_datasets, tmp_path: Path, since: str) -> None:
-    """A user's file copied over a case's recorded probabilities was deleted as stale (or replaced) without a word:
-    the record named them by the folder alone."""
-    from pipeline.core.provenance import input_identity
+def _a_probability_map(layout_datasets: dict[str, Path], tmp_path: Path, model: str) -> tuple:
+    """A copied dataset, its first case, an output folder and that case's probability map there, as ``model``'s
+    inference writes it (not recorded): ``(root, case, out, map)``."""
     from pipeline.inference.predict import write_probabilities_like
 
     root = _copy(layout_datasets, "brats2021", tmp_path)
@@ -132,7 +130,17 @@ def test_recorded_probabilities_are_known_by_their_identity(layout_datasets, tmp
     maps = out / PROBABILITIES / f"{case.case_id}.nii.gz"
     maps.parent.mkdir(parents=True)
     shape = nib.load(case.images[0]).shape[:3]
-    write_probabilities_like(np.full((3, *shape), 0.5, np.float32), case.images[0], maps, ["TC", "WT", "ET"])
+    write_probabilities_like(np.full((3, *shape), 0.5, np.float32), case.images[0], maps, ["TC", "WT", "ET"], model)
+    return root, case, out, maps
+
+
+@pytest.mark.parametrize("since", ["unchanged", "a_users_file_put_over_them"])
+def test_recorded_probabilities_are_known_by_their_identity(layout_datasets, tmp_path: Path, since: str) -> None:
+    """A user's file copied over a case's recorded probabilities was deleted as stale (or replaced) without a word:
+    the record named them by the folder alone."""
+    from pipeline.core.provenance import input_identity
+
+    root, case, out, maps = _a_probability_map(layout_datasets, tmp_path, "m1")
     Provenance(out).record(case.case_id, model="m1", file=f"{case.case_id}.nii.gz", inputs=[], probabilities="m1",
                            probabilities_output=input_identity([maps], digest=True)[0])
     if since != "unchanged":
@@ -155,15 +163,7 @@ def test_probabilities_an_interrupted_inference_left_before_its_record_are_its_o
                                                                                    model: str) -> None:
     """Probabilities are written before the case's segmentation records them: a run stopped between the two left a
     map of no record, which must not refuse the next run as a user's file."""
-    from pipeline.inference.predict import write_probabilities_like
-
-    root = _copy(layout_datasets, "brats2021", tmp_path)
-    case = discover_cases(root)[0]
-    out = tmp_path / "seg"
-    left = out / PROBABILITIES / f"{case.case_id}.nii.gz"
-    left.parent.mkdir(parents=True)
-    shape = nib.load(case.images[0]).shape[:3]
-    write_probabilities_like(np.full((3, *shape), 0.5, np.float32), case.images[0], left, ["TC", "WT", "ET"], model)
+    root, case, out, _ = _a_probability_map(layout_datasets, tmp_path, model)
     data = DataSource(root)
     report = InferenceReport(out, model="m1")
     if model == "m1":
