@@ -188,8 +188,8 @@ def cross_validation_summary(run_dir: str | os.PathLike, dataset_dir: str | os.P
     # one writer: a second cv of the run is refused, not interleaved; a user's files of the names it writes too
     claim_output(eval_dir, "evaluation", "RUN_DIR", writes=EVALUATION_OUTPUTS, overwrite=overwrite)
     if summary_file.exists() and not _is_cv_summary(summary_file, seg, eval_dir) and not overwrite:
-        raise UserError(f"{summary_file} is not an out-of-fold table this command wrote (no folds, segmentations and "
-                        "evaluation in it), and it writes its own there: move it aside, or pass --overwrite to "
+        raise UserError(f"{summary_file} is not the out-of-fold table this command wrote for {run} (it names other "
+                        "folders, or holds more), and it writes its own there: move it aside, or pass --overwrite to "
                         "replace it")
     for f in folds:
         _bundle_inference(run / f"fold_{f}", datalist, f, seg, fast, extra, scheme, records[f], dataset_dir)

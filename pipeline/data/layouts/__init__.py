@@ -216,8 +216,8 @@ def refuse_inside_dataset(path: str | os.PathLike, what: str, option: str) -> No
     if root is not None:
         top = next((f for f in list(root.parents)[::-1] if _is_dataset_place(f)), root)  # the whole dataset's
         free = top.parent / "runs" / Path(path).name
-        raise UserError(f"{option} {Path(path).expanduser()} lies inside the dataset folder {root}: {what} is never "
-                        f"written among a dataset's files; pass {option} a path outside it (e.g. {free})")
+        raise UserError(f"{option} {Path(path).expanduser()} lies inside the dataset folder {root}: {what} must never "
+                        f"be written among a dataset's files; pass {option} a path outside it (e.g. {free})")
 
 
 def usable_cases(scan: DatasetScan) -> list[Case]:
