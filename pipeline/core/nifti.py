@@ -95,9 +95,10 @@ def nifti_files(folder: Path) -> dict[str, Path]:
     """
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if is_nifti(path.name) and dangling(path):
-            raise UserError(f"{path} is case {nifti_stem(path.name)}'s file{dangling(path)}: mount it, or remove the "
-                            "link to leave the case out")
+        link = dangling(path) if is_nifti(path.name) else ""
+        if link:
+            raise UserError(f"{path} is case {nifti_stem(path.name)}'s file{link}: mount it, or remove the link to "
+                            "leave the case out")
         if not path.is_file() or not is_nifti(path.name):
             continue
         cid = nifti_stem(path.name)

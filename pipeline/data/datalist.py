@@ -302,8 +302,8 @@ class _DatalistReader:
             in_root = os.path.abspath(os.path.join(self.data_root, given))
             if os.path.isfile(in_root):
                 return in_root
-        if os.path.isabs(given) or dangling(found):
-            link = dangling(found)
+        link = dangling(found)
+        if os.path.isabs(given) or link:
             self.missing.append(f"{where}: {what} {value} does not exist{link}; "
                                 + ("mount it, or remove the case" if link else "fix the path or remove the case"))
         elif self.model_zoo:

@@ -313,10 +313,11 @@ def foreign_outputs(items: Sequence[Mapping], output_dir: str | os.PathLike, rep
                 continue
         probabilities = Path(output_dir) / PROBABILITIES / f"{case}.nii.gz"  # replaced, or deleted as stale
         if ((probabilities.exists() or probabilities.is_symlink())
-                and not report.provenance.probabilities_of(case, probabilities)  # of no record, or put there since
+                and report.provenance.probabilities_of(case, probabilities) != report.model  # another's, or none
                 and not probabilities_written_here(probabilities, report.model)):  # this model's, left unrecorded
-            why = ("not the file its record describes: put there since"
-                   if report.provenance.cases.get(case, {}).get("probabilities") else "no record of its model")
+            recorded = report.provenance.cases.get(case, {}).get("probabilities")
+            why = ("no record of its model" if not recorded else f"model {recorded}" if recorded != report.model
+                   else "not the file its record describes: put there since")
             foreign.append(f"{PROBABILITIES}/{probabilities.name} ({why})")
     return foreign
 

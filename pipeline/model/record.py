@@ -170,11 +170,11 @@ def _old_logs(run: Path, logs: str | None) -> list[Path]:
     return sorted(folder.glob("events.out.tfevents.*"))  # the writer's own, not those of folders below
 
 
-def _refuse_users_files(run: Path, record: dict | None, found: Sequence[Path]) -> None:
+def _refuse_users_files(run: Path, record: dict | None) -> None:
     """Refuse a run folder holding files training writes (``run.json``, `RUN_WRITES`) that no run wrote: a folder
-    without a run's record (models in it or not: ``found``), or a ``run.json`` that is not a run's record (no
-    ``ids``). A user's ``metadata.json`` was replaced (with ``--overwrite`` too), their ``history.csv`` failed the run
-    after its first epoch."""
+    without a run's record (models in it or not), or a ``run.json`` that is not a run's record (no ``ids``). A
+    user's ``metadata.json`` was replaced (with ``--overwrite`` too), their ``history.csv`` failed the run after its
+    first epoch."""
     if record is not None and not (isinstance(record, dict) and "ids" in record):
         theirs = [run / RUN_RECORD]
     elif record is None:  # models or not (a user's, or a copy's): no run wrote these here
@@ -206,7 +206,7 @@ def _start_training(run_dir: str, ckpt_dir: str, resume: bool, overwrite: bool, 
     versions, changed = config_versions(files), []  # the recipe's version (compared on resume, then recorded)
     found = _artefacts(ckpt)
     record = read_record(run)
-    _refuse_users_files(run, record, found)
+    _refuse_users_files(run, record)
     recorded = Path(record["ckpt_dir"]) if record and record.get("ckpt_dir") else None
     # no model here, but the record names a folder elsewhere that holds some: a run trained with --ckpt_dir there (or
     # a copied run folder whose record still names the original's models, which are that run's, never deleted here)

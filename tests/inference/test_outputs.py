@@ -134,16 +134,17 @@ def _a_probability_map(layout_datasets: dict[str, Path], tmp_path: Path, model: 
     return root, case, out, maps
 
 
-@pytest.mark.parametrize("since", ["unchanged", "a_users_file_put_over_them"])
+@pytest.mark.parametrize("since", ["unchanged", "a_users_file_put_over_them", "another_models_record"])
 def test_recorded_probabilities_are_known_by_their_identity(layout_datasets, tmp_path: Path, since: str) -> None:
     """A user's file copied over a case's recorded probabilities was deleted as stale (or replaced) without a word:
     the record named them by the folder alone."""
     from pipeline.core.provenance import input_identity
 
-    root, case, out, maps = _a_probability_map(layout_datasets, tmp_path, "m1")
-    Provenance(out).record(case.case_id, model="m1", file=f"{case.case_id}.nii.gz", inputs=[], probabilities="m1",
+    writer = "m0" if since == "another_models_record" else "m1"  # (its segmentation since deleted)
+    root, case, out, maps = _a_probability_map(layout_datasets, tmp_path, writer)
+    Provenance(out).record(case.case_id, model=writer, file=f"{case.case_id}.nii.gz", inputs=[], probabilities=writer,
                            probabilities_output=input_identity([maps], digest=True)[0])
-    if since != "unchanged":
+    if since == "a_users_file_put_over_them":
         shutil.copy(case.images[0], maps)  # a contrast of the case, by mistake
     data = DataSource(root)
     report = InferenceReport(out, model="m1")
@@ -152,8 +153,8 @@ def test_recorded_probabilities_are_known_by_their_identity(layout_datasets, tmp
         report.finish()
     else:
         before = checksums(out)
-        with pytest.raises(UserError, match=rf"{PROBABILITIES}/{case.case_id}.nii.gz \(not the file its record "
-                                            r"describes: put there since\)"):
+        why = "model m0" if writer == "m0" else "not the file its record describes: put there since"
+        with pytest.raises(UserError, match=rf"{PROBABILITIES}/{case.case_id}.nii.gz \({why}\)"):
             guard_outputs(data, data.inference_items(), out, report=report)
         assert checksums(out) == before
 
