@@ -43,7 +43,7 @@ from pipeline.core.errors import UserError  # noqa: E402
 from pipeline.core.figures import plt, save_figure  # noqa: E402
 from pipeline.core.files import atomic_write_text, hold_folder, read_table  # noqa: E402
 from pipeline.core.process import exit_on_sigterm, run_child  # noqa: E402
-from pipeline.data.layouts import discover_cases, refuse_inside_dataset  # noqa: E402
+from pipeline.data.layouts import discover_cases, output_guard  # noqa: E402
 from pipeline.evaluation.regions import dice_line  # noqa: E402
 from pipeline.training.monitoring import HISTORY_TABLE  # noqa: E402
 
@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"got {args.minutes} (0 would train train.yaml's epochs, not a budget)")
     out = Path(args.out).resolve()
     try:  # one benchmark writes a folder at a time (a second would replace the first's logs); held until it exits
-        refuse_inside_dataset(out, "the benchmark", "--out")  # its logs are written before training is refused
+        # not among its inputs nor in any dataset: its logs are written before training would refuse the folder
+        output_guard(roots=[args.train_dir, args.test_dir]).folder(out, what="the benchmark", option="--out")
         hold_folder(out, what="bench_accuracy")
     except UserError as e:
         raise SystemExit(f"bench_accuracy: {e}") from None

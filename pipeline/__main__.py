@@ -22,12 +22,11 @@ from pipeline.core.config import as_fold, as_int
 from pipeline.core.errors import UserError, user_message
 from pipeline.core.figures import drawn_here
 from pipeline.core.files import hold_folder, holding_scope
-from pipeline.core.guard import OutputGuard
 from pipeline.core.process import exit_on_sigterm
 from pipeline.data.check import check_dataset, check_label_folder, is_label_folder
 from pipeline.data.datalist import write_datalist
 from pipeline.data.labels import BUILTIN, NNUNET_PREFIX, scheme_name
-from pipeline.data.layouts import LAYOUTS, detect_layout, refuse_inside_dataset
+from pipeline.data.layouts import LAYOUTS, detect_layout, output_guard
 from pipeline.data.synthetic import DEFAULT_SHAPE, SUPPORTED_LAYOUTS, write_dataset
 from pipeline.evaluation.compare import compare
 from pipeline.evaluation.crossval import CV_OPTIONS, cross_validation_summary
@@ -197,8 +196,7 @@ def _plot(args: argparse.Namespace) -> int:
             raise UserError(f"{chosen} exists and carries no mark of this package's pictures (yours, or drawn before "
                             f"pictures were marked): plot {args.what} never draws over a file it cannot tell its own; "
                             "pass another --out, or --overwrite to replace it")
-        out = OutputGuard([], protect=[table]).file(chosen, what="a picture", option="--out")
-        refuse_inside_dataset(out, "a picture", "--out")
+        out = output_guard(protect=[table]).file(chosen, what="a picture", option="--out")  # any dataset's too
         if args.what == "boxplot" and own:  # into the evaluation's folder: one writer there
             hold_folder(table.parent, what="pictures")
         draw = plot_training_curves if args.what == "curves" else plot_dice_boxplot

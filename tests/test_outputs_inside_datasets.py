@@ -1,9 +1,12 @@
-"""No writer puts its outputs inside a dataset folder, an input of the command or not (`refuse_inside_dataset`)."""
+"""No writer puts its outputs inside a dataset folder, an input of the command or not (`refuse_inside_dataset`,
+which every writer's `OutputGuard` applies: `pipeline.data.layouts.output_guard`)."""
 
 from __future__ import annotations
 
+import ast
 import functools
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -44,8 +47,23 @@ def _evaluation(data: Path, out: Path) -> None:
     claim_output(out, "evaluation", "--out")
 
 
+def _comparison(data: Path, out: Path) -> None:
+    from pipeline.evaluation.reference import claim_output
+
+    claim_output(out, "comparison", "--out")
+
+
+def _picture(data: Path, out: Path) -> None:
+    from pipeline.__main__ import _plot, build_parser
+
+    table = Path(tempfile.mkdtemp()) / "history.csv"  # a run's table, outside any dataset
+    table.write_text("epoch,loss,lr\n1,0.5,0.001\n")
+    _plot(build_parser().parse_args(["plot", "curves", str(table), "--out", str(out)]))
+
+
 WRITERS = {"datalist": (_datalist, "datalist.json"), "segmentations": (_segmentations, "seg"),
-           "a_training_run": (_run, "run"), "an_evaluation": (_evaluation, "eval")}
+           "a_training_run": (_run, "run"), "an_evaluation": (_evaluation, "eval"),
+           "a_comparison": (_comparison, "comparison"), "a_picture": (_picture, "curves.png")}
 
 
 @pytest.mark.parametrize("place", ["root", "case_folder", "labelsTr", "four_folders_down", "links_to_nowhere"])
@@ -90,3 +108,24 @@ def test_a_writer_beside_a_dataset_is_not_inside_it(layout_datasets, tmp_path: P
     write, name = WRITERS[writer]
     write(data, tmp_path / "beside" / name)
     write(data, project / "runs" / name)
+
+
+def _uses(name: str, *, calls: bool) -> list[str]:
+    """The modules of the package and the benchmarks that call ``name`` (``calls``), or name it at all."""
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for path in [*sorted((root / "pipeline").rglob("*.py")), *sorted((root / "bench").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if calls:
+                node = node.func if isinstance(node, ast.Call) else None
+            used = node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", None)
+            if used == name and str(path.relative_to(root)) not in found:
+                found.append(str(path.relative_to(root)))
+    return found
+
+
+@pytest.mark.parametrize(("name", "calls"), [("OutputGuard", True), ("refuse_inside_dataset", False)])
+def test_every_writer_gets_its_guard_from_one_constructor(name: str, calls: bool) -> None:
+    """The rule "nothing inside a dataset" was called beside each writer's input guard, so a writer added later could
+    check one and forget the other: a guard is now made only by `output_guard`, which applies both."""
+    assert _uses(name, calls=calls) == ["pipeline/data/layouts/__init__.py"]

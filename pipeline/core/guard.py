@@ -5,17 +5,20 @@ score) and the dataset folders they live in, by their resolved paths and their i
 folder or a hardlink is recognised as the original. Every writer asks it first: `folder` for an output folder (it
 may not be, hold or lie inside an input folder, nor hold an input file), `file` for an output file (it may not be an
 input, by path or inode, nor lie in a dataset folder), `may_delete` before an ``--overwrite`` deletes anything.
+Both also refuse a place inside any dataset, an input of the command or not: the guard is given that rule
+(``datasets``, `pipeline.data.layouts.refuse_inside_dataset`, which knows the layouts' marks) when it is made, by
+`pipeline.data.layouts.output_guard`, the one constructor the writers call.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pipeline.core.config import as_path
 from pipeline.core.errors import UserError, cli_ids
-from pipeline.core.kinds import RUN_WRITES
+from pipeline.core.kinds import RUN_RECORD, RUN_WRITES, kinds_in
 
 #: Sub-folders of a dataset that hold its files (MSD, nnU-Net): the dataset folder is their parent.
 DATASET_SUBFOLDERS = ("imagesTr", "labelsTr", "imagesTs")
@@ -61,10 +64,14 @@ class OutputGuard:
             given and resolved, so that a folder of symlinks protects the original dataset too.
         protect: input files that are never written or deleted but whose folder may receive outputs (a datalist
             kept in its run folder).
+        datasets: the refusal of a path (a folder or file to write) inside any dataset, called with the path, what
+            is written and the option (`pipeline.data.layouts.refuse_inside_dataset`; required: no guard is made
+            without it).
     """
 
     def __init__(self, files: Iterable[str | os.PathLike] = (), roots: Iterable[str | os.PathLike] = (),
-                 protect: Iterable[str | os.PathLike] = ()) -> None:
+                 protect: Iterable[str | os.PathLike] = (), *, datasets: Callable[[Path, str, str], None]) -> None:
+        self.datasets = datasets
         given = [Path(f).expanduser() for f in files]
         kept = [Path(f).expanduser() for f in protect if f]
         self.files = {_real(f) for f in given}
@@ -83,7 +90,7 @@ class OutputGuard:
 
     def folder(self, output: object, *, what: str, option: str) -> Path:
         """``output`` (resolved) if it may receive ``what``: it is not, does not lie inside and does not hold an
-        input folder, and holds no input file.
+        input folder, holds no input file and lies in no dataset (``datasets``).
 
         Raises:
             UserError: naming the folder, the input and the option to change.
@@ -103,11 +110,12 @@ class OutputGuard:
             if is_within(f, out):
                 raise UserError(f"the output folder {out} holds the input file {f}: {what} would be written among "
                                 f"the inputs (and could replace them); pass {option} a folder that holds no input")
+        self.datasets(out, what, option)  # any dataset's folder, an input of this command or not
         return out
 
     def file(self, output: object, *, what: str, option: str) -> Path:
         """``output`` (resolved) if it may be written as ``what``: not an input file (by path, symlink or hardlink),
-        not inside an input folder.
+        not inside an input folder nor in any dataset (``datasets``).
 
         Raises:
             UserError: naming the file, the input and the option to change.
@@ -128,6 +136,7 @@ class OutputGuard:
             if is_within(out, root):
                 raise UserError(f"{out} lies inside the input folder {root}: {what} must never be written among "
                                 f"the inputs; pass {option} a file outside it")
+        self.datasets(out, what, option)  # any dataset's folder, an input of this command or not
         return out
 
     def may_delete(self, path: str | os.PathLike) -> bool:
@@ -145,7 +154,7 @@ EXPORT_POSITIONALS = ("net_id", "filepath", "ckpt_file")
 EXPORT_SUFFIXES = (".ts", ".onnx", ".engine", ".plan", ".trt")
 
 #: A run's own files, relative to its folder (what training writes): an export never replaces them.
-RUN_FILES = ("run.json", "datalist.json", *RUN_WRITES, "models/*")
+RUN_FILES = (RUN_RECORD, "datalist.json", *RUN_WRITES, "models/*")
 
 
 def _export_ids(argv: list[str]) -> dict[str, str]:
@@ -201,7 +210,7 @@ def export_refusal(argv: list[str]) -> UserError | None:
     if ckpt and _real(ckpt) == real:
         return UserError(f"--filepath {target} is the checkpoint {argv[0]} exports (--ckpt_file): it would be written "
                          "over; name a new file, such as model.ts or model.onnx beside the run")
-    run = next((folder for folder in real.parents if (folder / "run.json").is_file()), None)
+    run = next((folder for folder in real.parents if kinds_in(folder).get("run") == folder / RUN_RECORD), None)
     if run is not None and any(real.relative_to(run).match(pattern) for pattern in RUN_FILES):
         return UserError(f"--filepath {target} is a file of the run {run} ({real.relative_to(run)}): {argv[0]} "
                          "would write over it; name a new file")

@@ -12,11 +12,14 @@ from pathlib import Path
 
 from pipeline.core.errors import UserError
 
+#: A training run's record in its folder (`pipeline.model.record`).
+RUN_RECORD = "run.json"
+
 #: The record each writer leaves in the folder it writes, by the kind of folder: a training run (`run.json`,
 #: `pipeline.model.record.RUN_RECORD`), inference's segmentations (`pipeline.core.provenance.PROVENANCE`), an
 #: evaluation (`pipeline.evaluation.reference.SUMMARIES`) and a comparison (`COMPARISON_RECORD` there).
 FOLDER_RECORDS: dict[str, tuple[str, ...]] = {
-    "run": ("run.json",),
+    "run": (RUN_RECORD,),
     "segmentations": ("provenance.json",),
     "evaluation": ("summary.json", "official_summary.json"),
     "comparison": ("comparison.json",),
@@ -34,21 +37,29 @@ RUN_FOLDERS = ("models", "tensorboard")
 SHARED: dict[str, tuple[str, ...]] = {"pictures": ("evaluation",)}
 
 
+def is_run_record(content: object) -> bool:
+    """Whether ``content`` (a ``run.json`` read) is a training run's record: a JSON object with the run's ``ids``
+    (a user's ``run.json`` is not one). The one test of it: training's refusal of a user's file, the kinds here."""
+    return isinstance(content, dict) and "ids" in content
+
+
 def _is_record(path: Path, kind: str) -> bool:
-    """Whether ``path`` is ``kind``'s record: a JSON object (an evaluation's summary names its ``reference``; a
-    user's ``summary.json`` is not one)."""
+    """Whether ``path`` is ``kind``'s record: a JSON object (a run's names its ``ids``, an evaluation's summary its
+    ``reference``; a user's ``run.json`` or ``summary.json`` is not one)."""
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
+    if kind == "run":
+        return is_run_record(content)
     return isinstance(content, dict) and (kind != "evaluation" or bool(content.get("reference")))
 
 
 def kinds_in(folder: str | os.PathLike) -> dict[str, Path]:
     """``{kind: its record}`` for each kind whose record ``folder`` holds (`FOLDER_RECORDS`)."""
     out = Path(folder).expanduser()
-    if out.name in RUN_FOLDERS and (out.parent / "run.json").is_file():  # inside a run: its models, its events
-        return {"run": out.parent / "run.json"}
+    if out.name in RUN_FOLDERS and _is_record(out.parent / RUN_RECORD, "run"):  # inside a run: models, events
+        return {"run": out.parent / RUN_RECORD}
     found = {}
     for kind, names in FOLDER_RECORDS.items():
         record = next((out / n for n in names if (out / n).is_file() and _is_record(out / n, kind)), None)

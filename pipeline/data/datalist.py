@@ -15,7 +15,7 @@ from pathlib import Path
 from pipeline.core.config import ALL_FOLDS
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text
-from pipeline.core.guard import OutputGuard, is_within
+from pipeline.core.guard import is_within
 from pipeline.core.kinds import kinds_in
 from pipeline.core.nifti import dangling, nifti_stem
 from pipeline.data.labels import (
@@ -33,8 +33,8 @@ from pipeline.data.layouts import (
     LayoutInfo,
     in_scheme_order,
     order_by_name,
+    output_guard,
     output_key,
-    refuse_inside_dataset,
     resolve_scheme,
     scan_dataset,
     usable_cases,
@@ -127,9 +127,8 @@ def write_datalist(root: str | os.PathLike, out: str | os.PathLike, folds: int =
     """
     scan = in_scheme_order(scan_dataset(root, layout), label_scheme)  # the scheme's channel order, by name
     cases = usable_cases(scan)
-    guard = OutputGuard([f for c in cases for f in c.files], roots=[scan.root])
-    out = guard.file(out, what="a datalist", option="--out")
-    refuse_inside_dataset(out, "a datalist", "--out")  # another dataset's folder too
+    guard = output_guard([f for c in cases for f in c.files], roots=[scan.root])
+    out = guard.file(out, what="a datalist", option="--out")  # another dataset's folder too
     record = next((kind for kind, f in kinds_in(out.parent).items() if f.resolve() == out.resolve()), None)
     if record is not None:  # even with --force: a run's, an evaluation's, a comparison's or inference's record
         raise UserError(f"{out} is the record of {'a training run' if record == 'run' else record} there, not a "

@@ -7,6 +7,7 @@ nowhere else), its `Description`, the training split and the cases to segment, e
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -39,6 +40,7 @@ from pipeline.data.layouts import (
     DatasetScan,
     LayoutInfo,
     in_scheme_order,
+    output_guard,
     resolve_scheme,
     scan_dataset,
     usable_cases,
@@ -116,8 +118,10 @@ class DataSource:
         if not self.dataset_dir:
             raise DatasetError("neither a datalist nor a dataset_dir was given; pass --dataset_dir /path/to/BraTS")
         scan = in_scheme_order(scan_dataset(self.dataset_dir), self.label_scheme, labels=self.labels)
-        if not self.labels:  # a stage that reads no label (inference) is not stopped by their numbering
-            scan.problems[:] = [p for p in scan.problems if not p.labels_only]
+        if not self.labels:  # a stage that reads no label (inference) is not stopped by their numbering, but by
+            # test images it cannot read (imagesTs/ on a share not mounted): it segments every case
+            scan.problems[:] = [dataclasses.replace(p, severity="error") if p.unlabelled_only else p
+                                for p in scan.problems if not p.labels_only]
         whole = [p.message for p in scan.errors if not p.case]  # of the dataset, not of a case: no case can be left out
         if whole:
             raise DatasetError("\n".join(whole))
@@ -210,7 +214,7 @@ class DataSource:
             items = [c.to_item() for c in self.scan.cases]
         files = [f for it in items for f in Case.from_item(it).files]
         roots = [self.dataset_dir] if self.dataset_dir and Path(self.dataset_dir).expanduser().is_dir() else []
-        return OutputGuard(files, roots, protect=[self.datalist_path] if self.datalist_path else [])
+        return output_guard(files, roots, protect=[self.datalist_path] if self.datalist_path else [])
 
     @property
     def where(self) -> str:

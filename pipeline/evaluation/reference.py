@@ -47,7 +47,7 @@ from pipeline.data.layouts import (
     LayoutInfo,
     detect_layout,
     discover_cases,
-    refuse_inside_dataset,
+    output_guard,
     resolve_scheme,
 )
 from pipeline.data.layouts.brats import case_folders, holds_case, single_case
@@ -93,7 +93,7 @@ class Reference:
         (labels and images) and ``predictions``, the reference's `folders` and ``pred_roots``; the one guard of
         those three writers."""
         files = [*self.files.values(), *(f for c in self.cases.values() for f in c.files), *predictions]
-        return OutputGuard(files, roots=[*self.folders, *pred_roots])
+        return output_guard(files, roots=[*self.folders, *pred_roots])
 
     def inputs(self, case: str) -> list[InputRef]:
         """The inputs of a dataset's ``case``, each named by its channel where the data's description is known
@@ -696,8 +696,8 @@ def claim_output(out_dir: str | os.PathLike, kind: str, option: str = "--out", *
             them and the option to change).
     """
     out = Path(out_dir).expanduser()
-    refuse_inside_dataset(out, {"pictures": "a picture"}.get(kind, f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"),
-                          option)  # any dataset's
+    what = {"pictures": "a picture"}.get(kind, f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}")
+    output_guard().folder(out, what=what, option=option)  # not inside any dataset (the inputs: the caller's guard)
     refuse_other_kinds(out, kind, option)  # a run's, a model's segmentations, the other of evaluation/comparison
     comparison, evaluation = (out / COMPARISON_RECORD).is_file(), evaluation_record(out) is not None
     marked = comparison if kind == "comparison" else evaluation  # the kind's own record: its folder, not the user's

@@ -30,7 +30,7 @@ from pipeline.core.provenance import (
     input_identity,
     ref_path,
 )
-from pipeline.data.layouts import Case, refuse_inside_dataset
+from pipeline.data.layouts import Case, output_guard
 from pipeline.data.source import DataSource
 from pipeline.inference.viewing import edited_tables
 from pipeline.inference.writers import BackgroundWriters
@@ -88,7 +88,7 @@ class InferenceReport:
     def __init__(self, output_dir: str | os.PathLike = "", model: str | None = None,
                  writer_threads: object = 0, trained: Iterable[str] = (), guard: OutputGuard | None = None) -> None:
         self.output_dir = str(output_dir)
-        self.guard = guard if guard is not None else OutputGuard()
+        self.guard = guard if guard is not None else output_guard()
         self.model = model
         self.trained = set(trained)  # the cases the model trained on: marked in provenance.json
         self.writers = BackgroundWriters(writer_threads_of(writer_threads))
@@ -222,8 +222,7 @@ def guard_outputs(data: DataSource, items: Sequence[Mapping], output_dir: object
         UserError: the output folder or its probabilities folder is among the inputs, another live process writes
             into it, or it holds segmentations of these cases written by another model.
     """
-    out = data.guard.folder(output_dir, what="segmentations", option="--output_dir")
-    refuse_inside_dataset(out, "segmentations", "--output_dir")  # another dataset's folder too (its labelsTr/)
+    out = data.guard.folder(output_dir, what="segmentations", option="--output_dir")  # any dataset's too (labelsTr/)
     refuse_other_kinds(out, "segmentations", "--output_dir")  # not among a run's files, an evaluation's tables
     data.guard.folder(out / PROBABILITIES, what=f"region probabilities ({out / PROBABILITIES})",
                       option="--output_dir")

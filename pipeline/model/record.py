@@ -28,11 +28,11 @@ from pipeline.core.distributed import computed_on_main_process, is_main_process
 from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, atomic_write_text, file_sha256, hold_folder
 from pipeline.core.guard import OutputGuard, is_within
-from pipeline.core.kinds import RUN_WRITES, refuse_other_kinds
+from pipeline.core.kinds import RUN_RECORD, RUN_WRITES, is_run_record, kinds_in, refuse_other_kinds
 from pipeline.core.provenance import file_digest, input_identity
 from pipeline.data.datalist import folds_present
 from pipeline.data.labels import Description, canonical_channel, describe
-from pipeline.data.layouts import Case, order_by_name, refuse_inside_dataset
+from pipeline.data.layouts import Case, order_by_name, output_guard
 from pipeline.data.source import DataSource
 from pipeline.data.transforms import parse_normalization, parse_spacing
 from pipeline.model.network import check_roi_size, network_spec
@@ -47,10 +47,6 @@ from pipeline.model.recipe import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-RUN_RECORD = "run.json"
-
 
 #: What a finished or interrupted training leaves in ``ckpt_dir``.
 RUN_ARTEFACTS = ("checkpoint.pt", "model.pt", "model_last.pt")
@@ -72,9 +68,13 @@ def read_record(run_dir: str | os.PathLike) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        content = json.loads(path.read_text())
     except ValueError as e:
         raise RunError(f"{path} cannot be read ({e}); restore it, or pass another --run_dir") from None
+    if not isinstance(content, dict):  # a user's list or number: no run's record, read as one it would fail later
+        raise RunError(f"{path} is no training run's record (not a JSON object with the run's ids): move it aside, or "
+                       "pass another --run_dir")
+    return content
 
 
 def write_record(run_dir: str | os.PathLike, record: Mapping) -> None:
@@ -129,14 +129,11 @@ def start_training(run_dir: object, ckpt_dir: object, *, resume: bool | str, ove
     check_roi_size(network_factory, ids.get("roi_size", ()))
     if device is not None:
         check_device(device)
-    run = str(guard.folder(run_dir, what="a training run", option="--run_dir") if guard is not None
-              else as_path(run_dir, "run_dir"))
-    refuse_inside_dataset(run, "a training run", "--run_dir")  # another dataset's folder too
-    if guard is not None:
-        for name, folder in {"ckpt_dir": ckpt_dir, **(folders or {})}.items():
-            if folder not in (None, ""):
-                guard.folder(folder, what=f"the run's {name}", option=f"--{name}")
-                refuse_inside_dataset(folder, f"the run's {name}", f"--{name}")
+    guard = guard if guard is not None else output_guard()  # no input known: any dataset's folder still refused
+    run = str(guard.folder(run_dir, what="a training run", option="--run_dir"))
+    for name, folder in {"ckpt_dir": ckpt_dir, **(folders or {})}.items():
+        if folder not in (None, ""):
+            guard.folder(folder, what=f"the run's {name}", option=f"--{name}")
     logs = (folders or {}).get("tensorboard_dir")
     return computed_on_main_process(_start_training, run, as_path(ckpt_dir, "ckpt_dir"), as_bool(resume, "resume"),
                                     as_bool(overwrite, "overwrite"), dict(ids), network_spec(network_factory), guard,
@@ -175,7 +172,7 @@ def _refuse_users_files(run: Path, record: dict | None) -> None:
     without a run's record (models in it or not), or a ``run.json`` that is not a run's record (no ``ids``). A
     user's ``metadata.json`` was replaced (with ``--overwrite`` too), their ``history.csv`` failed the run after its
     first epoch."""
-    if record is not None and not (isinstance(record, dict) and "ids" in record):
+    if record is not None and not is_run_record(record):
         theirs = [run / RUN_RECORD]
     elif record is None:  # models or not (a user's, or a copy's): no run wrote these here
         theirs = [run / name for name in RUN_WRITES if (run / name).exists() or (run / name).is_symlink()]
@@ -350,7 +347,7 @@ def run_of_checkpoint(ckpt_path: str | os.PathLike, run_dir: str | os.PathLike) 
     """
     ckpt = Path(ckpt_path)
     candidate = ckpt.parent.parent
-    if (candidate / RUN_RECORD).is_file():
+    if "run" in kinds_in(candidate):  # the folder above models/ holds a run's record (a user's run.json does not count)
         return str(candidate)
     record = read_record(run_dir)
     if record is None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.errors import UserError
-from pipeline.core.guard import OutputGuard
+from pipeline.data.layouts import output_guard  # the guard as every writer gets it
 
 
 @pytest.fixture
@@ -32,14 +32,14 @@ def dataset(tmp_path: Path) -> tuple[Path, list[Path]]:
 def test_an_output_folder_in_or_around_the_dataset_is_refused(dataset, where, fragment) -> None:
     root, files = dataset
     with pytest.raises(UserError, match=fragment) as err:
-        OutputGuard(files, roots=[root]).folder(where(root), what="segmentations", option="--output_dir")
+        output_guard(files, roots=[root]).folder(where(root), what="segmentations", option="--output_dir")
     assert "--output_dir" in str(err.value)
 
 
 def test_the_dataset_folder_is_known_from_its_files_alone(dataset) -> None:
     root, files = dataset  # a datalist lists files, not the dataset folder: BraTS naming shows it
     with pytest.raises(UserError, match=f"lies inside the input folder {root}"):
-        OutputGuard(files).folder(root / "seg", what="segmentations", option="--output_dir")
+        output_guard(files).folder(root / "seg", what="segmentations", option="--output_dir")
 
 
 @pytest.mark.parametrize("sub", ["imagesTs", "labelsTr"])
@@ -48,7 +48,7 @@ def test_a_decathlon_folder_beside_the_listed_files_is_refused(tmp_path: Path, s
     image.parent.mkdir(parents=True)
     image.write_bytes(b"x")
     with pytest.raises(UserError, match="lies inside the input folder"):
-        OutputGuard([image]).folder(tmp_path / "Task01" / sub, what="segmentations", option="--output_dir")
+        output_guard([image]).folder(tmp_path / "Task01" / sub, what="segmentations", option="--output_dir")
 
 
 def test_a_folder_of_symlinked_cases_protects_the_original_dataset(dataset, tmp_path: Path) -> None:
@@ -59,7 +59,7 @@ def test_a_folder_of_symlinked_cases_protects_the_original_dataset(dataset, tmp_
     for f in files:
         (subset / f.name).symlink_to(f)
         links.append(subset / f.name)
-    guard = OutputGuard(links, roots=[tmp_path / "subset"])
+    guard = output_guard(links, roots=[tmp_path / "subset"])
     with pytest.raises(UserError, match=f"input folder {root}"):
         guard.folder(root / "seg", what="segmentations", option="--output_dir")
 
@@ -69,8 +69,8 @@ def test_an_output_file_that_is_an_input_through_a_hardlink_is_refused(dataset, 
     link = tmp_path / "elsewhere.nii.gz"
     os.link(files[4], link)
     with pytest.raises(UserError, match="is an input of this command"):
-        OutputGuard(files, roots=[root]).file(link, what="a datalist", option="--out")
-    assert not OutputGuard(files, roots=[root]).may_delete(link)
+        output_guard(files, roots=[root]).file(link, what="a datalist", option="--out")
+    assert not output_guard(files, roots=[root]).may_delete(link)
 
 
 def test_a_protected_file_is_never_written_but_its_folder_may_receive_outputs(tmp_path: Path) -> None:
@@ -78,7 +78,7 @@ def test_a_protected_file_is_never_written_but_its_folder_may_receive_outputs(tm
     run.mkdir()
     datalist = run / "datalist.json"
     datalist.write_text("{}")
-    guard = OutputGuard([], protect=[datalist])
+    guard = output_guard([], protect=[datalist])
     assert guard.folder(run, what="a training run", option="--run_dir") == run.resolve()
     with pytest.raises(UserError, match="is an input"):
         guard.file(datalist, what="a datalist", option="--out")
@@ -88,10 +88,10 @@ def test_a_protected_file_is_never_written_but_its_folder_may_receive_outputs(tm
 def test_an_output_folder_beside_the_dataset_is_accepted_and_a_number_is_a_path(dataset, tmp_path: Path,
                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     root, files = dataset
-    out = OutputGuard(files, roots=[root]).folder(tmp_path / "runs" / "seg", what="x", option="--output_dir")
+    out = output_guard(files, roots=[root]).folder(tmp_path / "runs" / "seg", what="x", option="--output_dir")
     assert out == (tmp_path / "runs" / "seg").resolve() and not out.exists()
     monkeypatch.chdir(tmp_path)
-    assert OutputGuard(files, roots=[root]).folder(20241204, what="x", option="--run_dir") == tmp_path / "20241204"
+    assert output_guard(files, roots=[root]).folder(20241204, what="x", option="--run_dir") == tmp_path / "20241204"
 
 
 @pytest.mark.parametrize(("command", "refused"), [
@@ -129,8 +129,9 @@ def test_an_export_over_its_checkpoint_or_a_runs_file_is_refused(tmp_path: Path,
 
     run = tmp_path / "run"
     (run / "models").mkdir(parents=True)
-    for name in ("run.json", "models/model.pt", "models/model_last.pt", "export.ts"):
+    for name in ("models/model.pt", "models/model_last.pt", "export.ts"):
         (run / name).write_bytes(b"the run's")
+    (run / "run.json").write_text(json.dumps({"ids": {}}))  # a run's record (a user's run.json is no run's)
     (tmp_path / "other.ts").write_bytes(b"an older export")
     (tmp_path / "case_t1.nii.gz").write_bytes(b"an image")
     args = tmp_path / "export_args.json"  # MONAI's --args_file: the ids the command line does not give

@@ -29,9 +29,26 @@ def test_every_kind_has_a_record_here() -> None:
     assert set(RECORDS) == set(FOLDER_RECORDS) and all(RECORDS[k][0] in FOLDER_RECORDS[k] for k in RECORDS)
 
 
-def test_a_users_summary_json_is_no_evaluation(tmp_path: Path) -> None:
-    (tmp_path / "summary.json").write_text(json.dumps({"notes": "mine"}))
-    assert kinds_in(tmp_path) == {}
+@pytest.mark.parametrize(("name", "content"), [("summary.json", {"notes": "mine"}), ("run.json", {"notes": "mine"}),
+                                               ("run.json", [1, 2])])
+def test_a_users_file_of_a_records_name_is_no_record(tmp_path: Path, name: str, content: object) -> None:
+    """A user's ``run.json`` counted as a run's folder here, while training (`is_run_record`) called it a user's
+    file: one test of a run's record now, its ``ids``."""
+    from pipeline.core.kinds import is_run_record
+
+    (tmp_path / name).write_text(json.dumps(content))
+    (tmp_path / "models").mkdir()
+    assert kinds_in(tmp_path) == {} and kinds_in(tmp_path / "models") == {}
+    assert not is_run_record(content)
+
+
+def test_a_run_json_that_is_no_object_is_one_error(tmp_path: Path) -> None:
+    """A ``run.json`` holding a list was returned as the record, and its readers failed on ``.get`` (a traceback)."""
+    from pipeline.model.record import RunError, read_record
+
+    (tmp_path / "run.json").write_text("[1, 2]")
+    with pytest.raises(RunError, match=rf"{tmp_path / 'run.json'} is no training run's record .* move it aside"):
+        read_record(tmp_path)
 
 
 def _claim(writer: str, folder: Path, tiny_dataset: Path) -> None:

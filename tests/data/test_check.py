@@ -5,6 +5,7 @@ Each fault is planted in a copy of a 3-case fixture of every layout (tests/conft
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -547,6 +548,37 @@ def test_a_link_that_leads_nowhere_is_an_error_naming_it(layout_datasets, tmp_pa
         with pytest.raises(DatasetError, match=said):
             write_datalist(root, tmp_path / "dl.json", folds=2)
         assert not (tmp_path / "dl.json").exists()
+
+
+@pytest.mark.parametrize("layout", ["nnunet", "msd"])
+@pytest.mark.parametrize("reader", ["check", "datalist", "training", "inference"])
+def test_an_unmounted_imagests_stops_inference_alone(layout_datasets, tmp_path: Path, layout: str,
+                                                     reader: str) -> None:
+    """A link to nowhere in place of ``imagesTs/`` (the test images on a share not mounted) refused the whole
+    dataset, training too, which never reads them: a warning for the readers of labelled cases, an error for
+    inference, which segments every case."""
+    from pipeline.data.datalist import write_datalist
+
+    if layout == "nnunet":
+        root = tmp_path / layout
+        write_dataset(root, cases=3, shape=LAYOUT_SHAPE, seed=5, layout=layout)
+    else:
+        root, _ = _copy(layout_datasets, layout, tmp_path)
+    if (root / "imagesTs").exists():
+        shutil.rmtree(root / "imagesTs")
+    (root / "imagesTs").symlink_to(tmp_path / "unmounted" / "imagesTs")
+    said = rf"{re.escape(str(root / 'imagesTs'))} is a link to .*unmounted/imagesTs, which does not exist"
+    if reader == "check":
+        report = check_dataset(root)
+        assert not report.errors and any(re.search(said, p.message) for p in report.warnings)
+    elif reader == "datalist":
+        write_datalist(root, tmp_path / "dl.json", folds=2)
+        assert json.loads((tmp_path / "dl.json").read_text())["training"]
+    elif reader == "training":
+        assert DataSource(root).scan.cases and not DataSource(root).scan.errors
+    else:
+        with pytest.raises(DatasetError, match=said):
+            DataSource(root, labels=False).inference_items()
 
 
 @pytest.mark.parametrize("copy", ["unlabelled", "another_patient_same_size"])

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from pipeline.core.errors import UserError
-from pipeline.core.guard import GRADE_FOLDERS
+from pipeline.core.guard import GRADE_FOLDERS, OutputGuard
 from pipeline.core.nifti import NIFTI_EXTENSIONS, broken_links, is_nifti, nifti_stem
 from pipeline.data.layouts import brats, msd, nnunet
 from pipeline.data.layouts.base import (
@@ -30,7 +31,7 @@ from pipeline.data.layouts.base import (
 logger = logging.getLogger(__name__)
 
 __all__ = ["LAYOUTS", "Case", "DatasetError", "DatasetScan", "LayoutInfo", "LayoutSpec", "Problem", "detect_layout",
-           "dataset_around", "refuse_inside_dataset",
+           "dataset_around", "output_guard", "refuse_inside_dataset",
            "channel_permutation", "discover_cases", "in_channel_order", "in_scheme_order", "no_case_message",
            "order_by_name", "output_key", "resolve_scheme", "scan_dataset", "usable_cases", "with_case_ids"]
 
@@ -147,6 +148,11 @@ def report_broken_links(scan: DatasetScan) -> None:
                 f"{link} is a link to {os.readlink(link)}, which does not exist; no case reads it (remove it if it "
                 "should be one)")))
             continue
+        if link.parent == root and link.name == "imagesTs":  # the test images alone: training never reads them
+            scan.problems.append(Problem("", str(link), "warning", (
+                f"dataset {root}: {link} is a link to {os.readlink(link)}, which does not exist (a drive or share not "
+                "mounted?), so its test cases are not read; mount it, or remove the link"), unlabelled_only=True))
+            continue
         stem = link.name.split(".nii")[0]
         label = link.parent.name == "labelsTr" or stem.endswith(("_seg", "-seg"))
         if not label:  # a label's link leaves the case to a reader of images alone (inference), unlabelled
@@ -218,6 +224,14 @@ def refuse_inside_dataset(path: str | os.PathLike, what: str, option: str) -> No
         free = top.parent / "runs" / Path(path).name
         raise UserError(f"{option} {Path(path).expanduser()} lies inside the dataset folder {root}: {what} must never "
                         f"be written among a dataset's files; pass {option} a path outside it (e.g. {free})")
+
+
+def output_guard(files: Iterable[str | os.PathLike] = (), roots: Iterable[str | os.PathLike] = (),
+                 protect: Iterable[str | os.PathLike] = ()) -> OutputGuard:
+    """The output guard of a command reading ``files`` in ``roots`` (`pipeline.core.guard.OutputGuard`), which also
+    refuses any place inside a dataset (`refuse_inside_dataset`): the one way a writer gets its guard, so that no
+    writer checks one rule and forgets the other."""
+    return OutputGuard(files, roots, protect, datasets=refuse_inside_dataset)
 
 
 def usable_cases(scan: DatasetScan) -> list[Case]:

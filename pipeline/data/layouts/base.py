@@ -97,6 +97,7 @@ class Problem:
     severity: str
     message: str
     labels_only: bool = False  # it concerns the label files' numbering alone: a reader of images only passes it by
+    unlabelled_only: bool = False  # a warning of the unlabelled test images (imagesTs/) alone: an error for inference
 
     def __str__(self) -> str:
         return f"{self.severity.upper()}: {self.message}"
