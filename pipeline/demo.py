@@ -9,7 +9,6 @@ commands that do the same on one's own data.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import time
@@ -18,8 +17,9 @@ from pathlib import Path
 from pipeline.commands import next_steps, run_stage
 from pipeline.core.errors import UserError
 from pipeline.core.figures import drawn_here
-from pipeline.core.files import FolderLock, hold_folder
+from pipeline.core.files import FolderLock, hold_folder, read_json
 from pipeline.core.kinds import RUN_WRITES, refuse_other_kinds
+from pipeline.core.provenance import Provenance
 from pipeline.data.datalist import write_datalist
 from pipeline.data.synthetic import DEFAULT_SHAPE, SETTINGS_FILE, remove_synthetic, write_dataset
 from pipeline.evaluation.evaluate import EVALUATION_OUTPUTS
@@ -68,13 +68,14 @@ RUNNING = ".demo"
 
 
 #: What the demo writes in its run folder (training, inference into ``seg``, evaluation into ``eval``, its lock),
-#: as glob patterns under it: ``make clean`` deletes these and keeps anything else there (segmentations of other data
-#: made with the demo's model, an export in ``models/``, a user's notes), naming it. tests/e2e/test_demo.py checks a
-#: demo's run folder against it.
+#: as glob patterns under it, with the segmentations ``seg/provenance.json`` records (`demo_files`): ``make clean``
+#: deletes these and keeps anything else there (segmentations of other data made with the demo's model, an export in
+#: ``models/``, a user's notes or NIfTI files), naming it. tests/e2e/test_demo.py checks a demo's run folder
+#: against it.
 DEMO_FILES = ("datalist.json", *RUN_WRITES, "run.json", FolderLock.NAME,
               f"{RUNNING}/{FolderLock.NAME}", *(f"models/{name}" for name in RUN_ARTEFACTS),
               f"models/{FolderLock.NAME}",
-              "seg/*.nii.gz", *(f"seg/{name}" for name in VIEWER_TABLES), "seg/provenance.json",
+              *(f"seg/{name}" for name in VIEWER_TABLES), "seg/provenance.json",
               f"seg/{FolderLock.NAME}", *(f"eval/{pattern}" for pattern in EVALUATION_OUTPUTS),
               f"eval/{FolderLock.NAME}", "tensorboard/events.out.tfevents.*")
 #: The folders it makes there (deleted once empty).
@@ -84,6 +85,7 @@ DEMO_FOLDERS = (RUNNING, "models", "seg", "eval/overlays", "eval", "tensorboard"
 def demo_files(run: Path) -> list[Path]:
     """The files in ``run`` that the demo writes (`DEMO_FILES`)."""
     found = {f for pattern in DEMO_FILES for f in run.glob(pattern) if f.is_file() or f.is_symlink()}
+    found |= set(Provenance(run / "seg").written_files())  # its segmentations, by its record (a user's file: kept)
     return sorted(f for f in found if f.suffix != ".png" or drawn_here(f))  # a picture of the user's: kept
 
 
@@ -197,7 +199,7 @@ def run_demo(data_dir: str = "data/synthetic", run_dir: str = "runs/demo", cases
     _stage("inference", timings, ("inference", {**common, "infer_fold": DEMO_FOLD}, {"fast": fast, "demo": True}))
     _stage("evaluation", timings, ("evaluate", {**common, "infer_fold": DEMO_FOLD}, {}))
 
-    summary = json.loads((run / "eval" / "summary.json").read_text())
+    summary = read_json(run / "eval" / "summary.json")
     print("\n=== results on the validation fold ===")
     print(format_table(summary))
     print("\nstage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))

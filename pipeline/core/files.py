@@ -193,6 +193,21 @@ def replaced_on_success(files: Iterable[str | os.PathLike], restore: Iterable[st
         backup.unlink(missing_ok=True)
 
 
+def read_json(path: str | os.PathLike) -> object:
+    """The JSON content of the file ``path`` (UTF-8), the one reader of the package's and the user's JSON files.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: it is not JSON, not UTF-8, or nested too deeply for Python's decoder (a RecursionError turned
+            into what every caller already refuses in one line).
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply to be read") from None
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """The SHA-256 of a file's content, read in blocks."""
     h = hashlib.sha256()
@@ -258,7 +273,7 @@ class FolderLock:
     def _owner(self) -> dict:
         """The lock's holder; a lock file that is not such a record (emptied, edited) holds nothing."""
         try:
-            owner = json.loads(self.path.read_text())
+            owner = read_json(self.path)
         except (OSError, ValueError, UnicodeDecodeError):
             return {}
         if not isinstance(owner, dict):

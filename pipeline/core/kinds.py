@@ -5,12 +5,12 @@ tables, an evaluation's tables among a model's segmentations or in a run folder)
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.core.errors import UserError
+from pipeline.core.files import read_json
 
 #: A training run's record in its folder (`pipeline.model.record`).
 RUN_RECORD = "run.json"
@@ -47,7 +47,7 @@ def _is_record(path: Path, kind: str) -> bool:
     """Whether ``path`` is ``kind``'s record: a JSON object (a run's names its ``ids``, an evaluation's summary its
     ``reference``; a user's ``run.json`` or ``summary.json`` is not one)."""
     try:
-        content = json.loads(path.read_text(encoding="utf-8"))
+        content = read_json(path)
     except (OSError, ValueError):
         return False
     if kind == "run":

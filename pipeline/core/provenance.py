@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from pipeline.core.errors import UserError
-from pipeline.core.files import atomic_write_text, file_sha256
+from pipeline.core.files import atomic_write_text, file_sha256, read_json
 
 #: The record's file name in an output folder.
 PROVENANCE = "provenance.json"
@@ -185,7 +185,7 @@ class Provenance:
         fix = (f"delete {self.path} (the segmentations beside it are then of unknown origin: re-run inference with "
                "--overwrite true to replace them), or pass another --output_dir")
         try:
-            raw = json.loads(self.path.read_text())
+            raw = read_json(self.path)
         except (OSError, ValueError, UnicodeDecodeError) as e:
             raise UserError(f"{self.path} cannot be read ({type(e).__name__}); {fix}") from None
         cases = raw.get("cases") if isinstance(raw, dict) and raw.get("version") == 2 else raw
@@ -214,6 +214,11 @@ class Provenance:
             return entry
         now = input_identity([self.folder / str(entry.get("file") or f"{case}.nii.gz")])[0]
         return entry if _unchanged(written, now) else {}
+
+    def written_files(self) -> list[Path]:
+        """The segmentations in the folder that its record describes (`entry`: still the files written), what a
+        cleaner may delete as inference's; a file of the user's there, a name no case records, is not one."""
+        return sorted({self.folder / str(e.get("file") or f"{c}.nii.gz") for c in self.cases if (e := self.entry(c))})
 
     def replaced(self, cases: Iterable[str]) -> list[str]:
         """Those of ``cases`` with a record whose file is no longer the one it describes (`entry`): put there or

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipeline.core.config import ALL_FOLDS
 from pipeline.core.errors import UserError
-from pipeline.core.files import atomic_write_text
+from pipeline.core.files import atomic_write_text, read_json
 from pipeline.core.guard import is_within
 from pipeline.core.kinds import kinds_in
 from pipeline.core.nifti import dangling, nifti_stem
@@ -196,6 +196,8 @@ def check_case_id(case_id: object, where: str) -> str:
         reason = f"is {case_id!r}"
     elif any(ord(ch) < 32 or ord(ch) == 127 for ch in case_id):
         reason = "holds a control character (a newline, a tab, NUL)"
+    elif any(0xD800 <= ord(ch) <= 0xDFFF for ch in case_id):
+        reason = "holds a lone surrogate (no character of UTF-8)"
     elif case_id != case_id.strip():
         reason = "starts or ends with a space"
     elif case_id.startswith("."):
@@ -291,7 +293,7 @@ class _DatalistReader:
 
     def file(self, value: object, what: str, where: str) -> str:
         """``value`` as an absolute path (relative: from the datalist's folder); a missing file is noted."""
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str) or not value.strip() or "\0" in value or not value.isprintable():
             raise DatasetError(f"{where}: {what} {value!r} is not a file path; give the path of a .nii.gz file")
         given = os.path.expanduser(value)
         found = os.path.abspath(os.path.join(self.base, given))
@@ -302,7 +304,9 @@ class _DatalistReader:
             if os.path.isfile(in_root):
                 return in_root
         link = dangling(found)
-        if os.path.isabs(given) or link:
+        if os.path.isdir(found):
+            self.missing.append(f"{where}: {what} {value} is a folder, not a file; give the path of a .nii.gz file")
+        elif os.path.isabs(given) or link:
             self.missing.append(f"{where}: {what} {value} does not exist{link}; "
                                 + ("mount it, or remove the case" if link else "fix the path or remove the case"))
         elif self.model_zoo:
@@ -458,7 +462,7 @@ def read_datalist(path: str | os.PathLike, dataset_dir: str | os.PathLike | None
         raise DatasetError(
             f"datalist {path} does not exist; write one with: python -m pipeline datalist DATASET_DIR --out {path}")
     try:
-        raw = json.loads(path.read_text())
+        raw = read_json(path)
     except (ValueError, UnicodeDecodeError) as e:
         raise DatasetError(f"datalist {path} is not valid JSON ({e}); fix it, or rewrite it with: "
                            f"python -m pipeline datalist DATASET_DIR --out {path}") from None
@@ -557,8 +561,11 @@ def _datalist_channels(path: Path, raw: dict) -> tuple[str, ...]:
     except UserError as e:
         raise DatasetError(f"datalist {path}: {e}") from None
     given = raw.get("channels")
-    if given is not None and (not isinstance(given, list) or len(given) != len(desc.channels)):
-        raise DatasetError(f"datalist {path}: \"channels\" is {given!r}, but its label scheme {desc.name} has "
+    if given is not None and (not isinstance(given, list) or len(given) != len(desc.channels)
+                              or not all(isinstance(c, str) for c in given)):
+        names = "its channel names" if isinstance(given, list) and len(given) == len(desc.channels) else (
+            f"{len(desc.channels)} channel name(s)")
+        raise DatasetError(f"datalist {path}: \"channels\" is {given!r}, not {names}: its label scheme {desc.name} has "
                            f"{len(desc.channels)} channel(s) ({', '.join(desc.channels)}); fix \"channels\" or "
                            f"rewrite the datalist with: python -m pipeline datalist DATASET_DIR --out {path}")
     return tuple(desc.channels)

@@ -7,7 +7,6 @@ largest first are in `docs/datasets.md`."""
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from pipeline.core.errors import UserError
+from pipeline.core.files import read_json
 
 #: Input channel names of the BraTS layouts, in the order the network sees them.
 CHANNELS: tuple[str, ...] = ("T1", "T1ce", "T2", "FLAIR")
@@ -334,6 +334,10 @@ BUILTIN: dict[str, Description] = {
 LABEL_SCHEMES: dict[str, dict[str, int]] = {name: dict(d.roles) for name, d in BUILTIN.items()}
 
 
+#: The highest label value a scheme may have: segmentations are written as uint8.
+MAX_LABEL = 255
+
+
 def _values(value: object, where: str) -> tuple[int, ...]:
     values = value if isinstance(value, (list, tuple)) else [value]
     values = [int(v) if isinstance(v, str) and v.strip().isdigit() else v for v in values]  # "1", as int() reads it
@@ -342,6 +346,9 @@ def _values(value: object, where: str) -> tuple[int, ...]:
     out = tuple(values)
     if not out or any(v < 0 for v in out):
         raise UserError(f"{where}: label value {value!r} must be one or more whole numbers >= 0")
+    if any(v > MAX_LABEL for v in out):  # written as uint8 (pipeline.inference.predict), it would wrap round
+        raise UserError(f"{where}: label value {value!r} is above {MAX_LABEL}: segmentations are written as 8-bit "
+                        "label maps; number the classes from 1")
     return out
 
 
@@ -399,7 +406,7 @@ def from_dataset_json(meta: Mapping, name: str = "nnunet") -> Description:
 @functools.lru_cache(maxsize=32)
 def _load_dataset_json(path: str, mtime_ns: int) -> Description:
     try:
-        meta = json.loads(Path(path).read_text())
+        meta = read_json(Path(path))
     except (OSError, ValueError) as e:
         raise UserError(f"{path} cannot be read as a dataset.json ({e}); fix or restore it") from None
     return from_dataset_json(meta, f"{NNUNET_PREFIX}{path}")

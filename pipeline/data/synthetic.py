@@ -20,9 +20,9 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.core.errors import UserError
-from pipeline.core.files import FolderLock, atomic_write_text, file_sha256
+from pipeline.core.files import FolderLock, atomic_write_text, file_sha256, read_json
 from pipeline.data.labels import NUMBERING, contrast_of, contrast_spellings, relabel
-from pipeline.data.layouts import brats, msd, nnunet
+from pipeline.data.layouts import brats, msd, nnunet, refuse_dataset_inside_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -445,6 +445,7 @@ def write_dataset(
     shape = _check_shape(shape)
     affine = brats_affine(shape)
     out = Path(out_dir).expanduser()
+    refuse_dataset_inside_dataset(out, "synthetic cases", "OUT_DIR")  # not among another dataset's files
     settings: dict = {"cases": int(cases), "shape": list(shape), "seed": int(seed), "layout": layout}
     if layout == "nnunet":  # new options only where they apply, so earlier folders' settings still match
         settings["channels"] = [CHANNEL_NAMES[c] for c in contrasts]
@@ -501,11 +502,14 @@ RECORD_KEYS = frozenset({"cases", "shape", "seed", "layout", "cases_written"})
 
 
 def _files(folder: Path) -> list[Path]:
-    """Every file below ``folder``, at any depth (a BraTS 2018 download keeps its images three levels down)."""
+    """Every file below ``folder``, at any depth (a BraTS 2018 download keeps its images three levels down), and
+    every link to a folder there (synth writes none: a case folder linked from a user's dataset is theirs, and
+    writing through it would replace their files)."""
     if not folder.is_dir():
         return []
     lock = folder / FolderLock.NAME  # the writer's own lock (`write_dataset`) is no file of the data
-    return sorted(p for root, _, names in os.walk(folder) for name in names if (p := Path(root) / name) != lock)
+    return sorted(p for root, dirs, names in os.walk(folder) for name in [*names, *dirs]
+                  if (p := Path(root) / name) != lock and (name in names or p.is_symlink()))
 
 
 def _ours(out: Path) -> set[Path]:
@@ -514,7 +518,7 @@ def _ours(out: Path) -> set[Path]:
     record itself. Records from before digests were kept name the files only; older ones, the case folders (then
     the NIfTI files in them named after their case count: a user's note beside them is theirs)."""
     try:
-        recorded = json.loads((out / SETTINGS_FILE).read_text())
+        recorded = read_json(out / SETTINGS_FILE)
     except (OSError, ValueError):
         return set()
     if not isinstance(recorded, dict) or not RECORD_KEYS <= set(recorded):
@@ -541,7 +545,7 @@ def _planned(out: Path, layout: str, case_ids: list[str]) -> list[Path]:
 def _existing_cases(out: Path, settings: dict) -> list[Path] | None:
     """The cases of ``out`` when `write_dataset` already wrote them there with ``settings``, else None."""
     try:
-        recorded = json.loads((out / SETTINGS_FILE).read_text())
+        recorded = read_json(out / SETTINGS_FILE)
     except (OSError, ValueError):
         return None
     if not isinstance(recorded, dict):
@@ -597,8 +601,9 @@ def _refuse_occupied(out: Path, force: bool, planned: list[Path]) -> None:
     if existing and not force:
         raise UserError(f"{out} already holds {len(existing)} file(s) of synthetic cases written with other settings "
                         f"(see {out / SETTINGS_FILE}): choose another folder, or pass --force to replace them")
-    hit = [f for f in foreign for target in planned
-           if f == target or target in f.parents or (f.parent == target.parent and f.name.startswith(target.name))]
+    hit = [f for f in foreign for target in planned  # a linked folder above a file synth would write too
+           if f == target or target in f.parents or f in target.parents
+           or (f.parent == target.parent and f.name.startswith(target.name))]
     if hit:
         raise UserError(f"{hit[0]} was not written by synth and synth would write over it: --force never "
                         "writes over a file synth did not write; choose an empty folder")

@@ -23,7 +23,7 @@ from scipy.stats import rankdata, wilcoxon
 
 from pipeline.core.errors import UserError
 from pipeline.core.figures import plt, save_figure
-from pipeline.core.files import atomic_write_text, column_numbers, holding, read_table, replaced_on_success
+from pipeline.core.files import atomic_write_text, column_numbers, holding, read_json, read_table, replaced_on_success
 from pipeline.core.nifti import nifti_files
 from pipeline.evaluation.evaluate import EVALUATION_OUTPUTS, evaluate
 from pipeline.evaluation.metrics import region_metrics
@@ -210,7 +210,7 @@ def check_comparison_replacement(out: Path, ref_dir: str | os.PathLike, algorith
         UserError: ``out`` holds another comparison and not ``overwrite`` (both named, and the way out).
     """
     try:
-        old = json.loads((out / "comparison.json").read_text(encoding="utf-8"))
+        old = read_json(out / "comparison.json")
     except (OSError, ValueError):
         return []
     if not isinstance(old, dict):

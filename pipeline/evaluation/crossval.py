@@ -16,7 +16,7 @@ from pathlib import Path
 from pipeline.bundle import VERB_ENV, command, inference_command
 from pipeline.core.config import as_folds, differing
 from pipeline.core.errors import UserError
-from pipeline.core.files import atomic_write_text, column_numbers, holding, read_table
+from pipeline.core.files import atomic_write_text, column_numbers, holding, read_json, read_table
 from pipeline.core.process import run_child
 from pipeline.data.datalist import folds_present, refuse_files_outside
 from pipeline.data.source import DataSource
@@ -108,7 +108,7 @@ def _is_cv_summary(path: Path, seg: Path, eval_dir: Path) -> bool:
     naming this run's segmentations ``seg`` and evaluation ``eval_dir`` (another run's copied there, or one a user
     annotated, is not; a run folder moved since needs ``--overwrite`` once)."""
     try:
-        content = json.loads(path.read_text(encoding="utf-8"))
+        content = read_json(path)
     except (OSError, ValueError):
         return False
     if not (isinstance(content, dict) and set(content) <= set(CV_SUMMARY_KEYS)):

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -12,9 +11,9 @@ from pathlib import Path
 
 from pipeline.core.config import as_bool
 from pipeline.core.errors import UserError
-from pipeline.core.files import column_numbers, hold_folder, holding, read_table, replaced_on_success
+from pipeline.core.files import column_numbers, hold_folder, holding, read_json, read_table, replaced_on_success
 from pipeline.evaluation.official import evaluate_official, format_official_table, resolve_challenge
-from pipeline.evaluation.plots import plot_evaluation, run_name
+from pipeline.evaluation.plots import drawn_overlays, plot_evaluation, run_name
 from pipeline.evaluation.reference import (
     Reference,
     claim_output,
@@ -56,7 +55,7 @@ def stale_tables(out_dir: str | os.PathLike, protocol: str, state: str) -> list[
     was recorded is left (nothing says it is stale)."""
     out, other = Path(out_dir), "official" if protocol == "legacy" else "legacy"
     try:
-        recorded = json.loads((out / PROTOCOL_FILES[other][0]).read_text(encoding="utf-8")).get("inputs_state")
+        recorded = read_json(out / PROTOCOL_FILES[other][0]).get("inputs_state")
     except (OSError, ValueError, AttributeError):
         return []
     if recorded is None or recorded == state:
@@ -64,7 +63,7 @@ def stale_tables(out_dir: str | os.PathLike, protocol: str, state: str) -> list[
     logger.info("%s: the %s tables were scored from files rewritten since: they go once this evaluation is "
                 "written", out, other)
     stale = [out / name for name in PROTOCOL_FILES[other]]
-    return stale + (sorted((out / "overlays").glob("*.png")) if other == "legacy" else [])
+    return stale + (drawn_overlays(out) if other == "legacy" else [])
 
 
 def _root(folder: str | os.PathLike | Reference) -> str:
@@ -107,7 +106,7 @@ def check_replacement(out_dir: str | os.PathLike, pred_dir: str | os.PathLike, r
                         f"another {out_option} (one folder per evaluation), or --overwrite to replace it")
     out = Path(out_dir)
     logger.info("%s: replacing the evaluation of %s against %s (--overwrite)", out_dir, old_pred, old_ref)
-    return [out / name for name in EVALUATION_FILES] + sorted((out / "overlays").glob("*.png"))
+    return [out / name for name in EVALUATION_FILES] + drawn_overlays(out)  # a user's picture there stays
 
 
 @holding
@@ -139,7 +138,7 @@ def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathL
             summary = evaluate_folders(pred_dir, ref_dir, out_dir, scheme=scheme, cases=cases, out_option=out_option,
                                        allow_mixed=allow_mixed, pairs=pairs)
             (Path(out_dir) / "dice_boxplot.png").unlink(missing_ok=True)  # of the scores just replaced: drawn again
-            for png in (Path(out_dir) / "overlays").glob("*.png"):        # (or not, --no-pictures) from the new ones
+            for png in drawn_overlays(out_dir):  # (or not, --no-pictures) from the new ones; a user's picture stays
                 png.unlink()
             return summary
         return evaluate_official(pred_dir, ref_dir, out_dir, scheme=scheme, challenge=challenge, jobs=jobs,
@@ -173,13 +172,13 @@ def write_report(eval_dir: str | os.PathLike, name: str | None = None) -> Path:
     if not legacy.is_file() and not official.is_file():
         raise UserError(f"no evaluation in {out}: run python -m pipeline evaluate PRED REF --out {out} first")
     hold_folder(out, what="evaluation report")
-    first = json.loads((legacy if legacy.is_file() else official).read_text(encoding="utf-8"))
+    first = read_json(legacy if legacy.is_file() else official)
     name = name or run_name(first.get("predictions") or out)
     report = Report(f"{name} on {Path(first['reference']).name}")
     report.paragraph(f"Predictions: {first.get('predictions', '?')}. Reference: {first['reference']} "
                      f"({first.get('reference_layout', '?')}, scheme {first.get('scheme', '?')}).", note=True)
     if legacy.is_file():
-        summary = json.loads(legacy.read_text(encoding="utf-8"))
+        summary = read_json(legacy)
         regions = list(summary["regions"])
         report.heading("Legacy protocol: Dice, sensitivity, specificity, HD95 per region (docs/metrics.md)")
         metrics = ("dice", "sensitivity", "specificity", "hd95")
@@ -205,12 +204,12 @@ def write_report(eval_dir: str | os.PathLike, name: str | None = None) -> Path:
         pictures = [(out / "dice_boxplot.png", "Dice per region, one dot per case")]
         means = {row[0]: row[1] for row in table if row[1] is not None}
         ranked = sorted(means, key=means.get)  # worst first
-        overlays = {p.stem: p for p in (out / "overlays").glob("*.png")}
+        overlays = {p.stem: p for p in drawn_overlays(out)}
         pictures += [(overlays[c], f"{c}: rank {len(ranked) - ranked.index(c)} of {len(ranked)}, mean Dice "
                       f"{means[c]:.3f}") for c in ranked if c in overlays]
         report.pictures(pictures)
     if official.is_file():
-        summary = json.loads(official.read_text(encoding="utf-8"))
+        summary = read_json(official)
         report.heading(f"Official protocol: the BraTS package, challenge {summary.get('challenge')}")
         report.preformatted(format_official_table(summary))
     return report.write(out / "report.html")

@@ -28,8 +28,8 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.orientations import OrientationError
 
 from pipeline.core.errors import UserError
-from pipeline.core.figures import plt, region_colour, save_figure
-from pipeline.core.files import atomic_write_text, column_numbers, holding, read_table
+from pipeline.core.figures import drawn_here, plt, region_colour, save_figure
+from pipeline.core.files import atomic_write_text, column_numbers, holding, read_json, read_table
 from pipeline.core.nifti import load_labels, nifti_files, read_voxels
 from pipeline.data.colours import region_colours, scheme_colours
 from pipeline.data.labels import NNUNET_PREFIX, canonical_channel, describe, region_masks
@@ -234,6 +234,19 @@ def run_name(pred_dir: str | os.PathLike) -> str:
 #: What a pictures folder apart from its evaluation illustrates (``--out`` of ``plot evaluation``).
 PICTURES_RECORD = "pictures.json"
 
+#: The sub-folder of an evaluation's (or a pictures) folder that holds the overlay pictures.
+OVERLAYS = "overlays"
+
+
+def drawn_overlays(out: str | os.PathLike) -> list[Path]:
+    """The overlay pictures in ``out/overlays`` that this package drew (`pipeline.core.figures.drawn_here`): what a
+    new evaluation or drawing replaces. A picture of the user's there (no mark) is never deleted; an ``overlays``
+    that is a link is refused (`pipeline.evaluation.reference.claim_output`), never followed."""
+    folder = Path(out) / OVERLAYS
+    if folder.is_symlink() or not folder.is_dir():
+        return []
+    return [p for p in sorted(folder.glob("*.png")) if p.is_file() and not p.is_symlink() and drawn_here(p)]
+
 
 def _pictures_of(out: Path, eval_dir: Path, option: str) -> dict | None:
     """The record of the pictures of ``eval_dir`` drawn into ``out`` (None when ``out`` is the evaluation's own
@@ -246,12 +259,12 @@ def _pictures_of(out: Path, eval_dir: Path, option: str) -> dict | None:
         return None
     mine = {"evaluation": str(eval_dir.resolve())}
     try:
-        earlier = json.loads((out / PICTURES_RECORD).read_text())
+        earlier = read_json(out / PICTURES_RECORD)
     except FileNotFoundError:
         earlier = None
     except (OSError, ValueError):
         earlier = {"evaluation": "(an unreadable pictures.json)"}
-    stray = earlier is None and (any((out / "overlays").glob("*.png")) or (out / "dice_boxplot.png").exists())
+    stray = earlier is None and (any((out / OVERLAYS).glob("*.png")) or (out / "dice_boxplot.png").exists())
     if (earlier is not None and earlier != mine) or stray:
         what = earlier["evaluation"] if earlier else "an evaluation no pictures.json names"
         raise UserError(f"{out} holds the pictures of {what}; those of {eval_dir} would mix with them: pass another "
@@ -342,7 +355,7 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
                             f"({', '.join(channels)}) of its data; check the dataset with python -m pipeline check")
         drawn.append((case_id, case, pred))
 
-    for png in (out / "overlays").glob("*.png"):  # an earlier drawing's cases: not beside this one's
+    for png in drawn_overlays(out):  # an earlier drawing's cases: not beside this one's (a user's picture stays)
         png.unlink()
     if drawn_from is not None:
         atomic_write_text(out / PICTURES_RECORD, json.dumps(drawn_from, indent=2) + "\n")
@@ -354,7 +367,7 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
         title = (f"{name}: {case_id}, {ranks[case_id]} of {len(ranked)} cases (mean Dice "
                  f"{np.mean(by_case[case_id]):.3f}, rank {ranked[::-1].index(case_id) + 1} of {len(ranked)})")
         try:
-            paths.append(plot_case_overlay(images, out / "overlays" / f"{case_id}.png", case.label, pred, scheme,
+            paths.append(plot_case_overlay(images, out / OVERLAYS / f"{case_id}.png", case.label, pred, scheme,
                                            title, ignore=reference.ignore if scheme == "labels" else None))
         except UserError as err:  # the scores stand; one case's unreadable image costs its picture only
             logger.warning("case %s: no overlay picture: %s", case_id, err)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -17,7 +16,7 @@ from nibabel.orientations import apply_orientation
 
 from pipeline.core.config import as_bool, as_path
 from pipeline.core.errors import UserError
-from pipeline.core.files import FolderLock, hold_folder
+from pipeline.core.files import FolderLock, hold_folder, read_json
 from pipeline.core.guard import OutputGuard, dataset_root, is_within
 from pipeline.core.kinds import refuse_other_kinds
 from pipeline.core.nifti import (
@@ -626,7 +625,7 @@ def evaluation_record(out_dir: str | os.PathLike) -> dict | None:
     summaries = {}
     for name in SUMMARIES:
         try:
-            summary = json.loads((Path(out_dir) / name).read_text(encoding="utf-8"))
+            summary = read_json(Path(out_dir) / name)
         except (OSError, ValueError):
             continue
         if isinstance(summary, dict) and summary.get("reference"):
@@ -698,6 +697,11 @@ def claim_output(out_dir: str | os.PathLike, kind: str, option: str = "--out", *
     out = Path(out_dir).expanduser()
     what = {"pictures": "a picture"}.get(kind, f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}")
     output_guard().folder(out, what=what, option=option)  # not inside any dataset (the inputs: the caller's guard)
+    pictures = out / "overlays"  # (`pipeline.evaluation.plots.OVERLAYS`) written and cleared, never through a link
+    if pictures.is_symlink():
+        raise UserError(f"{pictures} is a link (to {os.readlink(pictures)}): {what}'s pictures are written and "
+                        f"replaced only in its own folder, never through a link; remove the link, or pass another "
+                        f"{option}")
     refuse_other_kinds(out, kind, option)  # a run's, a model's segmentations, the other of evaluation/comparison
     comparison, evaluation = (out / COMPARISON_RECORD).is_file(), evaluation_record(out) is not None
     marked = comparison if kind == "comparison" else evaluation  # the kind's own record: its folder, not the user's

@@ -44,10 +44,26 @@ def network_spec(factory: functools.partial) -> dict:
 
 
 def build_from_spec(spec: Mapping) -> torch.nn.Module:
-    """The network a `network_spec` describes."""
-    module, _, name = str(spec["_target_"]).rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
-    return cls(**{k: v for k, v in spec.items() if k != "_target_"})
+    """The network a `network_spec` describes (a run's record: data, not code, so its ``_target_`` must name a
+    network class, a ``torch.nn.Module``, and nothing else is called).
+
+    Raises:
+        NetworkError: the description names no network class, or the class refuses its arguments.
+    """
+    target = str(spec.get("_target_", ""))
+    module, _, name = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name) if module else None
+    except (ImportError, AttributeError, ValueError):
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise NetworkError(f"the recorded network {target!r} is no network class that can be imported here (run.json's "
+                           "network._target_): restore the run's run.json, or install the package that defines it")
+    try:
+        return cls(**{k: v for k, v in spec.items() if k != "_target_"})
+    except (TypeError, ValueError, AssertionError) as e:
+        raise NetworkError(f"the recorded network {target} cannot be built from its arguments in run.json ({e}): "
+                           "restore the run's run.json") from None
 
 
 #: Modules that only training uses: a checkpoint's tensors below them are not needed by an inference network

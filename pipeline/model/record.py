@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from pipeline.core.config import (
@@ -26,7 +26,7 @@ from pipeline.core.config import (
 )
 from pipeline.core.distributed import computed_on_main_process, is_main_process
 from pipeline.core.errors import UserError
-from pipeline.core.files import FolderLock, atomic_write_text, file_sha256, hold_folder
+from pipeline.core.files import FolderLock, atomic_write_text, file_sha256, hold_folder, read_json
 from pipeline.core.guard import OutputGuard, is_within
 from pipeline.core.kinds import RUN_RECORD, RUN_WRITES, is_run_record, kinds_in, refuse_other_kinds
 from pipeline.core.provenance import file_digest, input_identity
@@ -68,13 +68,62 @@ def read_record(run_dir: str | os.PathLike) -> dict | None:
     if not path.is_file():
         return None
     try:
-        content = json.loads(path.read_text())
+        content = read_json(path)
     except ValueError as e:
         raise RunError(f"{path} cannot be read ({e}); restore it, or pass another --run_dir") from None
     if not isinstance(content, dict):  # a user's list or number: no run's record, read as one it would fail later
         raise RunError(f"{path} is no training run's record (not a JSON object with the run's ids): move it aside, or "
                        "pass another --run_dir")
+    wrong = next((f"{key} ({expected})" for key, expected, fits in _RECORD_FIELDS
+                  if not fits(_field(content, key))), None)
+    if wrong is not None:  # an edited record: its readers (the network, the patch, the channels) would fail on it
+        raise RunError(f"{path}: the field {wrong} is not as training wrote it (edited since?); restore the run's "
+                       "run.json, or pass another --run_dir")
     return content
+
+
+_MISSING = object()
+
+
+def _field(record: Mapping, key: str) -> object:
+    """``record``'s value at a dotted ``key`` (``ids.roi_size``), `_MISSING` where a level is absent."""
+    value: object = record
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _list_of(kind: type | tuple[type, ...]) -> Callable[[object], bool]:
+    return lambda v: v is _MISSING or v is None or (isinstance(v, list) and all(
+        isinstance(x, kind) and not isinstance(x, bool) for x in v))
+
+
+def _one_of(*kinds: type) -> Callable[[object], bool]:
+    return lambda v: v is _MISSING or v is None or (isinstance(v, kinds) and not isinstance(v, bool))
+
+
+#: The fields of a run's record that its readers take apart, each with what training writes there (absent is
+#: allowed: records of older code lack some): checked when it is read (`read_record`), so that an edited field is one
+#: error naming it rather than a traceback in the reader.
+_RECORD_FIELDS: tuple[tuple[str, str, Callable[[object], bool]], ...] = (
+    ("ids", "an object", lambda v: v is _MISSING or isinstance(v, dict)),
+    ("network", "an object naming its _target_", lambda v: v is _MISSING or (
+        isinstance(v, dict) and isinstance(v.get("_target_"), str))),
+    ("split", "an object of case-id lists", lambda v: v is _MISSING or v is None or (
+        isinstance(v, dict) and all(_list_of(str)(x) for x in v.values()))),
+    ("config_files", "a list of paths", _list_of(str)),
+    ("ids.roi_size", "a list of whole numbers", _list_of(int)),
+    ("ids.channels", "a list of channel names", _list_of(str)),
+    ("ids.spacing", "null, a number or a list of numbers", lambda v: _one_of(int, float, str)(v) or _list_of(
+        (int, float))(v)),
+    ("ids.label_scheme", "a scheme's name", _one_of(str)),
+    ("ids.fold", "a fold number or 'all'", _one_of(int, str)),
+    ("ids.folds", "a whole number", _one_of(int)),
+    ("ids.seed", "a whole number", _one_of(int)),
+    ("training_images", "a list", lambda v: v is _MISSING or v is None or isinstance(v, list)),
+)
 
 
 def write_record(run_dir: str | os.PathLike, record: Mapping) -> None:

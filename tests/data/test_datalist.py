@@ -90,6 +90,7 @@ def test_our_own_written_datalist_validates_and_loads_unchanged(layout_datasets,
         pytest.param("case\n1", "holds a control character", id="newline"),
         pytest.param(" case", "starts or ends with a space", id="leading_space"),
         pytest.param(".hidden", "starts with a dot", id="hidden"),
+        pytest.param("case\udcff", "holds a lone surrogate", id="a_lone_surrogate"),
     ],
 )
 def test_a_case_id_that_could_write_outside_output_dir_is_refused(two_cases, tmp_path: Path, case_id: str,
@@ -129,6 +130,10 @@ def _bad(files: dict[str, str], tmp_path: Path, kind: str) -> dict:
         del item["case"]
     elif kind == "4d_without_channel_index":
         item["image"] = [_nifti(tmp_path / "msd" / "BRATS_001.nii.gz", (4, 4, 4, 4))]
+    elif kind == "a_folder":
+        item["image"][0] = str(tmp_path)
+    elif kind == "a_nul_in_a_path":
+        item["image"][0] = "T1\u0000.nii.gz"
     elif kind == "channel_index_not_a_permutation":
         item.update(image=[_nifti(tmp_path / "msd" / "BRATS_001.nii.gz", (4, 4, 4, 4))], channel_index=[0, 1, 2, 2])
     return item
@@ -152,6 +157,8 @@ def _bad(files: dict[str, str], tmp_path: Path, kind: str) -> dict:
         pytest.param("label_is_a_contrast", r"case BraTS2021_00000: the label file BraTS2021_00000_t2\.nii\.gz is "
                                             r"named as the T2 contrast", id="label_is_a_contrast"),
         pytest.param("no_case", r"training item 0: the item has no \"case\" id", id="no_case"),
+        pytest.param("a_folder", r"case BraTS2021_00000: image file .* is a folder, not a file", id="a_folder"),
+        pytest.param("a_nul_in_a_path", r"image file 'T1\\x00\.nii\.gz' is not a file path", id="a_nul_in_a_path"),
         pytest.param("4d_without_channel_index", r"one image file BRATS_001\.nii\.gz and no \"channel_index\"",
                      id="4d_without_channel_index"),
         pytest.param("channel_index_not_a_permutation", r"\"channel_index\" is \[0, 1, 2, 2\]; .*a permutation of "
@@ -602,3 +609,19 @@ def test_an_nnunet_item_whose_label_is_another_cases_is_refused(tmp_path: Path) 
     with pytest.raises(DatasetError, match=r"of different cases \(BraTS2021_00000_0000\.nii\.gz of BraTS2021_00000, "
                                            r"BraTS2021_00001\.nii\.gz of BraTS2021_00001\)"):
         read_datalist(str(_write(tmp_path / "dl.json", dl)))
+
+
+@pytest.mark.parametrize(("content", "said"), [
+    pytest.param(lambda dl: {**dl, "channels": [{"name": "T1"}, "T1ce", "T2", "FLAIR"]}, r'"channels" is \[\{',
+                 id="a_channel_that_is_an_object"),
+    pytest.param(lambda dl: "[" * 100000 + "]" * 100000, "is not valid JSON .nested too deeply",
+                 id="json_nested_too_deeply"),
+])
+def test_a_malformed_datalist_is_one_error(two_cases, tmp_path: Path, content, said: str) -> None:
+    """A channel given as an object, or JSON nested deeper than Python's decoder goes, ended in a traceback."""
+    dl = tmp_path / "dl.json"
+    made = content({"channels": ["T1", "T1ce", "T2", "FLAIR"], "training": [_item(two_cases["BraTS2021_00000"], "A")],
+                    "test": []})
+    dl.write_text(made if isinstance(made, str) else json.dumps(made))
+    with pytest.raises(DatasetError, match=said):
+        read_datalist(str(dl))

@@ -138,6 +138,8 @@ def test_an_nnunet_scheme_string_loads_the_dataset_json(tmp_path):
                  id="only_background_and_ignore"),
     pytest.param({"channel_names": {"0": "T1"}, "labels": {"background": 0, "a": 1, "ignore": [2, 3]}},
                  "'ignore' label must be one value", id="ignore_of_two_values"),
+    pytest.param({"channel_names": {"0": "T1"}, "labels": {"background": 0, "a": 10 ** 30}}, "is above 255",
+                 id="a_value_an_8_bit_label_map_cannot_hold"),
 ])
 def test_a_broken_dataset_json_is_refused_naming_what_is_missing(meta, message):
     with pytest.raises(UserError, match=message):

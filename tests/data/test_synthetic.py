@@ -281,6 +281,39 @@ def test_synth_refuses_a_folder_that_already_holds_nifti_files_unless_forced(tmp
         assert forced == 0 and (tmp_path / "BraTS2021_00000" / "BraTS2021_00000_seg.nii.gz").is_file()
 
 
+@pytest.mark.parametrize("force", [False, True])
+def test_synth_never_writes_through_a_linked_case_folder(tmp_path: Path, force: bool) -> None:
+    """A folder assembled from links to a user's case folders: synth saw no file there (it did not follow the
+    links) and wrote its case through the link, over the user's images and label."""
+    from pipeline.__main__ import main
+
+    real = tmp_path / "real" / "BraTS2021_00000"
+    real.mkdir(parents=True)
+    (real / "BraTS2021_00000_t1.nii.gz").write_bytes(b"real data")
+    (tmp_path / "mix").mkdir()
+    (tmp_path / "mix" / "BraTS2021_00000").symlink_to(real)
+    args = ["synth", str(tmp_path / "mix"), "--cases", "1", "--shape", *map(str, SMALL)]
+    assert main([*args, *(["--force"] if force else [])]) == 2
+    assert [p.name for p in real.iterdir()] == ["BraTS2021_00000_t1.nii.gz"]
+    assert (real / "BraTS2021_00000_t1.nii.gz").read_bytes() == b"real data"
+
+
+@pytest.mark.parametrize("inside", ["a_case_folder", "the_root"])
+def test_synth_never_writes_inside_another_dataset(tmp_path: Path, inside: str,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """synth wrote a dataset into a user's case folder, or beside their cases at the dataset's root."""
+    from pipeline.__main__ import main
+
+    data = tmp_path / "data"
+    write_dataset(data, cases=2, shape=SMALL, seed=0)
+    (data / "synthetic.json").unlink()  # the user's dataset now
+    before = sorted(data.rglob("*"))
+    out = (data / "BraTS2021_00001" if inside == "a_case_folder" else data) / "extra"
+    assert main(["synth", str(out), "--cases", "1", "--shape", *map(str, SMALL)]) == 2
+    assert "lies inside the dataset folder" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert sorted(data.rglob("*")) == before
+
+
 def test_synth_with_the_same_settings_again_leaves_its_cases_as_they_are(tmp_path):
     first = write_dataset(tmp_path, cases=1, shape=SMALL, seed=0)
     stamps = {p: p.stat().st_mtime_ns for p in first[0].iterdir()}

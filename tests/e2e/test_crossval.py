@@ -14,6 +14,7 @@ TINY = [*TINY_ARGS, "--epochs", "1", "--batch_size", "1"]
 def test_out_of_fold_evaluation_scores_every_case_once_by_the_fold_that_never_trained_on_it(tiny_dataset, tmp_path,
                                                                                              capsys):
     from pipeline.__main__ import main
+    from pipeline.core.figures import plt, save_figure
     from pipeline.core.provenance import Provenance
     from pipeline.data.datalist import write_datalist
 
@@ -51,9 +52,9 @@ def test_out_of_fold_evaluation_scores_every_case_once_by_the_fold_that_never_tr
     # pictures drawn from these scores (pipeline plot evaluation) go when the table is scored again: not kept
     # beside new scores they no longer show
     stale = [run / "cv" / "eval" / "dice_boxplot.png", run / "cv" / "eval" / "overlays" / "x.png"]
-    for picture in stale:
+    for picture in stale:  # as this package drew them (its mark): a picture of the user's would stay
         picture.parent.mkdir(exist_ok=True)
-        picture.write_bytes(b"\x89PNG old scores")
+        save_figure(plt.figure(), picture)
     # its own root reaches each fold's inference too (it roots a model-zoo list's relative paths there)
     assert main(["cv", str(run), "--dataset_dir", str(tiny_dataset), "--set", "num_workers", "0", "device", "cpu"]) == 0
     assert f"dataset_dir {tiny_dataset}" in capsys.readouterr().out.replace("--dataset_dir ", "dataset_dir ")

@@ -135,3 +135,24 @@ def test_clean_keeps_a_picture_of_the_users_under_a_demo_files_name(tmp_path: Pa
     (run / "progress.png").write_bytes(b"\x89PNG\r\n\x1a\n the user's")
     assert pipeline_main(["clean", "--run-dir", str(run), "--data-dir", str(tmp_path / "none")]) == 0
     assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*")) == ["progress.png"]
+
+
+def test_clean_keeps_a_users_nifti_among_the_demos_segmentations(tmp_path: Path) -> None:
+    """A hand-corrected ``seg/<case>_corrected.nii.gz`` beside the demo's segmentations was deleted as the demo's
+    (a ``seg/*.nii.gz`` pattern): only the files ``seg/provenance.json`` records as written are."""
+    from pipeline.__main__ import main as pipeline_main
+    from pipeline.core.provenance import Provenance, input_identity
+
+    run = tmp_path / "runs/demo"
+    (run / "seg").mkdir(parents=True)
+    (run / "datalist.json").write_text("{}")
+    (run / "run.json").write_text(json.dumps({"config_files": ["common.yaml", "train.yaml", "variants/demo.yaml"],
+                                              "ids": {"datalist": str(run / "datalist.json")}}))
+    (run / "seg/case_a.nii.gz").write_bytes(b"the demo's segmentation")
+    Provenance(run / "seg").record("case_a", model="m1", file="case_a.nii.gz", inputs=[],
+                                   output=input_identity([run / "seg/case_a.nii.gz"], digest=True)[0])
+    (run / "seg/case_a_corrected.nii.gz").write_bytes(b"corrected by hand")
+    assert pipeline_main(["clean", "--run-dir", str(run), "--data-dir", str(tmp_path / "none")]) == 0
+    assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()) == [
+        "seg/case_a_corrected.nii.gz"]
+    assert (run / "seg/case_a_corrected.nii.gz").read_bytes() == b"corrected by hand"

@@ -276,3 +276,41 @@ def test_a_run_that_fails_after_writing_leaves_nothing_that_refuses_its_rerun(
     assert not [f for f in out.rglob("*") if f.is_file() and f.name != ".lock"]
     monkeypatch.undo()
     assert pipeline_main(argv) == 0
+
+
+@pytest.mark.parametrize("path", ["evaluate_again", "evaluate_overwrite_other_predictions", "plot_evaluation_again"])
+def test_a_users_picture_among_the_overlays_is_never_deleted(tiny_dataset: Path, tmp_path: Path, path: str) -> None:
+    """Evaluating again (or drawing again) deleted every PNG in ``overlays/``, a user's figure too: only the
+    pictures this package drew (their mark) are replaced."""
+    preds = [corrupted_predictions(tiny_dataset, tmp_path / f"pred{e}", e) for e in (0, 1)]
+    out = tmp_path / "eval"
+    assert pipeline_main(["evaluate", str(preds[0]), str(tiny_dataset), "--out", str(out)]) == 0
+    drawn = sorted((out / "overlays").glob("*.png"))
+    assert drawn
+    mine = out / "overlays" / "my_figure.png"
+    mine.write_bytes(b"\x89PNG\r\n\x1a\n a figure of the user's")
+    again = {"evaluate_again": ["evaluate", str(preds[0]), str(tiny_dataset), "--out", str(out)],
+             "evaluate_overwrite_other_predictions": ["evaluate", str(preds[1]), str(tiny_dataset), "--out", str(out),
+                                                      "--overwrite"],
+             "plot_evaluation_again": ["plot", "evaluation", str(out), str(preds[0]), str(tiny_dataset)]}[path]
+    assert pipeline_main(again) == 0
+    assert mine.read_bytes() == b"\x89PNG\r\n\x1a\n a figure of the user's"
+    assert sorted((out / "overlays").glob("*.png")) != [mine]  # the package's own drawn again
+
+
+@pytest.mark.parametrize("command", ["evaluate", "plot_evaluation"])
+def test_an_overlays_folder_that_is_a_link_is_refused(tiny_dataset: Path, tmp_path: Path, command: str,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """An ``overlays`` link to a user's figures folder: its pictures were deleted and the overlays drawn there."""
+    pred = corrupted_predictions(tiny_dataset, tmp_path / "pred", 0)
+    out = tmp_path / "eval"
+    assert pipeline_main(["evaluate", str(pred), str(tiny_dataset), "--out", str(out), "--no-pictures"]) == 0
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    (figures / "paper_fig1.png").write_bytes(b"a figure")
+    (out / "overlays").symlink_to(figures)
+    argv = (["evaluate", str(pred), str(tiny_dataset), "--out", str(out)] if command == "evaluate"
+            else ["plot", "evaluation", str(out), str(pred), str(tiny_dataset)])
+    assert pipeline_main(argv) == 2
+    assert "is a link" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert [p.name for p in figures.iterdir()] == ["paper_fig1.png"]

@@ -265,7 +265,8 @@ def test_pictures_of_two_evaluations_never_mix_in_one_folder(layout_datasets, tm
     pics = tmp_path / "pics"
     draw = ["plot", "evaluation", str(tmp_path / "evalA"), str(pred), str(datalist), "--out", str(pics)]
     assert pipeline_main(draw) == 0
-    (pics / "overlays" / "stale_case.png").write_bytes(b"an earlier drawing's case")
+    drawn = next((pics / "overlays").glob("*.png"))  # an earlier drawing's case (drawn here: it carries the mark)
+    (pics / "overlays" / "stale_case.png").write_bytes(drawn.read_bytes())
     assert pipeline_main(draw) == 0  # the same evaluation again: its own pictures, the stale one gone
     assert not (pics / "overlays" / "stale_case.png").exists() and any((pics / "overlays").glob("*.png"))
     before = sorted(p.name for p in pics.rglob("*"))

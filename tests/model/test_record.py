@@ -858,3 +858,36 @@ def test_a_runs_own_files_do_not_refuse_its_folder(tmp_path: Path) -> None:
         (run / name).write_text("written by the run")
     _finish(run)
     _start(run, overwrite=True)
+
+
+@pytest.mark.parametrize(("edit", "field"), [
+    pytest.param({"ids": 5}, "ids", id="ids_a_number"),
+    pytest.param({"network": {}}, "network", id="network_without_target"),
+    pytest.param({"ids": {"roi_size": "abc"}}, "ids.roi_size", id="roi_size_a_word"),
+    pytest.param({"ids": {"channels": 5}}, "ids.channels", id="channels_a_number"),
+    pytest.param({"ids": {"spacing": {"x": 1}}}, "ids.spacing", id="spacing_an_object"),
+    pytest.param({"split": {"train": 5}}, "split", id="split_not_lists"),
+    pytest.param({"config_files": "common.yaml"}, "config_files", id="config_files_a_string"),
+])
+def test_an_edited_run_json_is_one_error_naming_the_field(tmp_path: Path, edit: dict, field: str) -> None:
+    """An edited run.json (a network without _target_, a patch size that is a word, channels that are a number) ended
+    inference in a traceback inside the config expression that read it."""
+    from pipeline.model.record import RunError, read_record
+
+    (tmp_path / "run.json").write_text(json.dumps({"ids": {"roi_size": [32, 32, 32], "channels": ["T1"]}, **edit}))
+    with pytest.raises(RunError, match=rf"run.json: the field {re.escape(field)} \(.*\) is not as training wrote it"):
+        read_record(tmp_path)
+
+
+@pytest.mark.parametrize(("network", "said"), [
+    pytest.param({"_target_": "subprocess.run", "args": ["true"]}, "is no network class", id="a_function_not_a_net"),
+    pytest.param({"_target_": "UNet"}, "is no network class", id="no_module"),
+    pytest.param({"_target_": "monai.networks.nets.UNet", "spatial_dims": 3, "wings": 2}, "cannot be built",
+                 id="an_argument_it_does_not_take"),
+])
+def test_a_recorded_network_is_built_only_as_a_network(network: dict, said: str) -> None:
+    """A run's record is data: its network's ``_target_`` was imported and called whatever it named."""
+    from pipeline.model.network import NetworkError, build_from_spec
+
+    with pytest.raises(NetworkError, match=said):
+        build_from_spec(network)

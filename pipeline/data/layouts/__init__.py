@@ -31,7 +31,7 @@ from pipeline.data.layouts.base import (
 logger = logging.getLogger(__name__)
 
 __all__ = ["LAYOUTS", "Case", "DatasetError", "DatasetScan", "LayoutInfo", "LayoutSpec", "Problem", "detect_layout",
-           "dataset_around", "output_guard", "refuse_inside_dataset",
+           "dataset_around", "output_guard", "refuse_dataset_inside_dataset", "refuse_inside_dataset",
            "channel_permutation", "discover_cases", "in_channel_order", "in_scheme_order", "no_case_message",
            "order_by_name", "output_key", "resolve_scheme", "scan_dataset", "usable_cases", "with_case_ids"]
 
@@ -224,6 +224,14 @@ def refuse_inside_dataset(path: str | os.PathLike, what: str, option: str) -> No
         free = top.parent / "runs" / Path(path).name
         raise UserError(f"{option} {Path(path).expanduser()} lies inside the dataset folder {root}: {what} must never "
                         f"be written among a dataset's files; pass {option} a path outside it (e.g. {free})")
+
+
+def refuse_dataset_inside_dataset(path: str | os.PathLike, what: str, option: str) -> None:
+    """`refuse_inside_dataset` for a writer of a dataset (synthetic cases): its own folder is a dataset, so only the
+    folders above it count (a dataset inside another's folder, or in one of its cases, mixes its files with
+    theirs)."""
+    if dataset_around(Path(path).expanduser().resolve().parent) is not None:
+        refuse_inside_dataset(path, what, option)
 
 
 def output_guard(files: Iterable[str | os.PathLike] = (), roots: Iterable[str | os.PathLike] = (),

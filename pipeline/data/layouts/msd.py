@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.files import atomic_write_text
+from pipeline.core.files import atomic_write_text, read_json
 from pipeline.core.nifti import is_nifti, nifti_names, nifti_stem, save_nifti
 from pipeline.data.labels import CHANNELS, NUMBERING, contrast_of, contrast_spellings, role_conflicts, role_of_name
 from pipeline.data.layouts.base import Case, DatasetError, DatasetScan, LayoutInfo, LayoutSpec, Problem, both_extensions
@@ -70,7 +70,7 @@ def _msd_modalities(root: Path, scan: DatasetScan) -> tuple[int, ...]:
     if not meta.is_file():
         return assumed("no dataset.json")
     try:
-        table = json.loads(meta.read_text()).get("modality")
+        table = read_json(meta).get("modality")
         if table is None:
             return assumed("dataset.json has no modality table")
         names = [table[k] for k in sorted(table, key=int)]
@@ -88,7 +88,7 @@ def _check_msd_labels(root: Path, scan: DatasetScan) -> None:
     (`role_of_name`); names that state no role, or no table, say nothing."""
     meta = root / "dataset.json"
     try:
-        table = json.loads(meta.read_text()).get("labels") if meta.is_file() else None
+        table = read_json(meta).get("labels") if meta.is_file() else None
         named = {int(v): r for v, name in (table or {}).items() if (r := role_of_name(name)) is not None}
     except (ValueError, AttributeError, TypeError):
         return  # an unreadable table is the modality reading's to name, or holds no usable roles

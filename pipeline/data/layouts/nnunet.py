@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.errors import UserError
-from pipeline.core.files import atomic_write_text
+from pipeline.core.files import atomic_write_text, read_json
 from pipeline.core.nifti import NIFTI_EXTENSIONS, broken_links, is_nifti, nifti_names, save_nifti
 from pipeline.data.labels import NNUNET_PREFIX, Description, describe
 from pipeline.data.layouts.base import Case, DatasetError, DatasetScan, LayoutInfo, LayoutSpec, Problem
@@ -43,7 +43,7 @@ def dataset_json(root: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        meta = json.loads(path.read_text())
+        meta = read_json(path)
     except (OSError, ValueError) as e:
         raise DatasetError(f"{path} cannot be read as JSON ({e}): the dataset's description (nnU-Net's or the "
                            "Decathlon's) decides its channels and labels; fix or restore it") from None
