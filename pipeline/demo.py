@@ -85,7 +85,10 @@ DEMO_FOLDERS = (RUNNING, "models", "seg", "eval/overlays", "eval", "tensorboard"
 def demo_files(run: Path) -> list[Path]:
     """The files in ``run`` that the demo writes (`DEMO_FILES`)."""
     found = {f for pattern in DEMO_FILES for f in run.glob(pattern) if f.is_file() or f.is_symlink()}
-    found |= set(Provenance(run / "seg").written_files())  # its segmentations, by its record (a user's file: kept)
+    try:  # its segmentations, by its record (a user's file: kept)
+        found |= set(Provenance(run / "seg").written_files())
+    except UserError:  # a record that cannot be read names no file: every segmentation is kept, and named
+        pass
     return sorted(f for f in found if f.suffix != ".png" or drawn_here(f))  # a picture of the user's: kept
 
 
@@ -115,7 +118,7 @@ def clean_demo(run_dir: str | os.PathLike = "runs/demo", data_dir: str | os.Path
     lines = []
     if run.is_dir():
         for f in ours:
-            f.unlink()
+            f.unlink(missing_ok=True)
         for folder in DEMO_FOLDERS:
             with contextlib.suppress(OSError):  # not there, or holding what the demo did not write
                 (run / folder).rmdir()
@@ -160,7 +163,7 @@ def demo_data(data_dir: str | os.PathLike, **settings: object) -> list[Path]:
     """The demo's synthetic cases in ``data_dir`` (`pipeline.data.synthetic.write_dataset`): a folder holding other
     files is refused with the demo's own way out (it has no ``--force``)."""
     try:
-        return write_dataset(data_dir, **settings)
+        return write_dataset(data_dir, **settings, option="--data-dir")
     except UserError as e:
         raise UserError(f"{e}; for the demo, pass --data-dir a new folder (python -m pipeline demo --data-dir "
                         "DIR)") from None

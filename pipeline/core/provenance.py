@@ -32,6 +32,7 @@ from pathlib import Path
 
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_text, file_sha256, read_json
+from pipeline.core.nifti import is_nifti
 
 #: The record's file name in an output folder.
 PROVENANCE = "provenance.json"
@@ -218,7 +219,9 @@ class Provenance:
     def written_files(self) -> list[Path]:
         """The segmentations in the folder that its record describes (`entry`: still the files written), what a
         cleaner may delete as inference's; a file of the user's there, a name no case records, is not one."""
-        return sorted({self.folder / str(e.get("file") or f"{c}.nii.gz") for c in self.cases if (e := self.entry(c))})
+        files = {self.folder / str(e.get("file") or f"{c}.nii.gz") for c in self.cases if (e := self.entry(c))}
+        return sorted(f for f in files if f.parent == self.folder and is_nifti(f.name) and f.is_file()
+                      and not f.is_symlink())  # a record naming ../x, or a link: never a file of the folder's
 
     def replaced(self, cases: Iterable[str]) -> list[str]:
         """Those of ``cases`` with a record whose file is no longer the one it describes (`entry`): put there or

@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,7 +294,8 @@ class _DatalistReader:
 
     def file(self, value: object, what: str, where: str) -> str:
         """``value`` as an absolute path (relative: from the datalist's folder); a missing file is noted."""
-        if not isinstance(value, str) or not value.strip() or "\0" in value or not value.isprintable():
+        if not isinstance(value, str) or not value.strip() or any(unicodedata.category(c) in ("Cc", "Cs")
+                                                                  for c in value):  # NUL, a newline, a lone surrogate
             raise DatasetError(f"{where}: {what} {value!r} is not a file path; give the path of a .nii.gz file")
         given = os.path.expanduser(value)
         found = os.path.abspath(os.path.join(self.base, given))

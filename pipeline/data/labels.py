@@ -348,7 +348,7 @@ def _values(value: object, where: str) -> tuple[int, ...]:
         raise UserError(f"{where}: label value {value!r} must be one or more whole numbers >= 0")
     if any(v > MAX_LABEL for v in out):  # written as uint8 (pipeline.inference.predict), it would wrap round
         raise UserError(f"{where}: label value {value!r} is above {MAX_LABEL}: segmentations are written as 8-bit "
-                        "label maps; number the classes from 1")
+                        "label maps; renumber the classes within 1-255")
     return out
 
 

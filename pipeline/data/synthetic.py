@@ -400,6 +400,7 @@ def write_dataset(
     force: bool = False,
     channels: Sequence[str] | None = None,
     rc: bool = False,
+    option: str = "OUT_DIR",
 ) -> list[Path]:
     """Write ``cases`` synthetic cases under ``out_dir`` in one of the layouts of `pipeline.data.layouts`.
 
@@ -413,6 +414,7 @@ def write_dataset(
     Args:
         channels: ``nnunet`` only: the contrasts to write, in this order (e.g. ``("T1ce",)``). Default: all four.
         rc: ``nnunet`` only: a resection cavity in `RC_FRACTION` of the cases; ``brats2024`` always has one.
+        option: how the caller names ``out_dir`` in a refusal (``--data-dir`` for the demo).
         force: write into a folder that already holds NIfTI files (overwriting cases of the same name).
 
     A folder this function wrote with the same settings (``synthetic.json``) is left as it is; a folder holding
@@ -445,7 +447,7 @@ def write_dataset(
     shape = _check_shape(shape)
     affine = brats_affine(shape)
     out = Path(out_dir).expanduser()
-    refuse_dataset_inside_dataset(out, "synthetic cases", "OUT_DIR")  # not among another dataset's files
+    refuse_dataset_inside_dataset(out, "synthetic cases", option)  # not among another dataset's files
     settings: dict = {"cases": int(cases), "shape": list(shape), "seed": int(seed), "layout": layout}
     if layout == "nnunet":  # new options only where they apply, so earlier folders' settings still match
         settings["channels"] = [CHANNEL_NAMES[c] for c in contrasts]

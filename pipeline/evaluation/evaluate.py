@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline.core.config import as_bool
 from pipeline.core.errors import UserError
+from pipeline.core.figures import drawn_here
 from pipeline.core.files import column_numbers, hold_folder, holding, read_json, read_table, replaced_on_success
 from pipeline.evaluation.official import evaluate_official, format_official_table, resolve_challenge
 from pipeline.evaluation.plots import drawn_overlays, plot_evaluation, run_name
@@ -137,7 +138,8 @@ def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathL
         if protocol == "legacy":
             summary = evaluate_folders(pred_dir, ref_dir, out_dir, scheme=scheme, cases=cases, out_option=out_option,
                                        allow_mixed=allow_mixed, pairs=pairs)
-            (Path(out_dir) / "dice_boxplot.png").unlink(missing_ok=True)  # of the scores just replaced: drawn again
+            if drawn_here(Path(out_dir) / "dice_boxplot.png"):  # of the scores just replaced: drawn again (a user's
+                (Path(out_dir) / "dice_boxplot.png").unlink()   # picture of the name stays)
             for png in drawn_overlays(out_dir):  # (or not, --no-pictures) from the new ones; a user's picture stays
                 png.unlink()
             return summary

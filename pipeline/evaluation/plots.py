@@ -30,6 +30,7 @@ from nibabel.orientations import OrientationError
 from pipeline.core.errors import UserError
 from pipeline.core.figures import drawn_here, plt, region_colour, save_figure
 from pipeline.core.files import atomic_write_text, column_numbers, holding, read_json, read_table
+from pipeline.core.kinds import kinds_in
 from pipeline.core.nifti import load_labels, nifti_files, read_voxels
 from pipeline.data.colours import region_colours, scheme_colours
 from pipeline.data.labels import NNUNET_PREFIX, canonical_channel, describe, region_masks
@@ -228,7 +229,7 @@ def _check_label_file(path: str | os.PathLike, scheme: str, what: str, layout: s
 def run_name(pred_dir: str | os.PathLike) -> str:
     """The name of the predictions in titles: ``run/seg`` for a run's segmentation folder, else the folder's name."""
     p = Path(pred_dir).resolve()
-    return f"{p.parent.name}/{p.name}" if (p.parent / "run.json").exists() else p.name
+    return f"{p.parent.name}/{p.name}" if "run" in kinds_in(p.parent) else p.name
 
 
 #: What a pictures folder apart from its evaluation illustrates (``--out`` of ``plot evaluation``).
@@ -236,6 +237,16 @@ PICTURES_RECORD = "pictures.json"
 
 #: The sub-folder of an evaluation's (or a pictures) folder that holds the overlay pictures.
 OVERLAYS = "overlays"
+
+
+def _may_draw(path: Path) -> bool:
+    """Whether a picture may be drawn at ``path``: nothing there, or a picture this package drew; a file of the
+    user's of that name is kept, and said."""
+    if not (path.exists() or path.is_symlink()) or (path.is_file() and not path.is_symlink() and drawn_here(path)):
+        return True
+    logger.warning("%s is not a picture this package drew (yours?): kept, and not drawn; move it aside to have it "
+                   "drawn", path)
+    return False
 
 
 def drawn_overlays(out: str | os.PathLike) -> list[Path]:
@@ -360,8 +371,11 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
     if drawn_from is not None:
         atomic_write_text(out / PICTURES_RECORD, json.dumps(drawn_from, indent=2) + "\n")
     name = name or run_name(pred_root)
-    paths = [plot_dice_boxplot(metrics, out / "dice_boxplot.png", name=name, scheme=scheme)]
+    paths = [plot_dice_boxplot(metrics, out / "dice_boxplot.png", name=name, scheme=scheme)] if _may_draw(
+        out / "dice_boxplot.png") else []
     for case_id, case, pred in drawn:
+        if not _may_draw(out / OVERLAYS / f"{case_id}.png"):
+            continue
         shown = [c for want in ("FLAIR", "T1ce") for c in channels if canonical_channel(c) == want] or channels[:2]
         images = {name: case.channel_file(name, channels) for name in shown}  # 3D files, or 4D + channel
         title = (f"{name}: {case_id}, {ranks[case_id]} of {len(ranked)} cases (mean Dice "

@@ -699,9 +699,8 @@ def claim_output(out_dir: str | os.PathLike, kind: str, option: str = "--out", *
     output_guard().folder(out, what=what, option=option)  # not inside any dataset (the inputs: the caller's guard)
     pictures = out / "overlays"  # (`pipeline.evaluation.plots.OVERLAYS`) written and cleared, never through a link
     if pictures.is_symlink():
-        raise UserError(f"{pictures} is a link (to {os.readlink(pictures)}): {what}'s pictures are written and "
-                        f"replaced only in its own folder, never through a link; remove the link, or pass another "
-                        f"{option}")
+        raise UserError(f"{pictures} is a link (to {os.readlink(pictures)}): pictures are written and replaced only "
+                        f"in {out} itself, never through a link; remove the link, or pass another {option}")
     refuse_other_kinds(out, kind, option)  # a run's, a model's segmentations, the other of evaluation/comparison
     comparison, evaluation = (out / COMPARISON_RECORD).is_file(), evaluation_record(out) is not None
     marked = comparison if kind == "comparison" else evaluation  # the kind's own record: its folder, not the user's

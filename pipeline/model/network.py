@@ -7,6 +7,7 @@ import ast
 import functools
 import importlib
 import logging
+import re
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -43,6 +44,10 @@ def network_spec(factory: functools.partial) -> dict:
             **{k: plain_value(v) for k, v in sorted(factory.keywords.items())}}
 
 
+#: A module's class, as a run's record names its network: ``monai.networks.nets.unet.UNet``.
+_DOTTED = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+"
+
+
 def build_from_spec(spec: Mapping) -> torch.nn.Module:
     """The network a `network_spec` describes (a run's record: data, not code, so its ``_target_`` must name a
     network class, a ``torch.nn.Module``, and nothing else is called).
@@ -52,9 +57,9 @@ def build_from_spec(spec: Mapping) -> torch.nn.Module:
     """
     target = str(spec.get("_target_", ""))
     module, _, name = target.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name) if module else None
-    except (ImportError, AttributeError, ValueError):
+    try:  # a dotted name of a module's class (no relative import, nothing else evaluated)
+        cls = getattr(importlib.import_module(module), name) if re.fullmatch(_DOTTED, target) else None
+    except Exception:  # noqa: BLE001 - whatever importing it raises, it is no network class here
         cls = None
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
         raise NetworkError(f"the recorded network {target!r} is no network class that can be imported here (run.json's "

@@ -72,8 +72,10 @@ def read_record(run_dir: str | os.PathLike) -> dict | None:
     except ValueError as e:
         raise RunError(f"{path} cannot be read ({e}); restore it, or pass another --run_dir") from None
     if not isinstance(content, dict):  # a user's list or number: no run's record, read as one it would fail later
-        raise RunError(f"{path} is no training run's record (not a JSON object with the run's ids): move it aside, or "
-                       "pass another --run_dir")
+        raise RunError(f"{path} holds no training run's record (not a JSON object with the run's ids), so no training "
+                       "run wrote it: move it aside, or pass another --run_dir")
+    if not is_run_record(content):  # a user's object: the callers refuse it or read it as no run (training does)
+        return content
     wrong = next((f"{key} ({expected})" for key, expected, fits in _RECORD_FIELDS
                   if not fits(_field(content, key))), None)
     if wrong is not None:  # an edited record: its readers (the network, the patch, the channels) would fail on it
@@ -114,6 +116,11 @@ _RECORD_FIELDS: tuple[tuple[str, str, Callable[[object], bool]], ...] = (
     ("split", "an object of case-id lists", lambda v: v is _MISSING or v is None or (
         isinstance(v, dict) and all(_list_of(str)(x) for x in v.values()))),
     ("config_files", "a list of paths", _list_of(str)),
+    ("config_sha256", "an object of digests", lambda v: v is _MISSING or v is None or (
+        isinstance(v, dict) and all(isinstance(x, str) for x in v.values()))),
+    ("command", "a list of words", _list_of(str)),
+    ("ckpt_dir", "a folder's path", _one_of(str)),
+    ("ids.preprocessing", "an object", lambda v: v is _MISSING or v is None or isinstance(v, dict)),
     ("ids.roi_size", "a list of whole numbers", _list_of(int)),
     ("ids.channels", "a list of channel names", _list_of(str)),
     ("ids.spacing", "null, a number or a list of numbers", lambda v: _one_of(int, float, str)(v) or _list_of(

@@ -47,7 +47,7 @@ def test_a_run_json_that_is_no_object_is_one_error(tmp_path: Path) -> None:
     from pipeline.model.record import RunError, read_record
 
     (tmp_path / "run.json").write_text("[1, 2]")
-    with pytest.raises(RunError, match=rf"{tmp_path / 'run.json'} is no training run's record .* move it aside"):
+    with pytest.raises(RunError, match=rf"{tmp_path / 'run.json'} holds no training run's record .* move it aside"):
         read_record(tmp_path)
 
 

@@ -625,3 +625,13 @@ def test_a_malformed_datalist_is_one_error(two_cases, tmp_path: Path, content, s
     dl.write_text(made if isinstance(made, str) else json.dumps(made))
     with pytest.raises(DatasetError, match=said):
         read_datalist(str(dl))
+
+
+@pytest.mark.parametrize("space", ["\u202f", "\u00a0", " "], ids=["narrow_no_break_space", "no_break_space", "space"])
+def test_a_datalist_of_a_folder_named_with_a_unicode_space_reads_back(layout_datasets, tmp_path: Path,
+                                                                      space: str) -> None:
+    """Paths are refused only for what no path holds (a control character, a lone surrogate): macOS names files
+    "Scans 10.00\u202fAM", and their datalist must read back as it was written."""
+    data = Path(shutil.copytree(layout_datasets["brats2021"], tmp_path / f"Scans 10.00{space}AM"))
+    written = write_datalist(data, tmp_path / "dl.json", folds=2)
+    assert read_datalist(str(tmp_path / "dl.json")) == written

@@ -156,3 +156,23 @@ def test_clean_keeps_a_users_nifti_among_the_demos_segmentations(tmp_path: Path)
     assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()) == [
         "seg/case_a_corrected.nii.gz"]
     assert (run / "seg/case_a_corrected.nii.gz").read_bytes() == b"corrected by hand"
+
+
+@pytest.mark.parametrize("record", ["names_a_file_outside_seg", "names_a_file_deleted_since", "cannot_be_read"])
+def test_clean_deletes_no_file_a_provenance_record_names_outside_seg(tmp_path: Path, record: str) -> None:
+    """A provenance.json of the older format (no output identity) naming ``../../victim.txt`` made make clean delete
+    that file; one naming a file deleted since ended clean in a traceback; an unreadable one refused clean."""
+    from pipeline.__main__ import main as pipeline_main
+
+    run = tmp_path / "runs/demo"
+    (run / "seg").mkdir(parents=True)
+    (run / "datalist.json").write_text("{}")
+    (run / "run.json").write_text(json.dumps({"config_files": ["common.yaml", "train.yaml", "variants/demo.yaml"],
+                                              "ids": {"datalist": str(run / "datalist.json")}}))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's")
+    entries = {"names_a_file_outside_seg": {"a": {"model": "m", "file": "../../../victim.txt", "inputs": []}},
+               "names_a_file_deleted_since": {"a": {"model": "m", "file": "a.nii.gz", "inputs": []}}}
+    (run / "seg/provenance.json").write_text(json.dumps(entries[record]) if record in entries else "not json")
+    assert pipeline_main(["clean", "--run-dir", str(run), "--data-dir", str(tmp_path / "none")]) == 0
+    assert victim.read_text() == "the user's"

@@ -289,13 +289,15 @@ def test_a_users_picture_among_the_overlays_is_never_deleted(tiny_dataset: Path,
     assert drawn
     mine = out / "overlays" / "my_figure.png"
     mine.write_bytes(b"\x89PNG\r\n\x1a\n a figure of the user's")
+    drawn[0].write_bytes(b"\x89PNG\r\n\x1a\n the user's, under a case's name")  # not drawn over either
     again = {"evaluate_again": ["evaluate", str(preds[0]), str(tiny_dataset), "--out", str(out)],
              "evaluate_overwrite_other_predictions": ["evaluate", str(preds[1]), str(tiny_dataset), "--out", str(out),
                                                       "--overwrite"],
              "plot_evaluation_again": ["plot", "evaluation", str(out), str(preds[0]), str(tiny_dataset)]}[path]
     assert pipeline_main(again) == 0
     assert mine.read_bytes() == b"\x89PNG\r\n\x1a\n a figure of the user's"
-    assert sorted((out / "overlays").glob("*.png")) != [mine]  # the package's own drawn again
+    assert drawn[0].read_bytes() == b"\x89PNG\r\n\x1a\n the user's, under a case's name"
+    assert len(list((out / "overlays").glob("*.png"))) > 2  # the package's own drawn again
 
 
 @pytest.mark.parametrize("command", ["evaluate", "plot_evaluation"])

@@ -868,6 +868,9 @@ def test_a_runs_own_files_do_not_refuse_its_folder(tmp_path: Path) -> None:
     pytest.param({"ids": {"spacing": {"x": 1}}}, "ids.spacing", id="spacing_an_object"),
     pytest.param({"split": {"train": 5}}, "split", id="split_not_lists"),
     pytest.param({"config_files": "common.yaml"}, "config_files", id="config_files_a_string"),
+    pytest.param({"ckpt_dir": 5}, "ckpt_dir", id="ckpt_dir_a_number"),
+    pytest.param({"config_sha256": ["x"]}, "config_sha256", id="digests_a_list"),
+    pytest.param({"ids": {"preprocessing": "x"}}, "ids.preprocessing", id="preprocessing_a_word"),
 ])
 def test_an_edited_run_json_is_one_error_naming_the_field(tmp_path: Path, edit: dict, field: str) -> None:
     """An edited run.json (a network without _target_, a patch size that is a word, channels that are a number) ended
@@ -882,6 +885,7 @@ def test_an_edited_run_json_is_one_error_naming_the_field(tmp_path: Path, edit: 
 @pytest.mark.parametrize(("network", "said"), [
     pytest.param({"_target_": "subprocess.run", "args": ["true"]}, "is no network class", id="a_function_not_a_net"),
     pytest.param({"_target_": "UNet"}, "is no network class", id="no_module"),
+    pytest.param({"_target_": "..nets.UNet"}, "is no network class", id="a_relative_name"),
     pytest.param({"_target_": "monai.networks.nets.UNet", "spatial_dims": 3, "wings": 2}, "cannot be built",
                  id="an_argument_it_does_not_take"),
 ])
@@ -891,3 +895,13 @@ def test_a_recorded_network_is_built_only_as_a_network(network: dict, said: str)
 
     with pytest.raises(NetworkError, match=said):
         build_from_spec(network)
+
+
+def test_a_users_run_json_is_read_as_no_runs_record(tmp_path: Path) -> None:
+    """A user's run.json (no ids) was refused as an edited run's record ("restore the run's run.json"): it is no
+    run's, so training says so (move it aside) and the readers see no run."""
+    from pipeline.core.kinds import kinds_in
+    from pipeline.model.record import read_record
+
+    (tmp_path / "run.json").write_text(json.dumps({"network": "resnet50"}))
+    assert read_record(tmp_path) == {"network": "resnet50"} and kinds_in(tmp_path) == {}

@@ -211,7 +211,7 @@ def _is_dataset_place(folder: Path) -> bool:
         folder.name in ("imagesTr", "labelsTr", "imagesTs") and _holds_dataset(folder.parent))
 
 
-def refuse_inside_dataset(path: str | os.PathLike, what: str, option: str) -> None:
+def refuse_inside_dataset(path: str | os.PathLike, what: str, option: str, *, beside: str = "runs") -> None:
     """Refuse to write ``what`` at ``path`` inside a dataset folder (`dataset_around`), an input of this command
     or not: nothing is written among a dataset's files.
 
@@ -221,7 +221,7 @@ def refuse_inside_dataset(path: str | os.PathLike, what: str, option: str) -> No
     root = dataset_around(path)
     if root is not None:
         top = next((f for f in list(root.parents)[::-1] if _is_dataset_place(f)), root)  # the whole dataset's
-        free = top.parent / "runs" / Path(path).name
+        free = top.parent / beside / Path(path).name  # the advice: a results folder beside the whole dataset
         raise UserError(f"{option} {Path(path).expanduser()} lies inside the dataset folder {root}: {what} must never "
                         f"be written among a dataset's files; pass {option} a path outside it (e.g. {free})")
 
@@ -231,7 +231,7 @@ def refuse_dataset_inside_dataset(path: str | os.PathLike, what: str, option: st
     folders above it count (a dataset inside another's folder, or in one of its cases, mixes its files with
     theirs)."""
     if dataset_around(Path(path).expanduser().resolve().parent) is not None:
-        refuse_inside_dataset(path, what, option)
+        refuse_inside_dataset(path, what, option, beside="")  # a dataset's place: beside the other
 
 
 def output_guard(files: Iterable[str | os.PathLike] = (), roots: Iterable[str | os.PathLike] = (),
