@@ -109,6 +109,17 @@ def nifti_files(folder: Path) -> dict[str, Path]:
     return found
 
 
+class VoxelTypeError(ValueError):
+    """A NIfTI file whose voxels are no real numbers (complex, RGB, ...): neither an image nor a label map here."""
+
+
+def _real_voxels(data: np.ndarray, path: str) -> np.ndarray:
+    if data.dtype.kind not in "biuf":
+        raise VoxelTypeError(f"{path} holds {data.dtype} voxels, not real numbers: an image or a label map here holds "
+                             "integers or floats; convert it (e.g. the magnitude, or one channel of an RGB file)")
+    return data
+
+
 def read_voxels(path: str | os.PathLike) -> np.ndarray:
     """A NIfTI file's voxel array, read once, with the whole gzip stream checked.
 
@@ -118,15 +129,16 @@ def read_voxels(path: str | os.PathLike) -> np.ndarray:
 
     Raises:
         EOFError, OSError, zlib.error, ValueError, nibabel errors: the file is truncated or corrupt.
+        VoxelTypeError: its voxels are complex, RGB or other non-real values.
     """
     path = os.fspath(path)
     if not path.endswith(".gz"):
-        return np.asanyarray(nib.load(path).dataobj)
+        return _real_voxels(np.asanyarray(nib.load(path).dataobj), path)
     with gzip.open(path, "rb") as f:
         raw = f.read()
     size = int.from_bytes(raw[:4], "little") if len(raw) >= 4 else 0
     klass = nib.Nifti2Image if size in (540, 0x1C020000) else nib.Nifti1Image
-    return np.asanyarray(klass.from_bytes(raw).dataobj)
+    return _real_voxels(np.asanyarray(klass.from_bytes(raw).dataobj), path)
 
 
 def load_labels(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
@@ -141,6 +153,8 @@ def load_labels(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     try:
         image = nib.load(os.fspath(path))
         data = read_voxels(path)
+    except VoxelTypeError as e:
+        raise UserError(str(e)) from None
     except (OSError, EOFError, ValueError, zlib.error, ImageFileError) as e:
         if isinstance(e, OSError) and e.errno is not None and not isinstance(e, gzip.BadGzipFile):
             raise  # a disk's error, not the file's content: the error funnel names it

@@ -21,6 +21,7 @@ import numpy as np
 from pipeline.core.nifti import (
     AFFINE_TOLERANCE,
     HEADER_ROUNDING,
+    VoxelTypeError,
     axcodes,
     dangling,
     grid_distance,
@@ -382,6 +383,9 @@ def _check_voxels(files: list[_File], case: Case, scheme: str, add: _Add, *, lab
             continue
         try:
             arr = read_voxels(f.path)
+        except VoxelTypeError as e:  # complex or RGB voxels: read whole, but no image or label map of ours
+            add(f, "error", str(e).replace(str(f.path), "", 1).strip())
+            continue
         except Exception as e:  # EOFError, OSError (gzip), zlib.error, ValueError, nibabel's: all reported
             add(f, "error", f"is truncated or corrupt ({type(e).__name__}: {e}); the header reads but the voxel data "
                             "do not: re-download or re-extract the file")

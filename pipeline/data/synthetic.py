@@ -91,6 +91,10 @@ def brats_affine(shape: Sequence[int] = DEFAULT_SHAPE) -> np.ndarray:
     return aff
 
 
+#: The largest axis of a synthetic case (a BraTS case is 240 x 240 x 155 at 1 mm).
+MAX_AXIS = 512
+
+
 def _check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
     try:
         out = tuple(int(s) for s in shape)
@@ -98,6 +102,8 @@ def _check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
         raise UserError(f"shape must be three integers (X, Y, Z), got {shape!r}") from None
     if len(out) != 3 or min(out) < MIN_AXIS:
         raise UserError(f"shape must be three integers (X, Y, Z), each >= {MIN_AXIS}, got {tuple(shape)!r}")
+    if max(out) > MAX_AXIS:  # a BraTS volume is 240 x 240 x 155; beyond this one volume needs gigabytes
+        raise UserError(f"shape must be three integers (X, Y, Z), each at most {MAX_AXIS}, got {tuple(shape)!r}")
     return out  # type: ignore[return-value]
 
 

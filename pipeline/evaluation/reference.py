@@ -165,7 +165,8 @@ def read_reference(ref_dir: str | os.PathLike) -> Reference:
     if root.is_file() and root.suffix == ".json":
         return reference_of(DataSource(None, str(root)))
     if not root.is_dir():
-        raise UserError(f"reference folder {root} does not exist; pass a dataset folder, a datalist or a folder "
+        state = "is a file, not a folder" if root.exists() else "does not exist"
+        raise UserError(f"reference folder {root} {state}; pass a dataset folder, a datalist or a folder "
                         "of <case>.nii.gz labels")
     one = single_case(root)
     if one is not None:  # one case's folder, as inference takes it
@@ -382,8 +383,9 @@ def check_evaluation_folders(pred_dir: str | os.PathLike, reference: Reference) 
     """
     pred_root = Path(pred_dir).expanduser()
     if not pred_root.is_dir():
-        raise UserError(f"prediction folder {pred_root} does not exist; pass the inference output folder of "
-                        "<case>.nii.gz files")
+        state = "is a file, not a folder" if pred_root.exists() else "does not exist"
+        raise UserError(f"prediction folder {pred_root} {state}; pass the inference output folder of "
+                        "<case>.nii.gz files (the folder that holds them)")
     pred = pred_root.resolve()
     kind = "reference dataset folder" if reference.layout is not None else "reference folder"
     fix = "keep predictions in a folder of their own, outside the reference (e.g. runs/<name>/seg), and pass that"

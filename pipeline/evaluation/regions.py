@@ -81,6 +81,8 @@ def _integer_labels(x: torch.Tensor, what: str) -> torch.Tensor:
     if x.dtype in (torch.uint16, torch.uint32, torch.uint64):
         return x.to(torch.int64)
     if x.is_floating_point():
+        if not bool(torch.all(torch.isfinite(x))):
+            raise ValueError(f"the {what} holds infinite or NaN values: a label map of whole numbers is expected")
         if not bool(torch.all(x == torch.round(x))):
             msg = f"the {what} holds non-integer values: a label map is expected, threshold probabilities first"
             raise ValueError(msg)

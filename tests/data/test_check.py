@@ -620,3 +620,24 @@ def test_a_case_file_gone_since_discovery_says_whether_it_is_a_link(layout_datas
     assert len(said) == 1 and "does not exist" in said[0]
     assert ("a link to" in said[0] and "mount it" in said[0]) == (gone == "a_dangling_link")
     assert ("re-download" in said[0]) == (gone == "a_missing_file")
+
+
+@pytest.mark.parametrize("reader", ["check", "datalist"])
+def test_case_folders_one_level_down_are_said_not_read(layout_datasets, tmp_path: Path, reader: str) -> None:
+    """Case folders moved into a sub-folder (``extra_cases/BraTS2021_00003/``) were left out without a word: the
+    check and the datalist counted 3 cases of 5."""
+    from pipeline.data.datalist import write_datalist
+
+    root, cases = _copy(layout_datasets, "brats2021", tmp_path)
+    (root / "extra_cases").mkdir()
+    shutil.move(str(root / cases[-1].case_id), root / "extra_cases" / cases[-1].case_id)
+    said = rf"folder {re.escape(str(root / 'extra_cases'))} holds 1 case folder\(s\) \(e\.g\. {cases[-1].case_id}\) " \
+           "that are not read"
+    if reader == "check":
+        report = check_dataset(root)
+        assert any(re.search(said, p.message) for p in report.warnings)
+    else:
+        from pipeline.data.layouts import scan_dataset
+
+        assert any(re.search(said, p.message) for p in scan_dataset(root).problems)
+        write_datalist(root, tmp_path / "dl.json", folds=2)  # a warning: the others are used

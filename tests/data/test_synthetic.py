@@ -401,3 +401,11 @@ def test_clean_under_a_record_without_file_digests_keeps_the_users_files_in_the_
         f.write_text("the user's")
     assert sorted(remove_synthetic(tmp_path / "d")) == sorted([note, nested])
     assert sorted(p for p in (tmp_path / "d").rglob("*") if p.is_file()) == sorted([note, nested])
+
+
+def test_a_shape_too_large_for_memory_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``--shape 100000 100000 100000`` ended in numpy's MemoryError traceback."""
+    from pipeline.__main__ import main
+
+    assert main(["synth", str(tmp_path / "d"), "--cases", "1", "--shape", "100000", "100000", "100000"]) == 2
+    assert "each at most 512" in capsys.readouterr().err.strip().splitlines()[-1]

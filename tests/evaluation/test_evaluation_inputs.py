@@ -723,3 +723,53 @@ def test_a_case_file_linked_to_nowhere_is_refused_not_scored_as_missing(make_dat
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"{ids[0]}.nii.gz is case {ids[0]}'s file (a link to" in last and "mount it" in last
     assert_only_written_under(tmp_path, before, tmp_path / "eval") and not (tmp_path / "eval").exists()
+
+
+def _label_map_of(kind: str, labels: np.ndarray) -> np.ndarray:
+    """``labels`` stored as ``kind``: complex, RGB (a structured dtype) or float with +inf for its highest label."""
+    if kind == "complex":
+        return labels.astype(np.complex64)
+    if kind == "rgb":
+        out = np.zeros(labels.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+        out["R"] = labels
+        return out
+    out = labels.astype(np.float32)
+    out[out == out.max()] = np.inf  # the highest label (ET where the case has one)
+    return out
+
+
+@pytest.mark.parametrize(("kind", "said"), [("complex", "holds complex64 voxels, not real numbers"),
+                                            ("rgb", "voxels, not real numbers"),
+                                            ("infinite", "holds infinite or NaN values")])
+@pytest.mark.parametrize("side", ["prediction", "reference"])
+def test_a_label_map_of_no_real_whole_numbers_is_one_error(make_dataset, tmp_path: Path, kind: str, said: str,
+                                                           side: str, capsys: pytest.CaptureFixture) -> None:
+    """A complex or RGB label map ended evaluate in a traceback (torch's isin, the tensor conversion); +inf passed
+    as a whole number and was named as label value -9223372036854775808."""
+    data = make_dataset("brats2021")
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    cases = discover_cases(data)
+    for case in cases:
+        shutil.copy(case.label, pred / f"{case.case_id}.nii.gz")
+    target = Path(cases[0].label) if side == "reference" else pred / f"{cases[0].case_id}.nii.gz"
+    img = nib.load(target)
+    nib.save(nib.Nifti1Image(_label_map_of(kind, np.asarray(img.dataobj)), img.affine), target)
+    assert main(["evaluate", str(pred), str(data), "--out", str(tmp_path / "eval"), "--no-pictures"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: ") and said in line
+    if side == "reference" and kind != "infinite":  # the data check names it too
+        from pipeline.data.check import check_dataset
+
+        report = check_dataset(data)
+        assert any(said in p.message and p.case == cases[0].case_id for p in report.errors)
+
+
+@pytest.mark.parametrize("side", ["prediction", "reference"])
+def test_a_file_given_as_a_folder_is_named_as_a_file(make_dataset, tmp_path: Path, side: str,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    data = make_dataset("brats2021")
+    label = Path(discover_cases(data)[0].label)
+    pred, ref = (label, data) if side == "prediction" else (tmp_path, label)
+    assert main(["evaluate", str(pred), str(ref), "--out", str(tmp_path / "eval")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err.strip().splitlines()[-1]

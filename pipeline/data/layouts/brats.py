@@ -115,6 +115,12 @@ def scan_brats(root: Path, spec: LayoutSpec, scan: DatasetScan) -> None:
                     f"case {cid}: folder {folder} holds {len(stray)} NIfTI file(s) (e.g. {stray[0]}) but none named "
                     f"{cid}{spec.separator}{{{','.join(spec.suffixes)},seg}}.nii.gz, so it is not used as a case; "
                     "name the files after their folder, as in the rest of the dataset")))
+            nested = [d for d in sorted(folder.iterdir()) if d.is_dir() and holds_case(d, nifti_names(d), spec)]
+            if nested:  # case folders one level down: not read, and said (the case count would be short)
+                scan.problems.append(Problem("", str(folder), "warning", (
+                    f"folder {folder} holds {len(nested)} case folder(s) (e.g. {nested[0].name}) that are not read: "
+                    f"cases lie directly in the dataset folder {root} (or in HGG/LGG); move them up, or pass {folder} "
+                    "as a dataset of its own")))
             continue
         found_in.setdefault(cid, []).append(folder)
         doubles = [d for s in (*spec.suffixes, "seg") if (d := both_extensions(names, f"{cid}{spec.separator}{s}"))]
