@@ -11,11 +11,11 @@ from pathlib import Path
 
 from pipeline.core.config import as_bool
 from pipeline.core.errors import UserError
-from pipeline.core.figures import drawn_here
 from pipeline.core.files import column_numbers, hold_folder, holding, read_json, read_table, replaced_on_success
 from pipeline.evaluation.official import evaluate_official, format_official_table, resolve_challenge
-from pipeline.evaluation.plots import drawn_overlays, plot_evaluation, run_name
+from pipeline.evaluation.plots import drawn_overlays, drawn_picture, plot_evaluation, run_name
 from pipeline.evaluation.reference import (
+    OVERLAYS,
     Reference,
     claim_output,
     evaluated_pair,
@@ -45,7 +45,7 @@ PROTOCOL_FILES = {"legacy": ("summary.json", "metrics.csv", "dice_boxplot.png"),
 #: The files an evaluation writes into its folder (both protocols, the pictures, the report).
 EVALUATION_FILES = (*PROTOCOL_FILES["legacy"], *PROTOCOL_FILES["official"], "report.html")
 #: What an evaluation writes or replaces in its folder (`claim_output`'s ``writes``): its files and pictures.
-EVALUATION_OUTPUTS = (*EVALUATION_FILES, "overlays/*.png")
+EVALUATION_OUTPUTS = (*EVALUATION_FILES, f"{OVERLAYS}/*.png")
 
 
 def stale_tables(out_dir: str | os.PathLike, protocol: str, state: str) -> list[Path]:
@@ -138,7 +138,7 @@ def evaluate(protocol: str, pred_dir: str | os.PathLike, ref_dir: str | os.PathL
         if protocol == "legacy":
             summary = evaluate_folders(pred_dir, ref_dir, out_dir, scheme=scheme, cases=cases, out_option=out_option,
                                        allow_mixed=allow_mixed, pairs=pairs)
-            if drawn_here(Path(out_dir) / "dice_boxplot.png"):  # of the scores just replaced: drawn again (a user's
+            if drawn_picture(Path(out_dir) / "dice_boxplot.png"):  # of the scores just replaced: drawn again (a user's
                 (Path(out_dir) / "dice_boxplot.png").unlink()   # picture of the name stays)
             for png in drawn_overlays(out_dir):  # (or not, --no-pictures) from the new ones; a user's picture stays
                 png.unlink()

@@ -36,6 +36,7 @@ from pipeline.data.colours import region_colours, scheme_colours
 from pipeline.data.labels import NNUNET_PREFIX, canonical_channel, describe, region_masks
 from pipeline.evaluation.reference import (
     FOLDER_SCHEMES,
+    OVERLAYS,
     Reference,
     check_evaluation_folders,
     claim_output,
@@ -235,14 +236,16 @@ def run_name(pred_dir: str | os.PathLike) -> str:
 #: What a pictures folder apart from its evaluation illustrates (``--out`` of ``plot evaluation``).
 PICTURES_RECORD = "pictures.json"
 
-#: The sub-folder of an evaluation's (or a pictures) folder that holds the overlay pictures.
-OVERLAYS = "overlays"
+def drawn_picture(path: Path) -> bool:
+    """Whether ``path`` is a picture this package drew (`pipeline.core.figures.drawn_here`), a file of its own (no
+    link): what a new evaluation or drawing may replace or delete."""
+    return path.is_file() and not path.is_symlink() and drawn_here(path)
 
 
 def _may_draw(path: Path) -> bool:
     """Whether a picture may be drawn at ``path``: nothing there, or a picture this package drew; a file of the
     user's of that name is kept, and said."""
-    if not (path.exists() or path.is_symlink()) or (path.is_file() and not path.is_symlink() and drawn_here(path)):
+    if not (path.exists() or path.is_symlink()) or drawn_picture(path):
         return True
     logger.warning("%s is not a picture this package drew (yours?): kept, and not drawn; move it aside to have it "
                    "drawn", path)
@@ -256,7 +259,7 @@ def drawn_overlays(out: str | os.PathLike) -> list[Path]:
     folder = Path(out) / OVERLAYS
     if folder.is_symlink() or not folder.is_dir():
         return []
-    return [p for p in sorted(folder.glob("*.png")) if p.is_file() and not p.is_symlink() and drawn_here(p)]
+    return [p for p in sorted(folder.glob("*.png")) if drawn_picture(p)]
 
 
 def _pictures_of(out: Path, eval_dir: Path, option: str) -> dict | None:

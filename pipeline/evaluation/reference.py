@@ -678,6 +678,10 @@ def evaluated_pair(out_dir: str | os.PathLike) -> tuple[str, str] | None:
     return None if record is None else (record["predictions"] or "", record["reference"])
 
 
+#: The sub-folder of an evaluation's (or a pictures) folder that holds the overlay pictures (`claim_output` refuses
+#: it as a link; `pipeline.evaluation.plots` draws and clears it).
+OVERLAYS = "overlays"
+
 #: What marks a comparison's folder (`pipeline.evaluation.compare`).
 COMPARISON_RECORD = "comparison.json"
 
@@ -699,7 +703,7 @@ def claim_output(out_dir: str | os.PathLike, kind: str, option: str = "--out", *
     out = Path(out_dir).expanduser()
     what = {"pictures": "a picture"}.get(kind, f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}")
     output_guard().folder(out, what=what, option=option)  # not inside any dataset (the inputs: the caller's guard)
-    pictures = out / "overlays"  # (`pipeline.evaluation.plots.OVERLAYS`) written and cleared, never through a link
+    pictures = out / OVERLAYS  # written and cleared, never through a link
     if pictures.is_symlink():
         raise UserError(f"{pictures} is a link (to {os.readlink(pictures)}): pictures are written and replaced only "
                         f"in {out} itself, never through a link; remove the link, or pass another {option}")
