@@ -12,6 +12,7 @@ import sys
 
 from pipeline.core.errors import (
     VERB_ENV,
+    UserError,
     install_cli_excepthook,
     register_hint,
     register_rewrite,
@@ -19,7 +20,7 @@ from pipeline.core.errors import (
     running_monai_cli,
 )
 from pipeline.core.files import hold_until_exit
-from pipeline.core.guard import export_refusal
+from pipeline.core.guard import EXPORT_COMMANDS
 from pipeline.core.lazy import submodules
 from pipeline.core.process import exit_on_sigterm
 
@@ -45,17 +46,26 @@ def _verb_spelling(line: str) -> str:
     return verb_spelling(line, verb)
 
 
+def _export_refusal(argv: list[str]) -> UserError | None:
+    """`pipeline.data.layouts.export_refusal` of a MONAI export's command line (imported for an export alone)."""
+    if not argv or argv[0] not in EXPORT_COMMANDS:
+        return None
+    from pipeline.data.layouts import export_refusal
+
+    return export_refusal(argv)
+
+
 def enter_bundle_cli(argv: list[str]) -> None:
     """What a ``monai.bundle`` process sets up, by either way in (``python -m monai.bundle``: at ``import pipeline``,
     which the configs do first; ``python -m pipeline.bundle run``, the verbs' way: before it runs MONAI's CLI): a
     refusal ends it with its one line, not a traceback (`install_cli_excepthook`); SIGTERM ends it as an exit
     (`exit_on_sigterm`); the output folders its steps hold (evaluate, then draw, then report) stay held until it
     ends (`hold_until_exit`); an id given twice in ``argv`` is refused before any work (`repeated_cli_ids`), and an
-    export over the checkpoint it exports or a run's file (`pipeline.core.guard.export_refusal`)."""
+    export over the checkpoint it exports, a run's file or inside a dataset (`pipeline.data.layouts.export_refusal`)."""
     install_cli_excepthook()
     exit_on_sigterm()
     hold_until_exit()
-    refusal = repeated_cli_ids(argv) or export_refusal(argv)
+    refusal = repeated_cli_ids(argv) or _export_refusal(argv)
     if refusal is not None:
         raise refusal
 

@@ -61,9 +61,18 @@ def _picture(data: Path, out: Path) -> None:
     _plot(build_parser().parse_args(["plot", "curves", str(table), "--out", str(out)]))
 
 
+def _export(data: Path, out: Path) -> None:
+    from pipeline.data.layouts import export_refusal
+
+    refusal = export_refusal(["ckpt_export", "network_def", "--filepath", str(out), "--ckpt_file", "model.pt"])
+    if refusal is not None:
+        raise refusal
+
+
 WRITERS = {"datalist": (_datalist, "datalist.json"), "segmentations": (_segmentations, "seg"),
            "a_training_run": (_run, "run"), "an_evaluation": (_evaluation, "eval"),
-           "a_comparison": (_comparison, "comparison"), "a_picture": (_picture, "curves.png")}
+           "a_comparison": (_comparison, "comparison"), "a_picture": (_picture, "curves.png"),
+           "a_monai_export": (_export, "model.ts")}
 
 
 @pytest.mark.parametrize("place", ["root", "case_folder", "labelsTr", "four_folders_down", "links_to_nowhere"])

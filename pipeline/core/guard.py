@@ -189,13 +189,14 @@ def _args_file(path: str | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in content.items() if v is not None} if isinstance(content, dict) else {}
 
 
-def export_refusal(argv: list[str]) -> UserError | None:
+def export_refusal(argv: list[str], *, datasets: Callable[[Path, str, str], None]) -> UserError | None:
     """The refusal of a MONAI export whose ``filepath`` (``--filepath`` or its place among the positionals) is a
     file it must not write over: the checkpoint it exports (``ckpt_file``), or a run's own file (`RUN_FILES` of a
     folder holding ``run.json``: its models, its record), or any existing file but an earlier export
     (`EXPORT_SUFFIXES`: an image, a segmentation or a record is not one); None otherwise (an earlier export is
-    replaced, as MONAI does: docs/after-training.md). ``--args_file`` is read as MONAI reads it: the command line
-    wins over it.
+    replaced, as MONAI does: docs/after-training.md), and any place inside a dataset (``datasets``, the rule every
+    writer's guard applies: ``pipeline.data.layouts.export_refusal`` passes it). ``--args_file`` is read as MONAI
+    reads it: the command line wins over it.
     """
     if not argv or argv[0] not in EXPORT_COMMANDS:
         return None
@@ -203,6 +204,10 @@ def export_refusal(argv: list[str]) -> UserError | None:
     if not ids.get("filepath"):
         return None
     target = Path(ids["filepath"]).expanduser()
+    try:
+        datasets(target, f"{argv[0]}'s export", "--filepath")
+    except UserError as refusal:
+        return refusal
     if not target.exists():
         return None
     real = _real(target)

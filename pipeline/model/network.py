@@ -8,6 +8,7 @@ import functools
 import importlib
 import logging
 import re
+import sys
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -47,6 +48,17 @@ def network_spec(factory: functools.partial) -> dict:
 #: A module's class, as a run's record names its network: ``monai.networks.nets.unet.UNet``.
 _DOTTED = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+"
 
+#: The packages a recorded network's module may be imported from; any other module must be imported already (by
+#: the config's own network), so that reading a record never runs the top level of a module it names.
+NETWORK_PACKAGES = ("monai", "torch", "pipeline")
+
+
+def _network_module(module: str) -> object | None:
+    """The module a record names, imported only from `NETWORK_PACKAGES` or when already imported; else None."""
+    if module in sys.modules:
+        return sys.modules[module]
+    return importlib.import_module(module) if module.split(".", 1)[0] in NETWORK_PACKAGES else None
+
 
 def build_from_spec(spec: Mapping) -> torch.nn.Module:
     """The network a `network_spec` describes (a run's record: data, not code, so its ``_target_`` must name a
@@ -58,9 +70,15 @@ def build_from_spec(spec: Mapping) -> torch.nn.Module:
     target = str(spec.get("_target_", ""))
     module, _, name = target.rpartition(".")
     try:  # a dotted name of a module's class (no relative import, nothing else evaluated)
-        cls = getattr(importlib.import_module(module), name) if re.fullmatch(_DOTTED, target) else None
+        found = _network_module(module) if re.fullmatch(_DOTTED, target) else None
+        cls = getattr(found, name, None)
     except Exception:  # noqa: BLE001 - whatever importing it raises, it is no network class here
-        cls = None
+        found = cls = None
+    if found is None and re.fullmatch(_DOTTED, target):
+        raise NetworkError(f"the recorded network {target!r} (run.json's network._target_) is outside "
+                           f"{', '.join(NETWORK_PACKAGES)}, and a record does not import other modules: give the "
+                           f"same network in the config too (--set network_factory#_target_ {target}), or restore "
+                           "the run's run.json")
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
         raise NetworkError(f"the recorded network {target!r} is no network class that can be imported here (run.json's "
                            "network._target_): restore the run's run.json, or install the package that defines it")

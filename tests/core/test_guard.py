@@ -138,7 +138,7 @@ def test_an_export_over_its_checkpoint_or_a_runs_file_is_refused(tmp_path: Path,
     args.write_text(json.dumps({"filepath": str(run / "models/model.pt"), "ckpt_file": str(run / "models/model.pt")}))
     argv = [a.format(run=run, other=tmp_path / "other.ts", image=tmp_path / "case_t1.nii.gz", args=args)
             for a in command]
-    refusal = export_refusal(argv)
+    refusal = export_refusal(argv, datasets=lambda *_: None)
     if refused is None:
         assert refusal is None
     else:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -895,6 +896,26 @@ def test_a_recorded_network_is_built_only_as_a_network(network: dict, said: str)
 
     with pytest.raises(NetworkError, match=said):
         build_from_spec(network)
+
+
+def test_a_recorded_network_module_is_not_imported_from_outside_the_network_packages(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading a record imported the module it named, running its top level, before the class was checked: a
+    module outside monai, torch and this package is imported only by the config's own network, never by a record."""
+    from pipeline.model.network import NetworkError, build_from_spec
+
+    (tmp_path / "planted.py").write_text(
+        f"import pathlib\npathlib.Path({str(tmp_path / 'ran')!r}).touch()\nimport torch\n"
+        "class Net(torch.nn.Module):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "planted", raising=False)
+    with pytest.raises(NetworkError, match=r"outside monai, torch, pipeline.*network_factory#_target_ planted.Net"):
+        build_from_spec({"_target_": "planted.Net"})
+    assert not (tmp_path / "ran").exists() and "planted" not in sys.modules
+    import planted  # noqa: F401 - as the config's own network_factory imports it
+
+    assert (tmp_path / "ran").exists() and isinstance(build_from_spec({"_target_": "planted.Net"}), planted.Net)
+    monkeypatch.delitem(sys.modules, "planted")
 
 
 def test_a_users_run_json_is_read_as_no_runs_record(tmp_path: Path) -> None:

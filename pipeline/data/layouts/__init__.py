@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pipeline.core.errors import UserError
 from pipeline.core.guard import GRADE_FOLDERS, OutputGuard
+from pipeline.core.guard import export_refusal as guard_export_refusal
 from pipeline.core.nifti import NIFTI_EXTENSIONS, broken_links, is_nifti, nifti_stem
 from pipeline.data.layouts import brats, msd, nnunet
 from pipeline.data.layouts.base import (
@@ -240,6 +241,13 @@ def output_guard(files: Iterable[str | os.PathLike] = (), roots: Iterable[str | 
     refuses any place inside a dataset (`refuse_inside_dataset`): the one way a writer gets its guard, so that no
     writer checks one rule and forgets the other."""
     return OutputGuard(files, roots, protect, datasets=refuse_inside_dataset)
+
+
+def export_refusal(argv: list[str]) -> UserError | None:
+    """The refusal of a MONAI export (``ckpt_export``, ``onnx_export``, ``trt_export``: the one writer MONAI's CLI
+    runs without a verb of ours) that would write over a checkpoint, a run's file or an input
+    (`pipeline.core.guard.export_refusal`) or inside a dataset (`refuse_inside_dataset`); None otherwise."""
+    return guard_export_refusal(argv, datasets=refuse_inside_dataset)
 
 
 def usable_cases(scan: DatasetScan) -> list[Case]:
