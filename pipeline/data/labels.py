@@ -192,13 +192,21 @@ def untold_prefix(case_id: object) -> str | None:
     return next((prefix for prefix in UNTOLD_NUMBERING if str(case_id).startswith(prefix)), None)
 
 
+
+#: The built-in schemes ``auto`` never reads data with (each layout's own is ``brats``, ``brats2023`` or ``msd``; an
+#: nnU-Net dataset's is its dataset.json): a command after one that was told must be told again.
+OPT_IN_SCHEMES = frozenset({"brats2024", "ped"})
+
 def scheme_to_name(case_ids: Iterable[object], scheme: object) -> str | None:
     """The label scheme a follow-up command (the ``next:`` lines, `pipeline.bundle.next_command`) must name for
-    cases that were read with ``scheme``: ``scheme`` when any of ``case_ids`` does not tell its numbering by its
-    names (`untold_prefix`: ``auto`` would be refused on them), else None (``auto`` reads them as they were read)."""
+    cases that were read with ``scheme``: ``scheme`` when it is one ``auto`` never chooses (`OPT_IN_SCHEMES`: BraTS
+    2024's resection cavity) or any of ``case_ids`` does not tell its numbering by its names (`untold_prefix`:
+    ``auto`` would be refused on them), else None (``auto`` reads them as they were read)."""
     if scheme in (None, "", "auto"):
         return None
-    return str(scheme) if any(untold_prefix(c) is not None for c in case_ids) else None
+    if scheme in OPT_IN_SCHEMES or any(untold_prefix(c) is not None for c in case_ids):
+        return str(scheme)
+    return None
 
 
 def naming_numberings(layout: str | None, case_id: object = "") -> dict[str, str]:

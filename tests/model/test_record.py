@@ -561,6 +561,8 @@ def test_the_next_command_of_a_run_recorded_before_the_overlays_moved_names_file
     pytest.param(["BraTS-PED-00000-000", "BraTS-GLI-00001-000"], "brats2023", "all", "brats2023",
                  id="ped_beside_gli_fold_all"),
     pytest.param(["BraTS-GLI-00000-000", "BraTS-GLI-00001-000"], "brats2023", 0, None, id="gli_cases_auto_reads"),
+    pytest.param(["BraTS-GLI-00000-000", "BraTS-GLI-00001-000"], "brats2024", 0, "brats2024",
+                 id="gli_cases_told_brats2024_which_auto_never_reads"),
     pytest.param(["BraTS2021_00000", "BraTS2021_00001"], "brats", "all", None, id="brats2021_cases_auto_reads"),
 ])
 def test_the_next_command_names_the_scheme_of_cases_whose_names_do_not_tell_it(tmp_path, monkeypatch, verb, cases,
@@ -581,6 +583,16 @@ def test_the_next_command_names_the_scheme_of_cases_whose_names_do_not_tell_it(t
     command = next_command(tmp_path, record)
     carried = re.findall(r"--(?:set )?label_scheme (\S+)", command)
     assert carried == ([named] if named else []), command  # also on a datalist: one the user wrote may not record it
+
+
+def test_the_schemes_named_again_are_the_built_ins_no_layout_reads_under_auto(layout_datasets) -> None:
+    """BraTS 2024's resection cavity is opted into by name (auto reads BraTS 2023 names as brats2023): the next lines
+    left it out, so the inference they printed refused the model and the evaluation refused the labels 4."""
+    from pipeline.data.labels import BUILTIN, OPT_IN_SCHEMES
+    from pipeline.data.layouts import detect_layout
+
+    read_by_auto = {detect_layout(root).label_scheme for root in layout_datasets.values()}
+    assert OPT_IN_SCHEMES == set(BUILTIN) - read_by_auto
 
 
 def _items(*cases: str) -> list[dict]:
