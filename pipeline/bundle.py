@@ -285,6 +285,10 @@ def next_command(run_dir: str | os.PathLike, record: dict | None = None) -> str:
         from pipeline.model.record import read_record
 
         record = read_record(run_dir) or {}
+
+    def q(value: object) -> str:  # a path with a space, a quote: one word in the shell the line is pasted into
+        return shlex.quote(str(value))
+
     ids = record.get("ids", {})
     datalist = ids.get("datalist") or (str(Path(run_dir) / "datalist.json") if record.get("datalist_written") else None)
     every_case_trained = ids.get("fold") == ALL_FOLDS  # --fold all: no case of its data is new to the model
@@ -295,20 +299,21 @@ def next_command(run_dir: str | os.PathLike, record: dict | None = None) -> str:
     if os.environ.get(VERB_ENV):
         data = NEW_CASES if every_case_trained else ids.get("dataset_dir") or datalist or "DATASET"
         scheme = f" --set label_scheme {shlex.quote(told)}" if told else ""  # cases whose names do not tell it
-        return f"{python_path()} -m pipeline infer -i {data} --run {run_dir}{scheme}"
-    configs = "[" + ",".join(f"'{f}'" for f in inference_files(run_dir, record)) + "]"
+        return f"{python_path()} -m pipeline infer -i {q(data)} --run {q(run_dir)}{scheme}"
+    configs = config_list(inference_files(run_dir, record))
     if every_case_trained:
         where = f"--dataset_dir {NEW_CASES}"
     elif datalist:
-        where = f"--datalist {datalist} --infer_fold {ids.get('fold', 0)}"
+        where = f"--datalist {q(datalist)} --infer_fold {q(ids.get('fold', 0))}"
     else:
-        where = f"--dataset_dir {ids.get('dataset_dir') or 'DATA'}"
+        where = f"--dataset_dir {q(ids.get('dataset_dir') or 'DATA')}"
     from pipeline.model.recipe import preprocessing_flags, recorded_preprocessing
 
     flags = preprocessing_flags(recorded_preprocessing(record))  # the run's own: inference refuses others
     if told:  # also with a datalist: one the user wrote need not record it
         flags = f"{flags} --label_scheme {shlex.quote(told)}".strip()
-    return (f'{python_path()} -m monai.bundle run inference --config_file "{configs}" --run_dir {run_dir} '
+    listed = f'"{configs}"' if not re.search(r'["$`\\!]', configs) else q(configs)  # fire reads the list literal
+    return (f"{python_path()} -m monai.bundle run inference --config_file {listed} --run_dir {q(run_dir)} "
             f"{where}{' ' + flags if flags else ''}")
 
 

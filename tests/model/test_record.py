@@ -3,10 +3,12 @@ the paths a busy user walks through the MONAI CLI end with one clear line and no
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -548,7 +550,7 @@ def test_the_next_command_of_a_run_recorded_before_the_overlays_moved_names_file
            ("common.yaml", "train.yaml", "fast.yaml", "segresnet.yaml", "demo.yaml", "multi_gpu_train.yaml")]
     (tmp_path / "run.json").write_text(json.dumps({"config_files": old, "ids": {"dataset_dir": "/data/x"}}))
     command = next_command(tmp_path)
-    files = re.search(r"--config_file \"\[(.*?)\]\"", command).group(1).replace("'", "").split(",")
+    files = ast.literal_eval(shlex.split(command)[shlex.split(command).index("--config_file") + 1])
     assert [Path(f).relative_to(CONFIGS).as_posix() for f in files] == [
         "common.yaml", "inference.yaml", "variants/fast.yaml", "networks/segresnet.yaml", "variants/demo.yaml"]
     assert all(Path(f).is_file() for f in files)
@@ -583,6 +585,27 @@ def test_the_next_command_names_the_scheme_of_cases_whose_names_do_not_tell_it(t
     command = next_command(tmp_path, record)
     carried = re.findall(r"--(?:set )?label_scheme (\S+)", command)
     assert carried == ([named] if named else []), command  # also on a datalist: one the user wrote may not record it
+
+
+@pytest.mark.parametrize("verb", [False, True], ids=["bundle_form", "verb_form"])
+@pytest.mark.parametrize("datalist", [False, True], ids=["dataset", "datalist"])
+def test_the_next_command_is_one_word_per_path_in_the_shell(tmp_path, monkeypatch, verb, datalist):
+    """A run folder named "my run" printed ``--run .../my run``: pasted, the shell split it (infer refused ``run``)."""
+    from pipeline.core.errors import VERB_ENV
+
+    if verb:
+        monkeypatch.setenv(VERB_ENV, "train")
+    else:
+        monkeypatch.delenv(VERB_ENV, raising=False)
+    run, data = tmp_path / "my run's", tmp_path / "BraTS 2021"
+    record = {"config_files": [str(CONFIGS / "common.yaml"), str(CONFIGS / "train.yaml")], "datalist_written": datalist,
+              "split": {"train": ["A"], "validation": ["B"]}, "ids": {"dataset_dir": str(data), "fold": 0}}
+    words = shlex.split(next_command(run, record))
+    assert str(run) == words[words.index("--run" if verb else "--run_dir") + 1]
+    given = str(run / "datalist.json") if datalist and not verb else str(data)
+    assert given in words
+    if not verb:
+        assert ast.literal_eval(words[words.index("--config_file") + 1])[0] == str(CONFIGS / "common.yaml")
 
 
 def test_the_schemes_named_again_are_the_built_ins_no_layout_reads_under_auto(layout_datasets) -> None:
