@@ -4,6 +4,7 @@ line (`load_weights`), and identified by their hash and the settings that change
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -47,12 +48,24 @@ def checkpoint_file(ckpt_path: str | os.PathLike, *, fix: str | None = None) -> 
     return path
 
 
+#: ``{real path: SHA-256 of the bytes read_state loaded from it}`` in this process: a segmentation's `model_id`
+#: names the weights that made it, also where training replaced the file after they were read.
+_LOADED: dict[str, str] = {}
+
+
+def loaded_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of the checkpoint bytes this process loaded from ``path`` (`read_state`), else of the file now."""
+    return _LOADED.get(os.path.realpath(path)) or file_sha256(path)
+
+
 def read_state(path: str | os.PathLike, *, device: str | torch.device = "cpu", fix: str) -> object:
     """``torch.load(path, weights_only=True)``, or a `WeightsError` naming the file and ``fix`` when it is missing,
     empty, truncated or not a checkpoint (a pickle with code included)."""
     path = checkpoint_file(path, fix=fix)
+    data = path.read_bytes()  # once: the bytes loaded are the bytes `model_id` names (`_LOADED`)
+    _LOADED[os.path.realpath(path)] = hashlib.sha256(data).hexdigest()
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     except Exception as e:  # truncated zip, pickle with code, anything torch cannot read safely
         first = str(e).splitlines()[0][:200] if str(e) else ""
         raise WeightsError(f"{path} cannot be read as a checkpoint ({type(e).__name__}: {first}); {fix}") from None
@@ -131,9 +144,10 @@ def load_state(network: torch.nn.Module, state: object, source: object, *, recor
 
 def model_id(ckpt_path: str | os.PathLike | Sequence[str | os.PathLike], **settings: object) -> str | None:
     """What identifies the writer of a segmentation: the checkpoint's SHA-256 (an ensemble's: its folds' files, in
-    order) and the inference settings that change the output (TTA, post-processing, window and its blending, grid,
-    precision, the description's labels), each by its meaning (`_canonical`: ``0.5`` and ``"0.5"`` are one value),
-    hashed to 16 hex digits.
+    order; of the bytes this process loaded, `loaded_sha256`: training may replace model.pt in between) and the
+    inference settings that change the output (TTA, post-processing, window and its blending, grid, precision, the
+    description's labels), each by its meaning (`_canonical`: ``0.5`` and ``"0.5"`` are one value), hashed to 16 hex
+    digits.
 
     None when a checkpoint file is missing or empty: nothing can be segmented then, and `load_weights` (run first
     by the bundle's ``initialize``) says why.
@@ -141,7 +155,7 @@ def model_id(ckpt_path: str | os.PathLike | Sequence[str | os.PathLike], **setti
     paths = [Path(p) for p in ckpt_path] if isinstance(ckpt_path, (list, tuple)) else [Path(ckpt_path)]
     if not paths or any(not p.is_file() or p.stat().st_size == 0 for p in paths):
         return None
-    digest = file_sha256(paths[0]) if len(paths) == 1 else [file_sha256(p) for p in paths]
+    digest = loaded_sha256(paths[0]) if len(paths) == 1 else [loaded_sha256(p) for p in paths]
     values = {k: _canonical(plain_value(v)) for k, v in sorted(settings.items())}
     text = json.dumps({"checkpoint": digest, **values}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

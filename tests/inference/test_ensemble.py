@@ -57,6 +57,29 @@ def test_the_ensemble_is_identified_by_its_folds_files_in_order(tmp_path: Path) 
     assert model_id(ensemble_checkpoints(tmp_path, [0, 3])) is None  # a fold without a model: load_ensemble says why
 
 
+@pytest.mark.parametrize("loader", ["one_model", "fold_ensemble"])
+def test_the_model_id_names_the_weights_loaded_not_a_model_saved_since(tmp_path: Path, loader: str) -> None:
+    """Inference loaded model.pt, then hashed it again for the model id: training saving a new best in between
+    credited the segmentations to weights that never made them, and a later inference skipped them as done."""
+    from pipeline.inference.ensemble import ensemble_checkpoints, load_ensemble
+    from pipeline.model.weights import load_weights, model_id
+
+    for f in (0, 1):
+        fold_checkpoint(tmp_path, f).parent.mkdir(parents=True)
+        torch.save(torch.nn.Conv3d(4, 3, 1).state_dict(), fold_checkpoint(tmp_path, f))
+    files = [fold_checkpoint(tmp_path, 0)] if loader == "one_model" else ensemble_checkpoints(tmp_path, [0, 1])
+    before = model_id(files if loader == "fold_ensemble" else files[0])
+    if loader == "one_model":
+        load_weights(torch.nn.Conv3d(4, 3, 1), files[0])
+    else:
+        load_ensemble(ProbabilityEnsemble([torch.nn.Conv3d(4, 3, 1) for _ in files]), tmp_path, [0, 1])
+    torch.save(torch.nn.Conv3d(4, 3, 1).state_dict(), fold_checkpoint(tmp_path, 0))  # training's next best
+    assert model_id(files if loader == "fold_ensemble" else files[0]) == before
+    if loader == "one_model":  # loaded again (the next inference): the new weights, a new id
+        load_weights(torch.nn.Conv3d(4, 3, 1), files[0])
+        assert model_id(files[0]) != before
+
+
 @pytest.mark.parametrize("folds", [[0, 1, 2], "[0, 1, 2]", "0,1,2"], ids=["list", "text", "comma_text"])
 def test_the_bundle_loads_the_folds_it_is_given_in_their_order(tmp_path: Path, folds) -> None:
     from pipeline.inference.ensemble import ensemble_checkpoints
