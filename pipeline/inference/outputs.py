@@ -45,14 +45,20 @@ PROBABILITIES = "probabilities"
 PROBABILITIES_DESCRIP = "regions "
 
 
-def probabilities_written_here(path: str | os.PathLike, model: str | None) -> bool:
-    """Whether ``path`` is a probability map inference wrote with ``model`` (uint16, ``descrip``
-    `PROBABILITIES_DESCRIP`..., the model's id in ``intent_name``): a map an interrupted inference left before its
-    record (provenance.json) is told from a user's file, or another model's map, by it."""
+#: How the header's ``descrip`` of a segmentation inference wrote reads.
+SEGMENTATION_DESCRIP = "segmentation"
+
+
+def written_here(path: str | os.PathLike, model: str | None, *, probabilities: bool = False) -> bool:
+    """Whether ``path`` is a segmentation (uint8, ``descrip`` `SEGMENTATION_DESCRIP`) or, with ``probabilities``, a
+    probability map (uint16, ``descrip`` `PROBABILITIES_DESCRIP`...) that inference wrote with ``model`` (its id in
+    ``intent_name``): a file an interrupted inference left before its record (provenance.json) is told from a
+    user's file, or another model's, by it."""
+    dtype, mark = (np.uint16, PROBABILITIES_DESCRIP) if probabilities else (np.uint8, SEGMENTATION_DESCRIP)
     try:
         header = nib.load(path).header
-        return (bool(model) and header.get_data_dtype() == np.uint16
-                and np.asarray(header["descrip"]).tobytes().startswith(PROBABILITIES_DESCRIP.encode())
+        return (bool(model) and header.get_data_dtype() == dtype
+                and np.asarray(header["descrip"]).tobytes().startswith(mark.encode())
                 and np.asarray(header["intent_name"]).tobytes().rstrip(b"\0") == str(model)[:15].encode())
     except Exception:  # noqa: BLE001 - unreadable: not one of ours
         return False
@@ -305,7 +311,9 @@ def foreign_outputs(items: Sequence[Mapping], output_dir: str | os.PathLike, rep
         case = str(item["case"])
         if (Path(output_dir) / f"{case}.nii.gz").exists():
             writer = report.provenance.model_of(case)
-            if writer != report.model and not broken_since(report.provenance, item, output_dir, report.model):
+            if (writer != report.model and not broken_since(report.provenance, item, output_dir, report.model)
+                    and not (case not in report.provenance.cases  # this model's, left before its record: again
+                             and written_here(Path(output_dir) / f"{case}.nii.gz", report.model))):
                 why = ("no record of its model" if case not in report.provenance.cases else
                        "not the file its record describes: put there since")
                 foreign.append(f"{case} ({'model ' + writer if writer else why})")
@@ -313,7 +321,7 @@ def foreign_outputs(items: Sequence[Mapping], output_dir: str | os.PathLike, rep
         probabilities = Path(output_dir) / PROBABILITIES / f"{case}.nii.gz"  # replaced, or deleted as stale
         if ((probabilities.exists() or probabilities.is_symlink())
                 and report.provenance.probabilities_of(case, probabilities) != report.model  # another's, or none
-                and not probabilities_written_here(probabilities, report.model)):  # this model's, left unrecorded
+                and not written_here(probabilities, report.model, probabilities=True)):  # this model's, left unrecorded
             recorded = report.provenance.cases.get(case, {}).get("probabilities")
             why = ("no record of its model" if not recorded else f"model {recorded}" if recorded != report.model
                    else "not the file its record describes: put there since")

@@ -29,6 +29,7 @@ from pipeline.inference.outputs import (
     INPUTS_KEY,
     PROBABILITIES,
     PROBABILITIES_DESCRIP,
+    SEGMENTATION_DESCRIP,
     InferenceReport,
     image_files,
     reference_path,
@@ -119,8 +120,10 @@ def input_files(d: Mapping, image_key: str = "image") -> list[InputRef]:
 
 
 def write_label_like(labels: np.ndarray, reference: str | os.PathLike, out_path: str | os.PathLike,
-                     case: str = "") -> Path:
-    """Write ``labels`` ``(H, W, D)`` as uint8 NIfTI with the header and affine of ``reference``.
+                     case: str = "", model: str | None = None) -> Path:
+    """Write ``labels`` ``(H, W, D)`` as uint8 NIfTI with the header and affine of ``reference``; ``descrip``
+    `SEGMENTATION_DESCRIP`, and the id of the ``model`` that made it in ``intent_name``
+    (`pipeline.inference.outputs.written_here`).
 
     The file is written to a temporary name in the output folder and renamed, so a reader never sees a
     half-written segmentation, and an existing input file is never overwritten.
@@ -143,7 +146,8 @@ def write_label_like(labels: np.ndarray, reference: str | os.PathLike, out_path:
     img = nib.Nifti1Image(np.asarray(labels, dtype=np.uint8), ref.affine, header=header)
     img.header.set_slope_inter(1.0, 0.0)
     img.header["cal_min"], img.header["cal_max"] = 0, 0  # the image's display window is not the labels' (0, 0: none)
-    img.header["descrip"] = b"segmentation"
+    img.header["descrip"] = SEGMENTATION_DESCRIP.encode()
+    img.header["intent_name"] = str(model or "")[:15].encode()
     atomic_write(out_path, lambda tmp: nib.save(img, tmp))
     return out_path
 
@@ -189,7 +193,8 @@ class SaveBratsLabeld(MapTransform):
                 logger.info("case %s: wrote %s", case, out)
             else:  # in a writer thread; the report records it when written, or the failure
                 inputs = input_files(d, self.image_key)
-                self.report.write(case, out, partial(write_label_like, labels, reference, out, case=case),
+                self.report.write(case, out, partial(write_label_like, labels, reference, out, case=case,
+                                                     model=self.report.model),
                                   partial(self._written, case, inputs))
             d[f"{key}_path"] = str(out)
         return d
@@ -210,7 +215,7 @@ def write_probabilities_like(probabilities: np.ndarray, reference: str | os.Path
 
     Stored as uint16 with ``scl_slope`` = 1/65535 (half the size of float32; NIfTI-1 has no float16), so every
     reader (nibabel, 3D Slicer, ITK) gets floats back within 1.5e-5; the region names go in ``descrip``, the id of
-    the ``model`` that made them in ``intent_name`` (`pipeline.inference.outputs.probabilities_written_here`).
+    the ``model`` that made them in ``intent_name`` (`pipeline.inference.outputs.written_here`).
     Written atomically.
     """
     ref = nib.load(reference)

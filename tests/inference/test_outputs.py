@@ -159,19 +159,26 @@ def test_recorded_probabilities_are_known_by_their_identity(layout_datasets, tmp
         assert checksums(out) == before
 
 
+@pytest.mark.parametrize("kind", ["probabilities", "segmentation"])
 @pytest.mark.parametrize("model", ["m1", "m0"], ids=["this_models", "another_models_is_refused"])
-def test_probabilities_an_interrupted_inference_left_before_its_record_are_its_own(layout_datasets, tmp_path: Path,
-                                                                                   model: str) -> None:
-    """Probabilities are written before the case's segmentation records them: a run stopped between the two left a
-    map of no record, which must not refuse the next run as a user's file."""
-    root, case, out, _ = _a_probability_map(layout_datasets, tmp_path, model)
+def test_a_file_an_interrupted_inference_left_before_its_record_is_its_own(layout_datasets, tmp_path: Path,
+                                                                          model: str, kind: str) -> None:
+    """Probabilities and segmentations are written (renamed into place) before provenance.json records them: a run
+    stopped between the two left a file of no record, which refused the next run as a user's file (red team: killed
+    as the first segmentation appeared, the plain rerun was refused; only --overwrite redid every case)."""
+    root, case, out, maps = _a_probability_map(layout_datasets, tmp_path, model)
+    if kind == "segmentation":
+        maps.unlink()
+        shape = nib.load(case.images[0]).shape[:3]
+        write_label_like(np.zeros(shape, np.uint8), case.images[0], out / f"{case.case_id}.nii.gz", model=model)
     data = DataSource(root)
     report = InferenceReport(out, model="m1")
     if model == "m1":
         guard_outputs(data, data.inference_items(), out, report=report)
         report.finish()
-    else:  # another model's map (copied there): not this run's to replace
-        with pytest.raises(UserError, match=rf"{PROBABILITIES}/{case.case_id}.nii.gz \(no record of its model\)"):
+    else:  # another model's file (copied there): not this run's to replace
+        named = rf"{PROBABILITIES}/{case.case_id}.nii.gz" if kind == "probabilities" else case.case_id
+        with pytest.raises(UserError, match=rf"{named} \(no record of its model\)"):
             guard_outputs(data, data.inference_items(), out, report=report)
 
 
