@@ -468,9 +468,14 @@ def write_dataset(
             return existing
         ids = [f"BRATS_{i + 1:03d}" if layout == "msd" else f"BraTS2021_{i:05d}" if layout in ("brats2021", "nnunet")
                else f"BraTS-GLI-{i:05d}-000" for i in range(int(cases))]
-        _refuse_occupied(out, force, _planned(out, layout, ids))
+        planned = _planned(out, layout, ids)
+        _refuse_occupied(out, force, planned, resumed=_interrupted(out, settings))
         before, ours_before = set(_files(out)), _ours(out)  # synth's own, by the record it is about to replace
         out.mkdir(parents=True, exist_ok=True)
+        kept = {f.relative_to(out).as_posix(): file_sha256(f) for f in ours_before if f != out / SETTINGS_FILE}
+        atomic_write_text(out / SETTINGS_FILE, json.dumps({  # first: a stopped synth's files are known as its own
+            **settings, "cases_written": [], "files_written": kept,
+            WRITING: [f.relative_to(out).as_posix() for f in planned]}))
         written = []
         roles = {code: role for code, role in ROLES.items() if with_rc or role != "RC"}
         for i in range(int(cases)):
@@ -532,9 +537,11 @@ def _ours(out: Path) -> set[Path]:
     if not isinstance(recorded, dict) or not RECORD_KEYS <= set(recorded):
         return set()  # a synthetic.json of the user's own: not ours, and nothing it names is
     written = recorded.get("files_written")
+    writing = [out / w for w in recorded.get(WRITING) or [] if isinstance(w, str) and ".." not in Path(w).parts]
+    stopped = {f for f in _files(out) if any(_under(f, w) for w in writing)}  # a stopped synth's, not yet digested
     if isinstance(written, dict):
-        return {out / SETTINGS_FILE, *(out / f for f, digest in written.items()
-                                       if (out / f).is_file() and file_sha256(out / f) == digest)}
+        return {out / SETTINGS_FILE, *stopped, *(out / f for f, digest in written.items()
+                                                 if (out / f).is_file() and file_sha256(out / f) == digest)}
     ours = {out / SETTINGS_FILE, *(out / f for f in written or [])}
     if written is None:  # records before files_written: the case folders' files
         for name in recorded.get("cases_written") or []:
@@ -542,6 +549,26 @@ def _ours(out: Path) -> set[Path]:
             ours |= {f for f in _files(path) if f.parent == path and f.name.startswith(path.name)
                      and f.name.endswith(".nii.gz")} if path.is_dir() else {path}
     return ours
+
+
+#: The key of a record written before the cases: the places being written (a stopped synth leaves it).
+WRITING = "writing"
+
+
+def _under(f: Path, target: Path) -> bool:
+    """Whether the file ``f`` is ``target``, lies below it, or is a file named after it (``imagesTr/<case>_0000``)."""
+    return (f == target or target in f.parents
+            or (f.parent == target.parent and f.name.startswith(target.name) and f.name[len(target.name):][:1] in "._"))
+
+
+def _interrupted(out: Path, settings: dict) -> bool:
+    """Whether ``out``'s record is that of a synth with ``settings`` stopped while writing (`WRITING`)."""
+    try:
+        recorded = read_json(out / SETTINGS_FILE)
+    except (OSError, ValueError):
+        return False
+    return (isinstance(recorded, dict) and WRITING in recorded
+            and {k: v for k, v in recorded.items() if k not in (WRITING, "cases_written", "files_written")} == settings)
 
 
 def _planned(out: Path, layout: str, case_ids: list[str]) -> list[Path]:
@@ -560,7 +587,7 @@ def _existing_cases(out: Path, settings: dict) -> list[Path] | None:
         return None
     names = recorded.pop("cases_written", None)
     recorded.pop("files_written", None)
-    if recorded != settings or not names or not all((out / n).exists() for n in names):
+    if WRITING in recorded or recorded != settings or not names or not all((out / n).exists() for n in names):
         return None
     logger.info("%s already holds these %d synthetic case(s) (%s): nothing to write", out, len(names), SETTINGS_FILE)
     return [out / n for n in names]
@@ -591,9 +618,10 @@ def remove_synthetic(folder: str | os.PathLike) -> list[Path]:
     return kept
 
 
-def _refuse_occupied(out: Path, force: bool, planned: list[Path]) -> None:
+def _refuse_occupied(out: Path, force: bool, planned: list[Path], *, resumed: bool = False) -> None:
     """Refuse a folder holding files that synth did not write (at any depth, of any kind); with ``force`` write
-    beside them, but never over one of them.
+    beside them, but never over one of them. Synth's own files of other settings need ``force`` too, not those of
+    a synth with the same settings that was stopped (``resumed``: its cases are written again).
 
     Raises:
         UserError: naming a foreign file and the way out.
@@ -606,12 +634,11 @@ def _refuse_occupied(out: Path, force: bool, planned: list[Path]) -> None:
         raise UserError(f"{out} already holds {len(foreign)} file(s) that synth did not write (e.g. {foreign[0]}); "
                         "synthetic cases carry BraTS's own case names and could replace them: choose an empty folder "
                         "(--force writes beside them, never over them)")
-    if existing and not force:
+    if existing and not force and not resumed:
         raise UserError(f"{out} already holds {len(existing)} file(s) of synthetic cases written with other settings "
                         f"(see {out / SETTINGS_FILE}): choose another folder, or pass --force to replace them")
     hit = [f for f in foreign for target in planned  # a linked folder above a file synth would write too
-           if f == target or target in f.parents or f in target.parents
-           or (f.parent == target.parent and f.name.startswith(target.name))]
+           if _under(f, target) or f in target.parents]
     if hit:
         raise UserError(f"{hit[0]} was not written by synth and synth would write over it: --force never "
                         "writes over a file synth did not write; choose an empty folder")

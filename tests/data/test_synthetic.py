@@ -409,3 +409,48 @@ def test_a_shape_too_large_for_memory_is_one_line(tmp_path: Path, capsys: pytest
 
     assert main(["synth", str(tmp_path / "d"), "--cases", "1", "--shape", "100000", "100000", "100000"]) == 2
     assert "each at most 512" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def _stopped_at_the_second_case(out: Path, layout: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """synth stopped (Ctrl-C, a kill) after writing its first case, and in the middle of nothing else."""
+    import pipeline.data.synthetic as synthetic
+
+    made = synthetic.synth_case
+    calls = []
+
+    def stopping(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return made(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(synthetic, "synth_case", stopping)
+        with pytest.raises(KeyboardInterrupt):
+            write_dataset(out, cases=3, shape=SMALL, seed=0, layout=layout)
+
+
+@pytest.mark.parametrize("layout", ["brats2021", "brats2023", "msd", "nnunet"])
+@pytest.mark.parametrize("then", ["the_same_again", "clean", "other_settings"])
+def test_a_stopped_synth_is_finished_by_the_same_command_and_cleaned_by_clean(
+        tmp_path: Path, layout: str, then: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """synth (and the demo's data step) stopped mid-way left cases and no synthetic.json: the same command was
+    refused ("files that synth did not write"), so was --force, and clean deleted nothing (red team)."""
+    from pipeline.data.synthetic import remove_synthetic
+
+    out = tmp_path / "data"
+    _stopped_at_the_second_case(out, layout, monkeypatch)
+    assert any(p.is_file() and p.suffix == ".gz" for p in out.rglob("*"))
+    if then == "the_same_again":
+        written = write_dataset(out, cases=3, shape=SMALL, seed=0, layout=layout)
+        fresh = write_dataset(tmp_path / "fresh", cases=3, shape=SMALL, seed=0, layout=layout)
+        assert [p.name for p in written] == [p.name for p in fresh]
+        assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(
+            p.relative_to(tmp_path / "fresh").as_posix() for p in (tmp_path / "fresh").rglob("*") if p.is_file())
+        assert write_dataset(out, cases=3, shape=SMALL, seed=0, layout=layout) == written  # finished: left alone
+    elif then == "clean":
+        assert remove_synthetic(out) == [] and not out.exists()
+    else:  # synth's own files, of other settings: --force replaces them, as for a finished synth
+        with pytest.raises(ValueError, match="of synthetic cases written with other settings"):
+            write_dataset(out, cases=3, shape=SMALL, seed=1, layout=layout)
+        write_dataset(out, cases=3, shape=SMALL, seed=1, layout=layout, force=True)
