@@ -119,7 +119,9 @@ def _set_aside(path: Path) -> Path:
     the file that process was replacing."""
     for left in path.parent.glob(f".{path.name}.replaced~*"):
         pid = left.name.rsplit("~", 1)[-1].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not _pid_alive(int(pid)) and _same_file(left, path):  # nothing but a second name
+            left.unlink(missing_ok=True)
+        elif pid.isdigit() and not _pid_alive(int(pid)):
             logger.warning("%s was left by process %s, which died while replacing %s: it holds the file as it was "
                            "before; move it back over %s if that one is not whole, else delete it", left, pid,
                            path.name, path)
@@ -135,6 +137,14 @@ def _set_aside(path: Path) -> Path:
                 continue
             shutil.copy2(path, backup)
             return backup
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are one file (hard links) or hold the same bytes."""
+    try:
+        return os.path.samefile(a, b) or (a.stat().st_size == b.stat().st_size and file_sha256(a) == file_sha256(b))
+    except OSError:
+        return False
 
 
 @contextmanager

@@ -23,7 +23,15 @@ from scipy.stats import rankdata, wilcoxon
 
 from pipeline.core.errors import UserError
 from pipeline.core.figures import plt, save_figure
-from pipeline.core.files import atomic_write_text, column_numbers, holding, read_json, read_table, replaced_on_success
+from pipeline.core.files import (
+    FolderLock,
+    atomic_write_text,
+    column_numbers,
+    holding,
+    read_json,
+    read_table,
+    replaced_on_success,
+)
 from pipeline.core.nifti import nifti_files
 from pipeline.evaluation.evaluate import EVALUATION_OUTPUTS, evaluate
 from pipeline.evaluation.metrics import region_metrics
@@ -254,7 +262,8 @@ def compare(ref_dir: str | os.PathLike, pred_dirs: Sequence[str | os.PathLike], 
     given = {n: os.fspath(p) for n, p in zip(names, pred_dirs, strict=True)}
     old = check_comparison_replacement(out, ref_dir, given, overwrite=overwrite)
     folders = [out / name for name in names]
-    evaluations = [f for folder in folders for f in sorted(folder.rglob("*")) if f.is_file()]
+    evaluations = [f for folder in folders for f in sorted(folder.rglob("*"))  # (a lock is its holder's)
+                   if f.is_file() and f.name != FolderLock.NAME]
     # the old comparison goes once the new one is written, not before; each algorithm's evaluation replaces its own
     # folder as it is scored, and all of them come back as they were if a later algorithm is refused
     own = [out / name for name in COMPARISON_FILES]  # the same comparison again: its tables come back on a refusal
