@@ -246,3 +246,41 @@ def test_an_empty_lock_being_written_is_waited_on_not_taken_over(tmp_path, monke
     finally:
         holder.kill()
         holder.wait()
+
+
+METRICS = "case,region,dice,hd95\nBraTS2021_00003,TC,0.9105,2.0\nBraTS2021_00004,TC,0.0177,30.5\n"
+
+
+@pytest.mark.parametrize(("cut", "said"), [
+    pytest.param(len(METRICS), None, id="whole"),
+    pytest.param(METRICS.rindex("30.5") + 3, "it ends inside its last row", id="inside_the_last_number"),
+    pytest.param(METRICS.rindex("0177"), "row 3 has not the 4 fields", id="inside_a_number"),
+    pytest.param(METRICS.rindex("_00004") + 3, "row 3 has not the 4 fields", id="inside_a_case_id"),
+    pytest.param(METRICS.rindex("BraTS"), None, id="at_a_row_end"),
+])
+@pytest.mark.parametrize("reader", ["read_table", "plot_boxplot"])
+def test_a_table_cut_short_is_refused_not_read_as_other_numbers(tmp_path: Path, cut: int, said: str | None,
+                                                              reader: str, capsys: pytest.CaptureFixture) -> None:
+    """A metrics.csv cut inside a number (an interrupted copy) was read as Dice 0.0 for 0.0177, and cut inside a
+    case id ended `plot boxplot` in a traceback (red team); the same reader serves compare, cv, evaluate and the
+    training history."""
+    from pipeline.core.errors import UserError
+    from pipeline.core.files import read_table
+
+    table = tmp_path / "metrics.csv"
+    table.write_text(METRICS[:cut])
+    if reader == "read_table":
+        if said is None:
+            assert len(read_table(table, ["case", "dice"], "metrics")) == METRICS[:cut].count("\n") - 1
+        else:
+            with pytest.raises(UserError, match=f"metrics.csv is cut short \\({said}"):
+                read_table(table, ["case", "dice"], "metrics")
+        return
+    from pipeline.__main__ import main
+
+    code = main(["plot", "boxplot", str(table), "--out", str(tmp_path / "box.png")])
+    if said is None:
+        assert code == 0
+    else:
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert code != 0 and "cut short" in last and said in last
