@@ -136,7 +136,7 @@ def _divisor(spec: Mapping) -> tuple[int, int, int] | None:
     return (out[0], out[1], out[2])
 
 
-def _sizes(roi_size: object) -> list[int]:
+def roi_sizes(roi_size: object) -> list[int]:
     """``roi_size`` as three whole numbers (``--roi_size "[32,32]"`` is refused in one line)."""
     if isinstance(roi_size, str):
         try:
@@ -171,7 +171,7 @@ def check_roi_size(network_factory: functools.partial, roi_size: Sequence[int],
     """
     spec = (record or {}).get("network") or network_spec(network_factory)
     divisor = _divisor(spec)
-    sizes = _sizes(roi_size)
+    sizes = roi_sizes(roi_size)
     if divisor is None:
         return sizes
     if any(s % d or s < 2 * d for s, d in zip(sizes, divisor, strict=True)):

@@ -35,7 +35,7 @@ from pipeline.data.labels import Description, canonical_channel, describe
 from pipeline.data.layouts import Case, order_by_name, output_guard
 from pipeline.data.source import DataSource
 from pipeline.data.transforms import parse_normalization, parse_spacing
-from pipeline.model.network import check_roi_size, network_spec
+from pipeline.model.network import check_roi_size, network_spec, roi_sizes
 from pipeline.model.precision import check_device
 from pipeline.model.recipe import (
     changed_configs,
@@ -151,7 +151,7 @@ def run_ids(data: DataSource, *, fold: object, roi_size: Sequence[int], spacing:
         "fold": as_fold(fold),
         "folds": len(folds_present(data.datalist)) if datalist else data.folds,  # a datalist's own, not --folds
         "seed": data.seed,
-        "roi_size": [int(s) for s in roi_size],
+        "roi_size": roi_sizes(roi_size),  # one line for a value of another shape (--set roi_size 50)
         "spacing": spacing_value(spacing),
         "normalization": parse_normalization(normalization),
         "preprocessing": preprocessing_overrides(sys.argv if argv is None else argv),

@@ -92,6 +92,7 @@ def test_a_datalist_fold_is_read_and_validated_once(stage: str, trained: Path, t
     pytest.param({"label_scheme": "bratz"}, "unknown label_scheme 'bratz'", id="label_scheme_typo"),
     pytest.param({"amp": "maybe"}, "--amp must be true or false, got 'maybe'", id="amp_not_a_flag"),
     pytest.param({"roi_size": "[32,32]"}, "--roi_size must be three positive whole numbers", id="roi_size_2d"),
+    pytest.param({"roi_size": 50}, "--roi_size must be three positive whole numbers", id="roi_size_one_number"),
     pytest.param({"infer_fold": "abc"}, "--infer_fold must be a whole number, got 'abc'", id="infer_fold_text"),
     pytest.param({"folds": 1}, "--folds must be at least 2, got 1", id="one_fold"),
     pytest.param({"min_tumour_fraction": "abc"}, "--min_tumour_fraction must be a number from 0 to 1, got 'abc'",
