@@ -55,17 +55,27 @@ def _export_refusal(argv: list[str]) -> UserError | None:
     return export_refusal(argv)
 
 
+def _unknown_ids(argv: list[str]) -> UserError | None:
+    """`pipeline.bundle.unknown_cli_ids` of a ``run`` command line (imported for a run alone)."""
+    if not argv or argv[0] != "run":
+        return None
+    from pipeline.bundle import unknown_cli_ids
+
+    return unknown_cli_ids(argv)
+
+
 def enter_bundle_cli(argv: list[str]) -> None:
     """What a ``monai.bundle`` process sets up, by either way in (``python -m monai.bundle``: at ``import pipeline``,
     which the configs do first; ``python -m pipeline.bundle run``, the verbs' way: before it runs MONAI's CLI): a
     refusal ends it with its one line, not a traceback (`install_cli_excepthook`); SIGTERM ends it as an exit
     (`exit_on_sigterm`); the output folders its steps hold (evaluate, then draw, then report) stay held until it
     ends (`hold_until_exit`); an id given twice in ``argv`` is refused before any work (`repeated_cli_ids`), and an
-    export over the checkpoint it exports, a run's file or inside a dataset (`pipeline.data.layouts.export_refusal`)."""
+    export over the checkpoint it exports, a run's file or inside a dataset (`pipeline.data.layouts.export_refusal`),
+    and a run id or an id its config files do not hold (`pipeline.bundle.unknown_cli_ids`)."""
     install_cli_excepthook()
     exit_on_sigterm()
     hold_until_exit()
-    refusal = repeated_cli_ids(argv) or _export_refusal(argv)
+    refusal = repeated_cli_ids(argv) or _export_refusal(argv) or _unknown_ids(argv)
     if refusal is not None:
         raise refusal
 

@@ -97,6 +97,57 @@ def common_ids(configs: str | Path = CONFIGS) -> set[str]:
         return set()
 
 
+def _config_ids(node: object, prefix: str = "") -> dict[str, object]:
+    """``{id: value}`` of every id of a merged config (``a::b`` for ``b`` in ``a``; list items by index)."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    found: dict[str, object] = {}
+    for key, value in items:
+        name = f"{prefix}::{key}" if prefix else str(key)
+        found[name] = value
+        found.update(_config_ids(value, name))
+    return found
+
+
+def unknown_cli_ids(argv: Sequence[str]) -> UserError | None:
+    """The refusal of a ``monai.bundle run`` command line naming a run id, or giving an id, that its config files
+    do not hold (``--learning_rat 0.01``: MONAI's CLI takes any id and nothing reads it, so the run silently
+    trains with the default), or None. An argument added to a component (``--train#optimizer#momentum 0.9``, a
+    key below an id with a ``_target_``) is the component's to refuse; config files that cannot be read are
+    MONAI's to name."""
+    from pipeline.core.config import _is_flag, bundle_arguments, config_files_in_argv, overrides_in_argv
+
+    words = [str(w) for w in argv]
+    if not words or words[0] != "run":
+        return None
+    files = config_files_in_argv(words)
+    try:
+        from monai.bundle import ConfigParser
+
+        ids = _config_ids(ConfigParser.load_config_files(files)) if files else None
+    except Exception:  # noqa: BLE001 - MONAI's own reader says what is wrong with the files
+        ids = None
+    if not ids:
+        return None
+    names = ", ".join(Path(f).name for f in files)
+    run_id = words[1] if len(words) > 1 and not _is_flag(words[1]) else bundle_arguments(words).get("run_id")
+    if run_id is not None and str(run_id) not in ids:
+        stages = [k for k in ("training", "inference", "evaluate") if k in ids]
+        return UserError(f"run {run_id}: {names} define no such run id (theirs: {', '.join(stages)}); check its "
+                         "spelling")
+    import difflib
+
+    for key in overrides_in_argv(words):
+        parent = key.rpartition("::")[0]
+        if key in ids or (parent in ids and isinstance(ids[parent], dict) and "_target_" in ids[parent]):
+            continue
+        shown = key.replace("::", "#")
+        close = difflib.get_close_matches(key, [k for k in ids if "::" not in k or "::" in key], n=1, cutoff=0.75)
+        hint = f"did you mean --{close[0].replace('::', '#')}? " if close else ""
+        return UserError(f"--{shown} is no id of {names}: MONAI's CLI would take it and nothing would read it, so "
+                         f"the run would not be what was asked; {hint}check its spelling")
+    return None
+
+
 def overlay_alone(ref: str) -> str | None:
     """The fix when MONAI misses ``@ref`` because common.yaml is not in ``--config_file`` (a stage given alone)."""
     if ref not in common_ids():

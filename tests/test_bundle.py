@@ -147,3 +147,29 @@ def test_building_the_training_components_writes_nothing_until_initialize_record
         parser.get_parsed_content(f"initialize#{step}")
     record = json.loads((run / "run.json").read_text())
     assert sum(len(cases) for cases in record["split"].values()) == 4 and (run / "datalist.json").is_file()
+
+
+@pytest.mark.parametrize(("run_id", "ids", "refused"), [
+    pytest.param("training", ["--learning_rat", "0.01"], "--learning_rat is no id .* did you mean --learning_rate",
+                 id="a_misspelled_id"),
+    pytest.param("inference", ["--min_tumor_fraction", "0"], "did you mean --min_tumour_fraction",
+                 id="another_spelling_of_an_id"),
+    pytest.param("inference", ["--sw_batch_size", "4"], "--sw_batch_size is no id", id="a_nested_id_given_bare"),
+    pytest.param("training", ["--train#optimiser#momentum", "0.9"], "--train#optimiser#momentum is no id",
+                 id="below_a_misspelled_component"),
+    pytest.param("trainig", [], "run trainig: .* define no such run id", id="a_misspelled_run_id"),
+    pytest.param("training", ["--learning_rate", "0.01", "--train::optimizer::momentum", "0.9"], None,
+                 id="an_argument_added_to_a_component"),
+    pytest.param("inference", ["--inferer#sw_batch_size", "4", "--min_tumour_fraction=0"], None, id="known_ids"),
+])
+def test_an_id_no_config_defines_is_refused_before_the_run(run_id: str, ids: list[str], refused: str | None) -> None:
+    """MONAI's CLI takes any id and nothing reads one the configs lack: ``--set learning_rat 0.01`` trained with the
+    default rate and ended with status 0; ``run trainig`` wrote run.json before MONAI's traceback (red team)."""
+    from pipeline.bundle import config_files, config_list, unknown_cli_ids
+
+    stage = {"trainig": "training"}.get(run_id, run_id)
+    refusal = unknown_cli_ids(["run", run_id, "--config_file", config_list(config_files(stage)), *ids])
+    if refused is None:
+        assert refusal is None
+    else:
+        assert refusal is not None and re.search(refused, str(refusal)), refusal
