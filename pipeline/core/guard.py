@@ -103,9 +103,10 @@ class OutputGuard:
         for root in self.roots:
             if is_within(out, root) or is_within(root, out):
                 rel = "is" if out == root else ("lies inside" if is_within(out, root) else "contains")
+                # the advice: a folder beside the input (or beside the output, where that holds the input)
+                beside = root.parent / out.name if rel == "lies inside" else out.parent / f"{out.name}_out"
                 raise UserError(f"the output folder {out} {rel} the input folder {root}: {what} must never be "
-                                f"written among the inputs; pass {option} a folder outside it (e.g. "
-                                f"{root.parent / 'runs' / out.name})")
+                                f"written among the inputs; pass {option} a folder outside it (e.g. {beside})")
         for f in self.files:
             if is_within(f, out):
                 raise UserError(f"the output folder {out} holds the input file {f}: {what} would be written among "

@@ -314,8 +314,11 @@ def plot_evaluation(eval_dir: str | os.PathLike, pred_dir: str | os.PathLike,
     eval_dir = Path(eval_dir).expanduser()
     metrics = eval_dir / "metrics.csv"
     if not metrics.is_file():
-        raise UserError(f"no {metrics}: run python -m pipeline evaluate PRED_DIR DATASET_DIR --out {eval_dir} first "
-                        "(or pass the folder that holds metrics.csv)")
+        if (Path(pred_dir).expanduser() / "metrics.csv").is_file():  # EVAL_DIR and PRED_DIR given the other way
+            raise UserError(f"no {metrics}, but {Path(pred_dir).expanduser() / 'metrics.csv'} is there: the order is "
+                            f"EVAL_DIR PRED_DIR DATASET_DIR (plot evaluation {pred_dir} {eval_dir} ...)")
+        raise UserError(f"no {metrics}: pass the evaluation folder that holds metrics.csv first (python -m pipeline "
+                        "evaluate PRED_DIR DATASET_DIR writes one)")
     if scheme not in FOLDER_SCHEMES and not str(scheme).startswith(NNUNET_PREFIX):
         raise UserError(f"unknown scheme {scheme!r}; expected one of {', '.join(FOLDER_SCHEMES)}")
     # the reference as the evaluation read it (a dataset, a single case folder or a datalist), not re-resolved

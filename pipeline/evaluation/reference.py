@@ -333,8 +333,8 @@ def check_written_scheme(pred_root: Path, cases: Sequence[str], scheme: str, ref
             continue
         how = (f"this evaluation scores them in scheme {scored}" if scheme != "labels" else
                f"--scheme labels scores each value against the reference's numbering, scheme {scored}")
-        rerun = (f"re-run inference on the reference's images without the label_scheme override (--set label_scheme "
-                 f"{written}): it then writes the numbering of the data it segments")
+        rerun = (f"segment the reference's own images (without --set label_scheme {written}, if it was given): "
+                 "inference writes the numbering of the data it segments")
         if reference.layout is None:
             fix = f"evaluate with --scheme {written} if the reference labels are numbered so too, else {rerun}"
         elif _fits(written, reference):

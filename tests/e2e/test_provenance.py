@@ -115,7 +115,7 @@ def test_segmentations_written_in_an_overridden_scheme_are_refused_by_the_evalua
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"{out}: 4 of the 4 scored segmentation(s)" in line
     assert "written in label scheme msd, but this evaluation scores them in scheme brats" in line
-    assert "without the label_scheme override (--set label_scheme msd)" in line
+    assert "(without --set label_scheme msd, if it was given)" in line
     assert not (tmp_path / "eval").exists()
 
 

@@ -116,9 +116,9 @@ def test_every_scoring_path_refuses_predictions_written_in_another_numbering(pat
     assert f"{pred}: {len(cases)} of the {len(cases)} scored segmentation(s) (e.g. case {cases[0]}" in refusal
     assert f"written in label scheme msd, but this evaluation scores them in scheme {own}" in refusal
     assert f"ED is 1 in scheme msd, 2 in scheme {own}" in refusal
-    assert refusal.endswith("--scheme msd does not fit the reference dataset's labels, so re-run inference on the "
-                            "reference's images without the label_scheme override (--set label_scheme msd): it then "
-                            "writes the numbering of the data it segments")
+    assert refusal.endswith("--scheme msd does not fit the reference dataset's labels, so segment the reference's "
+                            "own images (without --set label_scheme msd, if it was given): inference writes the "
+                            "numbering of the data it segments")
     assert not (tmp_path / "comparison").exists() and not (tmp_path / "pictures").exists()
     assert path == "plot_evaluation" or not (tmp_path / "eval" / "summary.json").exists()
     assert checksums(root) == before

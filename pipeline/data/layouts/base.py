@@ -230,7 +230,8 @@ def existing_root(root: str | os.PathLike) -> Path:
         raise DatasetError(f"{path} is a file, not a dataset folder: pass the folder of the BraTS cases (infer -i "
                            "and evaluate also take a datalist .json in its place)")
     if not path.is_dir():
-        raise DatasetError(f"dataset folder {path} does not exist; pass --dataset_dir pointing at a BraTS download")
+        raise DatasetError(f"dataset folder {path} does not exist: check the path (the folder of a BraTS download, "
+                           "the Decathlon's Task01 or an nnU-Net dataset)")
     return path
 
 
