@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from pipeline.core.config import as_fold, as_int
 from pipeline.core.errors import UserError, user_message
 from pipeline.core.figures import drawn_here
 from pipeline.core.files import hold_folder, holding_scope
-from pipeline.core.process import exit_on_sigterm
+from pipeline.core.process import exit_on_sigterm, stopped_line
 from pipeline.data.check import check_dataset, check_label_folder, is_label_folder
 from pipeline.data.datalist import write_datalist
 from pipeline.data.labels import BUILTIN, NNUNET_PREFIX, scheme_name
@@ -435,7 +436,11 @@ def cli() -> int:
     """The console entry (``python -m pipeline``, ``brats-pipeline``): `main`, with SIGTERM ending it as an exit
     that releases its folders and stops the bundle process it runs (`pipeline.core.process`)."""
     exit_on_sigterm()
-    return main()
+    try:
+        return main()
+    except KeyboardInterrupt:  # Ctrl-C: one line, not the tracebacks of this process and of its bundle process
+        print(stopped_line("Ctrl-C"), file=sys.stderr, flush=True)
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

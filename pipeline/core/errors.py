@@ -96,6 +96,16 @@ def user_message(exc: BaseException) -> str | None:
 
 
 def _hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(exc_type, KeyboardInterrupt):  # Ctrl-C: one line, no traceback (a verb's child: the verb says it)
+        if not os.environ.get(VERB_ENV):
+            from pipeline.core.process import stopped_line
+
+            print(stopped_line("Ctrl-C"), file=sys.stderr, flush=True)
+        return
+    from pipeline.core.process import stopped
+
+    if stopped():  # an error of the stop itself (a DataLoader worker stopped with the process): the stop's line
+        return     # is said at exit (`pipeline.core.process`)
     message = user_message(exc)
     if message is None:
         sys.__excepthook__(exc_type, exc, tb)

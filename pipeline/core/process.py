@@ -8,19 +8,50 @@ a stop on to it, waiting for it to release its own folders, where ``subprocess.r
 
 from __future__ import annotations
 
+import atexit
+import os
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from pipeline.core.errors import VERB_ENV
 
 #: How long a stopped child may take to end before it is killed (s).
 CHILD_GRACE_S = 30.0
 
 
+#: What a stopped command says last (`stopped_line`): what it leaves, and how to go on.
+STOPPED_ADVICE = ("what it wrote is whole (a case or a checkpoint half written is not kept); run the same command "
+                  "again to go on (training: with --resume)")
+
+
+def stopped_line(how: str) -> str:
+    """The last line of a command stopped by ``how`` (``Ctrl-C``, ``SIGTERM``)."""
+    return f"stopped ({how}): {STOPPED_ADVICE}"
+
+
+def _say_stopped() -> None:
+    if not os.environ.get(VERB_ENV):  # a verb's bundle process: the verb says it, once, last
+        print(stopped_line("SIGTERM"), file=sys.stderr, flush=True)
+
+
+_STOPS: list[int] = []
+
+
+def stopped() -> bool:
+    """Whether this process was told to stop (SIGTERM, `exit_on_sigterm`): an error raised since is the stop's
+    (a DataLoader worker stopped with it), not one to show (`pipeline.core.errors`' hook says nothing of it)."""
+    return bool(_STOPS)
+
+
 def _terminated(signum: int, frame: object) -> None:
     signal.signal(signum, lambda *_: None)  # once: a second SIGTERM (to the process group, then from a parent
-    raise SystemExit(128 + signum)          # passing it on) must not cut the exit's own clean-up short
+    _STOPS.append(signum)                   # passing it on) must not cut the exit's own clean-up short; said
+    atexit.register(_say_stopped)           # at the very end, after whatever a library logs of the stop
+    raise SystemExit(128 + signum)
 
 
 def exit_on_sigterm() -> None:

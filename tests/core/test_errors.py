@@ -102,3 +102,28 @@ def test_a_config_component_given_arguments_it_does_not_take_is_one_line(compone
         parser.get_parsed_content("loss")
     message = user_message(raised.value)
     assert message is None if expected is None else expected in message, message
+
+
+@pytest.mark.parametrize("where", ["the_verbs_cli", "monai_bundle_hook", "a_verbs_bundle_process"])
+def test_ctrl_c_ends_a_command_in_one_line_not_tracebacks(where: str, capsys: pytest.CaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during train or infer printed two KeyboardInterrupt tracebacks, the verb's and its bundle process's
+    (red team): each says one line, and a verb's bundle process leaves it to the verb."""
+    import pipeline.__main__ as verbs
+    from pipeline.core.errors import VERB_ENV, _hook
+
+    monkeypatch.delenv(VERB_ENV, raising=False)
+    if where == "the_verbs_cli":
+        monkeypatch.setattr(verbs, "exit_on_sigterm", lambda: None)  # (not this test process's handler)
+        monkeypatch.setattr(verbs, "main", lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
+        assert verbs.cli() == 130
+    else:
+        if where == "a_verbs_bundle_process":
+            monkeypatch.setenv(VERB_ENV, "train")
+        _hook(KeyboardInterrupt, KeyboardInterrupt(), None)
+    err = capsys.readouterr().err
+    if where == "a_verbs_bundle_process":
+        assert err == ""
+    else:
+        assert err.strip().splitlines() == [err.strip()] and err.startswith("stopped (Ctrl-C): ")
+        assert "run the same command again" in err

@@ -59,5 +59,8 @@ def test_a_command_stopped_by_sigterm_releases_its_output_folder(cli: str, tmp_p
         proc.wait()
     assert proc.returncode == 128 + signal.SIGTERM, log.read_text()[-3000:]
     assert not (out / FolderLock.NAME).exists(), f"the stopped command left its lock: {log.read_text()[-3000:]}"
+    said = log.read_text()  # one line, last, once (a verb's bundle process leaves it to the verb)
+    assert said.strip().splitlines()[-1].startswith("stopped (SIGTERM): ") and said.count("stopped (") == 1, said
+    assert "Traceback" not in said, said[-3000:]
     if cli == "monai_bundle_run":
         assert not out.exists()  # made by the command, nothing written: removed with the lock
