@@ -416,6 +416,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.run:
             if args.run_id != "inference":
                 raise UserError("--run gives the inference list of a trained run: pass run_id inference")
+            if not Path(args.run).expanduser().is_dir():
+                raise UserError(f"--run {args.run}: no such run folder; pass the folder of a trained run (its "
+                                "run.json and models/)")
             if args.what == "flags":
                 from pipeline.model.recipe import preprocessing_flags, recorded_preprocessing
                 from pipeline.model.record import read_record
