@@ -184,7 +184,7 @@ class Provenance:
         if not self.path.exists():
             return {}
         fix = (f"delete {self.path} (the segmentations beside it are then of unknown origin: re-run inference with "
-               "--overwrite true to replace them), or pass another --output_dir")
+               "--overwrite true to replace them), or segment into another folder")
         try:
             raw = read_json(self.path)
         except (OSError, ValueError, UnicodeDecodeError) as e:

@@ -67,7 +67,8 @@ def read_state(path: str | os.PathLike, *, device: str | torch.device = "cpu", f
     try:
         return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     except Exception as e:  # truncated zip, pickle with code, anything torch cannot read safely
-        first = str(e).splitlines()[0][:200] if str(e) else ""
+        first = str(e).splitlines()[0] if str(e) else ""
+        first = first if len(first) <= 200 else first[:200].rsplit(" ", 1)[0] + " ..."  # a word cut is no message
         raise WeightsError(f"{path} cannot be read as a checkpoint ({type(e).__name__}: {first}); {fix}") from None
 
 

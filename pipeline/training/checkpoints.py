@@ -298,7 +298,7 @@ class TrainingCheckpoint:
             ValueError: the checkpoint is beyond the planned epochs, or lacks one of ``objects``.
         """
         ckpt = read_state(self.path, fix="it was cut short (a killed run, a full disk): pass --overwrite true to start "
-                                         "afresh, or --resume false with another --run_dir")
+                                         "this run afresh, or train into another --run_dir")
         if not isinstance(ckpt, dict) or not isinstance(ckpt.get("trainer"), dict):
             raise UserError(f"{self.path} is not a training state (a model.pt copied in its place?): pass --overwrite "
                             "true to start afresh, or another --run_dir")
