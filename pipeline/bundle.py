@@ -121,9 +121,13 @@ def unknown_cli_ids(argv: Sequence[str]) -> UserError | None:
         return None
     files = config_files_in_argv(words)
     try:
+        import warnings
+
         from monai.bundle import ConfigParser
 
-        ids = _config_ids(ConfigParser.load_config_files(files)) if files else None
+        with warnings.catch_warnings():  # MONAI's notices of the merge: its own run of these files shows them
+            warnings.simplefilter("ignore")
+            ids = _config_ids(ConfigParser.load_config_files(files)) if files else None
     except Exception:  # noqa: BLE001 - MONAI's own reader says what is wrong with the files
         ids = None
     if not ids:
@@ -416,9 +420,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.run:
             if args.run_id != "inference":
                 raise UserError("--run gives the inference list of a trained run: pass run_id inference")
-            if not Path(args.run).expanduser().is_dir():
-                raise UserError(f"--run {args.run}: no such run folder; pass the folder of a trained run (its "
-                                "run.json and models/)")
             if args.what == "flags":
                 from pipeline.model.recipe import preprocessing_flags, recorded_preprocessing
                 from pipeline.model.record import read_record
