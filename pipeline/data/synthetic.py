@@ -537,12 +537,12 @@ def _ours(out: Path) -> set[Path]:
     if not isinstance(recorded, dict) or not RECORD_KEYS <= set(recorded):
         return set()  # a synthetic.json of the user's own: not ours, and nothing it names is
     written = recorded.get("files_written")
-    writing = [out / w for w in recorded.get(WRITING) or [] if isinstance(w, str) and ".." not in Path(w).parts]
+    writing = [out / w for w in recorded.get(WRITING) or [] if _inside(w)]
     stopped = {f for f in _files(out) if any(_under(f, w) for w in writing)}  # a stopped synth's, not yet digested
     if isinstance(written, dict):
         return {out / SETTINGS_FILE, *stopped, *(out / f for f, digest in written.items()
                                                  if (out / f).is_file() and file_sha256(out / f) == digest)}
-    ours = {out / SETTINGS_FILE, *(out / f for f in written or [])}
+    ours = {out / SETTINGS_FILE, *(out / f for f in written or [] if _inside(f))}
     if written is None:  # records before files_written: the case folders' files
         for name in recorded.get("cases_written") or []:
             path = out / name
@@ -553,6 +553,13 @@ def _ours(out: Path) -> set[Path]:
 
 #: The key of a record written before the cases: the places being written (a stopped synth leaves it).
 WRITING = "writing"
+
+
+def _inside(name: object) -> bool:
+    """Whether a record's ``name`` is a place below its folder: relative, not empty, nothing above it (a record edited
+    or made by hand never claims the folder itself, or anything outside it)."""
+    parts = Path(name).parts if isinstance(name, str) else ()
+    return bool(parts) and not Path(name).is_absolute() and ".." not in parts and parts != (".",)
 
 
 def _under(f: Path, target: Path) -> bool:

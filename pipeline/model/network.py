@@ -69,12 +69,12 @@ def build_from_spec(spec: Mapping) -> torch.nn.Module:
     """
     target = str(spec.get("_target_", ""))
     module, _, name = target.rpartition(".")
+    outside = module not in sys.modules and module.split(".", 1)[0] not in NETWORK_PACKAGES
     try:  # a dotted name of a module's class (no relative import, nothing else evaluated)
-        found = _network_module(module) if re.fullmatch(_DOTTED, target) else None
-        cls = getattr(found, name, None)
+        cls = getattr(_network_module(module), name, None) if re.fullmatch(_DOTTED, target) else None
     except Exception:  # noqa: BLE001 - whatever importing it raises, it is no network class here
-        found = cls = None
-    if found is None and re.fullmatch(_DOTTED, target):
+        cls = None
+    if outside and re.fullmatch(_DOTTED, target):
         raise NetworkError(f"the recorded network {target!r} (run.json's network._target_) is outside "
                            f"{', '.join(NETWORK_PACKAGES)}, and a record does not import other modules: give the "
                            f"same network in the config too (--set network_factory#_target_ {target}), or restore "

@@ -454,3 +454,23 @@ def test_a_stopped_synth_is_finished_by_the_same_command_and_cleaned_by_clean(
         with pytest.raises(ValueError, match="of synthetic cases written with other settings"):
             write_dataset(out, cases=3, shape=SMALL, seed=1, layout=layout)
         write_dataset(out, cases=3, shape=SMALL, seed=1, layout=layout, force=True)
+
+
+@pytest.mark.parametrize("claimed", ["", ".", "/", "../..", "a/../.."])
+def test_a_record_claims_nothing_but_places_below_its_folder(tmp_path: Path, claimed: str) -> None:
+    """A synthetic.json made or edited by hand whose record of the places being written named the folder itself
+    (or one above it) made clean delete every file there, the user's too (review)."""
+    import json
+
+    from pipeline.data.synthetic import SETTINGS_FILE, remove_synthetic
+
+    out = tmp_path / "data"
+    write_dataset(out, cases=1, shape=SMALL, seed=0)
+    record = json.loads((out / SETTINGS_FILE).read_text())
+    mine = out / "my_notes.txt"
+    mine.write_text("mine")
+    for edited in ({"writing": [claimed]}, {"files_written": [claimed, *record["files_written"]]}):  # (a list: older)
+        (out / SETTINGS_FILE).write_text(json.dumps({**record, **edited}))
+        remove_synthetic(out)
+        assert mine.read_text() == "mine" and not (out / SETTINGS_FILE).exists()
+        write_dataset(out, cases=1, shape=SMALL, seed=0, force=True)
