@@ -108,6 +108,12 @@ def _config_ids(node: object, prefix: str = "") -> dict[str, object]:
     return found
 
 
+#: What MONAI's ``run`` reads itself besides its signature (MONAI 1.6: ``create_workflow``'s and
+#: ``ConfigWorkflow``'s arguments, and the settings of ``--tracking``), never an id of the configs.
+MONAI_RUN_IDS = frozenset({"workflow_name", "workflow_type", "properties_path", "run_name", "experiment_name",
+                           "tracking_uri", "is_not_rank0", "save_execute_config"})
+
+
 def unknown_cli_ids(argv: Sequence[str]) -> UserError | None:
     """The refusal of a ``monai.bundle run`` command line naming a run id, or giving an id, that its config files
     do not hold (``--learning_rat 0.01``: MONAI's CLI takes any id and nothing reads it, so the run silently
@@ -133,6 +139,8 @@ def unknown_cli_ids(argv: Sequence[str]) -> UserError | None:
     if not ids:
         return None
     names = ", ".join(Path(f).name for f in files)
+    if not any(Path(f).name == "common.yaml" for f in files):  # a stage alone: MONAI's failure gets its hint
+        return None                                             # (`overlay_hint`: add common.yaml)
     run_id = words[1] if len(words) > 1 and not _is_flag(words[1]) else bundle_arguments(words).get("run_id")
     if run_id is not None and str(run_id) not in ids:
         stages = [k for k in ("training", "inference", "evaluate") if k in ids]
@@ -142,7 +150,8 @@ def unknown_cli_ids(argv: Sequence[str]) -> UserError | None:
 
     for key in overrides_in_argv(words):
         parent = key.rpartition("::")[0]
-        if key in ids or (parent in ids and isinstance(ids[parent], dict) and "_target_" in ids[parent]):
+        component = parent in ids and isinstance(ids[parent], dict) and "_target_" in ids[parent]
+        if key in MONAI_RUN_IDS or key.startswith("_meta_") or key in ids or component:
             continue
         shown = key.replace("::", "#")
         close = difflib.get_close_matches(key, [k for k in ids if "::" not in k or "::" in key], n=1, cutoff=0.75)

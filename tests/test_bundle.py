@@ -161,6 +161,8 @@ def test_building_the_training_components_writes_nothing_until_initialize_record
     pytest.param("training", ["--learning_rate", "0.01", "--train::optimizer::momentum", "0.9"], None,
                  id="an_argument_added_to_a_component"),
     pytest.param("inference", ["--inferer#sw_batch_size", "4", "--min_tumour_fraction=0"], None, id="known_ids"),
+    pytest.param("training", ["--workflow_type", "train", "--tracking", "mlflow", "--run_name", "a"], None,
+                 id="monai_runs_own_arguments"),
 ])
 def test_an_id_no_config_defines_is_refused_before_the_run(run_id: str, ids: list[str], refused: str | None) -> None:
     """MONAI's CLI takes any id and nothing reads one the configs lack: ``--set learning_rat 0.01`` trained with the
@@ -173,3 +175,12 @@ def test_an_id_no_config_defines_is_refused_before_the_run(run_id: str, ids: lis
         assert refusal is None
     else:
         assert refusal is not None and re.search(refused, str(refusal)), refusal
+
+
+def test_a_stage_given_without_common_yaml_is_left_to_its_own_hint() -> None:
+    """``--config_file train.yaml`` alone was refused as holding no ``dataset_dir``: its refusal is "add
+    common.yaml" (`overlay_hint`), not a spelling."""
+    from pipeline.bundle import unknown_cli_ids
+
+    alone = ["run", "training", "--config_file", str(CONFIGS / "train.yaml"), "--dataset_dir", "x"]
+    assert unknown_cli_ids(alone) is None
