@@ -60,13 +60,14 @@ BENCH_OPTIONS = {"dataset_dir": "--train-dir/--test-dir", "datalist": "--folds",
 
 
 def stage_ids(ids: dict[str, str], stages: dict[str, dict]) -> dict[str, dict[str, str]]:
-    """``--set`` ids per stage (``{"training": variants, "inference": variants}``): a top-level id goes to every
-    stage (an id a config does not read changes nothing there), a nested one (``train#optimizer#momentum`` or
-    ``train::optimizer::momentum``) to the stages whose configuration holds its parent as a section or a list
-    long enough (the inference config has no ``train#optimizer``).
+    """``--set`` ids per stage (``{"training": variants, "inference": variants}``): a top-level id to the stages
+    whose configuration holds it (``learning_rate``: training; ``label_scheme``: both), a nested one
+    (``train#optimizer#momentum`` or ``train::optimizer::momentum``) to the stages whose configuration holds its
+    parent as a section or a list long enough (the inference config has no ``train#optimizer``): each stage refuses
+    an id its configuration does not hold (`pipeline.bundle.unknown_cli_ids`).
 
     Raises:
-        SystemExit: a nested id whose parent no stage holds, before anything trains.
+        SystemExit: an id no stage holds, before anything trains.
     """
     from monai.bundle import ConfigParser
     from monai.bundle.reference_resolver import ReferenceResolver
@@ -76,7 +77,7 @@ def stage_ids(ids: dict[str, str], stages: dict[str, dict]) -> dict[str, dict[st
     def holds(parser: ConfigParser, key: str) -> bool:
         parent, last = ReferenceResolver.split_id(ReferenceResolver.normalize_id(key), last=True)
         if not parent:
-            return True
+            return ReferenceResolver.normalize_id(key) in parser
         if parent not in parser:
             return False
         container = parser[parent]
@@ -94,8 +95,10 @@ def stage_ids(ids: dict[str, str], stages: dict[str, dict]) -> dict[str, dict[st
                 routed[stage][key] = value
     missing = [key for key in ids if not any(key in taken for taken in routed.values())]
     if missing:
-        raise SystemExit(f"bench_accuracy: --set {missing[0]}: no stage's configuration has a section or list "
-                         f"to hold it; set an id of {' or '.join(stages)} (python -m pipeline.bundle configs ...)")
+        nested = "#" in missing[0] or "::" in missing[0]
+        held = "a section or list to hold it" if nested else "this id (its spelling?)"
+        raise SystemExit(f"bench_accuracy: --set {missing[0]}: no stage's configuration has {held}; set an id of "
+                         f"{' or '.join(stages)} (python -m pipeline.bundle configs ...)")
     return routed
 
 
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="every case of --train-dir trains and the last model segments (nnU-Net's fold all: no "
                         "validation, no model selection); with --folds 1 only")
     p.add_argument("--set", nargs=2, action="append", default=[], metavar=("ID", "VALUE"),
-                   help="another bundle id (an ablation): --set learning_rate 0.003 (training and inference), "
+                   help="another bundle id (an ablation), to the stages whose configs hold it: --set learning_rate 0.003, "
                         "--set train#optimizer#momentum 0.9 (the stages that have it)")
     args = p.parse_args(argv)
     try:  # the verbs' reader of --set: an id given twice, or one of the benchmark's own options, is refused

@@ -120,6 +120,7 @@ def _brats_region_dice(pred: np.ndarray, ref: np.ndarray, labels: tuple[int, ...
 
 @pytest.mark.parametrize(("key", "stages"), [
     pytest.param("learning_rate", {"training", "inference"}, id="top-level-to-both"),
+    pytest.param("epochs", {"training"}, id="top-level-of-training-only"),
     pytest.param("random_transforms#0#rotate_prob", {"training", "inference"}, id="budget-overlay-in-both"),
     pytest.param("train#optimizer#momentum", {"training"}, id="train-section-to-training-only"),
     pytest.param("train::optimizer::momentum", {"training"}, id="monai-separator-to-training-only"),
@@ -136,12 +137,14 @@ def test_accuracy_benchmark_sends_each_set_id_to_the_stages_that_have_it(key: st
     pytest.param("train#nothing#x", id="no-such-section"),
     pytest.param("learning_rate#x", id="parent-is-a-number"),
     pytest.param("random_transforms#9", id="list-index-out-of-range"),
+    pytest.param("learning_rat", id="a-misspelled-top-level-id"),
 ])
 def test_accuracy_benchmark_refuses_a_set_id_no_stage_has_before_training(key: str) -> None:
     from bench.bench_accuracy import RECIPES, stage_ids
 
     budget = RECIPES["budget"]
-    with pytest.raises(SystemExit, match=rf"--set {key}: no stage's configuration has a section or list"):
+    held = "this id" if key == "learning_rat" else "a section or list"
+    with pytest.raises(SystemExit, match=rf"--set {key}: no stage's configuration has {held}"):
         stage_ids({key: "1"}, {"training": budget, "inference": budget})
 
 
