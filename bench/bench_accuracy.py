@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="every case of --train-dir trains and the last model segments (nnU-Net's fold all: no "
                         "validation, no model selection); with --folds 1 only")
     p.add_argument("--set", nargs=2, action="append", default=[], metavar=("ID", "VALUE"),
-                   help="another bundle id (an ablation), to the stages whose configs hold it: --set learning_rate 0.003, "
-                        "--set train#optimizer#momentum 0.9 (the stages that have it)")
+                   help="another bundle id (an ablation), to the stages whose configs hold it: --set learning_rate "
+                        "0.003, --set train#optimizer#momentum 0.9")
     args = p.parse_args(argv)
     try:  # the verbs' reader of --set: an id given twice, or one of the benchmark's own options, is refused
         extra = set_ids([word for pair in args.set for word in pair], BENCH_OPTIONS)
