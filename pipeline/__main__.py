@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -440,7 +439,8 @@ def cli() -> int:
         return main()
     except KeyboardInterrupt:  # Ctrl-C: one line, not the tracebacks of this process and of its bundle process
         print(stopped_line("Ctrl-C"), file=sys.stderr, flush=True)
-        return 128 + signal.SIGINT
+        sys.excepthook = lambda *_: None  # then Python runs the exit hooks and ends by SIGINT, as a shell loop
+        raise                             # around the command expects (a status of 130 would let it go on)
 
 
 if __name__ == "__main__":

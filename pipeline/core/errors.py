@@ -104,8 +104,12 @@ def _hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType |
         return
     from pipeline.core.process import stopped
 
-    if stopped():  # an error of the stop itself (a DataLoader worker stopped with the process): the stop's line
-        return     # is said at exit (`pipeline.core.process`)
+    if stopped():  # after a SIGTERM: an error of the stop (a DataLoader worker stopped with the process) in one
+        if os.environ.get("PIPELINE_TRACEBACK"):  # line, before the stop's own line at exit (`pipeline.core.process`)
+            traceback.print_exception(exc_type, exc, tb)
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"while stopping: {exc_type.__name__}: {first}", file=sys.stderr, flush=True)
+        return
     message = user_message(exc)
     if message is None:
         sys.__excepthook__(exc_type, exc, tb)
