@@ -3,6 +3,7 @@ segmentation, the cases still to do, and the report that ends the run."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -49,6 +50,12 @@ PROBABILITIES_DESCRIP = "regions "
 SEGMENTATION_DESCRIP = "segmentation"
 
 
+def voxels_digest(labels: np.ndarray) -> str:
+    """The first 23 hex digits of the SHA-256 of a segmentation's voxels ``(H, W, D)`` as uint8 (what fits the NIfTI
+    header's ``aux_file``)."""
+    return hashlib.sha256(np.ascontiguousarray(labels, dtype=np.uint8).tobytes()).hexdigest()[:23]
+
+
 def written_here(path: str | os.PathLike, model: str | None, *, probabilities: bool = False) -> bool:
     """Whether ``path`` is a segmentation (uint8, ``descrip`` `SEGMENTATION_DESCRIP`) or, with ``probabilities``, a
     probability map (uint16, ``descrip`` `PROBABILITIES_DESCRIP`...) that inference wrote with ``model`` (its id in
@@ -56,10 +63,15 @@ def written_here(path: str | os.PathLike, model: str | None, *, probabilities: b
     user's file, or another model's, by it."""
     dtype, mark = (np.uint16, PROBABILITIES_DESCRIP) if probabilities else (np.uint8, SEGMENTATION_DESCRIP)
     try:
-        header = nib.load(path).header
-        return (bool(model) and header.get_data_dtype() == dtype
+        image = nib.load(path)
+        header = image.header
+        ours = (bool(model) and header.get_data_dtype() == dtype
                 and np.asarray(header["descrip"]).tobytes().startswith(mark.encode())
                 and np.asarray(header["intent_name"]).tobytes().rstrip(b"\0") == str(model)[:15].encode())
+        if ours and not probabilities:  # and its voxels as written: a copy edited and saved with its header is not
+            recorded = np.asarray(header["aux_file"]).tobytes().rstrip(b"\0").decode()
+            ours = recorded == voxels_digest(np.asarray(image.dataobj))
+        return ours
     except Exception:  # noqa: BLE001 - unreadable: not one of ours
         return False
 

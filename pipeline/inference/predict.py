@@ -33,6 +33,7 @@ from pipeline.inference.outputs import (
     InferenceReport,
     image_files,
     reference_path,
+    voxels_digest,
 )
 
 logger = logging.getLogger(__name__)
@@ -122,8 +123,8 @@ def input_files(d: Mapping, image_key: str = "image") -> list[InputRef]:
 def write_label_like(labels: np.ndarray, reference: str | os.PathLike, out_path: str | os.PathLike,
                      case: str = "", model: str | None = None) -> Path:
     """Write ``labels`` ``(H, W, D)`` as uint8 NIfTI with the header and affine of ``reference``; ``descrip``
-    `SEGMENTATION_DESCRIP`, and the id of the ``model`` that made it in ``intent_name``
-    (`pipeline.inference.outputs.written_here`).
+    `SEGMENTATION_DESCRIP`, the id of the ``model`` that made it in ``intent_name`` and a digest of its voxels in
+    ``aux_file`` (`pipeline.inference.outputs.written_here`).
 
     The file is written to a temporary name in the output folder and renamed, so a reader never sees a
     half-written segmentation, and an existing input file is never overwritten.
@@ -148,6 +149,7 @@ def write_label_like(labels: np.ndarray, reference: str | os.PathLike, out_path:
     img.header["cal_min"], img.header["cal_max"] = 0, 0  # the image's display window is not the labels' (0, 0: none)
     img.header["descrip"] = SEGMENTATION_DESCRIP.encode()
     img.header["intent_name"] = str(model or "")[:15].encode()
+    img.header["aux_file"] = voxels_digest(labels).encode()  # the voxels it wrote: an edit since is the user's
     atomic_write(out_path, lambda tmp: nib.save(img, tmp))
     return out_path
 

@@ -159,7 +159,7 @@ def test_recorded_probabilities_are_known_by_their_identity(layout_datasets, tmp
         assert checksums(out) == before
 
 
-@pytest.mark.parametrize("kind", ["probabilities", "segmentation"])
+@pytest.mark.parametrize("kind", ["probabilities", "segmentation", "segmentation_edited_since"])
 @pytest.mark.parametrize("model", ["m1", "m0"], ids=["this_models", "another_models_is_refused"])
 def test_a_file_an_interrupted_inference_left_before_its_record_is_its_own(layout_datasets, tmp_path: Path,
                                                                           model: str, kind: str) -> None:
@@ -167,13 +167,18 @@ def test_a_file_an_interrupted_inference_left_before_its_record_is_its_own(layou
     stopped between the two left a file of no record, which refused the next run as a user's file (red team: killed
     as the first segmentation appeared, the plain rerun was refused; only --overwrite redid every case)."""
     root, case, out, maps = _a_probability_map(layout_datasets, tmp_path, model)
-    if kind == "segmentation":
+    if kind.startswith("segmentation"):
         maps.unlink()
         shape = nib.load(case.images[0]).shape[:3]
-        write_label_like(np.zeros(shape, np.uint8), case.images[0], out / f"{case.case_id}.nii.gz", model=model)
+        path = write_label_like(np.zeros(shape, np.uint8), case.images[0], out / f"{case.case_id}.nii.gz", model=model)
+        if kind == "segmentation_edited_since":  # a copy corrected by hand, saved with its header (review)
+            image = nib.load(path)
+            edited = np.asarray(image.dataobj).copy()
+            edited[0, 0, 0] = 2
+            nib.save(nib.Nifti1Image(edited, image.affine, image.header), path)
     data = DataSource(root)
     report = InferenceReport(out, model="m1")
-    if model == "m1":
+    if model == "m1" and kind != "segmentation_edited_since":
         guard_outputs(data, data.inference_items(), out, report=report)
         report.finish()
     else:  # another model's file (copied there): not this run's to replace
