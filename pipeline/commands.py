@@ -40,7 +40,15 @@ def display(cmd: Sequence[str]) -> str:
     """A command list as one shell line: this install's Python by `python_command`, paths shortened."""
     parts = [python_command() if i == 0 else shown(a) if os.path.isabs(a) and os.path.exists(a) else a
              for i, a in enumerate(cmd)]
-    return " ".join(shlex.quote(p) for p in parts)
+    return " ".join(_quoted(p) for p in parts)
+
+
+def _quoted(word: str) -> str:
+    """``word`` as one shell word: a config list (``['a.yaml', 'b.yaml']``, fire's literal) in double quotes, as the
+    README writes it, where nothing in it is special there; anything else by `shlex.quote`."""
+    if word.startswith("[") and not re.search(r'["$`\\!]', word):
+        return f'"{word}"'
+    return shlex.quote(word)
 
 
 def run_stage(run_id: str, overrides: Mapping[str, object], *, verbose: bool = False, verb: str | None = "train",
