@@ -114,12 +114,39 @@ MONAI_RUN_IDS = frozenset({"workflow_name", "workflow_type", "properties_path", 
                            "tracking_uri", "is_not_rank0", "save_execute_config"})
 
 
+def _arguments(target: object) -> tuple[set[str] | None, bool]:
+    """The keyword arguments a config component's ``_target_`` names (a dotted name, or a MONAI short name such as
+    ``CropForegroundd``), and whether it takes others too (``**kwargs``); ``(None, True)`` where that cannot be told
+    (an expression, a reference, a name that does not import)."""
+    import importlib
+    import inspect
+
+    if not isinstance(target, str) or target.startswith(("$", "@", "%")):
+        return None, True
+    try:
+        if "." in target:
+            module, _, name = target.rpartition(".")
+        else:
+            from monai.bundle.config_item import ComponentLocator
+
+            module, name = ComponentLocator().get_component_module_name(target), target
+            module = module[0] if isinstance(module, list) else module
+        parameters = inspect.signature(getattr(importlib.import_module(str(module)), name)).parameters.values()
+    except Exception:  # noqa: BLE001 - MONAI names what it cannot build
+        return None, True
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return ({p.name for p in parameters if p.kind in kinds},
+            any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters))
+
+
 def unknown_cli_ids(argv: Sequence[str]) -> UserError | None:
     """The refusal of a ``monai.bundle run`` command line naming a run id, or giving an id, that its config files
     do not hold (``--learning_rat 0.01``: MONAI's CLI takes any id and nothing reads it, so the run silently
-    trains with the default), or None. An argument added to a component (``--train#optimizer#momentum 0.9``, a
-    key below an id with a ``_target_``) is the component's to refuse; config files that cannot be read are
-    MONAI's to name."""
+    trains with the default), or None. An argument added to a component (a key below an id with a ``_target_``:
+    ``--train#optimizer#momentum 0.9`` with ``--train#optimizer#_target_ torch.optim.SGD``) must be one its class
+    names (`_arguments`), or, for a class taking ``**kwargs``, no near miss of one (``crop_foreground#margn``:
+    CropForegroundd passes it on to its padding, which ignores it); config files that cannot be read are MONAI's
+    to name."""
     from pipeline.core.config import _is_flag, bundle_arguments, config_files_in_argv, overrides_in_argv
 
     words = [str(w) for w in argv]
@@ -148,13 +175,24 @@ def unknown_cli_ids(argv: Sequence[str]) -> UserError | None:
                          "spelling")
     import difflib
 
-    for key in overrides_in_argv(words):
-        parent = key.rpartition("::")[0]
-        component = parent in ids and isinstance(ids[parent], dict) and "_target_" in ids[parent]
-        if key in MONAI_RUN_IDS or key.startswith("_meta_") or key in ids or component:
+    given = overrides_in_argv(words)
+    for key in given:
+        parent, _, last = key.rpartition("::")
+        if key in MONAI_RUN_IDS or key.startswith("_meta_") or key in ids:
             continue
+        close = None
+        if parent in ids and isinstance(ids[parent], dict) and "_target_" in ids[parent]:  # a component's argument
+            named, open_ended = _arguments(given.get(f"{parent}::_target_", ids[parent]["_target_"]))
+            if named is None or last in named:
+                continue
+            near = difflib.get_close_matches(last, sorted(named | set(ids[parent])), n=1, cutoff=0.8)
+            if open_ended and not near:  # taken by its **kwargs (a DataLoader's pin_memory), not a misspelling
+                continue
+            close = [f"{parent}::{near[0]}"] if near else []
         shown = key.replace("::", "#")
-        close = difflib.get_close_matches(key, [k for k in ids if "::" not in k or "::" in key], n=1, cutoff=0.75)
+        if close is None:
+            close = difflib.get_close_matches(key, [k for k in ids if "::" not in k or "::" in key], n=1,
+                                              cutoff=0.75)
         hint = f"did you mean --{close[0].replace('::', '#')}? " if close else ""
         return UserError(f"--{shown} is no id of {names}: MONAI's CLI would take it and nothing would read it, so "
                          f"the run would not be what was asked; {hint}check its spelling")

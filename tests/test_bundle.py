@@ -158,11 +158,18 @@ def test_building_the_training_components_writes_nothing_until_initialize_record
     pytest.param("training", ["--train#optimiser#momentum", "0.9"], "--train#optimiser#momentum is no id",
                  id="below_a_misspelled_component"),
     pytest.param("trainig", [], "run trainig: .* define no such run id", id="a_misspelled_run_id"),
-    pytest.param("training", ["--learning_rate", "0.01", "--train::optimizer::momentum", "0.9"], None,
+    pytest.param("training", ["--learning_rate", "0.01", "--train::optimizer::amsgrad", "true"], None,
                  id="an_argument_added_to_a_component"),
     pytest.param("inference", ["--inferer#sw_batch_size", "4", "--min_tumour_fraction=0"], None, id="known_ids"),
     pytest.param("training", ["--workflow_type", "train", "--tracking", "mlflow", "--run_name", "a"], None,
                  id="monai_runs_own_arguments"),
+    pytest.param("training", ["--crop_foreground#margn", "40"], "did you mean --crop_foreground#margin",
+                 id="a_misspelled_argument_a_component_would_pass_on_and_ignore"),
+    pytest.param("training", ["--train#optimizer#momentum", "0.9"], "--train#optimizer#momentum is no id",
+                 id="an_argument_the_components_class_does_not_take"),
+    pytest.param("training", ["--train#optimizer#_target_", "torch.optim.SGD", "--train#optimizer#momentum", "0.9",
+                              "--train#dataloader#pin_memory", "true"], None,
+                 id="an_argument_of_the_class_given_or_of_its_kwargs"),
 ])
 def test_an_id_no_config_defines_is_refused_before_the_run(run_id: str, ids: list[str], refused: str | None) -> None:
     """MONAI's CLI takes any id and nothing reads one the configs lack: ``--set learning_rat 0.01`` trained with the
