@@ -471,6 +471,11 @@ def write_dataset(
         planned = _planned(out, layout, ids)
         _refuse_occupied(out, force, planned, resumed=_interrupted(out, settings))
         before, ours_before = set(_files(out)), _ours(out)  # synth's own, by the record it is about to replace
+        if force and not _interrupted(out, settings):  # --force replaces synth's earlier cases, not only some
+            for f in ours_before - {out / SETTINGS_FILE}:
+                f.unlink(missing_ok=True)
+            _remove_empty_folders(out)
+            before, ours_before = set(_files(out)), set()
         out.mkdir(parents=True, exist_ok=True)
         kept = {f.relative_to(out).as_posix(): file_sha256(f) for f in ours_before if f != out / SETTINGS_FILE}
         atomic_write_text(out / SETTINGS_FILE, json.dumps({  # first: a stopped synth's files are known as its own
@@ -616,13 +621,18 @@ def remove_synthetic(folder: str | os.PathLike) -> list[Path]:
         for f in ours:
             f.unlink(missing_ok=True)
         kept = [f for f in _files(out)]
-        for root, _, _ in sorted(os.walk(out), key=lambda t: -len(Path(t[0]).parts)):  # the deepest first
-            if Path(root) != out:
-                with contextlib.suppress(OSError):
-                    Path(root).rmdir()  # only an empty one
+        _remove_empty_folders(out)
     with contextlib.suppress(OSError):
         out.rmdir()
     return kept
+
+
+def _remove_empty_folders(out: Path) -> None:
+    """Remove the folders below ``out`` that are empty (the deepest first); ``out`` itself stays."""
+    for root, _, _ in sorted(os.walk(out), key=lambda t: -len(Path(t[0]).parts)):
+        if Path(root) != out:
+            with contextlib.suppress(OSError):
+                Path(root).rmdir()  # only an empty one
 
 
 def _refuse_occupied(out: Path, force: bool, planned: list[Path], *, resumed: bool = False) -> None:

@@ -381,6 +381,21 @@ def test_synth_forced_over_its_own_cases_records_and_cleans_them(tmp_path: Path)
     assert remove_synthetic(tmp_path / "d") == [] and not (tmp_path / "d").exists()
 
 
+@pytest.mark.parametrize("layout", ["brats2021", "msd", "nnunet"])
+def test_synth_forced_with_fewer_cases_replaces_every_earlier_case(tmp_path: Path, layout: str) -> None:
+    """`synth --force` with 3 cases over 6 of other settings left cases 3-5 of the old shape beside the new ones,
+    and out of the record: a dataset of mixed shapes that its synthetic.json did not describe (red team)."""
+    out = tmp_path / "d"
+    write_dataset(out, cases=6, shape=(32, 32, 24), seed=0, layout=layout)
+    (out / "my_notes.txt").write_text("mine")  # beside them: --force never touches it
+    written = write_dataset(out, cases=3, shape=SMALL, seed=0, layout=layout, force=True)
+    fresh = tmp_path / "fresh"
+    write_dataset(fresh, cases=3, shape=SMALL, seed=0, layout=layout)
+    names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert names == {p.relative_to(fresh).as_posix() for p in fresh.rglob("*") if p.is_file()} | {"my_notes.txt"}
+    assert len(written) == 3
+
+
 @pytest.mark.parametrize("layout", ["brats2021", "brats2023"])
 def test_clean_under_a_record_without_file_digests_keeps_the_users_files_in_the_case_folders(
         layout: str, tmp_path: Path) -> None:
