@@ -20,6 +20,9 @@ BUNDLES = {
     "demo_training": ("training", {"demo": True}),
     "demo_inference": ("inference", {"demo": True}),
     "multi_gpu_training": ("training", {"multi_gpu": True}),
+    "budget_training": ("training", {"budget": True}),
+    "budget_inference_plain": ("inference", {"budget": True}),  # a --minutes run trained with --plain (red team:
+    "budget_inference_fast": ("inference", {"budget": True, "fast": True}),  # KeyError 'train' at inference)
 }
 
 
