@@ -143,10 +143,10 @@ def unknown_cli_ids(argv: Sequence[str]) -> UserError | None:
     """The refusal of a ``monai.bundle run`` command line naming a run id, or giving an id, that its config files
     do not hold (``--learning_rat 0.01``: MONAI's CLI takes any id and nothing reads it, so the run silently
     trains with the default), or None. An argument added to a component (a key below an id with a ``_target_``:
-    ``--train#optimizer#momentum 0.9`` with ``--train#optimizer#_target_ torch.optim.SGD``) must be one its class
-    names (`_arguments`), or, for a class taking ``**kwargs``, no near miss of one (``crop_foreground#margn``:
-    CropForegroundd passes it on to its padding, which ignores it); config files that cannot be read are MONAI's
-    to name."""
+    ``--train#optimizer#momentum 0.9`` with ``--train#optimizer#_target_ torch.optim.SGD``) is the component's to
+    refuse, unless its class takes ``**kwargs`` and the key is a near miss of one it names (`_arguments`:
+    ``crop_foreground#margn``, which CropForegroundd passes on to its padding unread); config files that cannot be
+    read are MONAI's to name."""
     from pipeline.core.config import _is_flag, bundle_arguments, config_files_in_argv, overrides_in_argv
 
     words = [str(w) for w in argv]
@@ -180,19 +180,18 @@ def unknown_cli_ids(argv: Sequence[str]) -> UserError | None:
         parent, _, last = key.rpartition("::")
         if key in MONAI_RUN_IDS or key.startswith("_meta_") or key in ids:
             continue
-        close = None
+        shown = key.replace("::", "#")
         if parent in ids and isinstance(ids[parent], dict) and "_target_" in ids[parent]:  # a component's argument
-            named, open_ended = _arguments(given.get(f"{parent}::_target_", ids[parent]["_target_"]))
-            if named is None or last in named:
+            target = given.get(f"{parent}::_target_", ids[parent]["_target_"])
+            named, open_ended = _arguments(target)
+            if named is None or last in named or not open_ended:  # a class without **kwargs refuses it itself
                 continue
             near = difflib.get_close_matches(last, sorted(named | set(ids[parent])), n=1, cutoff=0.8)
-            if open_ended and not near:  # taken by its **kwargs (a DataLoader's pin_memory), not a misspelling
-                continue
-            close = [f"{parent}::{near[0]}"] if near else []
-        shown = key.replace("::", "#")
-        if close is None:
-            close = difflib.get_close_matches(key, [k for k in ids if "::" not in k or "::" in key], n=1,
-                                              cutoff=0.75)
+            if near:  # a near miss its **kwargs would take and pass on unread (CropForegroundd's to its padding)
+                return UserError(f"--{shown}: {target} takes no argument {last!r} of its own and would pass it on "
+                                 f"unread; did you mean --{parent.replace('::', '#')}#{near[0]}?")
+            continue  # taken by its **kwargs (a DataLoader's pin_memory), not a misspelling
+        close = difflib.get_close_matches(key, [k for k in ids if "::" not in k or "::" in key], n=1, cutoff=0.75)
         hint = f"did you mean --{close[0].replace('::', '#')}? " if close else ""
         return UserError(f"--{shown} is no id of {names}: MONAI's CLI would take it and nothing would read it, so "
                          f"the run would not be what was asked; {hint}check its spelling")
