@@ -363,6 +363,14 @@ def inference_command(run_dir: str | os.PathLike, overrides: dict | None = None,
     return cmd + [str(w) for w in extra]
 
 
+def shell_word(word: str) -> str:
+    """``word`` as one shell word: a config list (``['a.yaml', 'b.yaml']``, fire's literal) in double quotes, as the
+    README writes it, where nothing in it is special there; anything else by `shlex.quote`."""
+    if word.startswith("[") and not re.search(r'["$`\\!]', word):
+        return f'"{word}"'
+    return shlex.quote(word)
+
+
 def python_path() -> str:
     """This install's interpreter as a user types it in a fresh shell: relative to the working folder when inside
     it (``.venv/bin/python``); ``python`` there may be another one, without MONAI."""
@@ -413,8 +421,7 @@ def next_command(run_dir: str | os.PathLike, record: dict | None = None) -> str:
     flags = preprocessing_flags(recorded_preprocessing(record))  # the run's own: inference refuses others
     if told:  # also with a datalist: one the user wrote need not record it
         flags = f"{flags} --label_scheme {shlex.quote(told)}".strip()
-    listed = f'"{configs}"' if not re.search(r'["$`\\!]', configs) else q(configs)  # fire reads the list literal
-    return (f"{python_path()} -m monai.bundle run inference --config_file {listed} --run_dir {q(run_dir)} "
+    return (f"{python_path()} -m monai.bundle run inference --config_file {shell_word(configs)} --run_dir {q(run_dir)} "
             f"{where}{' ' + flags if flags else ''}")
 
 

@@ -15,7 +15,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pipeline.bundle import VERB_ENV, command, inference_command, python_path
+from pipeline.bundle import VERB_ENV, command, inference_command, python_path, shell_word
 from pipeline.core.errors import UserError
 from pipeline.core.process import run_child
 from pipeline.evaluation.crossval import CV_OPTIONS
@@ -40,15 +40,7 @@ def display(cmd: Sequence[str]) -> str:
     """A command list as one shell line: this install's Python by `python_command`, paths shortened."""
     parts = [python_command() if i == 0 else shown(a) if os.path.isabs(a) and os.path.exists(a) else a
              for i, a in enumerate(cmd)]
-    return " ".join(_quoted(p) for p in parts)
-
-
-def _quoted(word: str) -> str:
-    """``word`` as one shell word: a config list (``['a.yaml', 'b.yaml']``, fire's literal) in double quotes, as the
-    README writes it, where nothing in it is special there; anything else by `shlex.quote`."""
-    if word.startswith("[") and not re.search(r'["$`\\!]', word):
-        return f'"{word}"'
-    return shlex.quote(word)
+    return " ".join(shell_word(p) for p in parts)
 
 
 def run_stage(run_id: str, overrides: Mapping[str, object], *, verbose: bool = False, verb: str | None = "train",
