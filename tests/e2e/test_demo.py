@@ -15,6 +15,7 @@ MONAI_NOTICES = ("UserWarning", "FutureWarning", "Not all config files", "Detect
                  "Can't merge entry", "parsing config_file")
 
 
+@pytest.mark.usefixtures("cold_children")  # MONAI's notices of a fresh interpreter, as the user sees them
 def test_demo_runs_every_stage_through_the_bundle_and_ends_with_the_demo_line(
         tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     data, run = tmp_path / "data", tmp_path / "run"

@@ -184,6 +184,7 @@ def test_a_writer_that_hides_a_full_disk_is_read_as_one(tmp_path: Path, monkeypa
 @pytest.mark.parametrize("quiet", [pytest.param(False, id="monai_cli"), pytest.param(True, id="pipeline_bundle_run")])
 @pytest.mark.parametrize("repeat", [pytest.param(["--fold", "1"], id="plain"),
                                     pytest.param(["--fold=1"], id="with_equals")])
+@pytest.mark.usefixtures("cold_children")
 def test_an_id_given_twice_to_the_bundle_cli_is_one_line_before_any_work(quiet: bool, repeat: list[str],
                                                                          tiny_dataset: Path, tmp_path: Path) -> None:
     """``make cv ARGS="--fold 1"`` passes --fold twice; MONAI's CLI would train fold 1 into every fold's folder.

@@ -15,6 +15,9 @@ from pipeline.bundle import command
 from tests.helpers import REPO, cli_args, write_uneven_datalist
 from tests.helpers import TINY_IDS as TINY_NET
 
+#: A training killed with SIGKILL, its threads set by the environment at import: its children start cold.
+pytestmark = pytest.mark.usefixtures("cold_children")
+
 #: fold 1 of the uneven datalist validates on 1 case; fold 0's 3 cases train: 3 steps per epoch with batch 1
 TRAIN = {"fold": 1, "batch_size": 1, "num_samples": 1, "warmup_epochs": 0, **TINY_NET}
 

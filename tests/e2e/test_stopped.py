@@ -17,6 +17,9 @@ import pytest
 from pipeline.core.files import FolderLock
 from tests.helpers import REPO
 
+#: Signals sent to the commands and their process groups: their children start cold, as a user's do.
+pytestmark = pytest.mark.usefixtures("cold_children")
+
 
 def _holding_config(tmp_path: Path, out: Path) -> Path:
     config = tmp_path / "hold.json"  # a stage that holds its output folder and then works for a while

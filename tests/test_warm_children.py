@@ -1,0 +1,86 @@
+"""The tests' warm ``monai.bundle`` children (`tests.warm.serve_children`) end as a cold process would: the same
+output, exit status, working folder, environment and signals, and none outlives the process that stands in for it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.warm_site.sitecustomize import SOCKET_ENV
+
+#: What the command sees, printed by ``python -m monai.bundle run probe --config_file probe.yaml`` (the one module
+#: served), a config file of ``$`` expressions.
+PROBE = """\
+probe:
+  - "$print('cwd', __import__('os').getcwd(), flush=True)"
+  - "$print('env', __import__('os').environ.get('PROBE_VALUE'), flush=True)"
+  - "$print('stdin', __import__('sys').stdin.readline().strip(), flush=True)"
+  - "$print('pid', __import__('os').getpid(), flush=True)"
+  - "$__import__('sys').exit(int(__import__('os').environ.get('PROBE_EXIT', '0')))"
+"""
+
+
+def _start(tmp_path: Path, **env: str) -> subprocess.Popen:
+    config = tmp_path / "probe.yaml"
+    config.write_text(PROBE)
+    return subprocess.Popen([sys.executable, "-m", "monai.bundle", "run", "probe", "--config_file", str(config)],
+                            cwd=tmp_path, env={**os.environ, **env}, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_served_child_has_the_callers_folder_environment_streams_and_exit_status(tmp_path: Path) -> None:
+    assert os.environ.get(SOCKET_ENV)  # the session's server
+    proc = _start(tmp_path, PROBE_VALUE="x y", PROBE_EXIT="3")
+    out, err = proc.communicate("typed\n", timeout=120)
+    assert proc.returncode == 3, err
+    assert f"cwd {tmp_path}" in out and "env x y" in out and "stdin typed" in out
+    assert f"pid {proc.pid}\n" not in out  # served: the command ran in a process of the server's
+
+
+def _sleeper(tmp_path: Path) -> tuple[subprocess.Popen, int]:
+    """A ``monai.bundle`` command that prints its pid and sleeps; returns it and the pid it printed."""
+    config = tmp_path / "sleep.yaml"
+    config.write_text('sleep:\n  - "$print(\'pid\', __import__(\'os\').getpid(), flush=True)"\n'
+                      '  - "$__import__(\'time\').sleep(60)"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "monai.bundle", "run", "sleep", "--config_file", str(config)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # (MONAI logs to stdout first)
+        if line.startswith("pid "):
+            return proc, int(line.split()[1])
+    raise AssertionError(proc.communicate()[1])
+
+
+@pytest.mark.parametrize("served", [True, False], ids=["served", "cold"])
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, -signal.SIGTERM), (signal.SIGINT, -signal.SIGINT)],
+                         ids=["SIGTERM", "SIGINT_KeyboardInterrupt_then_SIGINT"])
+def test_a_signal_to_the_stand_in_reaches_the_command_and_it_ends_as_a_cold_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, served: bool, signum: int, status: int) -> None:
+    if not served:
+        monkeypatch.delenv(SOCKET_ENV)
+    proc, pid = _sleeper(tmp_path)
+    assert (pid != proc.pid) == served
+    time.sleep(1)  # in its sleep (a KeyboardInterrupt raised in MONAI's evaluation of the next line can be lost)
+    proc.send_signal(signum)
+    proc.communicate(timeout=60)
+    assert proc.returncode == status
+
+
+def test_a_killed_stand_in_takes_its_command_with_it(tmp_path: Path) -> None:
+    proc, pid = _sleeper(tmp_path)
+    assert pid != proc.pid  # served: the command runs in a process of the server's
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"the command {pid} outlived its stand-in")
