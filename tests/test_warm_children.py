@@ -14,15 +14,17 @@ import pytest
 
 from tests.warm_site.sitecustomize import SOCKET_ENV
 
-#: What the command sees, printed by ``python -m monai.bundle run probe --config_file probe.yaml`` (the one module
-#: served), a config file of ``$`` expressions.
+#: What the command sees, printed by ``python -m monai.bundle run probe --config_file probe.yaml`` (a served
+#: module), a config file of ``$`` expressions.
 PROBE = """\
+imports: ["$import os", "$import sys", "$import multiprocessing as mp"]
 probe:
-  - "$print('cwd', __import__('os').getcwd(), flush=True)"
-  - "$print('env', __import__('os').environ.get('PROBE_VALUE'), flush=True)"
-  - "$print('stdin', __import__('sys').stdin.readline().strip(), flush=True)"
-  - "$print('pid', __import__('os').getpid(), flush=True)"
-  - "$__import__('sys').exit(int(__import__('os').environ.get('PROBE_EXIT', '0')))"
+  - "$print('cwd', os.getcwd(), flush=True)"
+  - "$print('env', os.environ.get('PROBE_VALUE'), flush=True)"
+  - "$print('stdin', sys.stdin.readline().strip(), flush=True)"
+  - "$print('multiprocessing', mp.get_start_method(), mp.current_process().name, flush=True)"
+  - "$print('pid', os.getpid(), flush=True)"
+  - "$sys.exit(int(os.environ.get('PROBE_EXIT', '0')))"
 """
 
 
@@ -34,13 +36,26 @@ def _start(tmp_path: Path, **env: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_a_served_child_has_the_callers_folder_environment_streams_and_exit_status(tmp_path: Path) -> None:
+def _seen(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.split(" ")[0] in ("cwd", "env", "stdin", "multiprocessing")]
+
+
+def test_a_served_child_sees_what_a_cold_one_does_and_ends_with_its_status(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folder, environment, stdin, multiprocessing's start method and process name, the exit status."""
     assert os.environ.get(SOCKET_ENV)  # the session's server
-    proc = _start(tmp_path, PROBE_VALUE="x y", PROBE_EXIT="3")
-    out, err = proc.communicate("typed\n", timeout=120)
-    assert proc.returncode == 3, err
-    assert f"cwd {tmp_path}" in out and "env x y" in out and "stdin typed" in out
-    assert f"pid {proc.pid}\n" not in out  # served: the command ran in a process of the server's
+    seen = {}
+    for served in (True, False):
+        if not served:
+            monkeypatch.delenv(SOCKET_ENV)
+        proc = _start(tmp_path, PROBE_VALUE="x y", PROBE_EXIT="3")
+        out, err = proc.communicate("typed\n", timeout=120)
+        assert proc.returncode == 3, err
+        assert (f"pid {proc.pid}\n" not in out) == served  # served: the command ran in a process of the server's
+        seen[served] = _seen(out)
+    assert seen[True] == seen[False]
+    assert f"cwd {tmp_path}" in seen[True] and "env x y" in seen[True] and "stdin typed" in seen[True]
+    assert "multiprocessing fork MainProcess" in seen[True]
 
 
 def _sleeper(tmp_path: Path) -> tuple[subprocess.Popen, int]:
