@@ -39,6 +39,20 @@ PROVENANCE = "provenance.json"
 #: Bytes hashed at each end of an input file.
 HASHED_BYTES = 1 << 16
 
+#: The mark of a case whose id names a training case of the model that segmented it but whose images are not that
+#: case's (`pipeline.model.record.trained_on`): another patient under a training id, or the same one saved again.
+ID_ONLY = "id"
+
+
+def id_only_note(marks: Mapping[str, object]) -> str:
+    """What a message about the cases a model trained on adds for those marked `ID_ONLY` (``""`` for none)."""
+    only = [case for case, mark in marks.items() if mark == ID_ONLY]
+    if not only:
+        return ""
+    return (f" ({len(only)} of them only share their id with a training case, their images are others: "
+            f"{', '.join(only[:5])}{' ...' if len(only) > 5 else ''}; if they are other patients, give them their "
+            "own ids)")
+
 
 #: A file's whole-content digest by (resolved path, size, mtime_ns): a dataset is hashed once per process.
 _DIGESTS: dict[tuple[str, int, int], str] = {}
@@ -312,12 +326,13 @@ class Provenance:
         return list(dict.fromkeys(changed)) or self.input_paths(case)
 
     def record(self, case: str, *, model: str | None, file: str, inputs: list[dict],
-               probabilities: str | None = None, trained: bool = False, scheme: str | None = None,
+               probabilities: str | None = None, trained: bool | str = False, scheme: str | None = None,
                output: dict | None = None, probabilities_output: dict | None = None) -> None:
         """Record ``case`` as written now, and save the record (atomically). ``trained``: the case was one of the
         model's training cases (its run.json's split), so its Dice is not a held-out score. ``scheme``: the name of
         the label scheme its segmentation is numbered in (None: not known, nothing recorded). ``output``: the
-        written file's identity (`input_identity` with its digest), by which `entry` knows it later;
+        written file's identity (`input_identity` with its digest), by which `entry` knows it later; ``trained``
+        may be `ID_ONLY` (`pipeline.model.record.trained_on`);
         ``probabilities_output`` the same of its probabilities (`probabilities_of`)."""
         self.cases[case] = {"model": model, "file": file, "inputs": inputs, "probabilities": probabilities}
         if output is not None:
@@ -325,7 +340,7 @@ class Provenance:
         if probabilities_output is not None:
             self.cases[case]["probabilities_output"] = dict(probabilities_output)
         if trained:
-            self.cases[case]["trained"] = True
+            self.cases[case]["trained"] = ID_ONLY if trained == ID_ONLY else True
         if scheme is not None:
             self.cases[case]["scheme"] = str(scheme)
         self.save()
@@ -340,9 +355,10 @@ class Provenance:
                 out.setdefault(str(scheme), []).append(case)
         return out
 
-    def trained_cases(self, cases: Iterable[str]) -> list[str]:
-        """Those of ``cases`` whose segmentation was written by a model that trained on them."""
-        return [c for c in cases if self.entry(c).get("trained")]
+    def trained_cases(self, cases: Iterable[str]) -> dict[str, bool | str]:
+        """``{case: mark}`` of those of ``cases`` whose segmentation was written by a model that trained on them:
+        True, or `ID_ONLY` (their id names a training case, their images are others; `id_only_note`)."""
+        return {c: mark for c in cases if (mark := self.entry(c).get("trained"))}
 
     def forget(self, case: str) -> None:
         self.cases.pop(case, None)

@@ -28,7 +28,7 @@ from pipeline.core.nifti import (
     nifti_names,
     reorientation,
 )
-from pipeline.core.provenance import CHANGED, MOVED, OTHER, PROVENANCE, InputRef, Provenance, ref_path
+from pipeline.core.provenance import CHANGED, MOVED, OTHER, PROVENANCE, InputRef, Provenance, id_only_note, ref_path
 from pipeline.data.labels import (
     LABEL_SCHEMES,
     NNUNET_PREFIX,
@@ -563,15 +563,17 @@ def check_provenance(pred_root: Path, cases: Sequence[str], allow_mixed: bool | 
     if not record.cases:
         return {"unknown": list(cases)} if cases else {}
     in_sample = record.trained_cases(cases)
+    names = list(in_sample)
     if in_sample and fold is not None:
         raise UserError(f"--infer_fold {fold}: {len(in_sample)} of its {len(cases)} scored segmentation(s) in "
-                        f"{pred_root} were written by a model that trained on those cases ({', '.join(in_sample[:5])}"
-                        f"{' ...' if len(in_sample) > 5 else ''}; provenance.json), so their Dice would not be held "
-                        "out: segment the fold with a model that never trained on it, or drop --infer_fold")
+                        f"{pred_root} were written by a model that trained on those cases ({', '.join(names[:5])}"
+                        f"{' ...' if len(names) > 5 else ''}; provenance.json){id_only_note(in_sample)}, so their "
+                        "Dice would not be held out: segment the fold with a model that never trained on it, or drop "
+                        "--infer_fold")
     if in_sample:
         logger.warning("%d of the %d scored segmentation(s) were written by a model that trained on those cases (%s; "
-                       "provenance.json): their Dice is not a held-out score", len(in_sample), len(cases),
-                       ", ".join(in_sample[:5]) + (" ..." if len(in_sample) > 5 else ""))
+                       "provenance.json)%s: their Dice is not a held-out score", len(in_sample), len(cases),
+                       ", ".join(names[:5]) + (" ..." if len(names) > 5 else ""), id_only_note(in_sample))
     models = dict(record.models(cases))
     if as_bool(allow_mixed, "allow_mixed"):
         return models

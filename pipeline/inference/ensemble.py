@@ -19,6 +19,7 @@ import torch
 
 from pipeline.core.config import as_infer_fold, differing
 from pipeline.core.errors import UserError
+from pipeline.core.provenance import ID_ONLY, id_only_note
 from pipeline.inference.predict import probabilities_to_logits
 from pipeline.model.record import RunError, model_interface, read_record, refuse_training_in_progress, trained_on
 from pipeline.model.weights import load_state, read_state
@@ -104,16 +105,22 @@ def load_ensemble(network: torch.nn.Module, run_dir: str | os.PathLike, folds: S
     return load_state(network, state, f"the ensemble of folds {list(folds)} of {run_dir}", record=record)
 
 
-def _trained_by_fold(run_dir: str | os.PathLike, folds: Sequence[int], items: Sequence[dict]) -> dict[int, list[str]]:
-    """``{fold: the case ids of items its model trained on}`` (each fold's run.json split), folds with some only."""
+def _trained_by_fold(run_dir: str | os.PathLike, folds: Sequence[int],
+                     items: Sequence[dict]) -> dict[int, dict[str, bool | str]]:
+    """``{fold: {case id: mark}}`` of the items its model trained on (`trained_on`), folds with some only."""
     by_fold = {f: trained_on(read_record(fold_checkpoint(run_dir, f).parent.parent), items) for f in folds}
     return {f: cases for f, cases in by_fold.items() if cases}
 
 
-def ensemble_trained_on(run_dir: str | os.PathLike, folds: Sequence[int], items: Sequence[dict]) -> list[str]:
-    """The case ids of ``items`` that any of the folds' models trained on (each fold's run.json split)."""
-    trained = {c for cases in _trained_by_fold(run_dir, folds, items).values() for c in cases}
-    return [str(it["case"]) for it in items if str(it["case"]) in trained]
+def ensemble_trained_on(run_dir: str | os.PathLike, folds: Sequence[int],
+                        items: Sequence[dict]) -> dict[str, bool | str]:
+    """``{case id: mark}`` of the ``items`` that any of the folds' models trained on (`trained_on`): `ID_ONLY`
+    where every fold that names the case trained on other images."""
+    trained: dict[str, bool | str] = {}
+    for cases in _trained_by_fold(run_dir, folds, items).values():
+        for case, mark in cases.items():
+            trained[case] = ID_ONLY if trained.get(case, ID_ONLY) == ID_ONLY and mark == ID_ONLY else True
+    return {str(it["case"]): trained[str(it["case"])] for it in items if str(it["case"]) in trained}
 
 
 def check_ensemble_held_out(run_dir: str | os.PathLike, folds: Sequence[int], items: Sequence[dict],
@@ -129,6 +136,7 @@ def check_ensemble_held_out(run_dir: str | os.PathLike, folds: Sequence[int], it
     leaking = _trained_by_fold(run_dir, folds, items)
     if leaking:
         raise RunError(f"--infer_fold {infer_fold}: the models of fold(s) {', '.join(map(str, leaking))} of this "
-                       f"ensemble trained on cases of that fold ({', '.join(next(iter(leaking.values()))[:3])} ...), "
+                       f"ensemble trained on cases of that fold ({', '.join(list(next(iter(leaking.values())))[:3])} "
+                       f"...){id_only_note(next(iter(leaking.values())))}, "
                        "so their Dice would not be held out: score each fold's own model on its fold (make "
                        "cv-summary), or drop --infer_fold to segment every case")

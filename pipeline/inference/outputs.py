@@ -104,11 +104,13 @@ class InferenceReport:
     """
 
     def __init__(self, output_dir: str | os.PathLike = "", model: str | None = None,
-                 writer_threads: object = 0, trained: Iterable[str] = (), guard: OutputGuard | None = None) -> None:
+                 writer_threads: object = 0, trained: Mapping[str, bool | str] | Iterable[str] = (),
+                 guard: OutputGuard | None = None) -> None:
         self.output_dir = str(output_dir)
         self.guard = guard if guard is not None else output_guard()
         self.model = model
-        self.trained = set(trained)  # the cases the model trained on: marked in provenance.json
+        # the cases the model trained on, {case: mark} (`pipeline.model.record.trained_on`): marked in provenance.json
+        self.trained = dict(trained) if isinstance(trained, Mapping) else dict.fromkeys(trained, True)
         self.writers = BackgroundWriters(writer_threads_of(writer_threads))
         self.written: list[str] = []
         self.skipped: dict[str, str] = {}
@@ -175,7 +177,7 @@ class InferenceReport:
         saved = case in self.probabilities
         self.provenance.record(case, model=self.model, file=Path(path).name, inputs=input_identity(inputs, digest=True),
                                probabilities=self.model if saved else None,
-                               trained=case in self.trained, scheme=scheme,
+                               trained=self.trained.get(case, False), scheme=scheme,
                                output=input_identity([path], digest=True)[0],
                                probabilities_output=input_identity([maps], digest=True)[0] if saved else None)
 

@@ -29,7 +29,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.files import FolderLock, atomic_write_text, file_sha256, hold_folder, read_json
 from pipeline.core.guard import OutputGuard, is_within
 from pipeline.core.kinds import RUN_RECORD, RUN_WRITES, is_run_record, kinds_in, refuse_other_kinds
-from pipeline.core.provenance import file_digest, input_identity
+from pipeline.core.provenance import ID_ONLY, file_digest, id_only_note, input_identity
 from pipeline.data.datalist import folds_present
 from pipeline.data.labels import Description, canonical_channel, describe
 from pipeline.data.layouts import Case, order_by_name, output_guard
@@ -458,14 +458,40 @@ def _copies_of_training_cases(record: Mapping, items: Sequence[dict]) -> list[st
     return out
 
 
-def trained_on(record: Mapping | None, items: Sequence[dict]) -> list[str]:
-    """The case ids of ``items`` that trained the model of ``record``, by identity: its run.json's split names the
-    case, or its image files are, byte for byte, a training case's (``training_images``: a training case copied
-    under another name, as later BraTS editions renamed their cases). None without a record."""
+def _other_images_under_training_ids(record: Mapping, items: Sequence[dict]) -> set[str]:
+    """The ids of ``items`` that run.json's split trains on but whose image files are not the ones recorded for that
+    case (``training_images``, in the split's order; by size and fast hash): another patient under a training
+    case's id, or the same one saved again (other bytes). Empty where the record holds no images to compare."""
+    train = list((record.get("split") or {}).get("train") or [])
+    images = record.get("training_images") or []
+    if len(images) != len(train) or not all(isinstance(case, list) and all(isinstance(i, list) and len(i) == 3
+                                                                            for i in case) for case in images):
+        return set()
+    recorded = {case: sorted((size, fast) for size, fast, _ in files) for case, files in zip(train, images,
+                                                                                           strict=True)}
+    out = set()
+    for it in items:
+        case = str(it["case"])
+        if case in recorded and it.get("image"):
+            files = input_identity(Case.from_item(it).images)
+            if sorted((r["size"], r["hash"]) for r in files) != recorded[case]:
+                out.add(case)
+    return out
+
+
+def trained_on(record: Mapping | None, items: Sequence[dict]) -> dict[str, bool | str]:
+    """``{case id: mark}`` of the ``items`` that trained the model of ``record``, by identity: its run.json's split
+    names the case, or its image files are, byte for byte, a training case's (``training_images``: a training case
+    copied under another name, as later BraTS editions renamed their cases). The mark is True, or `ID_ONLY` where
+    the split names the case but its images are not those it trained on (held out only if it is another patient:
+    the bytes cannot tell). Empty without a record."""
     trained = set(((record or {}).get("split") or {}).get("train", []))
-    copies = set(_copies_of_training_cases(record, [it for it in items if str(it["case"]) not in trained])
-                 if record else ())
-    return [str(it["case"]) for it in items if str(it["case"]) in trained or str(it["case"]) in copies]
+    if not record:
+        return {}
+    copies = set(_copies_of_training_cases(record, [it for it in items if str(it["case"]) not in trained]))
+    other = _other_images_under_training_ids(record, items)
+    return {str(it["case"]): ID_ONLY if str(it["case"]) in other else True for it in items
+            if str(it["case"]) in trained or str(it["case"]) in copies}
 
 
 def check_held_out(record: Mapping | None, items: Sequence[dict], infer_fold: object) -> None:
@@ -494,10 +520,11 @@ def check_held_out(record: Mapping | None, items: Sequence[dict], infer_fold: ob
         else:
             validated = (f"this datalist's folds are not those it trained with: pass "
                          f"{ids.get('datalist') or 'its run folder/datalist.json'}")
+        names = list(seen)
         raise RunError(f"--infer_fold {infer_fold}: this model trained on {len(seen)} of the fold's {len(items)} "
-                       f"case(s) ({', '.join(seen[:5])}{' ...' if len(seen) > 5 else ''}), so their Dice would not "
-                       f"be held out; {validated}, use a model that never trained on them, or drop --infer_fold to "
-                       "segment every case")
+                       f"case(s) ({', '.join(names[:5])}{' ...' if len(names) > 5 else ''}){id_only_note(seen)}, so "
+                       f"their Dice would not be held out; {validated}, use a model that never trained on them, or "
+                       "drop --infer_fold to segment every case")
 
 
 def model_interface(record: Mapping | None) -> dict:

@@ -139,21 +139,26 @@ def test_segmentations_of_cases_their_model_trained_on_are_never_scored_as_held_
         fold, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from pipeline.core.provenance import Provenance
+    from pipeline.core.provenance import ID_ONLY, Provenance
     from pipeline.evaluation.reference import check_provenance
 
     record = Provenance(tmp_path)
-    for case, trained in (("A", True), ("B", False)):
+    for case, trained in (("A", True), ("B", False), ("C", ID_ONLY)):
         record.record(case, model="m1", file=f"{case}.nii.gz", inputs=[], trained=trained)
-    assert Provenance(tmp_path).trained_cases(["A", "B"]) == ["A"]  # written and read back
+    assert Provenance(tmp_path).trained_cases(["A", "B", "C"]) == {"A": True, "C": ID_ONLY}  # written and read back
+    # C only shares a training case's id (other images): named apart, as another patient would need another id
+    note = "(1 of them only share their id with a training case, their images are others: C; if they are other " \
+           "patients, give them their own ids)"
     if fold is not None:
-        with pytest.raises(UserError, match=r"^--infer_fold 1: 1 of its 2 scored segmentation\(s\) .* trained on "
-                                            r"those cases \(A; provenance\.json\)"):
-            check_provenance(tmp_path, ["A", "B"], fold=fold)
+        with pytest.raises(UserError, match=r"^--infer_fold 1: 2 of its 3 scored segmentation\(s\) .* trained on "
+                                            r"those cases \(A, C; provenance\.json\) \(1 of them only") as err:
+            check_provenance(tmp_path, ["A", "B", "C"], fold=fold)
+        assert note in str(err.value)
         return
     with caplog.at_level(logging.WARNING):
-        assert check_provenance(tmp_path, ["A", "B"]) == {"m1": ["A", "B"]}
-    assert "1 of the 2 scored segmentation(s) were written by a model that trained on those cases (A" in caplog.text
+        assert check_provenance(tmp_path, ["A", "B", "C"]) == {"m1": ["A", "B", "C"]}
+    assert "2 of the 3 scored segmentation(s) were written by a model that trained on those cases (A, C" in caplog.text
+    assert note in caplog.text
 
 
 @pytest.mark.parametrize("against", ["the_dataset_they_came_from", "a_copy_with_the_same_case_names",

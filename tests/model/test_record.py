@@ -829,11 +829,15 @@ def test_inference_with_a_config_file_changed_since_training_warns_naming_it(tmp
 
 @pytest.mark.parametrize(("files", "trained"), [
     pytest.param("the_same_id", True, id="named_in_the_split"),
+    pytest.param("the_same_id_other_images", "id", id="a_training_id_over_other_images"),  # ID_ONLY
     pytest.param("copied_under_another_name", True, id="a_training_case_renamed"),
     pytest.param("one_file_copied", False, id="one_training_image_reused_the_others_new"),
     pytest.param("other_images", False, id="a_new_case"),
 ])
-def test_trained_on_knows_a_training_case_by_its_id_or_its_images(files: str, trained: bool, tmp_path: Path) -> None:
+def test_trained_on_knows_a_training_case_by_its_id_or_its_images(files: str, trained: bool | str,
+                                                                  tmp_path: Path) -> None:
+    """Marked True (not held out) or, for a training id over other images, `ID_ONLY`: another patient under a
+    training case's id, or the same one saved again; the messages name those apart (red team)."""
     from pipeline.model.record import trained_on, training_images
 
     def case(name: str, seed: int) -> dict:
@@ -849,13 +853,15 @@ def test_trained_on_knows_a_training_case_by_its_id_or_its_images(files: str, tr
     record = {"split": {"train": ["A"], "validation": []}, "training_images": training_images([train])}
     if files == "the_same_id":
         item = train
+    elif files == "the_same_id_other_images":
+        item = {"case": "A", "image": case("elsewhere", 3)["image"]}
     elif files == "copied_under_another_name":
         item = case("B", 1)
     else:
         item = case("C", 2)
         if files == "one_file_copied":
             Path(item["image"][2]).write_bytes(Path(train["image"][2]).read_bytes())
-    assert trained_on(record, [item]) == ([item["case"]] if trained else [])
+    assert trained_on(record, [item]) == ({item["case"]: trained} if trained else {})
 
 
 @pytest.mark.parametrize("models", [False, True], ids=["", "beside_models_of_no_record"])
