@@ -178,3 +178,18 @@ def as_brats_ped(src: Path, dst: Path, numbering: str, prefix: str = "BraTS-PED-
         data = relabel(np.asarray(label.dataobj), own, numbering)
         nib.save(nib.Nifti1Image(data, label.affine), folder / f"{cid}-seg.nii.gz")
     return dst
+
+
+def left_by_a_killed_write(path: Path) -> Path:
+    """The temporary file `pipeline.core.files.atomic_write` makes for ``path``, named by the writer itself and left
+    as a process killed mid-write leaves it (``path`` itself as it was, or absent)."""
+    from pipeline.core.files import atomic_write
+
+    before = path.read_bytes() if path.exists() else None
+    seen: list[str] = []
+    atomic_write(path, lambda tmp: (seen.append(tmp.name), tmp.write_bytes(before or b"")))
+    if before is None:
+        path.unlink()
+    left = path.parent / seen[0]
+    left.write_bytes(b"half")
+    return left

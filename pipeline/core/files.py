@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -66,7 +67,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, dura
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    suffix = _temporary_suffix(path.name)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
@@ -227,11 +228,27 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def remove_temporaries(folder: str | os.PathLike) -> None:
-    """Delete the temporary files `atomic_write` leaves when its process is killed mid-write."""
+def _temporary_suffix(name: str) -> str:
+    """The suffix `atomic_write` keeps on the temporary file of ``name`` (``.nii.gz``, ``.pt``, ``.json``)."""
+    path = Path(name)
+    return "".join(path.suffixes[-2:]) if name.endswith(".nii.gz") else path.suffix
+
+
+#: A temporary file of `atomic_write`: ``.<name>.<8 characters of mkstemp>.tmp<name's suffix>``.
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(?P<suffix>(\.[^.]+){0,2})")
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files `atomic_write` leaves in ``folder`` when its process is killed mid-write (named
+    as it names them, nothing else); call it only while holding the folder (no live writer has one open). Returns
+    the files deleted."""
+    removed = []
     for tmp in Path(folder).glob(".*.tmp*"):
-        if tmp.is_file():
+        match = _TEMPORARY.fullmatch(tmp.name)
+        if match and match["suffix"] == _temporary_suffix(match["name"]) and tmp.is_file() and not tmp.is_symlink():
             tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def gzip_is_whole(path: str | os.PathLike, chunk: int = 1 << 22) -> bool:

@@ -17,7 +17,7 @@ from nibabel.filebasedimages import ImageFileError
 
 from pipeline.core.config import as_bool
 from pipeline.core.errors import UserError
-from pipeline.core.files import FolderLock, gzip_is_whole
+from pipeline.core.files import FolderLock, gzip_is_whole, remove_temporaries
 from pipeline.core.guard import OutputGuard
 from pipeline.core.kinds import refuse_other_kinds
 from pipeline.core.provenance import (
@@ -247,6 +247,10 @@ def guard_outputs(data: DataSource, items: Sequence[Mapping], output_dir: object
     data.guard.folder(out / PROBABILITIES, what=f"region probabilities ({out / PROBABILITIES})",
                       option="--output_dir")
     lock = FolderLock(out, what="inference").acquire()
+    for folder in (out, out / PROBABILITIES):  # held now: a temporary file there is a killed writer's
+        if left := remove_temporaries(folder):
+            logger.info("deleted %d temporary file(s) of an inference killed mid-write in %s (e.g. %s)", len(left),
+                        folder, left[0].name)
     if report is not None:
         report.lock = lock
         report.guard = data.guard

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from pipeline.core.errors import UserError
-from pipeline.core.files import FolderLock, atomic_write_text, gzip_is_whole
-from tests.helpers import locked_by_another_process
+from pipeline.core.files import FolderLock, atomic_write_text, gzip_is_whole, remove_temporaries
+from tests.helpers import left_by_a_killed_write, locked_by_another_process
 
 
 @pytest.fixture
@@ -284,3 +284,16 @@ def test_a_table_cut_short_is_refused_not_read_as_other_numbers(tmp_path: Path, 
     else:
         last = capsys.readouterr().err.strip().splitlines()[-1]
         assert code != 0 and "cut short" in last and said in last
+
+
+@pytest.mark.parametrize("name", ["BraTS2021_00000.nii.gz", "provenance.json", "checkpoint.pt", "metrics.csv"])
+def test_temporaries_of_a_killed_write_are_removed_and_nothing_else(tmp_path: Path, name: str) -> None:
+    """Inference (its output and probabilities folders) and training (its checkpoints) remove what a SIGKILL
+    left; a user's hidden files that only look like it stay (red team: temporaries were never removed)."""
+    left = left_by_a_killed_write(tmp_path / name)
+    users = [".notes.tmp", f".{name}.tmp", f".{name}.abcdefgh.tmp.txt", f".{name}.abc.tmp{Path(name).suffix}",
+             f".{name}.ABCDEFGH.tmp{Path(name).suffix}", "a.tmp"]
+    for user in users:
+        (tmp_path / user).write_text("mine")
+    assert remove_temporaries(tmp_path) == [left]
+    assert not left.exists() and all((tmp_path / user).read_text() == "mine" for user in users)

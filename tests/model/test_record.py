@@ -360,6 +360,20 @@ def test_outputs_of_the_same_model_are_skipped_and_the_summary_says_why(segmente
     report.finish()
 
 
+def test_temporaries_left_by_a_killed_inference_go_when_the_folder_is_taken(segmented):
+    from pipeline.inference.outputs import PROBABILITIES, InferenceReport, guard_outputs
+    from tests.helpers import left_by_a_killed_write
+
+    items, out = segmented
+    (out / PROBABILITIES).mkdir()
+    left = [left_by_a_killed_write(path) for path in (out / "BraTS2021_00009.nii.gz", out / "provenance.json",
+                                                      out / PROBABILITIES / "BraTS2021_00009.nii.gz")]
+    report = InferenceReport(out, model="A")
+    guard_outputs(DataSource(tiny_dataset_of(items)), items, out, report=report)
+    assert not any(p.exists() for p in left)
+    report.finish()
+
+
 @pytest.mark.parametrize("provenance", [pytest.param(True, id="another_model"),
                                         pytest.param(False, id="no_record_of_the_model")])
 def test_outputs_of_another_model_are_refused_unless_overwrite(segmented, provenance):
