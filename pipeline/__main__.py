@@ -22,7 +22,7 @@ from pipeline.core.config import as_fold, as_int
 from pipeline.core.errors import UserError, user_message
 from pipeline.core.figures import drawn_here
 from pipeline.core.files import hold_folder, holding_scope
-from pipeline.core.process import exit_on_sigterm, stopped_line
+from pipeline.core.process import exit_on_sigterm, says_stop, stopped_line
 from pipeline.data.check import check_dataset, check_label_folder, is_label_folder
 from pipeline.data.datalist import write_datalist
 from pipeline.data.labels import BUILTIN, NNUNET_PREFIX, scheme_name
@@ -438,7 +438,8 @@ def cli() -> int:
     try:
         return main()
     except KeyboardInterrupt:  # Ctrl-C: one line, not the tracebacks of this process and of its bundle process
-        print(stopped_line("Ctrl-C"), file=sys.stderr, flush=True)
+        if says_stop():  # (a benchmark's step: the benchmark says it)
+            print(stopped_line("Ctrl-C"), file=sys.stderr, flush=True)
         sys.excepthook = lambda *_: None  # then Python runs the exit hooks and ends by SIGINT, as a shell loop
         raise                             # around the command expects (a status of 130 would let it go on)
 

@@ -96,13 +96,12 @@ def user_message(exc: BaseException) -> str | None:
 
 
 def _hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
-    if issubclass(exc_type, KeyboardInterrupt):  # Ctrl-C: one line, no traceback (a verb's child: the verb says it)
-        if not os.environ.get(VERB_ENV):
-            from pipeline.core.process import stopped_line
+    from pipeline.core.process import says_stop, stopped, stopped_line
 
+    if issubclass(exc_type, KeyboardInterrupt):  # Ctrl-C: one line, no traceback (said by the parent, if any)
+        if says_stop():
             print(stopped_line("Ctrl-C"), file=sys.stderr, flush=True)
         return
-    from pipeline.core.process import stopped
 
     if stopped():  # after a SIGTERM: an error of the stop (a DataLoader worker stopped with the process) in one
         if os.environ.get("PIPELINE_TRACEBACK"):  # line, before the stop's own line at exit (`pipeline.core.process`)

@@ -17,8 +17,6 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline.core.errors import VERB_ENV
-
 #: How long a stopped child may take to end before it is killed (s).
 CHILD_GRACE_S = 30.0
 
@@ -33,8 +31,18 @@ def stopped_line(how: str) -> str:
     return f"stopped ({how}): {STOPPED_ADVICE}"
 
 
+#: Set by `run_child` for the command it starts: the parent says the stop (`says_stop`), once, last.
+PARENT_SAYS_STOP_ENV = "PIPELINE_PARENT_SAYS_STOP"
+
+
+def says_stop() -> bool:
+    """Whether this process says `stopped_line` when stopped: not when a command of this package started it with
+    `run_child` (a verb's bundle process, the demo's and the benchmarks' stages), which says it itself."""
+    return not os.environ.get(PARENT_SAYS_STOP_ENV)
+
+
 def _say_stopped() -> None:
-    if not os.environ.get(VERB_ENV):  # a verb's bundle process: the verb says it, once, last
+    if says_stop():
         print(stopped_line("SIGTERM"), file=sys.stderr, flush=True)
 
 
@@ -68,7 +76,8 @@ def run_child(cmd: Sequence[str], env: Mapping[str, str] | None = None, **popen:
     the stop goes on up here: SIGTERM (as `exit_on_sigterm` makes it) is passed on to the child; Ctrl-C reached it
     from the terminal already. A second Ctrl-C during that grace kills the child at once (a second SIGTERM is
     ignored: `exit_on_sigterm` acts once). ``popen``: more arguments of `subprocess.Popen` (``stdout``, ``cwd``)."""
-    child = subprocess.Popen(list(cmd), env=dict(env) if env is not None else None, **popen)
+    env = {**(os.environ if env is None else env), PARENT_SAYS_STOP_ENV: "1"}  # this process says the stop
+    child = subprocess.Popen(list(cmd), env=env, **popen)
     try:
         return child.wait()
     except BaseException as stop:

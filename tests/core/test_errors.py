@@ -105,15 +105,24 @@ def test_a_config_component_given_arguments_it_does_not_take_is_one_line(compone
     assert message is None if expected is None else expected in message, message
 
 
-@pytest.mark.parametrize("where", ["the_verbs_cli", "monai_bundle_hook", "a_verbs_bundle_process"])
-def test_ctrl_c_ends_a_command_in_one_line_not_tracebacks(where: str, capsys: pytest.CaptureFixture,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("parent", [pytest.param(False, id="run_by_a_user"),
+                                    pytest.param(True, id="run_by_a_command_of_ours_that_says_it")])
+@pytest.mark.parametrize("where", ["the_verbs_cli", "monai_bundle_hook"])
+def test_ctrl_c_ends_a_command_in_one_line_not_tracebacks(where: str, parent: bool, capsys: pytest.CaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     """Ctrl-C during train or infer printed two KeyboardInterrupt tracebacks, the verb's and its bundle process's
-    (red team): each says one line, and a verb's bundle process leaves it to the verb."""
+    (red team): each says one line, and a command started by another through `run_child` (a verb's bundle process,
+    the demo's and the benchmarks' stages, which printed it twice) leaves it to that one."""
     import pipeline.__main__ as verbs
-    from pipeline.core.errors import VERB_ENV, _hook
+    from pipeline.core.errors import _hook
+    from pipeline.core.process import PARENT_SAYS_STOP_ENV, run_child
 
-    monkeypatch.delenv(VERB_ENV, raising=False)
+    monkeypatch.delenv(PARENT_SAYS_STOP_ENV, raising=False)
+    if parent:  # what run_child gives the command it starts
+        seen = tmp_path / "env"
+        assert run_child([sys.executable, "-c", f"import os; open({str(seen)!r}, 'w').write(os.environ.get("
+                                                f"{PARENT_SAYS_STOP_ENV!r}, ''))"]) == 0
+        monkeypatch.setenv(PARENT_SAYS_STOP_ENV, seen.read_text())
     if where == "the_verbs_cli":
         monkeypatch.setattr(verbs, "exit_on_sigterm", lambda: None)  # (not this test process's handler)
         monkeypatch.setattr(verbs, "main", lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -121,11 +130,9 @@ def test_ctrl_c_ends_a_command_in_one_line_not_tracebacks(where: str, capsys: py
         with pytest.raises(KeyboardInterrupt):  # left to Python, which ends by SIGINT: a shell loop stops too
             verbs.cli()
     else:
-        if where == "a_verbs_bundle_process":
-            monkeypatch.setenv(VERB_ENV, "train")
         _hook(KeyboardInterrupt, KeyboardInterrupt(), None)
     err = capsys.readouterr().err
-    if where == "a_verbs_bundle_process":
+    if parent:
         assert err == ""
     else:
         assert err.strip().splitlines() == [err.strip()] and err.startswith("stopped (Ctrl-C): ")
