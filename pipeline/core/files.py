@@ -574,7 +574,7 @@ def read_table(path: str | os.PathLike, columns: Sequence[str], what: str) -> li
         raise UserError(f"{path} is not {what}: it has no column {', '.join(missing)} (its columns: "
                         f"{', '.join(header[:8]) or 'none'}{' ...' if len(header) > 8 else ''})")
     short = next((i for i, row in enumerate(rows, 2) if None in row.values() or None in row), None)
-    if short is not None or (rows and not text.endswith("\n")):  # every table written here ends with its newline
+    if short is not None or (rows and not text.endswith(("\n", "\r"))):  # every table written here ends a line
         where = (f"row {short} has not the {len(header)} fields of its header" if short
                  else "it ends inside its last row")
         raise UserError(f"{path} is cut short ({where}): an interrupted copy or write? Restore it whole, or pass "

@@ -259,16 +259,18 @@ METRICS = "case,region,dice,hd95\nBraTS2021_00003,TC,0.9105,2.0\nBraTS2021_00004
     pytest.param(METRICS.rindex("BraTS"), None, id="at_a_row_end"),
 ])
 @pytest.mark.parametrize("reader", ["read_table", "plot_boxplot"])
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"], ids=["LF", "CRLF_of_windows", "CR_of_old_macs"])
 def test_a_table_cut_short_is_refused_not_read_as_other_numbers(tmp_path: Path, cut: int, said: str | None,
-                                                              reader: str, capsys: pytest.CaptureFixture) -> None:
+                                                              reader: str, ending: str,
+                                                              capsys: pytest.CaptureFixture) -> None:
     """A metrics.csv cut inside a number (an interrupted copy) was read as Dice 0.0 for 0.0177, and cut inside a
     case id ended `plot boxplot` in a traceback (red team); the same reader serves compare, cv, evaluate and the
-    training history."""
+    training history. A table saved again with other line endings is whole."""
     from pipeline.core.errors import UserError
     from pipeline.core.files import read_table
 
     table = tmp_path / "metrics.csv"
-    table.write_text(METRICS[:cut])
+    table.write_bytes(METRICS[:cut].replace("\n", ending).encode())
     if reader == "read_table":
         if said is None:
             assert len(read_table(table, ["case", "dice"], "metrics")) == METRICS[:cut].count("\n") - 1
