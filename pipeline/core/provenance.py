@@ -40,7 +40,7 @@ PROVENANCE = "provenance.json"
 HASHED_BYTES = 1 << 16
 
 #: The mark of a case whose id names a training case of the model that segmented it but whose images are not that
-#: case's (`pipeline.model.record.trained_on`): another patient under a training id, or the same one saved again.
+#: case's (`pipeline.model.held_out.trained_on`): another patient under a training id, or the same one saved again.
 ID_ONLY = "id"
 
 
@@ -332,7 +332,7 @@ class Provenance:
         model's training cases (its run.json's split), so its Dice is not a held-out score. ``scheme``: the name of
         the label scheme its segmentation is numbered in (None: not known, nothing recorded). ``output``: the
         written file's identity (`input_identity` with its digest), by which `entry` knows it later; ``trained``
-        may be `ID_ONLY` (`pipeline.model.record.trained_on`);
+        may be `ID_ONLY` (`pipeline.model.held_out.trained_on`);
         ``probabilities_output`` the same of its probabilities (`probabilities_of`)."""
         self.cases[case] = {"model": model, "file": file, "inputs": inputs, "probabilities": probabilities}
         if output is not None:

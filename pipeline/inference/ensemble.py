@@ -21,7 +21,8 @@ from pipeline.core.config import as_infer_fold, differing
 from pipeline.core.errors import UserError
 from pipeline.core.provenance import ID_ONLY, id_only_note
 from pipeline.inference.predict import probabilities_to_logits
-from pipeline.model.record import RunError, model_interface, read_record, refuse_training_in_progress, trained_on
+from pipeline.model.held_out import trained_on
+from pipeline.model.record import RunError, model_interface, read_record, refuse_training_in_progress
 from pipeline.model.weights import load_state, read_state
 
 logger = logging.getLogger(__name__)

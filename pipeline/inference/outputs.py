@@ -109,7 +109,7 @@ class InferenceReport:
         self.output_dir = str(output_dir)
         self.guard = guard if guard is not None else output_guard()
         self.model = model
-        # the cases the model trained on, {case: mark} (`pipeline.model.record.trained_on`): marked in provenance.json
+        # the cases the model trained on, {case: mark} (`pipeline.model.held_out.trained_on`): marked in provenance.json
         self.trained = dict(trained) if isinstance(trained, Mapping) else dict.fromkeys(trained, True)
         self.writers = BackgroundWriters(writer_threads_of(writer_threads))
         self.written: list[str] = []

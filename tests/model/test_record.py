@@ -653,7 +653,7 @@ SPLIT = {"train": ["A", "B", "C"], "validation": ["D", "E"]}
     pytest.param(0, -1, _items("A", "D"), None, id="negative_fold_means_every_case"),
 ])
 def test_a_fold_segmented_as_held_out_must_be_one_the_model_never_trained_on(fold, infer_fold, items, refused):
-    from pipeline.model.record import check_held_out
+    from pipeline.model.held_out import check_held_out
 
     record = {"ids": {"fold": fold}, "split": SPLIT if fold != "all" else {"train": [*"ABCDE"], "validation": []}}
     if refused is None:
@@ -852,7 +852,8 @@ def test_trained_on_knows_a_training_case_by_its_id_or_its_images(files: str, tr
                                                                   tmp_path: Path) -> None:
     """Marked True (not held out) or, for a training id over other images, `ID_ONLY`: another patient under a
     training case's id, or the same one saved again; the messages name those apart (red team)."""
-    from pipeline.model.record import trained_on, training_images
+    from pipeline.model.held_out import trained_on
+    from pipeline.model.record import training_images
 
     def case(name: str, seed: int) -> dict:
         paths = []
