@@ -42,7 +42,7 @@ from pipeline.commands import set_ids  # noqa: E402
 from pipeline.core.errors import UserError  # noqa: E402
 from pipeline.core.figures import plt, save_figure  # noqa: E402
 from pipeline.core.files import atomic_write_text, hold_folder, read_table  # noqa: E402
-from pipeline.core.process import exit_on_sigterm, run_child  # noqa: E402
+from pipeline.core.process import run_child, run_main  # noqa: E402
 from pipeline.data.layouts import discover_cases, output_guard  # noqa: E402
 from pipeline.evaluation.regions import dice_line  # noqa: E402
 from pipeline.training.monitoring import HISTORY_TABLE  # noqa: E402
@@ -257,5 +257,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_on_sigterm()  # a stopped benchmark stops its stage, which releases its run folder
-    sys.exit(main())
+    sys.exit(run_main(main))  # a stopped benchmark stops its stage, which releases its run folder, and says so

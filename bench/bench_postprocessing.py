@@ -161,7 +161,6 @@ def _run(cmd: list[str]) -> tuple[int, str]:
 
 
 if __name__ == "__main__":
-    from pipeline.core.process import exit_on_sigterm
+    from pipeline.core.process import run_main
 
-    exit_on_sigterm()
-    sys.exit(main())
+    sys.exit(run_main(main))  # a stop stops its stage and is said once, here

@@ -22,7 +22,7 @@ from pipeline.core.config import as_fold, as_int
 from pipeline.core.errors import UserError, user_message
 from pipeline.core.figures import drawn_here
 from pipeline.core.files import hold_folder, holding_scope
-from pipeline.core.process import exit_on_sigterm, says_stop, stopped_line
+from pipeline.core.process import run_main
 from pipeline.data.check import check_dataset, check_label_folder, is_label_folder
 from pipeline.data.datalist import write_datalist
 from pipeline.data.labels import BUILTIN, NNUNET_PREFIX, scheme_name
@@ -433,15 +433,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cli() -> int:
     """The console entry (``python -m pipeline``, ``brats-pipeline``): `main`, with SIGTERM ending it as an exit
-    that releases its folders and stops the bundle process it runs (`pipeline.core.process`)."""
-    exit_on_sigterm()
-    try:
-        return main()
-    except KeyboardInterrupt:  # Ctrl-C: one line, not the tracebacks of this process and of its bundle process
-        if says_stop():  # (a benchmark's step: the benchmark says it)
-            print(stopped_line("Ctrl-C"), file=sys.stderr, flush=True)
-        sys.excepthook = lambda *_: None  # then Python runs the exit hooks and ends by SIGINT, as a shell loop
-        raise                             # around the command expects (a status of 130 would let it go on)
+    that releases its folders and stops the bundle process it runs, and Ctrl-C as one line
+    (`pipeline.core.process.run_main`)."""
+    return run_main(main)
 
 
 if __name__ == "__main__":

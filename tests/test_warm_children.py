@@ -99,3 +99,28 @@ def test_a_killed_stand_in_takes_its_command_with_it(tmp_path: Path) -> None:
             return
         time.sleep(0.05)
     pytest.fail(f"the command {pid} outlived its stand-in")
+
+
+@pytest.mark.parametrize("how", ["served", "cold", "run_module"])
+def test_a_command_ends_after_its_threads_and_exit_hooks_as_a_cold_one(tmp_path: Path, how: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A non-daemon thread (a background writer) finishes before the process ends, then the exit hooks run: the
+    served command, a cold one and one forked by `tests.warm.run_module` alike (review: the served one killed it)."""
+    from tests.warm import run_module
+
+    done, hooked = tmp_path / "thread_done", tmp_path / "hook_ran"
+    config = tmp_path / "thread.yaml"
+    config.write_text(
+        'imports: ["$import atexit", "$import threading", "$import time"]\n'
+        f'go:\n  - "$atexit.register(lambda: open({str(hooked)!r}, \'w\').write(str(__import__(\'os\').path'
+        f'.exists({str(done)!r}))))"\n'
+        f'  - "$threading.Thread(target=lambda: (time.sleep(1), open({str(done)!r}, \'w\').close())).start()"\n')
+    if how == "cold":
+        monkeypatch.delenv(SOCKET_ENV)
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "go", "--config_file", str(config)]
+    if how == "run_module":
+        result = run_module(cmd, cwd=tmp_path, timeout=120)
+    else:
+        result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert done.exists() and hooked.read_text() == "True"  # the thread first, then the hook

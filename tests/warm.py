@@ -79,17 +79,39 @@ def _run(target: str) -> int:
     return code
 
 
+def _as_main(target: str, args: list[str], cwd: str, environ: dict, umask: int) -> int:
+    """Run ``target`` in this forked process as a fresh interpreter runs ``python -m target args``, to its end: a
+    main process of its own (`_become_main_process`), the exit hooks of the interpreter's own modules and those the
+    command registers (not the fork server's: their state is the server's), then, as the interpreter ends, its
+    non-daemon threads waited for (a background writer finishing its files) before the exit hooks run. Returns the
+    exit status (`_run`)."""
+    import atexit
+    import logging
+    import multiprocessing.util as mp_util
+    import threading
+
+    _become_main_process()
+    atexit._clear()
+    mp_util._finalizer_registry.clear()  # the server's
+    atexit.register(logging.shutdown)  # registered at import in a fresh interpreter, as these two are
+    atexit.register(mp_util._exit_function)
+    _enter(target, args, cwd, environ, umask)
+    code = _run(target)
+    threading._shutdown()  # what the interpreter does first at its end, then the exit hooks
+    atexit._run_exitfuncs()
+    if "pipeline.core.files" in sys.modules:  # (its hook, were the module imported before the fork)
+        sys.modules["pipeline.core.files"].release_held_folders()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return code
+
+
 def _child(target: str, args: list[str], cwd: str, out: str, err: str, environ: dict, umask: int) -> None:
     for fd, path in ((1, out), (2, err)):
         opened = os.open(path, os.O_WRONLY | os.O_TRUNC)
         os.dup2(opened, fd)
         os.close(opened)
-    _enter(target, args, cwd, environ, umask)
-    code = _run(target)
-    from pipeline.core.files import release_held_folders
-
-    release_held_folders()  # what the command's exit hooks do: its folders' locks go (and empty folders it made)
-    _exit(code)  # no atexit of the fork server's modules, as a fresh process would end
+    _exit(_as_main(target, args, cwd, environ, umask))
 
 
 def _exit(code: int) -> None:
@@ -190,10 +212,8 @@ def _become_main_process() -> None:
 
 
 def _command(request: dict, fds: list[int]) -> None:
-    """The command's process: the stand-in's streams as 0, 1, 2, a main process of its own (not a child of the
-    multiprocessing server), the exit hooks it registers run at its end (not the server's), then ``os._exit``."""
-    import atexit
-
+    """The command's process: the stand-in's streams as 0, 1, 2, the signal handlers of a fresh interpreter, then
+    the command run to its end (`_as_main`)."""
     try:
         for fd, stream in zip(fds, (0, 1, 2), strict=True):
             os.dup2(fd, stream)
@@ -204,14 +224,8 @@ def _command(request: dict, fds: list[int]) -> None:
         for name, handler in (("SIGINT", signal.default_int_handler), ("SIGTERM", signal.SIG_DFL),
                               ("SIGHUP", signal.SIG_DFL), ("SIGCHLD", signal.SIG_DFL)):
             signal.signal(getattr(signal, name), handler)
-        _become_main_process()
-        atexit._clear()
         sys.executable, sys.orig_argv = request["executable"], request["orig_argv"]
-        _enter(request["module"], request["args"], request["cwd"], request["environ"], request["umask"])
-        code = _run(request["module"])
-        atexit._run_exitfuncs()
-        sys.stdout.flush()
-        sys.stderr.flush()
+        code = _as_main(request["module"], request["args"], request["cwd"], request["environ"], request["umask"])
     except BaseException:  # noqa: BLE001 - a fault of the serving itself: said, status 70 (EX_SOFTWARE)
         import traceback
 

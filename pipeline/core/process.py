@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 #: How long a stopped child may take to end before it is killed (s).
@@ -68,6 +68,21 @@ def exit_on_sigterm() -> None:
     (`pipeline.enter_bundle_cli`). Only the main thread can set a handler; elsewhere nothing changes."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminated)
+
+
+def run_main(main: Callable[[], int | None]) -> int | None:
+    """A command's entry around ``main``: SIGTERM ends it as an exit (`exit_on_sigterm`); Ctrl-C ends it with one
+    line (`stopped_line`, unless the command that started it says it) and no traceback, then by SIGINT, as Python
+    ends on an interrupt (a shell loop around it stops too; a status of 130 would let it go on). The verbs' CLI
+    (`pipeline.__main__.cli`) and the benchmarks that run stages."""
+    exit_on_sigterm()
+    try:
+        return main()
+    except KeyboardInterrupt:
+        if says_stop():
+            print(stopped_line("Ctrl-C"), file=sys.stderr, flush=True)
+        sys.excepthook = lambda *_: None  # then Python runs the exit hooks and ends by SIGINT
+        raise
 
 
 def run_child(cmd: Sequence[str], env: Mapping[str, str] | None = None, **popen: Any) -> int:

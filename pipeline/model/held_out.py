@@ -31,22 +31,22 @@ def _copies_of_training_cases(record: Mapping, items: Sequence[dict]) -> list[st
 
 
 def _other_images_under_training_ids(record: Mapping, items: Sequence[dict]) -> set[str]:
-    """The ids of ``items`` that run.json's split trains on but whose image files are not the ones recorded for that
-    case (``training_images``, in the split's order; by size and fast hash): another patient under a training
-    case's id, or the same one saved again (other bytes). Empty where the record holds no images to compare."""
-    train = list((record.get("split") or {}).get("train") or [])
+    """The ids of ``items`` that run.json's split trains on but whose image files are those of no training case
+    (``training_images``; by size and fast hash): another patient under a training case's id, or the same one saved
+    again (other bytes). By content, not by position: ``training_images`` is in the datalist's order, the split's
+    ids sorted. Empty where the record holds no images to compare."""
+    train = set((record.get("split") or {}).get("train") or [])
     images = record.get("training_images") or []
-    if len(images) != len(train) or not all(isinstance(case, list) and all(isinstance(i, list) and len(i) == 3
-                                                                            for i in case) for case in images):
+    if not train or not images or not all(isinstance(case, list) and all(isinstance(i, list) and len(i) == 3
+                                                                         for i in case) for case in images):
         return set()
-    recorded = {case: sorted((size, fast) for size, fast, _ in files) for case, files in zip(train, images,
-                                                                                           strict=True)}
+    recorded = {tuple(sorted((size, fast) for size, fast, _ in files)) for files in images}
     out = set()
     for it in items:
         case = str(it["case"])
-        if case in recorded and it.get("image"):
+        if case in train and it.get("image"):
             files = input_identity(Case.from_item(it).images)
-            if sorted((r["size"], r["hash"]) for r in files) != recorded[case]:
+            if tuple(sorted((r["size"], r["hash"]) for r in files)) not in recorded:
                 out.add(case)
     return out
 

@@ -114,6 +114,7 @@ def test_ctrl_c_ends_a_command_in_one_line_not_tracebacks(where: str, parent: bo
     (red team): each says one line, and a command started by another through `run_child` (a verb's bundle process,
     the demo's and the benchmarks' stages, which printed it twice) leaves it to that one."""
     import pipeline.__main__ as verbs
+    from pipeline.core import process
     from pipeline.core.errors import _hook
     from pipeline.core.process import PARENT_SAYS_STOP_ENV, run_child
 
@@ -124,7 +125,7 @@ def test_ctrl_c_ends_a_command_in_one_line_not_tracebacks(where: str, parent: bo
                                                 f"{PARENT_SAYS_STOP_ENV!r}, ''))"]) == 0
         monkeypatch.setenv(PARENT_SAYS_STOP_ENV, seen.read_text())
     if where == "the_verbs_cli":
-        monkeypatch.setattr(verbs, "exit_on_sigterm", lambda: None)  # (not this test process's handler)
+        monkeypatch.setattr(process, "exit_on_sigterm", lambda: None)  # (not this test process's handler)
         monkeypatch.setattr(verbs, "main", lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
         monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # (cli silences it: Python then ends by SIGINT)
         with pytest.raises(KeyboardInterrupt):  # left to Python, which ends by SIGINT: a shell loop stops too

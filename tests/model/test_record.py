@@ -879,6 +879,26 @@ def test_trained_on_knows_a_training_case_by_its_id_or_its_images(files: str, tr
     assert trained_on(record, [item]) == ({item["case"]: trained} if trained else {})
 
 
+def test_training_cases_listed_out_of_id_order_are_known_by_their_images(tmp_path: Path) -> None:
+    """run.json's split sorts the ids, its training_images follow the datalist: a datalist not in id order marked
+    its own training cases as only sharing an id (review)."""
+    from pipeline.model.held_out import trained_on
+    from pipeline.model.record import training_images
+
+    items = []
+    for seed, name in enumerate(("b", "a"), start=1):  # the datalist's order
+        paths = []
+        for i in range(2):
+            path = tmp_path / name / f"{name}_{i}.nii.gz"
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(bytes([seed, i]) * (100 * seed))
+            paths.append(str(path))
+        items.append({"case": name, "image": paths})
+    record = {"split": {"train": sorted(it["case"] for it in items), "validation": []},
+              "training_images": training_images(items)}
+    assert trained_on(record, items) == {"b": True, "a": True}
+
+
 @pytest.mark.parametrize("models", [False, True], ids=["", "beside_models_of_no_record"])
 @pytest.mark.parametrize("overwrite", [False, True], ids=["new_run", "overwrite"])
 @pytest.mark.parametrize(("name", "content"), [
