@@ -81,7 +81,13 @@ def test_a_signal_to_the_stand_in_reaches_the_command_and_it_ends_as_a_cold_one(
     proc, pid = _sleeper(tmp_path)
     assert (pid != proc.pid) == served
     time.sleep(1)  # in its sleep (a KeyboardInterrupt raised in MONAI's evaluation of the next line can be lost)
-    proc.send_signal(signum)
+    for _ in range(3):  # (and again if it was lost all the same, on a busy machine: cold ones lost it too)
+        proc.send_signal(signum)
+        try:
+            proc.wait(timeout=15)
+            break
+        except subprocess.TimeoutExpired:
+            continue
     proc.communicate(timeout=60)
     assert proc.returncode == status
 
