@@ -12,11 +12,17 @@ from pipeline.data.layouts import Case
 from pipeline.model.record import RunError
 
 
+def _training_images(record: Mapping) -> list[list[tuple]]:
+    """run.json's ``training_images``: each training case's files as ``(size, fast hash, sha256)``; a case recorded
+    in another form is left out."""
+    return [[tuple(image) for image in case] for case in record.get("training_images") or []
+            if isinstance(case, list) and all(isinstance(i, list) and len(i) == 3 for i in case)]
+
+
 def _copies_of_training_cases(record: Mapping, items: Sequence[dict]) -> list[str]:
     """The ids of ``items`` whose image files are all, byte for byte, those of one training case (a case copied
     under another name). Only files whose size and fast hash match a training image's are read whole."""
-    cases = [[tuple(image) for image in case] for case in record.get("training_images") or []
-             if isinstance(case, list) and all(isinstance(i, list) and len(i) == 3 for i in case)]
+    cases = _training_images(record)
     fast = {(size, fast_hash) for case in cases for size, fast_hash, _ in case}
     whole = {tuple(sorted(digest for _, _, digest in case)) for case in cases}
     out = []
@@ -36,11 +42,9 @@ def _other_images_under_training_ids(record: Mapping, items: Sequence[dict]) -> 
     again (other bytes). By content, not by position: ``training_images`` is in the datalist's order, the split's
     ids sorted. Empty where the record holds no images to compare."""
     train = set((record.get("split") or {}).get("train") or [])
-    images = record.get("training_images") or []
-    if not train or not images or not all(isinstance(case, list) and all(isinstance(i, list) and len(i) == 3
-                                                                         for i in case) for case in images):
+    recorded = {tuple(sorted((size, fast) for size, fast, _ in files)) for files in _training_images(record)}
+    if not train or not recorded:
         return set()
-    recorded = {tuple(sorted((size, fast) for size, fast, _ in files)) for files in images}
     out = set()
     for it in items:
         case = str(it["case"])
